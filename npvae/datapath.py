@@ -1,0 +1,51 @@
+"""Where npvae looks for datasets.
+
+The search order is the same for every dataset: an explicit ``data_dir``
+(the scripts' ``--data-dir`` flag), the ``NPVAE_DATA`` environment variable,
+then the user cache directory (``$XDG_CACHE_HOME/npvae`` or ``~/.cache/npvae``).
+Each root holds one sub-folder per dataset (``mnist/``, ``fashion-mnist/``,
+``MIR-1K/``, ``IRMAS-TrainingData/``...).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "NPVAE_DATA"
+
+
+def cache_dir() -> Path:
+    """The per-user cache root where downloads go, ``~/.cache/npvae`` by default."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "npvae"
+
+
+def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Candidate data roots, most specific first (duplicates removed)."""
+    roots: list[Path] = []
+    if data_dir:
+        roots.append(Path(data_dir).expanduser())
+    env = os.environ.get(ENV_VAR)
+    if env:
+        roots.append(Path(env).expanduser())
+    roots.append(cache_dir())
+    seen, unique = set(), []
+    for r in roots:
+        key = str(r.resolve()) if r.exists() else str(r)
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    return unique
+
+
+def find_dataset(subdir: str, data_dir: str | os.PathLike | None = None,
+                 extra: list[Path] | None = None) -> Path | None:
+    """First ``root/subdir`` that exists among :func:`data_roots` (then ``extra``), or None."""
+    for root in data_roots(data_dir):
+        cand = root / subdir
+        if cand.is_dir():
+            return cand
+    for cand in extra or []:
+        if Path(cand).is_dir():
+            return Path(cand)
+    return None

@@ -1,0 +1,31 @@
+"""Shared fixtures. Real data comes from ``$NPVAE_DATA`` or, in a checkout,
+from ``../shared/data`` beside the repository; tests that need it skip only
+where neither exists."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path | None:
+    env = os.environ.get("NPVAE_DATA")
+    if env and Path(env).is_dir():
+        return Path(env)
+    cand = REPO.parent / "shared" / "data"
+    return cand if cand.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = _shared_data()
+    if path is None:
+        pytest.skip("real data not found: set NPVAE_DATA to the folder holding mnist/, fashion-mnist/, MIR-1K/")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
