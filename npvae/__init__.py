@@ -1,0 +1,2 @@
+"""npvae: variational autoencoders for blind source separation, in NumPy."""
+__version__ = "0.1.0"

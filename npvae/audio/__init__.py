@@ -1,0 +1,1 @@
+"""Audio: file I/O, STFT, music datasets."""

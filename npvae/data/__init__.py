@@ -1,0 +1,1 @@
+"""Datasets: MNIST / Fashion-MNIST images and their mixtures."""

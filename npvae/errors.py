@@ -1,0 +1,17 @@
+"""Exceptions that npvae raises on bad input. Each message names the problem and the fix."""
+
+
+class NpvaeError(Exception):
+    """Base class of npvae's own errors."""
+
+
+class DatasetError(NpvaeError, FileNotFoundError):
+    """A dataset is missing, incomplete or corrupt."""
+
+
+class FileFormatError(NpvaeError, ValueError):
+    """A file is not what npvae expected (wrong kind, version, truncated or corrupt)."""
+
+
+class TrainingError(NpvaeError, RuntimeError):
+    """Training cannot go on (a NaN loss, say)."""

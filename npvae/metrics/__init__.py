@@ -1,0 +1,1 @@
+"""Separation quality metrics for images and audio."""
