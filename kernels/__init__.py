@@ -1,0 +1,96 @@
+"""Hot element-wise and data-movement kernels behind one small interface.
+
+Two backends implement the same functions: ``numba`` (``@njit`` kernels,
+compiled once and cached on disk) and ``numpy`` (the reference twins). The
+``NPVAE_BACKEND`` environment variable picks one at import (``numba`` by
+default, ``numpy`` when Numba is missing); :func:`set_backend` switches at run
+time and :func:`backend` says which is active.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+from . import numpy_kernels
+from .numpy_kernels import (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,  # noqa: F401
+                            ACT_TANH, conv_output_size)
+
+BACKENDS = ("numba", "numpy")
+_ops = numpy_kernels
+_name = "numpy"
+
+
+def _load_numba():
+    from . import numba_kernels
+    return numba_kernels
+
+
+def available_backends() -> list[str]:
+    """Backends that can be used on this machine."""
+    try:
+        _load_numba()
+        return ["numba", "numpy"]
+    except ImportError:
+        return ["numpy"]
+
+
+def set_backend(name: str) -> str:
+    """Select ``"numba"`` or ``"numpy"``; returns the backend now active."""
+    global _ops, _name
+    name = name.strip().lower()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {BACKENDS} (NPVAE_BACKEND)")
+    if name == "numba":
+        try:
+            _ops, _name = _load_numba(), "numba"
+        except ImportError as exc:
+            warnings.warn(f"Numba is not importable ({exc}); using the NumPy kernels. "
+                          "Install numba to get the compiled backend.", RuntimeWarning, stacklevel=2)
+            _ops, _name = numpy_kernels, "numpy"
+    else:
+        _ops, _name = numpy_kernels, "numpy"
+    return _name
+
+
+def backend() -> str:
+    """Name of the active backend: ``"numba"`` or ``"numpy"``."""
+    return _name
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw):
+    return _ops.im2col(x, kh, kw, sh, sw, ph, pw)
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
+    return _ops.col2im(cols, x_shape, kh, kw, sh, sw, ph, pw)
+
+
+def bias_act_forward(z, b, act, alpha=0.0):
+    return _ops.bias_act_forward(z, b, act, alpha)
+
+
+def act_backward(dy, y, act, alpha=0.0):
+    return _ops.act_backward(dy, y, act, alpha)
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, weight_decay=0.0):
+    return _ops.adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, weight_decay)
+
+
+def reparameterize(mu, logvar, eps):
+    return _ops.reparameterize(mu, logvar, eps)
+
+
+def kl_terms(mu, logvar):
+    return _ops.kl_terms(mu, logvar)
+
+
+def bce_logits(logits, target):
+    return _ops.bce_logits(logits, target)
+
+
+for _fn in (im2col, col2im, bias_act_forward, act_backward, adam_update, reparameterize,
+            kl_terms, bce_logits):
+    _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
+
+set_backend(os.environ.get("NPVAE_BACKEND", "numba"))

@@ -1,2 +1,30 @@
-"""npvae: variational autoencoders for blind source separation, in NumPy."""
+"""npvae: variational autoencoders for blind source separation, in NumPy.
+
+Layers follow one contract (``forward``/``backward``, ``params``/``grads``); the
+hot element-wise work runs in the ``kernels`` package (Numba or NumPy backend).
+"""
+import kernels as _kernels
+
+from . import losses, optim
+from .layers import (Conv2d, ConvTranspose2d, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU,
+                     Reshape, Sequential, Sigmoid, Softplus, Tanh, build_layer)
+from .optim import SGD, Adam, clip_grad_norm
+from .vae import GaussianHead, KLWeight, Reparameterize, kl_divergence, sample_prior
+
 __version__ = "0.1.0"
+
+
+def backend() -> str:
+    """The active kernel backend, ``"numba"`` or ``"numpy"`` (set with ``NPVAE_BACKEND``)."""
+    return _kernels.backend()
+
+
+def set_backend(name: str) -> str:
+    """Switch the kernel backend at run time; returns the backend now active."""
+    return _kernels.set_backend(name)
+
+
+__all__ = ["Layer", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU", "LeakyReLU", "Sigmoid",
+           "Tanh", "Softplus", "Flatten", "Reshape", "Sequential", "build_layer", "GaussianHead",
+           "Reparameterize", "kl_divergence", "KLWeight", "sample_prior", "Adam", "SGD",
+           "clip_grad_norm", "losses", "optim", "backend", "set_backend"]

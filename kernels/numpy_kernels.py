@@ -1,0 +1,118 @@
+"""NumPy twins of the Numba kernels: the reference semantics, and the fallback
+when Numba is missing or ``NPVAE_BACKEND=numpy``.
+
+Conventions shared by both backends
+-----------------------------------
+* ``im2col`` lays patches out as ``cols[(c*kh + i)*kw + j, (n*OH + oh)*OW + ow]``,
+  i.e. shape ``(C*kh*kw, N*OH*OW)``, so a convolution is one GEMM
+  ``W.reshape(O, C*kh*kw) @ cols``.
+* Activation codes (``ACT_*``) select the element-wise function fused with a bias.
+  Their derivatives are written in terms of the *output* ``y``, so backward needs
+  no copy of the pre-activation.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+ACT_IDENTITY, ACT_RELU, ACT_LEAKY_RELU, ACT_SIGMOID, ACT_TANH = 0, 1, 2, 3, 4
+
+
+def conv_output_size(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw):
+    """Patches of ``x`` (N, C, H, W) as columns, shape (C*kh*kw, N*OH*OW)."""
+    n, c, h, w = x.shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if (ph or pw) else x
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))  # (N, C, H', W', kh, kw)
+    win = win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
+    return np.ascontiguousarray(win.transpose(1, 4, 5, 0, 2, 3)).reshape(c * kh * kw, n * oh * ow)
+
+
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
+    """Adjoint of :func:`im2col`: scatter-add columns back into an (N, C, H, W) array."""
+    n, c, h, w = x_shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    cols6 = cols.reshape(c, kh, kw, n, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += cols6[:, i, j].transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])
+
+
+def bias_act_forward(z, b, act, alpha):
+    """In place: ``z <- act(z + b)`` for ``z`` (N, F) and ``b`` (F,). Returns ``z``."""
+    z += b
+    if act == ACT_RELU:
+        np.maximum(z, 0, out=z)
+    elif act == ACT_LEAKY_RELU:
+        np.multiply(z, np.where(z > 0, 1.0, alpha).astype(z.dtype), out=z)
+    elif act == ACT_SIGMOID:
+        _sigmoid_inplace(z)
+    elif act == ACT_TANH:
+        np.tanh(z, out=z)
+    return z
+
+
+def _sigmoid_inplace(z):
+    # exp(-|z|) never overflows; the two branches are the same function.
+    e = np.exp(-np.abs(z))
+    np.divide(np.where(z >= 0, 1.0, e), 1.0 + e, out=z)
+
+
+def act_backward(dy, y, act, alpha):
+    """Gradient through an activation, from its output ``y``: returns ``dz`` (new array)."""
+    if act == ACT_RELU:
+        return dy * (y > 0)
+    if act == ACT_LEAKY_RELU:
+        return dy * np.where(y > 0, 1.0, alpha).astype(dy.dtype)
+    if act == ACT_SIGMOID:
+        return dy * y * (1 - y)
+    if act == ACT_TANH:
+        return dy * (1 - y * y)
+    return dy.copy()
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, weight_decay):
+    """One Adam step in place on ``p``, ``m``, ``v`` (any shape, same shape as ``g``).
+
+    ``bc1 = 1 - beta1**t`` and ``bc2 = 1 - beta2**t`` are the bias corrections;
+    ``weight_decay`` is decoupled (AdamW): ``p <- p * (1 - lr * weight_decay)`` first.
+    """
+    if weight_decay:
+        p *= 1.0 - lr * weight_decay
+    m *= beta1
+    m += (1.0 - beta1) * g
+    v *= beta2
+    v += (1.0 - beta2) * (g * g)
+    denom = np.sqrt(v / bc2)
+    denom += eps
+    p -= (lr / bc1) * m / denom
+
+
+def reparameterize(mu, logvar, eps):
+    """``z = mu + exp(0.5 logvar) * eps``; returns ``(z, std)``."""
+    std = np.exp(0.5 * logvar)
+    return mu + std * eps, std
+
+
+def kl_terms(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) summed over all elements, and its gradients."""
+    ev = np.exp(logvar)
+    kl = -0.5 * float(np.sum(1.0 + logvar - mu * mu - ev, dtype=np.float64))
+    return kl, mu.copy(), 0.5 * (ev - 1.0)
+
+
+def bce_logits(logits, target):
+    """Binary cross-entropy from logits, summed; returns ``(sum, sigmoid(logits) - target)``.
+
+    Stable form: ``max(l, 0) - l*t + log(1 + exp(-|l|))``.
+    """
+    loss = np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits)))
+    p = logits.copy()
+    _sigmoid_inplace(p)
+    return float(np.sum(loss, dtype=np.float64)), p - target

@@ -1,0 +1,165 @@
+"""Short-time Fourier transform and its inverse, on top of ``scipy.signal.ShortTimeFFT``.
+
+Frame ``k`` (``k = 0 .. T-1``) is centred on sample ``(k + cfg.first_frame) * hop``
+and the signal is zero-padded at both ends, so every frame that overlaps the
+signal is kept (``first_frame`` is -1 for hop = n_fft / 4). ``istft`` with the
+same config and the original length gives the signal back to float rounding. Spectra are unscaled sums: a full-scale sinusoid at a bin's centre has
+magnitude ``sum(window) / 2``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+from scipy.signal import ShortTimeFFT, get_window
+
+
+@dataclass(frozen=True)
+class STFTConfig:
+    """How a waveform becomes a spectrogram.
+
+    Attributes
+    ----------
+    sample_rate : working sample rate in Hz; audio is resampled to it on loading.
+    n_fft : frame and FFT length in samples (F = n_fft // 2 + 1 frequency bins).
+    hop : frame advance in samples.
+    window : a ``scipy.signal.get_window`` name, periodic ("hann", "hamming"...).
+
+    The defaults are the MIR-1K setting: 16 kHz, 1024-sample (64 ms) Hann frames,
+    hop 256 (16 ms), 513 bins. IRMAS (44.1 kHz) is resampled to the same 16 kHz so
+    that one model serves both; see :data:`PRESETS` and :meth:`for_dataset`.
+    """
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop: int = 256
+    window: str = "hann"
+
+    def __post_init__(self):
+        if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop <= 0:
+            raise ValueError(f"sample_rate, n_fft and hop must be positive: {self}")
+        if self.hop > self.n_fft:
+            raise ValueError(f"hop ({self.hop}) larger than n_fft ({self.n_fft}) leaves gaps "
+                             "and cannot be inverted; use hop <= n_fft (n_fft // 4 is usual)")
+
+    @property
+    def n_freq(self) -> int:
+        """Number of frequency bins F = n_fft // 2 + 1."""
+        return self.n_fft // 2 + 1
+
+    @property
+    def first_frame(self) -> int:
+        """Index (in hops, <= 0) of the first frame's centre: frame k is centred on
+        sample ``(k + first_frame) * hop``."""
+        return _transform(self).p_min
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of frames T that :func:`stft` gives for ``n_samples`` samples."""
+        sft = _transform(self)
+        return sft.p_max(max(int(n_samples), _min_len(self))) - sft.p_min
+
+    def frequencies(self) -> np.ndarray:
+        """Centre frequency of each bin in Hz, shape (F,)."""
+        return np.fft.rfftfreq(self.n_fft, d=1.0 / self.sample_rate)
+
+    @classmethod
+    def for_dataset(cls, name: str, **overrides) -> "STFTConfig":
+        """The documented default for ``name`` ("mir1k", "irmas", "stems"), with ``overrides``."""
+        key = name.lower().replace("-", "").replace("_", "")
+        if key not in PRESETS:
+            raise ValueError(f"no STFT preset for dataset '{name}'; known: {', '.join(PRESETS)}")
+        return replace(PRESETS[key], **overrides)
+
+
+#: Default STFT per dataset. MIR-1K is recorded at 16 kHz. IRMAS (44.1 kHz) and
+#: stems folders (often 44.1 kHz) are resampled to 16 kHz: singing voice has little
+#: energy above 8 kHz and a shared rate lets one model train on all three.
+PRESETS: dict[str, STFTConfig] = {
+    "mir1k": STFTConfig(sample_rate=16000, n_fft=1024, hop=256, window="hann"),
+    "irmas": STFTConfig(sample_rate=16000, n_fft=1024, hop=256, window="hann"),
+    "stems": STFTConfig(sample_rate=16000, n_fft=1024, hop=256, window="hann"),
+}
+
+
+@lru_cache(maxsize=16)
+def _transform(cfg: STFTConfig) -> ShortTimeFFT:
+    # The window is periodic (fftbins=True), the right choice for spectral analysis;
+    # ShortTimeFFT works out the dual window that makes istft exact.
+    win = get_window(cfg.window, cfg.n_fft, fftbins=True)
+    try:
+        return ShortTimeFFT(win, hop=cfg.hop, fs=cfg.sample_rate, mfft=cfg.n_fft,
+                            fft_mode="onesided")
+    except ValueError as e:
+        raise ValueError(f"{cfg} cannot be inverted ({e}); use a smaller hop") from None
+
+
+def _min_len(cfg: STFTConfig) -> int:
+    # ShortTimeFFT needs at least half a window of signal; shorter ones are zero-padded.
+    return (cfg.n_fft + 1) // 2
+
+
+def stft(x: np.ndarray, cfg: STFTConfig = STFTConfig()) -> np.ndarray:
+    """Spectrogram of ``x``.
+
+    x : real ndarray of shape (n_samples,) or (..., n_samples).
+    Returns complex ndarray of shape (F, T) or (..., F, T), F = cfg.n_freq,
+    T = cfg.n_frames(n_samples); complex64 for float32 input, else complex128.
+    """
+    x = np.asarray(x)
+    if x.shape[-1] == 0:
+        raise ValueError("stft of an empty signal")
+    if x.shape[-1] < _min_len(cfg):
+        pad = [(0, 0)] * (x.ndim - 1) + [(0, _min_len(cfg) - x.shape[-1])]
+        x = np.pad(x, pad)
+    X = _transform(cfg).stft(x, axis=-1)
+    return X.astype(np.complex64) if x.dtype == np.float32 else X
+
+
+def istft(X: np.ndarray, cfg: STFTConfig = STFTConfig(), length: int | None = None) -> np.ndarray:
+    """Waveform from a spectrogram.
+
+    X : complex ndarray of shape (F, T) or (..., F, T).
+    length : number of samples to return (the original length); None to stop at
+        the centre of the last frame, ``(T - 1 + cfg.first_frame) * hop + 1`` samples.
+    Returns real ndarray of shape (length,) or (..., length); float32 for
+    complex64 input, else float64.
+    """
+    X = np.asarray(X)
+    if X.shape[-2] != cfg.n_freq:
+        raise ValueError(f"spectrogram has {X.shape[-2]} bins but {cfg} expects {cfg.n_freq}")
+    sft = _transform(cfg)
+    if length is None:
+        length = (X.shape[-1] - 1 + sft.p_min) * cfg.hop + 1
+    length = int(length)
+    x = sft.istft(X, k1=max(length, _min_len(cfg)))[..., :length]
+    return x.astype(np.float32) if X.dtype == np.complex64 else x
+
+
+def magnitude(X: np.ndarray) -> np.ndarray:
+    """|X|, same shape as ``X``, real."""
+    return np.abs(X)
+
+
+def phase(X: np.ndarray) -> np.ndarray:
+    """Phase angle of ``X`` in radians, in (-pi, pi], same shape."""
+    return np.angle(X)
+
+
+def polar(mag: np.ndarray, ph: np.ndarray) -> np.ndarray:
+    """Complex spectrogram from magnitude and phase (radians): ``mag * exp(1j * ph)``."""
+    return mag * np.exp(1j * ph)
+
+
+def ideal_ratio_mask(voice_spec: np.ndarray, acc_spec: np.ndarray, power: float = 1.0,
+                     eps: float = 1e-12) -> np.ndarray:
+    """Oracle soft mask for the voice, ``|V|^p / (|V|^p + |A|^p)``, values in [0, 1].
+
+    voice_spec, acc_spec : spectrograms (complex or magnitude) of the same shape (F, T).
+    power : 1 for magnitude ratio, 2 for power (Wiener-like) ratio.
+    The accompaniment mask is ``1 - mask``. Bins where both are silent get 0.5.
+    """
+    v = np.abs(voice_spec) ** power
+    a = np.abs(acc_spec) ** power
+    if v.shape != a.shape:
+        raise ValueError(f"voice and accompaniment spectra differ in shape: {v.shape} vs {a.shape}")
+    return (v + 0.5 * eps) / (v + a + eps)

@@ -1,0 +1,10 @@
+"""npvae's layers: each ``forward(x)`` / ``backward(dy)`` with ``params`` and ``grads`` dicts."""
+from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, sigmoid
+from .base import Layer, build_layer, register
+from .conv import Conv2d, ConvTranspose2d
+from .dense import Dense
+from .sequential import Sequential
+from .shape import Flatten, Reshape
+
+__all__ = ["Layer", "build_layer", "register", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU",
+           "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "sigmoid", "Flatten", "Reshape", "Sequential"]

@@ -1,0 +1,95 @@
+"""Element-wise activations. Each keeps its output (or input) for backward."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer, register
+
+
+class _Elementwise(Layer):
+    def __init__(self, rng=None, dtype=np.float32):
+        super().__init__(dtype)
+
+
+@register
+class Identity(_Elementwise):
+    """``y = x``."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dy):
+        return dy
+
+
+@register
+class ReLU(_Elementwise):
+    """``y = max(x, 0)``."""
+
+    def forward(self, x):
+        self._mask = x > 0
+        return x * self._mask
+
+    def backward(self, dy):
+        return dy * self._mask
+
+
+@register
+class LeakyReLU(Layer):
+    """``y = x`` for x > 0, ``alpha * x`` otherwise."""
+
+    def __init__(self, alpha: float = 0.01, rng=None, dtype=np.float32):
+        super().__init__(dtype)
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        self._slope = np.where(x > 0, 1.0, self.alpha).astype(x.dtype)
+        return x * self._slope
+
+    def backward(self, dy):
+        return dy * self._slope
+
+    def hyper(self):
+        return {"alpha": self.alpha}
+
+
+def sigmoid(x):
+    """Logistic function without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+@register
+class Sigmoid(_Elementwise):
+    """``y = 1 / (1 + exp(-x))``, computed stably."""
+
+    def forward(self, x):
+        self._y = sigmoid(x).astype(x.dtype, copy=False)
+        return self._y
+
+    def backward(self, dy):
+        return dy * self._y * (1 - self._y)
+
+
+@register
+class Tanh(_Elementwise):
+    """``y = tanh(x)``."""
+
+    def forward(self, x):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1 - self._y * self._y)
+
+
+@register
+class Softplus(_Elementwise):
+    """``y = log(1 + exp(x))``, computed stably; its derivative is sigmoid(x)."""
+
+    def forward(self, x):
+        self._x = x
+        return np.logaddexp(0, x).astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        return dy * sigmoid(self._x).astype(dy.dtype, copy=False)

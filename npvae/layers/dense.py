@@ -1,0 +1,58 @@
+"""Fully connected layer with an optional fused activation."""
+from __future__ import annotations
+
+import numpy as np
+
+import kernels
+
+from .base import Layer, default_rng, expect_input, register
+
+ACTIVATIONS = {None: kernels.ACT_IDENTITY, "identity": kernels.ACT_IDENTITY, "relu": kernels.ACT_RELU,
+               "leaky_relu": kernels.ACT_LEAKY_RELU, "sigmoid": kernels.ACT_SIGMOID, "tanh": kernels.ACT_TANH}
+
+
+@register
+class Dense(Layer):
+    """``y = act(x @ W + b)``.
+
+    x : (N, in_features) -> y : (N, out_features). ``W`` is (in_features, out_features),
+    ``b`` is (out_features,), both drawn from U(-1/sqrt(in), 1/sqrt(in)) as in PyTorch.
+    ``activation`` (None, "relu", "leaky_relu", "sigmoid", "tanh") is fused with the
+    bias in one kernel pass; ``alpha`` is the leaky-ReLU slope.
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation: str | None = None,
+                 alpha: float = 0.01, rng=None, dtype=np.float32):
+        super().__init__(dtype)
+        if in_features <= 0 or out_features <= 0:
+            raise ValueError(f"Dense needs positive sizes, got in_features={in_features}, out_features={out_features}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {[a for a in ACTIVATIONS if a]}")
+        rng = default_rng(rng)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.activation, self.alpha = activation, float(alpha)
+        self._act = ACTIVATIONS[activation]
+        bound = 1.0 / np.sqrt(in_features)
+        self.add_param("W", rng.uniform(-bound, bound, (in_features, out_features)))
+        self.add_param("b", rng.uniform(-bound, bound, (out_features,)))
+
+    def forward(self, x):
+        expect_input(self, x, 2, "(N, in_features)", 1, self.in_features)
+        self._x = x
+        y = x @ self.params["W"]
+        self._y = kernels.bias_act_forward(y, self.params["b"], self._act, self.alpha)
+        return self._y
+
+    def backward(self, dy):
+        dz = dy if self._act == kernels.ACT_IDENTITY else kernels.act_backward(dy, self._y, self._act, self.alpha)
+        np.matmul(self._x.T, dz, out=self.grads["W"])
+        np.sum(dz, axis=0, out=self.grads["b"])
+        return dz @ self.params["W"].T
+
+    def hyper(self):
+        h = {"in_features": self.in_features, "out_features": self.out_features}
+        if self.activation is not None:
+            h["activation"] = self.activation
+            if self.activation == "leaky_relu":
+                h["alpha"] = self.alpha
+        return h
