@@ -87,8 +87,10 @@ def _transform(cfg: STFTConfig) -> ShortTimeFFT:
     # ShortTimeFFT works out the dual window that makes istft exact.
     win = get_window(cfg.window, cfg.n_fft, fftbins=True)
     try:
-        return ShortTimeFFT(win, hop=cfg.hop, fs=cfg.sample_rate, mfft=cfg.n_fft,
-                            fft_mode="onesided")
+        sft = ShortTimeFFT(win, hop=cfg.hop, fs=cfg.sample_rate, mfft=cfg.n_fft,
+                           fft_mode="onesided")
+        sft.dual_win  # computed lazily; fail here, not in the middle of istft
+        return sft
     except ValueError as e:
         raise ValueError(f"{cfg} cannot be inverted ({e}); use a smaller hop") from None
 

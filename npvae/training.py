@@ -1,0 +1,130 @@
+"""A small, resumable training loop shared by the image and music pipelines.
+
+The caller supplies the maths as two callables:
+
+* ``step(batch, epoch_progress) -> {"total": float, term: float, ...}`` runs forward
+  and backward for one batch (filling the model's gradients); the trainer then calls
+  ``optimizer.step()``. ``epoch_progress`` is the fractional epoch (for KL warm-up).
+* ``validate() -> {term: float, ...}`` evaluates without training.
+
+At the end of every epoch the trainer appends ``train_<term>`` and ``val_<term>``
+to its history, writes ``checkpoint.npz`` atomically (parameters, optimiser
+moments, RNG state, history, epoch), and every ``display_every`` epochs prints the
+terms and calls ``on_display(epoch, history)`` (figures). ``resume()`` restores all
+of it, so an interrupted run continues exactly as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .errors import TrainingError
+from .progress import progress_bar
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def _format_terms(terms: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4g}" for k, v in terms.items())
+
+
+class Trainer:
+    """Runs epochs of ``step`` over batches, with validation, display and checkpoints."""
+
+    def __init__(self, model, optimizer, rng: np.random.Generator, run_dir: str | Path,
+                 config: dict | None = None, display_every: int = 1, progress: bool = True,
+                 log: Callable[[str], None] = print):
+        self.model, self.optimizer, self.rng = model, optimizer, rng
+        self.run_dir = Path(run_dir)
+        self.config = dict(config or {})
+        self.display_every = max(1, int(display_every))
+        self.progress, self.log = progress, log
+        self.history: dict[str, list[float]] = {"epoch": []}
+        self.epoch = 0  # epochs completed
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    # -- checkpoints -------------------------------------------------------------
+    def save(self) -> None:
+        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for slot, tensors in opt["slots"].items():
+            arrays.update({f"opt/{slot}/{k}": v for k, v in tensors.items()})
+        meta = {"epoch": self.epoch, "history": self.history, "rng": rng_state(self.rng),
+                "opt_t": opt["t"], "opt_hyper": opt["hyper"], "config": self.config,
+                "model_spec": self.model.spec()}
+        save_checkpoint(self.checkpoint_path, arrays, meta)
+
+    def resume(self) -> bool:
+        """Load ``checkpoint.npz`` from the run directory; False when there is none."""
+        if not self.checkpoint_path.exists():
+            return False
+        arrays, meta = load_checkpoint(self.checkpoint_path)
+        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+        slots: dict[str, dict] = {}
+        for key, value in arrays.items():
+            if key.startswith("opt/"):
+                _, slot, path = key.split("/", 2)
+                slots.setdefault(slot, {})[path] = value
+        self.optimizer.load_state_dict({"t": meta["opt_t"], "hyper": meta["opt_hyper"], "slots": slots})
+        restored = restore_rng(meta["rng"])
+        self.rng.bit_generator.state = restored.bit_generator.state
+        self.history = {k: list(v) for k, v in meta["history"].items()}
+        self.epoch = int(meta["epoch"])
+        return True
+
+    # -- the loop ----------------------------------------------------------------
+    def fit(self, epochs: int, batches: Callable[[np.random.Generator], Iterable], n_batches: int,
+            step: Callable[[object, float], dict], validate: Callable[[], dict] | None = None,
+            on_display: Callable[[int, dict], None] | None = None) -> dict:
+        """Train until ``epochs`` epochs are complete (counting resumed ones)."""
+        while self.epoch < epochs:
+            start = time.perf_counter()
+            self.model.train()
+            sums: dict[str, float] = {}
+            bar = progress_bar(n_batches, f"epoch {self.epoch + 1}/{epochs}", self.progress)
+            count = 0
+            for i, batch in enumerate(batches(self.rng)):
+                terms = step(batch, self.epoch + i / max(1, n_batches))
+                total = terms["total"]
+                if not math.isfinite(total):
+                    bar.close()
+                    raise TrainingError(
+                        f"the loss became {total} at epoch {self.epoch + 1}, batch {i + 1} ({_format_terms(terms)}); "
+                        "lower the learning rate (--lr) or enable gradient clipping, then --resume from the last "
+                        f"good checkpoint in {self.run_dir}")
+                self.optimizer.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+                bar.update()
+                bar.set_postfix(loss=f"{sums['total'] / count:.4g}")
+            bar.close()
+            self.epoch += 1
+            train_terms = {k: v / max(1, count) for k, v in sums.items()}
+            self.model.eval()
+            val_terms = validate() if validate else {}
+            self.model.train()
+            self._record(train_terms, val_terms, time.perf_counter() - start)
+            self.save()
+            if self.epoch % self.display_every == 0 or self.epoch == epochs:
+                self.log(f"epoch {self.epoch:3d}  train: {_format_terms(train_terms)}")
+                if val_terms:
+                    self.log(f"           valid: {_format_terms(val_terms)}")
+                if on_display:
+                    on_display(self.epoch, self.history)
+        return self.history
+
+    def _record(self, train_terms, val_terms, seconds):
+        self.history["epoch"].append(self.epoch)
+        self.history.setdefault("seconds", []).append(seconds)
+        for prefix, terms in (("train_", train_terms), ("val_", val_terms)):
+            for k, v in terms.items():
+                self.history.setdefault(prefix + k, []).append(float(v))
