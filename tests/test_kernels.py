@@ -1,0 +1,120 @@
+"""Every Numba kernel against its NumPy twin, in float32 and float64."""
+import numpy as np
+import pytest
+
+import kernels
+from kernels import numpy_kernels as ref
+
+numba_kernels = pytest.importorskip("kernels.numba_kernels")
+DTYPES = [np.float32, np.float64]
+
+
+def close(a, b, dtype):
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [(3, 3, 1, 1, 0, 0), (3, 3, 2, 2, 1, 1), (2, 5, 1, 3, 0, 2), (5, 5, 2, 2, 2, 2)])
+def test_im2col_col2im(rng, dtype, geom):
+    x = rng.standard_normal((2, 3, 9, 10)).astype(dtype)
+    cols = ref.im2col(x, *geom)
+    close(numba_kernels.im2col(x, *geom), cols, dtype)
+    close(numba_kernels.col2im(cols, x.shape, *geom), ref.col2im(cols, x.shape, *geom), dtype)
+
+
+def test_col2im_is_adjoint_of_im2col(rng):
+    x = rng.standard_normal((2, 2, 7, 6))
+    geom = (3, 2, 2, 1, 1, 1)
+    cols = rng.standard_normal(ref.im2col(x, *geom).shape)
+    for k in (ref, numba_kernels):
+        assert np.sum(k.im2col(x, *geom) * cols) == pytest.approx(np.sum(x * k.col2im(cols, x.shape, *geom)))
+
+
+ACTS = [kernels.ACT_IDENTITY, kernels.ACT_RELU, kernels.ACT_LEAKY_RELU, kernels.ACT_SIGMOID, kernels.ACT_TANH]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+def test_bias_act_forward_backward(rng, dtype, act):
+    z = (rng.standard_normal((5, 7)) * 4).astype(dtype)
+    b = rng.standard_normal(7).astype(dtype)
+    y_ref = ref.bias_act_forward(z.copy(), b, act, 0.1)
+    y_nb = numba_kernels.bias_act_forward(z.copy(), b, act, 0.1)
+    close(y_nb, y_ref, dtype)
+    dy = rng.standard_normal((5, 7)).astype(dtype)
+    g_nb = numba_kernels.act_backward(dy, y_ref, act, 0.1)
+    assert g_nb.dtype == dtype
+    close(g_nb, ref.act_backward(dy, y_ref, act, 0.1), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_adam_update(rng, dtype, wd):
+    arrays = [rng.standard_normal((4, 3)).astype(dtype) for _ in range(2)]
+    m, v = rng.standard_normal((4, 3)).astype(dtype), rng.uniform(size=(4, 3)).astype(dtype)
+    states = [[a.copy() for a in (arrays[0], m, v)] for _ in range(2)]
+    args = (1e-2, 0.9, 0.999, 1e-8, 1 - 0.9 ** 3, 1 - 0.999 ** 3, wd)
+    for k, (p, mm, vv) in zip((ref, numba_kernels), states):
+        k.adam_update(p, arrays[1], mm, vv, *args)
+    for a, b in zip(*states):
+        close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reparameterize_kl_bce(rng, dtype):
+    mu, logvar, eps = (rng.standard_normal((6, 4)).astype(dtype) for _ in range(3))
+    for a, b in zip(numba_kernels.reparameterize(mu, logvar, eps), ref.reparameterize(mu, logvar, eps)):
+        close(a, b, dtype)
+    kl_nb, kl_ref = numba_kernels.kl_terms(mu, logvar), ref.kl_terms(mu, logvar)
+    assert kl_nb[0] == pytest.approx(kl_ref[0], rel=1e-5)
+    for a, b in zip(kl_nb[1:], kl_ref[1:]):
+        close(a, b, dtype)
+    logits = (rng.standard_normal((6, 4)) * 30).astype(dtype)
+    target = rng.uniform(size=(6, 4)).astype(dtype)
+    (v_nb, g_nb), (v_ref, g_ref) = numba_kernels.bce_logits(logits, target), ref.bce_logits(logits, target)
+    assert v_nb == pytest.approx(v_ref, rel=1e-5)
+    close(g_nb, g_ref, dtype)
+
+
+def test_backend_switch():
+    original = kernels.backend()
+    try:
+        assert kernels.set_backend("numpy") == "numpy" and kernels.backend() == "numpy"
+        assert kernels.set_backend("numba") == "numba"
+        with pytest.raises(ValueError, match="unknown backend"):
+            kernels.set_backend("cuda")
+    finally:
+        kernels.set_backend(original)
+
+
+def test_backends_give_the_same_training_trajectory(rng):
+    """A few Adam steps of a conv + dense model agree between backends to float32 tolerance."""
+    import npvae
+
+    def run(name):
+        kernels.set_backend(name)
+        r = np.random.default_rng(3)
+        model = npvae.Sequential(npvae.Conv2d(1, 4, 3, stride=2, padding=1, rng=r), npvae.ReLU(),
+                                 npvae.Flatten(), npvae.Dense(4 * 4 * 4, 8, activation="leaky_relu", rng=r),
+                                 npvae.Dense(8, 16, rng=r))
+        opt = npvae.Adam(model, lr=1e-2)
+        x = np.random.default_rng(4).uniform(size=(8, 1, 8, 8)).astype(np.float32)
+        target = x.reshape(8, -1)[:, :16]
+        losses = []
+        for _ in range(5):
+            loss, grad = npvae.losses.bce_with_logits(model.forward(x), target)
+            model.backward(grad)
+            opt.step()
+            losses.append(loss)
+        return losses, model.state_dict()
+
+    original = kernels.backend()
+    try:
+        (l_nb, p_nb), (l_np, p_np) = run("numba"), run("numpy")
+    finally:
+        kernels.set_backend(original)
+    np.testing.assert_allclose(l_nb, l_np, rtol=1e-5)
+    assert l_nb[-1] < l_nb[0]
+    for k in p_nb:
+        np.testing.assert_allclose(p_nb[k], p_np[k], rtol=1e-4, atol=1e-5, err_msg=k)
