@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -301,7 +302,7 @@ def _open(path) -> tuple[Path, h5py.File]:
 def file_kind(path: str | os.PathLike) -> tuple[str, int]:
     """``(kind, schema_version)`` of an npvae file, without reading its data."""
     path, f = _open(path)
-    with f:
+    with f, _corrupt_as_format_error(path):
         return _check_header(f, path, None)
 
 
@@ -318,21 +319,25 @@ def read_tree(path: str | os.PathLike, expected_kind: str | tuple[str, ...] | No
     a readable npvae file of the expected kind and a schema version this code knows.
     """
     path, f = _open(path)
-    with f:
+    with f, _corrupt_as_format_error(path):
         _check_header(f, path, expected_kind)
-        try:
-            if subtree is not None and subtree.strip("/") not in f:
-                raise FileFormatError(f"{path} has no '{subtree}'; it holds {sorted(_read_node_names(f))}")
-            return _read_node(f[subtree.strip("/")] if subtree and subtree.strip("/") else f)
-        except FileFormatError:
-            raise
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise FileFormatError(f"{path} is corrupt ({type(exc).__name__}: {exc}); "
-                                  "re-create it with the npvae script that wrote it") from exc
+        where = (subtree or "").strip("/") or "/"
+        if where not in f:
+            top = [name for name in f if name not in RESERVED]
+            raise FileFormatError(f"{path} has no '{subtree}'; its top level holds {top}")
+        return _read_node(f[where])
 
 
-def _read_node_names(f) -> list[str]:
-    return [name for name in f if name not in RESERVED]
+@contextmanager
+def _corrupt_as_format_error(path: Path):
+    """Damaged HDF5 metadata surfaces from h5py as many exception types; report them as one."""
+    try:
+        yield
+    except FileFormatError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
+        raise FileFormatError(f"{path} is corrupt ({type(exc).__name__}: {exc}); "
+                              "re-create it with the npvae script that wrote it") from exc
 
 
 __all__ = ["write_tree", "read_tree", "file_kind", "matlab_name", "SCHEMA_VERSION", "KNOWN_KINDS"]

@@ -161,3 +161,19 @@ def test_truncated_and_random_files(tmp_path, rng):
         read_tree(tmp_path / "noise.h5")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_tree(tmp_path / "missing.h5")
+
+
+def test_damaged_bytes_give_file_format_error_or_data(tmp_path, rng):
+    """Damage anywhere past the user block: h5py's many exception types all become FileFormatError."""
+    path = write_tree(tmp_path / "m.h5", {"a": {"b": rng.random((5, 5)), "s": "text", "l": ["x"]}, "c": 3}, "model")
+    data = path.read_bytes()
+    failures = 0
+    for offset in range(512, len(data), 48):
+        damaged = bytearray(data)
+        damaged[offset:offset + 16] = rng.integers(0, 256, 16, dtype=np.uint8).tobytes()
+        (tmp_path / "d.h5").write_bytes(bytes(damaged))
+        try:
+            read_tree(tmp_path / "d.h5")
+        except FileFormatError:
+            failures += 1
+    assert failures > 0
