@@ -1,0 +1,110 @@
+"""The spectrogram VAE and the spectral losses: gradients against finite differences."""
+import numpy as np
+import pytest
+
+from npvae import build_layer, spectral_losses
+from npvae.gradcheck import numerical_gradient, rel_error
+from npvae.models.music import SpectrogramUNetVAE
+
+
+def tiny_model(dtype=np.float64, seed=0):
+    return SpectrogramUNetVAE(channels=(2, 3, 4), latent_channels=2, kernel_size=3,
+                              rng=np.random.default_rng(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_model_gradients_match_finite_differences(rng, training):
+    model = tiny_model()
+    model.train(training)
+    x = rng.standard_normal((2, 1, 16, 8))
+    r = rng.standard_normal((2, 2, 16, 8))
+    a = rng.standard_normal((2, 2, 2, 1))       # extra gradients on mu and logvar (the KL's)
+    b = rng.standard_normal((2, 2, 2, 1))
+
+    def loss():
+        model.rng = np.random.default_rng(7)    # the same eps in every evaluation
+        y = model.forward(x)
+        return float(np.sum(y * r) + np.sum(model.mu * a) + np.sum(model.logvar * b))
+
+    loss()
+    dx = model.backward(r, a, b)
+    analytic = {path: g.copy() for path, _, g in model.named_parameters()}
+    assert rel_error(dx, numerical_gradient(loss, x)) < 1e-6
+    for path, p, _ in model.named_parameters():
+        err = rel_error(analytic[path], numerical_gradient(loss, p))
+        assert err < 1e-6, f"{path}: relative error {err:.2e}"
+
+
+def test_model_masks_shape_range_and_spec_round_trip(rng):
+    model = SpectrogramUNetVAE(channels=(4, 4, 8), latent_channels=4, rng=rng)
+    x = rng.standard_normal((3, 1, 32, 24)).astype(np.float32)
+    model.eval()
+    y = model.forward(x)
+    assert y.shape == (3, 2, 32, 24) and y.dtype == np.float32
+    assert np.all((y > 0) & (y < 1))
+    assert model.mu.shape == (3, 4, 4, 3)
+    twin = build_layer(model.spec())
+    twin.load_state_dict(model.state_dict())
+    twin.eval()
+    np.testing.assert_array_equal(twin.forward(x), y)
+    assert twin.spec() == model.spec()
+
+
+def test_model_sampling_differs_from_posterior_mean(rng):
+    model = tiny_model(np.float32)
+    x = rng.standard_normal((1, 1, 16, 16)).astype(np.float32)
+    mean = model.forward(x, sample=False)
+    model.head.params["b"][2:] = 2.0             # large posterior variance
+    sampled = model.forward(x, sample=True)
+    assert not np.allclose(mean, sampled)
+
+
+def test_model_rejects_sizes_not_divisible_by_8(rng):
+    model = tiny_model(np.float32)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        model.forward(np.zeros((1, 1, 16, 10), np.float32))
+    with pytest.raises(ValueError, match="float64"):
+        tiny_model(np.float32).forward(np.zeros((1, 1, 16, 16)))
+
+
+CASES = [("l1", {}), ("l1", {"compression": "log"}), ("l1", {"compression": "power", "power": 0.5}),
+         ("mse", {}), ("mse", {"compression": "log"}), ("mse", {"compression": "power", "power": 0.3}),
+         ("generalized_kl", {}), ("generalized_kl", {"exponent": 2.0}),
+         ("itakura_saito", {}), ("itakura_saito", {"exponent": 2.0})]
+
+
+@pytest.mark.parametrize("name,kwargs", CASES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_spectral_loss_gradients(rng, name, kwargs, reduction):
+    fn = getattr(spectral_losses, name)
+    target = rng.uniform(0.1, 2.0, (2, 3, 5))
+    est = target * rng.uniform(0.5, 1.5, target.shape)   # away from |e - t| = 0 (l1's kink)
+    value, grad = fn(est, target, reduction=reduction, **kwargs)
+    assert grad.shape == est.shape and np.isfinite(value)
+    num = numerical_gradient(lambda: fn(est, target, reduction=reduction, **kwargs)[0], est)
+    assert rel_error(grad, num) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["l1", "mse", "kl", "is"])
+def test_spectral_losses_are_zero_only_at_the_target(rng, name):
+    fn = spectral_losses.get_loss(name)
+    target = rng.uniform(0.0, 2.0, (4, 6)).astype(np.float32)
+    value, grad = fn(target.copy(), target)
+    assert abs(value) < 1e-6 and np.allclose(grad, 0, atol=1e-5)
+    assert fn(target * 1.5, target)[0] > 1e-3
+    assert fn(target * 1.5, target)[1].dtype == np.float32
+
+
+def test_itakura_saito_is_scale_invariant_and_kl_is_not(rng):
+    t = rng.uniform(0.5, 2.0, (10,))
+    e = t * rng.uniform(0.5, 1.5, t.shape)
+    is_, kl = spectral_losses.itakura_saito, spectral_losses.generalized_kl
+    assert np.isclose(is_(e, t, eps=0)[0], is_(100 * e, 100 * t, eps=0)[0])
+    assert not np.isclose(kl(e, t, eps=0)[0], kl(100 * e, 100 * t, eps=0)[0])
+
+
+def test_get_loss_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown loss"):
+        spectral_losses.get_loss("cross-entropy")
+    with pytest.raises(ValueError, match="compression"):
+        spectral_losses.l1(np.ones(3), np.ones(3), compression="sqrt")
