@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Train the spectrogram VAE that separates singing voice from accompaniment.
+
+    python scripts/train_music.py --dataset mir1k --out runs/music_mir1k
+
+Every --display-every epochs it prints the loss terms on training and validation
+data and writes a spectrogram figure and WAV snippets of the estimates under --out;
+a checkpoint is written (atomically) after every epoch, so --resume continues an
+interrupted run. At the end: loss_curves.png, model.h5 and results.h5.
+"""
+import argparse
+import os
+import sys
+
+from npvae.errors import DatasetError, FileFormatError, TrainingError
+from npvae.pipelines.music import TrainConfig, train
+from npvae.spectral_losses import LOSSES
+
+
+def parse_args(argv=None):
+    d = TrainConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=("mir1k", "irmas", "stems"), default=d.dataset)
+    p.add_argument("--data-dir", default=None,
+                   help="data root (holds MIR-1K/ or IRMAS-TrainingData/), or the stems folder; "
+                        "default: $NPVAE_DATA, then ~/.cache/npvae")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--display-every", type=int, default=d.display_every, metavar="N",
+                   help="print loss terms, write a figure and WAV snippets every N epochs")
+    p.add_argument("--loss", choices=LOSSES, default=d.loss,
+                   help="reconstruction loss on magnitudes: l1, mse, kl (generalised KL), is (Itakura-Saito)")
+    p.add_argument("--loss-compression", choices=("none", "log", "power"), default=d.loss_compression,
+                   help="compression of magnitudes inside l1/mse (power: square root)")
+    p.add_argument("--compression", choices=("log", "power"), default=d.compression,
+                   help="compression of the network's input magnitudes")
+    p.add_argument("--beta", type=float, default=d.beta, help="weight of the latent KL (nats per bin)")
+    p.add_argument("--mix-weight", type=float, default=d.mix_weight,
+                   help="weight of the reconstructed-mixture term")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--frames", type=int, default=d.frames, help="STFT frames per training patch (multiple of 8)")
+    p.add_argument("--channels", type=int, nargs=3, default=list(d.channels))
+    p.add_argument("--latent-channels", type=int, default=d.latent_channels)
+    p.add_argument("--out", default=d.out, help="run directory")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.frames % 8:
+        sys.exit(f"--frames must be a multiple of 8, got {a.frames}")
+    cfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir, out=a.out, epochs=a.epochs,
+                      batch_size=a.batch_size, frames=a.frames, lr=a.lr, seed=a.seed,
+                      channels=tuple(a.channels), latent_channels=a.latent_channels,
+                      compression=a.compression, loss=a.loss, loss_compression=a.loss_compression,
+                      mix_weight=a.mix_weight, beta=a.beta, display_every=a.display_every,
+                      progress=not a.no_progress)
+    try:
+        train(cfg, resume=a.resume)
+    except (DatasetError, FileFormatError, TrainingError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    main()

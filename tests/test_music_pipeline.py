@@ -1,0 +1,153 @@
+"""Music pipeline: features, batches, the training objective, chunked separation,
+evaluation and model files."""
+import numpy as np
+import pytest
+
+from npvae.audio.datasets import Track
+from npvae.audio.stft import STFTConfig, stft
+from npvae.gradcheck import numerical_gradient, rel_error
+from npvae.models.music import SpectrogramUNetVAE
+from npvae.pipelines.music import (LossConfig, MusicObjective, Normalizer, Separator, evaluate,
+                                   format_table, load_separator, lr_at, predict_masks, sample_batch,
+                                   save_separator, wiener_masks)
+
+CFG = STFTConfig(sample_rate=8000, n_fft=256, hop=64)     # small and fast; 129 bins, 128 seen
+
+
+def synth_track(rng, seconds=1.5, sr=8000, name="t"):
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 220 * (1 + 0.02 * np.sin(2 * np.pi * 5 * t))
+    voice = sum(0.3 / k * np.sin(2 * np.pi * k * np.cumsum(f0) / sr) for k in range(1, 6))
+    voice *= (np.sin(2 * np.pi * 1.3 * t) > -0.3)
+    acc = 0.2 * np.sign(np.sin(2 * np.pi * 110 * t)) + 0.05 * rng.standard_normal(t.size)
+    return Track(name, voice.astype(np.float32), acc.astype(np.float32), sr)
+
+
+def tiny_separator(rng, dtype=np.float32, tracks=None):
+    model = SpectrogramUNetVAE(channels=(4, 4, 8), latent_channels=4, rng=rng, dtype=dtype)
+    norm = Normalizer.fit(tracks or [synth_track(rng)], CFG)
+    return Separator(model, CFG, norm)
+
+
+def test_normalizer_standardises_its_training_data(rng):
+    tracks = [synth_track(rng, name=str(i)) for i in range(2)]
+    for compression in ("log", "power"):
+        norm = Normalizer.fit(tracks, CFG, compression)
+        feats = np.concatenate([norm(np.abs(stft(t.mixture(), CFG))) for t in tracks], axis=1)
+        assert feats.shape[0] == CFG.n_freq - 1 and feats.dtype == np.float32
+        np.testing.assert_allclose(feats.mean(axis=1), 0, atol=1e-3)
+        np.testing.assert_allclose(feats.std(axis=1), 1, atol=1e-2)
+        assert Normalizer.from_dict(norm.to_dict()).to_dict() == norm.to_dict()
+
+
+def test_sample_batch_keeps_only_whole_frames(rng):
+    # A steady sinusoid: every whole frame has the same magnitude; a frame that
+    # reached past the segment's ends would be weaker.
+    sr = CFG.sample_rate
+    t = np.arange(3 * sr) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    track = Track("tone", tone, tone.copy(), sr)
+    b = sample_batch([track], rng, 3, 16, CFG, remix_prob=0.0)
+    assert b["voice"].shape == (3, CFG.n_freq, 16)
+    np.testing.assert_allclose(b["mixture"], b["voice"] + b["accompaniment"])
+    peak = np.abs(b["voice"][:, 32])                              # 1000 Hz bin
+    np.testing.assert_allclose(peak, peak.max(), rtol=1e-3)
+
+
+def test_objective_gradient_matches_finite_differences(rng):
+    sep = tiny_separator(rng, np.float64)
+    batch = sample_batch([synth_track(rng)], rng, 2, 8, CFG)
+    for loss in ("l1", "kl", "is", "mse"):
+        obj = MusicObjective(sep, LossConfig(loss=loss, beta=0.5, kl_warmup=0, mix_weight=0.7))
+
+        def total():
+            sep.model.rng = np.random.default_rng(3)
+            return obj.terms(batch, 1.0, backward=False)["total"]
+
+        sep.model.rng = np.random.default_rng(3)
+        terms = obj.terms(batch, 1.0)
+        assert set(terms) >= {"total", "vocals", "accompaniment", "mixture", "kl"}
+        p = sep.model.dec1.params["W"]
+        err = rel_error(sep.model.dec1.grads["W"], numerical_gradient(total, p))
+        assert err < 1e-5, f"{loss}: {err:.2e}"
+        p = sep.model.head.params["b"]                  # through the latent and the KL
+        assert rel_error(sep.model.head.grads["b"], numerical_gradient(total, p)) < 1e-5
+
+
+def test_training_steps_reduce_the_loss(rng):
+    from npvae.optim import Adam
+    tracks = [synth_track(rng)]
+    sep = tiny_separator(rng, tracks=tracks)
+    obj = MusicObjective(sep, LossConfig(beta=1e-3))
+    opt = Adam(sep.model, lr=3e-3)
+    batch = sample_batch(tracks, rng, 4, 16, CFG)
+    first = obj.terms(batch)["total"]
+    for _ in range(30):
+        obj.terms(batch)
+        opt.step()
+    sep.model.eval()
+    assert obj.terms(batch, backward=False)["total"] < 0.8 * first
+
+
+def test_chunked_masks_equal_one_shot(rng):
+    sep = tiny_separator(rng)
+    feats = rng.standard_normal((CFG.n_freq - 1, 77)).astype(np.float32)
+    one = predict_masks(sep.model, feats, CFG.n_freq, chunk_frames=1024)
+    chunked = predict_masks(sep.model, feats, CFG.n_freq, chunk_frames=16, context=48)
+    assert one.shape == (2, CFG.n_freq, 77)
+    np.testing.assert_allclose(chunked, one, atol=1e-5)
+    # Without context the chunk borders show: the test can tell the two apart.
+    assert np.max(np.abs(predict_masks(sep.model, feats, CFG.n_freq, 16, 0) - one)) > 1e-3
+    with pytest.raises(ValueError, match="multiples of 8"):
+        predict_masks(sep.model, feats, CFG.n_freq, chunk_frames=20)
+
+
+def test_chunked_separation_equals_one_shot_on_a_short_file(rng):
+    sep = tiny_separator(rng)
+    mix = synth_track(rng, seconds=2.3).mixture()
+    one = sep.separate_mono(mix, chunk_frames=1024)
+    chunked = sep.separate_mono(mix, chunk_frames=24, context=48)
+    assert one.shape == (2, mix.size)
+    np.testing.assert_allclose(chunked, one, atol=1e-5)
+
+
+def test_wiener_masks_sum_to_one_and_separate_keeps_length_and_channels(rng):
+    m = wiener_masks(rng.uniform(0, 1, (2, 5, 7)))
+    np.testing.assert_allclose(m.sum(axis=0), 1, atol=1e-6)
+    sep = tiny_separator(rng)
+    stereo = np.stack([synth_track(rng).mixture(), 0.3 * synth_track(rng).mixture()], axis=1)[:11025]
+    out = sep.separate(stereo, 11025, wiener=True)       # another rate: resampled both ways
+    assert out.shape == (2, 11025, 2)
+    # With Wiener masks the estimates add up to the input, channel by channel.
+    for c in range(2):
+        err = out[:, :, c].sum(axis=0) - stereo[:, c]
+        assert np.sqrt(np.mean(err ** 2)) < 0.02 * np.sqrt(np.mean(stereo[:, c] ** 2))
+
+
+def test_evaluate_orders_oracle_model_and_floor(rng):
+    tracks = [synth_track(rng, name=f"c{i}") for i in range(2)]
+    res = evaluate(tiny_separator(rng, tracks=tracks), tracks)
+    assert res["clip_names"] == ["c0", "c1"] and res["model_sdr"].shape == (2, 2)
+    np.testing.assert_allclose(res["mixture_nsdr"], 0, atol=1e-9)
+    for src in ("vocals", "accompaniment"):
+        assert res[f"oracle_{src}_gnsdr"] > 5
+        assert abs(res[f"mixture_{src}_gnsdr"]) < 1e-9
+    assert "ideal ratio mask" in format_table(res)
+
+
+def test_lr_schedule():
+    assert lr_at(0, 10, 1e-3) == lr_at(6, 10, 1e-3) == 1e-3
+    assert lr_at(8, 10, 1e-3) < 1e-3
+    assert np.isclose(lr_at(10, 10, 1e-3), 1e-4)
+
+
+def test_separator_file_round_trip(rng, tmp_path):
+    sep = tiny_separator(rng)
+    path = save_separator(tmp_path / "model.h5", sep, {"epochs": 3})
+    back = load_separator(tmp_path)
+    assert back.stft_cfg == sep.stft_cfg
+    mag = np.abs(stft(synth_track(rng).mixture(), CFG))
+    np.testing.assert_array_equal(back.masks(mag), sep.masks(mag))
+    with pytest.raises(Exception, match="model"):
+        load_separator(tmp_path / "missing.h5")
+    assert path.exists()
