@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import spectral_losses
-from ..audio.io import read_audio, resample
+from ..audio.io import resample
 from ..audio.stft import STFTConfig, ideal_ratio_mask, istft, stft
 from ..errors import FileFormatError
 from ..layers.base import build_layer
@@ -215,7 +215,12 @@ class Separator:
 
     # -- storage -------------------------------------------------------------
     def config(self) -> dict:
-        return {**asdict(self.stft_cfg), "normalizer": json.dumps(self.norm.to_dict())}
+        """STFT settings (sample_rate, n_fft, hop, window) and the normaliser (a group:
+        compression, power, mean (n_bins,), std (n_bins,), mag_scale) for the HDF5 /config."""
+        n = self.norm
+        return {**asdict(self.stft_cfg), "normalizer": {
+            "compression": n.compression, "power": float(n.power), "mean": n.mean.copy(),
+            "std": n.std.copy(), "mag_scale": float(n.mag_scale)}}
 
 
 def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512,
@@ -574,18 +579,6 @@ def load_separator(path, dtype=np.float32) -> Separator:
     norm = config["normalizer"] if "normalizer" in config else config["normalizer_dict"]
     norm = Normalizer.from_dict(json.loads(norm) if isinstance(norm, str) else norm)
     return Separator(model, stft_cfg, norm)
-
-
-def read_song(path, sr: int | None = None) -> tuple[np.ndarray, int]:
-    """(samples (n, channels) float32, sample rate) of an audio file, as read_audio."""
-    return read_audio(path, sr=sr)
-
-
-def timed(fn, *args, **kwargs):
-    """(result, seconds) of ``fn(*args, **kwargs)``."""
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------- the whole run
