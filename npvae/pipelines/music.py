@@ -462,7 +462,7 @@ def plot_example(ex: dict, path, stft_cfg: STFTConfig, title: str = "") -> Path:
         ax.set_xlabel("time (s)")
     axes[0].set_ylabel("frequency (kHz)")
     fig.colorbar(im, ax=axes, fraction=0.015, label="dB")
-    fig.suptitle(title or ex.get("name", ""), fontsize=10)
+    fig.suptitle(title or ex.get("name", ""), fontsize=10, y=1.04)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80, bbox_inches="tight")
