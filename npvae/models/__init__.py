@@ -1,0 +1,1 @@
+"""Separation models built from npvae layers."""

@@ -1,0 +1,1 @@
+"""End-to-end pipelines: data, training step, evaluation and figures for each task."""
