@@ -6,6 +6,7 @@ hot element-wise work runs in the ``kernels`` package (Numba or NumPy backend).
 import kernels as _kernels
 
 from . import losses, optim
+from .io import load_model, save_model
 from .layers import (Conv2d, ConvTranspose2d, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU,
                      Reshape, Sequential, Sigmoid, Softplus, Tanh, build_layer)
 from .optim import SGD, Adam, clip_grad_norm
@@ -27,4 +28,4 @@ def set_backend(name: str) -> str:
 __all__ = ["Layer", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU", "LeakyReLU", "Sigmoid",
            "Tanh", "Softplus", "Flatten", "Reshape", "Sequential", "build_layer", "GaussianHead",
            "Reparameterize", "kl_divergence", "KLWeight", "sample_prior", "Adam", "SGD",
-           "clip_grad_norm", "losses", "optim", "backend", "set_backend"]
+           "clip_grad_norm", "losses", "optim", "backend", "set_backend", "load_model", "save_model"]

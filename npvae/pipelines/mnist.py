@@ -1,0 +1,288 @@
+"""Part I end to end: train a separation VAE on digit + fashion mixtures, show it, score it.
+
+:func:`train` is what ``scripts/train_mnist.py`` runs. A run directory holds::
+
+    checkpoint.npz      parameters, Adam moments, RNG state, history (atomic, every epoch)
+    config.json         the settings
+    history.json        per-epoch loss terms on training and validation data
+    metrics.json        MSE / PSNR / SSIM per source on the fixed evaluation pairs
+    model.h5            the model (HDF5 / MATLAB v7.3), loads with npvae.load_model
+    results.h5          model, config, history, metrics and example images
+    figures/epoch_XXX.png   the display grid every --display-every epochs
+    grid.png, loss_curves.png
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import kernels
+
+from .. import __version__
+from ..data.mixtures import MixtureData, load_mixture_data
+from ..data.mnist import load_images
+from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
+from ..metrics.image import psnr, separation_report
+from ..models.mnist import MODELS, build_model
+from ..optim import Adam
+from ..training import Trainer
+from ..vae import KLWeight
+
+GRID_ROWS = ("mixture", "digit", "digit_hat", "fashion", "fashion_hat", "mixture_hat")
+ROW_TITLES = ("mixture", "true digit", "estimated digit", "true fashion", "estimated fashion",
+              "reconstructed mixture")
+MODEL_DEFAULTS = {  # per-model architecture defaults (the flags override them)
+    "dense": {"hidden": (512, 256), "output": "sources"},
+    "conv": {"channels": (32, 64), "hidden": 256, "output": "sources"},
+    "unet": {"channels": (16, 32, 64), "output": "split"},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one Part I run (the options of ``scripts/train_mnist.py``)."""
+    model: str = "dense"
+    latent_dim: int = 32
+    hidden: tuple | None = None
+    channels: tuple | None = None
+    output: str | None = None
+    rule: str = "average"
+    loss: str = "bce"
+    beta: float = 0.5
+    warmup: float = 5.0
+    mix_weight: float = 1.0
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 40
+    seed: int = 0
+    display_every: int = 5
+    data_dir: str | None = None
+    out: str | None = None
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    n_examples: int = 16
+    show: bool = False
+    progress: bool = True
+
+    def model_kwargs(self) -> dict:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(MODELS)}")
+        kw = dict(MODEL_DEFAULTS[self.model])
+        for key in ("hidden", "channels", "output"):
+            value = getattr(self, key)
+            if value is not None and key in kw:
+                kw[key] = value
+        if self.model == "conv" and isinstance(kw.get("hidden"), (list, tuple)):
+            kw["hidden"] = int(kw["hidden"][0])
+        return {**kw, "latent_dim": self.latent_dim, "rule": self.rule}
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"mnist-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_data(cfg: TrainConfig) -> MixtureData:
+    """The mixture data; ``train_limit``/``eval_limit`` take a subset (quick runs, tests)."""
+    if cfg.train_limit is None and cfg.eval_limit is None:
+        return load_mixture_data(cfg.data_dir, rule=cfg.rule, seed=cfg.seed)
+    n_val = 5000 if cfg.train_limit is None else max(64, min(5000, cfg.train_limit // 4))
+    n_eval = 10000 if cfg.eval_limit is None else int(cfg.eval_limit)
+    arrays = {}
+    for name in ("mnist", "fashion-mnist"):
+        train, _ = load_images(name, "train", cfg.data_dir)
+        test, _ = load_images(name, "test", cfg.data_dir)
+        if cfg.train_limit is not None:
+            train = np.concatenate([train[:cfg.train_limit], train[-n_val:]])
+        arrays[name] = (train, test[:n_eval])
+    return MixtureData(arrays["mnist"][0], arrays["fashion-mnist"][0], arrays["mnist"][1],
+                       arrays["fashion-mnist"][1], rule=cfg.rule, seed=cfg.seed, n_validation=n_val,
+                       n_eval=n_eval)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def evaluate(model, mixture, digit, fashion, batch_size: int = 500) -> dict:
+    """Per-source MSE / PSNR (dB) / SSIM of ``model.separate`` on the given pairs."""
+    d_hat, f_hat, _ = model.separate(mixture, batch_size=batch_size)
+    return separation_report(d_hat, f_hat, digit, fashion)
+
+
+def validation_terms(model, cfg: TrainConfig, mixture, digit, fashion, beta: float) -> dict:
+    """Loss terms (posterior mean, no sampling) and mean PSNR on the validation pairs."""
+    sums, n = {}, len(mixture)
+    psnrs = []
+    for i in range(0, n, 500):
+        sl = slice(i, i + 500)
+        terms = model.loss(mixture[sl], digit[sl], fashion[sl], beta=beta, recon=cfg.loss,
+                           mix_weight=cfg.mix_weight, sample=False, backward=False)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v * len(mixture[sl])
+        d_hat, f_hat, _ = model.forward(mixture[sl], sample=False)
+        psnrs.append((psnr(d_hat, digit[sl]) + psnr(f_hat, fashion[sl])) / 2)
+    out = {k: v / n for k, v in sums.items()}
+    out["psnr"] = float(np.mean(np.concatenate(psnrs)))
+    return out
+
+
+# ----------------------------------------------------------------------------- pictures
+
+def _pyplot():
+    import matplotlib
+    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg") and not _has_display():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _has_display() -> bool:
+    import os
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def save_grid(path, images: dict, title: str = "", show: bool = False) -> Path:
+    """The six-row grid (mixture, true/estimated digit, true/estimated fashion,
+    reconstructed mixture) of ``images[row]`` arrays (K, 28, 28), saved as PNG."""
+    plt = _pyplot()
+    k = len(images["mixture"])
+    fig, axes = plt.subplots(len(GRID_ROWS), k, figsize=(0.9 * k + 1.6, 0.9 * len(GRID_ROWS) + 0.4),
+                             squeeze=False)
+    for r, (row, label) in enumerate(zip(GRID_ROWS, ROW_TITLES)):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.imshow(images[row][c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.16, right=0.99, bottom=0.01, top=0.93 if title else 0.99, wspace=0.05, hspace=0.05)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    if show and _has_display():
+        plt.show(block=False)
+        plt.pause(0.5)
+    plt.close(fig)
+    return path
+
+
+def save_loss_curves(path, history: dict) -> Path:
+    """Training and validation curves of every loss term, one panel per term, plus PSNR."""
+    plt = _pyplot()
+    terms = [k[6:] for k in history if k.startswith("train_")]
+    panels = terms + (["psnr"] if "val_psnr" in history else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 2.8), squeeze=False)
+    epochs = history["epoch"]
+    for ax, term in zip(axes[0], panels):
+        for prefix, style in (("train_", "-"), ("val_", "--")):
+            if prefix + term in history:
+                ax.plot(epochs, history[prefix + term], style, label=prefix[:-1])
+        ax.set_title(term if term != "psnr" else "validation PSNR (dB)", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if term not in ("psnr", "kl") and min(history.get("train_" + term, [1])) > 0:
+            ax.set_yscale("log")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def example_images(model, mixture, digit, fashion) -> dict:
+    """The grid rows for a few pairs: inputs, truths and the model's estimates."""
+    d_hat, f_hat, m_hat = model.separate(mixture)
+    return {"mixture": mixture, "digit": digit, "fashion": fashion, "digit_hat": d_hat, "fashion_hat": f_hat,
+            "mixture_hat": m_hat}
+
+
+# ----------------------------------------------------------------------------- the run
+
+def format_metrics(metrics: dict) -> str:
+    lines = [f"{'':10s}{'MSE':>10s}{'PSNR (dB)':>11s}{'SSIM':>8s}"]
+    for src in ("digit", "fashion", "mean"):
+        lines.append(f"{src:10s}{metrics[src + '_mse']:10.5f}{metrics[src + '_psnr']:11.2f}"
+                     f"{metrics[src + '_ssim']:8.4f}")
+    return "\n".join(lines)
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
+    """Train, display every ``cfg.display_every`` epochs, evaluate and save; returns the metrics."""
+    if cfg.display_every < 1:
+        raise ValueError(f"--display-every must be >= 1, got {cfg.display_every}")
+    run_dir = Path(cfg.out) if cfg.out else default_out(cfg)
+    if cfg.out is None:
+        cfg = dataclasses.replace(cfg, out=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = load_data(cfg)
+    model = build_model(cfg.model, rng=np.random.default_rng([cfg.seed, 0]), **cfg.model_kwargs())
+    optimizer = Adam(model, lr=cfg.lr)
+    config = {**dataclasses.asdict(cfg), "backend": kernels.backend(), "npvae_version": __version__}
+    trainer = Trainer(model, optimizer, np.random.default_rng([cfg.seed, 1]), run_dir, config=config,
+                      display_every=cfg.display_every, progress=cfg.progress, log=log)
+    if resume:
+        if trainer.resume():
+            log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
+        else:
+            log(f"no checkpoint in {run_dir}; starting afresh")
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    log(f"{type(model).__name__}: {model.num_parameters():,} parameters, backend {kernels.backend()}, "
+        f"{data.n_train:,} training pairs a epoch, run directory {run_dir}")
+
+    kl_weight = KLWeight(cfg.beta, cfg.warmup)
+    val = data.validation_set()
+    shown = tuple(a[:8] for a in val)
+
+    def step(batch, epoch):
+        mixture, digit, fashion = batch
+        return model.loss(mixture, digit, fashion, beta=kl_weight(epoch), recon=cfg.loss,
+                          mix_weight=cfg.mix_weight, rng=trainer.rng)
+
+    def validate():
+        terms = validation_terms(model, cfg, *val, beta=kl_weight(trainer.epoch))
+        return {**terms, "beta": kl_weight(trainer.epoch)}
+
+    def on_display(epoch, history):
+        path = save_grid(run_dir / "figures" / f"epoch_{epoch:03d}.png", example_images(model, *shown),
+                         title=f"{cfg.model} VAE, epoch {epoch} (validation pairs)", show=cfg.show)
+        save_loss_curves(run_dir / "loss_curves.png", history)
+        log(f"           figure: {path}")
+
+    start = time.perf_counter()
+    trainer.fit(cfg.epochs, batches=lambda rng: data.batches(rng, cfg.batch_size),
+                n_batches=data.n_batches(cfg.batch_size), step=step, validate=validate, on_display=on_display)
+    train_seconds = time.perf_counter() - start
+
+    mixture, digit, fashion = data.evaluation_set()
+    metrics = evaluate(model, mixture, digit, fashion)
+    baseline = separation_report(mixture, mixture, digit, fashion)
+    metrics.update({f"mixture_as_estimate_{k}": v for k, v in baseline.items() if k.startswith("mean_")})
+    metrics["n_eval_pairs"] = int(len(mixture))
+    metrics["train_seconds_this_session"] = float(train_seconds)
+    metrics["train_seconds_total"] = float(sum(trainer.history.get("seconds", [])))
+    log(f"test metrics on {len(mixture):,} fixed evaluation pairs:\n{format_metrics(metrics)}")
+    log(f"(mixture as the estimate: mean PSNR {metrics['mixture_as_estimate_mean_psnr']:.2f} dB)")
+
+    k = min(cfg.n_examples, len(mixture))
+    examples = example_images(model, mixture[:k], digit[:k], fashion[:k])
+    save_grid(run_dir / "grid.png", {r: examples[r][:8] for r in GRID_ROWS},
+              title=f"{cfg.model} VAE on evaluation pairs: mean PSNR {metrics['mean_psnr']:.1f} dB")
+    save_loss_curves(run_dir / "loss_curves.png", trainer.history)
+    (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_model(run_dir / MODEL_FILE, model, config)
+    save_results(run_dir / RESULTS_FILE, "mnist_results", model, config, trainer.history, metrics,
+                 {k: v.astype(np.float32) for k, v in examples.items()})
+    log(f"wrote {run_dir / MODEL_FILE}, {run_dir / RESULTS_FILE}, {run_dir / 'grid.png'}, "
+        f"{run_dir / 'loss_curves.png'}")
+    return {"metrics": metrics, "run_dir": run_dir, "history": trainer.history}
+
+
+__all__ = ["TrainConfig", "train", "evaluate", "save_grid", "save_loss_curves", "load_data"]
