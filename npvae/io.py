@@ -96,6 +96,7 @@ def read_model_file(path) -> tuple[Layer, dict]:
     if "model" not in tree or "spec" not in tree["model"]:
         raise FileFormatError(f"{path} has no /model/spec: it was not written with a model; "
                               "pass the model.h5 or results.h5 of a training run")
+    from . import models  # noqa: F401  (registers the model classes with build_layer)
     spec = json.loads(tree["model"]["spec"])
     dtype = np.dtype(tree["model"].get("dtype", "float32"))
     model = build_layer(spec, dtype=dtype)

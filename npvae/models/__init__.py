@@ -1,1 +1,6 @@
-"""Separation models built from npvae layers."""
+"""Separation models built from npvae layers. Importing this package registers them,
+so :func:`npvae.build_layer` can rebuild any of them from its spec."""
+from .mnist import ConvSeparationVAE, DenseSeparationVAE, UNetSeparationVAE, build_model
+from .music import SpectrogramUNetVAE
+
+__all__ = ["DenseSeparationVAE", "ConvSeparationVAE", "UNetSeparationVAE", "build_model", "SpectrogramUNetVAE"]
