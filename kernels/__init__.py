@@ -57,20 +57,32 @@ def backend() -> str:
     return _name
 
 
-def im2col(x, kh, kw, sh, sw, ph, pw):
-    return _ops.im2col(x, kh, kw, sh, sw, ph, pw)
+def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
+    return _ops.im2col(x, kh, kw, sh, sw, ph, pw, out)
 
 
-def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
-    return _ops.col2im(cols, x_shape, kh, kw, sh, sw, ph, pw)
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
+    return _ops.col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out)
+
+
+def to_channels_first(x, out=None):
+    return _ops.to_channels_first(x, out)
+
+
+def from_channels_first(y2, shape, bias=None, out=None):
+    return _ops.from_channels_first(y2, shape, bias, out)
 
 
 def bias_act_forward(z, b, act, alpha=0.0):
     return _ops.bias_act_forward(z, b, act, alpha)
 
 
-def act_backward(dy, y, act, alpha=0.0):
-    return _ops.act_backward(dy, y, act, alpha)
+def act_forward(x, act, alpha=0.0):
+    return _ops.act_forward(x, act, alpha)
+
+
+def act_backward(dy, y, act, alpha=0.0, out=None):
+    return _ops.act_backward(dy, y, act, alpha, out)
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, weight_decay=0.0):
@@ -85,12 +97,12 @@ def kl_terms(mu, logvar):
     return _ops.kl_terms(mu, logvar)
 
 
-def bce_logits(logits, target):
-    return _ops.bce_logits(logits, target)
+def bce_logits(logits, target, scale=1.0):
+    return _ops.bce_logits(logits, target, scale)
 
 
-for _fn in (im2col, col2im, bias_act_forward, act_backward, adam_update, reparameterize,
-            kl_terms, bce_logits):
+for _fn in (im2col, col2im, to_channels_first, from_channels_first, bias_act_forward, act_forward,
+            act_backward, adam_update, reparameterize, kl_terms, bce_logits):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 
 set_backend(os.environ.get("NPVAE_BACKEND", "numba"))

@@ -22,18 +22,22 @@ def conv_output_size(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 
 
-def im2col(x, kh, kw, sh, sw, ph, pw):
-    """Patches of ``x`` (N, C, H, W) as columns, shape (C*kh*kw, N*OH*OW)."""
+def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
+    """Patches of ``x`` (N, C, H, W) as columns, shape (C*kh*kw, N*OH*OW) (into ``out`` if given)."""
     n, c, h, w = x.shape
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if (ph or pw) else x
     win = sliding_window_view(xp, (kh, kw), axis=(2, 3))  # (N, C, H', W', kh, kw)
     win = win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
-    return np.ascontiguousarray(win.transpose(1, 4, 5, 0, 2, 3)).reshape(c * kh * kw, n * oh * ow)
+    if out is None:
+        return np.ascontiguousarray(win.transpose(1, 4, 5, 0, 2, 3)).reshape(c * kh * kw, n * oh * ow)
+    out.reshape(c, kh, kw, n, oh, ow)[...] = win.transpose(1, 4, 5, 0, 2, 3)
+    return out
 
 
-def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
-    """Adjoint of :func:`im2col`: scatter-add columns back into an (N, C, H, W) array."""
+def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
+    """Adjoint of :func:`im2col`: scatter-add columns back into an (N, C, H, W) array
+    (a new one, or ``out``, which is overwritten)."""
     n, c, h, w = x_shape
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
@@ -41,7 +45,33 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw):
     for i in range(kh):
         for j in range(kw):
             xp[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += cols6[:, i, j].transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])
+    if out is None:
+        return np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])
+    out[...] = xp[:, :, ph : ph + h, pw : pw + w]
+    return out
+
+
+def to_channels_first(x, out=None):
+    """(N, C, ...) -> (C, N*prod(...)), C-contiguous (into ``out`` if given)."""
+    n, c = x.shape[:2]
+    x3 = x.reshape(n, c, -1).transpose(1, 0, 2)
+    if out is None:
+        return np.ascontiguousarray(x3).reshape(c, -1)
+    out.reshape(x3.shape)[...] = x3
+    return out
+
+
+def from_channels_first(y2, shape, bias=None, out=None):
+    """(C, N*P) -> an (N, C, ...) array of ``shape`` (new, or ``out``), plus ``bias[c]`` if given."""
+    n, c = shape[:2]
+    out = np.empty(shape, dtype=y2.dtype) if out is None else out
+    out3 = out.reshape(n, c, -1)
+    y3 = y2.reshape(c, n, -1).transpose(1, 0, 2)
+    if bias is None:
+        out3[...] = y3
+    else:
+        np.add(y3, bias.reshape(1, c, 1), out=out3)
+    return out
 
 
 def bias_act_forward(z, b, act, alpha):
@@ -64,17 +94,37 @@ def _sigmoid_inplace(z):
     np.divide(np.where(z >= 0, 1.0, e), 1.0 + e, out=z)
 
 
-def act_backward(dy, y, act, alpha):
-    """Gradient through an activation, from its output ``y``: returns ``dz`` (new array)."""
+def act_forward(x, act, alpha=0.0):
+    """``act(x)`` element-wise, any shape, as a new array."""
     if act == ACT_RELU:
-        return dy * (y > 0)
+        return np.maximum(x, 0)
+    y = x.copy()
     if act == ACT_LEAKY_RELU:
-        return dy * np.where(y > 0, 1.0, alpha).astype(dy.dtype)
+        np.multiply(y, np.where(y > 0, 1.0, alpha).astype(y.dtype), out=y)
+    elif act == ACT_SIGMOID:
+        _sigmoid_inplace(y)
+    elif act == ACT_TANH:
+        np.tanh(y, out=y)
+    return y
+
+
+def act_backward(dy, y, act, alpha, out=None):
+    """Gradient through an activation, from its output ``y``: returns ``dz`` (a new array,
+    or ``out``)."""
+    if act == ACT_RELU:
+        return np.multiply(dy, y > 0, out=out)
+    if act == ACT_LEAKY_RELU:
+        return np.multiply(dy, np.where(y > 0, 1.0, alpha).astype(dy.dtype), out=out)
     if act == ACT_SIGMOID:
-        return dy * y * (1 - y)
+        dz = np.multiply(dy, y, out=out)
+        dz *= 1 - y
+        return dz
     if act == ACT_TANH:
-        return dy * (1 - y * y)
-    return dy.copy()
+        return np.multiply(dy, 1 - y * y, out=out)
+    if out is None:
+        return dy.copy()
+    out[...] = dy
+    return out
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, weight_decay):
@@ -107,12 +157,15 @@ def kl_terms(mu, logvar):
     return kl, mu.copy(), 0.5 * (ev - 1.0)
 
 
-def bce_logits(logits, target):
-    """Binary cross-entropy from logits, summed; returns ``(sum, sigmoid(logits) - target)``.
+def bce_logits(logits, target, scale=1.0):
+    """Binary cross-entropy from logits, summed; returns ``(sum, scale * (sigmoid(logits) - target))``.
 
     Stable form: ``max(l, 0) - l*t + log(1 + exp(-|l|))``.
     """
     loss = np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits)))
     p = logits.copy()
     _sigmoid_inplace(p)
-    return float(np.sum(loss, dtype=np.float64)), p - target
+    p -= target
+    if scale != 1.0:
+        p *= scale
+    return float(np.sum(loss, dtype=np.float64)), p

@@ -118,3 +118,71 @@ def test_backends_give_the_same_training_trajectory(rng):
     assert l_nb[-1] < l_nb[0]
     for k in p_nb:
         np.testing.assert_allclose(p_nb[k], p_np[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_col2im_into_buffers(rng, dtype):
+    x = rng.standard_normal((3, 2, 9, 8)).astype(dtype)
+    geom = (5, 5, 2, 2, 2, 2)
+    cols = ref.im2col(x, *geom)
+    for k in (ref, numba_kernels):
+        buf = np.full_like(cols, np.nan)
+        assert k.im2col(x, *geom, out=buf) is buf
+        close(buf, cols, dtype)
+        out = np.full(x.shape, np.nan, dtype=dtype)   # overwritten, not accumulated into
+        assert k.col2im(cols, x.shape, *geom, out=out) is out
+        close(out, ref.col2im(cols, x.shape, *geom), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channel_layout_changes(rng, dtype):
+    x = rng.standard_normal((3, 4, 5, 2)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    expected = x.transpose(1, 0, 2, 3).reshape(4, -1)
+    for k in (ref, numba_kernels):
+        close(k.to_channels_first(x), expected, dtype)
+        buf = np.empty_like(expected)
+        assert k.to_channels_first(x, out=buf) is buf
+        close(k.from_channels_first(expected, x.shape), x, dtype)
+        close(k.from_channels_first(expected, x.shape, b), x + b[None, :, None, None], dtype)
+        out = np.empty_like(x)
+        assert k.from_channels_first(expected, x.shape, out=out) is out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+def test_act_forward_and_backward_into_buffer(rng, dtype, act):
+    x = (rng.standard_normal((3, 4, 5)) * 4).astype(dtype)
+    y_ref = ref.act_forward(x, act, 0.1)
+    close(y_ref, ref.bias_act_forward(x.reshape(3, 20).copy(), np.zeros(20, dtype), act, 0.1).reshape(x.shape),
+          dtype)
+    y_nb = numba_kernels.act_forward(x, act, 0.1)
+    assert y_nb.dtype == dtype and y_nb.shape == x.shape
+    close(y_nb, y_ref, dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    expected = ref.act_backward(dy, y_ref, act, 0.1)
+    for k in (ref, numba_kernels):
+        out = np.empty_like(dy)
+        assert k.act_backward(dy, y_ref, act, 0.1, out=out) is out
+        close(out, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_logits_scale(rng, dtype):
+    logits = (rng.standard_normal((6, 4)) * 5).astype(dtype)
+    target = rng.uniform(size=(6, 4)).astype(dtype)
+    for k in (ref, numba_kernels):
+        v1, g1 = k.bce_logits(logits, target)
+        v, g = k.bce_logits(logits, target, 0.25)
+        assert v == pytest.approx(v1, rel=1e-6) and g.dtype == dtype
+        close(g, 0.25 * g1, dtype)
+
+
+def test_float32_kernels_stay_float32(rng):
+    """No float64 promotion inside the kernels: float32 in, float32 out."""
+    a = rng.standard_normal((4, 5)).astype(np.float32)
+    for k in (ref, numba_kernels):
+        assert k.act_forward(a, kernels.ACT_SIGMOID).dtype == np.float32
+        assert all(r.dtype == np.float32 for r in k.reparameterize(a, a, a))
+        assert all(r.dtype == np.float32 for r in k.kl_terms(a, a)[1:])
+        assert k.bce_logits(a, np.abs(a) / 10, 0.5)[1].dtype == np.float32
