@@ -161,7 +161,7 @@ def _sigmoid(z, one):
 @njit(cache=True, inline="always")
 def _act(v, act, alpha, zero, one):
     if act == 1:
-        return v if v > zero else zero
+        return zero if v < zero else v       # NaN passes through, as in np.maximum
     if act == 2:
         return v if v > zero else alpha * v
     if act == 3:

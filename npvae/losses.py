@@ -40,9 +40,7 @@ def bce_with_logits(logits, target, reduction: str = "batch"):
     """
     _check(logits, target, "bce_with_logits")
     s = _scale(logits, reduction)
-    total, grad = kernels.bce_logits(logits, target.astype(logits.dtype, copy=False))
-    if s != 1.0:
-        grad *= s
+    total, grad = kernels.bce_logits(logits, target.astype(logits.dtype, copy=False), s)
     return total * s, grad
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import kernels
+
 from .base import Layer, register
 
 
@@ -27,11 +29,12 @@ class ReLU(_Elementwise):
     """``y = max(x, 0)``."""
 
     def forward(self, x):
-        self._mask = x > 0
-        return x * self._mask
+        # One fused pass (a kernel) instead of a mask and a product; backward needs only y.
+        self._y = kernels.act_forward(x, kernels.ACT_RELU)
+        return self._y
 
     def backward(self, dy):
-        return dy * self._mask
+        return kernels.act_backward(dy, self._y, kernels.ACT_RELU)
 
 
 @register

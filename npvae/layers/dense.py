@@ -19,6 +19,9 @@ class Dense(Layer):
     ``b`` is (out_features,), both drawn from U(-1/sqrt(in), 1/sqrt(in)) as in PyTorch.
     ``activation`` (None, "relu", "leaky_relu", "sigmoid", "tanh") is fused with the
     bias in one kernel pass; ``alpha`` is the leaky-ReLU slope.
+
+    Set ``needs_input_grad = False`` on a first layer, whose input needs no gradient:
+    backward then fills the grads and returns None, saving one GEMM.
     """
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
@@ -35,6 +38,8 @@ class Dense(Layer):
         bound = 1.0 / np.sqrt(in_features)
         self.add_param("W", rng.uniform(-bound, bound, (in_features, out_features)))
         self.add_param("b", rng.uniform(-bound, bound, (out_features,)))
+        self.needs_input_grad = True
+        self._dz = None   # scratch for the activation's gradient, reused while the batch shape holds
 
     def forward(self, x):
         expect_input(self, x, 2, "(N, in_features)", 1, self.in_features)
@@ -44,9 +49,16 @@ class Dense(Layer):
         return self._y
 
     def backward(self, dy):
-        dz = dy if self._act == kernels.ACT_IDENTITY else kernels.act_backward(dy, self._y, self._act, self.alpha)
+        if self._act == kernels.ACT_IDENTITY:
+            dz = dy
+        else:
+            if self._dz is None or self._dz.shape != dy.shape or self._dz.dtype != dy.dtype:
+                self._dz = np.empty(dy.shape, dtype=dy.dtype)
+            dz = kernels.act_backward(dy, self._y, self._act, self.alpha, out=self._dz)
         np.matmul(self._x.T, dz, out=self.grads["W"])
         np.sum(dz, axis=0, out=self.grads["b"])
+        if not self.needs_input_grad:
+            return None
         return dz @ self.params["W"].T
 
     def hyper(self):
