@@ -1,0 +1,192 @@
+function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
+%NPVAE_LAYER_FORWARD  Forward pass of one npvae layer (or a Sequential of them) in MATLAB.
+%
+%   Y = npvae_layer_forward(SPEC, PARAMS, PREFIX, X) runs the layer described by SPEC on X.
+%   SPEC is a layer specification as Python's Layer.spec() gives it: a struct (e.g.
+%   jsondecode(S.model.spec)) or the JSON text itself. PARAMS is the struct of parameters
+%   (S.model.params from npvae_load), PREFIX the layer's dotted path in the model
+%   ('encoder', 'head', '' for a bare layer); the layer's weight is then
+%   PARAMS.(mangled [PREFIX '.W']), e.g. encoder.1.W -> encoder_1_W, 0.W -> x0_W.
+%
+%   X and Y are in NumPy's dimension order, as npvae_load gives arrays: a batch of
+%   images is N x C x H x W, a batch of vectors N x F. The arithmetic is in double.
+%   [MU, LOGVAR] = npvae_layer_forward(...) for a GaussianHead.
+%
+%   Layers: Dense (fused activation relu, leaky_relu, sigmoid, tanh), Conv2d and
+%   ConvTranspose2d (PyTorch semantics and weight layouts), ReLU, LeakyReLU, Sigmoid,
+%   Tanh, Softplus, Identity, Flatten, Reshape, Sequential, GaussianHead.
+
+  if ischar(spec)
+    spec = jsondecode(spec);
+  end
+  x = double(x);
+  y2 = [];
+  switch spec.type
+    case 'Sequential'
+      layers = spec.layers;
+      if isstruct(layers)            % jsondecode gives a struct array when all items share fields
+        layers = num2cell(layers);
+      end
+      y = x;
+      for k = 1:numel(layers)
+        y = npvae_layer_forward(layers{k}, params, join_path(prefix, sprintf('%d', k - 1)), y);
+      end
+    case 'Dense'
+      W = param(params, prefix, 'W');
+      b = param(params, prefix, 'b');
+      if size(x, 2) ~= size(W, 1) || ndims(x) ~= 2
+        error('npvae:shape', 'npvae_layer_forward: Dense %s expects N x %d input, got %s', ...
+              prefix, size(W, 1), mat2str(size(x)));
+      end
+      act = field_or(spec, 'activation', 'identity');
+      y = activation(x * W + b(:).', act, field_or(spec, 'alpha', 0.01));
+    case 'Conv2d'
+      y = conv2d(x, param(params, prefix, 'W'), param(params, prefix, 'b'), ...
+                 pair(spec.stride), pair(spec.padding));
+    case 'ConvTranspose2d'
+      y = conv_transpose2d(x, param(params, prefix, 'W'), param(params, prefix, 'b'), ...
+                           pair(spec.stride), pair(spec.padding), pair(field_or(spec, 'output_padding', 0)));
+    case 'ReLU'
+      y = activation(x, 'relu', 0);
+    case 'LeakyReLU'
+      y = activation(x, 'leaky_relu', field_or(spec, 'alpha', 0.01));
+    case 'Sigmoid'
+      y = activation(x, 'sigmoid', 0);
+    case 'Tanh'
+      y = activation(x, 'tanh', 0);
+    case 'Softplus'
+      y = max(x, 0) + log1p(exp(-abs(x)));
+    case 'Identity'
+      y = x;
+    case 'Flatten'
+      y = c_reshape(x, [size(x, 1), numel(x) / max(size(x, 1), 1)]);
+    case 'Reshape'
+      y = c_reshape(x, [size(x, 1), reshape(spec.shape, 1, [])]);
+    case 'GaussianHead'
+      y = x * param(params, join_path(prefix, 'mu'), 'W') + param(params, join_path(prefix, 'mu'), 'b').';
+      y2 = x * param(params, join_path(prefix, 'logvar'), 'W') + param(params, join_path(prefix, 'logvar'), 'b').';
+    otherwise
+      error('npvae:unknownLayer', 'npvae_layer_forward: no MATLAB forward pass for layer type %s (at %s)', ...
+            spec.type, prefix);
+  end
+end
+
+
+function p = join_path(prefix, name)
+  if isempty(prefix)
+    p = name;
+  else
+    p = [prefix '.' name];
+  end
+end
+
+
+function v = param(params, prefix, name)
+  % The parameter PREFIX.NAME, stored under its MATLAB name (docs/hdf5_schema.md, "Names").
+  key = join_path(prefix, name);
+  field = regexprep(key, '[^A-Za-z0-9_]', '_');
+  if isempty(regexp(field, '^[A-Za-z]', 'once'))
+    field = ['x' field];
+  end
+  field = field(1:min(end, 63));
+  if ~isfield(params, field)
+    error('npvae:missingParam', 'npvae_layer_forward: parameter %s (field %s) is not in the file', key, field);
+  end
+  v = double(params.(field));
+end
+
+
+function v = field_or(s, name, default)
+  if isfield(s, name) && ~isempty(s.(name))
+    v = s.(name);
+  else
+    v = default;
+  end
+end
+
+
+function p = pair(v)
+  % An int or a pair of ints, as in the Python spec.
+  v = double(v(:).');
+  if isscalar(v)
+    p = [v v];
+  else
+    p = v(1:2);
+  end
+end
+
+
+function y = activation(x, name, alpha)
+  switch name
+    case 'identity'
+      y = x;
+    case 'relu'
+      y = max(x, 0);
+    case 'leaky_relu'
+      y = x;
+      neg = x <= 0;
+      y(neg) = alpha * x(neg);
+    case 'sigmoid'
+      y = 1 ./ (1 + exp(-x));
+    case 'tanh'
+      y = tanh(x);
+    otherwise
+      error('npvae:unknownActivation', 'npvae_layer_forward: unknown activation %s', name);
+  end
+end
+
+
+function y = c_reshape(x, shape)
+  % NumPy's x.reshape(shape) (C order) on an array held in NumPy index order.
+  nd = max(ndims(x), 2);
+  y = reshape(permute(x, nd:-1:1), [fliplr(shape) 1]);
+  y = permute(y, [numel(shape):-1:1, numel(shape) + 1]);
+end
+
+
+function y = conv2d(x, W, b, stride, pad)
+  % Cross-correlation, x: N x C x H x W, W: O x C x kh x kw -> N x O x OH x OW.
+  [n, c, h, w] = size(x);
+  [o, cw, kh, kw] = size(W);
+  if c ~= cw
+    error('npvae:shape', 'npvae_layer_forward: Conv2d expects %d input channels, got %d', cw, c);
+  end
+  xp = zeros(n, c, h + 2 * pad(1), w + 2 * pad(2));
+  xp(:, :, pad(1) + (1:h), pad(2) + (1:w)) = x;
+  oh = floor((h + 2 * pad(1) - kh) / stride(1)) + 1;
+  ow = floor((w + 2 * pad(2) - kw) / stride(2)) + 1;
+  xp = permute(xp, [2 1 3 4]);                       % C x N x Hp x Wp
+  acc = zeros(o, n * oh * ow);
+  for i = 1:kh
+    for j = 1:kw
+      patch = xp(:, :, i + stride(1) * (0:oh - 1), j + stride(2) * (0:ow - 1));
+      acc = acc + W(:, :, i, j) * reshape(patch, c, []);
+    end
+  end
+  y = permute(reshape(acc, [o n oh ow]), [2 1 3 4]) + reshape(b, [1 o 1 1]);
+end
+
+
+function y = conv_transpose2d(x, W, b, stride, pad, outpad)
+  % Transposed convolution, x: N x C x H x W, W: C x O x kh x kw -> N x O x OH x OW,
+  % OH = (H - 1) * stride - 2 * pad + kh + output_padding.
+  [n, c, h, w] = size(x);
+  [cw, o, kh, kw] = size(W);
+  if c ~= cw
+    error('npvae:shape', 'npvae_layer_forward: ConvTranspose2d expects %d input channels, got %d', cw, c);
+  end
+  oh = (h - 1) * stride(1) - 2 * pad(1) + kh + outpad(1);
+  ow = (w - 1) * stride(2) - 2 * pad(2) + kw + outpad(2);
+  % Scatter every input pixel's kernel-sized contribution into an unpadded canvas.
+  full = zeros(o, n, max((h - 1) * stride(1) + kh, pad(1) + oh), max((w - 1) * stride(2) + kw, pad(2) + ow));
+  xc = reshape(permute(x, [2 1 3 4]), c, []);        % C x (N*H*W)
+  for i = 1:kh
+    for j = 1:kw
+      contrib = reshape(W(:, :, i, j).' * xc, [o n h w]);
+      rows = i + stride(1) * (0:h - 1);
+      cols = j + stride(2) * (0:w - 1);
+      full(:, :, rows, cols) = full(:, :, rows, cols) + contrib;
+    end
+  end
+  y = permute(full(:, :, pad(1) + (1:oh), pad(2) + (1:ow)), [2 1 3 4]) + reshape(b, [1 o 1 1]);
+end
