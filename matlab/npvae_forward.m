@@ -1,0 +1,177 @@
+function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
+%NPVAE_FORWARD  Separate digit + fashion mixtures with a trained Part I npvae model.
+%
+%   [DIGIT, FASHION, MIXTURE] = npvae_forward(MODEL_FILE, MIXTURES) runs the model
+%   stored in MODEL_FILE (a model.h5 or results.h5 written by scripts/train_mnist.py,
+%   or the struct npvae_load returns for one) on MIXTURES, an N x 28 x 28 array in
+%   [0, 1] (NumPy's order, as in S.examples.mixture). It encodes each mixture to the
+%   posterior mean, decodes it and returns the estimated digit and fashion images and
+%   the reconstructed mixture, each N x 28 x 28 in the model's class (single for a
+%   float32 model). These equal model.separate(mixtures) in Python.
+%
+%   Models: DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE
+%   (npvae/models/mnist.py), with the "sources" or "split" output and the "average"
+%   or "sum" mixing rule.
+%
+%   Example:
+%     S = npvae_load('runs/mnist-dense/results.h5', 'mnist_results');
+%     [d, f, m] = npvae_forward(S, S.examples.mixture);
+%     imagesc(squeeze(d(1, :, :))); colormap(gray); axis image
+
+  if isstruct(model_file)
+    S = model_file;
+    where = 'the given struct';
+  else
+    S = npvae_load(model_file, {'model', 'mnist_results'});
+    where = ['"' char(model_file) '"'];
+  end
+  if ~isfield(S, 'model') || ~isfield(S.model, 'spec') || ~isfield(S.model, 'params')
+    error('npvae:notModel', 'npvae_forward: %s holds no /model (spec and params); pass a model.h5 or results.h5', where);
+  end
+  spec = jsondecode(S.model.spec);
+  P = S.model.params;
+  cls = 'single';
+  if isfield(S.model, 'dtype') && strcmp(S.model.dtype, 'float64')
+    cls = 'double';
+  end
+
+  sz = size(mixtures);
+  if numel(sz) == 2 && isequal(sz, [28 28])
+    sz = [1 28 28];                                 % a single 28 x 28 image
+  end
+  if numel(sz) ~= 3 || sz(2) ~= 28 || sz(3) ~= 28
+    error('npvae:shape', 'npvae_forward: mixtures must be N x 28 x 28 (NumPy order), got %s', mat2str(size(mixtures)));
+  end
+  n = sz(1);
+  % Rounded to the model's precision first, as Python casts the input to the model's dtype.
+  m = double(cast(reshape(mixtures, [n 28 28]), cls));
+  x = reshape(m, [n 1 28 28]);                      % inserting a singleton dim moves no data
+
+  switch spec.type
+    case 'DenseSeparationVAE'
+      logits = dense_vae(spec, P, x);
+    case 'ConvSeparationVAE'
+      logits = conv_vae(spec, P, x);
+    case 'UNetSeparationVAE'
+      logits = unet_vae(spec, P, x);
+    otherwise
+      error('npvae:notMnistModel', ['npvae_forward: %s holds a %s; npvae_forward runs the Part I models ', ...
+            '(DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE)'], where, spec.type);
+  end
+
+  % The two sources from the decoder's logits (SeparationVAE._sources in Python).
+  if strcmp(spec.output, 'sources')
+    digit = sigmoid(logits(:, 1, :, :));
+    fashion = sigmoid(logits(:, 2, :, :));
+  else
+    t = total(m, spec.rule);
+    lo = max(t - 1, 0);
+    hi = min(t, 1);
+    digit = lo + sigmoid(reshape(logits, [n 28 28])) .* (hi - lo);
+    fashion = t - digit;
+  end
+  digit = reshape(digit, [n 28 28]);
+  fashion = reshape(fashion, [n 28 28]);
+  if strcmp(spec.rule, 'average')
+    mixture = (digit + fashion) * 0.5;
+  else
+    mixture = min(max(digit + fashion, 0), 1);
+  end
+  digit = cast(digit, cls);
+  fashion = cast(fashion, cls);
+  mixture = cast(mixture, cls);
+end
+
+
+function logits = dense_vae(spec, P, x)
+  % DenseSeparationVAE: Flatten, leaky-ReLU Dense layers, Gaussian head, mirrored decoder.
+  hidden = reshape(spec.hidden, 1, []);
+  widths = [784 hidden];
+  enc = {struct('type', 'Flatten')};
+  for k = 1:numel(hidden)
+    enc{end + 1} = dense(widths(k), widths(k + 1), 'leaky_relu', 0.01);
+  end
+  back = [spec.latent_dim fliplr(hidden)];
+  dec = {};
+  for k = 1:numel(hidden)
+    dec{end + 1} = dense(back(k), back(k + 1), 'leaky_relu', 0.01);
+  end
+  s = out_channels(spec);
+  dec{end + 1} = dense(back(end), s * 784, 'identity', 0);
+  dec{end + 1} = struct('type', 'Reshape', 'shape', [s 28 28]);
+  logits = encode_decode(enc, dec, P, x);
+end
+
+
+function logits = conv_vae(spec, P, x)
+  % ConvSeparationVAE: two strided convs, Dense, Gaussian head, Dense x 2, two transposed convs.
+  c = reshape(spec.channels, 1, []);
+  flat = c(2) * 49;
+  lrelu = struct('type', 'LeakyReLU', 'alpha', 0.2);
+  enc = {conv('Conv2d', 1, c(1), 4, 2, 1), lrelu, conv('Conv2d', c(1), c(2), 4, 2, 1), lrelu, ...
+         struct('type', 'Flatten'), dense(flat, spec.hidden, 'leaky_relu', 0.2)};
+  dec = {dense(spec.latent_dim, spec.hidden, 'leaky_relu', 0.2), dense(spec.hidden, flat, 'leaky_relu', 0.2), ...
+         struct('type', 'Reshape', 'shape', [c(2) 7 7]), conv('ConvTranspose2d', c(2), c(1), 4, 2, 1), lrelu, ...
+         conv('ConvTranspose2d', c(1), out_channels(spec), 4, 2, 1)};
+  logits = encode_decode(enc, dec, P, x);
+end
+
+
+function logits = encode_decode(enc, dec, P, x)
+  h = npvae_layer_forward(struct('type', 'Sequential', 'layers', {enc}), P, 'encoder', x);
+  mu = npvae_layer_forward(struct('type', 'GaussianHead'), P, 'head', h);   % z = mu, the posterior mean
+  logits = npvae_layer_forward(struct('type', 'Sequential', 'layers', {dec}), P, 'decoder', mu);
+end
+
+
+function logits = unet_vae(spec, P, x)
+  % UNetSeparationVAE: conv encoder, Gaussian bottleneck, decoder with skip connections.
+  c = reshape(spec.channels, 1, []);
+  n = size(x, 1);
+  lrelu = @(y) npvae_layer_forward(struct('type', 'LeakyReLU', 'alpha', 0.2), P, '', y);
+  run = @(s, name, y) npvae_layer_forward(s, P, name, y);
+  e1 = lrelu(run(conv('Conv2d', 1, c(1), 3, 1, 1), 'enc1', x));
+  e2 = lrelu(run(conv('Conv2d', c(1), c(2), 4, 2, 1), 'enc2', e1));
+  e3 = lrelu(run(conv('Conv2d', c(2), c(3), 4, 2, 1), 'enc3', e2));
+  mu = run(struct('type', 'GaussianHead'), 'head', run(struct('type', 'Flatten'), '', e3));
+  d3 = run(struct('type', 'Reshape', 'shape', [c(3) 7 7]), '', ...
+           run(dense(spec.latent_dim, c(3) * 49, 'leaky_relu', 0.2), 'expand', mu));
+  u2 = lrelu(run(conv('ConvTranspose2d', 2 * c(3), c(2), 4, 2, 1), 'up2', cat(2, d3, e3)));
+  u1 = lrelu(run(conv('ConvTranspose2d', 2 * c(2), c(1), 4, 2, 1), 'up1', cat(2, u2, e2)));
+  logits = run(conv('Conv2d', 2 * c(1) + 1, out_channels(spec), 3, 1, 1), 'out', cat(2, u1, e1, x));
+  logits = reshape(logits, [n size(logits, 2) 28 28]);
+end
+
+
+function s = dense(n_in, n_out, act, alpha)
+  s = struct('type', 'Dense', 'in_features', n_in, 'out_features', n_out, 'activation', act, 'alpha', alpha);
+end
+
+
+function s = conv(type, c_in, c_out, k, stride, pad)
+  s = struct('type', type, 'in_channels', c_in, 'out_channels', c_out, 'kernel_size', k, ...
+             'stride', stride, 'padding', pad, 'output_padding', 0);
+end
+
+
+function s = out_channels(spec)
+  if strcmp(spec.output, 'sources')
+    s = 2;
+  else
+    s = 1;
+  end
+end
+
+
+function t = total(m, rule)
+  if strcmp(rule, 'average')
+    t = 2 * m;
+  else
+    t = m;
+  end
+end
+
+
+function y = sigmoid(x)
+  y = 1 ./ (1 + exp(-x));
+end
