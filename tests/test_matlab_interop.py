@@ -1,0 +1,223 @@
+"""The matlab/ scripts in GNU Octave on files written by short real training runs.
+
+* npvae_load gives the same arrays as Python (examples, history, metrics, parameters);
+* npvae_forward reproduces ``npvae.load_model(file).separate(mixtures)`` for the dense,
+  conv and U-Net models;
+* npvae_show_mnist / npvae_show_music write their PNG and WAV files headless;
+* damaged and wrong-kind files are refused clearly in Python and in Octave.
+
+Octave saves what it computed to -v7 .mat files that scipy reads back in NumPy order.
+"""
+import struct
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import soundfile
+
+import npvae
+from _octave import needs_octave, octave, octave_ok
+from npvae.errors import FileFormatError
+from npvae.h5mat import read_tree
+
+pytestmark = needs_octave
+
+MODELS = {"dense": dict(hidden=(32, 16), epochs=2), "conv": dict(channels=(4, 8), hidden=(16,), epochs=1),
+          "unet": dict(channels=(4, 4, 8), epochs=1)}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+@pytest.fixture(scope="module")
+def mnist_runs(tmp_path_factory, shared_data):
+    """model -> run directory of a tiny real Part I run (model.h5, results.h5)."""
+    from npvae.pipelines.mnist import TrainConfig, train
+    root = tmp_path_factory.mktemp("mnist_runs")
+    runs = {}
+    for name, kw in MODELS.items():
+        cfg = TrainConfig(model=name, latent_dim=4, batch_size=64, train_limit=256, eval_limit=64, n_examples=6,
+                          display_every=5, data_dir=str(shared_data), out=str(root / name), progress=False, **kw)
+        runs[name] = train(cfg, log=quiet)["run_dir"]
+    return runs
+
+
+@pytest.fixture(scope="module")
+def music_run(tmp_path_factory, shared_data):
+    """results.h5 of a tiny real Part II run: two MIR-1K clips, two epochs of two batches."""
+    from npvae.audio.datasets import list_mir1k, mir1k_track
+    from npvae.audio.stft import STFTConfig
+    from npvae.models.music import SpectrogramUNetVAE
+    from npvae.optim import Adam
+    from npvae.pipelines.music import (LossConfig, MusicObjective, Normalizer, Separator, example, sample_batch,
+                                       save_music_results)
+    from npvae.training import Trainer
+    out = tmp_path_factory.mktemp("music_run")
+    tracks = [mir1k_track(p) for p in list_mir1k("train", shared_data)[:2]]
+    cfg = STFTConfig.for_dataset("mir1k")
+    rng = np.random.default_rng(0)
+    model = SpectrogramUNetVAE((4, 4, 8), 4, rng=rng)
+    sep = Separator(model, cfg, Normalizer.fit(tracks, cfg))
+    objective = MusicObjective(sep, LossConfig())
+    trainer = Trainer(model, Adam(model), rng, out, config={}, display_every=1, progress=False, log=quiet)
+    history = trainer.fit(2, lambda r: (sample_batch(tracks, r, 2, 16, cfg) for _ in range(2)), 2,
+                          lambda batch, epoch: objective.terms(batch, epoch),
+                          lambda: objective.on_tracks(tracks[:1], max_frames=64))
+    examples = {"sample_rate": cfg.sample_rate, "clip0": example(sep, tracks[0], 1.0),
+                "clip1": example(sep, tracks[1], 0.5)}
+    return save_music_results(out / "results.h5", sep, {"dataset": "mir1k", "epochs": 2}, history,
+                              {"train_seconds": 1.0}, examples)
+
+
+def test_octave_arrays_equal_python_arrays(mnist_runs, tmp_path):
+    names = list(mnist_runs)
+    code = "".join(f"S = npvae_load('{mnist_runs[n] / 'results.h5'}', 'mnist_results');"
+                   f"save('-v7', '{n}.mat', '-struct', 'S', 'examples', 'history', 'metrics');"
+                   f"P = S.model.params; save('-v7', '{n}_params.mat', '-struct', 'P');" for n in names)
+    octave_ok(code, tmp_path)
+    for name in names:
+        tree = read_tree(mnist_runs[name] / "results.h5", "mnist_results")
+        got = scipy.io.loadmat(tmp_path / f"{name}.mat")
+        for group in ("examples", "history"):
+            have = got[group][0, 0]
+            assert set(have.dtype.names) == set(tree[group]), (name, group)
+            for key, want in tree[group].items():
+                value = have[key]
+                if want.ndim == 1:                      # 1-D arrays are n x 1 columns in MATLAB
+                    assert value.shape == (want.size, 1), (name, key, value.shape)
+                    value = value[:, 0]
+                assert value.shape == want.shape and value.dtype == want.dtype, (name, key, value.shape)
+                np.testing.assert_array_equal(value, want, err_msg=f"{name} {group}/{key}")
+        metrics = got["metrics"][0, 0]
+        for key, want in tree["metrics"].items():
+            np.testing.assert_array_equal(np.ravel(metrics[key]), np.ravel(want), err_msg=f"{name} metrics/{key}")
+        params = scipy.io.loadmat(tmp_path / f"{name}_params.mat")
+        state = npvae.load_model(mnist_runs[name] / "results.h5").state_dict()
+        assert len(state) == len([k for k in params if not k.startswith("__")])
+        for path, want in state.items():
+            value = params[npvae.h5mat.matlab_name(path)]
+            value = value[:, 0] if want.ndim == 1 else value
+            assert value.dtype == np.float32 and value.shape == want.shape, (name, path, value.shape)
+            np.testing.assert_array_equal(value, want, err_msg=f"{name} {path}")
+
+
+def test_npvae_forward_equals_python_separate(mnist_runs, tmp_path, rng):
+    fresh = rng.random((5, 28, 28), dtype=np.float32)       # not only the mixtures the file holds
+    scipy.io.savemat(tmp_path / "fresh.mat", {"fresh": fresh})
+    code = ""
+    for name, run in mnist_runs.items():
+        # results.h5 by path, model.h5 by path, and the struct from npvae_load
+        code += (f"S = npvae_load('{run / 'results.h5'}', 'mnist_results');"
+                 f"[d, f, m] = npvae_forward('{run / 'results.h5'}', S.examples.mixture);"
+                 f"save('-v7', '{name}_examples.mat', 'd', 'f', 'm');"
+                 f"load('fresh.mat'); [d, f, m] = npvae_forward('{run / 'model.h5'}', fresh);"
+                 f"save('-v7', '{name}_fresh.mat', 'd', 'f', 'm');"
+                 f"[d, f, m] = npvae_forward(S, squeeze(fresh(1, :, :)));"
+                 f"save('-v7', '{name}_one.mat', 'd', 'f', 'm');")
+    octave_ok(code, tmp_path)
+    for name, run in mnist_runs.items():
+        model = npvae.load_model(run / "model.h5")
+        examples = read_tree(run / "results.h5", "mnist_results")["examples"]
+        for which, mixtures in (("examples", examples["mixture"]), ("fresh", fresh), ("one", fresh[:1])):
+            want = model.separate(mixtures)
+            got = scipy.io.loadmat(tmp_path / f"{name}_{which}.mat")
+            for key, w in zip("dfm", want):
+                have = got[key].reshape(-1, 28, 28) if which == "one" else got[key]
+                assert have.shape == w.shape and have.dtype == np.float32, (name, which, key, have.shape)
+                np.testing.assert_allclose(have, w, atol=1e-5, rtol=0, err_msg=f"{name} {which} {key}")
+        # the file's own estimates are what separate gives (so the check above is the one the user sees)
+        np.testing.assert_allclose(examples["digit_hat"], model.separate(examples["mixture"])[0], atol=1e-6)
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_show_mnist_writes_pngs_headless(mnist_runs, tmp_path):
+    out = octave_ok(f"files = npvae_show_mnist('{mnist_runs['unet'] / 'results.h5'}', 'figs');"
+                    "fprintf('%s\\n', files{:});", tmp_path)
+    assert out.split() == ["figs/mnist_grid.png", "figs/mnist_loss_curves.png"]
+    width, height = _png_size(tmp_path / "figs" / "mnist_grid.png")
+    assert width > 6 * 28 and height > 6 * 28
+    width, height = _png_size(tmp_path / "figs" / "mnist_loss_curves.png")
+    assert width > 300 and height > 150
+
+
+def test_show_music_writes_pngs_and_wavs_headless(music_run, tmp_path):
+    out = octave_ok(f"files = npvae_show_music('{music_run}', 'figs'); fprintf('%s\\n', files{{:}});", tmp_path)
+    written = out.split()
+    examples = read_tree(music_run, "music_results")["examples"]
+    for clip in ("clip0", "clip1"):
+        assert f"figs/music_{clip}_spectrograms.png" in written
+        width, height = _png_size(tmp_path / "figs" / f"music_{clip}_spectrograms.png")
+        assert width > 5 * 100 and height > 100
+        for key in ("vocals_hat", "accompaniment_hat"):
+            assert f"figs/{clip}_{key}.wav" in written
+            audio, sr = soundfile.read(tmp_path / "figs" / f"{clip}_{key}.wav")
+            want = examples[clip][key]
+            assert sr == examples["sample_rate"] == 16000 and audio.shape == want.shape
+            np.testing.assert_allclose(audio, np.clip(want, -1, 1), atol=2.0 / 32768)   # 16-bit PCM
+    assert "figs/music_loss_curves.png" in written
+    _png_size(tmp_path / "figs" / "music_loss_curves.png")
+
+
+def test_damaged_and_wrong_kind_files_are_refused_on_both_sides(mnist_runs, music_run, tmp_path):
+    good = (mnist_runs["dense"] / "results.h5").read_bytes()
+    (tmp_path / "truncated.h5").write_bytes(good[:len(good) // 2])
+    (tmp_path / "noise.h5").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    music = str(music_run)
+    # Python
+    for bad in ("truncated.h5", "noise.h5"):
+        with pytest.raises(FileFormatError, match="not a readable HDF5 file"):
+            npvae.load_model(tmp_path / bad)
+    with pytest.raises(FileFormatError, match="expected a mnist_results file, got music_results"):
+        read_tree(music, "mnist_results")
+    with pytest.raises(FileFormatError, match="not a music separation model"):
+        from npvae.pipelines.music import load_separator
+        load_separator(mnist_runs["dense"] / "model.h5")
+    # Octave
+    cases = {
+        "npvae_show_mnist('truncated.h5', 'figs')": ("npvae:notHdf5", "truncated, corrupt or another format"),
+        "npvae_forward('noise.h5', zeros(2, 28, 28))": ("npvae:notHdf5", "truncated, corrupt or another format"),
+        f"npvae_show_mnist('{music}', 'figs')": ("npvae:wrongKind", "expected a mnist_results file, got music_results"),
+        f"npvae_show_music('{mnist_runs['dense'] / 'results.h5'}', 'figs')":
+            ("npvae:wrongKind", "expected a music_results file, got mnist_results"),
+        f"npvae_forward('{music}', zeros(2, 28, 28))":
+            ("npvae:wrongKind", "expected a model or mnist_results file, got music_results"),
+        f"npvae_forward('{mnist_runs['dense'] / 'model.h5'}', zeros(2, 14, 14))": ("npvae:shape", "N x 28 x 28"),
+    }
+    code = "".join(f"try, {call}; disp('no error'); catch err, fprintf('%s|%s\\n', err.identifier, err.message); end;"
+                   for call in cases)
+    res = octave(code, tmp_path)
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == len(cases), (res.stdout, res.stderr)
+    for line, (call, (ident, text)) in zip(lines, cases.items()):
+        assert line.startswith(ident + "|") and text in line, (call, line)
+
+
+def test_npvae_forward_refuses_a_music_model(music_run, tmp_path):
+    from npvae.io import model_tree
+    from npvae.h5mat import write_tree
+    model = npvae.load_model(music_run).model
+    write_tree(tmp_path / "music_model.h5", {"model": model_tree(model), "config": {}}, "model")
+    res = octave("try, npvae_forward('music_model.h5', zeros(1, 28, 28)); "
+                 "catch err, fprintf('%s|%s\\n', err.identifier, err.message); end", tmp_path)
+    assert "npvae:notMnistModel|" in res.stdout and "SpectrogramUNetVAE" in res.stdout, res.stdout
+
+
+def test_real_results_file_has_mat_header_and_classes(mnist_runs):
+    path = mnist_runs["conv"] / "results.h5"
+    head = path.read_bytes()[:128]
+    assert head.startswith(b"MATLAB 7.3 MAT-file") and head[124:128] == b"\x00\x02IM"
+    with h5py.File(path, "r") as f:
+        assert f.userblock_size == 512
+        cls = lambda p: f[p].attrs["MATLAB_class"].decode()  # noqa: E731
+        assert cls("examples") == cls("model/params") == cls("history") == "struct"
+        assert cls("examples/digit_hat") == cls("model/params/encoder_0_W") == "single"
+        assert cls("history/epoch") == "int64" and cls("history/train_total") == "double"
+        assert cls("model/spec") == "char"
