@@ -105,7 +105,7 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + float(v)
                 count += 1
                 bar.update()
-                bar.set_postfix(loss=f"{sums['total'] / count:.4g}")
+                bar.set_postfix(loss=f"{sums['total'] / count:.4g}", refresh=False)
             bar.close()
             self.epoch += 1
             train_terms = {k: v / max(1, count) for k, v in sums.items()}
