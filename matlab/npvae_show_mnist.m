@@ -22,6 +22,7 @@ function files = npvae_show_mnist(results_file, out_dir, varargin)
 %     npvae_show_mnist('runs/mnist-dense/results.h5', 'figures')
 
   opts = parse_options(struct('max_examples', 16, 'renderer', 'auto'), varargin, 'npvae_show_mnist');
+  use_figures(opts.renderer);   % checks the option before any work
   [S, info] = npvae_load(results_file, 'mnist_results');
   rows = {'mixture', 'digit', 'digit_hat', 'fashion', 'fashion_hat', 'mixture_hat'};
   titles = {'mixture', 'true digit', 'estimated digit', 'true fashion', 'estimated fashion', ...
@@ -33,7 +34,6 @@ function files = npvae_show_mnist(results_file, out_dir, varargin)
   if ~exist(out_dir, 'dir')
     mkdir(out_dir);
   end
-  figures = use_figures(opts.renderer);
   name = 'Part I';
   if isfield(S, 'config') && isfield(S.config, 'model')
     name = [S.config.model ' VAE'];
@@ -51,38 +51,45 @@ function files = npvae_show_mnist(results_file, out_dir, varargin)
           min(max(reshape(images(c, :, :), 28, 28), 0), 1);
     end
   end
-  title_text = sprintf('%s: examples from %s', name, strrep(info.path, '\', '/'));
   grid_png = fullfile(out_dir, 'mnist_grid.png');
-  if figures
-    fig = figure('visible', 'off', 'position', [0 0 160 + 45 * n, 60 + 45 * numel(rows)]);
-    axes('position', [0.2 0.02 0.78 0.88]);
-    imagesc(grid, [0 1]);
-    colormap(gray(256));
-    axis image off;
-    for r = 1:numel(rows)
-      text(-gap, (r - 1) * side + gap + 14, titles{r}, 'horizontalalignment', 'right', 'fontsize', 8);
-    end
-    title(sprintf('%s (%d pairs)', name, n), 'interpreter', 'none');
-    print(fig, grid_png, '-dpng', '-r100');
-    close(fig);
-  else
-    scale = 3;
-    tile = kron(grid, ones(scale));
-    left = 6 * 2 * max(cellfun(@numel, titles)) + 12;
-    img = ones(size(tile, 1) + 28, size(tile, 2) + left, 3);
-    img(29:end, left + 1:end, :) = repmat(tile, [1 1 3]);
-    img = raster_text(img, sprintf('%s (%d pairs)', name, n), 6, 6, 2, [0 0 0]);
-    for r = 1:numel(rows)
-      img = raster_text(img, titles{r}, 28 + ((r - 1) * side + gap + 10) * scale, 6, 2, [0 0 0]);
-    end
-    imwrite(img, grid_png);
-  end
+  heading = sprintf('%s (%d pairs)', name, n);
+  render_png(grid_png, opts.renderer, @(path) grid_figure(path, grid, titles, heading, side, gap), ...
+             @() grid_raster(grid, titles, heading, side, gap));
 
   curves_png = fullfile(out_dir, 'mnist_loss_curves.png');
   if ~isfield(S, 'history')
     error('npvae:badFile', 'npvae_show_mnist: "%s" has no /history', info.path);
   end
   save_loss_curves(S.history, curves_png, sprintf('%s: loss per epoch (train solid, validation dashed)', name), ...
-                   figures);
+                   opts.renderer);
   files = {grid_png; curves_png};
+end
+
+
+function grid_figure(path, grid, titles, heading, side, gap)
+  width = 200 + 1.5 * size(grid, 2);
+  fig = figure('visible', 'off', 'position', [0 0 width, 60 + 1.5 * size(grid, 1)]);
+  axes('position', [190 / width, 0.02, 1 - 200 / width, 0.88]);
+  imagesc(grid, [0 1]);
+  colormap(gray(256));
+  axis image off;
+  for r = 1:numel(titles)
+    text(-gap, (r - 1) * side + gap + 14, titles{r}, 'horizontalalignment', 'right', 'fontsize', 8);
+  end
+  title(heading, 'interpreter', 'none');
+  print(fig, path, '-dpng', '-r100');
+  close(fig);
+end
+
+
+function img = grid_raster(grid, titles, heading, side, gap)
+  scale = 3;
+  tile = kron(grid, ones(scale));
+  left = 6 * 2 * max(cellfun(@numel, titles)) + 12;
+  img = ones(size(tile, 1) + 28, size(tile, 2) + left, 3);
+  img(29:end, left + 1:end, :) = repmat(tile, [1 1 3]);
+  img = raster_text(img, heading, 6, 6, 2, [0 0 0]);
+  for r = 1:numel(titles)
+    img = raster_text(img, titles{r}, 28 + ((r - 1) * side + gap + 10) * scale, 6, 2, [0 0 0]);
+  end
 end

@@ -32,7 +32,7 @@ function files = npvae_show_music(results_file, out_dir, varargin)
   if ~exist(out_dir, 'dir')
     mkdir(out_dir);
   end
-  figures = use_figures(opts.renderer);
+  use_figures(opts.renderer);   % checks the option before any work
   sr = double(S.examples.sample_rate);
   hop = [];
   if isfield(S, 'config') && isfield(S.config, 'hop')
@@ -67,36 +67,8 @@ function files = npvae_show_music(results_file, out_dir, varargin)
       mag = double(clip.([shown{p, 1} '_mag']));            % F x T, frequency down the rows
       db{p} = max(20 * log10(max(mag, 1e-10) / ref), opts.floor_db);
     end
-    if figures
-      [f, t] = size(db{1});
-      fig = figure('visible', 'off', 'position', [0 0 260 * numel(db), 300]);
-      if isempty(hop)
-        tx = 1:t;
-        xl = 'frame';
-      else
-        tx = (0:t - 1) * hop / sr;
-        xl = 'time (s)';
-      end
-      fy = linspace(0, sr / 2000, f);
-      for p = 1:numel(db)
-        subplot(1, numel(db), p);
-        imagesc(tx, fy, db{p}, [opts.floor_db 0]);
-        axis xy;
-        title(shown{p, 2});
-        xlabel(xl);
-        if p == 1
-          ylabel('frequency (kHz)');
-        end
-      end
-      colormap(hot(256));
-      axes('position', [0 0.95 1 0.05], 'visible', 'off');
-      text(0.5, 0.5, sprintf('%s (dB re mixture peak)', label), 'horizontalalignment', 'center', ...
-           'interpreter', 'none');
-      print(fig, png, '-dpng', '-r80');
-      close(fig);
-    else
-      imwrite(raster_spectrograms(db, shown(:, 2), label, opts.floor_db), png);
-    end
+    render_png(png, opts.renderer, @(path) spectrogram_figure(path, db, shown(:, 2), label, sr, hop, opts.floor_db), ...
+               @() raster_spectrograms(db, shown(:, 2), label, opts.floor_db));
     files{end + 1, 1} = png;
 
     for key = {'vocals_hat', 'accompaniment_hat'}
@@ -112,8 +84,40 @@ function files = npvae_show_music(results_file, out_dir, varargin)
     error('npvae:badFile', 'npvae_show_music: "%s" has no /history', info.path);
   end
   curves = fullfile(out_dir, 'music_loss_curves.png');
-  save_loss_curves(S.history, curves, 'music separation: loss per epoch (train solid, validation dashed)', figures);
+  save_loss_curves(S.history, curves, 'music separation: loss per epoch (train solid, validation dashed)', ...
+                   opts.renderer);
   files{end + 1, 1} = curves;
+end
+
+
+function spectrogram_figure(path, db, titles, label, sr, hop, floor_db)
+  [f, t] = size(db{1});
+  fig = figure('visible', 'off', 'position', [0 0 260 * numel(db), 340]);
+  if isempty(hop)
+    tx = 1:t;
+    xl = 'frame';
+  else
+    tx = (0:t - 1) * hop / sr;
+    xl = 'time (s)';
+  end
+  fy = linspace(0, sr / 2000, f);
+  for p = 1:numel(db)
+    subplot(1, numel(db), p);
+    imagesc(tx, fy, db{p}, [floor_db 0]);
+    axis xy;
+    if p == 1
+      title(sprintf('%s: %s (dB)', label, titles{p}), 'interpreter', 'none');
+    else
+      title(titles{p});
+    end
+    xlabel(xl);
+    if p == 1
+      ylabel('frequency (kHz)');
+    end
+  end
+  colormap(hot(256));
+  print(fig, path, '-dpng', '-r80');
+  close(fig);
 end
 
 

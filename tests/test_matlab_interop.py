@@ -190,6 +190,8 @@ def test_damaged_and_wrong_kind_files_are_refused_on_both_sides(mnist_runs, musi
         f"npvae_forward('{music}', zeros(2, 28, 28))":
             ("npvae:wrongKind", "expected a model or mnist_results file, got music_results"),
         f"npvae_forward('{mnist_runs['dense'] / 'model.h5'}', zeros(2, 14, 14))": ("npvae:shape", "N x 28 x 28"),
+        f"npvae_show_mnist('{mnist_runs['dense'] / 'results.h5'}', 'figs', 'renderer', 'svg')":
+            ("npvae:badOption", "renderer must be 'auto', 'figure' or 'raster'"),
     }
     code = "".join(f"try, {call}; disp('no error'); catch err, fprintf('%s|%s\\n', err.identifier, err.message); end;"
                    for call in cases)
