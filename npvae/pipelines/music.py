@@ -510,43 +510,17 @@ MODEL_FILE = "model.h5"
 RESULTS_FILE = "results.h5"
 
 
-def _model_tree(sep: Separator) -> dict:
-    model = sep.model
-    return {"spec": json.dumps(model.spec()),
-            "layers": [f"{p} {type(l).__name__} " + " ".join(f"{k}={v}" for k, v in l.hyper().items())
-                       for p, l in model.named_layers() if p],
-            "dtype": str(model.dtype), "latent_dim": int(model.latent_channels),
-            "params": model.state_dict()}
-
-
-def _config_tree(config: dict) -> dict:
-    out = {}
-    for k, v in config.items():
-        if v is None:
-            continue
-        if isinstance(v, (list, tuple)):
-            v = np.asarray(v)
-        if isinstance(v, Path):
-            v = str(v)
-        out[k] = v
-    return out
-
-
 def save_separator(path, sep: Separator, config: dict | None = None) -> Path:
     """Write the model file (kind "model"): /model and /config with the STFT settings and normaliser."""
-    from .. import h5mat
-    cfg = _config_tree({**(config or {}), **sep.config()})
-    return h5mat.write_tree(path, {"model": _model_tree(sep), "config": cfg}, kind="model")
+    from ..io import save_model
+    return save_model(path, sep.model, {**(config or {}), **sep.config()})
 
 
 def save_music_results(path, sep: Separator, config: dict, history: dict, metrics: dict,
                        examples: dict) -> Path:
     """Write the results file (kind "music_results"): model, config, history, metrics, examples."""
-    from .. import h5mat
-    hist = {k: np.asarray(v, np.int64 if k == "epoch" else np.float64) for k, v in history.items()}
-    tree = {"model": _model_tree(sep), "config": _config_tree({**config, **sep.config()}),
-            "history": hist, "metrics": metrics, "examples": examples}
-    return h5mat.write_tree(path, tree, kind="music_results")
+    from ..io import save_results
+    return save_results(path, "music_results", sep.model, {**config, **sep.config()}, history, metrics, examples)
 
 
 def load_separator(path, dtype=np.float32) -> Separator:
