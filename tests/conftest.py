@@ -29,3 +29,15 @@ def shared_data() -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# End-to-end files (real training runs, subprocesses, Octave): CI runs them on the
+# default backend; the second backend pass runs everything else (`-m "not slow"`).
+END_TO_END = {"test_mnist_training.py", "test_separate_script.py", "test_matlab_interop.py",
+              "test_studies.py", "test_report.py", "test_benchmark.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in END_TO_END:
+            item.add_marker(pytest.mark.slow)
