@@ -40,7 +40,7 @@ from .errors import FileFormatError
 
 SCHEMA_VERSION = 1
 USERBLOCK_SIZE = 512
-KNOWN_KINDS = ("model", "mnist_results", "music_results")
+KNOWN_KINDS = ("model", "mnist_results", "music_results", "loss_study")
 RESERVED = ("npvae_kind", "npvae_schema_version", "npvae_manifest")
 
 _CLASS_OF_DTYPE = {

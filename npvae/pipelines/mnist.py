@@ -58,6 +58,7 @@ class TrainConfig:
     beta: float = 0.5
     warmup: float = 5.0
     mix_weight: float = 1.0
+    sample: bool = True          # False: z = mu in training too (with beta = 0, a plain autoencoder)
     lr: float = 1e-3
     batch_size: int = 128
     epochs: int | None = None
@@ -244,7 +245,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     def step(batch, epoch):
         mixture, digit, fashion = batch
         return model.loss(mixture, digit, fashion, beta=kl_weight(epoch), recon=cfg.loss,
-                          mix_weight=cfg.mix_weight, rng=trainer.rng)
+                          mix_weight=cfg.mix_weight, rng=trainer.rng, sample=cfg.sample)
 
     def validate():
         terms = validation_terms(model, cfg, *val, beta=kl_weight(trainer.epoch))

@@ -265,6 +265,7 @@ class LossConfig:
     mix_weight: float = 0.5
     beta: float = 0.01
     kl_warmup: float = 1.0
+    sample: bool = True       # False: the latent is taken at its mean in training too
 
 
 class MusicObjective:
@@ -287,7 +288,7 @@ class MusicObjective:
     def terms(self, batch, epoch: float = 0.0, backward: bool = True) -> dict:
         model, cfg = self.sep.model, self.cfg
         x, mix, (v, a) = self._inputs(batch)
-        masks = model.forward(x, sample=model.training)
+        masks = model.forward(x, sample=model.training and cfg.sample)
         est_v, est_a = masks[:, 0] * mix, masks[:, 1] * mix
         lv, gv = self.loss(est_v, v)
         la, ga = self.loss(est_a, a)
@@ -581,6 +582,8 @@ class TrainConfig:
     display_every: int = 5
     snippet_seconds: float = 4.0
     max_val_tracks: int = 24
+    max_train_tracks: int | None = None   # first N training clips only (quick runs, tests)
+    sample: bool = True                   # False: no latent sampling in training (deterministic net)
     progress: bool = True
 
 
@@ -605,7 +608,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     stft_cfg = STFTConfig.for_dataset(cfg.dataset)
-    train_tracks = _split_tracks(cfg.dataset, cfg.data_dir, "train")
+    train_tracks = _split_tracks(cfg.dataset, cfg.data_dir, "train")[:cfg.max_train_tracks]
     val_tracks = _split_tracks(cfg.dataset, cfg.data_dir, "validation")[:cfg.max_val_tracks]
     log(f"{cfg.dataset}: {len(train_tracks)} training clips ({sum(t.duration for t in train_tracks):.0f} s), "
         f"{len(val_tracks)} validation clips ({sum(t.duration for t in val_tracks):.0f} s)")
@@ -625,7 +628,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     run_config.update(asdict(stft_cfg))
     sep = Separator(model, stft_cfg, norm)
     objective = MusicObjective(sep, LossConfig(cfg.loss, cfg.loss_compression, 0.5, cfg.mix_weight,
-                                               cfg.beta, cfg.kl_warmup))
+                                               cfg.beta, cfg.kl_warmup, cfg.sample))
     opt = Adam(model, lr=cfg.lr, clip_norm=5.0)
     trainer = Trainer(model, opt, rng, out, config=run_config, display_every=cfg.display_every,
                       progress=cfg.progress, log=log)
