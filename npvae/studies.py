@@ -1,0 +1,433 @@
+"""Loss-function study and baselines: one model trained under several loss configurations
+with the same seeds, data and budget, every one scored on the same fixed test set.
+
+``scripts/compare_losses.py`` runs :func:`run_study`. A study directory holds::
+
+    <name>/               one run directory per configuration (the pipeline's files)
+    <name>/log.txt        that configuration's output
+    <name>/study_result.json   written last, atomically: the configuration is done
+    table.md              the test metrics and training time per configuration
+    study.h5              the same as HDF5 / MATLAB v7.3 (kind "loss_study")
+    validation_curves.png the validation metric per epoch of every trained configuration
+
+Each configuration runs as its own process (``python -m npvae.studies run-one ...``),
+up to ``jobs`` at a time. A finished configuration (its ``study_result.json`` exists)
+is never trained again; an unfinished one resumes from its checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+TASKS = ("mnist", "music")
+RESULT_FILE = "study_result.json"
+STUDY_FILE = "study.h5"
+TABLE_FILE = "table.md"
+CURVES_FILE = "validation_curves.png"
+
+# ----------------------------------------------------------------------------- configurations
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One entry of a study.
+
+    name : directory and HDF5 name. label : what the table says. group : "loss" (the loss
+    study) or "baseline". kind : "vae" (trained by the task's pipeline with ``settings``
+    overriding its TrainConfig) or "nmf" (supervised NMF, ``settings`` its options).
+    """
+    name: str
+    label: str
+    group: str
+    kind: str = "vae"
+    settings: dict = field(default_factory=dict)
+
+
+# Budgets: pipeline settings shared by every configuration of a task, NMF options, and
+# per-model overrides. "tiny" is for tests and smoke runs, "default" for the report.
+BUDGETS = {
+    "mnist": {
+        "tiny": {"common": {"train_limit": 1000, "eval_limit": 200, "epochs": 2, "hidden": (64, 32),
+                            "latent_dim": 8, "batch_size": 64, "warmup": 0.0, "n_examples": 8},
+                 "unet": {"channels": (4, 8, 8)},
+                 "nmf": {"k": 10, "n_iter": 30, "fit_iter": 30, "max_images": 300},
+                 "expected": "about 1 minute on 2 cores"},
+        "default": {"common": {"epochs": 5, "warmup": 1.0},
+                    "unet": {"epochs": 3},
+                    "nmf": {"k": 64, "n_iter": 200, "fit_iter": 100, "max_images": 10000},
+                    "expected": "about 10 minutes on 2 cores (dense VAE about 1 minute per configuration, "
+                                "the two U-Nets about 5 minutes each)"},
+    },
+    "music": {
+        "tiny": {"common": {"epochs": 1, "max_train_tracks": 3, "max_val_tracks": 2, "channels": (4, 8, 8),
+                            "latent_channels": 4, "batch_size": 4, "frames": 32, "snippet_seconds": 1.0},
+                 "nmf": {"k": 8, "n_iter": 20, "fit_iter": 20, "max_frames": 2000},
+                 "expected": "about 2 minutes on 2 cores"},
+        "default": {"common": {"epochs": 20},
+                    "nmf": {"k": 64, "n_iter": 200, "fit_iter": 100, "max_frames": 20000},
+                    "expected": "about 1 to 1.5 hours on 2 cores (an estimate: about 35 s per epoch per "
+                                "configuration, 20 epochs, 6 trained configurations, 2 at a time)"},
+    },
+}
+PRIMARY = {"mnist": ("mean_psnr", "mean PSNR (dB)"), "music": ("vocals_gnsdr", "vocals GNSDR (dB)")}
+CURVE = {"mnist": ("val_psnr", "validation PSNR (dB)"),
+         "music": ("val_vocals_si_sdri", "validation vocals SI-SDR improvement (dB)")}
+COLUMNS = {
+    "mnist": [("digit_psnr", "digit PSNR (dB)", ".2f"), ("fashion_psnr", "fashion PSNR (dB)", ".2f"),
+              ("mean_psnr", "mean PSNR (dB)", ".2f"), ("mean_ssim", "mean SSIM", ".3f"),
+              ("mean_mse", "mean MSE", ".5f"), ("train_seconds", "train time (s)", ".1f")],
+    "music": [("vocals_gnsdr", "vocals GNSDR", ".2f"), ("accompaniment_gnsdr", "accomp. GNSDR", ".2f"),
+              ("vocals_gsir", "vocals GSIR", ".2f"), ("vocals_gsar", "vocals GSAR", ".2f"),
+              ("vocals_si_sdr", "vocals SI-SDR", ".2f"), ("accompaniment_si_sdr", "accomp. SI-SDR", ".2f"),
+              ("train_seconds", "train time (s)", ".1f")],
+}
+
+
+def configurations(task: str) -> list[Configuration]:
+    """The loss configurations and baselines of ``task`` ("mnist" or "music")."""
+    if task == "mnist":
+        loss = [Configuration("bce_beta1", "BCE, beta 1", "loss", settings={"loss": "bce", "beta": 1.0}),
+                Configuration("mse_beta1", "MSE, beta 1", "loss", settings={"loss": "mse", "beta": 1.0}),
+                Configuration("l1_beta1", "L1, beta 1", "loss", settings={"loss": "l1", "beta": 1.0}),
+                Configuration("bce_beta0", "BCE, beta 0 (plain autoencoder: no sampling)", "loss",
+                              settings={"loss": "bce", "beta": 0.0, "sample": False}),
+                Configuration("bce_beta0p1", "BCE, beta 0.1", "loss", settings={"loss": "bce", "beta": 0.1}),
+                Configuration("bce_beta4", "BCE, beta 4", "loss", settings={"loss": "bce", "beta": 4.0})]
+        base = [Configuration("unet_vae", "U-Net VAE (BCE, beta 1)", "baseline",
+                              settings={"model": "unet", "loss": "bce", "beta": 1.0}),
+                Configuration("unet_det", "U-Net, deterministic (beta 0, no sampling)", "baseline",
+                              settings={"model": "unet", "loss": "bce", "beta": 0.0, "sample": False}),
+                Configuration("nmf", "supervised NMF (Euclidean)", "baseline", "nmf", {"loss": "euclidean"})]
+        return loss + base
+    if task == "music":
+        loss = [Configuration("l1_raw", "L1 on magnitudes (pipeline default)", "loss", settings={"loss": "l1"}),
+                Configuration("l1_sqrt", "L1 on compressed magnitudes (^0.5)", "loss",
+                              settings={"loss": "l1", "loss_compression": "power"}),
+                Configuration("mse_sqrt", "MSE on compressed magnitudes (^0.5)", "loss",
+                              settings={"loss": "mse", "loss_compression": "power"}),
+                Configuration("gkl", "generalised KL divergence", "loss", settings={"loss": "kl"}),
+                Configuration("is", "Itakura-Saito divergence", "loss", settings={"loss": "is"})]
+        base = [Configuration("unet_det", "U-Net, deterministic (beta 0, no sampling, L1)", "baseline",
+                              settings={"loss": "l1", "beta": 0.0, "sample": False}),
+                Configuration("nmf", "supervised NMF (KL)", "baseline", "nmf", {"loss": "kl"})]
+        return loss + base
+    raise ValueError(f"unknown task {task!r}: choose one of {TASKS}")
+
+
+def get_configuration(task: str, name: str) -> Configuration:
+    for c in configurations(task):
+        if c.name == name:
+            return c
+    raise ValueError(f"no configuration {name!r} for {task}; known: {[c.name for c in configurations(task)]}")
+
+
+def budget(task: str, name: str) -> dict:
+    if name not in BUDGETS[task]:
+        raise ValueError(f"unknown budget {name!r}: choose one of {sorted(BUDGETS[task])}")
+    return BUDGETS[task][name]
+
+
+# ----------------------------------------------------------------------------- one configuration
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def _mnist_row(metrics: dict) -> dict:
+    return {k: float(metrics[k]) for k in ("digit_psnr", "fashion_psnr", "mean_psnr", "mean_ssim", "mean_mse")}
+
+
+def _music_row(summary: dict, system: str) -> dict:
+    p = system + "_"
+    return {"vocals_gnsdr": summary[p + "vocals_gnsdr"], "accompaniment_gnsdr": summary[p + "accompaniment_gnsdr"],
+            "vocals_gsir": summary[p + "vocals_gsir"], "vocals_gsar": summary[p + "vocals_gsar"],
+            "vocals_si_sdr": summary[p + "vocals_mean_si_sdr"],
+            "accompaniment_si_sdr": summary[p + "accompaniment_mean_si_sdr"]}
+
+
+def run_configuration(task: str, budget_name: str, name: str, study_dir, data_dir=None, log=print) -> dict:
+    """Train (or fit) and evaluate one configuration in this process; writes and returns
+    its result: ``{"name", "rows": [...], "curve": {"epoch", "value"}}``."""
+    conf = get_configuration(task, name)
+    b = budget(task, budget_name)
+    run_dir = Path(study_dir) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = _run_mnist if task == "mnist" else _run_music
+    result = run(conf, b, run_dir, data_dir, log)
+    result.update({"name": name, "task": task, "budget": budget_name})
+    _write_json_atomic(run_dir / RESULT_FILE, result)
+    return result
+
+
+def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> dict:
+    from .metrics.image import separation_report
+    from .pipelines import mnist as pipe
+    settings = {**b["common"], **(b.get("unet", {}) if conf.settings.get("model") == "unet" else {})}
+    if conf.kind == "nmf":
+        from .baselines.nmf import ImageNMFSeparator
+        cfg = pipe.TrainConfig(data_dir=data_dir, out=str(run_dir), progress=False,
+                               **{k: v for k, v in settings.items() if k in ("train_limit", "eval_limit")})
+        data = pipe.load_data(cfg)
+        opts = dict(b["nmf"])
+        n = opts.pop("max_images")
+        start = time.perf_counter()
+        sep = ImageNMFSeparator.train(data.digit_train[:n], data.fashion_train[:n], rule=cfg.rule,
+                                      seed=cfg.seed, **conf.settings, **opts)
+        seconds = time.perf_counter() - start
+        mixture, digit, fashion = data.evaluation_set()
+        metrics = pipe.evaluate(sep, mixture, digit, fashion)
+        floor = separation_report(mixture, mixture, digit, fashion)
+        k = min(8, len(mixture))
+        pipe.save_grid(run_dir / "grid.png", pipe.example_images(sep, mixture[:k], digit[:k], fashion[:k]),
+                       title=f"supervised NMF on evaluation pairs: mean PSNR {metrics['mean_psnr']:.1f} dB")
+        log(f"NMF: mean PSNR {metrics['mean_psnr']:.2f} dB on {len(mixture)} pairs ({seconds:.0f} s to learn)")
+        return {"rows": [{"name": conf.name, "label": conf.label, "group": conf.group,
+                          **_mnist_row(metrics), "train_seconds": seconds},
+                         {"name": "mixture", "label": "mixture as the estimate (floor)", "group": "baseline",
+                          **_mnist_row(floor), "train_seconds": 0.0}],
+                "curve": {"epoch": [], "value": []}, "n_eval": int(len(mixture))}
+    cfg = pipe.TrainConfig(data_dir=data_dir, out=str(run_dir), progress=False, **{**settings, **conf.settings})
+    out = pipe.train(cfg, resume=True, log=log)
+    m, h = out["metrics"], out["history"]
+    return {"rows": [{"name": conf.name, "label": conf.label, "group": conf.group, **_mnist_row(m),
+                      "train_seconds": float(m["train_seconds_total"])}],
+            "curve": {"epoch": list(h["epoch"]), "value": list(h.get(CURVE["mnist"][0], []))},
+            "n_eval": int(m["n_eval_pairs"])}
+
+
+def _run_music(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> dict:
+    from .audio.stft import STFTConfig
+    from .pipelines import music as pipe
+    settings = {**b["common"]}
+    cfg = pipe.TrainConfig(data_dir=data_dir, out=str(run_dir), progress=False,
+                           **{**settings, **(conf.settings if conf.kind == "vae" else {})})
+    test = pipe._split_tracks(cfg.dataset, cfg.data_dir, "validation")[:cfg.max_val_tracks]
+    if conf.kind == "nmf":
+        from .baselines.nmf import SpectrogramNMFSeparator
+        train_tracks = pipe._split_tracks(cfg.dataset, cfg.data_dir, "train")[:cfg.max_train_tracks]
+        start = time.perf_counter()
+        sep = SpectrogramNMFSeparator.train(train_tracks, STFTConfig.for_dataset(cfg.dataset), seed=cfg.seed,
+                                            **conf.settings, **b["nmf"])
+        seconds = time.perf_counter() - start
+        res = pipe.evaluate(sep, test, baselines=True)
+        log(f"NMF: vocals GNSDR {res['model_vocals_gnsdr']:.2f} dB on {len(test)} clips ({seconds:.0f} s to learn)")
+        rows = [{"name": conf.name, "label": conf.label, "group": conf.group, **_music_row(res, "model"),
+                 "train_seconds": seconds},
+                {"name": "irm", "label": "ideal ratio mask (oracle ceiling)", "group": "baseline",
+                 **_music_row(res, "oracle"), "train_seconds": 0.0},
+                {"name": "mixture", "label": "unprocessed mixture (floor)", "group": "baseline",
+                 **_music_row(res, "mixture"), "train_seconds": 0.0}]
+        return {"rows": rows, "curve": {"epoch": [], "value": []}, "n_eval": len(test),
+                "eval_seconds": float(np.sum(res["clip_seconds"]))}
+    out = pipe.train(cfg, resume=True, log=log)
+    res = pipe.evaluate(out["separator"], test, baselines=False)
+    h = out["history"]
+    log(f"{conf.label}: vocals GNSDR {res['model_vocals_gnsdr']:.2f} dB on {len(test)} clips")
+    return {"rows": [{"name": conf.name, "label": conf.label, "group": conf.group, **_music_row(res, "model"),
+                      "train_seconds": float(np.sum(h.get("seconds", [0.0])))}],
+            "curve": {"epoch": list(h["epoch"]), "value": list(h.get(CURVE["music"][0], []))},
+            "n_eval": len(test), "eval_seconds": float(np.sum(res["clip_seconds"]))}
+
+
+# ----------------------------------------------------------------------------- the study
+
+def is_done(study_dir, name: str) -> bool:
+    return (Path(study_dir) / name / RESULT_FILE).exists()
+
+
+def _one_thread_env() -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env.setdefault(var, "1")
+    return env
+
+
+def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, jobs: int | None = None,
+              only=None, log=print) -> dict:
+    """Run every configuration of ``task`` not yet done as a subprocess, ``jobs`` at a time
+    (default: the number of cores), then write the table, the HDF5 file and the figure.
+
+    Returns :func:`collect`'s study dict plus ``"failed"``: names whose process failed.
+    """
+    budget(task, budget_name)
+    out = Path(out or f"runs/study-{task}-{budget_name}")
+    out.mkdir(parents=True, exist_ok=True)
+    confs = [c for c in configurations(task) if not only or c.name in only]
+    jobs = max(1, int(jobs or os.cpu_count() or 1))
+    env = _one_thread_env() if jobs > 1 else dict(os.environ)
+    todo = []
+    for c in confs:
+        if is_done(out, c.name):
+            log(f"{c.name}: done already, not trained again")
+        else:
+            todo.append(c)
+    log(f"{task} study ({budget_name} budget, expected {BUDGETS[task][budget_name]['expected']}): "
+        f"{len(todo)} of {len(confs)} configurations to run, {jobs} at a time, in {out}")
+
+    def launch(c: Configuration) -> tuple[str, int, float]:
+        (out / c.name).mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "npvae.studies", "run-one", "--task", task, "--budget", budget_name,
+               "--config", c.name, "--out", str(out)]
+        if data_dir:
+            cmd += ["--data-dir", str(data_dir)]
+        start = time.perf_counter()
+        with open(out / c.name / "log.txt", "a") as f:
+            f.write(f"$ {' '.join(cmd)}\n")
+            f.flush()
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        seconds = time.perf_counter() - start
+        log(f"{c.name}: {'finished' if rc == 0 else f'FAILED (exit {rc}), see ' + str(out / c.name / 'log.txt')} "
+            f"after {seconds:.0f} s")
+        return c.name, rc, seconds
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        finished = list(pool.map(launch, todo))
+    failed = [name for name, rc, _ in finished if rc != 0]
+    study = collect(out, task, [c.name for c in confs], budget_name)
+    write_outputs(out, study)
+    study["failed"] = failed
+    return study
+
+
+def collect(study_dir, task: str, names=None, budget_name: str = "") -> dict:
+    """The finished configurations' results: ``{"task", "budget", "rows": [...], "curves": {...}}``."""
+    study_dir = Path(study_dir)
+    names = names or [c.name for c in configurations(task)]
+    rows, curves, n_eval = [], {}, None
+    for name in names:
+        path = study_dir / name / RESULT_FILE
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        rows.extend(r["rows"])
+        n_eval = r.get("n_eval", n_eval)
+        if r["curve"]["epoch"]:
+            curves[name] = {"label": r["rows"][0]["label"], "epoch": r["curve"]["epoch"],
+                            "value": r["curve"]["value"]}
+    return {"task": task, "budget": budget_name, "rows": rows, "curves": curves, "n_eval": n_eval}
+
+
+def markdown_table(study: dict) -> str:
+    """The study as a Markdown table, loss configurations first, then the baselines."""
+    cols = COLUMNS[study["task"]]
+    lines = ["| configuration | group | " + " | ".join(c[1] for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for r in sorted(study["rows"], key=lambda r: r["group"] != "loss"):
+        cells = [format(r[k], fmt) if k in r and np.isfinite(r[k]) else str(r.get(k, "-")) for k, _, fmt in cols]
+        lines.append(f"| {r['label']} | {r['group']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def best(study: dict, group: str = "loss") -> dict | None:
+    """The row of ``group`` with the highest primary metric (mean PSNR, vocals GNSDR)."""
+    key = PRIMARY[study["task"]][0]
+    rows = [r for r in study["rows"] if r["group"] == group and np.isfinite(r[key])]
+    return max(rows, key=lambda r: r[key]) if rows else None
+
+
+def verdict(study: dict) -> str:
+    """One paragraph naming the best and worst loss configuration, with their numbers."""
+    key, label = PRIMARY[study["task"]]
+    rows = sorted((r for r in study["rows"] if r["group"] == "loss"), key=lambda r: -r[key])
+    if not rows:
+        return "No loss configuration finished."
+    top, low = rows[0], rows[-1]
+    text = (f"By {label} on the same {study.get('n_eval')} test items, the best loss configuration is "
+            f"**{top['label']}** ({top[key]:.2f} dB), the worst {low['label']} ({low[key]:.2f} dB); "
+            f"the spread is {top[key] - low[key]:.2f} dB.")
+    if len(rows) > 2:
+        text += f" The runner-up is {rows[1]['label']} ({rows[1][key]:.2f} dB)."
+    return text
+
+
+def plot_curves(study: dict, path) -> Path:
+    """The validation metric per epoch of every trained configuration, one line each."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, c in study["curves"].items():
+        ax.plot(c["epoch"], c["value"], marker="o", ms=3, ls="--" if name.startswith("unet") else "-",
+                label=c["label"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(CURVE[study["task"]][1])
+    ax.set_title(f"{study['task']}: validation curves per configuration", fontsize=10)
+    ax.grid(alpha=0.3)
+    if study["curves"]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def study_tree(study: dict) -> dict:
+    """The study as an HDF5 tree: columns, then one group per row and per curve."""
+    cols = [c[0] for c in COLUMNS[study["task"]]]
+    rows = {}
+    for r in study["rows"]:
+        rows[r["name"]] = {"label": r["label"], "group": r["group"],
+                           **{k: float(r[k]) for k in cols if k in r}}
+    curves = {n: {"label": c["label"], "epoch": np.asarray(c["epoch"], np.int64),
+                  "value": np.asarray(c["value"], np.float64)} for n, c in study["curves"].items()}
+    return {"task": study["task"], "budget": study.get("budget", ""), "columns": cols,
+            "order": [r["name"] for r in study["rows"]], "n_eval": int(study.get("n_eval") or 0),
+            "rows": rows, "curves": curves}
+
+
+def read_study(study_dir) -> dict:
+    """A study back from its ``study.h5`` (the form :func:`collect` returns)."""
+    from . import h5mat
+    t = h5mat.read_tree(Path(study_dir) / STUDY_FILE, expected_kind="loss_study")
+    order = t["order"] if isinstance(t["order"], list) else [t["order"]]
+    rows = [{"name": n, **{k: (v if isinstance(v, str) else float(v)) for k, v in t["rows"][n].items()}}
+            for n in order]
+    curves = {n: {"label": c["label"], "epoch": np.atleast_1d(c["epoch"]).tolist(),
+                  "value": np.atleast_1d(c["value"]).tolist()} for n, c in t.get("curves", {}).items()}
+    return {"task": t["task"], "budget": t["budget"], "rows": rows, "curves": curves, "n_eval": int(t["n_eval"])}
+
+
+def write_outputs(study_dir, study: dict) -> dict:
+    """table.md, study.h5 and validation_curves.png in ``study_dir``; returns their paths."""
+    from . import h5mat
+    study_dir = Path(study_dir)
+    key, label = PRIMARY[study["task"]]
+    text = (f"# {study['task']} loss study ({study.get('budget')} budget)\n\n{markdown_table(study)}\n\n"
+            f"{verdict(study)}\n")
+    (study_dir / TABLE_FILE).write_text(text)
+    h5 = h5mat.write_tree(study_dir / STUDY_FILE, study_tree(study), kind="loss_study")
+    fig = plot_curves(study, study_dir / CURVES_FILE)
+    return {"table": study_dir / TABLE_FILE, "h5": h5, "figure": fig}
+
+
+# ----------------------------------------------------------------------------- subprocess entry
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m npvae.studies", description="Run one study configuration.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    one = sub.add_parser("run-one")
+    one.add_argument("--task", choices=TASKS, required=True)
+    one.add_argument("--budget", default="default")
+    one.add_argument("--config", required=True)
+    one.add_argument("--out", required=True)
+    one.add_argument("--data-dir", default=None)
+    a = p.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    run_configuration(a.task, a.budget, a.config, a.out, a.data_dir, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

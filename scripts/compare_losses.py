@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Train one model under several loss configurations (same seeds, data and budget),
+train the baselines, score everything on the same fixed test set, and write a table
+(Markdown and HDF5) and a figure of the validation curves.
+
+    python scripts/compare_losses.py --task mnist                  # about 10 minutes on 2 cores
+    python scripts/compare_losses.py --task music                  # about 1 to 1.5 hours on 2 cores
+    python scripts/compare_losses.py --task mnist --budget tiny    # a smoke run, about a minute
+
+Every configuration runs in its own process, up to --jobs at a time (default: the number
+of cores, one BLAS/Numba thread each). Run the same command again after an
+interruption: finished configurations are kept, unfinished ones resume from their
+checkpoints.
+"""
+import argparse
+import os
+import sys
+
+from npvae.studies import BUDGETS, TASKS, configurations, run_study
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--budget", choices=("tiny", "default"), default="default")
+    p.add_argument("--out", default=None, help="study directory (default runs/study-<task>-<budget>)")
+    p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA, then ~/.cache/npvae)")
+    p.add_argument("--jobs", type=int, default=None, help="configurations at a time (default: cores)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these configurations")
+    p.add_argument("--list", action="store_true", help="list the configurations and exit")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.list:
+        print(f"{a.task}, budget {a.budget}: expected {BUDGETS[a.task][a.budget]['expected']}")
+        for c in configurations(a.task):
+            print(f"  {c.name:12s} {c.group:9s} {c.label}")
+        return
+    known = {c.name for c in configurations(a.task)}
+    if a.only and set(a.only) - known:
+        sys.exit(f"error: unknown configuration(s) {sorted(set(a.only) - known)}; known: {sorted(known)}")
+    study = run_study(a.task, a.budget, a.out, a.data_dir, a.jobs, a.only, log=lambda s: print(s, flush=True))
+    out = a.out or f"runs/study-{a.task}-{a.budget}"
+    print(open(os.path.join(out, "table.md")).read())
+    print(f"wrote {out}/table.md, {out}/study.h5, {out}/validation_curves.png")
+    if study["failed"]:
+        sys.exit(f"error: configurations failed: {', '.join(study['failed'])} (see their log.txt); "
+                 "run the same command again to retry them")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    main()
