@@ -1,0 +1,407 @@
+"""The assignment's report, built from results files only: ``report.md`` and ``report.pdf``.
+
+:func:`build_report` takes run directories of three kinds, recognised by their files:
+
+* a loss study (``study.h5``, from ``scripts/compare_losses.py``);
+* a Part I run (``results.h5`` of kind ``mnist_results``, from ``scripts/train_mnist.py``);
+* a Part II run (``results.h5`` of kind ``music_results`` and the ``eval_*.h5`` files of
+  ``scripts/evaluate_music.py``).
+
+Every number in the report is read from those files; the text around the numbers is
+fixed, and comparative sentences are chosen by comparing the numbers. The PDF is drawn
+with matplotlib's PDF backend: text pages that flow paragraphs, tables and figures.
+"""
+from __future__ import annotations
+
+import datetime
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from . import h5mat
+from .studies import COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, read_study, verdict
+
+APPROACH = [
+    "npvae implements every piece in NumPy: each layer keeps what its backward pass needs and fills the "
+    "gradients of its named parameters; Adam walks those parameters. The element-wise kernels (bias + "
+    "activation, the Adam update, the reparameterisation, the KL term, BCE from logits) have Numba and NumPy "
+    "versions that are tested against each other; matrix products stay on BLAS. Every layer, loss and the full "
+    "VAE objective pass finite-difference gradient checks.",
+    "Part I (images): the encoder sees only the mixture of an MNIST digit and a Fashion-MNIST item; a Gaussian "
+    "latent is sampled with the reparameterisation trick z = mu + exp(0.5 logvar) eps in training and taken at "
+    "its mean to separate; the decoder returns both sources, and the reconstructed mixture (the mixing rule "
+    "applied to the two estimates) enters the loss: rec(digit) + rec(fashion) + rec(mixture) + beta KL. The dense "
+    "VAE is the assignment's plain model; the U-Net variant adds skip connections from the encoder and an output "
+    "that shares the mixture's intensity between the sources.",
+    "Part II (music): the network sees the log-compressed STFT magnitude of the mixture (16 kHz, Hann window, "
+    "1024-point FFT, hop 256), standardised per frequency; a small convolutional U-Net with a Gaussian latent at "
+    "its bottleneck returns one soft mask per source; the estimates are the masks times the mixture's complex "
+    "STFT (the mixture's phase), returned to audio by the inverse STFT. Separation is scored with BSS Eval v3 "
+    "(SDR, SIR, SAR; GNSDR = length-weighted normalised SDR) and SI-SDR.",
+    "Baselines on the same test sets: supervised NMF (one dictionary per source learned on the training data "
+    "with multiplicative updates, activations fitted on the mixture with the dictionaries fixed, soft masks "
+    "from the two parts), a deterministic autoencoder and U-Net (the same networks with beta = 0 and no latent "
+    "sampling), and for audio the ideal ratio mask (an oracle that knows the sources: the ceiling of masking "
+    "methods) and the unprocessed mixture (the floor).",
+]
+
+
+# ----------------------------------------------------------------------------- reading runs
+
+def _param_count(params: dict) -> int:
+    return int(sum(np.size(v) if not isinstance(v, dict) else _param_count(v) for v in params.values()))
+
+
+def classify(run_dir) -> str | None:
+    """"study", "mnist", "music" or None for a directory holding none of their files."""
+    d = Path(run_dir)
+    if (d / STUDY_FILE).exists():
+        return "study"
+    if (d / "results.h5").exists():
+        kind = h5mat.file_kind(d / "results.h5")[0]
+        return {"mnist_results": "mnist", "music_results": "music"}.get(kind)
+    return None
+
+
+def read_mnist_run(run_dir) -> dict:
+    t = h5mat.read_tree(Path(run_dir) / "results.h5", expected_kind="mnist_results")
+    return {"dir": Path(run_dir), "config": t["config"], "metrics": t["metrics"], "history": t["history"],
+            "examples": t["examples"], "params": _param_count(t["model"]["params"])}
+
+
+def read_music_run(run_dir) -> dict:
+    d = Path(run_dir)
+    t = h5mat.read_tree(d / "results.h5", expected_kind="music_results")
+    evals = []
+    for path in sorted(d.glob("eval_*.h5")):
+        e = h5mat.read_tree(path, expected_kind="music_results")
+        evals.append({"path": path, "config": e["config"], "metrics": e["metrics"], "examples": e["examples"]})
+    return {"dir": d, "config": t["config"], "history": t["history"], "params": _param_count(t["model"]["params"]),
+            "evals": evals}
+
+
+# ----------------------------------------------------------------------------- the document
+
+class Doc:
+    """A list of blocks that become both Markdown and PDF pages."""
+
+    def __init__(self):
+        self.blocks: list[tuple] = []
+
+    def h1(self, text):
+        self.blocks.append(("h1", text))
+
+    def h2(self, text):
+        self.blocks.append(("h2", text))
+
+    def p(self, text):
+        self.blocks.append(("p", text))
+
+    def table(self, header, rows):
+        self.blocks.append(("table", list(header), [list(map(str, r)) for r in rows]))
+
+    def image(self, path, caption):
+        self.blocks.append(("img", Path(path), caption))
+
+    # -- Markdown ------------------------------------------------------------
+    def markdown(self, base: Path) -> str:
+        out = []
+        for b in self.blocks:
+            if b[0] == "h1":
+                out.append(f"# {b[1]}\n")
+            elif b[0] == "h2":
+                out.append(f"## {b[1]}\n")
+            elif b[0] == "p":
+                out.append(b[1] + "\n")
+            elif b[0] == "table":
+                out.append("| " + " | ".join(b[1]) + " |\n|" + "---|" * len(b[1]))
+                out.extend("| " + " | ".join(r) + " |" for r in b[2])
+                out.append("")
+            elif b[0] == "img":
+                out.append(f"![{b[2]}]({b[1].relative_to(base).as_posix()})\n\n*{b[2]}*\n")
+        return "\n".join(out)
+
+    # -- PDF -----------------------------------------------------------------
+    def pdf(self, path: Path):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.image as mpimg
+        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_pdf import PdfPages
+
+        W, H, M = 8.27, 11.69, 0.7               # A4 in inches, margin
+        usable = W - 2 * M
+        state = {"fig": None, "y": 0.0, "page": 0}
+        pdf = PdfPages(path)
+
+        def new_page():
+            if state["fig"] is not None:
+                pdf.savefig(state["fig"])
+                plt.close(state["fig"])
+            state["fig"] = plt.figure(figsize=(W, H))
+            state["page"] += 1
+            state["fig"].text(0.5, 0.3 / H, str(state["page"]), ha="center", fontsize=8, color="0.4")
+            state["y"] = H - M
+
+        def need(height):
+            if state["fig"] is None or state["y"] - height < M:
+                new_page()
+
+        def text_lines(lines, size, family="sans-serif", weight="normal", gap=0.06):
+            lh = size / 72 * 1.35
+            for line in lines:
+                need(lh)
+                state["fig"].text(M / W, (state["y"] - lh) / H, line, fontsize=size, family=family,
+                                  weight=weight, va="bottom")
+                state["y"] -= lh
+            state["y"] -= gap
+
+        for b in self.blocks:
+            if b[0] == "h1":
+                need(0.9)
+                text_lines(textwrap.wrap(b[1], 60), 15, weight="bold", gap=0.15)
+            elif b[0] == "h2":
+                need(0.8)
+                text_lines(textwrap.wrap(b[1], 80), 11.5, weight="bold", gap=0.08)
+            elif b[0] == "p":
+                text_lines(textwrap.wrap(b[1].replace("**", "").replace("`", ""), 105), 8.5, gap=0.1)
+            elif b[0] == "table":
+                header, rows = b[1], b[2]
+                cells = [header] + rows
+                widths = [min(46, max(len(r[i]) for r in cells)) for i in range(len(header))]
+                fmt = lambda r: "  ".join((c if len(c) <= w else c[:w - 1] + "~").ljust(w)
+                                          for c, w in zip(r, widths))
+                lines = [fmt(header), "-" * len(fmt(header))] + [fmt(r) for r in rows]
+                size = max(4.5, min(7.5, usable * 72 / (0.6 * max(len(s) for s in lines))))
+                text_lines(lines, size, family="monospace", gap=0.15)
+            elif b[0] == "img":
+                img = mpimg.imread(b[1])
+                h, w = img.shape[:2]
+                width = usable
+                height = width * h / w
+                if height > 0.42 * H:
+                    height = 0.42 * H
+                    width = height * w / h
+                need(height + 0.35)
+                ax = state["fig"].add_axes([M / W, (state["y"] - height) / H, width / W, height / H])
+                ax.imshow(img)
+                ax.axis("off")
+                state["y"] -= height + 0.05
+                text_lines(textwrap.wrap(b[2], 110), 7.5, weight="normal", gap=0.15)
+        if state["fig"] is not None:
+            pdf.savefig(state["fig"])
+            plt.close(state["fig"])
+        pdf.close()
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _f(x, fmt=".2f"):
+    return format(float(x), fmt)
+
+
+def _mnist_section(doc: Doc, runs: list[dict], figs: Path):
+    from .pipelines.mnist import save_grid, save_loss_curves
+    doc.h2("Part I: separation results (full training runs)")
+    header = ["run", "model", "params", "loss", "beta", "epochs", "digit PSNR / SSIM", "fashion PSNR / SSIM",
+              "mean PSNR (dB)", "train time (s)"]
+    rows = []
+    for r in runs:
+        c, m = r["config"], r["metrics"]
+        rows.append([r["dir"].name, c["model"], f"{r['params']:,}", c["loss"], _f(c["beta"], "g"),
+                     str(int(c["epochs"])), f"{_f(m['digit_psnr'])} / {_f(m['digit_ssim'], '.3f')}",
+                     f"{_f(m['fashion_psnr'])} / {_f(m['fashion_ssim'], '.3f')}", _f(m["mean_psnr"]),
+                     _f(m["train_seconds_total"], ".0f")])
+    floor = runs[0]["metrics"]
+    doc.table(header, rows)
+    doc.p(f"Metrics on {int(floor['n_eval_pairs']):,} fixed test pairs (the same for every run). Taking the "
+          f"mixture itself as both estimates gives a mean PSNR of {_f(floor['mixture_as_estimate_mean_psnr'])} dB "
+          f"and SSIM {_f(floor['mixture_as_estimate_mean_ssim'], '.3f')}: the floor.")
+    for r in runs:
+        name = r["dir"].name
+        grid = save_grid(figs / f"{name}_grid.png", {k: np.asarray(v)[:8] for k, v in r["examples"].items()},
+                         title=f"{r['config']['model']} VAE on test pairs")
+        doc.image(grid, f"{name}: rows are the mixture, the true and estimated digit, the true and estimated "
+                        f"fashion item, and the reconstructed mixture (test pairs).")
+        curves = save_loss_curves(figs / f"{name}_loss_curves.png", r["history"])
+        doc.image(curves, f"{name}: loss terms per epoch on training (solid) and validation (dashed) data, "
+                          f"and the validation PSNR.")
+
+
+def _music_section(doc: Doc, runs: list[dict], figs: Path):
+    from .audio.stft import STFTConfig
+    from .pipelines.music import plot_example, plot_history
+    doc.h2("Part II: separation results (full training runs)")
+    labels = {"model": "VAE", "oracle": "ideal ratio mask (ceiling)", "mixture": "unprocessed mixture (floor)"}
+    for r in runs:
+        c = r["config"]
+        name = r["dir"].name
+        doc.p(f"Run {name}: {r['params']:,} parameters, {int(c['epochs'])} epochs, loss {c['loss']} "
+              f"(compression {c.get('loss_compression', 'none')}), beta {_f(c['beta'], 'g')}, dataset {c['dataset']}.")
+        for e in r["evals"]:
+            m, ec = e["metrics"], e["config"]
+            seconds = np.atleast_1d(m["clip_seconds"])
+            rows = []
+            for sysname in ("model", "oracle", "mixture"):
+                for src in ("vocals", "accompaniment"):
+                    p = f"{sysname}_{src}_"
+                    if p + "gnsdr" in m:
+                        lab = labels[sysname] + (" + Wiener" if sysname == "model" and ec.get("wiener") else "")
+                        rows.append([lab, src, _f(m[p + "gnsdr"]), _f(m[p + "gsir"]), _f(m[p + "gsar"]),
+                                     _f(m[p + "mean_si_sdr"])])
+            doc.p(f"{e['path'].name}: {ec.get('dataset')} {ec.get('split')} split, {len(seconds)} clips, "
+                  f"{_f(seconds.sum(), '.0f')} s of audio (dB; G* = length-weighted means over clips).")
+            doc.table(["system", "source", "GNSDR", "GSIR", "GSAR", "SI-SDR"], rows)
+        if r["evals"]:
+            e = r["evals"][0]
+            cfg = STFTConfig(int(e["config"]["sample_rate"]), int(e["config"]["n_fft"]), int(e["config"]["hop"]),
+                             str(e["config"]["window"]))
+            ex = dict(e["examples"]["clip0"])
+            fig = plot_example(ex, figs / f"{name}_example.png", cfg, f"{ex.get('name', '')}")
+            doc.image(fig, f"{name}: magnitude spectrograms (dB) of a test clip: the mixture, the true and "
+                           f"estimated vocals, the true and estimated accompaniment.")
+        if r["history"].get("epoch") is not None and np.size(r["history"]["epoch"]):
+            hist = {k: np.atleast_1d(v).tolist() for k, v in r["history"].items()}
+            doc.image(plot_history(hist, figs / f"{name}_loss_curves.png"),
+                      f"{name}: training and validation loss terms, latent KL and validation SI-SDR improvement "
+                      f"per epoch.")
+
+
+def _study_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
+    task = study["task"]
+    cols = COLUMNS[task]
+    part = "Part I (images)" if task == "mnist" else "Part II (music)"
+    doc.h2(f"Loss study, {part}: {study_dir.name}")
+    n = study.get("n_eval")
+    unit = "test pairs" if task == "mnist" else "test clips"
+    doc.p(f"Every configuration trains the same model with the same seeds, data and budget "
+          f"('{study.get('budget')}'), each in its own process, and is scored on the same {n} {unit}. "
+          f"Training time is the sum of the epochs' wall times.")
+    rows = [[r["label"], r["group"]] + [_f(r[k], fmt) if k in r else "-" for k, _, fmt in cols]
+            for r in study["rows"] if r["group"] == "loss"]
+    doc.table(["configuration", "group"] + [c[1] for c in cols], rows)
+    doc.p("Verdict: " + verdict(study))
+    if (study_dir / CURVES_FILE).exists():
+        dest = figs / f"{study_dir.name}_validation_curves.png"
+        shutil.copyfile(study_dir / CURVES_FILE, dest)
+        doc.image(dest, f"{study_dir.name}: validation metric per epoch of every trained configuration.")
+
+
+def _baseline_section(doc: Doc, study: dict, study_dir: Path):
+    task = study["task"]
+    cols = COLUMNS[task]
+    key, label = PRIMARY[task]
+    doc.h2(f"Baselines, {'Part I' if task == 'mnist' else 'Part II'}: {study_dir.name}")
+    top = best(study)
+    rows = ([[f"best VAE of the loss study: {top['label']}", "loss"] + [_f(top[k], fmt) for k, _, fmt in cols]]
+            if top else [])
+    rows += [[r["label"], r["group"]] + [_f(r[k], fmt) if k in r else "-" for k, _, fmt in cols]
+             for r in study["rows"] if r["group"] == "baseline"]
+    doc.table(["system", "group"] + [c[1] for c in cols], rows)
+
+
+def _discussion(doc: Doc, studies: list[tuple[dict, Path]], mnist_runs, music_runs):
+    doc.h2("Discussion: how well do VAEs separate, and what outperforms them")
+    for study, sdir in studies:
+        task = study["task"]
+        key, label = PRIMARY[task]
+        top = best(study)
+        if top is None:
+            continue
+        rows = {r["name"]: r for r in study["rows"]}
+        base = [r for r in study["rows"] if r["group"] == "baseline" and r["name"] not in ("irm", "mixture")]
+        better = [r for r in base if r[key] > top[key]]
+        worse = [r for r in base if r[key] <= top[key]]
+        what = "images" if task == "mnist" else "music"
+        text = f"{what.capitalize()} ({sdir.name}, {label}): the best VAE of the loss study, {top['label']}, reaches {top[key]:.2f} dB"
+        if "mixture" in rows:
+            text += (f", {top[key] - rows['mixture'][key]:+.2f} dB relative to the unprocessed mixture "
+                     f"({rows['mixture'][key]:.2f} dB)")
+        if "irm" in rows:
+            text += (f" and {rows['irm'][key] - top[key]:.2f} dB below the ideal ratio mask "
+                     f"({rows['irm'][key]:.2f} dB)")
+        text += ". "
+        if better:
+            text += "Outperforming it on the same test set: " + "; ".join(
+                f"{r['label']} ({r[key]:.2f} dB, {r[key] - top[key]:+.2f} dB)" for r in better) + ". "
+        if worse:
+            text += "Not better than it: " + "; ".join(f"{r['label']} ({r[key]:.2f} dB)" for r in worse) + ". "
+        if "bce_beta0" in rows and task == "mnist":
+            d = rows["bce_beta0"][key] - top[key] if top["name"] != "bce_beta0" else 0.0
+            text += (f"The plain autoencoder (beta 0, no sampling) scores {rows['bce_beta0'][key]:.2f} dB"
+                     + (f", {d:+.2f} dB against the best VAE: " if top["name"] != "bce_beta0" else
+                        ", the best of the loss study: ")
+                     + ("the KL term and sampling do not help separation at this budget." if d >= 0 else
+                        "the KL term and sampling help a little at this budget.") + " ")
+        if "unet_vae" in rows and "unet_det" in rows:
+            u, ud = rows["unet_vae"][key], rows["unet_det"][key]
+            text += (f"With skip connections, the U-Net VAE scores {u:.2f} dB and the deterministic U-Net "
+                     f"{ud:.2f} dB ({ud - u:+.2f} dB).")
+        doc.p(text)
+    if mnist_runs:
+        r = max(mnist_runs, key=lambda r: r["metrics"]["mean_psnr"])
+        lo = min(mnist_runs, key=lambda r: r["metrics"]["mean_psnr"])
+        doc.p(f"Full Part I runs: the best is {r['dir'].name} ({r['config']['model']}, "
+              f"{_f(r['metrics']['mean_psnr'])} dB mean PSNR, KL weight {_f(r['config']['beta'], 'g')}), the weakest "
+              f"{lo['dir'].name} ({lo['config']['model']}, {_f(lo['metrics']['mean_psnr'])} dB). A bottleneck alone "
+              "has to code both images in its latent; a decoder that also sees the mixture through skip "
+              "connections only has to decide how to share each pixel.")
+    for r in music_runs:
+        for e in r["evals"][:1]:
+            m = e["metrics"]
+            doc.p(f"Full Part II run {r['dir'].name}: vocals GNSDR {_f(m['model_vocals_gnsdr'])} dB against "
+                  f"{_f(m['oracle_vocals_gnsdr'])} dB for the ideal ratio mask, "
+                  f"{_f(m['oracle_vocals_gnsdr'] - m['model_vocals_gnsdr'])} dB of headroom for a better mask "
+                  f"estimator with the same mixture phase.")
+
+
+def build_report(run_dirs, out="docs/report", command: str | None = None, log=print) -> dict:
+    """Write ``out``/report.md, ``out``/report.pdf and ``out``/figures/ from ``run_dirs``."""
+    out = Path(out)
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    studies, mnist_runs, music_runs, skipped = [], [], [], []
+    for d in map(Path, run_dirs):
+        kind = classify(d)
+        if kind == "study":
+            studies.append((read_study(d), d))
+        elif kind == "mnist":
+            mnist_runs.append(read_mnist_run(d))
+        elif kind == "music":
+            music_runs.append(read_music_run(d))
+        else:
+            skipped.append(d)
+            log(f"skipping {d}: no study.h5 or results.h5 in it")
+    if not (studies or mnist_runs or music_runs):
+        raise ValueError("none of the directories holds results (study.h5 or results.h5)")
+    doc = Doc()
+    doc.h1("Blind source separation with variational autoencoders")
+    doc.p(f"Generated by npvae's make_report on {datetime.date.today().isoformat()}"
+          + (f" with `{command}`" if command else "") + " from: "
+          + ", ".join(str(d) for d in run_dirs if Path(d) not in skipped) + ". Every number below is read from "
+          "those results files.")
+    doc.h2("Approach and implementation")
+    for para in APPROACH:
+        doc.p(para)
+    for kind in ("mnist", "music"):
+        for study, sdir in studies:
+            if study["task"] == kind:
+                _study_section(doc, study, sdir, figs)
+    if mnist_runs:
+        _mnist_section(doc, mnist_runs, figs)
+    if music_runs:
+        _music_section(doc, music_runs, figs)
+    for study, sdir in studies:
+        _baseline_section(doc, study, sdir)
+    _discussion(doc, studies, mnist_runs, music_runs)
+    md = out / "report.md"
+    md.write_text(doc.markdown(out))
+    pdf = out / "report.pdf"
+    doc.pdf(pdf)
+    log(f"wrote {md}, {pdf} and {len(list(figs.glob('*.png')))} figures in {figs}")
+    return {"markdown": md, "pdf": pdf, "figures": figs}
+
+
+__all__ = ["build_report", "classify", "read_mnist_run", "read_music_run"]

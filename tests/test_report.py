@@ -1,0 +1,62 @@
+"""make_report end to end: tiny studies of both tasks and a tiny Part I run become
+report.md and a multi-page report.pdf whose numbers are the results files' numbers."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from npvae.pipelines.mnist import TrainConfig, train
+from npvae.studies import COLUMNS, read_study
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, shared_data):
+    env = {**os.environ, "NPVAE_DATA": str(shared_data), "MPLBACKEND": "Agg"}
+    r = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_report_from_tiny_runs(shared_data, tmp_path):
+    compare = os.path.join(REPO, "scripts", "compare_losses.py")
+    mnist, music = tmp_path / "study-mnist", tmp_path / "study-music"
+    _run([compare, "--task", "mnist", "--budget", "tiny", "--out", str(mnist), "--only", "bce_beta1", "l1_beta1",
+          "bce_beta0", "nmf"], shared_data)
+    _run([compare, "--task", "music", "--budget", "tiny", "--out", str(music), "--only", "l1_raw", "is", "nmf"],
+         shared_data)
+    run = tmp_path / "mnist-run"
+    train(TrainConfig(data_dir=str(shared_data), out=str(run), epochs=1, train_limit=300, eval_limit=100,
+                      hidden=(32,), latent_dim=4, progress=False), log=lambda s: None)
+    out = tmp_path / "report"
+    _run([os.path.join(REPO, "scripts", "make_report.py"), str(mnist), str(music), str(run), str(tmp_path / "nothing"),
+          "--out", str(out)], shared_data)
+
+    md = (out / "report.md").read_text()
+    for heading in ("Approach and implementation", "Loss study, Part I", "Loss study, Part II",
+                    "Part I: separation results", "Baselines, Part I", "Baselines, Part II", "Discussion"):
+        assert heading in md
+    # every table cell of the studies is the results file's number, formatted
+    for study_dir in (mnist, music):
+        study = read_study(study_dir)
+        for r in study["rows"]:
+            cells = " | ".join(format(r[k], fmt) for k, _, fmt in COLUMNS[study["task"]])
+            assert f"| {r['label']} | {r['group']} | {cells} |" in md, r["label"]
+    # the verdict names the loss configuration with the best number
+    best = max((r for r in read_study(mnist)["rows"] if r["group"] == "loss"), key=lambda r: r["mean_psnr"])
+    assert f"**{best['label']}** ({best['mean_psnr']:.2f} dB)" in md
+    assert "NMF" in md.split("## Discussion")[1]
+    for fig in re.findall(r"\]\((figures/[^)]+\.png)\)", md):
+        assert (out / fig).stat().st_size > 1000
+    pdf = (out / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 3
+
+
+def test_report_refuses_directories_without_results(tmp_path, shared_data):
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_report.py"), str(tmp_path),
+                        "--out", str(tmp_path / "r")], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "none of the directories holds results" in r.stderr
