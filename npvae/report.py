@@ -333,8 +333,9 @@ def _discussion(doc: Doc, studies: list[tuple[dict, Path]], mnist_runs, music_ru
             text += (f"The plain autoencoder (beta 0, no sampling) scores {rows['bce_beta0'][key]:.2f} dB"
                      + (f", {d:+.2f} dB against the best VAE: " if top["name"] != "bce_beta0" else
                         ", the best of the loss study: ")
-                     + ("the KL term and sampling do not help separation at this budget." if d >= 0 else
-                        "the KL term and sampling help a little at this budget.") + " ")
+                     + ("no measurable difference (under 0.1 dB) at this budget." if abs(d) < 0.1 else
+                        "the KL term and sampling do not help separation at this budget." if d > 0 else
+                        "the KL term and sampling help at this budget.") + " ")
         if "unet_vae" in rows and "unet_det" in rows:
             u, ud = rows["unet_vae"][key], rows["unet_det"][key]
             text += (f"With skip connections, the U-Net VAE scores {u:.2f} dB and the deterministic U-Net "
