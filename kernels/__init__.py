@@ -65,14 +65,6 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
     return _ops.col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out)
 
 
-def to_channels_first(x, out=None):
-    return _ops.to_channels_first(x, out)
-
-
-def from_channels_first(y2, shape, bias=None, out=None):
-    return _ops.from_channels_first(y2, shape, bias, out)
-
-
 def bias_act_forward(z, b, act, alpha=0.0):
     return _ops.bias_act_forward(z, b, act, alpha)
 
@@ -101,7 +93,7 @@ def bce_logits(logits, target, scale=1.0):
     return _ops.bce_logits(logits, target, scale)
 
 
-for _fn in (im2col, col2im, to_channels_first, from_channels_first, bias_act_forward, act_forward,
+for _fn in (im2col, col2im, bias_act_forward, act_forward,
             act_backward, adam_update, reparameterize, kl_terms, bce_logits):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 

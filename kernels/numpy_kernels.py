@@ -5,7 +5,8 @@ Conventions shared by both backends
 -----------------------------------
 * ``im2col`` lays patches out as ``cols[(c*kh + i)*kw + j, (n*OH + oh)*OW + ow]``,
   i.e. shape ``(C*kh*kw, N*OH*OW)``, so a convolution is one GEMM
-  ``W.reshape(O, C*kh*kw) @ cols``.
+  ``W.reshape(O, C*kh*kw) @ cols``. (For one sample, the result is already its
+  ``(O, OH*OW)`` output.)
 * Activation codes (``ACT_*``) select the element-wise function fused with a bias.
   Their derivatives are written in terms of the *output* ``y``, so backward needs
   no copy of the pre-activation.
@@ -28,16 +29,16 @@ def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if (ph or pw) else x
     win = sliding_window_view(xp, (kh, kw), axis=(2, 3))  # (N, C, H', W', kh, kw)
-    win = win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
+    win = win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw].transpose(1, 4, 5, 0, 2, 3)
     if out is None:
-        return np.ascontiguousarray(win.transpose(1, 4, 5, 0, 2, 3)).reshape(c * kh * kw, n * oh * ow)
-    out.reshape(c, kh, kw, n, oh, ow)[...] = win.transpose(1, 4, 5, 0, 2, 3)
+        return np.ascontiguousarray(win).reshape(c * kh * kw, n * oh * ow)
+    out.reshape(c, kh, kw, n, oh, ow)[...] = win
     return out
 
 
 def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
-    """Adjoint of :func:`im2col`: scatter-add columns back into an (N, C, H, W) array
-    (a new one, or ``out``, which is overwritten)."""
+    """Adjoint of :func:`im2col`: scatter-add (C*kh*kw, N*OH*OW) columns back into an
+    (N, C, H, W) array (a new one, or ``out``, which is overwritten)."""
     n, c, h, w = x_shape
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
@@ -48,29 +49,6 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
     if out is None:
         return np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])
     out[...] = xp[:, :, ph : ph + h, pw : pw + w]
-    return out
-
-
-def to_channels_first(x, out=None):
-    """(N, C, ...) -> (C, N*prod(...)), C-contiguous (into ``out`` if given)."""
-    n, c = x.shape[:2]
-    x3 = x.reshape(n, c, -1).transpose(1, 0, 2)
-    if out is None:
-        return np.ascontiguousarray(x3).reshape(c, -1)
-    out.reshape(x3.shape)[...] = x3
-    return out
-
-
-def from_channels_first(y2, shape, bias=None, out=None):
-    """(C, N*P) -> an (N, C, ...) array of ``shape`` (new, or ``out``), plus ``bias[c]`` if given."""
-    n, c = shape[:2]
-    out = np.empty(shape, dtype=y2.dtype) if out is None else out
-    out3 = out.reshape(n, c, -1)
-    y3 = y2.reshape(c, n, -1).transpose(1, 0, 2)
-    if bias is None:
-        out3[...] = y3
-    else:
-        np.add(y3, bias.reshape(1, c, 1), out=out3)
     return out
 
 

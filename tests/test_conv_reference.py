@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import kernels
 import npvae
 
 
@@ -68,3 +69,35 @@ def test_against_pytorch_when_installed(rng):
     tz = torch.nn.functional.conv_transpose2d(ty, torch.tensor(convt.params["W"]), torch.tensor(convt.params["b"]),
                                               stride=2, padding=1, output_padding=1)
     np.testing.assert_allclose(convt.forward(conv.forward(x)), tz.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("layer_type", [npvae.Conv2d, npvae.ConvTranspose2d])
+@pytest.mark.parametrize("backend", kernels.available_backends())
+def test_chunked_batch_equals_one_chunk(rng, monkeypatch, layer_type, backend):
+    """Processing a batch a few samples at a time (uneven last chunk), on one thread or
+    several, changes nothing."""
+    from npvae.layers import conv
+    original = kernels.backend()
+    kernels.set_backend(backend)
+    try:
+        kwargs = {"output_padding": 1} if layer_type is npvae.ConvTranspose2d else {}
+        layer = layer_type(3, 4, 5, stride=2, padding=2, rng=rng, dtype=np.float64, **kwargs)
+        x = rng.standard_normal((5, 3, 9, 7))
+        results = []
+        # Columns per sample: (C*25 rows) x (conv output pixels) float64s.
+        per_sample = (3 * 25 * 5 * 4 if layer_type is npvae.Conv2d else 4 * 25 * 9 * 7) * 8
+        for threads, chunk_bytes in [("1", 1 << 30), ("1", 1), ("3", 1), ("2", 2 * per_sample)]:
+            monkeypatch.setenv("NPVAE_NUM_THREADS", threads)     # chunks: 1 of 5; 5 of 1; 2, 2, 1
+            monkeypatch.setattr(conv, "CHUNK_BYTES", chunk_bytes)
+            y = layer.forward(x)
+            dy = rng.standard_normal(y.shape) if not results else results[0][3]
+            dx = layer.backward(dy)
+            results.append((y, dx, {k: g.copy() for k, g in layer.grads.items()}, dy))
+        y1, dx1, g1, _ = results[0]
+        for y2, dx2, g2, _ in results[1:]:
+            np.testing.assert_allclose(y2, y1, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(dx2, dx1, rtol=1e-12, atol=1e-12)
+            for k in g1:
+                np.testing.assert_allclose(g2[k], g1[k], rtol=1e-12, atol=1e-12, err_msg=k)
+    finally:
+        kernels.set_backend(original)

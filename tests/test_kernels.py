@@ -135,21 +135,6 @@ def test_im2col_col2im_into_buffers(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_channel_layout_changes(rng, dtype):
-    x = rng.standard_normal((3, 4, 5, 2)).astype(dtype)
-    b = rng.standard_normal(4).astype(dtype)
-    expected = x.transpose(1, 0, 2, 3).reshape(4, -1)
-    for k in (ref, numba_kernels):
-        close(k.to_channels_first(x), expected, dtype)
-        buf = np.empty_like(expected)
-        assert k.to_channels_first(x, out=buf) is buf
-        close(k.from_channels_first(expected, x.shape), x, dtype)
-        close(k.from_channels_first(expected, x.shape, b), x + b[None, :, None, None], dtype)
-        out = np.empty_like(x)
-        assert k.from_channels_first(expected, x.shape, out=out) is out
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS)
 def test_act_forward_and_backward_into_buffer(rng, dtype, act):
     x = (rng.standard_normal((3, 4, 5)) * 4).astype(dtype)

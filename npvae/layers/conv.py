@@ -1,11 +1,14 @@
 """2-D convolution and transposed convolution (NCHW), with PyTorch's semantics and
-weight layouts, implemented as im2col + one BLAS GEMM.
+weight layouts, implemented as im2col + BLAS GEMMs.
 
-Speed notes (measured on the spectrogram benchmark, ``npvae.benchmark``): the
-column matrices are the largest arrays of a step (up to 100 MB), so each layer
-keeps them in scratch buffers reused from step to step (a fresh one costs its page
-faults every time); the bias add is fused with the (O, N*P) -> (N, O, P) layout
-change; and a layer with ``needs_input_grad = False`` skips the input gradient.
+Speed notes (measured with ``python scripts/bench.py``): the column matrices are
+the largest arrays of a step (up to 100 MB for a batch), so the batch is cut into
+chunks of samples (about ``CHUNK_BYTES`` of columns each, at least one sample) that
+``npvae.parallel`` spreads over the cores: each thread does a chunk's im2col, GEMMs
+and col2im while its columns are still in that core's cache. A chunk's columns are
+``(C*kh*kw, m*OH*OW)``, one GEMM for its m samples; for m = 1 the GEMM writes the
+sample's ``(O, OH*OW)`` output in place, otherwise one copy reorders it. A layer
+with ``needs_input_grad = False`` skips the input gradient.
 """
 from __future__ import annotations
 
@@ -13,7 +16,11 @@ import numpy as np
 
 import kernels
 
+from .. import parallel
 from .base import Layer, default_rng, expect_input, register
+
+# Bytes of columns per chunk of samples (at least one sample per chunk).
+CHUNK_BYTES = 1 << 20
 
 
 def _pair(value, name: str, minimum: int) -> tuple[int, int]:
@@ -21,6 +28,28 @@ def _pair(value, name: str, minimum: int) -> tuple[int, int]:
     if len(pair) != 2 or min(pair) < minimum:
         raise ValueError(f"{name} must be an int or a pair of ints >= {minimum}, got {value!r}")
     return pair
+
+
+def _to_rows(a3, scratch):
+    """(m, R, P) -> (R, m*P): a view when m == 1, else a copy into ``scratch``."""
+    m, r, p = a3.shape
+    if m == 1:
+        return a3[0]
+    out = scratch[:, : m * p]
+    out.reshape(r, m, p)[...] = a3.transpose(1, 0, 2)
+    return out
+
+
+def _gemm_into_samples(a, b, out3, scratch):
+    """``out3`` (m, R, P) = ``a @ b`` with ``b`` (K, m*P), through ``scratch`` (R, >= m*P)
+    unless m == 1."""
+    m, r, p = out3.shape
+    if m == 1:
+        np.matmul(a, b, out=out3[0])
+        return
+    tmp = scratch[:, : m * p]
+    np.matmul(a, b, out=tmp)
+    out3[...] = tmp.reshape(r, m, p).transpose(1, 0, 2)
 
 
 def _as_spec(pair):
@@ -47,9 +76,20 @@ class _ConvBase(Layer):
             buf = self._scratch[name] = np.empty(shape, dtype=self.dtype)
         return buf
 
-    def _cols_shape(self, channels, n, oh, ow):
+    def _chunk(self, n: int, rows: int, cols: int) -> int:
+        """Samples per chunk when each has a (rows, cols) column matrix: about
+        CHUNK_BYTES of columns, and at least one chunk per worker thread."""
+        per_sample = rows * cols * np.dtype(self.dtype).itemsize
+        per_worker = -(-n // parallel.worker_count())
+        return max(1, min(per_worker, CHUNK_BYTES // max(per_sample, 1)))
+
+    def _worker_buffers(self, name, shape):
+        """One scratch array per worker thread."""
+        return [self._buffer(f"{name}{w}", shape) for w in range(parallel.worker_count())]
+
+    def _patch_rows(self, channels: int) -> int:
         kh, kw = self.kernel_size
-        return (channels * kh * kw, n * oh * ow)
+        return channels * kh * kw
 
     def _geometry(self):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
@@ -91,22 +131,49 @@ class Conv2d(_ConvBase):
         expect_input(self, x, 4, "(N, in_channels, H, W)", 1, self.in_channels)
         n = x.shape[0]
         oh, ow = self.output_shape(*x.shape[2:])
+        o, k, p = self.out_channels, self._patch_rows(self.in_channels), oh * ow
         self._x_shape = x.shape
-        self._cols = kernels.im2col(x, *self._geometry(),                # (C*kh*kw, N*OH*OW)
-                                    out=self._buffer("cols", self._cols_shape(self.in_channels, n, oh, ow)))
-        y2 = self._buffer("y2", (self.out_channels, n * oh * ow))
-        np.matmul(self.params["W"].reshape(self.out_channels, -1), self._cols, out=y2)
-        return kernels.from_channels_first(y2, (n, self.out_channels, oh, ow), self.params["b"])
+        step = self._step = self._chunk(n, k, p)
+        self._cols = cols = self._buffer("cols", (n * k * p,))    # kept for the weight gradient
+        w2, b = self.params["W"].reshape(o, k), self.params["b"][:, None]
+        out = self._worker_buffers("out", (o, step * p))
+        y = np.empty((n, o, oh, ow), dtype=self.dtype)
+        y3 = y.reshape(n, o, p)
+
+        def work(part, worker):
+            c = cols[part.start * k * p: part.stop * k * p].reshape(k, -1)     # (k, m*p)
+            kernels.im2col(x[part], *self._geometry(), out=c)
+            _gemm_into_samples(w2, c, y3[part], out[worker])
+            y3[part] += b
+
+        parallel.for_each_chunk(n, step, work)
+        return y
 
     def backward(self, dy):
-        dy2 = kernels.to_channels_first(dy, out=self._buffer("dy2", (self.out_channels, dy[:, 0].size)))
-        np.matmul(dy2, self._cols.T, out=self.grads["W"].reshape(self.out_channels, -1))
-        np.sum(dy2, axis=1, out=self.grads["b"])
-        if not self.needs_input_grad:
-            return None
-        dcols = np.matmul(self.params["W"].reshape(self.out_channels, -1).T, dy2,
-                          out=self._buffer("dcols", self._cols.shape))
-        return kernels.col2im(dcols, self._x_shape, *self._geometry())
+        n, o = dy.shape[:2]
+        dy3 = np.ascontiguousarray(dy, dtype=self.dtype).reshape(n, o, -1)
+        p = dy3.shape[2]
+        k, step = self._patch_rows(self.in_channels), self._step
+        per_chunk = self._buffer("dW_per_chunk", (-(-n // step), o, k))
+        w2t = self.params["W"].reshape(o, k).T
+        dx = np.empty(self._x_shape, dtype=self.dtype) if self.needs_input_grad else None
+        dy_rows = self._worker_buffers("dy_rows", (o, step * p))
+        dcols = self._worker_buffers("dcols", (k, step * p)) if dx is not None else None
+
+        def work(part, worker):
+            m = part.stop - part.start
+            c = self._cols[part.start * k * p: part.stop * k * p].reshape(k, -1)
+            d2 = _to_rows(dy3[part], dy_rows[worker])                          # (o, m*p)
+            np.matmul(d2, c.T, out=per_chunk[part.start // step])
+            if dx is not None:
+                dc = dcols[worker][:, : m * p]
+                np.matmul(w2t, d2, out=dc)
+                kernels.col2im(dc, (m, *self._x_shape[1:]), *self._geometry(), out=dx[part])
+
+        parallel.for_each_chunk(n, step, work)
+        np.sum(per_chunk, axis=0, out=self.grads["W"].reshape(o, k))
+        np.sum(dy3, axis=(0, 2), out=self.grads["b"])
+        return dx
 
 
 @register
@@ -142,27 +209,50 @@ class ConvTranspose2d(_ConvBase):
 
     def forward(self, x):
         expect_input(self, x, 4, "(N, in_channels, H, W)", 1, self.in_channels)
-        n, _, h, w = x.shape
+        n, c, h, w = x.shape
         oh, ow = self.output_shape(h, w)
-        self._x2 = kernels.to_channels_first(x, out=self._buffer("x2", (self.in_channels, n * h * w)))
-        cols = np.matmul(self.params["W"].reshape(self.in_channels, -1).T, self._x2,
-                         out=self._buffer("cols", self._cols_shape(self.out_channels, n, h, w)))
-        self._y_shape = (n, self.out_channels, oh, ow)
-        y = kernels.col2im(cols, self._y_shape, *self._geometry())
-        y += self.params["b"][None, :, None, None]
+        k, p = self._patch_rows(self.out_channels), h * w
+        x3 = self._x3 = np.ascontiguousarray(x, dtype=self.dtype).reshape(n, c, p)   # for the weight gradient
+        w2t, b = self.params["W"].reshape(c, k).T, self.params["b"][:, None, None]
+        y = np.empty((n, self.out_channels, oh, ow), dtype=self.dtype)
+        step = self._chunk(n, k, p)
+        x_rows = self._worker_buffers("x_rows", (c, step * p))
+        cols = self._worker_buffers("cols", (k, step * p))
+
+        def work(part, worker):
+            m = part.stop - part.start
+            cl = cols[worker][:, : m * p]
+            np.matmul(w2t, _to_rows(x3[part], x_rows[worker]), out=cl)
+            kernels.col2im(cl, (m, *y.shape[1:]), *self._geometry(), out=y[part])
+            y[part] += b
+
+        parallel.for_each_chunk(n, step, work)
         return y
 
     def backward(self, dy):
-        n, h, w = dy.shape[0], *self._in_hw(dy.shape[2:])
-        dcols = kernels.im2col(dy, *self._geometry(),                    # (Cout*kh*kw, N*H*W)
-                               out=self._buffer("dcols", self._cols_shape(self.out_channels, n, h, w)))
-        np.matmul(self._x2, dcols.T, out=self.grads["W"].reshape(self.in_channels, -1))
+        n, c = dy.shape[0], self.in_channels
+        h, w = self._in_hw(dy.shape[2:])
+        k, p = self._patch_rows(self.out_channels), h * w
+        w2 = self.params["W"].reshape(c, k)
+        step = self._chunk(n, k, p)
+        per_chunk = self._buffer("dW_per_chunk", (-(-n // step), c, k))
+        dx = np.empty((n, c, h, w), dtype=self.dtype) if self.needs_input_grad else None
+        dx3 = dx.reshape(n, c, p) if dx is not None else None
+        rows = self._worker_buffers("rows", (c, step * p))
+        dcols = self._worker_buffers("dcols", (k, step * p))
+
+        def work(part, worker):
+            m = part.stop - part.start
+            dc = dcols[worker][:, : m * p]
+            kernels.im2col(dy[part], *self._geometry(), out=dc)                   # (Cout*kh*kw, m*H*W)
+            np.matmul(_to_rows(self._x3[part], rows[worker]), dc.T, out=per_chunk[part.start // step])
+            if dx is not None:
+                _gemm_into_samples(w2, dc, dx3[part], rows[worker])
+
+        parallel.for_each_chunk(n, step, work)
+        np.sum(per_chunk, axis=0, out=self.grads["W"].reshape(c, k))
         np.sum(dy, axis=(0, 2, 3), out=self.grads["b"])
-        if not self.needs_input_grad:
-            return None
-        dx2 = np.matmul(self.params["W"].reshape(self.in_channels, -1), dcols,       # (Cin, N*H*W)
-                        out=self._buffer("dx2", (self.in_channels, n * h * w)))
-        return kernels.from_channels_first(dx2, (n, self.in_channels, h, w))
+        return dx
 
     def _in_hw(self, out_hw):
         kh, kw, sh, sw, ph, pw = self._geometry()
