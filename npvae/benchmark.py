@@ -355,9 +355,19 @@ def _stats(times_s):
 
 
 def time_case(name: str, backends=("numba", "numpy"), steps: int = 30, warmup: int = 3,
-              with_torch: bool = True, size: str = "full", log=None) -> dict:
-    """Time case ``name``: one npvae model per backend and the PyTorch twin, stepped in
-    turn (the order rotates every round) so that load spikes hit all of them."""
+              with_torch: bool = True, size: str = "full", log=None, block: int = 5,
+              settle_s: float = 0.25) -> dict:
+    """Time case ``name``: one npvae model per backend and the PyTorch twin, run in
+    turn in blocks of ``block`` timed steps (the order rotates every round, so that
+    load spikes hit all of them).
+
+    Before each block the process sleeps ``settle_s`` and runs one untimed step: the
+    previous framework's idle threads stop spinning and this one's are awake again.
+    Without the pause, OpenBLAS's workers, which spin for about 0.1 s after every
+    GEMM, took a core from PyTorch's next steps (its dense VAE step measured 24.5 ms
+    right after npvae's and 12.5 ms on its own), and PyTorch's OpenMP threads slowed
+    npvae's steps likewise.
+    """
     runners = {}
     original = kernels.backend()
     for b in backends:
@@ -368,17 +378,25 @@ def time_case(name: str, backends=("numba", "numpy"), steps: int = 30, warmup: i
     names = list(runners)
     times = {k: [] for k in names}
     flops = case0.flops()
+
+    def run(k, n_steps, record):
+        if k != "torch":
+            kernels.set_backend(k)
+        for _ in range(n_steps):
+            t0 = time.perf_counter()
+            runners[k].step()
+            if record:
+                times[k].append(time.perf_counter() - t0)
+
     try:
-        for r in range(warmup + steps):
+        for k in names:
+            run(k, warmup, record=False)
+        for r in range(-(-steps // block)):
             order = names[r % len(names):] + names[:r % len(names)]
             for k in order:
-                if k != "torch":
-                    kernels.set_backend(k)
-                t0 = time.perf_counter()
-                runners[k].step()
-                dt = time.perf_counter() - t0
-                if r >= warmup:
-                    times[k].append(dt)
+                time.sleep(settle_s)
+                run(k, 1, record=False)
+                run(k, min(block, steps - r * block), record=True)
     finally:
         kernels.set_backend(original)
     out = {"case": name, "gflop_per_step": flops / 1e9}
@@ -391,7 +409,8 @@ def time_case(name: str, backends=("numba", "numpy"), steps: int = 30, warmup: i
     return out
 
 
-DEFAULT_STEPS = {"dense_vae": 40, "conv_vae": 40, "spectrogram": 10}
+DEFAULT_STEPS = {"dense_vae": 40, "conv_vae": 40, "spectrogram": 12}
+BLOCK = {"dense_vae": 5, "conv_vae": 5, "spectrogram": 3}
 
 
 def run_benchmark(cases=CASES, backends=None, steps: int | None = None, warmup: int = 3, threads: int | None = None,
@@ -413,7 +432,8 @@ def run_benchmark(cases=CASES, backends=None, steps: int | None = None, warmup: 
               "gemm_gflops": gemm_gflops(), "cases": []}
     primary = "numba" if "numba" in backends else backends[0]
     for name in cases:
-        r = time_case(name, backends, steps or DEFAULT_STEPS[name], warmup, torch_ok, size, log=log)
+        r = time_case(name, backends, steps or DEFAULT_STEPS[name], warmup, torch_ok, size, log=log,
+                      block=BLOCK[name])
         entry = {"case": name, "npvae_ms": r[primary]["median_ms"],
                  "torch_ms": r["torch"]["median_ms"] if torch_ok else None,
                  "ratio": r[primary]["median_ms"] / r["torch"]["median_ms"] if torch_ok else None,
