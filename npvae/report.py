@@ -279,6 +279,11 @@ def _study_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
     doc.p(f"Every configuration trains the same model with the same seeds, data and budget "
           f"('{study.get('budget')}'), each in its own process, and is scored on the same {n} {unit}. "
           f"Training time is the sum of the epochs' wall times.")
+    if task == "music":
+        doc.p("The test clips are the dataset's validation split (singers absent from the training split), "
+              "the same clips the per-epoch validation curves score. Nothing is selected on them: every "
+              "configuration keeps its last epoch, with a fixed learning-rate schedule; the NMF dictionaries "
+              "are learned on the training clips only.")
     rows = [[r["label"], r["group"]] + [_f(r[k], fmt) if k in r else "-" for k, _, fmt in cols]
             for r in study["rows"] if r["group"] == "loss"]
     doc.table(["configuration", "group"] + [c[1] for c in cols], rows)
