@@ -7,13 +7,16 @@ Kernels are compiled on first use for each dtype and cached on disk
 
 Why they look the way they do (each measured on a 2-core AVX2 machine):
 
-* ``parallel=True`` with ``prange`` for the element-wise kernels: besides using
-  both cores it lets LLVM vectorise the loops (the serial Adam loop ran 15x slower
-  than the parallel one even on one thread's share of the work), and its start-up
-  cost (~2 us) is below that of a NumPy temporary.
-* ``im2col`` / ``col2im`` are serial and release the GIL (``nogil=True``): the
-  convolution layers call them from their own worker threads, a chunk of samples
-  each (see :mod:`npvae.parallel`).
+* Each element-wise kernel is compiled twice (:class:`_Kernel`): serial, for arrays
+  under ``PARALLEL_MIN_SIZE`` elements, and ``parallel=True``. Waking the workqueue
+  threads costs about 0.1 ms per call on the 2-core VM here, more than a serial
+  Adam update of 0.2 M parameters; a dense VAE step makes some 50 such calls.
+* ``error_model="numpy"`` on the serial ones: with Python's error model every float
+  division checks for zero, which stops LLVM vectorising the loop (the serial Adam
+  loop ran 7x slower with it). The parallel ones use NumPy's model anyway.
+* ``col2im`` is serial and releases the GIL (``nogil=True``): the convolution
+  layers call it from their own worker threads, a chunk of samples each (see
+  :mod:`npvae.parallel`).
 * Scalars are cast to the arrays' dtype in the Python wrappers (``_scalars``), so a
   float32 kernel does float32 arithmetic: a float64 literal would promote every
   operation and halve the vector width.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import types
 
 import numba
 import numpy as np
@@ -38,6 +42,30 @@ from .numpy_kernels import (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
 # took 170 ms with it and 18 ms with the workqueue layer. Honour an explicit choice.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
+
+
+# Element-wise kernels run serially below this many elements (see the module docstring).
+PARALLEL_MIN_SIZE = 1 << 20
+
+
+def _renamed(fn, suffix):
+    """A copy of ``fn`` under another name, so that Numba's on-disk cache keeps its
+    compilations apart from ``fn``'s."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = fn.__qualname__ + suffix
+    return copy
+
+
+class _Kernel:
+    """A kernel written with ``prange``, compiled serial and parallel; calling it with
+    the number of elements first picks one."""
+
+    def __init__(self, fn):
+        self.serial = njit(cache=True, error_model="numpy")(_renamed(fn, "_serial"))
+        self.parallel = njit(cache=True, parallel=True)(fn)
+
+    def __call__(self, size, *args):
+        return (self.parallel if size >= PARALLEL_MIN_SIZE else self.serial)(*args)
 
 
 def _scalars(dtype, *values):
@@ -65,8 +93,8 @@ def _valid_range(j, pw, sw, w, ow):
     return lo, hi
 
 
-# Serial and GIL-free: the convolution layers run them on a few samples at a time
-# from several threads (``npvae.parallel``), each thread with its own samples, so no
+# Serial and GIL-free: the convolution layers run it on a few samples at a time from
+# several threads (``npvae.parallel``), each thread with its own samples, so no
 # thread pool has to hand over the cores between im2col, the GEMM and col2im.
 
 @njit(cache=True, nogil=True)
@@ -92,48 +120,11 @@ def _col2im(cols, x, kh, kw, sh, sw, ph, pw, oh, ow):
                             xrow[b * sw + off] += crow[col + b]
 
 
-@njit(cache=True, nogil=True)
-def _im2col(x, cols, kh, kw, sh, sw, ph, pw, oh, ow):
-    n, c, h, w = x.shape
-    zero = x.dtype.type(0)
-    # Each plane's columns are first split into sw phases (columns r, r + sw, r + 2*sw,
-    # ... side by side), so that every kernel offset copies a contiguous run of one
-    # phase instead of every sw-th element: 1.5x faster at stride 2, measured.
-    wp = (w + sw - 1) // sw
-    phases = np.empty((sw, h, wp), dtype=x.dtype)
-    for ni in range(n):
-        base = ni * oh * ow
-        for ci in range(c):
-            plane = x[ni, ci]
-            for hh in range(h):
-                for r in range(sw):
-                    prow = phases[r, hh]
-                    for bb in range((w - r + sw - 1) // sw):
-                        prow[bb] = plane[hh, bb * sw + r]
-            for i in range(kh):
-                for j in range(kw):
-                    crow = cols[(ci * kh + i) * kw + j]
-                    lo, hi = _valid_range(j, pw, sw, w, ow)
-                    r = (j - pw) % sw                  # input column b*sw + j - pw is
-                    f = (j - pw - r) // sw             # column b + f of phase r
-                    for a in range(oh):
-                        hh = a * sh - ph + i
-                        col = base + a * ow
-                        if hh < 0 or hh >= h:
-                            crow[col:col + ow] = zero
-                            continue
-                        crow[col:col + lo] = zero
-                        crow[col + lo:col + hi] = phases[r, hh, lo + f:hi + f]
-                        crow[col + hi:col + ow] = zero
-
-
-def im2col(x, kh, kw, sh, sw, ph, pw, out=None):
-    """Patches of ``x`` (N, C, H, W) as columns, shape (C*kh*kw, N*OH*OW) (into ``out`` if given)."""
-    n, c, h, w = x.shape
-    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    cols = np.empty((c * kh * kw, n * oh * ow), dtype=x.dtype) if out is None else out
-    _im2col(np.ascontiguousarray(x), cols.reshape(c * kh * kw, n * oh * ow), kh, kw, sh, sw, ph, pw, oh, ow)
-    return cols
+# im2col is the NumPy twin itself: one strided copy of a sliding-window view, which
+# releases the GIL. Numba versions (per-element gathers, contiguous copies from
+# column phases, a zero-padded plane) measured 1.3-2x slower on the benchmark's
+# chunks of one to ten samples.
+im2col = _numpy_kernels.im2col
 
 
 def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
@@ -169,7 +160,7 @@ def _act(v, act, alpha, zero, one):
     return v
 
 
-@njit(cache=True, parallel=True)
+@_Kernel
 def _bias_act_forward(z, b, act, alpha, zero, one):
     n, f = z.shape
     for i in prange(n):
@@ -179,11 +170,11 @@ def _bias_act_forward(z, b, act, alpha, zero, one):
 
 def bias_act_forward(z, b, act, alpha):
     """In place: ``z <- act(z + b)`` for ``z`` (N, F) and ``b`` (F,). Returns ``z``."""
-    _bias_act_forward(z, b, act, *_scalars(z.dtype, alpha, 0, 1))
+    _bias_act_forward(z.size, z, b, act, *_scalars(z.dtype, alpha, 0, 1))
     return z
 
 
-@njit(cache=True, parallel=True)
+@_Kernel
 def _act_forward(x, y, act, alpha, zero, one):
     for i in prange(x.size):
         y[i] = _act(x[i], act, alpha, zero, one)
@@ -192,11 +183,11 @@ def _act_forward(x, y, act, alpha, zero, one):
 def act_forward(x, act, alpha=0.0):
     """``act(x)`` element-wise, any shape, as a new array."""
     y = np.empty_like(x, order="C")
-    _act_forward(_flat(x), y.reshape(-1), act, *_scalars(x.dtype, alpha, 0, 1))
+    _act_forward(x.size, _flat(x), y.reshape(-1), act, *_scalars(x.dtype, alpha, 0, 1))
     return y
 
 
-@njit(cache=True, parallel=True)
+@_Kernel
 def _act_backward(dy, y, dz, act, alpha, zero, one):
     for i in prange(dy.size):
         g = dy[i]
@@ -215,13 +206,13 @@ def act_backward(dy, y, act, alpha, out=None):
     """Gradient through an activation, from its output ``y``: returns ``dz`` (a new array,
     or ``out``)."""
     dz = np.empty_like(dy, order="C") if out is None else out
-    _act_backward(_flat(dy), _flat(y), dz.reshape(-1), act, *_scalars(dy.dtype, alpha, 0, 1))
+    _act_backward(dy.size, _flat(dy), _flat(y), dz.reshape(-1), act, *_scalars(dy.dtype, alpha, 0, 1))
     return dz
 
 
 # -- optimiser ---------------------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
+@_Kernel
 def _adam_update(p, g, m, v, decay, step, beta1, c1, beta2, c2, bc2, eps):
     for i in prange(p.size):
         gi = g[i]
@@ -234,14 +225,14 @@ def _adam_update(p, g, m, v, decay, step, beta1, c1, beta2, c2, bc2, eps):
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, weight_decay):
     """One Adam step in place (see the NumPy twin for the maths)."""
-    _adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+    _adam_update(p.size, p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
                  *_scalars(p.dtype, 1.0 - lr * weight_decay, lr / bc1, beta1, 1.0 - beta1,
                            beta2, 1.0 - beta2, bc2, eps))
 
 
 # -- VAE pieces and losses ----------------------------------------------------------------------
 
-@njit(cache=True, parallel=True)
+@_Kernel
 def _reparameterize(mu, logvar, eps, z, std, half):
     for i in prange(mu.size):
         s = math.exp(half * logvar[i])
@@ -252,12 +243,12 @@ def _reparameterize(mu, logvar, eps, z, std, half):
 def reparameterize(mu, logvar, eps):
     """``z = mu + exp(0.5 logvar) * eps``; returns ``(z, std)``."""
     z, std = np.empty_like(mu, order="C"), np.empty_like(mu, order="C")
-    _reparameterize(_flat(mu), _flat(logvar), _flat(eps, mu.dtype), z.reshape(-1), std.reshape(-1),
+    _reparameterize(mu.size, _flat(mu), _flat(logvar), _flat(eps, mu.dtype), z.reshape(-1), std.reshape(-1),
                     *_scalars(mu.dtype, 0.5))
     return z, std
 
 
-@njit(cache=True, parallel=True)
+@_Kernel
 def _kl_terms(mu, logvar, dmu, dlogvar, half, one):
     total = 0.0
     for i in prange(mu.size):
@@ -271,12 +262,12 @@ def _kl_terms(mu, logvar, dmu, dlogvar, half, one):
 def kl_terms(mu, logvar):
     """KL(N(mu, exp(logvar)) || N(0, I)) summed over all elements, and its gradients."""
     dmu, dlogvar = np.empty_like(mu, order="C"), np.empty_like(mu, order="C")
-    kl = _kl_terms(_flat(mu), _flat(logvar), dmu.reshape(-1), dlogvar.reshape(-1),
+    kl = _kl_terms(mu.size, _flat(mu), _flat(logvar), dmu.reshape(-1), dlogvar.reshape(-1),
                    *_scalars(mu.dtype, 0.5, 1))
     return float(kl), dmu, dlogvar
 
 
-@njit(cache=True, parallel=True)
+@_Kernel
 def _bce_logits(logits, target, grad, scale, zero, one):
     total = 0.0
     for i in prange(logits.size):
@@ -291,6 +282,6 @@ def _bce_logits(logits, target, grad, scale, zero, one):
 def bce_logits(logits, target, scale=1.0):
     """Binary cross-entropy from logits, summed; returns ``(sum, scale * (sigmoid(logits) - target))``."""
     grad = np.empty_like(logits, order="C")
-    total = _bce_logits(_flat(logits), _flat(target, logits.dtype), grad.reshape(-1),
+    total = _bce_logits(logits.size, _flat(logits), _flat(target, logits.dtype), grad.reshape(-1),
                         *_scalars(logits.dtype, scale, 0, 1))
     return float(total), grad

@@ -20,6 +20,7 @@ from typing import Callable
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _blas = None
 
 
@@ -39,10 +40,12 @@ def worker_count() -> int:
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool
+    global _pool, _pool_size
     with _lock:
-        if _pool is None or _pool._max_workers < workers:
-            _pool = ThreadPoolExecutor(workers, thread_name_prefix="npvae")
+        if _pool is None or _pool_size < workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(workers, thread_name_prefix="npvae"), workers
         return _pool
 
 
@@ -70,9 +73,10 @@ def for_each_chunk(n: int, step: int, work: Callable[[slice, int], None]) -> Non
             work(part, worker)
 
     with _single_threaded_blas():
-        if workers == 1:
+        # The calling thread is worker 0: one thread fewer to wake.
+        futures = [_executor(workers - 1).submit(run, w) for w in range(1, workers)]
+        try:
             run(0)
-            return
-        futures = [_executor(workers).submit(run, w) for w in range(workers)]
-        for f in futures:
-            f.result()
+        finally:
+            for f in futures:
+                f.result()

@@ -9,6 +9,14 @@ numba_kernels = pytest.importorskip("kernels.numba_kernels")
 DTYPES = [np.float32, np.float64]
 
 
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def kernel_path(request, monkeypatch):
+    """Every test runs twice: element-wise kernels compiled serial, then parallel."""
+    if request.param == "parallel":
+        monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 0)
+    return request.param
+
+
 def close(a, b, dtype):
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol)

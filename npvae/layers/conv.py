@@ -20,7 +20,7 @@ from .. import parallel
 from .base import Layer, default_rng, expect_input, register
 
 # Bytes of columns per chunk of samples (at least one sample per chunk).
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 8 << 20
 
 
 def _pair(value, name: str, minimum: int) -> tuple[int, int]:
