@@ -3,7 +3,16 @@
 Layers follow one contract (``forward``/``backward``, ``params``/``grads``); the
 hot element-wise work runs in the ``kernels`` package (Numba or NumPy backend).
 """
-import kernels as _kernels
+import os as _os
+
+# Idle OpenBLAS threads spin for about 0.1 s after each GEMM by default, holding a core
+# that the Numba kernels and the convolution worker threads need next (a conv VAE step
+# measured 37 ms that way, 27 ms without). Let them sleep at once. OpenBLAS reads this
+# when it loads, so it takes effect when npvae is imported before NumPy (as in the
+# scripts); otherwise set OPENBLAS_THREAD_TIMEOUT=4 in the environment.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import kernels as _kernels  # noqa: E402
 
 from . import losses, optim
 from .io import load_model, save_model
