@@ -97,14 +97,15 @@ def test_backend_switch():
 
 
 def test_backends_give_the_same_training_trajectory(rng):
-    """A few Adam steps of a conv + dense model agree between backends to float32 tolerance."""
+    """A few Adam steps of a conv, transposed-conv and dense model agree between backends to float32 tolerance."""
     import npvae
 
     def run(name):
         kernels.set_backend(name)
         r = np.random.default_rng(3)
         model = npvae.Sequential(npvae.Conv2d(1, 4, 3, stride=2, padding=1, rng=r), npvae.ReLU(),
-                                 npvae.Flatten(), npvae.Dense(4 * 4 * 4, 8, activation="leaky_relu", rng=r),
+                                 npvae.ConvTranspose2d(4, 2, 4, stride=2, padding=1, rng=r), npvae.ReLU(),
+                                 npvae.Flatten(), npvae.Dense(2 * 8 * 8, 8, activation="leaky_relu", rng=r),
                                  npvae.Dense(8, 16, rng=r))
         opt = npvae.Adam(model, lr=1e-2)
         x = np.random.default_rng(4).uniform(size=(8, 1, 8, 8)).astype(np.float32)
