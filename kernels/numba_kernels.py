@@ -268,20 +268,34 @@ def kl_terms(mu, logvar):
 
 
 @_Kernel
-def _bce_logits(logits, target, grad, scale, zero, one):
+def _bce_grad(logits, target, e, grad, scale, zero, one):
+    for i in prange(logits.size):
+        l, ei = logits[i], e[i]                  # ei = exp(-|l|) serves both branches
+        s = one / (one + ei) if l >= zero else ei / (one + ei)
+        grad[i] = (s - target[i]) * scale
+
+
+@_Kernel
+def _bce_sum(logits, target, soft, zero):
     total = 0.0
     for i in prange(logits.size):
-        l, t = logits[i], target[i]
-        e = math.exp(-abs(l))                    # one exp serves the loss and the sigmoid
-        total += np.float64((l if l > zero else zero) - l * t + math.log1p(e))
-        s = one / (one + e) if l >= zero else e / (one + e)
-        grad[i] = (s - t) * scale
+        l = logits[i]
+        total += np.float64((l if l > zero else zero) - l * target[i] + soft[i])
     return total
 
 
 def bce_logits(logits, target, scale=1.0):
-    """Binary cross-entropy from logits, summed; returns ``(sum, scale * (sigmoid(logits) - target))``."""
+    """Binary cross-entropy from logits, summed; returns ``(sum, scale * (sigmoid(logits) - target))``.
+
+    The exponential and log1p come from NumPy: its SIMD versions ran 6x faster on a
+    128x784 batch than the one fused Numba loop, whose scalar libm calls cannot be
+    vectorised (LLVM here has no vector math library).
+    """
+    l, t = _flat(logits), _flat(target, logits.dtype)
+    e = np.abs(l)
+    np.negative(e, out=e)
+    np.exp(e, out=e)                             # exp(-|l|)
     grad = np.empty_like(logits, order="C")
-    total = _bce_logits(logits.size, _flat(logits), _flat(target, logits.dtype), grad.reshape(-1),
-                        *_scalars(logits.dtype, scale, 0, 1))
-    return float(total), grad
+    _bce_grad(l.size, l, t, e, grad.reshape(-1), *_scalars(l.dtype, scale, 0, 1))
+    np.log1p(e, out=e)                           # log(1 + exp(-|l|))
+    return float(_bce_sum(l.size, l, t, e, *_scalars(l.dtype, 0))), grad

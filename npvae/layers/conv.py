@@ -154,7 +154,7 @@ class Conv2d(_ConvBase):
         dy3 = np.ascontiguousarray(dy, dtype=self.dtype).reshape(n, o, -1)
         p = dy3.shape[2]
         k, step = self._patch_rows(self.in_channels), self._step
-        per_chunk = self._buffer("dW_per_chunk", (-(-n // step), o, k))
+        per_chunk = self._buffer("dW_per_chunk", (-(-n // step), k, o))   # transposed: see below
         w2t = self.params["W"].reshape(o, k).T
         dx = np.empty(self._x_shape, dtype=self.dtype) if self.needs_input_grad else None
         dy_rows = self._worker_buffers("dy_rows", (o, step * p))
@@ -164,14 +164,15 @@ class Conv2d(_ConvBase):
             m = part.stop - part.start
             c = self._cols[part.start * k * p: part.stop * k * p].reshape(k, -1)
             d2 = _to_rows(dy3[part], dy_rows[worker])                          # (o, m*p)
-            np.matmul(d2, c.T, out=per_chunk[part.start // step])
+            # dW^T = cols @ dy^T: OpenBLAS ran this orientation 1.2-2x faster than dy @ cols^T.
+            np.matmul(c, d2.T, out=per_chunk[part.start // step])
             if dx is not None:
                 dc = dcols[worker][:, : m * p]
                 np.matmul(w2t, d2, out=dc)
                 kernels.col2im(dc, (m, *self._x_shape[1:]), *self._geometry(), out=dx[part])
 
         parallel.for_each_chunk(n, step, work)
-        np.sum(per_chunk, axis=0, out=self.grads["W"].reshape(o, k))
+        np.sum(per_chunk, axis=0, out=self.grads["W"].reshape(o, k).T)
         np.sum(dy3, axis=(0, 2), out=self.grads["b"])
         return dx
 
@@ -235,7 +236,7 @@ class ConvTranspose2d(_ConvBase):
         k, p = self._patch_rows(self.out_channels), h * w
         w2 = self.params["W"].reshape(c, k)
         step = self._chunk(n, k, p)
-        per_chunk = self._buffer("dW_per_chunk", (-(-n // step), c, k))
+        per_chunk = self._buffer("dW_per_chunk", (-(-n // step), k, c))   # transposed, as in Conv2d
         dx = np.empty((n, c, h, w), dtype=self.dtype) if self.needs_input_grad else None
         dx3 = dx.reshape(n, c, p) if dx is not None else None
         rows = self._worker_buffers("rows", (c, step * p))
@@ -245,12 +246,12 @@ class ConvTranspose2d(_ConvBase):
             m = part.stop - part.start
             dc = dcols[worker][:, : m * p]
             kernels.im2col(dy[part], *self._geometry(), out=dc)                   # (Cout*kh*kw, m*H*W)
-            np.matmul(_to_rows(self._x3[part], rows[worker]), dc.T, out=per_chunk[part.start // step])
+            np.matmul(dc, _to_rows(self._x3[part], rows[worker]).T, out=per_chunk[part.start // step])
             if dx is not None:
                 _gemm_into_samples(w2, dc, dx3[part], rows[worker])
 
         parallel.for_each_chunk(n, step, work)
-        np.sum(per_chunk, axis=0, out=self.grads["W"].reshape(c, k))
+        np.sum(per_chunk, axis=0, out=self.grads["W"].reshape(c, k).T)
         np.sum(dy, axis=(0, 2, 3), out=self.grads["b"])
         return dx
 
