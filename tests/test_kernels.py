@@ -9,11 +9,14 @@ numba_kernels = pytest.importorskip("kernels.numba_kernels")
 DTYPES = [np.float32, np.float64]
 
 
-@pytest.fixture(autouse=True, params=["serial", "parallel"])
+@pytest.fixture(autouse=True, params=["small-array paths", "large-array paths"])
 def kernel_path(request, monkeypatch):
-    """Every test runs twice: element-wise kernels compiled serial, then parallel."""
-    if request.param == "parallel":
+    """Every test runs twice: as the Numba backend treats small arrays (serial
+    element-wise kernels, im2col by gather), then as it treats large ones (parallel
+    kernels, im2col by NumPy's strided copy)."""
+    if request.param == "large-array paths":
         monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 0)
+        monkeypatch.setattr(numba_kernels, "GATHER_MAX_TAPS", 0)
     return request.param
 
 
