@@ -1,7 +1,7 @@
 """Run per-sample work on a few threads, one BLAS thread each.
 
-The convolution layers split a batch into chunks of samples and give each thread
-every T-th chunk; a thread does all of a chunk's work (im2col, GEMM, col2im) on its
+The convolution layers split a batch into chunks of samples that the threads take
+in turn; a thread does all of a chunk's work (im2col, GEMM, col2im) on its
 own core while the chunk's columns are still in that core's cache. Inside, BLAS is
 held to one thread: otherwise OpenBLAS's own workers (which spin for a while after
 each GEMM) and ours would fight over the cores. Measured on the spectrogram
@@ -13,6 +13,7 @@ number of CPUs this process may use.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -62,15 +63,20 @@ def for_each_chunk(n: int, step: int, work: Callable[[slice, int], None]) -> Non
     """Call ``work(part, worker)`` for ``part`` = slice(0, step), slice(step, 2*step), ...
     covering range(n); ``worker`` in [0, workers) tells which scratch buffers to use.
 
-    Chunks go round-robin to the workers, so the split (and the result) does not
-    depend on timing. Exceptions in ``work`` are re-raised here.
+    Each worker takes the next chunk when it has finished one, so a core slowed by
+    something else does not hold the others up. Which worker runs a chunk must not
+    change its result (``worker`` only picks scratch space), so results do not depend
+    on timing. Exceptions in ``work`` are re-raised here.
     """
     parts = [slice(s, min(s + step, n)) for s in range(0, n, step)]
     workers = min(worker_count(), len(parts))
+    next_part = itertools.count()            # next() on a count is atomic under the GIL
 
     def run(worker: int) -> None:
-        for part in parts[worker::workers]:
-            work(part, worker)
+        for i in iter(lambda: next(next_part), None):
+            if i >= len(parts):
+                return
+            work(parts[i], worker)
 
     with _single_threaded_blas():
         # The calling thread is worker 0: one thread fewer to wake.
