@@ -409,8 +409,8 @@ def time_case(name: str, backends=("numba", "numpy"), steps: int = 30, warmup: i
     return out
 
 
-DEFAULT_STEPS = {"dense_vae": 40, "conv_vae": 40, "spectrogram": 12}
-BLOCK = {"dense_vae": 5, "conv_vae": 5, "spectrogram": 3}
+DEFAULT_STEPS = {"dense_vae": 60, "conv_vae": 60, "spectrogram": 20}
+BLOCK = {"dense_vae": 10, "conv_vae": 10, "spectrogram": 4}
 
 
 def run_benchmark(cases=CASES, backends=None, steps: int | None = None, warmup: int = 3, threads: int | None = None,

@@ -21,7 +21,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="dense_vae,conv_vae,spectrogram", help="comma-separated case names")
     p.add_argument("--backends", default=None, help="comma-separated: numba,numpy (default: every available)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per model (default 40, 10 for spectrogram)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per model (default 60, 20 for spectrogram)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="threads for BLAS, Numba and PyTorch")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
