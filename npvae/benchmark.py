@@ -365,7 +365,7 @@ def time_case(name: str, backends=("numba", "numpy"), steps: int = 30, warmup: i
     previous framework's idle threads stop spinning and this one's are awake again.
     Without the pause, OpenBLAS's workers, which spin for about 0.1 s after every
     GEMM, took a core from PyTorch's next steps (its dense VAE step measured 24.5 ms
-    right after npvae's and 12.5 ms on its own), and PyTorch's OpenMP threads slowed
+    that way and 12.5 ms when OpenBLAS's threads did not spin), and PyTorch's OpenMP threads slowed
     npvae's steps likewise.
     """
     runners = {}
