@@ -81,3 +81,15 @@ def test_bad_settings(rng):
     d, f = pairs(rng)
     with pytest.raises(ValueError, match="reconstruction loss"):
         model.loss(((d + f) / 2).astype(np.float32), d, f, recon="hinge")
+
+
+def test_beta_zero_ignores_an_overflowing_kl(rng):
+    """Beta 0 (the plain autoencoder): an overflowing KL is reported, not added (0 * inf = NaN)."""
+    model = build_model("dense", rng=np.random.default_rng(1), **TINY["dense"])
+    model.head.logvar.params["b"][:] = 100.0                 # exp(100) overflows float32
+    d, f = pairs(rng)
+    terms = model.loss((d + f) / 2, d, f, beta=0.0, sample=False)
+    assert not np.isfinite(terms["kl"])
+    assert np.isfinite(terms["total"])
+    for path, p, g in model.named_parameters():
+        assert np.all(np.isfinite(g)), path

@@ -151,3 +151,17 @@ def test_separator_file_round_trip(rng, tmp_path):
     with pytest.raises(Exception, match="model"):
         load_separator(tmp_path / "missing.h5")
     assert path.exists()
+
+
+def test_beta_zero_ignores_an_overflowing_kl(rng):
+    """The deterministic net (beta 0, no sampling) does not constrain its latent; a KL
+    that overflows to inf must not turn the loss or the gradients into NaN (0 * inf)."""
+    sep = tiny_separator(rng)
+    L = sep.model.latent_channels
+    sep.model.head.params["b"][L:] = 100.0                   # logvar = 100: exp overflows float32
+    batch = sample_batch([synth_track(rng)], rng, 2, 8, CFG)
+    terms = MusicObjective(sep, LossConfig(beta=0.0, kl_warmup=0, sample=False)).terms(batch, 1.0)
+    assert not np.isfinite(terms["kl"])
+    assert np.isfinite(terms["total"])
+    for path, p, g in sep.model.named_parameters():
+        assert np.all(np.isfinite(g)), path

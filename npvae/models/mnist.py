@@ -148,8 +148,10 @@ class SeparationVAE(Layer):
             lf, gf = fn(f_hat, fashion)
         lm, gm = losses.probability_loss(recon)(m_hat, mixture.astype(self.dtype, copy=False))
         kl, dmu, dlogvar = kl_divergence(self._mu, self._logvar)
-        terms = {"total": ld + lf + mix_weight * lm + beta * kl, "digit": ld, "fashion": lf, "mixture": lm,
-                 "kl": kl}
+        # With beta = 0 the KL is only reported: an unconstrained latent can make it
+        # overflow, and 0 * inf would turn the loss and the gradients into NaN.
+        terms = {"total": ld + lf + mix_weight * lm + (beta * kl if beta else 0.0), "digit": ld, "fashion": lf,
+                 "mixture": lm, "kl": kl}
         if not backward:
             return terms
         # the mixture term reaches both sources through the mixing rule
@@ -165,7 +167,9 @@ class SeparationVAE(Layer):
             dlogits = self._sources_backward(gd + gm_src, gf + gm_src, d_hat, f_hat)
         dz = self._decode_backward(dlogits.astype(self.dtype, copy=False))
         dmu_rep, dlogvar_rep = self.reparam.backward(dz)
-        dfeat = self.head.backward(dmu_rep + beta * dmu, dlogvar_rep + beta * dlogvar)
+        if beta:
+            dmu_rep, dlogvar_rep = dmu_rep + beta * dmu, dlogvar_rep + beta * dlogvar
+        dfeat = self.head.backward(dmu_rep, dlogvar_rep)
         self._encode_backward(dfeat)
         return terms
 

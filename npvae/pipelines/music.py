@@ -297,12 +297,15 @@ class MusicObjective:
         kl, dmu, dlv = kl_divergence(model.mu.reshape(n, -1), model.logvar.reshape(n, -1))
         kl_bin = kl / (f * t)                                           # nats per T-F bin
         beta = self.kl_weight(epoch)
-        total = lv + la + cfg.mix_weight * lm + beta * kl_bin
+        # With beta = 0 the KL is only reported: the deterministic net's latent is
+        # unconstrained, its KL can overflow, and 0 * inf would make the loss NaN.
+        total = lv + la + cfg.mix_weight * lm + (beta * kl_bin if beta else 0.0)
         if backward:
             w = cfg.mix_weight
             dmask = np.stack([(gv + w * gm) * mix, (ga + w * gm) * mix], axis=1).astype(x.dtype)
             k = np.float32(beta / (f * t))
-            model.backward(dmask, (dmu * k).reshape(model.mu.shape), (dlv * k).reshape(model.logvar.shape))
+            dmu, dlv = (dmu * k, dlv * k) if beta else (np.zeros_like(dmu), np.zeros_like(dlv))
+            model.backward(dmask, dmu.reshape(model.mu.shape), dlv.reshape(model.logvar.shape))
         return {"total": total, "vocals": lv, "accompaniment": la, "mixture": lm, "kl": kl_bin,
                 "beta": beta}
 
