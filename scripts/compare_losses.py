@@ -4,7 +4,7 @@ train the baselines, score everything on the same fixed test set, and write a ta
 (Markdown and HDF5) and a figure of the validation curves.
 
     python scripts/compare_losses.py --task mnist                  # about 25 minutes on 2 cores
-    python scripts/compare_losses.py --task music                  # about 1 to 1.5 hours on 2 cores
+    python scripts/compare_losses.py --task music                  # about 40 minutes on 2 cores
     python scripts/compare_losses.py --task mnist --budget tiny    # a smoke run, about a minute
 
 Every configuration runs in its own process, up to --jobs at a time (default: the number
