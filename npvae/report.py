@@ -333,6 +333,12 @@ def _discussion(doc: Doc, studies: list[tuple[dict, Path]], mnist_runs, music_ru
                 f"{r['label']} ({r[key]:.2f} dB, {r[key] - top[key]:+.2f} dB)" for r in better) + ". "
         if worse:
             text += "Not better than it: " + "; ".join(f"{r['label']} ({r[key]:.2f} dB)" for r in worse) + ". "
+        if "mixture" in rows:
+            failed = [r for r in study["rows"] if r["name"] != "mixture" and r[key] < rows["mixture"][key]]
+            if failed:
+                text += ("Below the unprocessed mixture, i.e. worse than doing nothing (the run did not learn to "
+                         "separate; see its log): " + "; ".join(f"{r['label']} ({r[key]:.2f} dB)" for r in failed)
+                         + ". ")
         if "bce_beta0" in rows and task == "mnist":
             d = rows["bce_beta0"][key] - top[key] if top["name"] != "bce_beta0" else 0.0
             text += (f"The plain autoencoder (beta 0, no sampling) scores {rows['bce_beta0'][key]:.2f} dB"

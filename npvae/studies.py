@@ -357,9 +357,16 @@ def plot_curves(study: dict, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
+    # A diverged run (far below the others) would squash every other curve: the axis
+    # stops 10 units under the lowest final value of the rest, and its label says so.
+    finals = sorted(c["value"][-1] for c in study["curves"].values() if len(c["value"]))
+    floor = finals[1] - 10 if len(finals) > 2 and finals[0] < finals[1] - 10 else None
     for name, c in study["curves"].items():
+        off = floor is not None and len(c["value"]) and min(c["value"]) < floor
         ax.plot(c["epoch"], c["value"], marker="o", ms=3, ls="--" if name.startswith("unet") else "-",
-                label=c["label"])
+                label=c["label"] + (f" (min {min(c['value']):.0f}, off the axis)" if off else ""))
+    if floor is not None:
+        ax.set_ylim(bottom=floor)
     ax.set_xlabel("epoch")
     ax.set_ylabel(CURVE[study["task"]][1])
     ax.set_title(f"{study['task']}: validation curves per configuration", fontsize=10)
