@@ -116,8 +116,10 @@ def configurations(task: str) -> list[Configuration]:
                               settings={"loss": "mse", "loss_compression": "power"}),
                 Configuration("gkl", "generalised KL divergence", "loss", settings={"loss": "kl"}),
                 Configuration("is", "Itakura-Saito divergence", "loss", settings={"loss": "is"})]
-        base = [Configuration("unet_det", "U-Net, deterministic (beta 0, no sampling, L1)", "baseline",
-                              settings={"loss": "l1", "beta": 0.0, "sample": False}),
+        # No sampling; the KL term stays (beta as in the VAEs) as a penalty on the code:
+        # with beta 0 nothing bounds the latent, which overflowed in one of two runs.
+        base = [Configuration("unet_det", "U-Net, deterministic (no sampling, code penalty beta 0.01, L1)",
+                              "baseline", settings={"loss": "l1", "beta": 0.01, "sample": False}),
                 Configuration("nmf", "supervised NMF (KL)", "baseline", "nmf", {"loss": "kl"})]
         return loss + base
     raise ValueError(f"unknown task {task!r}: choose one of {TASKS}")
