@@ -4,9 +4,8 @@ The convolution layers split a batch into chunks of samples that the threads tak
 in turn; a thread does all of a chunk's work (im2col, GEMMs, col2im) on its own
 core while the chunk's columns are still in the CPU's cache. Inside, BLAS is
 held to one thread: otherwise OpenBLAS's own workers (which spin for a while after
-each GEMM) and ours would fight over the cores. Measured on the spectrogram
-benchmark (2 cores): a Conv2d forward pass took 46 ms with two-thread BLAS between
-parallel Numba kernels and 25 ms this way.
+each GEMM) and ours would fight over the cores. With this, the spectrogram net's
+step in ``scripts/bench.py`` went from about 420 ms to about 300 ms on 2 cores.
 
 The thread count is ``NPVAE_NUM_THREADS``, else ``NUMBA_NUM_THREADS``, else the
 number of CPUs this process may use.
@@ -73,14 +72,15 @@ def for_each_chunk(n: int, step: int, work: Callable[[slice, int], None]) -> Non
     next_part = itertools.count()            # next() on a count is atomic under the GIL
 
     def run(worker: int) -> None:
-        for i in iter(lambda: next(next_part), None):
+        for i in next_part:
             if i >= len(parts):
                 return
             work(parts[i], worker)
 
     with _single_threaded_blas():
         # The calling thread is worker 0: one thread fewer to wake.
-        futures = [_executor(workers - 1).submit(run, w) for w in range(1, workers)]
+        pool = _executor(workers - 1) if workers > 1 else None
+        futures = [pool.submit(run, w) for w in range(1, workers)]
         try:
             run(0)
         finally:

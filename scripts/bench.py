@@ -38,8 +38,9 @@ def main(argv=None):
         os.environ.setdefault(var, str(threads))
     # Idle OpenBLAS workers spin for about 0.1 s after each GEMM (the default timeout,
     # 2^28 cycles), holding a core the Numba kernels and the convolution threads need
-    # next; 4 (2^4 cycles, the minimum) lets them sleep at once. Measured on the conv
-    # VAE step: 37 ms with the default, 27 ms with 4. (PyTorch does not use OpenBLAS.)
+    # next; 4 (2^4 cycles, the minimum) lets them sleep at once. Conv VAE step, measured
+    # by running this script with OPENBLAS_THREAD_TIMEOUT=28 and =4: 28.8 and 20.9 ms.
+    # (PyTorch does not use OpenBLAS.)
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     from npvae.benchmark import format_table, run_benchmark
 
