@@ -1,5 +1,19 @@
 function files = npvae_show_music(results_file, out_dir, varargin)
-%NPVAE_SHOW_MUSIC  Spectrograms, loss curves and WAV files of a Part II run (voice separation).
+%NPVAE_SHOW_MUSIC  Spectrograms, loss curves and WAV files of a Part II run, or of a separated song.
+%
+%   FILES = npvae_show_music(MIXTURE, VOCALS, ACCOMPANIMENT, FS, OUT_DIR) shows a song
+%   separated by npvae_separate: it writes OUT_DIR/song_spectrograms.png, the magnitude
+%   spectrograms (dB re the mixture's peak; channels averaged) of the mixture and the
+%   two estimates side by side, and returns its path. MIXTURE, VOCALS, ACCOMPANIMENT are
+%   n x channels arrays at FS Hz. Options (name-value pairs) of this form:
+%     'play'      true to play the mixture, then the vocals, then the accompaniment
+%                 (audioplayer, blocking); without an audio device it warns and goes on
+%     'name'      title of the figure and file name prefix (default 'song')
+%     'renderer', 'floor_db'  as below
+%   Example:
+%     [x, fs] = audioread('song.wav');
+%     [v, a] = npvae_separate('runs/music_mir1k/model.h5', x, fs);
+%     npvae_show_music(x, v, a, fs, 'figures', 'play', true)
 %
 %   FILES = npvae_show_music(RESULTS_FILE, OUT_DIR) reads the results.h5 that
 %   scripts/train_music.py wrote and writes, into OUT_DIR (created if missing), for
@@ -22,6 +36,11 @@ function files = npvae_show_music(results_file, out_dir, varargin)
 %
 %   Example:
 %     npvae_show_music('runs/music_mir1k/results.h5', 'figures')
+
+  if isnumeric(results_file)
+    files = show_song(results_file, out_dir, varargin{:});
+    return
+  end
 
   opts = parse_options(struct('renderer', 'auto', 'floor_db', -80), varargin, 'npvae_show_music');
   [S, info] = npvae_load(results_file, 'music_results');
@@ -138,5 +157,61 @@ function img = raster_spectrograms(db, titles, label, floor_db)
       img(top + (1:ph), x0 + (1:pw), ch) = reshape(cmap(level, ch), ph, pw);
     end
     img = raster_text(img, titles{p}, 24, x0, 1, [0 0 0]);
+  end
+end
+
+
+function files = show_song(mixture, vocals, varargin)
+  % npvae_show_music(MIXTURE, VOCALS, ACCOMPANIMENT, FS, OUT_DIR, options...)
+  if numel(varargin) < 3
+    error('npvae:badCall', 'npvae_show_music: call it as npvae_show_music(MIXTURE, VOCALS, ACCOMPANIMENT, FS, OUT_DIR)');
+  end
+  [accompaniment, fs, out_dir] = varargin{1:3};
+  opts = parse_options(struct('renderer', 'auto', 'floor_db', -80, 'play', false, 'name', 'song'), ...
+                       varargin(4:end), 'npvae_show_music');
+  use_figures(opts.renderer);
+  signals = {mixture, vocals, accompaniment};
+  titles = {'mixture', 'estimated vocals', 'estimated accompaniment'};
+  for k = 1:3
+    if ~isnumeric(signals{k}) || isempty(signals{k}) || ~isequal(size(signals{k}), size(mixture))
+      error('npvae:shape', 'npvae_show_music: the %s must be a numeric array of the mixture''s size %s, got %s', ...
+            titles{k}, mat2str(size(mixture)), mat2str(size(signals{k})));
+    end
+  end
+  if ~isnumeric(fs) || ~isscalar(fs) || fs <= 0
+    error('npvae:badRate', 'npvae_show_music: FS must be the sample rate in Hz, got %s', mat2str(fs));
+  end
+  if ~exist(out_dir, 'dir')
+    mkdir(out_dir);
+  end
+  % About 64 ms frames at any rate (1024 samples at 16 kHz), hop a quarter of that.
+  n_fft = 2 ^ round(log2(0.064 * fs));
+  cfg = struct('n_fft', n_fft, 'hop', n_fft / 4, 'window', 'hann');
+  mags = cell(3, 1);
+  for k = 1:3
+    x = double(signals{k});
+    if isrow(x)
+      x = x.';
+    end
+    mags{k} = abs(npvae_stft(mean(x, 2), cfg));
+  end
+  ref = max(mags{1}(:));
+  if ref <= 0
+    ref = 1;
+  end
+  db = cellfun(@(m) max(20 * log10(max(m, 1e-10) / ref), opts.floor_db), mags, 'UniformOutput', false);
+  png = fullfile(out_dir, sprintf('%s_spectrograms.png', opts.name));
+  render_png(png, opts.renderer, @(path) spectrogram_figure(path, db, titles, opts.name, fs, cfg.hop, opts.floor_db), ...
+             @() raster_spectrograms(db, titles, opts.name, opts.floor_db));
+  files = {png};
+  if opts.play
+    for k = 1:3
+      try
+        playblocking(audioplayer(min(max(double(signals{k}), -1), 1), fs));
+      catch err
+        warning('npvae:noAudio', 'npvae_show_music: cannot play the %s (%s)', titles{k}, err.message);
+        break
+      end
+    end
   end
 end

@@ -1,0 +1,222 @@
+function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargin)
+%NPVAE_SEPARATE  Separate the singing voice from the accompaniment with a Part II npvae model.
+%
+%   [VOCALS, ACCOMPANIMENT] = npvae_separate(MODEL_FILE, AUDIO, FS) separates AUDIO,
+%   n x channels samples in [-1, 1] at FS Hz (what audioread returns; a vector is one
+%   channel), with the music model in MODEL_FILE: a model.h5 or results.h5 written by
+%   scripts/train_music.py, or the struct npvae_load returns for one. VOCALS and
+%   ACCOMPANIMENT have the size of AUDIO (double), at FS Hz. They equal what
+%   scripts/separate.py (npvae's Separator.separate) writes for the same file, to about
+%   1e-6 (the network runs here in double, in Python in float32).
+%
+%   What happens, as in Python:
+%     1. every channel on its own is resampled to the model's rate (npvae_resample),
+%     2. STFT (npvae_stft, the model's n_fft, hop and window),
+%     3. features: compressed magnitudes (log1p or a power law) of all bins but the
+%        Nyquist bin, standardised with the model's per-bin mean and std,
+%     4. the U-Net VAE (posterior mean, no sampling) gives one sigmoid mask per source,
+%        run on chunks of 'chunk_frames' frames with 'context' frames on each side; the
+%        Nyquist bin takes the mask of the bin below it,
+%     5. estimates = masks .* the mixture's STFT (its phase), back to audio with
+%        npvae_istft at the original length, and resampled back to FS,
+%     6. when FS is above the model's rate, the band above the model's Nyquist frequency
+%        (which it never saw) goes to the accompaniment, so the two add up to the input.
+%
+%   Options (name-value pairs):
+%     'wiener'        true for Wiener-style (power ratio) masks, as separate.py --wiener
+%                     (default false)
+%     'chunk_frames'  STFT frames per network pass, a multiple of 8 (default 512,
+%                     separate.py's --chunk-frames); bounds memory for long songs
+%     'context'       frames of real input on each side of a chunk (default 48, a
+%                     multiple of 8); the results do not depend on the chunking
+%
+%   Example:
+%     [x, fs] = audioread('song.wav');
+%     [v, a] = npvae_separate('runs/music_mir1k/model.h5', x, fs);
+%     sound(v, fs)
+
+  opts = parse_options(struct('wiener', false, 'chunk_frames', 512, 'context', 48), varargin, 'npvae_separate');
+  net = load_music_model(model_file);
+  d = 8;                                            % SpectrogramUNetVAE.DOWNSAMPLE
+  cf = double(opts.chunk_frames);
+  ctx = double(opts.context);
+  if ~isscalar(cf) || ~isscalar(ctx) || cf <= 0 || ctx < 0 || mod(cf, d) || mod(ctx, d)
+    error('npvae:badOption', ['npvae_separate: chunk_frames (%s) and context (%s) must be ', ...
+          'multiples of %d, chunk_frames positive'], mat2str(opts.chunk_frames), mat2str(opts.context), d);
+  end
+  [chans, row] = check_audio(audio, fs);
+  fs = double(fs);
+  rate = net.cfg.sample_rate;
+  n = size(chans, 1);
+  % Python reads audio as float32 and resamples float32 arrays: round where it rounds.
+  chans = double(single(chans));
+  work = double(single(npvae_resample(chans, fs, rate)));
+  vocals = zeros(n, size(chans, 2));
+  accompaniment = zeros(n, size(chans, 2));
+  for c = 1:size(chans, 2)
+    est = separate_mono(net, work(:, c), logical(opts.wiener), cf, ctx);   % n_work x 2
+    est = npvae_resample(double(single(est)), rate, fs);
+    m = min(n, size(est, 1));
+    vocals(1:m, c) = est(1:m, 1);
+    accompaniment(1:m, c) = est(1:m, end);
+  end
+  if fs > rate
+    back = npvae_resample(work, rate, fs);
+    m = min(n, size(back, 1));
+    accompaniment(1:m, :) = accompaniment(1:m, :) + (chans(1:m, :) - back(1:m, :));
+  end
+  if row
+    vocals = vocals.';
+    accompaniment = accompaniment.';
+  end
+end
+
+
+function [chans, row] = check_audio(audio, fs)
+  if isinteger(audio)
+    error('npvae:badAudio', ['npvae_separate: AUDIO is %s; pass samples scaled to [-1, 1] ', ...
+          '(audioread''s default double output, or double(x) / %d)'], class(audio), double(intmax(class(audio))) + 1);
+  end
+  if ~isnumeric(audio) || ~isreal(audio) || isempty(audio) || ndims(audio) > 2
+    error('npvae:badAudio', 'npvae_separate: AUDIO must be a real n x channels array, got a %s %s', ...
+          mat2str(size(audio)), class(audio));
+  end
+  if ~all(isfinite(audio(:)))
+    error('npvae:badAudio', 'npvae_separate: AUDIO holds NaN or Inf samples; clean the signal first');
+  end
+  if ~isnumeric(fs) || ~isscalar(fs) || ~isreal(fs) || fs <= 0 || fs ~= round(fs)
+    error('npvae:badRate', 'npvae_separate: FS must be the sample rate in Hz, a positive integer, got %s', mat2str(fs));
+  end
+  row = isrow(audio) && numel(audio) > 1;
+  if row
+    audio = audio.';
+  end
+  chans = double(audio);
+end
+
+
+function net = load_music_model(model_file)
+  % The network, its STFT settings and normaliser from a model / results file or struct.
+  if isstruct(model_file)
+    S = model_file;
+    where = 'the given struct';
+  else
+    S = npvae_load(model_file, {'model', 'music_results'});
+    where = ['"' char(model_file) '"'];
+  end
+  if ~isfield(S, 'model') || ~isfield(S.model, 'spec') || ~isfield(S.model, 'params')
+    error('npvae:notModel', 'npvae_separate: %s holds no /model (spec and params); pass a model.h5 or results.h5', where);
+  end
+  spec = jsondecode(S.model.spec);
+  if ~strcmp(spec.type, 'SpectrogramUNetVAE')
+    error('npvae:notMusicModel', ['npvae_separate: %s holds a %s; npvae_separate runs the Part II music ', ...
+          'model (SpectrogramUNetVAE); for Part I models use npvae_forward'], where, spec.type);
+  end
+  need = {'sample_rate', 'n_fft', 'hop', 'window'};
+  if ~isfield(S, 'config') || ~all(isfield(S.config, need)) || ...
+     ~(isfield(S.config, 'normalizer') || isfield(S.config, 'normalizer_dict'))
+    error('npvae:badFile', ['npvae_separate: %s lacks the STFT settings or the normaliser in /config ', ...
+          '(sample_rate, n_fft, hop, window, normalizer); write it with scripts/train_music.py'], where);
+  end
+  C = S.config;
+  cfg = struct('sample_rate', double(C.sample_rate), 'n_fft', double(C.n_fft), 'hop', double(C.hop), ...
+               'window', char(C.window));
+  if isfield(C, 'normalizer')
+    nz = C.normalizer;
+  else
+    nz = C.normalizer_dict;
+  end
+  if ischar(nz)
+    nz = jsondecode(nz);
+  end
+  norm = struct('compression', char(nz.compression), 'power', double(nz.power), ...
+                'mean', double(nz.mean(:)), 'std', double(nz.std(:)));
+  if ~any(strcmp(norm.compression, {'log', 'power'}))
+    error('npvae:badFile', 'npvae_separate: %s has an unknown compression ''%s'' (log or power)', where, norm.compression);
+  end
+  net = struct('spec', spec, 'params', S.model.params, 'cfg', cfg, 'norm', norm);
+end
+
+
+function est = separate_mono(net, x, wiener, chunk_frames, context)
+  % x : n x 1 at the model's rate. est : n x n_sources.
+  X = npvae_stft(x, net.cfg);                       % F x T
+  mag = abs(X);
+  M = masks(net, mag, chunk_frames, context);       % F x T x S
+  if wiener
+    p = (M .* mag) .^ 2;
+    M = p ./ (sum(p, 3) + 1e-10);
+  end
+  S = size(M, 3);
+  est = zeros(numel(x), S);
+  for s = 1:S
+    est(:, s) = npvae_istft(M(:, :, s) .* X, net.cfg, numel(x));
+  end
+end
+
+
+function M = masks(net, mag, chunk_frames, context)
+  % Soft masks F x T x S of a mixture magnitude F x T, the network run chunk by chunk
+  % (npvae predict_masks: zero features pad T up to a multiple of 8, each chunk sees
+  % `context` real frames on both sides, only its centre is kept).
+  nm = net.norm;
+  n_bins = numel(nm.mean);
+  [F, T] = size(mag);
+  if n_bins > F
+    error('npvae:badFile', 'npvae_separate: the normaliser has %d bins but the STFT only %d', n_bins, F);
+  end
+  c = mag(1:n_bins, :);
+  if strcmp(nm.compression, 'log')
+    c = log1p(c);
+  else
+    c = c .^ nm.power;
+  end
+  feats = (c - nm.mean) ./ nm.std;
+  d = 8;
+  Tp = ceil(T / d) * d;
+  x = zeros(n_bins, Tp);
+  x(:, 1:T) = feats;
+  S = double(net.spec.n_sources);
+  out = zeros(F, Tp, S);
+  for s = 0:chunk_frames:Tp - 1
+    e = min(Tp, s + chunk_frames);
+    lo = max(0, s - context);
+    hi = min(Tp, e + context);
+    m = unet_forward(net, x(:, lo + 1:hi));         % n_bins x (hi - lo) x S
+    out(1:n_bins, s + 1:e, :) = m(:, s - lo + 1:e - lo, :);
+  end
+  out(n_bins + 1:F, :, :) = repmat(out(n_bins, :, :), [F - n_bins, 1, 1]);   % the Nyquist bin
+  M = out(:, 1:T, :);
+end
+
+
+function m = unet_forward(net, feats)
+  % SpectrogramUNetVAE.forward(x, sample=False) on one chunk: feats n_bins x t -> masks n_bins x t x S.
+  spec = net.spec;
+  P = net.params;
+  c = reshape(double(spec.channels), 1, []);
+  L = double(spec.latent_channels);
+  k = double(spec.kernel_size);
+  p = floor(k / 2);
+  act = struct('type', 'LeakyReLU', 'alpha', double(spec.alpha));
+  run = @(s, name, y) npvae_layer_forward(s, P, name, y);
+  lrelu = @(y) npvae_layer_forward(act, P, '', y);
+  [f, t] = size(feats);
+  x = reshape(feats, [1 1 f t]);
+  e1 = lrelu(run(conv('Conv2d', 1, c(1), k, 2, p, 0), 'enc1', x));
+  e2 = lrelu(run(conv('Conv2d', c(1), c(2), k, 2, p, 0), 'enc2', e1));
+  e3 = lrelu(run(conv('Conv2d', c(2), c(3), k, 2, p, 0), 'enc3', e2));
+  h = run(conv('Conv2d', c(3), 2 * L, 1, 1, 0, 0), 'head', e3);
+  z = h(:, 1:L, :, :);                              % the posterior mean (no sampling)
+  d2 = lrelu(run(conv('ConvTranspose2d', L, c(2), k, 2, p, 1), 'dec3', z));
+  d1 = lrelu(run(conv('ConvTranspose2d', 2 * c(2), c(1), k, 2, p, 1), 'dec2', cat(2, d2, e2)));
+  logits = run(conv('ConvTranspose2d', 2 * c(1), double(spec.n_sources), k, 2, p, 1), 'dec1', cat(2, d1, e1));
+  y = npvae_layer_forward(struct('type', 'Sigmoid'), P, '', logits);       % 1 x S x f x t
+  m = permute(reshape(y, [size(y, 2) f t]), [2 3 1]);
+end
+
+
+function s = conv(type, c_in, c_out, k, stride, pad, outpad)
+  s = struct('type', type, 'in_channels', c_in, 'out_channels', c_out, 'kernel_size', k, ...
+             'stride', stride, 'padding', pad, 'output_padding', outpad);
+end
