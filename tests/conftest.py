@@ -34,6 +34,7 @@ def rng():
 # End-to-end files (real training runs, subprocesses, Octave): CI runs them on the
 # default backend; the second backend pass runs everything else (`-m "not slow"`).
 END_TO_END = {"test_mnist_training.py", "test_separate_script.py", "test_matlab_interop.py",
+              "test_matlab_separate.py",
               "test_studies.py", "test_report.py", "test_benchmark.py"}
 
 
