@@ -3,6 +3,7 @@
 
     python scripts/train_mnist.py                       # dense VAE, BCE, about 10 minutes
     python scripts/train_mnist.py --model unet          # the U-Net VAE with a consistent mask output
+    python scripts/train_mnist.py --preset best         # the best recipe (npvae/presets.py; README: time, score)
     python scripts/train_mnist.py --out runs/x --resume # continue an interrupted run exactly
 
 Data are found through --data-dir, then $NPVAE_DATA (holding mnist/ and fashion-mnist/),
@@ -11,8 +12,10 @@ then ~/.cache/npvae (downloaded there when missing).
 import argparse
 import sys
 
+from npvae import presets
 from npvae.errors import NpvaeError
 from npvae.pipelines.mnist import TrainConfig, train
+from npvae.schedules import SCHEDULES
 
 
 def ints(text):
@@ -22,6 +25,8 @@ def ints(text):
 def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=presets.names("mnist"), default="default",
+                   help="start from a named recipe of npvae/presets.py (other flags override it)")
     p.add_argument("--model", choices=["dense", "conv", "unet"], default=d.model,
                    help="dense VAE (default), convolutional VAE, or U-Net VAE with skips and a mask output")
     p.add_argument("--latent-dim", type=int, default=d.latent_dim)
@@ -35,6 +40,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--warmup", type=float, default=d.warmup, help="epochs over which beta ramps up from 0")
     p.add_argument("--mix-weight", type=float, default=d.mix_weight, help="weight of the mixture term")
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default=d.lr_schedule,
+                   help="cosine: constant for 60%% of the epochs, then cosine down to lr/10")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--epochs", type=int, help="default: 50 (dense), 15 (conv), 10 (unet)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -47,12 +54,17 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test pairs (default 10000)")
     p.add_argument("--show", action="store_true", help="also open the figures on screen")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pre, _ = p.parse_known_args(argv)
+    preset = presets.get("mnist", pre.preset)
+    dests = {action.dest for action in p._actions}
+    p.set_defaults(**{k: v for k, v in preset.items() if k in dests})
     a = p.parse_args(argv)
     if a.resume and not a.out:
         p.error("--resume needs --out RUN_DIR (the run to continue)")
-    cfg = TrainConfig(model=a.model, latent_dim=a.latent_dim, hidden=a.hidden, channels=a.channels,
+    extra = {k: v for k, v in preset.items() if k not in dests}   # settings without a flag
+    cfg = TrainConfig(**extra, model=a.model, latent_dim=a.latent_dim, hidden=a.hidden, channels=a.channels,
                       output=a.output, rule=a.rule, loss=a.loss, beta=a.beta, warmup=a.warmup,
-                      mix_weight=a.mix_weight, lr=a.lr, batch_size=a.batch_size, epochs=a.epochs, seed=a.seed,
+                      mix_weight=a.mix_weight, lr=a.lr, lr_schedule=a.lr_schedule, batch_size=a.batch_size, epochs=a.epochs, seed=a.seed,
                       display_every=a.display_every, data_dir=a.data_dir, out=a.out, train_limit=a.train_limit,
                       eval_limit=a.eval_limit, show=a.show, progress=not a.no_progress)
     return cfg, a.resume

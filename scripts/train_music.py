@@ -2,6 +2,7 @@
 """Train the spectrogram VAE that separates singing voice from accompaniment.
 
     python scripts/train_music.py --dataset mir1k --out runs/music_mir1k
+    python scripts/train_music.py --preset best --out runs/music_best   # the best recipe (npvae/presets.py)
 
 Every --display-every epochs it prints the loss terms on training and validation
 data and writes a spectrogram figure and WAV snippets of the estimates under --out;
@@ -12,6 +13,7 @@ import argparse
 import os
 import sys
 
+from npvae import presets
 from npvae.errors import DatasetError, FileFormatError, TrainingError
 from npvae.pipelines.music import TrainConfig, train
 from npvae.spectral_losses import LOSSES
@@ -20,6 +22,8 @@ from npvae.spectral_losses import LOSSES
 def parse_args(argv=None):
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=presets.names("music"), default="default",
+                   help="start from a named recipe of npvae/presets.py (other flags override it)")
     p.add_argument("--dataset", choices=("mir1k", "irmas", "stems"), default=d.dataset)
     p.add_argument("--data-dir", default=None,
                    help="data root (holds MIR-1K/ or IRMAS-TrainingData/), or the stems folder; "
@@ -41,23 +45,35 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=d.frames, help="STFT frames per training patch (multiple of 8)")
     p.add_argument("--channels", type=int, nargs=3, default=list(d.channels))
     p.add_argument("--latent-channels", type=int, default=d.latent_channels)
+    p.add_argument("--remix", choices=("shift", "cross"), default=d.remix,
+                   help="remixed training excerpts: accompaniment of the same clip, shifted (shift) "
+                        "or of another clip (cross)")
+    p.add_argument("--remix-prob", type=float, default=d.remix_prob, help="chance that an excerpt is remixed")
+    p.add_argument("--gain-db", type=float, default=d.gain_db,
+                   help="random accompaniment gain in [-G, G] dB")
     p.add_argument("--out", default=d.out, help="run directory")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs)")
-    return p.parse_args(argv)
+    pre, _ = p.parse_known_args(argv)
+    preset = presets.get("music", pre.preset)
+    dests = {action.dest for action in p._actions}
+    p.set_defaults(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in preset.items() if k in dests})
+    a = p.parse_args(argv)
+    a.preset_extra = {k: v for k, v in preset.items() if k not in dests}   # settings without a flag
+    return a
 
 
 def main(argv=None):
     a = parse_args(argv)
     if a.frames % 8:
         sys.exit(f"--frames must be a multiple of 8, got {a.frames}")
-    cfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir, out=a.out, epochs=a.epochs,
+    cfg = TrainConfig(**a.preset_extra, dataset=a.dataset, data_dir=a.data_dir, out=a.out, epochs=a.epochs,
                       batch_size=a.batch_size, frames=a.frames, lr=a.lr, seed=a.seed,
                       channels=tuple(a.channels), latent_channels=a.latent_channels,
                       compression=a.compression, loss=a.loss, loss_compression=a.loss_compression,
-                      mix_weight=a.mix_weight, beta=a.beta, display_every=a.display_every,
-                      progress=not a.no_progress)
+                      mix_weight=a.mix_weight, beta=a.beta, remix=a.remix, remix_prob=a.remix_prob,
+                      gain_db=a.gain_db, display_every=a.display_every, progress=not a.no_progress)
     try:
         train(cfg, resume=a.resume)
     except (DatasetError, FileFormatError, TrainingError) as e:

@@ -30,6 +30,7 @@ from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.image import psnr, separation_report
 from ..models.mnist import MODELS, build_model
 from ..optim import Adam
+from ..schedules import schedule_lr
 from ..training import Trainer
 from ..vae import KLWeight
 
@@ -60,6 +61,7 @@ class TrainConfig:
     mix_weight: float = 1.0
     sample: bool = True          # False: z = mu in training too (with beta = 0, a plain autoencoder)
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # "cosine": constant for 60% of the epochs, then cosine down to lr / 10
     batch_size: int = 128
     epochs: int | None = None
     seed: int = 0
@@ -220,6 +222,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     """Train, display every ``cfg.display_every`` epochs, evaluate and save; returns the metrics."""
     if cfg.display_every < 1:
         raise ValueError(f"--display-every must be >= 1, got {cfg.display_every}")
+    schedule_lr(cfg.lr_schedule, 0, 1, cfg.lr)      # an unknown schedule fails before any work
     run_dir = Path(cfg.out) if cfg.out else default_out(cfg)
     cfg = dataclasses.replace(cfg, out=str(run_dir), epochs=cfg.epochs or DEFAULT_EPOCHS.get(cfg.model, 20))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +247,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
 
     def step(batch, epoch):
         mixture, digit, fashion = batch
+        optimizer.lr = schedule_lr(cfg.lr_schedule, epoch, cfg.epochs, cfg.lr)
         return model.loss(mixture, digit, fashion, beta=kl_weight(epoch), recon=cfg.loss,
                           mix_weight=cfg.mix_weight, rng=trainer.rng, sample=cfg.sample)
 

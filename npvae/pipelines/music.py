@@ -32,11 +32,13 @@ import numpy as np
 
 from .. import spectral_losses
 from ..audio.io import resample
+from ..audio.remix import sample_remix_batch
 from ..audio.stft import STFTConfig, ideal_ratio_mask, istft, stft
 from ..errors import FileFormatError
 from ..layers.base import build_layer
 from ..metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
 from ..models.music import SpectrogramUNetVAE
+from ..schedules import lr_at
 from ..vae import KLWeight, kl_divergence
 
 SOURCES = ("vocals", "accompaniment")
@@ -325,15 +327,6 @@ class MusicObjective:
         return {k: v / frames for k, v in sums.items() if k != "beta"}
 
 
-def lr_at(epoch: float, epochs: int, lr: float, decay_start: float = 0.6, final: float = 0.1) -> float:
-    """Constant ``lr`` until ``decay_start * epochs``, then cosine down to ``final * lr``."""
-    start = decay_start * epochs
-    if epoch <= start or epochs <= start:
-        return lr
-    u = min(1.0, (epoch - start) / (epochs - start))
-    return lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * u)))
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 def _scores(refs, ests, mix):
@@ -582,6 +575,7 @@ class TrainConfig:
     kl_warmup: float = 1.0
     remix_prob: float = 0.5
     gain_db: float = 3.0
+    remix: str = "shift"                  # "cross": accompaniment from another clip (npvae.audio.remix)
     display_every: int = 5
     snippet_seconds: float = 4.0
     max_val_tracks: int = 24
@@ -607,6 +601,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     from ..optim import Adam
     from ..training import Trainer
 
+    if cfg.remix not in ("shift", "cross"):
+        raise ValueError(f"remix must be 'shift' (same clip, shifted) or 'cross' (another clip), got {cfg.remix!r}")
     t_start = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -642,9 +638,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     total_frames = sum(stft_cfg.n_frames(t.n_samples) for t in train_tracks)
     n_batches = max(1, total_frames // (cfg.batch_size * cfg.frames))
 
+    sampler = {"shift": sample_batch, "cross": sample_remix_batch}[cfg.remix]
+
     def batches(r):
         for _ in range(n_batches):
-            yield sample_batch(train_tracks, r, cfg.batch_size, cfg.frames, stft_cfg, cfg.remix_prob, cfg.gain_db)
+            yield sampler(train_tracks, r, cfg.batch_size, cfg.frames, stft_cfg, cfg.remix_prob, cfg.gain_db)
 
     def step(batch, epoch):
         opt.lr = lr_at(epoch, cfg.epochs, cfg.lr)
