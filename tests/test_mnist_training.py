@@ -47,6 +47,13 @@ def test_short_run_learns_and_writes_everything(tmp_path, shared_data):
     assert tree["metrics"]["mean_psnr"] == pytest.approx(metrics["mean_psnr"])
 
 
+def test_cosine_schedule_lowers_the_learning_rate_at_the_end(tmp_path, shared_data):
+    hist = train(tiny(tmp_path, shared_data, epochs=5, lr_schedule="cosine"), log=quiet)["history"]
+    # the rate of each epoch's last step: flat for the first 60%, then down towards lr / 10
+    assert hist["val_lr"][:3] == [1e-3] * 3
+    assert 1e-3 > hist["val_lr"][3] > hist["val_lr"][4] > 1e-4 and hist["val_lr"][4] < 1.2e-4
+
+
 def test_saved_model_reproduces_the_outputs(tmp_path, shared_data):
     cfg = tiny(tmp_path, shared_data, model="unet", channels=(4, 4, 8), epochs=1, train_limit=256)
     train(cfg, log=quiet)

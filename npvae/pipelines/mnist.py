@@ -253,7 +253,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
 
     def validate():
         terms = validation_terms(model, cfg, *val, beta=kl_weight(trainer.epoch))
-        return {**terms, "beta": kl_weight(trainer.epoch)}
+        return {**terms, "beta": kl_weight(trainer.epoch), "lr": optimizer.lr}
 
     def on_display(epoch, history):
         path = save_grid(run_dir / "figures" / f"epoch_{epoch:03d}.png", example_images(model, *shown),
