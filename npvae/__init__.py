@@ -20,6 +20,8 @@ from .io import load_model, save_model
 from .layers import (Conv2d, ConvTranspose2d, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU,
                      Reshape, Sequential, Sigmoid, Softplus, Tanh, build_layer)
 from .optim import SGD, Adam, clip_grad_norm
+from . import pretrained
+from .pretrained import list_models
 from .vae import GaussianHead, KLWeight, Reparameterize, kl_divergence, sample_prior
 
 __version__ = "0.1.0"
@@ -38,4 +40,5 @@ def set_backend(name: str) -> str:
 __all__ = ["Layer", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU", "LeakyReLU", "Sigmoid",
            "Tanh", "Softplus", "Flatten", "Reshape", "Sequential", "build_layer", "GaussianHead",
            "Reparameterize", "kl_divergence", "KLWeight", "sample_prior", "Adam", "SGD",
-           "clip_grad_norm", "losses", "optim", "backend", "set_backend", "load_model", "save_model"]
+           "clip_grad_norm", "losses", "optim", "backend", "set_backend", "load_model", "save_model",
+           "list_models", "pretrained"]

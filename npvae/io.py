@@ -77,6 +77,9 @@ def save_results(path, kind: str, model: Layer, config: dict, history: dict, met
 
 
 def _resolve(path) -> Path:
+    from . import pretrained
+    if isinstance(path, str) and not Path(path).exists() and pretrained.looks_like_name(path):
+        return pretrained.path(path)            # a shipped model, or an error listing them
     path = Path(path)
     if path.is_dir():
         for name in (MODEL_FILE, RESULTS_FILE):
@@ -85,7 +88,8 @@ def _resolve(path) -> Path:
         raise FileFormatError(f"{path} holds no {MODEL_FILE} or {RESULTS_FILE}; pass the run directory a "
                               "training script wrote (its --out) or one of those files")
     if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist; pass a run directory or its model.h5")
+        raise FileNotFoundError(f"model file {path} does not exist; pass a run directory, its model.h5 "
+                                "or the name of a shipped model (npvae.list_models())")
     return path
 
 
@@ -106,7 +110,8 @@ def read_model_file(path) -> tuple[Layer, dict]:
 
 
 def load_model(path):
-    """Rebuild a trained model exactly from a model file, results file or run directory.
+    """Rebuild a trained model exactly from a model file, results file, run directory or
+    the name of a shipped model (``npvae.list_models()``).
 
     Part I models come back as the model itself (``digit, fashion, mixture_hat =
     model.separate(mixtures)``); a Part II spectrogram model comes back as its

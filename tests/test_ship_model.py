@@ -1,0 +1,62 @@
+"""scripts/ship_model.py and the registry of shipped models (npvae.pretrained),
+on a tiny real Part I run shipped into a temporary folder."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npvae
+from npvae import pretrained
+from npvae.pipelines.mnist import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import ship_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, shared_data):
+    run = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(model="unet", channels=(4, 4, 8), latent_dim=4, epochs=1, batch_size=64, train_limit=256,
+                      n_examples=4, data_dir=str(shared_data), out=str(run), progress=False, seed=3)
+    train(cfg, log=lambda *a: None)
+    return run
+
+
+def test_ship_model_records_provenance_and_scores(tiny_run, tmp_path, shared_data, monkeypatch):
+    (tiny_run / "provenance.json").write_text(json.dumps({"command": "python scripts/train_mnist.py --tiny",
+                                                          "commit": "abc1234"}))
+    ship_model.main([str(tiny_run), "--name", "tiny-unet", "--dest", str(tmp_path),
+                     "--data-dir", str(shared_data)])
+    monkeypatch.setattr(pretrained, "DIR", tmp_path)
+    assert npvae.list_models() == ["tiny-unet"]
+    info = pretrained.info("tiny-unet")
+    assert (info["name"], info["commit"], info["seed"], info["task"]) == ("tiny-unet", "abc1234", 3, "mnist")
+    assert info["command"] == "python scripts/train_mnist.py --tiny"
+    # scored on the same 10,000 fixed pairs the training run scored itself on
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["n_eval_pairs"] == info["scores"]["n_pairs"] == 10000
+    assert info["scores"]["mean_psnr"] == pytest.approx(metrics["mean_psnr"], abs=1e-9)
+    assert info["slice_scores"]["n_pairs"] == 500
+    assert info["scores"]["psnr_of_mean_mse"] == pytest.approx(10 * np.log10(1 / metrics["mean_mse"]))
+    # by name, the same model as from the run directory
+    mixtures = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32) / 2
+    for a, b in zip(npvae.load_model("tiny-unet").separate(mixtures), npvae.load_model(tiny_run).separate(mixtures)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ship_model_needs_command_and_commit(tiny_run, tmp_path):
+    (tiny_run / "provenance.json").unlink(missing_ok=True)
+    with pytest.raises(SystemExit, match="--command and --commit"):
+        ship_model.main([str(tiny_run), "--name", "x", "--dest", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--name"):
+        ship_model.main([str(tiny_run), "--name", "a/b", "--command", "c", "--commit", "d", "--dest", str(tmp_path)])
+
+
+def test_unknown_names_list_what_is_shipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="none"):
+        npvae.load_model("mnist-unet")
+    assert not pretrained.is_name("mnist-unet") and not pretrained.is_name(Path("mnist-unet"))
