@@ -7,8 +7,9 @@
 copies RUN_DIR's model.h5 and adds a /provenance group: the name, the training
 command, commit and seed, the run's training time, and the scores measured here on
 the task's whole test set (Part I: the 10,000 fixed evaluation pairs; Part II: the
-MIR-1K validation singers) and on the small slice that tests/test_pretrained.py
-re-scores. --command and --commit default to RUN_DIR/provenance.json
+MIR-1K validation singers), on the small slice that tests/test_pretrained.py
+re-scores, and on the whole test set again with the latent's posterior mean set to 0
+(what the latent contributes). --command and --commit default to RUN_DIR/provenance.json
 ({"command": ..., "commit": ...}) when it exists.
 """
 import argparse
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from npvae import h5mat, pretrained
 from npvae.io import MODEL_FILE, read_model_file
-from npvae.pretrained.scoring import HEADLINE, SLICE_TEXT, score, task_of
+from npvae.pretrained.scoring import HEADLINE, SLICE_TEXT, score, task_of, zero_latent_mean
 
 
 def parse_args(argv=None):
@@ -59,14 +60,19 @@ def main(argv=None):
     source = run_dir / MODEL_FILE
     if not source.exists():
         sys.exit(f"error: {source} does not exist; pass a finished run directory")
-    model, config = read_model_file(source)
-    if type(model).__name__ == "SpectrogramUNetVAE":
-        from npvae.pipelines.music import load_separator
-        model = load_separator(source)
+    def load():
+        model, config = read_model_file(source)
+        if type(model).__name__ == "SpectrogramUNetVAE":
+            from npvae.pipelines.music import load_separator
+            model = load_separator(source)
+        return model, config
+
+    model, config = load()
     task = task_of(model)
     t0 = time.perf_counter()
     scores = score(model, config, a.data_dir)
     slice_scores = score(model, config, a.data_dir, slice=True)
+    prior_mean = score(zero_latent_mean(load()[0]), config, a.data_dir)
     print(f"scored in {time.perf_counter() - t0:.0f} s: {HEADLINE[task]} {scores[HEADLINE[task]]:.3f} "
           f"(slice {slice_scores[HEADLINE[task]]:.3f})")
     tree = h5mat.read_tree(source, expected_kind="model")
@@ -74,6 +80,7 @@ def main(argv=None):
         "name": a.name, "task": task, "command": command, "commit": commit,
         "seed": int(config.get("seed", 0)), "train_seconds": run_seconds(run_dir),
         "headline": HEADLINE[task], "scores": scores, "slice": SLICE_TEXT[task], "slice_scores": slice_scores,
+        "scores_latent_at_prior_mean": prior_mean,
         "shipped": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     dest = Path(a.dest) / f"{a.name}{pretrained.SUFFIX}"

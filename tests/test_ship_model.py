@@ -40,6 +40,8 @@ def test_ship_model_records_provenance_and_scores(tiny_run, tmp_path, shared_dat
     assert metrics["n_eval_pairs"] == info["scores"]["n_pairs"] == 10000
     assert info["scores"]["mean_psnr"] == pytest.approx(metrics["mean_psnr"], abs=1e-9)
     assert info["slice_scores"]["n_pairs"] == 500
+    assert info["scores_latent_at_prior_mean"]["n_pairs"] == 10000
+    assert info["scores_latent_at_prior_mean"]["mean_psnr"] != info["scores"]["mean_psnr"]
     assert info["scores"]["psnr_of_mean_mse"] == pytest.approx(10 * np.log10(1 / metrics["mean_mse"]))
     # by name, the same model as from the run directory
     mixtures = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32) / 2
@@ -60,3 +62,18 @@ def test_unknown_names_list_what_is_shipped(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="none"):
         npvae.load_model("mnist-unet")
     assert not pretrained.is_name("mnist-unet") and not pretrained.is_name(Path("mnist-unet"))
+
+
+def test_zero_latent_mean_gives_the_prior_mean(rng):
+    from npvae.models.mnist import build_model
+    from npvae.models.music import SpectrogramUNetVAE
+    from npvae.pretrained.scoring import zero_latent_mean
+    for model in (build_model("unet", channels=(4, 4, 8), latent_dim=3, rng=rng),
+                  build_model("dense", hidden=(16,), latent_dim=3, rng=rng)):
+        mixtures = rng.random((2, 28, 28), dtype=np.float32) / 2
+        zero_latent_mean(model).separate(mixtures)
+        mu = model.head.mu.forward(rng.random((2, model.head.in_features), dtype=np.float32))
+        assert np.all(mu == 0)
+    net = SpectrogramUNetVAE((4, 4, 8), 2, rng=rng)
+    zero_latent_mean(net).forward(rng.standard_normal((1, 1, 16, 16)).astype(np.float32), sample=False)
+    assert np.all(net.mu == 0) and not np.all(net.logvar == 0)
