@@ -17,6 +17,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "default": {},
         # the U-Net VAE trained longer (16 epochs instead of 10), with a cosine learning-rate tail
         "best": {"model": "unet", "epochs": 16, "lr_schedule": "cosine"},
+        # the plain dense VAE with a lighter KL (beta 0.1), a 64-dim latent, 100 epochs, cosine tail
+        "dense-best": {"model": "dense", "beta": 0.1, "latent_dim": 64, "epochs": 100, "lr_schedule": "cosine"},
     },
     "music": {
         "default": {},

@@ -83,6 +83,8 @@ def main(argv=None):
         "scores_latent_at_prior_mean": prior_mean,
         "shipped": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+    if recorded.get("env"):                    # e.g. thread settings the run used
+        tree["provenance"]["environment"] = str(recorded["env"])
     dest = Path(a.dest) / f"{a.name}{pretrained.SUFFIX}"
     h5mat.write_tree(dest, tree, kind="model")
     print(json.dumps({k: v for k, v in tree["provenance"].items()}, indent=1))
