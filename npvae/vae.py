@@ -47,8 +47,10 @@ class GaussianHead(Layer):
 class Reparameterize:
     """``z = mu + exp(0.5 * logvar) * eps`` with ``eps ~ N(0, I)``.
 
-    In training mode eps is drawn from ``rng``; with ``sample=False`` (evaluation)
-    ``z = mu``, the posterior mean. Shapes: mu, logvar, z all (N, latent_dim).
+    In training mode eps is drawn from ``rng`` (or given as ``eps``); with
+    ``sample=False`` (evaluation) ``z = mu``, the posterior mean. Sampling with neither
+    ``rng`` nor ``eps`` is an error: a silent default generator would draw the same noise
+    at every step. Shapes: mu, logvar, z all (N, latent_dim).
     """
 
     def forward(self, mu, logvar, rng: np.random.Generator | None = None, sample: bool = True, eps=None):
@@ -58,7 +60,11 @@ class Reparameterize:
             self._eps = None
             return mu
         if eps is None:
-            eps = default_rng(rng).standard_normal(mu.shape, dtype=mu.dtype)
+            if not isinstance(rng, np.random.Generator):
+                raise ValueError("Reparameterize.forward samples (sample=True) but got no random generator "
+                                 f"(rng={rng!r}); pass rng=np.random.default_rng(seed), or sample=False "
+                                 "to take z = mu")
+            eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
         self._eps = eps
         z, self._std = kernels.reparameterize(mu, logvar, eps)
         return z

@@ -7,7 +7,7 @@ in turn in this one process.
     python scripts/bench.py --json bench.json   # also write the numbers
     python scripts/bench.py --quick             # tiny models, a few steps (a smoke test)
 
-Cases: dense_vae, conv_vae, spectrogram (see npvae.benchmark). The ratio is the
+Cases: dense_vae, conv_vae, spectrogram (see npvae.experiments.benchmark). The ratio is the
 npvae (Numba backend) median step time over PyTorch's. Threads: --threads (default
 all CPUs) for BLAS, Numba and torch.set_num_threads alike.
 """
@@ -42,7 +42,7 @@ def main(argv=None):
     # by running this script with OPENBLAS_THREAD_TIMEOUT=28 and =4: 28.8 and 20.9 ms.
     # (PyTorch does not use OpenBLAS.)
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    from npvae.benchmark import format_table, run_benchmark
+    from npvae.experiments.benchmark import format_table, run_benchmark
 
     try:
         report = run_benchmark(cases=a.cases.split(","), backends=a.backends and a.backends.split(","),

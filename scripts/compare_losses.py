@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-from npvae.studies import BUDGETS, TASKS, configurations, run_study
+from npvae.experiments.studies import BUDGETS, TASKS, configurations, run_study
 
 
 def parse_args(argv=None):

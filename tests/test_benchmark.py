@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kernels
-from npvae import benchmark
+from npvae.experiments import benchmark, torch_twin
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,13 +34,13 @@ def test_case_builds_and_trains(name):
 def test_npvae_and_torch_agree_on_one_step(name):
     torch = pytest.importorskip("torch")
     case = benchmark.build_case(name, "tiny")
-    tcase = benchmark.TorchCase(case)
+    tcase = torch_twin.TorchCase(case)
     eps = _eps(case)
     loss = case.forward_backward(eps)
     tloss = tcase.loss(eps)
     tloss.backward()
     assert loss == pytest.approx(float(tloss.detach()), rel=1e-5)
-    tgrads = benchmark.torch_grads_as_npvae(case, tcase)
+    tgrads = torch_twin.torch_grads_as_npvae(case, tcase)
     for path, _, g in case.model.named_parameters():
         scale = max(float(np.abs(tgrads[path]).max()), 1e-6)
         np.testing.assert_allclose(g, tgrads[path], rtol=0, atol=2e-5 * scale, err_msg=path)
@@ -49,7 +49,7 @@ def test_npvae_and_torch_agree_on_one_step(name):
     tcase.optimizer.step()
     tparams = dict(tcase.parts.named_parameters())
     for path, p, _ in case.model.named_parameters():
-        t = tparams[benchmark._torch_path(case, path)].detach().numpy()
+        t = tparams[torch_twin._torch_path(case, path)].detach().numpy()
         np.testing.assert_allclose(p, t.T if t.ndim == 2 else t, rtol=1e-5, atol=1e-6, err_msg=path)
     assert torch.get_num_threads() >= 1
 

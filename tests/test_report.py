@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from npvae.pipelines.mnist import TrainConfig, train
-from npvae.studies import COLUMNS, read_study
+from npvae.experiments.study_table import COLUMNS, read_study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

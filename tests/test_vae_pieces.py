@@ -34,6 +34,14 @@ def test_reparameterize_eval_returns_mean_and_sampling_is_seeded(rng):
     assert not np.allclose(a, mu)
 
 
+def test_reparameterize_refuses_to_sample_without_a_generator(rng):
+    mu = rng.standard_normal((2, 3))
+    with pytest.raises(ValueError, match="random generator"):
+        npvae.Reparameterize().forward(mu, mu)
+    with pytest.raises(ValueError, match="random generator"):
+        npvae.Reparameterize().forward(mu, mu, rng=5)
+
+
 def test_kl_divergence_value_and_gradients(rng):
     mu, logvar = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
     value, dmu, dlogvar = npvae.kl_divergence(mu, logvar)

@@ -30,13 +30,11 @@ from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.image import psnr, separation_report
 from ..models.mnist import MODELS, build_model
 from ..optim import Adam
+from ..plotting import GRID_ROWS, save_grid, save_loss_curves
 from ..schedules import schedule_lr
 from ..training import Trainer
 from ..vae import KLWeight
 
-GRID_ROWS = ("mixture", "digit", "digit_hat", "fashion", "fashion_hat", "mixture_hat")
-ROW_TITLES = ("mixture", "true digit", "estimated digit", "true fashion", "estimated fashion",
-              "reconstructed mixture")
 MODEL_DEFAULTS = {  # per-model architecture defaults (the flags override them)
     "dense": {"hidden": (512, 256), "output": "sources"},
     "conv": {"channels": (32, 64), "hidden": 256, "output": "sources"},
@@ -136,71 +134,6 @@ def validation_terms(model, cfg: TrainConfig, mixture, digit, fashion, beta: flo
 
 # ----------------------------------------------------------------------------- pictures
 
-def _pyplot():
-    import matplotlib
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg") and not _has_display():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _has_display() -> bool:
-    import os
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def save_grid(path, images: dict, title: str = "", show: bool = False) -> Path:
-    """The six-row grid (mixture, true/estimated digit, true/estimated fashion,
-    reconstructed mixture) of ``images[row]`` arrays (K, 28, 28), saved as PNG."""
-    plt = _pyplot()
-    k = len(images["mixture"])
-    fig, axes = plt.subplots(len(GRID_ROWS), k, figsize=(0.9 * k + 1.6, 0.9 * len(GRID_ROWS) + 0.4),
-                             squeeze=False)
-    for r, (row, label) in enumerate(zip(GRID_ROWS, ROW_TITLES)):
-        for c in range(k):
-            ax = axes[r, c]
-            ax.imshow(images[row][c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.16, right=0.99, bottom=0.01, top=0.93 if title else 0.99, wspace=0.05, hspace=0.05)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    if show and _has_display():
-        plt.show(block=False)
-        plt.pause(0.5)
-    plt.close(fig)
-    return path
-
-
-def save_loss_curves(path, history: dict) -> Path:
-    """Training and validation curves of every loss term, one panel per term, plus PSNR."""
-    plt = _pyplot()
-    terms = [k[6:] for k in history if k.startswith("train_")]
-    panels = terms + (["psnr"] if "val_psnr" in history else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 2.8), squeeze=False)
-    epochs = history["epoch"]
-    for ax, term in zip(axes[0], panels):
-        for prefix, style in (("train_", "-"), ("val_", "--")):
-            if prefix + term in history:
-                ax.plot(epochs, history[prefix + term], style, label=prefix[:-1])
-        ax.set_title(term if term != "psnr" else "validation PSNR (dB)", fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if term not in ("psnr", "kl") and min(history.get("train_" + term, [1])) > 0:
-            ax.set_yscale("log")
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
 def example_images(model, mixture, digit, fashion) -> dict:
     """The grid rows for a few pairs: inputs, truths and the model's estimates."""
     d_hat, f_hat, m_hat = model.separate(mixture)
@@ -291,4 +224,4 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     return {"metrics": metrics, "run_dir": run_dir, "history": trainer.history}
 
 
-__all__ = ["TrainConfig", "train", "evaluate", "save_grid", "save_loss_curves", "load_data"]
+__all__ = ["TrainConfig", "train", "evaluate", "load_data"]

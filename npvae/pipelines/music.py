@@ -38,6 +38,7 @@ from ..errors import FileFormatError
 from ..layers.base import build_layer
 from ..metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
 from ..models.music import SpectrogramUNetVAE
+from ..plotting import plot_example, plot_history
 from ..schedules import lr_at
 from ..vae import KLWeight, kl_divergence
 
@@ -439,66 +440,6 @@ def example(sep: Separator, track, seconds: float | None = None, wiener: bool = 
         ex[k] = np.asarray(w, np.float32)
         ex[k + "_mag"] = np.abs(stft(np.asarray(w, np.float32), sep.stft_cfg)).astype(np.float32)
     return ex
-
-
-def plot_example(ex: dict, path, stft_cfg: STFTConfig, title: str = "") -> Path:
-    """Figure: mixture, true and estimated vocals and accompaniment spectrograms (dB)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    panels = [("mixture", "mixture"), ("vocals", "true vocals"), ("vocals_hat", "estimated vocals"),
-              ("accompaniment", "true accompaniment"), ("accompaniment_hat", "estimated accompaniment")]
-    fig, axes = plt.subplots(1, 5, figsize=(15, 3.2), sharey=True)
-    ref = float(np.max(ex["mixture_mag"])) or 1.0
-    T = ex["mixture_mag"].shape[1]
-    extent = [0, T * stft_cfg.hop / stft_cfg.sample_rate, 0, stft_cfg.sample_rate / 2000]
-    for ax, (key, label) in zip(axes, panels):
-        db = 20 * np.log10(np.maximum(ex[key + "_mag"], 1e-8) / ref)
-        im = ax.imshow(db, origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma", extent=extent)
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("time (s)")
-    axes[0].set_ylabel("frequency (kHz)")
-    fig.colorbar(im, ax=axes, fraction=0.015, label="dB")
-    fig.suptitle(title or ex.get("name", ""), fontsize=10, y=1.04)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def plot_history(history: dict, path) -> Path:
-    """Loss curves: training and validation totals and terms per epoch, plus the SI-SDR improvement."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    ep = history["epoch"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    for key in ("total", "vocals", "accompaniment", "mixture"):
-        for split, style in (("train", "-"), ("val", "--")):
-            if f"{split}_{key}" in history:
-                axes[0].plot(ep, history[f"{split}_{key}"], style, label=f"{split} {key}")
-    axes[0].set_title("reconstruction terms (per bin)")
-    axes[0].set_xlabel("epoch")
-    axes[0].legend(fontsize=7)
-    for split, style in (("train", "-"), ("val", "--")):
-        if f"{split}_kl" in history:
-            axes[1].plot(ep, history[f"{split}_kl"], style, label=f"{split} KL (nats/bin)")
-    axes[1].set_title("latent KL")
-    axes[1].set_xlabel("epoch")
-    axes[1].legend(fontsize=7)
-    for key in ("vocals_si_sdri", "accompaniment_si_sdri"):
-        if f"val_{key}" in history:
-            axes[2].plot(ep, history[f"val_{key}"], label=f"val {key}")
-    axes[2].set_title("validation SI-SDR improvement (dB)")
-    axes[2].set_xlabel("epoch")
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 # ----------------------------------------------------------------------------- files

@@ -10,8 +10,8 @@ Adam) on a fixed batch:
 * ``spectrogram``: 1x512x128 magnitude patch -> three 5x5 stride-2 convs of 16/32/64
   channels and the mirrored transposed decoder to a mask, BCE on the mask, batch 16.
 
-The PyTorch twin of each case (PyTorch is imported inside functions only, so npvae
-never needs it) is built from the npvae layers with the same initial weights.
+The PyTorch twin of each case (:mod:`npvae.experiments.torch_twin`) is built from the
+npvae layers with the same initial weights.
 :func:`run_benchmark` times the npvae steps (each backend) and the PyTorch step
 interleaved in one process, so machine noise hits all of them alike.
 """
@@ -27,10 +27,11 @@ import numpy as np
 
 import kernels
 
-from . import losses
-from .layers import (Conv2d, ConvTranspose2d, Dense, Flatten, Layer, ReLU, Reshape, Sequential)
-from .optim import Adam
-from .vae import GaussianHead, Reparameterize, kl_divergence
+from .. import losses
+from ..layers import Conv2d, ConvTranspose2d, Dense, Flatten, Layer, ReLU, Reshape, Sequential
+from ..optim import Adam
+from ..vae import GaussianHead, Reparameterize, kl_divergence
+from .torch_twin import TorchCase, torch_available
 
 CASES = ("dense_vae", "conv_vae", "spectrogram")
 
@@ -63,8 +64,9 @@ class Case:
     ``forward_backward(eps)`` fills the gradients (``eps`` fixes the VAE noise).
     """
 
-    def __init__(self, name, model, batch, forward_backward, lr=1e-3):
+    def __init__(self, name, model, batch, forward_backward, layer_flops=None, lr=1e-3):
         self.name, self.model, self.batch = name, model, batch
+        self.layer_flops = dict(layer_flops or {})   # id(layer) -> forward GEMM FLOPs
         self.forward_backward = forward_backward
         self.optimizer = Adam(model, lr=lr)
         self.rng = np.random.default_rng(0)
@@ -80,7 +82,7 @@ class Case:
         first = self.first_layer()
         total = 0
         for _, layer in self.model.named_layers():
-            f = getattr(layer, "_bench_flops", 0)
+            f = self.layer_flops.get(id(layer), 0)
             total += f * (2 if layer is first else 3)
         return total
 
@@ -89,14 +91,14 @@ class Case:
         return enc.layers[0]
 
 
-def _count(layer, n, *out_hw):
-    """Record the forward GEMM FLOPs of ``layer`` for a batch of ``n`` on the layer."""
+def _count(counts: dict, layer, n, *out_hw):
+    """Record in ``counts[id(layer)]`` the forward GEMM FLOPs of ``layer`` for a batch of ``n``."""
     if isinstance(layer, Dense):
-        layer._bench_flops = 2 * n * layer.in_features * layer.out_features
+        counts[id(layer)] = 2 * n * layer.in_features * layer.out_features
     else:
         kh, kw = layer.kernel_size
         per = layer.in_channels * layer.out_channels * kh * kw
-        layer._bench_flops = 2 * n * per * out_hw[0] * out_hw[1]
+        counts[id(layer)] = 2 * n * per * out_hw[0] * out_hw[1]
 
 
 def _vae_forward_backward(case_parts, batch, rng_holder):
@@ -132,6 +134,7 @@ def build_case(name: str, size: str = "full", seed: int = 0, dtype=np.float32) -
     rng = np.random.default_rng(seed)
     data = np.random.default_rng(seed + 1)
     n = cfg["batch"]
+    counts: dict[int, int] = {}
     if name == "dense_vae":
         d_in, h1, h2 = cfg["sizes"]
         lat = cfg["latent"]
@@ -145,7 +148,7 @@ def build_case(name: str, size: str = "full", seed: int = 0, dtype=np.float32) -
         batch = {"x": np.clip(sum(targets), 0, 1).astype(dtype), "targets": targets}
         for _, layer in Model(**parts).named_layers():
             if isinstance(layer, Dense):
-                _count(layer, n)
+                _count(counts, layer, n)
     elif name == "conv_vae":
         (hh, ww), (c1, c2), lat = cfg["hw"], cfg["channels"], cfg["latent"]
         h4, w4 = hh // 4, ww // 4
@@ -160,12 +163,12 @@ def build_case(name: str, size: str = "full", seed: int = 0, dtype=np.float32) -
         parts = {"encoder": enc, "head": GaussianHead(c2 * h4 * w4, lat, rng=rng, dtype=dtype), "decoder0": dec}
         target = data.uniform(size=(n, hh * ww)).astype(dtype)
         batch = {"x": target.reshape(n, 1, hh, ww).copy(), "targets": [target]}
-        _count(conv1, n, hh // 2, ww // 2)
-        _count(conv2, n, h4, w4)
+        _count(counts, conv1, n, hh // 2, ww // 2)
+        _count(counts, conv2, n, h4, w4)
         for layer in (dense, parts["head"].mu, parts["head"].logvar):
-            _count(layer, n)
-        _count(up1, n, h4, w4)           # a transposed conv costs what its adjoint conv does
-        _count(up2, n, hh // 2, ww // 2)
+            _count(counts, layer, n)
+        _count(counts, up1, n, h4, w4)           # a transposed conv costs what its adjoint conv does
+        _count(counts, up2, n, hh // 2, ww // 2)
     elif name == "spectrogram":
         (hh, ww), chans = cfg["hw"], cfg["channels"]
         layers, down, up = [], [], []
@@ -173,7 +176,7 @@ def build_case(name: str, size: str = "full", seed: int = 0, dtype=np.float32) -
         for c in chans:
             conv = Conv2d(c_prev, c, 5, 2, 2, rng=rng, dtype=dtype)
             h, w = conv.output_shape(h, w)
-            _count(conv, n, h, w)
+            _count(counts, conv, n, h, w)
             layers += [conv, ReLU(dtype=dtype)]
             down.append((c_prev, c, h, w))
             c_prev = c
@@ -181,7 +184,7 @@ def build_case(name: str, size: str = "full", seed: int = 0, dtype=np.float32) -
         layers = []
         for k, (c_out, c_in, h, w) in enumerate(reversed(down)):
             up_layer = ConvTranspose2d(c_in, c_out, 5, 2, 2, output_padding=1, rng=rng, dtype=dtype)
-            _count(up_layer, n, h, w)
+            _count(counts, up_layer, n, h, w)
             layers.append(up_layer)
             if k < len(down) - 1:
                 layers.append(ReLU(dtype=dtype))
@@ -206,124 +209,9 @@ def build_case(name: str, size: str = "full", seed: int = 0, dtype=np.float32) -
             return loss
     else:
         forward_backward = _vae_forward_backward(parts, batch, holder)
-    case = Case(name, model, batch, forward_backward)
+    case = Case(name, model, batch, forward_backward, counts)
     case.rng = holder.rng
     return case
-
-
-# -- the PyTorch twin ------------------------------------------------------------------
-
-def torch_available() -> tuple[bool, str]:
-    """``(True, version)`` if PyTorch imports, else ``(False, reason)``."""
-    try:
-        import torch
-    except ImportError as exc:  # includes a missing package
-        return False, f"PyTorch is not installed ({exc}); pip install torch==2.13.0 (the 'bench' extra)"
-    return True, torch.__version__
-
-
-def torch_module(layer):
-    """A ``torch.nn`` module equal to the npvae ``layer`` (weights copied)."""
-    import torch
-    from torch import nn
-
-    def copy(param, value):
-        with torch.no_grad():
-            param.copy_(torch.from_numpy(np.ascontiguousarray(value)))
-
-    if isinstance(layer, Sequential):
-        return nn.Sequential(*(torch_module(sub) for sub in layer.layers))
-    if isinstance(layer, Dense):
-        lin = nn.Linear(layer.in_features, layer.out_features)
-        copy(lin.weight, layer.params["W"].T)
-        copy(lin.bias, layer.params["b"])
-        act = {None: None, "relu": nn.ReLU(), "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(),
-               "leaky_relu": nn.LeakyReLU(layer.alpha)}[layer.activation]
-        return lin if act is None else nn.Sequential(lin, act)
-    if isinstance(layer, Conv2d):
-        m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
-    elif isinstance(layer, ConvTranspose2d):
-        m = nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                               layer.padding, layer.output_padding)
-    elif isinstance(layer, ReLU):
-        return nn.ReLU()
-    elif isinstance(layer, Flatten):
-        return nn.Flatten()
-    elif isinstance(layer, Reshape):
-        return nn.Unflatten(1, layer.shape)
-    elif isinstance(layer, GaussianHead):
-        return nn.ModuleDict({"mu": torch_module(layer.mu), "logvar": torch_module(layer.logvar)})
-    else:
-        raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
-    copy(m.weight, layer.params["W"])
-    copy(m.bias, layer.params["b"])
-    return m
-
-
-class TorchCase:
-    """The PyTorch twin of a :class:`Case`: same layers, weights, batch and Adam settings."""
-
-    def __init__(self, case: Case):
-        import torch
-        from torch import nn
-        self.name = case.name
-        self.parts = nn.ModuleDict({k: torch_module(v) for k, v in case.model.parts.items()})
-        self.x = torch.from_numpy(case.batch["x"].copy())
-        self.targets = [torch.from_numpy(t.copy()) for t in case.batch["targets"]]
-        self.optimizer = torch.optim.Adam(self.parts.parameters(), lr=case.optimizer.lr)
-
-    def loss(self, eps=None):
-        import torch
-        import torch.nn.functional as F
-        p, n = self.parts, self.x.shape[0]
-        if "head" not in p:
-            logits = p["decoder0"](p["encoder"](self.x))
-            return F.binary_cross_entropy_with_logits(logits, self.targets[0], reduction="sum") / n
-        h = p["encoder"](self.x)
-        mu, logvar = p["head"]["mu"](h), p["head"]["logvar"](h)
-        eps = torch.randn_like(mu) if eps is None else torch.from_numpy(eps)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        total = -0.5 * torch.sum(1 + logvar - mu * mu - torch.exp(logvar)) / n
-        for k, t in zip(sorted(d for d in p if d.startswith("decoder")), self.targets):
-            total = total + F.binary_cross_entropy_with_logits(p[k](z), t, reduction="sum") / n
-        return total
-
-    def step(self):
-        self.optimizer.zero_grad(set_to_none=False)
-        loss = self.loss()
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
-
-    def named_grads(self):
-        """``{npvae path: gradient as numpy in npvae's layout}`` after a backward."""
-        out = {}
-        for path, prm in self.parts.named_parameters():
-            out[path] = prm.grad.numpy()
-        return out
-
-
-def torch_grads_as_npvae(case: Case, tcase: TorchCase) -> dict[str, np.ndarray]:
-    """Map PyTorch's gradients onto npvae's parameter paths and layouts."""
-    tgrads = dict(tcase.parts.named_parameters())
-    out = {}
-    for path, p, _ in case.model.named_parameters():
-        tpath = _torch_path(case, path)
-        g = tgrads[tpath].grad.numpy()
-        out[path] = g.T if g.ndim == 2 else g
-    return out
-
-
-def _torch_path(case, path):
-    """npvae path ``encoder.0.W`` -> torch path ``encoder.0.0.weight`` (Dense with an
-    activation is a torch Sequential(Linear, act))."""
-    *layer_path, name = path.split(".")
-    layer = case.model
-    for key in layer_path:
-        layer = layer.children()[key]
-    tname = {"W": "weight", "b": "bias"}[name]
-    extra = ".0" if isinstance(layer, Dense) and layer.activation is not None else ""
-    return ".".join(layer_path) + extra + "." + tname
 
 
 # -- timing ------------------------------------------------------------------------------

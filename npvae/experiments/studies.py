@@ -10,7 +10,7 @@ with the same seeds, data and budget, every one scored on the same fixed test se
     study.h5              the same as HDF5 / MATLAB v7.3 (kind "loss_study")
     validation_curves.png the validation metric per epoch of every trained configuration
 
-Each configuration runs as its own process (``python -m npvae.studies run-one ...``),
+Each configuration runs as its own process (``python -m npvae.experiments.studies run-one ...``),
 up to ``jobs`` at a time. A finished configuration (its ``study_result.json`` exists)
 is never trained again; an unfinished one resumes from its checkpoint.
 """
@@ -28,11 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio.datasets import load_tracks
+from ..audio.stft import STFTConfig
+from ..baselines.nmf import ImageNMFSeparator, SpectrogramNMFSeparator
+from ..metrics.image import separation_report
+from ..pipelines import mnist as mnist_pipe
+from ..pipelines import music as music_pipe
+from ..plotting import save_grid
+from .study_table import CURVE, write_outputs
+
 TASKS = ("mnist", "music")
 RESULT_FILE = "study_result.json"
-STUDY_FILE = "study.h5"
-TABLE_FILE = "table.md"
-CURVES_FILE = "validation_curves.png"
 
 # ----------------------------------------------------------------------------- configurations
 
@@ -78,20 +84,6 @@ BUDGETS = {
                                 "configuration, two at a time, one thread each; NMF under 2 minutes)"},
     },
 }
-PRIMARY = {"mnist": ("mean_psnr", "mean PSNR (dB)"), "music": ("vocals_gnsdr", "vocals GNSDR (dB)")}
-CURVE = {"mnist": ("val_psnr", "validation PSNR (dB)"),
-         "music": ("val_vocals_si_sdri", "validation vocals SI-SDR improvement (dB)")}
-COLUMNS = {
-    "mnist": [("digit_psnr", "digit PSNR (dB)", ".2f"), ("fashion_psnr", "fashion PSNR (dB)", ".2f"),
-              ("mean_psnr", "mean PSNR (dB)", ".2f"), ("mean_ssim", "mean SSIM", ".3f"),
-              ("mean_mse", "mean MSE", ".5f"), ("train_seconds", "train time (s)", ".1f")],
-    "music": [("vocals_gnsdr", "vocals GNSDR", ".2f"), ("accompaniment_gnsdr", "accomp. GNSDR", ".2f"),
-              ("vocals_gsir", "vocals GSIR", ".2f"), ("vocals_gsar", "vocals GSAR", ".2f"),
-              ("vocals_si_sdr", "vocals SI-SDR", ".2f"), ("accompaniment_si_sdr", "accomp. SI-SDR", ".2f"),
-              ("train_seconds", "train time (s)", ".1f")],
-}
-
-
 def configurations(task: str) -> list[Configuration]:
     """The loss configurations and baselines of ``task`` ("mnist" or "music")."""
     if task == "mnist":
@@ -173,11 +165,9 @@ def run_configuration(task: str, budget_name: str, name: str, study_dir, data_di
 
 
 def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> dict:
-    from .metrics.image import separation_report
-    from .pipelines import mnist as pipe
+    pipe = mnist_pipe
     settings = {**b["common"], **(b.get("unet", {}) if conf.settings.get("model") == "unet" else {})}
     if conf.kind == "nmf":
-        from .baselines.nmf import ImageNMFSeparator
         cfg = pipe.TrainConfig(data_dir=data_dir, out=str(run_dir), progress=False,
                                **{k: v for k, v in settings.items() if k in ("train_limit", "eval_limit")})
         data = pipe.load_data(cfg)
@@ -191,7 +181,7 @@ def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
         metrics = pipe.evaluate(sep, mixture, digit, fashion)
         floor = separation_report(mixture, mixture, digit, fashion)
         k = min(8, len(mixture))
-        pipe.save_grid(run_dir / "grid.png", pipe.example_images(sep, mixture[:k], digit[:k], fashion[:k]),
+        save_grid(run_dir / "grid.png", pipe.example_images(sep, mixture[:k], digit[:k], fashion[:k]),
                        title=f"supervised NMF on evaluation pairs: mean PSNR {metrics['mean_psnr']:.1f} dB")
         log(f"NMF: mean PSNR {metrics['mean_psnr']:.2f} dB on {len(mixture)} pairs ({seconds:.0f} s to learn)")
         return {"rows": [{"name": conf.name, "label": conf.label, "group": conf.group,
@@ -209,15 +199,13 @@ def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
 
 
 def _run_music(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> dict:
-    from .audio.stft import STFTConfig
-    from .pipelines import music as pipe
+    pipe = music_pipe
     settings = {**b["common"]}
     cfg = pipe.TrainConfig(data_dir=data_dir, out=str(run_dir), progress=False,
                            **{**settings, **(conf.settings if conf.kind == "vae" else {})})
-    test = pipe._split_tracks(cfg.dataset, cfg.data_dir, "validation")[:cfg.max_val_tracks]
+    test = load_tracks(cfg.dataset, "validation", cfg.data_dir)[:cfg.max_val_tracks]
     if conf.kind == "nmf":
-        from .baselines.nmf import SpectrogramNMFSeparator
-        train_tracks = pipe._split_tracks(cfg.dataset, cfg.data_dir, "train")[:cfg.max_train_tracks]
+        train_tracks = load_tracks(cfg.dataset, "train", cfg.data_dir)[:cfg.max_train_tracks]
         start = time.perf_counter()
         sep = SpectrogramNMFSeparator.train(train_tracks, STFTConfig.for_dataset(cfg.dataset), seed=cfg.seed,
                                             **conf.settings, **b["nmf"])
@@ -279,7 +267,7 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
 
     def launch(c: Configuration) -> tuple[str, int, float]:
         (out / c.name).mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "npvae.studies", "run-one", "--task", task, "--budget", budget_name,
+        cmd = [sys.executable, "-m", "npvae.experiments.studies", "run-one", "--task", task, "--budget", budget_name,
                "--config", c.name, "--out", str(out)]
         if data_dir:
             cmd += ["--data-dir", str(data_dir)]
@@ -320,111 +308,10 @@ def collect(study_dir, task: str, names=None, budget_name: str = "") -> dict:
     return {"task": task, "budget": budget_name, "rows": rows, "curves": curves, "n_eval": n_eval}
 
 
-def markdown_table(study: dict) -> str:
-    """The study as a Markdown table, loss configurations first, then the baselines."""
-    cols = COLUMNS[study["task"]]
-    lines = ["| configuration | group | " + " | ".join(c[1] for c in cols) + " |",
-             "|---|---|" + "---|" * len(cols)]
-    for r in sorted(study["rows"], key=lambda r: r["group"] != "loss"):
-        cells = [format(r[k], fmt) if k in r and np.isfinite(r[k]) else str(r.get(k, "-")) for k, _, fmt in cols]
-        lines.append(f"| {r['label']} | {r['group']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def best(study: dict, group: str = "loss") -> dict | None:
-    """The row of ``group`` with the highest primary metric (mean PSNR, vocals GNSDR)."""
-    key = PRIMARY[study["task"]][0]
-    rows = [r for r in study["rows"] if r["group"] == group and np.isfinite(r[key])]
-    return max(rows, key=lambda r: r[key]) if rows else None
-
-
-def verdict(study: dict) -> str:
-    """One paragraph naming the best and worst loss configuration, with their numbers."""
-    key, label = PRIMARY[study["task"]]
-    rows = sorted((r for r in study["rows"] if r["group"] == "loss"), key=lambda r: -r[key])
-    if not rows:
-        return "No loss configuration finished."
-    top, low = rows[0], rows[-1]
-    text = (f"By {label} on the same {study.get('n_eval')} test items, the best loss configuration is "
-            f"**{top['label']}** ({top[key]:.2f} dB), the worst {low['label']} ({low[key]:.2f} dB); "
-            f"the spread is {top[key] - low[key]:.2f} dB.")
-    if len(rows) > 2:
-        text += f" The runner-up is {rows[1]['label']} ({rows[1][key]:.2f} dB)."
-    return text
-
-
-def plot_curves(study: dict, path) -> Path:
-    """The validation metric per epoch of every trained configuration, one line each."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    # A diverged run (far below the others) would squash every other curve: the axis
-    # stops 10 units under the lowest final value of the rest, and its label says so.
-    finals = sorted(c["value"][-1] for c in study["curves"].values() if len(c["value"]))
-    floor = finals[1] - 10 if len(finals) > 2 and finals[0] < finals[1] - 10 else None
-    for name, c in study["curves"].items():
-        off = floor is not None and len(c["value"]) and min(c["value"]) < floor
-        ax.plot(c["epoch"], c["value"], marker="o", ms=3, ls="--" if name.startswith("unet") else "-",
-                label=c["label"] + (f" (min {min(c['value']):.0f}, off the axis)" if off else ""))
-    if floor is not None:
-        ax.set_ylim(bottom=floor)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(CURVE[study["task"]][1])
-    ax.set_title(f"{study['task']}: validation curves per configuration", fontsize=10)
-    ax.grid(alpha=0.3)
-    if study["curves"]:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def study_tree(study: dict) -> dict:
-    """The study as an HDF5 tree: columns, then one group per row and per curve."""
-    cols = [c[0] for c in COLUMNS[study["task"]]]
-    rows = {}
-    for r in study["rows"]:
-        rows[r["name"]] = {"label": r["label"], "group": r["group"],
-                           **{k: float(r[k]) for k in cols if k in r}}
-    curves = {n: {"label": c["label"], "epoch": np.asarray(c["epoch"], np.int64),
-                  "value": np.asarray(c["value"], np.float64)} for n, c in study["curves"].items()}
-    return {"task": study["task"], "budget": study.get("budget", ""), "columns": cols,
-            "order": [r["name"] for r in study["rows"]], "n_eval": int(study.get("n_eval") or 0),
-            "rows": rows, "curves": curves}
-
-
-def read_study(study_dir) -> dict:
-    """A study back from its ``study.h5`` (the form :func:`collect` returns)."""
-    from . import h5mat
-    t = h5mat.read_tree(Path(study_dir) / STUDY_FILE, expected_kind="loss_study")
-    order = t["order"] if isinstance(t["order"], list) else [t["order"]]
-    rows = [{"name": n, **{k: (v if isinstance(v, str) else float(v)) for k, v in t["rows"][n].items()}}
-            for n in order]
-    curves = {n: {"label": c["label"], "epoch": np.atleast_1d(c["epoch"]).tolist(),
-                  "value": np.atleast_1d(c["value"]).tolist()} for n, c in t.get("curves", {}).items()}
-    return {"task": t["task"], "budget": t["budget"], "rows": rows, "curves": curves, "n_eval": int(t["n_eval"])}
-
-
-def write_outputs(study_dir, study: dict) -> dict:
-    """table.md, study.h5 and validation_curves.png in ``study_dir``; returns their paths."""
-    from . import h5mat
-    study_dir = Path(study_dir)
-    key, label = PRIMARY[study["task"]]
-    text = (f"# {study['task']} loss study ({study.get('budget')} budget)\n\n{markdown_table(study)}\n\n"
-            f"{verdict(study)}\n")
-    (study_dir / TABLE_FILE).write_text(text)
-    h5 = h5mat.write_tree(study_dir / STUDY_FILE, study_tree(study), kind="loss_study")
-    fig = plot_curves(study, study_dir / CURVES_FILE)
-    return {"table": study_dir / TABLE_FILE, "h5": h5, "figure": fig}
-
-
 # ----------------------------------------------------------------------------- subprocess entry
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m npvae.studies", description="Run one study configuration.")
+    p = argparse.ArgumentParser(prog="python -m npvae.experiments.studies", description="Run one study configuration.")
     sub = p.add_subparsers(dest="cmd", required=True)
     one = sub.add_parser("run-one")
     one.add_argument("--task", choices=TASKS, required=True)

@@ -1,0 +1,129 @@
+"""A study's results: the table (Markdown), the verdict, the figure of validation curves
+and the HDF5 file (kind ``loss_study``), from the per-configuration results that
+:mod:`npvae.experiments.studies` collects.
+
+A study dict is ``{"task", "budget", "rows": [{"name", "label", "group", metric...}],
+"curves": {name: {"label", "epoch", "value"}}, "n_eval"}``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import h5mat
+from ..plotting import pyplot
+
+STUDY_FILE = "study.h5"
+TABLE_FILE = "table.md"
+CURVES_FILE = "validation_curves.png"
+PRIMARY = {"mnist": ("mean_psnr", "mean PSNR (dB)"), "music": ("vocals_gnsdr", "vocals GNSDR (dB)")}
+CURVE = {"mnist": ("val_psnr", "validation PSNR (dB)"),
+         "music": ("val_vocals_si_sdri", "validation vocals SI-SDR improvement (dB)")}
+COLUMNS = {
+    "mnist": [("digit_psnr", "digit PSNR (dB)", ".2f"), ("fashion_psnr", "fashion PSNR (dB)", ".2f"),
+              ("mean_psnr", "mean PSNR (dB)", ".2f"), ("mean_ssim", "mean SSIM", ".3f"),
+              ("mean_mse", "mean MSE", ".5f"), ("train_seconds", "train time (s)", ".1f")],
+    "music": [("vocals_gnsdr", "vocals GNSDR", ".2f"), ("accompaniment_gnsdr", "accomp. GNSDR", ".2f"),
+              ("vocals_gsir", "vocals GSIR", ".2f"), ("vocals_gsar", "vocals GSAR", ".2f"),
+              ("vocals_si_sdr", "vocals SI-SDR", ".2f"), ("accompaniment_si_sdr", "accomp. SI-SDR", ".2f"),
+              ("train_seconds", "train time (s)", ".1f")],
+}
+
+
+
+def markdown_table(study: dict) -> str:
+    """The study as a Markdown table, loss configurations first, then the baselines."""
+    cols = COLUMNS[study["task"]]
+    lines = ["| configuration | group | " + " | ".join(c[1] for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for r in sorted(study["rows"], key=lambda r: r["group"] != "loss"):
+        cells = [format(r[k], fmt) if k in r and np.isfinite(r[k]) else str(r.get(k, "-")) for k, _, fmt in cols]
+        lines.append(f"| {r['label']} | {r['group']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def best(study: dict, group: str = "loss") -> dict | None:
+    """The row of ``group`` with the highest primary metric (mean PSNR, vocals GNSDR)."""
+    key = PRIMARY[study["task"]][0]
+    rows = [r for r in study["rows"] if r["group"] == group and np.isfinite(r[key])]
+    return max(rows, key=lambda r: r[key]) if rows else None
+
+
+def verdict(study: dict) -> str:
+    """One paragraph naming the best and worst loss configuration, with their numbers."""
+    key, label = PRIMARY[study["task"]]
+    rows = sorted((r for r in study["rows"] if r["group"] == "loss"), key=lambda r: -r[key])
+    if not rows:
+        return "No loss configuration finished."
+    top, low = rows[0], rows[-1]
+    text = (f"By {label} on the same {study.get('n_eval')} test items, the best loss configuration is "
+            f"**{top['label']}** ({top[key]:.2f} dB), the worst {low['label']} ({low[key]:.2f} dB); "
+            f"the spread is {top[key] - low[key]:.2f} dB.")
+    if len(rows) > 2:
+        text += f" The runner-up is {rows[1]['label']} ({rows[1][key]:.2f} dB)."
+    return text
+
+
+def plot_curves(study: dict, path) -> Path:
+    """The validation metric per epoch of every trained configuration, one line each."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    # A diverged run (far below the others) would squash every other curve: the axis
+    # stops 10 units under the lowest final value of the rest, and its label says so.
+    finals = sorted(c["value"][-1] for c in study["curves"].values() if len(c["value"]))
+    floor = finals[1] - 10 if len(finals) > 2 and finals[0] < finals[1] - 10 else None
+    for name, c in study["curves"].items():
+        off = floor is not None and len(c["value"]) and min(c["value"]) < floor
+        ax.plot(c["epoch"], c["value"], marker="o", ms=3, ls="--" if name.startswith("unet") else "-",
+                label=c["label"] + (f" (min {min(c['value']):.0f}, off the axis)" if off else ""))
+    if floor is not None:
+        ax.set_ylim(bottom=floor)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(CURVE[study["task"]][1])
+    ax.set_title(f"{study['task']}: validation curves per configuration", fontsize=10)
+    ax.grid(alpha=0.3)
+    if study["curves"]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def study_tree(study: dict) -> dict:
+    """The study as an HDF5 tree: columns, then one group per row and per curve."""
+    cols = [c[0] for c in COLUMNS[study["task"]]]
+    rows = {}
+    for r in study["rows"]:
+        rows[r["name"]] = {"label": r["label"], "group": r["group"],
+                           **{k: float(r[k]) for k in cols if k in r}}
+    curves = {n: {"label": c["label"], "epoch": np.asarray(c["epoch"], np.int64),
+                  "value": np.asarray(c["value"], np.float64)} for n, c in study["curves"].items()}
+    return {"task": study["task"], "budget": study.get("budget", ""), "columns": cols,
+            "order": [r["name"] for r in study["rows"]], "n_eval": int(study.get("n_eval") or 0),
+            "rows": rows, "curves": curves}
+
+
+def read_study(study_dir) -> dict:
+    """A study back from its ``study.h5`` (the form :func:`collect` returns)."""
+    t = h5mat.read_tree(Path(study_dir) / STUDY_FILE, expected_kind="loss_study")
+    order = t["order"] if isinstance(t["order"], list) else [t["order"]]
+    rows = [{"name": n, **{k: (v if isinstance(v, str) else float(v)) for k, v in t["rows"][n].items()}}
+            for n in order]
+    curves = {n: {"label": c["label"], "epoch": np.atleast_1d(c["epoch"]).tolist(),
+                  "value": np.atleast_1d(c["value"]).tolist()} for n, c in t.get("curves", {}).items()}
+    return {"task": t["task"], "budget": t["budget"], "rows": rows, "curves": curves, "n_eval": int(t["n_eval"])}
+
+
+def write_outputs(study_dir, study: dict) -> dict:
+    """table.md, study.h5 and validation_curves.png in ``study_dir``; returns their paths."""
+    study_dir = Path(study_dir)
+    key, label = PRIMARY[study["task"]]
+    text = (f"# {study['task']} loss study ({study.get('budget')} budget)\n\n{markdown_table(study)}\n\n"
+            f"{verdict(study)}\n")
+    (study_dir / TABLE_FILE).write_text(text)
+    h5 = h5mat.write_tree(study_dir / STUDY_FILE, study_tree(study), kind="loss_study")
+    fig = plot_curves(study, study_dir / CURVES_FILE)
+    return {"table": study_dir / TABLE_FILE, "h5": h5, "figure": fig}

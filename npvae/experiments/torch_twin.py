@@ -1,0 +1,117 @@
+"""The PyTorch twin of a benchmark case: the same layers, weights, batch and Adam settings.
+
+PyTorch is imported inside the functions only, so npvae never needs it;
+:func:`torch_available` says whether it is there.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..layers import Conv2d, ConvTranspose2d, Dense, Flatten, ReLU, Reshape, Sequential
+from ..vae import GaussianHead
+
+
+def torch_available() -> tuple[bool, str]:
+    """``(True, version)`` if PyTorch imports, else ``(False, reason)``."""
+    try:
+        import torch
+    except ImportError as exc:  # includes a missing package
+        return False, f"PyTorch is not installed ({exc}); pip install torch==2.13.0 (the 'bench' extra)"
+    return True, torch.__version__
+
+
+def torch_module(layer):
+    """A ``torch.nn`` module equal to the npvae ``layer`` (weights copied)."""
+    import torch
+    from torch import nn
+
+    def copy(param, value):
+        with torch.no_grad():
+            param.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+    if isinstance(layer, Sequential):
+        return nn.Sequential(*(torch_module(sub) for sub in layer.layers))
+    if isinstance(layer, Dense):
+        lin = nn.Linear(layer.in_features, layer.out_features)
+        copy(lin.weight, layer.params["W"].T)
+        copy(lin.bias, layer.params["b"])
+        act = {None: None, "relu": nn.ReLU(), "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(),
+               "leaky_relu": nn.LeakyReLU(layer.alpha)}[layer.activation]
+        return lin if act is None else nn.Sequential(lin, act)
+    if isinstance(layer, Conv2d):
+        m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
+    elif isinstance(layer, ConvTranspose2d):
+        m = nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                               layer.padding, layer.output_padding)
+    elif isinstance(layer, ReLU):
+        return nn.ReLU()
+    elif isinstance(layer, Flatten):
+        return nn.Flatten()
+    elif isinstance(layer, Reshape):
+        return nn.Unflatten(1, layer.shape)
+    elif isinstance(layer, GaussianHead):
+        return nn.ModuleDict({"mu": torch_module(layer.mu), "logvar": torch_module(layer.logvar)})
+    else:
+        raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
+    copy(m.weight, layer.params["W"])
+    copy(m.bias, layer.params["b"])
+    return m
+
+
+class TorchCase:
+    """The PyTorch twin of a :class:`Case`: same layers, weights, batch and Adam settings."""
+
+    def __init__(self, case):
+        import torch
+        from torch import nn
+        self.name = case.name
+        self.parts = nn.ModuleDict({k: torch_module(v) for k, v in case.model.parts.items()})
+        self.x = torch.from_numpy(case.batch["x"].copy())
+        self.targets = [torch.from_numpy(t.copy()) for t in case.batch["targets"]]
+        self.optimizer = torch.optim.Adam(self.parts.parameters(), lr=case.optimizer.lr)
+
+    def loss(self, eps=None):
+        import torch
+        import torch.nn.functional as F
+        p, n = self.parts, self.x.shape[0]
+        if "head" not in p:
+            logits = p["decoder0"](p["encoder"](self.x))
+            return F.binary_cross_entropy_with_logits(logits, self.targets[0], reduction="sum") / n
+        h = p["encoder"](self.x)
+        mu, logvar = p["head"]["mu"](h), p["head"]["logvar"](h)
+        eps = torch.randn_like(mu) if eps is None else torch.from_numpy(eps)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        total = -0.5 * torch.sum(1 + logvar - mu * mu - torch.exp(logvar)) / n
+        for k, t in zip(sorted(d for d in p if d.startswith("decoder")), self.targets):
+            total = total + F.binary_cross_entropy_with_logits(p[k](z), t, reduction="sum") / n
+        return total
+
+    def step(self):
+        self.optimizer.zero_grad(set_to_none=False)
+        loss = self.loss()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+def torch_grads_as_npvae(case, tcase: "TorchCase") -> dict[str, np.ndarray]:
+    """Map PyTorch's gradients onto npvae's parameter paths and layouts."""
+    tgrads = dict(tcase.parts.named_parameters())
+    out = {}
+    for path, p, _ in case.model.named_parameters():
+        tpath = _torch_path(case, path)
+        g = tgrads[tpath].grad.numpy()
+        out[path] = g.T if g.ndim == 2 else g
+    return out
+
+
+def _torch_path(case, path):
+    """npvae path ``encoder.0.W`` -> torch path ``encoder.0.0.weight`` (Dense with an
+    activation is a torch Sequential(Linear, act))."""
+    *layer_path, name = path.split(".")
+    layer = case.model
+    for key in layer_path:
+        layer = layer.children()[key]
+    tname = {"W": "weight", "b": "bias"}[name]
+    extra = ".0" if isinstance(layer, Dense) and layer.activation is not None else ""
+    return ".".join(layer_path) + extra + "." + tname
