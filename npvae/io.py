@@ -5,7 +5,7 @@ The layout is the one documented in ``docs/hdf5_schema.md``:
 * a **model file** (kind ``model``) holds ``/model`` (the JSON ``spec`` that rebuilds
   the architecture, a readable ``layers`` list, ``dtype``, ``latent_dim`` and one
   dataset per parameter under ``/model/params``) and ``/config``;
-* a **results file** (kinds ``mnist_results``, ``music_results``) adds ``/history``,
+* a **results file** (kinds ``mnist_results``, ``music_results``, ``blind_results``) adds ``/history``,
   ``/metrics`` and ``/examples``, and also carries ``/model``, so it loads as a model.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .layers.base import Layer, build_layer
 
 MODEL_FILE = "model.h5"
 RESULTS_FILE = "results.h5"
-MODEL_KINDS = ("model", "mnist_results", "music_results")
+MODEL_KINDS = ("model", "mnist_results", "music_results", "blind_results")
 
 
 def layer_lines(model: Layer) -> list[str]:

@@ -35,7 +35,8 @@ def rng():
 # default backend; the second backend pass runs everything else (`-m "not slow"`).
 END_TO_END = {"test_mnist_training.py", "test_separate_script.py", "test_matlab_interop.py",
               "test_matlab_separate.py",
-              "test_studies.py", "test_report.py", "test_benchmark.py"}
+              "test_studies.py", "test_report.py", "test_benchmark.py",
+              "test_blind_training.py"}
 
 
 def pytest_collection_modifyitems(config, items):

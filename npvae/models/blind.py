@@ -1,0 +1,136 @@
+"""A VAE that separates images it has only ever seen mixed (Neri et al., EUSIPCO 2021).
+
+:class:`BlindSeparationVAE` encodes a mixture into K Gaussian latent groups and
+decodes every group with **one shared decoder**::
+
+    m (N, 28, 28)                       the mixture, the only input and the only target
+    h = encoder(m)                      dense 784 -> hidden... (leaky ReLU)
+    mu, logvar = head(h)                (N, K * L) each, read as (N, K, L): K groups of L
+    z_k = mu_k + exp(logvar_k / 2) eps  one draw per group (z = mu in evaluation)
+    y_k = sigmoid(decoder(z_k))         (N, K, 28, 28): the same decoder for every group
+
+Nothing says which group is which source: the training objective
+(:class:`npvae.pipelines.blind_objective.BlindObjective`) only asks that the K
+decoded images mix back to the mixture and that each group's posterior stays near
+the prior. Because the decoder is shared, a group can only hold what one decoder
+can draw from one latent code: a single digit or garment, not a superposition.
+
+The model follows the layer contract: ``forward`` returns the decoded groups and
+keeps ``mu`` and ``logvar`` (N, K, L); ``backward(dy, dmu, dlogvar)`` takes the
+gradient of the decoded groups plus the KL term's gradients and fills every
+parameter's gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..layers.activations import sigmoid
+from ..layers.base import Layer, default_rng, register
+from ..layers.dense import Dense
+from ..layers.sequential import Sequential
+from ..layers.shape import Flatten
+from ..vae import GaussianHead, Reparameterize
+
+SIDE = 28
+PIXELS = SIDE * SIDE
+
+
+@register
+class BlindSeparationVAE(Layer):
+    """forward(m (N, 28, 28)) -> y (N, K, 28, 28) in (0, 1); one shared decoder for K groups.
+
+    Parameters
+    ----------
+    n_groups : K, the number of latent groups (sources assumed), 2 to 4 in practice.
+    latent_dim : L, the size of each group's latent code.
+    hidden : encoder widths; the decoder mirrors them (L -> reversed(hidden) -> 784).
+    out_bias : initial bias of the decoder's output logits. Negative (default -2) so that
+        the K decoded images start dim (sigmoid(-2) = 0.12) and their sum starts below
+        1, where the clipped-sum mixing rule still passes gradients.
+    """
+
+    def __init__(self, n_groups: int = 2, latent_dim: int = 20, hidden=(512, 256), out_bias: float = -2.0,
+                 rng=None, dtype=np.float32):
+        super().__init__(dtype)
+        if int(n_groups) < 1:
+            raise ValueError(f"n_groups must be at least 1, got {n_groups}")
+        if int(latent_dim) < 1:
+            raise ValueError(f"latent_dim must be positive, got {latent_dim}")
+        rng = default_rng(rng)
+        self.n_groups, self.latent_dim = int(n_groups), int(latent_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.out_bias = float(out_bias)
+        widths = (PIXELS,) + self.hidden
+        kw = dict(activation="leaky_relu", alpha=0.2, rng=rng, dtype=dtype)
+        self.encoder = Sequential(Flatten(), *(Dense(a, b, **kw) for a, b in zip(widths[:-1], widths[1:])))
+        self.head = GaussianHead(widths[-1], self.n_groups * self.latent_dim, rng=rng, dtype=dtype)
+        back = (self.latent_dim,) + self.hidden[::-1]
+        out = Dense(back[-1], PIXELS, rng=rng, dtype=dtype)
+        out.params["b"][...] += self.out_bias
+        self.decoder = Sequential(*(Dense(a, b, **kw) for a, b in zip(back[:-1], back[1:])), out)
+        self.reparam = Reparameterize()
+        self.mu = self.logvar = None
+
+    def children(self):
+        return {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}
+
+    def _prepare(self, mixtures):
+        m = np.asarray(mixtures)
+        if m.ndim != 3 or m.shape[1:] != (SIDE, SIDE):
+            raise ValueError(f"{type(self).__name__} expects mixtures of shape (N, 28, 28), got {m.shape}")
+        return m.astype(self.dtype, copy=False)
+
+    def forward(self, mixtures, rng: np.random.Generator | None = None, sample: bool | None = None):
+        """mixtures (N, 28, 28) -> decoded groups (N, K, 28, 28) in (0, 1).
+
+        ``sample`` defaults to ``self.training``; sampling draws the noise from ``rng``,
+        which is then required (the same noise every step would be a silent bug).
+        """
+        m = self._prepare(mixtures)
+        n, k, L = len(m), self.n_groups, self.latent_dim
+        sample = self.training if sample is None else sample
+        if sample and rng is None:
+            raise ValueError("sampling the latent needs rng=np.random.default_rng(seed); "
+                             "pass sample=False (or call model.eval()) for the posterior mean")
+        mu, logvar = self.head.forward(self.encoder.forward(m))
+        self.mu, self.logvar = mu.reshape(n, k, L), logvar.reshape(n, k, L)
+        z = self.reparam.forward(mu, logvar, rng=rng, sample=sample)
+        logits = self.decoder.forward(np.ascontiguousarray(z).reshape(n * k, L))
+        self._y = sigmoid(logits).astype(self.dtype, copy=False).reshape(n, k, SIDE, SIDE)
+        return self._y
+
+    def backward(self, dy, dmu=None, dlogvar=None):
+        """dy (N, K, 28, 28): gradient for the decoded groups; dmu, dlogvar (N, K, L):
+        optional extra gradients (the KL term's). Returns the mixture's gradient (N, 28, 28)."""
+        n, k, L = self._y.shape[0], self.n_groups, self.latent_dim
+        if dy.shape != self._y.shape:
+            raise ValueError(f"dy must have the output's shape {self._y.shape}, got {dy.shape}")
+        dlogits = (dy * self._y * (1 - self._y)).reshape(n * k, PIXELS).astype(self.dtype, copy=False)
+        dz = self.decoder.backward(dlogits).reshape(n, k * L)
+        gmu, glv = self.reparam.backward(dz)
+        if dmu is not None:
+            gmu = gmu + dmu.reshape(n, k * L)
+        if dlogvar is not None:
+            glv = glv + dlogvar.reshape(n, k * L)
+        return self.encoder.backward(self.head.backward(gmu, glv)).reshape(n, SIDE, SIDE)
+
+    def decode(self, z):
+        """Latent codes z (..., L) -> images (..., 28, 28) through the shared decoder."""
+        z = np.asarray(z, dtype=self.dtype)
+        lead = z.shape[:-1]
+        y = sigmoid(self.decoder.forward(z.reshape(-1, self.latent_dim)))
+        return y.astype(self.dtype, copy=False).reshape(*lead, SIDE, SIDE)
+
+    def separate(self, mixtures, batch_size: int = 500):
+        """Posterior-mean decoding in batches: mixtures (N, 28, 28) -> groups (N, K, 28, 28)."""
+        m = self._prepare(mixtures)
+        was_training = self.training
+        self.eval()
+        out = np.concatenate([self.forward(m[i:i + batch_size], sample=False).copy()
+                              for i in range(0, len(m), batch_size)])
+        self.train(was_training)
+        return out
+
+    def hyper(self):
+        return {"n_groups": self.n_groups, "latent_dim": self.latent_dim, "hidden": list(self.hidden),
+                "out_bias": self.out_bias}

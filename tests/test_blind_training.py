@@ -1,0 +1,124 @@
+"""Blind Part I runs end to end on real MNIST / Fashion-MNIST subsets: the training
+never depends on a source image, resume is exact, files load in Python and Octave."""
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+
+import npvae
+import npvae.pipelines.blind_mnist as pipe
+from _octave import needs_octave, octave_ok
+from npvae.h5mat import read_tree
+from npvae.models.blind import BlindSeparationVAE
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def config(tmp_path, shared_data, name, **kw):
+    """A tiny run: two MNIST digits, clipped sum, three groups, two epochs of 256 mixtures."""
+    base = dict(task="mnist-mnist", rule="sum", groups=3, hidden=(32, 16), latent_dim=4, batch_size=64, epochs=2,
+                train_limit=256, eval_limit=64, n_examples=6, display_every=2, data_dir=str(shared_data),
+                out=str(tmp_path / name), progress=False)
+    return pipe.BlindTrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, shared_data):
+    return pipe.train(config(tmp_path_factory.mktemp("blind"), shared_data, "run"), log=quiet)
+
+
+def test_run_writes_scores_figures_and_a_loadable_model(run):
+    d = run["run_dir"]
+    for name in ("checkpoint.npz", "config.json", "history.json", "metrics.json", "model.h5", "results.h5",
+                 "grid.png", "loss_curves.png", "latent_groups.png", "figures/epoch_002.png"):
+        assert (d / name).exists(), name
+    metrics = json.loads((d / "metrics.json").read_text())
+    for key in ("digit_a_psnr", "digit_b_ssim", "mean_psnr", "mean_ssim", "masked_mean_psnr", "group_agreement",
+                "mixture_as_estimate_mean_psnr"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["n_eval_pairs"] == 64
+    history = json.loads((d / "history.json").read_text())
+    assert history["epoch"] == [1, 2] and {"train_kl_0", "train_kl_2", "val_psnr"} <= set(history)
+    model = npvae.load_model(d)
+    assert isinstance(model, BlindSeparationVAE) and model.n_groups == 3
+    tree = read_tree(d / "results.h5", "blind_results")
+    y = model.separate(tree["examples"]["mixture"])
+    np.testing.assert_array_equal(y[:, 0], tree["examples"]["group_0"])
+
+
+def test_training_never_reads_a_source(run, tmp_path, shared_data, monkeypatch):
+    """Replace every source image the scoring side holds by noise: the trained
+    parameters stay bit-identical (only the scores change), and the training data
+    object holds mixtures alone."""
+    real = pipe.load_blind_data
+    seen = {}
+
+    def load_with_fake_sources(*args, **kwargs):
+        train, scoring = real(*args, **kwargs)
+        seen["train"], seen["scoring"] = train, scoring
+        assert len(scoring.digit_train) == len(scoring.fashion_train) == 0   # training images dropped
+        noise = np.random.default_rng(9)
+        for key in ("val", "eval"):
+            m = (scoring.validation_set if key == "val" else scoring.evaluation_set)()[0]
+            scoring._cache[key] = (m, noise.uniform(size=m.shape).astype(np.float32),
+                                   noise.uniform(size=m.shape).astype(np.float32))
+        return train, scoring
+
+    first = run
+    monkeypatch.setattr(pipe, "load_blind_data", load_with_fake_sources)
+    second = pipe.train(config(tmp_path, shared_data, "fake"), log=quiet)
+    a = npvae.load_model(first["run_dir"]).state_dict()
+    b = npvae.load_model(second["run_dir"]).state_dict()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert first["history"]["train_total"] == second["history"]["train_total"]
+    assert first["metrics"]["mean_psnr"] != second["metrics"]["mean_psnr"]
+    arrays = [v for v in vars(seen["train"]).values() if isinstance(v, np.ndarray)]
+    assert len(arrays) == 1 and arrays[0].shape == (256, 28, 28)
+
+
+def test_resume_is_exact(run, tmp_path, shared_data):
+    straight = run
+    pipe.train(config(tmp_path, shared_data, "halves", epochs=1), log=quiet)
+    resumed = pipe.train(config(tmp_path, shared_data, "halves", epochs=2), resume=True, log=quiet)
+    a = npvae.load_model(straight["run_dir"]).state_dict()
+    b = npvae.load_model(resumed["run_dir"]).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert straight["history"]["train_total"] == resumed["history"]["train_total"]
+    assert "digit_a_psnr" in resumed["metrics"]
+
+
+def test_script_flags_come_from_the_config(tmp_path):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_blind.py"
+    spec = importlib.util.spec_from_file_location("train_blind", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    cfg, resume = script.parse_args(["--groups", "3", "--hidden", "64,32", "--rule", "sum", "--beta", "0.1",
+                                     "--train-limit", "100", "--no-progress", "--out", "x", "--resume"])
+    assert (cfg.groups, cfg.hidden, cfg.rule, cfg.beta, cfg.train_limit, cfg.progress, resume) == \
+        (3, (64, 32), "sum", 0.1, 100, False, True)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--groups", "0"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--resume"])
+
+
+@needs_octave
+def test_octave_loads_the_results_file(run, tmp_path):
+    path = run["run_dir"] / "results.h5"
+    octave_ok(f"S = npvae_load('{path}', 'blind_results');"
+              "save('-v7', 'blind.mat', '-struct', 'S', 'examples', 'metrics', 'history');", tmp_path)
+    got = scipy.io.loadmat(tmp_path / "blind.mat")
+    tree = read_tree(path, "blind_results")
+    for group in ("examples", "history"):
+        have = got[group][0, 0]
+        assert set(have.dtype.names) == set(tree[group])
+        for key, want in tree[group].items():
+            value = have[key][:, 0] if want.ndim == 1 else have[key]
+            np.testing.assert_array_equal(value, want, err_msg=f"{group}/{key}")
+    for key, want in tree["metrics"].items():
+        np.testing.assert_array_equal(np.ravel(got["metrics"][0, 0][key]), np.ravel(want), err_msg=key)
