@@ -3,7 +3,8 @@ function [S, info] = npvae_load(path, expected_kind)
 %
 %   S = npvae_load(PATH) reads a file written by npvae.h5mat.write_tree.
 %   S = npvae_load(PATH, EXPECTED_KIND) also checks the file's kind; EXPECTED_KIND is a
-%   char vector ('model', 'mnist_results', 'music_results') or a cell array of them.
+%   char vector ('model', 'mnist_results', 'music_results', 'blind_results') or a cell
+%   array of them.
 %   [S, INFO] = npvae_load(...) returns INFO.kind, INFO.schema_version and INFO.path.
 %
 %   Arrays keep NumPy's index order: if Python wrote x with shape (N, 28, 28), then

@@ -11,10 +11,9 @@ npvae.pipelines.blind_mnist.BlindTrainConfig is a flag (below). Data are found t
 --data-dir, then $NPVAE_DATA (holding mnist/ and fashion-mnist/), then ~/.cache/npvae.
 """
 import argparse
-import dataclasses
 import sys
-import typing
 
+from npvae.configflags import add_config_flags, parse_config
 from npvae.errors import NpvaeError
 from npvae.pipelines.blind_mnist import BlindTrainConfig, train
 
@@ -25,34 +24,14 @@ HELP = {"groups": "K latent groups decoded by one shared decoder", "hidden": "en
         "out": "run directory (default runs/blind-<task>-<rule>-K<groups>-<time>)"}
 
 
-def ints(text):
-    return tuple(int(t) for t in text.split(",") if t)
-
-
 def parse_args(argv=None) -> tuple[BlindTrainConfig, bool]:
-    """Flags generated from the config dataclass: ``--field-name`` for every field."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = typing.get_type_hints(BlindTrainConfig)
-    default = BlindTrainConfig()
-    for f in dataclasses.fields(BlindTrainConfig):
-        flag, value, hint = "--" + f.name.replace("_", "-"), getattr(default, f.name), hints[f.name]
-        if hint is bool:
-            p.add_argument(f"--no-{f.name.replace('_', '-')}" if value else flag, dest=f.name,
-                           action="store_false" if value else "store_true", help=f"(default {value})")
-            continue
-        kind = ints if f.name == "hidden" else next((t for t in (int, float, str) if t in typing.get_args(hint)
-                                                     or t is hint), str)
-        p.add_argument(flag, type=kind, default=value, choices=CHOICES.get(f.name),
-                       help=HELP.get(f.name, "") + f" (default {value})")
+    add_config_flags(p, BlindTrainConfig, CHOICES, HELP)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    a = vars(p.parse_args(argv))
-    resume = a.pop("resume")
-    if resume and not a["out"]:
+    cfg, rest = parse_config(p, BlindTrainConfig, argv)
+    if rest.resume and not cfg.out:
         p.error("--resume needs --out RUN_DIR (the run to continue)")
-    try:
-        return BlindTrainConfig(**a), resume
-    except ValueError as exc:
-        p.error(str(exc))
+    return cfg, rest.resume
 
 
 def main(argv=None) -> int:

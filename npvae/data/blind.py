@@ -29,18 +29,20 @@ _TRAIN_STREAM = 3
 
 
 class MixtureOnlyData:
-    """A fixed set of training mixtures, float32 (N, 28, 28) in [0, 1], read-only.
+    """A fixed set of training mixtures, float32 (N, H, W), read-only: images in [0, 1]
+    (``upper=1``) or non-negative magnitudes (``upper=None``).
 
-    ``batches(rng, batch_size)`` shuffles them each epoch and yields (B, 28, 28)
+    ``batches(rng, batch_size)`` shuffles them each epoch and yields (B, H, W)
     arrays: one array per batch, nothing else.
     """
 
-    def __init__(self, mixtures: np.ndarray):
+    def __init__(self, mixtures: np.ndarray, upper: float | None = 1.0):
         m = np.asarray(mixtures, dtype=np.float32)
         if m.ndim != 3 or len(m) == 0:
             raise ValueError(f"mixtures must be a non-empty array (N, H, W), got shape {m.shape}")
-        if m.min() < 0 or m.max() > 1:
-            raise ValueError(f"mixtures must lie in [0, 1], got values in [{m.min()}, {m.max()}]")
+        if m.min() < 0 or (upper is not None and m.max() > upper):
+            raise ValueError(f"mixtures must lie in [0, {upper if upper is not None else 'inf'}), "
+                             f"got values in [{m.min()}, {m.max()}]")
         m.flags.writeable = False
         self.mixtures = m
 

@@ -5,7 +5,9 @@
 * a loss study (``study.h5``, from ``scripts/compare_losses.py``);
 * a Part I run (``results.h5`` of kind ``mnist_results``, from ``scripts/train_mnist.py``);
 * a Part II run (``results.h5`` of kind ``music_results`` and the ``eval_*.h5`` files of
-  ``scripts/evaluate_music.py``).
+  ``scripts/evaluate_music.py``);
+* a blind run (``results.h5`` of kind ``blind_results``, from ``scripts/train_blind.py`` or
+  ``scripts/train_blind_music.py``; the section is in :mod:`npvae.experiments.blind_report`).
 
 Every number in the report is read from those files; the text around the numbers is
 fixed, and comparative sentences are chosen by comparing the numbers. The PDF is drawn
@@ -22,6 +24,7 @@ import numpy as np
 from .. import h5mat
 from ..audio.stft import STFTConfig
 from ..plotting import plot_example, plot_history, save_grid, save_loss_curves
+from .blind_report import blind_section, read_blind_run
 from .document import Doc
 from .study_table import COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, read_study, verdict
 
@@ -57,13 +60,13 @@ def _param_count(params: dict) -> int:
 
 
 def classify(run_dir) -> str | None:
-    """"study", "mnist", "music" or None for a directory holding none of their files."""
+    """"study", "mnist", "music", "blind" or None for a directory holding none of their files."""
     d = Path(run_dir)
     if (d / STUDY_FILE).exists():
         return "study"
     if (d / "results.h5").exists():
         kind = h5mat.file_kind(d / "results.h5")[0]
-        return {"mnist_results": "mnist", "music_results": "music"}.get(kind)
+        return {"mnist_results": "mnist", "music_results": "music", "blind_results": "blind"}.get(kind)
     return None
 
 
@@ -259,7 +262,7 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     out = Path(out)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    studies, mnist_runs, music_runs, skipped = [], [], [], []
+    studies, mnist_runs, music_runs, blind_runs, skipped = [], [], [], [], []
     for d in map(Path, run_dirs):
         kind = classify(d)
         if kind == "study":
@@ -268,10 +271,12 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
             mnist_runs.append(read_mnist_run(d))
         elif kind == "music":
             music_runs.append(read_music_run(d))
+        elif kind == "blind":
+            blind_runs.append(read_blind_run(d))
         else:
             skipped.append(d)
             log(f"skipping {d}: no study.h5 or results.h5 in it")
-    if not (studies or mnist_runs or music_runs):
+    if not (studies or mnist_runs or music_runs or blind_runs):
         raise ValueError("none of the directories holds results (study.h5 or results.h5)")
     doc = Doc()
     doc.h1("Blind source separation with variational autoencoders")
@@ -290,6 +295,8 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
         _mnist_section(doc, mnist_runs, figs)
     if music_runs:
         _music_section(doc, music_runs, figs)
+    if blind_runs:
+        blind_section(doc, blind_runs, mnist_runs, figs)
     for study, sdir in studies:
         _baseline_section(doc, study, sdir)
     _discussion(doc, studies, mnist_runs, music_runs)

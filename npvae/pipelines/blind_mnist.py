@@ -35,7 +35,7 @@ from ..models.blind import BlindSeparationVAE
 from ..optim import Adam
 from ..training import Trainer
 from .blind_objective import BlindLossConfig, BlindObjective, consistent_sources, remix
-from .mnist import _pyplot, save_loss_curves
+from ..plotting import pyplot, save_loss_curves
 
 RESULTS_KIND = "blind_results"
 
@@ -143,7 +143,7 @@ def montage(rows, pad: int = 2) -> np.ndarray:
 
 def _save_montage(path, rows: list, labels: list, title: str, cell: float = 0.55) -> Path:
     """One image of labelled rows (one axes: far faster to draw than a grid of subplots)."""
-    plt = _pyplot()
+    plt = pyplot()
     picture = montage(rows)
     c = max(len(r) for r in rows)
     fig = plt.figure(figsize=(cell * c + 1.7, cell * len(rows) + 0.5))

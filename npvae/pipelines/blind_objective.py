@@ -15,6 +15,8 @@ where ``remix`` is the mixing rule applied to the K groups (mixture consistency)
   least 1 (a censored observation). The loss compares ``min(sum_k y_k, 1)`` with 1
   there, so a bright overlap costs nothing, and everywhere else the gradient never
   vanishes behind the clip.
+* ``"additive"``: ``remix(y) = sum_k y_k``, unclipped (magnitude spectrograms, where
+  the sources' magnitudes add up approximately).
 
 ``rec`` is ``"l1"`` (a Laplace likelihood, as in Neri et al. 2021) or ``"mse"``
 (Gaussian), summed over pixels and averaged over the batch. No source image
@@ -29,7 +31,7 @@ import numpy as np
 from .. import losses
 from ..vae import KLWeight, kl_divergence
 
-RULES = ("average", "sum")
+RULES = ("average", "sum", "additive")
 RECON = ("l1", "mse")
 
 
@@ -45,7 +47,7 @@ def consistent_sources(y: np.ndarray, mixtures: np.ndarray, rule: str, n_mixed: 
                        eps: float = 1e-6) -> np.ndarray:
     """Masked estimates that mix back to the mixture: ``mask_k * T`` with masks
     ``y_k / sum_j y_j`` summing to one over the K groups and T the mixture's total
-    intensity (``n_mixed * m`` for the average rule, ``m`` for the sum rule).
+    intensity (``n_mixed * m`` for the average rule, ``m`` for the others).
 
     y (N, K, ...) decoded groups, mixtures (N, ...) -> (N, K, ...)."""
     if rule not in RULES:

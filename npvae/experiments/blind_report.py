@@ -1,0 +1,111 @@
+"""The report's blind-separation section: supervised vs blind, and what the groups learn.
+
+``make_report.py`` hands it the runs whose ``results.h5`` is of kind ``blind_results``
+(from ``scripts/train_blind.py`` and ``scripts/train_blind_music.py``) and, when
+given, the supervised Part I runs; every number is read from those files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import h5mat
+from ..io import read_model_file
+
+KIND = "blind_results"
+
+
+def _f(x, fmt=".2f"):
+    return format(float(x), fmt)
+
+
+def read_blind_run(run_dir) -> dict:
+    d = Path(run_dir)
+    t = h5mat.read_tree(d / "results.h5", expected_kind=KIND)
+    part = "music" if str(t["config"].get("mode")) == "blind_music" else "mnist"
+    return {"dir": d, "part": part, "config": t["config"], "metrics": t["metrics"], "history": t["history"],
+            "examples": t["examples"]}
+
+
+def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> None:
+    """Append the section to ``doc`` (a :class:`npvae.experiments.document.Doc`); figures go to ``figs``."""
+    from ..pipelines.blind_mnist import save_blind_grid, save_latent_traversal
+    from ..plotting import save_loss_curves
+    images = [r for r in runs if r["part"] == "mnist"]
+    music = [r for r in runs if r["part"] == "music"]
+    doc.h2("Blind separation: trained on mixtures alone")
+    doc.p("The blind VAE (Neri et al., EUSIPCO 2021) never sees a source while it trains. Its encoder maps the "
+          "mixture to K Gaussian latent groups; one shared decoder turns each group into an image; the loss asks "
+          "only that the K images mix back to the mixture (the mixing rule applied to them) plus the KL of every "
+          "group. Nothing says which group is which source, so each test mixture's groups are matched to its "
+          "true sources by the assignment of least MSE (Hungarian algorithm) before scoring. 'Masked' estimates "
+          "share the mixture's intensity between the groups in proportion to the decoded images, so that they "
+          "mix back exactly. 'Group agreement' is the share of mixtures whose first source went to the group "
+          "it goes to most often: 1.0 means a group always holds the same kind of source.")
+    if images:
+        header = ["run", "task", "rule", "K", "epochs", "source A PSNR / SSIM", "source B PSNR / SSIM",
+                  "mean PSNR (dB)", "masked mean PSNR", "mixture floor", "group agreement", "train time (s)"]
+        rows = []
+        for r in images:
+            c, m = r["config"], r["metrics"]
+            a, b = ("digit", "fashion") if c["task"] == "mnist-fashion" else ("digit_a", "digit_b")
+            rows.append([r["dir"].name, c["task"], c["rule"], str(int(c["groups"])), str(int(c["epochs"])),
+                         f"{_f(m[a + '_psnr'])} / {_f(m[a + '_ssim'], '.3f')}",
+                         f"{_f(m[b + '_psnr'])} / {_f(m[b + '_ssim'], '.3f')}", _f(m["mean_psnr"]),
+                         _f(m["masked_mean_psnr"]), _f(m["mixture_as_estimate_mean_psnr"]),
+                         _f(m["group_agreement"], ".3f"), _f(m["train_seconds_total"], ".0f")])
+        doc.table(header, rows)
+    same_task = [r for r in images if r["config"]["task"] == "mnist-fashion"]
+    if supervised and same_task:
+        doc.p("Supervised against blind on the same fixed test pairs (MNIST + Fashion-MNIST; the supervised "
+              "models learn from the true sources, the blind one from mixtures only):")
+        rows = []
+        for r in supervised:
+            m = r["metrics"]
+            rows.append([r["dir"].name, f"supervised {r['config']['model']}", str(r["config"].get("rule", "")),
+                         _f(m["digit_psnr"]), _f(m["fashion_psnr"]), _f(m["mean_psnr"]), _f(m["mean_ssim"], ".3f")])
+        for r in same_task:
+            m = r["metrics"]
+            for prefix, label in (("", "blind, decoded"), ("masked_", "blind, masked")):
+                rows.append([r["dir"].name, f"{label} (K={int(r['config']['groups'])})", str(r["config"]["rule"]),
+                             _f(m[prefix + "digit_psnr"]), _f(m[prefix + "fashion_psnr"]),
+                             _f(m[prefix + "mean_psnr"]), _f(m[prefix + "mean_ssim"], ".3f")])
+        doc.table(["run", "model", "rule", "digit PSNR", "fashion PSNR", "mean PSNR (dB)", "mean SSIM"], rows)
+    for r in images:
+        name = r["dir"].name
+        ex = {k: np.asarray(v)[:8] for k, v in r["examples"].items()}
+        doc.image(save_blind_grid(figs / f"{name}_grid.png", ex, title=f"{name} on test pairs"),
+                  f"{name}: the mixture, its true sources, the K decoded groups in the model's own order, the "
+                  "groups mixed back, and the groups matched to the sources (test pairs).")
+        model, _ = read_model_file(r["dir"] / "results.h5")
+        doc.image(save_latent_traversal(figs / f"{name}_latent_groups.png", model,
+                                        np.asarray(r["examples"]["mixture"], np.float32),
+                                        title="shared decoder along the most used latent dimensions"),
+                  f"{name}: what a latent group encodes. Each row moves one latent dimension (the most used, by KL) "
+                  "from -2.5 to 2.5 through the shared decoder; the last rows decode prior samples. One decoder "
+                  "draws both kinds of source; where a code falls decides which.")
+        doc.image(save_loss_curves(figs / f"{name}_loss_curves.png",
+                                   {k: np.atleast_1d(v).tolist() for k, v in r["history"].items()}),
+                  f"{name}: loss terms per epoch (the mixture term, the KL of each group) and the "
+                  "permutation-invariant validation PSNR.")
+    for r in music:
+        m, c, name = r["metrics"], r["config"], r["dir"].name
+        doc.p(f"Part II, blind ({name}): K={int(c['groups'])} groups on {int(c['frames'])}-frame magnitude patches "
+              f"of the MIR-1K training mixtures, {int(c['epochs'])} epochs; scored on {int(m['n_clips'])} "
+              "validation clips with BSS Eval v3, the groups assigned to voice and accompaniment per clip "
+              "(best) or once for all clips (fixed).")
+        rows = []
+        for label, text in (("best", "blind, best per clip"), ("fixed", "blind, one assignment")):
+            for src in ("vocals", "accompaniment"):
+                p = f"{label}_{src}_"
+                rows.append([text, src, _f(m[p + "gnsdr"]), _f(m[p + "gsir"]), _f(m[p + "gsar"]),
+                             _f(m[p + "mean_si_sdr"])])
+        doc.table(["system", "source", "GNSDR", "GSIR", "GSAR", "SI-SDR"], rows)
+        from ..audio.stft import STFTConfig
+        from ..pipelines.blind_music import plot_example
+        cfg = STFTConfig(int(c["stft_sample_rate"]), int(c["stft_n_fft"]), int(c["stft_hop"]), str(c["stft_window"]))
+        ex = {k: np.asarray(v) for k, v in r["examples"].items() if k.endswith("_mag") or k == "assignment"}
+        doc.image(plot_example(ex, figs / f"{name}_example.png", cfg, name),
+                  f"{name}: magnitude spectrograms (dB) of a validation clip: the mixture, the true sources and "
+                  "each group's masked share of the mixture, labelled with the source it was assigned to.")

@@ -1,0 +1,345 @@
+"""Part II, blind: voice and accompaniment from MIR-1K mixtures alone.
+
+The Part I blind model (:class:`npvae.models.blind.BlindSeparationVAE`) on
+spectrogram patches instead of images:
+
+1. Each training clip's mixture (nothing else is read) becomes its STFT magnitude
+   ``|X|`` (the network's 512 bins: Nyquist dropped), divided by the training
+   mixtures' mean magnitude, cut into patches of ``frames`` frames (hop
+   ``frames / 2``).
+2. The encoder sees ``log1p`` of a patch; K latent groups go through one shared
+   decoder with a softplus output, K non-negative magnitude patches; the loss asks
+   that they add up to the mixture's patch (rule ``"additive"``), plus the KL of
+   every group.
+3. Separation: the K patches become masks ``y_k / sum_j y_j`` that sum to one over
+   the groups, applied to the complex mixture STFT (mixture phase), ``istft`` back.
+4. Scoring: no group is labelled, so for each clip the groups are assigned to voice
+   and accompaniment by the least MSE of their magnitudes (Hungarian), then BSS Eval
+   v3 gives SDR/SIR/SAR/NSDR as for the supervised model. Also reported: one fixed
+   assignment for all clips (the groups' majority roles), which is what a user who
+   labels the groups once would get.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import kernels
+
+from .. import __version__
+from ..audio.datasets import load_tracks
+from ..audio.stft import STFTConfig, istft, stft
+from ..data.blind import MixtureOnlyData
+from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
+from ..metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
+from ..metrics.permutation import best_permutation
+from ..models.blind import BlindSeparationVAE
+from ..optim import Adam
+from ..training import Trainer
+from .blind_objective import BlindLossConfig, BlindObjective
+from ..plotting import pyplot, save_loss_curves
+
+SOURCES = ("vocals", "accompaniment")
+RESULTS_KIND = "blind_results"
+
+
+@dataclass
+class BlindMusicConfig:
+    """Settings of one blind Part II run (each field is a flag of ``scripts/train_blind_music.py``)."""
+    dataset: str = "mir1k"
+    groups: int = 2
+    latent_dim: int = 32
+    hidden: tuple = (512, 256)
+    frames: int = 8                  # STFT frames per patch
+    recon: str = "l1"
+    beta: float = 0.5
+    warmup: float = 2.0
+    lr: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 20
+    seed: int = 0
+    display_every: int = 2
+    data_dir: str | None = None
+    out: str | None = None
+    max_train_tracks: int | None = None
+    max_val_tracks: int = 24
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("groups", "latent_dim", "frames", "batch_size", "epochs", "display_every", "max_val_tracks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.groups < 2:
+            raise ValueError(f"groups must be at least 2 (voice and accompaniment), got {self.groups}")
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.loss_config()
+
+    def loss_config(self) -> BlindLossConfig:
+        return BlindLossConfig(rule="additive", recon=self.recon, beta=self.beta, warmup=self.warmup)
+
+
+# ----------------------------------------------------------------------------- features
+
+def magnitudes(track_mixture: np.ndarray, stft_cfg: STFTConfig):
+    """Complex STFT (F, T) of a mixture and its network-side magnitude (F - 1, T)."""
+    X = stft(np.asarray(track_mixture, np.float32), stft_cfg)
+    return X, np.abs(X[:-1]).astype(np.float32)
+
+
+def patches(mag: np.ndarray, frames: int, hop: int) -> np.ndarray:
+    """(F, T) -> (P, F, frames): windows of ``frames`` frames every ``hop`` frames
+    (the end zero-padded so that every frame is covered)."""
+    f, t = mag.shape
+    n = max(1, -(-max(t - frames, 0) // hop) + 1)
+    padded = np.zeros((f, (n - 1) * hop + frames), mag.dtype)
+    padded[:, :t] = mag
+    return np.stack([padded[:, i * hop:i * hop + frames] for i in range(n)])
+
+
+def training_mixtures(tracks, stft_cfg: STFTConfig, frames: int) -> tuple[MixtureOnlyData, float]:
+    """The training patches of the tracks' **mixtures** and the scale they were divided by."""
+    mags = [magnitudes(t.mixture(), stft_cfg)[1] for t in tracks]
+    scale = float(np.mean(np.concatenate([m.ravel() for m in mags])))
+    data = np.concatenate([patches(m / scale, frames, max(1, frames // 2)) for m in mags])
+    return MixtureOnlyData(data, upper=None), scale
+
+
+# ----------------------------------------------------------------------------- separation
+
+@dataclass
+class BlindMusicSeparator:
+    """A trained blind model with its STFT settings and magnitude scale."""
+    model: BlindSeparationVAE
+    stft_cfg: STFTConfig
+    scale: float
+
+    def group_magnitudes(self, mag: np.ndarray) -> np.ndarray:
+        """(F - 1, T) mixture magnitude -> (K, F - 1, T) decoded group magnitudes."""
+        frames = self.model.shape[1]
+        t = mag.shape[1]
+        p = patches(mag / self.scale, frames, frames)                    # (P, F-1, frames), no overlap
+        y = self.model.separate(p)                                       # (P, K, F-1, frames)
+        y = y.transpose(1, 2, 0, 3).reshape(y.shape[1], y.shape[2], -1)[:, :, :t]
+        return y * self.scale
+
+    def separate(self, mixture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """mono mixture (n,) -> (waveforms (K, n), masked magnitudes (K, F, T))."""
+        X, mag = magnitudes(mixture, self.stft_cfg)
+        y = self.group_magnitudes(mag)
+        masks = y / np.maximum(y.sum(axis=0, keepdims=True), 1e-12)
+        masks = np.concatenate([masks, masks[:, -1:]], axis=1)            # Nyquist takes the bin below
+        est = (masks * X[None]).astype(np.complex64)
+        return istft(est, self.stft_cfg, length=len(mixture)), np.abs(est)
+
+
+def assign_groups(sep: BlindMusicSeparator, track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Waveforms (K, n), masked magnitudes (K, F, T) and the best assignment (2,) of groups
+    to [vocals, accompaniment] for one clip (least MSE of magnitudes, Hungarian)."""
+    waves, mags = sep.separate(track.mixture())
+    truth = np.abs(stft(track.sources(), sep.stft_cfg))
+    idx = best_permutation(mags[None], truth[None])[0]
+    return waves, mags, idx
+
+
+def evaluate(sep: BlindMusicSeparator, tracks, log=None) -> dict:
+    """BSS Eval per clip with the per-clip best assignment (``best_``) and with one fixed
+    assignment for all clips (``fixed_``: each source takes the group it was assigned
+    most often). Returns per-clip arrays and length-weighted summaries."""
+    per = {"names": [], "seconds": [], "assign": [], "waves": []}
+    for tr in tracks:
+        waves, _, idx = assign_groups(sep, tr)
+        per["names"].append(tr.name)
+        per["seconds"].append(tr.duration)
+        per["assign"].append(idx)
+        per["waves"].append(waves)
+    assign = np.asarray(per["assign"])
+    k = sep.model.n_groups
+    fixed = np.array([np.bincount(assign[:, j], minlength=k).argmax() for j in range(2)])
+    if fixed[0] == fixed[1]:                                   # one group won both roles: take the runner-up
+        counts = np.bincount(assign[:, 1], minlength=k)
+        counts[fixed[0]] = -1
+        fixed[1] = counts.argmax()
+    out = {"clip_names": per["names"], "clip_seconds": np.asarray(per["seconds"]), "assignment": assign,
+           "fixed_assignment": fixed}
+    for label, choose in (("best", lambda i: assign[i]), ("fixed", lambda i: fixed)):
+        rows = {}
+        for i, tr in enumerate(tracks):
+            ests = per["waves"][i][choose(i)]
+            if not np.all(np.any(ests, axis=1)):
+                ests = ests + 1e-9                            # a silent group: SDR defined, and very low
+            s = separation_scores(tr.sources(), ests, tr.mixture())
+            s["si_sdr"] = si_sdr(tr.sources(), ests)
+            for key in ("sdr", "sir", "sar", "nsdr", "si_sdr"):
+                rows.setdefault(key, []).append(np.asarray(s[key], np.float64))
+            if log:
+                log(f"  {label:5s} {tr.name:20s} NSDR vocals {s['nsdr'][0]:6.2f}  accompaniment {s['nsdr'][1]:6.2f}")
+        w = out["clip_seconds"]
+        for key, v in rows.items():
+            v = np.stack(v)
+            out[f"{label}_{key}"] = v
+            for j, src in enumerate(SOURCES):
+                name = "gnsdr" if key == "nsdr" else ("mean_si_sdr" if key == "si_sdr" else f"g{key}")
+                value = gnsdr(v[:, j], w) if key == "nsdr" else (float(np.mean(v[:, j])) if key == "si_sdr"
+                                                                   else weighted_mean(v[:, j], w))
+                out[f"{label}_{src}_{name}"] = float(value)
+    return out
+
+
+def quick_validation(sep: BlindMusicSeparator, tracks) -> dict:
+    """Per-epoch check: mean SI-SDR improvement (dB) of each source, per-clip assignment."""
+    imp = []
+    for tr in tracks:
+        waves, _, idx = assign_groups(sep, tr)
+        refs, mix = tr.sources(), tr.mixture()
+        imp.append(si_sdr(refs, waves[idx] + 1e-9) - si_sdr(refs, np.stack([mix, mix])))
+    imp = np.asarray(imp)
+    return {"vocals_si_sdri": float(imp[:, 0].mean()), "accompaniment_si_sdri": float(imp[:, 1].mean())}
+
+
+# ----------------------------------------------------------------------------- pictures
+
+def example(sep: BlindMusicSeparator, track, seconds: float = 4.0) -> dict:
+    """Magnitudes (dB-ready) of one clip: mixture, true sources, every group (masked)."""
+    n = min(track.n_samples, int(seconds * track.sr))
+    clip = dataclasses.replace(track, voice=track.voice[:n], accompaniment=track.accompaniment[:n])
+    _, mags, idx = assign_groups(sep, clip)
+    truth = np.abs(stft(clip.sources(), sep.stft_cfg))
+    ex = {"mixture_mag": np.abs(stft(clip.mixture(), sep.stft_cfg)), "vocals_mag": truth[0],
+          "accompaniment_mag": truth[1]}
+    ex.update({f"group_{k}_mag": mags[k] for k in range(len(mags))})
+    ex = {k: v.astype(np.float32) for k, v in ex.items()}
+    ex["assignment"] = idx.astype(np.int64)
+    return ex
+
+
+def plot_example(ex: dict, path, stft_cfg: STFTConfig, title: str = "") -> Path:
+    """Spectrograms (dB) of the mixture, the true sources and every group."""
+    plt = pyplot()
+    keys = [k for k in ex if k.endswith("_mag")]
+    idx = ex["assignment"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.8 * len(keys), 2.9), sharey=True)
+    ref = float(ex["mixture_mag"].max()) or 1.0
+    t = ex["mixture_mag"].shape[1] * stft_cfg.hop / stft_cfg.sample_rate
+    for ax, key in zip(axes, keys):
+        db = 20 * np.log10(np.maximum(ex[key], 1e-5 * ref) / ref)
+        ax.imshow(db, origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma",
+                  extent=[0, t, 0, stft_cfg.sample_rate / 2000])
+        label = key[:-4].replace("_", " ")
+        if key.startswith("group_"):
+            k = int(key.split("_")[1])
+            role = [SOURCES[j] for j in range(2) if idx[j] == k]
+            label += f" (-> {role[0]})" if role else " (unassigned)"
+        ax.set_title(label, fontsize=8)
+        ax.set_xlabel("s", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[0].set_ylabel("kHz", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- the run
+
+def format_table(m: dict) -> str:
+    head = f"{'assignment':28s} {'source':14s} {'GNSDR':>7s} {'GSIR':>7s} {'GSAR':>7s} {'SI-SDR':>7s}"
+    lines = [head, "-" * len(head)]
+    for label, text in (("best", "best per clip"), ("fixed", "one for all clips")):
+        for src in SOURCES:
+            p = f"{label}_{src}_"
+            lines.append(f"{text:28s} {src:14s} {m[p + 'gnsdr']:7.2f} {m[p + 'gsir']:7.2f} {m[p + 'gsar']:7.2f} "
+                         f"{m[p + 'mean_si_sdr']:7.2f}")
+    return "\n".join(lines) + "\n(dB; G* = length-weighted means over clips)"
+
+
+def train(cfg: BlindMusicConfig, resume: bool = False, log=print) -> dict:
+    """Train on the training clips' mixtures, score on the validation clips, save."""
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.out) if cfg.out else Path("runs") / f"blind-music-{cfg.dataset}-K{cfg.groups}"
+    cfg = dataclasses.replace(cfg, out=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stft_cfg = STFTConfig.for_dataset(cfg.dataset)
+    train_tracks = load_tracks(cfg.dataset, "train", cfg.data_dir)[:cfg.max_train_tracks]
+    val_tracks = load_tracks(cfg.dataset, "validation", cfg.data_dir)[:cfg.max_val_tracks]
+    train_data, scale = training_mixtures(train_tracks, stft_cfg, cfg.frames)
+    del train_tracks                                  # from here on, training has mixture patches only
+    model = BlindSeparationVAE(cfg.groups, cfg.latent_dim, cfg.hidden, out_bias=-4.0,
+                               shape=(stft_cfg.n_freq - 1, cfg.frames), output="softplus", log_input=True,
+                               rng=np.random.default_rng([cfg.seed, 0]))
+    sep = BlindMusicSeparator(model, stft_cfg, scale)
+    objective = BlindObjective(model, cfg.loss_config())
+    optimizer = Adam(model, lr=cfg.lr, clip_norm=5.0)
+    config = {**dataclasses.asdict(cfg), "mode": "blind_music", "mag_scale": scale,
+              **{f"stft_{k}": v for k, v in dataclasses.asdict(stft_cfg).items()},
+              "backend": kernels.backend(), "npvae_version": __version__}
+    trainer = Trainer(model, optimizer, np.random.default_rng([cfg.seed, 1]), run_dir, config=config,
+                      display_every=cfg.display_every, progress=cfg.progress, log=log)
+    if resume and trainer.resume():
+        log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    log(f"BlindSeparationVAE (K={cfg.groups}) on {cfg.frames}-frame patches: {model.num_parameters():,} "
+        f"parameters, {len(train_data):,} training patches of mixtures (no sources), "
+        f"{len(val_tracks)} validation clips, run directory {run_dir}")
+
+    val_patches = np.concatenate([patches(magnitudes(t.mixture(), stft_cfg)[1] / scale, cfg.frames, cfg.frames)
+                                  for t in val_tracks])
+    quick_tracks = val_tracks[:8]
+
+    def step(batch, epoch):
+        return objective.terms(batch, epoch, rng=trainer.rng)
+
+    def validate():
+        sums = {}
+        for i in range(0, len(val_patches), 256):
+            b = val_patches[i:i + 256]
+            for k, v in objective.terms(b, trainer.epoch, sample=False, backward=False).items():
+                sums[k] = sums.get(k, 0.0) + v * len(b)
+        out = {k: v / len(val_patches) for k, v in sums.items()}
+        out.update(quick_validation(sep, quick_tracks))
+        return out
+
+    def on_display(epoch, history):
+        ex = example(sep, val_tracks[0])
+        plot_example(ex, run_dir / "figures" / f"epoch_{epoch:03d}.png", stft_cfg,
+                     f"blind K={cfg.groups}, {val_tracks[0].name}, epoch {epoch}")
+        save_loss_curves(run_dir / "loss_curves.png", history)
+
+    trainer.fit(cfg.epochs, batches=lambda rng: train_data.batches(rng, cfg.batch_size),
+                n_batches=train_data.n_batches(cfg.batch_size), step=step, validate=validate,
+                on_display=on_display)
+    train_seconds = time.perf_counter() - t_start
+
+    log(f"scoring {len(val_tracks)} validation clips (BSS Eval v3)...")
+    scores = evaluate(sep, val_tracks)
+    metrics = {k: v for k, v in scores.items() if isinstance(v, float)}
+    metrics["fixed_assignment_vocals"] = int(scores["fixed_assignment"][0])
+    metrics["fixed_assignment_accompaniment"] = int(scores["fixed_assignment"][1])
+    metrics["clips_vocals_in_group_0"] = int(np.sum(scores["assignment"][:, 0] == 0))
+    metrics["n_clips"] = len(val_tracks)
+    metrics["train_seconds_total"] = float(sum(trainer.history.get("seconds", [])))
+    metrics["wall_seconds_this_session"] = float(time.perf_counter() - t_start)
+    metrics["train_seconds_this_session"] = float(train_seconds)
+    log(format_table(metrics))
+    ex = example(sep, val_tracks[0])
+    plot_example(ex, run_dir / "example.png", stft_cfg, f"blind K={cfg.groups}, {val_tracks[0].name}")
+    save_loss_curves(run_dir / "loss_curves.png", trainer.history)
+    (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    per_clip = {k: v for k, v in scores.items() if isinstance(v, np.ndarray)}
+    save_model(run_dir / MODEL_FILE, model, config)
+    save_results(run_dir / RESULTS_FILE, RESULTS_KIND, model, config, trainer.history, metrics,
+                 {**ex, **{f"per_clip_{k}": v for k, v in per_clip.items()}})
+    log(f"wrote {run_dir / MODEL_FILE}, {run_dir / RESULTS_FILE}, {run_dir / 'example.png'}")
+    return {"metrics": metrics, "run_dir": run_dir, "history": trainer.history, "separator": sep}
+
+
+__all__ = ["BlindMusicConfig", "BlindMusicSeparator", "train", "evaluate", "patches", "training_mixtures"]
