@@ -15,3 +15,7 @@ class FileFormatError(NpvaeError, ValueError):
 
 class TrainingError(NpvaeError, RuntimeError):
     """Training cannot go on (a NaN loss, say)."""
+
+
+class OutputError(NpvaeError, ValueError):
+    """An output cannot be written safely (it exists, the folder is not writable, no space)."""

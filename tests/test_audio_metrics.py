@@ -100,3 +100,28 @@ def test_ten_second_clip(rng):
     est = ref + 0.3 * ref[::-1] + 0.1 * rng.standard_normal((2, n))
     scores = separation_scores(ref, est, ref.sum(axis=0))
     assert np.all(scores["nsdr"] > 0)
+
+
+def test_silent_estimate_is_minus_inf_not_plus_inf(rng):
+    ref = rng.standard_normal(1000)
+    assert si_sdr(ref, np.zeros(1000)) == -np.inf
+    out = si_sdr(np.stack([ref, ref]), np.stack([ref, np.zeros(1000)]))
+    assert out[0] > 100 and out[1] == -np.inf
+    with pytest.raises(ValueError, match="silent"):
+        bss_eval_sources(np.stack([ref, ref[::-1]]), np.stack([ref, np.zeros(1000)]))
+
+
+def test_transposed_arrays_are_refused_before_any_work(rng):
+    ref = rng.standard_normal((2, 5000))
+    for fn in (bss_eval_sources, si_sdr):
+        with pytest.raises(ValueError, match=r"transpose.*\(n_sources, n_samples\)"):
+            fn(ref.T, ref.T)
+    with pytest.raises(ValueError, match="transpose"):
+        separation_scores(ref.T, ref.T, ref.sum(0))
+
+
+def test_silent_reference_is_named(rng):
+    ref = rng.standard_normal((2, 2000))
+    ref[1] = 0
+    with pytest.raises(ValueError, match=r"reference source\(s\) \[1\] are silent"):
+        bss_eval_sources(ref, rng.standard_normal((2, 2000)))

@@ -135,6 +135,16 @@ def test_evaluate_orders_oracle_model_and_floor(rng):
     assert "ideal ratio mask" in format_table(res)
 
 
+def test_evaluate_leaves_out_clips_with_a_silent_reference(rng):
+    tracks = [synth_track(rng, name=f"c{i}") for i in range(2)]
+    tracks[1].voice[:] = 0
+    sep = tiny_separator(rng, tracks=tracks[:1])
+    res = evaluate(sep, tracks, baselines=False)
+    assert res["clip_names"] == ["c0"] and res["skipped_clips"] == ["c1 (silent vocals)"]
+    with pytest.raises(ValueError, match="silent reference"):
+        evaluate(sep, tracks[1:], baselines=False)
+
+
 def test_lr_schedule():
     assert lr_at(0, 10, 1e-3) == lr_at(6, 10, 1e-3) == 1e-3
     assert lr_at(8, 10, 1e-3) < 1e-3

@@ -108,6 +108,19 @@ def test_evaluate_music_prints_model_oracle_and_floor(trained_run, irmas_root, t
     metrics = h5mat.read_tree(res, expected_kind="music_results")["metrics"]
     assert metrics["oracle_vocals_gnsdr"] > metrics["mixture_vocals_gnsdr"]
     assert (tmp_path / "fig.png").is_file()
+    again = run("evaluate_music.py", "--model", out, "--dataset", "irmas", "--data-dir", irmas_root,
+                "--results", res)
+    assert again.returncode != 0 and "--overwrite" in again.stderr and "exists" in again.stderr
+
+
+def test_evaluation_files_are_named_per_option(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("evaluate_music", REPO / "scripts" / "evaluate_music.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    plain = mod.results_path(mod.parse_args(["--model", str(tmp_path)]))
+    wiener = mod.results_path(mod.parse_args(["--model", str(tmp_path), "--wiener"]))
+    assert plain != wiener and plain.parent == wiener.parent == tmp_path
 
 
 def test_separate_stereo_file_of_odd_length(trained_run, tmp_path):

@@ -7,7 +7,6 @@ to one channel and resampled with a polyphase filter.
 from __future__ import annotations
 
 import os
-import tempfile
 from math import gcd
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from npvae.checkpoint import atomic_path
 from npvae.errors import DatasetError, FileFormatError
 
 _CONVERT_HINT = "convert it to WAV or FLAC (e.g. `ffmpeg -i in.mp3 out.wav`) or remove it"
@@ -107,14 +107,6 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, sr: int,
     if subtype and subtype.startswith("PCM") and peak > 1.0:
         raise ValueError(f"refusing to write {path}: peak {peak:.3f} > 1 would clip in {subtype}; "
                          "scale the samples down or pass subtype='FLOAT'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, x, int(sr), subtype=subtype, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, path.suffix) as tmp:
+        sf.write(str(tmp), x, int(sr), subtype=subtype, format=fmt)
     return path

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import atomic_path
 from ..errors import DatasetError
 
 DTYPES = {
@@ -126,11 +127,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     data = idx_bytes(array)
     if compress:
         data = gzip.compress(data, compresslevel=6, mtime=0)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, path.suffix) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import TMP_TAG, sweep_stale_temporaries
 from ..datapath import ENV_VAR, cache_dir, data_roots
 from ..errors import DatasetError
 from .idx import read_idx
@@ -136,7 +137,8 @@ def download_file(name: str, md5: str, dest_dir: str | os.PathLike, mirrors: lis
     failures = []
     for base in mirrors:
         url = base + name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest_dir)
+        sweep_stale_temporaries(dest_dir)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=TMP_TAG + ".part", dir=dest_dir)
         try:
             h = hashlib.md5()
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:

@@ -28,10 +28,11 @@ FILTER_LENGTH = 512
 
 
 def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """10 log10(num / den) with den == 0 giving +inf (a perfect estimate)."""
+    """10 log10(num / den): den == 0 gives +inf (a perfect estimate), but num == 0 gives
+    -inf whatever den is (a silent estimate is never perfect, even with nothing left over)."""
     num, den = np.broadcast_arrays(np.asarray(num, float), np.asarray(den, float))
-    out = np.full(num.shape, np.inf)
-    ok = den > 0
+    out = np.where(num > 0, np.inf, -np.inf)
+    ok = (den > 0) & (num > 0)
     with np.errstate(divide="ignore"):
         out[ok] = 10.0 * np.log10(num[ok] / den[ok])
     return out
@@ -43,6 +44,10 @@ def _as_sources(x, name: str) -> np.ndarray:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(f"{name} must have shape (n_sources, n_samples), got {np.shape(x)}")
+    if x.shape[0] > x.shape[1]:
+        raise ValueError(f"{name} has shape {x.shape}: more sources than samples, so it is "
+                         "probably (n_samples, n_sources); pass its transpose (x.T), shape "
+                         "(n_sources, n_samples)")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} holds NaN or inf")
     return x

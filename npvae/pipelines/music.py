@@ -354,10 +354,17 @@ def evaluate(sep: Separator, tracks, wiener: bool = False, baselines: bool = Tru
     """
     systems = ("model", "oracle", "mixture") if baselines else ("model",)
     per: dict[str, list] = {}
-    names, seconds = [], []
+    names, seconds, skipped = [], [], []
     for tr in tracks:
         mix = tr.mixture()
         refs = tr.sources()
+        silent = [SOURCES[j] for j in range(len(refs)) if not np.any(refs[j])]
+        if silent:
+            # BSS Eval has no SDR for a silent reference: leave the clip out, and say so.
+            skipped.append(f"{tr.name} (silent {' and '.join(silent)})")
+            if progress:
+                progress(f"{tr.name}: skipped, its {' and '.join(silent)} reference is silent")
+            continue
         ests = {"model": sep.separate_mono(mix, wiener=wiener)}
         if baselines:
             ests["oracle"] = oracle_estimates(tr, sep.stft_cfg)
@@ -371,7 +378,10 @@ def evaluate(sep: Separator, tracks, wiener: bool = False, baselines: bool = Tru
         seconds.append(tr.duration)
         if progress:
             progress(tr.name)
-    out = {"clip_names": names, "clip_seconds": np.asarray(seconds)}
+    if not names:
+        raise ValueError(f"no clip can be scored: every clip has a silent reference source "
+                         f"({', '.join(skipped)}); BSS Eval needs both sources to have energy")
+    out = {"clip_names": names, "clip_seconds": np.asarray(seconds), "skipped_clips": skipped}
     out.update({k: np.stack(v) for k, v in per.items()})
     out.update(summarize(out, systems))
     return out

@@ -1,0 +1,85 @@
+"""Checks made before any work starts, so that nothing is lost and nothing fails late.
+
+Every writer of user-visible outputs (training runs, separated songs, evaluation
+files) asks here first: is the folder writable, is there room, would a file be
+replaced? A refusal is an :class:`~npvae.errors.OutputError` naming the fix.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .checkpoint import TMP_TAG
+from .errors import OutputError
+
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable_dir(folder: str | os.PathLike, need_bytes: int = 0) -> Path:
+    """Make sure ``folder`` is (or can be created as) a writable folder with ``need_bytes`` free.
+
+    Nothing is created. Raises OutputError when ``folder`` or one of its parents is a
+    file, when it cannot be written, or when the file system has less free space than
+    ``need_bytes`` (when the free space can be known).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is a file, not a folder; pass a folder name (it is created if needed)")
+    base = _existing_ancestor(folder)
+    if not base.is_dir():
+        raise OutputError(f"cannot create {folder}: {base} is a file; choose another folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {base} (permission denied); choose a folder you can write to")
+    if need_bytes > 0:
+        try:
+            free = shutil.disk_usage(base).free
+        except OSError:
+            free = None
+        if free is not None and free < need_bytes:
+            raise OutputError(f"not enough free space in {base}: {need_bytes / 1e6:.1f} MB needed, "
+                              f"{free / 1e6:.1f} MB free; free some space or choose another folder")
+    return folder
+
+
+def _visible_entries(folder: Path) -> list[str]:
+    """What a folder holds, leaving out temporaries of killed runs."""
+    return sorted(e for e in os.listdir(folder) if TMP_TAG not in e)
+
+
+def prepare_run_dir(out: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> Path:
+    """Check a training run's output folder before anything is loaded or trained.
+
+    A new run (no ``resume``) refuses a folder that already holds files, unless
+    ``overwrite`` (then the old files are replaced as the run writes its own).
+    ``resume`` needs nothing here; the trainer checks the checkpoint itself.
+    """
+    out = Path(out)
+    check_writable_dir(out)
+    if out.is_dir() and not resume and not overwrite:
+        entries = _visible_entries(out)
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise OutputError(f"run folder {out} is not empty ({shown}); pass --resume to continue "
+                              "that run, --overwrite to replace it, or another --out")
+    return out
+
+
+def unique_run_dir(prefix: str | os.PathLike) -> Path:
+    """Create and return a new folder ``<prefix>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``...
+    appended when that exists), so two runs started together never share one."""
+    base = Path(f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_writable_dir(base.parent)
+    cand, k = base, 2
+    while True:
+        try:
+            cand.mkdir(parents=True, exist_ok=False)
+            return cand
+        except FileExistsError:
+            cand, k = Path(f"{base}-{k}"), k + 1
