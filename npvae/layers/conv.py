@@ -84,9 +84,11 @@ class _ConvBase(Layer):
         per_worker = -(-n // parallel.worker_count())
         return max(1, min(per_worker, CHUNK_BYTES // max(per_sample, 1)))
 
-    def _worker_buffers(self, name, shape):
-        """One scratch array per worker thread."""
-        return [self._buffer(f"{name}{w}", shape) for w in range(parallel.worker_count())]
+    def _worker_buffers(self, name, shape, n: int, step: int):
+        """One scratch array per worker thread that the ``n`` samples in chunks of ``step``
+        keep busy (a batch of one uses one: separation of long songs stays small)."""
+        workers = min(parallel.worker_count(), -(-n // step))
+        return [self._buffer(f"{name}{w}", shape) for w in range(workers)]
 
     def _patch_rows(self, channels: int) -> int:
         kh, kw = self.kernel_size
@@ -137,7 +139,7 @@ class Conv2d(_ConvBase):
         step = self._step = self._chunk(n, k, p)
         self._cols = cols = self._buffer("cols", (n * k * p,))    # kept for the weight gradient
         w2, b = self.params["W"].reshape(o, k), self.params["b"][:, None]
-        out = self._worker_buffers("out", (o, step * p))
+        out = self._worker_buffers("out", (o, step * p), n, step)
         y = np.empty((n, o, oh, ow), dtype=self.dtype)
         y3 = y.reshape(n, o, p)
 
@@ -158,8 +160,8 @@ class Conv2d(_ConvBase):
         per_chunk = self._buffer("dW_per_chunk", (-(-n // step), k, o))   # transposed: see below
         w2t = self.params["W"].reshape(o, k).T
         dx = np.empty(self._x_shape, dtype=self.dtype) if self.needs_input_grad else None
-        dy_rows = self._worker_buffers("dy_rows", (o, step * p))
-        dcols = self._worker_buffers("dcols", (k, step * p)) if dx is not None else None
+        dy_rows = self._worker_buffers("dy_rows", (o, step * p), n, step)
+        dcols = self._worker_buffers("dcols", (k, step * p), n, step) if dx is not None else None
 
         def work(part, worker):
             m = part.stop - part.start
@@ -218,8 +220,8 @@ class ConvTranspose2d(_ConvBase):
         w2t, b = self.params["W"].reshape(c, k).T, self.params["b"][:, None, None]
         y = np.empty((n, self.out_channels, oh, ow), dtype=self.dtype)
         step = self._chunk(n, k, p)
-        x_rows = self._worker_buffers("x_rows", (c, step * p))
-        cols = self._worker_buffers("cols", (k, step * p))
+        x_rows = self._worker_buffers("x_rows", (c, step * p), n, step)
+        cols = self._worker_buffers("cols", (k, step * p), n, step)
 
         def work(part, worker):
             m = part.stop - part.start
@@ -240,8 +242,8 @@ class ConvTranspose2d(_ConvBase):
         per_chunk = self._buffer("dW_per_chunk", (-(-n // step), k, c))   # transposed, as in Conv2d
         dx = np.empty((n, c, h, w), dtype=self.dtype) if self.needs_input_grad else None
         dx3 = dx.reshape(n, c, p) if dx is not None else None
-        rows = self._worker_buffers("rows", (c, step * p))
-        dcols = self._worker_buffers("dcols", (k, step * p))
+        rows = self._worker_buffers("rows", (c, step * p), n, step)
+        dcols = self._worker_buffers("dcols", (k, step * p), n, step)
 
         def work(part, worker):
             m = part.stop - part.start

@@ -33,6 +33,7 @@ from ..layers.dense import Dense
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten, Reshape
 from ..vae import GaussianHead, Reparameterize, kl_divergence
+from ..validate import as_unit_images
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -115,9 +116,12 @@ class SeparationVAE(Layer):
     def separate(self, mixtures, batch_size: int = 500):
         """Deterministic separation (posterior mean), in batches to bound memory.
 
-        mixtures (N, 28, 28) float in [0, 1] -> digit, fashion, mixture_hat, each (N, 28, 28).
+        mixtures (N, 28, 28) float in [0, 1], or uint8 0..255 (divided by 255, as
+        ``npvae.data.mnist.load_images`` returns them) -> digit, fashion, mixture_hat, each
+        (N, 28, 28) float in [0, 1]. Anything else (NaN, values outside [0, 1], an empty
+        batch, flat or single images) is refused with a ValueError naming the fix.
         """
-        m = self._prepare(mixtures)
+        m = as_unit_images(mixtures, SIDE, self.dtype)
         was_training = self.training
         self.eval()
         outs = [self.forward(m[i:i + batch_size], sample=False) for i in range(0, len(m), batch_size)]

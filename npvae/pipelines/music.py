@@ -41,6 +41,7 @@ from ..models.music import SpectrogramUNetVAE
 from ..plotting import plot_example, plot_history
 from ..schedules import lr_at
 from ..vae import KLWeight, kl_divergence
+from ..validate import as_float_audio
 
 SOURCES = ("vocals", "accompaniment")
 
@@ -197,9 +198,12 @@ class Separator:
         its Nyquist frequency, where singing voice has little energy) goes to the last
         source, the accompaniment, so the estimates still add up to the input.
         Returns float32 (n_sources, n_samples, n_channels) (channel axis absent for 1-D input),
-        the same length and rate as the input.
+        the same length and rate as the input. Integer samples are scaled to full scale 1.0
+        (:func:`npvae.validate.as_float_audio`); NaN, empty or channels-first audio is refused.
         """
-        audio = np.asarray(audio, np.float32)
+        if int(sr) != sr or sr <= 0:
+            raise ValueError(f"sample rate must be a positive whole number of Hz, got {sr}")
+        audio = as_float_audio(audio)
         mono = audio.ndim == 1
         chans = audio[:, None] if mono else audio
         n = chans.shape[0]

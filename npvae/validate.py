@@ -1,0 +1,77 @@
+"""Inputs checked at the edge: what a user hands to ``separate`` is scaled or refused.
+
+Integer samples are converted with the usual full-scale conventions (uint8 images:
+0..255 -> [0, 1]; int16/int32 audio: full scale -> 1.0; uint8 audio: offset binary),
+so the arrays that ``npvae.data.mnist.load_images`` and ``soundfile``'s integer reads
+return work as they are. Everything else that cannot be meant (NaN, values out of
+range, empty batches, channels-first audio) is refused with a ValueError naming the fix.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _finite(x: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"{what} holds {bad} NaN or infinite value(s); clean the data first")
+
+
+def as_unit_images(x, side: int, dtype=np.float32) -> np.ndarray:
+    """Images (N, side, side) with values in [0, 1], as ``dtype``.
+
+    uint8 input is divided by 255. Float input must already lie in [0, 1].
+    """
+    a = np.asarray(x)
+    if a.dtype == object or a.dtype.kind not in "uif":
+        raise ValueError(f"images must be numbers (uint8 0..255 or float in [0, 1]), got dtype {a.dtype}")
+    shape = (side, side)
+    if a.ndim == 2 and a.shape == shape:
+        raise ValueError(f"got one image of shape {a.shape}; pass a batch of shape (N, {side}, {side}), "
+                         "e.g. x[None]")
+    if a.ndim == 2 and a.shape[1] == side * side:
+        raise ValueError(f"got flat images {a.shape}; reshape them to (N, {side}, {side}): "
+                         f"x.reshape(-1, {side}, {side})")
+    if a.ndim != 3 or a.shape[1:] != shape:
+        raise ValueError(f"expected mixtures of shape (N, {side}, {side}), got {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError("got an empty batch (N = 0); pass at least one image")
+    if a.dtype == np.uint8:
+        return (a.astype(dtype) / np.dtype(dtype).type(255)).astype(dtype, copy=False)
+    if a.dtype.kind in "iu":
+        raise ValueError(f"integer images of dtype {a.dtype} are ambiguous; pass uint8 (0..255) or "
+                         "float in [0, 1] (e.g. x / 255)")
+    _finite(a, "the images")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        hint = " (they look like 0..255: divide by 255)" if hi > 1.5 and lo >= 0 else ""
+        raise ValueError(f"image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}")
+    return a.astype(dtype, copy=False)
+
+
+def as_float_audio(x) -> np.ndarray:
+    """Audio (n_samples,) or (n_samples, n_channels) as float32, full scale 1.0.
+
+    int8/int16/int32/int64 are divided by 2^(bits-1), uint8 is offset binary
+    ((x - 128) / 128, as in 8-bit WAV). Float input is kept as it is (values beyond
+    +-1 are legal in float audio).
+    """
+    a = np.asarray(x)
+    if a.dtype == object or a.dtype.kind not in "iuf":
+        raise ValueError(f"audio must be float or integer samples, got dtype {a.dtype}")
+    if a.ndim not in (1, 2):
+        raise ValueError(f"audio must have shape (n_samples,) or (n_samples, n_channels), got {a.shape}")
+    if a.shape[0] == 0 or (a.ndim == 2 and a.shape[1] == 0):
+        raise ValueError(f"got empty audio of shape {a.shape}; pass at least one sample")
+    if a.ndim == 2 and a.shape[1] > a.shape[0]:
+        raise ValueError(f"audio of shape {a.shape} has more channels than samples: it is probably "
+                         "(n_channels, n_samples); pass its transpose (x.T)")
+    if a.dtype == np.uint8:
+        return ((a.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    if a.dtype.kind == "u":
+        raise ValueError(f"unsigned audio of dtype {a.dtype} is not a known sample format; "
+                         "pass float samples (full scale 1.0) or signed integers")
+    if a.dtype.kind == "i":
+        return (a.astype(np.float64) / float(2 ** (8 * a.dtype.itemsize - 1))).astype(np.float32)
+    _finite(a, "the audio")
+    return a.astype(np.float32, copy=False)
