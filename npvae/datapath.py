@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import DatasetError
+
 ENV_VAR = "NPVAE_DATA"
 
 
@@ -21,13 +23,27 @@ def cache_dir() -> Path:
 
 
 def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Candidate data roots, most specific first (duplicates removed)."""
+    """Candidate data roots, most specific first (duplicates removed).
+
+    An explicit ``data_dir`` is the only root searched: a typo must not fall back
+    silently to ``$NPVAE_DATA`` or the cache. It must exist (DatasetError otherwise).
+    """
     roots: list[Path] = []
     if data_dir:
-        roots.append(Path(data_dir).expanduser())
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise DatasetError(f"data folder {root} (--data-dir) {what}; check the spelling, or leave "
+                               f"--data-dir out to use ${ENV_VAR} or {cache_dir()}")
+        return [root]
     env = os.environ.get(ENV_VAR)
     if env:
-        roots.append(Path(env).expanduser())
+        root = Path(env).expanduser()
+        if not root.is_dir():
+            raise DatasetError(f"{ENV_VAR}={env} is not a folder; set it to the data root (the folder "
+                               "holding mnist/, MIR-1K/...) or unset it to use the cache "
+                               f"{cache_dir()}")
+        roots.append(root)
     roots.append(cache_dir())
     seen, unique = set(), []
     for r in roots:

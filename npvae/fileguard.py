@@ -62,13 +62,35 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool = False, overwrite: boo
     """
     out = Path(out)
     check_writable_dir(out)
-    if out.is_dir() and not resume and not overwrite:
+    if out.is_dir() and not resume:
         entries = _visible_entries(out)
-        if entries:
+        if entries and not overwrite:
             shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
             raise OutputError(f"run folder {out} is not empty ({shown}); pass --resume to continue "
                               "that run, --overwrite to replace it, or another --out")
+        if entries:
+            clear_run_artefacts(out)
     return out
+
+
+# What a training run writes; --overwrite removes these (and nothing else) first, so
+# that no file of the old run is left beside the new run's files.
+RUN_ARTEFACTS = ("checkpoint.npz", "config.json", "history.json", "metrics.json", "model.h5", "results.h5",
+                 "grid.png", "loss_curves.png", "figures", "snippets")
+
+
+def clear_run_artefacts(out: Path) -> list[Path]:
+    removed = []
+    for name in RUN_ARTEFACTS:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        removed.append(p)
+    return removed
 
 
 def unique_run_dir(prefix: str | os.PathLike) -> Path:

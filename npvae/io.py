@@ -103,10 +103,20 @@ def read_model_file(path) -> tuple[Layer, dict]:
     from . import models  # noqa: F401  (registers the model classes with build_layer)
     spec = json.loads(tree["model"]["spec"])
     dtype = np.dtype(tree["model"].get("dtype", "float32"))
-    model = build_layer(spec, dtype=dtype)
-    model.load_state_dict(tree["model"]["params"])
-    model.eval()
+    model = load_parameters(path, build_layer(spec, dtype=dtype), tree["model"]["params"])
     return model, tree.get("config", {})
+
+
+def load_parameters(path, model: Layer, params: dict) -> Layer:
+    """``model.load_state_dict(params)``; a mismatch names the file and the fix."""
+    try:
+        model.load_state_dict(params)
+    except (ValueError, KeyError, TypeError) as e:
+        raise FileFormatError(f"{path}: its parameters do not fit the architecture it describes ({e}); the file "
+                              "was edited or damaged: use the model.h5 / results.h5 that training wrote, "
+                              "or train again") from None
+    model.eval()
+    return model
 
 
 def load_model(path):

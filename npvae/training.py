@@ -15,6 +15,7 @@ of it, so an interrupted run continues exactly as an uninterrupted one would.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -27,6 +28,23 @@ from .errors import TrainingError
 from .progress import progress_bar
 
 CHECKPOINT = "checkpoint.npz"
+
+
+# Settings that may differ when a run is resumed: they do not change what is learnt
+# (how long, where, how it is shown, where the data lie). Any other difference is refused.
+RESUMABLE_SETTINGS = frozenset({"epochs", "display_every", "progress", "show", "out", "data_dir", "data_folder",
+                                "eval_limit", "backend", "npvae_version", "snippet_seconds"})
+
+
+def _jsonable(config: dict) -> dict:
+    return json.loads(json.dumps(config, default=str))
+
+
+def config_changes(saved: dict, new: dict, allowed=RESUMABLE_SETTINGS) -> list[str]:
+    """``name: old -> new`` for every setting outside ``allowed`` that differs."""
+    saved, new = _jsonable(saved), _jsonable(new)
+    return [f"{k}: {saved.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
+            for k in sorted(set(saved) | set(new)) if k not in allowed and saved.get(k) != new.get(k)]
 
 
 def _format_terms(terms: dict[str, float]) -> str:
@@ -67,6 +85,13 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return False
         arrays, meta = load_checkpoint(self.checkpoint_path)
+        changed = config_changes(meta.get("config", {}), self.config)
+        if changed:
+            raise TrainingError(
+                f"cannot resume {self.run_dir} with other settings ({'; '.join(changed)}): --resume continues "
+                "a run exactly as it started. Rerun with the run's own values (left of each arrow; they are in "
+                f"its config), or start a new run with another --out. Only {', '.join(sorted(RESUMABLE_SETTINGS))} "
+                "may change on resume.")
         self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
         slots: dict[str, dict] = {}
         for key, value in arrays.items():

@@ -75,3 +75,58 @@ def as_float_audio(x) -> np.ndarray:
         return (a.astype(np.float64) / float(2 ** (8 * a.dtype.itemsize - 1))).astype(np.float32)
     _finite(a, "the audio")
     return a.astype(np.float32, copy=False)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_settings(cfg, positive_int=(), nonneg_int=(), positive=(), nonneg=(), choices=None,
+                   optional=()) -> None:
+    """Range checks of a settings dataclass, one message per bad field, named as its flag.
+
+    positive_int : fields that must be whole numbers >= 1 (sizes, counts, epochs);
+    nonneg_int : whole numbers >= 0 (seeds); positive / nonneg : finite numbers > 0 / >= 0;
+    choices : {field: allowed values}; optional : fields that may also be None.
+    Raises ValueError listing every problem.
+    """
+    problems = []
+
+    def bad(name, value, want):
+        problems.append(f"{_flag(name)} must be {want}, got {value!r}")
+
+    def check(name, value, want_int, lower, strict):
+        if value is None and name in optional:
+            return
+        if isinstance(value, (list, tuple)):
+            if not value:
+                bad(name, value, "a non-empty list")
+            for v in value:
+                check(name, v, want_int, lower, strict)
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            bad(name, value, "a number")
+            return
+        if want_int and int(value) != value:
+            bad(name, value, "a whole number")
+            return
+        if not np.isfinite(value) or (value <= lower if strict else value < lower):
+            bad(name, value, f"{'>' if strict else '>='} {lower}" if not want_int or strict is False
+                else f">= {lower + 1}")
+
+    for name in positive_int:
+        check(name, getattr(cfg, name), True, 0, True)
+    for name in nonneg_int:
+        check(name, getattr(cfg, name), True, 0, False)
+    for name in positive:
+        check(name, getattr(cfg, name), False, 0, True)
+    for name in nonneg:
+        check(name, getattr(cfg, name), False, 0, False)
+    for name, allowed in (choices or {}).items():
+        value = getattr(cfg, name)
+        if value is None and name in optional:
+            continue
+        if value not in allowed:
+            bad(name, value, "one of " + ", ".join(map(str, allowed)))
+    if problems:
+        raise ValueError("; ".join(problems))

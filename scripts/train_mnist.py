@@ -50,6 +50,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/ (else $NPVAE_DATA)")
     p.add_argument("--out", help="run directory (default runs/mnist-<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds an old run (its files are replaced)")
     p.add_argument("--train-limit", type=int, help="use only this many training pairs (quick runs)")
     p.add_argument("--eval-limit", type=int, help="evaluate on this many test pairs (default 10000)")
     p.add_argument("--show", action="store_true", help="also open the figures on screen")
@@ -61,19 +63,25 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     a = p.parse_args(argv)
     if a.resume and not a.out:
         p.error("--resume needs --out RUN_DIR (the run to continue)")
+    if a.resume and a.overwrite:
+        p.error("--resume continues a run and --overwrite replaces it; pass one of them")
     extra = {k: v for k, v in preset.items() if k not in dests}   # settings without a flag
-    cfg = TrainConfig(**extra, model=a.model, latent_dim=a.latent_dim, hidden=a.hidden, channels=a.channels,
-                      output=a.output, rule=a.rule, loss=a.loss, beta=a.beta, warmup=a.warmup,
-                      mix_weight=a.mix_weight, lr=a.lr, lr_schedule=a.lr_schedule, batch_size=a.batch_size, epochs=a.epochs, seed=a.seed,
-                      display_every=a.display_every, data_dir=a.data_dir, out=a.out, train_limit=a.train_limit,
-                      eval_limit=a.eval_limit, show=a.show, progress=not a.no_progress)
-    return cfg, a.resume
+    try:
+        cfg = TrainConfig(**extra, model=a.model, latent_dim=a.latent_dim, hidden=a.hidden, channels=a.channels,
+                          output=a.output, rule=a.rule, loss=a.loss, beta=a.beta, warmup=a.warmup,
+                          mix_weight=a.mix_weight, lr=a.lr, lr_schedule=a.lr_schedule, batch_size=a.batch_size,
+                          epochs=a.epochs, seed=a.seed, display_every=a.display_every, data_dir=a.data_dir,
+                          out=a.out, train_limit=a.train_limit, eval_limit=a.eval_limit, show=a.show,
+                          progress=not a.no_progress)
+    except ValueError as e:
+        p.error(str(e))
+    return cfg, a.resume, a.overwrite
 
 
 def main(argv=None) -> int:
-    cfg, resume = parse_args(argv)
+    cfg, resume, overwrite = parse_args(argv)
     try:
-        train(cfg, resume=resume)
+        train(cfg, resume=resume, overwrite=overwrite)
     except (NpvaeError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

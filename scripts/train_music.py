@@ -14,7 +14,7 @@ import os
 import sys
 
 from npvae import presets
-from npvae.errors import DatasetError, FileFormatError, TrainingError
+from npvae.errors import NpvaeError
 from npvae.pipelines.music import TrainConfig, train
 from npvae.spectral_losses import LOSSES
 
@@ -51,7 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--remix-prob", type=float, default=d.remix_prob, help="chance that an excerpt is remixed")
     p.add_argument("--gain-db", type=float, default=d.gain_db,
                    help="random accompaniment gain in [-G, G] dB")
-    p.add_argument("--out", default=d.out, help="run directory")
+    p.add_argument("--out", default=d.out, help="run directory (default: a new runs/music-<dataset>-<time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds an old run (its files are replaced)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs)")
@@ -66,18 +68,23 @@ def parse_args(argv=None):
 
 def main(argv=None):
     a = parse_args(argv)
-    if a.frames % 8:
-        sys.exit(f"--frames must be a multiple of 8, got {a.frames}")
-    cfg = TrainConfig(**a.preset_extra, dataset=a.dataset, data_dir=a.data_dir, out=a.out, epochs=a.epochs,
-                      batch_size=a.batch_size, frames=a.frames, lr=a.lr, seed=a.seed,
-                      channels=tuple(a.channels), latent_channels=a.latent_channels,
-                      compression=a.compression, loss=a.loss, loss_compression=a.loss_compression,
-                      mix_weight=a.mix_weight, beta=a.beta, remix=a.remix, remix_prob=a.remix_prob,
-                      gain_db=a.gain_db, display_every=a.display_every, progress=not a.no_progress)
+    if a.resume and a.overwrite:
+        sys.exit("error: --resume continues a run and --overwrite replaces it; pass one of them")
     try:
-        train(cfg, resume=a.resume)
-    except (DatasetError, FileFormatError, TrainingError) as e:
+        cfg = TrainConfig(**a.preset_extra, dataset=a.dataset, data_dir=a.data_dir, out=a.out, epochs=a.epochs,
+                          batch_size=a.batch_size, frames=a.frames, lr=a.lr, seed=a.seed,
+                          channels=tuple(a.channels), latent_channels=a.latent_channels,
+                          compression=a.compression, loss=a.loss, loss_compression=a.loss_compression,
+                          mix_weight=a.mix_weight, beta=a.beta, remix=a.remix, remix_prob=a.remix_prob,
+                          gain_db=a.gain_db, display_every=a.display_every, progress=not a.no_progress)
+    except ValueError as e:
         sys.exit(f"error: {e}")
+    try:
+        train(cfg, resume=a.resume, overwrite=a.overwrite)
+    except (NpvaeError, ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(f"\ninterrupted; continue with the same command and --resume (and --out RUN_DIR)")
 
 
 if __name__ == "__main__":

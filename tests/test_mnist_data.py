@@ -25,10 +25,24 @@ def real(shared_data):
 @pytest.fixture
 def no_data(tmp_path, monkeypatch):
     """No dataset anywhere: empty NPVAE_DATA and cache, no system-wide copies."""
+    (tmp_path / "data").mkdir()
     monkeypatch.setenv("NPVAE_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(mnist, "EXTRA_DIRS", {"mnist": [], "fashion-mnist": []})
     return tmp_path
+
+
+def test_data_dir_typo_is_an_error_not_a_fallback(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("NPVAE_DATA", str(shared_data))
+    with pytest.raises(DatasetError, match=r"--data-dir\) does not exist; check the spelling"):
+        mnist.load_images("mnist", "test", data_dir=tmp_path / "typo", download=False)
+    monkeypatch.setenv("NPVAE_DATA", str(tmp_path / "typo"))
+    with pytest.raises(DatasetError, match="NPVAE_DATA=.* is not a folder"):
+        mnist.load_images("mnist", "test", download=False)
+    monkeypatch.delenv("NPVAE_DATA")
+    (tmp_path / "empty").mkdir()                      # exists but lacks mnist/: no fallback either
+    with pytest.raises(DatasetError, match=str(tmp_path / "empty" / "mnist")):
+        mnist.load_images("mnist", "test", data_dir=tmp_path / "empty", download=False)
 
 
 # ---------------------------------------------------------------- real files

@@ -414,3 +414,16 @@ def iter_tracks(dataset: str, split: str = "train", data_dir=None, *, sr: int | 
 def load_tracks(dataset: str, split: str = "train", data_dir=None, **kwargs) -> list[Track]:
     """All Tracks of ``dataset`` and ``split`` in memory; see :func:`iter_tracks`."""
     return list(iter_tracks(dataset, split, data_dir, **kwargs))
+
+
+def dataset_folder(dataset: str, data_dir=None) -> Path:
+    """The folder the tracks of ``dataset`` are read from (for the run's record)."""
+    key = _ALIASES.get(dataset.lower().replace("-", "").replace("_", ""))
+    if key == "mir1k":
+        return mir1k_root(data_dir).resolve()
+    if key == "irmas":
+        return irmas_root(data_dir).resolve()
+    if key == "stems" and data_dir is not None:
+        return Path(data_dir).resolve()
+    raise DatasetError(f"unknown dataset '{dataset}' or no folder for it; use mir1k, irmas or stems "
+                       "(stems need --data-dir)")

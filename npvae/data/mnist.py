@@ -83,7 +83,8 @@ def _check(dataset: str, split: str) -> None:
 
 def candidate_dirs(dataset: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Folders searched for ``dataset``'s files, in order."""
-    return [root / dataset for root in data_roots(data_dir)] + list(EXTRA_DIRS.get(dataset, []))
+    extra = [] if data_dir else list(EXTRA_DIRS.get(dataset, []))
+    return [root / dataset for root in data_roots(data_dir)] + extra
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -214,7 +215,8 @@ def load_images(dataset: str, split: str, data_dir: str | os.PathLike | None = N
         if not download:
             raise DatasetError(_missing_message(dataset, split, data_dir, "Downloading was switched off."))
         try:
-            paths = _download(dataset, split)
+            # With an explicit data folder the files go there, not into the cache.
+            paths = _download(dataset, split, Path(data_dir) / dataset if data_dir else None)
         except DatasetError as e:
             raise DatasetError(_missing_message(dataset, split, data_dir,
                                                 f"Downloading failed: {e}")) from None

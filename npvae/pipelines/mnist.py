@@ -25,7 +25,9 @@ import kernels
 
 from .. import __version__
 from ..data.mixtures import MixtureData, load_mixture_data
-from ..data.mnist import load_images
+from ..checkpoint import atomic_write_text
+from ..data.mnist import find_files, load_images
+from ..fileguard import prepare_run_dir, unique_run_dir
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.image import psnr, separation_report
 from ..models.mnist import MODELS, build_model
@@ -34,6 +36,7 @@ from ..plotting import GRID_ROWS, save_grid, save_loss_curves
 from ..schedules import schedule_lr
 from ..training import Trainer
 from ..vae import KLWeight
+from ..validate import check_settings
 
 MODEL_DEFAULTS = {  # per-model architecture defaults (the flags override them)
     "dense": {"hidden": (512, 256), "output": "sources"},
@@ -72,6 +75,14 @@ class TrainConfig:
     show: bool = False
     progress: bool = True
 
+    def __post_init__(self):
+        check_settings(self, positive_int=("latent_dim", "batch_size", "epochs", "display_every", "train_limit",
+                                           "eval_limit", "n_examples", "hidden", "channels"),
+                       nonneg_int=("seed",), positive=("lr",), nonneg=("beta", "warmup", "mix_weight"),
+                       choices={"model": sorted(MODELS), "rule": ("average", "sum"), "loss": ("bce", "mse", "l1"),
+                                "output": ("sources", "split")},
+                       optional=("epochs", "train_limit", "eval_limit", "hidden", "channels", "output"))
+
     def model_kwargs(self) -> dict:
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(MODELS)}")
@@ -86,7 +97,8 @@ class TrainConfig:
 
 
 def default_out(cfg: TrainConfig) -> Path:
-    return Path("runs") / f"mnist-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A new, unique run folder ``runs/mnist-<model>-<time>[-k]`` (created)."""
+    return unique_run_dir(Path("runs") / f"mnist-{cfg.model}")
 
 
 def load_data(cfg: TrainConfig) -> MixtureData:
@@ -151,18 +163,38 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
-    """Train, display every ``cfg.display_every`` epochs, evaluate and save; returns the metrics."""
-    if cfg.display_every < 1:
-        raise ValueError(f"--display-every must be >= 1, got {cfg.display_every}")
+def data_folders(data_dir=None) -> dict:
+    """The folders the two datasets are read from (for the run's record)."""
+    out = {}
+    for name in ("mnist", "fashion-mnist"):
+        found = find_files(name, "train", data_dir)
+        out[name] = str(found[0].parent.resolve()) if found else None
+    return out
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = False) -> dict:
+    """Train, display every ``cfg.display_every`` epochs, evaluate and save; returns the metrics.
+
+    A new run refuses an ``out`` folder that holds files unless ``overwrite``; with
+    ``resume`` the run must have been started with the same settings (see
+    :data:`npvae.training.RESUMABLE_SETTINGS`).
+    """
     schedule_lr(cfg.lr_schedule, 0, 1, cfg.lr)      # an unknown schedule fails before any work
-    run_dir = Path(cfg.out) if cfg.out else default_out(cfg)
+    if cfg.out:
+        run_dir = prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite)
+    elif resume:
+        raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
+    else:
+        run_dir = default_out(cfg)
     cfg = dataclasses.replace(cfg, out=str(run_dir), epochs=cfg.epochs or DEFAULT_EPOCHS.get(cfg.model, 20))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg)
     model = build_model(cfg.model, rng=np.random.default_rng([cfg.seed, 0]), **cfg.model_kwargs())
+    data = load_data(cfg)
+    folders = data_folders(cfg.data_dir)
+    log("data: " + ", ".join(f"{k} from {v}" for k, v in folders.items()))
+    run_dir.mkdir(parents=True, exist_ok=True)
     optimizer = Adam(model, lr=cfg.lr)
-    config = {**dataclasses.asdict(cfg), "backend": kernels.backend(), "npvae_version": __version__}
+    config = {**dataclasses.asdict(cfg), "backend": kernels.backend(), "npvae_version": __version__,
+              "data_folder": folders}
     trainer = Trainer(model, optimizer, np.random.default_rng([cfg.seed, 1]), run_dir, config=config,
                       display_every=cfg.display_every, progress=cfg.progress, log=log)
     if resume:
@@ -170,7 +202,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
         else:
             log(f"no checkpoint in {run_dir}; starting afresh")
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
     log(f"{type(model).__name__}: {model.num_parameters():,} parameters, backend {kernels.backend()}, "
         f"{data.n_train:,} training pairs a epoch, run directory {run_dir}")
 
@@ -214,8 +246,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     save_grid(run_dir / "grid.png", {r: examples[r][:8] for r in GRID_ROWS},
               title=f"{cfg.model} VAE on evaluation pairs: mean PSNR {metrics['mean_psnr']:.1f} dB")
     save_loss_curves(run_dir / "loss_curves.png", trainer.history)
-    (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(run_dir / "history.json", json.dumps(trainer.history, indent=1))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     save_model(run_dir / MODEL_FILE, model, config)
     save_results(run_dir / RESULTS_FILE, "mnist_results", model, config, trainer.history, metrics,
                  {k: v.astype(np.float32) for k, v in examples.items()})

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from ..models.music import SpectrogramUNetVAE
 from ..plotting import plot_example, plot_history
 from ..schedules import lr_at
 from ..vae import KLWeight, kl_divergence
-from ..validate import as_float_audio
+from ..validate import as_float_audio, check_settings
 
 SOURCES = ("vocals", "accompaniment")
 
@@ -498,8 +498,8 @@ def load_separator(path, dtype=np.float32) -> Separator:
     model = build_layer(spec, dtype=dtype)
     if not isinstance(model, SpectrogramUNetVAE):
         raise FileFormatError(f"{path} holds a {type(model).__name__}, not a music separation model")
-    model.load_state_dict(state)
-    model.eval()
+    from ..io import load_parameters
+    load_parameters(path, model, state)
     stft_cfg = STFTConfig(int(config["sample_rate"]), int(config["n_fft"]), int(config["hop"]),
                           str(config["window"]))
     norm = config["normalizer"] if "normalizer" in config else config["normalizer_dict"]
@@ -514,7 +514,7 @@ class TrainConfig:
     """Settings of :func:`train` (the options of ``scripts/train_music.py``)."""
     dataset: str = "mir1k"
     data_dir: str | None = None
-    out: str = "runs/music_mir1k"
+    out: str | None = None                # None: a new folder runs/music-<dataset>-<time>
     epochs: int = 50
     batch_size: int = 8
     frames: int = 64
@@ -538,13 +538,31 @@ class TrainConfig:
     sample: bool = True                   # False: no latent sampling in training (deterministic net)
     progress: bool = True
 
+    def __post_init__(self):
+        check_settings(self, positive_int=("epochs", "batch_size", "frames", "channels", "latent_channels",
+                                           "display_every", "max_val_tracks", "max_train_tracks"),
+                       nonneg_int=("seed",), positive=("lr", "snippet_seconds"),
+                       nonneg=("mix_weight", "beta", "kl_warmup", "remix_prob", "gain_db"),
+                       choices={"dataset": ("mir1k", "irmas", "stems"), "compression": ("log", "power"),
+                                "loss": tuple(spectral_losses.LOSSES),
+                                "loss_compression": ("none", "log", "power"), "remix": ("shift", "cross")},
+                       optional=("max_train_tracks",))
+        d = SpectrogramUNetVAE.DOWNSAMPLE
+        if self.frames % d:
+            raise ValueError(f"--frames must be a multiple of {d} (the network halves the time axis "
+                             f"{d.bit_length() - 1} times), got {self.frames}")
+        if len(self.channels) != 3:
+            raise ValueError(f"--channels takes 3 numbers, got {list(self.channels)}")
+        if self.remix_prob > 1:
+            raise ValueError(f"remix_prob is a probability in [0, 1], got {self.remix_prob}")
+
 
 def _split_tracks(dataset: str, data_dir, split: str):
     from ..audio.datasets import load_tracks
     return load_tracks(dataset, split, data_dir)
 
 
-def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = False) -> dict:
     """Train a separator as ``cfg`` says; writes into ``cfg.out``:
 
     checkpoint.npz (every epoch, atomically), figures/epoch_XXX.png and
@@ -558,8 +576,19 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
 
     if cfg.remix not in ("shift", "cross"):
         raise ValueError(f"remix must be 'shift' (same clip, shifted) or 'cross' (another clip), got {cfg.remix!r}")
+    from ..audio.datasets import dataset_folder
+    from ..fileguard import prepare_run_dir, unique_run_dir
+
     t_start = time.perf_counter()
-    out = Path(cfg.out)
+    if cfg.out is None:
+        if resume:
+            raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
+        out = unique_run_dir(Path("runs") / f"music-{cfg.dataset}")
+    else:
+        out = prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite)
+    cfg = replace(cfg, out=str(out))
+    folder = dataset_folder(cfg.dataset, cfg.data_dir)
+    log(f"data: {folder}")
     out.mkdir(parents=True, exist_ok=True)
     stft_cfg = STFTConfig.for_dataset(cfg.dataset)
     train_tracks = _split_tracks(cfg.dataset, cfg.data_dir, "train")[:cfg.max_train_tracks]
@@ -571,6 +600,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     model = SpectrogramUNetVAE(tuple(cfg.channels), cfg.latent_channels, rng=np.random.default_rng(cfg.seed + 1))
     model.rng = rng
     run_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    run_config["data_folder"] = str(folder)
     ckpt = out / "checkpoint.npz"
     if resume and ckpt.exists():
         from ..checkpoint import load_checkpoint
