@@ -101,10 +101,22 @@ def read_model_file(path) -> tuple[Layer, dict]:
         raise FileFormatError(f"{path} has no /model/spec: it was not written with a model; "
                               "pass the model.h5 or results.h5 of a training run")
     from . import models  # noqa: F401  (registers the model classes with build_layer)
-    spec = json.loads(tree["model"]["spec"])
+    spec = parse_spec(path, tree["model"]["spec"])
     dtype = np.dtype(tree["model"].get("dtype", "float32"))
     model = load_parameters(path, build_layer(spec, dtype=dtype), tree["model"]["params"])
     return model, tree.get("config", {})
+
+
+def parse_spec(path, text) -> dict:
+    """The JSON architecture record of a model file; damage names the file."""
+    try:
+        spec = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise FileFormatError(f"{path}: /model/spec is not valid JSON ({e}); the file was edited or damaged: "
+                              "use the model.h5 / results.h5 that training wrote") from None
+    if not isinstance(spec, dict):
+        raise FileFormatError(f"{path}: /model/spec is not an architecture record; the file was edited or damaged")
+    return spec
 
 
 def load_parameters(path, model: Layer, params: dict) -> Layer:

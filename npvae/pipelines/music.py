@@ -494,7 +494,8 @@ def load_separator(path, dtype=np.float32) -> Separator:
     else:
         from .. import h5mat
         tree = h5mat.read_tree(path, expected_kind=("model", "music_results"))
-        spec, config, state = json.loads(tree["model"]["spec"]), tree["config"], tree["model"]["params"]
+        from ..io import parse_spec
+        spec, config, state = parse_spec(path, tree["model"]["spec"]), tree["config"], tree["model"]["params"]
     model = build_layer(spec, dtype=dtype)
     if not isinstance(model, SpectrogramUNetVAE):
         raise FileFormatError(f"{path} holds a {type(model).__name__}, not a music separation model")
