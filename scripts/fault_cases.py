@@ -175,6 +175,7 @@ class Ctx:
     def music_run(self) -> Path:
         def make():
             out = self.root / "fixtures" / "music_run"
+            shutil.rmtree(out, ignore_errors=True)
             r = cli("train_music.py", *self.music_args(out))
             assert r.code == 0, r.err
             return out
@@ -188,6 +189,7 @@ class Ctx:
     def mnist_run(self) -> Path:
         def make():
             out = self.root / "fixtures" / "mnist_run"
+            shutil.rmtree(out, ignore_errors=True)
             r = cli("train_mnist.py", *self.mnist_args(out))
             assert r.code == 0, r.err
             return out
@@ -254,18 +256,22 @@ def no_temporaries(folder: Path):
 
 # ----------------------------------------------------------------------------- runner
 
+SLOW_GROUPS = ("train_mnist", "train_music", "evaluate")   # may train a fixture run first
+
+
 def run_case(c: Case, ctx: Ctx, timeout: int) -> tuple[str, str]:
     def alarm(*_):
         raise Timeout()
     old = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(timeout * c.slow)
+    slow = max(c.slow, 3 if c.group in SLOW_GROUPS else 1)
+    signal.alarm(timeout * slow)
     try:
         result = c.fn(ctx)
         if c.expect == "error":
             return "silent wrong result", f"accepted: {str(result)[:120]}" if result is not None else "accepted"
         return "correct result", str(result or "")
     except Timeout:
-        return "hang", f"no answer in {timeout * c.slow} s"
+        return "hang", f"no answer in {timeout * slow} s"
     except DataLost as e:
         return "data lost", str(e)
     except AssertionError as e:
