@@ -14,18 +14,18 @@ import train_music  # noqa: E402
 
 def test_mnist_preset_sets_the_config_and_flags_override_it():
     best = presets.get("mnist", "best")
-    cfg, _ = train_mnist.parse_args(["--preset", "best"])
+    cfg, *_ = train_mnist.parse_args(["--preset", "best"])
     for key, value in best.items():
         assert getattr(cfg, key) == (tuple(value) if isinstance(value, list) else value), key
-    cfg, _ = train_mnist.parse_args(["--preset", "best", "--epochs", "3", "--lr", "0.01"])
+    cfg, *_ = train_mnist.parse_args(["--preset", "best", "--epochs", "3", "--lr", "0.01"])
     assert cfg.epochs == 3 and cfg.lr == 0.01 and cfg.model == best["model"]
-    default, _ = train_mnist.parse_args([])
+    default, *_ = train_mnist.parse_args([])
     assert default.model == "dense" and default.lr_schedule == "constant"
 
 
 def test_music_preset_sets_the_config_and_flags_override_it(monkeypatch):
     seen = {}
-    monkeypatch.setattr(train_music, "train", lambda cfg, resume=False: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(train_music, "train", lambda cfg, resume=False, **kw: seen.setdefault("cfg", cfg))
     train_music.main(["--preset", "best", "--out", "x"])
     for key, value in presets.get("music", "best").items():
         assert getattr(seen["cfg"], key) == (tuple(value) if isinstance(value, list) else value), key
