@@ -107,10 +107,13 @@ def check_settings(cfg, positive_int=(), nonneg_int=(), positive=(), nonneg=(), 
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             bad(name, value, "a number")
             return
+        if not np.isfinite(value):
+            bad(name, value, "a finite number")
+            return
         if want_int and int(value) != value:
             bad(name, value, "a whole number")
             return
-        if not np.isfinite(value) or (value <= lower if strict else value < lower):
+        if value <= lower if strict else value < lower:
             bad(name, value, f"{'>' if strict else '>='} {lower}" if not want_int or strict is False
                 else f">= {lower + 1}")
 
