@@ -41,10 +41,14 @@ def _jsonable(config: dict) -> dict:
 
 
 def config_changes(saved: dict, new: dict, allowed=RESUMABLE_SETTINGS) -> list[str]:
-    """``name: old -> new`` for every setting outside ``allowed`` that differs."""
+    """``name: old -> new`` for every setting of the saved run outside ``allowed`` that differs.
+
+    Settings the saved run does not know (added to npvae after it was written) are not
+    compared, so that runs of older versions still resume.
+    """
     saved, new = _jsonable(saved), _jsonable(new)
-    return [f"{k}: {saved.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
-            for k in sorted(set(saved) | set(new)) if k not in allowed and saved.get(k) != new.get(k)]
+    return [f"{k}: {saved[k]!r} -> {new.get(k, '(unset)')!r}"
+            for k in sorted(saved) if k not in allowed and saved[k] != new.get(k)]
 
 
 def _format_terms(terms: dict[str, float]) -> str:
