@@ -19,3 +19,7 @@ class TrainingError(NpvaeError, RuntimeError):
 
 class OutputError(NpvaeError, ValueError):
     """An output cannot be written safely (it exists, the folder is not writable, no space)."""
+
+
+class DistributedError(NpvaeError, RuntimeError):
+    """A data-parallel (MPI) run cannot go on: a rank died, hangs or was misconfigured."""

@@ -12,6 +12,13 @@ to its history, writes ``checkpoint.npz`` atomically (parameters, optimiser
 moments, RNG state, history, epoch), and every ``display_every`` epochs prints the
 terms and calls ``on_display(epoch, history)`` (figures). ``resume()`` restores all
 of it, so an interrupted run continues exactly as an uninterrupted one would.
+
+Under MPI (``comm``, see :mod:`npvae.distributed`) each rank's ``batches`` yields its
+shard of every global batch; after ``step`` the gradients and terms are summed over
+the ranks, so every rank takes the same optimiser step. Rank 0 alone validates,
+displays, logs, shows the progress bar and writes the checkpoint, then gives its
+state to the others at the end of every epoch; ``resume`` reads the checkpoint on
+rank 0 and broadcasts it.
 """
 from __future__ import annotations
 
@@ -24,7 +31,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from .errors import TrainingError
+from .distributed import SingleProcess
+from .errors import DistributedError, TrainingError
 from .progress import progress_bar
 
 CHECKPOINT = "checkpoint.npz"
@@ -60,12 +68,14 @@ class Trainer:
 
     def __init__(self, model, optimizer, rng: np.random.Generator, run_dir: str | Path,
                  config: dict | None = None, display_every: int = 1, progress: bool = True,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, comm=None):
         self.model, self.optimizer, self.rng = model, optimizer, rng
         self.run_dir = Path(run_dir)
         self.config = dict(config or {})
         self.display_every = max(1, int(display_every))
-        self.progress, self.log = progress, log
+        self.comm = comm or SingleProcess()
+        self.progress = progress and self.comm.is_root
+        self.log = log if self.comm.is_root else (lambda text: None)
         self.history: dict[str, list[float]] = {"epoch": []}
         self.epoch = 0  # epochs completed
 
@@ -75,6 +85,8 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------
     def save(self) -> None:
+        if not self.comm.is_root:
+            return
         arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         opt = self.optimizer.state_dict()
         for slot, tensors in opt["slots"].items():
@@ -86,9 +98,14 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load ``checkpoint.npz`` from the run directory; False when there is none."""
-        if not self.checkpoint_path.exists():
+        found = None
+        if self.comm.is_root and self.checkpoint_path.exists():
+            found = load_checkpoint(self.checkpoint_path)
+        if self.comm.parallel:
+            found = self.comm.bcast_object(found)
+        if found is None:
             return False
-        arrays, meta = load_checkpoint(self.checkpoint_path)
+        arrays, meta = found
         changed = config_changes(meta.get("config", {}), self.config)
         if changed:
             raise TrainingError(
@@ -114,14 +131,31 @@ class Trainer:
             step: Callable[[object, float], dict], validate: Callable[[], dict] | None = None,
             on_display: Callable[[int, dict], None] | None = None) -> dict:
         """Train until ``epochs`` epochs are complete (counting resumed ones)."""
+        try:
+            return self._fit(epochs, batches, n_batches, step, validate, on_display)
+        except DistributedError as exc:
+            where = (f"the last checkpoint, after epoch {self.epoch}, is intact in {self.checkpoint_path}"
+                     if self.epoch else f"no epoch was complete, so {self.run_dir} holds no new checkpoint")
+            raise DistributedError(f"{exc}; {where}: start the same command again with --resume "
+                                   "(under mpirun with any number of ranks, or in one process)") from exc
+
+    def _fit(self, epochs, batches, n_batches, step, validate, on_display) -> dict:
+        comm = self.comm
+        if comm.parallel:
+            self._sync_from_root()
         while self.epoch < epochs:
             start = time.perf_counter()
+            comm_start = comm.comm_seconds
             self.model.train()
             sums: dict[str, float] = {}
             bar = progress_bar(n_batches, f"epoch {self.epoch + 1}/{epochs}", self.progress)
             count = 0
             for i, batch in enumerate(batches(self.rng)):
-                terms = step(batch, self.epoch + i / max(1, n_batches))
+                if comm.local_count == 0:   # this rank holds none of a small last batch
+                    terms = None
+                else:
+                    terms = step(batch, self.epoch + i / max(1, n_batches))
+                terms = comm.allreduce_step(self.optimizer.params, terms)
                 total = terms["total"]
                 if not math.isfinite(total):
                     bar.close()
@@ -139,17 +173,38 @@ class Trainer:
             self.epoch += 1
             train_terms = {k: v / max(1, count) for k, v in sums.items()}
             self.model.eval()
-            val_terms = validate() if validate else {}
+            val_terms = validate() if validate and comm.is_root else {}
             self.model.train()
+            if comm.parallel or "comm_seconds" in self.history:   # gradient exchange time, once under MPI
+                self.history.setdefault("comm_seconds", [0.0] * len(self.history["epoch"])).append(
+                    comm.comm_seconds - comm_start)
             self._record(train_terms, val_terms, time.perf_counter() - start)
             self.save()
             if self.epoch % self.display_every == 0 or self.epoch == epochs:
                 self.log(f"epoch {self.epoch:3d}  train: {_format_terms(train_terms)}")
                 if val_terms:
                     self.log(f"           valid: {_format_terms(val_terms)}")
-                if on_display:
+                if on_display and comm.is_root:
                     on_display(self.epoch, self.history)
+            if comm.parallel:
+                self._sync_from_root()
         return self.history
+
+    def _sync_from_root(self) -> None:
+        """Give every rank rank 0's state (parameters, optimiser, RNG, history, epoch):
+        the state of the checkpoint it has just written."""
+        opt = self.optimizer
+        meta = self.comm.bcast_object({"epoch": self.epoch, "history": self.history, "rng": rng_state(self.rng),
+                                       "opt_t": opt.t, "opt_hyper": opt._hyper()})
+        arrays = [p for _, p, _ in self.optimizer.params]
+        arrays += [a for slot in self.optimizer._slots().values() for a in slot.values()]
+        self.comm.bcast_arrays(arrays)
+        if not self.comm.is_root:
+            self.optimizer.load_state_dict({"t": meta["opt_t"], "hyper": meta["opt_hyper"],
+                                            "slots": self.optimizer._slots()})
+            self.rng.bit_generator.state = meta["rng"]
+            self.history = {k: list(v) for k, v in meta["history"].items()}
+            self.epoch = int(meta["epoch"])
 
     def _record(self, train_terms, val_terms, seconds):
         self.history["epoch"].append(self.epoch)

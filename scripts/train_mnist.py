@@ -5,6 +5,7 @@
     python scripts/train_mnist.py --model unet          # the U-Net VAE with a consistent mask output
     python scripts/train_mnist.py --preset best         # the best recipe (npvae/presets.py; README: time, score)
     python scripts/train_mnist.py --out runs/x --resume # continue an interrupted run exactly
+    mpirun -n 2 python scripts/train_mnist.py --out runs/x   # data-parallel over 2 MPI ranks
 
 Data are found through --data-dir, then $NPVAE_DATA (holding mnist/ and fashion-mnist/),
 then ~/.cache/npvae (downloaded there when missing).
@@ -13,6 +14,7 @@ import argparse
 import sys
 
 from npvae import presets
+from npvae.distributed import fail
 from npvae.errors import NpvaeError
 from npvae.pipelines.mnist import TrainConfig, train
 from npvae.schedules import SCHEDULES
@@ -83,8 +85,7 @@ def main(argv=None) -> int:
     try:
         train(cfg, resume=resume, overwrite=overwrite)
     except (NpvaeError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"error: {exc}", 2)   # under MPI: ends every rank
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: python scripts/train_mnist.py --out {cfg.out or 'RUN_DIR'} --resume",
               file=sys.stderr)

@@ -3,6 +3,7 @@
 
     python scripts/train_music.py --dataset mir1k --out runs/music_mir1k
     python scripts/train_music.py --preset best --out runs/music_best   # the best recipe (npvae/presets.py)
+    mpirun -n 2 python scripts/train_music.py --dataset mir1k --out runs/music_mir1k   # over 2 MPI ranks
 
 Every --display-every epochs it prints the loss terms on training and validation
 data and writes a spectrogram figure and WAV snippets of the estimates under --out;
@@ -14,6 +15,7 @@ import os
 import sys
 
 from npvae import presets
+from npvae.distributed import fail
 from npvae.errors import NpvaeError
 from npvae.pipelines.music import TrainConfig, train
 from npvae.spectral_losses import LOSSES
@@ -82,7 +84,7 @@ def main(argv=None):
     try:
         train(cfg, resume=a.resume, overwrite=a.overwrite)
     except (NpvaeError, ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(fail(f"error: {e}", 1))   # under MPI: ends every rank
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted; continue with the same command and --resume (and --out RUN_DIR)")
 

@@ -30,7 +30,8 @@ def first_full_frame(cfg: STFTConfig) -> int:
 
 
 def sample_remix_batch(tracks, rng: np.random.Generator, batch_size: int, frames: int,
-                       stft_cfg: STFTConfig, remix_prob: float = 0.5, gain_db: float = 0.0) -> dict:
+                       stft_cfg: STFTConfig, remix_prob: float = 0.5, gain_db: float = 0.0,
+                       part: slice | None = None) -> dict:
     """Random training excerpts as spectrograms, remixed across clips.
 
     Each item takes a voice excerpt of ``frames`` STFT frames from a random track
@@ -41,6 +42,8 @@ def sample_remix_batch(tracks, rng: np.random.Generator, batch_size: int, frames
 
     Returns complex64 "voice", "accompaniment" and "mixture" of shape (N, F, frames)
     (F = n_fft / 2 + 1), the same layout as ``npvae.pipelines.music.sample_batch``.
+    ``part`` (one MPI rank's slice of the batch) keeps only those items, N = its length;
+    the draws are the whole batch's, so the ranks' parts make up one process's batch.
     """
     if not 0.0 <= remix_prob <= 1.0:
         raise ValueError(f"remix_prob must be in [0, 1], got {remix_prob}")
@@ -64,6 +67,8 @@ def sample_remix_batch(tracks, rng: np.random.Generator, batch_size: int, frames
             voice[i, :len(v)], acc[i, :len(a)] = v, a
         if gain_db > 0:
             acc[i] *= 10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0)
+    if part is not None:      # only this rank's excerpts go through the STFT
+        voice, acc = voice[part], acc[part]
     k0 = first_full_frame(stft_cfg)
     V = stft(voice, stft_cfg)[..., k0:k0 + frames]
     A = stft(acc, stft_cfg)[..., k0:k0 + frames]

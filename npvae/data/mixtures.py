@@ -121,21 +121,29 @@ class MixtureData:
         d, f = to_unit(digits), to_unit(fashion)
         return mix(d, f, self.rule), d, f
 
-    def batches(self, rng: np.random.Generator, batch_size: int = 64, drop_last: bool = False):
+    def batches(self, rng: np.random.Generator, batch_size: int = 64, drop_last: bool = False, shard=None):
         """One epoch of training batches, paired afresh from ``rng``.
+
+        ``shard(n) -> slice``, if given (``comm.shard`` under MPI), picks the part of each
+        batch of ``n`` pairs that this process makes; the pairing is drawn in full, so the
+        parts of all processes make up the batch a single process would get.
 
         Yields
         ------
         (mixture, digit, fashion) : three float32 ndarrays of shape (B, 28, 28) in [0, 1],
-            ``B = batch_size`` except perhaps the last batch (dropped if ``drop_last``).
+            ``B = batch_size`` except perhaps the last batch (dropped if ``drop_last``),
+            or the shard's size.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         di, fi = _pairs(rng, len(self.digit_train), len(self.fashion_train), self.n_train)
         stop = self.n_batches(batch_size, drop_last) * batch_size
         for start in range(0, min(stop, self.n_train), batch_size):
-            sl = slice(start, start + batch_size)
-            yield self._make(self.digit_train[di[sl]], self.fashion_train[fi[sl]])
+            d, f = di[start:start + batch_size], fi[start:start + batch_size]
+            if shard is not None:
+                part = shard(len(d))
+                d, f = d[part], f[part]
+            yield self._make(self.digit_train[d], self.fashion_train[f])
 
     def validation_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Indices into the held-out digit and fashion images, each of shape (n_validation,)."""

@@ -23,7 +23,7 @@ import numpy as np
 
 import kernels
 
-from .. import __version__
+from .. import __version__, distributed
 from ..data.mixtures import MixtureData, load_mixture_data
 from ..checkpoint import atomic_write_text
 from ..data.mnist import find_files, load_images
@@ -180,12 +180,18 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     :data:`npvae.training.RESUMABLE_SETTINGS`).
     """
     schedule_lr(cfg.lr_schedule, 0, 1, cfg.lr)      # an unknown schedule fails before any work
-    if cfg.out:
-        run_dir = prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite)
-    elif resume:
+    comm = distributed.world()
+    if cfg.batch_size < comm.size:
+        raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {comm.size} MPI ranks that share "
+                         "each batch; use a batch size of at least the number of ranks")
+    if not comm.is_root:
+        log = lambda text: None  # noqa: E731 - rank 0 alone speaks
+    if resume and not cfg.out:
         raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
-    else:
-        run_dir = default_out(cfg)
+    run_dir = None
+    if comm.is_root:      # rank 0 checks (or creates) the one run folder; the others use it
+        run_dir = prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite) if cfg.out else default_out(cfg)
+    run_dir = Path(comm.bcast_object(run_dir))
     cfg = dataclasses.replace(cfg, out=str(run_dir), epochs=cfg.epochs or DEFAULT_EPOCHS.get(cfg.model, 20))
     model = build_model(cfg.model, rng=np.random.default_rng([cfg.seed, 0]), **cfg.model_kwargs())
     data = load_data(cfg)
@@ -196,15 +202,20 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     config = {**dataclasses.asdict(cfg), "backend": kernels.backend(), "npvae_version": __version__,
               "data_folder": folders}
     trainer = Trainer(model, optimizer, np.random.default_rng([cfg.seed, 1]), run_dir, config=config,
-                      display_every=cfg.display_every, progress=cfg.progress, log=log)
+                      display_every=cfg.display_every, progress=cfg.progress, log=log, comm=comm)
     if resume:
         if trainer.resume():
             log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
         else:
             log(f"no checkpoint in {run_dir}; starting afresh")
-    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
+    if comm.is_root:
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
     log(f"{type(model).__name__}: {model.num_parameters():,} parameters, backend {kernels.backend()}, "
         f"{data.n_train:,} training pairs a epoch, run directory {run_dir}")
+    if comm.parallel:
+        log(f"data-parallel over {comm.size} MPI ranks, {cfg.batch_size // comm.size}+ pairs of each batch "
+            f"of {cfg.batch_size} per rank, {comm.threads} thread(s) each")
+    noise = comm.noise(trainer.rng)    # trainer.rng itself when training alone
 
     kl_weight = KLWeight(cfg.beta, cfg.warmup)
     val = data.validation_set()
@@ -214,7 +225,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
         mixture, digit, fashion = batch
         optimizer.lr = schedule_lr(cfg.lr_schedule, epoch, cfg.epochs, cfg.lr)
         return model.loss(mixture, digit, fashion, beta=kl_weight(epoch), recon=cfg.loss,
-                          mix_weight=cfg.mix_weight, rng=trainer.rng, sample=cfg.sample)
+                          mix_weight=cfg.mix_weight, rng=noise, sample=cfg.sample)
 
     def validate():
         terms = validation_terms(model, cfg, *val, beta=kl_weight(trainer.epoch))
@@ -227,9 +238,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
         log(f"           figure: {path}")
 
     start = time.perf_counter()
-    trainer.fit(cfg.epochs, batches=lambda rng: data.batches(rng, cfg.batch_size),
+    trainer.fit(cfg.epochs, batches=lambda rng: data.batches(rng, cfg.batch_size, shard=comm.shard),
                 n_batches=data.n_batches(cfg.batch_size), step=step, validate=validate, on_display=on_display)
     train_seconds = time.perf_counter() - start
+    if not comm.is_root:   # rank 0 evaluates and writes the files
+        return {"metrics": None, "run_dir": run_dir, "history": trainer.history}
 
     mixture, digit, fashion = data.evaluation_set()
     metrics = evaluate(model, mixture, digit, fashion)

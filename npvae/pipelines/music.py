@@ -117,7 +117,8 @@ class Normalizer:
 # ----------------------------------------------------------------------------- batches
 
 def sample_batch(tracks, rng: np.random.Generator, batch_size: int, frames: int,
-                 stft_cfg: STFTConfig, remix_prob: float = 0.5, gain_db: float = 0.0) -> dict:
+                 stft_cfg: STFTConfig, remix_prob: float = 0.5, gain_db: float = 0.0,
+                 part: slice | None = None) -> dict:
     """Random training excerpts as spectrograms.
 
     Each item takes a random track (chance proportional to its length) and a random
@@ -125,24 +126,31 @@ def sample_batch(tracks, rng: np.random.Generator, batch_size: int, frames: int,
     comes from another random position of the same track (circular shift), and its level
     is changed by a random gain in [-gain_db, gain_db] dB.
     Returns complex64 "voice", "accompaniment" and "mixture" of shape (N, F, frames).
+    ``part`` (a slice of range(batch_size): one MPI rank's shard) makes only those items,
+    N = its length; the random draws are those of the whole batch, so the parts of all
+    ranks make up the batch one process would get.
     """
+    part = slice(0, batch_size) if part is None else part
+    keep = range(batch_size)[part]
     lengths = np.array([t.n_samples for t in tracks], dtype=np.float64)
     hop, n_fft = stft_cfg.hop, stft_cfg.n_fft
     seg = (frames - 1) * hop + n_fft          # enough samples for `frames` full frames
-    voice = np.zeros((batch_size, seg), np.float32)
-    acc = np.zeros((batch_size, seg), np.float32)
+    voice = np.zeros((len(keep), seg), np.float32)
+    acc = np.zeros((len(keep), seg), np.float32)
     for i, k in enumerate(rng.choice(len(tracks), size=batch_size, p=lengths / lengths.sum())):
         t = tracks[k]
         n = t.n_samples
         start = int(rng.integers(0, max(1, n - seg + 1)))
-        v = t.voice[start:start + seg]
-        voice[i, :len(v)] = v
-        a_src = t.accompaniment
-        if rng.random() < remix_prob:
-            a_src = np.roll(a_src, int(rng.integers(1, n)))
-        a = a_src[start:start + seg]
+        shift = int(rng.integers(1, n)) if rng.random() < remix_prob else 0
         g = 10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0) if gain_db > 0 else 1.0
-        acc[i, :len(a)] = a * g
+        if i not in keep:
+            continue
+        j = i - keep.start
+        v = t.voice[start:start + seg]
+        voice[j, :len(v)] = v
+        a_src = np.roll(t.accompaniment, shift) if shift else t.accompaniment
+        a = a_src[start:start + seg]
+        acc[j, :len(a)] = a * g
     # Keep only frames whose window lies wholly inside the segment.
     V = stft(voice, stft_cfg)
     A = stft(acc, stft_cfg)
@@ -571,6 +579,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     loss_curves.png, model.h5 and results.h5 at the end. Returns a dict with the
     Separator, the history and the run's wall time.
     """
+    from .. import distributed
     from ..audio.io import write_audio
     from ..optim import Adam
     from ..training import Trainer
@@ -581,12 +590,19 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     from ..fileguard import prepare_run_dir, unique_run_dir
 
     t_start = time.perf_counter()
-    if cfg.out is None:
-        if resume:
-            raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
-        out = unique_run_dir(Path("runs") / f"music-{cfg.dataset}")
-    else:
-        out = prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite)
+    comm = distributed.world()
+    if cfg.batch_size < comm.size:
+        raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {comm.size} MPI ranks that share "
+                         "each batch; use a batch size of at least the number of ranks")
+    if not comm.is_root:
+        log = lambda text: None  # noqa: E731 - rank 0 alone speaks
+    if cfg.out is None and resume:
+        raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
+    out = None
+    if comm.is_root:      # rank 0 checks (or creates) the one run folder; the others use it
+        out = unique_run_dir(Path("runs") / f"music-{cfg.dataset}") if cfg.out is None else \
+            prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite)
+    out = Path(comm.bcast_object(out))
     cfg = replace(cfg, out=str(out))
     folder = dataset_folder(cfg.dataset, cfg.data_dir)
     log(f"data: {folder}")
@@ -599,7 +615,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
 
     rng = np.random.default_rng(cfg.seed)
     model = SpectrogramUNetVAE(tuple(cfg.channels), cfg.latent_channels, rng=np.random.default_rng(cfg.seed + 1))
-    model.rng = rng
+    model.rng = comm.noise(rng)    # rng itself when training alone
     run_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     run_config["data_folder"] = str(folder)
     ckpt = out / "checkpoint.npz"
@@ -609,6 +625,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
         norm = Normalizer.from_dict(meta["config"]["normalizer_dict"])
     else:
         norm = Normalizer.fit(train_tracks, stft_cfg, cfg.compression)
+    norm = comm.bcast_object(norm)    # rank 0's, also where only it can read the checkpoint
     run_config["normalizer_dict"] = norm.to_dict()
     run_config.update(asdict(stft_cfg))
     sep = Separator(model, stft_cfg, norm)
@@ -616,10 +633,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
                                                cfg.beta, cfg.kl_warmup, cfg.sample))
     opt = Adam(model, lr=cfg.lr, clip_norm=5.0)
     trainer = Trainer(model, opt, rng, out, config=run_config, display_every=cfg.display_every,
-                      progress=cfg.progress, log=log)
+                      progress=cfg.progress, log=log, comm=comm)
     if resume and trainer.resume():
         log(f"resumed from {ckpt} after epoch {trainer.epoch}")
     log(f"model: {model.num_parameters()} parameters; {asdict(stft_cfg)}")
+    if comm.parallel:
+        log(f"data-parallel over {comm.size} MPI ranks, {cfg.batch_size // comm.size}+ excerpts of each batch "
+            f"of {cfg.batch_size} per rank, {comm.threads} thread(s) each")
 
     total_frames = sum(stft_cfg.n_frames(t.n_samples) for t in train_tracks)
     n_batches = max(1, total_frames // (cfg.batch_size * cfg.frames))
@@ -628,7 +648,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
 
     def batches(r):
         for _ in range(n_batches):
-            yield sampler(train_tracks, r, cfg.batch_size, cfg.frames, stft_cfg, cfg.remix_prob, cfg.gain_db)
+            yield sampler(train_tracks, r, cfg.batch_size, cfg.frames, stft_cfg, cfg.remix_prob, cfg.gain_db,
+                          part=comm.shard(cfg.batch_size))
 
     def step(batch, epoch):
         opt.lr = lr_at(epoch, cfg.epochs, cfg.lr)
@@ -652,6 +673,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
 
     history = trainer.fit(cfg.epochs, batches, n_batches, step, validate, on_display)
     train_seconds = time.perf_counter() - t_start
+    if not comm.is_root:   # rank 0 writes the files
+        return {"separator": sep, "history": history, "seconds": train_seconds}
     plot_history(history, out / "loss_curves.png")
     save_separator(out / MODEL_FILE, sep, _flat_config(run_config))
     examples = {"sample_rate": stft_cfg.sample_rate,
