@@ -284,3 +284,16 @@ def test_a_dead_or_hanging_rank_ends_the_job_cleanly(shared_data, tmp_path, faul
     _run("mnist", {**MNIST, "epochs": meta["epoch"] + 1}, out, shared_data, resume=True)
     assert load_checkpoint(out / "checkpoint.npz")[1]["epoch"] == meta["epoch"] + 1
 
+
+@needs_mpi
+@pytest.mark.slow
+def test_the_loss_study_deals_configurations_to_ranks(shared_data, tmp_path):
+    out = tmp_path / "study"
+    cmd = ["mpirun", "-n", "2", sys.executable, str(REPO / "scripts" / "compare_losses.py"), "--task", "mnist",
+           "--budget", "tiny", "--out", str(out), "--only", "bce_beta1", "mse_beta1"]
+    r = subprocess.run(cmd, env=_env(shared_data), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "bce_beta1: finished" in r.stdout and "[rank 1] mse_beta1: finished" in r.stdout
+    table = (out / "table.md").read_text()
+    assert "| BCE, beta 1 |" in table and "| MSE, beta 1 |" in table
+    assert r.stdout.count("| MSE, beta 1 |") == 1      # rank 0 alone prints the table

@@ -11,7 +11,10 @@ with the same seeds, data and budget, every one scored on the same fixed test se
     validation_curves.png the validation metric per epoch of every trained configuration
 
 Each configuration runs as its own process (``python -m npvae.experiments.studies run-one ...``),
-up to ``jobs`` at a time. A finished configuration (its ``study_result.json`` exists)
+up to ``jobs`` at a time. Under ``mpirun -n P`` the configurations to run are dealt to
+the ranks in turn (each rank runs its share, ``jobs`` at a time, with the CPUs MPI
+gives it; the study directory must be on a file system every rank sees) and rank 0
+writes the table once all are done. A finished configuration (its ``study_result.json`` exists)
 is never trained again; an unfinished one resumes from its checkpoint.
 """
 from __future__ import annotations
@@ -250,20 +253,29 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
 
     Returns :func:`collect`'s study dict plus ``"failed"``: names whose process failed.
     """
+    from .. import distributed
     budget(task, budget_name)
+    comm = distributed.world()
     out = Path(out or f"runs/study-{task}-{budget_name}")
     out.mkdir(parents=True, exist_ok=True)
     confs = [c for c in configurations(task) if not only or c.name in only]
-    jobs = max(1, int(jobs or os.cpu_count() or 1))
+    jobs = max(1, int(jobs or comm.threads or os.cpu_count() or 1))
     env = _one_thread_env() if jobs > 1 else dict(os.environ)
+    env["NPVAE_MPI"] = "0"     # a configuration's process trains alone, also under mpirun
     todo = []
     for c in confs:
         if is_done(out, c.name):
-            log(f"{c.name}: done already, not trained again")
+            if comm.is_root:
+                log(f"{c.name}: done already, not trained again")
         else:
             todo.append(c)
-    log(f"{task} study ({budget_name} budget, expected {BUDGETS[task][budget_name]['expected']}): "
-        f"{len(todo)} of {len(confs)} configurations to run, {jobs} at a time, in {out}")
+    if comm.is_root:
+        log(f"{task} study ({budget_name} budget, expected {BUDGETS[task][budget_name]['expected']}): "
+            f"{len(todo)} of {len(confs)} configurations to run, {jobs} at a time"
+            f"{f' on each of {comm.size} MPI ranks' if comm.parallel else ''}, in {out}")
+    if comm.parallel:
+        todo = todo[comm.rank::comm.size]
+        log = (lambda text, _log=log, _r=comm.rank: _log(f"[rank {_r}] {text}"))  # noqa: E731
 
     def launch(c: Configuration) -> tuple[str, int, float]:
         (out / c.name).mkdir(parents=True, exist_ok=True)
@@ -275,15 +287,31 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
         with open(out / c.name / "log.txt", "a") as f:
             f.write(f"$ {' '.join(cmd)}\n")
             f.flush()
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+            running.add(proc)
+            rc = proc.wait()
+            running.discard(proc)
         seconds = time.perf_counter() - start
         log(f"{c.name}: {'finished' if rc == 0 else f'FAILED (exit {rc}), see ' + str(out / c.name / 'log.txt')} "
             f"after {seconds:.0f} s")
         return c.name, rc, seconds
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    running: set = set()
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         finished = list(pool.map(launch, todo))
+    except BaseException:    # Ctrl-C, or the MPI job ending: no configuration trains on unattended
+        for proc in list(running):
+            proc.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     failed = [name for name, rc, _ in finished if rc != 0]
+    if comm.parallel:      # rank 0 writes the table once every rank has finished its share
+        everyone = comm.gather_object(failed, timeout=None)
+        failed = comm.bcast_object(sorted(sum(everyone, [])) if comm.is_root else None, timeout=None)
+        if not comm.is_root:
+            return {"task": task, "budget": budget_name, "failed": failed, "rank": comm.rank}
     study = collect(out, task, [c.name for c in confs], budget_name)
     write_outputs(out, study)
     study["failed"] = failed
