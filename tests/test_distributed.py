@@ -297,3 +297,18 @@ def test_the_loss_study_deals_configurations_to_ranks(shared_data, tmp_path):
     table = (out / "table.md").read_text()
     assert "| BCE, beta 1 |" in table and "| MSE, beta 1 |" in table
     assert r.stdout.count("| MSE, beta 1 |") == 1      # rank 0 alone prints the table
+
+
+@pytest.mark.parametrize("ranks", [1, pytest.param(2, marks=[needs_mpi, pytest.mark.slow])])
+def test_bench_mpi_reports_step_and_exchange_times(tmp_path, ranks):
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_mpi.py"), "--cases", "dense", "--steps", "2",
+           "--warmup", "1", "--json", str(tmp_path / "b.jsonl")]
+    if ranks > 1:
+        cmd = ["mpirun", "-n", str(ranks)] + cmd
+    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = json.loads((tmp_path / "b.jsonl").read_text())
+    assert row["ranks"] == ranks and row["parameters"] == 1494112 and row["gradient_bytes"] == 4 * 1494112
+    assert row["step_ms"] > 0 and (row["comm_ms"] > 0) == (ranks > 1)
+    assert "P=64 10G" in r.stdout
