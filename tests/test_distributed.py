@@ -156,12 +156,16 @@ def test_bad_timeout_is_refused(monkeypatch):
 # ----------------------------------------------------------------------------- under mpirun
 
 def _env(shared_data, **extra):
-    env = {**os.environ, **MPI_ENV, "NPVAE_DATA": str(shared_data), "PYTHONPATH": str(REPO), **extra}
+    # A rank that waits 300 s for another says so and ends the job (a hang fails the test
+    # with that message, not with a subprocess timeout); the generous limits are for a
+    # busy shared machine.
+    env = {**os.environ, **MPI_ENV, "NPVAE_DATA": str(shared_data), "PYTHONPATH": str(REPO),
+           "NPVAE_MPI_TIMEOUT": "300", **extra}
     env.pop("NPVAE_MPI", None)
     return env
 
 
-def _run(task, settings, out, shared_data, ranks=1, resume=False, timeout=240, **env):
+def _run(task, settings, out, shared_data, ranks=1, resume=False, timeout=900, **env):
     cmd = [sys.executable, str(HELPER), task, json.dumps({**settings, "out": str(out)})]
     if resume:
         cmd.append("--resume")
@@ -248,7 +252,7 @@ def _start_long_run(shared_data, out, tag, **env):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_checkpoint(proc, out, limit=120):
+def _wait_for_checkpoint(proc, out, limit=600):
     deadline = time.monotonic() + limit
     while not (out / "checkpoint.npz").exists():
         assert proc.poll() is None, proc.stdout.read()
@@ -268,14 +272,14 @@ def test_a_dead_or_hanging_rank_ends_the_job_cleanly(shared_data, tmp_path, faul
         assert pid is not None, "rank 1 not found"
         os.kill(pid, signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
         start = time.monotonic()
-        text, _ = proc.communicate(timeout=90)
+        text, _ = proc.communicate(timeout=300)
         seconds = time.monotonic() - start
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode != 0, text
-    assert seconds < 60, f"the job took {seconds:.0f} s to end"
+    assert seconds < 150, f"the job took {seconds:.0f} s to end"   # no hang: far below any default limit
     expect = "another rank died" if fault == "kill" else "no answer from the other ranks for 5 s"
     assert expect in text, text
     assert "is intact in" in text and "--resume" in text, text
@@ -306,7 +310,7 @@ def test_bench_mpi_reports_step_and_exchange_times(tmp_path, ranks):
     if ranks > 1:
         cmd = ["mpirun", "-n", str(ranks)] + cmd
     env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(REPO)}
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     row = json.loads((tmp_path / "b.jsonl").read_text())
     assert row["ranks"] == ranks and row["parameters"] == 1494112 and row["gradient_bytes"] == 4 * 1494112
