@@ -1,10 +1,10 @@
 function y = npvae_resample(x, fs_in, fs_out)
 %NPVAE_RESAMPLE  Change the sample rate, as npvae.audio.io.resample (scipy's resample_poly).
 %
-%   Y = npvae_resample(X, FS_IN, FS_OUT) resamples the columns of X (n x channels, or a
-%   vector) from FS_IN Hz to FS_OUT Hz (positive integers). Y has
-%   ceil(n * FS_OUT / FS_IN) rows (a row vector stays a row vector); Y = X when the rates
-%   are equal.
+%   Y = npvae_resample(X, FS_IN, FS_OUT) resamples the columns of X (n x channels; one
+%   channel is a column) from FS_IN Hz to FS_OUT Hz (positive integers) along the first
+%   dimension, as npvae resamples along axis 0. Y has ceil(n * FS_OUT / FS_IN) rows;
+%   Y = X when the rates are equal.
 %
 %   The filter is scipy.signal.resample_poly's default: with up/down = FS_OUT/FS_IN
 %   reduced by their gcd (44100 -> 16000 is up 160, down 441), a linear-phase low-pass
@@ -26,9 +26,8 @@ function y = npvae_resample(x, fs_in, fs_out)
     y = x;
     return
   end
-  row = isrow(x);
-  if row
-    x = x.';
+  if ndims(x) > 2
+    error('npvae:badAudio', 'npvae_resample: X must be n x channels, got %s', mat2str(size(x)));
   end
   x = double(x);
   g = gcd(fs_in, fs_out);
@@ -59,11 +58,8 @@ function y = npvae_resample(x, fs_in, fs_out)
     k(~ok) = 0;
     for c = 1:size(x, 2)
       xc = x(:, c);
-      y(b0 + 1:b0 + numel(i), c) = sum(w .* xc(k + 1), 2);
+      y(b0 + 1:b0 + numel(i), c) = sum(w .* reshape(xc(k + 1), size(k)), 2);   % size(k): also for one row
     end
-  end
-  if row
-    y = y.';
   end
 end
 

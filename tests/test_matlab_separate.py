@@ -158,7 +158,8 @@ def test_stft_istft_resample_match_scipy(tmp_path):
     configs = [STFTConfig(16000, 1024, 256, "hann"), STFTConfig(22050, 1000, 300, "hamming"),
                STFTConfig(8000, 511, 128, "hann")]
     lengths = [300, 1024, 4097, 12345]
-    signals = {f"x{n}": rng.standard_normal(n) for n in lengths}
+    tiny = [1, 2, 3]                                               # a single output sample, a single row
+    signals = {f"x{n}": rng.standard_normal(n) for n in lengths + tiny}
     spectra = {f"S{i}_{n}": rng.standard_normal((c.n_freq, c.n_frames(n)))
                + 1j * rng.standard_normal((c.n_freq, c.n_frames(n))) for i, c in enumerate(configs) for n in lengths}
     scipy.io.savemat(tmp_path / "in.mat", {**signals, **spectra})
@@ -170,7 +171,7 @@ def test_stft_istft_resample_match_scipy(tmp_path):
             code += (f"out.X{i}_{n} = npvae_stft(x{n}, cfg); out.y{i}_{n} = npvae_istft(S{i}_{n}, cfg, {n});"
                      f"out.z{i}_{n} = npvae_istft(npvae_stft(x{n}, cfg), cfg, {n});")
     for a, b in rates:
-        code += "".join(f"out.r{a}_{b}_{n} = npvae_resample([x{n}(:) -x{n}(:)], {a}, {b});" for n in lengths)
+        code += "".join(f"out.r{a}_{b}_{n} = npvae_resample([x{n}(:) -x{n}(:)], {a}, {b});" for n in lengths + tiny)
     octave_ok(code + "save('-v7', 'out.mat', '-struct', 'out');", tmp_path)
     got = scipy.io.loadmat(tmp_path / "out.mat")
     for i, c in enumerate(configs):
@@ -183,7 +184,7 @@ def test_stft_istft_resample_match_scipy(tmp_path):
                                        rtol=0, err_msg=f"istft {c} {n}")
             np.testing.assert_allclose(got[f"z{i}_{n}"][:, 0], x, atol=1e-10, rtol=0)
     for a, b in rates:
-        for n in lengths:
+        for n in lengths + tiny:
             x = np.stack([signals[f"x{n}"], -signals[f"x{n}"]], axis=1).astype(np.float32)
             want = resample(x, a, b)                               # float32, as separate.py uses it
             have = got[f"r{a}_{b}_{n}"]
