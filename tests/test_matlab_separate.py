@@ -1,11 +1,11 @@
 """Songs separated in GNU Octave with matlab/npvae_separate*.m equal scripts/separate.py.
 
-A tiny music model is trained for two short epochs by scripts/train_music.py on a
-stems folder cut from real MIR-1K clips (singers abjones and amy); then a real
-clip of an unseen singer (16 kHz, mono) and a 44.1 kHz stereo song made from it
-(odd length, with a band above 8 kHz that the model cannot see) are separated by
-separate.py and by npvae_separate_file in Octave, and the files compared sample
-by sample. The STFT, inverse STFT and resampler written in MATLAB are also checked
+Two models: the shipped music model (npvae/pretrained/music-mir1k.h5, separate.py's
+default) and a tiny one trained for two short epochs by scripts/train_music.py on a
+stems folder cut from real MIR-1K clips (singers abjones and amy). A real clip of an
+unseen singer (16 kHz, mono) and a 44.1 kHz stereo song made from it (odd length,
+with a band above 8 kHz that the model cannot see) are separated by separate.py and
+by npvae_separate_file in Octave, and the files compared sample by sample. The STFT, inverse STFT and resampler written in MATLAB are also checked
 against scipy on their own, on settings the model files do not use.
 """
 import json
@@ -96,13 +96,18 @@ def songs(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def separated(model_file, songs, tmp_path_factory):
-    """Both songs separated by separate.py and by Octave (plain and with --wiener / small chunks)."""
+    """Both songs separated by separate.py and by Octave: with the shipped model, and with
+    the tiny model (plain and with --wiener / small chunks)."""
+    from npvae import pretrained
     work = tmp_path_factory.mktemp("separated")
     paths = [p for p, _, _ in songs.values()]
+    shipped = pretrained.path("music-mir1k")
+    run_script("separate.py", *paths, "--out", work / "py_shipped")          # no --model: the shipped one
     run_script("separate.py", *paths, "--model", model_file, "--out", work / "py")
     run_script("separate.py", songs["my song"][0], "--model", model_file, "--out", work / "py_wiener",
                "--wiener", "--chunk-frames", 16)
-    code = "".join(f"npvae_separate_file('{model_file}', '{p}', 'oct');" for p in paths)
+    code = "".join(f"npvae_separate_file('{model_file}', '{p}', 'oct');"
+                   f"npvae_separate_file('{shipped}', '{p}', 'oct_shipped');" for p in paths)
     code += (f"npvae_separate_file('{model_file}', '{songs['my song'][0]}', 'oct_wiener', 'wiener', true, "
              f"'chunk_frames', 16);"
              # the array form, on what audioread gives
@@ -121,7 +126,9 @@ def read_pair(folder, name):
     return out
 
 
-@pytest.mark.parametrize("name,py,oc", [("annar_1_01", "py", "oct"), ("my song", "py", "oct"),
+@pytest.mark.parametrize("name,py,oc", [("annar_1_01", "py_shipped", "oct_shipped"),
+                                        ("my song", "py_shipped", "oct_shipped"),
+                                        ("annar_1_01", "py", "oct"), ("my song", "py", "oct"),
                                         ("my song", "py_wiener", "oct_wiener")])
 def test_octave_files_equal_separate_py(separated, songs, name, py, oc):
     _, mix, sr = songs[name]
