@@ -16,6 +16,7 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 import kernels as _kernels  # noqa: E402
 
 from . import losses, optim
+from ._version import __version__
 from .io import load_model, save_model
 from .layers import (Conv2d, ConvTranspose2d, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU,
                      Reshape, Sequential, Sigmoid, Softplus, Tanh, build_layer)
@@ -24,7 +25,6 @@ from . import pretrained
 from .pretrained import list_models
 from .vae import GaussianHead, KLWeight, Reparameterize, kl_divergence, sample_prior
 
-__version__ = "0.1.0"
 
 
 def backend() -> str:

@@ -17,6 +17,18 @@ import numpy as np
 
 from .errors import FileFormatError
 
+CHECKPOINT_FILE = "checkpoint.npz"   # its name in a run directory
+MODEL_PREFIX = "model/"      # checkpoint arrays of the model's parameters: "model/<parameter path>"
+
+
+def _jsonable(value):
+    """JSON for what ``json`` cannot write itself: arrays as (nested) lists, NumPy scalars."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"checkpoint meta holds a {type(value).__name__}, which JSON cannot store")
+
 
 TMP_TAG = ".npvae-tmp"
 
@@ -109,7 +121,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write ``arrays`` and the JSON-able ``meta`` to ``path`` (.npz) atomically."""
     payload = {f"a/{k}": np.asarray(v) for k, v in arrays.items()}
-    payload["meta"] = np.array(json.dumps(meta))
+    payload["meta"] = np.array(json.dumps(meta, default=_jsonable))
     with atomic_path(path, ".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **payload)
@@ -128,6 +140,16 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
         raise FileFormatError(f"checkpoint {path} is corrupt or not an npvae checkpoint ({exc}); "
                               "delete it to start afresh, or resume from another copy") from exc
     return arrays, meta
+
+
+def model_arrays(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A model's ``state_dict`` as checkpoint arrays (keys under :data:`MODEL_PREFIX`)."""
+    return {MODEL_PREFIX + k: v for k, v in state.items()}
+
+
+def model_state(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's ``state_dict`` back from a checkpoint's arrays."""
+    return {k[len(MODEL_PREFIX):]: v for k, v in arrays.items() if k.startswith(MODEL_PREFIX)}
 
 
 def rng_state(rng: np.random.Generator) -> dict:

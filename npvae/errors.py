@@ -23,3 +23,8 @@ class OutputError(NpvaeError, ValueError):
 
 class DistributedError(NpvaeError, RuntimeError):
     """A data-parallel (MPI) run cannot go on: a rank died, hangs or was misconfigured."""
+
+
+class ModelNotFoundError(FileFormatError, FileNotFoundError):
+    """A model file or run directory that does not exist (both a FileFormatError, as for
+    any unusable model path, and a FileNotFoundError)."""

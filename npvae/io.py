@@ -7,6 +7,11 @@ The layout is the one documented in ``docs/hdf5_schema.md``:
   dataset per parameter under ``/model/params``) and ``/config``;
 * a **results file** (kinds ``mnist_results``, ``music_results``, ``blind_results``) adds ``/history``,
   ``/metrics`` and ``/examples``, and also carries ``/model``, so it loads as a model.
+
+A Part II model is stored with its :class:`~npvae.separator.Separator` settings (STFT and
+normaliser, :meth:`~npvae.separator.Separator.config`) in ``/config`` and comes back as a
+Separator. :func:`resolve_model_path` is the one place that turns a run directory into
+its file; :func:`read_model_file` also reads a training checkpoint (``checkpoint.npz``).
 """
 from __future__ import annotations
 
@@ -15,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import h5mat
-from .errors import FileFormatError
+from . import h5mat, models, pretrained   # importing models registers their classes with build_layer
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint, model_state
+from .errors import FileFormatError, ModelNotFoundError
 from .layers.base import Layer, build_layer
+from .separator import Separator
 
 MODEL_FILE = "model.h5"
 RESULTS_FILE = "results.h5"
@@ -76,35 +83,35 @@ def save_results(path, kind: str, model: Layer, config: dict, history: dict, met
     return h5mat.write_tree(path, tree, kind=kind)
 
 
-def _resolve(path) -> Path:
-    from . import pretrained
+def save_separator(path, sep: Separator, config: dict | None = None) -> Path:
+    """Write a Part II model file (kind ``model``): /model, and /config with ``config`` and the
+    separator's STFT settings and normaliser."""
+    return save_model(path, sep.model, {**(config or {}), **sep.config()})
+
+
+def save_music_results(path, sep: Separator, config: dict, history: dict, metrics: dict,
+                       examples: dict) -> Path:
+    """Write a Part II results file (kind ``music_results``): model, config, history, metrics, examples."""
+    return save_results(path, "music_results", sep.model, {**config, **sep.config()}, history, metrics, examples)
+
+
+def resolve_model_path(path) -> Path:
+    """A model file, results file or checkpoint; a run directory gives the first of
+    ``model.h5``, ``results.h5``, ``checkpoint.npz`` it holds; a bare name such as
+    ``"mnist-unet"`` gives that shipped model's file (:mod:`npvae.pretrained`)."""
     if isinstance(path, str) and not Path(path).exists() and pretrained.looks_like_name(path):
         return pretrained.path(path)            # a shipped model, or an error listing them
     path = Path(path)
     if path.is_dir():
-        for name in (MODEL_FILE, RESULTS_FILE):
+        for name in (MODEL_FILE, RESULTS_FILE, CHECKPOINT_FILE):
             if (path / name).exists():
                 return path / name
-        raise FileFormatError(f"{path} holds no {MODEL_FILE} or {RESULTS_FILE}; pass the run directory a "
-                              "training script wrote (its --out) or one of those files")
+        raise FileFormatError(f"{path} holds no {MODEL_FILE}, {RESULTS_FILE} or {CHECKPOINT_FILE}; pass the run "
+                              "directory a training script wrote (its --out) or one of those files")
     if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist; pass a run directory, its model.h5 "
-                                "or the name of a shipped model (npvae.list_models())")
+        raise ModelNotFoundError(f"model file {path} does not exist; pass a run directory, its model.h5 "
+                                 "or the name of a shipped model (npvae.list_models())")
     return path
-
-
-def read_model_file(path) -> tuple[Layer, dict]:
-    """``(model, config)`` from a model or results file (or a run directory)."""
-    path = _resolve(path)
-    tree = h5mat.read_tree(path, expected_kind=MODEL_KINDS)
-    if "model" not in tree or "spec" not in tree["model"]:
-        raise FileFormatError(f"{path} has no /model/spec: it was not written with a model; "
-                              "pass the model.h5 or results.h5 of a training run")
-    from . import models  # noqa: F401  (registers the model classes with build_layer)
-    spec = parse_spec(path, tree["model"]["spec"])
-    dtype = np.dtype(tree["model"].get("dtype", "float32"))
-    model = load_parameters(path, build_layer(spec, dtype=dtype), tree["model"]["params"])
-    return model, tree.get("config", {})
 
 
 def parse_spec(path, text) -> dict:
@@ -131,16 +138,50 @@ def load_parameters(path, model: Layer, params: dict) -> Layer:
     return model
 
 
-def load_model(path):
-    """Rebuild a trained model exactly from a model file, results file, run directory or
-    the name of a shipped model (``npvae.list_models()``).
+def read_model_file(path, dtype=None) -> tuple[Layer, dict]:
+    """``(model, config)`` from a model file, results file, checkpoint or run directory.
+
+    The model is rebuilt in ``dtype`` (default: the dtype it was stored in), in eval mode.
+    A damaged spec or parameters that do not fit it raise :class:`FileFormatError` naming the file.
+    """
+    path = resolve_model_path(path)
+    if path.suffix == ".npz":
+        arrays, meta = load_checkpoint(path)
+        if "model_spec" not in meta:
+            raise FileFormatError(f"{path} is a checkpoint without a model_spec: it was not written by npvae's "
+                                  "Trainer; pass the run's model.h5 instead")
+        spec, config, state = meta["model_spec"], meta.get("config", {}), model_state(arrays)
+        if not isinstance(spec, dict):
+            raise FileFormatError(f"{path}: its model_spec is not an architecture record; the file was edited "
+                                  "or damaged")
+        stored = next(iter(state.values())).dtype if state else np.float32
+    else:
+        tree = h5mat.read_tree(path, expected_kind=MODEL_KINDS)
+        if "model" not in tree or "spec" not in tree["model"]:
+            raise FileFormatError(f"{path} has no /model/spec: it was not written with a model; "
+                                  "pass the model.h5 or results.h5 of a training run")
+        spec, config, state = parse_spec(path, tree["model"]["spec"]), tree.get("config", {}), tree["model"]["params"]
+        stored = tree["model"].get("dtype", "float32")
+    model = load_parameters(path, build_layer(spec, dtype=np.dtype(dtype or stored)), state)
+    return model, config
+
+
+def load_model(path, dtype=None):
+    """Rebuild a trained model exactly from a model file, results file, checkpoint, run
+    directory or the name of a shipped model (``npvae.list_models()``).
 
     Part I models come back as the model itself (``digit, fashion, mixture_hat =
     model.separate(mixtures)``); a Part II spectrogram model comes back as its
-    :class:`npvae.pipelines.music.Separator` (STFT settings and normalisation included).
+    :class:`npvae.separator.Separator` (STFT settings and normalisation included).
     """
-    model, config = read_model_file(path)
-    if type(model).__name__ == "SpectrogramUNetVAE":
-        from .pipelines.music import load_separator
-        return load_separator(_resolve(path))
+    model, config = read_model_file(path, dtype)
+    if isinstance(model, models.SpectrogramUNetVAE):
+        return Separator.from_config(model, config, str(path))
     return model
+
+
+def load_separator(path, dtype=None) -> Separator:
+    """A Part II :class:`~npvae.separator.Separator` from any file :func:`load_model` reads;
+    a clear error for a file that holds another kind of model."""
+    model, config = read_model_file(path, dtype)
+    return Separator.from_config(model, config, str(path))

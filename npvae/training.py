@@ -30,18 +30,20 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint, model_arrays, model_state, restore_rng, rng_state, save_checkpoint
 from .distributed import SingleProcess
 from .errors import DistributedError, TrainingError
 from .progress import progress_bar
-
-CHECKPOINT = "checkpoint.npz"
 
 
 # Settings that may differ when a run is resumed: they do not change what is learnt
 # (how long, where, how it is shown, where the data lie). Any other difference is refused.
 RESUMABLE_SETTINGS = frozenset({"epochs", "display_every", "progress", "show", "out", "data_dir", "data_folder",
                                 "eval_limit", "backend", "npvae_version", "snippet_seconds"})
+
+# Entries of a run's config computed from its data (the normaliser's statistics, stored as
+# arrays; ``normalizer_dict`` in older checkpoints): restored from the checkpoint, never compared.
+DATA_DERIVED = frozenset({"normalizer", "normalizer_dict"})
 
 
 def _jsonable(config: dict) -> dict:
@@ -81,13 +83,13 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / CHECKPOINT
+        return self.run_dir / CHECKPOINT_FILE
 
     # -- checkpoints -------------------------------------------------------------
     def save(self) -> None:
         if not self.comm.is_root:
             return
-        arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        arrays = model_arrays(self.model.state_dict())
         opt = self.optimizer.state_dict()
         for slot, tensors in opt["slots"].items():
             arrays.update({f"opt/{slot}/{k}": v for k, v in tensors.items()})
@@ -106,14 +108,14 @@ class Trainer:
         if found is None:
             return False
         arrays, meta = found
-        changed = config_changes(meta.get("config", {}), self.config)
+        changed = config_changes(meta.get("config", {}), self.config, RESUMABLE_SETTINGS | DATA_DERIVED)
         if changed:
             raise TrainingError(
                 f"cannot resume {self.run_dir} with other settings ({'; '.join(changed)}): --resume continues "
                 "a run exactly as it started. Rerun with the run's own values (left of each arrow; they are in "
                 f"its config), or start a new run with another --out. Only {', '.join(sorted(RESUMABLE_SETTINGS))} "
                 "may change on resume.")
-        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+        self.model.load_state_dict(model_state(arrays))
         slots: dict[str, dict] = {}
         for key, value in arrays.items():
             if key.startswith("opt/"):

@@ -20,8 +20,9 @@ from npvae.audio.datasets import load_tracks
 from npvae.checkpoint import atomic_write_text
 from npvae.errors import DatasetError, FileFormatError
 from npvae.fileguard import check_writable_dir
-from npvae.pipelines.music import (evaluate, example, format_table, load_separator,
-                                   plot_example, save_music_results)
+from npvae.io import load_separator, save_music_results
+from npvae.pipelines.music import evaluate, example, format_table
+from npvae.plotting import plot_example
 
 
 def parse_args(argv=None):

@@ -54,7 +54,8 @@ from npvae.data.idx import read_idx, write_idx  # noqa: E402
 from npvae.errors import NpvaeError  # noqa: E402
 from npvae.metrics.audio import bss_eval_sources, gnsdr, separation_scores, si_sdr, weighted_mean  # noqa: E402
 from npvae.models.music import SpectrogramUNetVAE  # noqa: E402
-from npvae.pipelines.music import Normalizer, Separator, save_separator  # noqa: E402
+from npvae.io import save_separator  # noqa: E402
+from npvae.separator import Normalizer, Separator  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUTCOMES_OK = ("clear error", "correct result")

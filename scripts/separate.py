@@ -33,7 +33,8 @@ from npvae.audio.stream import block_layout, iter_file_blocks, separate_blocks
 from npvae.checkpoint import atomic_path
 from npvae.errors import NpvaeError
 from npvae.fileguard import check_writable_dir
-from npvae.pipelines.music import SOURCES, load_separator
+from npvae.io import load_separator
+from npvae.separator import SOURCES
 
 SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
             ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}

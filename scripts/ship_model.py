@@ -63,7 +63,7 @@ def main(argv=None):
     def load():
         model, config = read_model_file(source)
         if type(model).__name__ == "SpectrogramUNetVAE":
-            from npvae.pipelines.music import load_separator
+            from npvae.io import load_separator
             model = load_separator(source)
         return model, config
 

@@ -23,6 +23,7 @@ from npvae.spectral_losses import LOSSES
 
 def parse_args(argv=None):
     d = TrainConfig()
+    dl = d.objective
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=presets.names("music"), default="default",
                    help="start from a named recipe of npvae/presets.py (other flags override it)")
@@ -33,14 +34,14 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--display-every", type=int, default=d.display_every, metavar="N",
                    help="print loss terms, write a figure and WAV snippets every N epochs")
-    p.add_argument("--loss", choices=LOSSES, default=d.loss,
+    p.add_argument("--loss", choices=LOSSES, default=dl.loss,
                    help="reconstruction loss on magnitudes: l1, mse, kl (generalised KL), is (Itakura-Saito)")
-    p.add_argument("--loss-compression", choices=("none", "log", "power"), default=d.loss_compression,
+    p.add_argument("--loss-compression", choices=("none", "log", "power"), default=dl.compression,
                    help="compression of magnitudes inside l1/mse (power: square root)")
     p.add_argument("--compression", choices=("log", "power"), default=d.compression,
                    help="compression of the network's input magnitudes")
-    p.add_argument("--beta", type=float, default=d.beta, help="weight of the latent KL (nats per bin)")
-    p.add_argument("--mix-weight", type=float, default=d.mix_weight,
+    p.add_argument("--beta", type=float, default=dl.beta, help="weight of the latent KL (nats per bin)")
+    p.add_argument("--mix-weight", type=float, default=dl.mix_weight,
                    help="weight of the reconstructed-mixture term")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -73,12 +74,12 @@ def main(argv=None):
     if a.resume and a.overwrite:
         sys.exit("error: --resume continues a run and --overwrite replaces it; pass one of them")
     try:
-        cfg = TrainConfig(**a.preset_extra, dataset=a.dataset, data_dir=a.data_dir, out=a.out, epochs=a.epochs,
-                          batch_size=a.batch_size, frames=a.frames, lr=a.lr, seed=a.seed,
-                          channels=tuple(a.channels), latent_channels=a.latent_channels,
-                          compression=a.compression, loss=a.loss, loss_compression=a.loss_compression,
-                          mix_weight=a.mix_weight, beta=a.beta, remix=a.remix, remix_prob=a.remix_prob,
-                          gain_db=a.gain_db, display_every=a.display_every, progress=not a.no_progress)
+        cfg = TrainConfig.from_flat(**a.preset_extra, dataset=a.dataset, data_dir=a.data_dir, out=a.out,
+                                    epochs=a.epochs, batch_size=a.batch_size, frames=a.frames, lr=a.lr, seed=a.seed,
+                                    channels=tuple(a.channels), latent_channels=a.latent_channels,
+                                    compression=a.compression, loss=a.loss, loss_compression=a.loss_compression,
+                                    mix_weight=a.mix_weight, beta=a.beta, remix=a.remix, remix_prob=a.remix_prob,
+                                    gain_db=a.gain_db, display_every=a.display_every, progress=not a.no_progress)
     except ValueError as e:
         sys.exit(f"error: {e}")
     try:

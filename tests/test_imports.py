@@ -38,3 +38,83 @@ def test_every_module_imports_alone():
     r = subprocess.run([sys.executable, "-c", CHECK, *modules], cwd=REPO, capture_output=True, text=True,
                        env={**__import__("os").environ, "MPLBACKEND": "Agg"})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ----------------------------------------------------------------------------- the layering
+
+# Imports point one way, down this list (a module may import its own level and below):
+# scripts -> experiments -> pipelines -> io -> separator -> models -> layers & co -> kernels.
+# io sits above the separator because load_model returns a Separator for a Part II file.
+LEVELS = [
+    ("npvae", 8),                 # the package's facade (its __init__): nothing inside imports it
+    ("npvae.experiments", 7), ("npvae.pretrained.scoring", 7),
+    ("npvae.pipelines", 6),
+    ("npvae.io", 5),
+    ("npvae.separator", 4),
+    ("npvae.models", 3), ("npvae.baselines", 3),
+    ("npvae.training", 2), ("npvae.plotting", 2), ("npvae.vae", 2), ("npvae.metrics", 2), ("npvae.audio", 2),
+    ("npvae.data", 2), ("npvae.optim", 2), ("npvae.gradcheck", 2),
+    ("npvae.layers", 1), ("npvae.losses", 1), ("npvae.spectral_losses", 1), ("npvae.h5mat", 1),
+    ("npvae.checkpoint", 1), ("npvae.parallel", 1), ("npvae.progress", 1), ("npvae.datapath", 1),
+    ("npvae.configflags", 1), ("npvae.schedules", 1), ("npvae.presets", 1), ("npvae.pretrained", 1),
+    ("npvae.errors", 0), ("npvae._version", 0), ("kernels", 0),
+]
+
+
+def level(module: str) -> int:
+    best = max((p for p, _ in LEVELS if module == p or module.startswith(p + ".")), key=len)
+    return dict(LEVELS)[best]
+
+
+def import_edges() -> dict[str, set[str]]:
+    """module -> the package modules it imports anywhere in its file (functions too)."""
+    import ast
+    modules = set(all_modules())
+    edges = {}
+    for name in modules:
+        parts = name.split(".")
+        path = REPO.joinpath(*parts)
+        is_pkg = path.is_dir()
+        src = (path / "__init__.py") if is_pkg else path.with_suffix(".py")
+        here = parts if is_pkg else parts[:-1]          # the package a relative import starts from
+        out = set()
+        for node in ast.walk(ast.parse(src.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module.split(".") if node.module else []
+                if node.level:
+                    base = here[:len(here) - node.level + 1] + base
+                pkg = ".".join(base)
+                targets = [f"{pkg}.{a.name}" if f"{pkg}.{a.name}" in modules else pkg for a in node.names]
+            else:
+                continue
+            out |= {t for t in targets if t in modules and t != name}
+        edges[name] = out
+    return edges
+
+
+def test_no_import_cycles():
+    edges = import_edges()
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for n in sorted(edges[m]):
+            if state.get(n) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n):] + [n]))
+            if n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m)
+
+
+def test_imports_point_down_the_layers():
+    wrong = [f"{m} (level {level(m)}) imports {n} (level {level(n)})"
+             for m, targets in import_edges().items() for n in targets if level(n) > level(m)]
+    assert not wrong, "\n".join(wrong)

@@ -52,8 +52,9 @@ def music_run(tmp_path_factory, shared_data):
     from npvae.audio.stft import STFTConfig
     from npvae.models.music import SpectrogramUNetVAE
     from npvae.optim import Adam
-    from npvae.pipelines.music import (LossConfig, MusicObjective, Normalizer, Separator, example, sample_batch,
-                                       save_music_results)
+    from npvae.io import save_music_results
+    from npvae.pipelines.music import LossConfig, MusicObjective, example, sample_batch
+    from npvae.separator import Normalizer, Separator
     from npvae.training import Trainer
     out = tmp_path_factory.mktemp("music_run")
     tracks = [mir1k_track(p) for p in list_mir1k("train", shared_data)[:2]]
@@ -178,7 +179,7 @@ def test_damaged_and_wrong_kind_files_are_refused_on_both_sides(mnist_runs, musi
     with pytest.raises(FileFormatError, match="expected a mnist_results file, got music_results"):
         read_tree(music, "mnist_results")
     with pytest.raises(FileFormatError, match="not a music separation model"):
-        from npvae.pipelines.music import load_separator
+        from npvae.io import load_separator
         load_separator(mnist_runs["dense"] / "model.h5")
     # Octave
     cases = {

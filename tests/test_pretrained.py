@@ -80,7 +80,7 @@ def test_shipped_model_rescored_on_a_slice(name, shared_data):
 def test_separate_script_uses_the_shipped_music_model(tmp_path, shared_data):
     sys.path.insert(0, str(REPO / "scripts"))
     import separate
-    from npvae.pipelines.music import load_separator
+    from npvae.io import load_separator
     rng = np.random.default_rng(0)
     song = (0.1 * rng.standard_normal((8000, 2))).astype(np.float32)
     soundfile.write(tmp_path / "song.wav", song, 16000, subtype="FLOAT")

@@ -12,7 +12,8 @@ import soundfile as sf
 from npvae.audio.stft import STFTConfig
 from npvae.audio.stream import block_layout, block_quantum, separate_blocks
 from npvae.models.music import SpectrogramUNetVAE
-from npvae.pipelines.music import Normalizer, Separator, save_separator
+from npvae.io import save_separator
+from npvae.separator import Normalizer, Separator
 from npvae.validate import as_float_audio, as_unit_images
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..audio.stft import istft, stft
+
 OBJECTIVES = ("euclidean", "kl")
 EPS = 1e-10
 
@@ -166,7 +168,6 @@ class SpectrogramNMFSeparator:
               **nmf_options) -> "SpectrogramNMFSeparator":
         """Dictionaries of voice and accompaniment magnitudes from ``tracks`` (at most
         ``max_frames`` frames per source, drawn at random)."""
-        from ..audio.stft import stft
         mags = [np.concatenate([np.abs(stft(getattr(t, name), stft_cfg)) for t in tracks], axis=1)
                 for name in ("voice", "accompaniment")]
         rng = np.random.default_rng(seed)
@@ -178,7 +179,6 @@ class SpectrogramNMFSeparator:
     def separate_mono(self, x, wiener: bool = False) -> np.ndarray:
         """x : (n_samples,) at the STFT's rate -> float32 (2, n_samples). ``wiener`` is ignored
         (the masks are already ratios)."""
-        from ..audio.stft import istft, stft
         x = np.asarray(x, np.float32)
         X = stft(x, self.stft_cfg)
         M = self.nmf.masks(np.abs(X))

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import h5mat
 from ..audio.stft import STFTConfig
+from ..io import RESULTS_FILE
 from ..plotting import plot_example, plot_history, save_grid, save_loss_curves
 from .blind_report import blind_section, read_blind_run
 from .document import Doc
@@ -64,21 +65,21 @@ def classify(run_dir) -> str | None:
     d = Path(run_dir)
     if (d / STUDY_FILE).exists():
         return "study"
-    if (d / "results.h5").exists():
-        kind = h5mat.file_kind(d / "results.h5")[0]
+    if (d / RESULTS_FILE).exists():
+        kind = h5mat.file_kind(d / RESULTS_FILE)[0]
         return {"mnist_results": "mnist", "music_results": "music", "blind_results": "blind"}.get(kind)
     return None
 
 
 def read_mnist_run(run_dir) -> dict:
-    t = h5mat.read_tree(Path(run_dir) / "results.h5", expected_kind="mnist_results")
+    t = h5mat.read_tree(Path(run_dir) / RESULTS_FILE, expected_kind="mnist_results")
     return {"dir": Path(run_dir), "config": t["config"], "metrics": t["metrics"], "history": t["history"],
             "examples": t["examples"], "params": _param_count(t["model"]["params"])}
 
 
 def read_music_run(run_dir) -> dict:
     d = Path(run_dir)
-    t = h5mat.read_tree(d / "results.h5", expected_kind="music_results")
+    t = h5mat.read_tree(d / RESULTS_FILE, expected_kind="music_results")
     evals = []
     for path in sorted(d.glob("eval_*.h5")):
         e = h5mat.read_tree(path, expected_kind="music_results")

@@ -204,8 +204,8 @@ def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
 def _run_music(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> dict:
     pipe = music_pipe
     settings = {**b["common"]}
-    cfg = pipe.TrainConfig(data_dir=data_dir, out=str(run_dir), progress=False,
-                           **{**settings, **(conf.settings if conf.kind == "vae" else {})})
+    cfg = pipe.TrainConfig.from_flat(data_dir=data_dir, out=str(run_dir), progress=False,
+                                     **{**settings, **(conf.settings if conf.kind == "vae" else {})})
     test = load_tracks(cfg.dataset, "validation", cfg.data_dir)[:cfg.max_val_tracks]
     if conf.kind == "nmf":
         train_tracks = load_tracks(cfg.dataset, "train", cfg.data_dir)[:cfg.max_train_tracks]

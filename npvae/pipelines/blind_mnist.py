@@ -26,7 +26,7 @@ import numpy as np
 
 import kernels
 
-from .. import __version__
+from .._version import __version__
 from ..data.blind import SOURCE_NAMES, TASKS, load_blind_data
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.image import separation_report

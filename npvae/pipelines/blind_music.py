@@ -31,7 +31,7 @@ import numpy as np
 
 import kernels
 
-from .. import __version__
+from .._version import __version__
 from ..audio.datasets import load_tracks
 from ..audio.stft import STFTConfig, istft, stft
 from ..data.blind import MixtureOnlyData

@@ -23,7 +23,8 @@ import numpy as np
 
 import kernels
 
-from .. import __version__, distributed
+from .. import distributed
+from .._version import __version__
 from ..data.mixtures import MixtureData, load_mixture_data
 from ..checkpoint import atomic_write_text
 from ..data.mnist import find_files, load_images

@@ -1,0 +1,20 @@
+"""Singing-voice separation with the spectrogram VAE (Part II), by job:
+
+* :mod:`.batches`: random training excerpts as spectrograms (with remixing and gains);
+* :mod:`.objective`: the training loss (:class:`LossConfig`, :class:`MusicObjective`)
+  (the learning-rate schedule is :func:`npvae.schedules.lr_at`);
+* :mod:`.evaluation`: BSS Eval / SI-SDR scores beside the oracle and the floor, tables,
+  the per-epoch check and one clip's example;
+* :mod:`.training`: :class:`TrainConfig` and :func:`train`, the whole run.
+
+What a trained model does to audio (features, masks, whole files) is
+:mod:`npvae.separator`; its files are :mod:`npvae.io`; its figures :mod:`npvae.plotting`.
+"""
+from .batches import sample_batch
+from .evaluation import evaluate, example, format_table, oracle_estimates, quick_validation, summarize
+from ...schedules import lr_at
+from .objective import LossConfig, MusicObjective
+from .training import LOSS_KEYS, TrainConfig, train
+
+__all__ = ["sample_batch", "evaluate", "example", "format_table", "oracle_estimates", "quick_validation",
+           "summarize", "LossConfig", "MusicObjective", "lr_at", "LOSS_KEYS", "TrainConfig", "train"]

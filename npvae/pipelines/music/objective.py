@@ -1,0 +1,96 @@
+"""The Part II training objective and learning-rate schedule.
+
+Per time-frequency bin, on magnitudes divided by the training set's mean mixture
+magnitude ``mag_scale`` (M_v, M_a the network's masks, X the mixture, V and A the
+sources)::
+
+    total = D(M_v|X|, |V|) + D(M_a|X|, |A|) + w_mix D(M_v|X| + M_a|X|, |X|) + beta KL
+
+with D one of :mod:`npvae.spectral_losses` and KL the latent's nats per bin.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ... import spectral_losses
+from ...audio.stft import stft
+from ...separator import Separator
+from ...vae import KLWeight, kl_divergence
+
+
+@dataclass
+class LossConfig:
+    """The training objective (see the module docstring).
+
+    loss : reconstruction loss of :mod:`npvae.spectral_losses` ("l1", "mse", "kl", "is").
+    compression, power : compression of the magnitudes inside l1/mse ("none", "log", "power").
+    mix_weight : weight w_mix of the reconstructed-mixture term. beta : weight of the KL.
+    kl_warmup : epochs over which beta ramps up from 0. sample : False takes the latent
+    at its mean in training too (a deterministic net).
+    """
+    loss: str = "l1"
+    compression: str = "none"
+    power: float = 0.5
+    mix_weight: float = 0.5
+    beta: float = 0.01
+    kl_warmup: float = 1.0
+    sample: bool = True       # False: the latent is taken at its mean in training too
+
+
+class MusicObjective:
+    """Loss terms of a batch, forward and backward: ``__call__(batch, epoch) -> terms``."""
+
+    def __init__(self, sep: Separator, cfg: LossConfig):
+        self.sep, self.cfg = sep, cfg
+        self.loss = spectral_losses.get_loss(cfg.loss, cfg.compression, cfg.power)
+        self.kl_weight = KLWeight(cfg.beta, cfg.kl_warmup)
+
+    def _inputs(self, batch):
+        norm, dt = self.sep.norm, self.sep.model.dtype
+        nb = norm.n_bins
+        mix = np.abs(batch["mixture"])
+        x = norm(mix)[:, None].astype(dt, copy=False)                   # (N, 1, nb, T)
+        s = 1.0 / norm.mag_scale
+        mags = [(np.abs(batch[k])[:, :nb] * s).astype(dt, copy=False) for k in ("voice", "accompaniment")]
+        return x, (mix[:, :nb] * s).astype(dt, copy=False), mags
+
+    def terms(self, batch, epoch: float = 0.0, backward: bool = True) -> dict:
+        model, cfg = self.sep.model, self.cfg
+        x, mix, (v, a) = self._inputs(batch)
+        masks = model.forward(x, sample=model.training and cfg.sample)
+        est_v, est_a = masks[:, 0] * mix, masks[:, 1] * mix
+        lv, gv = self.loss(est_v, v)
+        la, ga = self.loss(est_a, a)
+        lm, gm = self.loss(est_v + est_a, mix)
+        n, _, f, t = x.shape
+        kl, dmu, dlv = kl_divergence(model.mu.reshape(n, -1), model.logvar.reshape(n, -1))
+        kl_bin = kl / (f * t)                                           # nats per T-F bin
+        beta = self.kl_weight(epoch)
+        # With beta = 0 the KL is only reported: the deterministic net's latent is
+        # unconstrained, its KL can overflow, and 0 * inf would make the loss NaN.
+        total = lv + la + cfg.mix_weight * lm + (beta * kl_bin if beta else 0.0)
+        if backward:
+            w = cfg.mix_weight
+            dmask = np.stack([(gv + w * gm) * mix, (ga + w * gm) * mix], axis=1).astype(x.dtype)
+            k = np.float32(beta / (f * t))
+            dmu, dlv = (dmu * k, dlv * k) if beta else (np.zeros_like(dmu), np.zeros_like(dlv))
+            model.backward(dmask, dmu.reshape(model.mu.shape), dlv.reshape(model.logvar.shape))
+        return {"total": total, "vocals": lv, "accompaniment": la, "mixture": lm, "kl": kl_bin,
+                "beta": beta}
+
+    def on_tracks(self, tracks, max_frames: int = 1024) -> dict:
+        """Mean loss terms over whole tracks (eval mode, no gradients), weighted by frames."""
+        sums, frames = {}, 0
+        d = self.sep.model.DOWNSAMPLE
+        for tr in tracks:
+            V = stft(tr.voice, self.sep.stft_cfg)
+            A = stft(tr.accompaniment, self.sep.stft_cfg)
+            T = min(V.shape[1] // d * d, max_frames)
+            batch = {"voice": V[None, :, :T], "accompaniment": A[None, :, :T]}
+            batch["mixture"] = batch["voice"] + batch["accompaniment"]
+            for k, val in self.terms(batch, 1e9, backward=False).items():
+                sums[k] = sums.get(k, 0.0) + val * T
+            frames += T
+        return {k: v / frames for k, v in sums.items() if k != "beta"}

@@ -1,0 +1,216 @@
+"""A trained spectrogram network with everything needed to use it on audio (Part II).
+
+For a mono mixture x at the model's sample rate:
+
+1. ``X = stft(x)`` (F = n_fft/2 + 1 bins); the network sees the first F - 1 bins
+   (the Nyquist bin is dropped so F - 1 = 512 is divisible by 8).
+2. Features: ``c(|X|)`` with ``c`` = log1p or a power law, then standardised per
+   frequency with the training set's mean and standard deviation (a
+   :class:`Normalizer`, stored with the model).
+3. The network gives one soft mask per source (:func:`predict_masks`, in chunks);
+   estimates are ``mask * X``, so they reuse the mixture's phase (optionally with
+   power-ratio masks, :func:`wiener_masks`). The Nyquist bin takes the mask of the bin
+   below it.
+4. ``istft`` with the original length gives the waveforms.
+
+:meth:`Separator.config` is the one serialisation of the STFT settings and the
+normaliser (the ``/config`` of model files, also in checkpoints);
+:meth:`Separator.from_config` reads it back. Files are :mod:`npvae.io`'s job.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .audio.io import resample
+from .audio.stft import STFTConfig, istft, stft
+from .errors import FileFormatError
+from .models.music import SpectrogramUNetVAE
+from .validate import as_float_audio
+
+SOURCES = ("vocals", "accompaniment")
+STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")
+
+
+@dataclass
+class Normalizer:
+    """How a mixture magnitude becomes the network's input.
+
+    compression : "log" (``log1p(|X|)``) or "power" (``|X|^power``).
+    power : exponent of the power law.
+    mean, std : per-bin statistics (n_bins,) of the compressed training mixtures.
+    mag_scale : mean training mixture magnitude; losses see magnitudes divided by it.
+    """
+    compression: str = "log"
+    power: float = 0.3
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(512, np.float32))
+    std: np.ndarray = field(default_factory=lambda: np.ones(512, np.float32))
+    mag_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.compression not in ("log", "power"):
+            raise ValueError(f"compression must be 'log' or 'power', got {self.compression!r}")
+        self.mean = np.asarray(self.mean, np.float32)
+        self.std = np.asarray(self.std, np.float32)
+
+    @property
+    def n_bins(self) -> int:
+        return self.mean.shape[0]
+
+    def compress(self, mag: np.ndarray) -> np.ndarray:
+        return np.log1p(mag) if self.compression == "log" else mag ** self.power
+
+    def __call__(self, mag: np.ndarray) -> np.ndarray:
+        """mag : (..., F, T) mixture magnitudes (F >= n_bins). Returns float32
+        (..., n_bins, T) standardised features."""
+        c = self.compress(mag[..., :self.n_bins, :].astype(np.float32, copy=False))
+        return ((c - self.mean[:, None]) / self.std[:, None]).astype(np.float32, copy=False)
+
+    def to_dict(self) -> dict:
+        """compression, power, mean and std (float32 copies), mag_scale."""
+        return {"compression": self.compression, "power": float(self.power), "mean": self.mean.copy(),
+                "std": self.std.copy(), "mag_scale": float(self.mag_scale)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        return cls(str(d["compression"]), float(d["power"]), np.asarray(d["mean"]), np.asarray(d["std"]),
+                   float(d["mag_scale"]))
+
+    @classmethod
+    def fit(cls, tracks, stft_cfg: STFTConfig, compression: str = "log", power: float = 0.3,
+            n_bins: int | None = None) -> "Normalizer":
+        """Statistics of the tracks' mixtures (the order of ``tracks`` does not matter)."""
+        n_bins = n_bins or stft_cfg.n_freq - 1
+        probe = cls(compression, power)
+        s1 = np.zeros(n_bins)
+        s2 = np.zeros(n_bins)
+        total_mag, count = 0.0, 0
+        for t in tracks:
+            mag = np.abs(stft(t.mixture(), stft_cfg))[:n_bins]
+            c = probe.compress(mag).astype(np.float64)
+            s1 += c.sum(axis=1)
+            s2 += (c * c).sum(axis=1)
+            total_mag += float(mag.sum(dtype=np.float64))
+            count += mag.shape[1]
+        if count == 0:
+            raise ValueError("cannot fit a Normalizer to no tracks")
+        mean = s1 / count
+        std = np.sqrt(np.maximum(s2 / count - mean ** 2, 1e-8))
+        return cls(compression, power, mean, std, total_mag / (count * n_bins))
+
+
+@dataclass
+class Separator:
+    """A trained network with everything needed to use it: STFT and feature settings."""
+    model: SpectrogramUNetVAE
+    stft_cfg: STFTConfig
+    norm: Normalizer
+
+    # -- masks ---------------------------------------------------------------
+    def masks(self, mix_mag: np.ndarray, chunk_frames: int = 512, context: int = 48) -> np.ndarray:
+        """Soft masks (n_sources, F, T) for a mixture magnitude (F, T) of any length.
+
+        The network runs on chunks of ``chunk_frames`` frames, each with ``context``
+        frames of real input on both sides (multiples of 8, so the strided layers keep
+        their alignment); only a chunk's centre is kept. With a context at least the
+        network's receptive-field radius this equals one pass over the whole file, while
+        memory stays bounded by the chunk size.
+        """
+        return predict_masks(self.model, self.norm(mix_mag), mix_mag.shape[0], chunk_frames, context)
+
+    # -- waveforms -----------------------------------------------------------
+    def separate_mono(self, x: np.ndarray, wiener: bool = False, chunk_frames: int = 512,
+                      context: int = 48) -> np.ndarray:
+        """x : (n_samples,) at ``stft_cfg.sample_rate``. Returns float32 (n_sources, n_samples)."""
+        x = np.asarray(x, np.float32)
+        X = stft(x, self.stft_cfg)
+        M = self.masks(np.abs(X), chunk_frames, context)
+        if wiener:
+            M = wiener_masks(M * np.abs(X)[None])
+        return istft((M * X[None]).astype(np.complex64), self.stft_cfg, length=len(x))
+
+    def separate(self, audio: np.ndarray, sr: int, wiener: bool = False, chunk_frames: int = 512,
+                 context: int = 48) -> np.ndarray:
+        """audio : (n_samples,) or (n_samples, n_channels) at ``sr`` Hz.
+
+        Every channel is separated on its own at the model's rate and resampled back.
+        When ``sr`` is higher than the model's rate, the band the model cannot see (above
+        its Nyquist frequency, where singing voice has little energy) goes to the last
+        source, the accompaniment, so the estimates still add up to the input.
+        Returns float32 (n_sources, n_samples, n_channels) (channel axis absent for 1-D input),
+        the same length and rate as the input. Integer samples are scaled to full scale 1.0
+        (:func:`npvae.validate.as_float_audio`); NaN, empty or channels-first audio is refused.
+        """
+        if int(sr) != sr or sr <= 0:
+            raise ValueError(f"sample rate must be a positive whole number of Hz, got {sr}")
+        audio = as_float_audio(audio)
+        mono = audio.ndim == 1
+        chans = audio[:, None] if mono else audio
+        n = chans.shape[0]
+        rate = self.stft_cfg.sample_rate
+        work = resample(chans, sr, rate)
+        out = np.zeros((self.model.n_sources, n, chans.shape[1]), np.float32)
+        for c in range(chans.shape[1]):
+            est = self.separate_mono(work[:, c], wiener, chunk_frames, context)   # (S, n_work)
+            est = resample(est.T, rate, sr).T
+            m = min(n, est.shape[1])
+            out[:, :m, c] = est[:, :m]
+        if sr > rate:
+            back = resample(work, rate, sr)[:n]
+            out[-1, :back.shape[0]] += chans[:back.shape[0]] - back
+        return out[..., 0] if mono else out
+
+    # -- storage -------------------------------------------------------------
+    def config(self) -> dict:
+        """STFT settings (sample_rate, n_fft, hop, window) and ``normalizer`` (compression,
+        power, mean (n_bins,) float32, std (n_bins,) float32, mag_scale): the separator's part
+        of a model file's /config and of a checkpoint's config."""
+        return {**asdict(self.stft_cfg), "normalizer": self.norm.to_dict()}
+
+    @classmethod
+    def from_config(cls, model, config: dict, source: str = "the configuration") -> "Separator":
+        """The Separator of ``model`` with the STFT settings and normaliser of ``config``
+        (what :meth:`config` wrote; also the ``normalizer_dict`` of npvae 0.1.0 checkpoints)."""
+        if not isinstance(model, SpectrogramUNetVAE):
+            raise FileFormatError(f"{source} holds a {type(model).__name__}, not a music separation model")
+        missing = [k for k in STFT_KEYS if k not in config]
+        norm = config.get("normalizer", config.get("normalizer_dict"))
+        if missing or norm is None:
+            raise FileFormatError(f"{source} lacks the separator settings {missing or ['normalizer']}; "
+                                  "it was not written by train_music.py")
+        stft_cfg = STFTConfig(int(config["sample_rate"]), int(config["n_fft"]), int(config["hop"]),
+                              str(config["window"]))
+        return cls(model, stft_cfg, Normalizer.from_dict(json.loads(norm) if isinstance(norm, str) else norm))
+
+
+def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512,
+                  context: int = 48) -> np.ndarray:
+    """Run ``model`` over normalised features (n_bins, T) in chunks; masks (S, n_freq, T)."""
+    d = model.DOWNSAMPLE
+    if chunk_frames % d or context % d or chunk_frames <= 0 or context < 0:
+        raise ValueError(f"chunk_frames ({chunk_frames}) and context ({context}) must be "
+                         f"non-negative multiples of {d}")
+    model.eval()
+    n_bins, T = feats.shape
+    Tp = -(-T // d) * d
+    x = np.zeros((1, 1, n_bins, Tp), model.dtype)
+    x[0, 0, :, :T] = feats
+    out = np.empty((model.n_sources, n_freq, Tp), np.float32)
+    for s in range(0, Tp, chunk_frames):
+        e = min(Tp, s + chunk_frames)
+        lo, hi = max(0, s - context), min(Tp, e + context)
+        m = model.forward(x[..., lo:hi], sample=False)[0]
+        out[:, :n_bins, s:e] = m[:, :, s - lo:e - lo]
+    out[:, n_bins:] = out[:, n_bins - 1:n_bins]      # bins the network does not see (Nyquist)
+    return out[..., :T]
+
+
+def wiener_masks(mags: np.ndarray, power: float = 2.0, eps: float = 1e-10) -> np.ndarray:
+    """Power-ratio masks from source magnitude estimates (S, F, T): ``m_j = |S_j|^p / sum_k |S_k|^p``.
+
+    They sum to one, so the estimates add up to the mixture exactly.
+    """
+    p = mags.astype(np.float64) ** power
+    return (p / (p.sum(axis=0, keepdims=True) + eps)).astype(np.float32)
