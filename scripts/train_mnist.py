@@ -8,73 +8,70 @@
     mpirun -n 2 python scripts/train_mnist.py --out runs/x   # data-parallel over 2 MPI ranks
 
 Data are found through --data-dir, then $NPVAE_DATA (holding mnist/ and fashion-mnist/),
-then ~/.cache/npvae (downloaded there when missing).
+then ~/.cache/npvae (downloaded there when missing). Every setting of
+npvae.pipelines.mnist.TrainConfig has a flag of the same name.
 """
 import argparse
 import sys
 
 from npvae import presets
+from npvae.configflags import HelpFormatter, add_flags, dataclass_fields, flag_values
 from npvae.distributed import fail
 from npvae.errors import NpvaeError
 from npvae.pipelines.mnist import TrainConfig, train
 from npvae.schedules import SCHEDULES
 
+HELP = {
+    "model": "dense VAE, convolutional VAE, or U-Net VAE with skips and a mask output",
+    "latent_dim": "size of the Gaussian latent",
+    "hidden": "hidden widths, e.g. 512,256 (dense) or 256 (conv); default per model",
+    "channels": "conv channels, e.g. 32,64 (conv) or 16,32,64 (unet); default per model",
+    "output": "decode two images (sources) or how the mixture splits (split); default per model",
+    "rule": "mixing rule",
+    "loss": "reconstruction loss",
+    "beta": "KL weight",
+    "warmup": "epochs over which beta ramps up from 0",
+    "mix_weight": "weight of the mixture term",
+    "sample": "sample the latent in training (--no-sample with --beta 0: a plain autoencoder)",
+    "lr": "Adam learning rate",
+    "lr_schedule": "cosine: constant for 60%% of the epochs, then cosine down to lr/10",
+    "batch_size": "pairs per batch",
+    "epochs": "default: 50 (dense), 15 (conv), 10 (unet)",
+    "seed": "seed of the data split, the initial weights, the batches and the latent noise",
+    "display_every": "print the loss terms and save a figure every N epochs",
+    "data_dir": "folder holding mnist/ and fashion-mnist/ (else $NPVAE_DATA)",
+    "out": "run directory (default runs/mnist-<model>-<time>)",
+    "train_limit": "use only this many training pairs (quick runs)",
+    "eval_limit": "evaluate on this many test pairs (default 10000)",
+    "n_examples": "evaluation pairs stored as examples in results.h5",
+    "show": "also open the figures on screen",
+    "progress": "progress bar",
+}
+CHOICES = {"model": ("dense", "conv", "unet"), "output": ("sources", "split"), "rule": ("average", "sum"),
+           "loss": ("bce", "mse", "l1"), "lr_schedule": SCHEDULES}
 
-def ints(text):
-    return tuple(int(t) for t in text.split(",") if t)
 
-
-def parse_args(argv=None) -> tuple[TrainConfig, bool]:
-    d = TrainConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--preset", choices=presets.names("mnist"), default="default",
                    help="start from a named recipe of npvae/presets.py (other flags override it)")
-    p.add_argument("--model", choices=["dense", "conv", "unet"], default=d.model,
-                   help="dense VAE (default), convolutional VAE, or U-Net VAE with skips and a mask output")
-    p.add_argument("--latent-dim", type=int, default=d.latent_dim)
-    p.add_argument("--hidden", type=ints, help="hidden widths, e.g. 512,256 (dense) or 256 (conv)")
-    p.add_argument("--channels", type=ints, help="conv channels, e.g. 32,64 (conv) or 16,32,64 (unet)")
-    p.add_argument("--output", choices=["sources", "split"],
-                   help="decode two images (sources) or how the mixture splits (split); default per model")
-    p.add_argument("--rule", choices=["average", "sum"], default=d.rule, help="mixing rule")
-    p.add_argument("--loss", choices=["bce", "mse", "l1"], default=d.loss, help="reconstruction loss")
-    p.add_argument("--beta", type=float, default=d.beta, help="KL weight")
-    p.add_argument("--warmup", type=float, default=d.warmup, help="epochs over which beta ramps up from 0")
-    p.add_argument("--mix-weight", type=float, default=d.mix_weight, help="weight of the mixture term")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-schedule", choices=SCHEDULES, default=d.lr_schedule,
-                   help="cosine: constant for 60%% of the epochs, then cosine down to lr/10")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--epochs", type=int, help="default: 50 (dense), 15 (conv), 10 (unet)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--display-every", type=int, default=d.display_every, metavar="N",
-                   help="print the loss terms and save a figure every N epochs")
-    p.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/ (else $NPVAE_DATA)")
-    p.add_argument("--out", help="run directory (default runs/mnist-<model>-<time>)")
+    add_flags(p, dataclass_fields(TrainConfig), HELP, CHOICES)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that holds an old run (its files are replaced)")
-    p.add_argument("--train-limit", type=int, help="use only this many training pairs (quick runs)")
-    p.add_argument("--eval-limit", type=int, help="evaluate on this many test pairs (default 10000)")
-    p.add_argument("--show", action="store_true", help="also open the figures on screen")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pre, _ = p.parse_known_args(argv)
-    preset = presets.get("mnist", pre.preset)
-    dests = {action.dest for action in p._actions}
-    p.set_defaults(**{k: v for k, v in preset.items() if k in dests})
+    return p
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, bool, bool]:
+    p = parser()
+    p.set_defaults(**presets.get("mnist", p.parse_known_args(argv)[0].preset))   # flags override the preset
     a = p.parse_args(argv)
     if a.resume and not a.out:
         p.error("--resume needs --out RUN_DIR (the run to continue)")
     if a.resume and a.overwrite:
         p.error("--resume continues a run and --overwrite replaces it; pass one of them")
-    extra = {k: v for k, v in preset.items() if k not in dests}   # settings without a flag
     try:
-        cfg = TrainConfig(**extra, model=a.model, latent_dim=a.latent_dim, hidden=a.hidden, channels=a.channels,
-                          output=a.output, rule=a.rule, loss=a.loss, beta=a.beta, warmup=a.warmup,
-                          mix_weight=a.mix_weight, lr=a.lr, lr_schedule=a.lr_schedule, batch_size=a.batch_size,
-                          epochs=a.epochs, seed=a.seed, display_every=a.display_every, data_dir=a.data_dir,
-                          out=a.out, train_limit=a.train_limit, eval_limit=a.eval_limit, show=a.show,
-                          progress=not a.no_progress)
+        cfg = TrainConfig(**flag_values(a, dataclass_fields(TrainConfig)))
     except ValueError as e:
         p.error(str(e))
     return cfg, a.resume, a.overwrite

@@ -1,8 +1,10 @@
-"""Part I models: gradients of the whole separation loss, output constraints, separate()."""
+"""Part I models and their objective: gradients of the whole separation loss, output
+constraints, separate()."""
 import numpy as np
 import pytest
 
 from npvae.models.mnist import build_model
+from npvae.pipelines.mnist.objective import SeparationObjective
 
 TINY = {"dense": dict(hidden=(6, 5), latent_dim=3), "conv": dict(channels=(2, 3), hidden=5, latent_dim=2),
         "unet": dict(channels=(2, 2, 3), latent_dim=2)}
@@ -26,11 +28,13 @@ def test_loss_gradient_for_every_parameter(rng, name, output, recon, rule):
     d, f = pairs(rng)
     m = (d + f) / 2 if rule == "average" else np.clip(d + f, 0, 1)
 
-    def loss():
-        return model.loss(m, d, f, beta=0.7, recon=recon, mix_weight=0.8, rng=np.random.default_rng(5),
-                          backward=False)["total"]
+    objective = SeparationObjective(model, recon, mix_weight=0.8)
 
-    model.loss(m, d, f, beta=0.7, recon=recon, mix_weight=0.8, rng=np.random.default_rng(5))
+    def loss(backward=False):
+        model.rng = np.random.default_rng(5)
+        return objective.terms(m, d, f, beta=0.7, backward=backward)["total"]
+
+    loss(backward=True)
     for path, p, g in model.named_parameters():
         v = np.random.default_rng(3).standard_normal(p.shape)
         h = 1e-6
@@ -78,9 +82,8 @@ def test_bad_settings(rng):
     with pytest.raises(ValueError, match="output"):
         build_model("dense", output="masks")
     model = build_model("dense", rng=rng, **TINY["dense"])
-    d, f = pairs(rng)
     with pytest.raises(ValueError, match="reconstruction loss"):
-        model.loss(((d + f) / 2).astype(np.float32), d, f, recon="hinge")
+        SeparationObjective(model, "hinge")
 
 
 def test_beta_zero_ignores_an_overflowing_kl(rng):
@@ -88,7 +91,7 @@ def test_beta_zero_ignores_an_overflowing_kl(rng):
     model = build_model("dense", rng=np.random.default_rng(1), **TINY["dense"])
     model.head.logvar.params["b"][:] = 100.0                 # exp(100) overflows float32
     d, f = pairs(rng)
-    terms = model.loss((d + f) / 2, d, f, beta=0.0, sample=False)
+    terms = SeparationObjective(model).terms((d + f) / 2, d, f, beta=0.0, sample=False)
     assert not np.isfinite(terms["kl"])
     assert np.isfinite(terms["total"])
     for path, p, g in model.named_parameters():

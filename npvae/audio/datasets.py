@@ -10,6 +10,10 @@ Data roots are searched with :func:`npvae.datapath.find_dataset`: an explicit
 folders are ``MIR-1K/Wavfile`` and ``IRMAS-TrainingData`` (or
 ``IRMAS-sample/IRMAS-TrainingData``); ``data_dir`` may also point straight at
 one of those folders. A stems folder is always given by its path.
+
+(About 400 lines: the three datasets share the Track record, the split rule and
+the root search, and each family is a few short functions; splitting them into
+modules would scatter that shared part.)
 """
 from __future__ import annotations
 

@@ -82,6 +82,7 @@ class BlindSeparationVAE(Layer):
         self.decoder = Sequential(*(Dense(a, b, **kw) for a, b in zip(back[:-1], back[1:])), out)
         self.reparam = Reparameterize()
         self.mu = self.logvar = None
+        self.rng = None        # the latent's noise when forward gets no rng (the model contract)
 
     def children(self):
         return {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}
@@ -107,9 +108,11 @@ class BlindSeparationVAE(Layer):
     def forward(self, mixtures, rng: np.random.Generator | None = None, sample: bool | None = None):
         """mixtures (N, H, W) -> decoded groups (N, K, H, W).
 
-        ``sample`` defaults to ``self.training``; sampling draws the noise from ``rng``,
-        which is then required (the same noise every step would be a silent bug).
+        ``sample`` defaults to ``self.training``; sampling draws the noise from ``rng``
+        (default: ``self.rng``), which is then required (the same noise every step would be
+        a silent bug).
         """
+        rng = self.rng if rng is None else rng
         m = self._prepare(mixtures)
         n, k, L = len(m), self.n_groups, self.latent_dim
         sample = self.training if sample is None else sample

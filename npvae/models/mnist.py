@@ -18,37 +18,40 @@ with ``lo = max(0, T - 1)``, ``hi = min(1, T)``, and ``fashion = T - digit``; bo
 stay in [0, 1] and mix back to the input exactly.
 
 The reconstructed mixture is the mixing rule applied to the two estimates.
-:meth:`SeparationVAE.loss` returns every term (per-source reconstruction, mixture
-reconstruction, KL) and fills the gradients of every parameter.
+
+Every model follows the layer contract, as the Part II model does:
+``forward(m (N, 28, 28)) -> y (N, 2, 28, 28)`` (digit and fashion estimates; the
+posterior's ``mu``/``logvar`` and the decoder's ``logits`` stay on the model) and
+``backward(dy, dmu=None, dlogvar=None, dlogits=None) -> dm (N, 28, 28)``. The loss is
+not the model's: :class:`npvae.pipelines.mnist.objective.SeparationObjective` computes it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import losses
 from ..layers.activations import LeakyReLU, sigmoid
 from ..layers.base import Layer, default_rng, register
 from ..layers.conv import Conv2d, ConvTranspose2d
 from ..layers.dense import Dense
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten, Reshape
-from ..vae import GaussianHead, Reparameterize, kl_divergence
+from ..vae import GaussianHead, Reparameterize
 from ..validate import as_unit_images
 
 SIDE = 28
 PIXELS = SIDE * SIDE
 RULES = ("average", "sum")
 OUTPUTS = ("sources", "split")
-RECON_LOSSES = ("bce", "mse", "l1")
 
 
 class SeparationVAE(Layer):
-    """Shared machinery: the output transform, the loss with its backward, ``separate``.
+    """Shared machinery: the output transform, forward and backward, ``separate``.
 
     Subclasses build ``children()`` and implement ``_encode(x) -> features (N, F)``,
-    ``_encode_backward(dfeatures) -> None``, ``_decode(z) -> logits (N, S, 28, 28)`` and
+    ``_encode_backward(dfeatures) -> dx``, ``_decode(z) -> logits (N, S, 28, 28)`` and
     ``_decode_backward(dlogits) -> dz`` where S = 2 for "sources" and 1 for "split".
-    ``x`` is the mixture as (N, 1, 28, 28).
+    ``x`` is the mixture as (N, 1, 28, 28). Sampling in training draws from ``self.rng``
+    (the construction generator unless the caller sets another, e.g. the trainer's).
     """
 
     def __init__(self, latent_dim: int, output: str, rule: str, dtype):
@@ -61,6 +64,8 @@ class SeparationVAE(Layer):
             raise ValueError(f"latent_dim must be positive, got {latent_dim}")
         self.latent_dim, self.output, self.rule = int(latent_dim), output, rule
         self.reparam = Reparameterize()
+        self.rng = None
+        self.mu = self.logvar = self.logits = None
 
     @property
     def out_channels(self) -> int:
@@ -101,17 +106,49 @@ class SeparationVAE(Layer):
             raise ValueError(f"{type(self).__name__} expects mixtures of shape (N, 28, 28), got {m.shape}")
         return m.astype(self.dtype, copy=False)
 
-    def forward(self, mixtures, rng=None, sample=True):
-        """mixtures (N, 28, 28) in [0, 1] -> (digit, fashion, mixture_hat), each (N, 28, 28).
+    def forward(self, mixtures, sample: bool | None = None):
+        """mixtures (N, 28, 28) in [0, 1] -> y (N, 2, 28, 28): the digit and fashion estimates.
 
-        With ``sample=True`` z is drawn from the posterior (training); otherwise z = mu.
+        ``sample`` (default: ``self.training``) draws z from the posterior; otherwise z = mu.
         """
         m = self._prepare(mixtures)
-        self._mu, self._logvar = self.head.forward(self._encode(m[:, None]))
-        z = self.reparam.forward(self._mu, self._logvar, rng=rng, sample=sample)
-        self._logits = self._decode(z)
-        digit, fashion = self._sources(self._logits, m)
-        return digit, fashion, self.mix(digit, fashion)
+        sample = self.training if sample is None else sample
+        self.mu, self.logvar = self.head.forward(self._encode(m[:, None]))
+        z = self.reparam.forward(self.mu, self.logvar, rng=self.rng, sample=sample)
+        self.logits = self._decode(z)
+        self._m = m
+        self._digit, self._fashion = self._sources(self.logits, m)
+        return np.stack([self._digit, self._fashion], axis=1)
+
+    def backward(self, dy=None, dmu=None, dlogvar=None, dlogits=None):
+        """Gradients for the estimates ``dy`` (N, 2, 28, 28), and optionally for the posterior
+        parameters (the KL term's) and for the decoder's logits directly (N, S, 28, 28: a
+        loss taken on the logits, like BCE from logits, is steadier than one through the
+        sigmoid). Fills every parameter's gradient; returns dm (N, 28, 28)."""
+        if dy is None and dlogits is None:
+            raise ValueError("backward needs dy, dlogits or both")
+        g = None if dy is None else self._sources_backward(dy[:, 0], dy[:, 1], self._digit, self._fashion)
+        if dlogits is not None:
+            g = dlogits if g is None else dlogits + g
+        dz = self._decode_backward(g.astype(self.dtype, copy=False))
+        gmu, glv = self.reparam.backward(dz)
+        if dmu is not None:
+            gmu = gmu + dmu
+        if dlogvar is not None:
+            glv = glv + dlogvar
+        dm = self._encode_backward(self.head.backward(gmu, glv))[:, 0]
+        if dy is not None and self.output == "split":
+            dm = dm + self._split_input_grad(dy[:, 0], dy[:, 1])
+        return dm
+
+    def _split_input_grad(self, ddigit, dfashion):
+        """What the "split" output adds to dm: digit and fashion depend on the total T itself."""
+        t = self._total(self._m)
+        dlo, dhi = (t > 1).astype(self.dtype), (t < 1).astype(self.dtype)
+        s = self._split[0]
+        d_digit_dt = dlo + s * (dhi - dlo)
+        dt = ddigit * d_digit_dt + dfashion * (1 - d_digit_dt)
+        return dt * self.dtype.type(2.0) if self.rule == "average" else dt
 
     def separate(self, mixtures, batch_size: int = 500):
         """Deterministic separation (posterior mean), in batches to bound memory.
@@ -124,58 +161,12 @@ class SeparationVAE(Layer):
         m = as_unit_images(mixtures, SIDE, self.dtype)
         was_training = self.training
         self.eval()
-        outs = [self.forward(m[i:i + batch_size], sample=False) for i in range(0, len(m), batch_size)]
+        outs = []
+        for i in range(0, len(m), batch_size):
+            y = self.forward(m[i:i + batch_size], sample=False)
+            outs.append((y[:, 0], y[:, 1], self.mix(y[:, 0], y[:, 1])))
         self.train(was_training)
         return tuple(np.concatenate([o[k] for o in outs]) for k in range(3))
-
-    # -- the objective --------------------------------------------------------------------
-    def loss(self, mixture, digit, fashion, beta: float = 1.0, recon: str = "bce", mix_weight: float = 1.0,
-             rng=None, sample: bool = True, backward: bool = True) -> dict:
-        """Negative ELBO of the separation, per sample (sums over pixels, mean over the batch):
-
-        ``rec(digit) + rec(fashion) + mix_weight * rec(mixture) + beta * KL``.
-
-        ``recon`` is "bce", "mse" or "l1". With ``backward=True`` the gradients of every
-        parameter are filled. Returns the terms as floats: total, digit, fashion,
-        mixture, kl.
-        """
-        if recon not in RECON_LOSSES:
-            raise ValueError(f"unknown reconstruction loss {recon!r}: choose one of {RECON_LOSSES}")
-        d_hat, f_hat, m_hat = self.forward(mixture, rng=rng, sample=sample)
-        digit, fashion = digit.astype(self.dtype, copy=False), fashion.astype(self.dtype, copy=False)
-        if recon == "bce" and self.output == "sources":
-            ld, gld = losses.bce_with_logits(self._logits[:, 0], digit)
-            lf, glf = losses.bce_with_logits(self._logits[:, 1], fashion)
-        else:
-            fn = losses.probability_loss(recon)
-            ld, gd = fn(d_hat, digit)
-            lf, gf = fn(f_hat, fashion)
-        lm, gm = losses.probability_loss(recon)(m_hat, mixture.astype(self.dtype, copy=False))
-        kl, dmu, dlogvar = kl_divergence(self._mu, self._logvar)
-        # With beta = 0 the KL is only reported: an unconstrained latent can make it
-        # overflow, and 0 * inf would turn the loss and the gradients into NaN.
-        terms = {"total": ld + lf + mix_weight * lm + (beta * kl if beta else 0.0), "digit": ld, "fashion": lf,
-                 "mixture": lm, "kl": kl}
-        if not backward:
-            return terms
-        # the mixture term reaches both sources through the mixing rule
-        gm = gm * mix_weight
-        if self.rule == "average":
-            gm_src = gm * self.dtype.type(0.5)
-        else:
-            gm_src = gm * ((d_hat + f_hat) < 1)
-        if recon == "bce" and self.output == "sources":
-            dlogits = np.stack([gld, glf], axis=1)
-            dlogits += self._sources_backward(gm_src, gm_src, d_hat, f_hat)
-        else:
-            dlogits = self._sources_backward(gd + gm_src, gf + gm_src, d_hat, f_hat)
-        dz = self._decode_backward(dlogits.astype(self.dtype, copy=False))
-        dmu_rep, dlogvar_rep = self.reparam.backward(dz)
-        if beta:
-            dmu_rep, dlogvar_rep = dmu_rep + beta * dmu, dlogvar_rep + beta * dlogvar
-        dfeat = self.head.backward(dmu_rep, dlogvar_rep)
-        self._encode_backward(dfeat)
-        return terms
 
     def hyper(self):
         return {"latent_dim": self.latent_dim, "output": self.output, "rule": self.rule}
@@ -191,7 +182,7 @@ class DenseSeparationVAE(SeparationVAE):
     def __init__(self, latent_dim: int = 32, hidden=(512, 256), output: str = "sources",
                  rule: str = "average", rng=None, dtype=np.float32):
         super().__init__(latent_dim, output, rule, dtype)
-        rng = default_rng(rng)
+        rng = self.rng = default_rng(rng)
         self.hidden = tuple(int(h) for h in hidden)
         widths = (PIXELS,) + self.hidden
         self.encoder = Sequential(Flatten(), *(Dense(a, b, activation="leaky_relu", rng=rng, dtype=dtype)
@@ -210,7 +201,7 @@ class DenseSeparationVAE(SeparationVAE):
         return self.encoder.forward(x)
 
     def _encode_backward(self, dfeat):
-        self.encoder.backward(dfeat)
+        return self.encoder.backward(dfeat)
 
     def _decode(self, z):
         return self.decoder.forward(z)
@@ -233,7 +224,7 @@ class ConvSeparationVAE(DenseSeparationVAE):
     def __init__(self, latent_dim: int = 32, channels=(32, 64), hidden: int = 256, output: str = "sources",
                  rule: str = "average", rng=None, dtype=np.float32):
         SeparationVAE.__init__(self, latent_dim, output, rule, dtype)
-        rng = default_rng(rng)
+        rng = self.rng = default_rng(rng)
         c1, c2 = self.channels = tuple(int(c) for c in channels)
         self.hidden = int(hidden)
         flat = c2 * 7 * 7
@@ -278,7 +269,7 @@ class UNetSeparationVAE(SeparationVAE):
     def __init__(self, latent_dim: int = 32, channels=(16, 32, 64), output: str = "split",
                  rule: str = "average", rng=None, dtype=np.float32):
         super().__init__(latent_dim, output, rule, dtype)
-        rng = default_rng(rng)
+        rng = self.rng = default_rng(rng)
         c1, c2, c3 = self.channels = tuple(int(c) for c in channels)
         kw = dict(rng=rng, dtype=dtype)
         self.enc1 = Conv2d(1, c1, 3, padding=1, **kw)
@@ -315,7 +306,7 @@ class UNetSeparationVAE(SeparationVAE):
     def _decode_backward(self, dlogits):
         c1, c2, c3 = self.channels
         dcat1 = self.out.backward(dlogits)
-        du1, self._de1 = dcat1[:, :c1], dcat1[:, c1:2 * c1]
+        du1, self._de1, self._dx = dcat1[:, :c1], dcat1[:, c1:2 * c1], dcat1[:, 2 * c1:]
         dcat2 = self.up1.backward(self.acts["up1"].backward(du1))
         du2, self._de2 = dcat2[:, :c2], dcat2[:, c2:]
         dcat3 = self.up2.backward(self.acts["up2"].backward(du2))
@@ -326,7 +317,7 @@ class UNetSeparationVAE(SeparationVAE):
         de3 = dfeat.reshape(self._e3.shape) + self._de3
         de2 = self.enc3.backward(self.acts["enc3"].backward(de3)) + self._de2
         de1 = self.enc2.backward(self.acts["enc2"].backward(de2)) + self._de1
-        self.enc1.backward(self.acts["enc1"].backward(de1))
+        return self.enc1.backward(self.acts["enc1"].backward(de1)) + self._dx
 
     def hyper(self):
         return {**super().hyper(), "channels": list(self.channels)}

@@ -19,6 +19,7 @@ from ...audio.io import write_audio
 from ...audio.remix import sample_remix_batch
 from ...audio.stft import STFTConfig
 from ...checkpoint import CHECKPOINT_FILE, load_checkpoint
+from ...configflags import dataclass_fields
 from ...fileguard import prepare_run_dir, unique_run_dir
 from ...io import MODEL_FILE, RESULTS_FILE, save_music_results, save_separator
 from ...models.music import SpectrogramUNetVAE
@@ -91,6 +92,12 @@ class TrainConfig:
             raise ValueError(f"--channels takes 3 numbers, got {list(self.channels)}")
         if self.remix_prob > 1:
             raise ValueError(f"--remix-prob is a probability in [0, 1], got {self.remix_prob}")
+
+    @classmethod
+    def flat_fields(cls) -> list[tuple[str, str, object]]:
+        """``(flat name, type, default)`` of every setting, the loss's included (the flags)."""
+        loss = {name: (t, d) for name, t, d in dataclass_fields(LossConfig)}
+        return dataclass_fields(cls, skip=("objective",)) + [(k, *loss[name]) for k, name in LOSS_KEYS.items()]
 
     @classmethod
     def from_flat(cls, **settings) -> "TrainConfig":

@@ -1,5 +1,7 @@
 """Part I end to end: train a separation VAE on digit + fashion mixtures, show it, score it.
 
+The loss is :class:`~.objective.SeparationObjective`; figures are :mod:`npvae.plotting`.
+
 :func:`train` is what ``scripts/train_mnist.py`` runs. A run directory holds::
 
     checkpoint.npz      parameters, Adam moments, RNG state, history (atomic, every epoch)
@@ -23,21 +25,22 @@ import numpy as np
 
 import kernels
 
-from .. import distributed
-from .._version import __version__
-from ..data.mixtures import MixtureData, load_mixture_data
-from ..checkpoint import atomic_write_text
-from ..data.mnist import find_files, load_images
-from ..fileguard import prepare_run_dir, unique_run_dir
-from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
-from ..metrics.image import psnr, separation_report
-from ..models.mnist import MODELS, build_model
-from ..optim import Adam
-from ..plotting import GRID_ROWS, save_grid, save_loss_curves
-from ..schedules import schedule_lr
-from ..training import Trainer
-from ..vae import KLWeight
-from ..validate import check_settings
+from ... import distributed
+from ..._version import __version__
+from ...checkpoint import atomic_write_text
+from ...data.mixtures import MixtureData, load_mixture_data
+from ...data.mnist import find_files, load_images
+from ...fileguard import prepare_run_dir, unique_run_dir
+from ...io import MODEL_FILE, RESULTS_FILE, save_model, save_results
+from ...metrics.image import psnr, separation_report
+from ...models.mnist import MODELS, OUTPUTS, RULES, build_model
+from ...optim import Adam
+from ...plotting import GRID_ROWS, save_grid, save_loss_curves
+from ...schedules import SCHEDULES, schedule_lr
+from ...training import Trainer
+from ...validate import check_settings
+from ...vae import KLWeight
+from .objective import RECON_LOSSES, SeparationObjective
 
 MODEL_DEFAULTS = {  # per-model architecture defaults (the flags override them)
     "dense": {"hidden": (512, 256), "output": "sources"},
@@ -50,7 +53,14 @@ DEFAULT_EPOCHS = {"dense": 50, "conv": 15, "unet": 10}
 
 @dataclass
 class TrainConfig:
-    """Settings of one Part I run (the options of ``scripts/train_mnist.py``)."""
+    """Settings of one Part I run (each has a flag of the same name in ``scripts/train_mnist.py``).
+
+    hidden, channels, output : architecture (None: the model's default, :data:`MODEL_DEFAULTS`).
+    loss, beta, warmup, mix_weight, sample : the objective (see :mod:`.objective`); warmup is
+    the epochs over which beta ramps up from 0; sample False takes z = mu in training too.
+    epochs : None for the model's default (:data:`DEFAULT_EPOCHS`). train_limit,
+    eval_limit : subsets for quick runs. n_examples : evaluation pairs in results.h5.
+    """
     model: str = "dense"
     latent_dim: int = 32
     hidden: tuple | None = None
@@ -61,7 +71,7 @@ class TrainConfig:
     beta: float = 0.5
     warmup: float = 5.0
     mix_weight: float = 1.0
-    sample: bool = True          # False: z = mu in training too (with beta = 0, a plain autoencoder)
+    sample: bool = True
     lr: float = 1e-3
     lr_schedule: str = "constant"  # "cosine": constant for 60% of the epochs, then cosine down to lr / 10
     batch_size: int = 128
@@ -77,16 +87,18 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.model, str) or self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(MODELS)}")
         check_settings(self, positive_int=("latent_dim", "batch_size", "epochs", "display_every", "train_limit",
                                            "eval_limit", "n_examples", "hidden", "channels"),
                        nonneg_int=("seed",), positive=("lr",), nonneg=("beta", "warmup", "mix_weight"),
-                       choices={"model": sorted(MODELS), "rule": ("average", "sum"), "loss": ("bce", "mse", "l1"),
-                                "output": ("sources", "split")},
+                       choices={"rule": RULES, "loss": RECON_LOSSES, "output": OUTPUTS, "lr_schedule": SCHEDULES},
                        optional=("epochs", "train_limit", "eval_limit", "hidden", "channels", "output"))
+        for key in ("hidden", "channels"):
+            if getattr(self, key) is not None:
+                setattr(self, key, tuple(int(v) for v in getattr(self, key)))
 
     def model_kwargs(self) -> dict:
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(MODELS)}")
         kw = dict(MODEL_DEFAULTS[self.model])
         for key in ("hidden", "channels", "output"):
             value = getattr(self, key)
@@ -128,17 +140,17 @@ def evaluate(model, mixture, digit, fashion, batch_size: int = 500) -> dict:
     return separation_report(d_hat, f_hat, digit, fashion)
 
 
-def validation_terms(model, cfg: TrainConfig, mixture, digit, fashion, beta: float) -> dict:
+def validation_terms(objective: SeparationObjective, mixture, digit, fashion, beta: float) -> dict:
     """Loss terms (posterior mean, no sampling) and mean PSNR on the validation pairs."""
     sums, n = {}, len(mixture)
     psnrs = []
     for i in range(0, n, 500):
         sl = slice(i, i + 500)
-        terms = model.loss(mixture[sl], digit[sl], fashion[sl], beta=beta, recon=cfg.loss,
-                           mix_weight=cfg.mix_weight, sample=False, backward=False)
+        terms = objective.terms(mixture[sl], digit[sl], fashion[sl], beta=beta, sample=False, backward=False)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v * len(mixture[sl])
-        d_hat, f_hat, _ = model.forward(mixture[sl], sample=False)
+        y = objective.model.forward(mixture[sl], sample=False)
+        d_hat, f_hat = np.ascontiguousarray(y[:, 0]), np.ascontiguousarray(y[:, 1])
         psnrs.append((psnr(d_hat, digit[sl]) + psnr(f_hat, fashion[sl])) / 2)
     out = {k: v / n for k, v in sums.items()}
     out["psnr"] = float(np.mean(np.concatenate(psnrs)))
@@ -216,8 +228,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     if comm.parallel:
         log(f"data-parallel over {comm.size} MPI ranks, {cfg.batch_size // comm.size}+ pairs of each batch "
             f"of {cfg.batch_size} per rank, {comm.threads} thread(s) each")
-    noise = comm.noise(trainer.rng)    # trainer.rng itself when training alone
-
+    # the latent's noise continues with the run (and its checkpoints); each MPI rank draws its own share
+    model.rng = comm.noise(trainer.rng)    # trainer.rng itself when training alone
+    objective = SeparationObjective(model, cfg.loss, cfg.mix_weight)
     kl_weight = KLWeight(cfg.beta, cfg.warmup)
     val = data.validation_set()
     shown = tuple(a[:8] for a in val)
@@ -225,11 +238,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     def step(batch, epoch):
         mixture, digit, fashion = batch
         optimizer.lr = schedule_lr(cfg.lr_schedule, epoch, cfg.epochs, cfg.lr)
-        return model.loss(mixture, digit, fashion, beta=kl_weight(epoch), recon=cfg.loss,
-                          mix_weight=cfg.mix_weight, rng=noise, sample=cfg.sample)
+        return objective.terms(mixture, digit, fashion, beta=kl_weight(epoch), sample=cfg.sample)
 
     def validate():
-        terms = validation_terms(model, cfg, *val, beta=kl_weight(trainer.epoch))
+        terms = validation_terms(objective, *val, beta=kl_weight(trainer.epoch))
         return {**terms, "beta": kl_weight(trainer.epoch), "lr": optimizer.lr}
 
     def on_display(epoch, history):
