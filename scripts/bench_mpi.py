@@ -45,22 +45,25 @@ def parse_args(argv=None):
 def mnist_case(name, comm, rng):
     from npvae.models.mnist import build_model
     from npvae.pipelines.mnist import TrainConfig
+    from npvae.pipelines.mnist.objective import SeparationObjective
     model = build_model(name, rng=np.random.default_rng(0), **TrainConfig(model=name).model_kwargs())
     d = rng.uniform(size=(MNIST_BATCH, 28, 28)).astype(np.float32)
     f = rng.uniform(size=(MNIST_BATCH, 28, 28)).astype(np.float32)
     m = (d + f) / 2
-    noise = comm.noise(np.random.default_rng(1))
+    model.rng = comm.noise(np.random.default_rng(1))
+    objective = SeparationObjective(model)
 
     def step():
         part = comm.shard(MNIST_BATCH)
-        return model.loss(m[part], d[part], f[part], beta=0.5, rng=noise)
+        return objective.terms(m[part], d[part], f[part], beta=0.5)
     return model, step
 
 
 def music_case(comm, rng):
     from npvae.audio.stft import STFTConfig
     from npvae.models.music import SpectrogramUNetVAE
-    from npvae.pipelines.music import LossConfig, MusicObjective, Normalizer, Separator
+    from npvae.pipelines.music import LossConfig, MusicObjective
+    from npvae.separator import Normalizer, Separator
     from npvae.pipelines.music import TrainConfig as MusicConfig
     c = MusicConfig()
     model = SpectrogramUNetVAE(tuple(c.channels), c.latent_channels, rng=np.random.default_rng(0))
