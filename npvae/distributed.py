@@ -93,6 +93,12 @@ class SingleProcess:
     def parallel(self) -> bool:
         return self.size > 1
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Refuse a global batch that cannot give every rank at least one sample."""
+        if batch_size < self.size:
+            raise ValueError(f"--batch-size {batch_size} is smaller than the {self.size} MPI ranks that share "
+                             "each batch; use a batch size of at least the number of ranks")
+
     def shard(self, n: int) -> slice:
         """This rank's part of a global batch of ``n`` items (here: all of it)."""
         return slice(0, n)

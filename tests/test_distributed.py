@@ -316,3 +316,12 @@ def test_bench_mpi_reports_step_and_exchange_times(tmp_path, ranks):
     assert row["ranks"] == ranks and row["parameters"] == 1494112 and row["gradient_bytes"] == 4 * 1494112
     assert row["step_ms"] > 0 and (row["comm_ms"] > 0) == (ranks > 1)
     assert "P=64 10G" in r.stdout
+
+
+def test_a_batch_smaller_than_the_ranks_is_refused_by_name():
+    comm = distributed.SingleProcess()
+    comm.check_batch_size(1)                 # one process: any batch of at least one sample
+    comm.size = 3                            # as three ranks would see it
+    comm.check_batch_size(3)
+    with pytest.raises(ValueError, match="--batch-size 2 is smaller than the 3 MPI ranks"):
+        comm.check_batch_size(2)

@@ -125,9 +125,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     """
     t_start = time.perf_counter()
     comm = distributed.world()
-    if cfg.batch_size < comm.size:
-        raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {comm.size} MPI ranks that share "
-                         "each batch; use a batch size of at least the number of ranks")
+    comm.check_batch_size(cfg.batch_size)
     if not comm.is_root:
         log = lambda text: None  # noqa: E731 - rank 0 alone speaks
     if cfg.out is None and resume:
