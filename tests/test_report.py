@@ -60,3 +60,30 @@ def test_report_refuses_directories_without_results(tmp_path, shared_data):
     r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_report.py"), str(tmp_path),
                         "--out", str(tmp_path / "r")], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "none of the directories holds results" in r.stderr
+
+
+def test_shipped_section_states_what_each_shipped_file_records():
+    from pathlib import Path
+
+    from npvae import pretrained
+    from npvae.experiments.document import Doc
+    from npvae.experiments.report_shipped import MARKS, published_section, shipped_section
+
+    doc = Doc()
+    infos = shipped_section(doc)
+    published_section(doc)
+    md = doc.markdown(Path("."))
+    assert sorted(infos) == pretrained.list_models() and infos
+    for name, info in infos.items():
+        key = info["headline"]
+        assert f"| {name} | `{info['command']}` (commit {info['commit']}" in md
+        assert f"{info['scores'][key]:.2f} dB" in md
+    # each mark's row names the best shipped model of its task and the right gap
+    for task, key, what, mark in MARKS:
+        pool = [n for n, i in infos.items() if i["task"] == task.split("-")[0]
+                and (task != "mnist-dense" or n.startswith("mnist-dense"))]
+        best = max(pool, key=lambda n: infos[n]["scores"][key])
+        value = infos[best]["scores"][key]
+        gap = f"met ({value - mark:+.2f} dB)" if value >= mark else f"{mark - value:.2f} dB short"
+        assert f"| {what} | >= {mark:g} dB | {value:.2f} dB ({best}) | {gap} |" in md
+    assert "Park" in md and "ISMIR 2018" in md and "Not measured by npvae" in md

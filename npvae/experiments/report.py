@@ -9,6 +9,10 @@
 * a blind run (``results.h5`` of kind ``blind_results``, from ``scripts/train_blind.py`` or
   ``scripts/train_blind_music.py``; the section is in :mod:`npvae.experiments.blind_report`).
 
+Every report also has the shipped models' recorded scores against issue 12's marks and
+the published results of the systems that lead each task
+(:mod:`npvae.experiments.report_shipped`).
+
 Every number in the report is read from those files; the text around the numbers is
 fixed, and comparative sentences are chosen by comparing the numbers. The PDF is drawn
 with matplotlib's PDF backend: text pages that flow paragraphs, tables and figures.
@@ -27,6 +31,7 @@ from ..io import RESULTS_FILE
 from ..plotting import plot_example, plot_history, save_grid, save_loss_curves
 from .blind_report import blind_section, read_blind_run
 from .document import Doc
+from .report_shipped import published_section, shipped_section
 from .study_table import COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, read_study, verdict
 
 APPROACH = [
@@ -300,7 +305,9 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
         blind_section(doc, blind_runs, mnist_runs, figs)
     for study, sdir in studies:
         _baseline_section(doc, study, sdir)
+    shipped_section(doc)
     _discussion(doc, studies, mnist_runs, music_runs)
+    published_section(doc)
     md = out / "report.md"
     md.write_text(doc.markdown(out))
     pdf = out / "report.pdf"
