@@ -3,7 +3,8 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %
 %   [VOCALS, ACCOMPANIMENT] = npvae_separate(MODEL_FILE, AUDIO, FS) separates AUDIO,
 %   n x channels samples in [-1, 1] at FS Hz (what audioread returns; a vector is one
-%   channel), with the music model in MODEL_FILE: a model.h5 or results.h5 written by
+%   channel; integer samples, as audioread(..., 'native') gives them, are scaled as
+%   Python scales them: int16 by 1/32768, int32 by 1/2^31, uint8 as offset binary), with the music model in MODEL_FILE: a model.h5 or results.h5 written by
 %   scripts/train_music.py, or the struct npvae_load returns for one. VOCALS and
 %   ACCOMPANIMENT have the size of AUDIO (double), at FS Hz. They equal what
 %   scripts/separate.py (npvae's Separator.separate) writes for the same file, to about
@@ -73,9 +74,8 @@ end
 
 
 function [chans, row] = check_audio(audio, fs)
-  if isinteger(audio)
-    error('npvae:badAudio', ['npvae_separate: AUDIO is %s; pass samples scaled to [-1, 1] ', ...
-          '(audioread''s default double output, or double(x) / %d)'], class(audio), double(intmax(class(audio))) + 1);
+  if isinteger(audio)          % audioread(..., 'native'): scaled as npvae.validate.as_float_audio does
+    audio = integer_to_float(audio);
   end
   if ~isnumeric(audio) || ~isreal(audio) || isempty(audio) || ndims(audio) > 2
     error('npvae:badAudio', 'npvae_separate: AUDIO must be a real n x channels array, got a %s %s', ...
@@ -92,6 +92,20 @@ function [chans, row] = check_audio(audio, fs)
     audio = audio.';
   end
   chans = double(audio);
+end
+
+
+function x = integer_to_float(audio)
+  % Signed integers: full scale 2^(bits-1) -> 1.0; uint8: offset binary, as 8-bit WAV.
+  name = class(audio);
+  if strcmp(name, 'uint8')
+    x = (double(audio) - 128) / 128;
+  elseif name(1) == 'u'
+    error('npvae:badAudio', ['npvae_separate: AUDIO is %s, not a known sample format; pass samples ', ...
+          'scaled to [-1, 1] (audioread''s default double output) or signed integers'], name);
+  else
+    x = double(audio) / (double(intmax(name)) + 1);
+  end
 end
 
 

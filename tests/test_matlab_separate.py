@@ -221,7 +221,7 @@ def test_separate_refuses_bad_input_clearly(model_file, songs, tmp_path):
     (tmp_path / "sep" / "annar_1_01_vocals.wav").write_bytes(b"keep me")
     cases = {
         "npvae_separate('mnist_model.h5', zeros(100, 1), 16000)": ("npvae:notMusicModel", "DenseSeparationVAE"),
-        f"npvae_separate('{model_file}', int16([1; 2; 3]), 16000)": ("npvae:badAudio", "int16"),
+        f"npvae_separate('{model_file}', uint16([1; 2; 3]), 16000)": ("npvae:badAudio", "uint16"),
         f"npvae_separate('{model_file}', [0; NaN], 16000)": ("npvae:badAudio", "NaN"),
         f"npvae_separate('{model_file}', zeros(100, 1), 0)": ("npvae:badRate", "positive integer"),
         f"npvae_separate('{model_file}', zeros(100, 1), 16000, 'chunk_frames', 7)": ("npvae:badOption", "multiples of 8"),
@@ -236,3 +236,24 @@ def test_separate_refuses_bad_input_clearly(model_file, songs, tmp_path):
     for line, (call, (ident, text)) in zip(lines, cases.items()):
         assert line.startswith(ident + "|") and text in line, (call, line)
     assert (tmp_path / "sep" / "annar_1_01_vocals.wav").read_bytes() == b"keep me"
+
+
+def test_integer_audio_is_scaled_as_python_scales_it(model_file, songs, tmp_path):
+    """int16 and uint8 samples (audioread's 'native' output) give what Python gives for them."""
+    from npvae.io import load_model
+    from npvae.validate import as_float_audio
+    _, mix, sr = songs["annar_1_01"]
+    x16 = np.round(np.clip(mix[:sr], -1, 1) * 32767).astype(np.int16)
+    x8 = (np.round(np.clip(mix[:sr], -1, 1) * 127) + 128).astype(np.uint8)
+    scipy.io.savemat(tmp_path / "in.mat", {"x16": x16[:, None], "x8": x8[:, None]})
+    octave_ok(f"load('in.mat'); [v16, a16] = npvae_separate('{model_file}', x16, {sr});"
+              f"[v8, a8] = npvae_separate('{model_file}', x8, {sr});"
+              "c16 = class(x16); save('-v7', 'out.mat', 'v16', 'a16', 'v8', 'a8', 'c16');", tmp_path)
+    got = scipy.io.loadmat(tmp_path / "out.mat")
+    assert got["c16"][0] == "int16"                                 # loadmat kept the integer type
+    sep = load_model(model_file)
+    for x, tag in ((x16, "16"), (x8, "8")):
+        want_v, want_a = sep.separate(x, sr)[[0, -1]]
+        np.testing.assert_allclose(as_float_audio(x), x / 32768 if tag == "16" else (x - 128.0) / 128, atol=1e-7)
+        np.testing.assert_allclose(got["v" + tag][:, 0], want_v, atol=TOL, rtol=0)
+        np.testing.assert_allclose(got["a" + tag][:, 0], want_a, atol=TOL, rtol=0)
