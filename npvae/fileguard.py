@@ -48,6 +48,18 @@ def check_writable_dir(folder: str | os.PathLike, need_bytes: int = 0) -> Path:
     return folder
 
 
+# Room a training run needs besides the checkpoint's share: figures, sound snippets, logs.
+RUN_MARGIN_BYTES = 16 * 2 ** 20
+
+
+def run_space_needed(parameter_bytes: int) -> int:
+    """Bytes a training run of a model with ``parameter_bytes`` of parameters may hold on
+    disk at its peak: the checkpoint (weights and Adam's two moments, 3x) twice while an
+    atomic write replaces it, model.h5 and results.h5 (about 1x each), and
+    :data:`RUN_MARGIN_BYTES` for figures and snippets."""
+    return 8 * int(parameter_bytes) + RUN_MARGIN_BYTES
+
+
 def _visible_entries(folder: Path) -> list[str]:
     """What a folder holds, leaving out temporaries of killed runs."""
     return sorted(e for e in os.listdir(folder) if TMP_TAG not in e)

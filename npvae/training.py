@@ -33,6 +33,7 @@ import numpy as np
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, model_arrays, model_state, restore_rng, rng_state, save_checkpoint
 from .distributed import SingleProcess
 from .errors import DistributedError, TrainingError
+from .fileguard import check_writable_dir, run_space_needed
 from .progress import progress_bar
 
 
@@ -80,6 +81,8 @@ class Trainer:
         self.log = log if self.comm.is_root else (lambda text: None)
         self.history: dict[str, list[float]] = {"epoch": []}
         self.epoch = 0  # epochs completed
+        if self.comm.is_root:    # a full disk found now, not at the first checkpoint an epoch later
+            check_writable_dir(self.run_dir, run_space_needed(sum(p.nbytes for _, p, _ in model.named_parameters())))
 
     @property
     def checkpoint_path(self) -> Path:

@@ -87,3 +87,27 @@ def test_run_dirs(tmp_path):
     prepare_run_dir(run, overwrite=True)
     a, b = unique_run_dir(tmp_path / "r"), unique_run_dir(tmp_path / "r")
     assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_training_run_refuses_a_full_disk_before_the_first_epoch(tmp_path, monkeypatch):
+    """The trainer checks for room for its checkpoints when it is made, not an epoch later."""
+    import shutil
+    from collections import namedtuple
+
+    import numpy as np
+
+    from npvae.fileguard import RUN_MARGIN_BYTES, run_space_needed
+    from npvae.layers import Dense
+    from npvae.optim import Adam
+    from npvae.training import Trainer
+
+    model = Dense(100, 50, rng=np.random.default_rng(0))
+    need = run_space_needed((100 * 50 + 50) * 4)
+    assert need == 8 * 5050 * 4 + RUN_MARGIN_BYTES
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 40, (1 << 40) - need + 1, need - 1))
+    with pytest.raises(OutputError, match="not enough free space"):
+        Trainer(model, Adam(model), np.random.default_rng(0), tmp_path / "run", progress=False, log=lambda s: None)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 40, 0, need))
+    Trainer(model, Adam(model), np.random.default_rng(0), tmp_path / "run", progress=False, log=lambda s: None)
