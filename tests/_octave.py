@@ -22,3 +22,15 @@ def octave_ok(code: str, cwd: Path, timeout: float = 120) -> str:
     res = octave(code, cwd, timeout)
     assert res.returncode == 0, f"Octave failed:\n{res.stderr}\n{res.stdout}"
     return res.stdout
+
+
+def assert_octave_errors(cases: dict, cwd: Path) -> None:
+    """Run every call of ``cases`` (``{call: (error identifier, text in the message)}``) in
+    one Octave session and require each to fail with that identifier and text."""
+    code = "".join(f"try, {call}; disp('no error'); catch err, fprintf('%s|%s\\n', err.identifier, err.message); end;"
+                   for call in cases)
+    res = octave(code, cwd)
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == len(cases), (res.stdout, res.stderr)
+    for line, (call, (ident, text)) in zip(lines, cases.items()):
+        assert line.startswith(ident + "|") and text in line, (call, line)

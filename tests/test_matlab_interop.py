@@ -17,7 +17,7 @@ import scipy.io
 import soundfile
 
 import npvae
-from _octave import needs_octave, octave, octave_ok
+from _octave import assert_octave_errors, needs_octave, octave, octave_ok
 from npvae.errors import FileFormatError
 from npvae.h5mat import read_tree
 
@@ -194,13 +194,7 @@ def test_damaged_and_wrong_kind_files_are_refused_on_both_sides(mnist_runs, musi
         f"npvae_show_mnist('{mnist_runs['dense'] / 'results.h5'}', 'figs', 'renderer', 'svg')":
             ("npvae:badOption", "renderer must be 'auto', 'figure' or 'raster'"),
     }
-    code = "".join(f"try, {call}; disp('no error'); catch err, fprintf('%s|%s\\n', err.identifier, err.message); end;"
-                   for call in cases)
-    res = octave(code, tmp_path)
-    lines = res.stdout.strip().splitlines()
-    assert len(lines) == len(cases), (res.stdout, res.stderr)
-    for line, (call, (ident, text)) in zip(lines, cases.items()):
-        assert line.startswith(ident + "|") and text in line, (call, line)
+    assert_octave_errors(cases, tmp_path)
 
 
 def test_npvae_forward_refuses_a_music_model(music_run, tmp_path):
