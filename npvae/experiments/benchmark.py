@@ -1,19 +1,18 @@
-"""Training-step benchmark: npvae against PyTorch on the same models and weights.
+"""Training-step and separation benchmark: npvae against PyTorch on the same models and weights.
 
-Three cases (:data:`CASES`), each a full training step (forward, loss, backward,
-Adam) on a fixed batch:
+Cases (:data:`DEFAULT_CASES`):
 
-* ``dense_vae``: encoder 784-512-256-(mu, logvar), latent 32, two decoders
-  32-256-512-784 (one per source), BCE-with-logits + KL, batch 128.
-* ``conv_vae``: 1x28x28 -> conv 4x4/2 (32) -> conv 4x4/2 (64) -> (mu, logvar) of 32,
-  decoder dense -> 64x7x7 -> transposed convs back to 1x28x28, BCE + KL, batch 64.
-* ``spectrogram``: 1x512x128 magnitude patch -> three 5x5 stride-2 convs of 16/32/64
-  channels and the mirrored transposed decoder to a mask, BCE on the mask, batch 16.
+* the synthetic training steps of :mod:`.synthetic_cases` (``dense_vae``, ``conv_vae``,
+  ``spectrogram``);
+* the models users train, built by the pipelines (:mod:`.pipeline_cases`:
+  ``mnist_dense``, ``mnist_unet``, ``mnist_dense_best``, ``music``, ``music_best``);
+* ``separation``: a 3-minute 44.1 kHz stereo song through ``scripts/separate.py`` with
+  the shipped model (:mod:`.separation_bench`).
 
-The PyTorch twin of each case (:mod:`npvae.experiments.torch_twin`) is built from the
-npvae layers with the same initial weights.
-:func:`run_benchmark` times the npvae steps (each backend) and the PyTorch step
-interleaved in one process, so machine noise hits all of them alike.
+:func:`run_benchmark` times the npvae steps (each backend) and the PyTorch twin
+interleaved in one process, so machine noise hits all of them alike, and relates
+each case's GEMM FLOP rate to the BLAS GEMM rate measured here (issue 14's ">= 60%
+of the GEMM rate"). :mod:`.layer_bench` times the convolutions one by one.
 """
 from __future__ import annotations
 
@@ -27,191 +26,34 @@ import numpy as np
 
 import kernels
 
-from .. import losses
-from ..layers import Conv2d, ConvTranspose2d, Dense, Flatten, Layer, ReLU, Reshape, Sequential
-from ..optim import Adam
-from ..vae import GaussianHead, Reparameterize, kl_divergence
+from .pipeline_cases import PIPELINE_CASES, build_pipeline_case
+from .synthetic_cases import SYNTHETIC_CASES, build_synthetic_case
 from .torch_twin import TorchCase, torch_available
 
-CASES = ("dense_vae", "conv_vae", "spectrogram")
-
-# Shapes per case and size: "full" is what the benchmark times, "tiny" is for tests.
-CONFIGS = {
-    "dense_vae": {"full": dict(batch=128, sizes=(784, 512, 256), latent=32, decoders=2),
-                  "tiny": dict(batch=6, sizes=(20, 12, 10), latent=3, decoders=2)},
-    "conv_vae": {"full": dict(batch=64, hw=(28, 28), channels=(32, 64), latent=32),
-                 "tiny": dict(batch=3, hw=(8, 8), channels=(2, 3), latent=2)},
-    "spectrogram": {"full": dict(batch=16, hw=(512, 128), channels=(16, 32, 64)),
-                    "tiny": dict(batch=2, hw=(16, 8), channels=(2, 3, 4))},
-}
+CASES = SYNTHETIC_CASES + tuple(PIPELINE_CASES)          # training steps
+DEFAULT_CASES = CASES + ("separation",)
+DEFAULT_STEPS = {"dense_vae": 60, "conv_vae": 60, "spectrogram": 20, "mnist_dense": 60, "mnist_unet": 20,
+                 "mnist_dense_best": 60, "music": 20, "music_best": 20}
+BLOCK = {"dense_vae": 10, "conv_vae": 10, "spectrogram": 4, "mnist_dense": 10, "mnist_unet": 4,
+         "mnist_dense_best": 10, "music": 4, "music_best": 4}
+SONG_SECONDS = {"full": 180.0, "tiny": 2.0}
 
 
-class Model(Layer):
-    """An unregistered container: named sub-layers, so one optimiser walks them all."""
-
-    def __init__(self, dtype=np.float32, **parts):
-        super().__init__(dtype)
-        self.parts = parts
-
-    def children(self):
-        return self.parts
+def build_case(name: str, size: str = "full", seed: int = 0):
+    """The npvae side of training-step case ``name`` (one of :data:`CASES`)."""
+    if name in PIPELINE_CASES:
+        return build_pipeline_case(name, size, seed)
+    if name in SYNTHETIC_CASES:
+        return build_synthetic_case(name, size, seed)
+    raise ValueError(f"unknown case {name!r}; choose one of {DEFAULT_CASES}")
 
 
-class Case:
-    """One benchmark case in npvae: ``step()`` runs a training step and returns the loss.
-
-    ``model.parts`` holds the layers, ``batch`` the inputs and targets;
-    ``forward_backward(eps)`` fills the gradients (``eps`` fixes the VAE noise).
-    """
-
-    def __init__(self, name, model, batch, forward_backward, layer_flops=None, lr=1e-3):
-        self.name, self.model, self.batch = name, model, batch
-        self.layer_flops = dict(layer_flops or {})   # id(layer) -> forward GEMM FLOPs
-        self.forward_backward = forward_backward
-        self.optimizer = Adam(model, lr=lr)
-        self.rng = np.random.default_rng(0)
-
-    def step(self):
-        loss = self.forward_backward(None)
-        self.optimizer.step()
-        return loss
-
-    def flops(self):
-        """GEMM FLOPs of one step: forward, weight gradients, and input gradients for
-        every layer but the first (whose input needs none)."""
-        first = self.first_layer()
-        total = 0
-        for _, layer in self.model.named_layers():
-            f = self.layer_flops.get(id(layer), 0)
-            total += f * (2 if layer is first else 3)
-        return total
-
-    def first_layer(self):
-        enc = self.model.parts["encoder"]
-        return enc.layers[0]
-
-
-def _count(counts: dict, layer, n, *out_hw):
-    """Record in ``counts[id(layer)]`` the forward GEMM FLOPs of ``layer`` for a batch of ``n``."""
-    if isinstance(layer, Dense):
-        counts[id(layer)] = 2 * n * layer.in_features * layer.out_features
-    else:
-        kh, kw = layer.kernel_size
-        per = layer.in_channels * layer.out_channels * kh * kw
-        counts[id(layer)] = 2 * n * per * out_hw[0] * out_hw[1]
-
-
-def _vae_forward_backward(case_parts, batch, rng_holder):
-    enc, head, decs = case_parts["encoder"], case_parts["head"], [case_parts[k] for k in sorted(case_parts)
-                                                                    if k.startswith("decoder")]
-    rep = Reparameterize()
-    x, targets = batch["x"], batch["targets"]
-
-    def forward_backward(eps=None):
-        h = enc.forward(x)
-        mu, logvar = head.forward(h)
-        z = rep.forward(mu, logvar, rng_holder.rng, eps=eps)
-        total, dz = 0.0, None
-        for dec, t in zip(decs, targets):
-            rec, g = losses.bce_with_logits(dec.forward(z), t)
-            total += rec
-            d = dec.backward(g)
-            dz = d if dz is None else dz + d
-        kl, dmu_kl, dlv_kl = kl_divergence(mu, logvar)
-        dmu, dlv = rep.backward(dz)
-        dmu += dmu_kl
-        dlv += dlv_kl
-        enc.backward(head.backward(dmu, dlv))
-        return total + kl
-    return forward_backward
-
-
-def build_case(name: str, size: str = "full", seed: int = 0, dtype=np.float32) -> Case:
-    """Build case ``name`` (one of :data:`CASES`) at ``size`` "full" or "tiny"."""
-    if name not in CONFIGS:
-        raise ValueError(f"unknown case {name!r}; choose one of {CASES}")
-    cfg = CONFIGS[name][size]
-    rng = np.random.default_rng(seed)
-    data = np.random.default_rng(seed + 1)
-    n = cfg["batch"]
-    counts: dict[int, int] = {}
-    if name == "dense_vae":
-        d_in, h1, h2 = cfg["sizes"]
-        lat = cfg["latent"]
-        enc = Sequential(Dense(d_in, h1, "relu", rng=rng, dtype=dtype), Dense(h1, h2, "relu", rng=rng, dtype=dtype))
-        parts = {"encoder": enc, "head": GaussianHead(h2, lat, rng=rng, dtype=dtype)}
-        for k in range(cfg["decoders"]):
-            parts[f"decoder{k}"] = Sequential(Dense(lat, h2, "relu", rng=rng, dtype=dtype),
-                                              Dense(h2, h1, "relu", rng=rng, dtype=dtype),
-                                              Dense(h1, d_in, rng=rng, dtype=dtype))
-        targets = [data.uniform(size=(n, d_in)).astype(dtype) for _ in range(cfg["decoders"])]
-        batch = {"x": np.clip(sum(targets), 0, 1).astype(dtype), "targets": targets}
-        for _, layer in Model(**parts).named_layers():
-            if isinstance(layer, Dense):
-                _count(counts, layer, n)
-    elif name == "conv_vae":
-        (hh, ww), (c1, c2), lat = cfg["hw"], cfg["channels"], cfg["latent"]
-        h4, w4 = hh // 4, ww // 4
-        conv1 = Conv2d(1, c1, 4, 2, 1, rng=rng, dtype=dtype)
-        conv2 = Conv2d(c1, c2, 4, 2, 1, rng=rng, dtype=dtype)
-        enc = Sequential(conv1, ReLU(dtype=dtype), conv2, ReLU(dtype=dtype), Flatten(dtype=dtype))
-        dense = Dense(lat, c2 * h4 * w4, "relu", rng=rng, dtype=dtype)
-        up1 = ConvTranspose2d(c2, c1, 4, 2, 1, rng=rng, dtype=dtype)
-        up2 = ConvTranspose2d(c1, 1, 4, 2, 1, rng=rng, dtype=dtype)
-        dec = Sequential(dense, Reshape((c2, h4, w4), dtype=dtype), up1, ReLU(dtype=dtype), up2,
-                         Flatten(dtype=dtype))
-        parts = {"encoder": enc, "head": GaussianHead(c2 * h4 * w4, lat, rng=rng, dtype=dtype), "decoder0": dec}
-        target = data.uniform(size=(n, hh * ww)).astype(dtype)
-        batch = {"x": target.reshape(n, 1, hh, ww).copy(), "targets": [target]}
-        _count(counts, conv1, n, hh // 2, ww // 2)
-        _count(counts, conv2, n, h4, w4)
-        for layer in (dense, parts["head"].mu, parts["head"].logvar):
-            _count(counts, layer, n)
-        _count(counts, up1, n, h4, w4)           # a transposed conv costs what its adjoint conv does
-        _count(counts, up2, n, hh // 2, ww // 2)
-    elif name == "spectrogram":
-        (hh, ww), chans = cfg["hw"], cfg["channels"]
-        layers, down, up = [], [], []
-        c_prev, h, w = 1, hh, ww
-        for c in chans:
-            conv = Conv2d(c_prev, c, 5, 2, 2, rng=rng, dtype=dtype)
-            h, w = conv.output_shape(h, w)
-            _count(counts, conv, n, h, w)
-            layers += [conv, ReLU(dtype=dtype)]
-            down.append((c_prev, c, h, w))
-            c_prev = c
-        enc = Sequential(*layers)
-        layers = []
-        for k, (c_out, c_in, h, w) in enumerate(reversed(down)):
-            up_layer = ConvTranspose2d(c_in, c_out, 5, 2, 2, output_padding=1, rng=rng, dtype=dtype)
-            _count(counts, up_layer, n, h, w)
-            layers.append(up_layer)
-            if k < len(down) - 1:
-                layers.append(ReLU(dtype=dtype))
-        parts = {"encoder": enc, "decoder0": Sequential(*layers)}
-        mag = data.gamma(1.0, size=(n, 1, hh, ww)).astype(dtype)
-        batch = {"x": np.log1p(mag), "targets": [data.uniform(size=(n, 1, hh, ww)).astype(dtype)]}
-    else:  # pragma: no cover
-        raise AssertionError(name)
-
-    model = Model(dtype=dtype, **parts)
-    # The input batch needs no gradient (PyTorch skips it too).
-    parts["encoder"].layers[0].needs_input_grad = False
-    holder = type("RngHolder", (), {})()
-    holder.rng = np.random.default_rng(seed + 2)
-    if name == "spectrogram":
-        enc, dec = parts["encoder"], parts["decoder0"]
-        x, t = batch["x"], batch["targets"][0]
-
-        def forward_backward(eps=None):
-            loss, g = losses.bce_with_logits(dec.forward(enc.forward(x)), t)
-            enc.backward(dec.backward(g))
-            return loss
-    else:
-        forward_backward = _vae_forward_backward(parts, batch, holder)
-    case = Case(name, model, batch, forward_backward, counts)
-    case.rng = holder.rng
-    return case
+def torch_twin_of(case):
+    """The PyTorch twin of a case built by :func:`build_case`."""
+    if case.name in PIPELINE_CASES:
+        from .torch_pipelines import TorchPipelineCase
+        return TorchPipelineCase(case)
+    return TorchCase(case)
 
 
 # -- timing ------------------------------------------------------------------------------
@@ -262,7 +104,7 @@ def time_case(name: str, backends=("numba", "numpy"), steps: int = 30, warmup: i
         runners[b] = build_case(name, size)
     case0 = next(iter(runners.values())) if runners else build_case(name, size)
     if with_torch:
-        runners["torch"] = TorchCase(case0)
+        runners["torch"] = torch_twin_of(case0)
     names = list(runners)
     times = {k: [] for k in names}
     flops = case0.flops()
@@ -297,35 +139,40 @@ def time_case(name: str, backends=("numba", "numpy"), steps: int = 30, warmup: i
     return out
 
 
-DEFAULT_STEPS = {"dense_vae": 60, "conv_vae": 60, "spectrogram": 20}
-BLOCK = {"dense_vae": 10, "conv_vae": 10, "spectrogram": 4}
-
-
-def run_benchmark(cases=CASES, backends=None, steps: int | None = None, warmup: int = 3, threads: int | None = None,
-                  use_torch: bool = True, size: str = "full", log=print) -> dict:
-    """Time every case (``steps`` timed steps each, default :data:`DEFAULT_STEPS`); returns
-    the report dict (see :func:`format_table`, ``--json``)."""
+def run_benchmark(cases=DEFAULT_CASES, backends=None, steps: int | None = None, warmup: int = 3,
+                  threads: int | None = None, use_torch: bool = True, size: str = "full", log=print,
+                  song_seconds: float | None = None, separation_repeats: int | None = None) -> dict:
+    """Time every case (``steps`` timed steps each, default :data:`DEFAULT_STEPS`; the
+    separation ``separation_repeats`` times, default 3, 1 at size "tiny"); returns the
+    report dict (see :func:`format_table`, ``--json``)."""
     backends = list(backends or kernels.available_backends())
-    unknown = [c for c in cases if c not in CASES] + [b for b in backends if b not in kernels.BACKENDS]
+    unknown = [c for c in cases if c not in DEFAULT_CASES] + [b for b in backends if b not in kernels.BACKENDS]
     if unknown:
-        raise ValueError(f"unknown case or backend {unknown}; cases: {CASES}, backends: {kernels.BACKENDS}")
+        raise ValueError(f"unknown case or backend {unknown}; cases: {DEFAULT_CASES}, backends: {kernels.BACKENDS}")
     torch_ok, torch_info = torch_available() if use_torch else (False, "disabled with --no-torch")
     threads = threads or os.cpu_count()
     if torch_ok:
         import torch
         torch.set_num_threads(threads)
+    gemm = gemm_gflops()
     report = {"machine": machine(), "threads": threads, "numpy": np.__version__,
               "backends": backends, "torch": torch_info if torch_ok else None,
               "torch_missing_reason": None if torch_ok else torch_info,
-              "gemm_gflops": gemm_gflops(), "cases": []}
+              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+              "size": size, "gemm_gflops": gemm, "cases": []}
     primary = "numba" if "numba" in backends else backends[0]
     for name in cases:
+        if name == "separation":
+            report["cases"].append(_separation_row(size, torch_ok, primary, song_seconds, separation_repeats, log))
+            continue
         r = time_case(name, backends, steps or DEFAULT_STEPS[name], warmup, torch_ok, size, log=log,
                       block=BLOCK[name])
         entry = {"case": name, "npvae_ms": r[primary]["median_ms"],
                  "torch_ms": r["torch"]["median_ms"] if torch_ok else None,
                  "ratio": r[primary]["median_ms"] / r["torch"]["median_ms"] if torch_ok else None,
                  "npvae_backend": primary, "gflop_per_step": r["gflop_per_step"],
+                 "gemm_fraction": r[primary]["gflops"] / gemm,
+                 "torch_gemm_fraction": r["torch"]["gflops"] / gemm if torch_ok else None,
                  "peak_rss_mb": peak_rss_mb()}
         for k in (*backends, *(["torch"] if torch_ok else [])):
             entry[k] = r[k]
@@ -333,6 +180,21 @@ def run_benchmark(cases=CASES, backends=None, steps: int | None = None, warmup: 
     report["peak_rss_mb"] = peak_rss_mb()
     report["gemm_gflops_after"] = gemm_gflops()
     return report
+
+
+def _separation_row(size, torch_ok, primary, seconds, repeats, log) -> dict:
+    """The separation case, with the primary backend active."""
+    from .separation_bench import time_separation
+    original = kernels.backend()
+    kernels.set_backend(primary)
+    try:
+        row = time_separation(seconds or SONG_SECONDS[size], repeats=repeats or (1 if size == "tiny" else 3),
+                              with_torch=torch_ok, settle_s=0.0 if size == "tiny" else 0.5, log=log)
+    finally:
+        kernels.set_backend(original)
+    row["npvae_backend"] = primary
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
 
 
 def machine() -> str:
@@ -348,35 +210,74 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} logical CPUs, {platform.system()}"
 
 
+# issue 14's targets: (cases, largest median ratio npvae / PyTorch)
+TARGETS = {"dense": (("dense_vae", "mnist_dense", "mnist_dense_best"), 0.8),
+           "convolutional": (("conv_vae", "spectrogram", "mnist_unet", "music", "music_best"), 1.0),
+           "separation": (("separation",), 0.8)}
+
+
+def target_lines(report: dict) -> list[str]:
+    """Which of issue 14's targets this report meets (ratios, the song's wall time)."""
+    if report.get("size", "full") != "full":
+        return [f"(sizes '{report['size']}': issue 14's targets are judged at full sizes only)"]
+    rows = {c["case"]: c for c in report["cases"]}
+    lines = []
+    for kind, (names, limit) in TARGETS.items():
+        got = [(n, rows[n]["ratio"]) for n in names if n in rows and rows[n]["ratio"] is not None]
+        if got:
+            worst = max(r for _, r in got)
+            lines.append(f"target {kind} ratio <= {limit}: {'met' if worst <= limit else 'NOT met'} "
+                         f"({', '.join(f'{n} {r:.2f}' for n, r in got)})")
+    if "separation" in rows:
+        s = rows["separation"]
+        lines.append(f"target song ({s['song_seconds']:.0f} s, 44.1 kHz stereo) < {s['target_seconds']:.0f} s: "
+                     f"{'met' if s['meets_target'] else 'NOT met'} (npvae {s['npvae_ms'] / 1e3:.2f} s end to end, "
+                     f"{s['npvae']['network_ms'] / 1e3:.2f} s of it in the network)")
+    big = [c for c in report["cases"] if "gemm_fraction" in c and c.get("gflop_per_step", 0) >= 1.0]
+    if big:
+        lines.append("GEMM rate reached (cases of >= 1 GFLOP a step; target >= 60%): "
+                     + ", ".join(f"{c['case']} {100 * c['gemm_fraction']:.0f}%" for c in big))
+    return lines
+
+
 def format_table(report: dict) -> str:
-    """The report as a plain-text table."""
+    """The report as a plain-text table, with the targets met or not below it."""
     backends = report["backends"]
     torch_ok = report["torch"] is not None
+    primary = "numba" if "numba" in backends else backends[0]
     head = ["case", "GFLOP"] + [f"npvae-{b} ms (min-max)" for b in backends]
     if torch_ok:
         head += ["torch ms (min-max)", "ratio"]
     head += [f"GFLOP/s {b}" for b in backends] + (["GFLOP/s torch"] if torch_ok else [])
+    head += [f"% GEMM {primary}"] + (["% GEMM torch"] if torch_ok else [])
     rows = []
     for c in report["cases"]:
-        row = [c["case"], f"{c['gflop_per_step']:.2f}"]
+        sep = c["case"] == "separation"
+        row = [c["case"], "-" if sep else f"{c['gflop_per_step']:.2f}"]
         for k in backends + (["torch"] if torch_ok else []):
-            s = c[k]
-            row.append(f"{s['median_ms']:.1f} ({s['min_ms']:.1f}-{s['max_ms']:.1f})")
+            s = (c["npvae"] if k == primary else c.get(k) if k == "torch" else None) if sep else c[k]
+            row.append("-" if s is None else f"{s['median_ms']:.1f} ({s['min_ms']:.1f}-{s['max_ms']:.1f})")
         if torch_ok:
             row.append(f"{c['ratio']:.2f}")
-        row += [f"{c[k]['gflops']:.0f}" for k in backends + (["torch"] if torch_ok else [])]
+        if sep:
+            row += ["-"] * (len(backends) + torch_ok + 1 + torch_ok)
+        else:
+            row += [f"{c[k]['gflops']:.0f}" for k in backends + (["torch"] if torch_ok else [])]
+            row += [f"{100 * c['gemm_fraction']:.0f}"] + ([f"{100 * c['torch_gemm_fraction']:.0f}"] if torch_ok else [])
         rows.append(row)
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
     lines = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
     lines.append("")
     lines.append(f"machine: {report['machine']}; threads: {report['threads']} (BLAS, Numba"
-                 + (", torch.set_num_threads" if torch_ok else "") + ")")
+                 + (", torch.set_num_threads" if torch_ok else "") + ")"
+                 + (f"; load average at start {report['load_average'][0]:.1f}" if report.get("load_average") else ""))
     lines.append(f"BLAS GEMM 1024^3 float32: {report['gemm_gflops']:.0f} GFLOP/s before, "
                  f"{report['gemm_gflops_after']:.0f} after; peak memory {report['peak_rss_mb']:.0f} MiB")
     if torch_ok:
-        lines.append(f"ratio = npvae ({'numba' if 'numba' in backends else backends[0]}) median / "
-                     f"torch {report['torch']} median, same weights, interleaved steps")
+        lines.append(f"ratio = npvae ({primary}) median / torch {report['torch']} median, same weights, batch "
+                     "and noise, interleaved steps; separation: wall time of scripts/separate.py with the "
+                     "network in npvae / in torch")
     else:
         lines.append(f"no PyTorch comparison: {report['torch_missing_reason']}")
-    return "\n".join(lines)
+    return "\n".join(lines + target_lines(report))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layers import Conv2d, ConvTranspose2d, Dense, Flatten, ReLU, Reshape, Sequential
+from ..layers.activations import LeakyReLU, Sigmoid
 from ..vae import GaussianHead
 
 
@@ -45,6 +46,10 @@ def torch_module(layer):
                                layer.padding, layer.output_padding)
     elif isinstance(layer, ReLU):
         return nn.ReLU()
+    elif isinstance(layer, LeakyReLU):
+        return nn.LeakyReLU(layer.alpha)
+    elif isinstance(layer, Sigmoid):
+        return nn.Sigmoid()
     elif isinstance(layer, Flatten):
         return nn.Flatten()
     elif isinstance(layer, Reshape):

@@ -1,0 +1,223 @@
+"""Benchmark cases built by the training pipelines themselves: the models users train.
+
+Each case is one training step of a model exactly as a training script builds it,
+from the pipeline's own config (with a preset of :mod:`npvae.presets`), model
+builder, objective and optimiser:
+
+* ``mnist_dense``: ``scripts/train_mnist.py`` (the default: dense VAE), batch 128.
+* ``mnist_unet``: ``scripts/train_mnist.py --model unet`` (also what ``--preset best``
+  trains: the same network, trained longer), batch 128.
+* ``mnist_dense_best``: ``scripts/train_mnist.py --preset dense-best``, batch 128.
+* ``music``: ``scripts/train_music.py`` (default: channels 16-32-64), batch 8 x 64 frames.
+* ``music_best``: ``scripts/train_music.py --preset best`` (24-48-96, the shipped model).
+
+A step is what the pipeline's trainer does per batch: ``objective.terms`` (forward,
+loss, backward) then ``optimizer.step()`` (Adam; with the music pipeline's gradient
+clipping). The batch is fixed (synthetic images; for music, excerpts drawn by the
+pipeline's own sampler from synthetic tracks, since timing does not depend on the
+values) and so is the latent noise ``eps`` (:class:`FixedNoise`), so a PyTorch twin
+(:mod:`.torch_pipelines`) can be checked equal on it. ``size="tiny"`` shrinks channels,
+batch and (music) the STFT for tests.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import presets
+from ..audio.datasets import Track
+from ..audio.stft import STFTConfig
+from ..layers import Conv2d, ConvTranspose2d, Dense
+from ..models.mnist import build_model
+from ..models.music import SpectrogramUNetVAE
+from ..optim import Adam
+from ..pipelines import mnist as mnist_pipe
+from ..pipelines import music as music_pipe
+from ..pipelines.music.batches import sample_batch
+from ..pipelines.music.objective import MusicObjective
+from ..separator import Normalizer, Separator
+from ..vae import KLWeight, Reparameterize
+
+# case -> (task, preset, flags on top of the preset)
+PIPELINE_CASES = {
+    "mnist_dense": ("mnist", "default", {}),
+    "mnist_unet": ("mnist", "default", {"model": "unet"}),
+    "mnist_dense_best": ("mnist", "dense-best", {}),
+    "music": ("music", "default", {}),
+    "music_best": ("music", "best", {}),
+}
+# Tiny sizes for tests: small channels and batch (and for music a 64-point STFT).
+TINY = {
+    "mnist": {"batch_size": 4, "latent_dim": 3, "hidden": (12, 10), "channels_unet": (2, 3, 4)},
+    "music": {"batch_size": 2, "frames": 8, "channels": (2, 3, 4), "latent_channels": 2},
+}
+TINY_STFT = STFTConfig(sample_rate=16000, n_fft=64, hop=16, window="hann")
+
+
+class FixedNoise(Reparameterize):
+    """The model's reparameterisation with the noise fixed: ``z = mu + exp(logvar/2) * eps``
+    with ``eps`` set by the benchmark (both frameworks then see the same z)."""
+
+    def __init__(self, eps: np.ndarray):
+        self.eps = eps
+
+    def forward(self, mu, logvar, rng=None, sample: bool = True, eps=None):
+        if sample and mu.shape != self.eps.shape:
+            raise ValueError(f"fixed noise of shape {self.eps.shape} for a latent of shape {mu.shape}")
+        return super().forward(mu, logvar, rng, sample, eps=self.eps if sample else None)
+
+    __call__ = forward
+
+
+def count_flops(model, run_forward) -> dict[int, int]:
+    """Forward GEMM FLOPs of every Dense / Conv2d / ConvTranspose2d of ``model`` in one
+    forward pass (``run_forward()``): ``{id(layer): flops}``. A transposed convolution
+    costs what its adjoint convolution does."""
+    counts, originals = {}, {}
+    for _, layer in model.named_layers():
+        if not isinstance(layer, (Dense, Conv2d, ConvTranspose2d)):
+            continue
+
+        def wrapped(x, *args, _layer=layer, _fwd=layer.forward, **kw):
+            y = _fwd(x, *args, **kw)
+            n = x.shape[0]
+            if isinstance(_layer, Dense):
+                counts[id(_layer)] = 2 * n * _layer.in_features * _layer.out_features
+            else:
+                kh, kw_ = _layer.kernel_size
+                spatial = y.shape[2] * y.shape[3] if isinstance(_layer, Conv2d) else x.shape[2] * x.shape[3]
+                counts[id(_layer)] = 2 * n * _layer.in_channels * _layer.out_channels * kh * kw_ * spatial
+            return y
+        originals[id(layer)] = layer
+        layer.forward = wrapped
+    try:
+        run_forward()
+    finally:
+        for layer in originals.values():
+            del layer.forward
+    return counts
+
+
+class PipelineCase:
+    """One pipeline training step in npvae.
+
+    model, optimizer, objective : as the pipeline builds them. ``forward_backward()``
+    runs forward, loss and backward and returns the loss; ``step()`` adds the Adam
+    update. ``eps`` is the fixed latent noise; ``input_layer`` the network's first
+    layer (its input gradient is not useful work).
+    """
+
+    def __init__(self, name, task, cfg, model, optimizer, forward_backward, batch, eps, input_layer,
+                 extra=None):
+        self.name, self.task, self.cfg = name, task, cfg
+        self.model, self.optimizer, self.batch, self.eps = model, optimizer, batch, eps
+        self.forward_backward = forward_backward
+        self.input_layer = input_layer
+        self.extra = extra or {}
+        self.layer_flops = count_flops(model, forward_backward)
+
+    def step(self):
+        loss = self.forward_backward()
+        self.optimizer.step()
+        return loss
+
+    def flops(self) -> int:
+        """GEMM FLOPs of one step: forward, weight gradients and input gradients, except
+        the input gradient of the network's first layer (the data need none)."""
+        return sum(f * (2 if lid == id(self.input_layer) else 3) for lid, f in self.layer_flops.items())
+
+
+def _mnist_case(name, preset, flags, size, seed):
+    cfg = mnist_pipe.TrainConfig(**{**presets.get("mnist", preset), **flags})
+    if size == "tiny":
+        t = TINY["mnist"]
+        small = {"batch_size": t["batch_size"], "latent_dim": t["latent_dim"]}
+        small["channels" if cfg.model == "unet" else "hidden"] = t["channels_unet"] if cfg.model == "unet" \
+            else t["hidden"]
+        cfg = mnist_pipe.TrainConfig(**{**presets.get("mnist", preset), **flags, **small})
+    # as mnist_pipe.train builds it
+    model = build_model(cfg.model, rng=np.random.default_rng([cfg.seed, 0]), **cfg.model_kwargs())
+    optimizer = Adam(model, lr=cfg.lr)
+    objective = mnist_pipe.SeparationObjective(model, cfg.loss, cfg.mix_weight)
+    beta = KLWeight(cfg.beta, cfg.warmup)(cfg.warmup)        # after the warm-up: the full KL term
+    data = np.random.default_rng(seed)
+    n = cfg.batch_size
+    digit = data.uniform(size=(n, 28, 28)).astype(np.float32) * (data.uniform(size=(n, 28, 28)) < 0.2)
+    fashion = data.uniform(size=(n, 28, 28)).astype(np.float32)
+    mixture = ((digit + fashion) / 2 if cfg.rule == "average" else np.clip(digit + fashion, 0, 1))
+    batch = {"mixture": mixture.astype(np.float32), "digit": digit, "fashion": fashion, "beta": beta}
+    eps = np.random.default_rng(seed + 1).standard_normal((n, cfg.latent_dim), dtype=np.float32)
+    model.reparam = FixedNoise(eps)
+
+    def forward_backward():
+        return objective.terms(batch["mixture"], batch["digit"], batch["fashion"], beta=beta,
+                               sample=cfg.sample)["total"]
+    first = next(layer for layer in model.encoder.layers if layer.params) if hasattr(model, "encoder") \
+        else model.enc1
+    return PipelineCase(name, "mnist", cfg, model, optimizer, forward_backward, batch, eps, first,
+                        {"objective": objective, "beta": beta})
+
+
+def synthetic_tracks(n_tracks: int, seconds: float, sr: int, seed: int) -> list[Track]:
+    """Tracks of noise-like 'voice' (a few partials, amplitude-modulated) and noise
+    'accompaniment': enough for the pipeline's normaliser and batch sampler."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    tracks = []
+    for k in range(n_tracks):
+        f0 = rng.uniform(150, 400)
+        voice = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * t))
+        acc = rng.standard_normal(n) * 0.1
+        tracks.append(Track(f"synthetic{k}", 0.2 * voice, acc, sr))
+    return tracks
+
+
+def _music_case(name, preset, flags, size, seed):
+    settings = {**presets.get("music", preset), **flags}
+    stft_cfg = STFTConfig.for_dataset(settings.get("dataset", "mir1k"))
+    if size == "tiny":
+        settings.update(TINY["music"])
+        stft_cfg = TINY_STFT
+    cfg = music_pipe.TrainConfig.from_flat(**settings)
+    # as music_pipe.train builds it (the data are synthetic tracks)
+    tracks = synthetic_tracks(4, 4.0 if size == "tiny" else 20.0, stft_cfg.sample_rate, seed)
+    model = SpectrogramUNetVAE(cfg.channels, cfg.latent_channels, rng=np.random.default_rng(cfg.seed + 1))
+    sep = Separator(model, stft_cfg, Normalizer.fit(tracks, stft_cfg, cfg.compression))
+    objective = MusicObjective(sep, cfg.objective)
+    optimizer = Adam(model, lr=cfg.lr, clip_norm=5.0)
+    rng = np.random.default_rng(seed)
+    batch = sample_batch(tracks, rng, cfg.batch_size, cfg.frames, stft_cfg, cfg.remix_prob, cfg.gain_db)
+    d = model.DOWNSAMPLE
+    shape = (cfg.batch_size, cfg.latent_channels, sep.norm.n_bins // d, cfg.frames // d)
+    eps = np.random.default_rng(seed + 1).standard_normal(shape, dtype=np.float32)
+    model.reparam = FixedNoise(eps)
+    epoch = float(cfg.epochs)       # past the KL warm-up
+
+    def forward_backward():
+        return objective.terms(batch, epoch)["total"]
+    return PipelineCase(name, "music", cfg, model, optimizer, forward_backward, batch, eps, model.enc1,
+                        {"objective": objective, "separator": sep, "epoch": epoch,
+                         "beta": objective.kl_weight(epoch)})
+
+
+def build_pipeline_case(name: str, size: str = "full", seed: int = 0) -> PipelineCase:
+    """Case ``name`` of :data:`PIPELINE_CASES` at ``size`` "full" or "tiny"."""
+    if name not in PIPELINE_CASES:
+        raise ValueError(f"unknown pipeline case {name!r}; choose one of {tuple(PIPELINE_CASES)}")
+    if size not in ("full", "tiny"):
+        raise ValueError(f"size must be 'full' or 'tiny', got {size!r}")
+    task, preset, flags = PIPELINE_CASES[name]
+    build = _mnist_case if task == "mnist" else _music_case
+    return build(name, preset, flags, size, seed)
+
+
+def describe(case: PipelineCase) -> str:
+    """One line: the command whose model the case is, and its size."""
+    task, preset, flags = PIPELINE_CASES[case.name]
+    cmd = f"train_{task}.py" + ("" if preset == "default" else f" --preset {preset}") + \
+        "".join(f" --{k} {v}" for k, v in flags.items())
+    return f"{cmd}: {type(case.model).__name__}, {case.model.num_parameters():,} parameters"
+
+
+__all__ = ["PIPELINE_CASES", "PipelineCase", "FixedNoise", "build_pipeline_case", "count_flops",
+           "synthetic_tracks", "describe"]

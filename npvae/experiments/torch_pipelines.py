@@ -1,0 +1,241 @@
+"""PyTorch twins of the pipeline cases (:mod:`.pipeline_cases`): the same networks,
+weights, batch, latent noise, loss and optimiser, written the way a PyTorch user
+would write them (modules, autograd, ``torch.optim.Adam``).
+
+* :class:`TorchSeparationVAE` mirrors :mod:`npvae.models.mnist` (dense, conv and
+  U-Net; "sources" and "split" outputs) and :func:`mnist_loss` the Part I objective.
+* :class:`TorchSpectrogramUNet` mirrors :class:`npvae.models.music.SpectrogramUNetVAE`
+  and :func:`music_loss` the Part II objective (features from the complex batch,
+  masks, spectral loss, KL per bin).
+* :class:`TorchPipelineCase` is a case's training step in PyTorch; :func:`npvae_grads`
+  maps its gradients onto npvae's parameter paths for the equality tests.
+
+PyTorch is imported inside this module only, which nothing in the library imports.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.mnist import ConvSeparationVAE, DenseSeparationVAE, UNetSeparationVAE
+from .torch_twin import torch_module
+
+
+def _t(a) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+class TorchSeparationVAE(nn.Module):
+    """A Part I model (dense, conv or U-Net) with the npvae model's weights.
+
+    ``forward(m (N, 28, 28), eps (N, latent) or None) -> digit, fashion, mu, logvar, logits``.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.output, self.rule, self.kind = model.output, model.rule, type(model).__name__
+        self.head = nn.ModuleDict({"mu": torch_module(model.head.mu), "logvar": torch_module(model.head.logvar)})
+        if isinstance(model, (DenseSeparationVAE, ConvSeparationVAE)):
+            self.encoder, self.decoder = torch_module(model.encoder), torch_module(model.decoder)
+        elif isinstance(model, UNetSeparationVAE):
+            self.channels = model.channels
+            for name in ("enc1", "enc2", "enc3", "expand", "up2", "up1", "out"):
+                setattr(self, name, torch_module(getattr(model, name)))
+            self.act = nn.LeakyReLU(0.2)
+        else:
+            raise TypeError(f"no PyTorch twin for {type(model).__name__}")
+
+    def _unet(self, x, eps):
+        a = self.act
+        e1 = a(self.enc1(x))
+        e2 = a(self.enc2(e1))
+        e3 = a(self.enc3(e2))
+        feat = e3.flatten(1)
+        mu, logvar = self.head["mu"](feat), self.head["logvar"](feat)
+        z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps
+        d3 = self.expand(z).reshape(e3.shape)
+        u2 = a(self.up2(torch.cat([d3, e3], 1)))
+        u1 = a(self.up1(torch.cat([u2, e2], 1)))
+        return self.out(torch.cat([u1, e1, x], 1)), mu, logvar
+
+    def forward(self, m, eps=None):
+        x = m[:, None]
+        if hasattr(self, "encoder"):
+            feat = self.encoder(x)
+            mu, logvar = self.head["mu"](feat), self.head["logvar"](feat)
+            z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps
+            logits = self.decoder(z)
+        else:
+            logits, mu, logvar = self._unet(x, eps)
+        if self.output == "sources":
+            digit, fashion = torch.sigmoid(logits[:, 0]), torch.sigmoid(logits[:, 1])
+        else:
+            t = 2 * m if self.rule == "average" else m
+            lo, hi = torch.clamp(t - 1, min=0), torch.clamp(t, max=1)
+            digit = lo + torch.sigmoid(logits[:, 0]) * (hi - lo)
+            fashion = t - digit
+        return digit, fashion, mu, logvar, logits
+
+    def mix(self, digit, fashion):
+        return (digit + fashion) * 0.5 if self.rule == "average" else torch.clamp(digit + fashion, 0, 1)
+
+
+def _prob_loss(name, pred, target, eps=1e-6):
+    """npvae.losses' bce / mse / l1 with the "batch" reduction (sum per sample, batch mean)."""
+    n = pred.shape[0]
+    if name == "bce":
+        p = torch.clamp(pred, eps, 1 - eps)
+        return -torch.sum(target * torch.log(p) + (1 - target) * torch.log1p(-p)) / n
+    if name == "mse":
+        return torch.sum((pred - target) ** 2) / n
+    if name == "l1":
+        return torch.sum(torch.abs(pred - target)) / n
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def _kl(mu, logvar):
+    """KL to N(0, I) summed over every axis but the first, batch mean (nats per sample)."""
+    return -0.5 * torch.sum(1 + logvar - mu * mu - torch.exp(logvar)) / mu.shape[0]
+
+
+def mnist_loss(net: TorchSeparationVAE, batch: dict, eps, recon: str, mix_weight: float, beta: float):
+    """The Part I objective (:class:`npvae.pipelines.mnist.objective.SeparationObjective`)."""
+    m, digit, fashion = batch["mixture"], batch["digit"], batch["fashion"]
+    d_hat, f_hat, mu, logvar, logits = net(m, eps)
+    if recon == "bce" and net.output == "sources":
+        n = m.shape[0]
+        ld = F.binary_cross_entropy_with_logits(logits[:, 0], digit, reduction="sum") / n
+        lf = F.binary_cross_entropy_with_logits(logits[:, 1], fashion, reduction="sum") / n
+    else:
+        ld, lf = _prob_loss(recon, d_hat, digit), _prob_loss(recon, f_hat, fashion)
+    lm = _prob_loss(recon, net.mix(d_hat, f_hat), m)
+    total = ld + lf + mix_weight * lm
+    return total + beta * _kl(mu, logvar) if beta else total
+
+
+class TorchSpectrogramUNet(nn.Module):
+    """:class:`npvae.models.music.SpectrogramUNetVAE` with its weights:
+    ``forward(x (N, 1, F, T), eps or None) -> masks, mu, logvar``."""
+
+    def __init__(self, model):
+        super().__init__()
+        for name in ("enc1", "enc2", "enc3", "head", "dec3", "dec2", "dec1"):
+            setattr(self, name, torch_module(getattr(model, name)))
+        self.act = nn.LeakyReLU(model.alpha)
+        self.latent_channels = model.latent_channels
+
+    def forward(self, x, eps=None):
+        a = self.act
+        e1 = a(self.enc1(x))
+        e2 = a(self.enc2(e1))
+        e3 = a(self.enc3(e2))
+        h = self.head(e3)
+        mu, logvar = h[:, :self.latent_channels], h[:, self.latent_channels:]
+        z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps
+        d2 = a(self.dec3(z))
+        d1 = a(self.dec2(torch.cat([d2, e2], 1)))
+        return torch.sigmoid(self.dec1(torch.cat([d1, e1], 1))), mu, logvar
+
+
+def _compress(x, compression, power, eps=1e-3):
+    if compression == "none":
+        return x
+    if compression == "log":
+        return torch.log(x + eps)
+    return (x + eps) ** power - eps ** power
+
+
+def _spectral_loss(cfg, est, target, eps=1e-3):
+    """npvae.spectral_losses (mean over bins) for the objective's settings."""
+    if cfg.loss in ("l1", "mse"):
+        diff = _compress(est, cfg.compression, cfg.power) - _compress(target, cfg.compression, cfg.power)
+        return torch.mean(torch.abs(diff)) if cfg.loss == "l1" else torch.mean(diff * diff)
+    p = 2.0 if cfg.loss == "is" else 1.0
+    e, t = est ** p + eps, target ** p + eps
+    if cfg.loss == "kl":
+        return torch.mean(t * torch.log(t / e) - t + e)
+    return torch.mean(t / e - torch.log(t / e) - 1.0)
+
+
+def music_inputs(norm, batch: dict):
+    """Features x (N, 1, nb, T), scaled mixture and source magnitudes, from the complex
+    batch as :class:`~npvae.pipelines.music.objective.MusicObjective` makes them."""
+    nb = norm.n_bins
+    mix = torch.abs(batch["mixture"])
+    c = torch.log1p(mix[:, :nb]) if norm.compression == "log" else mix[:, :nb] ** norm.power
+    x = ((c - batch["norm_mean"][:, None]) / batch["norm_std"][:, None])[:, None]
+    s = 1.0 / norm.mag_scale
+    return x, mix[:, :nb] * s, [torch.abs(batch[k])[:, :nb] * s for k in ("voice", "accompaniment")]
+
+
+def music_loss(net: TorchSpectrogramUNet, norm, batch: dict, eps, cfg, beta: float):
+    """The Part II objective (:class:`~npvae.pipelines.music.objective.MusicObjective`)."""
+    x, mix, (v, a) = music_inputs(norm, batch)
+    masks, mu, logvar = net(x, eps)
+    est_v, est_a = masks[:, 0] * mix, masks[:, 1] * mix
+    total = _spectral_loss(cfg, est_v, v) + _spectral_loss(cfg, est_a, a) + \
+        cfg.mix_weight * _spectral_loss(cfg, est_v + est_a, mix)
+    n, _, f, t = x.shape
+    return total + beta * _kl(mu, logvar) / (f * t) if beta else total
+
+
+class TorchPipelineCase:
+    """A pipeline case's training step in PyTorch: same weights, batch, noise, loss and
+    Adam (with the music pipeline's gradient clipping at norm 5)."""
+
+    def __init__(self, case):
+        self.name, self.task, self.case = case.name, case.task, case
+        self.eps = _t(case.eps)
+        if case.task == "mnist":
+            self.net = TorchSeparationVAE(case.model)
+            self.batch = {k: _t(v) for k, v in case.batch.items() if k != "beta"}
+            self.clip = None
+        else:
+            self.net = TorchSpectrogramUNet(case.model)
+            norm = case.extra["separator"].norm
+            self.batch = {k: _t(v) for k, v in case.batch.items()}
+            self.batch["norm_mean"], self.batch["norm_std"] = _t(norm.mean), _t(norm.std)
+            self.clip = case.optimizer.clip_norm
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=case.optimizer.lr)
+
+    def loss(self):
+        c = self.case
+        if self.task == "mnist":
+            return mnist_loss(self.net, self.batch, self.eps if c.cfg.sample else None, c.cfg.loss,
+                              c.cfg.mix_weight, c.extra["beta"])
+        obj = c.cfg.objective
+        return music_loss(self.net, c.extra["separator"].norm, self.batch, self.eps if obj.sample else None,
+                          obj, c.extra["beta"])
+
+    def step(self):
+        self.optimizer.zero_grad(set_to_none=False)
+        loss = self.loss()
+        loss.backward()
+        if self.clip:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.clip)
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+def torch_path(case, path: str) -> str:
+    """npvae parameter path -> the twin's (``encoder.1.W`` -> ``encoder.1.0.weight``)."""
+    from ..layers import Dense
+    *layer_path, name = path.split(".")
+    layer = case.model
+    for key in layer_path:
+        layer = layer.children()[key]
+    extra = ".0" if isinstance(layer, Dense) and layer.activation is not None else ""
+    return ".".join(layer_path) + extra + "." + {"W": "weight", "b": "bias"}[name]
+
+
+def npvae_grads(case, tcase: TorchPipelineCase, params: bool = False) -> dict[str, np.ndarray]:
+    """The twin's gradients (or, with ``params``, its parameters) in npvae's paths and layouts."""
+    tparams = dict(tcase.net.named_parameters())
+    out = {}
+    for path, _, _ in case.model.named_parameters():
+        p = tparams[torch_path(case, path)]
+        a = (p.detach() if params else p.grad).numpy()
+        out[path] = a.T if a.ndim == 2 else a
+    return out

@@ -1,0 +1,161 @@
+"""The benchmark's cases that matter (issue 14): the models the training scripts build,
+their PyTorch twins (equal loss, gradients and Adam step on the same weights, batch and
+noise), the separation of a song through scripts/separate.py with the network in npvae
+or in PyTorch, and the per-layer timing. Tiny sizes; no timing assertions."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npvae.experiments import pipeline_cases
+from npvae.experiments.pipeline_cases import PIPELINE_CASES, build_pipeline_case
+from npvae.models.music import SpectrogramUNetVAE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"bench_test_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", PIPELINE_CASES)
+def test_pipeline_case_is_the_model_the_script_builds(name):
+    """Full size: the case's config is the script's (same flags), its model has the
+    architecture and the initial weights the pipeline gives it."""
+    task, preset, flags = PIPELINE_CASES[name]
+    argv = ([] if preset == "default" else ["--preset", preset]) + \
+        [a for k, v in flags.items() for a in (f"--{k}", str(v))]
+    case = build_pipeline_case(name, "full")
+    if task == "mnist":
+        from npvae.models.mnist import build_model
+        cfg, _, _ = _script("train_mnist").parse_args(argv)
+        assert case.cfg == cfg and case.cfg.batch_size == 128
+        ref = build_model(cfg.model, rng=np.random.default_rng([cfg.seed, 0]), **cfg.model_kwargs())
+    else:
+        cfg, _, _ = _script("train_music").parse_args(argv)
+        assert case.cfg == cfg
+        ref = SpectrogramUNetVAE(cfg.channels, cfg.latent_channels, rng=np.random.default_rng(cfg.seed + 1))
+        assert case.batch["mixture"].shape == (cfg.batch_size, 513, cfg.frames)
+    assert case.model.spec() == ref.spec()
+    fresh = build_pipeline_case(name, "full")         # the step above has not run: initial weights
+    for (path, p, _), (rpath, r, _) in zip(fresh.model.named_parameters(), ref.named_parameters()):
+        assert path == rpath
+        np.testing.assert_array_equal(p, r, err_msg=path)
+
+
+@pytest.mark.parametrize("name", PIPELINE_CASES)
+def test_pipeline_case_trains_with_fixed_noise(name):
+    case = build_pipeline_case(name, "tiny")
+    first = case.forward_backward()
+    assert first == case.forward_backward()           # same weights, batch and noise: same loss
+    losses = [case.step() for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] != first
+    assert case.flops() > 0
+
+
+def test_flop_count_of_a_dense_model():
+    case = build_pipeline_case("mnist_dense", "tiny")
+    n, lat = case.eps.shape
+    widths = [784, 12, 10]
+    expect = sum(2 * n * a * b for a, b in zip(widths[:-1], widths[1:]))          # encoder
+    expect += 2 * 2 * n * 10 * lat                                                  # mu, logvar
+    expect += 2 * n * (lat * 10 + 10 * 12 + 12 * 2 * 784)                           # decoder
+    assert sum(case.layer_flops.values()) == expect
+    first = case.model.encoder.layers[1]
+    assert case.flops() == 3 * expect - case.layer_flops[id(first)]
+
+
+@pytest.mark.parametrize("name", PIPELINE_CASES)
+def test_torch_twin_equals_npvae(name):
+    """Loss, every gradient and one Adam step of the PyTorch twin equal npvae's."""
+    pytest.importorskip("torch")
+    from npvae.experiments.torch_pipelines import TorchPipelineCase, npvae_grads
+    case = build_pipeline_case(name, "tiny")
+    tcase = TorchPipelineCase(case)
+    loss = case.forward_backward()
+    tloss = tcase.loss()
+    tloss.backward()
+    assert loss == pytest.approx(float(tloss.detach()), rel=1e-5)
+    grads = npvae_grads(case, tcase)
+    for path, _, g in case.model.named_parameters():
+        scale = max(float(np.abs(grads[path]).max()), 1e-6)
+        np.testing.assert_allclose(g, grads[path], rtol=0, atol=2e-5 * scale, err_msg=path)
+    case.optimizer.step()
+    if tcase.clip:
+        import torch
+        torch.nn.utils.clip_grad_norm_(tcase.net.parameters(), tcase.clip)
+    tcase.optimizer.step()
+    params = npvae_grads(case, tcase, params=True)
+    for path, p, _ in case.model.named_parameters():
+        np.testing.assert_allclose(p, params[path], rtol=1e-5, atol=1e-6, err_msg=path)
+
+
+def test_torch_twin_step_runs_and_learns():
+    pytest.importorskip("torch")
+    from npvae.experiments.torch_pipelines import TorchPipelineCase
+    tcase = TorchPipelineCase(build_pipeline_case("music", "tiny"))
+    losses = [tcase.step() for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[0] != losses[-1]
+
+
+def test_fixed_noise_refuses_a_latent_of_another_shape():
+    noise = pipeline_cases.FixedNoise(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="fixed noise"):
+        noise.forward(np.zeros((4, 3), np.float32), np.zeros((4, 3), np.float32))
+
+
+def test_torch_mask_network_equals_the_npvae_network():
+    """The separation seam: the PyTorch network maps features to the same masks."""
+    pytest.importorskip("torch")
+    import npvae
+    from npvae.experiments.separation_bench import TorchMaskNetwork
+    model = npvae.load_model("music-mir1k").model
+    x = np.random.default_rng(0).standard_normal((1, 1, 512, 64)).astype(np.float32)
+    np.testing.assert_allclose(TorchMaskNetwork(model).forward(x[..., 8:56]), model.forward(x[..., 8:56], sample=False),
+                               rtol=0, atol=2e-6)
+
+
+def test_separation_case_runs_the_script(tmp_path):
+    """A 1 s stereo song through scripts/separate.py with each network: both outputs
+    written, and the row has the JSON keys."""
+    from npvae.experiments.separation_bench import time_separation
+    from npvae.experiments.torch_twin import torch_available
+    torch_ok = torch_available()[0]
+    row = time_separation(seconds=1.0, repeats=1, with_torch=torch_ok, settle_s=0.0, workdir=str(tmp_path))
+    assert row["case"] == "separation" and row["outputs"] == ["song_accompaniment.wav", "song_vocals.wav"]
+    assert row["npvae_ms"] > row["npvae"]["network_ms"] > 0
+    if torch_ok:
+        assert row["torch"]["network_ms"] > 0 and row["ratio"] == pytest.approx(row["npvae_ms"] / row["torch_ms"])
+    assert list(tmp_path.iterdir()) == []                  # the temporary song and outputs are removed
+
+
+def test_separated_song_sums_to_the_mixture(tmp_path):
+    """The synthetic song is real audio for the script: its estimates add up to it."""
+    import soundfile as sf
+    from npvae.experiments.separation_bench import load_separate_script, write_song
+    song = write_song(tmp_path / "song.wav", seconds=0.5)
+    load_separate_script().main([str(song), "--out", str(tmp_path / "out"), "--no-progress"])
+    x, sr = sf.read(str(song), dtype="float32")
+    v, _ = sf.read(str(tmp_path / "out" / "song_vocals.wav"), dtype="float32")
+    a, _ = sf.read(str(tmp_path / "out" / "song_accompaniment.wav"), dtype="float32")
+    assert sr == 44100 and x.shape == v.shape == a.shape and x.shape[1] == 2
+    assert np.abs(v + a - x).max() < 2e-3
+
+
+def test_layer_bench_times_every_convolution():
+    from npvae.experiments.layer_bench import format_layers, time_layers
+    case = build_pipeline_case("mnist_unet", "tiny")
+    rows = time_layers(case, gemm_gflops=10.0, repeats=1, with_torch="torch" in sys.modules or
+                       importlib.util.find_spec("torch") is not None, settle_s=0.0)
+    assert [r["layer"] for r in rows] == ["enc1", "enc2", "enc3", "up2", "up1", "out"]
+    for r in rows:
+        assert r["npvae_forward_ms"] > 0 and r["npvae_backward_ms"] > 0 and r["gflop_forward"] > 0
+    assert rows[0]["gflop_backward"] == rows[0]["gflop_forward"]        # the input needs no gradient
+    assert rows[1]["gflop_backward"] == 2 * rows[1]["gflop_forward"]
+    assert case.model.enc1.needs_input_grad                              # restored
+    assert "enc3" in format_layers(rows, 10.0)
