@@ -5,6 +5,9 @@ compiled once and cached on disk) and ``numpy`` (the reference twins). The
 ``NPVAE_BACKEND`` environment variable picks one at import (``numba`` by
 default, ``numpy`` when Numba is missing); :func:`set_backend` switches at run
 time and :func:`backend` says which is active.
+
+Importing this package also shortens the spin of OpenBLAS's idle threads
+(:mod:`kernels.openblas`), whatever was imported before it.
 """
 from __future__ import annotations
 
@@ -98,3 +101,10 @@ for _fn in (im2col, col2im, bias_act_forward, act_forward,
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 
 set_backend(os.environ.get("NPVAE_BACKEND", "numba"))
+
+try:
+    from . import openblas as _openblas
+    _openblas.tune()
+except Exception as _exc:  # a speed setting must never stop the import
+    warnings.warn(f"could not set OpenBLAS's thread timeout ({_exc}); BLAS threads may spin longer "
+                  "(set OPENBLAS_THREAD_TIMEOUT=4 before importing numpy instead)", RuntimeWarning, stacklevel=2)

@@ -217,27 +217,67 @@ def act_forward(x, act, alpha=0.0):
     return y
 
 
+@njit(cache=True, inline="always")
+def _act_grad(g, yi, act, alpha, zero, one):
+    if act == 1:
+        return g if yi > zero else zero
+    if act == 2:
+        return g if yi > zero else alpha * g
+    if act == 3:
+        return g * yi * (one - yi)
+    if act == 4:
+        return g * (one - yi * yi)
+    return g
+
+
 @_Kernel
 def _act_backward(dy, y, dz, act, alpha, zero, one):
     for i in prange(dy.size):
-        g = dy[i]
-        if act == 1:
-            g = g if y[i] > zero else zero
-        elif act == 2:
-            g = g if y[i] > zero else alpha * g
-        elif act == 3:
-            g = g * y[i] * (one - y[i])
-        elif act == 4:
-            g = g * (one - y[i] * y[i])
-        dz[i] = g
+        dz[i] = _act_grad(dy[i], y[i], act, alpha, zero, one)
+
+
+@_Kernel
+def _act_backward_rows(dy, row_stride, y, dz, act, alpha, zero, one):
+    # dy: flat, row r at dy[r*row_stride : r*row_stride + width]; y, dz: (rows, width)
+    rows, width = dz.shape
+    for r in prange(rows):
+        src, yr, out = dy[r * row_stride:r * row_stride + width], y[r], dz[r]
+        for i in range(width):
+            out[i] = _act_grad(src[i], yr[i], act, alpha, zero, one)
 
 
 def act_backward(dy, y, act, alpha, out=None):
     """Gradient through an activation, from its output ``y``: returns ``dz`` (a new array,
-    or ``out``)."""
+    or ``out``).
+
+    ``dy`` may be a slice along axis 1 of a larger array (a U-Net's skip gradient):
+    it is then read in place, row by row, not copied first.
+    """
     dz = np.empty_like(dy, order="C") if out is None else out
-    _act_backward(dy.size, _flat(dy), _flat(y), dz.reshape(-1), act, *_scalars(dy.dtype, alpha, 0, 1))
+    scalars = _scalars(dy.dtype, alpha, 0, 1)
+    rows = _strided_rows(dy)
+    if rows is None:
+        _act_backward(dy.size, _flat(dy), _flat(y), dz.reshape(-1), act, *scalars)
+    else:
+        flat, row_stride = rows
+        n = dy.shape[0]
+        _act_backward_rows(dy.size, flat, row_stride, np.ascontiguousarray(y).reshape(n, -1),
+                           dz.reshape(n, -1), act, *scalars)
     return dz
+
+
+def _strided_rows(a):
+    """For an array whose rows (along axis 0) are each contiguous but lie apart, as
+    ``x[:, :c]`` of a C-ordered ``x``: a flat view from its first element and the row
+    stride in elements. None for a contiguous array or any other layout."""
+    if a.flags.c_contiguous or a.ndim < 2 or a.shape[0] < 2 or a.size == 0:
+        return None
+    inner = np.empty(a.shape[1:], dtype=a.dtype)
+    if a.strides[1:] != inner.strides or a.strides[0] % a.itemsize or a.strides[0] < inner.nbytes:
+        return None
+    row_stride = a.strides[0] // a.itemsize
+    span = (a.shape[0] - 1) * row_stride + inner.size
+    return np.lib.stride_tricks.as_strided(a, shape=(span,), strides=(a.itemsize,)), row_stride
 
 
 # -- optimiser ---------------------------------------------------------------------------------

@@ -60,6 +60,34 @@ def test_bias_act_forward_backward(rng, dtype, act):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("part", [slice(0, 3), slice(2, 5), slice(1, 2)])
+def test_act_backward_on_a_channel_slice(rng, dtype, act, part):
+    """dy as a U-Net passes it: a slice along axis 1 of a larger gradient, read in place."""
+    big = rng.standard_normal((4, 5, 3, 6)).astype(dtype)
+    dy = big[:, part]
+    y = ref.act_forward(rng.standard_normal(dy.shape).astype(dtype) * 3, act, 0.2)
+    expected = ref.act_backward(np.ascontiguousarray(dy), y, act, 0.2)
+    got = numba_kernels.act_backward(dy, y, act, 0.2)
+    assert got.flags.c_contiguous and got.dtype == dtype
+    close(got, expected, dtype)
+    np.testing.assert_array_equal(got, numba_kernels.act_backward(np.ascontiguousarray(dy), y, act, 0.2))
+
+
+def test_leaky_relu_layer_is_bit_identical_to_the_slope_form(rng):
+    """The fused kernels give exactly x * slope and dy * slope (slope = 1 where x > 0, else
+    alpha), zeros, signed zeros, tiny values and NaN included."""
+    x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    x.flat[:6] = [0.0, -0.0, np.nan, 1e-45, -1e-45, -3e38]
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    slope = np.where(x > 0, 1.0, 0.2).astype(np.float32)
+    from npvae.layers import LeakyReLU
+    layer = LeakyReLU(0.2)
+    np.testing.assert_array_equal(layer.forward(x), x * slope)
+    np.testing.assert_array_equal(layer.backward(dy), dy * slope)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("wd", [0.0, 0.01])
 def test_adam_update(rng, dtype, wd):
     arrays = [rng.standard_normal((4, 3)).astype(dtype) for _ in range(2)]

@@ -54,7 +54,7 @@ def test_conv_transpose2d(rng, cin, cout, k, s, p, op, hw):
     assert_gradients(layer, rng.standard_normal((2, cin, *hw)), rng)
 
 
-@pytest.mark.parametrize("layer", [npvae.ReLU(), npvae.LeakyReLU(0.2), npvae.Sigmoid(), npvae.Tanh(),
+@pytest.mark.parametrize("layer", [npvae.ReLU(), npvae.LeakyReLU(0.2), npvae.LeakyReLU(-0.3), npvae.Sigmoid(), npvae.Tanh(),
                                    npvae.Softplus(), npvae.Identity(), npvae.Flatten()],
                          ids=lambda l: type(l).__name__)
 def test_elementwise_and_flatten(rng, layer):

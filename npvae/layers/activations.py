@@ -46,10 +46,19 @@ class LeakyReLU(Layer):
         self.alpha = float(alpha)
 
     def forward(self, x):
+        if self.alpha >= 0:
+            # One fused kernel pass; with alpha >= 0, y > 0 exactly where x > 0, so
+            # backward needs only y (bit-identical to the slope-array form, which took
+            # the U-Net VAE's five activations 18 ms a step at batch 128).
+            self._slope = None
+            self._y = kernels.act_forward(x, kernels.ACT_LEAKY_RELU, self.alpha)
+            return self._y
         self._slope = np.where(x > 0, 1.0, self.alpha).astype(x.dtype)
         return x * self._slope
 
     def backward(self, dy):
+        if self._slope is None:
+            return kernels.act_backward(dy, self._y, kernels.ACT_LEAKY_RELU, self.alpha)
         return dy * self._slope
 
     def hyper(self):
