@@ -68,6 +68,14 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
     return _ops.col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out)
 
 
+def conv_direct_forward(x, w, b, sh, sw, ph, pw, out):
+    return _ops.conv_direct_forward(x, w, b, sh, sw, ph, pw, out)
+
+
+def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
+    return _ops.conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx)
+
+
 def bias_act_forward(z, b, act, alpha=0.0):
     return _ops.bias_act_forward(z, b, act, alpha)
 
@@ -96,7 +104,7 @@ def bce_logits(logits, target, scale=1.0):
     return _ops.bce_logits(logits, target, scale)
 
 
-for _fn in (im2col, col2im, bias_act_forward, act_forward,
+for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, bias_act_forward, act_forward,
             act_backward, adam_update, reparameterize, kl_terms, bce_logits):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 

@@ -167,6 +167,133 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
     return x
 
 
+# -- direct convolution (stride 1, few output channels) ------------------------------------
+#
+# A convolution with one or two output channels (a U-Net's last layer) is a GEMM of
+# one or two rows: im2col's columns would be written and read for very few FLOPs.
+# These kernels skip the columns. Each input plane is copied once into a zero-padded
+# plane of width wp, kept flat; an output plane is computed "wide", oh rows of wp
+# values of which the first ow are real, so that every kernel tap (i, j) is a single
+# run of multiply-adds over the flat plane shifted by i*wp + j, which LLVM vectorises.
+# Weight gradients are summed as a vector of partial sums over the samples (a
+# vectorised loop that needs no reordering of a reduction), added up at the end: a
+# fixed order, so results do not depend on timing. Serial and GIL-free, for the
+# layers' worker threads.
+
+LANES = 16     # the wide output is padded to whole vectors of this many values
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _direct_sizes(h, wd, kh, kw, ph, pw):
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    oh, ow = hp - kh + 1, wp - kw + 1
+    span = -(-(oh * wp) // LANES) * LANES           # wide output, whole vectors
+    size = (kh - 1) * wp + kw + span                # room for every shifted run
+    return wp, oh, ow, span, size
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fill_padded(flat, plane, ph, pw, wp):
+    h, wd = plane.shape
+    for r in range(h):
+        start = (r + ph) * wp + pw
+        flat[start:start + wd] = plane[r]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _conv_direct_forward(x, w, b, y, ph, pw):
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    wp, oh, ow, span, size = _direct_sizes(h, wd, kh, kw, ph, pw)
+    padded = np.zeros(size, dtype=x.dtype)           # borders and tail stay zero
+    wide = np.empty((o, span), dtype=x.dtype)
+    for ni in range(n):
+        for oi in range(o):
+            wide[oi, :] = b[oi]
+        for ci in range(c):
+            _fill_padded(padded, x[ni, ci], ph, pw, wp)
+            for oi in range(o):
+                acc = wide[oi]
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = w[oi, ci, i, j]
+                        src = padded[i * wp + j:i * wp + j + span]
+                        for q in range(span):
+                            acc[q] += wv * src[q]
+        for oi in range(o):
+            for a in range(oh):
+                y[ni, oi, a] = wide[oi, a * wp:a * wp + ow]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _conv_direct_backward(x, w, dy, dw, dx, want_dx, ph, pw):
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    wp, oh, ow, span, size = _direct_sizes(h, wd, kh, kw, ph, pw)
+    dwide = np.zeros((n, o, span), dtype=x.dtype)   # dy, wide: zero past ow in each row
+    for ni in range(n):
+        for oi in range(o):
+            for a in range(oh):
+                dwide[ni, oi, a * wp:a * wp + ow] = dy[ni, oi, a]
+    # Weight gradient: one input channel of every sample at a time, padded; for each
+    # tap a vector of partial sums over the samples, added up in order at the end.
+    padded = np.zeros(n * size, dtype=x.dtype)      # flat: 1-D slices keep the C layout
+    acc = np.empty(span, dtype=x.dtype)
+    for ci in range(c):
+        for ni in range(n):
+            _fill_padded(padded[ni * size:(ni + 1) * size], x[ni, ci], ph, pw, wp)
+        for oi in range(o):
+            for i in range(kh):
+                for j in range(kw):
+                    acc[:] = 0
+                    for ni in range(n):
+                        start = ni * size + i * wp + j
+                        g, src = dwide[ni, oi], padded[start:start + span]
+                        for q in range(span):
+                            acc[q] += g[q] * src[q]
+                    total = acc[0]
+                    for q in range(1, span):
+                        total += acc[q]
+                    dw[oi, ci, i, j] = total
+    if not want_dx:
+        return
+    # Input gradient: the adjoint, tap by tap, into a padded plane per (sample, channel).
+    dpadded = np.empty(size, dtype=x.dtype)
+    for ni in range(n):
+        for ci in range(c):
+            dpadded[:] = 0
+            for oi in range(o):
+                g = dwide[ni, oi]
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = w[oi, ci, i, j]
+                        dst = dpadded[i * wp + j:i * wp + j + span]
+                        for q in range(span):
+                            dst[q] += wv * g[q]
+            for r in range(h):
+                start = (r + ph) * wp + pw
+                dx[ni, ci, r] = dpadded[start:start + wd]
+
+
+def conv_direct_forward(x, w, b, sh, sw, ph, pw, out):
+    """Cross-correlation ``out[n, o] = b[o] + sum_c w[o, c] * x[n, c]`` (stride, zero
+    padding) for x (N, C, H, W), w (O, C, kh, kw), into ``out`` (N, O, OH, OW)."""
+    if (sh, sw) != (1, 1):
+        return _numpy_kernels.conv_direct_forward(x, w, b, sh, sw, ph, pw, out)
+    _conv_direct_forward(np.ascontiguousarray(x), np.ascontiguousarray(w), b, out, ph, pw)
+    return out
+
+
+def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
+    """Gradients of :func:`conv_direct_forward`: ``dw`` (O, C, kh, kw) is overwritten with
+    the weight gradient of this batch; ``dx`` (N, C, H, W), if given, with the input's."""
+    if (sh, sw) != (1, 1):
+        return _numpy_kernels.conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx)
+    want = dx is not None
+    _conv_direct_backward(np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(dy), dw,
+                          dx if want else np.empty((1, 1, 1, 1), dtype=x.dtype), want, ph, pw)
+
+
 # -- activations -----------------------------------------------------------------------------
 
 @njit(cache=True, inline="always")

@@ -147,3 +147,27 @@ def bce_logits(logits, target, scale=1.0):
     if scale != 1.0:
         p *= scale
     return float(np.sum(loss, dtype=np.float64)), p
+
+
+def conv_direct_forward(x, w, b, sh, sw, ph, pw, out):
+    """Cross-correlation ``out[n, o] = b[o] + sum_c w[o, c] * x[n, c]`` (stride, zero
+    padding) for x (N, C, H, W), w (O, C, kh, kw), into ``out`` (N, O, OH, OW)."""
+    n = x.shape[0]
+    o, c, kh, kw = w.shape
+    oh, ow = out.shape[2:]
+    cols = im2col(x, kh, kw, sh, sw, ph, pw)                       # (C*kh*kw, N*OH*OW)
+    y = w.reshape(o, -1) @ cols
+    out[...] = y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3) + b[:, None, None]
+    return out
+
+
+def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
+    """Gradients of :func:`conv_direct_forward`: ``dw`` (O, C, kh, kw) is overwritten with
+    the weight gradient of this batch; ``dx`` (N, C, H, W), if given, with the input's."""
+    n = x.shape[0]
+    o, c, kh, kw = w.shape
+    cols = im2col(x, kh, kw, sh, sw, ph, pw)
+    d2 = dy.transpose(1, 0, 2, 3).reshape(o, -1)                   # (O, N*OH*OW)
+    dw[...] = (d2 @ cols.T).reshape(dw.shape)
+    if dx is not None:
+        col2im(w.reshape(o, -1).T @ d2, x.shape, kh, kw, sh, sw, ph, pw, out=dx)

@@ -25,8 +25,9 @@ def direct_conv2d(x, w, b, stride, padding):
 
 @pytest.mark.parametrize("k,s,p,hw", [(3, (1, 1), (0, 0), (5, 6)), (3, (2, 2), (1, 1), (7, 7)),
                                       ((2, 4), (1, 2), (1, 0), (6, 9)), (5, (3, 2), (2, 1), (11, 8))])
-def test_conv2d_matches_direct_loop(rng, k, s, p, hw):
-    layer = npvae.Conv2d(3, 4, k, stride=s, padding=p, rng=rng, dtype=np.float64)
+@pytest.mark.parametrize("out_channels", [4, 1, 2])     # 1 and 2 at stride 1: the direct kernels
+def test_conv2d_matches_direct_loop(rng, k, s, p, hw, out_channels):
+    layer = npvae.Conv2d(3, out_channels, k, stride=s, padding=p, rng=rng, dtype=np.float64)
     x = rng.standard_normal((2, 3, *hw))
     expected = direct_conv2d(x, layer.params["W"], layer.params["b"], s, p)
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
@@ -71,7 +72,31 @@ def test_against_pytorch_when_installed(rng):
     np.testing.assert_allclose(convt.forward(conv.forward(x)), tz.numpy(), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("layer_type", [npvae.Conv2d, npvae.ConvTranspose2d])
+@pytest.mark.parametrize("backend", kernels.available_backends())
+def test_direct_conv_against_pytorch_float32(rng, backend):
+    """The U-Net's last layer (33 -> 1 channels, 3x3, stride 1): the direct kernels in
+    float32, forward and every gradient, against PyTorch."""
+    torch = pytest.importorskip("torch")
+    original = kernels.backend()
+    kernels.set_backend(backend)
+    try:
+        layer = npvae.Conv2d(33, 1, 3, padding=1, rng=rng)
+        x = rng.standard_normal((6, 33, 28, 28)).astype(np.float32)
+        y = layer.forward(x)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dx = layer.backward(dy)
+    finally:
+        kernels.set_backend(original)
+    tx = torch.tensor(x, requires_grad=True)
+    tw, tb = (torch.tensor(layer.params[k], requires_grad=True) for k in ("W", "b"))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=1)
+    ty.backward(torch.tensor(dy))
+    for ours, theirs in [(y, ty), (dx, tx.grad), (layer.grads["W"], tw.grad), (layer.grads["b"], tb.grad)]:
+        theirs = theirs.detach().numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("layer_type", [npvae.Conv2d, npvae.ConvTranspose2d, "direct"])
 @pytest.mark.parametrize("backend", kernels.available_backends())
 def test_chunked_batch_equals_one_chunk(rng, monkeypatch, layer_type, backend):
     """Processing a batch a few samples at a time (uneven last chunk), on one thread or
@@ -81,7 +106,10 @@ def test_chunked_batch_equals_one_chunk(rng, monkeypatch, layer_type, backend):
     kernels.set_backend(backend)
     try:
         kwargs = {"output_padding": 1} if layer_type is npvae.ConvTranspose2d else {}
-        layer = layer_type(3, 4, 5, stride=2, padding=2, rng=rng, dtype=np.float64, **kwargs)
+        if layer_type == "direct":    # stride 1, two outputs: chunks of samples per thread
+            layer = npvae.Conv2d(3, 2, 3, padding=1, rng=rng, dtype=np.float64)
+        else:
+            layer = layer_type(3, 4, 5, stride=2, padding=2, rng=rng, dtype=np.float64, **kwargs)
         x = rng.standard_normal((5, 3, 9, 7))
         results = []
         # Columns per sample: (C*25 rows) x (conv output pixels) float64s.

@@ -42,6 +42,41 @@ def test_col2im_is_adjoint_of_im2col(rng):
         assert np.sum(k.im2col(x, *geom) * cols) == pytest.approx(np.sum(x * k.col2im(cols, x.shape, *geom)))
 
 
+DIRECT_GEOMS = [  # n, c, o, (h, w), (kh, kw), (ph, pw)
+    (3, 4, 1, (9, 10), (3, 3), (1, 1)),
+    (2, 3, 2, (8, 7), (5, 5), (2, 2)),
+    (2, 5, 2, (6, 9), (2, 4), (0, 1)),
+    (1, 1, 1, (4, 3), (3, 3), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,c,o,hw,k,pad", DIRECT_GEOMS)
+def test_direct_conv(rng, dtype, n, c, o, hw, k, pad):
+    x = rng.standard_normal((n, c, *hw)).astype(dtype)
+    w = rng.standard_normal((o, c, *k)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    oh, ow = (ref.conv_output_size(hw[d], k[d], 1, pad[d]) for d in (0, 1))
+    y_ref = ref.conv_direct_forward(x, w, b, 1, 1, *pad, out=np.empty((n, o, oh, ow), dtype))
+    y_nb = numba_kernels.conv_direct_forward(x, w, b, 1, 1, *pad, out=np.full((n, o, oh, ow), np.nan, dtype))
+    close(y_nb, y_ref, dtype)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    grads = []
+    for k_ in (ref, numba_kernels):
+        dw, dx = np.full(w.shape, np.nan, dtype), np.full(x.shape, np.nan, dtype)
+        k_.conv_direct_backward(x, w, dy, 1, 1, *pad, dw, dx)
+        dw_only = np.full(w.shape, np.nan, dtype)
+        k_.conv_direct_backward(x, w, dy, 1, 1, *pad, dw_only)
+        np.testing.assert_array_equal(dw_only, dw)
+        grads.append((dw, dx))
+    for a, b_ in zip(*grads):
+        close(b_, a, dtype)
+    # the forward through im2col, the definition the twins share
+    cols = ref.im2col(x, *k, 1, 1, *pad)
+    expected = (w.reshape(o, -1) @ cols).reshape(o, n, oh, ow).transpose(1, 0, 2, 3) + b[:, None, None]
+    close(y_nb, expected, dtype)
+
+
 ACTS = [kernels.ACT_IDENTITY, kernels.ACT_RELU, kernels.ACT_LEAKY_RELU, kernels.ACT_SIGMOID, kernels.ACT_TANH]
 
 

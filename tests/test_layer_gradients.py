@@ -30,6 +30,8 @@ CONV_CASES = [  # in, out, kernel, stride, padding, input (H, W)
     (2, 2, (2, 3), (2, 1), (0, 2), (6, 5)),
     (1, 4, 5, 2, 2, (9, 9)),
     (2, 3, 4, 3, 0, (10, 7)),
+    (3, 2, 3, 1, 1, (6, 5)),            # stride 1, <= 2 outputs: the direct kernels
+    (4, 1, (2, 3), 1, (1, 0), (5, 6)),
 ]
 
 
