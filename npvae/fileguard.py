@@ -88,7 +88,8 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool = False, overwrite: boo
 # What a training run writes; --overwrite removes these (and nothing else) first, so
 # that no file of the old run is left beside the new run's files.
 RUN_ARTEFACTS = ("checkpoint.npz", "config.json", "history.json", "metrics.json", "model.h5", "results.h5",
-                 "grid.png", "loss_curves.png", "figures", "snippets")
+                 "grid.png", "loss_curves.png", "figures", "snippets",
+                 "latent_groups.png", "example.png")      # the blind runs' pictures
 
 
 def clear_run_artefacts(out: Path) -> list[Path]:

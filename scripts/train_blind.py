@@ -10,11 +10,9 @@ with the best assignment of its groups to the sources for each mixture. Every fi
 npvae.pipelines.blind_mnist.BlindTrainConfig is a flag (below). Data are found through
 --data-dir, then $NPVAE_DATA (holding mnist/ and fashion-mnist/), then ~/.cache/npvae.
 """
-import argparse
 import sys
 
-from npvae.configflags import add_config_flags, parse_config
-from npvae.errors import NpvaeError
+from npvae import runcli
 from npvae.pipelines.blind_mnist import BlindTrainConfig, train
 
 CHOICES = {"task": ["mnist-fashion", "mnist-mnist"], "rule": ["average", "sum"], "recon": ["l1", "mse"]}
@@ -24,28 +22,17 @@ HELP = {"groups": "K latent groups decoded by one shared decoder", "hidden": "en
         "out": "run directory (default runs/blind-<task>-<rule>-K<groups>-<time>)"}
 
 
-def parse_args(argv=None) -> tuple[BlindTrainConfig, bool]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, BlindTrainConfig, CHOICES, HELP)
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    cfg, rest = parse_config(p, BlindTrainConfig, argv)
-    if rest.resume and not cfg.out:
-        p.error("--resume needs --out RUN_DIR (the run to continue)")
-    return cfg, rest.resume
+def parser():
+    return runcli.parser(__doc__, BlindTrainConfig, CHOICES, HELP)
+
+
+def parse_args(argv=None) -> tuple[BlindTrainConfig, bool, bool]:
+    """``(settings, resume, overwrite)`` from the command line."""
+    return runcli.parse_args(parser(), BlindTrainConfig, argv)
 
 
 def main(argv=None) -> int:
-    cfg, resume = parse_args(argv)
-    try:
-        train(cfg, resume=resume)
-    except (NpvaeError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python scripts/train_blind.py --out {cfg.out or 'RUN_DIR'} --resume",
-              file=sys.stderr)
-        return 130
-    return 0
+    return runcli.run(train, *parse_args(argv), script="scripts/train_blind.py")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ Training reads the training clips' mixtures only; the validation clips' sources 
 the model, each clip's groups assigned to voice and accompaniment by least magnitude
 MSE. Every field of npvae.pipelines.blind_music.BlindMusicConfig is a flag (below).
 """
-import argparse
 import sys
 
-from npvae.configflags import add_config_flags, parse_config
-from npvae.errors import NpvaeError
+from npvae import runcli
 from npvae.pipelines.blind_music import BlindMusicConfig, train
 
 CHOICES = {"dataset": ["mir1k", "irmas", "stems"], "recon": ["l1", "mse"]}
@@ -22,28 +20,17 @@ HELP = {"groups": "K latent groups decoded by one shared decoder", "hidden": "en
         "out": "run directory (default runs/blind-music-<dataset>-K<groups>)"}
 
 
-def parse_args(argv=None) -> tuple[BlindMusicConfig, bool]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, BlindMusicConfig, CHOICES, HELP)
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    cfg, rest = parse_config(p, BlindMusicConfig, argv)
-    if rest.resume and not cfg.out:
-        p.error("--resume needs --out RUN_DIR (the run to continue)")
-    return cfg, rest.resume
+def parser():
+    return runcli.parser(__doc__, BlindMusicConfig, CHOICES, HELP)
+
+
+def parse_args(argv=None) -> tuple[BlindMusicConfig, bool, bool]:
+    """``(settings, resume, overwrite)`` from the command line."""
+    return runcli.parse_args(parser(), BlindMusicConfig, argv)
 
 
 def main(argv=None) -> int:
-    cfg, resume = parse_args(argv)
-    try:
-        train(cfg, resume=resume)
-    except (NpvaeError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python scripts/train_blind_music.py --out {cfg.out or 'RUN_DIR'} --resume",
-              file=sys.stderr)
-        return 130
-    return 0
+    return runcli.run(train, *parse_args(argv), script="scripts/train_blind_music.py")
 
 
 if __name__ == "__main__":

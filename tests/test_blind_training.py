@@ -90,21 +90,80 @@ def test_resume_is_exact(run, tmp_path, shared_data):
     assert "digit_a_psnr" in resumed["metrics"]
 
 
-def test_script_flags_come_from_the_config(tmp_path):
+def blind_script(name="train_blind"):
     import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_blind.py"
-    spec = importlib.util.spec_from_file_location("train_blind", path)
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    cfg, resume = script.parse_args(["--groups", "3", "--hidden", "64,32", "--rule", "sum", "--beta", "0.1",
-                                     "--train-limit", "100", "--no-progress", "--out", "x", "--resume"])
-    assert (cfg.groups, cfg.hidden, cfg.rule, cfg.beta, cfg.train_limit, cfg.progress, resume) == \
-        (3, (64, 32), "sum", 0.1, 100, False, True)
+    return script
+
+
+def test_script_flags_come_from_the_config(tmp_path):
+    script = blind_script()
+    cfg, resume, overwrite = script.parse_args(["--groups", "3", "--hidden", "64,32", "--rule", "sum", "--beta",
+                                                "0.1", "--train-limit", "100", "--no-progress", "--out", "x",
+                                                "--resume"])
+    assert (cfg.groups, cfg.hidden, cfg.rule, cfg.beta, cfg.train_limit, cfg.progress, resume, overwrite) == \
+        (3, (64, 32), "sum", 0.1, 100, False, True, False)
+    assert script.parse_args([]) == (pipe.BlindTrainConfig(), False, False)
     with pytest.raises(SystemExit):
         script.parse_args(["--groups", "0"])
     with pytest.raises(SystemExit):
         script.parse_args(["--resume"])
+
+
+@pytest.mark.parametrize("name,args,message", [
+    ("train_blind", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    ("train_blind", ["--latent-dim", "-1"], "--latent-dim must be >= 1, got -1"),
+    ("train_blind", ["--beta", "-0.5"], "--beta must be >= 0"),
+    ("train_blind", ["--lr", "0"], "--lr must be > 0"),
+    ("train_blind", ["--train-limit", "0"], "--train-limit must be >= 1, got 0"),
+    ("train_blind", ["--groups", "9"], "--groups must be between 1 and 8"),
+    ("train_blind", ["--out", "x", "--resume", "--overwrite"], "pass one of them"),
+    ("train_blind_music", ["--groups", "1"], "--groups must be at least 2"),
+    ("train_blind_music", ["--frames", "0"], "--frames must be >= 1, got 0"),
+    ("train_blind_music", ["--seed", "-1"], "--seed must be >= 0"),
+    ("train_blind_music", ["--resume"], "--resume needs --out"),
+    ("train_blind_music", ["--out", "x", "--resume", "--overwrite"], "pass one of them"),
+])
+def test_bad_settings_are_refused_before_any_work(name, args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        blind_script(name).parse_args(args)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["train_blind", "train_blind_music"])
+def test_a_used_run_folder_is_refused_without_resume_or_overwrite(name, tmp_path, capsys, monkeypatch):
+    """A new run never writes into a folder that holds files: the script stops with the
+    fix before loading any data (the data folder given does not even exist)."""
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    script = blind_script(name)
+    code = script.main(["--out", str(out), "--data-dir", str(tmp_path / "nowhere"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not empty" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "metrics.json").read_text() == "{}"
+    # --overwrite passes the folder check (clearing the old run's files, not the user's), then
+    # stops at the missing data
+    code = script.main(["--out", str(out), "--data-dir", str(tmp_path / "nowhere"), "--no-progress",
+                        "--overwrite"])
+    assert code == 2 and "is not empty" not in capsys.readouterr().err
+    assert not (out / "metrics.json").exists() and (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("module", ["blind_mnist", "blind_music"])
+def test_default_run_folders_are_unique(module, tmp_path, monkeypatch):
+    import importlib
+    mod = importlib.import_module(f"npvae.pipelines.{module}")
+    cfg = (mod.BlindTrainConfig if module == "blind_mnist" else mod.BlindMusicConfig)()
+    monkeypatch.chdir(tmp_path)
+    a, b = mod.default_out(cfg), mod.default_out(cfg)
+    assert a != b and a.is_dir() and b.is_dir() and a.parent == b.parent == __import__("pathlib").Path("runs")
+    assert a.name.startswith("blind-")
 
 
 @needs_octave

@@ -27,14 +27,17 @@ import numpy as np
 import kernels
 
 from .._version import __version__
+from ..checkpoint import atomic_write_text
 from ..data.blind import SOURCE_NAMES, TASKS, load_blind_data
+from ..fileguard import prepare_run_dir, unique_run_dir
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.image import separation_report
 from ..metrics.permutation import best_permutation, matched, permutation_report
 from ..models.blind import BlindSeparationVAE
 from ..optim import Adam
 from ..training import Trainer
-from .blind_objective import BlindLossConfig, BlindObjective, consistent_sources, remix
+from ..validate import check_settings
+from .blind_objective import RECON, RULES, BlindLossConfig, BlindObjective, consistent_sources, remix
 from ..plotting import pyplot, save_loss_curves
 
 RESULTS_KIND = "blind_results"
@@ -64,15 +67,13 @@ class BlindTrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {sorted(TASKS)}")
-        if not 1 <= self.groups <= 8:
-            raise ValueError(f"groups must be between 1 and 8, got {self.groups}")
-        for name in ("latent_dim", "batch_size", "epochs", "display_every", "n_examples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        check_settings(self, positive_int=("groups", "latent_dim", "hidden", "batch_size", "epochs", "display_every",
+                                           "n_examples", "train_limit", "eval_limit"),
+                       nonneg_int=("seed",), positive=("lr",), nonneg=("beta", "warmup"),
+                       choices={"task": sorted(TASKS), "rule": RULES, "recon": RECON},
+                       optional=("train_limit", "eval_limit"))
+        if self.groups > 8:
+            raise ValueError(f"--groups must be between 1 and 8, got {self.groups}")
         self.hidden = tuple(int(h) for h in self.hidden)
         self.loss_config()  # validates rule, recon, beta, warmup
 
@@ -81,7 +82,8 @@ class BlindTrainConfig:
 
 
 def default_out(cfg: BlindTrainConfig) -> Path:
-    return Path("runs") / f"blind-{cfg.task}-{cfg.rule}-K{cfg.groups}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A new, unique run folder ``runs/blind-<task>-<rule>-K<groups>-<time>[-k]`` (created)."""
+    return unique_run_dir(Path("runs") / f"blind-{cfg.task}-{cfg.rule}-K{cfg.groups}")
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -201,9 +203,16 @@ def format_metrics(metrics: dict, names) -> str:
     return "\n".join(lines)
 
 
-def train(cfg: BlindTrainConfig, resume: bool = False, log=print) -> dict:
-    """Train on mixtures only, display every ``cfg.display_every`` epochs, score and save."""
-    run_dir = Path(cfg.out) if cfg.out else default_out(cfg)
+def train(cfg: BlindTrainConfig, resume: bool = False, overwrite: bool = False, log=print) -> dict:
+    """Train on mixtures only, display every ``cfg.display_every`` epochs, score and save.
+
+    ``cfg.out`` None: a new folder (:func:`default_out`). A new run refuses an ``out``
+    folder that holds files unless ``overwrite``; ``resume`` continues the run there
+    with the same settings (:func:`npvae.fileguard.prepare_run_dir`).
+    """
+    if resume and not cfg.out:
+        raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
+    run_dir = prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite) if cfg.out else default_out(cfg)
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     names = SOURCE_NAMES[cfg.task]
@@ -221,7 +230,7 @@ def train(cfg: BlindTrainConfig, resume: bool = False, log=print) -> dict:
             log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
         else:
             log(f"no checkpoint in {run_dir}; starting afresh")
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
     log(f"BlindSeparationVAE (K={cfg.groups}): {model.num_parameters():,} parameters, backend "
         f"{kernels.backend()}, {len(train_data):,} training mixtures (no sources), run directory {run_dir}")
 
@@ -268,8 +277,8 @@ def train(cfg: BlindTrainConfig, resume: bool = False, log=print) -> dict:
     save_loss_curves(run_dir / "loss_curves.png", trainer.history)
     save_latent_traversal(run_dir / "latent_groups.png", model, mixture[:500],
                           title="shared decoder along the most used latent dimensions")
-    (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(run_dir / "history.json", json.dumps(trainer.history, indent=1))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     save_model(run_dir / MODEL_FILE, model, config)
     save_results(run_dir / RESULTS_FILE, RESULTS_KIND, model, config, trainer.history, metrics,
                  {key: np.ascontiguousarray(v, dtype=np.float32) for key, v in rows.items()})

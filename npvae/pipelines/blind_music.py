@@ -34,14 +34,17 @@ import kernels
 from .._version import __version__
 from ..audio.datasets import load_tracks
 from ..audio.stft import STFTConfig, istft, stft
+from ..checkpoint import atomic_write_text
 from ..data.blind import MixtureOnlyData
+from ..fileguard import prepare_run_dir, unique_run_dir
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
 from ..metrics.permutation import best_permutation
 from ..models.blind import BlindSeparationVAE
 from ..optim import Adam
 from ..training import Trainer
-from .blind_objective import BlindLossConfig, BlindObjective
+from ..validate import check_settings
+from .blind_objective import RECON, BlindLossConfig, BlindObjective
 from ..plotting import pyplot, save_loss_curves
 
 SOURCES = ("vocals", "accompaniment")
@@ -71,11 +74,12 @@ class BlindMusicConfig:
     progress: bool = True
 
     def __post_init__(self):
-        for name in ("groups", "latent_dim", "frames", "batch_size", "epochs", "display_every", "max_val_tracks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_settings(self, positive_int=("groups", "latent_dim", "hidden", "frames", "batch_size", "epochs",
+                                           "display_every", "max_train_tracks", "max_val_tracks"),
+                       nonneg_int=("seed",), positive=("lr",), nonneg=("beta", "warmup"),
+                       choices={"dataset": ("mir1k", "irmas", "stems"), "recon": RECON}, optional=("max_train_tracks",))
         if self.groups < 2:
-            raise ValueError(f"groups must be at least 2 (voice and accompaniment), got {self.groups}")
+            raise ValueError(f"--groups must be at least 2 (voice and accompaniment), got {self.groups}")
         self.hidden = tuple(int(h) for h in self.hidden)
         self.loss_config()
 
@@ -261,10 +265,22 @@ def format_table(m: dict) -> str:
     return "\n".join(lines) + "\n(dB; G* = length-weighted means over clips)"
 
 
-def train(cfg: BlindMusicConfig, resume: bool = False, log=print) -> dict:
-    """Train on the training clips' mixtures, score on the validation clips, save."""
+def default_out(cfg: BlindMusicConfig) -> Path:
+    """A new, unique run folder ``runs/blind-music-<dataset>-K<groups>-<time>[-k]`` (created)."""
+    return unique_run_dir(Path("runs") / f"blind-music-{cfg.dataset}-K{cfg.groups}")
+
+
+def train(cfg: BlindMusicConfig, resume: bool = False, overwrite: bool = False, log=print) -> dict:
+    """Train on the training clips' mixtures, score on the validation clips, save.
+
+    ``cfg.out`` None: a new folder (:func:`default_out`). A new run refuses an ``out``
+    folder that holds files unless ``overwrite``; ``resume`` continues the run there
+    with the same settings (:func:`npvae.fileguard.prepare_run_dir`).
+    """
     t_start = time.perf_counter()
-    run_dir = Path(cfg.out) if cfg.out else Path("runs") / f"blind-music-{cfg.dataset}-K{cfg.groups}"
+    if resume and not cfg.out:
+        raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
+    run_dir = prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite) if cfg.out else default_out(cfg)
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     stft_cfg = STFTConfig.for_dataset(cfg.dataset)
@@ -285,7 +301,7 @@ def train(cfg: BlindMusicConfig, resume: bool = False, log=print) -> dict:
                       display_every=cfg.display_every, progress=cfg.progress, log=log)
     if resume and trainer.resume():
         log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
     log(f"BlindSeparationVAE (K={cfg.groups}) on {cfg.frames}-frame patches: {model.num_parameters():,} "
         f"parameters, {len(train_data):,} training patches of mixtures (no sources), "
         f"{len(val_tracks)} validation clips, run directory {run_dir}")
@@ -332,8 +348,8 @@ def train(cfg: BlindMusicConfig, resume: bool = False, log=print) -> dict:
     ex = example(sep, val_tracks[0])
     plot_example(ex, run_dir / "example.png", stft_cfg, f"blind K={cfg.groups}, {val_tracks[0].name}")
     save_loss_curves(run_dir / "loss_curves.png", trainer.history)
-    (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(run_dir / "history.json", json.dumps(trainer.history, indent=1))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     per_clip = {k: v for k, v in scores.items() if isinstance(v, np.ndarray)}
     save_model(run_dir / MODEL_FILE, model, config)
     save_results(run_dir / RESULTS_FILE, RESULTS_KIND, model, config, trainer.history, metrics,
