@@ -10,8 +10,10 @@ The layout is the one documented in ``docs/hdf5_schema.md``:
 
 A Part II model is stored with its :class:`~npvae.separator.Separator` settings (STFT and
 normaliser, :meth:`~npvae.separator.Separator.config`) in ``/config`` and comes back as a
-Separator. :func:`resolve_model_path` is the one place that turns a run directory into
-its file; :func:`read_model_file` also reads a training checkpoint (``checkpoint.npz``).
+Separator; a blind Part II model likewise comes back as a
+:class:`~npvae.blind_separator.BlindMusicSeparator`. :func:`resolve_model_path` is the one
+place that turns a run directory into its file; :func:`read_model_file` also reads a
+training checkpoint (``checkpoint.npz``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from . import h5mat, models, pretrained   # importing models registers their cla
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, model_state
 from .errors import FileFormatError, ModelNotFoundError
 from .layers.base import Layer, build_layer
+from .blind_separator import BlindMusicSeparator, is_blind_music
 from .separator import Separator
 
 MODEL_FILE = "model.h5"
@@ -171,12 +174,17 @@ def load_model(path, dtype=None):
     directory or the name of a shipped model (``npvae.list_models()``).
 
     Part I models come back as the model itself (``digit, fashion, mixture_hat =
-    model.separate(mixtures)``); a Part II spectrogram model comes back as its
-    :class:`npvae.separator.Separator` (STFT settings and normalisation included).
+    model.separate(mixtures)``; a blind Part I model: ``groups = model.separate(mixtures)``);
+    a Part II spectrogram model comes back as its :class:`npvae.separator.Separator` (STFT
+    settings and normalisation included), a blind Part II model as its
+    :class:`npvae.blind_separator.BlindMusicSeparator` (STFT settings and magnitude scale);
+    both separate audio with ``sep.separate(audio, sr)``.
     """
     model, config = read_model_file(path, dtype)
     if isinstance(model, models.SpectrogramUNetVAE):
         return Separator.from_config(model, config, str(path))
+    if is_blind_music(model, config):
+        return BlindMusicSeparator.from_config(model, config, str(path))
     return model
 
 

@@ -183,12 +183,18 @@ def test_octave_loads_the_results_file(run, tmp_path):
         np.testing.assert_array_equal(np.ravel(got["metrics"][0, 0][key]), np.ravel(want), err_msg=key)
 
 
-def test_blind_music_run_trains_on_mixture_patches_and_scores(tmp_path, shared_data):
+@pytest.fixture(scope="module")
+def music_run(tmp_path_factory, shared_data):
     from npvae.pipelines import blind_music
     cfg = blind_music.BlindMusicConfig(hidden=(16,), latent_dim=4, frames=8, epochs=1, batch_size=32,
                                        max_train_tracks=2, max_val_tracks=1, data_dir=str(shared_data),
-                                       out=str(tmp_path / "music"), progress=False)
-    res = blind_music.train(cfg, log=quiet)
+                                       out=str(tmp_path_factory.mktemp("blind-music") / "music"), progress=False)
+    return blind_music.train(cfg, log=quiet)
+
+
+def test_blind_music_run_trains_on_mixture_patches_and_scores(music_run, shared_data):
+    from npvae.pipelines import blind_music
+    res = music_run
     m = res["metrics"]
     for key in ("best_vocals_gnsdr", "best_accompaniment_gsir", "fixed_vocals_gnsdr", "fixed_accompaniment_gsar"):
         assert np.isfinite(m[key]), key
@@ -204,6 +210,39 @@ def test_blind_music_run_trains_on_mixture_patches_and_scores(tmp_path, shared_d
     arrays = [v for v in vars(data).values() if isinstance(v, np.ndarray)]
     assert len(arrays) == 1 and arrays[0].shape[1:] == (512, 8)
     assert scale == pytest.approx(json.loads((res["run_dir"] / "config.json").read_text())["mag_scale"])
+
+
+def test_a_blind_music_run_loads_as_a_separator(music_run, shared_data):
+    """npvae.load_model gives what a supervised music run gives: an object that separates
+    audio at any rate, here with the run's own STFT settings and scale."""
+    from npvae.audio.datasets import load_tracks
+    from npvae.blind_separator import BlindMusicSeparator
+    from npvae.audio.io import resample
+    trained = music_run["separator"]
+    track = load_tracks("mir1k", "validation", shared_data)[0]
+    mix = track.mixture()[:16000]
+    for source in (music_run["run_dir"], music_run["run_dir"] / "results.h5",
+                   music_run["run_dir"] / "checkpoint.npz"):
+        sep = npvae.load_model(source)
+        assert isinstance(sep, BlindMusicSeparator), source
+        assert sep.stft_cfg == trained.stft_cfg and sep.scale == pytest.approx(trained.scale)
+        assert sep.n_sources == 2
+    np.testing.assert_array_equal(sep.separate(mix, 16000), trained.estimates(mix)[0])
+    est = sep.separate(mix, 16000)
+    assert est.shape == (2, len(mix)) and est.dtype == np.float32
+    assert np.abs(est.sum(axis=0) - mix).max() < 1e-3 * np.abs(mix).max()       # masks sum to one
+    m = sep.masks(np.abs(np.fft.rfft(np.zeros((8, 1024)), axis=1).T) + 1.0)
+    np.testing.assert_allclose(m.sum(axis=0), 1.0, rtol=1e-5)
+    # stereo at 44.1 kHz: per channel, back at the input's rate, the estimates add up to the input
+    stereo = np.stack([resample(mix, 16000, 44100), 0.5 * resample(mix, 16000, 44100)], axis=1)
+    out = sep.separate(stereo, 44100)
+    assert out.shape == (2, len(stereo), 2)
+    assert np.abs(out.sum(axis=0) - stereo).max() < 1e-2 * np.abs(stereo).max()
+    with pytest.raises(ValueError, match="channels"):
+        sep.separate(stereo.T, 44100)
+    # the supervised loader refuses this one clearly
+    with pytest.raises(npvae.errors.FileFormatError, match="not a music separation model"):
+        npvae.io.load_separator(music_run["run_dir"])
 
 
 def test_report_has_a_blind_section_read_from_the_file(run, tmp_path):

@@ -33,7 +33,8 @@ import kernels
 
 from .._version import __version__
 from ..audio.datasets import load_tracks
-from ..audio.stft import STFTConfig, istft, stft
+from ..audio.stft import STFTConfig, stft
+from ..blind_separator import BlindMusicSeparator, magnitudes, patches
 from ..checkpoint import atomic_write_text
 from ..data.blind import MixtureOnlyData
 from ..fileguard import prepare_run_dir, unique_run_dir
@@ -89,22 +90,6 @@ class BlindMusicConfig:
 
 # ----------------------------------------------------------------------------- features
 
-def magnitudes(track_mixture: np.ndarray, stft_cfg: STFTConfig):
-    """Complex STFT (F, T) of a mixture and its network-side magnitude (F - 1, T)."""
-    X = stft(np.asarray(track_mixture, np.float32), stft_cfg)
-    return X, np.abs(X[:-1]).astype(np.float32)
-
-
-def patches(mag: np.ndarray, frames: int, hop: int) -> np.ndarray:
-    """(F, T) -> (P, F, frames): windows of ``frames`` frames every ``hop`` frames
-    (the end zero-padded so that every frame is covered)."""
-    f, t = mag.shape
-    n = max(1, -(-max(t - frames, 0) // hop) + 1)
-    padded = np.zeros((f, (n - 1) * hop + frames), mag.dtype)
-    padded[:, :t] = mag
-    return np.stack([padded[:, i * hop:i * hop + frames] for i in range(n)])
-
-
 def training_mixtures(tracks, stft_cfg: STFTConfig, frames: int) -> tuple[MixtureOnlyData, float]:
     """The training patches of the tracks' **mixtures** and the scale they were divided by."""
     mags = [magnitudes(t.mixture(), stft_cfg)[1] for t in tracks]
@@ -113,38 +98,12 @@ def training_mixtures(tracks, stft_cfg: STFTConfig, frames: int) -> tuple[Mixtur
     return MixtureOnlyData(data, upper=None), scale
 
 
-# ----------------------------------------------------------------------------- separation
-
-@dataclass
-class BlindMusicSeparator:
-    """A trained blind model with its STFT settings and magnitude scale."""
-    model: BlindSeparationVAE
-    stft_cfg: STFTConfig
-    scale: float
-
-    def group_magnitudes(self, mag: np.ndarray) -> np.ndarray:
-        """(F - 1, T) mixture magnitude -> (K, F - 1, T) decoded group magnitudes."""
-        frames = self.model.shape[1]
-        t = mag.shape[1]
-        p = patches(mag / self.scale, frames, frames)                    # (P, F-1, frames), no overlap
-        y = self.model.separate(p)                                       # (P, K, F-1, frames)
-        y = y.transpose(1, 2, 0, 3).reshape(y.shape[1], y.shape[2], -1)[:, :, :t]
-        return y * self.scale
-
-    def separate(self, mixture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """mono mixture (n,) -> (waveforms (K, n), masked magnitudes (K, F, T))."""
-        X, mag = magnitudes(mixture, self.stft_cfg)
-        y = self.group_magnitudes(mag)
-        masks = y / np.maximum(y.sum(axis=0, keepdims=True), 1e-12)
-        masks = np.concatenate([masks, masks[:, -1:]], axis=1)            # Nyquist takes the bin below
-        est = (masks * X[None]).astype(np.complex64)
-        return istft(est, self.stft_cfg, length=len(mixture)), np.abs(est)
-
+# ----------------------------------------------------------------------------- scoring
 
 def assign_groups(sep: BlindMusicSeparator, track) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Waveforms (K, n), masked magnitudes (K, F, T) and the best assignment (2,) of groups
     to [vocals, accompaniment] for one clip (least MSE of magnitudes, Hungarian)."""
-    waves, mags = sep.separate(track.mixture())
+    waves, mags = sep.estimates(track.mixture())
     truth = np.abs(stft(track.sources(), sep.stft_cfg))
     idx = best_permutation(mags[None], truth[None])[0]
     return waves, mags, idx
