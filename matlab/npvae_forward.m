@@ -11,7 +11,7 @@ function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
 %
 %   Models: DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE
 %   (npvae/models/mnist.py), with the "sources" or "split" output and the "average"
-%   or "sum" mixing rule.
+%   or "sum" mixing rule. Blind models (scripts/train_blind.py): npvae_blind_forward.
 %
 %   Example:
 %     S = npvae_load('runs/mnist-dense/results.h5', 'mnist_results');
@@ -56,7 +56,8 @@ function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
       logits = unet_vae(spec, P, x);
     otherwise
       error('npvae:notMnistModel', ['npvae_forward: %s holds a %s; npvae_forward runs the Part I models ', ...
-            '(DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE)'], where, spec.type);
+            '(DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE); for a BlindSeparationVAE ', ...
+            'use npvae_blind_forward'], where, spec.type);
   end
 
   % The two sources from the decoder's logits (SeparationVAE._sources in Python).

@@ -183,6 +183,28 @@ def test_octave_loads_the_results_file(run, tmp_path):
         np.testing.assert_array_equal(np.ravel(got["metrics"][0, 0][key]), np.ravel(want), err_msg=key)
 
 
+@needs_octave
+def test_octave_blind_forward_on_the_trained_run(run, tmp_path):
+    """npvae_blind_forward on the run's model.h5 and results.h5 gives the groups Python
+    gives (and the file's own group images), within 1e-4."""
+    d = run["run_dir"]
+    octave_ok(f"S = npvae_load('{d / 'results.h5'}', 'blind_results');"
+              f"[g, r, k] = npvae_blind_forward('{d / 'model.h5'}', S.examples.mixture);"
+              f"g2 = npvae_blind_forward(S, S.examples.mixture);"
+              "save('-v7', 'fwd.mat', 'g', 'r', 'k', 'g2');", tmp_path)
+    got = scipy.io.loadmat(tmp_path / "fwd.mat")
+    tree = read_tree(d / "results.h5", "blind_results")
+    mix = tree["examples"]["mixture"]
+    y = npvae.load_model(d).separate(mix)
+    assert got["g"].shape == y.shape == (len(mix), 3, 28, 28)
+    np.testing.assert_allclose(got["g"], y, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(got["g2"], got["g"])
+    np.testing.assert_allclose(got["g"][:, 2], tree["examples"]["group_2"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got["r"], np.clip(y.sum(axis=1), 0, 1), atol=1e-4, rtol=0)     # the run's rule: sum
+    from npvae.pipelines.blind_objective import consistent_sources
+    np.testing.assert_allclose(got["k"], consistent_sources(y, mix, "sum"), atol=1e-4, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def music_run(tmp_path_factory, shared_data):
     from npvae.pipelines import blind_music
