@@ -274,3 +274,22 @@ def test_report_has_a_blind_section_read_from_the_file(run, tmp_path):
     assert "## Blind separation: trained on mixtures alone" in text
     assert f"{run['metrics']['mean_psnr']:.2f}" in text and f"{run['metrics']['group_agreement']:.3f}" in text
     assert (tmp_path / "report" / "figures" / "run_latent_groups.png").exists()
+
+
+def test_report_compares_with_the_shipped_supervised_scores(music_run, tmp_path, shared_data):
+    """No supervised run given: the supervised-vs-blind tables take the scores the shipped
+    models record (/provenance/scores) and say where they come from."""
+    from npvae.experiments.report import build_report
+    fashion = pipe.train(config(tmp_path, shared_data, "fashion", task="mnist-fashion", rule="average", groups=2,
+                                epochs=1), log=quiet)
+    out = build_report([fashion["run_dir"], music_run["run_dir"]], tmp_path / "report", log=quiet)
+    text = out["markdown"].read_text()
+    assert "Supervised against blind" in text and "/provenance/scores" in text
+    assert "except the supervised rows of the blind section" in text
+    for name in npvae.list_models():
+        info = npvae.pretrained.info(name)
+        s = info["scores"]
+        assert f"npvae/pretrained/{name}.h5" in text and info["command"] in text, name
+        key = "mean_psnr" if info["task"] == "mnist" else "vocals_gnsdr"
+        assert f"{s[key]:.2f}" in text, name
+    assert f"{fashion['metrics']['masked_mean_psnr']:.2f}" in text

@@ -2,7 +2,11 @@
 
 ``make_report.py`` hands it the runs whose ``results.h5`` is of kind ``blind_results``
 (from ``scripts/train_blind.py`` and ``scripts/train_blind_music.py``) and, when
-given, the supervised Part I runs; every number is read from those files.
+given, the supervised Part I runs; every number is read from those files. Without a
+supervised Part I run (and always for Part II) the supervised side of the comparison
+is the shipped models' record (:func:`shipped_runs`): the scores
+``scripts/ship_model.py`` measured on the whole test set, stored in each
+``npvae/pretrained/<name>.h5`` under ``/provenance/scores``; the report says so.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import h5mat
+from .. import h5mat, pretrained
 from ..io import read_model_file
 
 KIND = "blind_results"
@@ -28,8 +32,50 @@ def read_blind_run(run_dir) -> dict:
             "examples": t["examples"]}
 
 
+def shipped_runs(task: str) -> list[dict]:
+    """The shipped models of ``task`` ("mnist" or "music") that record whole-test-set scores,
+    as report entries: ``name``, ``config`` (the model file's /config), ``metrics`` (its
+    ``/provenance/scores``), ``provenance`` (the rest of /provenance) and ``source`` (the file)."""
+    out = []
+    for name in pretrained.list_models():
+        info = pretrained.info(name)
+        if info.get("task") != task or not isinstance(info.get("scores"), dict):
+            continue
+        path = pretrained.path(name)
+        config = h5mat.read_tree(path, expected_kind="model", subtree="config")
+        out.append({"name": name, "config": config, "metrics": info["scores"], "provenance": info,
+                    "source": f"npvae/pretrained/{path.name}"})
+    return out
+
+
+def uses_shipped(runs: list[dict], supervised: list[dict]) -> bool:
+    """Whether :func:`blind_section` will take supervised rows from the shipped models."""
+    images = [r for r in runs if r["part"] == "mnist" and r["config"]["task"] == "mnist-fashion"]
+    music = [r for r in runs if r["part"] == "music"]
+    return bool((images and not supervised and shipped_runs("mnist")) or (music and shipped_runs("music")))
+
+
+def _name(r: dict) -> str:
+    return r.get("name") or r["dir"].name
+
+
+def _provenance_text(shipped: list[dict]) -> str:
+    parts = []
+    for r in shipped:
+        p, n = r["provenance"], r["metrics"].get("n_pairs", r["metrics"].get("n_clips"))
+        what = f"{int(n):,} test pairs" if "n_pairs" in r["metrics"] else f"{int(n)} validation clips"
+        parts.append(f"`{r['source']}` (trained with `{p.get('command', '?')}` at commit {p.get('commit', '?')}, "
+                     f"scored on {what})")
+    return ("The supervised numbers are not from a run given to this report: they are the scores that "
+            "`scripts/ship_model.py` measured for the shipped models and recorded in each file's "
+            "`/provenance/scores` (`npvae.pretrained.info(name)['scores']`): " + "; ".join(parts) + ".")
+
+
 def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> None:
-    """Append the section to ``doc`` (a :class:`npvae.experiments.document.Doc`); figures go to ``figs``."""
+    """Append the section to ``doc`` (a :class:`npvae.experiments.document.Doc`); figures go to ``figs``.
+
+    ``supervised``: supervised Part I runs (:func:`npvae.experiments.report.read_mnist_run`);
+    when empty, the shipped Part I models' recorded scores stand in (:func:`shipped_runs`)."""
     from ..pipelines.blind_mnist import save_blind_grid, save_latent_traversal
     from ..plotting import save_loss_curves
     images = [r for r in runs if r["part"] == "mnist"]
@@ -57,13 +103,15 @@ def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> 
                          _f(m["group_agreement"], ".3f"), _f(m["train_seconds_total"], ".0f")])
         doc.table(header, rows)
     same_task = [r for r in images if r["config"]["task"] == "mnist-fashion"]
-    if supervised and same_task:
+    shipped = [] if supervised else shipped_runs("mnist")
+    if (supervised or shipped) and same_task:
         doc.p("Supervised against blind on the same fixed test pairs (MNIST + Fashion-MNIST; the supervised "
               "models learn from the true sources, the blind one from mixtures only):")
         rows = []
-        for r in supervised:
+        for r in supervised or shipped:
             m = r["metrics"]
-            rows.append([r["dir"].name, f"supervised {r['config']['model']}", str(r["config"].get("rule", "")),
+            label = f"supervised {r['config']['model']}" + (" (shipped)" if r in shipped else "")
+            rows.append([_name(r), label, str(r["config"].get("rule", "")),
                          _f(m["digit_psnr"]), _f(m["fashion_psnr"]), _f(m["mean_psnr"]), _f(m["mean_ssim"], ".3f")])
         for r in same_task:
             m = r["metrics"]
@@ -72,6 +120,8 @@ def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> 
                              _f(m[prefix + "digit_psnr"]), _f(m[prefix + "fashion_psnr"]),
                              _f(m[prefix + "mean_psnr"]), _f(m[prefix + "mean_ssim"], ".3f")])
         doc.table(["run", "model", "rule", "digit PSNR", "fashion PSNR", "mean PSNR (dB)", "mean SSIM"], rows)
+        if shipped:
+            doc.p(_provenance_text(shipped))
     for r in images:
         name = r["dir"].name
         ex = {k: np.asarray(v)[:8] for k, v in r["examples"].items()}
@@ -101,7 +151,15 @@ def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> 
                 p = f"{label}_{src}_"
                 rows.append([text, src, _f(m[p + "gnsdr"]), _f(m[p + "gsir"]), _f(m[p + "gsar"]),
                              _f(m[p + "mean_si_sdr"])])
+        music_shipped = shipped_runs("music")
+        for sup in music_shipped:
+            for src in ("vocals", "accompaniment"):
+                sm = sup["metrics"]
+                rows.append([f"supervised U-Net VAE (shipped {sup['name']})", src, _f(sm[f"{src}_gnsdr"]),
+                             _f(sm[f"{src}_gsir"]), _f(sm[f"{src}_gsar"]), _f(sm[f"{src}_mean_si_sdr"])])
         doc.table(["system", "source", "GNSDR", "GSIR", "GSAR", "SI-SDR"], rows)
+        if music_shipped:
+            doc.p(_provenance_text(music_shipped))
         from ..audio.stft import STFTConfig
         from ..pipelines.blind_music import plot_example
         cfg = STFTConfig(int(c["stft_sample_rate"]), int(c["stft_n_fft"]), int(c["stft_hop"]), str(c["stft_window"]))
