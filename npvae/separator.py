@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import parallel
 from .audio.io import resample
 from .audio.stft import STFTConfig, istft, stft
 from .errors import FileFormatError
@@ -198,11 +199,24 @@ def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512
     x = np.zeros((1, 1, n_bins, Tp), model.dtype)
     x[0, 0, :, :T] = feats
     out = np.empty((model.n_sources, n_freq, Tp), np.float32)
-    for s in range(0, Tp, chunk_frames):
-        e = min(Tp, s + chunk_frames)
-        lo, hi = max(0, s - context), min(Tp, e + context)
-        m = model.forward(x[..., lo:hi], sample=False)[0]
-        out[:, :n_bins, s:e] = m[:, :, s - lo:e - lo]
+    windows = [(s, min(Tp, s + chunk_frames)) for s in range(0, Tp, chunk_frames)]
+    windows = [(s, e, max(0, s - context), min(Tp, e + context)) for s, e in windows]
+    # Chunks of the same width go through the network together, one per thread (the
+    # convolutions spread a batch's samples over the threads; a batch of one runs on
+    # one core). Memory stays bounded: at most that many chunks at a time.
+    per_call = parallel.worker_count()
+    i = 0
+    while i < len(windows):
+        group = [windows[i]]
+        width = windows[i][3] - windows[i][2]
+        while (len(group) < per_call and i + len(group) < len(windows)
+               and windows[i + len(group)][3] - windows[i + len(group)][2] == width):
+            group.append(windows[i + len(group)])
+        xb = np.concatenate([x[..., lo:hi] for _, _, lo, hi in group]) if len(group) > 1 else x[..., group[0][2]:group[0][3]]
+        m = model.forward(xb, sample=False)
+        for k, (s, e, lo, hi) in enumerate(group):
+            out[:, :n_bins, s:e] = m[k][:, :, s - lo:e - lo]
+        i += len(group)
     out[:, n_bins:] = out[:, n_bins - 1:n_bins]      # bins the network does not see (Nyquist)
     return out[..., :T]
 

@@ -177,3 +177,27 @@ def test_beta_zero_ignores_an_overflowing_kl(rng):
     assert np.isfinite(terms["total"])
     for path, p, g in sep.model.named_parameters():
         assert np.all(np.isfinite(g)), path
+
+
+@pytest.mark.parametrize("threads", ["2", "3"])
+def test_masks_batched_over_threads_equal_one_chunk_at_a_time(rng, monkeypatch, threads):
+    """predict_masks sends chunks of equal width through the network together, one per
+    thread: the masks are those of one chunk at a time (NPVAE_NUM_THREADS=1), bit for bit."""
+    sep = tiny_separator(rng)
+    feats = rng.standard_normal((CFG.n_freq - 1, 203)).astype(np.float32)   # ragged last chunk
+    calls = []
+    forward = sep.model.forward
+
+    def counting(x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return forward(x, *args, **kwargs)
+
+    monkeypatch.setattr(sep.model, "forward", counting)
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
+    one = predict_masks(sep.model, feats, CFG.n_freq, chunk_frames=16, context=16)
+    assert set(calls) == {1}
+    calls.clear()
+    monkeypatch.setenv("NPVAE_NUM_THREADS", threads)
+    batched = predict_masks(sep.model, feats, CFG.n_freq, chunk_frames=16, context=16)
+    assert max(calls) == int(threads) and sum(calls) == 13          # 208 frames / 16
+    np.testing.assert_array_equal(batched, one)
