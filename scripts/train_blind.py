@@ -4,6 +4,7 @@
     python scripts/train_blind.py                          # MNIST + Fashion-MNIST, average rule, K = 2
     python scripts/train_blind.py --task mnist-mnist --rule sum --groups 3
     python scripts/train_blind.py --out runs/x --resume    # continue an interrupted run exactly
+    python scripts/train_blind.py --out runs/x --overwrite # a new run in place of the old one
 
 The model never sees a source image while it trains; the test sources only score it,
 with the best assignment of its groups to the sources for each mixture. Every field of

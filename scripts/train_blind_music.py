@@ -3,7 +3,8 @@
 
     python scripts/train_blind_music.py                    # K = 2 groups, 20 epochs
     python scripts/train_blind_music.py --groups 3 --frames 16
-    python scripts/train_blind_music.py --out runs/x --resume
+    python scripts/train_blind_music.py --out runs/x --resume      # continue an interrupted run exactly
+    python scripts/train_blind_music.py --out runs/x --overwrite   # a new run in place of the old one
 
 Training reads the training clips' mixtures only; the validation clips' sources score
 the model, each clip's groups assigned to voice and accompaniment by least magnitude
