@@ -89,11 +89,18 @@ class _ConvBase(Layer):
         return buf
 
     def _chunk(self, n: int, rows: int, cols: int) -> int:
-        """Samples per chunk when each has a (rows, cols) column matrix: about
-        CHUNK_BYTES of columns, and at least one chunk per worker thread."""
+        """Samples per chunk when each has a (rows, cols) column matrix: at most about
+        CHUNK_BYTES of columns (at least one sample), in a number of chunks that the
+        worker threads share evenly (64 samples of 20 per chunk at most, on 2 threads:
+        4 chunks of 16, not 20, 20, 20 and 4, which left one thread idle a quarter of
+        the layer). One thread takes the largest chunks (fewer, larger GEMMs)."""
         per_sample = rows * cols * np.dtype(self.dtype).itemsize
-        per_worker = -(-n // parallel.worker_count())
-        return max(1, min(per_worker, CHUNK_BYTES // max(per_sample, 1)))
+        cap = max(1, CHUNK_BYTES // max(per_sample, 1))
+        workers = parallel.worker_count()
+        if workers == 1:
+            return min(n, cap)
+        chunks = -(-(-(-n // cap)) // workers) * workers       # a multiple of the workers
+        return max(1, -(-n // chunks))
 
     def _worker_buffers(self, name, shape, n: int, step: int):
         """One scratch array per worker thread that the ``n`` samples in chunks of ``step``
