@@ -34,13 +34,14 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--quick", action="store_true", help="tiny models and 3 steps: checks that it all runs")
     p.add_argument("--song-seconds", type=float, default=None, help="length of the separated song (default 180)")
+    p.add_argument("--song-repeats", type=int, default=None, help="separations timed per network (default 3)")
     p.add_argument("--layers", action="store_true",
                    help="also time each convolution of the pipeline models alone (forward, backward)")
     p.add_argument("--json", default=None, help="write the report to this JSON file")
     a = p.parse_args(argv)
-    for name in ("steps", "threads"):
+    for name in ("steps", "threads", "song_repeats"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
-            p.error(f"--{name} must be at least 1")
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.song_seconds is not None and not a.song_seconds > 0:
         p.error("--song-seconds must be positive")
     return a
@@ -66,7 +67,7 @@ def main(argv=None):
         report = run_benchmark(cases=cases, backends=a.backends and a.backends.split(","),
                                steps=3 if a.quick and a.steps is None else a.steps,
                                warmup=1 if a.quick else a.warmup, threads=threads, use_torch=not a.no_torch,
-                               size=size, song_seconds=a.song_seconds)
+                               size=size, song_seconds=a.song_seconds, separation_repeats=a.song_repeats)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     print(format_table(report))
@@ -76,11 +77,11 @@ def main(argv=None):
         from npvae.experiments.pipeline_cases import PIPELINE_CASES
         rows = []
         for name in [c for c in cases if c in PIPELINE_CASES and not c.startswith("mnist_dense")]:
-            rows += time_layers(build_case(name, size), report["gemm_gflops"], repeats=2 if a.quick else 10,
+            rows += time_layers(build_case(name, size), report["gemm_gflops_reference"], repeats=2 if a.quick else 10,
                                 with_torch=report["torch"] is not None, settle_s=0.0 if a.quick else 0.2)
         report["layers"] = rows
         print()
-        print(format_layers(rows, report["gemm_gflops"]))
+        print(format_layers(rows, report["gemm_gflops_reference"]))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(report, f, indent=1)
