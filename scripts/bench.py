@@ -7,6 +7,7 @@ and the separation of a song with scripts/separate.py.
     python scripts/bench.py --json bench.json   # also write the numbers
     python scripts/bench.py --layers            # also each convolution of the pipeline models alone
     python scripts/bench.py --quick             # tiny models, a few steps, a 2 s song (a smoke test)
+    python scripts/bench.py --summarise a.json b.json   # README's table: ranges over runs
 
 Cases (npvae.experiments.benchmark): the synthetic steps dense_vae, conv_vae and
 spectrogram; the models the training scripts build: mnist_dense (train_mnist.py),
@@ -38,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--layers", action="store_true",
                    help="also time each convolution of the pipeline models alone (forward, backward)")
     p.add_argument("--json", default=None, help="write the report to this JSON file")
+    p.add_argument("--summarise", nargs="+", metavar="JSON", default=None,
+                   help="print the README's Markdown table (ranges) of earlier --json runs, then exit")
     a = p.parse_args(argv)
     for name in ("steps", "threads", "song_repeats"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
@@ -49,6 +52,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     a = parse_args(argv)
+    if a.summarise:
+        from npvae.experiments.bench_summary import load, markdown
+        print(markdown(load(a.summarise)))
+        return
     threads = a.threads or os.cpu_count()
     # Thread counts must be set before NumPy/OpenBLAS and Numba start their pools.
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):

@@ -1,0 +1,56 @@
+"""Several runs of ``scripts/bench.py --json`` as one Markdown table of ranges (README's
+speed table): ``python scripts/bench.py --summarise run1.json run2.json ...``."""
+from __future__ import annotations
+
+import json
+
+from .benchmark import TARGETS
+
+LABELS = {
+    "dense_vae": "dense VAE, synthetic (784-512-256-32, two decoders, batch 128)",
+    "conv_vae": "conv VAE, synthetic (batch 64, 28x28)",
+    "spectrogram": "spectrogram net, synthetic (batch 16, 1x512x128)",
+    "mnist_dense": "`train_mnist.py` dense VAE (batch 128)",
+    "mnist_unet": "`train_mnist.py --model unet` U-Net VAE (batch 128; also `--preset best`)",
+    "mnist_dense_best": "`train_mnist.py --preset dense-best` (batch 128)",
+    "music": "`train_music.py` U-Net VAE 16-32-64 (batch 8 x 512 x 64)",
+    "music_best": "`train_music.py --preset best` 24-48-96 (the shipped model)",
+    "separation": "separation: 3-min 44.1 kHz stereo song, `separate.py` end to end",
+}
+
+
+def _range(values, fmt="{:.1f}") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def load(paths) -> list[dict]:
+    reports = []
+    for p in paths:
+        with open(p) as f:
+            reports.append(json.load(f))
+    return reports
+
+
+def markdown(reports: list[dict]) -> str:
+    """One row per case: npvae and PyTorch medians and the ratio, as min-max over the runs;
+    % of the GEMM rate for the training steps; the target each ratio is held to."""
+    target_of = {c: limit for names, limit in TARGETS.values() for c in names}
+    names = [c["case"] for c in reports[0]["cases"]]
+    lines = ["| case | npvae ms | PyTorch ms | ratio | target | npvae % of GEMM rate |", "|---|---|---|---|---|---|"]
+    for name in names:
+        rows = [c for r in reports for c in r["cases"] if c["case"] == name]
+        if any(c["ratio"] is None for c in rows):
+            continue
+        frac = "-" if name == "separation" else _range([100 * c["gemm_fraction"] for c in rows], "{:.0f}")
+        target = f"<= {target_of[name]}" if name in target_of else "-"
+        lines.append(f"| {LABELS.get(name, name)} | {_range([c['npvae_ms'] for c in rows])} | "
+                     f"{_range([c['torch_ms'] for c in rows])} | {_range([c['ratio'] for c in rows], '{:.2f}')} | "
+                     f"{target} | {frac} |")
+    gemm = [g for r in reports for g in (r["gemm_gflops"], r["gemm_gflops_after"])]
+    loads = [r["load_average"][0] for r in reports if r.get("load_average")]
+    lines.append("")
+    lines.append(f"{len(reports)} runs on {reports[0]['machine']}, {reports[0]['threads']} threads; "
+                 f"BLAS GEMM 1024^3 float32 {min(gemm):.0f}-{max(gemm):.0f} GFLOP/s; "
+                 + (f"load average at the start {min(loads):.1f}-{max(loads):.1f}" if loads else ""))
+    return "\n".join(lines)
