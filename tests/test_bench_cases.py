@@ -165,16 +165,18 @@ def test_summary_table_gives_ranges_over_runs(tmp_path):
     from npvae.experiments.bench_summary import load, markdown
 
     def report(ms, load_avg):
+        t = {"min_ms": ms / 2}
         return {"machine": "CPU X", "threads": 2, "gemm_gflops": 100.0, "gemm_gflops_after": 120.0,
                 "load_average": [load_avg, 0, 0],
                 "cases": [{"case": "music", "npvae_ms": ms, "torch_ms": 200.0, "ratio": ms / 200.0,
-                           "gemm_fraction": ms / 1000},
-                          {"case": "separation", "npvae_ms": 2 * ms, "torch_ms": 400.0, "ratio": ms / 200.0}]}
+                           "gemm_fraction": ms / 1000, "npvae_backend": "numba", "numba": t, "torch": t},
+                          {"case": "separation", "npvae_ms": 2 * ms, "torch_ms": 400.0, "ratio": ms / 200.0,
+                           "npvae": t, "torch": t}]}
     paths = []
     for k, ms in enumerate((100.0, 150.0)):
         paths.append(tmp_path / f"r{k}.json")
         paths[-1].write_text(__import__("json").dumps(report(ms, 1.0 + k)))
     text = markdown(load(paths))
-    assert "| 100.0-150.0 | 200.0 | 0.50-0.75 | <= 1.0 | 10-15 |" in text
-    assert "| 200.0-300.0 | 400.0 | 0.50-0.75 | <= 0.8 | - |" in text
+    assert "| 100.0-150.0 | 200.0 | 0.50-0.75 | <= 1.0 | 50.0 / 50.0 | 10-15 |" in text
+    assert "| 200.0-300.0 | 400.0 | 0.50-0.75 | <= 0.8 | 50.0 / 50.0 | - |" in text
     assert "2 runs on CPU X" in text and "100-120 GFLOP/s" in text and "1.0-2.0" in text
