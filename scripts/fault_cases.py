@@ -1110,19 +1110,20 @@ def _(ctx):
     expect_cli_error("train_mnist.py", "--epochs", "1", "--resume")
 
 
-def _resume_changed(ctx, *change):
-    run = ctx.mnist_run
+def _resume_changed(ctx, *change, task="mnist"):
+    """Resume a copy of ``task``'s tiny run with ``change`` (flag, value, ...) applied to its
+    arguments: the script must refuse, and the checkpoint must survive untouched."""
     d = ctx.tmp() / "run"
-    shutil.copytree(run, d)
+    shutil.copytree(getattr(ctx, f"{task}_run"), d)
     before = digest(d / "checkpoint.npz")
-    args = ctx.mnist_args(d, 2)
+    args = getattr(ctx, f"{task}_args")(d, 2)
     for i in range(0, len(change), 2):
         if change[i] in args:
             args[args.index(change[i]) + 1] = change[i + 1]
         else:
             args += [change[i], change[i + 1]]
     try:
-        expect_cli_error("train_mnist.py", *args, "--resume")
+        expect_cli_error(f"train_{task}.py", *args, "--resume")
     finally:
         must_survive(d / "checkpoint.npz", before)
 
@@ -1231,24 +1232,9 @@ def _(ctx):
     expect_cli_error("train_music.py", *(args[:i] + args[i + 2:]), "--resume")
 
 
-def _music_resume_changed(ctx, flag, value):
-    d = ctx.tmp() / "run"
-    shutil.copytree(ctx.music_run, d)
-    before = digest(d / "checkpoint.npz")
-    args = ctx.music_args(d, 2)
-    if flag in args:
-        args[args.index(flag) + 1] = value
-    else:
-        args += [flag, value]
-    try:
-        expect_cli_error("train_music.py", *args, "--resume")
-    finally:
-        must_survive(d / "checkpoint.npz", before)
-
-
-add("train_music", "--resume with a new --lr", lambda c: _music_resume_changed(c, "--lr", "0.01"),
+add("train_music", "--resume with a new --lr", lambda c: _resume_changed(c, "--lr", "0.01", task="music"),
     match="cannot resume.*lr", cli=True)
-add("train_music", "--resume with a new --loss", lambda c: _music_resume_changed(c, "--loss", "mse"),
+add("train_music", "--resume with a new --loss", lambda c: _resume_changed(c, "--loss", "mse", task="music"),
     match="cannot resume.*loss", cli=True)
 
 
