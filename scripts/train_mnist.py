@@ -26,6 +26,7 @@ HELP = {
     "latent_dim": "size of the Gaussian latent",
     "hidden": "hidden widths, e.g. 512,256 (dense) or 256 (conv); default per model",
     "channels": "conv channels, e.g. 32,64 (conv) or 16,32,64 (unet); default per model",
+    "blocks": "3x3 convolutions per U-Net level (2: the usual two; default 1)",
     "output": "decode two images (sources) or how the mixture splits (split); default per model",
     "rule": "mixing rule",
     "loss": "reconstruction loss",

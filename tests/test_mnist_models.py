@@ -7,7 +7,7 @@ from npvae.models.mnist import build_model
 from npvae.pipelines.mnist.objective import SeparationObjective
 
 TINY = {"dense": dict(hidden=(6, 5), latent_dim=3), "conv": dict(channels=(2, 3), hidden=5, latent_dim=2),
-        "unet": dict(channels=(2, 2, 3), latent_dim=2)}
+        "unet": dict(channels=(2, 2, 3), latent_dim=2), "unet-blocks2": dict(channels=(2, 3, 3), latent_dim=2, blocks=2)}
 
 
 def pairs(rng, n=3):
@@ -24,7 +24,8 @@ def pairs(rng, n=3):
 def test_loss_gradient_for_every_parameter(rng, name, output, recon, rule):
     """Directional centred differences (float64) of the full loss along a random
     direction per parameter tensor, against the analytic gradient."""
-    model = build_model(name, rng=np.random.default_rng(1), dtype=np.float64, output=output, rule=rule, **TINY[name])
+    model = build_model(name.split("-")[0], rng=np.random.default_rng(1), dtype=np.float64, output=output, rule=rule,
+                        **TINY[name])
     d, f = pairs(rng)
     m = (d + f) / 2 if rule == "average" else np.clip(d + f, 0, 1)
 
@@ -34,22 +35,27 @@ def test_loss_gradient_for_every_parameter(rng, name, output, recon, rule):
         model.rng = np.random.default_rng(5)
         return objective.terms(m, d, f, beta=0.7, backward=backward)["total"]
 
-    loss(backward=True)
-    for path, p, g in model.named_parameters():
-        v = np.random.default_rng(3).standard_normal(p.shape)
-        h = 1e-6
+    def agrees(p, g, v, h):
         p += h * v
         up = loss()
         p -= 2 * h * v
         down = loss()
         p += h * v
         numeric, analytic = (up - down) / (2 * h), float(np.sum(g * v))
-        assert abs(numeric - analytic) <= 1e-4 * max(abs(numeric) + abs(analytic), 1e-3), path
+        return abs(numeric - analytic) <= 1e-4 * max(abs(numeric) + abs(analytic), 1e-3)
+
+    loss(backward=True)
+    for path, p, g in model.named_parameters():
+        v = np.random.default_rng(3).standard_normal(p.shape)
+        # No one step suits every tensor: a leaky-ReLU, clip or L1 kink within +-h spoils a
+        # large step, round-off on a large loss (BCE sums 784 pixels) a small one. A right
+        # gradient agrees at one of three steps; a wrong one agrees at none.
+        assert any(agrees(p, g, v, h) for h in (1e-5, 1e-6, 1e-7)), path
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_split_output_mixes_back_exactly_and_stays_in_range(rng, name):
-    model = build_model(name, rng=rng, output="split", **TINY[name])
+    model = build_model(name.split("-")[0], rng=rng, output="split", **TINY[name])
     d, f = pairs(rng, 4)
     m = ((d + f) / 2).astype(np.float32)
     digit, fashion, m_hat = model.separate(m)

@@ -22,6 +22,7 @@ CASES = {
                         (2, 28, 28)),
     "conv-sources": (models.ConvSeparationVAE, dict(channels=(2, 3), hidden=5, latent_dim=2), (2, 28, 28)),
     "unet-split": (models.UNetSeparationVAE, dict(channels=(2, 2, 3), latent_dim=2), (2, 28, 28)),
+    "unet-split-blocks3": (models.UNetSeparationVAE, dict(channels=(2, 2, 3), latent_dim=2, blocks=3), (2, 28, 28)),
     "unet-sources": (models.UNetSeparationVAE, dict(channels=(2, 2, 2), latent_dim=2, output="sources"),
                      (2, 28, 28)),
     "blind-images": (models.BlindSeparationVAE, dict(n_groups=2, latent_dim=2, hidden=(5,)), (2, 28, 28)),

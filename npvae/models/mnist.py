@@ -262,15 +262,24 @@ class UNetSeparationVAE(SeparationVAE):
         u1 = lrelu(convT4x4/2([u2, e2]))   (N, c1, 28, 28)
         logits = conv3x3([u1, e1, x])      (N, S, 28, 28)
 
+    With ``blocks`` b > 1, each of e1, e2, u2 and u1 is followed by b - 1 more
+    ``lrelu(conv3x3)`` of the same width (layers ``enc1_2``, ``enc1_3``, ...), the
+    usual two convolutions per level of a U-Net when b = 2.
+
     The skips carry the detail a bottleneck blurs; the latent carries the global
     structure (which digit, which garment) and is regularised by the KL term.
     """
 
+    LEVELS = ("enc1", "enc2", "up2", "up1")   # the levels that get b - 1 extra 3x3 convolutions
+
     def __init__(self, latent_dim: int = 32, channels=(16, 32, 64), output: str = "split",
-                 rule: str = "average", rng=None, dtype=np.float32):
+                 rule: str = "average", blocks: int = 1, rng=None, dtype=np.float32):
         super().__init__(latent_dim, output, rule, dtype)
+        if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
+            raise ValueError(f"blocks (3x3 convolutions per U-Net level) must be an integer >= 1, got {blocks!r}")
         rng = self.rng = default_rng(rng)
         c1, c2, c3 = self.channels = tuple(int(c) for c in channels)
+        self.blocks = int(blocks)
         kw = dict(rng=rng, dtype=dtype)
         self.enc1 = Conv2d(1, c1, 3, padding=1, **kw)
         self.enc2 = Conv2d(c1, c2, 4, stride=2, padding=1, **kw)
@@ -280,47 +289,67 @@ class UNetSeparationVAE(SeparationVAE):
         self.up2 = ConvTranspose2d(2 * c3, c2, 4, stride=2, padding=1, **kw)
         self.up1 = ConvTranspose2d(2 * c2, c1, 4, stride=2, padding=1, **kw)
         self.out = Conv2d(2 * c1 + 1, self.out_channels, 3, padding=1, **kw)
-        self.acts = {name: LeakyReLU(0.2) for name in ("enc1", "enc2", "enc3", "up2", "up1")}
+        width = {"enc1": c1, "enc2": c2, "up2": c2, "up1": c1}
+        # level -> its layer names in order: "enc1", then "enc1_2", "enc1_3", ... (blocks > 1)
+        self.chains = {level: [level] + [f"{level}_{k}" for k in range(2, self.blocks + 1)] for level in self.LEVELS}
+        self.chains["enc3"] = ["enc3"]
+        self.extra = {name: Conv2d(width[level], width[level], 3, padding=1, **kw)
+                      for level in self.LEVELS for name in self.chains[level][1:]}
+        self.acts = {name: LeakyReLU(0.2) for chain in self.chains.values() for name in chain}
 
     def children(self):
         return {"enc1": self.enc1, "enc2": self.enc2, "enc3": self.enc3, "head": self.head,
-                "expand": self.expand, "up2": self.up2, "up1": self.up1, "out": self.out}
+                "expand": self.expand, "up2": self.up2, "up1": self.up1, "out": self.out, **self.extra}
 
-    def _act(self, name, layer, x):
-        return self.acts[name].forward(layer.forward(x))
+    def _layer(self, name):
+        return self.extra[name] if name in self.extra else getattr(self, name)
+
+    def _level(self, level, x):
+        """lrelu(conv(...)) through every layer of ``level``."""
+        for name in self.chains[level]:
+            x = self.acts[name].forward(self._layer(name).forward(x))
+        return x
+
+    def _level_backward(self, level, dy):
+        for name in reversed(self.chains[level]):
+            dy = self._layer(name).backward(self.acts[name].backward(dy))
+        return dy
 
     def _encode(self, x):
         self._x = x
-        self._e1 = self._act("enc1", self.enc1, x)
-        self._e2 = self._act("enc2", self.enc2, self._e1)
-        self._e3 = self._act("enc3", self.enc3, self._e2)
+        self._e1 = self._level("enc1", x)
+        self._e2 = self._level("enc2", self._e1)
+        self._e3 = self._level("enc3", self._e2)
         return self._e3.reshape(len(x), -1)
 
     def _decode(self, z):
         c1, c2, c3 = self.channels
         d3 = self.expand.forward(z).reshape(len(z), c3, 7, 7)
-        u2 = self._act("up2", self.up2, np.concatenate([d3, self._e3], axis=1))
-        u1 = self._act("up1", self.up1, np.concatenate([u2, self._e2], axis=1))
+        u2 = self._level("up2", np.concatenate([d3, self._e3], axis=1))
+        u1 = self._level("up1", np.concatenate([u2, self._e2], axis=1))
         return self.out.forward(np.concatenate([u1, self._e1, self._x], axis=1))
 
     def _decode_backward(self, dlogits):
         c1, c2, c3 = self.channels
         dcat1 = self.out.backward(dlogits)
         du1, self._de1, self._dx = dcat1[:, :c1], dcat1[:, c1:2 * c1], dcat1[:, 2 * c1:]
-        dcat2 = self.up1.backward(self.acts["up1"].backward(du1))
+        dcat2 = self._level_backward("up1", du1)
         du2, self._de2 = dcat2[:, :c2], dcat2[:, c2:]
-        dcat3 = self.up2.backward(self.acts["up2"].backward(du2))
+        dcat3 = self._level_backward("up2", du2)
         dd3, self._de3 = dcat3[:, :c3], dcat3[:, c3:]
         return self.expand.backward(np.ascontiguousarray(dd3).reshape(len(dd3), -1))
 
     def _encode_backward(self, dfeat):
         de3 = dfeat.reshape(self._e3.shape) + self._de3
-        de2 = self.enc3.backward(self.acts["enc3"].backward(de3)) + self._de2
-        de1 = self.enc2.backward(self.acts["enc2"].backward(de2)) + self._de1
-        return self.enc1.backward(self.acts["enc1"].backward(de1)) + self._dx
+        de2 = self._level_backward("enc3", de3) + self._de2
+        de1 = self._level_backward("enc2", de2) + self._de1
+        return self._level_backward("enc1", de1) + self._dx
 
     def hyper(self):
-        return {**super().hyper(), "channels": list(self.channels)}
+        out = {**super().hyper(), "channels": list(self.channels)}
+        if self.blocks > 1:   # files of one-block models stay as they were
+            out["blocks"] = self.blocks
+        return out
 
 
 MODELS = {"dense": DenseSeparationVAE, "conv": ConvSeparationVAE, "unet": UNetSeparationVAE}

@@ -45,7 +45,7 @@ from .objective import RECON_LOSSES, SeparationObjective
 MODEL_DEFAULTS = {  # per-model architecture defaults (the flags override them)
     "dense": {"hidden": (512, 256), "output": "sources"},
     "conv": {"channels": (32, 64), "hidden": 256, "output": "sources"},
-    "unet": {"channels": (16, 32, 64), "output": "split"},
+    "unet": {"channels": (16, 32, 64), "output": "split", "blocks": 1},
 }
 # Default epochs per model: about 10 minutes on 2 cores for dense and conv, 20 for the U-Net.
 DEFAULT_EPOCHS = {"dense": 50, "conv": 15, "unet": 10}
@@ -55,7 +55,8 @@ DEFAULT_EPOCHS = {"dense": 50, "conv": 15, "unet": 10}
 class TrainConfig:
     """Settings of one Part I run (each has a flag of the same name in ``scripts/train_mnist.py``).
 
-    hidden, channels, output : architecture (None: the model's default, :data:`MODEL_DEFAULTS`).
+    hidden, channels, output, blocks : architecture (None: the model's default,
+    :data:`MODEL_DEFAULTS`); blocks (U-Net only) is the number of 3x3 convolutions per level.
     loss, beta, warmup, mix_weight, sample : the objective (see :mod:`.objective`); warmup is
     the epochs over which beta ramps up from 0; sample False takes z = mu in training too.
     epochs : None for the model's default (:data:`DEFAULT_EPOCHS`). train_limit,
@@ -66,6 +67,7 @@ class TrainConfig:
     hidden: tuple | None = None
     channels: tuple | None = None
     output: str | None = None
+    blocks: int | None = None
     rule: str = "average"
     loss: str = "bce"
     beta: float = 0.5
@@ -90,17 +92,20 @@ class TrainConfig:
         if not isinstance(self.model, str) or self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(MODELS)}")
         check_settings(self, positive_int=("latent_dim", "batch_size", "epochs", "display_every", "train_limit",
-                                           "eval_limit", "n_examples", "hidden", "channels"),
+                                           "eval_limit", "n_examples", "hidden", "channels", "blocks"),
                        nonneg_int=("seed",), positive=("lr",), nonneg=("beta", "warmup", "mix_weight"),
                        choices={"rule": RULES, "loss": RECON_LOSSES, "output": OUTPUTS, "lr_schedule": SCHEDULES},
-                       optional=("epochs", "train_limit", "eval_limit", "hidden", "channels", "output"))
+                       optional=("epochs", "train_limit", "eval_limit", "hidden", "channels", "output", "blocks"))
+        if self.blocks is not None and self.model != "unet":
+            raise ValueError(f"blocks (3x3 convolutions per level) is a U-Net setting; the {self.model} model has "
+                             "none: drop --blocks or use --model unet")
         for key in ("hidden", "channels"):
             if getattr(self, key) is not None:
                 setattr(self, key, tuple(int(v) for v in getattr(self, key)))
 
     def model_kwargs(self) -> dict:
         kw = dict(MODEL_DEFAULTS[self.model])
-        for key in ("hidden", "channels", "output"):
+        for key in ("hidden", "channels", "output", "blocks"):
             value = getattr(self, key)
             if value is not None and key in kw:
                 kw[key] = value
