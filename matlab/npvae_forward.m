@@ -131,16 +131,29 @@ function logits = unet_vae(spec, P, x)
   n = size(x, 1);
   lrelu = @(y) npvae_layer_forward(struct('type', 'LeakyReLU', 'alpha', 0.2), P, '', y);
   run = @(s, name, y) npvae_layer_forward(s, P, name, y);
-  e1 = lrelu(run(conv('Conv2d', 1, c(1), 3, 1, 1), 'enc1', x));
-  e2 = lrelu(run(conv('Conv2d', c(1), c(2), 4, 2, 1), 'enc2', e1));
+  blocks = 1;                                       % 3x3 convolutions per level (absent: 1)
+  if isfield(spec, 'blocks')
+    blocks = spec.blocks;
+  end
+  % lrelu(conv3x3) layers <level>_2 ... <level>_<blocks> that follow a level's first layer
+  more = @(level, width, y) extra_convs(P, level, width, blocks, lrelu, y);
+  e1 = more('enc1', c(1), lrelu(run(conv('Conv2d', 1, c(1), 3, 1, 1), 'enc1', x)));
+  e2 = more('enc2', c(2), lrelu(run(conv('Conv2d', c(1), c(2), 4, 2, 1), 'enc2', e1)));
   e3 = lrelu(run(conv('Conv2d', c(2), c(3), 4, 2, 1), 'enc3', e2));
   mu = run(struct('type', 'GaussianHead'), 'head', run(struct('type', 'Flatten'), '', e3));
   d3 = run(struct('type', 'Reshape', 'shape', [c(3) 7 7]), '', ...
            run(dense(spec.latent_dim, c(3) * 49, 'leaky_relu', 0.2), 'expand', mu));
-  u2 = lrelu(run(conv('ConvTranspose2d', 2 * c(3), c(2), 4, 2, 1), 'up2', cat(2, d3, e3)));
-  u1 = lrelu(run(conv('ConvTranspose2d', 2 * c(2), c(1), 4, 2, 1), 'up1', cat(2, u2, e2)));
+  u2 = more('up2', c(2), lrelu(run(conv('ConvTranspose2d', 2 * c(3), c(2), 4, 2, 1), 'up2', cat(2, d3, e3))));
+  u1 = more('up1', c(1), lrelu(run(conv('ConvTranspose2d', 2 * c(2), c(1), 4, 2, 1), 'up1', cat(2, u2, e2))));
   logits = run(conv('Conv2d', 2 * c(1) + 1, out_channels(spec), 3, 1, 1), 'out', cat(2, u1, e1, x));
   logits = reshape(logits, [n size(logits, 2) 28 28]);
+end
+
+
+function y = extra_convs(P, level, width, blocks, lrelu, y)
+  for k = 2:blocks
+    y = lrelu(npvae_layer_forward(conv('Conv2d', width, width, 3, 1, 1), P, sprintf('%s_%d', level, k), y));
+  end
 end
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 PRESETS: dict[str, dict[str, dict]] = {
     "mnist": {
         "default": {},
-        # the U-Net VAE trained longer (16 epochs instead of 10), with a cosine learning-rate tail
-        "best": {"model": "unet", "epochs": 16, "lr_schedule": "cosine"},
+        # a U-Net VAE with 1.5x the channels (24-48-96) and two 3x3 convolutions per level
+        # (786k parameters), a lighter KL (beta 0.1), 24 epochs with a cosine learning-rate tail
+        "best": {"model": "unet", "channels": (24, 48, 96), "blocks": 2, "beta": 0.1, "epochs": 24,
+                 "lr_schedule": "cosine"},
         # the plain dense VAE with a lighter KL (beta 0.1), a 64-dim latent, 100 epochs, cosine tail
         "dense-best": {"model": "dense", "beta": 0.1, "latent_dim": 64, "epochs": 100, "lr_schedule": "cosine"},
     },

@@ -24,7 +24,8 @@ from npvae.h5mat import read_tree
 pytestmark = needs_octave
 
 MODELS = {"dense": dict(hidden=(32, 16), epochs=2), "conv": dict(channels=(4, 8), hidden=(16,), epochs=1),
-          "unet": dict(channels=(4, 4, 8), epochs=1)}
+          "unet": dict(channels=(4, 4, 8), epochs=1),
+          "unet_blocks2": dict(model="unet", channels=(4, 4, 8), blocks=2, epochs=1)}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -39,7 +40,8 @@ def mnist_runs(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("mnist_runs")
     runs = {}
     for name, kw in MODELS.items():
-        cfg = TrainConfig(model=name, latent_dim=4, batch_size=64, train_limit=256, eval_limit=64, n_examples=6,
+        kw = {"model": name, **kw}
+        cfg = TrainConfig(latent_dim=4, batch_size=64, train_limit=256, eval_limit=64, n_examples=6,
                           display_every=5, data_dir=str(shared_data), out=str(root / name), progress=False, **kw)
         runs[name] = train(cfg, log=quiet)["run_dir"]
     return runs

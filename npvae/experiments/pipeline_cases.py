@@ -5,8 +5,9 @@ from the pipeline's own config (with a preset of :mod:`npvae.presets`), model
 builder, objective and optimiser:
 
 * ``mnist_dense``: ``scripts/train_mnist.py`` (the default: dense VAE), batch 128.
-* ``mnist_unet``: ``scripts/train_mnist.py --model unet`` (also what ``--preset best``
-  trains: the same network, trained longer), batch 128.
+* ``mnist_unet``: ``scripts/train_mnist.py --model unet``, batch 128.
+* ``mnist_unet_best``: ``scripts/train_mnist.py --preset best`` (U-Net VAE, 24-48-96
+  channels, two 3x3 convolutions per level), batch 128.
 * ``mnist_dense_best``: ``scripts/train_mnist.py --preset dense-best``, batch 128.
 * ``music``: ``scripts/train_music.py`` (default: channels 16-32-64), batch 8 x 64 frames.
 * ``music_best``: ``scripts/train_music.py --preset best`` (24-48-96, the shipped model).
@@ -41,6 +42,7 @@ from ..vae import KLWeight, Reparameterize
 PIPELINE_CASES = {
     "mnist_dense": ("mnist", "default", {}),
     "mnist_unet": ("mnist", "default", {"model": "unet"}),
+    "mnist_unet_best": ("mnist", "best", {}),
     "mnist_dense_best": ("mnist", "dense-best", {}),
     "music": ("music", "default", {}),
     "music_best": ("music", "best", {}),

@@ -40,24 +40,31 @@ class TorchSeparationVAE(nn.Module):
         if isinstance(model, (DenseSeparationVAE, ConvSeparationVAE)):
             self.encoder, self.decoder = torch_module(model.encoder), torch_module(model.decoder)
         elif isinstance(model, UNetSeparationVAE):
-            self.channels = model.channels
+            self.channels, self.chains = model.channels, model.chains
             for name in ("enc1", "enc2", "enc3", "expand", "up2", "up1", "out"):
                 setattr(self, name, torch_module(getattr(model, name)))
+            for name, layer in model.extra.items():                # enc1_2, ... (blocks > 1)
+                setattr(self, name, torch_module(layer))
             self.act = nn.LeakyReLU(0.2)
         else:
             raise TypeError(f"no PyTorch twin for {type(model).__name__}")
 
+    def _level(self, level, x):
+        x = self.act(getattr(self, level)(x))
+        for name in self.chains[level][1:]:
+            x = self.act(getattr(self, name)(x))
+        return x
+
     def _unet(self, x, eps):
-        a = self.act
-        e1 = a(self.enc1(x))
-        e2 = a(self.enc2(e1))
-        e3 = a(self.enc3(e2))
+        e1 = self._level("enc1", x)
+        e2 = self._level("enc2", e1)
+        e3 = self._level("enc3", e2)
         feat = e3.flatten(1)
         mu, logvar = self.head["mu"](feat), self.head["logvar"](feat)
         z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps
         d3 = self.expand(z).reshape(e3.shape)
-        u2 = a(self.up2(torch.cat([d3, e3], 1)))
-        u1 = a(self.up1(torch.cat([u2, e2], 1)))
+        u2 = self._level("up2", torch.cat([d3, e3], 1))
+        u1 = self._level("up1", torch.cat([u2, e2], 1))
         return self.out(torch.cat([u1, e1, x], 1)), mu, logvar
 
     def forward(self, m, eps=None):

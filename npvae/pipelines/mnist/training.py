@@ -227,7 +227,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     if comm.is_root:
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
     log(f"{type(model).__name__}: {model.num_parameters():,} parameters, backend {kernels.backend()}, "
-        f"{data.n_train:,} training pairs a epoch, run directory {run_dir}")
+        f"{data.n_train:,} training pairs an epoch, run directory {run_dir}")
     if comm.parallel:
         log(f"data-parallel over {comm.size} MPI ranks, {cfg.batch_size // comm.size}+ pairs of each batch "
             f"of {cfg.batch_size} per rank, {comm.threads} thread(s) each")
