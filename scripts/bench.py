@@ -11,7 +11,7 @@ and the separation of a song with scripts/separate.py.
 
 Cases (npvae.experiments.benchmark): the synthetic steps dense_vae, conv_vae and
 spectrogram; the models the training scripts build: mnist_dense (train_mnist.py),
-mnist_unet (--model unet, also --preset best's network), mnist_dense_best (--preset
+mnist_unet (--model unet), mnist_unet_best (--preset best), mnist_dense_best (--preset
 dense-best), music (train_music.py) and music_best (--preset best); and separation: a
 3-minute 44.1 kHz stereo song through scripts/separate.py with the shipped model
 music-mir1k, the network run by npvae or by a PyTorch twin. The ratio is the npvae
