@@ -109,3 +109,18 @@ def test_missing_data_is_explained(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "NPVAE_DATA" in done.stderr or "--data-dir" in done.stderr
+
+
+def test_blocks_is_a_unet_setting_checked_before_training():
+    from npvae.models.mnist import build_model
+    assert TrainConfig(model="unet", blocks=2).model_kwargs()["blocks"] == 2
+    assert TrainConfig(model="unet").model_kwargs()["blocks"] == 1
+    with pytest.raises(ValueError, match="U-Net setting"):
+        TrainConfig(model="dense", blocks=2)
+    with pytest.raises(ValueError, match="blocks"):
+        TrainConfig(model="unet", blocks=0)
+    with pytest.raises(ValueError, match="blocks"):
+        build_model("unet", blocks=1.5)
+    # a one-block U-Net's file keeps the old spec (no "blocks"), so older files load unchanged
+    assert "blocks" not in build_model("unet", channels=(2, 2, 2)).spec()
+    assert build_model("unet", channels=(2, 2, 2), blocks=2).spec()["blocks"] == 2
