@@ -7,7 +7,7 @@ default, ``numpy`` when Numba is missing); :func:`set_backend` switches at run
 time and :func:`backend` says which is active.
 
 Importing this package also shortens the spin of OpenBLAS's idle threads
-(:mod:`kernels.openblas`), whatever was imported before it.
+(:mod:`npvae.kernels.openblas`), whatever was imported before it.
 """
 from __future__ import annotations
 

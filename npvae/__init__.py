@@ -1,7 +1,7 @@
 """npvae: variational autoencoders for blind source separation, in NumPy.
 
 Layers follow one contract (``forward``/``backward``, ``params``/``grads``); the
-hot element-wise work runs in the ``kernels`` package (Numba or NumPy backend).
+hot element-wise work runs in :mod:`npvae.kernels` (Numba or NumPy backend).
 """
 import os as _os
 
@@ -13,7 +13,33 @@ import os as _os
 # scripts); otherwise set OPENBLAS_THREAD_TIMEOUT=4 in the environment.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-import kernels as _kernels  # noqa: E402
+
+
+def _import_kernels():
+    """The compute kernels: the package ``npvae.kernels`` once installed (setup.cfg maps
+    the top-level ``kernels/`` folder to that name); in a source checkout, that folder
+    beside ``npvae/``, loaded under the same name."""
+    import importlib
+    try:
+        return importlib.import_module(__name__ + ".kernels")
+    except ModuleNotFoundError as exc:
+        if exc.name != __name__ + ".kernels":
+            raise
+    import importlib.util
+    import sys
+    folder = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "kernels")
+    spec = importlib.util.spec_from_file_location(__name__ + ".kernels", _os.path.join(folder, "__init__.py"),
+                                                  submodule_search_locations=[folder])
+    if spec is None:
+        raise ImportError(f"npvae's kernels are missing: neither the package npvae.kernels nor {folder} exists; "
+                          "reinstall npvae (pip install .)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+kernels = _kernels = _import_kernels()
 
 from . import losses, optim
 from ._version import __version__

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
+from . import kernels
 
 from .layers.activations import sigmoid
 

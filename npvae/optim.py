@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
+from . import kernels
 
 
 def clip_grad_norm(params, max_norm: float) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
+from . import kernels
 
 from .layers.base import Layer, check_dtype, default_rng, register
 from .layers.dense import Dense

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import kernels
+from npvae import kernels
 from npvae.experiments import benchmark, torch_twin
 
 REPO = Path(__file__).resolve().parents[1]

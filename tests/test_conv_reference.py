@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import kernels
+from npvae import kernels
 import npvae
 
 

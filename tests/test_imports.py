@@ -5,23 +5,37 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("npvae", "kernels")
+# package name -> its folder in the checkout (kernels/ installs as npvae.kernels)
+PACKAGES = {"npvae": REPO / "npvae", "npvae.kernels": REPO / "kernels"}
 
 
 def all_modules() -> list[str]:
+    """Every module of the installed package, by name (``npvae.__main__``, which runs the
+    command, left out)."""
     names = []
-    for pkg in PACKAGES:
-        for path in sorted((REPO / pkg).rglob("*.py")):
-            parts = path.relative_to(REPO).with_suffix("").parts
-            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    for pkg, folder in PACKAGES.items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = (*pkg.split("."), *path.relative_to(folder).with_suffix("").parts)
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            if not name.endswith("__main__"):
+                names.append(name)
     return names
+
+
+def module_file(name: str) -> Path:
+    """The source file of module ``name`` in the checkout (a package's ``__init__.py``)."""
+    for pkg, folder in sorted(PACKAGES.items(), key=lambda kv: -len(kv[0])):
+        if name == pkg or name.startswith(pkg + "."):
+            path = folder.joinpath(*name[len(pkg):].strip(".").split(".")) if name != pkg else folder
+            return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    raise KeyError(name)
 
 
 CHECK = r"""
 import importlib, sys, traceback
 failed = []
 for name in sys.argv[1:]:
-    for m in [m for m in sys.modules if m.split(".")[0] in ("npvae", "kernels")]:
+    for m in [m for m in sys.modules if m.split(".")[0] == "npvae"]:
         del sys.modules[m]
     try:
         importlib.import_module(name)
@@ -62,7 +76,7 @@ LEVELS = [
     ("npvae.layers", 1), ("npvae.losses", 1), ("npvae.spectral_losses", 1), ("npvae.h5mat", 1),
     ("npvae.checkpoint", 1), ("npvae.parallel", 1), ("npvae.progress", 1), ("npvae.datapath", 1),
     ("npvae.validate", 1), ("npvae.fileguard", 1), ("npvae.distributed", 1), ("npvae.configflags", 1), ("npvae.runcli", 1), ("npvae.schedules", 1), ("npvae.presets", 1), ("npvae.pretrained", 1),
-    ("npvae.errors", 0), ("npvae._version", 0), ("kernels", 0),
+    ("npvae.errors", 0), ("npvae._version", 0), ("npvae.kernels", 0), ("npvae.cli", 9),
 ]
 
 
@@ -78,9 +92,8 @@ def import_edges() -> dict[str, set[str]]:
     edges = {}
     for name in modules:
         parts = name.split(".")
-        path = REPO.joinpath(*parts)
-        is_pkg = path.is_dir()
-        src = (path / "__init__.py") if is_pkg else path.with_suffix(".py")
+        src = module_file(name)
+        is_pkg = src.name == "__init__.py"
         here = parts if is_pkg else parts[:-1]          # the package a relative import starts from
         out = set()
         for node in ast.walk(ast.parse(src.read_text())):

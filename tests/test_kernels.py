@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-import kernels
-from kernels import numpy_kernels as ref
+from npvae import kernels
+from npvae.kernels import numpy_kernels as ref
 
-numba_kernels = pytest.importorskip("kernels.numba_kernels")
+numba_kernels = pytest.importorskip("npvae.kernels.numba_kernels")
 DTYPES = [np.float32, np.float64]
 
 

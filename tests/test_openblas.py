@@ -16,8 +16,8 @@ import json, sys, time
 import numpy as np
 a = np.random.default_rng(0).random((512, 512), dtype=np.float32)
 a @ a
-import kernels
-from kernels import openblas
+from npvae import kernels
+from npvae.kernels import openblas
 libs = openblas._libraries()
 timeouts = [openblas.thread_timeout(lib) for _, lib in libs]
 spent = []

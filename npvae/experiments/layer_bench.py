@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-import kernels
+from .. import kernels
 
 from ..layers import Conv2d, ConvTranspose2d
 

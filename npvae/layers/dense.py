@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
+from .. import kernels
 
 from .base import Layer, default_rng, expect_input, register
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-import kernels
+from .. import kernels
 
 from .._version import __version__
 from ..checkpoint import atomic_write_text

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-import kernels
+from .. import kernels
 
 from .._version import __version__
 from ..audio.datasets import load_tracks

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-import kernels
+from ... import kernels
 
 from ... import distributed
 from ..._version import __version__

@@ -1,0 +1,58 @@
+"""The ``npvae`` command: one installed entry point with a subcommand per job.
+
+    npvae train mnist [flags]         Part I: digit + fashion mixtures
+    npvae train music [flags]         Part II: singing voice vs accompaniment
+    npvae train blind-mnist [flags]   Part I from mixtures alone
+    npvae train blind-music [flags]   Part II from mixtures alone
+    npvae separate SONG ...           separate songs with a trained or shipped model
+    npvae evaluate MODEL              BSS Eval scores of a music model on a dataset
+    npvae ship RUN_DIR NAME           make a run's model a shipped model
+    npvae report | study | bench      the studies, report and benchmark (source checkout)
+
+``python -m npvae`` is the same command. Every subcommand exits with 0 when it
+succeeded, 2 for a usage mistake (a bad flag or value, reported before any work),
+1 when the work failed (the message names the problem and the fix) and 130 when
+interrupted; a user's mistake never prints a traceback.
+
+A subcommand is a module of this package with ``HELP`` (one line), ``add_arguments(parser)``
+and ``run(args) -> int``; :data:`COMMANDS` lists them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .common import HelpFormatter, run_command
+
+COMMANDS = {            # name: module under npvae.cli
+    "train": "train",
+    "separate": "separate",
+    "evaluate": "evaluate",
+    "ship": "ship",
+    "report": "lab",
+    "study": "lab",
+    "bench": "lab",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    from .. import __version__
+    p = argparse.ArgumentParser(prog="npvae", description=__doc__.split("\n\n")[0] + "\n\n" +
+                                __doc__.split("\n\n")[1], formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"npvae {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        module.add_command(sub, name)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run ``npvae ARGV``; returns the exit status."""
+    p = parser()
+    args = p.parse_args(argv)
+    return run_command(args)
+
+
+__all__ = ["main", "parser", "COMMANDS"]

@@ -1,0 +1,59 @@
+"""What every subcommand shares: the help layout, the exit statuses, and the one place
+where an error becomes a message instead of a traceback."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import NpvaeError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# What a user's mistake or a damaged input raises: shown as "error: <message>", exit 1.
+USER_ERRORS = (NpvaeError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError, OSError)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written, and each flag's default in its help (unless the help
+    already speaks of it, or there is none)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class UsageError(NpvaeError):
+    """A bad combination of flags found after parsing: reported as a usage error (exit 2)."""
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Call ``args.run(args)`` (set by the subcommand's parser) and turn what it raises into
+    an exit status: a usage error 2, a failure 1 (``error: <message>``), Ctrl-C 130 with
+    ``args.on_interrupt(args)``'s hint when the subcommand gives one. Under MPI a failure
+    ends every rank (:func:`npvae.distributed.fail`)."""
+    from ..distributed import fail
+    try:
+        status = args.run(args)
+    except UsageError as exc:
+        print(f"npvae {getattr(args, 'command', '')}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        hint = getattr(args, "on_interrupt", None)
+        text = hint(args) if hint else ""
+        print("\ninterrupted" + (f"; {text}" if text else ""), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as exc:
+        return fail(f"error: {describe(exc)}", EXIT_FAILURE)
+    return EXIT_OK if status is None else int(status)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line message for ``exc``: its own text, or for a bare OSError the system's
+    words and the file it concerns."""
+    if isinstance(exc, OSError) and not isinstance(exc, NpvaeError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
