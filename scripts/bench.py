@@ -9,7 +9,7 @@ and the separation of a song with scripts/separate.py.
     python scripts/bench.py --quick             # tiny models, a few steps, a 2 s song (a smoke test)
     python scripts/bench.py --summarise a.json b.json   # README's table: ranges over runs
 
-Cases (npvae.experiments.benchmark): the synthetic steps dense_vae, conv_vae and
+Cases (npvae_lab.benchmark): the synthetic steps dense_vae, conv_vae and
 spectrogram; the models the training scripts build: mnist_dense (train_mnist.py),
 mnist_unet (--model unet), mnist_unet_best (--preset best), mnist_dense_best (--preset
 dense-best), music (train_music.py) and music_best (--preset best); and separation: a
@@ -53,7 +53,7 @@ def parse_args(argv=None):
 def main(argv=None):
     a = parse_args(argv)
     if a.summarise:
-        from npvae.experiments.bench_summary import load, markdown
+        from npvae_lab.bench_summary import load, markdown
         print(markdown(load(a.summarise)))
         return
     threads = a.threads or os.cpu_count()
@@ -66,7 +66,7 @@ def main(argv=None):
     # by running this script with OPENBLAS_THREAD_TIMEOUT=28 and =4: 28.8 and 20.9 ms.
     # (PyTorch does not use OpenBLAS.)
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    from npvae.experiments.benchmark import DEFAULT_CASES, format_table, run_benchmark
+    from npvae_lab.benchmark import DEFAULT_CASES, format_table, run_benchmark
 
     size = "tiny" if a.quick else "full"
     cases = a.cases.split(",") if a.cases else list(DEFAULT_CASES)
@@ -79,9 +79,9 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     print(format_table(report))
     if a.layers:
-        from npvae.experiments.benchmark import build_case
-        from npvae.experiments.layer_bench import format_layers, time_layers
-        from npvae.experiments.pipeline_cases import PIPELINE_CASES
+        from npvae_lab.benchmark import build_case
+        from npvae_lab.layer_bench import format_layers, time_layers
+        from npvae_lab.pipeline_cases import PIPELINE_CASES
         rows = []
         for name in [c for c in cases if c in PIPELINE_CASES and not c.startswith("mnist_dense")]:
             rows += time_layers(build_case(name, size), report["gemm_gflops_reference"], repeats=2 if a.quick else 10,

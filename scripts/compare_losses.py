@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from npvae.experiments.studies import BUDGETS, TASKS, configurations, run_study
+from npvae_lab.studies import BUDGETS, TASKS, configurations, run_study
 
 
 def parse_args(argv=None):

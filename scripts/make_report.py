@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from npvae.errors import FileFormatError
-from npvae.experiments.report import build_report
+from npvae_lab.report import build_report
 
 
 def main(argv=None):

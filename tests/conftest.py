@@ -2,12 +2,17 @@
 from ``../shared/data`` beside the repository; tests that need it skip only
 where neither exists."""
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The lab (benchmark, studies, report builder) is not installed: it lives in the
+# checkout's scripts/ folder, importable as npvae_lab from there.
+if str(REPO / "scripts") not in sys.path:
+    sys.path.append(str(REPO / "scripts"))
 
 
 def _shared_data() -> Path | None:

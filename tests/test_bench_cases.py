@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npvae.experiments import pipeline_cases
-from npvae.experiments.pipeline_cases import PIPELINE_CASES, build_pipeline_case
+from npvae_lab import pipeline_cases
+from npvae_lab.pipeline_cases import PIPELINE_CASES, build_pipeline_case
 from npvae.models.music import SpectrogramUNetVAE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_flop_count_of_a_dense_model():
 def test_torch_twin_equals_npvae(name):
     """Loss, every gradient and one Adam step of the PyTorch twin equal npvae's."""
     pytest.importorskip("torch")
-    from npvae.experiments.torch_pipelines import TorchPipelineCase, npvae_grads
+    from npvae_lab.torch_pipelines import TorchPipelineCase, npvae_grads
     case = build_pipeline_case(name, "tiny")
     tcase = TorchPipelineCase(case)
     loss = case.forward_backward()
@@ -97,7 +97,7 @@ def test_torch_twin_equals_npvae(name):
 
 def test_torch_twin_step_runs_and_learns():
     pytest.importorskip("torch")
-    from npvae.experiments.torch_pipelines import TorchPipelineCase
+    from npvae_lab.torch_pipelines import TorchPipelineCase
     tcase = TorchPipelineCase(build_pipeline_case("music", "tiny"))
     losses = [tcase.step() for _ in range(3)]
     assert all(np.isfinite(losses)) and losses[0] != losses[-1]
@@ -113,7 +113,7 @@ def test_torch_mask_network_equals_the_npvae_network():
     """The separation seam: the PyTorch network maps features to the same masks."""
     pytest.importorskip("torch")
     import npvae
-    from npvae.experiments.separation_bench import TorchMaskNetwork
+    from npvae_lab.separation_bench import TorchMaskNetwork
     model = npvae.load_model("music-mir1k").model
     x = np.random.default_rng(0).standard_normal((1, 1, 512, 64)).astype(np.float32)
     np.testing.assert_allclose(TorchMaskNetwork(model).forward(x[..., 8:56]), model.forward(x[..., 8:56], sample=False),
@@ -123,8 +123,8 @@ def test_torch_mask_network_equals_the_npvae_network():
 def test_separation_case_runs_the_script(tmp_path):
     """A 1 s stereo song through scripts/separate.py with each network: both outputs
     written, and the row has the JSON keys."""
-    from npvae.experiments.separation_bench import time_separation
-    from npvae.experiments.torch_twin import torch_available
+    from npvae_lab.separation_bench import time_separation
+    from npvae_lab.torch_twin import torch_available
     torch_ok = torch_available()[0]
     row = time_separation(seconds=1.0, repeats=1, with_torch=torch_ok, settle_s=0.0, workdir=str(tmp_path))
     assert row["case"] == "separation" and row["outputs"] == ["song_accompaniment.wav", "song_vocals.wav"]
@@ -137,7 +137,7 @@ def test_separation_case_runs_the_script(tmp_path):
 def test_separated_song_sums_to_the_mixture(tmp_path):
     """The synthetic song is real audio for the script: its estimates add up to it."""
     import soundfile as sf
-    from npvae.experiments.separation_bench import load_separate_script, write_song
+    from npvae_lab.separation_bench import load_separate_script, write_song
     song = write_song(tmp_path / "song.wav", seconds=0.5)
     load_separate_script().main([str(song), "--out", str(tmp_path / "out"), "--no-progress"])
     x, sr = sf.read(str(song), dtype="float32")
@@ -148,7 +148,7 @@ def test_separated_song_sums_to_the_mixture(tmp_path):
 
 
 def test_layer_bench_times_every_convolution():
-    from npvae.experiments.layer_bench import format_layers, time_layers
+    from npvae_lab.layer_bench import format_layers, time_layers
     case = build_pipeline_case("mnist_unet", "tiny")
     rows = time_layers(case, gemm_gflops=10.0, repeats=1, with_torch="torch" in sys.modules or
                        importlib.util.find_spec("torch") is not None, settle_s=0.0)
@@ -162,7 +162,7 @@ def test_layer_bench_times_every_convolution():
 
 
 def test_summary_table_gives_ranges_over_runs(tmp_path):
-    from npvae.experiments.bench_summary import load, markdown
+    from npvae_lab.bench_summary import load, markdown
 
     def report(ms, load_avg):
         t = {"min_ms": ms / 2}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from npvae import kernels
-from npvae.experiments import benchmark, torch_twin
+from npvae_lab import benchmark, torch_twin
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -46,14 +46,14 @@ sys.exit(1 if failed else 0)
 """
 
 
-# Modules that need an optional package (the PyTorch twins): imported only where it is installed.
-OPTIONAL = {"npvae.experiments.torch_pipelines": "torch"}
+# Modules that need an optional package: imported only where it is installed.
+OPTIONAL = {}
 
 
 def test_every_module_imports_alone():
     import importlib.util
     modules = [m for m in all_modules() if m not in OPTIONAL or importlib.util.find_spec(OPTIONAL[m]) is not None]
-    assert "npvae.io" in modules and "npvae.experiments.studies" in modules and len(modules) > 40
+    assert "npvae.io" in modules and "npvae.cli" in modules and len(modules) > 40
     r = subprocess.run([sys.executable, "-c", CHECK, *modules], cwd=REPO, capture_output=True, text=True,
                        env={**__import__("os").environ, "MPLBACKEND": "Agg"})
     assert r.returncode == 0, r.stdout + r.stderr
@@ -62,11 +62,11 @@ def test_every_module_imports_alone():
 # ----------------------------------------------------------------------------- the layering
 
 # Imports point one way, down this list (a module may import its own level and below):
-# scripts -> experiments -> pipelines -> io -> separator -> models -> layers & co -> kernels.
+# scripts -> pipelines -> io -> separator -> models -> layers & co -> kernels.
 # io sits above the separators because load_model returns one for a Part II file.
 LEVELS = [
     ("npvae", 8),                 # the package's facade (its __init__): nothing inside imports it
-    ("npvae.experiments", 7), ("npvae.pretrained.scoring", 7),
+    ("npvae.pretrained.scoring", 7),
     ("npvae.pipelines", 6),
     ("npvae.io", 5),
     ("npvae.separator", 4), ("npvae.blind_separator", 4),

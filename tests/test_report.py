@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from npvae.pipelines.mnist import TrainConfig, train
-from npvae.experiments.study_table import COLUMNS, read_study
+from npvae_lab.study_table import COLUMNS, read_study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,8 +66,8 @@ def test_shipped_section_states_what_each_shipped_file_records():
     from pathlib import Path
 
     from npvae import pretrained
-    from npvae.experiments.document import Doc
-    from npvae.experiments.report_shipped import MARKS, published_section, shipped_section
+    from npvae_lab.document import Doc
+    from npvae_lab.report_shipped import MARKS, published_section, shipped_section
 
     doc = Doc()
     infos = shipped_section(doc)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from npvae import h5mat
-from npvae.experiments.studies import RESULT_FILE, configurations
-from npvae.experiments.study_table import markdown_table, read_study, verdict
+from npvae_lab.studies import RESULT_FILE, configurations
+from npvae_lab.study_table import markdown_table, read_study, verdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "compare_losses.py")

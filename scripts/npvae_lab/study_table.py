@@ -1,6 +1,6 @@
 """A study's results: the table (Markdown), the verdict, the figure of validation curves
 and the HDF5 file (kind ``loss_study``), from the per-configuration results that
-:mod:`npvae.experiments.studies` collects.
+:mod:`npvae_lab.studies` collects.
 
 A study dict is ``{"task", "budget", "rows": [{"name", "label", "group", metric...}],
 "curves": {name: {"label", "epoch", "value"}}, "n_eval"}``.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import h5mat
-from ..plotting import pyplot
+from npvae import h5mat
+from npvae.plotting import pyplot
 
 STUDY_FILE = "study.h5"
 TABLE_FILE = "table.md"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from ..plotting import pyplot
+from npvae.plotting import pyplot
 
 
 class Doc:

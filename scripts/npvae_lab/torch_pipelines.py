@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.mnist import ConvSeparationVAE, DenseSeparationVAE, UNetSeparationVAE
+from npvae.models.mnist import ConvSeparationVAE, DenseSeparationVAE, UNetSeparationVAE
+
 from .torch_twin import torch_module
 
 
@@ -228,7 +229,7 @@ class TorchPipelineCase:
 
 def torch_path(case, path: str) -> str:
     """npvae parameter path -> the twin's (``encoder.1.W`` -> ``encoder.1.0.weight``)."""
-    from ..layers import Dense
+    from npvae.layers import Dense
     *layer_path, name = path.split(".")
     layer = case.model
     for key in layer_path:

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .. import kernels
+from npvae import kernels
 
 from .pipeline_cases import PIPELINE_CASES, build_pipeline_case
 from .synthetic_cases import SYNTHETIC_CASES, build_synthetic_case

@@ -7,11 +7,11 @@
 * a Part II run (``results.h5`` of kind ``music_results`` and the ``eval_*.h5`` files of
   ``scripts/evaluate_music.py``);
 * a blind run (``results.h5`` of kind ``blind_results``, from ``scripts/train_blind.py`` or
-  ``scripts/train_blind_music.py``; the section is in :mod:`npvae.experiments.blind_report`).
+  ``scripts/train_blind_music.py``; the section is in :mod:`npvae_lab.blind_report`).
 
 Every report also has the shipped models' recorded scores against issue 12's marks and
 the published results of the systems that lead each task
-(:mod:`npvae.experiments.report_shipped`).
+(:mod:`npvae_lab.report_shipped`).
 
 Every number in the report is read from those files; the text around the numbers is
 fixed, and comparative sentences are chosen by comparing the numbers. The PDF is drawn
@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import h5mat
-from ..audio.stft import STFTConfig
-from ..io import RESULTS_FILE
-from ..plotting import plot_example, plot_history, save_grid, save_loss_curves
+from npvae import h5mat
+from npvae.audio.stft import STFTConfig
+from npvae.io import RESULTS_FILE
+from npvae.plotting import plot_example, plot_history, save_grid, save_loss_curves
+
 from .blind_report import blind_section, read_blind_run, uses_shipped
 from .document import Doc
 from .report_shipped import published_section, shipped_section

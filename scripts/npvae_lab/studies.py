@@ -10,7 +10,7 @@ with the same seeds, data and budget, every one scored on the same fixed test se
     study.h5              the same as HDF5 / MATLAB v7.3 (kind "loss_study")
     validation_curves.png the validation metric per epoch of every trained configuration
 
-Each configuration runs as its own process (``python -m npvae.experiments.studies run-one ...``),
+Each configuration runs as its own process (``python -m npvae_lab.studies run-one ...``),
 up to ``jobs`` at a time. Under ``mpirun -n P`` the configurations to run are dealt to
 the ranks in turn (each rank runs its share, ``jobs`` at a time, with the CPUs MPI
 gives it; the study directory must be on a file system every rank sees) and rank 0
@@ -31,13 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio.datasets import load_tracks
-from ..audio.stft import STFTConfig
-from ..baselines.nmf import ImageNMFSeparator, SpectrogramNMFSeparator
-from ..metrics.image import separation_report
-from ..pipelines import mnist as mnist_pipe
-from ..pipelines import music as music_pipe
-from ..plotting import save_grid
+from npvae.audio.datasets import load_tracks
+from npvae.audio.stft import STFTConfig
+from npvae.baselines.nmf import ImageNMFSeparator, SpectrogramNMFSeparator
+from npvae.metrics.image import separation_report
+from npvae.pipelines import mnist as mnist_pipe
+from npvae.pipelines import music as music_pipe
+from npvae.plotting import save_grid
+
 from .study_table import CURVE, write_outputs
 
 TASKS = ("mnist", "music")
@@ -253,7 +254,7 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
 
     Returns :func:`collect`'s study dict plus ``"failed"``: names whose process failed.
     """
-    from .. import distributed
+    from npvae import distributed
     budget(task, budget_name)
     comm = distributed.world()
     out = Path(out or f"runs/study-{task}-{budget_name}")
@@ -262,6 +263,9 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
     jobs = max(1, int(jobs or comm.threads or os.cpu_count() or 1))
     env = _one_thread_env() if jobs > 1 else dict(os.environ)
     env["NPVAE_MPI"] = "0"     # a configuration's process trains alone, also under mpirun
+    # the lab is not installed: its processes find it where this one did
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                         *filter(None, [env.get("PYTHONPATH")])])
     todo = []
     for c in confs:
         if is_done(out, c.name):
@@ -279,7 +283,7 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
 
     def launch(c: Configuration) -> tuple[str, int, float]:
         (out / c.name).mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "npvae.experiments.studies", "run-one", "--task", task, "--budget", budget_name,
+        cmd = [sys.executable, "-m", "npvae_lab.studies", "run-one", "--task", task, "--budget", budget_name,
                "--config", c.name, "--out", str(out)]
         if data_dir:
             cmd += ["--data-dir", str(data_dir)]
@@ -339,7 +343,7 @@ def collect(study_dir, task: str, names=None, budget_name: str = "") -> dict:
 # ----------------------------------------------------------------------------- subprocess entry
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m npvae.experiments.studies", description="Run one study configuration.")
+    p = argparse.ArgumentParser(prog="python -m npvae_lab.studies", description="Run one study configuration.")
     sub = p.add_subparsers(dest="cmd", required=True)
     one = sub.add_parser("run-one")
     one.add_argument("--task", choices=TASKS, required=True)

@@ -9,7 +9,8 @@ command measured, and the section says so.
 """
 from __future__ import annotations
 
-from .. import pretrained
+from npvae import pretrained
+
 from .document import Doc
 
 # (task, score key, what it measures, mark in dB): issue 12's targets for the best models.

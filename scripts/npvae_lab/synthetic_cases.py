@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import losses
-from ..layers import Conv2d, ConvTranspose2d, Dense, Flatten, Layer, ReLU, Reshape, Sequential
-from ..optim import Adam
-from ..vae import GaussianHead, Reparameterize, kl_divergence
+from npvae import losses
+from npvae.layers import Conv2d, ConvTranspose2d, Dense, Flatten, Layer, ReLU, Reshape, Sequential
+from npvae.optim import Adam
+from npvae.vae import GaussianHead, Reparameterize, kl_divergence
 SYNTHETIC_CASES = ("dense_vae", "conv_vae", "spectrogram")
 
 # Shapes per case and size: "full" is what the benchmark times, "tiny" is for tests.

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from .. import kernels
+from npvae import kernels
 
-from ..layers import Conv2d, ConvTranspose2d
+from npvae.layers import Conv2d, ConvTranspose2d
 
 
 def capture_inputs(model, run_forward, types=(Conv2d, ConvTranspose2d)) -> list[tuple[str, object, np.ndarray]]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers import Conv2d, ConvTranspose2d, Dense, Flatten, ReLU, Reshape, Sequential
-from ..layers.activations import LeakyReLU, Sigmoid
-from ..vae import GaussianHead
+from npvae.layers import Conv2d, ConvTranspose2d, Dense, Flatten, ReLU, Reshape, Sequential
+from npvae.layers.activations import LeakyReLU, Sigmoid
+from npvae.vae import GaussianHead
 
 
 def torch_available() -> tuple[bool, str]:

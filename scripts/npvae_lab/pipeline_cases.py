@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import presets
-from ..audio.datasets import Track
-from ..audio.stft import STFTConfig
-from ..layers import Conv2d, ConvTranspose2d, Dense
-from ..models.mnist import build_model
-from ..models.music import SpectrogramUNetVAE
-from ..optim import Adam
-from ..pipelines import mnist as mnist_pipe
-from ..pipelines import music as music_pipe
-from ..pipelines.music.batches import sample_batch
-from ..pipelines.music.objective import MusicObjective
-from ..separator import Normalizer, Separator
-from ..vae import KLWeight, Reparameterize
+from npvae import presets
+from npvae.audio.datasets import Track
+from npvae.audio.stft import STFTConfig
+from npvae.layers import Conv2d, ConvTranspose2d, Dense
+from npvae.models.mnist import build_model
+from npvae.models.music import SpectrogramUNetVAE
+from npvae.optim import Adam
+from npvae.pipelines import mnist as mnist_pipe
+from npvae.pipelines import music as music_pipe
+from npvae.pipelines.music.batches import sample_batch
+from npvae.pipelines.music.objective import MusicObjective
+from npvae.separator import Normalizer, Separator
+from npvae.vae import KLWeight, Reparameterize
 
 # case -> (task, preset, flags on top of the preset)
 PIPELINE_CASES = {
