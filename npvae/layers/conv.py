@@ -19,15 +19,14 @@ from .. import kernels
 from .. import parallel
 from .base import Layer, default_rng, expect_input, register
 
-# Bytes of columns per chunk of samples (at least one sample per chunk). On the AMD
-# EPYC (Zen 5, 2 MB of L2 per core) this project runs on, 2 MB and 8 MB differ by a
-# few percent at most once the machine is quiet: CPU time per training step on one
-# thread, medians of 8-12 steps alternated (/work/speed-scratch/prof.py, CHUNK=...),
-# 2 MB / 8 MB: conv VAE 20.6-22.3 / 20.6-21.6 ms, Part II U-Net VAE 92-100 / 98-104 ms,
-# Part I U-Net VAE 118-123 / 117-121 ms, spectrogram case 268-277 / 283-300 ms. (A
-# first comparison, under heavy load from other jobs, had shown the Part II model 17%
-# faster with 2 MB: that was the load, not the chunk size.) Smaller chunks give the
-# threads more pieces to share.
+# Bytes of columns per chunk of samples (at least one sample per chunk). On a 2-core
+# AMD EPYC (Zen 5, 2 MB of L2 per core; 2026-11), 2 MB and 8 MB differ by a few percent
+# at most on a quiet machine: CPU time per training step on one thread, medians of
+# 8-12 steps with the two sizes alternated, 2 MB / 8 MB: conv VAE 20.6-22.3 /
+# 20.6-21.6 ms, Part II U-Net VAE 92-100 / 98-104 ms, Part I U-Net VAE 118-123 /
+# 117-121 ms, spectrogram case 268-277 / 283-300 ms. (Under heavy load from other jobs
+# the Part II model looked 17% faster with 2 MB: that was the load, not the chunk
+# size.) Smaller chunks give the threads more pieces to share.
 CHUNK_BYTES = 2 << 20
 
 # A stride-1 Conv2d with at most this many output channels skips im2col and runs the
