@@ -53,4 +53,38 @@ def info(name: str) -> dict:
     return h5mat.read_tree(path(name), expected_kind="model", subtree="provenance")
 
 
-__all__ = ["list_models", "is_name", "looks_like_name", "path", "info", "DEFAULT_MUSIC_MODEL", "DIR"]
+def _score_text(rec: dict) -> tuple[str, str]:
+    """(whole test set, latent at the prior mean) of one record, as table cells."""
+    s, z = rec["scores"], rec.get("scores_latent_at_prior_mean") or {}
+    if rec["task"] == "music":
+        whole = (f"vocals GNSDR **{s['vocals_gnsdr']:.2f}** dB, accompaniment {s['accompaniment_gnsdr']:.2f} dB "
+                 f"(GSIR {s['vocals_gsir']:.2f} / {s['accompaniment_gsir']:.2f}, "
+                 f"GSAR {s['vocals_gsar']:.2f} / {s['accompaniment_gsar']:.2f})")
+        zero = (f"{z['vocals_gnsdr']:.2f} / {z['accompaniment_gnsdr']:.2f} dB" if z else "-")
+    else:
+        whole = (f"mean PSNR **{s['mean_psnr']:.2f}** dB (digit {s['digit_psnr']:.2f}, fashion "
+                 f"{s['fashion_psnr']:.2f}; SSIM {s['mean_ssim']:.3f}; MSE over both outputs "
+                 f"{s['mean_mse']:.5f}, i.e. {s['psnr_of_mean_mse']:.2f} dB)")
+        zero = f"{z['mean_psnr']:.2f} dB" if z else "-"
+    return whole, zero
+
+
+def models_table() -> str:
+    """The shipped models as a Markdown table, every cell read from the files' ``/provenance``.
+
+    ``docs/models.md`` holds this table verbatim (a test checks it); after shipping a
+    model, paste the output of ``python -c "import npvae; print(npvae.pretrained.models_table())"``.
+    """
+    lines = ["| name | trained by | commit, seed | training time | score on the whole test set "
+             "| latent at the prior mean | shipped |",
+             "|---|---|---|---|---|---|---|"]
+    for name in list_models():
+        rec = info(name)
+        whole, zero = _score_text(rec)
+        lines.append(f"| `{name}` | `{rec['command']}` | {rec['commit']}, {int(rec['seed'])} "
+                     f"| {rec['train_seconds']:.0f} s | {whole} | {zero} | {str(rec.get('shipped', '-'))[:10]} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["list_models", "is_name", "looks_like_name", "path", "info", "models_table",
+           "DEFAULT_MUSIC_MODEL", "DIR"]
