@@ -44,6 +44,12 @@ END_TO_END = {"test_mnist_training.py", "test_separate_script.py", "test_matlab_
               "test_blind_training.py"}
 
 
+def pytest_addoption(parser):
+    # tests/faults/conftest.py writes the report
+    parser.addoption("--fault-report", metavar="PATH", default=None,
+                     help="write the fault cases' outcomes (tests/faults) as a Markdown table to PATH")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in END_TO_END:

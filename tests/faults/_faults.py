@@ -1,0 +1,67 @@
+"""Checks the fault cases share: what a clear error is, and that no file was lost.
+
+    from _faults import expect_error, lib_error, must_survive, no_temporaries
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from npvae.checkpoint import TMP_TAG
+from npvae.errors import NpvaeError
+
+# What a library function may raise for a user's mistake; anything else is a traceback.
+LIB_ERRORS = (NpvaeError, ValueError, FileNotFoundError)
+
+
+def expect_error(result, match: str) -> str:
+    """A command-line case's clear error: exit status non-zero, a message on stderr that
+    matches ``match`` (a regular expression, any case, may span lines) and no traceback.
+    Returns the message."""
+    text = result.err.strip()
+    first = " ".join(text.split())[:300]
+    assert result.code != 0, f"accepted (exit 0): {' '.join(result.out.split())[-300:]}"
+    assert "Traceback" not in result.err, f"traceback: {first}"
+    assert re.search(match, text, re.I | re.S), f"unclear error (wanted /{match}/): {first or '(no message)'}"
+    return text
+
+
+@contextlib.contextmanager
+def lib_error(match: str):
+    """A library case's clear error: the block raises one of :data:`LIB_ERRORS` whose
+    ``"<type>: <message>"`` matches ``match`` (any case). Another exception is a traceback
+    and fails the test as it stands; no exception fails it as a silent wrong result."""
+    try:
+        yield
+    except LIB_ERRORS as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        assert re.search(match, text, re.I | re.S), \
+            f"unclear error (wanted /{match}/): {' '.join(text.split())[:300]}"
+        return
+    pytest.fail("silent wrong result: the bad input was accepted", pytrace=False)
+
+
+def digest(path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def must_survive(path, before: bytes) -> None:
+    """``path`` still holds exactly ``before``."""
+    if not Path(path).exists() or Path(path).read_bytes() != before:
+        pytest.fail(f"data lost: {Path(path).name} was changed or removed", pytrace=False)
+
+
+def no_temporaries(folder) -> None:
+    """No temporary file of an atomic write is left under ``folder``."""
+    stray = [p for p in Path(folder).rglob("*") if TMP_TAG in p.name or p.name.endswith(".tmp")]
+    assert not stray, f"temporary files left: {[p.name for p in stray[:3]]}"
+
+
+def umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
