@@ -65,3 +65,22 @@ def umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
+
+
+def edited_model(source, edit, folder) -> Path:
+    """A copy of the model file ``source`` in ``folder`` with ``edit(tree)`` applied to its
+    contents (the tree of :func:`npvae.h5mat.read_tree`)."""
+    from npvae import h5mat
+    tree = h5mat.read_tree(source)
+    edit(tree)
+    p = Path(folder) / "model.h5"
+    h5mat.write_tree(p, tree, kind="model")
+    return p
+
+
+def shape_changed(tree) -> None:
+    """Edit for :func:`edited_model`: one parameter a column wider than the network wants."""
+    import numpy as np
+    k = sorted(tree["model"]["params"])[0]
+    a = tree["model"]["params"][k]
+    tree["model"]["params"][k] = np.zeros(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)

@@ -1,0 +1,54 @@
+"""Fault cases of data folders: --data-dir, NPVAE_DATA and dataset names."""
+import pytest
+from _faults import lib_error
+
+from npvae.audio.datasets import load_tracks
+from npvae.data.mnist import load_images
+
+
+def _load_mnist(data_dir=None):
+    return load_images("mnist", "test", data_dir=data_dir, download=False)
+
+
+@pytest.mark.fault("data", "load_images with a --data-dir typo", "clear error")
+def test_data_dir_typo(tmp_path):
+    with lib_error("does not exist"):
+        _load_mnist(tmp_path / "dta")
+
+
+@pytest.mark.fault("data", "load_images with NPVAE_DATA pointing nowhere", "clear error")
+def test_npvae_data_nowhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPVAE_DATA", str(tmp_path / "nowhere"))
+    with lib_error("NPVAE_DATA=.*not a folder"):
+        _load_mnist()
+
+
+@pytest.mark.fault("data", "load_images with a --data-dir that lacks mnist/ (no fallback)", "clear error")
+def test_data_dir_without_mnist(tmp_path):
+    with lib_error("not found"):
+        _load_mnist(tmp_path)
+
+
+@pytest.mark.fault("data", "load_images with --data-dir being a file", "clear error")
+def test_data_dir_is_a_file(song):
+    with lib_error("is a file"):
+        _load_mnist(song())
+
+
+@pytest.mark.fault("data", "load_tracks mir1k with a --data-dir typo", "clear error")
+def test_mir1k_typo(tmp_path):
+    with lib_error("does not exist"):
+        load_tracks("mir1k", "train", tmp_path / "typo")
+
+
+@pytest.mark.fault("data", "a stems folder without vocals/", "clear error")
+def test_stems_without_vocals(tmp_path):
+    (tmp_path / "accompaniment").mkdir()
+    with lib_error("vocals"):
+        load_tracks("stems", "all", tmp_path)
+
+
+@pytest.mark.fault("data", "load_tracks of an unknown dataset", "clear error")
+def test_unknown_dataset():
+    with lib_error("unknown dataset"):
+        load_tracks("musdb", "train")
