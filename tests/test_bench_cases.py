@@ -1,4 +1,4 @@
-"""The benchmark's cases that matter (issue 14): the models the training scripts build,
+"""The benchmark's cases that matter (docs/speed.md): the models the training scripts build,
 their PyTorch twins (equal loss, gradients and Adam step on the same weights, batch and
 noise), the separation of a song through scripts/separate.py with the network in npvae
 or in PyTorch, and the per-layer timing. Tiny sizes; no timing assertions."""
