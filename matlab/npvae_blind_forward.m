@@ -16,7 +16,7 @@ function [groups, remix, masked] = npvae_blind_forward(model_file, mixtures, rul
 %            'average' sum_k y_k / 2, 'sum' min(sum_k y_k, 1), 'additive' sum_k y_k;
 %     MASKED (N x K x H x W): the mixture shared between the groups in proportion to
 %            them (masks y_k / sum_j y_j times 2 m for 'average', m otherwise): these mix
-%            back to the mixture exactly (the README's "masked" estimates).
+%            back to the mixture exactly (the "masked" estimates of docs/blind.md).
 %   The rule is the run's (S.config.rule; 'additive' for a blind music run);
 %   npvae_blind_forward(MODEL_FILE, MIXTURES, RULE) overrides it.
 %

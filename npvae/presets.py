@@ -8,7 +8,7 @@ override them. From Python::
     train(TrainConfig(**npvae.presets.get("mnist", "best"), out="runs/best"))
 
 Each value is a dict of :class:`TrainConfig` fields of that task's pipeline. The
-README states each preset's measured wall time and score.
+measured wall time and score of each preset are in docs/results.md.
 """
 from __future__ import annotations
 

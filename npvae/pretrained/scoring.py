@@ -10,7 +10,7 @@
   :data:`MUSIC_SLICE_SECONDS` seconds each.
 
 Every score is a float in a flat dict; the headline score of each task
-(:data:`HEADLINE`) is the one the README states.
+(:data:`HEADLINE`) is the one ``docs/models.md`` shows in bold.
 """
 from __future__ import annotations
 
