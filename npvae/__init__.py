@@ -50,6 +50,7 @@ from .optim import SGD, Adam, clip_grad_norm
 from . import pretrained
 from .pretrained import list_models
 from .vae import GaussianHead, KLWeight, Reparameterize, kl_divergence, sample_prior
+from .engine.run import train
 
 
 
@@ -67,4 +68,4 @@ __all__ = ["Layer", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU", "L
            "Tanh", "Softplus", "Flatten", "Reshape", "Sequential", "build_layer", "GaussianHead",
            "Reparameterize", "kl_divergence", "KLWeight", "sample_prior", "Adam", "SGD",
            "clip_grad_norm", "losses", "optim", "backend", "set_backend", "load_model", "save_model",
-           "list_models", "pretrained"]
+           "list_models", "pretrained", "train"]

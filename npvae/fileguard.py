@@ -62,7 +62,7 @@ def run_space_needed(parameter_bytes: int) -> int:
 
 def _visible_entries(folder: Path) -> list[str]:
     """What a folder holds, leaving out temporaries of killed runs."""
-    return sorted(e for e in os.listdir(folder) if TMP_TAG not in e)
+    return sorted(e for e in os.listdir(folder) if TMP_TAG not in e and e != LOCK_FILE)
 
 
 def prepare_run_dir(out: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> Path:
@@ -118,3 +118,83 @@ def unique_run_dir(prefix: str | os.PathLike) -> Path:
             return cand
         except FileExistsError:
             cand, k = Path(f"{base}-{k}"), k + 1
+
+
+# ----------------------------------------------------------------------------- run lock
+
+LOCK_FILE = ".npvae-lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a run uses it (``with RunLock(folder): ...``).
+
+    The lock is an ``flock`` on ``<folder>/.npvae-lock``, which also records who holds
+    it (process, host, command, start time). The operating system drops it when the
+    holder ends, however it ends (kill -9 included), so a stale file never blocks a
+    later run. A second run in the same folder, or a second process of an ``mpirun``
+    that is not using MPI, is refused with an :class:`OutputError` naming the holder.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        import json
+        import socket
+        import sys
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputError(f"run folder {self.folder} is in use by another run ({self.holder()}); wait for "
+                                  "it to end, stop it, or choose another --out") from None
+            except OSError:                      # a file system without locks: carry on unlocked
+                os.close(fd)
+                return self
+            try:                                 # the file may have been removed by its last holder meanwhile
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]]),
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        self._fd = fd
+        return self
+
+    def holder(self) -> str:
+        """Who holds the lock, as recorded in its file."""
+        import json
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        if not info:
+            return "holder unknown"
+        return (f"process {info.get('pid')} on {info.get('host')}, started {info.get('started')}: "
+                f"{info.get('command')}")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

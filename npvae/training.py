@@ -37,14 +37,21 @@ from .fileguard import check_writable_dir, run_space_needed
 from .progress import progress_bar
 
 
-# Settings that may differ when a run is resumed: they do not change what is learnt
-# (how long, where, how it is shown, where the data lie). Any other difference is refused.
+# Settings that may differ when a run is resumed: they do not change what has been
+# learnt so far (how long, where, how it is shown, where the data lie), or they are the
+# remedies a diverged run needs (a lower learning rate, clipping). Any other difference
+# is refused.
 RESUMABLE_SETTINGS = frozenset({"epochs", "display_every", "progress", "show", "out", "data_dir", "data_folder",
-                                "eval_limit", "backend", "npvae_version", "snippet_seconds"})
+                                "eval_limit", "backend", "npvae_version", "snippet_seconds", "n_examples",
+                                "lr", "clip_norm"})
 
 # Entries of a run's config computed from its data (the normaliser's statistics, stored as
 # arrays; ``normalizer_dict`` in older checkpoints): restored from the checkpoint, never compared.
 DATA_DERIVED = frozenset({"normalizer", "normalizer_dict"})
+
+# Names that earlier versions of npvae recorded for a setting (old name -> name now).
+RENAMED_SETTINGS = {"warmup": "kl_warmup", "recon": "loss", "max_train_tracks": "train_limit",
+                    "max_val_tracks": "eval_limit"}
 
 
 def _jsonable(config: dict) -> dict:
@@ -58,8 +65,14 @@ def config_changes(saved: dict, new: dict, allowed=RESUMABLE_SETTINGS) -> list[s
     compared, so that runs of older versions still resume.
     """
     saved, new = _jsonable(saved), _jsonable(new)
+    saved = {(RENAMED_SETTINGS[k] if k in RENAMED_SETTINGS and k not in new and RENAMED_SETTINGS[k] in new
+              else k): v for k, v in saved.items()}
     return [f"{k}: {saved[k]!r} -> {new.get(k, '(unset)')!r}"
             for k in sorted(saved) if k not in allowed and saved[k] != new.get(k)]
+
+
+def optimizer_lr(optimizer) -> float:
+    return float(getattr(optimizer, "lr", 1e-3))
 
 
 def _format_terms(terms: dict[str, float]) -> str:
@@ -71,7 +84,7 @@ class Trainer:
 
     def __init__(self, model, optimizer, rng: np.random.Generator, run_dir: str | Path,
                  config: dict | None = None, display_every: int = 1, progress: bool = True,
-                 log: Callable[[str], None] = print, comm=None):
+                 log: Callable[[str], None] = print, comm=None, resume_command: str | None = None):
         self.model, self.optimizer, self.rng = model, optimizer, rng
         self.run_dir = Path(run_dir)
         self.config = dict(config or {})
@@ -81,6 +94,8 @@ class Trainer:
         self.log = log if self.comm.is_root else (lambda text: None)
         self.history: dict[str, list[float]] = {"epoch": []}
         self.epoch = 0  # epochs completed
+        # the command that continues this run, for the messages of a stopped run
+        self.resume_command = resume_command or "the same command with --resume"
         if self.comm.is_root:    # a full disk found now, not at the first checkpoint an epoch later
             check_writable_dir(self.run_dir, run_space_needed(sum(p.nbytes for _, p, _ in model.named_parameters())))
 
@@ -141,7 +156,7 @@ class Trainer:
         except DistributedError as exc:
             where = (f"the last checkpoint, after epoch {self.epoch}, is intact in {self.checkpoint_path}"
                      if self.epoch else f"no epoch was complete, so {self.run_dir} holds no new checkpoint")
-            raise DistributedError(f"{exc}; {where}: start the same command again with --resume "
+            raise DistributedError(f"{exc}; {where}: continue with {self.resume_command} "
                                    "(under mpirun with any number of ranks, or in one process)") from exc
 
     def _fit(self, epochs, batches, n_batches, step, validate, on_display) -> dict:
@@ -164,10 +179,13 @@ class Trainer:
                 total = terms["total"]
                 if not math.isfinite(total):
                     bar.close()
+                    where = (f"the checkpoint after epoch {self.epoch} is intact" if self.epoch
+                             else "no epoch was complete, so there is no checkpoint to resume")
                     raise TrainingError(
                         f"the loss became {total} at epoch {self.epoch + 1}, batch {i + 1} ({_format_terms(terms)}); "
-                        "lower the learning rate (--lr) or enable gradient clipping, then --resume from the last "
-                        f"good checkpoint in {self.run_dir}")
+                        f"{where}. Lower the learning rate or clip the gradients: "
+                        + (f"{self.resume_command} --lr {optimizer_lr(self.optimizer) / 2:g} --clip-norm 5"
+                           if self.epoch else "start again with a lower --lr or with --clip-norm 5"))
                 self.optimizer.step()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v)

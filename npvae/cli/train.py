@@ -1,7 +1,105 @@
-"""Placeholder while the subcommand is written."""
-from .common import HelpFormatter
+"""``npvae train TASK``: train a separation model (one subcommand per task, one engine).
+
+    npvae train mnist                        # Part I, the dense VAE, about 10 minutes
+    npvae train mnist --preset best          # the best Part I recipe
+    npvae train music --dataset mir1k        # Part II on MIR-1K
+    npvae train blind-mnist --task mnist-mnist --rule sum
+    npvae train music --out runs/x --resume  # continue an interrupted run exactly
+    mpirun -n 2 npvae train mnist --out runs/x   # data-parallel over 2 MPI ranks
+
+Every setting of the task's config is a flag of the same name; the flags shared by
+every task (epochs, learning rate and its schedule, KL weight and warm-up, clipping,
+seed, folders) mean the same everywhere. A preset fills what the flags do not name.
+``--resume`` keeps the run's own settings; a flag given with it names a change, and
+only those that leave what was learnt intact may change (more ``--epochs``, a lower
+``--lr``, ``--clip-norm``...).
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..engine.config import RunConfig, add_config_flags, field_names, given_settings
+from ..schedules import SCHEDULES
+from .common import HelpFormatter, UsageError
+
+COMMON_HELP = {
+    "epochs": "training epochs",
+    "batch_size": "items per batch (split between the ranks under MPI)",
+    "lr": "Adam learning rate",
+    "lr_schedule": "constant, or cosine: constant for 60% of the epochs, then down to lr/10",
+    "clip_norm": "largest global gradient norm, 0 for no clipping",
+    "beta": "weight of the KL term",
+    "kl_warmup": "epochs over which the KL weight ramps up from 0",
+    "seed": "seed of the data order, the initial weights and the latent noise",
+    "display_every": "print the loss terms and draw the figures every N epochs",
+    "data_dir": "the data's folder (else $NPVAE_DATA)",
+    "out": "run folder (default: a new folder under runs/)",
+    "train_limit": "the first N training items only (quick runs)",
+    "eval_limit": "the first N evaluation items only",
+    "progress": "a progress bar with the running loss",
+}
 
 
-def add_command(sub, name):
-    p = sub.add_parser(name, help="(being written)", formatter_class=HelpFormatter)
-    p.set_defaults(run=lambda args: 2)
+def add_command(sub, name: str) -> None:
+    from ..tasks import TASKS
+    p = sub.add_parser(name, help="train a separation model: " + ", ".join(TASKS),
+                       description=__doc__, formatter_class=HelpFormatter)
+    tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    for task in TASKS.values():
+        add_task_parser(tasks, task)
+
+
+def add_task_parser(sub, task) -> argparse.ArgumentParser:
+    """The parser of ``npvae train <task.name>``: the task's settings, the shared ones, the run's."""
+    doc = (task.Config.__doc__ or "").strip()
+    p = sub.add_parser(task.name, help=task.summary, formatter_class=HelpFormatter,
+                       description=f"{task.summary}.\n\n{doc}")
+    common = set(field_names(RunConfig))
+    own = p.add_argument_group(f"{task.name} settings")
+    add_config_flags(own, task.Config, {**COMMON_HELP, **task.help}, task.choices, skip=tuple(common))
+    shared = p.add_argument_group("training settings (the same for every task)")
+    add_config_flags(shared, task.Config, {**COMMON_HELP, **task.help}, {"lr_schedule": SCHEDULES, **task.choices},
+                     skip=tuple(set(field_names(task.Config)) - common))
+    run = p.add_argument_group("the run")
+    run.add_argument("--preset", choices=sorted(task.presets), default=None,
+                     help="start from a named recipe (flags override it; default: default)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start a new run in an --out that holds an old run (its files are replaced)")
+    p.set_defaults(run=run_training, on_interrupt=interrupted_hint, task_class=task)
+    return p
+
+
+def run_training(args) -> int:
+    from ..engine.run import make_config, train
+    task = args.task_class
+    settings = given_settings(args, task.Config)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues a run and --overwrite replaces it; pass one of them")
+    if args.resume:
+        if args.preset:
+            raise UsageError("--preset starts a new run; --resume keeps the run's own settings: drop --preset")
+        if not settings.get("out"):
+            raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
+    else:
+        try:
+            make_config(task, settings, args.preset or "default")     # a bad value is a usage error
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def started(run_dir):
+        args.run_dir = run_dir
+
+    result = train(task, settings, preset=args.preset or "default", resume=args.resume, overwrite=args.overwrite,
+                   started=started)
+    return 0 if result is not None else 1
+
+
+def interrupted_hint(args) -> str:
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir is None:
+        return "no epoch was complete; nothing to resume"
+    return f"continue with: npvae train {args.task_class.name} --out {run_dir} --resume"
+
+
+__all__ = ["add_command", "add_task_parser", "run_training"]

@@ -52,12 +52,16 @@ class MixtureOnlyData:
     def n_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
 
-    def batches(self, rng: np.random.Generator, batch_size: int = 128):
+    def batches(self, rng: np.random.Generator, batch_size: int = 128, shard=None):
+        """One epoch of shuffled batches. ``shard(n) -> slice`` (``comm.shard`` under MPI)
+        picks this process's part of each batch of ``n``; the order is drawn in full, so
+        the parts of all processes make up the batch one process would get."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         order = rng.permutation(len(self))
         for start in range(0, len(self), batch_size):
-            yield self.mixtures[np.sort(order[start:start + batch_size])]
+            idx = np.sort(order[start:start + batch_size])
+            yield self.mixtures[idx if shard is None else idx[shard(len(idx))]]
 
 
 def mix_training_pairs(sources_a: np.ndarray, sources_b: np.ndarray, rule: str, seed: int) -> MixtureOnlyData:

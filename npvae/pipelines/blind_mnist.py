@@ -1,89 +1,66 @@
 """Part I, blind: train on mixtures alone, score with the best permutation.
 
-:func:`train` is what ``scripts/train_blind.py`` runs. The training step sees only
-batches of :class:`npvae.data.blind.MixtureOnlyData` (mixtures); validation and
-test sources are used to score the model (per-mixture Hungarian matching on MSE),
-never to train or select it. A run directory holds::
-
-    checkpoint.npz      parameters, Adam moments, RNG state, history (atomic, every epoch)
-    config.json         the settings
-    history.json        per-epoch loss terms (training and validation) and validation PSNR
-    metrics.json        permutation-invariant MSE / PSNR / SSIM per source on the test pairs
-    model.h5            the model (HDF5 / MATLAB v7.3), loads with npvae.load_model
-    results.h5          model, config, history, metrics and example images (kind blind_results)
-    figures/epoch_XXX.png   the display grid every --display-every epochs
-    grid.png, loss_curves.png, latent_groups.png
+``npvae train blind-mnist`` runs :class:`BlindMnistTask` through the engine
+(:func:`npvae.engine.train`). The training step sees only batches of
+:class:`npvae.data.blind.MixtureOnlyData` (mixtures); validation and test sources are
+used to score the model (per-mixture Hungarian matching on MSE), never to train or
+select it. Besides the engine's records (``metrics.json``: permutation-invariant MSE /
+PSNR / SSIM per source on the test pairs; ``results.h5`` of kind ``blind_results``) the
+run folder gets ``grid.png``, ``latent_groups.png`` and a grid every
+``display_every`` epochs in ``figures/``.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import kernels
-
-from .._version import __version__
-from ..checkpoint import atomic_write_text
 from ..data.blind import SOURCE_NAMES, TASKS, load_blind_data
-from ..fileguard import prepare_run_dir, unique_run_dir
+from ..engine.config import RunConfig
+from ..engine.task import Task
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.image import separation_report
 from ..metrics.permutation import best_permutation, matched, permutation_report
 from ..models.blind import BlindSeparationVAE
-from ..optim import Adam
-from ..training import Trainer
 from ..validate import check_settings
-from .blind_objective import RECON, RULES, BlindLossConfig, BlindObjective, consistent_sources, remix
+from .blind_objective import RECON, BlindLossConfig, BlindObjective, consistent_sources, remix
 from ..plotting import pyplot, save_loss_curves
 
 RESULTS_KIND = "blind_results"
 
 
 @dataclass
-class BlindTrainConfig:
-    """Settings of one blind Part I run (each field is a flag of ``scripts/train_blind.py``)."""
-    task: str = "mnist-fashion"      # mnist-fashion or mnist-mnist
-    rule: str = "average"            # mixing rule: average or sum (clipped)
-    groups: int = 2                  # K latent groups (sources assumed)
-    latent_dim: int = 20             # size of each group's code
-    hidden: tuple = (512, 256)       # encoder widths (the decoder mirrors them)
-    recon: str = "l1"                # l1 (Laplace) or mse (Gaussian) on the mixture
-    beta: float = 0.5                # KL weight
-    warmup: float = 5.0              # epochs over which beta ramps up from 0
-    lr: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 60
-    seed: int = 0
-    display_every: int = 5
-    data_dir: str | None = None
-    out: str | None = None
-    train_limit: int | None = None   # training images per set (quick runs)
-    eval_limit: int | None = None    # evaluation pairs (default 10,000)
+class BlindMnistConfig(RunConfig):
+    """Settings of a blind Part I run (each a flag of ``npvae train blind-mnist``).
+
+    task : the pair of image sets mixed ("mnist-fashion" or "mnist-mnist"). rule : how
+    they mix ("average" or the clipped "sum"). groups : K latent groups (sources
+    assumed), latent_dim : each group's code size, hidden : the encoder's widths (the
+    decoder mirrors them). loss : "l1" (Laplace) or "mse" (Gaussian) on the mixture.
+    n_examples : test pairs kept in results.h5.
+    """
+    task: str = "mnist-fashion"
+    rule: str = "average"
+    groups: int = 2
+    latent_dim: int = 20
+    hidden: tuple = (512, 256)
+    loss: str = "l1"
     n_examples: int = 16
-    progress: bool = True
+    epochs: int = 60
+    batch_size: int = 128
+    kl_warmup: float = 5.0
 
     def __post_init__(self):
-        check_settings(self, positive_int=("groups", "latent_dim", "hidden", "batch_size", "epochs", "display_every",
-                                           "n_examples", "train_limit", "eval_limit"),
-                       nonneg_int=("seed",), positive=("lr",), nonneg=("beta", "warmup"),
-                       choices={"task": sorted(TASKS), "rule": RULES, "recon": RECON},
-                       optional=("train_limit", "eval_limit"))
+        super().__post_init__()
+        check_settings(self, positive_int=("groups", "latent_dim", "hidden", "n_examples"),
+                       choices={"task": sorted(TASKS), "rule": ("average", "sum"), "loss": RECON})
         if self.groups > 8:
             raise ValueError(f"--groups must be between 1 and 8, got {self.groups}")
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.loss_config()  # validates rule, recon, beta, warmup
+        self.hidden = tuple(int(h) for h in (self.hidden if isinstance(self.hidden, (list, tuple)) else [self.hidden]))
 
     def loss_config(self) -> BlindLossConfig:
-        return BlindLossConfig(rule=self.rule, recon=self.recon, beta=self.beta, warmup=self.warmup)
-
-
-def default_out(cfg: BlindTrainConfig) -> Path:
-    """A new, unique run folder ``runs/blind-<task>-<rule>-K<groups>-<time>[-k]`` (created)."""
-    return unique_run_dir(Path("runs") / f"blind-{cfg.task}-{cfg.rule}-K{cfg.groups}")
+        return BlindLossConfig(rule=self.rule, recon=self.loss, beta=self.beta, warmup=self.kl_warmup)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -203,88 +180,88 @@ def format_metrics(metrics: dict, names) -> str:
     return "\n".join(lines)
 
 
-def train(cfg: BlindTrainConfig, resume: bool = False, overwrite: bool = False, log=print) -> dict:
-    """Train on mixtures only, display every ``cfg.display_every`` epochs, score and save.
+class BlindMnistTask(Task):
+    """Blind Part I: K latent groups through one shared decoder must remix to the mixture."""
+    name = "blind-mnist"
+    Config = BlindMnistConfig
+    summary = "Part I from mixtures alone: K latent groups that remix to the mixture"
+    figures = ("grid.png", "latent_groups.png")
+    help = {"task": "which image sets are mixed", "rule": "mixing rule", "groups": "K latent groups decoded by one "
+            "shared decoder", "latent_dim": "size of each group's code", "hidden": "encoder widths, e.g. 512 256",
+            "loss": "reconstruction loss on the mixture: l1 (Laplace) or mse (Gaussian)",
+            "n_examples": "test pairs kept as examples in results.h5",
+            "train_limit": "training images per set (quick runs)", "eval_limit": "test pairs scored (default 10000)",
+            "data_dir": "folder holding mnist/ and fashion-mnist/ (else $NPVAE_DATA)"}
+    choices = {"task": tuple(sorted(TASKS)), "rule": ("average", "sum"), "loss": RECON}
 
-    ``cfg.out`` None: a new folder (:func:`default_out`). A new run refuses an ``out``
-    folder that holds files unless ``overwrite``; ``resume`` continues the run there
-    with the same settings (:func:`npvae.fileguard.prepare_run_dir`).
-    """
-    if resume and not cfg.out:
-        raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
-    run_dir = prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite) if cfg.out else default_out(cfg)
-    cfg = dataclasses.replace(cfg, out=str(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    names = SOURCE_NAMES[cfg.task]
-    train_data, scoring = load_blind_data(cfg.task, cfg.data_dir, cfg.rule, cfg.seed, cfg.train_limit,
-                                          cfg.eval_limit)
-    model = BlindSeparationVAE(cfg.groups, cfg.latent_dim, cfg.hidden, rng=np.random.default_rng([cfg.seed, 0]))
-    objective = BlindObjective(model, cfg.loss_config())
-    optimizer = Adam(model, lr=cfg.lr)
-    config = {**dataclasses.asdict(cfg), "mode": "blind", "backend": kernels.backend(),
-              "npvae_version": __version__}
-    trainer = Trainer(model, optimizer, np.random.default_rng([cfg.seed, 1]), run_dir, config=config,
-                      display_every=cfg.display_every, progress=cfg.progress, log=log)
-    if resume:
-        if trainer.resume():
-            log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
-        else:
-            log(f"no checkpoint in {run_dir}; starting afresh")
-    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
-    log(f"BlindSeparationVAE (K={cfg.groups}): {model.num_parameters():,} parameters, backend "
-        f"{kernels.backend()}, {len(train_data):,} training mixtures (no sources), run directory {run_dir}")
+    @classmethod
+    def run_prefix(cls, cfg) -> str:
+        return f"blind-{cfg.task}-{cfg.rule}-K{cfg.groups}"
 
-    val = scoring.validation_set()
-    shown = tuple(a[:8] for a in val)
+    def setup(self, init_rng, noise_rng, saved_record):
+        cfg = self.cfg
+        self.names = SOURCE_NAMES[cfg.task]
+        self.train_data, self.scoring = load_blind_data(cfg.task, cfg.data_dir, cfg.rule, cfg.seed, cfg.train_limit,
+                                                        cfg.eval_limit)
+        self.model = BlindSeparationVAE(cfg.groups, cfg.latent_dim, cfg.hidden, rng=init_rng)
+        self.objective = BlindObjective(self.model, cfg.loss_config())
+        self.noise = noise_rng
+        self.val = self.scoring.validation_set()
+        self.shown = tuple(a[:8] for a in self.val)
 
-    def step(mixtures, epoch):
-        return objective.terms(mixtures, epoch, rng=trainer.rng)
+    def record(self) -> dict:
+        return {"mode": "blind"}
 
-    def validate():
-        return {**validation_terms(objective, *val, epoch=trainer.epoch), "beta": objective.kl_weight(trainer.epoch)}
+    def describe(self) -> str:
+        return (f"BlindSeparationVAE (K={self.cfg.groups}): {self.model.num_parameters():,} parameters, "
+                f"{len(self.train_data):,} training mixtures (no sources)")
 
-    def on_display(epoch, history):
-        path = save_blind_grid(run_dir / "figures" / f"epoch_{epoch:03d}.png",
-                               example_rows(model, *shown, cfg.rule, names),
-                               title=f"blind VAE K={cfg.groups}, epoch {epoch} (validation mixtures)")
-        save_loss_curves(run_dir / "loss_curves.png", history)
-        log(f"           figure: {path}")
+    @property
+    def n_batches(self) -> int:
+        return self.train_data.n_batches(self.cfg.batch_size)
 
-    start = time.perf_counter()
-    trainer.fit(cfg.epochs, batches=lambda rng: train_data.batches(rng, cfg.batch_size),
-                n_batches=train_data.n_batches(cfg.batch_size), step=step, validate=validate,
-                on_display=on_display)
-    train_seconds = time.perf_counter() - start
+    def batches(self, rng):
+        return self.train_data.batches(rng, self.cfg.batch_size, shard=self.comm.shard)
 
-    mixture, src_a, src_b = scoring.evaluation_set()
-    metrics = score(model, mixture, src_a, src_b, cfg.rule, names)
-    floor = separation_report(mixture, mixture, src_a, src_b)
-    metrics["mixture_as_estimate_mean_psnr"] = floor["mean_psnr"]
-    metrics["mixture_as_estimate_mean_ssim"] = floor["mean_ssim"]
-    metrics["n_eval_pairs"] = int(len(mixture))
-    metrics["train_seconds_this_session"] = float(train_seconds)
-    metrics["train_seconds_total"] = float(sum(trainer.history.get("seconds", [])))
-    log(f"test metrics on {len(mixture):,} fixed evaluation pairs, best permutation per mixture:\n"
-        f"{format_metrics(metrics, names)}")
-    log(f"(mixture as the estimate: mean PSNR {metrics['mixture_as_estimate_mean_psnr']:.2f} dB; "
-        f"group agreement {metrics['group_agreement']:.3f})")
+    def step(self, mixtures, epoch, beta):
+        return self.objective.terms(mixtures, epoch, rng=self.noise, beta=beta)
 
-    k = min(cfg.n_examples, len(mixture))
-    rows = example_rows(model, mixture[:k], src_a[:k], src_b[:k], cfg.rule, names)
-    save_blind_grid(run_dir / "grid.png", {r: v[:8] for r, v in rows.items()},
-                    title=f"blind VAE K={cfg.groups} on test pairs: mean PSNR {metrics['mean_psnr']:.1f} dB "
-                          f"(best permutation)")
-    save_loss_curves(run_dir / "loss_curves.png", trainer.history)
-    save_latent_traversal(run_dir / "latent_groups.png", model, mixture[:500],
-                          title="shared decoder along the most used latent dimensions")
-    atomic_write_text(run_dir / "history.json", json.dumps(trainer.history, indent=1))
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    save_model(run_dir / MODEL_FILE, model, config)
-    save_results(run_dir / RESULTS_FILE, RESULTS_KIND, model, config, trainer.history, metrics,
-                 {key: np.ascontiguousarray(v, dtype=np.float32) for key, v in rows.items()})
-    log(f"wrote {run_dir / MODEL_FILE}, {run_dir / RESULTS_FILE}, {run_dir / 'grid.png'}, "
-        f"{run_dir / 'loss_curves.png'}, {run_dir / 'latent_groups.png'}")
-    return {"metrics": metrics, "run_dir": run_dir, "history": trainer.history}
+    def validate(self, epoch, beta):
+        return validation_terms(self.objective, *self.val, epoch=epoch)
+
+    def display(self, epoch, history):
+        path = save_blind_grid(self.run_dir / "figures" / f"epoch_{epoch:03d}.png",
+                               example_rows(self.model, *self.shown, self.cfg.rule, self.names),
+                               title=f"blind VAE K={self.cfg.groups}, epoch {epoch} (validation mixtures)")
+        self.log(f"           figure: {path}")
+
+    def evaluate(self, history) -> dict:
+        cfg = self.cfg
+        mixture, src_a, src_b = self.eval_set = self.scoring.evaluation_set()
+        metrics = score(self.model, mixture, src_a, src_b, cfg.rule, self.names)
+        floor = separation_report(mixture, mixture, src_a, src_b)
+        metrics["mixture_as_estimate_mean_psnr"] = floor["mean_psnr"]
+        metrics["mixture_as_estimate_mean_ssim"] = floor["mean_ssim"]
+        metrics["n_eval_pairs"] = int(len(mixture))
+        self.log(f"test metrics on {len(mixture):,} fixed evaluation pairs, best permutation per mixture:\n"
+                 f"{format_metrics(metrics, self.names)}")
+        self.log(f"(mixture as the estimate: mean PSNR {metrics['mixture_as_estimate_mean_psnr']:.2f} dB; "
+                 f"group agreement {metrics['group_agreement']:.3f})")
+        return metrics
+
+    def save(self, config, history, metrics):
+        cfg, run_dir = self.cfg, self.run_dir
+        mixture, src_a, src_b = self.eval_set
+        k = min(cfg.n_examples, len(mixture))
+        rows = example_rows(self.model, mixture[:k], src_a[:k], src_b[:k], cfg.rule, self.names)
+        save_blind_grid(run_dir / "grid.png", {r: v[:8] for r, v in rows.items()},
+                        title=f"blind VAE K={cfg.groups} on test pairs: mean PSNR {metrics['mean_psnr']:.1f} dB "
+                              f"(best permutation)")
+        save_latent_traversal(run_dir / "latent_groups.png", self.model, mixture[:500],
+                              title="shared decoder along the most used latent dimensions")
+        save_model(run_dir / MODEL_FILE, self.model, config)
+        save_results(run_dir / RESULTS_FILE, RESULTS_KIND, self.model, config, history, metrics,
+                     {key: np.ascontiguousarray(v, dtype=np.float32) for key, v in rows.items()})
 
 
-__all__ = ["BlindTrainConfig", "train", "score", "montage", "save_blind_grid", "save_latent_traversal"]
+__all__ = ["BlindMnistConfig", "BlindMnistTask", "score", "montage", "save_blind_grid", "save_latent_traversal"]

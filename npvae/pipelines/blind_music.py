@@ -22,70 +22,61 @@ spectrogram patches instead of images:
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import kernels
-
-from .._version import __version__
 from ..audio.datasets import load_tracks
 from ..audio.stft import STFTConfig, stft
 from ..blind_separator import BlindMusicSeparator, magnitudes, patches
-from ..checkpoint import atomic_write_text
 from ..data.blind import MixtureOnlyData
-from ..fileguard import prepare_run_dir, unique_run_dir
+from ..engine.config import RunConfig
+from ..engine.task import Task
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
 from ..metrics.permutation import best_permutation
 from ..models.blind import BlindSeparationVAE
-from ..optim import Adam
-from ..training import Trainer
 from ..validate import check_settings
 from .blind_objective import RECON, BlindLossConfig, BlindObjective
-from ..plotting import pyplot, save_loss_curves
+from ..plotting import pyplot
 
 SOURCES = ("vocals", "accompaniment")
 RESULTS_KIND = "blind_results"
 
 
 @dataclass
-class BlindMusicConfig:
-    """Settings of one blind Part II run (each field is a flag of ``scripts/train_blind_music.py``)."""
+class BlindMusicConfig(RunConfig):
+    """Settings of a blind Part II run (each a flag of ``npvae train blind-music``).
+
+    dataset : "mir1k", "irmas" or "stems". groups : K latent groups (at least 2),
+    latent_dim : each group's code size, hidden : the encoder's widths. frames : STFT
+    frames per patch. loss : "l1" or "mse" on the mixture's magnitudes. train_limit,
+    eval_limit : the first N training / validation clips.
+    """
     dataset: str = "mir1k"
     groups: int = 2
     latent_dim: int = 32
     hidden: tuple = (512, 256)
-    frames: int = 8                  # STFT frames per patch
-    recon: str = "l1"
-    beta: float = 0.5
-    warmup: float = 2.0
-    lr: float = 1e-3
-    batch_size: int = 64
+    frames: int = 8
+    loss: str = "l1"
     epochs: int = 20
-    seed: int = 0
+    batch_size: int = 64
+    clip_norm: float = 5.0
+    kl_warmup: float = 2.0
     display_every: int = 2
-    data_dir: str | None = None
-    out: str | None = None
-    max_train_tracks: int | None = None
-    max_val_tracks: int = 24
-    progress: bool = True
+    eval_limit: int | None = 24
 
     def __post_init__(self):
-        check_settings(self, positive_int=("groups", "latent_dim", "hidden", "frames", "batch_size", "epochs",
-                                           "display_every", "max_train_tracks", "max_val_tracks"),
-                       nonneg_int=("seed",), positive=("lr",), nonneg=("beta", "warmup"),
-                       choices={"dataset": ("mir1k", "irmas", "stems"), "recon": RECON}, optional=("max_train_tracks",))
+        super().__post_init__()
+        check_settings(self, positive_int=("groups", "latent_dim", "hidden", "frames"),
+                       choices={"dataset": ("mir1k", "irmas", "stems"), "loss": RECON})
         if self.groups < 2:
             raise ValueError(f"--groups must be at least 2 (voice and accompaniment), got {self.groups}")
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.loss_config()
+        self.hidden = tuple(int(h) for h in (self.hidden if isinstance(self.hidden, (list, tuple)) else [self.hidden]))
 
     def loss_config(self) -> BlindLossConfig:
-        return BlindLossConfig(rule="additive", recon=self.recon, beta=self.beta, warmup=self.warmup)
+        return BlindLossConfig(rule="additive", recon=self.loss, beta=self.beta, warmup=self.kl_warmup)
 
 
 # ----------------------------------------------------------------------------- features
@@ -224,97 +215,98 @@ def format_table(m: dict) -> str:
     return "\n".join(lines) + "\n(dB; G* = length-weighted means over clips)"
 
 
-def default_out(cfg: BlindMusicConfig) -> Path:
-    """A new, unique run folder ``runs/blind-music-<dataset>-K<groups>-<time>[-k]`` (created)."""
-    return unique_run_dir(Path("runs") / f"blind-music-{cfg.dataset}-K{cfg.groups}")
+class BlindMusicTask(Task):
+    """Blind Part II: K groups of magnitude patches that must add up to the mixture's."""
+    name = "blind-music"
+    Config = BlindMusicConfig
+    summary = "Part II from mixtures alone: K groups of magnitudes that add up to the mixture"
+    figures = ("example.png",)
+    help = {"dataset": "mir1k, irmas or a folder of stems (see --data-dir)", "groups": "K latent groups (>= 2)",
+            "latent_dim": "size of each group's code", "hidden": "encoder widths, e.g. 512 256",
+            "frames": "STFT frames per patch", "loss": "reconstruction loss on the mixture's magnitudes",
+            "train_limit": "the first N training clips only (quick runs)",
+            "eval_limit": "validation clips scored (the first N)",
+            "data_dir": "data root (holds MIR-1K/ or IRMAS-TrainingData/), or the stems folder (else $NPVAE_DATA)"}
+    choices = {"dataset": ("mir1k", "irmas", "stems"), "loss": RECON}
 
+    @classmethod
+    def run_prefix(cls, cfg) -> str:
+        return f"blind-music-{cfg.dataset}-K{cfg.groups}"
 
-def train(cfg: BlindMusicConfig, resume: bool = False, overwrite: bool = False, log=print) -> dict:
-    """Train on the training clips' mixtures, score on the validation clips, save.
+    def setup(self, init_rng, noise_rng, saved_record):
+        cfg = self.cfg
+        self.stft_cfg = stft_cfg = STFTConfig.for_dataset(cfg.dataset)
+        train_tracks = load_tracks(cfg.dataset, "train", cfg.data_dir)[:cfg.train_limit]
+        self.val_tracks = load_tracks(cfg.dataset, "validation", cfg.data_dir)[:cfg.eval_limit]
+        if not self.val_tracks:
+            raise ValueError("blind-music scores on validation clips and found none: raise --eval-limit or check "
+                             "the dataset's validation split")
+        self.train_data, self.scale = training_mixtures(train_tracks, stft_cfg, cfg.frames)
+        if saved_record is not None and "mag_scale" in saved_record:     # the scale the run was trained with
+            self.scale = float(saved_record["mag_scale"])
+        del train_tracks                                  # from here on, training has mixture patches only
+        self.model = BlindSeparationVAE(cfg.groups, cfg.latent_dim, cfg.hidden, out_bias=-4.0,
+                                        shape=(stft_cfg.n_freq - 1, cfg.frames), output="softplus", log_input=True,
+                                        rng=init_rng)
+        self.sep = BlindMusicSeparator(self.model, stft_cfg, self.scale)
+        self.objective = BlindObjective(self.model, cfg.loss_config())
+        self.noise = noise_rng
+        self.val_patches = np.concatenate([patches(magnitudes(t.mixture(), stft_cfg)[1] / self.scale, cfg.frames,
+                                                   cfg.frames) for t in self.val_tracks])
+        self.quick_tracks = self.val_tracks[:8]
 
-    ``cfg.out`` None: a new folder (:func:`default_out`). A new run refuses an ``out``
-    folder that holds files unless ``overwrite``; ``resume`` continues the run there
-    with the same settings (:func:`npvae.fileguard.prepare_run_dir`).
-    """
-    t_start = time.perf_counter()
-    if resume and not cfg.out:
-        raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
-    run_dir = prepare_run_dir(cfg.out, resume=resume, overwrite=overwrite) if cfg.out else default_out(cfg)
-    cfg = dataclasses.replace(cfg, out=str(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stft_cfg = STFTConfig.for_dataset(cfg.dataset)
-    train_tracks = load_tracks(cfg.dataset, "train", cfg.data_dir)[:cfg.max_train_tracks]
-    val_tracks = load_tracks(cfg.dataset, "validation", cfg.data_dir)[:cfg.max_val_tracks]
-    train_data, scale = training_mixtures(train_tracks, stft_cfg, cfg.frames)
-    del train_tracks                                  # from here on, training has mixture patches only
-    model = BlindSeparationVAE(cfg.groups, cfg.latent_dim, cfg.hidden, out_bias=-4.0,
-                               shape=(stft_cfg.n_freq - 1, cfg.frames), output="softplus", log_input=True,
-                               rng=np.random.default_rng([cfg.seed, 0]))
-    sep = BlindMusicSeparator(model, stft_cfg, scale)
-    objective = BlindObjective(model, cfg.loss_config())
-    optimizer = Adam(model, lr=cfg.lr, clip_norm=5.0)
-    config = {**dataclasses.asdict(cfg), "mode": "blind_music", "mag_scale": scale,
-              **{f"stft_{k}": v for k, v in dataclasses.asdict(stft_cfg).items()},
-              "backend": kernels.backend(), "npvae_version": __version__}
-    trainer = Trainer(model, optimizer, np.random.default_rng([cfg.seed, 1]), run_dir, config=config,
-                      display_every=cfg.display_every, progress=cfg.progress, log=log)
-    if resume and trainer.resume():
-        log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
-    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
-    log(f"BlindSeparationVAE (K={cfg.groups}) on {cfg.frames}-frame patches: {model.num_parameters():,} "
-        f"parameters, {len(train_data):,} training patches of mixtures (no sources), "
-        f"{len(val_tracks)} validation clips, run directory {run_dir}")
+    def record(self) -> dict:
+        return {"mode": "blind_music", "mag_scale": self.scale,
+                **{f"stft_{k}": v for k, v in dataclasses.asdict(self.stft_cfg).items()}}
 
-    val_patches = np.concatenate([patches(magnitudes(t.mixture(), stft_cfg)[1] / scale, cfg.frames, cfg.frames)
-                                  for t in val_tracks])
-    quick_tracks = val_tracks[:8]
+    def describe(self) -> str:
+        return (f"BlindSeparationVAE (K={self.cfg.groups}) on {self.cfg.frames}-frame patches: "
+                f"{self.model.num_parameters():,} parameters, {len(self.train_data):,} training patches of mixtures "
+                f"(no sources), {len(self.val_tracks)} validation clips")
 
-    def step(batch, epoch):
-        return objective.terms(batch, epoch, rng=trainer.rng)
+    @property
+    def n_batches(self) -> int:
+        return self.train_data.n_batches(self.cfg.batch_size)
 
-    def validate():
+    def batches(self, rng):
+        return self.train_data.batches(rng, self.cfg.batch_size, shard=self.comm.shard)
+
+    def step(self, batch, epoch, beta):
+        return self.objective.terms(batch, epoch, rng=self.noise, beta=beta)
+
+    def validate(self, epoch, beta):
         sums = {}
-        for i in range(0, len(val_patches), 256):
-            b = val_patches[i:i + 256]
-            for k, v in objective.terms(b, trainer.epoch, sample=False, backward=False).items():
+        for i in range(0, len(self.val_patches), 256):
+            b = self.val_patches[i:i + 256]
+            for k, v in self.objective.terms(b, epoch, sample=False, backward=False, beta=beta).items():
                 sums[k] = sums.get(k, 0.0) + v * len(b)
-        out = {k: v / len(val_patches) for k, v in sums.items()}
-        out.update(quick_validation(sep, quick_tracks))
+        out = {k: v / len(self.val_patches) for k, v in sums.items()}
+        out.update(quick_validation(self.sep, self.quick_tracks))
         return out
 
-    def on_display(epoch, history):
-        ex = example(sep, val_tracks[0])
-        plot_example(ex, run_dir / "figures" / f"epoch_{epoch:03d}.png", stft_cfg,
-                     f"blind K={cfg.groups}, {val_tracks[0].name}, epoch {epoch}")
-        save_loss_curves(run_dir / "loss_curves.png", history)
+    def display(self, epoch, history):
+        plot_example(example(self.sep, self.val_tracks[0]), self.run_dir / "figures" / f"epoch_{epoch:03d}.png",
+                     self.stft_cfg, f"blind K={self.cfg.groups}, {self.val_tracks[0].name}, epoch {epoch}")
 
-    trainer.fit(cfg.epochs, batches=lambda rng: train_data.batches(rng, cfg.batch_size),
-                n_batches=train_data.n_batches(cfg.batch_size), step=step, validate=validate,
-                on_display=on_display)
-    train_seconds = time.perf_counter() - t_start
+    def evaluate(self, history) -> dict:
+        self.log(f"scoring {len(self.val_tracks)} validation clips (BSS Eval v3)...")
+        self.scores = scores = evaluate(self.sep, self.val_tracks)
+        metrics = {k: v for k, v in scores.items() if isinstance(v, float)}
+        metrics["fixed_assignment_vocals"] = int(scores["fixed_assignment"][0])
+        metrics["fixed_assignment_accompaniment"] = int(scores["fixed_assignment"][1])
+        metrics["clips_vocals_in_group_0"] = int(np.sum(scores["assignment"][:, 0] == 0))
+        metrics["n_clips"] = len(self.val_tracks)
+        self.log(format_table(metrics))
+        return metrics
 
-    log(f"scoring {len(val_tracks)} validation clips (BSS Eval v3)...")
-    scores = evaluate(sep, val_tracks)
-    metrics = {k: v for k, v in scores.items() if isinstance(v, float)}
-    metrics["fixed_assignment_vocals"] = int(scores["fixed_assignment"][0])
-    metrics["fixed_assignment_accompaniment"] = int(scores["fixed_assignment"][1])
-    metrics["clips_vocals_in_group_0"] = int(np.sum(scores["assignment"][:, 0] == 0))
-    metrics["n_clips"] = len(val_tracks)
-    metrics["train_seconds_total"] = float(sum(trainer.history.get("seconds", [])))
-    metrics["wall_seconds_this_session"] = float(time.perf_counter() - t_start)
-    metrics["train_seconds_this_session"] = float(train_seconds)
-    log(format_table(metrics))
-    ex = example(sep, val_tracks[0])
-    plot_example(ex, run_dir / "example.png", stft_cfg, f"blind K={cfg.groups}, {val_tracks[0].name}")
-    save_loss_curves(run_dir / "loss_curves.png", trainer.history)
-    atomic_write_text(run_dir / "history.json", json.dumps(trainer.history, indent=1))
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    per_clip = {k: v for k, v in scores.items() if isinstance(v, np.ndarray)}
-    save_model(run_dir / MODEL_FILE, model, config)
-    save_results(run_dir / RESULTS_FILE, RESULTS_KIND, model, config, trainer.history, metrics,
-                 {**ex, **{f"per_clip_{k}": v for k, v in per_clip.items()}})
-    log(f"wrote {run_dir / MODEL_FILE}, {run_dir / RESULTS_FILE}, {run_dir / 'example.png'}")
-    return {"metrics": metrics, "run_dir": run_dir, "history": trainer.history, "separator": sep}
+    def save(self, config, history, metrics):
+        ex = example(self.sep, self.val_tracks[0])
+        plot_example(ex, self.run_dir / "example.png", self.stft_cfg,
+                     f"blind K={self.cfg.groups}, {self.val_tracks[0].name}")
+        per_clip = {k: v for k, v in self.scores.items() if isinstance(v, np.ndarray)}
+        save_model(self.run_dir / MODEL_FILE, self.model, config)
+        save_results(self.run_dir / RESULTS_FILE, RESULTS_KIND, self.model, config, history, metrics,
+                     {**ex, **{f"per_clip_{k}": v for k, v in per_clip.items()}})
 
 
-__all__ = ["BlindMusicConfig", "BlindMusicSeparator", "train", "evaluate", "patches", "training_mixtures"]
+__all__ = ["BlindMusicConfig", "BlindMusicTask", "BlindMusicSeparator", "evaluate", "patches", "training_mixtures"]

@@ -111,12 +111,14 @@ class BlindObjective:
         return value, np.ascontiguousarray(dy)
 
     def terms(self, mixtures, epoch: float = 0.0, rng: np.random.Generator | None = None,
-              sample: bool | None = None, backward: bool = True) -> dict:
+              sample: bool | None = None, backward: bool = True, beta: float | None = None) -> dict:
+        """The loss terms of a batch of mixtures; ``beta`` is the KL weight (None: this
+        objective's own schedule at ``epoch``)."""
         model = self.model
         m = model._prepare(mixtures)
         y = model.forward(m, rng=rng, sample=sample)
         rec, dy = self.reconstruction(y, m)
-        beta = self.kl_weight(epoch)
+        beta = self.kl_weight(epoch) if beta is None else beta
         kl, dmu, dlogvar = kl_divergence(model.mu, model.logvar)
         # With beta = 0 the KL is only reported (0 * inf would make the loss NaN).
         out = {"total": rec + (beta * kl if beta else 0.0), "mixture": rec, "kl": kl}

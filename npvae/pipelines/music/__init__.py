@@ -1,11 +1,11 @@
 """Singing-voice separation with the spectrogram VAE (Part II), by job:
 
 * :mod:`.batches`: random training excerpts as spectrograms (with remixing and gains);
-* :mod:`.objective`: the training loss (:class:`LossConfig`, :class:`MusicObjective`)
-  (the learning-rate schedule is :func:`npvae.schedules.lr_at`);
+* :mod:`.objective`: the training loss (:class:`LossConfig`, :class:`MusicObjective`);
 * :mod:`.evaluation`: BSS Eval / SI-SDR scores beside the oracle and the floor, tables,
   the per-epoch check and one clip's example;
-* :mod:`.training`: :class:`TrainConfig` and :func:`train`, the whole run.
+* :mod:`.task`: :class:`MusicConfig` (the settings) and :class:`MusicTask`, what the
+  training engine (:func:`npvae.engine.train`) runs.
 
 What a trained model does to audio (features, masks, whole files) is
 :mod:`npvae.separator`; its files are :mod:`npvae.io`; its figures :mod:`npvae.plotting`.
@@ -14,7 +14,7 @@ from .batches import sample_batch
 from .evaluation import evaluate, example, format_table, oracle_estimates, quick_validation, summarize
 from ...schedules import lr_at
 from .objective import LossConfig, MusicObjective
-from .training import LOSS_KEYS, TrainConfig, train
+from .task import MusicConfig, MusicTask
 
 __all__ = ["sample_batch", "evaluate", "example", "format_table", "oracle_estimates", "quick_validation",
-           "summarize", "LossConfig", "MusicObjective", "lr_at", "LOSS_KEYS", "TrainConfig", "train"]
+           "summarize", "LossConfig", "MusicObjective", "lr_at", "MusicConfig", "MusicTask"]

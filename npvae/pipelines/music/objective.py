@@ -56,7 +56,9 @@ class MusicObjective:
         mags = [(np.abs(batch[k])[:, :nb] * s).astype(dt, copy=False) for k in ("voice", "accompaniment")]
         return x, (mix[:, :nb] * s).astype(dt, copy=False), mags
 
-    def terms(self, batch, epoch: float = 0.0, backward: bool = True) -> dict:
+    def terms(self, batch, epoch: float = 0.0, backward: bool = True, beta: float | None = None) -> dict:
+        """Forward (and with ``backward`` backward) on ``batch``; ``beta`` is the KL weight
+        (None: this objective's own schedule at ``epoch``)."""
         model, cfg = self.sep.model, self.cfg
         x, mix, (v, a) = self._inputs(batch)
         masks = model.forward(x, sample=model.training and cfg.sample)
@@ -67,7 +69,7 @@ class MusicObjective:
         n, _, f, t = x.shape
         kl, dmu, dlv = kl_divergence(model.mu.reshape(n, -1), model.logvar.reshape(n, -1))
         kl_bin = kl / (f * t)                                           # nats per T-F bin
-        beta = self.kl_weight(epoch)
+        beta = self.kl_weight(epoch) if beta is None else beta
         # With beta = 0 the KL is only reported: the deterministic net's latent is
         # unconstrained, its KL can overflow, and 0 * inf would make the loss NaN.
         total = lv + la + cfg.mix_weight * lm + (beta * kl_bin if beta else 0.0)

@@ -1,0 +1,147 @@
+"""The settings of a training run: one dataclass per task, every field a flag.
+
+:class:`RunConfig` holds what every task has (how long and how fast to train, the KL
+weight's schedule, clipping, seed, data and output folders); a task's config subclasses
+it with its model, data and objective settings and may change a default (Part II
+trains with a cosine tail and clipped gradients, say). Each config validates itself in
+``__post_init__``, naming the flag of every bad value.
+
+:func:`add_config_flags` makes the flags of any config class, the same way for every
+task (``latent_dim`` -> ``--latent-dim``; booleans ``--x``/``--no-x``; tuples take
+``16 32 64`` or ``16,32,64``). Their parsed values hold only the flags a user gave
+(:func:`given_settings`), so a preset or a resumed run's own settings fill the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass
+
+from ..schedules import SCHEDULES
+from ..training import RENAMED_SETTINGS as RENAMED, RESUMABLE_SETTINGS as RESUMABLE
+from ..validate import check_settings
+
+
+@dataclass
+class RunConfig:
+    """What every training run has.
+
+    epochs : full passes over the training data. batch_size : items per optimiser step
+    (split between the ranks under MPI). lr, lr_schedule : Adam's learning rate, constant
+    or with a cosine tail (constant for 60% of the epochs, then down to lr / 10).
+    clip_norm : largest global gradient norm (0: no clipping). beta, kl_warmup : the KL
+    term's weight and the epochs over which it ramps up from 0. seed : data order,
+    initial weights and latent noise. display_every : print the loss terms and draw the
+    figures every N epochs. data_dir : the data's folder (else ``$NPVAE_DATA``). out : the
+    run folder (None: a new one under ``runs/``). train_limit, eval_limit : the first N
+    training / evaluation items only (quick runs). progress : a progress bar.
+    """
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    clip_norm: float = 0.0
+    beta: float = 0.5
+    kl_warmup: float = 0.0
+    seed: int = 0
+    display_every: int = 5
+    data_dir: str | None = None
+    out: str | None = None
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        check_settings(self, positive_int=("epochs", "batch_size", "display_every", "train_limit", "eval_limit"),
+                       nonneg_int=("seed",), positive=("lr",), nonneg=("clip_norm", "beta", "kl_warmup"),
+                       choices={"lr_schedule": SCHEDULES},
+                       optional=("epochs", "train_limit", "eval_limit"))
+
+    def record(self) -> dict:
+        """The settings as plain JSON values (tuples as lists): a run's ``config.json``."""
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def defaults(cls) -> dict:
+    """The default of every field of config class ``cls``."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        out[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return out
+
+
+def from_record(cls, record: dict) -> dict:
+    """The fields of ``cls`` found in a run's recorded config (older names translated;
+    entries that are not settings, such as the backend or the data folder, left out)."""
+    names = set(field_names(cls))
+    out = {}
+    for key, value in record.items():
+        key = RENAMED.get(key, key) if RENAMED.get(key) in names and key not in names else key
+        if key in names:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+# ----------------------------------------------------------------------------- flags
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers such as 16 32 64 or 16,32,64, got {text!r}")
+
+
+def _kind(hint) -> type:
+    """The value type a flag parses for a field annotated ``hint``."""
+    args = typing.get_args(hint)
+    if hint is tuple or tuple in args or typing.get_origin(hint) is tuple:
+        return tuple
+    for t in (bool, int, float, str):
+        if hint is t or t in args:
+            return t
+    raise TypeError(f"no flag for a field of type {hint}")
+
+
+def add_config_flags(parser, cls, help: dict | None = None, choices: dict | None = None,
+                     skip: tuple = ()) -> None:
+    """A flag per field of config class ``cls`` on ``parser`` (a parser or an argument
+    group). A flag not given leaves no value (:func:`given_settings`); its help shows
+    the field's default."""
+    hints = typing.get_type_hints(cls)
+    help, choices = help or {}, choices or {}
+    for name, default in defaults(cls).items():
+        if name in skip:
+            continue
+        flag, kind = "--" + name.replace("_", "-"), _kind(hints[name])
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = help.get(name, "")
+        text = f"{text} (default: {shown})" if default is not None and "default" not in text else text
+        kw = {"dest": name, "default": argparse.SUPPRESS, "help": text.replace("%", "%%").strip() or None}
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif kind is tuple:
+            parser.add_argument(flag, nargs="+", type=_ints, metavar="N", **kw)
+        else:
+            parser.add_argument(flag, type=kind, choices=choices.get(name), **kw)
+
+
+def given_settings(args: argparse.Namespace, cls) -> dict:
+    """The settings of ``cls`` that the command line named (tuple flags joined)."""
+    out = {}
+    for name in field_names(cls):
+        if hasattr(args, name):
+            value = getattr(args, name)
+            if isinstance(value, list):
+                value = tuple(v for part in value for v in (part if isinstance(part, list) else [part]))
+            out[name] = value
+    return out
+
+
+__all__ = ["RunConfig", "RESUMABLE", "RENAMED", "add_config_flags", "given_settings", "defaults", "field_names",
+           "from_record"]

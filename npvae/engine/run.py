@@ -1,0 +1,246 @@
+"""One training engine for every task: :func:`train`.
+
+A run folder holds, whatever the task::
+
+    checkpoint.npz      parameters, Adam moments, RNG state, history (atomic, every epoch)
+    config.json         the settings, the task's name and what the data gave (folders, statistics)
+    history.json        per-epoch loss terms on training and validation data
+    metrics.json        the final scores
+    model.h5            the model (HDF5 / MATLAB v7.3), loads with npvae.load_model
+    results.h5          model, config, history, metrics and examples
+    loss_curves.png, figures/epoch_XXX.png and the task's own pictures
+
+The engine does what is the same for every task (:mod:`npvae.engine.task` says what a
+task supplies): it checks and locks the run folder, merges preset, settings and (on
+resume) the run's own recorded settings, schedules the learning rate and the KL
+weight, clips gradients, trains data-parallel under MPI, checkpoints and resumes
+(through :class:`npvae.training.Trainer`), and writes the records.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import distributed, kernels
+from .._version import __version__
+from ..checkpoint import CHECKPOINT_FILE, atomic_write_text, load_checkpoint
+from ..errors import NpvaeError, TrainingError
+from ..fileguard import RunLock, prepare_run_dir, unique_run_dir
+from ..io import MODEL_FILE
+from ..optim import Adam
+from ..schedules import schedule_lr
+from ..training import Trainer, config_changes
+from ..vae import KLWeight
+from .config import RESUMABLE, field_names, from_record
+from .task import Task
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns: the run folder, its settings, history and scores
+    (``metrics`` is None on MPI ranks other than 0 and when nothing was trained), the
+    trained model and the task object (its data and objective)."""
+    run_dir: Path
+    config: object
+    history: dict
+    metrics: dict | None
+    model: object
+    task: Task
+    finished_before: bool = False   # resumed a run that had already finished: nothing done
+
+
+def resolve_task(task) -> type[Task]:
+    """A task class from its name (``"mnist"``, ``"music"``, ``"blind-mnist"``, ``"blind-music"``)
+    or the class itself."""
+    from ..tasks import TASKS
+    if isinstance(task, type) and issubclass(task, Task):
+        return task
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def make_config(task, settings=None, preset: str = "default"):
+    """The task's config: ``preset``'s recipe, then ``settings`` (a dict of fields, or a
+    config instance, taken whole). A bad value raises ValueError naming its flag."""
+    task = resolve_task(task)
+    if isinstance(settings, task.Config):
+        return settings
+    if preset not in task.presets:
+        raise ValueError(f"unknown {task.name} preset {preset!r}: choose one of {', '.join(sorted(task.presets))}")
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(field_names(task.Config)))
+    if unknown:
+        raise ValueError(f"{task.name} runs have no setting {', '.join(unknown)}; the settings are "
+                         f"{', '.join(field_names(task.Config))}")
+    return task.Config(**{**task.presets[preset], **settings})
+
+
+def resume_hint(task: type[Task], out) -> str:
+    return f"npvae train {task.name} --out {out} --resume"
+
+
+def train(task, settings=None, *, preset: str = "default", resume: bool = False, overwrite: bool = False,
+          log=print, started=None) -> RunResult:
+    """Train ``task`` (a name or a :class:`Task` class) with ``settings`` and write a run folder.
+
+    settings : a dict of the task's config fields (the rest from ``preset``), or a
+        config instance (``npvae.engine.TASKS[name].Config``).
+    resume : continue the run in ``settings["out"]`` from its checkpoint. Its own
+        recorded settings are kept; ``settings`` (a dict) names the changes, and only
+        :data:`~npvae.engine.config.RESUMABLE` ones are allowed (``epochs`` to train a
+        finished run further, ``lr`` and ``clip_norm`` to recover from divergence...).
+        A run that has finished says so and is left as it is.
+    overwrite : a new run may replace the files of an old run in ``out``.
+    started : called with the run folder once it is known (and locked).
+
+    Raises ValueError for bad settings, :class:`~npvae.errors.NpvaeError` subclasses for
+    bad data, folders or files (each message names the fix).
+    """
+    task_cls = resolve_task(task)
+    named = settings if isinstance(settings, dict) else None
+    if resume:
+        out = (named or {}).get("out") if named is not None else getattr(settings, "out", None)
+        if not out:
+            raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
+        if overwrite:
+            raise ValueError("--resume continues a run and --overwrite replaces it; pass one of them")
+    cfg = make_config(task_cls, settings, preset) if not resume else None
+    comm = distributed.world()
+    if not comm.is_root:
+        log = lambda text: None  # noqa: E731 - rank 0 alone speaks
+    run_dir, lock = None, None
+    try:
+        if comm.is_root:      # rank 0 checks, creates and locks the one run folder; the others use it
+            if resume:
+                run_dir = Path((named or {}).get("out") if named is not None else settings.out)
+                lock = RunLock(run_dir).acquire() if run_dir.is_dir() else None
+                if lock is None:
+                    raise FileNotFoundError(f"no run to resume in {run_dir}: the folder does not exist; "
+                                            "start a new run without --resume")
+            else:
+                run_dir = Path(cfg.out) if cfg.out else unique_run_dir(Path("runs") / task_cls.run_prefix(cfg))
+                lock = RunLock(run_dir).acquire()
+                prepare_run_dir(run_dir, overwrite=overwrite)
+        run_dir = Path(comm.bcast_object(str(run_dir)))
+        if started is not None:
+            started(run_dir)
+        if resume:
+            cfg, finished = _resumed_config(task_cls, run_dir, settings, comm)
+            if finished is not None:
+                log(finished)
+                return RunResult(run_dir, cfg, {}, None, None, None, finished_before=True)
+        cfg = task_cls.finalize(dataclasses.replace(cfg, out=str(run_dir)))
+        comm.check_batch_size(cfg.batch_size)
+        return _run(task_cls, cfg, run_dir, resume, comm, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _resumed_config(task_cls, run_dir: Path, settings, comm):
+    """``(config, finished message or None)`` of a resumed run: its recorded settings with
+    the named changes; refuses changes that would alter what was learnt."""
+    meta = None
+    ckpt = run_dir / CHECKPOINT_FILE
+    if comm.is_root:
+        if not ckpt.exists():
+            raise FileNotFoundError(f"no checkpoint in {run_dir} to resume: the run stopped before its first "
+                                    "epoch ended, or this is not a run folder; start it again without --resume "
+                                    "(with --overwrite to reuse the folder)")
+        meta = load_checkpoint(ckpt)[1]
+    meta = comm.bcast_object(meta)
+    saved = meta.get("config", {})
+    if saved.get("pipeline", task_cls.name) != task_cls.name:
+        raise ValueError(f"{run_dir} holds a {saved['pipeline']} run, not a {task_cls.name} run: resume it with "
+                         f"npvae train {saved['pipeline']} --out {run_dir} --resume")
+    own = from_record(task_cls.Config, saved)
+    if isinstance(settings, task_cls.Config):
+        named = {k: v for k, v in dataclasses.asdict(settings).items()}
+    else:
+        named = dict(settings or {})
+    named.pop("out", None)
+    changed = config_changes({k: own[k] for k in own if k in named}, named, RESUMABLE)
+    if changed:
+        raise ValueError(
+            f"cannot resume {run_dir} with other settings ({'; '.join(changed)}): --resume continues a run as it "
+            f"started, and only {', '.join(sorted(RESUMABLE - {'out'}))} may change. Drop those flags to keep the "
+            "run's own settings, or start a new run with another --out")
+    cfg = task_cls.finalize(task_cls.Config(**{**own, **named, "out": str(run_dir)}))
+    done = int(meta.get("epoch", 0))
+    if done >= cfg.epochs and (run_dir / MODEL_FILE).exists():
+        return cfg, (f"{run_dir} is a finished run ({done} of {cfg.epochs} epochs); its model is "
+                     f"{run_dir / MODEL_FILE}. To train it further on purpose, name more epochs: "
+                     f"{resume_hint(task_cls, run_dir)} --epochs {done + max(1, done // 2)}")
+    return cfg, None
+
+
+def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
+    task = task_cls(cfg, run_dir, comm, log)
+    init_rng, train_rng = task.seeds()
+    saved_record = None
+    if resume and comm.is_root:
+        saved_record = load_checkpoint(run_dir / CHECKPOINT_FILE)[1].get("config")
+    if resume and comm.parallel:
+        saved_record = comm.bcast_object(saved_record)
+    task.setup(init_rng, comm.noise(train_rng), saved_record)
+    model = task.model
+    optimizer = Adam(model, lr=cfg.lr, clip_norm=cfg.clip_norm or None)
+    config = {**cfg.record(), "pipeline": task_cls.name, **task.record(), "backend": kernels.backend(),
+              "npvae_version": __version__}
+    trainer = Trainer(model, optimizer, train_rng, run_dir, config=config, display_every=cfg.display_every,
+                      progress=cfg.progress, log=log, comm=comm, resume_command=resume_hint(task_cls, run_dir))
+    if resume and trainer.resume():
+        log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
+        optimizer.clip_norm = cfg.clip_norm or None      # a named change wins over the checkpoint's
+    if comm.is_root:
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, default=str))
+    log(f"{task.describe()}; backend {kernels.backend()}; run folder {run_dir}")
+    if comm.parallel:
+        log(f"data-parallel over {comm.size} MPI ranks, {cfg.batch_size // comm.size}+ items of each batch of "
+            f"{cfg.batch_size} per rank, {comm.threads} thread(s) each")
+    kl_weight = KLWeight(cfg.beta, cfg.kl_warmup)
+
+    def step(batch, epoch):
+        optimizer.lr = schedule_lr(cfg.lr_schedule, epoch, cfg.epochs, cfg.lr)
+        return task.step(batch, epoch, kl_weight(epoch))
+
+    def validate():
+        terms = task.validate(trainer.epoch, kl_weight(trainer.epoch))
+        return {**terms, "beta": kl_weight(trainer.epoch), "lr": optimizer.lr}
+
+    def display(epoch, history):
+        task.display(epoch, history)
+        task.save_curves(run_dir / "loss_curves.png", history)
+
+    start = time.perf_counter()
+    try:
+        trainer.fit(cfg.epochs, batches=task.batches, n_batches=task.n_batches, step=step, validate=validate,
+                    on_display=display)
+    except OSError as exc:
+        if isinstance(exc, NpvaeError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise
+        where = (f"the last checkpoint, after epoch {trainer.epoch}, is intact in {trainer.checkpoint_path}"
+                 if trainer.checkpoint_path.exists() else "no checkpoint was written yet")
+        raise TrainingError(f"could not write into {run_dir}: {exc.strerror}; {where}. Free some space, then "
+                            f"continue with: {resume_hint(task_cls, run_dir)}") from None
+    seconds = time.perf_counter() - start
+    if not comm.is_root:   # rank 0 scores and writes the files
+        return RunResult(run_dir, cfg, trainer.history, None, model, task)
+    metrics = task.evaluate(trainer.history)
+    metrics["train_seconds_this_session"] = float(seconds)
+    metrics["train_seconds_total"] = float(sum(trainer.history.get("seconds", [])))
+    atomic_write_text(run_dir / "history.json", json.dumps(trainer.history, indent=1))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    task.save_curves(run_dir / "loss_curves.png", trainer.history)
+    task.save(config, trainer.history, metrics)
+    log(f"wrote {run_dir / MODEL_FILE}, results.h5, metrics.json, history.json, config.json, loss_curves.png"
+        + "".join(f", {name}" for name in task.figures) + f" in {run_dir}")
+    return RunResult(run_dir, cfg, trainer.history, metrics, model, task)
+
+
+__all__ = ["train", "make_config", "resolve_task", "RunResult"]

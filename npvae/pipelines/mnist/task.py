@@ -1,0 +1,277 @@
+"""Part I as a training task: MNIST digit + Fashion-MNIST item mixtures in, both images out.
+
+``npvae train mnist`` (and ``python scripts/train_mnist.py``) runs :class:`MnistTask`
+through the engine (:func:`npvae.engine.train`). Besides the engine's records the run
+folder gets ``grid.png`` (evaluation pairs, the model's estimates) and a grid of
+validation pairs in ``figures/epoch_XXX.png`` every ``display_every`` epochs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...data.mixtures import MixtureData, load_mixture_data
+from ...data.mnist import find_files, load_images
+from ...engine.config import RunConfig
+from ...engine.task import Task
+from ...io import MODEL_FILE, RESULTS_FILE, save_model, save_results
+from ...metrics.image import psnr, separation_report
+from ...models.mnist import MODELS, OUTPUTS, RULES, build_model
+from ...plotting import GRID_ROWS, save_grid
+from ...validate import check_settings
+from .objective import RECON_LOSSES, SeparationObjective
+
+MODEL_DEFAULTS = {  # per-model architecture defaults (the flags override them)
+    "dense": {"hidden": (512, 256), "output": "sources"},
+    "conv": {"channels": (32, 64), "hidden": 256, "output": "sources"},
+    "unet": {"channels": (16, 32, 64), "output": "split", "blocks": 1},
+}
+# Default epochs per model: about 10 minutes on 2 cores for dense and conv, 20 for the U-Net.
+DEFAULT_EPOCHS = {"dense": 50, "conv": 15, "unet": 10}
+# How many numbers --channels / --hidden take, per model.
+N_CHANNELS = {"conv": 2, "unet": 3}
+
+
+@dataclass
+class MnistConfig(RunConfig):
+    """Settings of a Part I run (each a flag of ``npvae train mnist``).
+
+    model : "dense", "conv" or "unet". hidden, channels, output, blocks : architecture
+    (None: the model's default, :data:`MODEL_DEFAULTS`); blocks (U-Net only) is the number
+    of 3x3 convolutions per level. rule : how the two images mix. loss, mix_weight,
+    sample : the objective (:mod:`.objective`); sample False takes z = mu in training
+    too. epochs : None for the model's default (:data:`DEFAULT_EPOCHS`). n_examples :
+    evaluation pairs kept in results.h5. show : open the figures on screen too.
+    """
+    model: str = "dense"
+    latent_dim: int = 32
+    hidden: tuple | None = None
+    channels: tuple | None = None
+    output: str | None = None
+    blocks: int | None = None
+    rule: str = "average"
+    loss: str = "bce"
+    mix_weight: float = 1.0
+    sample: bool = True
+    n_examples: int = 16
+    show: bool = False
+    epochs: int | None = None
+    batch_size: int = 128
+    kl_warmup: float = 5.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.model, str) or self.model not in MODELS:
+            raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        check_settings(self, positive_int=("latent_dim", "n_examples", "hidden", "channels", "blocks"),
+                       nonneg=("mix_weight",), choices={"rule": RULES, "loss": RECON_LOSSES, "output": OUTPUTS},
+                       optional=("hidden", "channels", "output", "blocks"))
+        if self.blocks is not None and self.model != "unet":
+            raise ValueError(f"--blocks (3x3 convolutions per level) is a U-Net setting; the {self.model} model has "
+                             "none: drop --blocks or use --model unet")
+        for key in ("hidden", "channels"):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value])))
+        if self.channels is not None:
+            want = N_CHANNELS.get(self.model)
+            if want is None:
+                raise ValueError(f"--channels is a setting of the conv and unet models; the {self.model} model has "
+                                 "none: drop --channels or use --hidden")
+            if len(self.channels) != want:
+                raise ValueError(f"--channels takes {want} numbers for the {self.model} model (one per level, e.g. "
+                                 f"{' '.join(map(str, MODEL_DEFAULTS[self.model]['channels']))}), got "
+                                 f"{len(self.channels)}: {' '.join(map(str, self.channels))}")
+        if self.hidden is not None and self.model == "unet":
+            raise ValueError("--hidden is a setting of the dense and conv models; the U-Net has none: drop --hidden")
+        if self.hidden is not None and self.model == "conv" and len(self.hidden) != 1:
+            raise ValueError(f"--hidden takes one number for the conv model, got {len(self.hidden)}")
+
+    def model_kwargs(self) -> dict:
+        kw = dict(MODEL_DEFAULTS[self.model])
+        for key in ("hidden", "channels", "output", "blocks"):
+            value = getattr(self, key)
+            if value is not None and key in kw:
+                kw[key] = value
+        if self.model == "conv" and isinstance(kw.get("hidden"), (list, tuple)):
+            kw["hidden"] = int(kw["hidden"][0])
+        return {**kw, "latent_dim": self.latent_dim, "rule": self.rule}
+
+
+def load_data(cfg: MnistConfig) -> MixtureData:
+    """The mixture data; ``train_limit``/``eval_limit`` take a subset (quick runs, tests)."""
+    if cfg.train_limit is None and cfg.eval_limit is None:
+        return load_mixture_data(cfg.data_dir, rule=cfg.rule, seed=cfg.seed)
+    n_val = 5000 if cfg.train_limit is None else max(64, min(5000, cfg.train_limit // 4))
+    n_eval = 10000 if cfg.eval_limit is None else int(cfg.eval_limit)
+    arrays = {}
+    for name in ("mnist", "fashion-mnist"):
+        train, _ = load_images(name, "train", cfg.data_dir)
+        test, _ = load_images(name, "test", cfg.data_dir)
+        if cfg.train_limit is not None:
+            train = np.concatenate([train[:cfg.train_limit], train[-n_val:]])
+        arrays[name] = (train, test[:n_eval])
+    return MixtureData(arrays["mnist"][0], arrays["fashion-mnist"][0], arrays["mnist"][1],
+                       arrays["fashion-mnist"][1], rule=cfg.rule, seed=cfg.seed, n_validation=n_val,
+                       n_eval=n_eval)
+
+
+def data_folders(data_dir=None) -> dict:
+    """The folders the two datasets are read from (for the run's record)."""
+    out = {}
+    for name in ("mnist", "fashion-mnist"):
+        found = find_files(name, "train", data_dir)
+        out[name] = str(found[0].parent.resolve()) if found else None
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def evaluate(model, mixture, digit, fashion, batch_size: int = 500) -> dict:
+    """Per-source MSE / PSNR (dB) / SSIM of ``model.separate`` on the given pairs."""
+    d_hat, f_hat, _ = model.separate(mixture, batch_size=batch_size)
+    return separation_report(d_hat, f_hat, digit, fashion)
+
+
+def validation_terms(objective: SeparationObjective, mixture, digit, fashion, beta: float) -> dict:
+    """Loss terms (posterior mean, no sampling) and mean PSNR on the validation pairs."""
+    sums, n = {}, len(mixture)
+    psnrs = []
+    for i in range(0, n, 500):
+        sl = slice(i, i + 500)
+        terms = objective.terms(mixture[sl], digit[sl], fashion[sl], beta=beta, sample=False, backward=False)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v * len(mixture[sl])
+        y = objective.model.forward(mixture[sl], sample=False)
+        d_hat, f_hat = np.ascontiguousarray(y[:, 0]), np.ascontiguousarray(y[:, 1])
+        psnrs.append((psnr(d_hat, digit[sl]) + psnr(f_hat, fashion[sl])) / 2)
+    out = {k: v / n for k, v in sums.items()}
+    out["psnr"] = float(np.mean(np.concatenate(psnrs)))
+    return out
+
+
+def example_images(model, mixture, digit, fashion) -> dict:
+    """The grid rows for a few pairs: inputs, truths and the model's estimates."""
+    d_hat, f_hat, m_hat = model.separate(mixture)
+    return {"mixture": mixture, "digit": digit, "fashion": fashion, "digit_hat": d_hat, "fashion_hat": f_hat,
+            "mixture_hat": m_hat}
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = [f"{'':10s}{'MSE':>10s}{'PSNR (dB)':>11s}{'SSIM':>8s}"]
+    for src in ("digit", "fashion", "mean"):
+        lines.append(f"{src:10s}{metrics[src + '_mse']:10.5f}{metrics[src + '_psnr']:11.2f}"
+                     f"{metrics[src + '_ssim']:8.4f}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the task
+
+class MnistTask(Task):
+    """Supervised Part I: the model sees a mixture and learns both sources."""
+    name = "mnist"
+    Config = MnistConfig
+    summary = "Part I: separate MNIST digit + Fashion-MNIST item mixtures"
+    figures = ("grid.png",)
+    presets = {
+        "default": {},
+        # a U-Net VAE with 1.5x the channels (24-48-96) and two 3x3 convolutions per level
+        # (786k parameters), a lighter KL (beta 0.1), 24 epochs with a cosine learning-rate tail
+        "best": {"model": "unet", "channels": (24, 48, 96), "blocks": 2, "beta": 0.1, "epochs": 24,
+                 "lr_schedule": "cosine"},
+        # the plain dense VAE with a lighter KL (beta 0.1), a 64-dim latent, 100 epochs, cosine tail
+        "dense-best": {"model": "dense", "beta": 0.1, "latent_dim": 64, "epochs": 100, "lr_schedule": "cosine"},
+    }
+    help = {
+        "model": "dense VAE, convolutional VAE, or U-Net VAE with skips and a mask output",
+        "latent_dim": "size of the Gaussian latent",
+        "hidden": "hidden widths: 512 256 (dense) or 256 (conv); default per model",
+        "channels": "conv channels: 32 64 (conv) or 16 32 64 (unet); default per model",
+        "blocks": "3x3 convolutions per U-Net level (default 1)",
+        "output": "decode two images (sources) or how the mixture splits (split); default per model",
+        "rule": "mixing rule of the two images",
+        "loss": "reconstruction loss",
+        "mix_weight": "weight of the reconstructed mixture's term",
+        "sample": "sample the latent in training (--no-sample with --beta 0: a plain autoencoder)",
+        "n_examples": "evaluation pairs kept as examples in results.h5",
+        "show": "also open the figures on screen",
+        "epochs": "training epochs (default 50 dense, 15 conv, 10 unet)",
+        "batch_size": "pairs per batch",
+        "train_limit": "training images per set (quick runs)",
+        "eval_limit": "evaluation pairs (default 10000)",
+        "data_dir": "folder holding mnist/ and fashion-mnist/ (else $NPVAE_DATA)",
+    }
+    choices = {"model": tuple(MODELS), "output": OUTPUTS, "rule": RULES, "loss": RECON_LOSSES}
+
+    @classmethod
+    def finalize(cls, cfg):
+        if cfg.epochs is None:
+            import dataclasses
+            cfg = dataclasses.replace(cfg, epochs=DEFAULT_EPOCHS[cfg.model])
+        return cfg
+
+    @classmethod
+    def run_prefix(cls, cfg) -> str:
+        return f"mnist-{cfg.model}"
+
+    def setup(self, init_rng, noise_rng, saved_record):
+        cfg = self.cfg
+        self.model = build_model(cfg.model, rng=init_rng, **cfg.model_kwargs())
+        self.data = load_data(cfg)
+        self.folders = data_folders(cfg.data_dir)
+        self.log("data: " + ", ".join(f"{k} from {v}" for k, v in self.folders.items()))
+        # the latent's noise continues with the run (and its checkpoints); each MPI rank draws its own share
+        self.model.rng = noise_rng
+        self.objective = SeparationObjective(self.model, cfg.loss, cfg.mix_weight)
+        self.val = self.data.validation_set()
+        self.shown = tuple(a[:8] for a in self.val)
+
+    def record(self) -> dict:
+        return {"data_folder": self.folders}
+
+    def describe(self) -> str:
+        return (f"{super().describe()}, {self.data.n_train:,} training pairs an epoch")
+
+    @property
+    def n_batches(self) -> int:
+        return self.data.n_batches(self.cfg.batch_size)
+
+    def batches(self, rng):
+        return self.data.batches(rng, self.cfg.batch_size, shard=self.comm.shard)
+
+    def step(self, batch, epoch, beta):
+        mixture, digit, fashion = batch
+        return self.objective.terms(mixture, digit, fashion, beta=beta, sample=self.cfg.sample)
+
+    def validate(self, epoch, beta):
+        return validation_terms(self.objective, *self.val, beta=beta)
+
+    def display(self, epoch, history):
+        path = save_grid(self.run_dir / "figures" / f"epoch_{epoch:03d}.png", example_images(self.model, *self.shown),
+                         title=f"{self.cfg.model} VAE, epoch {epoch} (validation pairs)", show=self.cfg.show)
+        self.log(f"           figure: {path}")
+
+    def evaluate(self, history) -> dict:
+        mixture, digit, fashion = self.eval_set = self.data.evaluation_set()
+        metrics = evaluate(self.model, mixture, digit, fashion)
+        baseline = separation_report(mixture, mixture, digit, fashion)
+        metrics.update({f"mixture_as_estimate_{k}": v for k, v in baseline.items() if k.startswith("mean_")})
+        metrics["n_eval_pairs"] = int(len(mixture))
+        self.log(f"test metrics on {len(mixture):,} fixed evaluation pairs:\n{format_metrics(metrics)}")
+        self.log(f"(mixture as the estimate: mean PSNR {metrics['mixture_as_estimate_mean_psnr']:.2f} dB)")
+        return metrics
+
+    def save(self, config, history, metrics):
+        mixture, digit, fashion = self.eval_set
+        k = min(self.cfg.n_examples, len(mixture))
+        examples = example_images(self.model, mixture[:k], digit[:k], fashion[:k])
+        save_grid(self.run_dir / "grid.png", {r: examples[r][:8] for r in GRID_ROWS},
+                  title=f"{self.cfg.model} VAE on evaluation pairs: mean PSNR {metrics['mean_psnr']:.1f} dB")
+        save_model(self.run_dir / MODEL_FILE, self.model, config)
+        save_results(self.run_dir / RESULTS_FILE, "mnist_results", self.model, config, history, metrics,
+                     {k: v.astype(np.float32) for k, v in examples.items()})
+
+
+__all__ = ["MnistConfig", "MnistTask", "MODEL_DEFAULTS", "DEFAULT_EPOCHS", "evaluate", "validation_terms",
+           "example_images", "format_metrics", "load_data", "data_folders"]

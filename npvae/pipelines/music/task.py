@@ -1,0 +1,225 @@
+"""Part II as a training task: singing voice and accompaniment from STFT spectrograms.
+
+``npvae train music`` (and ``python scripts/train_music.py``) runs :class:`MusicTask`
+through the engine (:func:`npvae.engine.train`). Every ``display_every`` epochs the run
+folder gets a spectrogram figure ``figures/epoch_XXX.png`` and WAV snippets of the
+estimates ``snippets/epoch_XXX_{vocals,accompaniment}.wav``; ``model.h5`` is a
+separator (``npvae.load_model`` returns a :class:`~npvae.separator.Separator`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ... import spectral_losses
+from ...audio.datasets import dataset_folder, load_tracks
+from ...audio.io import write_audio
+from ...audio.remix import sample_remix_batch
+from ...audio.stft import STFTConfig
+from ...checkpoint import CHECKPOINT_FILE
+from ...engine.config import RunConfig
+from ...engine.task import Task
+from ...errors import DatasetError
+from ...io import MODEL_FILE, RESULTS_FILE, save_music_results, save_separator
+from ...models.music import SpectrogramUNetVAE
+from ...plotting import plot_example, plot_history
+from ...separator import Normalizer, Separator
+from ...validate import check_settings
+from .batches import sample_batch
+from .evaluation import example, quick_validation
+from .objective import LossConfig, MusicObjective
+
+DATASETS = ("mir1k", "irmas", "stems")
+
+
+@dataclass
+class MusicConfig(RunConfig):
+    """Settings of a Part II run (each a flag of ``npvae train music``).
+
+    dataset : "mir1k", "irmas" or "stems" (a folder of stems, see ``--data-dir``).
+    frames : STFT frames per training excerpt. channels, latent_channels : the spectrogram
+    U-Net VAE's three encoder levels and its latent map. compression : of the network's
+    input magnitudes (see :class:`~npvae.separator.Normalizer`). remix, remix_prob,
+    gain_db : training-batch augmentation; remix "shift" takes the same clip's
+    accompaniment, shifted (:func:`~.batches.sample_batch`), "cross" another clip's
+    (:func:`npvae.audio.remix.sample_remix_batch`). loss, loss_compression, loss_power,
+    mix_weight, sample : the objective (:class:`~.objective.LossConfig`).
+    snippet_seconds : length of the displayed example. train_limit, eval_limit : the
+    first N training / validation clips.
+    """
+    dataset: str = "mir1k"
+    frames: int = 64
+    channels: tuple = (16, 32, 64)
+    latent_channels: int = 32
+    compression: str = "log"
+    remix: str = "shift"
+    remix_prob: float = 0.5
+    gain_db: float = 3.0
+    loss: str = "l1"
+    loss_compression: str = "none"
+    loss_power: float = 0.5
+    mix_weight: float = 0.5
+    sample: bool = True
+    snippet_seconds: float = 4.0
+    epochs: int = 50
+    batch_size: int = 8
+    lr_schedule: str = "cosine"
+    clip_norm: float = 5.0
+    beta: float = 0.01
+    kl_warmup: float = 1.0
+    eval_limit: int | None = 24
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_settings(self, positive_int=("frames", "channels", "latent_channels"),
+                       positive=("snippet_seconds", "loss_power"), nonneg=("mix_weight", "remix_prob", "gain_db"),
+                       choices={"dataset": DATASETS, "compression": ("log", "power"),
+                                "loss": tuple(spectral_losses.LOSSES),
+                                "loss_compression": ("none", "log", "power"), "remix": ("shift", "cross")})
+        self.channels = tuple(int(c) for c in (self.channels if isinstance(self.channels, (list, tuple))
+                                               else [self.channels]))
+        d = SpectrogramUNetVAE.DOWNSAMPLE
+        if self.frames % d:
+            raise ValueError(f"--frames must be a multiple of {d} (the network halves the time axis "
+                             f"{d.bit_length() - 1} times), got {self.frames}")
+        if len(self.channels) != 3:
+            raise ValueError(f"--channels takes 3 numbers (one per encoder level, e.g. 16 32 64), got "
+                             f"{len(self.channels)}: {' '.join(map(str, self.channels))}")
+        if self.remix_prob > 1:
+            raise ValueError(f"--remix-prob is a probability in [0, 1], got {self.remix_prob}")
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(loss=self.loss, compression=self.loss_compression, power=self.loss_power,
+                          mix_weight=self.mix_weight, beta=self.beta, kl_warmup=self.kl_warmup, sample=self.sample)
+
+
+def check_clip_lengths(tracks, stft_cfg: STFTConfig, what: str, folder) -> None:
+    """Refuse clips too short for the network (fewer STFT frames than it downsamples by),
+    naming each one, before any training starts."""
+    need = SpectrogramUNetVAE.DOWNSAMPLE
+    short = [t for t in tracks if stft_cfg.n_frames(t.n_samples) < need]
+    if short:
+        names = ", ".join(f"{t.name} ({t.n_samples} samples)" for t in short[:5]) + (", ..." if len(short) > 5 else "")
+        min_samples = (need - 1) * stft_cfg.hop + 1
+        raise DatasetError(f"{len(short)} {what} clip(s) in {folder} are too short for the network, which needs at "
+                           f"least {need} STFT frames (about {min_samples / stft_cfg.sample_rate * 1000:.0f} ms at "
+                           f"{stft_cfg.sample_rate} Hz): {names}. Remove them from the dataset folder")
+
+
+class MusicTask(Task):
+    """Supervised Part II: the model sees a mixture's spectrogram and learns two masks."""
+    name = "music"
+    Config = MusicConfig
+    summary = "Part II: separate singing voice from accompaniment (MIR-1K, IRMAS or stems)"
+    figures = ()
+    presets = {
+        "default": {},
+        # the spectrogram U-Net VAE with 1.5x the channels (24-48-96, 249k parameters), 45 epochs,
+        # half the training excerpts remixed with another clip's accompaniment
+        "best": {"channels": (24, 48, 96), "epochs": 45, "remix": "cross"},
+    }
+    help = {
+        "dataset": "mir1k, irmas or a folder of stems (see --data-dir)",
+        "data_dir": "data root (holds MIR-1K/ or IRMAS-TrainingData/), or the stems folder (else $NPVAE_DATA)",
+        "batch_size": "excerpts per batch",
+        "frames": "STFT frames per training excerpt (a multiple of 8)",
+        "channels": "channels of the three encoder levels",
+        "latent_channels": "channels of the Gaussian latent map",
+        "compression": "compression of the network's input magnitudes",
+        "remix": "remixed excerpts take the accompaniment of the same clip, shifted (shift), or of another (cross)",
+        "remix_prob": "chance that an excerpt is remixed",
+        "gain_db": "random accompaniment gain in [-gain_db, gain_db] dB",
+        "loss": "reconstruction loss on magnitudes: l1, mse, kl (generalised KL), is (Itakura-Saito)",
+        "loss_compression": "compression of magnitudes inside l1/mse",
+        "loss_power": "exponent of the power compression inside l1/mse",
+        "mix_weight": "weight of the reconstructed mixture's term",
+        "sample": "sample the latent in training (--no-sample: a deterministic net with a KL code penalty)",
+        "snippet_seconds": "length of the example shown every --display-every epochs",
+        "train_limit": "the first N training clips only (quick runs)",
+        "eval_limit": "validation clips scored every epoch (the first N)",
+    }
+    choices = {"dataset": DATASETS, "compression": ("log", "power"), "loss": tuple(spectral_losses.LOSSES),
+               "remix": ("shift", "cross"), "loss_compression": ("none", "log", "power")}
+
+    @classmethod
+    def run_prefix(cls, cfg) -> str:
+        return f"music-{cfg.dataset}"
+
+    def seeds(self):
+        return np.random.default_rng(self.cfg.seed + 1), np.random.default_rng(self.cfg.seed)
+
+    def setup(self, init_rng, noise_rng, saved_record):
+        cfg = self.cfg
+        self.folder = dataset_folder(cfg.dataset, cfg.data_dir)
+        self.log(f"data: {self.folder}")
+        self.stft_cfg = stft_cfg = STFTConfig.for_dataset(cfg.dataset)
+        self.train_tracks = load_tracks(cfg.dataset, "train", cfg.data_dir)[:cfg.train_limit]
+        self.val_tracks = load_tracks(cfg.dataset, "validation", cfg.data_dir)[:cfg.eval_limit]
+        check_clip_lengths(self.train_tracks, stft_cfg, "training", self.folder)
+        check_clip_lengths(self.val_tracks, stft_cfg, "validation", self.folder)
+        self.log(f"{cfg.dataset}: {len(self.train_tracks)} training clips "
+                 f"({sum(t.duration for t in self.train_tracks):.0f} s), {len(self.val_tracks)} validation clips "
+                 f"({sum(t.duration for t in self.val_tracks):.0f} s)")
+        self.model = model = SpectrogramUNetVAE(cfg.channels, cfg.latent_channels, rng=init_rng)
+        model.rng = noise_rng
+        if saved_record is not None:       # the normaliser the run was trained with
+            sep = Separator.from_config(model, saved_record, str(self.run_dir / CHECKPOINT_FILE))
+        else:
+            sep = Separator(model, stft_cfg, Normalizer.fit(self.train_tracks, stft_cfg, cfg.compression))
+        # rank 0's normaliser, also where only it can read the checkpoint
+        self.sep = Separator(model, sep.stft_cfg, self.comm.bcast_object(sep.norm))
+        self.objective = MusicObjective(self.sep, cfg.loss_config())
+        total_frames = sum(stft_cfg.n_frames(t.n_samples) for t in self.train_tracks)
+        self._n_batches = max(1, total_frames // (cfg.batch_size * cfg.frames))
+        self.shown = self.val_tracks[0] if self.val_tracks else self.train_tracks[0]
+
+    def record(self) -> dict:
+        return {"data_folder": str(self.folder), **self.sep.config()}
+
+    def describe(self) -> str:
+        return f"{super().describe()}; STFT {self.stft_cfg}"
+
+    @property
+    def n_batches(self) -> int:
+        return self._n_batches
+
+    def batches(self, rng):
+        cfg = self.cfg
+        sampler = {"shift": sample_batch, "cross": sample_remix_batch}[cfg.remix]
+        for _ in range(self._n_batches):
+            yield sampler(self.train_tracks, rng, cfg.batch_size, cfg.frames, self.stft_cfg, cfg.remix_prob,
+                          cfg.gain_db, part=self.comm.shard(cfg.batch_size))
+
+    def step(self, batch, epoch, beta):
+        return self.objective.terms(batch, epoch, beta=beta)
+
+    def validate(self, epoch, beta):
+        terms = self.objective.on_tracks(self.val_tracks)
+        terms.update(quick_validation(self.sep, self.val_tracks))
+        return terms
+
+    def display(self, epoch, history):
+        ex = example(self.sep, self.shown, self.cfg.snippet_seconds)
+        plot_example(ex, self.run_dir / "figures" / f"epoch_{epoch:03d}.png", self.stft_cfg,
+                     f"{self.shown.name}, epoch {epoch}")
+        for key in ("vocals_hat", "accompaniment_hat"):
+            write_audio(self.run_dir / "snippets" / f"epoch_{epoch:03d}_{key.replace('_hat', '')}.wav",
+                        ex[key], self.stft_cfg.sample_rate)
+
+    def save_curves(self, path, history):
+        plot_history(history, path)
+
+    def evaluate(self, history) -> dict:
+        """The last epoch's validation terms and SI-SDR improvements (``npvae evaluate``
+        gives the full BSS Eval scores)."""
+        return {f"final_val_{k}": float(v[-1]) for k, v in history.items() if k.startswith("val_")}
+
+    def save(self, config, history, metrics):
+        save_separator(self.run_dir / MODEL_FILE, self.sep, config)
+        examples = {"sample_rate": self.stft_cfg.sample_rate, "clip0": example(self.sep, self.shown,
+                                                                                self.cfg.snippet_seconds)}
+        save_music_results(self.run_dir / RESULTS_FILE, self.sep, config, history, metrics, examples)
+
+
+__all__ = ["MusicConfig", "MusicTask", "check_clip_lengths"]
