@@ -48,9 +48,11 @@ def test_readme_is_a_front_door():
     assert len(lines) < README_MAX_LINES, f"README.md has {len(lines)} lines; move details to docs/"
 
 
-def test_readme_links_point_to_files():
+@pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(REPO).as_posix()
+                                                      for p in (REPO / "docs").glob("*.md"))])
+def test_links_point_to_files(page):
     import re
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+    path = REPO / page
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8")):
         if "://" not in target:
-            assert (REPO / target).exists(), f"README links to {target}, which does not exist"
+            assert (path.parent / target).exists(), f"{page} links to {target}, which does not exist"
