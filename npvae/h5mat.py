@@ -31,6 +31,7 @@ import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -227,8 +228,52 @@ def _attr_str(value, default: str = "") -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _read_dataset(ds):
-    attrs = ds.attrs
+class Leaf(NamedTuple):
+    """What a dataset holds, known from its metadata alone: the NumPy ``shape`` and
+    ``dtype`` :func:`read_tree` returns it as (``None`` for text), and the bytes that
+    reading it takes."""
+    shape: tuple | None
+    dtype: np.dtype | None
+    nbytes: int
+
+
+MAX_EMPTY_DIMS = 32     # a MATLAB empty's dims dataset longer than this is damage
+
+
+def _empty_dims(ds) -> tuple[int, ...]:
+    """The NumPy shape of a dataset stored with MATLAB's empty convention."""
+    if ds.size > MAX_EMPTY_DIMS:
+        raise ValueError(f"{ds.name} is flagged MATLAB_empty but holds {ds.size} dims")
+    return tuple(int(d) for d in np.ravel(ds[()])[::-1])
+
+
+_ATTRS = ("MATLAB_class", "MATLAB_empty", "MATLAB_int_decode", "npvae_shape", "npvae_type", "npvae_len",
+          "npvae_name")
+
+
+def _attrs(obj) -> dict:
+    """The attributes this module reads, of those ``obj`` has (listing names is cheap in h5py,
+    looking up a missing one is not)."""
+    a = obj.attrs
+    return {k: a[k] for k in a if k in _ATTRS}
+
+
+def _leaf(ds, attrs) -> Leaf:
+    cls = _attr_str(attrs.get("MATLAB_class"))
+    nbytes = int(ds.size) * ds.dtype.itemsize
+    if cls == "char":
+        return Leaf(None, None, nbytes)
+    empty = bool(np.any(attrs.get("MATLAB_empty", 0)))
+    dtype = _DTYPE_OF_CLASS.get(cls, ds.dtype)
+    shape = _empty_dims(ds) if empty else ds.shape
+    if "npvae_shape" in attrs:
+        shape = tuple(int(d) for d in np.ravel(attrs["npvae_shape"]))
+    if empty:
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    return Leaf(tuple(shape), np.dtype(dtype), nbytes)
+
+
+def _read_dataset(ds, attrs):
     cls = _attr_str(attrs.get("MATLAB_class"))
     empty = bool(np.any(attrs.get("MATLAB_empty", 0)))
     if cls == "char":
@@ -241,7 +286,10 @@ def _read_dataset(ds):
         return value.decode("utf-8") if isinstance(value, bytes) else value
     dtype = _DTYPE_OF_CLASS[cls]
     if empty:
-        arr = np.zeros(tuple(int(d) for d in np.ravel(ds[()])[::-1]), dtype=dtype)
+        dims = _empty_dims(ds)
+        if 0 not in dims:
+            raise ValueError(f"{ds.name} is flagged MATLAB_empty but its dims {dims} are not empty")
+        arr = np.zeros(dims, dtype=dtype)
     else:
         arr = ds[()]
         arr = arr.astype(bool) if cls == "logical" else arr
@@ -250,15 +298,35 @@ def _read_dataset(ds):
     return arr.item() if arr.ndim == 0 else arr
 
 
-def _read_node(obj):
+def _read_node(obj, attrs_of=_attrs):
     if isinstance(obj, h5py.Dataset):
-        return _read_dataset(obj)
+        return _read_dataset(obj, attrs_of(obj))
     out = {}
     for name, child in obj.items():
         if obj.name == "/" and name in RESERVED:
             continue
-        out[_attr_str(child.attrs.get("npvae_name"), name)] = _read_node(child)
+        out[_attr_str(attrs_of(child).get("npvae_name"), name)] = _read_node(child, attrs_of)
     return out
+
+
+def _describe_node(obj, attrs_of=_attrs):
+    if isinstance(obj, h5py.Dataset):
+        return _leaf(obj, attrs_of(obj))
+    return {_attr_str(attrs_of(child).get("npvae_name"), name): _describe_node(child, attrs_of)
+            for name, child in obj.items() if not (obj.name == "/" and name in RESERVED)}
+
+
+def _largest(node, where: str = "") -> tuple[int, int, str]:
+    """(total bytes, bytes of the largest dataset, its path) of a described node."""
+    if isinstance(node, Leaf):
+        return node.nbytes, node.nbytes, where
+    total, big, name = 0, -1, where
+    for key, child in node.items():
+        t, b, n = _largest(child, f"{where}/{key}")
+        total += t
+        if b > big:
+            big, name = b, n
+    return total, max(big, 0), name
 
 
 def _kinds_text(kinds: tuple[str, ...]) -> str:
@@ -307,25 +375,84 @@ def file_kind(path: str | os.PathLike) -> tuple[str, int]:
 
 
 def read_tree(path: str | os.PathLike, expected_kind: str | tuple[str, ...] | None = None,
-              subtree: str | None = None):
+              subtree: str | None = None, max_bytes: int | None = None):
     """Read a file written by :func:`write_tree` back into the same nested dict.
 
     Arrays come back as NumPy arrays of the written dtype and shape, 0-d values as Python
     scalars, strings as ``str``, lists of strings as ``list[str]``; keys as written.
     ``expected_kind`` (a kind or tuple of kinds) rejects files of another kind.
     ``subtree`` (HDF5 path of stored names, e.g. ``"model/params"``) reads only that part.
+    ``max_bytes`` refuses, before reading anything, a part whose datasets declare more
+    bytes than that (a small damaged file can declare a huge compressed dataset).
 
     Raises ``FileNotFoundError`` if ``path`` is missing and ``FileFormatError`` if it is not
     a readable npvae file of the expected kind and a schema version this code knows.
     """
-    path, f = _open(path)
-    with f, _corrupt_as_format_error(path):
-        _check_header(f, path, expected_kind)
+    with TreeReader(path, expected_kind) as tree:
+        return tree.read(subtree, max_bytes)
+
+
+class TreeReader:
+    """An npvae file held open, whose parts are described (:meth:`describe`, from the
+    metadata alone) or read (:meth:`read`) one at a time: a reader checks what a part
+    declares before it reads it. A context manager; the header and kind are checked on
+    opening, and damage anywhere raises :class:`FileFormatError` naming the file."""
+
+    def __init__(self, path: str | os.PathLike, expected_kind: str | tuple[str, ...] | None = None):
+        self.path, self._file = _open(path)
+        self._attrs: dict[str, dict] = {}     # attributes by object name, read once
+        try:
+            with _corrupt_as_format_error(self.path):
+                self.kind, self.version = _check_header(self._file, self.path, expected_kind)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> "TreeReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __contains__(self, subtree: str) -> bool:
+        with _corrupt_as_format_error(self.path):
+            return subtree.strip("/") in self._file
+
+    def _attrs_of(self, obj) -> dict:
+        attrs = self._attrs.get(obj.name)
+        if attrs is None:
+            attrs = self._attrs[obj.name] = _attrs(obj)
+        return attrs
+
+    def _node(self, subtree):
         where = (subtree or "").strip("/") or "/"
-        if where not in f:
-            top = [name for name in f if name not in RESERVED]
-            raise FileFormatError(f"{path} has no '{subtree}'; its top level holds {top}")
-        return _read_node(f[where])
+        if where not in self._file:
+            top = [name for name in self._file if name not in RESERVED]
+            raise FileFormatError(f"{self.path} has no '{subtree}'; its top level holds {top}")
+        return self._file[where]
+
+    def describe(self, subtree: str | None = None):
+        """The part's tree with every dataset as a :class:`Leaf` (shape, dtype, bytes),
+        read from the metadata only."""
+        with _corrupt_as_format_error(self.path):
+            return _describe_node(self._node(subtree), self._attrs_of)
+
+    def read(self, subtree: str | None = None, max_bytes: int | None = None):
+        """The part as :func:`read_tree` returns it; ``max_bytes`` as there."""
+        with _corrupt_as_format_error(self.path):
+            node = self._node(subtree)
+            if max_bytes is not None:
+                total, big, name = _largest(_describe_node(node, self._attrs_of), "/" + (subtree or "").strip("/"))
+                if total > max_bytes:
+                    raise FileFormatError(
+                        f"{self.path}: '{(subtree or '/').strip('/') or '/'}' declares {total:,} bytes of data "
+                        f"(the largest, {name.replace('//', '/')}, {big:,}), more than the {max_bytes:,} "
+                        "such a part can hold; the file is damaged: re-create it with the npvae script "
+                        "that wrote it")
+            return _read_node(node, self._attrs_of)
 
 
 @contextmanager
@@ -335,9 +462,10 @@ def _corrupt_as_format_error(path: Path):
         yield
     except FileFormatError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError,
+            MemoryError) as exc:
         raise FileFormatError(f"{path} is corrupt ({type(exc).__name__}: {exc}); "
                               "re-create it with the npvae script that wrote it") from exc
 
 
-__all__ = ["write_tree", "read_tree", "file_kind", "matlab_name", "SCHEMA_VERSION", "KNOWN_KINDS"]
+__all__ = ["write_tree", "read_tree", "TreeReader", "Leaf", "file_kind", "matlab_name", "SCHEMA_VERSION", "KNOWN_KINDS"]

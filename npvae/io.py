@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import h5mat, models, pretrained   # importing models registers their classes with build_layer
+from . import h5mat, modelcheck, models, pretrained   # importing models registers their classes with build_layer
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, model_state
 from .errors import FileFormatError, ModelNotFoundError
 from .layers.base import Layer, build_layer
@@ -117,16 +117,9 @@ def resolve_model_path(path) -> Path:
     return path
 
 
-def parse_spec(path, text) -> dict:
-    """The JSON architecture record of a model file; damage names the file."""
-    try:
-        spec = json.loads(text)
-    except (TypeError, ValueError) as e:
-        raise FileFormatError(f"{path}: /model/spec is not valid JSON ({e}); the file was edited or damaged: "
-                              "use the model.h5 / results.h5 that training wrote") from None
-    if not isinstance(spec, dict):
-        raise FileFormatError(f"{path}: /model/spec is not an architecture record; the file was edited or damaged")
-    return spec
+parse_spec = modelcheck.parse_spec
+CONFIG_MAX_BYTES = 64 << 20     # /config holds settings and a normaliser: kilobytes
+SPEC_MAX_BYTES = 16 << 20       # /model/spec, /model/dtype: a few kilobytes of text
 
 
 def load_parameters(path, model: Layer, params: dict) -> Layer:
@@ -141,15 +134,61 @@ def load_parameters(path, model: Layer, params: dict) -> Layer:
     return model
 
 
+def _build(path, spec: dict, dtype) -> Layer:
+    """``build_layer(spec)`` in ``dtype``; a spec the constructors refuse names the file."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise FileFormatError(f"{path}: /model/dtype {dtype!r} is not a dtype; the file was edited or damaged") from None
+    try:
+        return build_layer(spec, dtype=dtype)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise FileFormatError(f"{path}: its model spec cannot be built ({type(e).__name__}: {e}); the file was "
+                              "edited or damaged: use the model.h5 / results.h5 that training wrote, "
+                              "or train again") from None
+
+
+def _read_h5_model(path) -> tuple[dict, str, dict, dict]:
+    """``(spec, dtype, config, params)`` of a model or results file, every size checked
+    against the spec (:mod:`npvae.modelcheck`) before a tensor is read."""
+    with h5mat.TreeReader(path, expected_kind=MODEL_KINDS) as tree:
+        if "model/spec" not in tree:
+            raise FileFormatError(f"{path} has no /model/spec: it was not written with a model; "
+                                  "pass the model.h5 or results.h5 of a training run")
+        text = tree.read("model/spec", SPEC_MAX_BYTES)
+        if not isinstance(text, str):
+            raise FileFormatError(f"{path}: /model/spec is not text; the file was edited or damaged")
+        spec = parse_spec(path, text)
+        expected = modelcheck.expected_shapes(path, spec)
+        declared = tree.describe("model/params") if "model/params" in tree else {}
+        if not all(isinstance(leaf, h5mat.Leaf) for leaf in declared.values()):
+            raise FileFormatError(f"{path}: /model/params holds groups, not only tensors; the file was "
+                                  "edited or damaged")
+        modelcheck.check_declared(path, expected, {k: (v.shape, v.dtype) for k, v in declared.items()})
+        params = tree.read("model/params") if declared else {}
+        stored = tree.read("model/dtype", SPEC_MAX_BYTES) if "model/dtype" in tree else "float32"
+        config = tree.read("config", CONFIG_MAX_BYTES) if "config" in tree else {}
+    if not isinstance(config, dict):
+        raise FileFormatError(f"{path}: /config is not a group of settings; the file was edited or damaged")
+    return spec, stored, config, params
+
+
 def read_model_file(path, dtype=None) -> tuple[Layer, dict]:
     """``(model, config)`` from a model file, results file, checkpoint or run directory.
 
     The model is rebuilt in ``dtype`` (default: the dtype it was stored in), in eval mode.
-    A damaged spec or parameters that do not fit it raise :class:`FileFormatError` naming the file.
+    Nothing is built before the file is checked (:mod:`npvae.modelcheck`): the spec's
+    nesting and size, every tensor's declared shape and dtype against the spec, every
+    value finite and in range. A damaged file raises :class:`FileFormatError` naming the
+    file and the tensor or field.
     """
     path = resolve_model_path(path)
     if path.suffix == ".npz":
-        arrays, meta = load_checkpoint(path)
+        try:
+            arrays, meta = load_checkpoint(path)
+        except RecursionError:
+            raise FileFormatError(f"{path}: its metadata nests deeper than Python can parse; the file was "
+                                  "edited or damaged") from None
         if "model_spec" not in meta:
             raise FileFormatError(f"{path} is a checkpoint without a model_spec: it was not written by npvae's "
                                   "Trainer; pass the run's model.h5 instead")
@@ -157,15 +196,14 @@ def read_model_file(path, dtype=None) -> tuple[Layer, dict]:
         if not isinstance(spec, dict):
             raise FileFormatError(f"{path}: its model_spec is not an architecture record; the file was edited "
                                   "or damaged")
+        modelcheck.check_spec_depth(path, spec)
+        modelcheck.check_declared(path, modelcheck.expected_shapes(path, spec),
+                                  {k: (np.shape(v), np.asarray(v).dtype) for k, v in state.items()})
         stored = next(iter(state.values())).dtype if state else np.float32
     else:
-        tree = h5mat.read_tree(path, expected_kind=MODEL_KINDS)
-        if "model" not in tree or "spec" not in tree["model"]:
-            raise FileFormatError(f"{path} has no /model/spec: it was not written with a model; "
-                                  "pass the model.h5 or results.h5 of a training run")
-        spec, config, state = parse_spec(path, tree["model"]["spec"]), tree.get("config", {}), tree["model"]["params"]
-        stored = tree["model"].get("dtype", "float32")
-    model = load_parameters(path, build_layer(spec, dtype=np.dtype(dtype or stored)), state)
+        spec, stored, config, state = _read_h5_model(path)
+    modelcheck.check_values(path, state)
+    model = load_parameters(path, _build(path, spec, dtype or stored), state)
     return model, config
 
 

@@ -1,0 +1,347 @@
+"""Checks of a model file's contents before anything is built from them.
+
+A model file (:mod:`npvae.io`) holds a JSON architecture record (the ``spec``) and one
+tensor per parameter. A damaged or edited file must not cost gigabytes, end in a
+RecursionError, or load into a model that separates into NaN, so a loader:
+
+1. parses the spec no deeper than :data:`MAX_SPEC_DEPTH` levels (:func:`parse_spec`);
+2. computes from the spec alone, allocating nothing, the shape of every parameter the
+   model will have (:func:`param_shapes`), at most :data:`MAX_PARAMETERS` in all;
+3. compares those shapes with the tensors the file declares, from its metadata
+   (:func:`check_declared`), and only then reads them;
+4. checks every tensor's values (:func:`check_values`): finite, and no larger in
+   magnitude than :data:`MAX_ABS_PARAMETER` (a flipped exponent bit turns a weight of
+   0.05 into 1e37, finite but enough to overflow every output).
+
+Every error is a :class:`~npvae.errors.FileFormatError` naming the file and, where there
+is one, the tensor or field. The shape rules mirror the models' constructors; a test
+builds every registered layer type from several specs and compares.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .errors import FileFormatError
+
+MAX_PARAMETERS = 50_000_000     # 200 MB of float32 weights; the shipped models hold 0.25-1.5 M
+MAX_SPEC_DEPTH = 32             # JSON nesting of a spec; the shipped models' specs nest 2 levels
+MAX_ABS_PARAMETER = 1e6         # trained npvae weights stay below 10
+
+_DAMAGED = "the file was edited or damaged: use the model.h5 / results.h5 that training wrote, or train again"
+
+
+class _SpecProblem(ValueError):
+    """A spec field that cannot describe a model (turned into a FileFormatError by the caller)."""
+
+
+# -- the spec --------------------------------------------------------------------------------
+def spec_depth(obj) -> int:
+    """Nesting depth of a parsed JSON value (a number is 0, ``[1]`` is 1), without recursion."""
+    depth, stack = 0, [(obj, 0)]
+    while stack:
+        value, d = stack.pop()
+        depth = max(depth, d)
+        if isinstance(value, dict):
+            stack.extend((v, d + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, d + 1) for v in value)
+    return depth
+
+
+def parse_spec(path, text) -> dict:
+    """The JSON architecture record of a model file, no deeper than :data:`MAX_SPEC_DEPTH`."""
+    try:
+        spec = json.loads(text)
+    except RecursionError:
+        raise FileFormatError(f"{path}: /model/spec nests deeper than Python can parse (the limit for a spec "
+                              f"is {MAX_SPEC_DEPTH} levels); {_DAMAGED}") from None
+    except (TypeError, ValueError) as e:
+        raise FileFormatError(f"{path}: /model/spec is not valid JSON ({e}); {_DAMAGED}") from None
+    if not isinstance(spec, dict):
+        raise FileFormatError(f"{path}: /model/spec is not an architecture record; {_DAMAGED}")
+    check_spec_depth(path, spec)
+    return spec
+
+
+def check_spec_depth(path, spec) -> None:
+    depth = spec_depth(spec)
+    if depth > MAX_SPEC_DEPTH:
+        raise FileFormatError(f"{path}: its model spec nests {depth} levels deep, more than the "
+                              f"{MAX_SPEC_DEPTH} any npvae model needs (npvae.modelcheck.MAX_SPEC_DEPTH); "
+                              f"{_DAMAGED}")
+
+
+# -- parameter shapes from a spec, allocating nothing ----------------------------------------
+def _get(spec: dict, key: str, default=None, required: bool = False):
+    if key not in spec:
+        if required:
+            raise _SpecProblem(f"{spec.get('type')} has no '{key}'")
+        return default
+    return spec[key]
+
+
+def _size(spec: dict, key: str, default=None, minimum: int = 1, required: bool = False) -> int:
+    value = _get(spec, key, default, required)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _sizes(spec: dict, key: str, default, count: int | None = None, minimum: int = 1) -> tuple[int, ...]:
+    value = _get(spec, key, default)
+    if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count):
+        want = f"a list of {count}" if count is not None else "a list of"
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be {want} whole numbers >= {minimum}, got {value!r}")
+    return tuple(_size({"type": spec.get("type"), key: v}, key, minimum=minimum) for v in value)
+
+
+def _pair(spec: dict, key: str, default, minimum: int) -> tuple[int, int]:
+    value = _get(spec, key, default)
+    if isinstance(value, (list, tuple)):
+        return _sizes(spec, key, default, 2, minimum)
+    v = _size(spec, key, default, minimum)
+    return v, v
+
+
+def _finite(spec: dict, key: str, default) -> float:
+    value = _get(spec, key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value):
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _choice(spec: dict, key: str, default, allowed) -> str:
+    value = _get(spec, key, default)
+    if value not in allowed:
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _prefixed(prefix: str, shapes: dict) -> dict:
+    return {f"{prefix}.{k}": v for k, v in shapes.items()}
+
+
+def _dense(n_in: int, n_out: int) -> dict:
+    return {"W": (n_in, n_out), "b": (n_out,)}
+
+
+def _conv(n_in: int, n_out: int, k) -> dict:
+    kh, kw = (k, k) if isinstance(k, int) else k
+    return {"W": (n_out, n_in, kh, kw), "b": (n_out,)}
+
+
+def _conv_t(n_in: int, n_out: int, k) -> dict:
+    kh, kw = (k, k) if isinstance(k, int) else k
+    return {"W": (n_in, n_out, kh, kw), "b": (n_out,)}
+
+
+def _head(n_in: int, latent: int) -> dict:
+    return {**_prefixed("mu", _dense(n_in, latent)), **_prefixed("logvar", _dense(n_in, latent))}
+
+
+def _rule_dense(s):
+    _choice(s, "activation", None, (None, "identity", "relu", "leaky_relu", "sigmoid", "tanh"))
+    _finite(s, "alpha", 0.01)
+    return _dense(_size(s, "in_features", required=True), _size(s, "out_features", required=True))
+
+
+def _rule_conv(s, transposed: bool):
+    k = _pair(s, "kernel_size", None, 1) if "kernel_size" in s else _size(s, "kernel_size", required=True)
+    _pair(s, "stride", 1, 1)
+    _pair(s, "padding", 0, 0)
+    n_in, n_out = _size(s, "in_channels", required=True), _size(s, "out_channels", required=True)
+    return _conv_t(n_in, n_out, k) if transposed else _conv(n_in, n_out, k)
+
+
+def _rule_sequential(s):
+    layers = _get(s, "layers", required=True)
+    if not isinstance(layers, list):
+        raise _SpecProblem(f"Sequential.layers must be a list of layer specs, got {type(layers).__name__}")
+    out = {}
+    for i, child in enumerate(layers):
+        shapes = param_shapes(child)
+        if shapes is None:
+            return None
+        out.update(_prefixed(str(i), shapes))
+    return out
+
+
+def _rule_reshape(s):
+    _sizes(s, "shape", None, minimum=1)
+    return {}
+
+
+def _separation_common(s, output_default: str) -> tuple[int, int]:
+    """latent_dim and the number of decoded images (2 for "sources", 1 for "split")."""
+    _choice(s, "rule", "average", ("average", "sum"))
+    output = _choice(s, "output", output_default, ("sources", "split"))
+    return _size(s, "latent_dim", 32), 2 if output == "sources" else 1
+
+
+def _mlp(widths, first_index: int, prefix: str) -> dict:
+    out = {}
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        out.update(_prefixed(f"{prefix}.{first_index + i}", _dense(a, b)))
+    return out
+
+
+def _rule_dense_vae(s):
+    latent, n_out = _separation_common(s, "sources")
+    hidden = _sizes(s, "hidden", [512, 256])
+    widths, back = (784,) + hidden, (latent,) + hidden[::-1] + (n_out * 784,)
+    return {**_mlp(widths, 1, "encoder"), **_prefixed("head", _head(widths[-1], latent)), **_mlp(back, 0, "decoder")}
+
+
+def _rule_conv_vae(s):
+    latent, n_out = _separation_common(s, "sources")
+    c1, c2 = _sizes(s, "channels", [32, 64], 2)
+    hidden = _size(s, "hidden", 256)
+    flat = c2 * 49
+    return {**_prefixed("encoder.0", _conv(1, c1, 4)), **_prefixed("encoder.2", _conv(c1, c2, 4)),
+            **_prefixed("encoder.5", _dense(flat, hidden)), **_prefixed("head", _head(hidden, latent)),
+            **_prefixed("decoder.0", _dense(latent, hidden)), **_prefixed("decoder.1", _dense(hidden, flat)),
+            **_prefixed("decoder.3", _conv_t(c2, c1, 4)), **_prefixed("decoder.5", _conv_t(c1, n_out, 4))}
+
+
+def _rule_unet_vae(s):
+    latent, n_out = _separation_common(s, "split")
+    c1, c2, c3 = _sizes(s, "channels", [16, 32, 64], 3)
+    blocks = _size(s, "blocks", 1)
+    out = {**_prefixed("enc1", _conv(1, c1, 3)), **_prefixed("enc2", _conv(c1, c2, 4)),
+           **_prefixed("enc3", _conv(c2, c3, 4)), **_prefixed("head", _head(c3 * 49, latent)),
+           **_prefixed("expand", _dense(latent, c3 * 49)), **_prefixed("up2", _conv_t(2 * c3, c2, 4)),
+           **_prefixed("up1", _conv_t(2 * c2, c1, 4)), **_prefixed("out", _conv(2 * c1 + 1, n_out, 3))}
+    for level, width in (("enc1", c1), ("enc2", c2), ("up2", c2), ("up1", c1)):
+        for k in range(2, blocks + 1):
+            out.update(_prefixed(f"{level}_{k}", _conv(width, width, 3)))
+    return out
+
+
+def _rule_spectrogram_unet(s):
+    c1, c2, c3 = _sizes(s, "channels", [16, 32, 64], 3)
+    latent, n_sources = _size(s, "latent_channels", 32), _size(s, "n_sources", 2)
+    k = _size(s, "kernel_size", 5)
+    if k % 2 != 1:
+        raise _SpecProblem(f"SpectrogramUNetVAE.kernel_size must be odd, got {k}")
+    _finite(s, "alpha", 0.2)
+    return {**_prefixed("enc1", _conv(1, c1, k)), **_prefixed("enc2", _conv(c1, c2, k)),
+            **_prefixed("enc3", _conv(c2, c3, k)), **_prefixed("head", _conv(c3, 2 * latent, 1)),
+            **_prefixed("dec3", _conv_t(latent, c2, k)), **_prefixed("dec2", _conv_t(2 * c2, c1, k)),
+            **_prefixed("dec1", _conv_t(2 * c1, n_sources, k))}
+
+
+def _rule_blind_vae(s):
+    groups, latent = _size(s, "n_groups", 2), _size(s, "latent_dim", 20)
+    hidden = _sizes(s, "hidden", [512, 256])
+    h, w = _sizes(s, "shape", [28, 28], 2)
+    _finite(s, "out_bias", -2.0)
+    _choice(s, "output", "sigmoid", ("sigmoid", "softplus"))
+    widths, back = (h * w,) + hidden, (latent,) + hidden[::-1] + (h * w,)
+    return {**_mlp(widths, 1, "encoder"), **_prefixed("head", _head(widths[-1], groups * latent)),
+            **_mlp(back, 0, "decoder")}
+
+
+def _no_params(s):
+    return {}
+
+
+def _rule_leaky(s):
+    _finite(s, "alpha", 0.01)
+    return {}
+
+
+RULES = {
+    "Dense": _rule_dense, "Conv2d": lambda s: _rule_conv(s, False), "ConvTranspose2d": lambda s: _rule_conv(s, True),
+    "GaussianHead": lambda s: _head(_size(s, "in_features", required=True), _size(s, "latent_dim", required=True)),
+    "Sequential": _rule_sequential, "Flatten": _no_params, "Reshape": _rule_reshape, "Identity": _no_params,
+    "ReLU": _no_params, "LeakyReLU": _rule_leaky, "Sigmoid": _no_params, "Tanh": _no_params, "Softplus": _no_params,
+    "DenseSeparationVAE": _rule_dense_vae, "ConvSeparationVAE": _rule_conv_vae, "UNetSeparationVAE": _rule_unet_vae,
+    "SpectrogramUNetVAE": _rule_spectrogram_unet, "BlindSeparationVAE": _rule_blind_vae,
+}
+
+
+def param_shapes(spec) -> dict[str, tuple[int, ...]] | None:
+    """``{parameter path: shape}`` of the model ``build_layer(spec)`` would build, computed
+    from the spec alone; None if the spec holds a layer type without a rule here (a
+    user's own layer). Raises ValueError for a field that cannot describe a model."""
+    if not isinstance(spec, dict):
+        raise _SpecProblem(f"a layer spec must be a JSON object, got {type(spec).__name__}")
+    rule = RULES.get(spec.get("type"))
+    return None if rule is None else rule(spec)
+
+
+def expected_shapes(path, spec) -> dict[str, tuple[int, ...]] | None:
+    """:func:`param_shapes` of a file's spec, at most :data:`MAX_PARAMETERS` in all;
+    problems raise FileFormatError naming the file."""
+    try:
+        shapes = param_shapes(spec)
+    except _SpecProblem as e:
+        raise FileFormatError(f"{path}: its model spec cannot describe a model ({e}); {_DAMAGED}") from None
+    if shapes is not None:
+        check_count(path, sum(_count(s) for s in shapes.values()), "its model spec asks for")
+    return shapes
+
+
+def _count(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def check_count(path, n: int, what: str) -> None:
+    if n > MAX_PARAMETERS:
+        raise FileFormatError(f"{path}: {what} {n:,} parameters, more than the {MAX_PARAMETERS:,} "
+                              f"npvae loads (npvae.modelcheck.MAX_PARAMETERS); {_DAMAGED}")
+
+
+# -- the tensors ---------------------------------------------------------------------------
+def check_declared(path, expected: dict | None, declared: dict) -> None:
+    """Compare the tensors a file declares (``{name: (shape, dtype)}``, from its metadata)
+    with the spec's shapes, before they are read."""
+    for name, (shape, dtype) in declared.items():
+        if shape is None or dtype is None or np.dtype(dtype).kind != "f" or np.dtype(dtype).itemsize not in (4, 8):
+            what = "text" if dtype is None else f"dtype {dtype}"
+            raise FileFormatError(f"{path}: parameter tensor {name} holds {what}, not float32 or float64 numbers; "
+                                  f"{_DAMAGED}")
+    if expected is None:        # a layer type without a shape rule: at least bound the size
+        check_count(path, sum(_count(s) for s, _ in declared.values()), "it declares")
+        return
+    missing, unexpected = sorted(set(expected) - set(declared)), sorted(set(declared) - set(expected))
+    if missing or unexpected:
+        raise FileFormatError(f"{path}: its parameter tensors do not match its model spec (missing {missing}, "
+                              f"unexpected {unexpected}); {_DAMAGED}")
+    for name, want in expected.items():
+        got = tuple(declared[name][0])
+        if got != tuple(want):
+            raise FileFormatError(f"{path}: parameter tensor {name} has shape {got}, but the model spec "
+                                  f"makes it {tuple(want)}; {_DAMAGED}")
+
+
+def check_values(path, state: dict) -> None:
+    """Every tensor finite and within +-:data:`MAX_ABS_PARAMETER`."""
+    for name, value in state.items():
+        a = np.asarray(value)
+        if a.dtype.kind != "f":
+            raise FileFormatError(f"{path}: parameter tensor {name} holds dtype {a.dtype}, not float32 or "
+                                  f"float64 numbers; {_DAMAGED}")
+        if a.size == 0:
+            continue
+        lo, hi = a.min(), a.max()          # NaN propagates into both; two passes, no temporary
+        if lo >= -MAX_ABS_PARAMETER and hi <= MAX_ABS_PARAMETER:
+            continue
+        bad = ~np.isfinite(a)
+        if bad.any():
+            first = np.unravel_index(int(np.argmax(bad)), a.shape)
+            raise FileFormatError(f"{path}: parameter tensor {name} holds {int(bad.sum()):,} NaN or infinite "
+                                  f"value(s) (the first at index {tuple(int(i) for i in first)}); the file is "
+                                  "damaged: use the model.h5 / results.h5 that training wrote, or train again")
+        i = int(np.argmax(np.abs(a)))
+        first = tuple(int(j) for j in np.unravel_index(i, a.shape))
+        raise FileFormatError(f"{path}: parameter tensor {name} holds {float(a.flat[i]):.4g} at index {first}, "
+                              f"beyond the +-{MAX_ABS_PARAMETER:g} a trained npvae model reaches "
+                              "(npvae.modelcheck.MAX_ABS_PARAMETER): the file is damaged (flipped bits?); use the "
+                              "model.h5 / results.h5 that training wrote, or train again")
