@@ -20,7 +20,7 @@ of a model file's /config (what ``scripts/train_blind_music.py`` writes);
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -28,7 +28,8 @@ from .audio.io import resample
 from .audio.stft import STFTConfig, istft, stft
 from .errors import FileFormatError
 from .models.blind import BlindSeparationVAE
-from .validate import as_float_audio
+from .separator import check_finite_output, stft_config
+from .validate import as_float_audio, as_sample_rate
 
 MODE = "blind_music"
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")
@@ -57,10 +58,19 @@ class BlindMusicSeparator:
     model : a :class:`~npvae.models.blind.BlindSeparationVAE` on (F - 1, frames) patches.
     stft_cfg : the STFT it was trained with.
     scale : the mean training mixture magnitude the network's inputs are divided by.
+    source : where it was loaded from (a model file), for error messages.
     """
     model: BlindSeparationVAE
     stft_cfg: STFTConfig
     scale: float
+    source: str | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        s = self.scale
+        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or not np.isfinite(s) \
+                or s <= 0:
+            raise ValueError(f"the magnitude scale must be a positive finite number, got {s!r}")
+        self.scale = float(s)
 
     @property
     def n_sources(self) -> int:
@@ -87,9 +97,12 @@ class BlindMusicSeparator:
     # -- waveforms -----------------------------------------------------------
     def estimates(self, mixture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """mono mixture (n,) -> (waveforms (K, n) float32, masked magnitudes (K, F, T))."""
-        X = stft(np.asarray(mixture, np.float32), self.stft_cfg)
+        x = np.asarray(mixture, np.float32)
+        X = stft(x, self.stft_cfg)
         est = (self.masks(np.abs(X)) * X[None]).astype(np.complex64)
-        return istft(est, self.stft_cfg, length=len(mixture)), np.abs(est)
+        out = istft(est, self.stft_cfg, length=len(mixture))
+        check_finite_output(out, x, self.source)
+        return out, np.abs(est)
 
     def separate_mono(self, x: np.ndarray) -> np.ndarray:
         """x : (n_samples,) at ``stft_cfg.sample_rate``. Returns float32 (K, n_samples)."""
@@ -105,8 +118,7 @@ class BlindMusicSeparator:
         top eighth of the band it sees, so the estimates still add up to the input.
         Returns float32 (K, n_samples, n_channels) (channel axis absent for 1-D input).
         """
-        if int(sr) != sr or sr <= 0:
-            raise ValueError(f"sample rate must be a positive whole number of Hz, got {sr}")
+        sr = as_sample_rate(sr)
         audio = as_float_audio(audio)
         mono = audio.ndim == 1
         chans = audio[:, None] if mono else audio
@@ -122,6 +134,7 @@ class BlindMusicSeparator:
             out[:, :m, c] = est[:, :m]
             if back is not None:
                 out[top, :back.shape[0], c] += chans[:back.shape[0], c] - back[:, c]
+        check_finite_output(out, chans, self.source)
         return out[..., 0] if mono else out
 
     # -- storage -------------------------------------------------------------
@@ -141,12 +154,15 @@ class BlindMusicSeparator:
         if missing:
             raise FileFormatError(f"{source} lacks the blind separator settings {missing}; it was not written "
                                   "by train_blind_music.py")
-        stft_cfg = STFTConfig(int(config["stft_sample_rate"]), int(config["stft_n_fft"]), int(config["stft_hop"]),
-                              str(config["stft_window"]))
+        stft_cfg = stft_config(config, "stft_", source)
         if model.shape[0] != stft_cfg.n_freq - 1:
             raise FileFormatError(f"{source}: the model sees {model.shape[0]} bins but its STFT gives "
                                   f"{stft_cfg.n_freq - 1}; the file was edited or damaged")
-        return cls(model, stft_cfg, float(config["mag_scale"]))
+        try:
+            return cls(model, stft_cfg, config["mag_scale"], source)
+        except ValueError as e:
+            raise FileFormatError(f"{source}: {e}; the file was edited or damaged: use the model.h5 / "
+                                  "results.h5 that training wrote, or train again") from None
 
 
 def is_blind_music(model, config: dict) -> bool:

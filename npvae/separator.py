@@ -23,13 +23,14 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.signal import get_window
 
 from . import parallel
 from .audio.io import resample
 from .audio.stft import STFTConfig, istft, stft
 from .errors import FileFormatError
 from .models.music import SpectrogramUNetVAE
-from .validate import as_float_audio
+from .validate import as_float_audio, as_sample_rate
 
 SOURCES = ("vocals", "accompaniment")
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")
@@ -55,6 +56,23 @@ class Normalizer:
             raise ValueError(f"compression must be 'log' or 'power', got {self.compression!r}")
         self.mean = np.asarray(self.mean, np.float32)
         self.std = np.asarray(self.std, np.float32)
+        # A std of 0 or a NaN here turns every feature into NaN and every output into NaN.
+        if self.mean.ndim != 1 or self.std.shape != self.mean.shape or self.mean.size == 0:
+            raise ValueError(f"normaliser mean and std must be two (n_bins,) arrays, got shapes {self.mean.shape} "
+                             f"and {self.std.shape}")
+        for name, value in (("mean", self.mean), ("std", self.std)):
+            ok = np.isfinite(value)
+            if not ok.all():
+                raise ValueError(f"normaliser {name} holds {int(value.size - ok.sum())} NaN or infinite value(s), "
+                                 f"the first at bin {int(np.argmin(ok))}")
+        if not (self.std > 0).all():
+            raise ValueError(f"normaliser std must be positive, got {float(self.std.min()):g} at bin "
+                             f"{int(np.argmin(self.std))}")
+        for name in ("power", "mag_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(value) or value <= 0:
+                raise ValueError(f"normaliser {name} must be a positive finite number, got {value!r}")
 
     @property
     def n_bins(self) -> int:
@@ -76,8 +94,16 @@ class Normalizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalizer":
-        return cls(str(d["compression"]), float(d["power"]), np.asarray(d["mean"]), np.asarray(d["std"]),
-                   float(d["mag_scale"]))
+        """The normaliser :meth:`to_dict` wrote; a missing or unusable entry is a ValueError."""
+        missing = [k for k in ("compression", "power", "mean", "std", "mag_scale") if k not in d]
+        if missing:
+            raise ValueError(f"the normaliser lacks {missing}")
+        try:
+            mean, std = np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32)
+            power, mag_scale = float(d["power"]), float(d["mag_scale"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"the normaliser holds a value that is not a number ({e})") from None
+        return cls(str(d["compression"]), power, mean, std, mag_scale)
 
     @classmethod
     def fit(cls, tracks, stft_cfg: STFTConfig, compression: str = "log", power: float = 0.3,
@@ -104,10 +130,14 @@ class Normalizer:
 
 @dataclass
 class Separator:
-    """A trained network with everything needed to use it: STFT and feature settings."""
+    """A trained network with everything needed to use it: STFT and feature settings.
+
+    ``source`` names where it was loaded from (a model file), for error messages.
+    """
     model: SpectrogramUNetVAE
     stft_cfg: STFTConfig
     norm: Normalizer
+    source: str | None = field(default=None, compare=False, repr=False)
 
     # -- masks ---------------------------------------------------------------
     def masks(self, mix_mag: np.ndarray, chunk_frames: int = 512, context: int = 48) -> np.ndarray:
@@ -130,7 +160,9 @@ class Separator:
         M = self.masks(np.abs(X), chunk_frames, context)
         if wiener:
             M = wiener_masks(M * np.abs(X)[None])
-        return istft((M * X[None]).astype(np.complex64), self.stft_cfg, length=len(x))
+        out = istft((M * X[None]).astype(np.complex64), self.stft_cfg, length=len(x))
+        check_finite_output(out, x, self.source, SOURCES if len(out) == len(SOURCES) else None)
+        return out
 
     def separate(self, audio: np.ndarray, sr: int, wiener: bool = False, chunk_frames: int = 512,
                  context: int = 48) -> np.ndarray:
@@ -144,8 +176,7 @@ class Separator:
         the same length and rate as the input. Integer samples are scaled to full scale 1.0
         (:func:`npvae.validate.as_float_audio`); NaN, empty or channels-first audio is refused.
         """
-        if int(sr) != sr or sr <= 0:
-            raise ValueError(f"sample rate must be a positive whole number of Hz, got {sr}")
+        sr = as_sample_rate(sr)
         audio = as_float_audio(audio)
         mono = audio.ndim == 1
         chans = audio[:, None] if mono else audio
@@ -161,6 +192,7 @@ class Separator:
         if sr > rate:
             back = resample(work, rate, sr)[:n]
             out[-1, :back.shape[0]] += chans[:back.shape[0]] - back
+        check_finite_output(out, chans, self.source, SOURCES if len(out) == len(SOURCES) else None)
         return out[..., 0] if mono else out
 
     # -- storage -------------------------------------------------------------
@@ -173,7 +205,9 @@ class Separator:
     @classmethod
     def from_config(cls, model, config: dict, source: str = "the configuration") -> "Separator":
         """The Separator of ``model`` with the STFT settings and normaliser of ``config``
-        (what :meth:`config` wrote; also the ``normalizer_dict`` of npvae 0.1.0 checkpoints)."""
+        (what :meth:`config` wrote; also the ``normalizer_dict`` of npvae 0.1.0 checkpoints).
+        Settings that cannot work (a std of 0, NaN statistics, a normaliser of another
+        width than the STFT's bins) raise :class:`FileFormatError` naming ``source``."""
         if not isinstance(model, SpectrogramUNetVAE):
             raise FileFormatError(f"{source} holds a {type(model).__name__}, not a music separation model")
         missing = [k for k in STFT_KEYS if k not in config]
@@ -181,9 +215,60 @@ class Separator:
         if missing or norm is None:
             raise FileFormatError(f"{source} lacks the separator settings {missing or ['normalizer']}; "
                                   "it was not written by train_music.py")
-        stft_cfg = STFTConfig(int(config["sample_rate"]), int(config["n_fft"]), int(config["hop"]),
-                              str(config["window"]))
-        return cls(model, stft_cfg, Normalizer.from_dict(json.loads(norm) if isinstance(norm, str) else norm))
+        stft_cfg = stft_config(config, "", source)
+        try:
+            norm = Normalizer.from_dict(json.loads(norm) if isinstance(norm, str) else norm)
+        except (ValueError, TypeError, AttributeError) as e:
+            raise FileFormatError(f"{source}: its normaliser cannot be used ({e}); {_DAMAGED}") from None
+        if norm.n_bins != stft_cfg.n_freq - 1:
+            raise FileFormatError(f"{source}: its normaliser has {norm.n_bins} bins but its STFT gives "
+                                  f"{stft_cfg.n_freq - 1}; {_DAMAGED}")
+        return cls(model, stft_cfg, norm, source)
+
+
+_DAMAGED = "the file was edited or damaged: use the model.h5 / results.h5 that training wrote, or train again"
+MAX_N_FFT = 1 << 16
+MAX_SAMPLE_RATE = 1_000_000
+
+
+def stft_config(config: dict, prefix: str, source: str) -> STFTConfig:
+    """The STFT settings ``<prefix>sample_rate``, ``n_fft``, ``hop``, ``window`` of a stored
+    configuration; values that cannot be meant raise :class:`FileFormatError` naming ``source``."""
+    values = {k: config[prefix + k] for k in STFT_KEYS}
+    for key in ("sample_rate", "n_fft", "hop"):
+        v = values[key]
+        if isinstance(v, (bool, str)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(v) or int(v) != v or v <= 0:
+            raise FileFormatError(f"{source}: {prefix}{key} must be a positive whole number, got {v!r}; {_DAMAGED}")
+    if values["n_fft"] > MAX_N_FFT or values["sample_rate"] > MAX_SAMPLE_RATE:
+        raise FileFormatError(f"{source}: STFT settings {values} are beyond n_fft {MAX_N_FFT} / "
+                              f"{MAX_SAMPLE_RATE} Hz; {_DAMAGED}")
+    try:
+        cfg = STFTConfig(int(values["sample_rate"]), int(values["n_fft"]), int(values["hop"]), str(values["window"]))
+        get_window(cfg.window, cfg.n_fft)
+    except ValueError as e:
+        raise FileFormatError(f"{source}: its STFT settings cannot be used ({e}); {_DAMAGED}") from None
+    return cfg
+
+
+def check_finite_output(out: np.ndarray, x: np.ndarray, source: str | None, names=None) -> None:
+    """Stop a separation whose output ``out`` (n_sources, ...) holds NaN or inf (from the
+    input ``x``) with an error naming the problem: a damaged model, or an input far beyond
+    full scale. Never hand back non-finite samples."""
+    ok = np.isfinite(out)
+    if ok.all():
+        return
+    per_source = ok.reshape(len(out), -1)
+    k = int(np.argmin(per_source.all(axis=1)))
+    bad = int(per_source.size - np.count_nonzero(per_source))
+    which = f"'{names[k]}'" if names else str(k)
+    peak = float(np.max(np.abs(x))) if np.size(x) else 0.0
+    what = f"the model from {source}" if source else "the model"
+    cause = (f"the input's peak is {peak:.3g} (full scale is 1.0): scale it down" if peak > 1e3 else
+             f"{what} overflows on this input: its weights or normaliser are damaged; reload it from a clean "
+             "model file")
+    error = FileFormatError if source and peak <= 1e3 else ValueError
+    raise error(f"separation produced {bad:,} NaN or infinite samples (source {which} among them); {cause}")
 
 
 def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512,

@@ -4,17 +4,23 @@ Integer samples are converted with the usual full-scale conventions (uint8 image
 0..255 -> [0, 1]; int16/int32 audio: full scale -> 1.0; uint8 audio: offset binary),
 so the arrays that ``npvae.data.mnist.load_images`` and ``soundfile``'s integer reads
 return work as they are. Everything else that cannot be meant (NaN, values out of
-range, empty batches, channels-first audio) is refused with a ValueError naming the fix.
+range, empty batches, channels-first audio, integer types with no standard full scale,
+a sample rate that is not a positive number of Hz) is refused with a ValueError naming
+the fix.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def _finite(x: np.ndarray, what: str) -> None:
-    if not np.all(np.isfinite(x)):
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise ValueError(f"{what} holds {bad} NaN or infinite value(s); clean the data first")
+def _finite(x: np.ndarray, what: str, axes: tuple[str, ...]) -> None:
+    """Refuse NaN/inf, naming how many and where the first is (``axes`` names x's axes)."""
+    ok = np.isfinite(x)
+    if not ok.all():
+        first = np.unravel_index(int(np.argmin(ok)), x.shape)
+        where = ", ".join(f"{name} {int(i)}" for name, i in zip(axes, first))
+        raise ValueError(f"{what} holds {int(ok.size - np.count_nonzero(ok))} NaN or infinite value(s), the first "
+                         f"at {where}; clean the data first")
 
 
 def as_unit_images(x, side: int, dtype=np.float32) -> np.ndarray:
@@ -41,7 +47,7 @@ def as_unit_images(x, side: int, dtype=np.float32) -> np.ndarray:
     if a.dtype.kind in "iu":
         raise ValueError(f"integer images of dtype {a.dtype} are ambiguous; pass uint8 (0..255) or "
                          "float in [0, 1] (e.g. x / 255)")
-    _finite(a, "the images")
+    _finite(a, "the images", ("image", "row", "column"))
     lo, hi = float(a.min()), float(a.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         hint = " (they look like 0..255: divide by 255)" if hi > 1.5 and lo >= 0 else ""
@@ -49,16 +55,36 @@ def as_unit_images(x, side: int, dtype=np.float32) -> np.ndarray:
     return a.astype(dtype, copy=False)
 
 
+AUDIO_DTYPES = "float (full scale 1.0), int16 or int32 PCM (soundfile's integer reads), int8 or uint8 (8-bit PCM)"
+
+
+def as_sample_rate(sr, what: str = "sample rate") -> int:
+    """``sr`` as a whole number of Hz > 0; anything else (NaN, a string, 0, 16000.5, True)
+    is refused with a ValueError that says what was wrong with it."""
+    if isinstance(sr, str):
+        raise ValueError(f"{what} must be a positive number in Hz, got the string {sr!r}"
+                         + (f"; pass the number {int(sr.strip())}" if sr.strip().isdigit() else ""))
+    if isinstance(sr, (bool, np.bool_)) or not isinstance(sr, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what} must be a positive number in Hz, got {type(sr).__name__} {sr!r}")
+    if not np.isfinite(sr) or sr <= 0:
+        raise ValueError(f"{what} must be a positive number in Hz, got {sr}")
+    if int(sr) != sr:
+        raise ValueError(f"{what} must be a whole number of Hz, got {sr}")
+    return int(sr)
+
+
 def as_float_audio(x) -> np.ndarray:
     """Audio (n_samples,) or (n_samples, n_channels) as float32, full scale 1.0.
 
-    int8/int16/int32/int64 are divided by 2^(bits-1), uint8 is offset binary
-    ((x - 128) / 128, as in 8-bit WAV). Float input is kept as it is (values beyond
-    +-1 are legal in float audio).
+    int8/int16/int32 are divided by 2^(bits-1), uint8 is offset binary ((x - 128) / 128,
+    as in 8-bit WAV). Float input is kept as it is (values beyond +-1 are legal in float
+    audio). int64 and the wider unsigned types are refused: no sample format stores them,
+    so their full scale is a guess (16-bit values widened to int64 and divided by 2^63
+    would come out as silence).
     """
     a = np.asarray(x)
     if a.dtype == object or a.dtype.kind not in "iuf":
-        raise ValueError(f"audio must be float or integer samples, got dtype {a.dtype}")
+        raise ValueError(f"audio must be numbers, got dtype {a.dtype}; pass {AUDIO_DTYPES}")
     if a.ndim not in (1, 2):
         raise ValueError(f"audio must have shape (n_samples,) or (n_samples, n_channels), got {a.shape}")
     if a.shape[0] == 0 or (a.ndim == 2 and a.shape[1] == 0):
@@ -69,11 +95,16 @@ def as_float_audio(x) -> np.ndarray:
     if a.dtype == np.uint8:
         return ((a.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
     if a.dtype.kind == "u":
-        raise ValueError(f"unsigned audio of dtype {a.dtype} is not a known sample format; "
-                         "pass float samples (full scale 1.0) or signed integers")
+        raise ValueError(f"unsigned audio of dtype {a.dtype} is not a known sample format; pass {AUDIO_DTYPES}: "
+                         "e.g. x.astype(np.float32) / 32768 - 1 for 16-bit offset-binary samples")
+    if a.dtype.itemsize > 4 and a.dtype.kind == "i":
+        raise ValueError(f"integer audio of dtype {a.dtype} is ambiguous: no sample format stores it, so its full "
+                         f"scale is unknown; pass {AUDIO_DTYPES}. Convert it with the scale it was made with, "
+                         "e.g. x.astype(np.float32) / 32768 for 16-bit samples, x.astype(np.int16) if the values "
+                         "are 16-bit, or x / 2**31 for 32-bit ones")
     if a.dtype.kind == "i":
         return (a.astype(np.float64) / float(2 ** (8 * a.dtype.itemsize - 1))).astype(np.float32)
-    _finite(a, "the audio")
+    _finite(a, "the audio", ("sample", "channel"))
     return a.astype(np.float32, copy=False)
 
 

@@ -72,8 +72,10 @@ def iter_file_blocks(sound_file) -> Callable[[int, int], np.ndarray]:
         if x.shape[0] != stop - start:
             raise OSError(f"{sound_file.name}: expected {stop - start} samples at {start}, read "
                           f"{x.shape[0]} (the file is truncated or changed while being read)")
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{sound_file.name} holds NaN or infinite samples near sample {start}; "
+        ok = np.isfinite(x)
+        if not ok.all():
+            first = start + int(np.argmin(ok.all(axis=1)))
+            raise ValueError(f"{sound_file.name} holds NaN or infinite samples, the first at sample {first}; "
                              "re-export it from a clean source")
         return x
     return read

@@ -5,12 +5,13 @@ import numpy as np
 
 from .. import kernels
 
-from .base import Layer, register
+from .base import Layer, backward_before_forward, register
 
 
 class _Elementwise(Layer):
     def __init__(self, rng=None, dtype=np.float32):
         super().__init__(dtype)
+        self._y = self._x = None      # what forward keeps for backward
 
 
 @register
@@ -34,6 +35,8 @@ class ReLU(_Elementwise):
         return self._y
 
     def backward(self, dy):
+        if self._y is None:
+            raise backward_before_forward(self)
         return kernels.act_backward(dy, self._y, kernels.ACT_RELU)
 
 
@@ -44,6 +47,7 @@ class LeakyReLU(Layer):
     def __init__(self, alpha: float = 0.01, rng=None, dtype=np.float32):
         super().__init__(dtype)
         self.alpha = float(alpha)
+        self._slope = self._y = None
 
     def forward(self, x):
         if self.alpha >= 0:
@@ -58,6 +62,8 @@ class LeakyReLU(Layer):
 
     def backward(self, dy):
         if self._slope is None:
+            if self._y is None:
+                raise backward_before_forward(self)
             return kernels.act_backward(dy, self._y, kernels.ACT_LEAKY_RELU, self.alpha)
         return dy * self._slope
 
@@ -80,6 +86,8 @@ class Sigmoid(_Elementwise):
         return self._y
 
     def backward(self, dy):
+        if self._y is None:
+            raise backward_before_forward(self)
         return dy * self._y * (1 - self._y)
 
 
@@ -92,6 +100,8 @@ class Tanh(_Elementwise):
         return self._y
 
     def backward(self, dy):
+        if self._y is None:
+            raise backward_before_forward(self)
         return dy * (1 - self._y * self._y)
 
 
@@ -104,4 +114,6 @@ class Softplus(_Elementwise):
         return np.logaddexp(0, x).astype(x.dtype, copy=False)
 
     def backward(self, dy):
+        if self._x is None:
+            raise backward_before_forward(self)
         return dy * sigmoid(self._x).astype(dy.dtype, copy=False)

@@ -33,6 +33,12 @@ def build_layer(spec: dict, rng: np.random.Generator | None = None, dtype=None):
     return _REGISTRY[kind].from_spec(spec, rng=rng, dtype=dtype)
 
 
+def backward_before_forward(layer) -> RuntimeError:
+    """The error of a ``backward`` that finds nothing a ``forward`` kept (raise it)."""
+    return RuntimeError(f"{layer!r}: backward called before forward; call forward(x) first "
+                        "(backward uses what forward keeps)")
+
+
 def check_dtype(dtype) -> np.dtype:
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):

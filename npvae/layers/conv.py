@@ -17,7 +17,7 @@ import numpy as np
 from .. import kernels
 
 from .. import parallel
-from .base import Layer, default_rng, expect_input, register
+from .base import Layer, backward_before_forward, default_rng, expect_input, register
 
 # Bytes of columns per chunk of samples (at least one sample per chunk). On a 2-core
 # AMD EPYC (Zen 5, 2 MB of L2 per core; 2026-11), 2 MB and 8 MB differ by a few percent
@@ -83,6 +83,7 @@ class _ConvBase(Layer):
         self.needs_input_grad = True   # False: backward fills the grads and returns None
         self._scratch = {}
         self._direct_pass = False      # whether the last forward ran the direct kernels
+        self._x_shape = self._x3 = None   # what forward keeps (Conv2d, ConvTranspose2d)
 
     def _buffer(self, name, shape):
         """A scratch array reused between calls while its shape and dtype hold (never returned)."""
@@ -209,6 +210,8 @@ class Conv2d(_ConvBase):
         return dx
 
     def backward(self, dy):
+        if self._x_shape is None:
+            raise backward_before_forward(self)
         if self._direct_pass:
             return self._backward_direct(dy)
         n, o = dy.shape[:2]
@@ -292,6 +295,8 @@ class ConvTranspose2d(_ConvBase):
         return y
 
     def backward(self, dy):
+        if self._x3 is None:
+            raise backward_before_forward(self)
         n, c = dy.shape[0], self.in_channels
         h, w = self._in_hw(dy.shape[2:])
         k, p = self._patch_rows(self.out_channels), h * w

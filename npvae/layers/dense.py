@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import kernels
 
-from .base import Layer, default_rng, expect_input, register
+from .base import Layer, backward_before_forward, default_rng, expect_input, register
 
 ACTIVATIONS = {None: kernels.ACT_IDENTITY, "identity": kernels.ACT_IDENTITY, "relu": kernels.ACT_RELU,
                "leaky_relu": kernels.ACT_LEAKY_RELU, "sigmoid": kernels.ACT_SIGMOID, "tanh": kernels.ACT_TANH}
@@ -40,6 +40,7 @@ class Dense(Layer):
         self.add_param("b", rng.uniform(-bound, bound, (out_features,)))
         self.needs_input_grad = True
         self._dz = None   # scratch for the activation's gradient, reused while the batch shape holds
+        self._x = self._y = None
 
     def forward(self, x):
         expect_input(self, x, 2, "(N, in_features)", 1, self.in_features)
@@ -49,6 +50,8 @@ class Dense(Layer):
         return self._y
 
     def backward(self, dy):
+        if self._x is None:
+            raise backward_before_forward(self)
         if self._act == kernels.ACT_IDENTITY:
             dz = dy
         else:

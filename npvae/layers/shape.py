@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer, register
+from .base import Layer, backward_before_forward, register
 
 
 @register
@@ -12,6 +12,7 @@ class Flatten(Layer):
 
     def __init__(self, rng=None, dtype=np.float32):
         super().__init__(dtype)
+        self._shape = None
 
     def forward(self, x):
         if x.ndim < 2:
@@ -20,6 +21,8 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy):
+        if self._shape is None:
+            raise backward_before_forward(self)
         return dy.reshape(self._shape)
 
 
@@ -30,6 +33,7 @@ class Reshape(Layer):
     def __init__(self, shape, rng=None, dtype=np.float32):
         super().__init__(dtype)
         self.shape = tuple(int(s) for s in shape)
+        self._shape = None
 
     def forward(self, x):
         if x.ndim < 1 or int(np.prod(x.shape[1:])) != int(np.prod(self.shape)):
@@ -39,6 +43,8 @@ class Reshape(Layer):
         return x.reshape((x.shape[0],) + self.shape)
 
     def backward(self, dy):
+        if self._shape is None:
+            raise backward_before_forward(self)
         return dy.reshape(self._shape)
 
     def hyper(self):
