@@ -223,14 +223,16 @@ def test_patches_cover_every_frame():
 def test_config_flags_reach_every_field():
     import argparse
     import dataclasses
-    from npvae.configflags import add_config_flags, parse_config
+    from npvae.engine.config import add_config_flags, given_settings
     from npvae.pipelines.blind_music import BlindMusicConfig
     p = argparse.ArgumentParser()
     add_config_flags(p, BlindMusicConfig)
     flags = {a.dest for a in p._actions}
     assert {f.name for f in dataclasses.fields(BlindMusicConfig)} <= flags
-    cfg, _ = parse_config(p, BlindMusicConfig, ["--frames", "16", "--hidden", "8,4", "--max-train-tracks", "3",
-                                                "--no-progress", "--beta", "2"])
-    assert (cfg.frames, cfg.hidden, cfg.max_train_tracks, cfg.progress, cfg.beta) == (16, (8, 4), 3, False, 2.0)
-    with pytest.raises(SystemExit):
-        parse_config(p, BlindMusicConfig, ["--groups", "1"])
+    settings = given_settings(p.parse_args(["--frames", "16", "--hidden", "8,4", "--train-limit", "3",
+                                            "--no-progress", "--beta", "2"]), BlindMusicConfig)
+    cfg = BlindMusicConfig(**settings)
+    assert (cfg.frames, cfg.hidden, cfg.train_limit, cfg.progress, cfg.beta) == (16, (8, 4), 3, False, 2.0)
+    assert BlindMusicConfig(**given_settings(p.parse_args(["--hidden", "8", "4"]), BlindMusicConfig)).hidden == (8, 4)
+    with pytest.raises(ValueError, match="--groups must be at least 2"):
+        BlindMusicConfig(**given_settings(p.parse_args(["--groups", "1"]), BlindMusicConfig))
