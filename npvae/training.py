@@ -94,6 +94,7 @@ class Trainer:
         self.log = log if self.comm.is_root else (lambda text: None)
         self.history: dict[str, list[float]] = {"epoch": []}
         self.epoch = 0  # epochs completed
+        self.checkpoint_epoch = None   # the epoch of the checkpoint on disk (None: none yet)
         # the command that continues this run, for the messages of a stopped run
         self.resume_command = resume_command or "the same command with --resume"
         if self.comm.is_root:    # a full disk found now, not at the first checkpoint an epoch later
@@ -115,6 +116,7 @@ class Trainer:
                 "opt_t": opt["t"], "opt_hyper": opt["hyper"], "config": self.config,
                 "model_spec": self.model.spec()}
         save_checkpoint(self.checkpoint_path, arrays, meta)
+        self.checkpoint_epoch = self.epoch
 
     def resume(self) -> bool:
         """Load ``checkpoint.npz`` from the run directory; False when there is none."""
@@ -143,7 +145,7 @@ class Trainer:
         restored = restore_rng(meta["rng"])
         self.rng.bit_generator.state = restored.bit_generator.state
         self.history = {k: list(v) for k, v in meta["history"].items()}
-        self.epoch = int(meta["epoch"])
+        self.epoch = self.checkpoint_epoch = int(meta["epoch"])
         return True
 
     # -- the loop ----------------------------------------------------------------

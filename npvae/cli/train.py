@@ -44,7 +44,7 @@ def add_command(sub, name: str) -> None:
     from ..tasks import TASKS
     p = sub.add_parser(name, help="train a separation model: " + ", ".join(TASKS),
                        description=__doc__, formatter_class=HelpFormatter)
-    tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    tasks = p.add_subparsers(dest="train_task", metavar="TASK", required=True)
     for task in TASKS.values():
         add_task_parser(tasks, task)
 
@@ -96,9 +96,13 @@ def run_training(args) -> int:
 
 
 def interrupted_hint(args) -> str:
+    from ..checkpoint import CHECKPOINT_FILE
     run_dir = getattr(args, "run_dir", None)
     if run_dir is None:
-        return "no epoch was complete; nothing to resume"
+        return "nothing was written"
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        return (f"no epoch was complete, so there is nothing to resume: start again (with --out {run_dir} "
+                "--overwrite to reuse its folder)")
     return f"continue with: npvae train {args.task_class.name} --out {run_dir} --resume"
 
 

@@ -224,8 +224,8 @@ def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
     except OSError as exc:
         if isinstance(exc, NpvaeError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
             raise
-        where = (f"the last checkpoint, after epoch {trainer.epoch}, is intact in {trainer.checkpoint_path}"
-                 if trainer.checkpoint_path.exists() else "no checkpoint was written yet")
+        where = (f"the last checkpoint, after epoch {trainer.checkpoint_epoch}, is intact in "
+                 f"{trainer.checkpoint_path}" if trainer.checkpoint_epoch else "no checkpoint was written yet")
         raise TrainingError(f"could not write into {run_dir}: {exc.strerror}; {where}. Free some space, then "
                             f"continue with: {resume_hint(task_cls, run_dir)}") from None
     seconds = time.perf_counter() - start

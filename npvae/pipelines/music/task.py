@@ -213,7 +213,7 @@ class MusicTask(Task):
     def evaluate(self, history) -> dict:
         """The last epoch's validation terms and SI-SDR improvements (``npvae evaluate``
         gives the full BSS Eval scores)."""
-        return {f"final_val_{k}": float(v[-1]) for k, v in history.items() if k.startswith("val_")}
+        return {f"final_{k}": float(v[-1]) for k, v in history.items() if k.startswith("val_")}
 
     def save(self, config, history, metrics):
         save_separator(self.run_dir / MODEL_FILE, self.sep, config)
