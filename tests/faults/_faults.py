@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,21 @@ def shape_changed(tree) -> None:
     k = sorted(tree["model"]["params"])[0]
     a = tree["model"]["params"][k]
     tree["model"]["params"][k] = np.zeros(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)
+
+
+def resume_changed(cli, task, run, args_of, folder, *change, **kw):
+    """Resume a copy of ``run`` (a finished tiny run of ``npvae train TASK``) with ``change``
+    (flag, value, ...) applied to its flags: the result, after checking that the checkpoint
+    survived untouched."""
+    d = folder / "run"
+    shutil.copytree(run, d)
+    before = (d / "checkpoint.npz").read_bytes()
+    args = args_of(d, 2, **kw)
+    for i in range(0, len(change), 2):
+        if change[i] in args:
+            args[args.index(change[i]) + 1] = change[i + 1]
+        else:
+            args += [change[i], change[i + 1]]
+    r = cli("train", task, *args, "--resume")
+    must_survive(d / "checkpoint.npz", before)
+    return r
