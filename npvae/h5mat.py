@@ -264,7 +264,8 @@ def _leaf(ds, attrs) -> Leaf:
     if cls == "char":
         return Leaf(None, None, nbytes)
     empty = bool(np.any(attrs.get("MATLAB_empty", 0)))
-    dtype = _DTYPE_OF_CLASS.get(cls, ds.dtype)
+    # what _read_dataset returns: the stored dtype (bool for logical), the class's for an empty
+    dtype = _DTYPE_OF_CLASS[cls] if cls == "logical" or (empty and cls in _DTYPE_OF_CLASS) else ds.dtype
     shape = _empty_dims(ds) if empty else ds.shape
     if "npvae_shape" in attrs:
         shape = tuple(int(d) for d in np.ravel(attrs["npvae_shape"]))

@@ -312,13 +312,13 @@ def check_declared(path, expected: dict | None, declared: dict) -> None:
         return
     missing, unexpected = sorted(set(expected) - set(declared)), sorted(set(declared) - set(expected))
     if missing or unexpected:
-        raise FileFormatError(f"{path}: its parameter tensors do not match its model spec (missing {missing}, "
-                              f"unexpected {unexpected}); {_DAMAGED}")
+        raise FileFormatError(f"{path}: its parameters do not fit the architecture it describes (tensors missing "
+                              f"{missing}, unexpected {unexpected}); {_DAMAGED}")
     for name, want in expected.items():
         got = tuple(declared[name][0])
         if got != tuple(want):
-            raise FileFormatError(f"{path}: parameter tensor {name} has shape {got}, but the model spec "
-                                  f"makes it {tuple(want)}; {_DAMAGED}")
+            raise FileFormatError(f"{path}: its parameters do not fit the architecture it describes (tensor "
+                                  f"{name} has shape {got}, the spec makes it {tuple(want)}); {_DAMAGED}")
 
 
 def check_values(path, state: dict) -> None:
