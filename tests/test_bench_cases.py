@@ -1,44 +1,43 @@
-"""The benchmark's cases that matter (docs/speed.md): the models the training scripts build,
+"""The benchmark's cases that matter (docs/speed.md): the models ``npvae train`` builds,
 their PyTorch twins (equal loss, gradients and Adam step on the same weights, batch and
-noise), the separation of a song through scripts/separate.py with the network in npvae
-or in PyTorch, and the per-layer timing. Tiny sizes; no timing assertions."""
+noise), the separation of a song end to end with the network in npvae or in PyTorch,
+and the per-layer timing. Tiny sizes; no timing assertions."""
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from npvae.models.music import SpectrogramUNetVAE
 from npvae_lab import pipeline_cases
 from npvae_lab.pipeline_cases import PIPELINE_CASES, build_pipeline_case
-from npvae.models.music import SpectrogramUNetVAE
-
-REPO = Path(__file__).resolve().parents[1]
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"bench_test_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _command_config(task, argv):
+    """The config ``npvae train TASK ARGV`` trains with."""
+    from npvae.cli import parser
+    from npvae.engine.config import given_settings
+    from npvae.tasks import TASKS
+    args = parser().parse_args(["train", task, *argv])
+    cls = TASKS[task]
+    return pipeline_cases.task_config(task, args.preset or "default", given_settings(args, cls.Config))
 
 
 @pytest.mark.parametrize("name", PIPELINE_CASES)
-def test_pipeline_case_is_the_model_the_script_builds(name):
-    """Full size: the case's config is the script's (same flags), its model has the
-    architecture and the initial weights the pipeline gives it."""
+def test_pipeline_case_is_the_model_the_command_builds(name):
+    """Full size: the case's config is the command's (same flags), its model has the
+    architecture and the initial weights the engine gives it."""
     task, preset, flags = PIPELINE_CASES[name]
     argv = ([] if preset == "default" else ["--preset", preset]) + \
         [a for k, v in flags.items() for a in (f"--{k}", str(v))]
     case = build_pipeline_case(name, "full")
+    cfg = _command_config(task, argv)
+    assert case.cfg == cfg
     if task == "mnist":
         from npvae.models.mnist import build_model
-        cfg, _, _ = _script("train_mnist").parse_args(argv)
-        assert case.cfg == cfg and case.cfg.batch_size == 128
+        assert cfg.batch_size == 128
         ref = build_model(cfg.model, rng=np.random.default_rng([cfg.seed, 0]), **cfg.model_kwargs())
     else:
-        cfg, _, _ = _script("train_music").parse_args(argv)
-        assert case.cfg == cfg
         ref = SpectrogramUNetVAE(cfg.channels, cfg.latent_channels, rng=np.random.default_rng(cfg.seed + 1))
         assert case.batch["mixture"].shape == (cfg.batch_size, 513, cfg.frames)
     assert case.model.spec() == ref.spec()

@@ -1,5 +1,5 @@
-"""The benchmark's cases: npvae and PyTorch agree on the same weights, and the
-script runs (tiny sizes) with and without PyTorch. No timing assertions here."""
+"""The benchmark's cases: npvae and PyTorch agree on the same weights, and ``npvae
+bench`` runs (tiny sizes) with and without PyTorch. No timing assertions here."""
 import json
 import os
 import subprocess
@@ -70,17 +70,19 @@ def test_unknown_case_is_a_clear_error():
         benchmark.run_benchmark(cases=["resnet"], use_torch=False, size="tiny")
 
 
-def _run_script(tmp_path, *args, env_extra=None):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*(env_extra or []), str(REPO)]), MPLBACKEND="Agg")
+def _run_command(tmp_path, *args, env_extra=None):
+    """``npvae bench --quick --json`` run in ``tmp_path`` (the lab found on PYTHONPATH)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*(env_extra or []), str(REPO), str(REPO / "scripts")]),
+               MPLBACKEND="Agg")
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--json", str(out), *args],
+    proc = subprocess.run([sys.executable, "-m", "npvae", "bench", "--quick", "--json", "bench.json", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout, json.loads(out.read_text())
 
 
-def test_script_quick_writes_json(tmp_path):
-    stdout, report = _run_script(tmp_path)
+def test_command_quick_writes_json(tmp_path):
+    stdout, report = _run_command(tmp_path)
     assert [c["case"] for c in report["cases"]] == list(benchmark.DEFAULT_CASES)
     for c in report["cases"]:
         assert {"case", "npvae_ms", "torch_ms", "ratio"} <= set(c)
@@ -92,12 +94,16 @@ def test_script_quick_writes_json(tmp_path):
         if report["torch"] is not None:
             assert c["ratio"] == pytest.approx(c["npvae_ms"] / c["torch_ms"])
     assert "dense_vae" in stdout
+    # which BLAS ran the GEMMs, in the JSON and in the printed header
+    assert report["blas"] and {"internal_api", "architecture", "version", "num_threads"} <= set(report["blas"][0])
+    assert f"BLAS: {report['blas'][0]['internal_api']} {report['blas'][0]['version']}" in stdout
+    assert "wrote bench.json" in stdout
 
 
-def test_script_says_why_torch_is_missing(tmp_path):
+def test_command_says_why_torch_is_missing(tmp_path):
     fake = tmp_path / "fake"
     (fake / "torch").mkdir(parents=True)
     (fake / "torch" / "__init__.py").write_text("raise ImportError('simulated: no torch here')\n")
-    stdout, report = _run_script(tmp_path, "--cases", "dense_vae", env_extra=[str(fake)])
+    stdout, report = _run_command(tmp_path, "--cases", "dense_vae", env_extra=[str(fake)])
     assert report["torch"] is None and report["cases"][0]["ratio"] is None
     assert "no PyTorch comparison" in stdout and "pip install torch" in stdout

@@ -293,7 +293,7 @@ def test_a_dead_or_hanging_rank_ends_the_job_cleanly(shared_data, tmp_path, faul
 @pytest.mark.slow
 def test_the_loss_study_deals_configurations_to_ranks(shared_data, tmp_path):
     out = tmp_path / "study"
-    cmd = ["mpirun", "-n", "2", sys.executable, str(REPO / "scripts" / "compare_losses.py"), "--task", "mnist",
+    cmd = ["mpirun", "-n", "2", sys.executable, "-m", "npvae", "study", "--task", "mnist",
            "--budget", "tiny", "--out", str(out), "--only", "bce_beta1", "mse_beta1"]
     r = subprocess.run(cmd, env=_env(shared_data), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -1,5 +1,6 @@
-"""make_report end to end: tiny studies of both tasks and a tiny Part I run become
-report.md and a multi-page report.pdf whose numbers are the results files' numbers."""
+"""``npvae report`` end to end: tiny studies of both tasks (``npvae study``) and a tiny
+Part I run become report.md and a multi-page report.pdf whose numbers are the results
+files' numbers."""
 import os
 import re
 import subprocess
@@ -14,26 +15,28 @@ from npvae_lab.study_table import COLUMNS, read_study
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(args, shared_data):
-    env = {**os.environ, "NPVAE_DATA": str(shared_data), "MPLBACKEND": "Agg"}
-    r = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+def _run(args, shared_data, cwd=REPO):
+    # the lab is found in the checkout the command runs in, or on PYTHONPATH
+    env = {**os.environ, "NPVAE_DATA": str(shared_data), "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.path.join(REPO, "scripts"), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, "-m", "npvae", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
 
 def test_report_from_tiny_runs(shared_data, tmp_path):
-    compare = os.path.join(REPO, "scripts", "compare_losses.py")
     mnist, music = tmp_path / "study-mnist", tmp_path / "study-music"
-    _run([compare, "--task", "mnist", "--budget", "tiny", "--out", str(mnist), "--only", "bce_beta1", "l1_beta1",
+    _run(["study", "--task", "mnist", "--budget", "tiny", "--out", str(mnist), "--only", "bce_beta1", "l1_beta1",
           "bce_beta0", "nmf"], shared_data)
-    _run([compare, "--task", "music", "--budget", "tiny", "--out", str(music), "--only", "l1_raw", "is", "nmf"],
+    _run(["study", "--task", "music", "--budget", "tiny", "--out", str(music), "--only", "l1_raw", "is", "nmf"],
          shared_data)
     run = tmp_path / "mnist-run"
     train(TrainConfig(data_dir=str(shared_data), out=str(run), epochs=1, train_limit=300, eval_limit=100,
                       hidden=(32,), latent_dim=4, progress=False), log=lambda s: None)
     out = tmp_path / "report"
-    _run([os.path.join(REPO, "scripts", "make_report.py"), str(mnist), str(music), str(run), str(tmp_path / "nothing"),
-          "--out", str(out)], shared_data)
+    _run(["report", str(mnist), str(music), str(run), str(tmp_path / "nothing"), "--out", str(out)], shared_data,
+         cwd=tmp_path)
 
     md = (out / "report.md").read_text()
     for heading in ("Approach and implementation", "Loss study, Part I", "Loss study, Part II",
@@ -53,13 +56,16 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
         assert (out / fig).stat().st_size > 1000
     pdf = (out / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 3
+    # made inside tmp_path: the report names its sources relative to it
+    assert str(tmp_path) not in md and "from: study-mnist, study-music, mnist-run." in md
+    assert "`npvae report study-mnist study-music mnist-run nothing --out report`" in md
 
 
-def test_report_refuses_directories_without_results(tmp_path, shared_data):
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_report.py"), str(tmp_path),
-                        "--out", str(tmp_path / "r")], env=env, capture_output=True, text=True)
-    assert r.returncode != 0 and "none of the directories holds results" in r.stderr
+def test_report_refuses_directories_without_results(tmp_path, capsys):
+    from npvae.cli import main
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
+    assert "none of the directories holds results" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_shipped_section_states_what_each_shipped_file_records():

@@ -1,5 +1,6 @@
-"""The loss study end to end on the tiny budget: one row per configuration with finite
-metrics, Markdown + HDF5 + figure, and a killed study resuming without retraining."""
+"""The loss study (``npvae study``) end to end on the tiny budget: one row per
+configuration with finite metrics, Markdown + HDF5 + figure, and a killed study resuming
+(--resume) without retraining."""
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from npvae_lab.studies import RESULT_FILE, configurations
 from npvae_lab.study_table import markdown_table, read_study, verdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "scripts", "compare_losses.py")
+STUDY = [sys.executable, "-m", "npvae", "study"]
 
 
 def _env(shared_data):
@@ -44,8 +45,8 @@ def _check_study(out, task):
 @pytest.mark.parametrize("task", ["mnist", "music"])
 def test_tiny_study_writes_a_row_per_configuration(shared_data, tmp_path, task):
     out = tmp_path / task
-    r = subprocess.run([sys.executable, SCRIPT, "--task", task, "--budget", "tiny", "--out", str(out),
-                        "--jobs", "2"], env=_env(shared_data), capture_output=True, text=True, timeout=600)
+    r = subprocess.run([*STUDY, "--task", task, "--budget", "tiny", "--out", str(out), "--jobs", "2"],
+                       cwd=REPO, env=_env(shared_data), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     study = _check_study(out, task)
     if task == "music":   # the oracle ceiling is above the floor
@@ -55,11 +56,11 @@ def test_tiny_study_writes_a_row_per_configuration(shared_data, tmp_path, task):
 
 def test_killed_study_resumes_without_retraining(shared_data, tmp_path):
     out = tmp_path / "study"
-    cmd = [sys.executable, SCRIPT, "--task", "mnist", "--budget", "tiny", "--out", str(out), "--jobs", "1",
+    cmd = [*STUDY, "--task", "mnist", "--budget", "tiny", "--out", str(out), "--jobs", "1",
            "--only", "bce_beta1", "mse_beta1"]
     first = out / "bce_beta1" / RESULT_FILE
-    proc = subprocess.Popen(cmd, env=_env(shared_data), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(shared_data), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 300
         while not first.exists() and time.time() < deadline and proc.poll() is None:
@@ -70,7 +71,10 @@ def test_killed_study_resumes_without_retraining(shared_data, tmp_path):
         proc.wait()
     assert not (out / "mse_beta1" / RESULT_FILE).exists(), "killed too late to test a resume"
     stamp = first.stat().st_mtime_ns
-    r = subprocess.run(cmd, env=_env(shared_data), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, cwd=REPO, env=_env(shared_data), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1 and "--resume to continue that study" in again.stderr, again.stderr
+    r = subprocess.run(cmd + ["--resume"], cwd=REPO, env=_env(shared_data), capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "bce_beta1: done already, not trained again" in r.stdout
     assert "1 of 2 configurations to run" in r.stdout

@@ -1,7 +1,320 @@
-"""Placeholder while the subcommand is written."""
-from .common import HelpFormatter
+"""``npvae report``, ``npvae study`` and ``npvae bench``: the lab's commands.
+
+The lab (``scripts/npvae_lab``: the benchmark against PyTorch, the loss studies, the
+report builder) measures npvae rather than being part of it, so it is not installed
+with the library. These commands find it in a source checkout of npvae: the current
+folder or one of its parents, or the folder an editable install's package lives in.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from ..checkpoint import atomic_write_text
+from ..errors import NpvaeError, OutputError
+from .common import HelpFormatter, UsageError
+
+LAB = "npvae_lab"
 
 
-def add_command(sub, name):
-    p = sub.add_parser(name, help="(being written)", formatter_class=HelpFormatter)
-    p.set_defaults(run=lambda args: 2)
+# ----------------------------------------------------------------------------- finding the lab
+
+def find_lab(start: str | os.PathLike | None = None) -> Path:
+    """The folder that holds ``npvae_lab`` (a checkout's ``scripts``): looked for in
+    ``start`` (default: the current folder) and its parents, then beside the installed
+    package's folder (an editable install), then on ``sys.path`` (``PYTHONPATH``).
+    Raises NpvaeError when there is none."""
+    here = Path(start or Path.cwd()).resolve()
+    package_parent = Path(__file__).resolve().parents[2]
+    for folder in [b / "scripts" for b in (here, *here.parents, package_parent)] + [Path(p or ".") for p in sys.path]:
+        if (folder / LAB / "__init__.py").is_file():
+            return folder
+    raise NpvaeError("this command needs a source checkout of npvae: the lab it runs (scripts/npvae_lab: "
+                     "the benchmark, the loss studies and the report builder) is not installed with the "
+                     "library. Get the source with `git clone` of the npvae repository and run the command "
+                     "from inside the checkout. The library itself is installed and works without it "
+                     "(import npvae; npvae train, separate, evaluate, ship).")
+
+
+def lab(module: str):
+    """Module ``npvae_lab.<module>`` of the checkout :func:`find_lab` finds."""
+    folder = str(find_lab())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    os.environ.setdefault("MPLBACKEND", "Agg")      # figures are files, never windows
+    return importlib.import_module(f"{LAB}.{module}")
+
+
+def shown(path) -> str:
+    """``path`` relative to the current folder, as messages and reports print it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:              # another drive (Windows)
+        return str(path)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def check_output_file(path, flag: str, overwrite: bool = False) -> Path:
+    """Check, before any work, that file ``path`` (given by ``flag``) can be written: its
+    folder exists and is writable, it is not a folder, and it is replaced only with
+    ``overwrite``. Raises OutputError naming the fix."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a folder; give a file name (e.g. {path / 'bench.json'})")
+    if not folder.exists():
+        raise OutputError(f"{flag} {path}: the folder {folder} does not exist; create it first "
+                          "or choose another path")
+    if not folder.is_dir():
+        raise OutputError(f"{flag} {path}: {folder} is a file, not a folder")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another path")
+    try:            # a file made and removed there: the one test that also holds for root and odd file systems
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".npvae-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{flag} {path}: cannot write into {folder} ({exc.strerror or exc}); "
+                          "choose a folder you can write to") from None
+    return path
+
+
+def check_input_file(path, flag: str) -> Path:
+    """A file to read, given by ``flag``: it must exist, be a file and be readable."""
+    path = Path(path)
+    if not path.exists():
+        raise OutputError(f"{flag} {path} does not exist")
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise OutputError(f"{flag} {path} cannot be read (permission denied)")
+    return path
+
+
+# ----------------------------------------------------------------------------- npvae report
+
+REPORT_HELP = "build report.md and report.pdf from studies and runs (source checkout)"
+REPORT_DESCRIPTION = """\
+Build report.md, report.pdf and figures/ from results files: loss studies (npvae study),
+Part I runs (npvae train mnist) and Part II runs (npvae train music + npvae evaluate),
+blind runs (npvae train blind-mnist, blind-music).
+
+    npvae report runs/study-mnist-default runs/study-music-default \\
+        runs/mnist-dense-* runs/music_mir1k --out docs/report
+
+Every number in the report is read from the files in those directories. An existing
+report in --out is replaced only with --overwrite (its figures folder too). Needs a
+source checkout of npvae (the report builder lives in scripts/npvae_lab)."""
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="study directories and run directories")
+    p.add_argument("--out", default="docs/report", help="folder for report.md, report.pdf and figures/")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args) -> int:
+    report = lab("report")
+    command = "npvae report " + " ".join(shlex.quote(shown(d)) for d in args.run_dirs) \
+        + f" --out {shlex.quote(shown(args.out))}"
+    report.build_report(args.run_dirs, args.out, command=command, log=lambda s: print(s, flush=True),
+                        overwrite=args.overwrite)
+    return 0
+
+
+# ----------------------------------------------------------------------------- npvae study
+
+STUDY_HELP = "train under several losses and the baselines, one table (source checkout)"
+STUDY_DESCRIPTION = """\
+Train one model under several loss configurations (same seeds, data and budget), train
+the baselines, score everything on the same fixed test set, and write a table (Markdown
+and HDF5) and a figure of the validation curves.
+
+    npvae study --task mnist                   # about 25 minutes on 2 cores
+    npvae study --task music                   # about 40 minutes on 2 cores
+    npvae study --task mnist --budget tiny     # a smoke run, about a minute
+    mpirun -n 4 npvae study --task music       # configurations dealt to 4 MPI ranks
+
+Every configuration runs in its own process, up to --jobs at a time (default: the number
+of cores, one BLAS/Numba thread each). The data is checked before anything starts. After
+an interruption, run the same command with --resume: finished configurations are kept,
+unfinished ones resume from their checkpoints. Needs a source checkout of npvae (the
+studies live in scripts/npvae_lab)."""
+
+
+def _add_study(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=("mnist", "music"), required=True)
+    p.add_argument("--budget", choices=("tiny", "default"), default="default")
+    p.add_argument("--out", default=None, help="study directory (default runs/study-<task>-<budget>)")
+    p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA, then ~/.cache/npvae)")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="configurations at a time, at least 1 (default: cores; under mpirun, per rank: "
+                        "its share of the cores)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these configurations")
+    p.add_argument("--list", action="store_true", help="list the configurations and exit")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the study in --out: finished configurations are kept")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start the study in --out again, removing its earlier results")
+    p.set_defaults(run=run_study, on_interrupt=lambda args: "finished configurations are kept; run the same "
+                   "command with --resume to continue")
+
+
+def run_study(args) -> int:
+    studies = lab("studies")
+    if args.list:
+        print(f"{args.task}, budget {args.budget}: expected {studies.BUDGETS[args.task][args.budget]['expected']}")
+        for c in studies.configurations(args.task):
+            print(f"  {c.name:12s} {c.group:9s} {c.label}")
+        return 0
+    known = [c.name for c in studies.configurations(args.task)]
+    unknown = sorted(set(args.only or ()) - set(known))
+    if unknown:
+        raise UsageError(f"unknown configuration(s) {unknown} for --task {args.task}; known: {known}")
+    out = Path(args.out or f"runs/study-{args.task}-{args.budget}")
+    study = studies.run_study(args.task, args.budget, out, args.data_dir, args.jobs, args.only,
+                              log=lambda s: print(s, flush=True), resume=args.resume, overwrite=args.overwrite)
+    if study.get("rank", 0):        # under mpirun, rank 0 reports
+        return 0
+    if study["rows"]:
+        print((out / "table.md").read_text())
+        print(f"wrote {shown(out / 'table.md')}, {shown(out / 'study.h5')}, {shown(out / 'validation_curves.png')}")
+    if study["failed"]:
+        raise NpvaeError(f"configurations failed: {', '.join(study['failed'])} (see their log.txt in "
+                         f"{shown(out)}); run the same command with --resume to retry them"
+                         + ("" if study["rows"] else "; no table was written"))
+    return 0
+
+
+# ----------------------------------------------------------------------------- npvae bench
+
+BENCH_HELP = "time npvae against PyTorch: training steps and a song's separation (source checkout)"
+BENCH_DESCRIPTION = """\
+Time npvae against PyTorch (same models, weights, batch and noise) in this one process:
+a training step of each model (each npvae kernel backend and PyTorch, stepped in turn)
+and the separation of a song.
+
+    npvae bench                      # full sizes, table on stdout (about 5-10 minutes)
+    npvae bench --json bench.json    # also write the numbers
+    npvae bench --layers             # also each convolution of the pipeline models alone
+    npvae bench --quick              # tiny models, a few steps, a 2 s song (a smoke test)
+    npvae bench --summarise a.json b.json    # README's table: ranges over runs
+
+Cases: the synthetic steps dense_vae, conv_vae and spectrogram; the models the training
+commands build: mnist_dense (npvae train mnist), mnist_unet (--model unet),
+mnist_unet_best (--preset best), mnist_dense_best (--preset dense-best), music (npvae
+train music) and music_best (--preset best); and separation: a 3-minute 44.1 kHz stereo
+song separated end to end with the shipped model music-mir1k, the network run by npvae
+or by a PyTorch twin. The ratio is the npvae (Numba backend) median time over PyTorch's;
+"% GEMM" is a step's GEMM FLOP rate over the BLAS GEMM rate measured at the start. The
+header and the JSON name the BLAS library and kernel that ran. Threads: --threads
+(default all CPUs) for BLAS, Numba and torch.set_num_threads alike. Needs a source
+checkout of npvae (the benchmark lives in scripts/npvae_lab) and, for the comparison,
+PyTorch (pip install ".[bench]")."""
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    p.add_argument("--backends", default=None, help="comma-separated: numba,numpy (default: every available)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="timed steps per model (default 60, 20 for the big ones)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="threads for BLAS, Numba and PyTorch (default: all CPUs)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--quick", action="store_true", help="tiny models and 3 steps: checks that it all runs")
+    p.add_argument("--song-seconds", type=positive_float, default=None,
+                   help="length of the separated song (default 180)")
+    p.add_argument("--song-repeats", type=positive_int, default=None,
+                   help="separations timed per network (default 3)")
+    p.add_argument("--layers", action="store_true",
+                   help="also time each convolution of the pipeline models alone (forward, backward)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the report to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
+    p.add_argument("--summarise", nargs="+", metavar="JSON", default=None,
+                   help="print the README's Markdown table (ranges) of earlier --json runs, then exit")
+    p.set_defaults(run=run_bench)
+
+
+def run_bench(args) -> int:
+    if args.warmup < 0:
+        raise UsageError("--warmup must be 0 or more")
+    if args.summarise:
+        paths = [check_input_file(p, "--summarise") for p in args.summarise]
+        summary = lab("bench_summary")
+        print(summary.markdown(summary.load(paths)))
+        return 0
+    if args.json:
+        check_output_file(args.json, "--json", args.overwrite)    # before minutes of timing
+    benchmark = lab("benchmark")
+    threads = args.threads or os.cpu_count()
+    if args.threads:
+        benchmark.set_threads(threads)
+    size = "tiny" if args.quick else "full"
+    cases = args.cases.split(",") if args.cases else list(benchmark.DEFAULT_CASES)
+    report = benchmark.run_benchmark(cases=cases, backends=args.backends and args.backends.split(","),
+                                     steps=3 if args.quick and args.steps is None else args.steps,
+                                     warmup=1 if args.quick else args.warmup, threads=threads,
+                                     use_torch=not args.no_torch, size=size, song_seconds=args.song_seconds,
+                                     separation_repeats=args.song_repeats)
+    print(benchmark.format_table(report))
+    if args.layers:
+        layer_bench = lab("layer_bench")
+        pipeline_cases = lab("pipeline_cases")
+        rows = []
+        for name in [c for c in cases if c in pipeline_cases.PIPELINE_CASES and not c.startswith("mnist_dense")]:
+            rows += layer_bench.time_layers(benchmark.build_case(name, size), report["gemm_gflops_reference"],
+                                            repeats=2 if args.quick else 10, with_torch=report["torch"] is not None,
+                                            settle_s=0.0 if args.quick else 0.2)
+        report["layers"] = rows
+        print()
+        print(layer_bench.format_layers(rows, report["gemm_gflops_reference"]))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=1))
+        print(f"wrote {shown(args.json)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- the three names
+
+COMMANDS = {"report": (REPORT_HELP, REPORT_DESCRIPTION, _add_report),
+            "study": (STUDY_HELP, STUDY_DESCRIPTION, _add_study),
+            "bench": (BENCH_HELP, BENCH_DESCRIPTION, _add_bench)}
+
+
+def add_command(sub, name: str) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` ("report", "study" or "bench") to ``sub``."""
+    help_text, description, add = COMMANDS[name]
+    p = sub.add_parser(name, help=help_text, description=description, formatter_class=HelpFormatter)
+    add(p)
+    return p
+
+
+__all__ = ["add_command", "find_lab", "lab", "check_output_file", "check_input_file"]

@@ -1,5 +1,5 @@
-"""Several runs of ``scripts/bench.py --json`` as one Markdown table of ranges (README's
-speed table): ``python scripts/bench.py --summarise run1.json run2.json ...``."""
+"""Several runs of ``npvae bench --json`` as one Markdown table of ranges (README's
+speed table): ``npvae bench --summarise run1.json run2.json ...``."""
 from __future__ import annotations
 
 import json
@@ -26,10 +26,18 @@ def _range(values, fmt="{:.1f}") -> str:
 
 
 def load(paths) -> list[dict]:
+    """The reports of ``npvae bench --json`` runs; a file that is missing, unreadable or
+    not such a report is an error naming it (OSError, ValueError)."""
     reports = []
     for p in paths:
         with open(p) as f:
-            reports.append(json.load(f))
+            try:
+                report = json.load(f)
+            except ValueError as e:
+                raise ValueError(f"{p} is not a JSON file ({e}); pass files written by npvae bench --json") from None
+        if not isinstance(report, dict) or not isinstance(report.get("cases"), list):
+            raise ValueError(f"{p} is not a report of npvae bench --json (no list of cases in it)")
+        reports.append(report)
     return reports
 
 
@@ -58,4 +66,7 @@ def markdown(reports: list[dict]) -> str:
     lines.append(f"{len(reports)} runs on {reports[0]['machine']}, {reports[0]['threads']} threads; "
                  f"BLAS GEMM 1024^3 float32 {min(gemm):.0f}-{max(gemm):.0f} GFLOP/s; "
                  + (f"load average at the start {min(loads):.1f}-{max(loads):.1f}" if loads else ""))
+    kernels = sorted({f"{b['internal_api']} {b['architecture']}" for r in reports for b in r.get("blas", [])})
+    if kernels:
+        lines[-1] += f"; BLAS kernel {', '.join(kernels)}"
     return "\n".join(lines)

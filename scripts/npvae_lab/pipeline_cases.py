@@ -1,20 +1,19 @@
-"""Benchmark cases built by the training pipelines themselves: the models users train.
+"""Benchmark cases built as the training engine builds them: the models users train.
 
-Each case is one training step of a model exactly as a training script builds it,
-from the pipeline's own config (with a preset of :mod:`npvae.presets`), model
-builder, objective and optimiser:
+Each case is one training step of a model exactly as ``npvae train`` builds it, from
+the task's own config (with one of the task's presets), model builder, objective and
+optimiser:
 
-* ``mnist_dense``: ``scripts/train_mnist.py`` (the default: dense VAE), batch 128.
-* ``mnist_unet``: ``scripts/train_mnist.py --model unet``, batch 128.
-* ``mnist_unet_best``: ``scripts/train_mnist.py --preset best`` (U-Net VAE, 24-48-96
+* ``mnist_dense``: ``npvae train mnist`` (the default: dense VAE), batch 128.
+* ``mnist_unet``: ``npvae train mnist --model unet``, batch 128.
+* ``mnist_unet_best``: ``npvae train mnist --preset best`` (U-Net VAE, 24-48-96
   channels, two 3x3 convolutions per level), batch 128.
-* ``mnist_dense_best``: ``scripts/train_mnist.py --preset dense-best``, batch 128.
-* ``music``: ``scripts/train_music.py`` (default: channels 16-32-64), batch 8 x 64 frames.
-* ``music_best``: ``scripts/train_music.py --preset best`` (24-48-96, the shipped model).
+* ``mnist_dense_best``: ``npvae train mnist --preset dense-best``, batch 128.
+* ``music``: ``npvae train music`` (default: channels 16-32-64), batch 8 x 64 frames.
+* ``music_best``: ``npvae train music --preset best`` (24-48-96, the shipped model).
 
-A step is what the pipeline's trainer does per batch: ``objective.terms`` (forward,
-loss, backward) then ``optimizer.step()`` (Adam; with the music pipeline's gradient
-clipping). The batch is fixed (synthetic images; for music, excerpts drawn by the
+A step is what the engine does per batch: ``objective.terms`` (forward, loss,
+backward) then ``optimizer.step()`` (Adam, with the task's gradient clipping). The batch is fixed (synthetic images; for music, excerpts drawn by the
 pipeline's own sampler from synthetic tracks, since timing does not depend on the
 values) and so is the latent noise ``eps`` (:class:`FixedNoise`), so a PyTorch twin
 (:mod:`.torch_pipelines`) can be checked equal on it. ``size="tiny"`` shrinks channels,
@@ -22,20 +21,22 @@ batch and (music) the STFT for tests.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
-from npvae import presets
 from npvae.audio.datasets import Track
 from npvae.audio.stft import STFTConfig
 from npvae.layers import Conv2d, ConvTranspose2d, Dense
 from npvae.models.mnist import build_model
 from npvae.models.music import SpectrogramUNetVAE
+from npvae.engine.run import make_config
 from npvae.optim import Adam
-from npvae.pipelines import mnist as mnist_pipe
-from npvae.pipelines import music as music_pipe
+from npvae.pipelines.mnist import SeparationObjective
 from npvae.pipelines.music.batches import sample_batch
 from npvae.pipelines.music.objective import MusicObjective
 from npvae.separator import Normalizer, Separator
+from npvae.tasks import TASKS
 from npvae.vae import KLWeight, Reparameterize
 
 # case -> (task, preset, flags on top of the preset)
@@ -128,19 +129,29 @@ class PipelineCase:
         return sum(f * (2 if lid == id(self.input_layer) else 3) for lid, f in self.layer_flops.items())
 
 
+def task_config(task: str, preset: str, settings: dict):
+    """The config ``npvae train TASK --preset PRESET`` with ``settings`` runs with."""
+    return TASKS[task].finalize(make_config(task, settings, preset))
+
+
+def initial_weights_rng(task: str, cfg) -> np.random.Generator:
+    """The generator the engine draws a new run's initial weights from."""
+    return TASKS[task].seeds(SimpleNamespace(cfg=cfg))[0]
+
+
 def _mnist_case(name, preset, flags, size, seed):
-    cfg = mnist_pipe.TrainConfig(**{**presets.get("mnist", preset), **flags})
+    cfg = task_config("mnist", preset, flags)
     if size == "tiny":
         t = TINY["mnist"]
         small = {"batch_size": t["batch_size"], "latent_dim": t["latent_dim"]}
         small["channels" if cfg.model == "unet" else "hidden"] = t["channels_unet"] if cfg.model == "unet" \
             else t["hidden"]
-        cfg = mnist_pipe.TrainConfig(**{**presets.get("mnist", preset), **flags, **small})
-    # as mnist_pipe.train builds it
-    model = build_model(cfg.model, rng=np.random.default_rng([cfg.seed, 0]), **cfg.model_kwargs())
-    optimizer = Adam(model, lr=cfg.lr)
-    objective = mnist_pipe.SeparationObjective(model, cfg.loss, cfg.mix_weight)
-    beta = KLWeight(cfg.beta, cfg.warmup)(cfg.warmup)        # after the warm-up: the full KL term
+        cfg = task_config("mnist", preset, {**flags, **small})
+    # as the engine and MnistTask build it
+    model = build_model(cfg.model, rng=initial_weights_rng("mnist", cfg), **cfg.model_kwargs())
+    optimizer = Adam(model, lr=cfg.lr, clip_norm=cfg.clip_norm or None)
+    objective = SeparationObjective(model, cfg.loss, cfg.mix_weight)
+    beta = KLWeight(cfg.beta, cfg.kl_warmup)(cfg.kl_warmup)        # after the warm-up: the full KL term
     data = np.random.default_rng(seed)
     n = cfg.batch_size
     digit = data.uniform(size=(n, 28, 28)).astype(np.float32) * (data.uniform(size=(n, 28, 28)) < 0.2)
@@ -175,18 +186,18 @@ def synthetic_tracks(n_tracks: int, seconds: float, sr: int, seed: int) -> list[
 
 
 def _music_case(name, preset, flags, size, seed):
-    settings = {**presets.get("music", preset), **flags}
-    stft_cfg = STFTConfig.for_dataset(settings.get("dataset", "mir1k"))
+    settings = dict(flags)
     if size == "tiny":
         settings.update(TINY["music"])
-        stft_cfg = TINY_STFT
-    cfg = music_pipe.TrainConfig.from_flat(**settings)
-    # as music_pipe.train builds it (the data are synthetic tracks)
+    cfg = task_config("music", preset, settings)
+    stft_cfg = TINY_STFT if size == "tiny" else STFTConfig.for_dataset(cfg.dataset)
+    # as the engine and MusicTask build it (the data are synthetic tracks)
     tracks = synthetic_tracks(4, 4.0 if size == "tiny" else 20.0, stft_cfg.sample_rate, seed)
-    model = SpectrogramUNetVAE(cfg.channels, cfg.latent_channels, rng=np.random.default_rng(cfg.seed + 1))
+    model = SpectrogramUNetVAE(cfg.channels, cfg.latent_channels, rng=initial_weights_rng("music", cfg))
     sep = Separator(model, stft_cfg, Normalizer.fit(tracks, stft_cfg, cfg.compression))
-    objective = MusicObjective(sep, cfg.objective)
-    optimizer = Adam(model, lr=cfg.lr, clip_norm=5.0)
+    loss_config = cfg.loss_config()
+    objective = MusicObjective(sep, loss_config)
+    optimizer = Adam(model, lr=cfg.lr, clip_norm=cfg.clip_norm or None)
     rng = np.random.default_rng(seed)
     batch = sample_batch(tracks, rng, cfg.batch_size, cfg.frames, stft_cfg, cfg.remix_prob, cfg.gain_db)
     d = model.DOWNSAMPLE
@@ -198,7 +209,7 @@ def _music_case(name, preset, flags, size, seed):
     def forward_backward():
         return objective.terms(batch, epoch)["total"]
     return PipelineCase(name, "music", cfg, model, optimizer, forward_backward, batch, eps, model.enc1,
-                        {"objective": objective, "separator": sep, "epoch": epoch,
+                        {"objective": objective, "separator": sep, "epoch": epoch, "loss_config": loss_config,
                          "beta": objective.kl_weight(epoch)})
 
 
@@ -216,7 +227,7 @@ def build_pipeline_case(name: str, size: str = "full", seed: int = 0) -> Pipelin
 def describe(case: PipelineCase) -> str:
     """One line: the command whose model the case is, and its size."""
     task, preset, flags = PIPELINE_CASES[case.name]
-    cmd = f"train_{task}.py" + ("" if preset == "default" else f" --preset {preset}") + \
+    cmd = f"npvae train {task}" + ("" if preset == "default" else f" --preset {preset}") + \
         "".join(f" --{k} {v}" for k, v in flags.items())
     return f"{cmd}: {type(case.model).__name__}, {case.model.num_parameters():,} parameters"
 

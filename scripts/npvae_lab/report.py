@@ -1,17 +1,17 @@
 """The assignment's report, built from results files only: ``report.md`` and ``report.pdf``.
 
-:func:`build_report` takes run directories of three kinds, recognised by their files:
+:func:`build_report` (``npvae report``) takes run directories of four kinds, recognised
+by their files:
 
-* a loss study (``study.h5``, from ``scripts/compare_losses.py``);
-* a Part I run (``results.h5`` of kind ``mnist_results``, from ``scripts/train_mnist.py``);
+* a loss study (``study.h5``, from ``npvae study``);
+* a Part I run (``results.h5`` of kind ``mnist_results``, from ``npvae train mnist``);
 * a Part II run (``results.h5`` of kind ``music_results`` and the ``eval_*.h5`` files of
-  ``scripts/evaluate_music.py``);
-* a blind run (``results.h5`` of kind ``blind_results``, from ``scripts/train_blind.py`` or
-  ``scripts/train_blind_music.py``; the section is in :mod:`npvae_lab.blind_report`).
+  ``npvae evaluate``);
+* a blind run (``results.h5`` of kind ``blind_results``, from ``npvae train blind-mnist``
+  or ``npvae train blind-music``; the section is in :mod:`.blind_report`).
 
-Every report also has the shipped models' recorded scores against issue 12's marks and
-the published results of the systems that lead each task
-(:mod:`npvae_lab.report_shipped`).
+Every report also has the shipped models' recorded scores against the project's marks
+and the published results of the systems that lead each task (:mod:`.report_shipped`).
 
 Every number in the report is read from those files; the text around the numbers is
 fixed, and comparative sentences are chosen by comparing the numbers. The PDF is drawn
@@ -20,13 +20,17 @@ with matplotlib's PDF backend: text pages that flow paragraphs, tables and figur
 from __future__ import annotations
 
 import datetime
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from npvae import h5mat
 from npvae.audio.stft import STFTConfig
+from npvae.errors import OutputError
+from npvae.fileguard import check_writable_dir
 from npvae.io import RESULTS_FILE
 from npvae.plotting import plot_example, plot_history, save_grid, save_loss_curves
 
@@ -264,11 +268,40 @@ def _discussion(doc: Doc, studies: list[tuple[dict, Path]], mnist_runs, music_ru
                   f"estimator with the same mixture phase.")
 
 
-def build_report(run_dirs, out="docs/report", command: str | None = None, log=print) -> dict:
-    """Write ``out``/report.md, ``out``/report.pdf and ``out``/figures/ from ``run_dirs``."""
+REPORT_FILES = ("report.md", "report.pdf", "figures")
+
+
+def shown(path) -> str:
+    """``path`` as the report prints it: relative to the current folder."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:          # another drive (Windows)
+        return str(path)
+
+
+def check_report_dir(out, overwrite: bool = False) -> Path:
+    """Refuse to replace a report (report.md, report.pdf or figures/ in ``out``) unless
+    ``overwrite``; ``out`` must be a folder that can be written. Raises OutputError."""
     out = Path(out)
-    figs = out / "figures"
-    figs.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out)
+    existing = [name for name in REPORT_FILES if (out / name).exists()]
+    if existing and not overwrite:
+        raise OutputError(f"{shown(out)} already holds a report ({', '.join(existing)}); pass --overwrite to "
+                          "replace it (its figures folder too), or choose another --out")
+    return out
+
+
+def build_report(run_dirs, out="docs/report", command: str | None = None, log=print,
+                 overwrite: bool = False) -> dict:
+    """Write ``out``/report.md, ``out``/report.pdf and ``out``/figures/ from ``run_dirs``.
+
+    An existing report there is refused unless ``overwrite`` (:func:`check_report_dir`).
+    The report is built in a temporary folder inside ``out`` and moved into place once
+    whole, so an interrupted build leaves the old report as it was, and a replaced
+    report's figures folder holds no stale figure. Paths in the report are relative to
+    the current folder.
+    """
+    out = check_report_dir(out, overwrite)
     studies, mnist_runs, music_runs, blind_runs, skipped = [], [], [], [], []
     for d in map(Path, run_dirs):
         kind = classify(d)
@@ -282,16 +315,37 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
             blind_runs.append(read_blind_run(d))
         else:
             skipped.append(d)
-            log(f"skipping {d}: no study.h5 or results.h5 in it")
+            log(f"skipping {shown(d)}: no study.h5 or results.h5 in it")
     if not (studies or mnist_runs or music_runs or blind_runs):
         raise ValueError("none of the directories holds results (study.h5 or results.h5)")
+    out.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=".report-build-", dir=out))
+    try:
+        _write_report(build, studies, mnist_runs, music_runs, blind_runs,
+                      [d for d in run_dirs if Path(d) not in skipped], command)
+        n_figs = len(list((build / "figures").glob("*.png")))
+        for name in ("report.md", "report.pdf"):
+            os.replace(build / name, out / name)
+        if (out / "figures").exists():
+            os.rename(out / "figures", build / "figures.old")
+        os.rename(build / "figures", out / "figures")
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    md, pdf, figs = out / "report.md", out / "report.pdf", out / "figures"
+    log(f"wrote {shown(md)}, {shown(pdf)} and {n_figs} figures in {shown(figs)}")
+    return {"markdown": md, "pdf": pdf, "figures": figs}
+
+
+def _write_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sources, command) -> None:
+    figs = out / "figures"
+    figs.mkdir()
     doc = Doc()
     doc.h1("Blind source separation with variational autoencoders")
     shipped = (", except the supervised rows of the blind section, which are read from the shipped model files "
                "(that section says which)") if uses_shipped(blind_runs, mnist_runs) else ""
-    doc.p(f"Generated by npvae's make_report on {datetime.date.today().isoformat()}"
+    doc.p(f"Generated by `npvae report` on {datetime.date.today().isoformat()}"
           + (f" with `{command}`" if command else "") + " from: "
-          + ", ".join(str(d) for d in run_dirs if Path(d) not in skipped) + ". Every number below is read from "
+          + ", ".join(shown(d) for d in sources) + ". Every number below is read from "
           f"those results files{shipped}.")
     doc.h2("Approach and implementation")
     for para in APPROACH:
@@ -311,12 +365,8 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     shipped_section(doc)
     _discussion(doc, studies, mnist_runs, music_runs)
     published_section(doc)
-    md = out / "report.md"
-    md.write_text(doc.markdown(out))
-    pdf = out / "report.pdf"
-    doc.pdf(pdf)
-    log(f"wrote {md}, {pdf} and {len(list(figs.glob('*.png')))} figures in {figs}")
-    return {"markdown": md, "pdf": pdf, "figures": figs}
+    (out / "report.md").write_text(doc.markdown(out))
+    doc.pdf(out / "report.pdf")
 
 
 __all__ = ["build_report", "classify", "read_mnist_run", "read_music_run"]

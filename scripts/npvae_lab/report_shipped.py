@@ -2,7 +2,7 @@
 
 :func:`shipped_section` reads what every shipped model file records (``npvae.pretrained``:
 the command, commit and seed that trained it, the training time and the scores
-measured on the whole test set when it was shipped) and sets them against issue 12's
+measured on the whole test set when it was shipped) and sets them against the project's
 marks. :func:`published_section` lists published results of the systems that lead each
 task, each with its source: these are the only numbers in the report that no npvae
 command measured, and the section says so.
@@ -13,7 +13,7 @@ from npvae import pretrained
 
 from .document import Doc
 
-# (task, score key, what it measures, mark in dB): issue 12's targets for the best models.
+# (task, score key, what it measures, mark in dB): the project's targets for the best models.
 MARKS = [
     ("mnist", "mean_psnr", "Part I, best model: mean PSNR per source", 35.0),
     ("mnist-dense", "mean_psnr", "Part I, plain dense VAE: mean PSNR per source", 21.0),
@@ -25,7 +25,7 @@ MARKS = [
 PUBLISHED = [
     ("Part I (MNIST digit + Fashion-MNIST item, averaged)", "U-Net trained on this task",
      "MSE 3.0e-4 over both outputs (about 35.2 dB)",
-     "the reference quoted in the project's issues 3 and 12; not checked against a primary source"),
+     "the reference quoted in the project's brief; not checked against a primary source"),
     ("MIR-1K, voice GNSDR", "deep recurrent networks, discriminative training", "7.45 dB",
      "P.-S. Huang, M. Kim, M. Hasegawa-Johnson, P. Smaragdis, \"Singing-voice separation from monaural "
      "recordings using deep recurrent neural networks\", ISMIR 2014"),
@@ -89,7 +89,7 @@ def shipped_section(doc: Doc) -> dict:
         gap = value - mark
         rows.append([what, f">= {mark:g} dB", f"{value:.2f} dB ({name})",
                      f"met ({gap:+.2f} dB)" if gap >= 0 else f"{-gap:.2f} dB short"])
-    doc.table(["mark (issue 12)", "target", "best shipped model", "gap"], rows)
+    doc.table(["mark", "target", "best shipped model", "gap"], rows)
     return infos
 
 

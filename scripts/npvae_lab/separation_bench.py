@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 SCRIPT = Path(__file__).resolve().parents[1] / "separate.py"
-TARGET_SECONDS = 3.0      # issue 14: a 3-minute song in under 3 s on 2 cores
+TARGET_SECONDS = 3.0      # the target: a 3-minute song in under 3 s on 2 cores
 
 
 def load_separate_script(path: Path = SCRIPT):

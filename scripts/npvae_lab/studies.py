@@ -1,9 +1,9 @@
 """Loss-function study and baselines: one model trained under several loss configurations
 with the same seeds, data and budget, every one scored on the same fixed test set.
 
-``scripts/compare_losses.py`` runs :func:`run_study`. A study directory holds::
+``npvae study`` runs :func:`run_study`. A study directory holds::
 
-    <name>/               one run directory per configuration (the pipeline's files)
+    <name>/               one run directory per configuration (the training run's files)
     <name>/log.txt        that configuration's output
     <name>/study_result.json   written last, atomically: the configuration is done
     table.md              the test metrics and training time per configuration
@@ -11,17 +11,19 @@ with the same seeds, data and budget, every one scored on the same fixed test se
     validation_curves.png the validation metric per epoch of every trained configuration
 
 Each configuration runs as its own process (``python -m npvae_lab.studies run-one ...``),
-up to ``jobs`` at a time. Under ``mpirun -n P`` the configurations to run are dealt to
-the ranks in turn (each rank runs its share, ``jobs`` at a time, with the CPUs MPI
-gives it; the study directory must be on a file system every rank sees) and rank 0
-writes the table once all are done. A finished configuration (its ``study_result.json`` exists)
-is never trained again; an unfinished one resumes from its checkpoint.
+up to ``jobs`` at a time; every model is trained by :func:`run_training`. Under
+``mpirun -n P`` the configurations to run are dealt to the ranks in turn (each rank runs
+its share, ``jobs`` at a time, with the CPUs MPI gives it; the study directory must be on
+a file system every rank sees) and rank 0 writes the table once all are done. With
+``resume``, a finished configuration (its ``study_result.json`` exists) is never trained
+again and an unfinished one resumes from its checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,15 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.audio.datasets import load_tracks
+from npvae.audio.datasets import list_mir1k, load_tracks, mir1k_root
 from npvae.audio.stft import STFTConfig
 from npvae.baselines.nmf import ImageNMFSeparator, SpectrogramNMFSeparator
+from npvae.checkpoint import CHECKPOINT_FILE, TMP_TAG, atomic_write_text
+from npvae.data.mnist import load_images
+from npvae.errors import DatasetError, OutputError
+from npvae.fileguard import check_writable_dir
+from npvae.io import MODEL_FILE, load_separator
 from npvae.metrics.image import separation_report
 from npvae.pipelines import mnist as mnist_pipe
 from npvae.pipelines import music as music_pipe
 from npvae.plotting import save_grid
 
-from .study_table import CURVE, write_outputs
+from .study_table import CURVE, CURVES_FILE, STUDY_FILE, TABLE_FILE, write_outputs
 
 TASKS = ("mnist", "music")
 RESULT_FILE = "study_result.json"
@@ -52,8 +59,8 @@ class Configuration:
     """One entry of a study.
 
     name : directory and HDF5 name. label : what the table says. group : "loss" (the loss
-    study) or "baseline". kind : "vae" (trained by the task's pipeline with ``settings``
-    overriding its TrainConfig) or "nmf" (supervised NMF, ``settings`` its options).
+    study) or "baseline". kind : "vae" (trained by :func:`run_training` with ``settings``
+    over the budget's) or "nmf" (supervised NMF, ``settings`` its options).
     """
     name: str
     label: str
@@ -62,27 +69,27 @@ class Configuration:
     settings: dict = field(default_factory=dict)
 
 
-# Budgets: pipeline settings shared by every configuration of a task, NMF options, and
+# Budgets: training settings shared by every configuration of a task, NMF options, and
 # per-model overrides. "tiny" is for tests and smoke runs, "default" for the report.
 BUDGETS = {
     "mnist": {
         "tiny": {"common": {"train_limit": 1000, "eval_limit": 200, "epochs": 2, "hidden": (64, 32),
-                            "latent_dim": 8, "batch_size": 64, "warmup": 0.0, "n_examples": 8},
+                            "latent_dim": 8, "batch_size": 64, "kl_warmup": 0.0, "n_examples": 8},
                  "unet": {"channels": (4, 8, 8)},
                  "nmf": {"k": 10, "n_iter": 30, "fit_iter": 30, "max_images": 300},
                  "expected": "about 1 minute on 2 cores"},
-        "default": {"common": {"epochs": 5, "warmup": 1.0},
+        "default": {"common": {"epochs": 5, "kl_warmup": 1.0},
                     "unet": {"epochs": 3},
                     "nmf": {"k": 64, "n_iter": 200, "fit_iter": 100, "max_images": 10000},
                     "expected": "about 25 minutes on 2 cores (measured: dense VAE 1 to 2 minutes per "
                                 "configuration, the two U-Nets about 17 minutes each, one thread per process)"},
     },
     "music": {
-        "tiny": {"common": {"epochs": 1, "max_train_tracks": 3, "max_val_tracks": 2, "channels": (4, 8, 8),
+        "tiny": {"common": {"epochs": 1, "train_limit": 3, "eval_limit": 2, "channels": (4, 8, 8),
                             "latent_channels": 4, "batch_size": 4, "frames": 32, "snippet_seconds": 1.0},
                  "nmf": {"k": 8, "n_iter": 20, "fit_iter": 20, "max_frames": 2000},
                  "expected": "about 2 minutes on 2 cores"},
-        "default": {"common": {"epochs": 20},
+        "default": {"common": {"epochs": 20, "eval_limit": 24},
                     "nmf": {"k": 64, "n_iter": 200, "fit_iter": 100, "max_frames": 20000},
                     "expected": "about 40 minutes on 2 cores (measured: about 12 minutes per trained "
                                 "configuration, two at a time, one thread each; NMF under 2 minutes)"},
@@ -136,10 +143,36 @@ def budget(task: str, name: str) -> dict:
 
 # ----------------------------------------------------------------------------- one configuration
 
+def run_training(task: str, settings: dict, out, log=print) -> dict:
+    """Train a model of ``task`` ("mnist" or "music") with ``settings`` (the task's
+    training settings: ``epochs``, ``beta``, ``kl_warmup``, ``train_limit``,
+    ``eval_limit``, ``data_dir``...) into the run folder ``out`` with the training engine
+    (:func:`npvae.engine.run.train`). A run with a checkpoint there resumes with its own
+    settings. Every training of the lab goes through here.
+
+    Returns ``{"history": per-epoch lists, "metrics": the final scores}`` and for
+    ``"music"`` the trained ``"separator"``.
+    """
+    from npvae.engine.run import train
+    out = Path(out)
+    if (out / CHECKPOINT_FILE).exists():
+        result = train(task, {"out": str(out)}, resume=True, log=log)
+    else:       # a new run: the folder holds the study's log.txt, and maybe a run killed before its checkpoint
+        result = train(task, {**settings, "out": str(out), "progress": False}, overwrite=True, log=log)
+    if result.finished_before:      # trained to the end, then stopped before the study recorded it
+        trained = {"history": json.loads((out / "history.json").read_text()),
+                   "metrics": json.loads((out / "metrics.json").read_text())}
+        if task == "music":
+            trained["separator"] = load_separator(out / MODEL_FILE)
+        return trained
+    trained = {"history": result.history, "metrics": result.metrics}
+    if task == "music":
+        trained["separator"] = result.task.sep
+    return trained
+
+
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=float))
 
 
 def _mnist_row(metrics: dict) -> dict:
@@ -172,7 +205,7 @@ def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
     pipe = mnist_pipe
     settings = {**b["common"], **(b.get("unet", {}) if conf.settings.get("model") == "unet" else {})}
     if conf.kind == "nmf":
-        cfg = pipe.TrainConfig(data_dir=data_dir, out=str(run_dir), progress=False,
+        cfg = pipe.MnistConfig(data_dir=data_dir, out=str(run_dir), progress=False,
                                **{k: v for k, v in settings.items() if k in ("train_limit", "eval_limit")})
         data = pipe.load_data(cfg)
         opts = dict(b["nmf"])
@@ -186,15 +219,14 @@ def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
         floor = separation_report(mixture, mixture, digit, fashion)
         k = min(8, len(mixture))
         save_grid(run_dir / "grid.png", pipe.example_images(sep, mixture[:k], digit[:k], fashion[:k]),
-                       title=f"supervised NMF on evaluation pairs: mean PSNR {metrics['mean_psnr']:.1f} dB")
+                  title=f"supervised NMF on evaluation pairs: mean PSNR {metrics['mean_psnr']:.1f} dB")
         log(f"NMF: mean PSNR {metrics['mean_psnr']:.2f} dB on {len(mixture)} pairs ({seconds:.0f} s to learn)")
         return {"rows": [{"name": conf.name, "label": conf.label, "group": conf.group,
                           **_mnist_row(metrics), "train_seconds": seconds},
                          {"name": "mixture", "label": "mixture as the estimate (floor)", "group": "baseline",
                           **_mnist_row(floor), "train_seconds": 0.0}],
                 "curve": {"epoch": [], "value": []}, "n_eval": int(len(mixture))}
-    cfg = pipe.TrainConfig(data_dir=data_dir, out=str(run_dir), progress=False, **{**settings, **conf.settings})
-    out = pipe.train(cfg, resume=True, log=log)
+    out = run_training("mnist", {**settings, **conf.settings, "data_dir": data_dir}, run_dir, log)
     m, h = out["metrics"], out["history"]
     return {"rows": [{"name": conf.name, "label": conf.label, "group": conf.group, **_mnist_row(m),
                       "train_seconds": float(m["train_seconds_total"])}],
@@ -204,14 +236,13 @@ def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
 
 def _run_music(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> dict:
     pipe = music_pipe
-    settings = {**b["common"]}
-    cfg = pipe.TrainConfig.from_flat(data_dir=data_dir, out=str(run_dir), progress=False,
-                                     **{**settings, **(conf.settings if conf.kind == "vae" else {})})
-    test = load_tracks(cfg.dataset, "validation", cfg.data_dir)[:cfg.max_val_tracks]
+    settings = {**b["common"], "data_dir": data_dir}
+    dataset, seed = settings.get("dataset", "mir1k"), settings.get("seed", 0)
+    test = load_tracks(dataset, "validation", data_dir)[:settings.get("eval_limit")]
     if conf.kind == "nmf":
-        train_tracks = load_tracks(cfg.dataset, "train", cfg.data_dir)[:cfg.max_train_tracks]
+        train_tracks = load_tracks(dataset, "train", data_dir)[:settings.get("train_limit")]
         start = time.perf_counter()
-        sep = SpectrogramNMFSeparator.train(train_tracks, STFTConfig.for_dataset(cfg.dataset), seed=cfg.seed,
+        sep = SpectrogramNMFSeparator.train(train_tracks, STFTConfig.for_dataset(dataset), seed=seed,
                                             **conf.settings, **b["nmf"])
         seconds = time.perf_counter() - start
         res = pipe.evaluate(sep, test, baselines=True)
@@ -224,7 +255,7 @@ def _run_music(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
                  **_music_row(res, "mixture"), "train_seconds": 0.0}]
         return {"rows": rows, "curve": {"epoch": [], "value": []}, "n_eval": len(test),
                 "eval_seconds": float(np.sum(res["clip_seconds"]))}
-    out = pipe.train(cfg, resume=True, log=log)
+    out = run_training("music", {**settings, **conf.settings}, run_dir, log)
     res = pipe.evaluate(out["separator"], test, baselines=False)
     h = out["history"]
     log(f"{conf.label}: vocals GNSDR {res['model_vocals_gnsdr']:.2f} dB on {len(test)} clips")
@@ -247,20 +278,94 @@ def _one_thread_env() -> dict:
     return env
 
 
+def check_data(task: str, data_dir=None) -> None:
+    """Find the data of ``task`` before any configuration starts (MNIST's files are fetched
+    into the cache here, once, when they are nowhere): a missing dataset is one clear
+    :class:`~npvae.errors.DatasetError`, not a failure in every configuration's process."""
+    if task == "mnist":
+        for name in ("mnist", "fashion-mnist"):
+            for split in ("train", "test"):
+                load_images(name, split, data_dir)
+    elif task == "music":
+        for split in ("train", "validation"):
+            if not list_mir1k(split, data_dir):
+                raise DatasetError(f"MIR-1K in {mir1k_root(data_dir)} has no clips of the {split} split")
+    else:
+        raise ValueError(f"unknown task {task!r}: choose one of {TASKS}")
+
+
+# What a study writes into its folder besides one folder per configuration.
+STUDY_OUTPUTS = (TABLE_FILE, STUDY_FILE, CURVES_FILE)
+
+
+def check_study_dir(out, task: str, budget_name: str, resume: bool = False, overwrite: bool = False) -> Path:
+    """Check a study's folder before anything is written: a new study refuses a folder that
+    already holds files unless ``overwrite`` (then :func:`clear_study_dir` removes the old
+    study's files); ``resume`` continues the study there, which must be of the same task
+    and budget. Raises :class:`~npvae.errors.OutputError`."""
+    out = Path(out)
+    check_writable_dir(out)
+    entries = sorted(e for e in os.listdir(out) if TMP_TAG not in e) if out.is_dir() else []
+    if not entries or overwrite:
+        return out
+    if not resume:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise OutputError(f"study folder {out} is not empty ({shown}); pass --resume to continue that study "
+                          "(finished configurations are kept), --overwrite to start it again, or another --out")
+    for path in sorted(out.glob(f"*/{RESULT_FILE}")):
+        try:
+            done = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (done.get("task"), done.get("budget")) != (task, budget_name):
+            raise OutputError(f"{out} holds a {done.get('task')} study with the {done.get('budget')!r} budget "
+                              f"({path.parent.name}); --resume continues a study of the same task and "
+                              f"budget: choose another --out")
+    return out
+
+
+def clear_study_dir(out, task: str) -> list[Path]:
+    """Remove what a study of ``task`` wrote into ``out`` (its configurations' folders,
+    table, HDF5 file and figure), nothing else."""
+    removed = []
+    for name in [c.name for c in configurations(task)] + list(STUDY_OUTPUTS):
+        p = Path(out) / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        removed.append(p)
+    return removed
+
+
 def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, jobs: int | None = None,
-              only=None, log=print) -> dict:
+              only=None, log=print, resume: bool = False, overwrite: bool = False) -> dict:
     """Run every configuration of ``task`` not yet done as a subprocess, ``jobs`` at a time
     (default: the number of cores), then write the table, the HDF5 file and the figure.
 
+    The data and the folder are checked first (:func:`check_data`, :func:`check_study_dir`):
+    an existing study is continued only with ``resume`` (finished configurations are kept,
+    unfinished ones resume from their checkpoints) and started again only with ``overwrite``.
     Returns :func:`collect`'s study dict plus ``"failed"``: names whose process failed.
     """
     from npvae import distributed
     budget(task, budget_name)
+    if jobs is not None and (isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1):
+        raise ValueError(f"jobs must be a whole number of at least 1, not {jobs!r}")
     comm = distributed.world()
     out = Path(out or f"runs/study-{task}-{budget_name}")
+    check_data(task, data_dir)
+    check_study_dir(out, task, budget_name, resume, overwrite)
+    comm.barrier(timeout=None)          # every rank has checked before any writes
+    if overwrite and comm.is_root:
+        for p in clear_study_dir(out, task):
+            log(f"--overwrite: removed {p}")
+    comm.barrier(timeout=None)
     out.mkdir(parents=True, exist_ok=True)
     confs = [c for c in configurations(task) if not only or c.name in only]
-    jobs = max(1, int(jobs or comm.threads or os.cpu_count() or 1))
+    jobs = int(jobs or comm.threads or os.cpu_count() or 1)
     env = _one_thread_env() if jobs > 1 else dict(os.environ)
     env["NPVAE_MPI"] = "0"     # a configuration's process trains alone, also under mpirun
     # the lab is not installed: its processes find it where this one did
@@ -317,7 +422,8 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
         if not comm.is_root:
             return {"task": task, "budget": budget_name, "failed": failed, "rank": comm.rank}
     study = collect(out, task, [c.name for c in confs], budget_name)
-    write_outputs(out, study)
+    if study["rows"]:           # no table of nothing when every configuration failed
+        write_outputs(out, study)
     study["failed"] = failed
     return study
 

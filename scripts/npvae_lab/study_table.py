@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from npvae import h5mat
+from npvae.checkpoint import atomic_path, atomic_write_text
 from npvae.plotting import pyplot
 
 STUDY_FILE = "study.h5"
@@ -87,7 +88,8 @@ def plot_curves(study: dict, path) -> Path:
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=90)
+    with atomic_path(path, path.suffix) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
     return path
 
@@ -123,7 +125,7 @@ def write_outputs(study_dir, study: dict) -> dict:
     key, label = PRIMARY[study["task"]]
     text = (f"# {study['task']} loss study ({study.get('budget')} budget)\n\n{markdown_table(study)}\n\n"
             f"{verdict(study)}\n")
-    (study_dir / TABLE_FILE).write_text(text)
+    atomic_write_text(study_dir / TABLE_FILE, text)
     h5 = h5mat.write_tree(study_dir / STUDY_FILE, study_tree(study), kind="loss_study")
     fig = plot_curves(study, study_dir / CURVES_FILE)
     return {"table": study_dir / TABLE_FILE, "h5": h5, "figure": fig}

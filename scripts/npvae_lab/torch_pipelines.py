@@ -191,7 +191,7 @@ def music_loss(net: TorchSpectrogramUNet, norm, batch: dict, eps, cfg, beta: flo
 
 class TorchPipelineCase:
     """A pipeline case's training step in PyTorch: same weights, batch, noise, loss and
-    Adam (with the music pipeline's gradient clipping at norm 5)."""
+    Adam (with the task's gradient clipping)."""
 
     def __init__(self, case):
         self.name, self.task, self.case = case.name, case.task, case
@@ -199,13 +199,12 @@ class TorchPipelineCase:
         if case.task == "mnist":
             self.net = TorchSeparationVAE(case.model)
             self.batch = {k: _t(v) for k, v in case.batch.items() if k != "beta"}
-            self.clip = None
         else:
             self.net = TorchSpectrogramUNet(case.model)
             norm = case.extra["separator"].norm
             self.batch = {k: _t(v) for k, v in case.batch.items()}
             self.batch["norm_mean"], self.batch["norm_std"] = _t(norm.mean), _t(norm.std)
-            self.clip = case.optimizer.clip_norm
+        self.clip = case.optimizer.clip_norm
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=case.optimizer.lr)
 
     def loss(self):
@@ -213,7 +212,7 @@ class TorchPipelineCase:
         if self.task == "mnist":
             return mnist_loss(self.net, self.batch, self.eps if c.cfg.sample else None, c.cfg.loss,
                               c.cfg.mix_weight, c.extra["beta"])
-        obj = c.cfg.objective
+        obj = c.extra["loss_config"]
         return music_loss(self.net, c.extra["separator"].norm, self.batch, self.eps if obj.sample else None,
                           obj, c.extra["beta"])
 
