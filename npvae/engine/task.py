@@ -10,7 +10,8 @@ A task says what differs, in a subclass with these parts:
   ``help``/``choices`` (texts and allowed values of its flags), ``summary``;
 * ``setup(init_rng, noise_rng, saved_record)``: load the data, build the model and the
   objective (``saved_record``: the resumed checkpoint's recorded config, or None);
-* ``n_batches`` and ``batches(rng)`` (this rank's share of each global batch);
+* ``train_data`` (with ``n_batches(batch_size)`` and ``batches(rng, batch_size, shard)``),
+  or ``n_batches`` and ``batches(rng)`` of its own (this rank's share of each batch);
 * ``step(batch, epoch, beta)``: forward and backward of one batch, the loss terms;
 * ``validate(epoch, beta)``: the terms on held-out data (rank 0, eval mode);
 * ``display(epoch, history)``: the figures every ``display_every`` epochs;
@@ -69,10 +70,14 @@ class Task:
 
     @property
     def n_batches(self) -> int:
-        raise NotImplementedError
+        """Batches an epoch (of ``self.train_data`` by default)."""
+        return self.train_data.n_batches(self.cfg.batch_size)
 
     def batches(self, rng: np.random.Generator):
-        raise NotImplementedError
+        """One epoch of this rank's batches (by default ``self.train_data.batches``, which
+        takes the batch size and ``shard``, the share of each global batch; see
+        :meth:`npvae.data.mixtures.MixtureData.batches`)."""
+        return self.train_data.batches(rng, self.cfg.batch_size, shard=self.comm.shard)
 
     def step(self, batch, epoch: float, beta: float) -> dict:
         raise NotImplementedError

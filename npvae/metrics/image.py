@@ -111,3 +111,16 @@ def separation_report(est_digit: np.ndarray, est_fashion: np.ndarray, true_digit
     for metric in ("mse", "psnr", "ssim"):
         report[f"mean_{metric}"] = (report[f"digit_{metric}"] + report[f"fashion_{metric}"]) / 2
     return report
+
+
+def format_report(metrics: dict, rows) -> str:
+    """A plain-text table of MSE / PSNR (dB) / SSIM, one line per ``(label, key)`` of
+    ``rows``, reading ``metrics[key + "_mse"]`` and so on (what :func:`separation_report`
+    and :func:`npvae.metrics.permutation.permutation_report` return)."""
+    rows = list(rows)
+    width = max(10, max(len(label) for label, _ in rows) + 2)
+    lines = [f"{'':{width}s}{'MSE':>10s}{'PSNR (dB)':>11s}{'SSIM':>8s}"]
+    for label, key in rows:
+        lines.append(f"{label:{width}s}{metrics[key + '_mse']:10.5f}{metrics[key + '_psnr']:11.2f}"
+                     f"{metrics[key + '_ssim']:8.4f}")
+    return "\n".join(lines)

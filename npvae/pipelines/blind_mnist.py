@@ -17,21 +17,20 @@ from pathlib import Path
 import numpy as np
 
 from ..data.blind import SOURCE_NAMES, TASKS, load_blind_data
-from ..engine.config import RunConfig
 from ..engine.task import Task
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
-from ..metrics.image import separation_report
+from ..metrics.image import format_report, separation_report
 from ..metrics.permutation import best_permutation, matched, permutation_report
 from ..models.blind import BlindSeparationVAE
 from ..validate import check_settings
-from .blind_objective import RECON, BlindLossConfig, BlindObjective, consistent_sources, remix
+from .blind_objective import RECON, BlindConfig, BlindObjective, consistent_sources, remix
 from ..plotting import pyplot, save_loss_curves
 
 RESULTS_KIND = "blind_results"
 
 
 @dataclass
-class BlindMnistConfig(RunConfig):
+class BlindMnistConfig(BlindConfig):
     """Settings of a blind Part I run (each a flag of ``npvae train blind-mnist``).
 
     task : the pair of image sets mixed ("mnist-fashion" or "mnist-mnist"). rule : how
@@ -42,10 +41,6 @@ class BlindMnistConfig(RunConfig):
     """
     task: str = "mnist-fashion"
     rule: str = "average"
-    groups: int = 2
-    latent_dim: int = 20
-    hidden: tuple = (512, 256)
-    loss: str = "l1"
     n_examples: int = 16
     epochs: int = 60
     batch_size: int = 128
@@ -53,14 +48,12 @@ class BlindMnistConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_settings(self, positive_int=("groups", "latent_dim", "hidden", "n_examples"),
-                       choices={"task": sorted(TASKS), "rule": ("average", "sum"), "loss": RECON})
+        check_settings(self, positive_int=("n_examples",), choices={"task": sorted(TASKS), "rule": ("average", "sum")})
         if self.groups > 8:
             raise ValueError(f"--groups must be between 1 and 8, got {self.groups}")
-        self.hidden = tuple(int(h) for h in (self.hidden if isinstance(self.hidden, (list, tuple)) else [self.hidden]))
 
-    def loss_config(self) -> BlindLossConfig:
-        return BlindLossConfig(rule=self.rule, recon=self.loss, beta=self.beta, warmup=self.kl_warmup)
+    def mixing_rule(self) -> str:
+        return self.rule
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -171,13 +164,8 @@ def save_latent_traversal(path, model: BlindSeparationVAE, mixture, n_steps: int
 # ----------------------------------------------------------------------------- the run
 
 def format_metrics(metrics: dict, names) -> str:
-    lines = [f"{'':22s}{'MSE':>10s}{'PSNR (dB)':>11s}{'SSIM':>8s}"]
-    for prefix, label in (("", "decoded"), ("masked_", "masked")):
-        for src in (*names, "mean"):
-            k = prefix + src
-            lines.append(f"{label + ' ' + src:22s}{metrics[k + '_mse']:10.5f}{metrics[k + '_psnr']:11.2f}"
-                         f"{metrics[k + '_ssim']:8.4f}")
-    return "\n".join(lines)
+    return format_report(metrics, [(f"{label} {src}", prefix + src) for prefix, label in
+                                   (("", "decoded"), ("masked_", "masked")) for src in (*names, "mean")])
 
 
 class BlindMnistTask(Task):
@@ -215,13 +203,6 @@ class BlindMnistTask(Task):
     def describe(self) -> str:
         return (f"BlindSeparationVAE (K={self.cfg.groups}): {self.model.num_parameters():,} parameters, "
                 f"{len(self.train_data):,} training mixtures (no sources)")
-
-    @property
-    def n_batches(self) -> int:
-        return self.train_data.n_batches(self.cfg.batch_size)
-
-    def batches(self, rng):
-        return self.train_data.batches(rng, self.cfg.batch_size, shard=self.comm.shard)
 
     def step(self, mixtures, epoch, beta):
         return self.objective.terms(mixtures, epoch, rng=self.noise, beta=beta)

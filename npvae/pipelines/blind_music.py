@@ -31,14 +31,13 @@ from ..audio.datasets import load_tracks
 from ..audio.stft import STFTConfig, stft
 from ..blind_separator import BlindMusicSeparator, magnitudes, patches
 from ..data.blind import MixtureOnlyData
-from ..engine.config import RunConfig
 from ..engine.task import Task
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
 from ..metrics.permutation import best_permutation
 from ..models.blind import BlindSeparationVAE
 from ..validate import check_settings
-from .blind_objective import RECON, BlindLossConfig, BlindObjective
+from .blind_objective import RECON, BlindConfig, BlindObjective
 from ..plotting import pyplot
 
 SOURCES = ("vocals", "accompaniment")
@@ -46,7 +45,7 @@ RESULTS_KIND = "blind_results"
 
 
 @dataclass
-class BlindMusicConfig(RunConfig):
+class BlindMusicConfig(BlindConfig):
     """Settings of a blind Part II run (each a flag of ``npvae train blind-music``).
 
     dataset : "mir1k", "irmas" or "stems". groups : K latent groups (at least 2),
@@ -55,28 +54,23 @@ class BlindMusicConfig(RunConfig):
     eval_limit : the first N training / validation clips.
     """
     dataset: str = "mir1k"
-    groups: int = 2
-    latent_dim: int = 32
-    hidden: tuple = (512, 256)
+    eval_limit: int | None = 24
     frames: int = 8
-    loss: str = "l1"
+    latent_dim: int = 32
+    kl_warmup: float = 2.0
     epochs: int = 20
     batch_size: int = 64
     clip_norm: float = 5.0
-    kl_warmup: float = 2.0
     display_every: int = 2
-    eval_limit: int | None = 24
 
     def __post_init__(self):
         super().__post_init__()
-        check_settings(self, positive_int=("groups", "latent_dim", "hidden", "frames"),
-                       choices={"dataset": ("mir1k", "irmas", "stems"), "loss": RECON})
+        check_settings(self, positive_int=("frames",), choices={"dataset": ("mir1k", "irmas", "stems")})
         if self.groups < 2:
             raise ValueError(f"--groups must be at least 2 (voice and accompaniment), got {self.groups}")
-        self.hidden = tuple(int(h) for h in (self.hidden if isinstance(self.hidden, (list, tuple)) else [self.hidden]))
 
-    def loss_config(self) -> BlindLossConfig:
-        return BlindLossConfig(rule="additive", recon=self.loss, beta=self.beta, warmup=self.kl_warmup)
+    def mixing_rule(self) -> str:
+        return "additive"      # magnitudes of the sources add up (about) to the mixture's
 
 
 # ----------------------------------------------------------------------------- features
@@ -263,13 +257,6 @@ class BlindMusicTask(Task):
         return (f"BlindSeparationVAE (K={self.cfg.groups}) on {self.cfg.frames}-frame patches: "
                 f"{self.model.num_parameters():,} parameters, {len(self.train_data):,} training patches of mixtures "
                 f"(no sources), {len(self.val_tracks)} validation clips")
-
-    @property
-    def n_batches(self) -> int:
-        return self.train_data.n_batches(self.cfg.batch_size)
-
-    def batches(self, rng):
-        return self.train_data.batches(rng, self.cfg.batch_size, shard=self.comm.shard)
 
     def step(self, batch, epoch, beta):
         return self.objective.terms(batch, epoch, rng=self.noise, beta=beta)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import losses
+from ..engine.config import RunConfig
+from ..validate import check_settings
 from ..vae import KLWeight, kl_divergence
 
 RULES = ("average", "sum", "additive")
@@ -80,6 +82,29 @@ class BlindLossConfig:
         if self.n_mixed < 1:
             raise ValueError(f"n_mixed must be at least 1, got {self.n_mixed}")
         KLWeight(self.beta, self.warmup)  # validates beta and warmup
+
+
+@dataclass
+class BlindConfig(RunConfig):
+    """The settings both blind tasks have: K latent groups (``groups``) of ``latent_dim``
+    each, the encoder's widths ``hidden`` (the decoder mirrors them) and the mixture's
+    reconstruction ``loss`` ("l1", a Laplace likelihood, or "mse", a Gaussian one)."""
+    groups: int = 2
+    latent_dim: int = 20
+    hidden: tuple = (512, 256)
+    loss: str = "l1"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_settings(self, positive_int=("groups", "latent_dim", "hidden"), choices={"loss": RECON})
+        self.hidden = tuple(int(h) for h in (self.hidden if isinstance(self.hidden, (list, tuple)) else [self.hidden]))
+
+    def mixing_rule(self) -> str:
+        """How the sources of the data mix (one of :data:`RULES`)."""
+        raise NotImplementedError
+
+    def loss_config(self) -> "BlindLossConfig":
+        return BlindLossConfig(rule=self.mixing_rule(), recon=self.loss, beta=self.beta, warmup=self.kl_warmup)
 
 
 class BlindObjective:

@@ -16,7 +16,7 @@ from ...data.mnist import find_files, load_images
 from ...engine.config import RunConfig
 from ...engine.task import Task
 from ...io import MODEL_FILE, RESULTS_FILE, save_model, save_results
-from ...metrics.image import psnr, separation_report
+from ...metrics.image import format_report, psnr, separation_report
 from ...models.mnist import MODELS, OUTPUTS, RULES, build_model
 from ...plotting import GRID_ROWS, save_grid
 from ...validate import check_settings
@@ -159,11 +159,7 @@ def example_images(model, mixture, digit, fashion) -> dict:
 
 
 def format_metrics(metrics: dict) -> str:
-    lines = [f"{'':10s}{'MSE':>10s}{'PSNR (dB)':>11s}{'SSIM':>8s}"]
-    for src in ("digit", "fashion", "mean"):
-        lines.append(f"{src:10s}{metrics[src + '_mse']:10.5f}{metrics[src + '_psnr']:11.2f}"
-                     f"{metrics[src + '_ssim']:8.4f}")
-    return "\n".join(lines)
+    return format_report(metrics, [(src, src) for src in ("digit", "fashion", "mean")])
 
 
 # ----------------------------------------------------------------------------- the task
@@ -218,7 +214,7 @@ class MnistTask(Task):
     def setup(self, init_rng, noise_rng, saved_record):
         cfg = self.cfg
         self.model = build_model(cfg.model, rng=init_rng, **cfg.model_kwargs())
-        self.data = load_data(cfg)
+        self.data = self.train_data = load_data(cfg)
         self.folders = data_folders(cfg.data_dir)
         self.log("data: " + ", ".join(f"{k} from {v}" for k, v in self.folders.items()))
         # the latent's noise continues with the run (and its checkpoints); each MPI rank draws its own share
@@ -232,13 +228,6 @@ class MnistTask(Task):
 
     def describe(self) -> str:
         return (f"{super().describe()}, {self.data.n_train:,} training pairs an epoch")
-
-    @property
-    def n_batches(self) -> int:
-        return self.data.n_batches(self.cfg.batch_size)
-
-    def batches(self, rng):
-        return self.data.batches(rng, self.cfg.batch_size, shard=self.comm.shard)
 
     def step(self, batch, epoch, beta):
         mixture, digit, fashion = batch

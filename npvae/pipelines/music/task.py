@@ -49,6 +49,7 @@ class MusicConfig(RunConfig):
     first N training / validation clips.
     """
     dataset: str = "mir1k"
+    eval_limit: int | None = 24
     frames: int = 64
     channels: tuple = (16, 32, 64)
     latent_channels: int = 32
@@ -60,15 +61,14 @@ class MusicConfig(RunConfig):
     loss_compression: str = "none"
     loss_power: float = 0.5
     mix_weight: float = 0.5
+    beta: float = 0.01
+    kl_warmup: float = 1.0
     sample: bool = True
-    snippet_seconds: float = 4.0
     epochs: int = 50
     batch_size: int = 8
     lr_schedule: str = "cosine"
     clip_norm: float = 5.0
-    beta: float = 0.01
-    kl_warmup: float = 1.0
-    eval_limit: int | None = 24
+    snippet_seconds: float = 4.0
 
     def __post_init__(self):
         super().__post_init__()
