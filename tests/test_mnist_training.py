@@ -10,17 +10,22 @@ import pytest
 
 import npvae
 from npvae import h5mat
-from npvae.pipelines.mnist import TrainConfig, load_data, train
+from npvae.pipelines.mnist import MnistConfig, load_data
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(tmp_path, shared_data, **kw):
+    """The settings of a tiny run (a dict for npvae.train)."""
     base = dict(model="dense", hidden=(64, 32), latent_dim=8, epochs=3, batch_size=64, train_limit=640,
                 eval_limit=200, display_every=1, data_dir=str(shared_data), out=str(tmp_path / "run"),
-                progress=False, warmup=1.0, n_examples=6)
+                progress=False, kl_warmup=1.0, n_examples=6)
     base.update(kw)
-    return TrainConfig(**base)
+    return base
+
+
+def train(settings, **kw):
+    return npvae.train("mnist", settings, log=quiet, **kw)
 
 
 def quiet(*args):
@@ -28,9 +33,10 @@ def quiet(*args):
 
 
 def test_short_run_learns_and_writes_everything(tmp_path, shared_data):
-    result = train(tiny(tmp_path, shared_data), log=quiet)
-    run = result["run_dir"]
-    hist = result["history"]
+    result = train(tiny(tmp_path, shared_data))
+    run = result.run_dir
+    hist = result.history
+    assert run == tmp_path / "run" and not result.finished_before
     assert hist["epoch"] == [1, 2, 3]
     assert hist["train_digit"][-1] < hist["train_digit"][0]
     assert hist["val_psnr"][-1] > hist["val_psnr"][0]
@@ -39,7 +45,9 @@ def test_short_run_learns_and_writes_everything(tmp_path, shared_data):
         assert (run / name).is_file(), name
     assert (run / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["n_eval_pairs"] == 200
+    assert metrics["n_eval_pairs"] == 200 and result.metrics == pytest.approx(metrics)
+    config = json.loads((run / "config.json").read_text())
+    assert config["pipeline"] == "mnist" and config["kl_warmup"] == 1.0 and config["hidden"] == [64, 32]
     assert all(np.isfinite(metrics[f"{s}_{m}"]) for s in ("digit", "fashion") for m in ("mse", "psnr", "ssim"))
     tree = h5mat.read_tree(run / "results.h5", expected_kind="mnist_results")
     assert tree["examples"]["mixture"].shape == (6, 28, 28)
@@ -48,16 +56,17 @@ def test_short_run_learns_and_writes_everything(tmp_path, shared_data):
 
 
 def test_cosine_schedule_lowers_the_learning_rate_at_the_end(tmp_path, shared_data):
-    hist = train(tiny(tmp_path, shared_data, epochs=5, lr_schedule="cosine"), log=quiet)["history"]
+    hist = train(tiny(tmp_path, shared_data, epochs=5, lr_schedule="cosine")).history
     # the rate of each epoch's last step: flat for the first 60%, then down towards lr / 10
     assert hist["val_lr"][:3] == [1e-3] * 3
     assert 1e-3 > hist["val_lr"][3] > hist["val_lr"][4] > 1e-4 and hist["val_lr"][4] < 1.2e-4
 
 
 def test_saved_model_reproduces_the_outputs(tmp_path, shared_data):
-    cfg = tiny(tmp_path, shared_data, model="unet", channels=(4, 4, 8), epochs=1, train_limit=256)
-    train(cfg, log=quiet)
-    run = Path(cfg.out)
+    settings = tiny(tmp_path, shared_data, model="unet", channels=(4, 4, 8), hidden=None, epochs=1,
+                    train_limit=256)
+    train(settings)
+    run = Path(settings["out"])
     tree = h5mat.read_tree(run / "results.h5")
     mixtures = tree["examples"]["mixture"]
     for source in (run, run / "model.h5", run / "results.h5"):
@@ -69,20 +78,30 @@ def test_saved_model_reproduces_the_outputs(tmp_path, shared_data):
 
 
 def test_resume_is_identical_to_an_uninterrupted_run(tmp_path, shared_data):
-    straight = train(tiny(tmp_path / "a", shared_data, epochs=3), log=quiet)
-    train(tiny(tmp_path / "b", shared_data, epochs=1), log=quiet)
-    resumed = train(tiny(tmp_path / "b", shared_data, epochs=3), resume=True, log=quiet)
+    straight = train(tiny(tmp_path / "a", shared_data, epochs=3))
+    train(tiny(tmp_path / "b", shared_data, epochs=1))
+    out = str(tmp_path / "b" / "run")
+    # the resumed run keeps its own settings: only the change is named
+    resumed = train({"out": out, "epochs": 3}, resume=True)
+    assert resumed.config == MnistConfig(**{**tiny(tmp_path / "b", shared_data), "epochs": 3})
     drop = {"seconds"}
-    assert {k: v for k, v in resumed["history"].items() if k not in drop} == \
-        {k: v for k, v in straight["history"].items() if k not in drop}
-    a = npvae.load_model(straight["run_dir"]).state_dict()
-    b = npvae.load_model(resumed["run_dir"]).state_dict()
+    assert {k: v for k, v in resumed.history.items() if k not in drop} == \
+        {k: v for k, v in straight.history.items() if k not in drop}
+    a = npvae.load_model(straight.run_dir).state_dict()
+    b = npvae.load_model(resumed.run_dir).state_dict()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # a finished run is left as it is; a setting that would change what was learnt is refused
+    before = (resumed.run_dir / "model.h5").read_bytes()
+    again = train({"out": out}, resume=True)
+    assert again.finished_before and again.metrics is None and again.config.epochs == 3
+    with pytest.raises(ValueError, match="latent_dim: 8 -> 4"):
+        train({"out": out, "epochs": 4, "latent_dim": 4}, resume=True)
+    assert (resumed.run_dir / "model.h5").read_bytes() == before
 
 
 def test_mixtures_follow_the_rule(tmp_path, shared_data):
-    data = load_data(tiny(tmp_path, shared_data, rule="sum"))
+    data = load_data(MnistConfig(**tiny(tmp_path, shared_data, rule="sum")))
     mixture, digit, fashion = next(data.batches(np.random.default_rng(0), 32))
     np.testing.assert_allclose(mixture, np.clip(digit + fashion, 0, 1))
 
@@ -95,11 +114,15 @@ def test_script_runs_and_resumes(tmp_path, shared_data):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "PSNR" in done.stdout and (out / "results.h5").is_file()
-    again = subprocess.run(cmd[:cmd.index("--epochs") + 1] + ["2"] + cmd[cmd.index("--epochs") + 2:] + ["--resume"],
-                           env=env, capture_output=True, text=True, timeout=300)
+    # the resumed run keeps its own settings (network, limits, no progress bar): only the change is named
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "train_mnist.py"), "--out", str(out), "--epochs",
+                            "2", "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "resumed from" in again.stdout
     assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hidden"], config["latent_dim"], config["train_limit"], config["progress"], config["epochs"]) == \
+        ([32], 4, 256, False, 2)
 
 
 def test_missing_data_is_explained(tmp_path):
@@ -107,18 +130,18 @@ def test_missing_data_is_explained(tmp_path):
     cmd = [sys.executable, str(REPO / "scripts" / "train_mnist.py"), "--epochs", "1", "--out", str(tmp_path / "x"),
            "--data-dir", str(tmp_path / "empty")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
+    assert done.returncode == 1 and "Traceback" not in done.stderr      # the work failed: exit 1, no traceback
     assert "NPVAE_DATA" in done.stderr or "--data-dir" in done.stderr
 
 
 def test_blocks_is_a_unet_setting_checked_before_training():
     from npvae.models.mnist import build_model
-    assert TrainConfig(model="unet", blocks=2).model_kwargs()["blocks"] == 2
-    assert TrainConfig(model="unet").model_kwargs()["blocks"] == 1
+    assert MnistConfig(model="unet", blocks=2).model_kwargs()["blocks"] == 2
+    assert MnistConfig(model="unet").model_kwargs()["blocks"] == 1
     with pytest.raises(ValueError, match="U-Net setting"):
-        TrainConfig(model="dense", blocks=2)
+        MnistConfig(model="dense", blocks=2)
     with pytest.raises(ValueError, match="blocks"):
-        TrainConfig(model="unet", blocks=0)
+        MnistConfig(model="unet", blocks=0)
     with pytest.raises(ValueError, match="blocks"):
         build_model("unet", blocks=1.5)
     # a one-block U-Net's file keeps the old spec (no "blocks"), so older files load unchanged
