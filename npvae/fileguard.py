@@ -6,6 +6,7 @@ replaced? A refusal is an :class:`~npvae.errors.OutputError` naming the fix.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -198,3 +199,79 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# ----------------------------------------------------------------------------- files a command writes
+
+def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "") -> Path:
+    """Make sure ``path`` can be written as a file: not a folder, its folder writable (or
+    creatable), and no file there already unless ``overwrite``. Nothing is created.
+
+    Raises OutputError naming the path and the fix (``flag``: the option that named it,
+    for the message).
+    """
+    path = Path(path)
+    given = f"{flag} " if flag else ""
+    if path.is_dir():
+        raise OutputError(f"{given}{path} is a folder; give a file name")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        other = f" or another {flag}" if flag else ""
+        raise OutputError(f"{path} exists; pass --overwrite to replace it{other}")
+    check_writable_dir(path.parent)
+    return path
+
+
+def check_existing_dir(folder: str | os.PathLike, flag: str = "") -> Path:
+    """Make sure ``folder`` exists and is a writable folder (an option that must name one)."""
+    folder = Path(folder)
+    given = f"{flag} " if flag else ""
+    if not folder.exists():
+        raise OutputError(f"{given}{folder} does not exist; create it first or choose an existing folder")
+    check_writable_dir(folder)
+    return folder
+
+
+_WRITE_FAILURES = {   # errno: (what happened, the fix); {flag} is the option naming the output
+    errno.ENOSPC: ("no space left on device", "free some space or choose another {flag}"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or choose another {flag}"),
+    errno.EFBIG: ("file too large for the file system or the file size limit (ulimit -f)",
+                  "raise the limit or choose another {flag}"),
+    errno.EROFS: ("read-only file system", "choose another {flag}"),
+    errno.EACCES: ("permission denied", "choose another {flag}"),
+    errno.EPERM: ("operation not permitted", "choose another {flag}"),
+    errno.EIO: ("input/output error (a failing or removed disk)", "check the disk or choose another {flag}"),
+}
+
+
+def write_failure(path: str | os.PathLike, error: int | BaseException, flag: str = "--out") -> OutputError:
+    """The OutputError to raise when writing ``path`` failed with ``error`` (an errno or an
+    exception): names the file, the cause (``no space left on device ... (ENOSPC)``) and the fix."""
+    code = error if isinstance(error, int) else getattr(error, "errno", None)
+    name = errno.errorcode.get(code) if code else None
+    if code in _WRITE_FAILURES:
+        what, fix = _WRITE_FAILURES[code]
+    else:
+        what = (os.strerror(code) if code else str(error)) or type(error).__name__
+        fix = "check that folder or choose another {flag}"
+    return OutputError(f"writing {path} failed: {what}{f' ({name})' if name else ''}; it was not written "
+                       f"(nothing is left in its place): {fix.format(flag=flag)}")
+
+
+def run_holder(folder: str | os.PathLike) -> str | None:
+    """Who is running in run folder ``folder`` (the :class:`RunLock` holder, as recorded),
+    or None when no run holds it. Nothing is created."""
+    import fcntl
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return RunLock(folder).holder()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None

@@ -1,7 +1,147 @@
-"""Placeholder while the subcommand is written."""
+"""``npvae separate``: separate the singing voice from the accompaniment of songs.
+
+    npvae separate SONG.wav [MORE.flac DIR ...] --out DIR          # the shipped music model
+    npvae separate SONG.wav --model RUN_DIR_OR_FILE --out DIR
+    cat song.wav | npvae separate /dev/stdin --out DIR            # a pipe is read once, into memory
+
+Each input song gives OUT/<name>_vocals.wav and OUT/<name>_accompaniment.wav at the
+song's own sample rate, channel count and length (any rate, mono, stereo or more
+channels: every channel is separated on its own). A folder is searched for audio
+files recursively, and outputs keep the inputs' folder structure below the inputs'
+common folder, so a/song.wav and b/song.wav give OUT/a/... and OUT/b/....
+
+Nothing is overwritten without --overwrite, and all checks (readable inputs, outputs
+that would collide or replace an input, a writable --out with enough free space) are
+made before any work starts. Songs are read, separated and written in blocks
+(--block-seconds), so memory stays flat however long the song is; each output is
+written under a temporary name and renamed when whole, so a failure or Ctrl-C
+leaves no partial file.
+
+Formats read: whatever this machine's libsndfile reads (WAV, FLAC, OGG, AIFF, and
+MP3 with libsndfile >= 1.1; `npvae separate --formats` lists them).
+The same from Python: npvae.separate_files.separate_files(songs, out, model=...).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import pretrained
+from ..errors import FileFormatError, OutputError
+from ..io import load_separator
+from ..separate_files import (SUBTYPES, check_jobs, collect_inputs, plan_outputs, separate_song)
+from ..separator import SOURCES
 from .common import HelpFormatter
 
 
+def positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}") from None
+    if not v > 0 or not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def chunk_frames(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {text}") from None
+    if v <= 0 or v % 8:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {text}")
+    return v
+
+
 def add_command(sub, name):
-    p = sub.add_parser(name, help="(being written)", formatter_class=HelpFormatter)
-    p.set_defaults(run=lambda args: 2)
+    p = sub.add_parser(name, help="separate songs into vocals and accompaniment", description=__doc__,
+                       formatter_class=HelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=run, on_interrupt=interrupted, parser=p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("songs", nargs="*", help="audio files or folders of audio files (or a pipe: /dev/stdin)")
+    p.add_argument("--model", default=pretrained.DEFAULT_MUSIC_MODEL,
+                   help="run directory of `npvae train music`, its model.h5 / results.h5 / checkpoint.npz, "
+                        "or the name of a shipped model (default: %(default)s, trained on MIR-1K; "
+                        "npvae.list_models() lists them)")
+    p.add_argument("--out", help="output folder (created if needed)")
+    p.add_argument("--stems", nargs="+", choices=SOURCES, default=list(SOURCES),
+                   help="which sources to write (default: all)")
+    p.add_argument("--format", choices=("wav", "flac"), default="wav", help="output file format")
+    p.add_argument("--bits", choices=("16", "24", "float"), default="float",
+                   help="sample format: 16/24-bit PCM or 32-bit float (WAV only); default float")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--wiener", action="store_true", help="Wiener-style (power ratio) refinement of the masks")
+    p.add_argument("--chunk-frames", type=chunk_frames, default=256,
+                   help="STFT frames per network pass (a positive multiple of 8)")
+    p.add_argument("--block-seconds", type=positive_float, default=10.0,
+                   help="seconds of audio read, separated and written at a time (bounds memory)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--formats", action="store_true", help="list the audio formats this machine reads, then exit")
+
+
+def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.Namespace:
+    """Usage mistakes (exit 2) that argparse alone does not see; stems in the model's order."""
+    if a.formats:
+        return a
+    if not a.songs:
+        p.error("give at least one song or folder")
+    if not a.out:
+        p.error("--out is required (the output folder)")
+    if (a.format, a.bits) not in SUBTYPES:
+        p.error(f"--bits {a.bits} is not available in {a.format.upper()} files; use 16 or 24, "
+                "or --format wav for float")
+    a.stems = [s for s in SOURCES if s in a.stems]        # the model's order, no repeats
+    return a
+
+
+def run(a: argparse.Namespace) -> int:
+    import soundfile as sf
+    check_args(a.parser, a)
+    if a.formats:
+        print("\n".join(f"{k.lower():6s} {v}" for k, v in sorted(sf.available_formats().items())))
+        return 0
+    out = Path(a.out)
+    files, notes = collect_inputs(a.songs, out)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not files:
+        raise FileFormatError("no audio files to separate")
+    jobs = plan_outputs(files, out, a.stems, a.format)
+    problems = check_jobs(jobs, out, a.stems, a.bits, a.overwrite)
+    if problems:
+        raise OutputError("nothing was separated, because:\n  " + "\n  ".join(problems))
+    if a.model == pretrained.DEFAULT_MUSIC_MODEL and not pretrained.is_name(a.model) and not Path(a.model).exists():
+        raise FileFormatError(f"this installation has no shipped model {a.model!r}; pass --model RUN_DIR "
+                              "(a run of `npvae train music`)")
+    sep = load_separator(pretrained.path(a.model) if pretrained.is_name(a.model) else a.model)
+    a.progress_state = {"done": 0, "total": len(jobs), "current": None}
+    for job in jobs:
+        a.progress_state["current"] = job.input
+        for w in job.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        clipped = separate_song(sep, job, a.stems, a.format, a.bits, a.wiener, a.chunk_frames, a.block_seconds,
+                                progress=not a.no_progress)
+        a.progress_state["done"] += 1
+        for path in job.outputs.values():
+            print(path, flush=True)
+        if clipped:
+            print(f"warning: {clipped} sample(s) of {job.input.name}'s estimates exceeded full scale and "
+                  f"were clipped in {a.bits}-bit output; use --bits float to keep them", file=sys.stderr)
+    return 0
+
+
+def interrupted(a: argparse.Namespace) -> str:
+    """The hint after Ctrl-C: what was finished and what was not written."""
+    state = getattr(a, "progress_state", None)
+    if not state or state["current"] is None:
+        return "nothing was separated"
+    done = f"{state['done']} of {state['total']} song(s) finished before it" if state["done"] else "no song finished"
+    return f"the outputs of {state['current']} were not written ({done})"

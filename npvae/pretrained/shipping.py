@@ -1,0 +1,166 @@
+"""Making a finished training run a shipped model (what ``npvae ship`` does).
+
+    from npvae.pretrained.shipping import ship
+    ship("runs/best", "mnist-unet", command="npvae train mnist --preset best --out runs/best",
+         commit="1a2b3c4", dest="npvae/pretrained")
+
+copies the run's model.h5 to ``<dest>/<name>.h5`` with one more group, ``/provenance``:
+the name, the training command, commit and seed, the run's training time, and the
+scores measured here on the task's whole test set, on the slice CI re-scores, and on
+the whole test set with the latent's posterior mean set to 0 (what the latent adds).
+
+Everything is checked before the (minutes-long) scoring: the run folder is finished
+(:func:`check_run_dir`), the name fits the model (:func:`check_name`: ``mnist-...``
+names hold Part I models, ``music-...`` names music separators), and the destination
+is a folder where no file of that name exists, unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from ..errors import FileFormatError, ModelNotFoundError, OutputError
+
+PREFIX_TASKS = {"mnist-": "mnist", "music-": "music"}    # name prefix: the task its file must hold
+TASK_TEXT = {"mnist": "a Part I (MNIST + Fashion-MNIST) model", "music": "a music separator (Part II)"}
+
+
+def check_run_dir(run_dir) -> Path:
+    """The model file of a finished run folder; a clear error for a folder that does not
+    exist, is still training, or holds no model.h5 (training writes it when it ends)."""
+    from ..fileguard import run_holder
+    from ..io import MODEL_FILE
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ModelNotFoundError(f"run folder {run_dir} does not exist; pass the --out folder of a finished "
+                                 "training run")
+    if not run_dir.is_dir():
+        raise FileFormatError(f"{run_dir} is a file, not a run folder; pass the folder a training run wrote "
+                              "(its --out), which holds model.h5")
+    holder = run_holder(run_dir)
+    if holder:
+        raise FileFormatError(f"run folder {run_dir} is still training ({holder}); ship it when it has ended")
+    model = run_dir / MODEL_FILE
+    if not model.is_file():
+        if (run_dir / "checkpoint.npz").exists():
+            raise FileFormatError(f"run folder {run_dir} holds no {MODEL_FILE}: its training has not finished "
+                                  "(it holds checkpoint.npz; training writes model.h5 when it ends); finish it "
+                                  f"with `npvae train TASK --out {run_dir} --resume`, then ship it")
+        raise FileFormatError(f"run folder {run_dir} holds no {MODEL_FILE}: it is not a finished training run's "
+                              "folder (its --out)")
+    return model
+
+
+def task_of_file(model_file) -> tuple[str, object, dict]:
+    """``(task, model, config)`` of a model file: ``"music"`` for a supervised music
+    separator (returned as its Separator), ``"mnist"`` for a supervised Part I model;
+    a clear error for anything else (a blind model)."""
+    from ..io import load_separator, read_model_file
+    from ..models.mnist import SeparationVAE
+    from ..models.music import SpectrogramUNetVAE
+    model, config = read_model_file(model_file)
+    if isinstance(model, SpectrogramUNetVAE):
+        return "music", load_separator(model_file), config
+    if isinstance(model, SeparationVAE):
+        return "mnist", model, config
+    raise FileFormatError(f"{model_file} holds a {type(model).__name__}, which cannot be shipped: npvae ships "
+                          "supervised Part I models and music separators")
+
+
+def check_name(name: str, task: str | None = None) -> str:
+    """``name`` as a shipped name (letters, digits, '-'); with ``task``, also that a
+    ``mnist-``/``music-`` name holds a model of that task."""
+    if not name or not all(c.isalnum() or c == "-" for c in name):
+        raise ValueError(f"the shipped name must be letters, digits and '-', got {name!r}")
+    for prefix, want in PREFIX_TASKS.items():
+        if task is not None and name.startswith(prefix) and task != want:
+            raise FileFormatError(f"the name {name} says {TASK_TEXT[want]}, but the run holds "
+                                  f"{TASK_TEXT[task]}; name it {name.replace(prefix, task + '-', 1)} "
+                                  f"or ship another run")
+    return name
+
+
+def destination(dest, name: str, overwrite: bool = False) -> Path:
+    """``<dest>/<name>.h5``, checked: ``dest`` an existing writable folder, no file of that
+    name unless ``overwrite``."""
+    from ..fileguard import check_existing_dir, check_output_file
+    from . import SUFFIX
+    check_existing_dir(dest, "--dest")
+    return check_output_file(Path(dest) / f"{name}{SUFFIX}", overwrite, "--dest")
+
+
+def run_seconds(run_dir: Path) -> float:
+    """Training wall time the run recorded (Part I: metrics.json; Part II: results.h5)."""
+    from .. import h5mat
+    if (run_dir / "metrics.json").exists():
+        m = json.loads((run_dir / "metrics.json").read_text())
+        return float(m.get("train_seconds_total", m.get("train_seconds_this_session", float("nan"))))
+    if (run_dir / "results.h5").exists():
+        m = h5mat.read_tree(run_dir / "results.h5", subtree="metrics")
+        return float(m.get("train_seconds", float("nan")))
+    return float("nan")
+
+
+def recorded_provenance(run_dir) -> dict:
+    """``RUN_DIR/provenance.json`` ({"command": ..., "commit": ..., "env": ...}) or {}."""
+    path = Path(run_dir) / "provenance.json"
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as e:
+        raise FileFormatError(f"{path} is not valid JSON ({e}); fix it or pass --command and --commit") from None
+    if not isinstance(record, dict):
+        raise FileFormatError(f"{path} must hold a JSON object with command and commit")
+    return record
+
+
+def ship(run_dir, name: str, command: str | None = None, commit: str | None = None, dest=None,
+         data_dir=None, overwrite: bool = False, log=print) -> Path:
+    """Score the finished run ``run_dir`` and write it as shipped model ``name`` into
+    ``dest`` (default: this package's folder); returns the file written. ``command`` and
+    ``commit`` default to the run's provenance.json."""
+    from .. import h5mat
+    from . import DIR
+    from .scoring import HEADLINE, SLICE_TEXT, score, zero_latent_mean
+    check_name(name)
+    run_dir = Path(run_dir)
+    source = check_run_dir(run_dir)
+    recorded = recorded_provenance(run_dir)
+    command, commit = command or recorded.get("command"), commit or recorded.get("commit")
+    if not command or not commit:
+        raise FileFormatError(f"the command and commit that trained {run_dir} are not known: give --command and "
+                              f"--commit, or write them into {run_dir / 'provenance.json'}")
+    task, model, config = task_of_file(source)
+    check_name(name, task)
+    path = destination(DIR if dest is None else dest, name, overwrite)
+    t0 = time.perf_counter()
+    scores = score(model, config, data_dir)
+    slice_scores = score(model, config, data_dir, slice=True)
+    prior_mean = score(zero_latent_mean(task_of_file(source)[1]), config, data_dir)
+    log(f"scored in {time.perf_counter() - t0:.0f} s: {HEADLINE[task]} {scores[HEADLINE[task]]:.3f} "
+        f"(slice {slice_scores[HEADLINE[task]]:.3f})")
+    tree = h5mat.read_tree(source, expected_kind="model")
+    tree["provenance"] = {
+        "name": name, "task": task, "command": command, "commit": commit,
+        "seed": int(config.get("seed", 0)), "train_seconds": run_seconds(run_dir),
+        "headline": HEADLINE[task], "scores": scores, "slice": SLICE_TEXT[task], "slice_scores": slice_scores,
+        "scores_latent_at_prior_mean": prior_mean,
+        "shipped": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if recorded.get("env"):                    # e.g. thread settings the run used
+        tree["provenance"]["environment"] = str(recorded["env"])
+    destination(path.parent, name, overwrite)  # again: scoring took minutes
+    try:
+        h5mat.write_tree(path, tree, kind="model")
+    except OSError as e:
+        from ..fileguard import write_failure
+        raise write_failure(path, e, flag="--dest") from None
+    log(json.dumps(dict(tree["provenance"]), indent=1))
+    log(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    return path
+
+
+__all__ = ["ship", "check_run_dir", "check_name", "task_of_file", "destination", "run_seconds"]
