@@ -81,3 +81,44 @@ def test_write_refuses_clipping_and_unknown_extension(tmp_path):
     with pytest.raises(FileFormatError, match="extension"):
         write_audio(tmp_path / "a.xyz", np.zeros(10), 16000)
     assert not (tmp_path / "loud.wav").exists()
+
+
+def test_sample_rates_are_checked_with_what_was_wrong(tmp_path):
+    from npvae.validate import as_sample_rate
+    assert as_sample_rate(16000) == 16000 and as_sample_rate(np.int32(8000)) == 8000 and as_sample_rate(44100.0) == 44100
+    for bad, match in [(float("nan"), "got nan"), ("16000", "got the string '16000'; pass the number 16000"),
+                       (0, "got 0"), (-8000, "got -8000"), (float("inf"), "got inf"), (True, "got bool True"),
+                       (None, "got NoneType None"), (16000.5, "whole number of Hz, got 16000.5")]:
+        with pytest.raises(ValueError, match=match):
+            as_sample_rate(bad)
+    sf.write(tmp_path / "a.wav", np.zeros(100, np.float32), 16000)
+    with pytest.raises(ValueError, match="target sample rate must be a positive number in Hz, got nan"):
+        read_audio(tmp_path / "a.wav", sr=float("nan"))
+    with pytest.raises(ValueError, match="output sample rate .* got the string '8000'"):
+        resample(np.zeros(10, np.float32), 16000, "8000")
+
+
+def test_wav_header_frames_and_warnings(tmp_path):
+    import warnings
+
+    from npvae.audio.io import wav_declared_frames, warn_if_suspect
+    x = np.zeros((300, 3), np.float32)
+    sf.write(tmp_path / "ext.wav", x, 16000, subtype="FLOAT")          # WAVE_FORMAT_EXTENSIBLE
+    assert wav_declared_frames(tmp_path / "ext.wav") == 300
+    # a LIST chunk before the data chunk, as many editors write
+    sf.write(tmp_path / "plain.wav", x[:, :1], 16000, subtype="PCM_16")
+    raw = (tmp_path / "plain.wav").read_bytes()
+    at = raw.index(b"data")
+    tagged = raw[:at] + b"LIST" + (5).to_bytes(4, "little") + b"INFOx\x00" + raw[at:]
+    (tmp_path / "tagged.wav").write_bytes(tagged[:4] + (len(tagged) - 8).to_bytes(4, "little") + tagged[8:])
+    assert wav_declared_frames(tmp_path / "tagged.wav") == 300
+    sf.write(tmp_path / "a.flac", x, 16000)
+    assert wav_declared_frames(tmp_path / "a.flac") is None and wav_declared_frames(tmp_path / "nope.wav") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_suspect(tmp_path / "tagged.wav", 300, 16000)
+        assert read_audio(tmp_path / "tagged.wav")[0].shape == (300, 1)
+    with pytest.warns(RuntimeWarning, match="header says 300 frames, 299 read"):
+        warn_if_suspect(tmp_path / "tagged.wav", 299, 16000)
+    with pytest.warns(RuntimeWarning, match="sample rate 3999 Hz is unusually low"):
+        warn_if_suspect(tmp_path / "a.flac", 300, 3999)

@@ -177,3 +177,32 @@ def test_damaged_bytes_give_file_format_error_or_data(tmp_path, rng):
         except FileFormatError:
             failures += 1
     assert failures > 0
+
+
+def test_tree_reader_describes_before_reading(tmp_path, rng):
+    from npvae.h5mat import Leaf, TreeReader
+    path = write_tree(tmp_path / "m.h5", sample_tree(rng), "model")
+    with TreeReader(path, expected_kind="model") as tree:
+        assert tree.kind == "model" and "model/params" in tree and "nope" not in tree
+        d = tree.describe("model/params")
+        assert d == {"encoder.0.W": Leaf((784, 256), np.dtype(np.float32), 784 * 256 * 4),
+                     "encoder.0.b": Leaf((256,), np.dtype(np.float32), 256 * 4)}
+        e = tree.describe("empties")
+        assert e["e2"].shape == (0, 3) and e["e2"].nbytes == 0 and e["group"] == {}
+        assert tree.describe("config")["name"].shape is None            # text
+        assert tree.read("model/params")["encoder.0.b"].shape == (256,)
+        with pytest.raises(FileFormatError, match=r"'model' declares [\d,]+ bytes of data \(the largest, "
+                                                  r"/model/params/encoder\.0\.W, 802,816\), more than the 1,000"):
+            tree.read("model", max_bytes=1000)
+    assert read_tree(path, subtree="model/params", max_bytes=10**6)["encoder.0.W"].shape == (784, 256)
+
+
+def test_damaged_empty_convention_is_refused(tmp_path, rng):
+    path = write_tree(tmp_path / "m.h5", {"e": np.zeros((0, 3), np.float32)}, "model")
+    with h5py.File(path, "r+") as f:          # dims without a zero: 40000 x 20000 "empty" floats
+        del f["e"]
+        ds = f.create_dataset("e", data=np.array([20000, 40000], np.uint64))
+        ds.attrs["MATLAB_class"] = np.bytes_("single")
+        ds.attrs["MATLAB_empty"] = np.uint8(1)
+    with pytest.raises(FileFormatError, match="corrupt.*MATLAB_empty"):
+        read_tree(path)

@@ -3,6 +3,8 @@
 No training here: freshly initialised tiny models are enough to prove that the
 spec rebuilds the architecture and the parameters come back bit for bit.
 """
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +121,128 @@ def test_parameters_that_do_not_fit_the_spec_are_refused(tmp_path, rng):
     h5mat.write_tree(tmp_path / "cut.h5", tree, kind="model")
     with pytest.raises(ValueError, match="missing"):
         npvae.load_model(tmp_path / "cut.h5")
+
+
+# -- a model file is checked before anything is built (npvae.modelcheck) -------------------
+from npvae import modelcheck  # noqa: E402
+from npvae.layers import Conv2d, ConvTranspose2d, Dense, LeakyReLU, Reshape, Sequential  # noqa: E402
+from npvae.layers.base import _REGISTRY, build_layer  # noqa: E402
+from npvae.models.blind import BlindSeparationVAE  # noqa: E402
+from npvae.models.music import SpectrogramUNetVAE  # noqa: E402
+from npvae.vae import GaussianHead  # noqa: E402
+
+SPECS = [
+    *(build_model(name, output=out, **kw).spec() for name, kw in TINY.items() for out in ("sources", "split")),
+    build_model("unet", channels=(2, 3, 4), latent_dim=2, blocks=3).spec(),
+    build_model("dense", hidden=(), latent_dim=2).spec(),
+    SpectrogramUNetVAE(channels=(2, 3, 4), latent_channels=3, n_sources=3, kernel_size=3).spec(),
+    BlindSeparationVAE(n_groups=3, latent_dim=2, hidden=(7, 5), shape=(16, 4)).spec(),
+    GaussianHead(6, 3).spec(), Dense(4, 3, activation="leaky_relu", alpha=0.3).spec(),
+    Conv2d(2, 3, (3, 5), stride=(1, 2), padding=(1, 0)).spec(), ConvTranspose2d(3, 2, 4, 2, 1, 1).spec(),
+    Sequential(Dense(4, 3), LeakyReLU(0.2), Sequential(Reshape((3, 1)), Conv2d(3, 1, 1))).spec(),
+]
+
+
+def test_every_layer_type_has_a_shape_rule():
+    """A new layer type needs its rule in npvae.modelcheck.RULES (else its files are loaded
+    without the size checks)."""
+    assert set(_REGISTRY) <= set(modelcheck.RULES), sorted(set(_REGISTRY) - set(modelcheck.RULES))
+    types = set(re.findall(r'"type": "(\w+)"', json.dumps(SPECS)))
+    assert types >= {name for name, cls in _REGISTRY.items() if cls is not type and name not in
+                     ("Flatten", "Identity", "ReLU", "Sigmoid", "Tanh", "Softplus")}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s["type"] for s in SPECS])
+def test_shapes_from_the_spec_equal_the_built_model(spec):
+    built = {path: p.shape for path, p, _ in build_layer(spec).named_parameters()}
+    assert modelcheck.param_shapes(spec) == built
+
+
+def test_shipped_models_pass_the_checks():
+    for name in npvae.list_models():
+        model, _ = io.read_model_file(name)
+        assert modelcheck.param_shapes(model.spec()) == {k: p.shape for k, p, _ in model.named_parameters()}
+
+
+def _dense_tree(rng):
+    return {"model": io.model_tree(build_model("dense", rng=rng, **TINY["dense"])), "config": {}}
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"hidden": [100_000, 100_000]}, r"asks for 20,236,501,574 parameters, more than the 50,000,000"),
+    ({"hidden": [6, True]}, r"hidden must be a whole number >= 1, got True"),
+    ({"latent_dim": "3"}, r"latent_dim must be a whole number >= 1, got '3'"),
+    ({"output": "both"}, r"output must be one of"),
+    ({"hidden": {"a": 1}}, r"hidden must be a list"),
+])
+def test_specs_that_cannot_describe_a_model_are_refused_before_building(tmp_path, rng, change, match):
+    tree = _dense_tree(rng)
+    tree["model"]["spec"] = json.dumps({**json.loads(tree["model"]["spec"]), **change})
+    h5mat.write_tree(tmp_path / "m.h5", tree, kind="model")
+    with pytest.raises(FileFormatError, match=r"m\.h5: its model spec .*" + match):
+        npvae.load_model(tmp_path / "m.h5")
+
+
+def test_spec_depth_is_capped(tmp_path, rng):
+    assert modelcheck.spec_depth({"a": [1, {"b": []}]}) == 3 and modelcheck.spec_depth(5) == 0
+    tree = _dense_tree(rng)
+    deep = modelcheck.MAX_SPEC_DEPTH // 2 + 1
+    tree["model"]["spec"] = '{"type": "Sequential", "layers": [' * deep + "]}" * deep
+    h5mat.write_tree(tmp_path / "m.h5", tree, kind="model")
+    with pytest.raises(FileFormatError, match=rf"nests {2 * deep - 1} levels deep, more than the "
+                                              rf"{modelcheck.MAX_SPEC_DEPTH}"):
+        npvae.load_model(tmp_path / "m.h5")
+
+
+@pytest.mark.parametrize("value, match", [(np.nan, r"1 NaN or infinite value\(s\) \(the first at index \(2, 1\)\)"),
+                                          (-np.inf, "1 NaN or infinite"), (3e7, r"3e\+07 at index \(2, 1\)")])
+def test_tensor_values_are_checked(tmp_path, rng, value, match):
+    tree = _dense_tree(rng)
+    tree["model"]["params"]["encoder.1.W"][2, 1] = value
+    h5mat.write_tree(tmp_path / "m.h5", tree, kind="model")
+    with pytest.raises(FileFormatError, match=r"m\.h5: parameter tensor encoder\.1\.W holds " + match):
+        npvae.load_model(tmp_path / "m.h5")
+
+
+def test_declared_shape_and_dtype_are_checked_before_reading(tmp_path, rng):
+    tree = _dense_tree(rng)
+    tree["model"]["params"]["encoder.1.W"] = tree["model"]["params"]["encoder.1.W"].T.copy()
+    h5mat.write_tree(tmp_path / "m.h5", tree, kind="model")
+    with pytest.raises(FileFormatError, match=r"tensor encoder\.1\.W has shape \(6, 784\), the spec makes it "
+                                              r"\(784, 6\)"):
+        npvae.load_model(tmp_path / "m.h5")
+    tree = _dense_tree(rng)
+    tree["model"]["params"]["head.mu.b"] = np.zeros(3, np.int16)
+    h5mat.write_tree(tmp_path / "m.h5", tree, kind="model")
+    with pytest.raises(FileFormatError, match=r"head\.mu\.b holds dtype int16"):
+        npvae.load_model(tmp_path / "m.h5")
+
+
+def test_checkpoint_specs_are_checked_too(tmp_path, rng):
+    from npvae.checkpoint import model_arrays, save_checkpoint
+    model = build_model("dense", rng=rng, **TINY["dense"])
+    spec = {**model.spec(), "hidden": [6, 50_000, 50_000]}
+    save_checkpoint(tmp_path / "checkpoint.npz", model_arrays(model.state_dict()), {"model_spec": spec})
+    with pytest.raises(FileFormatError, match=r"checkpoint\.npz: its model spec asks for"):
+        npvae.load_model(tmp_path / "checkpoint.npz")
+
+
+def test_separator_settings_are_checked(tmp_path):
+    from npvae.audio.stft import STFTConfig
+    from npvae.separator import Normalizer, Separator
+    model = SpectrogramUNetVAE(channels=(2, 2, 4), latent_channels=2)
+    sep = Separator(model, STFTConfig(8000, 256, 64), Normalizer(mean=np.zeros(128), std=np.ones(128)))
+    good = io.save_separator(tmp_path / "good.h5", sep)
+    assert npvae.load_model(good).source == str(good)
+    for edit, match in [(lambda c: c["normalizer"].update(mean=np.zeros(64, np.float32), std=np.ones(64, np.float32)),
+                         "normaliser has 64 bins but its STFT gives 128"),
+                        (lambda c: c["normalizer"].__setitem__("mean", np.zeros(64, np.float32)), r"\(64,\) and \(128,\)"),
+                        (lambda c: c["normalizer"].__setitem__("mag_scale", 0.0), "mag_scale must be a positive finite number, got 0.0"),
+                        (lambda c: c["normalizer"].pop("std"), r"lacks \['std'\]"),
+                        (lambda c: c.__setitem__("n_fft", 2.5), "n_fft must be a positive whole number"),
+                        (lambda c: c.__setitem__("window", "nope"), "STFT settings cannot be used")]:
+        tree = h5mat.read_tree(good)
+        edit(tree["config"])
+        h5mat.write_tree(tmp_path / "bad.h5", tree, kind="model")
+        with pytest.raises(FileFormatError, match=r"bad\.h5: .*" + match):
+            npvae.load_model(tmp_path / "bad.h5")
