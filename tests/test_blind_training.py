@@ -1,6 +1,7 @@
 """Blind Part I runs end to end on real MNIST / Fashion-MNIST subsets: the training
 never depends on a source image, resume is exact, files load in Python and Octave."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +10,10 @@ import scipy.io
 import npvae
 import npvae.pipelines.blind_mnist as pipe
 from _octave import needs_octave, octave_ok
+from npvae import cli
 from npvae.h5mat import read_tree
 from npvae.models.blind import BlindSeparationVAE
+from npvae.tasks import TASKS
 
 
 def quiet(*args, **kwargs):
@@ -18,20 +21,24 @@ def quiet(*args, **kwargs):
 
 
 def config(tmp_path, shared_data, name, **kw):
-    """A tiny run: two MNIST digits, clipped sum, three groups, two epochs of 256 mixtures."""
+    """A tiny run's settings: two MNIST digits, clipped sum, three groups, two epochs of 256 mixtures."""
     base = dict(task="mnist-mnist", rule="sum", groups=3, hidden=(32, 16), latent_dim=4, batch_size=64, epochs=2,
                 train_limit=256, eval_limit=64, n_examples=6, display_every=2, data_dir=str(shared_data),
                 out=str(tmp_path / name), progress=False)
-    return pipe.BlindTrainConfig(**{**base, **kw})
+    return {**base, **kw}
+
+
+def train(settings, **kw):
+    return npvae.train("blind-mnist", settings, log=quiet, **kw)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, shared_data):
-    return pipe.train(config(tmp_path_factory.mktemp("blind"), shared_data, "run"), log=quiet)
+    return train(config(tmp_path_factory.mktemp("blind"), shared_data, "run"))
 
 
 def test_run_writes_scores_figures_and_a_loadable_model(run):
-    d = run["run_dir"]
+    d = run.run_dir
     for name in ("checkpoint.npz", "config.json", "history.json", "metrics.json", "model.h5", "results.h5",
                  "grid.png", "loss_curves.png", "latent_groups.png", "figures/epoch_002.png"):
         assert (d / name).exists(), name
@@ -69,106 +76,75 @@ def test_training_never_reads_a_source(run, tmp_path, shared_data, monkeypatch):
 
     first = run
     monkeypatch.setattr(pipe, "load_blind_data", load_with_fake_sources)
-    second = pipe.train(config(tmp_path, shared_data, "fake"), log=quiet)
-    a = npvae.load_model(first["run_dir"]).state_dict()
-    b = npvae.load_model(second["run_dir"]).state_dict()
+    second = train(config(tmp_path, shared_data, "fake"))
+    a = npvae.load_model(first.run_dir).state_dict()
+    b = npvae.load_model(second.run_dir).state_dict()
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    assert first["history"]["train_total"] == second["history"]["train_total"]
-    assert first["metrics"]["mean_psnr"] != second["metrics"]["mean_psnr"]
+    assert first.history["train_total"] == second.history["train_total"]
+    assert first.metrics["mean_psnr"] != second.metrics["mean_psnr"]
     arrays = [v for v in vars(seen["train"]).values() if isinstance(v, np.ndarray)]
     assert len(arrays) == 1 and arrays[0].shape == (256, 28, 28)
 
 
 def test_resume_is_exact(run, tmp_path, shared_data):
     straight = run
-    pipe.train(config(tmp_path, shared_data, "halves", epochs=1), log=quiet)
-    resumed = pipe.train(config(tmp_path, shared_data, "halves", epochs=2), resume=True, log=quiet)
-    a = npvae.load_model(straight["run_dir"]).state_dict()
-    b = npvae.load_model(resumed["run_dir"]).state_dict()
+    train(config(tmp_path, shared_data, "halves", epochs=1))
+    # the run's own settings are kept: only the change is named
+    resumed = train({"out": str(tmp_path / "halves"), "epochs": 2}, resume=True)
+    assert resumed.config == pipe.BlindMnistConfig(**config(tmp_path, shared_data, "halves"))
+    a = npvae.load_model(straight.run_dir).state_dict()
+    b = npvae.load_model(resumed.run_dir).state_dict()
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert straight["history"]["train_total"] == resumed["history"]["train_total"]
-    assert "digit_a_psnr" in resumed["metrics"]
+    assert straight.history["train_total"] == resumed.history["train_total"]
+    assert "digit_a_psnr" in resumed.metrics
 
 
-def blind_script(name="train_blind"):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-def test_script_flags_come_from_the_config(tmp_path):
-    script = blind_script()
-    cfg, resume, overwrite = script.parse_args(["--groups", "3", "--hidden", "64,32", "--rule", "sum", "--beta",
-                                                "0.1", "--train-limit", "100", "--no-progress", "--out", "x",
-                                                "--resume"])
-    assert (cfg.groups, cfg.hidden, cfg.rule, cfg.beta, cfg.train_limit, cfg.progress, resume, overwrite) == \
-        (3, (64, 32), "sum", 0.1, 100, False, True, False)
-    assert script.parse_args([]) == (pipe.BlindTrainConfig(), False, False)
-    with pytest.raises(SystemExit):
-        script.parse_args(["--groups", "0"])
-    with pytest.raises(SystemExit):
-        script.parse_args(["--resume"])
-
-
-@pytest.mark.parametrize("name,args,message", [
-    ("train_blind", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
-    ("train_blind", ["--latent-dim", "-1"], "--latent-dim must be >= 1, got -1"),
-    ("train_blind", ["--beta", "-0.5"], "--beta must be >= 0"),
-    ("train_blind", ["--lr", "0"], "--lr must be > 0"),
-    ("train_blind", ["--train-limit", "0"], "--train-limit must be >= 1, got 0"),
-    ("train_blind", ["--groups", "9"], "--groups must be between 1 and 8"),
-    ("train_blind", ["--out", "x", "--resume", "--overwrite"], "pass one of them"),
-    ("train_blind_music", ["--groups", "1"], "--groups must be at least 2"),
-    ("train_blind_music", ["--frames", "0"], "--frames must be >= 1, got 0"),
-    ("train_blind_music", ["--seed", "-1"], "--seed must be >= 0"),
-    ("train_blind_music", ["--resume"], "--resume needs --out"),
-    ("train_blind_music", ["--out", "x", "--resume", "--overwrite"], "pass one of them"),
-])
-def test_bad_settings_are_refused_before_any_work(name, args, message, capsys):
-    with pytest.raises(SystemExit) as exc:
-        blind_script(name).parse_args(args)
-    assert exc.value.code == 2 and message in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("name", ["train_blind", "train_blind_music"])
-def test_a_used_run_folder_is_refused_without_resume_or_overwrite(name, tmp_path, capsys, monkeypatch):
-    """A new run never writes into a folder that holds files: the script stops with the
+@pytest.mark.parametrize("name", ["blind-mnist", "blind-music"])
+def test_a_used_run_folder_is_refused_without_resume_or_overwrite(name, tmp_path, capsys):
+    """A new run never writes into a folder that holds files: the command stops with the
     fix before loading any data (the data folder given does not even exist)."""
     out = tmp_path / "old"
     out.mkdir()
     (out / "metrics.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
-    script = blind_script(name)
-    code = script.main(["--out", str(out), "--data-dir", str(tmp_path / "nowhere"), "--no-progress"])
+    argv = ["train", name, "--out", str(out), "--data-dir", str(tmp_path / "nowhere"), "--no-progress"]
+    code = cli.main(argv)
     err = capsys.readouterr().err
-    assert code == 2 and "is not empty" in err and "--resume" in err and "--overwrite" in err
+    assert code == 1 and "is not empty" in err and "--resume" in err and "--overwrite" in err
+    assert "Traceback" not in err
     assert (out / "metrics.json").read_text() == "{}"
     # --overwrite passes the folder check (clearing the old run's files, not the user's), then
     # stops at the missing data
-    code = script.main(["--out", str(out), "--data-dir", str(tmp_path / "nowhere"), "--no-progress",
-                        "--overwrite"])
-    assert code == 2 and "is not empty" not in capsys.readouterr().err
+    code = cli.main(argv + ["--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 1 and "is not empty" not in err and "nowhere" in err
     assert not (out / "metrics.json").exists() and (out / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("module", ["blind_mnist", "blind_music"])
-def test_default_run_folders_are_unique(module, tmp_path, monkeypatch):
-    import importlib
-    mod = importlib.import_module(f"npvae.pipelines.{module}")
-    cfg = (mod.BlindTrainConfig if module == "blind_mnist" else mod.BlindMusicConfig)()
+@pytest.mark.parametrize("name", ["blind-mnist", "blind-music"])
+def test_default_run_folders_are_unique(name, tmp_path, monkeypatch):
+    """Without --out each run gets a new folder runs/blind-...; the run stops here right
+    after the engine made and locked it."""
+    class Stop(Exception):
+        pass
+
+    def stop(self, *args):
+        raise Stop
+
+    monkeypatch.setattr(TASKS[name], "setup", stop)
     monkeypatch.chdir(tmp_path)
-    a, b = mod.default_out(cfg), mod.default_out(cfg)
-    assert a != b and a.is_dir() and b.is_dir() and a.parent == b.parent == __import__("pathlib").Path("runs")
-    assert a.name.startswith("blind-")
+    folders = []
+    for _ in range(2):
+        with pytest.raises(Stop):
+            npvae.train(name, {"progress": False}, log=quiet, started=folders.append)
+    a, b = folders
+    assert a != b and a.is_dir() and b.is_dir() and a.parent == b.parent == Path("runs")
+    assert a.name.startswith("blind-") and b.name.startswith("blind-")
 
 
 @needs_octave
 def test_octave_loads_the_results_file(run, tmp_path):
-    path = run["run_dir"] / "results.h5"
+    path = run.run_dir / "results.h5"
     octave_ok(f"S = npvae_load('{path}', 'blind_results');"
               "save('-v7', 'blind.mat', '-struct', 'S', 'examples', 'metrics', 'history');", tmp_path)
     got = scipy.io.loadmat(tmp_path / "blind.mat")
@@ -187,7 +163,7 @@ def test_octave_loads_the_results_file(run, tmp_path):
 def test_octave_blind_forward_on_the_trained_run(run, tmp_path):
     """npvae_blind_forward on the run's model.h5 and results.h5 gives the groups Python
     gives (and the file's own group images), within 1e-4."""
-    d = run["run_dir"]
+    d = run.run_dir
     octave_ok(f"S = npvae_load('{d / 'results.h5'}', 'blind_results');"
               f"[g, r, k] = npvae_blind_forward('{d / 'model.h5'}', S.examples.mixture);"
               f"g2 = npvae_blind_forward(S, S.examples.mixture);"
@@ -207,23 +183,22 @@ def test_octave_blind_forward_on_the_trained_run(run, tmp_path):
 
 @pytest.fixture(scope="module")
 def music_run(tmp_path_factory, shared_data):
-    from npvae.pipelines import blind_music
-    cfg = blind_music.BlindMusicConfig(hidden=(16,), latent_dim=4, frames=8, epochs=1, batch_size=32,
-                                       max_train_tracks=2, max_val_tracks=1, data_dir=str(shared_data),
-                                       out=str(tmp_path_factory.mktemp("blind-music") / "music"), progress=False)
-    return blind_music.train(cfg, log=quiet)
+    settings = dict(hidden=(16,), latent_dim=4, frames=8, epochs=1, batch_size=32, train_limit=2, eval_limit=1,
+                    data_dir=str(shared_data), out=str(tmp_path_factory.mktemp("blind-music") / "music"),
+                    progress=False)
+    return npvae.train("blind-music", settings, log=quiet)
 
 
 def test_blind_music_run_trains_on_mixture_patches_and_scores(music_run, shared_data):
     from npvae.pipelines import blind_music
     res = music_run
-    m = res["metrics"]
+    m = res.metrics
     for key in ("best_vocals_gnsdr", "best_accompaniment_gsir", "fixed_vocals_gnsdr", "fixed_accompaniment_gsar"):
         assert np.isfinite(m[key]), key
     assert m["fixed_assignment_vocals"] != m["fixed_assignment_accompaniment"]
-    tree = read_tree(res["run_dir"] / "results.h5", "blind_results")
+    tree = read_tree(res.run_dir / "results.h5", "blind_results")
     assert tree["examples"]["group_1_mag"].shape == tree["examples"]["mixture_mag"].shape
-    assert (res["run_dir"] / "example.png").exists() and (res["run_dir"] / "loss_curves.png").exists()
+    assert (res.run_dir / "example.png").exists() and (res.run_dir / "loss_curves.png").exists()
     # the training data are the mixtures' patches and nothing else
     from npvae.audio.datasets import load_tracks
     from npvae.audio.stft import STFTConfig
@@ -231,7 +206,7 @@ def test_blind_music_run_trains_on_mixture_patches_and_scores(music_run, shared_
     data, scale = blind_music.training_mixtures(tracks, STFTConfig.for_dataset("mir1k"), 8)
     arrays = [v for v in vars(data).values() if isinstance(v, np.ndarray)]
     assert len(arrays) == 1 and arrays[0].shape[1:] == (512, 8)
-    assert scale == pytest.approx(json.loads((res["run_dir"] / "config.json").read_text())["mag_scale"])
+    assert scale == pytest.approx(json.loads((res.run_dir / "config.json").read_text())["mag_scale"])
 
 
 def test_a_blind_music_run_loads_as_a_separator(music_run, shared_data):
@@ -240,11 +215,10 @@ def test_a_blind_music_run_loads_as_a_separator(music_run, shared_data):
     from npvae.audio.datasets import load_tracks
     from npvae.blind_separator import BlindMusicSeparator
     from npvae.audio.io import resample
-    trained = music_run["separator"]
+    trained = music_run.task.sep
     track = load_tracks("mir1k", "validation", shared_data)[0]
     mix = track.mixture()[:16000]
-    for source in (music_run["run_dir"], music_run["run_dir"] / "results.h5",
-                   music_run["run_dir"] / "checkpoint.npz"):
+    for source in (music_run.run_dir, music_run.run_dir / "results.h5", music_run.run_dir / "checkpoint.npz"):
         sep = npvae.load_model(source)
         assert isinstance(sep, BlindMusicSeparator), source
         assert sep.stft_cfg == trained.stft_cfg and sep.scale == pytest.approx(trained.scale)
@@ -264,15 +238,15 @@ def test_a_blind_music_run_loads_as_a_separator(music_run, shared_data):
         sep.separate(stereo.T, 44100)
     # the supervised loader refuses this one clearly
     with pytest.raises(npvae.errors.FileFormatError, match="not a music separation model"):
-        npvae.io.load_separator(music_run["run_dir"])
+        npvae.io.load_separator(music_run.run_dir)
 
 
 def test_report_has_a_blind_section_read_from_the_file(run, tmp_path):
     from npvae_lab.report import build_report
-    out = build_report([run["run_dir"]], tmp_path / "report", log=quiet)
+    out = build_report([run.run_dir], tmp_path / "report", log=quiet)
     text = out["markdown"].read_text()
     assert "## Blind separation: trained on mixtures alone" in text
-    assert f"{run['metrics']['mean_psnr']:.2f}" in text and f"{run['metrics']['group_agreement']:.3f}" in text
+    assert f"{run.metrics['mean_psnr']:.2f}" in text and f"{run.metrics['group_agreement']:.3f}" in text
     assert (tmp_path / "report" / "figures" / "run_latent_groups.png").exists()
 
 
@@ -280,9 +254,9 @@ def test_report_compares_with_the_shipped_supervised_scores(music_run, tmp_path,
     """No supervised run given: the supervised-vs-blind tables take the scores the shipped
     models record (/provenance/scores) and say where they come from."""
     from npvae_lab.report import build_report
-    fashion = pipe.train(config(tmp_path, shared_data, "fashion", task="mnist-fashion", rule="average", groups=2,
-                                epochs=1), log=quiet)
-    out = build_report([fashion["run_dir"], music_run["run_dir"]], tmp_path / "report", log=quiet)
+    fashion = train(config(tmp_path, shared_data, "fashion", task="mnist-fashion", rule="average", groups=2,
+                           epochs=1))
+    out = build_report([fashion.run_dir, music_run.run_dir], tmp_path / "report", log=quiet)
     text = out["markdown"].read_text()
     assert "Supervised against blind" in text and "/provenance/scores" in text
     assert "except the supervised rows of the blind section" in text
@@ -292,4 +266,4 @@ def test_report_compares_with_the_shipped_supervised_scores(music_run, tmp_path,
         assert f"npvae/pretrained/{name}.h5" in text and info["command"] in text, name
         key = "mean_psnr" if info["task"] == "mnist" else "vocals_gnsdr"
         assert f"{s[key]:.2f}" in text, name
-    assert f"{fashion['metrics']['masked_mean_psnr']:.2f}" in text
+    assert f"{fashion.metrics['masked_mean_psnr']:.2f}" in text

@@ -242,6 +242,7 @@ def test_tuple_flags_take_spaces_or_commas_in_every_task(name, flag, extra, fiel
     (["blind-mnist", "--groups", "0"], "--groups must be >= 1, got 0"),
     (["blind-mnist", "--groups", "9"], "--groups must be between 1 and 8"),
     (["blind-mnist", "--out", "x", "--resume", "--overwrite"], "--resume continues a run and --overwrite"),
+    (["blind-mnist", "--resume"], "--resume needs --out"),
     (["blind-music", "--groups", "1"], "--groups must be at least 2"),
     (["blind-music", "--frames", "0"], "--frames must be >= 1, got 0"),
     (["blind-music", "--seed", "-1"], "--seed must be >= 0"),
