@@ -7,7 +7,7 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %   Python scales them: int16 by 1/32768, int32 by 1/2^31, uint8 as offset binary), with the music model in MODEL_FILE: a model.h5 or results.h5 written by
 %   scripts/train_music.py, or the struct npvae_load returns for one. VOCALS and
 %   ACCOMPANIMENT have the size of AUDIO (double), at FS Hz. They equal what
-%   scripts/separate.py (npvae's Separator.separate) writes for the same file, to about
+%   `npvae separate` (npvae's Separator.separate) writes for the same file, to about
 %   1e-6 (the network runs here in double, in Python in float32).
 %
 %   What happens, as in Python:
@@ -24,10 +24,10 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %        (which it never saw) goes to the accompaniment, so the two add up to the input.
 %
 %   Options (name-value pairs):
-%     'wiener'        true for Wiener-style (power ratio) masks, as separate.py --wiener
+%     'wiener'        true for Wiener-style (power ratio) masks, as npvae separate --wiener
 %                     (default false)
 %     'chunk_frames'  STFT frames per network pass, a multiple of 8 (default 512,
-%                     separate.py's --chunk-frames); bounds memory for long songs
+%                     npvae separate's --chunk-frames); bounds memory for long songs
 %     'context'       frames of real input on each side of a chunk (default 48, a
 %                     multiple of 8); the results do not depend on the chunking
 %

@@ -7,7 +7,7 @@ function files = npvae_separate_file(model_file, song, out_dir, varargin)
 %     <name>_vocals.wav          } 32-bit float WAV (not clipped) at the song's sample
 %     <name>_accompaniment.wav   } rate, channel count and length (<name>: SONG's file
 %                                  name without its extension)
-%   the names and format scripts/separate.py uses, so the two can be compared file for
+%   the names and format `npvae separate` uses, so the two can be compared file for
 %   file. FILES is a 2 x 1 cell of the paths written (vocals first). MODEL_FILE is a
 %   model.h5 / results.h5 of scripts/train_music.py or the struct npvae_load gives.
 %

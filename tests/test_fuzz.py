@@ -165,17 +165,17 @@ def test_music_settings_are_accepted_only_when_valid(frames, batch_size, epochs,
 @given(st.lists(st.sampled_from(["--chunk-frames", "--block-seconds", "--bits", "--format", "--stems", "7", "0",
                                  "-1", "nan", "8", "16", "flac", "float", "vocals", "x"]), max_size=6))
 def test_separate_arguments_parse_or_exit_with_usage(tokens):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("separate_cli", REPO / "scripts" / "separate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from npvae.cli import parser
+    from npvae.cli.separate import check_args
+    from npvae.separate_files import SUBTYPES
     try:
-        a = mod.parse_args(["song.wav", "--model", "m.h5", "--out", "o", *tokens])
+        a = parser().parse_args(["separate", "song.wav", "--model", "m.h5", "--out", "o", *tokens])
+        check_args(a.parser, a)
     except SystemExit as e:
         assert e.code == 2                                    # argparse's usage error
         return
     assert a.chunk_frames > 0 and a.chunk_frames % 8 == 0 and a.block_seconds > 0
-    assert (a.format, a.bits) in mod.SUBTYPES
+    assert (a.format, a.bits) in SUBTYPES
 
 
 # ----------------------------------------------------------------------------- kill -9, then --resume

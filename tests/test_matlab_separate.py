@@ -1,11 +1,11 @@
-"""Songs separated in GNU Octave with matlab/npvae_separate*.m equal scripts/separate.py.
+"""Songs separated in GNU Octave with matlab/npvae_separate*.m equal `npvae separate`.
 
-Two models: the shipped music model (npvae/pretrained/music-mir1k.h5, separate.py's
+Two models: the shipped music model (npvae/pretrained/music-mir1k.h5, `npvae separate`'s
 default) and a tiny one trained for two short epochs by scripts/train_music.py on a
 stems folder cut from real MIR-1K clips (singers abjones and amy). A real clip of an
 unseen singer (16 kHz, mono) and a 44.1 kHz stereo song made from it (odd length,
-with a band above 8 kHz that the model cannot see) are separated by separate.py and
-by npvae_separate_file in Octave, and the files compared sample by sample. The STFT, inverse STFT and resampler written in MATLAB are also checked
+with a band above 8 kHz that the model cannot see) are separated by `npvae separate`
+and by npvae_separate_file in Octave, and the files compared sample by sample. The STFT, inverse STFT and resampler written in MATLAB are also checked
 against scipy on their own, on settings the model files do not use.
 """
 import json
@@ -31,9 +31,11 @@ SECONDS = 3.0
 
 
 def run_script(script, *args):
+    """``python scripts/SCRIPT ARGS``, or ``npvae SCRIPT ARGS`` for a subcommand name."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args)],
+    command = [str(REPO / "scripts" / script)] if script.endswith(".py") else ["-m", "npvae", script]
+    res = subprocess.run([sys.executable, *command, *map(str, args)],
                          capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, f"{script} failed:\n{res.stderr}\n{res.stdout}"
     return res.stdout
@@ -96,15 +98,15 @@ def songs(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="module")
 def separated(model_file, songs, tmp_path_factory):
-    """Both songs separated by separate.py and by Octave: with the shipped model, and with
+    """Both songs separated by `npvae separate` and by Octave: with the shipped model, and with
     the tiny model (plain and with --wiener / small chunks)."""
     from npvae import pretrained
     work = tmp_path_factory.mktemp("separated")
     paths = [p for p, _, _ in songs.values()]
     shipped = pretrained.path("music-mir1k")
-    run_script("separate.py", *paths, "--out", work / "py_shipped")          # no --model: the shipped one
-    run_script("separate.py", *paths, "--model", model_file, "--out", work / "py")
-    run_script("separate.py", songs["my song"][0], "--model", model_file, "--out", work / "py_wiener",
+    run_script("separate", *paths, "--out", work / "py_shipped")          # no --model: the shipped one
+    run_script("separate", *paths, "--model", model_file, "--out", work / "py")
+    run_script("separate", songs["my song"][0], "--model", model_file, "--out", work / "py_wiener",
                "--wiener", "--chunk-frames", 16)
     code = "".join(f"npvae_separate_file('{model_file}', '{p}', 'oct');"
                    f"npvae_separate_file('{shipped}', '{p}', 'oct_shipped');" for p in paths)
@@ -193,7 +195,7 @@ def test_stft_istft_resample_match_scipy(tmp_path):
     for a, b in rates:
         for n in lengths + tiny:
             x = np.stack([signals[f"x{n}"], -signals[f"x{n}"]], axis=1).astype(np.float32)
-            want = resample(x, a, b)                               # float32, as separate.py uses it
+            want = resample(x, a, b)                               # float32, as npvae separate uses it
             have = got[f"r{a}_{b}_{n}"]
             assert have.shape == want.shape, (a, b, n)
             np.testing.assert_allclose(have, want, atol=1e-5, rtol=0, err_msg=f"resample {a}->{b} {n}")

@@ -1,5 +1,5 @@
 """End to end on a fixture in IRMAS layout: train_music.py (and --resume),
-evaluate_music.py and separate.py on a stereo file of odd length."""
+`npvae evaluate` and `npvae separate` on a stereo file of odd length."""
 import os
 import subprocess
 import sys
@@ -16,9 +16,11 @@ SR = 44100
 
 
 def run(script, *args):
+    """``python scripts/SCRIPT ARGS``, or ``npvae SCRIPT ARGS`` for a subcommand name."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args)],
+    command = [str(REPO / "scripts" / script)] if script.endswith(".py") else ["-m", "npvae", script]
+    return subprocess.run([sys.executable, *command, *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -100,7 +102,7 @@ def test_train_music_resumes(trained_run):
 def test_evaluate_music_prints_model_oracle_and_floor(trained_run, irmas_root, tmp_path):
     out, _, _ = trained_run
     res = tmp_path / "eval.h5"
-    r = run("evaluate_music.py", "--model", out, "--dataset", "irmas", "--data-dir", irmas_root,
+    r = run("evaluate", out, "--dataset", "irmas", "--data-dir", irmas_root,
             "--split", "validation", "--results", res, "--figure", tmp_path / "fig.png")
     assert r.returncode == 0, r.stderr
     for text in ("GNSDR", "VAE (this model)", "ideal ratio mask", "unprocessed mixture"):
@@ -108,19 +110,17 @@ def test_evaluate_music_prints_model_oracle_and_floor(trained_run, irmas_root, t
     metrics = h5mat.read_tree(res, expected_kind="music_results")["metrics"]
     assert metrics["oracle_vocals_gnsdr"] > metrics["mixture_vocals_gnsdr"]
     assert (tmp_path / "fig.png").is_file()
-    again = run("evaluate_music.py", "--model", out, "--dataset", "irmas", "--data-dir", irmas_root,
+    again = run("evaluate", "--model", out, "--dataset", "irmas", "--data-dir", irmas_root,
                 "--results", res)
     assert again.returncode != 0 and "--overwrite" in again.stderr and "exists" in again.stderr
 
 
 def test_evaluation_files_are_named_per_option(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("evaluate_music", REPO / "scripts" / "evaluate_music.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    plain = mod.results_path(mod.parse_args(["--model", str(tmp_path)]))
-    wiener = mod.results_path(mod.parse_args(["--model", str(tmp_path), "--wiener"]))
+    from npvae.cli.evaluate import results_path
+    plain = results_path(tmp_path, "mir1k", "validation")
+    wiener = results_path(tmp_path, "mir1k", "validation", wiener=True)
     assert plain != wiener and plain.parent == wiener.parent == tmp_path
+    assert results_path(tmp_path / "model.h5", "irmas", "all").parent == tmp_path
 
 
 def test_separate_stereo_file_of_odd_length(trained_run, tmp_path):
@@ -132,7 +132,7 @@ def test_separate_stereo_file_of_odd_length(trained_run, tmp_path):
     path = tmp_path / "my song.wav"
     sf.write(path, song, SR, subtype="PCM_16")
     song = sf.read(path, dtype="float32")[0]
-    r = run("separate.py", path, "--model", out / "model.h5", "--out", tmp_path / "sep", "--wiener",
+    r = run("separate", path, "--model", out / "model.h5", "--out", tmp_path / "sep", "--wiener",
             "--chunk-frames", 16)
     assert r.returncode == 0, r.stderr
     parts = []
@@ -151,7 +151,7 @@ def test_separate_reports_unreadable_files(trained_run, tmp_path):
     out, _, _ = trained_run
     bad = tmp_path / "not_audio.wav"
     bad.write_text("hello")
-    r = run("separate.py", bad, "--model", out, "--out", tmp_path / "sep")
+    r = run("separate", bad, "--model", out, "--out", tmp_path / "sep")
     assert r.returncode != 0 and "not_audio.wav" in r.stderr
-    r = run("separate.py", bad, "--model", tmp_path / "nowhere", "--out", tmp_path / "sep")
+    r = run("separate", bad, "--model", tmp_path / "nowhere", "--out", tmp_path / "sep")
     assert r.returncode != 0 and "error" in r.stderr

@@ -1,8 +1,7 @@
-"""Separation of long files in blocks (equal to one pass at every join), separate.py's
+"""Separation of long files in blocks (equal to one pass at every join), `npvae separate`'s
 safety rules (no overwrite, no collisions, inputs never touched, checks before work),
 its options (folders, stems, format, bit depth, channels, rates), and inputs checked
 at the edge (integer audio and images scaled, nonsense refused)."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -101,13 +100,23 @@ def test_mnist_separate_scales_uint8():
         model.separate(u8.astype(np.float32))
 
 
-# ----------------------------------------------------------------------------- separate.py
+# ----------------------------------------------------------------------------- npvae separate
 
-def _script():
-    spec = importlib.util.spec_from_file_location("separate_script", REPO / "scripts" / "separate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+class Command:
+    """``npvae separate`` run in this process: ``main(argv)`` and ``parse_args(argv)``
+    (exit status 2 as SystemExit for a usage mistake)."""
+
+    @staticmethod
+    def main(argv):
+        from npvae.cli import main
+        return main(["separate", *argv])
+
+    @staticmethod
+    def parse_args(argv):
+        from npvae.cli import parser
+        from npvae.cli.separate import check_args
+        a = parser().parse_args(["separate", *argv])
+        return check_args(a.parser, a)
 
 
 @pytest.fixture(scope="module")
@@ -119,16 +128,20 @@ def setup(tmp_path_factory):
     for rel, (sr, ch) in songs.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(root / rel, (0.2 * rng.standard_normal((int(1.3 * sr), ch))).astype(np.float32), sr)
-    return root, model, _script()
+    return root, model, Command
 
 
 def run(mod, *args):
-    """main(argv): (exit message or None)."""
-    try:
-        mod.main([str(a) for a in args] + ["--no-progress"])
-    except SystemExit as e:
-        return str(e.code)
-    return None
+    """``npvae separate ARGS``: None when it succeeded, else what it printed on stderr."""
+    import contextlib
+    import io
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            status = mod.main([str(a) for a in args] + ["--no-progress"])
+        except SystemExit as e:
+            status = e.code
+    return None if status == 0 else err.getvalue() or f"exit {status}"
 
 
 def test_duplicate_names_keep_their_folders(setup, tmp_path):
@@ -218,7 +231,8 @@ def test_no_temporaries_left_when_writing_fails(setup, tmp_path, monkeypatch):
     def disk_full(*a, **k):
         yield 0, np.zeros((2, 10, 2), np.float32)
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(mod, "separate_blocks", disk_full)
+    import npvae.separate_files
+    monkeypatch.setattr(npvae.separate_files, "separate_blocks", disk_full)
     msg = run(mod, root / "a/song.wav", "--model", model, "--out", out)
     assert "No space left on device" in msg and "not written" in msg
     assert [p for p in out.rglob("*") if p.is_file()] == []

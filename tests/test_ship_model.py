@@ -1,7 +1,6 @@
-"""scripts/ship_model.py and the registry of shipped models (npvae.pretrained),
-on a tiny real Part I run shipped into a temporary folder."""
+"""`npvae ship` and the registry of shipped models (npvae.pretrained), on a tiny real
+Part I run shipped into a temporary folder."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,27 +8,27 @@ import pytest
 
 import npvae
 from npvae import pretrained
-from npvae.pipelines.mnist import TrainConfig, train
+from npvae.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import ship_model  # noqa: E402
+
+def ship(*argv):
+    return main(["ship", *map(str, argv)])
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, shared_data):
     run = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(model="unet", channels=(4, 4, 8), latent_dim=4, epochs=1, batch_size=64, train_limit=256,
-                      n_examples=4, data_dir=str(shared_data), out=str(run), progress=False, seed=3)
-    train(cfg, log=lambda *a: None)
+    assert main(["train", "mnist", "--model", "unet", "--channels", "4", "4", "8", "--latent-dim", "4",
+                 "--epochs", "1", "--batch-size", "64", "--train-limit", "256", "--n-examples", "4",
+                 "--data-dir", str(shared_data), "--out", str(run), "--overwrite", "--no-progress",
+                 "--seed", "3"]) == 0
     return run
 
 
 def test_ship_model_records_provenance_and_scores(tiny_run, tmp_path, shared_data, monkeypatch):
     (tiny_run / "provenance.json").write_text(json.dumps({"command": "python scripts/train_mnist.py --tiny",
                                                           "commit": "abc1234"}))
-    ship_model.main([str(tiny_run), "--name", "tiny-unet", "--dest", str(tmp_path),
-                     "--data-dir", str(shared_data)])
+    assert ship(tiny_run, "tiny-unet", "--dest", tmp_path, "--data-dir", shared_data) == 0
     monkeypatch.setattr(pretrained, "DIR", tmp_path)
     assert npvae.list_models() == ["tiny-unet"]
     info = pretrained.info("tiny-unet")
@@ -49,12 +48,22 @@ def test_ship_model_records_provenance_and_scores(tiny_run, tmp_path, shared_dat
         np.testing.assert_array_equal(a, b)
 
 
-def test_ship_model_needs_command_and_commit(tiny_run, tmp_path):
+def test_ship_model_needs_command_and_commit(tiny_run, tmp_path, capsys):
     (tiny_run / "provenance.json").unlink(missing_ok=True)
-    with pytest.raises(SystemExit, match="--command and --commit"):
-        ship_model.main([str(tiny_run), "--name", "x", "--dest", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--name"):
-        ship_model.main([str(tiny_run), "--name", "a/b", "--command", "c", "--commit", "d", "--dest", str(tmp_path)])
+    assert ship(tiny_run, "--name", "x", "--dest", tmp_path) == 1
+    assert "--command and" in capsys.readouterr().err
+    assert ship(tiny_run, "--name", "a/b", "--command", "c", "--commit", "d", "--dest", tmp_path) == 2
+    assert "NAME must be letters" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ship_model_refuses_before_scoring(tiny_run, tmp_path, capsys):
+    (tmp_path / "mnist-x.h5").write_bytes(b"shipped")
+    assert ship(tiny_run, "mnist-x", "--command", "c", "--commit", "d", "--dest", tmp_path) == 1
+    assert "mnist-x.h5 exists; pass --overwrite" in capsys.readouterr().err
+    assert ship(tiny_run, "music-x", "--command", "c", "--commit", "d", "--dest", tmp_path) == 1
+    assert "music separator" in capsys.readouterr().err
+    assert (tmp_path / "mnist-x.h5").read_bytes() == b"shipped"
 
 
 def test_unknown_names_list_what_is_shipped(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 function write_float_wav(path, x, fs)
 %WRITE_FLOAT_WAV  Write x (n x channels) as a 32-bit IEEE-float WAV file at fs Hz.
 %   audiowrite clips float data to [-1, 1] in GNU Octave; separated sources can peak a
-%   little above 1 and separate.py keeps such samples, so the file is written here,
+%   little above 1 and npvae separate keeps such samples, so the file is written here,
 %   unclipped, in the layout libsndfile uses (fmt chunk of 18 bytes, fact chunk). It is
 %   written to a temporary name and renamed, so a failure never leaves half a file.
   x = single(x);

@@ -145,3 +145,9 @@ def interrupted(a: argparse.Namespace) -> str:
         return "nothing was separated"
     done = f"{state['done']} of {state['total']} song(s) finished before it" if state["done"] else "no song finished"
     return f"the outputs of {state['current']} were not written ({done})"
+
+
+def main(argv=None) -> int:
+    """``npvae separate ARGV`` (for callers that ran the old script's ``main``)."""
+    from . import main as npvae_main
+    return npvae_main(["separate", *(argv or [])])
