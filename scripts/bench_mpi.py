@@ -44,9 +44,9 @@ def parse_args(argv=None):
 
 def mnist_case(name, comm, rng):
     from npvae.models.mnist import build_model
-    from npvae.pipelines.mnist import TrainConfig
+    from npvae.pipelines.mnist import MnistConfig
     from npvae.pipelines.mnist.objective import SeparationObjective
-    model = build_model(name, rng=np.random.default_rng(0), **TrainConfig(model=name).model_kwargs())
+    model = build_model(name, rng=np.random.default_rng(0), **MnistConfig(model=name).model_kwargs())
     d = rng.uniform(size=(MNIST_BATCH, 28, 28)).astype(np.float32)
     f = rng.uniform(size=(MNIST_BATCH, 28, 28)).astype(np.float32)
     m = (d + f) / 2
@@ -64,7 +64,7 @@ def music_case(comm, rng):
     from npvae.models.music import SpectrogramUNetVAE
     from npvae.pipelines.music import LossConfig, MusicObjective
     from npvae.separator import Normalizer, Separator
-    from npvae.pipelines.music import TrainConfig as MusicConfig
+    from npvae.pipelines.music import MusicConfig
     c = MusicConfig()
     model = SpectrogramUNetVAE(tuple(c.channels), c.latent_channels, rng=np.random.default_rng(0))
     model.rng = comm.noise(np.random.default_rng(1))
