@@ -1,8 +1,8 @@
 """Data-parallel training (npvae.distributed): sharding, the single-process stand-in, and,
 where mpi4py and mpirun are installed (CI installs both), real 2-rank runs.
 
-* 2 ranks give the weights of 1 process with the same global batch (Part I and Part II
-  pipelines, whichever kernel backend the suite runs on);
+* 2 ranks give the weights of 1 process with the same global batch (the Part I and Part II
+  tasks, whichever kernel backend the suite runs on);
 * a checkpoint written under MPI resumes in one process, and the other way round;
 * a killed rank ends the job with a clear message and the last checkpoint intact;
   a hanging rank ends it after NPVAE_MPI_TIMEOUT seconds (no hang either way).
@@ -32,8 +32,8 @@ HELPER = REPO / "tests" / "_mpi_train.py"
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_rmaps_base_oversubscribe": "1",
            "MPLBACKEND": "Agg"}
 MNIST = {"train_limit": 600, "eval_limit": 100, "hidden": [32, 16], "latent_dim": 4, "batch_size": 32,
-         "warmup": 1.0, "progress": False, "display_every": 100, "n_examples": 4}
-MUSIC = {"dataset": "mir1k", "max_train_tracks": 3, "max_val_tracks": 1, "channels": [4, 8, 8],
+         "kl_warmup": 1.0, "progress": False, "display_every": 100, "n_examples": 4}
+MUSIC = {"dataset": "mir1k", "train_limit": 3, "eval_limit": 1, "channels": [4, 8, 8],
          "latent_channels": 4, "batch_size": 4, "frames": 32, "snippet_seconds": 1.0, "progress": False,
          "display_every": 100}
 # Float tolerance: the 2-rank gradient is the sum of two half-batch gradients, which
@@ -166,6 +166,7 @@ def _env(shared_data, **extra):
 
 
 def _run(task, settings, out, shared_data, ranks=1, resume=False, timeout=900, **env):
+    """Train ``task`` with ``settings`` into ``out`` (with ``resume``: the changes to the run's own settings)."""
     cmd = [sys.executable, str(HELPER), task, json.dumps({**settings, "out": str(out)})]
     if resume:
         cmd.append("--resume")
@@ -222,9 +223,9 @@ def test_two_ranks_train_the_music_model_as_one_process(shared_data, tmp_path):
 def test_checkpoints_move_between_mpi_and_one_process(shared_data, mnist_single, tmp_path):
     # 1 epoch on 2 ranks, then the 2nd in one process; and the other way round
     _run("mnist", {**MNIST, "epochs": 1}, tmp_path / "a", shared_data, ranks=2)
-    _run("mnist", {**MNIST, "epochs": 2}, tmp_path / "a", shared_data, resume=True)
+    _run("mnist", {"epochs": 2}, tmp_path / "a", shared_data, resume=True)
     _run("mnist", {**MNIST, "epochs": 1}, tmp_path / "b", shared_data)
-    r = _run("mnist", {**MNIST, "epochs": 2}, tmp_path / "b", shared_data, ranks=2, resume=True)
+    r = _run("mnist", {"epochs": 2}, tmp_path / "b", shared_data, ranks=2, resume=True)
     assert "resumed from" in r.stdout
     _assert_same_run(mnist_single, tmp_path / "a")
     _assert_same_run(mnist_single, tmp_path / "b")
@@ -285,7 +286,7 @@ def test_a_dead_or_hanging_rank_ends_the_job_cleanly(shared_data, tmp_path, faul
     assert "is intact in" in text and "--resume" in text, text
     arrays, meta = load_checkpoint(out / "checkpoint.npz")      # the last checkpoint is whole
     assert 1 <= meta["epoch"] < 400
-    _run("mnist", {**MNIST, "epochs": meta["epoch"] + 1}, out, shared_data, resume=True)
+    _run("mnist", {"epochs": meta["epoch"] + 1}, out, shared_data, resume=True)
     assert load_checkpoint(out / "checkpoint.npz")[1]["epoch"] == meta["epoch"] + 1
 
 
