@@ -183,6 +183,7 @@ def _clean(text: str, limit: int = 160) -> str:
                          (str(REPO), "."), (str(Path.home()), "~")):
         if folder and len(folder) > 1:
             text = text.replace(folder, name)
+    text = re.sub(r"(?<![\w.~$])/(?:[^\s/:'\"|,;()]+/)+", ".../", text)     # any other absolute path
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
