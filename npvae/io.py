@@ -119,7 +119,7 @@ def resolve_model_path(path) -> Path:
 
 parse_spec = modelcheck.parse_spec
 CONFIG_MAX_BYTES = 64 << 20     # /config holds settings and a normaliser: kilobytes
-SPEC_MAX_BYTES = 16 << 20       # /model/spec, /model/dtype: a few kilobytes of text
+SPEC_MAX_BYTES = 1 << 20        # /model/spec, /model/dtype: a few kilobytes of text
 
 
 def load_parameters(path, model: Layer, params: dict) -> Layer:

@@ -28,6 +28,7 @@ from .errors import FileFormatError
 MAX_PARAMETERS = 50_000_000     # 200 MB of float32 weights; the shipped models hold 0.25-1.5 M
 MAX_SPEC_DEPTH = 32             # JSON nesting of a spec; the shipped models' specs nest 2 levels
 MAX_ABS_PARAMETER = 1e6         # trained npvae weights stay below 10
+MAX_LAYERS = 1000               # layers in a list field or a Sequential (``hidden``, ``blocks``, ``layers``)
 
 _DAMAGED = "the file was edited or damaged: use the model.h5 / results.h5 that training wrote, or train again"
 
@@ -82,10 +83,21 @@ def _get(spec: dict, key: str, default=None, required: bool = False):
     return spec[key]
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text):,} characters)"
+
+
+def _at_most(spec: dict, key: str, n: int) -> None:
+    if n > MAX_LAYERS:
+        raise _SpecProblem(f"{spec.get('type')}.{key} asks for {n:,} layers, more than the {MAX_LAYERS} "
+                           "npvae builds (npvae.modelcheck.MAX_LAYERS)")
+
+
 def _size(spec: dict, key: str, default=None, minimum: int = 1, required: bool = False) -> int:
     value = _get(spec, key, default, required)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise _SpecProblem(f"{spec.get('type')}.{key} must be a whole number >= {minimum}, got {value!r}")
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be a whole number >= {minimum}, got {_short(value)}")
     return int(value)
 
 
@@ -93,7 +105,8 @@ def _sizes(spec: dict, key: str, default, count: int | None = None, minimum: int
     value = _get(spec, key, default)
     if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count):
         want = f"a list of {count}" if count is not None else "a list of"
-        raise _SpecProblem(f"{spec.get('type')}.{key} must be {want} whole numbers >= {minimum}, got {value!r}")
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be {want} whole numbers >= {minimum}, got {_short(value)}")
+    _at_most(spec, key, len(value))
     return tuple(_size({"type": spec.get("type"), key: v}, key, minimum=minimum) for v in value)
 
 
@@ -109,14 +122,14 @@ def _finite(spec: dict, key: str, default) -> float:
     value = _get(spec, key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not np.isfinite(value):
-        raise _SpecProblem(f"{spec.get('type')}.{key} must be a finite number, got {value!r}")
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be a finite number, got {_short(value)}")
     return float(value)
 
 
 def _choice(spec: dict, key: str, default, allowed) -> str:
     value = _get(spec, key, default)
     if value not in allowed:
-        raise _SpecProblem(f"{spec.get('type')}.{key} must be one of {list(allowed)}, got {value!r}")
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be one of {list(allowed)}, got {_short(value)}")
     return value
 
 
@@ -160,6 +173,7 @@ def _rule_sequential(s):
     layers = _get(s, "layers", required=True)
     if not isinstance(layers, list):
         raise _SpecProblem(f"Sequential.layers must be a list of layer specs, got {type(layers).__name__}")
+    _at_most(s, "layers", len(layers))
     out = {}
     for i, child in enumerate(layers):
         shapes = param_shapes(child)
@@ -210,6 +224,7 @@ def _rule_unet_vae(s):
     latent, n_out = _separation_common(s, "split")
     c1, c2, c3 = _sizes(s, "channels", [16, 32, 64], 3)
     blocks = _size(s, "blocks", 1)
+    _at_most(s, "blocks", 4 * blocks)
     out = {**_prefixed("enc1", _conv(1, c1, 3)), **_prefixed("enc2", _conv(c1, c2, 4)),
            **_prefixed("enc3", _conv(c2, c3, 4)), **_prefixed("head", _head(c3 * 49, latent)),
            **_prefixed("expand", _dense(latent, c3 * 49)), **_prefixed("up2", _conv_t(2 * c3, c2, 4)),
@@ -313,12 +328,16 @@ def check_declared(path, expected: dict | None, declared: dict) -> None:
     missing, unexpected = sorted(set(expected) - set(declared)), sorted(set(declared) - set(expected))
     if missing or unexpected:
         raise FileFormatError(f"{path}: its parameters do not fit the architecture it describes (tensors missing "
-                              f"{missing}, unexpected {unexpected}); {_DAMAGED}")
+                              f"{_names(missing)}, unexpected {_names(unexpected)}); {_DAMAGED}")
     for name, want in expected.items():
         got = tuple(declared[name][0])
         if got != tuple(want):
             raise FileFormatError(f"{path}: its parameters do not fit the architecture it describes (tensor "
                                   f"{name} has shape {got}, the spec makes it {tuple(want)}); {_DAMAGED}")
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    return str(names) if len(names) <= shown else f"{names[:shown]} and {len(names) - shown:,} more"
 
 
 def check_values(path, state: dict) -> None:

@@ -191,10 +191,11 @@ def test_edited_spec(tmp_path, dense_model, description, edit, match):
 @pytest.mark.fault("model file", "load_model of a spec nested 50,000 levels deep", "clear error")
 def test_deep_spec(tmp_path, dense_model):
     depth = 50_000
-    text = '{"type": "Sequential", "layers": [' * depth + "]}" * depth
-    p = edited_model(dense_model, lambda t: t["model"].__setitem__("spec", text), tmp_path)
-    with cheap(), lib_error(r"model\.h5.*(nests|nested)"):
-        npvae.load_model(p)
+    for text, match in [('{"type": "DenseSeparationVAE", "hidden": ' + "[" * depth + "]" * depth + "}", "nests"),
+                        ('{"type": "Sequential", "layers": [' * depth + "]}" * depth, "nests|declares")]:
+        p = edited_model(dense_model, lambda t: t["model"].__setitem__("spec", text), tmp_path)
+        with cheap(), lib_error(r"model\.h5.*" + match):
+            npvae.load_model(p)
 
 
 # --- separation ---------------------------------------------------------------------------------

@@ -1,0 +1,391 @@
+"""200 randomly damaged model files: each loads and separates into finite output, or is
+refused with an error that names the file; none takes more than 1 GB or 10 s.
+
+The damaged files come from three small real model files built here (a Part I dense VAE,
+a Part I U-Net VAE and a Part II separator), seeded. Damages: flipped bits in a tensor's
+stored bytes, flipped exponent bits, NaN/inf values, a zero or NaN normaliser, truncated
+files and tensors, edited specs (other sizes, huge sizes, deep nesting, wrong types,
+damaged JSON), wrong dtypes, huge declared shapes, damaged STFT settings.
+
+Each file is loaded in a subprocess (four of them, 50 files each, every file timed). A
+child first loads and runs the three intact models (so that kernels are compiled and
+thread pools started), then limits its address space (RLIMIT_AS) to what it holds then
+plus 1 GiB: a file that needs more fails its load with MemoryError, which counts as a
+failure here. A file gets 10 s (an interval timer); a child that dies or hangs fails the
+test naming the file it was on.
+"""
+import copy
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from npvae import h5mat
+from npvae.audio.stft import STFTConfig
+from npvae.io import save_model, save_separator
+from npvae.models.mnist import build_model
+from npvae.models.music import SpectrogramUNetVAE
+from npvae.separator import Normalizer, Separator
+
+N_FILES = 200
+PER_CHILD = 50
+SECONDS = 10
+EXTRA_BYTES = 1 << 30
+
+pytestmark = pytest.mark.slow
+
+CHILD = r"""
+import json, resource, signal, sys, time
+import numpy as np
+import npvae
+from npvae.errors import NpvaeError
+
+cases, results, bases = json.loads(open(sys.argv[1]).read()), open(sys.argv[2], "w"), json.loads(sys.argv[3])
+AUDIO = (0.1 * np.random.default_rng(0).standard_normal(4000)).astype(np.float32)
+MIX = np.random.default_rng(1).uniform(size=(4, 28, 28)).astype(np.float32)
+
+class Timeout(Exception):
+    pass
+
+def on_alarm(*_):
+    raise Timeout()
+
+def use(path):
+    obj = npvae.load_model(path)
+    outs = [obj.separate(AUDIO, 8000)] if hasattr(obj, "stft_cfg") else list(obj.separate(MIX))
+    return all(np.isfinite(o).all() for o in outs)
+
+for path in bases:                       # kernels compiled, threads started: then the limit
+    assert use(path), path
+vm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[4]), resource.getrlimit(resource.RLIMIT_AS)[1]))
+signal.signal(signal.SIGALRM, on_alarm)
+for case in cases:
+    path = case["path"]
+    results.write(json.dumps({"start": path}) + "\n")
+    results.flush()
+    t = time.perf_counter()
+    signal.setitimer(signal.ITIMER_REAL, float(sys.argv[5]))
+    try:
+        outcome = "finite output" if use(path) else "NON-FINITE OUTPUT"
+    except Timeout:
+        outcome = "TIMEOUT"
+    except MemoryError:
+        outcome = "MORE THAN THE MEMORY LIMIT"
+    except (NpvaeError, ValueError, OSError) as e:
+        outcome = "refused" if path in str(e) else f"UNNAMED FILE: {type(e).__name__}: {e}"
+    except Exception as e:
+        outcome = f"UNCLEAR {type(e).__name__}: {e}"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    results.write(json.dumps({"path": path, "outcome": outcome[:400], "seconds": time.perf_counter() - t}) + "\n")
+    results.flush()
+"""
+
+
+# -- the intact files ------------------------------------------------------------------------
+def base_files(folder):
+    rng = np.random.default_rng(0)
+    dense = build_model("dense", rng=rng, hidden=(16, 8), latent_dim=4)
+    unet = build_model("unet", rng=rng, channels=(4, 4, 8), latent_dim=4)
+    model = SpectrogramUNetVAE(channels=(4, 4, 8), latent_channels=4, rng=rng)
+    norm = Normalizer(mean=rng.uniform(-1, 1, 128), std=rng.uniform(0.5, 2, 128), mag_scale=0.7)
+    sep = Separator(model, STFTConfig(sample_rate=8000, n_fft=256, hop=64), norm)
+    return {"dense": save_model(folder / "dense.h5", dense, {"model": "dense"}),
+            "unet": save_model(folder / "unet.h5", unet, {"model": "unet"}),
+            "separator": save_separator(folder / "separator.h5", sep, {"epochs": 0})}
+
+
+# -- damages: each (rng, src, dst, kind) writes dst and returns what it did ---------------------
+def _tensors(path):
+    with h5py.File(path, "r") as f:
+        return sorted(f["model/params"])
+
+
+def _pick(rng, items):
+    return items[int(rng.integers(len(items)))]
+
+
+def flip_stored_bits(rng, src, dst, kind):
+    shutil.copyfile(src, dst)
+    name = _pick(rng, _tensors(src))
+    with h5py.File(src, "r") as f:
+        ds = f["model/params/" + name]
+        offset, size = ds.id.get_offset(), ds.id.get_storage_size()
+    raw = bytearray(dst.read_bytes())
+    n = int(rng.integers(1, 17))
+    for _ in range(n):
+        bit = int(rng.integers(size * 8))
+        raw[offset + bit // 8] ^= 1 << (bit % 8)
+    dst.write_bytes(bytes(raw))
+    return f"{n} bits flipped in {name}"
+
+
+def _edit_tensor(src, dst, name, edit):
+    shutil.copyfile(src, dst)
+    with h5py.File(dst, "r+") as f:
+        ds = f["model/params/" + name]
+        a = ds[()]
+        edit(a)
+        ds[...] = a
+
+
+def flip_exponents(rng, src, dst, kind):
+    name, bit = _pick(rng, _tensors(src)), int(rng.integers(23, 31))
+    share = float(rng.uniform(0, 1))
+
+    def edit(a):
+        u = a.view(np.uint32)
+        chosen = rng.uniform(size=u.shape) < share
+        chosen.flat[0] = True
+        u[chosen] ^= np.uint32(1 << bit)
+    _edit_tensor(src, dst, name, edit)
+    return f"exponent bit {bit} flipped in {share:.0%} of {name}"
+
+
+def non_finite(rng, src, dst, kind):
+    name, value = _pick(rng, _tensors(src)), _pick(rng, [np.nan, np.inf, -np.inf])
+
+    def edit(a):
+        a.flat[rng.integers(a.size, size=int(rng.integers(1, 4)))] = value
+    _edit_tensor(src, dst, name, edit)
+    return f"{value} in {name}"
+
+
+def truncate_file(rng, src, dst, kind):
+    raw = src.read_bytes()
+    keep = int(len(raw) * rng.uniform(0.02, 0.995))
+    dst.write_bytes(raw[:keep])
+    return f"file cut to {keep} of {len(raw)} bytes"
+
+
+def rebuilt(src, dst, name=None, make=None, extra=None):
+    """A copy of ``src`` object by object, tensor ``name`` replaced by ``make(group, key, old)``
+    and ``extra(file)`` run at the end (deleting a link from a creation-ordered group would
+    hide the replacement)."""
+    target = f"/model/params/{name}"
+
+    def copy(s, d):
+        for k, v in s.attrs.items():
+            d.attrs[k] = v
+        for key, obj in s.items():
+            if isinstance(obj, h5py.Group):
+                copy(obj, d.create_group(key, track_order=True))
+            elif obj.name == target:
+                new = make(d, key, obj)
+                for k, v in obj.attrs.items():
+                    new.attrs[k] = v
+            else:
+                s.copy(obj, d, key)
+    with h5py.File(src, "r") as s, h5py.File(dst, "w", track_order=True) as d:
+        copy(s, d)
+        if extra is not None:
+            extra(d)
+
+
+def truncate_tensor(rng, src, dst, kind):
+    name = _pick(rng, _tensors(src))
+
+    def make(group, key, old):
+        a = old[()]
+        return group.create_dataset(key, data=a[: max(1, a.shape[0] // 2)] if a.shape[0] > 1 else a.ravel()[:1])
+    rebuilt(src, dst, name, make)
+    return f"{name} cut in half"
+
+
+def wrong_dtype(rng, src, dst, kind):
+    name, dtype = _pick(rng, _tensors(src)), _pick(rng, ["int32", "uint8", "float16", "float64", "complex64", "bool"])
+    rebuilt(src, dst, name, lambda g, k, old: g.create_dataset(k, data=old[()].astype(dtype)))
+    return f"{name} stored as {dtype}"
+
+
+def huge_declared(rng, src, dst, kind):
+    name = _pick(rng, _tensors(src))
+    shape = _pick(rng, [(40000, 20000), (10**6, 10**6), (1000, 1000, 1000)])
+    chunks = (1000,) * (len(shape) - 1) + (100,)
+    rebuilt(src, dst, name, lambda g, k, old: g.create_dataset(k, shape=shape, dtype=np.float32, chunks=chunks,
+                                                               compression="gzip"))
+    return f"{name} declares {shape}"
+
+
+def huge_config(rng, src, dst, kind):
+    def extra(f):
+        f["config"].create_dataset("junk", shape=(40000, 20000), dtype=np.float64, chunks=(1000, 1000),
+                                   compression="gzip")
+    rebuilt(src, dst, extra=extra)
+    return "a (40000, 20000) float64 dataset in /config"
+
+
+_TREES = {}
+
+
+def _tree_edit(src, dst, edit):
+    if src not in _TREES:
+        _TREES[src] = h5mat.read_tree(src)
+    tree = copy.deepcopy(_TREES[src])
+    edit(tree)
+    h5mat.write_tree(dst, tree, kind="model")
+
+
+SIZE_KEYS = {"dense": ["hidden", "latent_dim"], "unet": ["channels", "latent_dim", "blocks"],
+             "separator": ["channels", "latent_channels", "n_sources", "kernel_size"]}
+
+
+def _resized(rng, value, huge):
+    pick = (lambda: int(_pick(rng, [40000, 10**6, 10**12]))) if huge else (lambda: int(rng.integers(1, 20)))
+    if isinstance(value, list):
+        return [pick() for _ in range(len(value) + int(rng.integers(-1, 2)))] or [pick()]
+    return pick()
+
+
+def spec_sizes(rng, src, dst, kind, huge=False):
+    key = _pick(rng, SIZE_KEYS[kind])
+
+    def edit(tree):
+        spec = json.loads(tree["model"]["spec"])
+        spec[key] = _resized(rng, spec.get(key, 1), huge)
+        tree["model"]["spec"] = json.dumps(spec)
+        edit.did = f"spec {key} = {spec[key]}"
+    _tree_edit(src, dst, edit)
+    return edit.did
+
+
+def spec_huge(rng, src, dst, kind):
+    return spec_sizes(rng, src, dst, kind, huge=True)
+
+
+def spec_deep(rng, src, dst, kind):
+    depth = int(_pick(rng, [40, 1000, 50_000]))
+
+    def edit(tree):
+        spec = tree["model"]["spec"]
+        if rng.uniform() < 0.5:
+            text = '{"type": "Sequential", "layers": [' * depth + spec + "]}" * depth
+        else:
+            key = _pick(rng, SIZE_KEYS[kind])
+            text = spec[:-1] + f', "{key}": ' + "[" * depth + "1" + "]" * depth + "}"
+        tree["model"]["spec"] = text
+    _tree_edit(src, dst, edit)
+    return f"spec nested {depth} deep"
+
+
+def spec_types(rng, src, dst, kind):
+    def edit(tree):
+        spec = json.loads(tree["model"]["spec"])
+        key = _pick(rng, [*SIZE_KEYS[kind], "type", "output", "rule", "alpha"])
+        spec[key] = _pick(rng, ["abc", 1.5, None, True, {"a": 1}, [], -3, 0, float("nan"), 1e300, [1.5, "x"]])
+        tree["model"]["spec"] = json.dumps(spec)
+        edit.did = f"spec {key} = {spec[key]!r}"
+    _tree_edit(src, dst, edit)
+    return edit.did
+
+
+def spec_text(rng, src, dst, kind):
+    def edit(tree):
+        spec = tree["model"]["spec"]
+        choice = int(rng.integers(5))
+        tree["model"]["spec"] = [spec[: int(rng.integers(len(spec)))], '{"type": "Nope"}', "[1, 2]", "",
+                                 spec.replace("{", '{"extra": 1, ', 1)][choice]
+        edit.did = f"spec text damage {choice}"
+    _tree_edit(src, dst, edit)
+    return edit.did
+
+
+def tensor_set(rng, src, dst, kind):
+    def edit(tree):
+        params = tree["model"]["params"]
+        if rng.uniform() < 0.5:
+            name = _pick(rng, sorted(params))
+            params.pop(name)
+            edit.did = f"{name} removed"
+        else:
+            params["extra.W"] = np.zeros((3, 3), np.float32)
+            edit.did = "a tensor added"
+    _tree_edit(src, dst, edit)
+    return edit.did
+
+
+def model_dtype(rng, src, dst, kind):
+    value = _pick(rng, ["int8", "float16", "abc", 5, "complex64"])
+    _tree_edit(src, dst, lambda t: t["model"].__setitem__("dtype", value))
+    return f"model dtype {value!r}"
+
+
+def normaliser(rng, src, dst, kind):
+    if kind != "separator":
+        return non_finite(rng, src, dst, kind)
+    key, value = _pick(rng, [("std", 0.0), ("std", -1.0), ("std", np.nan), ("mean", np.inf), ("mag_scale", 0.0),
+                             ("mag_scale", np.nan), ("power", -1.0), ("compression", "cubic")])
+
+    def edit(tree):
+        norm = tree["config"]["normalizer"]
+        if isinstance(norm[key], np.ndarray):
+            norm[key][rng.integers(norm[key].size, size=int(rng.integers(1, 129)))] = value
+        else:
+            norm[key] = value
+    _tree_edit(src, dst, edit)
+    return f"normaliser {key} = {value}"
+
+
+def stft_settings(rng, src, dst, kind):
+    if kind != "separator":
+        return wrong_dtype(rng, src, dst, kind)
+    key, value = _pick(rng, [("sample_rate", 0), ("sample_rate", 10**12), ("sample_rate", "abc"), ("n_fft", 3),
+                             ("n_fft", 2**40), ("hop", 0), ("hop", 10**6), ("window", "nope"), ("n_fft", 512)])
+    _tree_edit(src, dst, lambda t: t["config"].__setitem__(key, value))
+    return f"STFT {key} = {value!r}"
+
+
+DAMAGES = [flip_stored_bits, flip_exponents, non_finite, truncate_file, truncate_tensor, wrong_dtype, huge_declared,
+           huge_config, spec_sizes, spec_huge, spec_deep, spec_types, spec_text, tensor_set, model_dtype, normaliser,
+           stft_settings]
+
+
+def make_case(i, rng, folder, bases) -> dict:
+    """Damaged file number ``i``: the models take turns, each going through every damage."""
+    kind = ("dense", "unet", "separator")[i % 3]
+    damage = DAMAGES[(i // 3) % len(DAMAGES)]
+    path = folder / f"damaged_{i:03d}_{kind}.h5"
+    did = damage(rng, bases[kind], path, kind)
+    return {"path": str(path), "kind": kind, "damage": f"{damage.__name__}: {did}"}
+
+
+# -- the test ------------------------------------------------------------------------------------
+def test_damaged_model_files_load_correctly_or_are_refused_naming_the_file(tmp_path):
+    bases = base_files(tmp_path)
+    rng, cases, children = np.random.default_rng(2024), [], []
+    for k in range(0, N_FILES, PER_CHILD):      # a child starts while the next batch is made
+        batch = [make_case(i, rng, tmp_path, bases) for i in range(k, min(N_FILES, k + PER_CHILD))]
+        cases += batch
+        (tmp_path / f"cases{k}.json").write_text(json.dumps(batch))
+        argv = [sys.executable, "-c", CHILD, str(tmp_path / f"cases{k}.json"), str(tmp_path / f"results{k}.jsonl"),
+                json.dumps([str(p) for p in bases.values()]), str(EXTRA_BYTES), str(SECONDS)]
+        children.append((k, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    problems, outcomes, started = [], {}, time.monotonic()
+    for k, child in children:
+        try:
+            _, err = child.communicate(timeout=max(1.0, PER_CHILD * SECONDS - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            _, err = child.communicate()
+        lines = [json.loads(line) for line in (tmp_path / f"results{k}.jsonl").read_text().splitlines()
+                 if line.endswith("}")] if (tmp_path / f"results{k}.jsonl").exists() else []
+        done = {r["path"]: r for r in lines if "outcome" in r}
+        outcomes.update(done)
+        if child.returncode != 0:
+            last = [r["start"] for r in lines if "start" in r and r["start"] not in done]
+            problems.append(f"child {k} ended with status {child.returncode} on {last or 'start-up'}: {err[-800:]}")
+    damage = {c["path"]: c["damage"] for c in cases}
+    for path, r in outcomes.items():
+        if r["outcome"] not in ("refused", "finite output") or r["seconds"] > SECONDS:
+            problems.append(f"{damage[path]} ({path.rsplit('/', 1)[-1]}): {r['outcome']} after {r['seconds']:.1f} s")
+    counts = {o: sum(r["outcome"] == o for r in outcomes.values()) for o in ("refused", "finite output")}
+    assert len({c["damage"].split(":")[0] for c in cases}) == len(DAMAGES)
+    assert not problems, f"{len(problems)} of {N_FILES} damaged files went wrong:\n" + "\n".join(problems[:20])
+    assert len(outcomes) == N_FILES, (len(outcomes), counts)
+    assert counts["refused"] > N_FILES // 2, counts
