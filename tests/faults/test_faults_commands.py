@@ -202,6 +202,18 @@ def test_truncated_wav_is_named(cli, music_model, song, new_dir):
     assert sf.info(str(out / "cut_vocals.wav")).frames == frames
 
 
+@pytest.mark.fault("separate", "a FLAC file cut short (found while reading)", "clear error")
+def test_truncated_flac(cli, music_model, song, new_dir):
+    path = song("whole.flac", seconds=3.0)
+    data = path.read_bytes()
+    cut = path.with_name("cut.flac")
+    cut.write_bytes(data[:len(data) // 2])
+    out = new_dir()
+    r = cli(*separate_args(music_model, out), cut)
+    expect_error(r, r"cut\.flac.*not written")
+    assert files_under(out) == []
+
+
 @pytest.mark.fault("separate", "a WAV file at 100 Hz", "correct result")
 def test_very_low_sample_rate_is_named(cli, music_model, song, new_dir):
     path = song("low.wav", sr=100, seconds=3.0)
