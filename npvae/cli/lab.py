@@ -205,10 +205,10 @@ def run_study(args) -> int:
         return 0
     if study["rows"]:
         print((out / "table.md").read_text())
-        print(f"wrote {shown(out / 'table.md')}, {shown(out / 'study.h5')}, {shown(out / 'validation_curves.png')}")
+        print(f"wrote {out / 'table.md'}, {out / 'study.h5'}, {out / 'validation_curves.png'}")
     if study["failed"]:
         raise NpvaeError(f"configurations failed: {', '.join(study['failed'])} (see their log.txt in "
-                         f"{shown(out)}); run the same command with --resume to retry them"
+                         f"{out}); run the same command with --resume to retry them"
                          + ("" if study["rows"] else "; no table was written"))
     return 0
 
@@ -298,7 +298,7 @@ def run_bench(args) -> int:
         print(layer_bench.format_layers(rows, report["gemm_gflops_reference"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=1))
-        print(f"wrote {shown(args.json)}")
+        print(f"wrote {args.json}")
     return 0
 
 

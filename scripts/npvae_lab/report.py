@@ -286,7 +286,7 @@ def check_report_dir(out, overwrite: bool = False) -> Path:
     check_writable_dir(out)
     existing = [name for name in REPORT_FILES if (out / name).exists()]
     if existing and not overwrite:
-        raise OutputError(f"{shown(out)} already holds a report ({', '.join(existing)}); pass --overwrite to "
+        raise OutputError(f"{out} already holds a report ({', '.join(existing)}); pass --overwrite to "
                           "replace it (its figures folder too), or choose another --out")
     return out
 
@@ -315,7 +315,7 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
             blind_runs.append(read_blind_run(d))
         else:
             skipped.append(d)
-            log(f"skipping {shown(d)}: no study.h5 or results.h5 in it")
+            log(f"skipping {d}: no study.h5 or results.h5 in it")
     if not (studies or mnist_runs or music_runs or blind_runs):
         raise ValueError("none of the directories holds results (study.h5 or results.h5)")
     out.mkdir(parents=True, exist_ok=True)
@@ -332,7 +332,7 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     finally:
         shutil.rmtree(build, ignore_errors=True)
     md, pdf, figs = out / "report.md", out / "report.pdf", out / "figures"
-    log(f"wrote {shown(md)}, {shown(pdf)} and {n_figs} figures in {shown(figs)}")
+    log(f"wrote {md}, {pdf} and {n_figs} figures in {figs}")
     return {"markdown": md, "pdf": pdf, "figures": figs}
 
 

@@ -70,11 +70,12 @@ class Configuration:
 
 
 # Budgets: training settings shared by every configuration of a task, NMF options, and
-# per-model overrides. "tiny" is for tests and smoke runs, "default" for the report.
+# per-model settings (Part I: "dense", "unet"). "tiny" is for tests and smoke runs, "default" for the report.
 BUDGETS = {
     "mnist": {
-        "tiny": {"common": {"train_limit": 1000, "eval_limit": 200, "epochs": 2, "hidden": (64, 32),
+        "tiny": {"common": {"train_limit": 1000, "eval_limit": 200, "epochs": 2,
                             "latent_dim": 8, "batch_size": 64, "kl_warmup": 0.0, "n_examples": 8},
+                 "dense": {"hidden": (64, 32)},
                  "unet": {"channels": (4, 8, 8)},
                  "nmf": {"k": 10, "n_iter": 30, "fit_iter": 30, "max_images": 300},
                  "expected": "about 1 minute on 2 cores"},
@@ -203,7 +204,7 @@ def run_configuration(task: str, budget_name: str, name: str, study_dir, data_di
 
 def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> dict:
     pipe = mnist_pipe
-    settings = {**b["common"], **(b.get("unet", {}) if conf.settings.get("model") == "unet" else {})}
+    settings = {**b["common"], **b.get(conf.settings.get("model", "dense"), {})}
     if conf.kind == "nmf":
         cfg = pipe.MnistConfig(data_dir=data_dir, out=str(run_dir), progress=False,
                                **{k: v for k, v in settings.items() if k in ("train_limit", "eval_limit")})
