@@ -3,7 +3,7 @@
 * each one loads by name and records how it was made; ``docs/models.md`` holds the
   table ``npvae.pretrained.models_table()`` makes from those records;
 * re-scored here on a small slice of its test set, it is no worse than the slice score
-  ``scripts/ship_model.py`` measured when it was shipped (minus ``TOLERANCE_DB``:
+  ``npvae ship`` measured when it was shipped (minus ``TOLERANCE_DB``:
   float rounding differs between BLAS builds and kernel backends);
 * ``npvae separate`` with no ``--model`` uses the shipped music model;
 * the MATLAB scripts load the shipped files, and ``npvae_forward`` runs the Part I ones.

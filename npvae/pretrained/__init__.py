@@ -2,7 +2,7 @@
 
 Each file is an ordinary model file (kind ``model``, see ``docs/hdf5_schema.md``) with
 one more group, ``/provenance``: the command, commit and seed that trained it, the
-scores ``scripts/ship_model.py`` measured on its whole test set (``scores``) and on
+scores ``npvae ship`` measured on its whole test set (``scores``) and on
 the small slice the tests re-score (``slice_scores``, with ``slice``: how the slice is
 drawn). ::
 

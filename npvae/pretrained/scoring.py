@@ -5,7 +5,7 @@
   ``scripts/train_mnist.py`` scores them); the slice is the first
   :data:`MNIST_SLICE` of those pairs.
 * Part II models (``music``): BSS Eval v3 GNSDR / GSIR / GSAR per source on the MIR-1K
-  validation singers (length-weighted, as ``scripts/evaluate_music.py``); the
+  validation singers (length-weighted, as ``npvae evaluate``); the
   slice is the first :data:`MUSIC_SLICE_CLIPS` validation clips, cut to
   :data:`MUSIC_SLICE_SECONDS` seconds each.
 
