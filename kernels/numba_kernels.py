@@ -11,7 +11,7 @@ Why they look the way they do (each measured on a 2-core AVX2 machine):
   under ``PARALLEL_MIN_SIZE`` elements, and ``parallel=True``. Waking the workqueue
   threads costs more than a serial pass over a small array, and a dense VAE step
   makes some 50 such calls: running them serially took that step of
-  ``scripts/bench.py`` from 15.7 to 12.2 ms.
+  ``npvae bench`` from 15.7 to 12.2 ms.
 * ``error_model="numpy"`` on the serial ones: with Python's error model every float
   division checks for zero, which stops LLVM vectorising the loop. The parallel
   ones use NumPy's model anyway.
@@ -225,7 +225,7 @@ def _col2im_phases(cols, x, kh, kw, sh, sw, ph, pw, oh, ow):
 # im2col gathers through the table for small planes (up to this many taps x output
 # pixels): there it beat NumPy's strided copy of a sliding-window view, which wins on
 # large planes and is used for them (it releases the GIL too). col2im scatters through
-# the table at every size. Together they took the conv VAE step of scripts/bench.py
+# the table at every size. Together they took the conv VAE step of npvae bench
 # from 19.5 to 17.7 ms and the spectrogram net's from 275 to 261 ms.
 GATHER_MAX_TAPS = 1 << 14
 
@@ -572,7 +572,7 @@ def bce_logits(logits, target, scale=1.0):
 
     The exponential and log1p come from NumPy, whose SIMD versions beat the one fused
     Numba loop: its scalar libm calls cannot be vectorised (LLVM here has no vector
-    math library). This took the dense VAE step of ``scripts/bench.py`` from 12.1 to
+    math library). This took the dense VAE step of ``npvae bench`` from 12.1 to
     9.5 ms.
     """
     l, t = _flat(logits), _flat(target, logits.dtype)

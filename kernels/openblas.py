@@ -8,7 +8,7 @@ setting it from Python works only before NumPy's import. :func:`tune` applies it
 afterwards, through functions the library exports, whatever the import order was:
 the timeout becomes 2^4 cycles (OpenBLAS's minimum) and the workers are restarted
 with it (as OpenBLAS does itself after a fork). Conv VAE step of
-``scripts/bench.py``, run with ``OPENBLAS_THREAD_TIMEOUT=28`` and ``=4``: 28.8 and
+``npvae bench``, run with ``OPENBLAS_THREAD_TIMEOUT=28`` and ``=4``: 28.8 and
 20.9 ms.
 
 A user's own ``OPENBLAS_THREAD_TIMEOUT`` is left as it is, and so is the core type

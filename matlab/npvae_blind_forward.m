@@ -2,7 +2,7 @@ function [groups, remix, masked] = npvae_blind_forward(model_file, mixtures, rul
 %NPVAE_BLIND_FORWARD  Separate mixtures with a blind npvae model (trained on mixtures alone).
 %
 %   GROUPS = npvae_blind_forward(MODEL_FILE, MIXTURES) runs the BlindSeparationVAE
-%   stored in MODEL_FILE (the model.h5 or results.h5 of scripts/train_blind.py, or the
+%   stored in MODEL_FILE (the model.h5 or results.h5 of npvae train blind-mnist, or the
 %   struct npvae_load returns for one) on MIXTURES, an N x H x W array in NumPy's order
 %   (N x 28 x 28 images in [0, 1], as in S.examples.mixture; a single H x W image is
 %   taken as N = 1). The encoder maps each mixture to K latent groups; each group's

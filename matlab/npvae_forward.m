@@ -11,7 +11,7 @@ function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
 %
 %   Models: DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE
 %   (npvae/models/mnist.py), with the "sources" or "split" output and the "average"
-%   or "sum" mixing rule. Blind models (scripts/train_blind.py): npvae_blind_forward.
+%   or "sum" mixing rule. Blind models (npvae train blind-mnist): npvae_blind_forward.
 %
 %   Example:
 %     S = npvae_load('runs/mnist-dense/results.h5', 'mnist_results');

@@ -7,7 +7,7 @@ import os as _os
 
 # Idle OpenBLAS threads spin for about 0.1 s after each GEMM by default, holding a core
 # that the Numba kernels and the convolution worker threads need next (conv VAE step of
-# scripts/bench.py: 28.8 ms with the default, 28, and 20.9 ms with 4). Let them sleep at
+# npvae bench: 28.8 ms with the default, 28, and 20.9 ms with 4). Let them sleep at
 # once. OpenBLAS reads this
 # when it loads, so it takes effect when npvae is imported before NumPy (as in the
 # scripts); otherwise set OPENBLAS_THREAD_TIMEOUT=4 in the environment.

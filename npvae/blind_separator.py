@@ -15,7 +15,7 @@ model's sample rate:
 The groups carry no names: which group holds the voice is found by listening, or from
 the run's ``metrics.json`` (``fixed_assignment_vocals``: the group the voice went to
 in most validation clips). :meth:`BlindMusicSeparator.config` is the separator's part
-of a model file's /config (what ``scripts/train_blind_music.py`` writes);
+of a model file's /config (what ``npvae train blind-music`` writes);
 :meth:`BlindMusicSeparator.from_config` reads it back (:func:`npvae.load_model`).
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ in turn; a thread does all of a chunk's work (im2col, GEMMs, col2im) on its own
 core while the chunk's columns are still in the CPU's cache. Inside, BLAS is
 held to one thread: otherwise OpenBLAS's own workers (which spin for a while after
 each GEMM) and ours would fight over the cores. With this, the spectrogram net's
-step in ``scripts/bench.py`` went from about 420 ms to about 300 ms on 2 cores.
+step in ``npvae bench`` went from about 420 ms to about 300 ms on 2 cores.
 
 The thread count is ``NPVAE_NUM_THREADS``, else ``NUMBA_NUM_THREADS``, else the
 number of CPUs this process may use.

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Peak memory of scripts/separate.py against the length of the song.
+"""Peak memory of ``npvae separate`` against the length of the song.
 
     python scripts/bench_separate_memory.py --model RUN_DIR --minutes 1 10 60
 
 For each length it writes a synthetic 44.1 kHz stereo 16-bit WAV (block by block,
-into --work, default a temporary folder), separates it with separate.py in a child
+into --work, default a temporary folder), separates it with npvae separate in a child
 process and prints the child's peak resident memory (ru_maxrss from wait4) and wall
 time. The WAVs are deleted afterwards unless --keep.
 """
@@ -41,11 +41,11 @@ def write_song(path: Path, minutes: float, seed: int = 0) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="music model (run directory or model.h5)")
+    p.add_argument("--model", default="music-mir1k", help="music model: run directory, model.h5 or shipped name")
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
     p.add_argument("--work", default=None, help="folder for the test songs and outputs")
     p.add_argument("--keep", action="store_true")
-    p.add_argument("extra", nargs="*", help="more separate.py options after --")
+    p.add_argument("extra", nargs="*", help="more npvae separate options after --")
     a = p.parse_args(argv)
     work = Path(a.work or tempfile.mkdtemp(prefix="npvae-membench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def main(argv=None):
             song = work / f"song_{minutes:g}min.wav"
             write_song(song, minutes)
             out = work / f"sep_{minutes:g}"
-            cmd = [sys.executable, str(REPO / "scripts" / "separate.py"), str(song), "--model", a.model,
+            cmd = [sys.executable, "-m", "npvae", "separate", str(song), "--model", a.model,
                    "--out", str(out), "--overwrite", "--no-progress", *a.extra]
             t = time.perf_counter()
             child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)

@@ -1,7 +1,7 @@
 """2-D convolution and transposed convolution (NCHW), with PyTorch's semantics and
 weight layouts, implemented as im2col + BLAS GEMMs.
 
-Speed notes (measured with ``python scripts/bench.py``): the column matrices are
+Speed notes (measured with ``npvae bench``): the column matrices are
 the largest arrays of a step (up to 100 MB for a batch), so the batch is cut into
 chunks of samples (about ``CHUNK_BYTES`` of columns each, at least one sample) that
 ``npvae.parallel`` spreads over the cores: each thread does a chunk's im2col, GEMMs
