@@ -1,10 +1,13 @@
-"""Files written by npvae 0.1.0 (before the issue-11 refactor) still load and resume.
+"""Files written by npvae 0.1.0 still load and resume.
 
 ``tests/fixtures/v0_1`` holds model and results files of both tasks and the
-checkpoints of two tiny training runs after their first epoch, all written by the
-code of commit 10e5cbf (``make_fixtures.py`` there says how), with the outputs and
-final weights that code produced. Today's code must rebuild the same models,
-give the same outputs, and resume those checkpoints to the same weights.
+checkpoints of two tiny training runs after their first epoch, all written by
+version 0.1.0 (commit 10e5cbf; ``make_fixtures.py`` there says how), with the
+outputs and final weights that code produced. Today's code must rebuild the same
+models, give the same outputs, and resume those checkpoints to the same weights:
+a resumed run takes its settings from the checkpoint (under the names it recorded,
+``warmup`` or ``max_train_tracks`` for instance), so only the more epochs, the data
+and the run folder are named here.
 """
 import shutil
 from pathlib import Path
@@ -47,25 +50,24 @@ def _assert_weights(state, expected, prefix):
         np.testing.assert_allclose(state[k], expected[prefix + k], rtol=0, atol=1e-6, err_msg=k)
 
 
-def test_part1_checkpoint_resumes_to_the_same_weights(tmp_path, shared_data, expected):
-    from npvae.pipelines.mnist import TrainConfig, train
-    run = tmp_path / "mnist"
+def _resume(task, run, shared_data):
+    """Resume the fixture's checkpoint in a fresh run folder for a second epoch."""
     run.mkdir()
-    shutil.copy(FIX / "mnist_checkpoint_epoch1.npz", run / "checkpoint.npz")
-    cfg = TrainConfig(model="dense", hidden=(4, 4), latent_dim=2, epochs=2, batch_size=64, train_limit=256,
-                      eval_limit=50, display_every=1, data_dir=str(shared_data), out=str(run), progress=False,
-                      warmup=1.0, n_examples=2)
-    train(cfg, resume=True, log=lambda *a: None)
-    _assert_weights(npvae.load_model(run).state_dict(), expected, "mnist_epoch2/")
+    shutil.copy(FIX / f"{task}_checkpoint_epoch1.npz", run / "checkpoint.npz")
+    return npvae.train(task, {"out": str(run), "epochs": 2, "data_dir": str(shared_data)}, resume=True,
+                       log=lambda *a: None)
+
+
+def test_part1_checkpoint_resumes_to_the_same_weights(tmp_path, shared_data, expected):
+    result = _resume("mnist", tmp_path / "mnist", shared_data)
+    cfg = result.config          # the recorded settings, "warmup" read as kl_warmup
+    assert (cfg.model, cfg.hidden, cfg.latent_dim, cfg.kl_warmup, cfg.train_limit, cfg.eval_limit) == \
+        ("dense", (4, 4), 2, 1.0, 256, 50)
+    _assert_weights(npvae.load_model(tmp_path / "mnist").state_dict(), expected, "mnist_epoch2/")
 
 
 def test_part2_checkpoint_resumes_to_the_same_weights(tmp_path, shared_data, expected):
-    from npvae.pipelines.music import TrainConfig, train
-    run = tmp_path / "music"
-    run.mkdir()
-    shutil.copy(FIX / "music_checkpoint_epoch1.npz", run / "checkpoint.npz")
-    cfg = TrainConfig(dataset="mir1k", data_dir=str(shared_data), out=str(run), epochs=2, batch_size=2, frames=16,
-                      channels=(2, 2, 4), latent_channels=2, display_every=1, snippet_seconds=0.5,
-                      max_val_tracks=1, max_train_tracks=1, progress=False)
-    train(cfg, resume=True, log=lambda *a: None)
-    _assert_weights(npvae.load_model(run).model.state_dict(), expected, "music_epoch2/")
+    result = _resume("music", tmp_path / "music", shared_data)
+    cfg = result.config          # the recorded settings, "max_train_tracks" read as train_limit
+    assert (cfg.channels, cfg.frames, cfg.batch_size, cfg.train_limit, cfg.eval_limit) == ((2, 2, 4), 16, 2, 1, 1)
+    _assert_weights(npvae.load_model(tmp_path / "music").model.state_dict(), expected, "music_epoch2/")
