@@ -13,8 +13,8 @@ however long a song is.
 The steps, each usable alone: :func:`collect_inputs` (files and folders to a list of
 songs), :func:`plan_outputs` (a :class:`SongJob` per song), :func:`check_jobs` (every
 problem found before any work: unreadable inputs, outputs that exist, collide or would
-replace an input, an unwritable ``out`` or too little space), :func:`separate_song`
-(one song, block by block, written atomically).
+replace an input, an unwritable ``out`` or too little space), :func:`prepare` (the
+three together), :func:`separate_song` (one song, block by block, written atomically).
 
 An input that is not a regular file (a pipe: ``/dev/stdin``, ``<(cat song.wav)``, a
 ``mkfifo`` file) is read once into memory by :func:`read_stream` and separated from
@@ -338,19 +338,11 @@ def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str 
     return clipped
 
 
-def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits: str = "float",
-                   overwrite: bool = False, wiener: bool = False, chunk_frames: int = 256,
-                   block_seconds: float = 10.0, progress: bool = False,
-                   log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> list[SongJob]:
-    """Separate songs and folders of songs into ``out``; returns the jobs done.
-
-    ``model``: a run directory, model file, shipped model name, or a loaded
-    :class:`~npvae.separator.Separator` (default: the shipped music model). Checks
-    everything first (:func:`check_jobs`) and raises OutputError listing every problem
-    before any work; ``log`` gets notes and warnings.
-    """
-    from . import pretrained
-    from .io import load_separator
+def prepare(songs, out, stems=SOURCES, fmt: str = "wav", bits: str = "float", overwrite: bool = False,
+            log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> list[SongJob]:
+    """The checked jobs of separating ``songs`` (files and folders) into ``out``:
+    :func:`collect_inputs`, :func:`plan_outputs`, :func:`check_jobs`. Raises
+    OutputError listing every problem before any work; ``log`` gets the notes."""
     files, notes = collect_inputs(songs, out)
     for note in notes:
         log(f"note: {note}")
@@ -360,6 +352,23 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
     problems = check_jobs(jobs, out, stems, bits, overwrite)
     if problems:
         raise OutputError("nothing was separated, because:\n  " + "\n  ".join(problems))
+    return jobs
+
+
+def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits: str = "float",
+                   overwrite: bool = False, wiener: bool = False, chunk_frames: int = 256,
+                   block_seconds: float = 10.0, progress: bool = False,
+                   log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> list[SongJob]:
+    """Separate songs and folders of songs into ``out``; returns the jobs done.
+
+    ``model``: a run directory, model file, shipped model name, or a loaded
+    :class:`~npvae.separator.Separator` (default: the shipped music model). Checks
+    everything first (:func:`prepare`); ``log`` gets notes and warnings.
+    """
+    from . import pretrained
+    from .io import load_separator
+    stems = [s for s in SOURCES if s in stems]
+    jobs = prepare(songs, out, stems, fmt, bits, overwrite, log)
     sep = model if hasattr(model, "separate") else load_separator(model or pretrained.DEFAULT_MUSIC_MODEL)
     for job in jobs:
         for w in job.warnings:
@@ -369,4 +378,4 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
 
 
 __all__ = ["SongJob", "SUBTYPES", "collect_inputs", "plan_outputs", "check_jobs", "inspect_input", "read_stream",
-           "separate_song", "separate_files", "audio_extensions", "is_stream"]
+           "prepare", "separate_song", "separate_files", "audio_extensions", "is_stream"]

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import pretrained
-from ..errors import FileFormatError, OutputError
+from ..errors import FileFormatError
 from ..io import load_separator
-from ..separate_files import (SUBTYPES, check_jobs, collect_inputs, plan_outputs, separate_song)
+from ..separate_files import SUBTYPES, prepare, separate_song
 from ..separator import SOURCES
 from .common import HelpFormatter
 
@@ -108,16 +108,7 @@ def run(a: argparse.Namespace) -> int:
     if a.formats:
         print("\n".join(f"{k.lower():6s} {v}" for k, v in sorted(sf.available_formats().items())))
         return 0
-    out = Path(a.out)
-    files, notes = collect_inputs(a.songs, out)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    if not files:
-        raise FileFormatError("no audio files to separate")
-    jobs = plan_outputs(files, out, a.stems, a.format)
-    problems = check_jobs(jobs, out, a.stems, a.bits, a.overwrite)
-    if problems:
-        raise OutputError("nothing was separated, because:\n  " + "\n  ".join(problems))
+    jobs = prepare(a.songs, Path(a.out), a.stems, a.format, a.bits, a.overwrite)
     if a.model == pretrained.DEFAULT_MUSIC_MODEL and not pretrained.is_name(a.model) and not Path(a.model).exists():
         raise FileFormatError(f"this installation has no shipped model {a.model!r}; pass --model RUN_DIR "
                               "(a run of `npvae train music`)")
