@@ -11,6 +11,7 @@ import npvae
 import npvae.pipelines.blind_mnist as pipe
 from _octave import needs_octave, octave_ok
 from npvae import cli
+from npvae.fileguard import LOCK_FILE
 from npvae.h5mat import read_tree
 from npvae.models.blind import BlindSeparationVAE
 from npvae.tasks import TASKS
@@ -140,6 +141,7 @@ def test_default_run_folders_are_unique(name, tmp_path, monkeypatch):
     a, b = folders
     assert a != b and a.is_dir() and b.is_dir() and a.parent == b.parent == Path("runs")
     assert a.name.startswith("blind-") and b.name.startswith("blind-")
+    assert not (a / LOCK_FILE).exists() and not (b / LOCK_FILE).exists()      # the stopped runs left them unlocked
 
 
 @needs_octave
