@@ -138,10 +138,10 @@ numbers = st.one_of(st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity
 @FAST
 @given(epochs=numbers, batch_size=numbers, lr=numbers, beta=numbers, latent_dim=numbers, seed=numbers)
 def test_mnist_settings_are_accepted_only_when_valid(epochs, batch_size, lr, beta, latent_dim, seed):
-    from npvae.pipelines.mnist import TrainConfig
+    from npvae.pipelines.mnist import MnistConfig
     kw = dict(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, latent_dim=latent_dim, seed=seed)
     try:
-        TrainConfig(**kw)
+        MnistConfig(**kw)
     except ValueError as e:
         assert str(e).startswith("--")                       # names the flag
         return
@@ -152,9 +152,9 @@ def test_mnist_settings_are_accepted_only_when_valid(epochs, batch_size, lr, bet
 @FAST
 @given(frames=numbers, batch_size=numbers, epochs=numbers, lr=numbers)
 def test_music_settings_are_accepted_only_when_valid(frames, batch_size, epochs, lr):
-    from npvae.pipelines.music import TrainConfig
+    from npvae.pipelines.music import MusicConfig
     try:
-        TrainConfig(frames=frames, batch_size=batch_size, epochs=epochs, lr=lr)
+        MusicConfig(frames=frames, batch_size=batch_size, epochs=epochs, lr=lr)
     except ValueError as e:
         assert str(e).startswith("--")
         return
