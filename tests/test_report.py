@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from npvae.pipelines.mnist import TrainConfig, train
+import npvae
 from npvae_lab.study_table import COLUMNS, read_study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,8 +32,8 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
     _run(["study", "--task", "music", "--budget", "tiny", "--out", str(music), "--only", "l1_raw", "is", "nmf"],
          shared_data)
     run = tmp_path / "mnist-run"
-    train(TrainConfig(data_dir=str(shared_data), out=str(run), epochs=1, train_limit=300, eval_limit=100,
-                      hidden=(32,), latent_dim=4, progress=False), log=lambda s: None)
+    npvae.train("mnist", {"data_dir": str(shared_data), "out": str(run), "epochs": 1, "train_limit": 300,
+                          "eval_limit": 100, "hidden": (32,), "latent_dim": 4, "progress": False}, log=lambda s: None)
     out = tmp_path / "report"
     _run(["report", str(mnist), str(music), str(run), str(tmp_path / "nothing"), "--out", str(out)], shared_data,
          cwd=tmp_path)
