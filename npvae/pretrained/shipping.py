@@ -21,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import FileFormatError, ModelNotFoundError, OutputError
+from ..errors import FileFormatError, ModelNotFoundError
 
 PREFIX_TASKS = {"mnist-": "mnist", "music-": "music"}    # name prefix: the task its file must hold
 TASK_TEXT = {"mnist": "a Part I (MNIST + Fashion-MNIST) model", "music": "a music separator (Part II)"}

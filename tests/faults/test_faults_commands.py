@@ -10,13 +10,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from _faults import digest, expect_error, must_survive, no_temporaries
+from _faults import expect_error, must_survive, no_temporaries
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -356,3 +355,22 @@ def test_ship_bad_dest(cli, mnist_model, run_of, new_dir, monkeypatch, where, ma
     r = cli("ship", run_of(mnist_model), "--name", "mnist-x", "--dest", dest)
     expect_error(r, match)
     assert r.code == 1
+
+
+@pytest.mark.fault("ship", "a blind (unsupervised) model under an mnist- name", "clear error")
+def test_ship_blind_model(cli, new_dir, run_of):
+    from npvae.io import save_model
+    from npvae.models.blind import BlindSeparationVAE
+    net = BlindSeparationVAE(latent_dim=2, hidden=(16,), rng=np.random.default_rng(0))
+    model = save_model(new_dir() / "blind.h5", net, {"mode": "mnist"})
+    r = cli("ship", run_of(model), "mnist-blind", "--dest", new_dir())
+    expect_error(r, r"BlindSeparationVAE.*cannot be shipped")
+
+
+@pytest.mark.fault("ship", "a run folder that a training run is still using", "clear error")
+def test_ship_run_still_training(cli, mnist_model, run_of, new_dir):
+    from npvae.fileguard import RunLock
+    run = run_of(mnist_model)
+    with RunLock(run):
+        r = cli("ship", run, "mnist-x", "--dest", new_dir())
+    expect_error(r, r"run folder .*run is still training \(process \d+")
