@@ -119,8 +119,8 @@ def test_torch_mask_network_equals_the_npvae_network():
                                rtol=0, atol=2e-6)
 
 
-def test_separation_case_runs_the_script(tmp_path):
-    """A 1 s stereo song through scripts/separate.py with each network: both outputs
+def test_separation_case_runs_the_command(tmp_path):
+    """A 1 s stereo song through npvae separate with each network: both outputs
     written, and the row has the JSON keys."""
     from npvae_lab.separation_bench import time_separation
     from npvae_lab.torch_twin import torch_available
@@ -134,11 +134,11 @@ def test_separation_case_runs_the_script(tmp_path):
 
 
 def test_separated_song_sums_to_the_mixture(tmp_path):
-    """The synthetic song is real audio for the script: its estimates add up to it."""
+    """The synthetic song is real audio for the command: its estimates add up to it."""
     import soundfile as sf
-    from npvae_lab.separation_bench import load_separate_script, write_song
+    from npvae_lab.separation_bench import separate, write_song
     song = write_song(tmp_path / "song.wav", seconds=0.5)
-    load_separate_script().main([str(song), "--out", str(tmp_path / "out"), "--no-progress"])
+    separate([song, "--out", tmp_path / "out", "--no-progress"])
     x, sr = sf.read(str(song), dtype="float32")
     v, _ = sf.read(str(tmp_path / "out" / "song_vocals.wav"), dtype="float32")
     a, _ = sf.read(str(tmp_path / "out" / "song_accompaniment.wav"), dtype="float32")

@@ -10,13 +10,13 @@ LABELS = {
     "dense_vae": "dense VAE, synthetic (784-512-256-32, two decoders, batch 128)",
     "conv_vae": "conv VAE, synthetic (batch 64, 28x28)",
     "spectrogram": "spectrogram net, synthetic (batch 16, 1x512x128)",
-    "mnist_dense": "`train_mnist.py` dense VAE (batch 128)",
-    "mnist_unet": "`train_mnist.py --model unet` U-Net VAE 16-32-64 (batch 128)",
-    "mnist_unet_best": "`train_mnist.py --preset best` U-Net VAE 24-48-96, two convolutions a level (batch 128)",
-    "mnist_dense_best": "`train_mnist.py --preset dense-best` (batch 128)",
-    "music": "`train_music.py` U-Net VAE 16-32-64 (batch 8 x 512 x 64)",
-    "music_best": "`train_music.py --preset best` 24-48-96 (the shipped model)",
-    "separation": "separation: 3-min 44.1 kHz stereo song, `separate.py` end to end",
+    "mnist_dense": "`npvae train mnist` dense VAE (batch 128)",
+    "mnist_unet": "`npvae train mnist --model unet` U-Net VAE 16-32-64 (batch 128)",
+    "mnist_unet_best": "`npvae train mnist --preset best` U-Net VAE 24-48-96, two convolutions a level (batch 128)",
+    "mnist_dense_best": "`npvae train mnist --preset dense-best` (batch 128)",
+    "music": "`npvae train music` U-Net VAE 16-32-64 (batch 8 x 512 x 64)",
+    "music_best": "`npvae train music --preset best` 24-48-96 (the shipped model)",
+    "separation": "separation: 3-min 44.1 kHz stereo song, `npvae separate` end to end",
 }
 
 

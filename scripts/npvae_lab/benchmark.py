@@ -7,7 +7,7 @@ Cases (:data:`DEFAULT_CASES`):
 * the models users train, built by the pipelines (:mod:`.pipeline_cases`:
   ``mnist_dense``, ``mnist_unet``, ``mnist_unet_best``, ``mnist_dense_best``, ``music``,
   ``music_best``);
-* ``separation``: a 3-minute 44.1 kHz stereo song through ``scripts/separate.py`` with
+* ``separation``: a 3-minute 44.1 kHz stereo song through ``npvae separate`` with
   the shipped model (:mod:`.separation_bench`).
 
 :func:`run_benchmark` times the npvae steps (each backend) and the PyTorch twin
@@ -318,7 +318,7 @@ def format_table(report: dict) -> str:
                  f"{report['gemm_gflops_after']:.0f} after (% GEMM: of the higher); peak memory {report['peak_rss_mb']:.0f} MiB")
     if torch_ok:
         lines.append(f"ratio = npvae ({primary}) median / torch {report['torch']} median, same weights, batch "
-                     "and noise, interleaved steps; separation: wall time of scripts/separate.py with the "
+                     "and noise, interleaved steps; separation: wall time of npvae separate with the "
                      "network in npvae / in torch")
     else:
         lines.append(f"no PyTorch comparison: {report['torch_missing_reason']}")

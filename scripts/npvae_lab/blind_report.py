@@ -1,11 +1,11 @@
 """The report's blind-separation section: supervised vs blind, and what the groups learn.
 
-``make_report.py`` hands it the runs whose ``results.h5`` is of kind ``blind_results``
-(from ``scripts/train_blind.py`` and ``scripts/train_blind_music.py``) and, when
+``npvae report`` hands it the runs whose ``results.h5`` is of kind ``blind_results``
+(from ``npvae train blind-mnist`` and ``npvae train blind-music``) and, when
 given, the supervised Part I runs; every number is read from those files. Without a
 supervised Part I run (and always for Part II) the supervised side of the comparison
 is the shipped models' record (:func:`shipped_runs`): the scores
-``scripts/ship_model.py`` measured on the whole test set, stored in each
+``npvae ship`` measured on the whole test set, stored in each
 ``npvae/pretrained/<name>.h5`` under ``/provenance/scores``; the report says so.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _provenance_text(shipped: list[dict]) -> str:
         parts.append(f"`{r['source']}` (trained with `{p.get('command', '?')}` at commit {p.get('commit', '?')}, "
                      f"scored on {what})")
     return ("The supervised numbers are not from a run given to this report: they are the scores that "
-            "`scripts/ship_model.py` measured for the shipped models and recorded in each file's "
+            "`npvae ship` measured for the shipped models and recorded in each file's "
             "`/provenance/scores` (`npvae.pretrained.info(name)['scores']`): " + "; ".join(parts) + ".")
 
 

@@ -1,6 +1,6 @@
 """Each convolution of a pipeline case timed alone, forward and backward, in npvae and
 PyTorch, with its GFLOP/s and the fraction of the BLAS GEMM rate it reaches
-(``python scripts/bench.py --layers``).
+(``npvae bench --layers``).
 
 The inputs are those the layer sees in the case's training step (captured in one
 forward pass); the backward pass is timed from the same forward state with a fixed

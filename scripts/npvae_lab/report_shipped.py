@@ -59,7 +59,7 @@ def shipped_section(doc: Doc) -> dict:
     doc.h2("Shipped models, and how far from the marks")
     doc.p("These models ship with the package (npvae/pretrained/*.h5) and load with npvae.load_model(name). "
           "Each file records the command, commit and seed that trained it, its training time and the scores "
-          "scripts/ship_model.py measured on the whole test set (Part I: the 10,000 fixed test pairs; Part II: "
+          "npvae ship measured on the whole test set (Part I: the 10,000 fixed test pairs; Part II: "
           "the 24 MIR-1K validation clips, singers never seen in training). The numbers below are read from "
           "those files. 'Latent at the prior mean' is the same model with the posterior mean set to 0 for "
           "every input: what the decoder does without the latent.")

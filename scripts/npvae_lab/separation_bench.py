@@ -1,20 +1,19 @@
-"""Separation of a song end to end: ``scripts/separate.py`` as it runs, against the same
-pipeline with the network's forward pass run by a PyTorch twin of the same weights.
+"""Separation of a song end to end: ``npvae separate`` as it runs, against the same
+command with the network's forward pass run by a PyTorch twin of the same weights.
 
 The song is synthetic (a few minutes of 44.1 kHz stereo written as a 16-bit WAV in a
 temporary folder): a voice-like harmonic line over noise and a bass, since the timing
-does not depend on the music. Both runs call the script's ``main`` (argument checks,
-read, resample, STFT, network, inverse STFT, write) with the same arguments; the only
-seam is the network: the script's ``load_separator`` is wrapped so that the loaded
-:class:`~npvae.separator.Separator` keeps its STFT settings and normaliser, and its
-model is either the npvae network itself (timed) or :class:`TorchMaskNetwork`, which
-maps the normalised feature chunk ``(1, 1, F, T)`` to the masks ``(1, S, F, T)``
-with PyTorch. The torch code stays here, in the experiments.
+does not depend on the music. Both runs call ``npvae separate`` in this process
+(argument checks, read, resample, STFT, network, inverse STFT, write) with the same
+arguments; the only seam is the network: the command's ``load_separator`` is wrapped
+so that the loaded :class:`~npvae.separator.Separator` keeps its STFT settings and
+normaliser, and its model is either the npvae network itself (timed) or
+:class:`TorchMaskNetwork`, which maps the normalised feature chunk ``(1, 1, F, T)`` to
+the masks ``(1, S, F, T)`` with PyTorch. The torch code stays here, in the lab.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import shutil
 import tempfile
@@ -24,19 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "separate.py"
 TARGET_SECONDS = 3.0      # the target: a 3-minute song in under 3 s on 2 cores
 
 
-def load_separate_script(path: Path = SCRIPT):
-    """``scripts/separate.py`` as a module (the benchmark runs the script's own code)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the separation benchmark runs scripts/separate.py "
-                                "of a source checkout of npvae")
-    spec = importlib.util.spec_from_file_location("npvae_bench_separate", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def separate(argv) -> None:
+    """``npvae separate ARGV`` in this process, its output silenced; a failure raises."""
+    from npvae.cli import main
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["separate", *map(str, argv)])
+    if code:
+        raise RuntimeError(f"npvae separate {' '.join(map(str, argv))} failed (exit {code})")
 
 
 def write_song(path: Path, seconds: float = 180.0, sr: int = 44100, channels: int = 2, seed: int = 0) -> Path:
@@ -98,10 +94,11 @@ class TorchMaskNetwork:
         return y
 
 
-def run_script(script, song: Path, out: Path, model: str, network: str) -> tuple[float, float]:
-    """Run ``separate.py SONG --out OUT --model MODEL`` once with the npvae or torch
-    ``network``; returns (wall seconds of ``main``, seconds inside the network)."""
-    real = script.load_separator
+def run_separate(song: Path, out: Path, model: str, network: str) -> tuple[float, float]:
+    """Run ``npvae separate SONG --out OUT --model MODEL`` once with the npvae or torch
+    ``network``; returns (wall seconds of the command, seconds inside the network)."""
+    from npvae.cli import separate as command
+    real = command.load_separator
     holder = {}
 
     def load(path):
@@ -110,14 +107,13 @@ def run_script(script, song: Path, out: Path, model: str, network: str) -> tuple
         holder["net"] = net
         return replace(sep, model=net)
 
-    script.load_separator = load
+    command.load_separator = load
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            t0 = time.perf_counter()
-            script.main([str(song), "--out", str(out), "--model", model, "--overwrite", "--no-progress"])
-            wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        separate([song, "--out", out, "--model", model, "--overwrite", "--no-progress"])
+        wall = time.perf_counter() - t0
     finally:
-        script.load_separator = real
+        command.load_separator = real
     return wall, holder["net"].seconds
 
 
@@ -127,20 +123,19 @@ def time_separation(seconds: float = 180.0, model: str = "music-mir1k", repeats:
     each network, in turn; returns the row ``{"case": "separation", "npvae_ms", "torch_ms",
     "ratio", ...}`` (medians) with the network's share of each and the 3 s target."""
     from npvae import pretrained
-    script = load_separate_script()
     model_path = str(pretrained.path(model)) if pretrained.is_name(model) else model
     tmp = Path(tempfile.mkdtemp(prefix="npvae-bench-sep-", dir=workdir))
     try:
         song = write_song(tmp / "song.wav", seconds)
         runs = {"npvae": [], "torch": []} if with_torch else {"npvae": []}
-        run_script(script, song, tmp / "warmup", model_path, "npvae")      # compiles, loads, fills caches
+        run_separate(song, tmp / "warmup", model_path, "npvae")      # compiles, loads, fills caches
         if with_torch:
-            run_script(script, song, tmp / "warmup", model_path, "torch")
+            run_separate(song, tmp / "warmup", model_path, "torch")
         for r in range(repeats):
             order = list(runs) if r % 2 == 0 else list(runs)[::-1]
             for k in order:
                 time.sleep(settle_s)
-                runs[k].append(run_script(script, song, tmp / k, model_path, k))
+                runs[k].append(run_separate(song, tmp / k, model_path, k))
         outputs = sorted(p.name for p in (tmp / "npvae").iterdir())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
