@@ -95,11 +95,12 @@ def _key(path: Path) -> Path:
 
 
 def collect_inputs(songs, out) -> tuple[list[Path], list[str]]:
-    """Input files (given, or found in the given folders) and notes about files left out."""
+    """Input files (given, or found in the given folders; ``-`` is standard input) and
+    notes about files left out."""
     exts, files, notes = audio_extensions(), [], []
     out_abs = Path(out).resolve()
     for s in songs:
-        p = Path(s)
+        p = Path("/dev/stdin") if str(s) == "-" else Path(s)        # "-": standard input
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts
                            and not f.name.startswith("."))
@@ -149,12 +150,10 @@ def read_stream(path, wait: float | None = None, limit: int = PIPE_MAX_BYTES) ->
         if os.isatty(fd):
             raise FileFormatError(f"{path} is a terminal; pipe a song into it "
                                   f"(cat song.wav | npvae separate {path}) or pass the song's file")
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
         chunks, size, deadline = [], 0, time.monotonic() + wait
         while True:
             timeout = None if size else max(0.0, deadline - time.monotonic())
-            if not poller.poll(None if timeout is None else int(timeout * 1000) + 1):
+            if not select.select([fd], [], [], timeout)[0]:
                 raise FileFormatError(f"{path} is {kind} and nothing wrote into it within {wait:g} s; start "
                                       "the program that writes into it first, or save the song to a file "
                                       "and pass that")

@@ -2,7 +2,7 @@
 
     npvae separate SONG.wav [MORE.flac DIR ...] --out DIR          # the shipped music model
     npvae separate SONG.wav --model RUN_DIR_OR_FILE --out DIR
-    cat song.wav | npvae separate /dev/stdin --out DIR            # a pipe is read once, into memory
+    cat song.wav | npvae separate - --out DIR                     # a pipe is read once, into memory
 
 Each input song gives OUT/<name>_vocals.wav and OUT/<name>_accompaniment.wav at the
 song's own sample rate, channel count and length (any rate, mono, stereo or more
@@ -66,7 +66,7 @@ def add_command(sub, name):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("songs", nargs="*", help="audio files or folders of audio files (or a pipe: /dev/stdin)")
+    p.add_argument("songs", nargs="*", help="audio files or folders of audio files; - (or /dev/stdin) reads standard input")
     p.add_argument("--model", default=pretrained.DEFAULT_MUSIC_MODEL,
                    help="run directory of `npvae train music`, its model.h5 / results.h5 / checkpoint.npz, "
                         "or the name of a shipped model (default: %(default)s, trained on MIR-1K; "

@@ -90,14 +90,15 @@ def test_process_substitution(cli, music_model, reference, new_dir):
     assert_same_outputs(out, str(r_fd), want)
 
 
-@pytest.mark.fault("separate", "cat song.wav | npvae separate /dev/stdin", "correct result")
-def test_standard_input(music_model, reference, new_dir):
+@pytest.mark.fault("separate", "cat song.wav | npvae separate {name}", "correct result")
+@pytest.mark.parametrize("name", ["/dev/stdin", "-"])
+def test_standard_input(music_model, reference, new_dir, name):
     path, want = reference
     out = new_dir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     with open(path, "rb") as f:
         cat = subprocess.Popen(["cat"], stdin=f, stdout=subprocess.PIPE)
-    r = subprocess.run([sys.executable, "-m", "npvae", "separate", "/dev/stdin", "--model", str(music_model),
+    r = subprocess.run([sys.executable, "-m", "npvae", "separate", name, "--model", str(music_model),
                         "--out", str(out), "--no-progress"], stdin=cat.stdout, capture_output=True, text=True,
                        env=env, timeout=300)
     cat.stdout.close()
