@@ -139,7 +139,8 @@ def _build(path, spec: dict, dtype) -> Layer:
     try:
         dtype = np.dtype(dtype)
     except TypeError:
-        raise FileFormatError(f"{path}: /model/dtype {dtype!r} is not a dtype; the file was edited or damaged") from None
+        raise FileFormatError(f"{path}: /model/dtype {dtype!r} is not a dtype; the file was edited or "
+                              "damaged") from None
     try:
         return build_layer(spec, dtype=dtype)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:

@@ -236,8 +236,10 @@ def test_separator_settings_are_checked(tmp_path):
     assert npvae.load_model(good).source == str(good)
     for edit, match in [(lambda c: c["normalizer"].update(mean=np.zeros(64, np.float32), std=np.ones(64, np.float32)),
                          "normaliser has 64 bins but its STFT gives 128"),
-                        (lambda c: c["normalizer"].__setitem__("mean", np.zeros(64, np.float32)), r"\(64,\) and \(128,\)"),
-                        (lambda c: c["normalizer"].__setitem__("mag_scale", 0.0), "mag_scale must be a positive finite number, got 0.0"),
+                        (lambda c: c["normalizer"].__setitem__("mean", np.zeros(64, np.float32)),
+                         r"\(64,\) and \(128,\)"),
+                        (lambda c: c["normalizer"].__setitem__("mag_scale", 0.0),
+                         "mag_scale must be a positive finite number, got 0.0"),
                         (lambda c: c["normalizer"].pop("std"), r"lacks \['std'\]"),
                         (lambda c: c.__setitem__("n_fft", 2.5), "n_fft must be a positive whole number"),
                         (lambda c: c.__setitem__("window", "nope"), "STFT settings cannot be used")]:
