@@ -162,7 +162,8 @@ def _rule_dense(s):
 
 
 def _rule_conv(s, transposed: bool):
-    k = _pair(s, "kernel_size", None, 1) if "kernel_size" in s else _size(s, "kernel_size", required=True)
+    _get(s, "kernel_size", required=True)
+    k = _pair(s, "kernel_size", None, 1)
     _pair(s, "stride", 1, 1)
     _pair(s, "padding", 0, 0)
     n_in, n_out = _size(s, "in_channels", required=True), _size(s, "out_channels", required=True)
