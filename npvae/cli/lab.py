@@ -3,7 +3,8 @@
 The lab (``scripts/npvae_lab``: the benchmark against PyTorch, the loss studies, the
 report builder) measures npvae rather than being part of it, so it is not installed
 with the library. These commands find it in a source checkout of npvae: the current
-folder or one of its parents, or the folder an editable install's package lives in.
+folder or one of its parents, the folder an editable install's package lives in, or
+``sys.path`` (``PYTHONPATH=scripts``).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def lab(module: str):
 
 
 def shown(path) -> str:
-    """``path`` relative to the current folder, as messages and reports print it."""
+    """``path`` relative to the current folder, as a report names it."""
     try:
         return os.path.relpath(path)
     except ValueError:              # another drive (Windows)
