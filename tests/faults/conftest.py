@@ -183,6 +183,7 @@ def _clean(text: str, limit: int = 160) -> str:
                          (str(REPO), "."), (str(Path.home()), "~")):
         if folder and len(folder) > 1:
             text = text.replace(folder, name)
+    text = re.sub(r"\$TMP/pytest-of-[^/\s]+/pytest-\d+/", "$TMP/", text)      # pytest's own temporary folders
     text = re.sub(r"(?<![\w.~$])/(?:[^\s/:'\"|,;()]+/)+", ".../", text)     # any other absolute path
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -192,6 +193,7 @@ def render_report(rows: list[dict], command: str) -> str:
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(row["group"], []).append(row)
+    groups = dict(sorted(groups.items()))
 
     def count(rs, status):
         return sum(r["status"] == status for r in rs)
