@@ -164,3 +164,13 @@ def check_settings(cfg, positive_int=(), nonneg_int=(), positive=(), nonneg=(), 
             bad(name, value, "one of " + ", ".join(map(str, allowed)))
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def check_finite_estimates(model, *arrays) -> None:
+    """Refuse non-finite outputs of a model's ``separate``: from checked, finite input they
+    can only come from damaged weights (not finite, or far too large)."""
+    bad = sum(int(a.size - np.count_nonzero(np.isfinite(a))) for a in arrays)
+    if bad:
+        raise ValueError(f"{type(model).__name__}.separate produced {bad:,} NaN or infinite values from finite "
+                         "input: the model's weights are damaged (not finite, or far too large); reload it from its "
+                         "file (npvae.load_model checks every tensor) or train it again")

@@ -226,7 +226,7 @@ and the separation of a song.
     npvae bench --json bench.json    # also write the numbers
     npvae bench --layers             # also each convolution of the pipeline models alone
     npvae bench --quick              # tiny models, a few steps, a 2 s song (a smoke test)
-    npvae bench --summarise a.json b.json    # README's table: ranges over runs
+    npvae bench --summarise a.json b.json    # the speed table of docs/speed.md: ranges over runs
 
 Cases: the synthetic steps dense_vae, conv_vae and spectrogram; the models the training
 commands build: mnist_dense (npvae train mnist), mnist_unet (--model unet),
@@ -260,7 +260,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="PATH", help="write the report to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("--summarise", nargs="+", metavar="JSON", default=None,
-                   help="print the README's Markdown table (ranges) of earlier --json runs, then exit")
+                   help="print the Markdown speed table (ranges, as in docs/speed.md) of earlier --json runs, then exit")
     p.set_defaults(run=run_bench)
 
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..layers.activations import sigmoid
-from ..layers.base import Layer, default_rng, register
+from ..layers.base import Layer, backward_before_forward, default_rng, register
 from ..layers.dense import Dense
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten
 from ..vae import GaussianHead, Reparameterize
+from ..validate import check_finite_estimates
 
 OUTPUTS = ("sigmoid", "softplus")
 
@@ -130,6 +131,8 @@ class BlindSeparationVAE(Layer):
     def backward(self, dy, dmu=None, dlogvar=None):
         """dy (N, K, H, W): gradient for the decoded groups; dmu, dlogvar (N, K, L):
         optional extra gradients (the KL term's). Returns the mixture's gradient (N, H, W)."""
+        if getattr(self, "_y", None) is None:
+            raise backward_before_forward(self)
         n, k, L = self._y.shape[0], self.n_groups, self.latent_dim
         if dy.shape != self._y.shape:
             raise ValueError(f"dy must have the output's shape {self._y.shape}, got {dy.shape}")
@@ -158,6 +161,7 @@ class BlindSeparationVAE(Layer):
         out = np.concatenate([self.forward(m[i:i + batch_size], sample=False).copy()
                               for i in range(0, len(m), batch_size)])
         self.train(was_training)
+        check_finite_estimates(self, out)
         return out
 
     def hyper(self):

@@ -30,13 +30,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..layers.activations import LeakyReLU, sigmoid
-from ..layers.base import Layer, default_rng, register
+from ..layers.base import Layer, backward_before_forward, default_rng, register
 from ..layers.conv import Conv2d, ConvTranspose2d
 from ..layers.dense import Dense
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten, Reshape
 from ..vae import GaussianHead, Reparameterize
-from ..validate import as_unit_images
+from ..validate import as_unit_images, check_finite_estimates
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -127,6 +127,8 @@ class SeparationVAE(Layer):
         sigmoid). Fills every parameter's gradient; returns dm (N, 28, 28)."""
         if dy is None and dlogits is None:
             raise ValueError("backward needs dy, dlogits or both")
+        if not hasattr(self, "_digit"):
+            raise backward_before_forward(self)
         g = None if dy is None else self._sources_backward(dy[:, 0], dy[:, 1], self._digit, self._fashion)
         if dlogits is not None:
             g = dlogits if g is None else dlogits + g
@@ -166,7 +168,9 @@ class SeparationVAE(Layer):
             y = self.forward(m[i:i + batch_size], sample=False)
             outs.append((y[:, 0], y[:, 1], self.mix(y[:, 0], y[:, 1])))
         self.train(was_training)
-        return tuple(np.concatenate([o[k] for o in outs]) for k in range(3))
+        out = tuple(np.concatenate([o[k] for o in outs]) for k in range(3))
+        check_finite_estimates(self, out[0], out[1])
+        return out
 
     def hyper(self):
         return {"latent_dim": self.latent_dim, "output": self.output, "rule": self.rule}

@@ -67,7 +67,7 @@ def group_kl(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
 
 @dataclass
 class BlindLossConfig:
-    """Settings of the blind objective (the loss flags of ``scripts/train_blind.py``)."""
+    """Settings of the blind objective (the loss settings of ``npvae train blind-mnist`` and ``blind-music``)."""
     rule: str = "average"
     recon: str = "l1"
     beta: float = 0.5

@@ -1,4 +1,4 @@
-"""Several runs of ``npvae bench --json`` as one Markdown table of ranges (README's
+"""Several runs of ``npvae bench --json`` as one Markdown table of ranges (docs/speed.md's
 speed table): ``npvae bench --summarise run1.json run2.json ...``."""
 from __future__ import annotations
 
