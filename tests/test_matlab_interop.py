@@ -36,14 +36,13 @@ def quiet(*args, **kwargs):
 @pytest.fixture(scope="module")
 def mnist_runs(tmp_path_factory, shared_data):
     """model -> run directory of a tiny real Part I run (model.h5, results.h5)."""
-    from npvae.pipelines.mnist import TrainConfig, train
     root = tmp_path_factory.mktemp("mnist_runs")
     runs = {}
     for name, kw in MODELS.items():
-        kw = {"model": name, **kw}
-        cfg = TrainConfig(latent_dim=4, batch_size=64, train_limit=256, eval_limit=64, n_examples=6,
-                          display_every=5, data_dir=str(shared_data), out=str(root / name), progress=False, **kw)
-        runs[name] = train(cfg, log=quiet)["run_dir"]
+        settings = {"model": name, "latent_dim": 4, "batch_size": 64, "train_limit": 256, "eval_limit": 64,
+                    "n_examples": 6, "display_every": 5, "data_dir": str(shared_data), "out": str(root / name),
+                    "progress": False, **kw}
+        runs[name] = npvae.train("mnist", settings, log=quiet).run_dir
     return runs
 
 
