@@ -29,7 +29,7 @@ from .. import distributed, kernels
 from .._version import __version__
 from ..checkpoint import CHECKPOINT_FILE, atomic_write_text, load_checkpoint
 from ..errors import NpvaeError, TrainingError
-from ..fileguard import RunLock, prepare_run_dir, unique_run_dir
+from ..fileguard import RunLock, check_writable_dir, prepare_run_dir, unique_run_dir
 from ..io import MODEL_FILE
 from ..optim import Adam
 from ..schedules import schedule_lr
@@ -118,11 +118,14 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
         if comm.is_root:      # rank 0 checks, creates and locks the one run folder; the others use it
             if resume:
                 run_dir = Path((named or {}).get("out") if named is not None else settings.out)
-                lock = RunLock(run_dir).acquire() if run_dir.is_dir() else None
-                if lock is None:
-                    raise FileNotFoundError(f"no run to resume in {run_dir}: the folder does not exist; "
-                                            "start a new run without --resume")
+                if not run_dir.is_dir():
+                    raise FileNotFoundError(f"no run to resume in {run_dir}: "
+                                            f"{'it is a file' if run_dir.exists() else 'the folder does not exist'}; "
+                                            "--out names the run folder to continue")
+                lock = RunLock(run_dir).acquire()
             else:
+                if cfg.out:
+                    check_writable_dir(cfg.out)        # a file named like the folder, say
                 run_dir = Path(cfg.out) if cfg.out else unique_run_dir(Path("runs") / task_cls.run_prefix(cfg))
                 lock = RunLock(run_dir).acquire()
                 prepare_run_dir(run_dir, overwrite=overwrite)

@@ -69,7 +69,7 @@ def test_resume_without_out(train):
 
 
 RESUME_CHANGES = [
-    ("--resume with a new --lr", ("--lr", "0.01"), "cannot resume.*lr: 0.001 -> 0.01"),
+    ("--resume with a new --lr-schedule", ("--lr-schedule", "cosine"), "cannot resume.*lr_schedule: 'constant' -> 'cosine'"),
     ("--resume with a new --loss", ("--loss", "mse"), "cannot resume.*loss"),
     ("--resume with another architecture (--hidden)", ("--hidden", "32"), "cannot resume.*hidden"),
     ("--resume with a new --batch-size", ("--batch-size", "32"), "cannot resume.*batch_size"),

@@ -69,7 +69,7 @@ def test_resume_without_out(train, music_args):
 
 
 RESUME_CHANGES = [
-    ("--resume with a new --lr", ("--lr", "0.01"), "cannot resume.*lr"),
+    ("--resume with a new --lr-schedule", ("--lr-schedule", "constant"), "cannot resume.*lr_schedule"),
     ("--resume with a new --loss", ("--loss", "mse"), "cannot resume.*loss"),
 ]
 
