@@ -11,7 +11,10 @@ import os as _os
 # once. OpenBLAS reads this
 # when it loads, so it takes effect when npvae is imported before NumPy (as in the
 # scripts); otherwise set OPENBLAS_THREAD_TIMEOUT=4 in the environment.
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# Once NumPy is loaded the variable no longer reaches its OpenBLAS, and set by us it would
+# read as the user's own choice: npvae.kernels.openblas.tune() sets the loaded library instead.
+if "numpy" not in __import__("sys").modules:
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 
@@ -52,6 +55,12 @@ from .pretrained import list_models
 from .vae import GaussianHead, KLWeight, Reparameterize, kl_divergence, sample_prior
 from .engine.run import train
 
+
+try:    # an OpenBLAS that the imports above loaded (SciPy's own) gets the same idle-thread setting
+    from .kernels import openblas as _openblas
+    _openblas.tune(force=True)
+except Exception:  # a speed setting must never stop the import (npvae.kernels has warned already)
+    pass
 
 
 def backend() -> str:

@@ -185,7 +185,7 @@ class Trainer:
                              else "no epoch was complete, so there is no checkpoint to resume")
                     raise TrainingError(
                         f"the loss became {total} at epoch {self.epoch + 1}, batch {i + 1} ({_format_terms(terms)}); "
-                        f"{where}. Lower the learning rate or clip the gradients: "
+                        f"{where}; lower the learning rate or clip the gradients: "
                         + (f"{self.resume_command} --lr {optimizer_lr(self.optimizer) / 2:g} --clip-norm 5"
                            if self.epoch else "start again with a lower --lr or with --clip-norm 5"))
                 self.optimizer.step()

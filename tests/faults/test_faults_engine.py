@@ -162,7 +162,7 @@ def test_divergence_advice_can_be_followed(cli, mnist_run, tmp_path, monkeypatch
 
     monkeypatch.setattr(SeparationObjective, "terms", diverging)
     r = cli("train", "mnist", "--out", run, "--resume", "--epochs", "2", "--no-progress")
-    message = expect_error(r, r"loss became nan .*checkpoint after epoch 1 is intact")
+    message = expect_error(r, r"loss became nan .*checkpoint after epoch 1 is intact; lower the learning rate")
     advice = re.search(r"(npvae train mnist --out \S+ --resume --lr \S+ --clip-norm \S+)", " ".join(message.split()))
     assert advice, message
     monkeypatch.setattr(SeparationObjective, "terms", real)
