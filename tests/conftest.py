@@ -45,9 +45,16 @@ END_TO_END = {"test_mnist_training.py", "test_separate_script.py", "test_matlab_
 
 
 def pytest_addoption(parser):
-    # tests/faults/conftest.py writes the report
     parser.addoption("--fault-report", metavar="PATH", default=None,
                      help="write the fault cases' outcomes (tests/faults) as a Markdown table to PATH")
+
+
+def pytest_configure(config):
+    path = config.getoption("--fault-report", default=None)
+    # under pytest-xdist the controller, which sees every worker's reports, writes the table
+    if path and not hasattr(config, "workerinput") and not config.pluginmanager.has_plugin("fault-report"):
+        from fault_report import FaultReport
+        config.pluginmanager.register(FaultReport(config, Path(path)), "fault-report")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,23 +2,16 @@
 numbers. Every input ends in a named npvae error or a correct result, never another
 exception; and kill -9 at a random moment of a tiny run, then --resume, gives the
 same final weights as an uninterrupted run and leaves no temporary file."""
-import gzip
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import npvae
 from npvae.audio.io import read_audio, write_audio
-from npvae.checkpoint import TMP_TAG, load_checkpoint, save_checkpoint
+from npvae.checkpoint import load_checkpoint, save_checkpoint
 from npvae.data.idx import parse_idx, read_idx, write_idx
 from npvae.errors import DatasetError, FileFormatError
 
@@ -180,36 +173,5 @@ def test_separate_arguments_parse_or_exit_with_usage(tokens):
 
 # ----------------------------------------------------------------------------- kill -9, then --resume
 
-def _train(out, epochs, data, extra=()):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NPVAE_DATA": str(data), "MPLBACKEND": "Agg",
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(REPO / "scripts" / "train_mnist.py"), "--hidden", "16", "--latent-dim", "2",
-           "--epochs", str(epochs), "--train-limit", "512", "--eval-limit", "50", "--batch-size", "64",
-           "--display-every", "1", "--out", str(out), "--no-progress", *extra]
-    return cmd, env
 
-
-def test_kill_9_at_random_moments_then_resume_is_bit_identical(shared_data, tmp_path):
-    cmd, env = _train(tmp_path / "straight", 3, shared_data)
-    t = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
-    seconds = time.perf_counter() - t
-    want, _ = load_checkpoint(tmp_path / "straight" / "checkpoint.npz")
-    rng = np.random.default_rng(int(time.time()))
-    for k in range(2):
-        out = tmp_path / f"killed{k}"
-        cmd, env = _train(out, 3, shared_data)
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        delay = float(rng.uniform(0.4, 0.95)) * seconds
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        resume = ["--resume"] if (out / "checkpoint.npz").exists() else ["--overwrite"]
-        done = subprocess.run(cmd + resume, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        got, _ = load_checkpoint(out / "checkpoint.npz")
-        assert got.keys() == want.keys()
-        for name in want:
-            assert np.array_equal(got[name], want[name]), (f"killed after {delay:.1f} s", name)
-        stray = [p.name for p in out.rglob("*") if TMP_TAG in p.name]
-        assert not stray, stray
+# kill -9 at random moments, then resume: tests/faults/test_faults_checkpoint.py
