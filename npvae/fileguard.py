@@ -94,9 +94,16 @@ RUN_ARTEFACTS = ("checkpoint.npz", "config.json", "history.json", "metrics.json"
 
 
 def clear_run_artefacts(out: Path) -> list[Path]:
+    """Remove what a training run writes from ``out`` (nothing else); returns what went."""
+    return remove_named(out, RUN_ARTEFACTS)
+
+
+def remove_named(folder: str | os.PathLike, names) -> list[Path]:
+    """Remove the files and folders ``names`` of ``folder`` that exist (a link itself,
+    never what it points to); returns what went."""
     removed = []
-    for name in RUN_ARTEFACTS:
-        p = out / name
+    for name in names:
+        p = Path(folder) / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
         elif p.exists() or p.is_symlink():

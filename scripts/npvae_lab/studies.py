@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ from npvae.baselines.nmf import ImageNMFSeparator, SpectrogramNMFSeparator
 from npvae.checkpoint import CHECKPOINT_FILE, TMP_TAG, atomic_write_text
 from npvae.data.mnist import load_images
 from npvae.errors import DatasetError, OutputError
-from npvae.fileguard import check_writable_dir
+from npvae.fileguard import check_writable_dir, remove_named
 from npvae.io import MODEL_FILE, load_separator
 from npvae.metrics.image import separation_report
 from npvae.pipelines import mnist as mnist_pipe
@@ -328,17 +327,7 @@ def check_study_dir(out, task: str, budget_name: str, resume: bool = False, over
 def clear_study_dir(out, task: str) -> list[Path]:
     """Remove what a study of ``task`` wrote into ``out`` (its configurations' folders,
     table, HDF5 file and figure), nothing else."""
-    removed = []
-    for name in [c.name for c in configurations(task)] + list(STUDY_OUTPUTS):
-        p = Path(out) / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-        else:
-            continue
-        removed.append(p)
-    return removed
+    return remove_named(out, [c.name for c in configurations(task)] + list(STUDY_OUTPUTS))
 
 
 def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, jobs: int | None = None,
