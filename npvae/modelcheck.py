@@ -237,16 +237,40 @@ def _rule_unet_vae(s):
 
 
 def _rule_spectrogram_unet(s):
-    c1, c2, c3 = _sizes(s, "channels", [16, 32, 64], 3)
+    c = _sizes(s, "channels", [16, 32, 64])
+    if len(c) < 2:
+        raise _SpecProblem(f"SpectrogramUNetVAE.channels must list two or more levels, got {list(c)}")
     latent, n_sources = _size(s, "latent_channels", 32), _size(s, "n_sources", 2)
     k = _size(s, "kernel_size", 5)
     if k % 2 != 1:
         raise _SpecProblem(f"SpectrogramUNetVAE.kernel_size must be odd, got {k}")
     _finite(s, "alpha", 0.2)
-    return {**_prefixed("enc1", _conv(1, c1, k)), **_prefixed("enc2", _conv(c1, c2, k)),
-            **_prefixed("enc3", _conv(c2, c3, k)), **_prefixed("head", _conv(c3, 2 * latent, 1)),
-            **_prefixed("dec3", _conv_t(latent, c2, k)), **_prefixed("dec2", _conv_t(2 * c2, c1, k)),
-            **_prefixed("dec1", _conv_t(2 * c1, n_sources, k))}
+    n = len(c)
+    out = {}
+    for i in range(n):
+        out.update(_prefixed(f"enc{i + 1}", _conv(1 if i == 0 else c[i - 1], c[i], k)))
+    out.update(_prefixed("head", _conv(c[-1], 2 * latent, 1)))
+    for i in reversed(range(n)):
+        n_in = latent if i == n - 1 else 2 * c[i]
+        out.update(_prefixed(f"dec{i + 1}", _conv_t(n_in, n_sources if i == 0 else c[i - 1], k)))
+    return out
+
+
+def _rule_latent_map_vae(s):
+    latent, n_out = _separation_common(s, "sources")
+    c1, c2, c3 = _sizes(s, "channels", [24, 48, 96], 3)
+    blocks = _size(s, "blocks", 1, minimum=0)
+    _at_most(s, "blocks", 4 * blocks)
+    enc = [_conv(1, c1, 3), None, _conv(c1, c2, 4), None] + [_conv(c2, c2, 3), None] * blocks \
+        + [_conv(c2, c3, 4), None] + [_conv(c3, c3, 3), None] * blocks
+    dec = [_conv(latent, c3, 3), None] + [_conv(c3, c3, 3), None] * blocks + [_conv_t(c3, c2, 4), None] \
+        + [_conv(c2, c2, 3), None] * blocks + [_conv_t(c2, c1, 4), None, _conv(c1, c1, 3), None, _conv(c1, n_out, 3)]
+    out = {**_prefixed("head", _conv(c3, 2 * latent, 1))}
+    for name, layers in (("encoder", enc), ("decoder", dec)):
+        for i, shapes in enumerate(layers):
+            if shapes is not None:
+                out.update(_prefixed(f"{name}.{i}", shapes))
+    return out
 
 
 def _rule_blind_vae(s):
@@ -275,6 +299,7 @@ RULES = {
     "Sequential": _rule_sequential, "Flatten": _no_params, "Reshape": _rule_reshape, "Identity": _no_params,
     "ReLU": _no_params, "LeakyReLU": _rule_leaky, "Sigmoid": _no_params, "Tanh": _no_params, "Softplus": _no_params,
     "DenseSeparationVAE": _rule_dense_vae, "ConvSeparationVAE": _rule_conv_vae, "UNetSeparationVAE": _rule_unet_vae,
+    "LatentMapSeparationVAE": _rule_latent_map_vae,
     "SpectrogramUNetVAE": _rule_spectrogram_unet, "BlindSeparationVAE": _rule_blind_vae,
 }
 

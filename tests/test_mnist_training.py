@@ -138,7 +138,7 @@ def test_blocks_is_a_unet_setting_checked_before_training():
     from npvae.models.mnist import build_model
     assert MnistConfig(model="unet", blocks=2).model_kwargs()["blocks"] == 2
     assert MnistConfig(model="unet").model_kwargs()["blocks"] == 1
-    with pytest.raises(ValueError, match="U-Net setting"):
+    with pytest.raises(ValueError, match="setting of the unet and vae models"):
         MnistConfig(model="dense", blocks=2)
     with pytest.raises(ValueError, match="blocks"):
         MnistConfig(model="unet", blocks=0)

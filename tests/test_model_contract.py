@@ -25,10 +25,16 @@ CASES = {
     "unet-split-blocks3": (models.UNetSeparationVAE, dict(channels=(2, 2, 3), latent_dim=2, blocks=3), (2, 28, 28)),
     "unet-sources": (models.UNetSeparationVAE, dict(channels=(2, 2, 2), latent_dim=2, output="sources"),
                      (2, 28, 28)),
+    "vae-latent-map": (models.LatentMapSeparationVAE, dict(channels=(2, 2, 3), latent_dim=2), (2, 28, 28)),
+    "vae-latent-map-split": (models.LatentMapSeparationVAE, dict(channels=(2, 2, 2), latent_dim=1, blocks=0,
+                                                                 output="split"), (2, 28, 28)),
     "blind-images": (models.BlindSeparationVAE, dict(n_groups=2, latent_dim=2, hidden=(5,)), (2, 28, 28)),
     "blind-magnitudes": (models.BlindSeparationVAE, dict(n_groups=3, latent_dim=2, hidden=(4,), shape=(6, 5),
                                                           output="softplus", log_input=True), (2, 6, 5)),
     "spectrogram": (models.SpectrogramUNetVAE, dict(channels=(2, 2, 3), latent_channels=2), (2, 1, 16, 16)),
+    "spectrogram-4-levels": (models.SpectrogramUNetVAE, dict(channels=(2, 2, 3, 2), latent_channels=2),
+                             (2, 1, 16, 32)),
+    "spectrogram-2-levels": (models.SpectrogramUNetVAE, dict(channels=(2, 3), latent_channels=1), (2, 1, 8, 4)),
 }
 
 

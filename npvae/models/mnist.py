@@ -1,6 +1,6 @@
 """VAEs that separate a mixture of an MNIST digit and a Fashion-MNIST item.
 
-All three models see only the mixture ``m`` (N, 28, 28) and return both sources;
+All four models see only the mixture ``m`` (N, 28, 28) and return both sources;
 they differ in how the decoder produces them:
 
 * :class:`DenseSeparationVAE` -- dense encoder, Gaussian latent, dense decoder
@@ -9,6 +9,8 @@ they differ in how the decoder produces them:
 * :class:`UNetSeparationVAE` -- convolutional encoder and decoder joined by skip
   connections, a Gaussian latent at the bottleneck, and a *consistent* mask-style
   output (below), so the decoder sees the mixture itself.
+* :class:`LatentMapSeparationVAE` -- a convolutional VAE whose latent is a 7x7 map and
+  whose decoder sees nothing but the latent: the separation lives in z.
 
 Outputs. ``output="sources"`` decodes two logit images, ``digit = sigmoid(l_d)``
 and ``fashion = sigmoid(l_f)``. ``output="split"`` decodes one logit image ``l``
@@ -100,6 +102,13 @@ class SeparationVAE(Layer):
         return ((ddigit - dfashion) * s * (1 - s) * width)[:, None]
 
     # -- forward pieces ----------------------------------------------------------------
+    def _posterior(self, features):
+        """The encoder's features -> (mu, logvar) of the Gaussian posterior."""
+        return self.head.forward(features)
+
+    def _posterior_backward(self, dmu, dlogvar):
+        return self.head.backward(dmu, dlogvar)
+
     def _prepare(self, mixtures):
         m = np.asarray(mixtures)
         if m.ndim != 3 or m.shape[1:] != (SIDE, SIDE):
@@ -113,7 +122,7 @@ class SeparationVAE(Layer):
         """
         m = self._prepare(mixtures)
         sample = self.training if sample is None else sample
-        self.mu, self.logvar = self.head.forward(self._encode(m[:, None]))
+        self.mu, self.logvar = self._posterior(self._encode(m[:, None]))
         z = self.reparam.forward(self.mu, self.logvar, rng=self.rng, sample=sample)
         self.logits = self._decode(z)
         self._m = m
@@ -138,7 +147,7 @@ class SeparationVAE(Layer):
             gmu = gmu + dmu
         if dlogvar is not None:
             glv = glv + dlogvar
-        dm = self._encode_backward(self.head.backward(gmu, glv))[:, 0]
+        dm = self._encode_backward(self._posterior_backward(gmu, glv))[:, 0]
         if dy is not None and self.output == "split":
             dm = dm + self._split_input_grad(dy[:, 0], dy[:, 1])
         return dm
@@ -356,11 +365,93 @@ class UNetSeparationVAE(SeparationVAE):
         return out
 
 
-MODELS = {"dense": DenseSeparationVAE, "conv": ConvSeparationVAE, "unet": UNetSeparationVAE}
+@register
+class LatentMapSeparationVAE(SeparationVAE):
+    """A convolutional VAE with a spatial Gaussian latent and no path around it.
+
+    ::
+
+        x  (N, 1, 28, 28)   the mixture
+        lrelu(conv3x3(x))                          (N, c1, 28, 28)
+        lrelu(conv4x4/2), blocks x lrelu(conv3x3)  (N, c2, 14, 14)
+        lrelu(conv4x4/2), blocks x lrelu(conv3x3)  (N, c3, 7, 7)
+        mu, logvar = conv1x1                       (N, L, 7, 7) each: L*49 latent numbers
+        lrelu(conv3x3(z)), blocks x lrelu(conv3x3) (N, c3, 7, 7)
+        lrelu(convT4x4/2), blocks x lrelu(conv3x3) (N, c2, 14, 14)
+        lrelu(convT4x4/2), lrelu(conv3x3)          (N, c1, 28, 28)
+        logits = conv3x3                           (N, 2, 28, 28): digit, fashion
+
+    The decoder sees only z: no skip connection, and with the default
+    ``output="sources"`` no use of the mixture either, so every bit of the
+    separation passes through the latent (decoding the prior's mean gives the
+    same two images for every mixture). ``latent_dim`` is L, the channels of the
+    latent map (``latent_channels``); the posterior has L*49 dimensions.
+    """
+
+    SIDE_LATENT = 7
+
+    def __init__(self, latent_dim: int = 16, channels=(24, 48, 96), blocks: int = 1, output: str = "sources",
+                 rule: str = "average", rng=None, dtype=np.float32):
+        super().__init__(latent_dim, output, rule, dtype)
+        if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 0:
+            raise ValueError(f"blocks (3x3 convolutions after each resampling) must be an integer >= 0, got {blocks!r}")
+        rng = self.rng = default_rng(rng)
+        c1, c2, c3 = self.channels = tuple(int(c) for c in channels)
+        self.blocks = int(blocks)
+        self.latent_channels = self.latent_dim
+        kw = dict(rng=rng, dtype=dtype)
+        act = dict(alpha=0.2)
+
+        def conv3(a, b):
+            return [Conv2d(a, b, 3, padding=1, **kw), LeakyReLU(**act)]
+
+        def extra(width):
+            return [layer for _ in range(self.blocks) for layer in conv3(width, width)]
+
+        self.encoder = Sequential(
+            *conv3(1, c1),
+            Conv2d(c1, c2, 4, stride=2, padding=1, **kw), LeakyReLU(**act), *extra(c2),
+            Conv2d(c2, c3, 4, stride=2, padding=1, **kw), LeakyReLU(**act), *extra(c3))
+        self.head = Conv2d(c3, 2 * self.latent_dim, 1, **kw)
+        self.decoder = Sequential(
+            *conv3(self.latent_dim, c3), *extra(c3),
+            ConvTranspose2d(c3, c2, 4, stride=2, padding=1, **kw), LeakyReLU(**act), *extra(c2),
+            ConvTranspose2d(c2, c1, 4, stride=2, padding=1, **kw), LeakyReLU(**act), *conv3(c1, c1),
+            Conv2d(c1, self.out_channels, 3, padding=1, **kw))
+
+    def children(self):
+        return {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}
+
+    def _encode(self, x):
+        return self.encoder.forward(x)
+
+    def _encode_backward(self, dfeat):
+        return self.encoder.backward(dfeat)
+
+    def _posterior(self, features):
+        h = self.head.forward(features)
+        latent = self.latent_dim
+        return np.ascontiguousarray(h[:, :latent]), np.ascontiguousarray(h[:, latent:])
+
+    def _posterior_backward(self, dmu, dlogvar):
+        return self.head.backward(np.concatenate([dmu, dlogvar], axis=1))
+
+    def _decode(self, z):
+        return self.decoder.forward(z)
+
+    def _decode_backward(self, dlogits):
+        return self.decoder.backward(dlogits)
+
+    def hyper(self):
+        return {**super().hyper(), "channels": list(self.channels), "blocks": self.blocks}
+
+
+MODELS = {"dense": DenseSeparationVAE, "conv": ConvSeparationVAE, "unet": UNetSeparationVAE,
+          "vae": LatentMapSeparationVAE}
 
 
 def build_model(name: str, rng=None, dtype=np.float32, **kwargs) -> SeparationVAE:
-    """A Part I model by its command-line name ("dense", "conv", "unet")."""
+    """A Part I model by its command-line name ("dense", "conv", "unet", "vae")."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {sorted(MODELS)}")
     return MODELS[name](rng=rng, dtype=dtype, **kwargs)

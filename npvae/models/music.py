@@ -14,8 +14,9 @@ whose bottleneck is a Gaussian latent, as in a VAE:
     logits = convT5x5/2([dec1, enc1])     (N, S, F, T)
     masks = sigmoid(logits)               one soft mask per source (voice, accompaniment)
 
-F and T must be multiples of 8. The skip connections carry the fine detail that
-masks need; the latent carries the coarse structure and is regularised by the
+That is the default of three levels; ``channels`` of length n builds n levels (F and T
+then multiples of 2**n), each one more halving and one more skip. The skip connections
+carry the fine detail that masks need; the latent carries the coarse structure and is regularised by the
 KL term (:func:`npvae.vae.kl_divergence` on ``model.mu``/``model.logvar``).
 """
 from __future__ import annotations
@@ -34,89 +35,104 @@ class SpectrogramUNetVAE(Layer):
 
     Parameters
     ----------
-    channels : channels of the three encoder levels (c1, c2, c3).
-    latent_channels : channels L of the Gaussian latent map at F/8 x T/8.
+    channels : channels of the encoder levels (c1, ..., cn), n >= 2; each level halves
+        F and T, so F and T must be multiples of ``DOWNSAMPLE = 2**n``.
+    latent_channels : channels L of the Gaussian latent map at F/2**n x T/2**n.
     n_sources : number of masks (2: voice, accompaniment).
     kernel_size : odd size of the strided (transposed) convolutions.
     alpha : slope of the leaky ReLUs.
 
+    With n levels: ``enc1..encn`` (conv k x k / 2), ``head`` (conv1x1 to [mu, logvar]),
+    ``decn`` (convT from z to c(n-1)), ``dec(k)`` (convT from [dec(k+1), enc(k)] to c(k-1))
+    down to ``dec1`` (to the masks' logits); three levels are the layout drawn above.
+
     After ``forward`` the posterior parameters are in ``self.mu`` and ``self.logvar``
-    (N, L, F/8, T/8); ``backward(dmasks, dmu=None, dlogvar=None)`` adds the KL
+    (N, L, F/2**n, T/2**n); ``backward(dmasks, dmu=None, dlogvar=None)`` adds the KL
     gradients, if given, at the bottleneck and returns dx.
     """
 
-    DOWNSAMPLE = 8
+    DOWNSAMPLE = 8   # of the default three levels; an instance's own is 2**len(channels)
 
     def __init__(self, channels=(16, 32, 64), latent_channels: int = 32, n_sources: int = 2,
                  kernel_size: int = 5, alpha: float = 0.2, rng=None, dtype=np.float32):
         super().__init__(dtype)
         rng = default_rng(rng)
-        if len(channels) != 3 or min(channels) <= 0:
-            raise ValueError(f"channels must be three positive ints (c1, c2, c3), got {channels}")
+        if len(channels) < 2 or min(channels) <= 0:
+            raise ValueError(f"channels must be two or more positive ints (c1, c2, ...), one per level, got {channels}")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.channels = tuple(int(c) for c in channels)
+        self.levels = len(self.channels)
+        self.DOWNSAMPLE = 2 ** self.levels
         self.latent_channels, self.n_sources = int(latent_channels), int(n_sources)
         self.kernel_size, self.alpha = int(kernel_size), float(alpha)
-        c1, c2, c3 = self.channels
+        c, n = self.channels, self.levels
         k, p = self.kernel_size, self.kernel_size // 2
         kw = dict(rng=rng, dtype=dtype)
-        self.enc1 = Conv2d(1, c1, k, stride=2, padding=p, **kw)
-        self.enc2 = Conv2d(c1, c2, k, stride=2, padding=p, **kw)
-        self.enc3 = Conv2d(c2, c3, k, stride=2, padding=p, **kw)
-        self.head = Conv2d(c3, 2 * self.latent_channels, 1, **kw)
-        self.dec3 = ConvTranspose2d(self.latent_channels, c2, k, stride=2, padding=p, output_padding=1, **kw)
-        self.dec2 = ConvTranspose2d(2 * c2, c1, k, stride=2, padding=p, output_padding=1, **kw)
-        self.dec1 = ConvTranspose2d(2 * c1, self.n_sources, k, stride=2, padding=p, output_padding=1, **kw)
-        self.acts = [LeakyReLU(self.alpha, dtype=dtype) for _ in range(5)]
+        self.encoders = [Conv2d(1 if i == 0 else c[i - 1], c[i], k, stride=2, padding=p, **kw) for i in range(n)]
+        self.head = Conv2d(c[-1], 2 * self.latent_channels, 1, **kw)
+        # decoders[i] makes level i's output (i = n-1 ... 0): from z at the bottom, from
+        # [decoders[i+1]'s output, encoders[i]'s output] above it
+        self.decoders = [ConvTranspose2d(self.latent_channels if i == n - 1 else 2 * c[i],
+                                         self.n_sources if i == 0 else c[i - 1], k, stride=2, padding=p,
+                                         output_padding=1, **kw) for i in range(n)]
+        self.acts = [LeakyReLU(self.alpha, dtype=dtype) for _ in range(2 * n - 1)]
         self.out = Sigmoid(dtype=dtype)
         self.reparam = Reparameterize()
         self.rng = rng
         self.mu = self.logvar = None
 
     def children(self):
-        return {"enc1": self.enc1, "enc2": self.enc2, "enc3": self.enc3, "head": self.head,
-                "dec3": self.dec3, "dec2": self.dec2, "dec1": self.dec1}
+        n = self.levels
+        return {**{f"enc{i + 1}": self.encoders[i] for i in range(n)}, "head": self.head,
+                **{f"dec{i + 1}": self.decoders[i] for i in reversed(range(n))}}
 
     def forward(self, x, sample: bool | None = None):
-        """x : (N, 1, F, T) with F, T multiples of 8. ``sample`` defaults to ``self.training``."""
+        """x : (N, 1, F, T) with F, T multiples of ``DOWNSAMPLE``. ``sample`` defaults to ``self.training``."""
         expect_input(self, x, 4, "(N, 1, F, T)", 1, 1)
         f, t = x.shape[2:]
-        if f % self.DOWNSAMPLE or t % self.DOWNSAMPLE:
-            raise ValueError(f"SpectrogramUNetVAE needs F and T divisible by {self.DOWNSAMPLE}, "
+        d = self.DOWNSAMPLE
+        if f % d or t % d:
+            raise ValueError(f"SpectrogramUNetVAE needs F and T divisible by {d}, "
                              f"got input of shape {x.shape}; pad the spectrogram first")
-        a = self.acts
-        e1 = a[0].forward(self.enc1.forward(x))
-        e2 = a[1].forward(self.enc2.forward(e1))
-        e3 = a[2].forward(self.enc3.forward(e2))
-        h = self.head.forward(e3)
+        a, n = self.acts, self.levels
+        skips = []
+        h = x
+        for i in range(n):
+            h = a[i].forward(self.encoders[i].forward(h))
+            skips.append(h)
+        h = self.head.forward(h)
         L = self.latent_channels
         self.mu, self.logvar = h[:, :L], h[:, L:]
         sample = self.training if sample is None else sample
         z = self.reparam.forward(self.mu, self.logvar, self.rng, sample=sample)
-        d2 = a[3].forward(self.dec3.forward(np.ascontiguousarray(z)))
-        d1 = a[4].forward(self.dec2.forward(np.concatenate([d2, e2], axis=1)))
-        return self.out.forward(self.dec1.forward(np.concatenate([d1, e1], axis=1)))
+        h = a[n].forward(self.decoders[n - 1].forward(np.ascontiguousarray(z)))
+        for i in range(n - 2, 0, -1):
+            h = a[2 * n - 1 - i].forward(self.decoders[i].forward(np.concatenate([h, skips[i]], axis=1)))
+        return self.out.forward(self.decoders[0].forward(np.concatenate([h, skips[0]], axis=1)))
 
     def backward(self, dy, dmu=None, dlogvar=None):
         """dy : (N, n_sources, F, T) gradient for the masks; dmu, dlogvar : optional
         extra gradients (the KL term's) for the posterior parameters. Returns dx."""
-        a = self.acts
-        c1, c2, _ = self.channels
-        g = self.dec1.backward(self.out.backward(dy))                   # (N, 2*c1, F/2, T/2)
-        dd1, de1 = g[:, :c1], g[:, c1:]
-        g = self.dec2.backward(a[4].backward(dd1))                      # (N, 2*c2, F/4, T/4)
-        dd2, de2 = g[:, :c2], g[:, c2:]
-        dz = self.dec3.backward(a[3].backward(dd2))
+        a, n, c = self.acts, self.levels, self.channels
+        dskips = [None] * n
+        g = self.decoders[0].backward(self.out.backward(dy))              # (N, 2*c1, F/2, T/2)
+        dh, dskips[0] = g[:, :c[0]], g[:, c[0]:]
+        for i in range(1, n - 1):
+            g = self.decoders[i].backward(a[2 * n - 1 - i].backward(dh))  # (N, 2*c(i+1), ...)
+            dh, dskips[i] = g[:, :c[i]], g[:, c[i]:]
+        dz = self.decoders[n - 1].backward(a[n].backward(dh))
         gmu, glv = self.reparam.backward(dz)
         if dmu is not None:
             gmu = gmu + dmu
         if dlogvar is not None:
             glv = glv + dlogvar
         dh = self.head.backward(np.concatenate([gmu, glv], axis=1))
-        de2 = de2 + self.enc3.backward(a[2].backward(dh))
-        de1 = de1 + self.enc2.backward(a[1].backward(de2))
-        return self.enc1.backward(a[0].backward(de1))
+        for i in range(n - 1, -1, -1):
+            if dskips[i] is not None:
+                dh = dh + dskips[i]
+            dh = self.encoders[i].backward(a[i].backward(dh))
+        return dh
 
     def hyper(self):
         return {"channels": list(self.channels), "latent_channels": self.latent_channels,

@@ -26,20 +26,22 @@ MODEL_DEFAULTS = {  # per-model architecture defaults (the flags override them)
     "dense": {"hidden": (512, 256), "output": "sources"},
     "conv": {"channels": (32, 64), "hidden": 256, "output": "sources"},
     "unet": {"channels": (16, 32, 64), "output": "split", "blocks": 1},
+    "vae": {"channels": (24, 48, 96), "output": "sources", "blocks": 1},
 }
 # Default epochs per model: about 10 minutes on 2 cores for dense and conv, 20 for the U-Net.
-DEFAULT_EPOCHS = {"dense": 50, "conv": 15, "unet": 10}
+DEFAULT_EPOCHS = {"dense": 50, "conv": 15, "unet": 10, "vae": 10}
 # How many numbers --channels / --hidden take, per model.
-N_CHANNELS = {"conv": 2, "unet": 3}
+N_CHANNELS = {"conv": 2, "unet": 3, "vae": 3}
 
 
 @dataclass
 class MnistConfig(RunConfig):
     """Settings of a Part I run (each a flag of ``npvae train mnist``).
 
-    model : "dense", "conv" or "unet". hidden, channels, output, blocks : architecture
-    (None: the model's default, :data:`MODEL_DEFAULTS`); blocks (U-Net only) is the number
-    of 3x3 convolutions per level. rule : how the two images mix. loss, mix_weight,
+    model : "dense", "conv", "unet" or "vae" (a latent map, no skips). hidden, channels,
+    output, blocks : architecture (None: the model's default, :data:`MODEL_DEFAULTS`);
+    blocks (unet and vae) is the number of 3x3 convolutions per level. latent_dim : the
+    latent's size (dense, conv, unet) or channels of its 7x7 map (vae). rule : how the two images mix. loss, mix_weight,
     sample : the objective (:mod:`.objective`); sample False takes z = mu in training
     too. epochs : None for the model's default (:data:`DEFAULT_EPOCHS`). n_examples :
     evaluation pairs kept in results.h5. show : open the figures on screen too.
@@ -67,9 +69,9 @@ class MnistConfig(RunConfig):
         check_settings(self, positive_int=("latent_dim", "n_examples", "hidden", "channels", "blocks"),
                        nonneg=("mix_weight",), choices={"rule": RULES, "loss": RECON_LOSSES, "output": OUTPUTS},
                        optional=("hidden", "channels", "output", "blocks"))
-        if self.blocks is not None and self.model != "unet":
-            raise ValueError(f"--blocks (3x3 convolutions per level) is a U-Net setting; the {self.model} model has "
-                             "none: drop --blocks or use --model unet")
+        if self.blocks is not None and self.model not in ("unet", "vae"):
+            raise ValueError(f"--blocks (3x3 convolutions per level) is a setting of the unet and vae models; the "
+                             f"{self.model} model has none: drop --blocks or use --model unet")
         for key in ("hidden", "channels"):
             value = getattr(self, key)
             if value is not None:
@@ -77,14 +79,15 @@ class MnistConfig(RunConfig):
         if self.channels is not None:
             want = N_CHANNELS.get(self.model)
             if want is None:
-                raise ValueError(f"--channels is a setting of the conv and unet models; the {self.model} model has "
+                raise ValueError(f"--channels is a setting of the conv, unet and vae models; the {self.model} model has "
                                  "none: drop --channels or use --hidden")
             if len(self.channels) != want:
                 raise ValueError(f"--channels takes {want} numbers for the {self.model} model (one per level, e.g. "
                                  f"{' '.join(map(str, MODEL_DEFAULTS[self.model]['channels']))}), got "
                                  f"{len(self.channels)}: {' '.join(map(str, self.channels))}")
-        if self.hidden is not None and self.model == "unet":
-            raise ValueError("--hidden is a setting of the dense and conv models; the U-Net has none: drop --hidden")
+        if self.hidden is not None and self.model in ("unet", "vae"):
+            raise ValueError(f"--hidden is a setting of the dense and conv models; the {self.model} model has none: "
+                             "drop --hidden")
         if self.hidden is not None and self.model == "conv" and len(self.hidden) != 1:
             raise ValueError(f"--hidden takes one number for the conv model, got {len(self.hidden)}")
 
@@ -134,6 +137,17 @@ def evaluate(model, mixture, digit, fashion, batch_size: int = 500) -> dict:
     return separation_report(d_hat, f_hat, digit, fashion)
 
 
+def prior_mean_scores(model, mixture, digit, fashion) -> dict:
+    """What the latent carries: the scores of a copy of ``model`` that decodes the prior's
+    mean (z = 0) for every mixture, as ``prior_mean_*`` (mean PSNR/SSIM, dB and 0..1)."""
+    import copy
+
+    from ...pretrained.scoring import zero_latent_mean
+    ablated = zero_latent_mean(copy.deepcopy(model))
+    report = evaluate(ablated, mixture, digit, fashion)
+    return {f"prior_mean_{k}": v for k, v in report.items() if k.startswith("mean_")}
+
+
 def validation_terms(objective: SeparationObjective, mixture, digit, fashion, beta: float) -> dict:
     """Loss terms (posterior mean, no sampling) and mean PSNR on the validation pairs."""
     sums, n = {}, len(mixture)
@@ -178,13 +192,16 @@ class MnistTask(Task):
                  "lr_schedule": "cosine"},
         # the plain dense VAE with a lighter KL (beta 0.1), a 64-dim latent, 100 epochs, cosine tail
         "dense-best": {"model": "dense", "beta": 0.1, "latent_dim": 64, "epochs": 100, "lr_schedule": "cosine"},
+        # a true VAE: a 7x7x16 latent map (784 numbers) and no path around it, a light KL
+        "vae": {"model": "vae", "latent_dim": 16, "beta": 0.01, "epochs": 18, "lr_schedule": "cosine"},
     }
     help = {
-        "model": "dense VAE, convolutional VAE, or U-Net VAE with skips and a mask output",
-        "latent_dim": "size of the Gaussian latent",
+        "model": "dense VAE, convolutional VAE, U-Net VAE with skips and a mask output, or a "
+                 "convolutional VAE with a 7x7 latent map and no skips (vae)",
+        "latent_dim": "size of the Gaussian latent (vae: channels of its 7x7 map)",
         "hidden": "hidden widths: 512 256 (dense) or 256 (conv); default per model",
-        "channels": "conv channels: 32 64 (conv) or 16 32 64 (unet); default per model",
-        "blocks": "3x3 convolutions per U-Net level (default 1)",
+        "channels": "conv channels: 32 64 (conv), 16 32 64 (unet) or 24 48 96 (vae); default per model",
+        "blocks": "3x3 convolutions per level, unet and vae (default 1)",
         "output": "decode two images (sources) or how the mixture splits (split); default per model",
         "rule": "mixing rule of the two images",
         "loss": "reconstruction loss",
@@ -192,7 +209,7 @@ class MnistTask(Task):
         "sample": "sample the latent in training (--no-sample with --beta 0: a plain autoencoder)",
         "n_examples": "evaluation pairs kept as examples in results.h5",
         "show": "also open the figures on screen",
-        "epochs": "training epochs (default 50 dense, 15 conv, 10 unet)",
+        "epochs": "training epochs (default 50 dense, 15 conv, 10 unet, 10 vae)",
         "batch_size": "pairs per batch",
         "train_limit": "training images per set (quick runs)",
         "eval_limit": "evaluation pairs (default 10000)",
@@ -246,9 +263,11 @@ class MnistTask(Task):
         metrics = evaluate(self.model, mixture, digit, fashion)
         baseline = separation_report(mixture, mixture, digit, fashion)
         metrics.update({f"mixture_as_estimate_{k}": v for k, v in baseline.items() if k.startswith("mean_")})
+        metrics.update(prior_mean_scores(self.model, mixture, digit, fashion))
         metrics["n_eval_pairs"] = int(len(mixture))
         self.log(f"test metrics on {len(mixture):,} fixed evaluation pairs:\n{format_metrics(metrics)}")
-        self.log(f"(mixture as the estimate: mean PSNR {metrics['mixture_as_estimate_mean_psnr']:.2f} dB)")
+        self.log(f"(mixture as the estimate: mean PSNR {metrics['mixture_as_estimate_mean_psnr']:.2f} dB; "
+                 f"latent at the prior mean: {metrics['prior_mean_mean_psnr']:.2f} dB)")
         return metrics
 
     def save(self, config, history, metrics):
@@ -262,5 +281,6 @@ class MnistTask(Task):
                      {k: v.astype(np.float32) for k, v in examples.items()})
 
 
-__all__ = ["MnistConfig", "MnistTask", "MODEL_DEFAULTS", "DEFAULT_EPOCHS", "evaluate", "validation_terms",
+__all__ = ["MnistConfig", "MnistTask", "MODEL_DEFAULTS", "DEFAULT_EPOCHS", "evaluate", "prior_mean_scores",
+           "validation_terms",
            "example_images", "format_metrics", "load_data", "data_folders"]

@@ -79,25 +79,30 @@ class MusicConfig(RunConfig):
                                 "loss_compression": ("none", "log", "power"), "remix": ("shift", "cross")})
         self.channels = tuple(int(c) for c in (self.channels if isinstance(self.channels, (list, tuple))
                                                else [self.channels]))
-        d = SpectrogramUNetVAE.DOWNSAMPLE
+        if len(self.channels) < 2:
+            raise ValueError(f"--channels takes one number per encoder level, at least 2 (e.g. 16 32 64), got "
+                             f"{len(self.channels)}: {' '.join(map(str, self.channels))}")
+        d = self.downsample
         if self.frames % d:
             raise ValueError(f"--frames must be a multiple of {d} (the network halves the time axis "
-                             f"{d.bit_length() - 1} times), got {self.frames}")
-        if len(self.channels) != 3:
-            raise ValueError(f"--channels takes 3 numbers (one per encoder level, e.g. 16 32 64), got "
-                             f"{len(self.channels)}: {' '.join(map(str, self.channels))}")
+                             f"{d.bit_length() - 1} times, once per level of --channels), got {self.frames}")
         if self.remix_prob > 1:
             raise ValueError(f"--remix-prob is a probability in [0, 1], got {self.remix_prob}")
+
+    @property
+    def downsample(self) -> int:
+        """How many times the network shrinks F and T: 2 ** (levels)."""
+        return 2 ** len(self.channels)
 
     def loss_config(self) -> LossConfig:
         return LossConfig(loss=self.loss, compression=self.loss_compression, power=self.loss_power,
                           mix_weight=self.mix_weight, beta=self.beta, kl_warmup=self.kl_warmup, sample=self.sample)
 
 
-def check_clip_lengths(tracks, stft_cfg: STFTConfig, what: str, folder) -> None:
-    """Refuse clips too short for the network (fewer STFT frames than it downsamples by),
-    naming each one, before any training starts."""
-    need = SpectrogramUNetVAE.DOWNSAMPLE
+def check_clip_lengths(tracks, stft_cfg: STFTConfig, what: str, folder,
+                       need: int = SpectrogramUNetVAE.DOWNSAMPLE) -> None:
+    """Refuse clips too short for the network (fewer STFT frames than it downsamples by,
+    ``need``), naming each one, before any training starts."""
     short = [t for t in tracks if stft_cfg.n_frames(t.n_samples) < need]
     if short:
         names = ", ".join(f"{t.name} ({t.n_samples} samples)" for t in short[:5]) + (", ..." if len(short) > 5 else "")
@@ -124,7 +129,7 @@ class MusicTask(Task):
         "data_dir": "data root (holds MIR-1K/ or IRMAS-TrainingData/), or the stems folder (else $NPVAE_DATA)",
         "batch_size": "excerpts per batch",
         "frames": "STFT frames per training excerpt (a multiple of 8)",
-        "channels": "channels of the three encoder levels",
+        "channels": "channels of the encoder levels, one number per level (each halves F and T)",
         "latent_channels": "channels of the Gaussian latent map",
         "compression": "compression of the network's input magnitudes",
         "remix": "remixed excerpts take the accompaniment of the same clip, shifted (shift), or of another (cross)",
@@ -156,8 +161,8 @@ class MusicTask(Task):
         self.stft_cfg = stft_cfg = STFTConfig.for_dataset(cfg.dataset)
         self.train_tracks = load_tracks(cfg.dataset, "train", cfg.data_dir)[:cfg.train_limit]
         self.val_tracks = load_tracks(cfg.dataset, "validation", cfg.data_dir)[:cfg.eval_limit]
-        check_clip_lengths(self.train_tracks, stft_cfg, "training", self.folder)
-        check_clip_lengths(self.val_tracks, stft_cfg, "validation", self.folder)
+        check_clip_lengths(self.train_tracks, stft_cfg, "training", self.folder, self.cfg.downsample)
+        check_clip_lengths(self.val_tracks, stft_cfg, "validation", self.folder, self.cfg.downsample)
         self.log(f"{cfg.dataset}: {len(self.train_tracks)} training clips "
                  f"({sum(t.duration for t in self.train_tracks):.0f} s), {len(self.val_tracks)} validation clips "
                  f"({sum(t.duration for t in self.val_tracks):.0f} s)")
