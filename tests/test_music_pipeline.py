@@ -137,6 +137,19 @@ def test_evaluate_orders_oracle_model_and_floor(rng):
     assert "ideal ratio mask" in format_table(res)
 
 
+def test_gnsdr_per_singer_weights_each_singers_clips_by_length():
+    from npvae.audio.datasets import mir1k_singer
+    from npvae.pipelines.music import by_group, format_groups
+    per = {"clip_names": ["amy_1_01", "Ani_2_01", "amy_3_02"], "clip_seconds": np.array([1.0, 2.0, 3.0]),
+           "model_nsdr": np.array([[1.0, 2.0], [5.0, 6.0], [3.0, 4.0]])}
+    g = by_group(per, mir1k_singer)
+    assert g["groups"] == ["Ani", "amy"] and list(g["group_clips"]) == [1, 2]
+    np.testing.assert_allclose(g["group_vocals_gnsdr"], [5.0, (1 * 1 + 3 * 3) / 4])
+    np.testing.assert_allclose(g["group_accompaniment_gnsdr"], [6.0, (2 * 1 + 4 * 3) / 4])
+    text = format_groups(g)
+    assert "Ani" in text and "across singers: vocals 2.50 to 5.00" in text
+
+
 def test_evaluate_leaves_out_clips_with_a_silent_reference(rng):
     tracks = [synth_track(rng, name=f"c{i}") for i in range(2)]
     tracks[1].voice[:] = 0

@@ -11,10 +11,10 @@ What a trained model does to audio (features, masks, whole files) is
 :mod:`npvae.separator`; its files are :mod:`npvae.io`; its figures :mod:`npvae.plotting`.
 """
 from .batches import sample_batch
-from .evaluation import evaluate, example, format_table, oracle_estimates, quick_validation, summarize
+from .evaluation import by_group, evaluate, example, format_groups, format_table, oracle_estimates, quick_validation, summarize
 from ...schedules import lr_at
 from .objective import LossConfig, MusicObjective
 from .task import MusicConfig, MusicTask
 
-__all__ = ["sample_batch", "evaluate", "example", "format_table", "oracle_estimates", "quick_validation",
+__all__ = ["sample_batch", "by_group", "format_groups", "evaluate", "example", "format_table", "oracle_estimates", "quick_validation",
            "summarize", "LossConfig", "MusicObjective", "lr_at", "MusicConfig", "MusicTask"]

@@ -87,6 +87,35 @@ def summarize(per_clip: dict, systems=("model", "oracle", "mixture")) -> dict:
     return out
 
 
+def by_group(per_clip: dict, group_of, system: str = "model") -> dict:
+    """GNSDR of ``system`` per group of clips (per singer, say): ``{"groups": [...],
+    "group_clips": (G,), "group_vocals_gnsdr": (G,), "group_accompaniment_gnsdr": (G,)}``,
+    groups sorted by name; ``group_of(clip_name) -> str``. Says how much a summary over
+    all clips depends on a few voices."""
+    names = list(per_clip["clip_names"])
+    labels = np.asarray([group_of(n) for n in names])
+    groups = sorted(set(labels.tolist()))
+    w, nsdr = np.asarray(per_clip["clip_seconds"]), per_clip[f"{system}_nsdr"]
+    out = {"groups": groups, "group_clips": np.asarray([int(np.sum(labels == g)) for g in groups])}
+    for j, src in enumerate(SOURCES):
+        out[f"group_{src}_gnsdr"] = np.asarray([gnsdr(nsdr[labels == g, j], w[labels == g]) for g in groups])
+    return out
+
+
+def format_groups(groups: dict, what: str = "singer") -> str:
+    """A plain-text table of :func:`by_group`, with the spread across groups."""
+    head = f"{what:14s} {'clips':>5s} " + " ".join(f"{src + ' GNSDR':>20s}" for src in SOURCES)
+    lines = [head, "-" * len(head)]
+    for i, g in enumerate(groups["groups"]):
+        lines.append(f"{g:14s} {groups['group_clips'][i]:5d} "
+                     + " ".join(f"{groups[f'group_{src}_gnsdr'][i]:20.2f}" for src in SOURCES))
+    if len(groups["groups"]) > 1:
+        spread = ", ".join(f"{src} {np.min(v):.2f} to {np.max(v):.2f} (std {np.std(v):.2f})"
+                           for src in SOURCES for v in [groups[f"group_{src}_gnsdr"]])
+        lines.append(f"across {what}s: {spread}")
+    return "\n".join(lines)
+
+
 def format_table(summary: dict, systems=("model", "oracle", "mixture")) -> str:
     """A plain-text table of the summaries, one row per system and source."""
     labels = {"model": "VAE (this model)", "oracle": "ideal ratio mask (ceiling)",
