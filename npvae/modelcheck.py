@@ -258,14 +258,20 @@ def _rule_spectrogram_unet(s):
 
 def _rule_latent_map_vae(s):
     latent, n_out = _separation_common(s, "sources")
-    c1, c2, c3 = _sizes(s, "channels", [24, 48, 96], 3)
+    c = _sizes(s, "channels", [24, 48, 96])
+    if len(c) not in (2, 3):
+        raise _SpecProblem(f"LatentMapSeparationVAE.channels must list 2 or 3 levels, got {list(c)}")
     blocks = _size(s, "blocks", 1, minimum=0)
     _at_most(s, "blocks", 4 * blocks)
-    enc = [_conv(1, c1, 3), None, _conv(c1, c2, 4), None] + [_conv(c2, c2, 3), None] * blocks \
-        + [_conv(c2, c3, 4), None] + [_conv(c3, c3, 3), None] * blocks
-    dec = [_conv(latent, c3, 3), None] + [_conv(c3, c3, 3), None] * blocks + [_conv_t(c3, c2, 4), None] \
-        + [_conv(c2, c2, 3), None] * blocks + [_conv_t(c2, c1, 4), None, _conv(c1, c1, 3), None, _conv(c1, n_out, 3)]
-    out = {**_prefixed("head", _conv(c3, 2 * latent, 1))}
+    enc = [_conv(1, c[0], 3), None]
+    for i in range(1, len(c)):
+        enc += [_conv(c[i - 1], c[i], 4), None] + [_conv(c[i], c[i], 3), None] * blocks
+    dec = [_conv(latent, c[-1], 3), None] + [_conv(c[-1], c[-1], 3), None] * blocks
+    for i in range(len(c) - 1, 0, -1):
+        dec += [_conv_t(c[i], c[i - 1], 4), None]
+        dec += [_conv(c[i - 1], c[i - 1], 3), None] * (blocks if i > 1 else 1)
+    dec.append(_conv(c[0], n_out, 3))
+    out = {**_prefixed("head", _conv(c[-1], 2 * latent, 1))}
     for name, layers in (("encoder", enc), ("decoder", dec)):
         for i, shapes in enumerate(layers):
             if shapes is not None:

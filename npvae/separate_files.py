@@ -289,7 +289,7 @@ def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str 
     stems = [s for s in SOURCES if s in stems]
     subtype = SUBTYPES[(fmt, bits)]
     block, context = block_layout(job.sr, sep.stft_cfg.sample_rate, sep.stft_cfg.hop, sep.model.DOWNSAMPLE,
-                                  sep.stft_cfg.n_fft, block_seconds)
+                                  sep.stft_cfg.n_fft, block_seconds, getattr(sep.model, "context_frames", 48))
     keep = [SOURCES.index(s) for s in stems]
     clip = subtype.startswith("PCM")
     clipped, writing = 0, None

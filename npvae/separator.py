@@ -140,20 +140,20 @@ class Separator:
     source: str | None = field(default=None, compare=False, repr=False)
 
     # -- masks ---------------------------------------------------------------
-    def masks(self, mix_mag: np.ndarray, chunk_frames: int = 512, context: int = 48) -> np.ndarray:
+    def masks(self, mix_mag: np.ndarray, chunk_frames: int = 512, context: int | None = None) -> np.ndarray:
         """Soft masks (n_sources, F, T) for a mixture magnitude (F, T) of any length.
 
         The network runs on chunks of ``chunk_frames`` frames, each with ``context``
-        frames of real input on both sides (multiples of 8, so the strided layers keep
-        their alignment); only a chunk's centre is kept. With a context at least the
-        network's receptive-field radius this equals one pass over the whole file, while
-        memory stays bounded by the chunk size.
+        frames of real input on both sides (multiples of the model's ``DOWNSAMPLE``, so the
+        strided layers keep their alignment); only a chunk's centre is kept. The default
+        context, the model's ``context_frames``, covers its receptive-field radius, so this
+        equals one pass over the whole file while memory stays bounded by the chunk size.
         """
         return predict_masks(self.model, self.norm(mix_mag), mix_mag.shape[0], chunk_frames, context)
 
     # -- waveforms -----------------------------------------------------------
     def separate_mono(self, x: np.ndarray, wiener: bool = False, chunk_frames: int = 512,
-                      context: int = 48) -> np.ndarray:
+                      context: int | None = None) -> np.ndarray:
         """x : (n_samples,) at ``stft_cfg.sample_rate``. Returns float32 (n_sources, n_samples)."""
         x = np.asarray(x, np.float32)
         X = stft(x, self.stft_cfg)
@@ -165,7 +165,7 @@ class Separator:
         return out
 
     def separate(self, audio: np.ndarray, sr: int, wiener: bool = False, chunk_frames: int = 512,
-                 context: int = 48) -> np.ndarray:
+                 context: int | None = None) -> np.ndarray:
         """audio : (n_samples,) or (n_samples, n_channels) at ``sr`` Hz.
 
         Every channel is separated on its own at the model's rate and resampled back.
@@ -272,9 +272,12 @@ def check_finite_output(out: np.ndarray, x: np.ndarray, source: str | None, name
 
 
 def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512,
-                  context: int = 48) -> np.ndarray:
-    """Run ``model`` over normalised features (n_bins, T) in chunks; masks (S, n_freq, T)."""
+                  context: int | None = None) -> np.ndarray:
+    """Run ``model`` over normalised features (n_bins, T) in chunks; masks (S, n_freq, T).
+    ``context`` None: the model's ``context_frames`` (48 when it has none)."""
     d = model.DOWNSAMPLE
+    if context is None:
+        context = getattr(model, "context_frames", 48)
     if chunk_frames % d or context % d or chunk_frames <= 0 or context < 0:
         raise ValueError(f"chunk_frames ({chunk_frames}) and context ({context}) must be "
                          f"non-negative multiples of {d}")

@@ -8,7 +8,7 @@ from npvae.pipelines.mnist.objective import SeparationObjective
 
 TINY = {"dense": dict(hidden=(6, 5), latent_dim=3), "conv": dict(channels=(2, 3), hidden=5, latent_dim=2),
         "unet": dict(channels=(2, 2, 3), latent_dim=2), "unet-blocks2": dict(channels=(2, 3, 3), latent_dim=2, blocks=2),
-        "vae": dict(channels=(2, 2, 3), latent_dim=2, blocks=1)}
+        "vae": dict(channels=(2, 2, 3), latent_dim=2, blocks=1), "vae-14": dict(channels=(2, 3), latent_dim=1)}
 
 
 def pairs(rng, n=3):

@@ -26,6 +26,7 @@ CASES = {
     "unet-sources": (models.UNetSeparationVAE, dict(channels=(2, 2, 2), latent_dim=2, output="sources"),
                      (2, 28, 28)),
     "vae-latent-map": (models.LatentMapSeparationVAE, dict(channels=(2, 2, 3), latent_dim=2), (2, 28, 28)),
+    "vae-latent-map-14": (models.LatentMapSeparationVAE, dict(channels=(2, 3), latent_dim=2, blocks=2), (2, 28, 28)),
     "vae-latent-map-split": (models.LatentMapSeparationVAE, dict(channels=(2, 2, 2), latent_dim=1, blocks=0,
                                                                  output="split"), (2, 28, 28)),
     "blind-images": (models.BlindSeparationVAE, dict(n_groups=2, latent_dim=2, hidden=(5,)), (2, 28, 28)),

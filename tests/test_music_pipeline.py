@@ -126,6 +126,16 @@ def test_wiener_masks_sum_to_one_and_separate_keeps_length_and_channels(rng):
         assert np.sqrt(np.mean(err ** 2)) < 0.02 * np.sqrt(np.mean(stereo[:, c] ** 2))
 
 
+def test_a_deeper_network_separates_in_chunks_with_its_own_context(rng):
+    """Five levels: frames in multiples of 32, and a default context (the model's
+    context_frames, 128) that covers the receptive field, so chunks equal one pass."""
+    model = SpectrogramUNetVAE(channels=(2, 2, 2, 2, 2), latent_channels=2, rng=rng)
+    assert model.DOWNSAMPLE == 32 and model.context_frames == 128
+    feats = rng.standard_normal((CFG.n_freq - 1, 300)).astype(np.float32)
+    one = predict_masks(model, feats, CFG.n_freq, chunk_frames=1024)
+    np.testing.assert_allclose(predict_masks(model, feats, CFG.n_freq, chunk_frames=64), one, atol=1e-5)
+
+
 def test_evaluate_orders_oracle_model_and_floor(rng):
     tracks = [synth_track(rng, name=f"c{i}") for i in range(2)]
     res = evaluate(tiny_separator(rng, tracks=tracks), tracks)

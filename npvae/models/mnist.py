@@ -385,7 +385,8 @@ class LatentMapSeparationVAE(SeparationVAE):
     ``output="sources"`` no use of the mixture either, so every bit of the
     separation passes through the latent (decoding the prior's mean gives the
     same two images for every mixture). ``latent_dim`` is L, the channels of the
-    latent map (``latent_channels``); the posterior has L*49 dimensions.
+    latent map (``latent_channels``); the posterior has L*49 dimensions. With two
+    channel counts (c1, c2) the network stops at 14x14: a latent map of L*196 numbers.
     """
 
     SIDE_LATENT = 7
@@ -396,9 +397,12 @@ class LatentMapSeparationVAE(SeparationVAE):
         if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 0:
             raise ValueError(f"blocks (3x3 convolutions after each resampling) must be an integer >= 0, got {blocks!r}")
         rng = self.rng = default_rng(rng)
-        c1, c2, c3 = self.channels = tuple(int(c) for c in channels)
+        c = self.channels = tuple(int(v) for v in channels)
+        if len(c) not in (2, 3) or min(c) <= 0:
+            raise ValueError(f"channels must be 2 or 3 positive ints (a 14x14 or a 7x7 latent map), got {channels}")
         self.blocks = int(blocks)
         self.latent_channels = self.latent_dim
+        self.latent_side = SIDE >> (len(c) - 1)
         kw = dict(rng=rng, dtype=dtype)
         act = dict(alpha=0.2)
 
@@ -408,16 +412,16 @@ class LatentMapSeparationVAE(SeparationVAE):
         def extra(width):
             return [layer for _ in range(self.blocks) for layer in conv3(width, width)]
 
-        self.encoder = Sequential(
-            *conv3(1, c1),
-            Conv2d(c1, c2, 4, stride=2, padding=1, **kw), LeakyReLU(**act), *extra(c2),
-            Conv2d(c2, c3, 4, stride=2, padding=1, **kw), LeakyReLU(**act), *extra(c3))
-        self.head = Conv2d(c3, 2 * self.latent_dim, 1, **kw)
-        self.decoder = Sequential(
-            *conv3(self.latent_dim, c3), *extra(c3),
-            ConvTranspose2d(c3, c2, 4, stride=2, padding=1, **kw), LeakyReLU(**act), *extra(c2),
-            ConvTranspose2d(c2, c1, 4, stride=2, padding=1, **kw), LeakyReLU(**act), *conv3(c1, c1),
-            Conv2d(c1, self.out_channels, 3, padding=1, **kw))
+        encoder = conv3(1, c[0])
+        for i in range(1, len(c)):
+            encoder += [Conv2d(c[i - 1], c[i], 4, stride=2, padding=1, **kw), LeakyReLU(**act), *extra(c[i])]
+        decoder = conv3(self.latent_dim, c[-1]) + extra(c[-1])
+        for i in range(len(c) - 1, 0, -1):
+            decoder += [ConvTranspose2d(c[i], c[i - 1], 4, stride=2, padding=1, **kw), LeakyReLU(**act)]
+            decoder += extra(c[i - 1]) if i > 1 else conv3(c[0], c[0])
+        self.encoder = Sequential(*encoder)
+        self.head = Conv2d(c[-1], 2 * self.latent_dim, 1, **kw)
+        self.decoder = Sequential(*decoder, Conv2d(c[0], self.out_channels, 3, padding=1, **kw))
 
     def children(self):
         return {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}

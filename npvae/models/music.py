@@ -82,6 +82,15 @@ class SpectrogramUNetVAE(Layer):
         self.rng = rng
         self.mu = self.logvar = None
 
+    @property
+    def context_frames(self) -> int:
+        """Frames of input a separated chunk needs on each side: at least 48 and the
+        receptive-field radius (bounded by (k // 2) * (2**n - 1) frames for the encoder and
+        as much for the decoder), rounded up to a multiple of ``DOWNSAMPLE``."""
+        radius = 2 * (self.kernel_size // 2) * (2 ** self.levels - 1)
+        d = self.DOWNSAMPLE
+        return -(-max(48, radius) // d) * d
+
     def children(self):
         n = self.levels
         return {**{f"enc{i + 1}": self.encoders[i] for i in range(n)}, "head": self.head,

@@ -78,6 +78,8 @@ class MnistConfig(RunConfig):
                 setattr(self, key, tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value])))
         if self.channels is not None:
             want = N_CHANNELS.get(self.model)
+            if self.model == "vae" and len(self.channels) == 2:    # a 14x14 latent map
+                want = 2
             if want is None:
                 raise ValueError(f"--channels is a setting of the conv, unet and vae models; the {self.model} model has "
                                  "none: drop --channels or use --hidden")
@@ -200,7 +202,8 @@ class MnistTask(Task):
                  "convolutional VAE with a 7x7 latent map and no skips (vae)",
         "latent_dim": "size of the Gaussian latent (vae: channels of its 7x7 map)",
         "hidden": "hidden widths: 512 256 (dense) or 256 (conv); default per model",
-        "channels": "conv channels: 32 64 (conv), 16 32 64 (unet) or 24 48 96 (vae); default per model",
+        "channels": "conv channels: 32 64 (conv), 16 32 64 (unet) or 24 48 96 (vae: a 7x7 latent map; two "
+                    "numbers, a 14x14 one); default per model",
         "blocks": "3x3 convolutions per level, unet and vae (default 1)",
         "output": "decode two images (sources) or how the mixture splits (split); default per model",
         "rule": "mixing rule of the two images",
