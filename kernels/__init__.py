@@ -16,7 +16,7 @@ import warnings
 
 from . import numpy_kernels
 from .numpy_kernels import (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,  # noqa: F401
-                            ACT_TANH, conv_output_size)
+                            ACT_TANH, conv_output_size, winograd_tiles)
 
 BACKENDS = ("numba", "numpy")
 _ops = numpy_kernels
@@ -76,6 +76,22 @@ def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
     return _ops.conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx)
 
 
+def winograd_input_transform(x, m, ph, pw, out=None):
+    return _ops.winograd_input_transform(x, m, ph, pw, out)
+
+
+def winograd_output_transform(t, m, b, out):
+    return _ops.winograd_output_transform(t, m, b, out)
+
+
+def winograd_output_adjoint(dy, m, out=None):
+    return _ops.winograd_output_adjoint(dy, m, out)
+
+
+def winograd_input_adjoint(v, m, ph, pw, out):
+    return _ops.winograd_input_adjoint(v, m, ph, pw, out)
+
+
 def bias_act_forward(z, b, act, alpha=0.0):
     return _ops.bias_act_forward(z, b, act, alpha)
 
@@ -104,8 +120,9 @@ def bce_logits(logits, target, scale=1.0):
     return _ops.bce_logits(logits, target, scale)
 
 
-for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, bias_act_forward, act_forward,
-            act_backward, adam_update, reparameterize, kl_terms, bce_logits):
+for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, winograd_input_transform,
+            winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
+            act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 
 set_backend(os.environ.get("NPVAE_BACKEND", "numba"))

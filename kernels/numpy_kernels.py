@@ -171,3 +171,103 @@ def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
     dw[...] = (d2 @ cols.T).reshape(dw.shape)
     if dx is not None:
         col2im(w.reshape(o, -1).T @ d2, x.shape, kh, kw, sh, sw, ph, pw, out=dx)
+
+
+# -- Winograd F(m x m, 3x3) ------------------------------------------------------------------
+#
+# A 3x3 stride-1 convolution computed on input tiles of r = m + 2 pixels a side that
+# overlap by 2, each giving an m x m output tile: ``Y = A^T [(G g G^T) * (B^T d B)] A``
+# per tile and channel pair, the products summed over the input channels as r*r GEMMs
+# (one per tile position), in the layer. m is 2 (F(2x2, 3x3), 16 positions) or 4
+# (F(4x4, 3x3), 36). Tiles are numbered ``(n*TH + a)*TW + b`` for sample n, tile row a,
+# tile column b, with ``TH = ceil(OH / m)``, ``TW = ceil(OW / m)``; the input is
+# zero-padded on the right and at the bottom to whole tiles, and the output tiles are
+# cropped to (OH, OW). Arrays of tiles are (r*r, channels, tiles): position ``i*r + j``
+# of a tile, then channel, then tile.
+
+WINOGRAD = {   # m -> (B^T, G, A^T), from Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks"
+    2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64),
+        np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64),
+        np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)),
+    4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64),
+        np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64),
+        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+                 dtype=np.float64)),
+}
+
+
+def winograd_tiles(size: int, pad: int, m: int) -> int:
+    """Output tiles of ``m`` along an axis of ``size`` inputs with ``pad`` zeros each side."""
+    return -(-(size + 2 * pad - 2) // m)
+
+
+def _tile_layout(t, n, th, tw):
+    """(N, X, TH, TW, r, r) -> (r*r, X, N*TH*TW)."""
+    r = t.shape[-1]
+    return t.transpose(4, 5, 1, 0, 2, 3).reshape(r * r, t.shape[1], n * th * tw)
+
+
+def _tile_array(v, n, th, tw):
+    """(r*r, X, N*TH*TW) -> (N, X, TH, TW, r, r)."""
+    r = int(round(np.sqrt(v.shape[0])))
+    return v.reshape(r, r, v.shape[1], n, th, tw).transpose(3, 2, 4, 5, 0, 1)
+
+
+def _into(value, out):
+    if out is None:
+        return np.ascontiguousarray(value)
+    out[...] = value
+    return out
+
+
+def winograd_input_transform(x, m, ph, pw, out=None):
+    """Input tiles ``B^T d B`` of ``x`` (N, C, H, W), zero-padded by (ph, pw), as
+    (r*r, C, N*TH*TW), r = m + 2 (into ``out`` if given)."""
+    n, c, h, w = x.shape
+    th, tw = winograd_tiles(h, ph, m), winograd_tiles(w, pw, m)
+    xp = np.zeros((n, c, m * th + 2, m * tw + 2), dtype=x.dtype)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    d = sliding_window_view(xp, (m + 2, m + 2), axis=(2, 3))[:, :, ::m, ::m]   # (N, C, TH, TW, r, r)
+    bt = WINOGRAD[m][0].astype(x.dtype)
+    return _into(_tile_layout(bt @ d @ bt.T, n, th, tw), out)
+
+
+def winograd_output_transform(t, m, b, out):
+    """Output tiles ``A^T t A`` of ``t`` (r*r, O, N*TH*TW) plus the bias ``b`` (O,),
+    cropped into ``out`` (N, O, OH, OW)."""
+    n, o, oh, ow = out.shape
+    th, tw = -(-oh // m), -(-ow // m)
+    at = WINOGRAD[m][2].astype(t.dtype)
+    y = at @ _tile_array(t, n, th, tw) @ at.T                               # (N, O, TH, TW, m, m)
+    y = y.transpose(0, 1, 2, 4, 3, 5).reshape(n, o, m * th, m * tw)
+    out[...] = y[:, :, :oh, :ow] + b[:, None, None]
+    return out
+
+
+def winograd_output_adjoint(dy, m, out=None):
+    """Adjoint of :func:`winograd_output_transform` (bias aside): ``A dy A^T`` of the
+    m x m tiles of ``dy`` (N, O, OH, OW), zero-padded to whole tiles, as (r*r, O, N*TH*TW)."""
+    n, o, oh, ow = dy.shape
+    th, tw = -(-oh // m), -(-ow // m)
+    dp = np.zeros((n, o, m * th, m * tw), dtype=dy.dtype)
+    dp[:, :, :oh, :ow] = dy
+    at = WINOGRAD[m][2].astype(dy.dtype)
+    t = dp.reshape(n, o, th, m, tw, m).transpose(0, 1, 2, 4, 3, 5)        # (N, O, TH, TW, m, m)
+    return _into(_tile_layout(at.T @ t @ at, n, th, tw), out)
+
+
+def winograd_input_adjoint(v, m, ph, pw, out):
+    """Adjoint of :func:`winograd_input_transform`: ``B v B^T`` per tile, the overlapping
+    tiles added up, the padding cropped, into ``out`` (N, C, H, W) (overwritten)."""
+    n, c, h, w = out.shape
+    th, tw = winograd_tiles(h, ph, m), winograd_tiles(w, pw, m)
+    bt = WINOGRAD[m][0].astype(v.dtype)
+    d = bt.T @ _tile_array(v, n, th, tw) @ bt                               # (N, C, TH, TW, r, r)
+    xp = np.zeros((n, c, m * th + 2, m * tw + 2), dtype=v.dtype)
+    for i in range(m + 2):
+        for j in range(m + 2):
+            xp[:, :, i:i + m * th:m, j:j + m * tw:m] += d[..., i, j]
+    out[...] = xp[:, :, ph:ph + h, pw:pw + w]
+    return out
