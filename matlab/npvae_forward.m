@@ -9,9 +9,9 @@ function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
 %   the reconstructed mixture, each N x 28 x 28 in the model's class (single for a
 %   float32 model). These equal model.separate(mixtures) in Python.
 %
-%   Models: DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE
-%   (npvae/models/mnist.py), with the "sources" or "split" output and the "average"
-%   or "sum" mixing rule. Blind models (npvae train blind-mnist): npvae_blind_forward.
+%   Models: DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE and
+%   LatentMapSeparationVAE (npvae/models/mnist.py; the last with a 14x14 or 7x7 latent
+%   map), with the "sources" or "split" output and the "average" or "sum" mixing rule. Blind models (npvae train blind-mnist): npvae_blind_forward.
 %
 %   Example:
 %     S = npvae_load('runs/mnist-dense/results.h5', 'mnist_results');
@@ -54,9 +54,12 @@ function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
       logits = conv_vae(spec, P, x);
     case 'UNetSeparationVAE'
       logits = unet_vae(spec, P, x);
+    case 'LatentMapSeparationVAE'
+      logits = latent_map_vae(spec, P, x);
     otherwise
       error('npvae:notMnistModel', ['npvae_forward: %s holds a %s; npvae_forward runs the Part I models ', ...
-            '(DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE); for a BlindSeparationVAE ', ...
+            '(DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE, LatentMapSeparationVAE); ', ...
+            'for a BlindSeparationVAE ', ...
             'use npvae_blind_forward'], where, spec.type);
   end
 
@@ -147,6 +150,45 @@ function logits = unet_vae(spec, P, x)
   u1 = more('up1', c(1), lrelu(run(conv('ConvTranspose2d', 2 * c(2), c(1), 4, 2, 1), 'up1', cat(2, u2, e2))));
   logits = run(conv('Conv2d', 2 * c(1) + 1, out_channels(spec), 3, 1, 1), 'out', cat(2, u1, e1, x));
   logits = reshape(logits, [n size(logits, 2) 28 28]);
+end
+
+
+function logits = latent_map_vae(spec, P, x)
+  % LatentMapSeparationVAE: conv encoder down to a 14x14 (2 channel counts) or 7x7 (3)
+  % map, a 1x1 conv head giving [mu, logvar] channels, z = mu, and a conv decoder that
+  % sees only z. The Sequential indices are those of the Python constructor.
+  c = reshape(double(spec.channels), 1, []);
+  if ~any(numel(c) == [2 3])
+    error('npvae:badSpec', 'npvae_forward: LatentMapSeparationVAE channels must be 2 or 3 numbers, got %s', ...
+          mat2str(c));
+  end
+  blocks = 1;                                       % 3x3 convolutions after each resampling (absent: 1)
+  if isfield(spec, 'blocks')
+    blocks = double(spec.blocks);
+  end
+  L = double(spec.latent_dim);
+  lrelu = struct('type', 'LeakyReLU', 'alpha', 0.2);
+  conv3 = @(a, b) {conv('Conv2d', a, b, 3, 1, 1), lrelu};
+  extra = @(w) repmat(conv3(w, w), 1, blocks);
+  enc = conv3(1, c(1));
+  for i = 2:numel(c)
+    enc = [enc, {conv('Conv2d', c(i - 1), c(i), 4, 2, 1), lrelu}, extra(c(i))];
+  end
+  dec = [conv3(L, c(end)), extra(c(end))];
+  for i = numel(c):-1:2
+    dec = [dec, {conv('ConvTranspose2d', c(i), c(i - 1), 4, 2, 1), lrelu}];
+    if i > 2
+      dec = [dec, extra(c(i - 1))];
+    else
+      dec = [dec, conv3(c(1), c(1))];                % the last level: one 3x3 conv whatever blocks is
+    end
+  end
+  dec{end + 1} = conv('Conv2d', c(1), out_channels(spec), 3, 1, 1);
+  h = npvae_layer_forward(struct('type', 'Sequential', 'layers', {enc}), P, 'encoder', x);
+  h = npvae_layer_forward(conv('Conv2d', c(end), 2 * L, 1, 1, 0), P, 'head', h);
+  z = h(:, 1:L, :, :);                              % the posterior mean (no sampling)
+  logits = npvae_layer_forward(struct('type', 'Sequential', 'layers', {dec}), P, 'decoder', z);
+  logits = reshape(logits, [size(x, 1) size(logits, 2) 28 28]);
 end
 
 

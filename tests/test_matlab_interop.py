@@ -2,7 +2,7 @@
 
 * npvae_load gives the same arrays as Python (examples, history, metrics, parameters);
 * npvae_forward reproduces ``npvae.load_model(file).separate(mixtures)`` for the dense,
-  conv and U-Net models;
+  conv and U-Net models, and for random latent-map VAEs (14x14 and 7x7 maps);
 * npvae_show_mnist / npvae_show_music write their PNG and WAV files headless;
 * damaged and wrong-kind files are refused clearly in Python and in Octave.
 
@@ -132,6 +132,39 @@ def test_npvae_forward_equals_python_separate(mnist_runs, tmp_path, rng):
                 np.testing.assert_allclose(have, w, atol=1e-5, rtol=0, err_msg=f"{name} {which} {key}")
         # the file's own estimates are what separate gives (so the check above is the one the user sees)
         np.testing.assert_allclose(examples["digit_hat"], model.separate(examples["mixture"])[0], atol=1e-6)
+
+
+LATENT_MAP_VAES = {   # tiny LatentMapSeparationVAEs: both latent-map sizes, both outputs, 0-2 blocks
+    "map14_sources": dict(latent_dim=3, channels=(4, 6), blocks=1, output="sources"),
+    "map14_split_sum": dict(latent_dim=2, channels=(3, 5), blocks=2, output="split", rule="sum"),
+    "map7_split": dict(latent_dim=2, channels=(3, 4, 5), blocks=0, output="split"),
+    "map7_sources_sum": dict(latent_dim=2, channels=(3, 4, 5), blocks=2, output="sources", rule="sum"),
+}
+
+
+def test_npvae_forward_runs_latent_map_vaes(tmp_path, rng):
+    """Random LatentMapSeparationVAEs (weights scaled by 3 so that the estimates spread
+    over (0, 1) rather than sit at 1/2) give in Octave what ``separate`` gives, to 1e-5."""
+    from npvae.io import save_model
+    from npvae.models.mnist import LatentMapSeparationVAE
+    mixtures = rng.random((4, 28, 28), dtype=np.float32)
+    scipy.io.savemat(tmp_path / "mixtures.mat", {"mixtures": mixtures})
+    code = "load('mixtures.mat');"
+    for i, (name, kw) in enumerate(LATENT_MAP_VAES.items()):
+        model = LatentMapSeparationVAE(rng=np.random.default_rng(i), **kw)
+        for _, p, _ in model.named_parameters():
+            p *= 3
+        save_model(tmp_path / f"{name}.h5", model)
+        code += f"[d, f, m] = npvae_forward('{name}.h5', mixtures); save('-v7', '{name}.mat', 'd', 'f', 'm');"
+    octave_ok(code, tmp_path)
+    for name in LATENT_MAP_VAES:
+        model = npvae.load_model(tmp_path / f"{name}.h5")
+        want = model.separate(mixtures)
+        assert want[0].std() > 0.05                      # estimates that depend on the weights
+        got = scipy.io.loadmat(tmp_path / f"{name}.mat")
+        for key, w in zip("dfm", want):
+            assert got[key].shape == w.shape and got[key].dtype == np.float32, (name, key, got[key].shape)
+            np.testing.assert_allclose(got[key], w, atol=1e-5, rtol=0, err_msg=f"{name} {key}")
 
 
 def _png_size(path) -> tuple[int, int]:
