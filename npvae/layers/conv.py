@@ -1,5 +1,15 @@
 """2-D convolution and transposed convolution (NCHW), with PyTorch's semantics and
-weight layouts, implemented as im2col + BLAS GEMMs.
+weight layouts.
+
+:class:`Conv2d` computes in one of a few ways (:mod:`npvae.layers.conv_algos`): im2col
++ BLAS GEMMs (any geometry), direct kernels without columns (stride 1), or Winograd
+F(2x2, 3x3) and F(4x4, 3x3) (3x3 kernels at stride 1). ``NPVAE_CONV_ALGO`` forces one
+(``im2col``, ``direct``, ``winograd``, ``winograd4``; a layer that cannot run it uses
+im2col) or, by default (``auto``), each layer times the ones it can run on the first
+input of each new shape and keeps the fastest, remembered in
+``~/.cache/npvae/conv_algos.json`` (``$NPVAE_CACHE_DIR``) so that later runs on the
+machine choose the same. ``layer.algorithm`` names the one the last forward ran.
+:class:`ConvTranspose2d` always runs GEMMs and col2im.
 
 Speed notes (measured with ``npvae bench``): the column matrices are
 the largest arrays of a step (up to 100 MB for a batch), so the batch is cut into
@@ -7,8 +17,9 @@ chunks of samples (about ``CHUNK_BYTES`` of columns each, at least one sample) t
 ``npvae.parallel`` spreads over the cores: each thread does a chunk's im2col, GEMMs
 and col2im while its columns are still in the CPU's cache. A chunk's columns are
 ``(C*kh*kw, m*OH*OW)``, one GEMM for its m samples; for m = 1 the GEMM writes the
-sample's ``(O, OH*OW)`` output in place, otherwise one copy reorders it. A layer
-with ``needs_input_grad = False`` skips the input gradient.
+sample's ``(O, OH*OW)`` output in place, otherwise one copy reorders it. Winograd's
+input tiles are chunked the same way. A layer with ``needs_input_grad = False`` skips
+the input gradient.
 """
 from __future__ import annotations
 
@@ -17,7 +28,9 @@ import numpy as np
 from .. import kernels
 
 from .. import parallel
+from . import conv_algos
 from .base import Layer, backward_before_forward, default_rng, expect_input, register
+from .conv_algos import gemm_into_samples as _gemm_into_samples, to_rows as _to_rows
 
 # Bytes of columns per chunk of samples (at least one sample per chunk). On a 2-core
 # AMD EPYC (Zen 5, 2 MB of L2 per core; 2026-11), 2 MB and 8 MB differ by a few percent
@@ -29,41 +42,12 @@ from .base import Layer, backward_before_forward, default_rng, expect_input, reg
 # size.) Smaller chunks give the threads more pieces to share.
 CHUNK_BYTES = 2 << 20
 
-# A stride-1 Conv2d with at most this many output channels skips im2col and runs the
-# direct kernels (kernels.conv_direct_*): its GEMM would have one or two rows, so
-# writing and reading the columns cost far more than the arithmetic. The Part I
-# U-Net's last layer (33 -> 1 channels, 3x3, batch 128), forward + backward on one
-# thread: 76 -> 13 ms.
-DIRECT_MAX_OUT = 2
-
 
 def _pair(value, name: str, minimum: int) -> tuple[int, int]:
     pair = tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value), int(value))
     if len(pair) != 2 or min(pair) < minimum:
         raise ValueError(f"{name} must be an int or a pair of ints >= {minimum}, got {value!r}")
     return pair
-
-
-def _to_rows(a3, scratch):
-    """(m, R, P) -> (R, m*P): a view when m == 1, else a copy into ``scratch``."""
-    m, r, p = a3.shape
-    if m == 1:
-        return a3[0]
-    out = scratch[:, : m * p]
-    out.reshape(r, m, p)[...] = a3.transpose(1, 0, 2)
-    return out
-
-
-def _gemm_into_samples(a, b, out3, scratch):
-    """``out3`` (m, R, P) = ``a @ b`` with ``b`` (K, m*P), through ``scratch`` (R, >= m*P)
-    unless m == 1."""
-    m, r, p = out3.shape
-    if m == 1:
-        np.matmul(a, b, out=out3[0])
-        return
-    tmp = scratch[:, : m * p]
-    np.matmul(a, b, out=tmp)
-    out3[...] = tmp.reshape(r, m, p).transpose(1, 0, 2)
 
 
 def _as_spec(pair):
@@ -82,7 +66,6 @@ class _ConvBase(Layer):
         self.padding = _pair(padding, "padding", 0)
         self.needs_input_grad = True   # False: backward fills the grads and returns None
         self._scratch = {}
-        self._direct_pass = False      # whether the last forward ran the direct kernels
         self._x_shape = self._x3 = None   # what forward keeps (Conv2d, ConvTranspose2d)
 
     def _buffer(self, name, shape):
@@ -134,6 +117,9 @@ class Conv2d(_ConvBase):
     ``OH = (H + 2*padding - kernel) // stride + 1`` (likewise OW).
     ``W`` is (out_channels, in_channels, kh, kw), ``b`` is (out_channels,),
     initialised from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_channels*kh*kw.
+
+    ``algorithm`` names how the last forward computed (``"im2col"``, ``"direct"``,
+    ``"winograd"``, ``"winograd4"``; None before the first), see the module docstring.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -144,6 +130,7 @@ class Conv2d(_ConvBase):
         bound = 1.0 / np.sqrt(in_channels * kh * kw)
         self.add_param("W", rng.uniform(-bound, bound, (out_channels, in_channels, kh, kw)))
         self.add_param("b", rng.uniform(-bound, bound, (out_channels,)))
+        self.algorithm = None
 
     def output_shape(self, h: int, w: int) -> tuple[int, int]:
         kh, kw, sh, sw, ph, pw = self._geometry()
@@ -152,93 +139,21 @@ class Conv2d(_ConvBase):
                              f"({h + 2 * ph}, {w + 2 * pw}); use a smaller kernel, more padding or a larger input")
         return kernels.conv_output_size(h, kh, sh, ph), kernels.conv_output_size(w, kw, sw, pw)
 
-    def _direct(self) -> bool:
-        return self.stride == (1, 1) and self.out_channels <= DIRECT_MAX_OUT
-
     def forward(self, x):
         expect_input(self, x, 4, "(N, in_channels, H, W)", 1, self.in_channels)
-        n = x.shape[0]
+        self.output_shape(*x.shape[2:])                    # a too-small input fails here, before any timing
+        return self._forward_with(conv_algos.choose(self, x), x)
+
+    def _forward_with(self, algo, x):
         oh, ow = self.output_shape(*x.shape[2:])
-        o, k, p = self.out_channels, self._patch_rows(self.in_channels), oh * ow
         self._x_shape = x.shape
-        self._direct_pass = self._direct()
-        if self._direct_pass:
-            return self._forward_direct(x, oh, ow)
-        step = self._step = self._chunk(n, k, p)
-        self._cols = cols = self._buffer("cols", (n * k * p,))    # kept for the weight gradient
-        w2, b = self.params["W"].reshape(o, k), self.params["b"][:, None]
-        out = self._worker_buffers("out", (o, step * p), n, step)
-        y = np.empty((n, o, oh, ow), dtype=self.dtype)
-        y3 = y.reshape(n, o, p)
-
-        def work(part, worker):
-            c = cols[part.start * k * p: part.stop * k * p].reshape(k, -1)     # (k, m*p)
-            kernels.im2col(x[part], *self._geometry(), out=c)
-            _gemm_into_samples(w2, c, y3[part], out[worker])
-            y3[part] += b
-
-        parallel.for_each_chunk(n, step, work)
-        return y
-
-    def _forward_direct(self, x, oh, ow):
-        n = x.shape[0]
-        self._x = x                                   # kept for the gradients
-        self._step = -(-n // parallel.worker_count())
-        y = np.empty((n, self.out_channels, oh, ow), dtype=self.dtype)
-        w, b = self.params["W"], self.params["b"]
-
-        def work(part, worker):
-            kernels.conv_direct_forward(x[part], w, b, 1, 1, *self.padding, out=y[part])
-
-        parallel.for_each_chunk(n, self._step, work)
-        return y
-
-    def _backward_direct(self, dy):
-        n, step = dy.shape[0], self._step
-        dy = np.ascontiguousarray(dy, dtype=self.dtype)
-        w = self.params["W"]
-        per_chunk = self._buffer("dW_direct", (-(-n // step), *w.shape))
-        dx = np.empty(self._x_shape, dtype=self.dtype) if self.needs_input_grad else None
-
-        def work(part, worker):
-            kernels.conv_direct_backward(self._x[part], w, dy[part], 1, 1, *self.padding,
-                                         per_chunk[part.start // step], None if dx is None else dx[part])
-
-        parallel.for_each_chunk(n, step, work)
-        np.sum(per_chunk, axis=0, out=self.grads["W"])
-        np.sum(dy, axis=(0, 2, 3), out=self.grads["b"])
-        return dx
+        self._algo, self.algorithm = algo, algo.name
+        return algo.forward(self, x, oh, ow)
 
     def backward(self, dy):
         if self._x_shape is None:
             raise backward_before_forward(self)
-        if self._direct_pass:
-            return self._backward_direct(dy)
-        n, o = dy.shape[:2]
-        dy3 = np.ascontiguousarray(dy, dtype=self.dtype).reshape(n, o, -1)
-        p = dy3.shape[2]
-        k, step = self._patch_rows(self.in_channels), self._step
-        per_chunk = self._buffer("dW_per_chunk", (-(-n // step), k, o))   # transposed: see below
-        w2t = self.params["W"].reshape(o, k).T
-        dx = np.empty(self._x_shape, dtype=self.dtype) if self.needs_input_grad else None
-        dy_rows = self._worker_buffers("dy_rows", (o, step * p), n, step)
-        dcols = self._worker_buffers("dcols", (k, step * p), n, step) if dx is not None else None
-
-        def work(part, worker):
-            m = part.stop - part.start
-            c = self._cols[part.start * k * p: part.stop * k * p].reshape(k, -1)
-            d2 = _to_rows(dy3[part], dy_rows[worker])                          # (o, m*p)
-            # dW^T = cols @ dy^T: OpenBLAS runs this orientation faster than dy @ cols^T.
-            np.matmul(c, d2.T, out=per_chunk[part.start // step])
-            if dx is not None:
-                dc = dcols[worker][:, : m * p]
-                np.matmul(w2t, d2, out=dc)
-                kernels.col2im(dc, (m, *self._x_shape[1:]), *self._geometry(), out=dx[part])
-
-        parallel.for_each_chunk(n, step, work)
-        np.sum(per_chunk, axis=0, out=self.grads["W"].reshape(o, k).T)
-        np.sum(dy3, axis=(0, 2), out=self.grads["b"])
-        return dx
+        return self._algo.backward(self, dy)
 
 
 @register
