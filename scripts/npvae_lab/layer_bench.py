@@ -69,6 +69,7 @@ def time_layers(case, gemm_gflops: float, repeats: int = 10, with_torch: bool = 
                    "gflop_backward": flops * (1 if first else 2) / 1e9, "backend": kernels.backend()}
             time.sleep(settle_s)
             row["npvae_forward_ms"] = _median_ms(lambda: layer.forward(x), repeats)
+            row["algorithm"] = getattr(layer, "algorithm", None) or "im2col"   # ConvTranspose2d: GEMMs, col2im
             layer.forward(x)
             row["npvae_backward_ms"] = _median_ms(lambda: layer.backward(dy), repeats)
         finally:
@@ -106,7 +107,8 @@ def format_layers(rows: list[dict], gemm_gflops: float) -> str:
         head += ["torch f/b ms", "torch % GEMM f/b"]
     table = []
     for r in rows:
-        t = [r["case"], f"{r['layer']} ({r['type'][:6]})", "x".join(map(str, r["input"])),
+        t = [r["case"], f"{r['layer']} ({r['type'][:6]}, {r.get('algorithm', 'im2col')})",
+             "x".join(map(str, r["input"])),
              f"{r['gflop_forward']:.2f}/{r['gflop_backward']:.2f}",
              f"{r['npvae_forward_ms']:.1f}/{r['npvae_backward_ms']:.1f}",
              f"{100 * r['npvae_forward_gemm_fraction']:.0f}/{100 * r['npvae_backward_gemm_fraction']:.0f}"]
