@@ -55,6 +55,23 @@ def test_short_run_learns_and_writes_everything(tmp_path, shared_data):
     assert tree["metrics"]["mean_psnr"] == pytest.approx(metrics["mean_psnr"])
 
 
+def test_a_run_records_what_its_latent_carries(tmp_path, shared_data):
+    """Scores with the latent at the prior mean, the posterior's KL and its active
+    dimensions are in every run's metrics; the vae model decodes nothing but z, so at the
+    prior mean it gives the same two images for every mixture."""
+    result = train(tiny(tmp_path, shared_data, model="vae", channels=(4, 8), latent_dim=2, hidden=None,
+                        epochs=2, beta=0.01, display_every=2))
+    metrics = result.metrics
+    assert metrics["latent_size"] == 2 * 14 * 14
+    assert 0 < metrics["active_latents"] <= metrics["latent_size"] and metrics["kl_nats"] > 0
+    assert np.isfinite(metrics["prior_mean_mean_psnr"]) and 0 < metrics["prior_mean_mean_ssim"] < 1
+    from npvae.pretrained.scoring import zero_latent_mean
+    model = zero_latent_mean(npvae.load_model(result.run_dir))
+    mixtures = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32) / 2
+    digit, fashion, _ = model.separate(mixtures)
+    assert np.ptp(digit, axis=0).max() == 0 and np.ptp(fashion, axis=0).max() == 0
+
+
 def test_cosine_schedule_lowers_the_learning_rate_at_the_end(tmp_path, shared_data):
     hist = train(tiny(tmp_path, shared_data, epochs=5, lr_schedule="cosine")).history
     # the rate of each epoch's last step: flat for the first 60%, then down towards lr / 10

@@ -150,6 +150,22 @@ def prior_mean_scores(model, mixture, digit, fashion) -> dict:
     return {f"prior_mean_{k}": v for k, v in report.items() if k.startswith("mean_")}
 
 
+def latent_usage(model, mixture, batch_size: int = 500, active_nats: float = 0.01) -> dict:
+    """How much the posterior says about the mixtures: the mean KL to the prior per pair
+    (``kl_nats``, nats), the latent's size, and how many of its dimensions carry more than
+    ``active_nats`` on average (``active_latents``; a collapsed dimension carries ~0)."""
+    total = None
+    for i in range(0, len(mixture), batch_size):
+        model.forward(mixture[i:i + batch_size], sample=False)
+        mu, logvar = model.mu.astype(np.float64), model.logvar.astype(np.float64)
+        kl = 0.5 * (mu ** 2 + np.exp(logvar) - 1 - logvar)            # (n, ...) per dimension
+        part = kl.sum(axis=0)
+        total = part if total is None else total + part
+    per_dim = total / len(mixture)
+    return {"kl_nats": float(per_dim.sum()), "latent_size": int(per_dim.size),
+            "active_latents": int(np.sum(per_dim > active_nats))}
+
+
 def validation_terms(objective: SeparationObjective, mixture, digit, fashion, beta: float) -> dict:
     """Loss terms (posterior mean, no sampling) and mean PSNR on the validation pairs."""
     sums, n = {}, len(mixture)
@@ -268,10 +284,13 @@ class MnistTask(Task):
         baseline = separation_report(mixture, mixture, digit, fashion)
         metrics.update({f"mixture_as_estimate_{k}": v for k, v in baseline.items() if k.startswith("mean_")})
         metrics.update(prior_mean_scores(self.model, mixture, digit, fashion))
+        metrics.update(latent_usage(self.model, mixture))
         metrics["n_eval_pairs"] = int(len(mixture))
         self.log(f"test metrics on {len(mixture):,} fixed evaluation pairs:\n{format_metrics(metrics)}")
         self.log(f"(mixture as the estimate: mean PSNR {metrics['mixture_as_estimate_mean_psnr']:.2f} dB; "
                  f"latent at the prior mean: {metrics['prior_mean_mean_psnr']:.2f} dB)")
+        self.log(f"latent: {metrics['kl_nats']:.1f} nats a pair, {metrics['active_latents']} of "
+                 f"{metrics['latent_size']} dimensions above 0.01 nats")
         return metrics
 
     def save(self, config, history, metrics):
@@ -285,6 +304,6 @@ class MnistTask(Task):
                      {k: v.astype(np.float32) for k, v in examples.items()})
 
 
-__all__ = ["MnistConfig", "MnistTask", "MODEL_DEFAULTS", "DEFAULT_EPOCHS", "evaluate", "prior_mean_scores",
+__all__ = ["MnistConfig", "MnistTask", "MODEL_DEFAULTS", "DEFAULT_EPOCHS", "evaluate", "prior_mean_scores", "latent_usage",
            "validation_terms",
            "example_images", "format_metrics", "load_data", "data_folders"]
