@@ -15,9 +15,9 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %     2. STFT (npvae_stft, the model's n_fft, hop and window),
 %     3. features: compressed magnitudes (log1p or a power law) of all bins but the
 %        Nyquist bin, standardised with the model's per-bin mean and std,
-%     4. the U-Net VAE (posterior mean, no sampling) gives one sigmoid mask per source,
-%        run on chunks of 'chunk_frames' frames with 'context' frames on each side; the
-%        Nyquist bin takes the mask of the bin below it,
+%     4. the U-Net VAE (posterior mean, no sampling; any number of levels) gives one
+%        sigmoid mask per source, run on chunks of 'chunk_frames' frames with 'context'
+%        frames on each side; the Nyquist bin takes the mask of the bin below it,
 %     5. estimates = masks .* the mixture's STFT (its phase), back to audio with
 %        npvae_istft at the original length, and resampled back to FS,
 %     6. when FS is above the model's rate, the band above the model's Nyquist frequency
@@ -26,21 +26,27 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %   Options (name-value pairs):
 %     'wiener'        true for Wiener-style (power ratio) masks, as npvae separate --wiener
 %                     (default false)
-%     'chunk_frames'  STFT frames per network pass, a multiple of 8 (default 512,
-%                     npvae separate's --chunk-frames); bounds memory for long songs
-%     'context'       frames of real input on each side of a chunk (default 48, a
-%                     multiple of 8); the results do not depend on the chunking
+%     'chunk_frames'  STFT frames per network pass, a multiple of 2^levels (8 for the
+%                     usual three-level network; default 512, npvae separate's
+%                     --chunk-frames); bounds memory for long songs
+%     'context'       frames of real input on each side of a chunk, a multiple of
+%                     2^levels (default: the model's own, Python's context_frames: 48
+%                     for three levels, the receptive-field radius for deeper ones);
+%                     with it the results do not depend on the chunking
 %
 %   Example:
 %     [x, fs] = audioread('song.wav');
 %     [v, a] = npvae_separate('runs/music_mir1k/model.h5', x, fs);
 %     sound(v, fs)
 
-  opts = parse_options(struct('wiener', false, 'chunk_frames', 512, 'context', 48), varargin, 'npvae_separate');
+  opts = parse_options(struct('wiener', false, 'chunk_frames', 512, 'context', []), varargin, 'npvae_separate');
   net = load_music_model(model_file);
-  d = 8;                                            % SpectrogramUNetVAE.DOWNSAMPLE
+  d = net.downsample;                               % the model's DOWNSAMPLE, 2^levels
   cf = double(opts.chunk_frames);
   ctx = double(opts.context);
+  if isempty(opts.context)
+    ctx = net.context;
+  end
   if ~isscalar(cf) || ~isscalar(ctx) || cf <= 0 || ctx < 0 || mod(cf, d) || mod(ctx, d)
     error('npvae:badOption', ['npvae_separate: chunk_frames (%s) and context (%s) must be ', ...
           'multiples of %d, chunk_frames positive'], mat2str(opts.chunk_frames), mat2str(opts.context), d);
@@ -148,7 +154,22 @@ function net = load_music_model(model_file)
   if ~any(strcmp(norm.compression, {'log', 'power'}))
     error('npvae:badFile', 'npvae_separate: %s has an unknown compression ''%s'' (log or power)', where, norm.compression);
   end
-  net = struct('spec', spec, 'params', S.model.params, 'cfg', cfg, 'norm', norm);
+  levels = numel(spec.channels);
+  if levels < 2
+    error('npvae:badFile', 'npvae_separate: %s holds a SpectrogramUNetVAE with %d level(s); it needs 2 or more', ...
+          where, levels);
+  end
+  d = 2 ^ levels;                                   % SpectrogramUNetVAE.DOWNSAMPLE
+  if mod(numel(norm.mean), d)
+    error('npvae:badFile', ['npvae_separate: %s: the network sees %d frequency bins, not a multiple of %d ', ...
+          '(2^levels, %d levels)'], where, numel(norm.mean), d, levels);
+  end
+  % SpectrogramUNetVAE.context_frames: at least 48 and the receptive-field radius,
+  % rounded up to a multiple of DOWNSAMPLE
+  radius = 2 * floor(double(spec.kernel_size) / 2) * (d - 1);
+  context = ceil(max(48, radius) / d) * d;
+  net = struct('spec', spec, 'params', S.model.params, 'cfg', cfg, 'norm', norm, 'downsample', d, ...
+               'context', context);
 end
 
 
@@ -171,8 +192,8 @@ end
 
 function M = masks(net, mag, chunk_frames, context)
   % Soft masks F x T x S of a mixture magnitude F x T, the network run chunk by chunk
-  % (npvae predict_masks: zero features pad T up to a multiple of 8, each chunk sees
-  % `context` real frames on both sides, only its centre is kept).
+  % (npvae predict_masks: zero features pad T up to a multiple of 2^levels, each chunk
+  % sees `context` real frames on both sides, only its centre is kept).
   nm = net.norm;
   n_bins = numel(nm.mean);
   [F, T] = size(mag);
@@ -186,7 +207,7 @@ function M = masks(net, mag, chunk_frames, context)
     c = c .^ nm.power;
   end
   feats = (c - nm.mean) ./ nm.std;
-  d = 8;
+  d = net.downsample;
   Tp = ceil(T / d) * d;
   x = zeros(n_bins, Tp);
   x(:, 1:T) = feats;
@@ -206,25 +227,35 @@ end
 
 function m = unet_forward(net, feats)
   % SpectrogramUNetVAE.forward(x, sample=False) on one chunk: feats n_bins x t -> masks n_bins x t x S.
+  % n = numel(channels) levels: enc1..encn (strided convs), head (1x1 conv to [mu, logvar]),
+  % decn from z, dec(k) from [dec(k+1)'s output, enc(k)'s], dec1 giving the masks' logits.
   spec = net.spec;
   P = net.params;
   c = reshape(double(spec.channels), 1, []);
+  n = numel(c);
   L = double(spec.latent_channels);
+  S = double(spec.n_sources);
   k = double(spec.kernel_size);
   p = floor(k / 2);
   act = struct('type', 'LeakyReLU', 'alpha', double(spec.alpha));
   run = @(s, name, y) npvae_layer_forward(s, P, name, y);
   lrelu = @(y) npvae_layer_forward(act, P, '', y);
   [f, t] = size(feats);
-  x = reshape(feats, [1 1 f t]);
-  e1 = lrelu(run(conv('Conv2d', 1, c(1), k, 2, p, 0), 'enc1', x));
-  e2 = lrelu(run(conv('Conv2d', c(1), c(2), k, 2, p, 0), 'enc2', e1));
-  e3 = lrelu(run(conv('Conv2d', c(2), c(3), k, 2, p, 0), 'enc3', e2));
-  h = run(conv('Conv2d', c(3), 2 * L, 1, 1, 0, 0), 'head', e3);
+  h = reshape(feats, [1 1 f t]);
+  skips = cell(1, n);
+  c_in = [1 c(1:end - 1)];
+  for i = 1:n
+    h = lrelu(run(conv('Conv2d', c_in(i), c(i), k, 2, p, 0), sprintf('enc%d', i), h));
+    skips{i} = h;
+  end
+  h = run(conv('Conv2d', c(n), 2 * L, 1, 1, 0, 0), 'head', h);
   z = h(:, 1:L, :, :);                              % the posterior mean (no sampling)
-  d2 = lrelu(run(conv('ConvTranspose2d', L, c(2), k, 2, p, 1), 'dec3', z));
-  d1 = lrelu(run(conv('ConvTranspose2d', 2 * c(2), c(1), k, 2, p, 1), 'dec2', cat(2, d2, e2)));
-  logits = run(conv('ConvTranspose2d', 2 * c(1), double(spec.n_sources), k, 2, p, 1), 'dec1', cat(2, d1, e1));
+  h = lrelu(run(conv('ConvTranspose2d', L, c(n - 1), k, 2, p, 1), sprintf('dec%d', n), z));
+  for i = n - 1:-1:2
+    h = lrelu(run(conv('ConvTranspose2d', 2 * c(i), c(i - 1), k, 2, p, 1), sprintf('dec%d', i), ...
+                  cat(2, h, skips{i})));
+  end
+  logits = run(conv('ConvTranspose2d', 2 * c(1), S, k, 2, p, 1), 'dec1', cat(2, h, skips{1}));
   y = npvae_layer_forward(struct('type', 'Sigmoid'), P, '', logits);       % 1 x S x f x t
   m = permute(reshape(y, [size(y, 2) f t]), [2 3 1]);
 end

@@ -20,7 +20,7 @@ function files = npvae_separate_file(model_file, song, out_dir, varargin)
 %   Example:
 %     npvae_separate_file('runs/music_mir1k/model.h5', 'song.wav', 'separated')
 
-  defaults = struct('overwrite', false, 'wiener', false, 'chunk_frames', 512, 'context', 48);
+  defaults = struct('overwrite', false, 'wiener', false, 'chunk_frames', 512, 'context', []);   % []: the model's
   opts = parse_options(defaults, varargin, 'npvae_separate_file');
   song = char(song);
   out_dir = char(out_dir);

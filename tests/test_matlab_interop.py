@@ -3,6 +3,8 @@
 * npvae_load gives the same arrays as Python (examples, history, metrics, parameters);
 * npvae_forward reproduces ``npvae.load_model(file).separate(mixtures)`` for the dense,
   conv and U-Net models, and for random latent-map VAEs (14x14 and 7x7 maps);
+* npvae_separate / npvae_separate_file run a random five-level music U-Net as
+  ``Separator.separate`` does, with the model's own chunk context;
 * npvae_show_mnist / npvae_show_music write their PNG and WAV files headless;
 * damaged and wrong-kind files are refused clearly in Python and in Octave.
 
@@ -165,6 +167,51 @@ def test_npvae_forward_runs_latent_map_vaes(tmp_path, rng):
         for key, w in zip("dfm", want):
             assert got[key].shape == w.shape and got[key].dtype == np.float32, (name, key, got[key].shape)
             np.testing.assert_allclose(got[key], w, atol=1e-5, rtol=0, err_msg=f"{name} {key}")
+
+
+def test_npvae_separate_runs_a_five_level_unet(tmp_path):
+    """A random five-level SpectrogramUNetVAE (DOWNSAMPLE 32, context_frames 128; weights
+    scaled by 3 so that far frames matter) separates in Octave as in Python, to 1e-5: the
+    array form on 11.025 kHz stereo (resampled to the model's 8 kHz), whole and in chunks
+    of 32 frames, and the file form. With chunks of 32, a context of 64 frames instead of
+    the model's 128 changes Python's result by far more than the tolerance."""
+    from npvae.audio.stft import STFTConfig
+    from npvae.io import load_separator, save_separator
+    from npvae.models.music import SpectrogramUNetVAE
+    from npvae.separator import Normalizer, Separator
+    rng = np.random.default_rng(5)
+    model = SpectrogramUNetVAE((2, 3, 3, 4, 4), latent_channels=2, rng=np.random.default_rng(1))
+    assert model.DOWNSAMPLE == 32 and model.context_frames == 128
+    for _, p, _ in model.named_parameters():
+        p *= 3
+    bins = 32                                        # n_fft 64: 33 bins, the network sees 32
+    norm = Normalizer("log", 0.3, rng.random(bins).astype(np.float32), (0.5 + rng.random(bins)).astype(np.float32))
+    save_separator(tmp_path / "music5.h5", Separator(model, STFTConfig(8000, 64, 16, "hann"), norm))
+    sep = load_separator(tmp_path / "music5.h5")
+    stereo = (0.3 * rng.standard_normal((11025 + 77, 2))).astype(np.float32)
+    mono = (0.3 * rng.standard_normal(8000 + 5)).astype(np.float32)
+    scipy.io.savemat(tmp_path / "in.mat", {"stereo": stereo.astype(np.float64)})
+    soundfile.write(tmp_path / "mono.wav", mono, 8000, subtype="FLOAT")
+    octave_ok("load('in.mat'); [v, a] = npvae_separate('music5.h5', stereo, 11025);"
+              "[v32, a32] = npvae_separate('music5.h5', stereo, 11025, 'chunk_frames', 32);"
+              "save('-v7', 'out.mat', 'v', 'a', 'v32', 'a32');"
+              "npvae_separate_file('music5.h5', 'mono.wav', 'sep', 'chunk_frames', 32);", tmp_path)
+    got = scipy.io.loadmat(tmp_path / "out.mat")
+    want = sep.separate(stereo, 11025)
+    want32 = sep.separate(stereo, 11025, chunk_frames=32)
+    assert np.abs(sep.separate(stereo, 11025, chunk_frames=32, context=64) - want32).max() > 1e-3
+    for tag, w in (("", want), ("32", want32)):
+        for key, ws in zip(("v", "a"), w):
+            assert got[key + tag].shape == ws.shape, (key + tag, got[key + tag].shape)
+            np.testing.assert_allclose(got[key + tag], ws, atol=1e-5, rtol=0, err_msg=key + tag)
+    for name, ws in zip(("vocals", "accompaniment"), sep.separate(mono, 8000, chunk_frames=32)):
+        have, sr = soundfile.read(tmp_path / "sep" / f"mono_{name}.wav", dtype="float32")
+        assert sr == 8000 and have.shape == ws.shape
+        np.testing.assert_allclose(have, ws, atol=1e-5, rtol=0, err_msg=name)
+    assert_octave_errors({"npvae_separate('music5.h5', zeros(800, 1), 8000, 'chunk_frames', 16)":
+                          ("npvae:badOption", "multiples of 32"),
+                          "npvae_separate('music5.h5', zeros(800, 1), 8000, 'context', 48)":
+                          ("npvae:badOption", "multiples of 32")}, tmp_path)
 
 
 def _png_size(path) -> tuple[int, int]:
