@@ -393,12 +393,15 @@ def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
 # B^T is written out for m = 2 and m = 4 (_bt4, _bt6): one kernel reading a table of B^T
 # (zeros skipped) took twice as long (0.64 vs 0.28 ms, one thread, 6 samples of 24
 # channels, 28x28).
-# Output side (m x m outputs, A^T has few non-zeros): the tiles of one channel of all the
-# chunk's samples are gathered into one row per tile position (or scattered back), and
-# ``L X L^T`` runs on whole rows, a multiply-add of a row by a matrix entry at a time
-# (_transform_tiles). A loop per tile writing the 16 positions at once was slower
-# (2.2 vs 1.5 ms, 8 samples of 32 channels): with 16 arrays written in one loop LLVM
-# does not vectorise it (it cannot prove they do not overlap).
+# Output side, F(4x4, 3x3): the same, with A^T written out (_at6, _a4). F(2x2, 3x3)'s
+# output tiles are so small (2x2) that the loops along a row of tiles are too short:
+# there the tiles of one channel of all the chunk's samples are gathered into one row
+# per tile position (or scattered back) and ``L X L^T`` runs on those whole rows, a
+# multiply-add of a row by a matrix entry at a time (_transform_tiles): output adjoint
+# 0.26 vs 0.46 ms (10 samples of 48 channels, 14x14), where for F(4x4, 3x3) the
+# written-out kernels won (output 0.33 vs 0.50 ms). A loop per tile writing its 16
+# positions at once was slower still (LLVM does not vectorise a loop that writes 16
+# arrays: it cannot prove they do not overlap).
 
 _wino_matrices = {}
 
@@ -570,7 +573,7 @@ def _transform_tiles(src, ci, dst, co, mat, tmp):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _wino_output(t, at, bias, y, m):
+def _wino_output_rows(t, at, bias, y, m):
     n, o, oh, ow = y.shape
     th, tw = -(-oh // m), -(-ow // m)
     r, tiles = m + 2, th * tw
@@ -593,7 +596,7 @@ def _wino_output(t, at, bias, y, m):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _wino_output_adjoint(dy, a_mat, dm, m):
+def _wino_output_adjoint_rows(dy, a_mat, dm, m):
     n, o, oh, ow = dy.shape
     th, tw = -(-oh // m), -(-ow // m)
     r, tiles = m + 2, th * tw
@@ -614,6 +617,80 @@ def _wino_output_adjoint(dy, a_mat, dm, m):
         _transform_tiles(d, 0, dm, oi, a_mat, tmp)
 
 
+@njit(cache=True, inline="always")
+def _at6(m0, m1, m2, m3, m4, m5, two, four, eight):     # A^T of F(4x4, 3x3): 6 -> 4
+    return (m0 + m1 + m2 + m3 + m4,
+            (m1 - m2) + two * (m3 - m4),
+            (m1 + m2) + four * (m3 + m4),
+            (m1 - m2) + eight * (m3 - m4) + m5)
+
+
+@njit(cache=True, inline="always")
+def _a4(d0, d1, d2, d3, two, four, eight):             # A, its adjoint: 4 -> 6
+    return (d0,
+            d0 + d1 + d2 + d3,
+            d0 - d1 + d2 - d3,
+            d0 + two * d1 + four * d2 + eight * d3,
+            d0 - two * d1 + four * d2 - eight * d3,
+            d3)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _wino_output4(t, bias, y, two, four, eight):
+    n, o, oh, ow = y.shape
+    th, tw = -(-oh // 4), -(-ow // 4)
+    tiles = th * tw
+    wide = np.empty((4 * th, 4 * tw), dtype=y.dtype)
+    row = np.empty((6, 4 * tw), dtype=y.dtype)              # t A, a row of tiles: [k, 4*b + j]
+    for ni in range(n):
+        for oi in range(o):
+            bo = bias[oi]
+            for a in range(th):
+                s = ni * tiles + a * tw
+                for k in range(6):
+                    rk = row[k]
+                    t0, t1 = t[6 * k, oi, s:s + tw], t[6 * k + 1, oi, s:s + tw]
+                    t2, t3 = t[6 * k + 2, oi, s:s + tw], t[6 * k + 3, oi, s:s + tw]
+                    t4, t5 = t[6 * k + 4, oi, s:s + tw], t[6 * k + 5, oi, s:s + tw]
+                    for b in range(tw):
+                        rk[4 * b], rk[4 * b + 1], rk[4 * b + 2], rk[4 * b + 3] = _at6(
+                            t0[b], t1[b], t2[b], t3[b], t4[b], t5[b], two, four, eight)
+                y0, y1, y2, y3 = wide[4 * a], wide[4 * a + 1], wide[4 * a + 2], wide[4 * a + 3]
+                for q in range(4 * tw):
+                    u0, u1, u2, u3 = _at6(row[0, q], row[1, q], row[2, q], row[3, q], row[4, q], row[5, q],
+                                          two, four, eight)
+                    y0[q], y1[q], y2[q], y3[q] = u0 + bo, u1 + bo, u2 + bo, u3 + bo
+            for a in range(oh):
+                y[ni, oi, a] = wide[a, :ow]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _wino_output_adjoint4(dy, dm, two, four, eight):
+    n, o, oh, ow = dy.shape
+    th, tw = -(-oh // 4), -(-ow // 4)
+    tiles = th * tw
+    wide = np.zeros((4 * th, 4 * tw), dtype=dy.dtype)          # past (oh, ow) stays zero
+    row = np.empty((6, 4 * tw), dtype=dy.dtype)                # A dy, a row of tiles
+    for ni in range(n):
+        for oi in range(o):
+            for a in range(oh):
+                wide[a, :ow] = dy[ni, oi, a]
+            for a in range(th):
+                s = ni * tiles + a * tw
+                d0, d1, d2, d3 = wide[4 * a], wide[4 * a + 1], wide[4 * a + 2], wide[4 * a + 3]
+                for q in range(4 * tw):
+                    row[0, q], row[1, q], row[2, q], row[3, q], row[4, q], row[5, q] = _a4(
+                        d0[q], d1[q], d2[q], d3[q], two, four, eight)
+                for k in range(6):
+                    rk = row[k]
+                    v0, v1 = dm[6 * k, oi, s:s + tw], dm[6 * k + 1, oi, s:s + tw]
+                    v2, v3 = dm[6 * k + 2, oi, s:s + tw], dm[6 * k + 3, oi, s:s + tw]
+                    v4, v5 = dm[6 * k + 4, oi, s:s + tw], dm[6 * k + 5, oi, s:s + tw]
+                    for b in range(tw):
+                        v0[b], v1[b], v2[b], v3[b], v4[b], v5[b] = _a4(
+                            rk[4 * b], rk[4 * b + 1], rk[4 * b + 2], rk[4 * b + 3], two, four, eight)
+
+
 def winograd_input_transform(x, m, ph, pw, out=None):
     """Input tiles ``B^T d B`` of ``x`` (N, C, H, W), zero-padded by (ph, pw), as
     (r*r, C, N*TH*TW), r = m + 2 (into ``out`` if given)."""
@@ -627,8 +704,11 @@ def winograd_input_transform(x, m, ph, pw, out=None):
 def winograd_output_transform(t, m, b, out):
     """Output tiles ``A^T t A`` of ``t`` (r*r, O, N*TH*TW) plus the bias ``b`` (O,),
     cropped into ``out`` (N, O, OH, OW)."""
-    _wino_output(np.ascontiguousarray(t), _winograd_matrices(m, out.dtype)[0],
-                 np.ascontiguousarray(b, dtype=out.dtype), out, m)
+    t, b = np.ascontiguousarray(t), np.ascontiguousarray(b, dtype=out.dtype)
+    if m == 4:
+        _wino_output4(t, b, out, *_scalars(out.dtype, 2, 4, 8))
+    else:
+        _wino_output_rows(t, _winograd_matrices(m, out.dtype)[0], b, out, m)
     return out
 
 
@@ -638,7 +718,11 @@ def winograd_output_adjoint(dy, m, out=None):
     n, o, oh, ow = dy.shape
     tiles = n * (-(-oh // m)) * (-(-ow // m))
     dm = np.empty(((m + 2) ** 2, o, tiles), dtype=dy.dtype) if out is None else out
-    _wino_output_adjoint(np.ascontiguousarray(dy), _winograd_matrices(m, dy.dtype)[1], dm, m)
+    dy = np.ascontiguousarray(dy)
+    if m == 4:
+        _wino_output_adjoint4(dy, dm, *_scalars(dy.dtype, 2, 4, 8))
+    else:
+        _wino_output_adjoint_rows(dy, _winograd_matrices(m, dy.dtype)[1], dm, m)
     return dm
 
 
