@@ -15,6 +15,14 @@ if str(REPO / "scripts") not in sys.path:
     sys.path.append(str(REPO / "scripts"))
 
 
+# Convolution algorithms chosen by timing (npvae.layers.conv_algos) are cached per user;
+# the suite keeps its own cache (shared by its processes and subprocesses) so that it
+# never writes the user's choices or reads choices timed elsewhere.
+if "NPVAE_CACHE_DIR" not in os.environ:
+    import tempfile
+    os.environ["NPVAE_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"npvae-test-cache-{os.getuid()}")
+
+
 def _shared_data() -> Path | None:
     env = os.environ.get("NPVAE_DATA")
     if env and Path(env).is_dir():

@@ -134,6 +134,9 @@ from npvae.vae import GaussianHead  # noqa: E402
 SPECS = [
     *(build_model(name, output=out, **kw).spec() for name, kw in TINY.items() for out in ("sources", "split")),
     build_model("unet", channels=(2, 3, 4), latent_dim=2, blocks=3).spec(),
+    build_model("vae", channels=(2, 3, 4), latent_dim=2, blocks=2).spec(),
+    build_model("vae", channels=(3, 2), latent_dim=3, blocks=0, output="split").spec(),
+    SpectrogramUNetVAE(channels=(2, 3, 4, 3, 2), latent_channels=3, kernel_size=3).spec(),
     build_model("dense", hidden=(), latent_dim=2).spec(),
     SpectrogramUNetVAE(channels=(2, 3, 4), latent_channels=3, n_sources=3, kernel_size=3).spec(),
     BlindSeparationVAE(n_groups=3, latent_dim=2, hidden=(7, 5), shape=(16, 4)).spec(),

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models.ablation import zero_latent_mean  # noqa: F401  (re-exported: npvae ship uses it)
+
 MNIST_SLICE = 500
 MUSIC_SLICE_CLIPS = 3
 MUSIC_SLICE_SECONDS = 4.0
@@ -65,26 +67,6 @@ def score_music(sep, data_dir=None, clips: int | None = None, seconds: float | N
     out["n_clips"] = float(len(tracks))
     out["seconds"] = float(sum(t.duration for t in tracks))
     return out
-
-
-def zero_latent_mean(model):
-    """Make the posterior mean 0 for every input, in place, and return ``model``.
-
-    Separation uses ``z = mu``, so the model then decodes the prior's mean for every
-    mixture: comparing its scores with the trained model's says what the latent
-    carries (the rest travels through the skip connections). Works for the Part I
-    models (``head.mu``) and a Part II Separator (the first half of ``head``'s channels).
-    """
-    net = getattr(model, "model", model)
-    head = net.head
-    if hasattr(head, "mu"):                            # GaussianHead: a Dense for mu
-        for p in head.mu.params.values():
-            p[...] = 0
-    else:                                              # Conv2d giving [mu, logvar] channels
-        latent = net.latent_channels
-        for p in head.params.values():
-            p[:latent] = 0
-    return model
 
 
 def score(model, config: dict | None = None, data_dir=None, slice: bool = False) -> dict:

@@ -144,7 +144,7 @@ def prior_mean_scores(model, mixture, digit, fashion) -> dict:
     mean (z = 0) for every mixture, as ``prior_mean_*`` (mean PSNR/SSIM, dB and 0..1)."""
     import copy
 
-    from ...pretrained.scoring import zero_latent_mean
+    from ...models.ablation import zero_latent_mean
     ablated = zero_latent_mean(copy.deepcopy(model))
     report = evaluate(ablated, mixture, digit, fashion)
     return {f"prior_mean_{k}": v for k, v in report.items() if k.startswith("mean_")}
