@@ -96,6 +96,10 @@ def bias_act_forward(z, b, act, alpha=0.0):
     return _ops.bias_act_forward(z, b, act, alpha)
 
 
+def bias_act_channels(z, b, act, alpha=0.0):
+    return _ops.bias_act_channels(z, b, act, alpha)
+
+
 def act_forward(x, act, alpha=0.0):
     return _ops.act_forward(x, act, alpha)
 
@@ -122,7 +126,7 @@ def bce_logits(logits, target, scale=1.0):
 
 for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, winograd_input_transform,
             winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
-            act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits):
+            bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 
 set_backend(os.environ.get("NPVAE_BACKEND", "numba"))

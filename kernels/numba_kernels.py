@@ -772,6 +772,37 @@ def bias_act_forward(z, b, act, alpha):
     return z
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bias_act_channels(z, b, has_bias, act, alpha, zero, one):
+    n, c, p = z.shape
+    for i in range(n):
+        for j in range(c):
+            row = z[i, j]
+            if has_bias:
+                bj = b[j]
+                for k in range(p):
+                    row[k] = _act(row[k] + bj, act, alpha, zero, one)
+            else:
+                for k in range(p):
+                    row[k] = _act(row[k], act, alpha, zero, one)
+
+
+def bias_act_channels(z, b, act, alpha):
+    """In place: ``z[n, c] <- act(z[n, c] + b[c])`` for ``z`` (N, C, ...) C-contiguous and
+    ``b`` (C,), or ``act(z)`` when ``b`` is None: a convolution's bias and activation in
+    one pass over its output. Returns ``z``.
+
+    Serial and without the GIL: the convolutions call it from their worker threads on
+    the chunk of output each has just computed, while it is in the core's cache."""
+    if not z.flags.c_contiguous:
+        raise ValueError("bias_act_channels works in place on a C-contiguous array")
+    n, c = z.shape[:2]
+    has_bias = b is not None
+    b = np.ascontiguousarray(b, dtype=z.dtype) if has_bias else np.zeros(c, z.dtype)
+    _bias_act_channels(z.reshape(n, c, -1), b, has_bias, act, *_scalars(z.dtype, alpha, 0, 1))
+    return z
+
+
 @_Kernel
 def _act_forward(x, y, act, alpha, zero, one):
     for i in prange(x.size):

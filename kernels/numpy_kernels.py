@@ -55,6 +55,21 @@ def col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, out=None):
 def bias_act_forward(z, b, act, alpha):
     """In place: ``z <- act(z + b)`` for ``z`` (N, F) and ``b`` (F,). Returns ``z``."""
     z += b
+    return _act_inplace(z, act, alpha)
+
+
+def bias_act_channels(z, b, act, alpha):
+    """In place: ``z[n, c] <- act(z[n, c] + b[c])`` for ``z`` (N, C, ...) C-contiguous and
+    ``b`` (C,), or ``act(z)`` when ``b`` is None: a convolution's bias and activation in
+    one pass over its output. Returns ``z``."""
+    if not z.flags.c_contiguous:
+        raise ValueError("bias_act_channels works in place on a C-contiguous array")
+    if b is not None:
+        z += b.reshape(-1, *(1,) * (z.ndim - 2))
+    return _act_inplace(z, act, alpha)
+
+
+def _act_inplace(z, act, alpha):
     if act == ACT_RELU:
         np.maximum(z, 0, out=z)
     elif act == ACT_LEAKY_RELU:

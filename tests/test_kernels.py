@@ -104,6 +104,25 @@ def test_bias_act_forward_backward(rng, dtype, act):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_bias_act_channels(rng, dtype, act, bias):
+    """A convolution's per-channel bias and activation in place: the bias added in the
+    dtype, then the backend's act_forward, bit for bit."""
+    z = (rng.standard_normal((3, 4, 5, 6)) * 4).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype) if bias else None
+    pre = z + b[:, None, None] if bias else z.copy()
+    for k in (ref, numba_kernels):
+        got = z.copy()
+        assert k.bias_act_channels(got, b, act, 0.1) is got
+        np.testing.assert_array_equal(got, k.act_forward(pre, act, 0.1))
+        with pytest.raises(ValueError, match="C-contiguous"):
+            k.bias_act_channels(z.copy()[:, ::2], b, act, 0.1)
+    close(numba_kernels.bias_act_channels(z.copy(), b, act, 0.1), ref.bias_act_channels(z.copy(), b, act, 0.1),
+          dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("part", [slice(0, 3), slice(2, 5), slice(1, 2)])
 def test_act_backward_on_a_channel_slice(rng, dtype, act, part):
     """dy as a U-Net passes it: a slice along axis 1 of a larger gradient, read in place."""
