@@ -1,10 +1,11 @@
-"""npvae's layers: each ``forward(x)`` / ``backward(dy)`` with ``params`` and ``grads`` dicts."""
+"""npvae's layers: each ``forward(x)`` / ``backward(dy)`` with ``params`` and ``grads`` dicts;
+``with inference():`` forward passes that keep nothing for backward."""
 from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, sigmoid
-from .base import Layer, build_layer, register
+from .base import Layer, build_layer, inference, register
 from .conv import Conv2d, ConvTranspose2d
 from .dense import Dense
 from .sequential import Sequential
 from .shape import Flatten, Reshape
 
-__all__ = ["Layer", "build_layer", "register", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU",
+__all__ = ["Layer", "build_layer", "inference", "register", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU",
            "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "sigmoid", "Flatten", "Reshape", "Sequential"]

@@ -9,9 +9,15 @@
   layer (parameters aside), the basis of checkpoints and HDF5 model files.
 * Containers expose their sub-layers through ``children()``; ``named_parameters``
   walks the whole tree with dotted paths such as ``encoder.0.W``.
+* Inside ``with inference():`` forward passes keep nothing for backward (a backward
+  then raises), the convolutions share one set of scratch arrays per worker thread
+  and apply an activation given as ``act=`` to their output in place. Outputs are the
+  same, bit for bit. ``model.eval()`` is separate: it stops the latent's sampling.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Iterator
 
 import numpy as np
@@ -37,6 +43,67 @@ def backward_before_forward(layer) -> RuntimeError:
     """The error of a ``backward`` that finds nothing a ``forward`` kept (raise it)."""
     return RuntimeError(f"{layer!r}: backward called before forward; call forward(x) first "
                         "(backward uses what forward keeps)")
+
+
+class InferenceScratch:
+    """The scratch arrays of one ``inference()`` block: one flat array per name (which
+    names a role and a worker thread, as ``"cols1"``) and dtype, grown to the largest
+    size asked for. The layers of a model run one after the other, so they can share
+    them: a forward pass then needs the scratch of its largest layer, not of all."""
+
+    def __init__(self):
+        self._arrays: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+    def array(self, name: str, shape, dtype) -> np.ndarray:
+        """A C-contiguous ``shape`` view of the scratch ``name``; its values are undefined."""
+        key, size = (name, np.dtype(dtype)), int(np.prod(shape))
+        buf = self._arrays.get(key)
+        if buf is None or buf.size < size:
+            buf = self._arrays[key] = np.empty(size, dtype=key[1])
+        return buf[:size].reshape(shape)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._arrays.values())
+
+
+_INFERENCE = contextvars.ContextVar("npvae_inference", default=None)    # the block's InferenceScratch
+
+
+@contextlib.contextmanager
+def inference(enabled: bool = True):
+    """``with inference():`` forward passes in the block keep nothing for backward.
+
+    For separating with a trained model (``npvae.separator.predict_masks`` uses it)::
+
+        model.eval()                    # z = mu: no sampling (a separate switch)
+        with npvae.layers.inference():
+            masks = model.forward(x)    # the same numbers as without the block
+
+    Inside the block a layer's forward drops what an earlier forward kept (so a
+    ``backward`` raises the "backward called before forward" error) and keeps nothing
+    itself. ``Conv2d`` and ``ConvTranspose2d`` compute through scratch columns of one
+    chunk of samples per worker thread, shared by every layer and freed when the
+    outermost block ends, and apply an activation passed as ``forward(x, act=...)`` to
+    their output in place, in the pass that adds the bias. The block holds for the
+    thread (and context) that enters it; do not ``yield`` inside it.
+    ``enabled=False`` switches it off, also inside another block.
+    """
+    current = _INFERENCE.get()
+    token = _INFERENCE.set((current or InferenceScratch()) if enabled else None)
+    try:
+        yield
+    finally:
+        _INFERENCE.reset(token)
+
+
+def inference_scratch() -> InferenceScratch | None:
+    """The scratch of the ``inference()`` block we are in, None outside one."""
+    return _INFERENCE.get()
+
+
+def in_inference() -> bool:
+    """True inside ``with inference():`` (see there)."""
+    return _INFERENCE.get() is not None
 
 
 def check_dtype(dtype) -> np.dtype:
@@ -115,6 +182,12 @@ class Layer:
             if value.shape != p.shape:
                 raise ValueError(f"parameter {path}: expected shape {p.shape}, got {value.shape}")
             p[...] = value
+
+    def forget(self) -> None:
+        """Drop what forward kept for backward (a backward then raises), in this layer and
+        its children. Forward passes inside ``inference()`` call it."""
+        for child in self.children().values():
+            child.forget()
 
     def zero_grad(self) -> None:
         for _, _, g in self.named_parameters():

@@ -20,6 +20,12 @@ and col2im while its columns are still in the CPU's cache. A chunk's columns are
 sample's ``(O, OH*OW)`` output in place, otherwise one copy reorders it. Winograd's
 input tiles are chunked the same way. A layer with ``needs_input_grad = False`` skips
 the input gradient.
+
+Inside ``npvae.layers.inference()`` (separation) a forward keeps nothing: the columns
+are one chunk's per worker thread, in scratch arrays that all the layers of the model
+share for the block, and ``forward(x, act=...)`` applies the activation to each chunk
+of output in place as the bias is added (one pass, no new array), with the numbers of
+``act.forward(layer.forward(x))``.
 """
 from __future__ import annotations
 
@@ -29,7 +35,8 @@ from .. import kernels
 
 from .. import parallel
 from . import conv_algos
-from .base import Layer, backward_before_forward, default_rng, expect_input, register
+from .base import (Layer, backward_before_forward, default_rng, expect_input, in_inference, inference_scratch,
+                   register)
 from .conv_algos import gemm_into_samples as _gemm_into_samples, to_rows as _to_rows
 
 # Bytes of columns per chunk of samples (at least one sample per chunk). On a 2-core
@@ -68,6 +75,31 @@ class _ConvBase(Layer):
         self._scratch = {}
         self._x_shape = self._x3 = None   # what forward keeps (Conv2d, ConvTranspose2d)
 
+    def forget(self):
+        """Drop what forward kept and the scratch arrays (see ``Layer.forget``)."""
+        self._x_shape = self._x3 = None
+        for name in ("_x", "_cols", "_wino_u", "_step", "_algo"):
+            self.__dict__.pop(name, None)
+        self._scratch = {}
+
+    def _forget_with(self, act):
+        """An inference forward starts here: nothing of an earlier forward stays."""
+        self.forget()
+        if act is not None:
+            act.forget()
+
+    def _bias_act(self, y, act):
+        """``y`` (m, O, ...) += b, then ``act`` in place if given, in one pass where the
+        activation has one (inference)."""
+        if act is None:
+            y += self.params["b"].reshape(-1, *(1,) * (y.ndim - 2))
+        else:
+            act.forward_inplace(y, self.params["b"])
+
+    def _act_after(self, y, act):
+        """Outside inference: ``act.forward(y)`` (the activation keeps its output)."""
+        return y if act is None else act.forward(y)
+
     def _buffer(self, name, shape):
         """A scratch array reused between calls while its shape and dtype hold (never returned)."""
         buf = self._scratch.get(name)
@@ -91,8 +123,12 @@ class _ConvBase(Layer):
 
     def _worker_buffers(self, name, shape, n: int, step: int):
         """One scratch array per worker thread that the ``n`` samples in chunks of ``step``
-        keep busy (a batch of one uses one: separation of long songs stays small)."""
+        keep busy (a batch of one uses one: separation of long songs stays small); inside
+        ``inference()`` from the block's scratch, which the layers share."""
         workers = min(parallel.worker_count(), -(-n // step))
+        shared = inference_scratch()
+        if shared is not None:
+            return [shared.array(f"{name}{w}", shape, self.dtype) for w in range(workers)]
         return [self._buffer(f"{name}{w}", shape) for w in range(workers)]
 
     def _patch_rows(self, channels: int) -> int:
@@ -139,10 +175,18 @@ class Conv2d(_ConvBase):
                              f"({h + 2 * ph}, {w + 2 * pw}); use a smaller kernel, more padding or a larger input")
         return kernels.conv_output_size(h, kh, sh, ph), kernels.conv_output_size(w, kw, sw, pw)
 
-    def forward(self, x):
+    def forward(self, x, act=None):
+        """x : (N, in_channels, H, W) -> y (N, out_channels, OH, OW); ``act`` (an activation
+        layer of :mod:`npvae.layers.activations`, optional) gives ``act.forward(y)`` instead,
+        fused in inference (see the module docstring)."""
         expect_input(self, x, 4, "(N, in_channels, H, W)", 1, self.in_channels)
         self.output_shape(*x.shape[2:])                    # a too-small input fails here, before any timing
-        return self._forward_with(conv_algos.choose(self, x), x)
+        algo = conv_algos.choose(self, x)
+        if not in_inference():
+            return self._act_after(self._forward_with(algo, x), act)
+        self._forget_with(act)
+        self.algorithm = algo.name
+        return algo.forward(self, x, *self.output_shape(*x.shape[2:]), keep=False, act=act)
 
     def _forward_with(self, algo, x):
         oh, ow = self.output_shape(*x.shape[2:])
@@ -187,13 +231,22 @@ class ConvTranspose2d(_ConvBase):
                              "reduce the padding")
         return oh, ow
 
-    def forward(self, x):
+    def forward(self, x, act=None):
+        """x : (N, in_channels, H, W) -> y (N, out_channels, OH, OW); ``act`` (an activation
+        layer of :mod:`npvae.layers.activations`, optional) gives ``act.forward(y)`` instead,
+        fused in inference (see the module docstring)."""
         expect_input(self, x, 4, "(N, in_channels, H, W)", 1, self.in_channels)
         n, c, h, w = x.shape
         oh, ow = self.output_shape(h, w)
         k, p = self._patch_rows(self.out_channels), h * w
-        x3 = self._x3 = np.ascontiguousarray(x, dtype=self.dtype).reshape(n, c, p)   # for the weight gradient
-        w2t, b = self.params["W"].reshape(c, k).T, self.params["b"][:, None, None]
+        keep = not in_inference()
+        x3 = np.ascontiguousarray(x, dtype=self.dtype).reshape(n, c, p)
+        if keep:
+            self._x3 = x3                                   # for the weight gradient
+        else:
+            self._forget_with(act)
+        fused = None if keep else act
+        w2t = self.params["W"].reshape(c, k).T
         y = np.empty((n, self.out_channels, oh, ow), dtype=self.dtype)
         step = self._chunk(n, k, p)
         x_rows = self._worker_buffers("x_rows", (c, step * p), n, step)
@@ -204,10 +257,10 @@ class ConvTranspose2d(_ConvBase):
             cl = cols[worker][:, : m * p]
             np.matmul(w2t, _to_rows(x3[part], x_rows[worker]), out=cl)
             kernels.col2im(cl, (m, *y.shape[1:]), *self._geometry(), out=y[part])
-            y[part] += b
+            self._bias_act(y[part], fused)
 
         parallel.for_each_chunk(n, step, work)
-        return y
+        return self._act_after(y, act) if keep else y
 
     def backward(self, dy):
         if self._x3 is None:

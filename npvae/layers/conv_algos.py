@@ -24,7 +24,9 @@ so that later runs on this machine take the same algorithm without timing: the c
 changes float rounding, and a run must be reproducible. A cache file that cannot be
 read or written costs a warning, never the run. The key is the layer's geometry,
 channels, input shape, dtype, thread count, backend, and whether the layer computes
-its input gradient.
+its input gradient. Inside ``npvae.layers.inference()`` a layer takes the same choice,
+timed the same way (with a backward), so that a model gives the same numbers in
+inference as in training.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ import numpy as np
 
 from .. import kernels, parallel
 from ..kernels.numpy_kernels import WINOGRAD
+from .base import inference
 
 ENV_VAR = "NPVAE_CONV_ALGO"
 CACHE_ENV_VAR = "NPVAE_CACHE_DIR"
@@ -90,7 +93,9 @@ def gemm_into_samples(a, b, out3, scratch):
 # Each is a forward(layer, x, oh, ow) -> y that keeps what its backward(layer, dy) -> dx
 # needs on the layer (``_step``, ``_cols``...), using the layer's scratch buffers. The
 # backward overwrites ``layer.grads`` and returns None when ``layer.needs_input_grad``
-# is False.
+# is False. With keep=False (inference) the forward keeps nothing, takes the columns of
+# a chunk per worker, and applies ``act`` (an activation layer or None) to each chunk of
+# output in place with the bias.
 
 class Im2col:
     """Columns of patches (``kernels.im2col``) and one GEMM per chunk of samples."""
@@ -100,21 +105,27 @@ class Im2col:
     def valid(self, layer) -> bool:
         return True
 
-    def forward(self, layer, x, oh, ow):
+    def forward(self, layer, x, oh, ow, keep=True, act=None):
         n = x.shape[0]
         o, k, p = layer.out_channels, layer._patch_rows(layer.in_channels), oh * ow
-        step = layer._step = layer._chunk(n, k, p)
-        layer._cols = cols = layer._buffer("cols", (n * k * p,))    # kept for the weight gradient
-        w2, b = layer.params["W"].reshape(o, k), layer.params["b"][:, None]
+        step = layer._chunk(n, k, p)
+        if keep:
+            layer._step = step
+            layer._cols = cols = layer._buffer("cols", (n * k * p,))    # kept for the weight gradient
+        else:
+            worker_cols = layer._worker_buffers("cols", (k * step * p,), n, step)
+        w2 = layer.params["W"].reshape(o, k)
         out = layer._worker_buffers("out", (o, step * p), n, step)
         y = np.empty((n, o, oh, ow), dtype=layer.dtype)
         y3 = y.reshape(n, o, p)
 
         def work(part, worker):
-            c = cols[part.start * k * p: part.stop * k * p].reshape(k, -1)     # (k, m*p)
+            m = part.stop - part.start
+            c = (cols[part.start * k * p: part.stop * k * p] if keep else worker_cols[worker][: m * k * p])
+            c = c.reshape(k, -1)                                               # (k, m*p)
             kernels.im2col(x[part], *layer._geometry(), out=c)
             gemm_into_samples(w2, c, y3[part], out[worker])
-            y3[part] += b
+            layer._bias_act(y3[part], act)
 
         parallel.for_each_chunk(n, step, work)
         return y
@@ -156,17 +167,20 @@ class Direct:
     def valid(self, layer) -> bool:
         return layer.stride == (1, 1)
 
-    def forward(self, layer, x, oh, ow):
+    def forward(self, layer, x, oh, ow, keep=True, act=None):
         n = x.shape[0]
-        layer._x = x                                   # kept for the gradients
-        layer._step = -(-n // parallel.worker_count())
+        step = -(-n // parallel.worker_count())
+        if keep:
+            layer._x, layer._step = x, step            # kept for the gradients
         y = np.empty((n, layer.out_channels, oh, ow), dtype=layer.dtype)
         w, b = layer.params["W"], layer.params["b"]
 
         def work(part, worker):
             kernels.conv_direct_forward(x[part], w, b, 1, 1, *layer.padding, out=y[part])
+            if act is not None:
+                act.forward_inplace(y[part])
 
-        parallel.for_each_chunk(n, layer._step, work)
+        parallel.for_each_chunk(n, step, work)
         return y
 
     def backward(self, layer, dy):
@@ -225,13 +239,14 @@ class Winograd:
     def _tiles(self, oh, ow) -> int:
         return -(-oh // self.m) * -(-ow // self.m)
 
-    def forward(self, layer, x, oh, ow):
+    def forward(self, layer, x, oh, ow, keep=True, act=None):
         m, r2 = self.m, (self.m + 2) ** 2
         n, c = x.shape[:2]
         o, tiles, (ph, pw) = layer.out_channels, self._tiles(oh, ow), layer.padding
-        step = layer._step = layer._chunk(n, r2 * (c + o), tiles)
-        layer._x = x                                                        # kept for the gradients
-        u = layer._wino_u = winograd_weights(layer.params["W"], m)          # (r2, O, C)
+        step = layer._chunk(n, r2 * (c + o), tiles)
+        u = winograd_weights(layer.params["W"], m)                          # (r2, O, C)
+        if keep:
+            layer._x, layer._step, layer._wino_u = x, step, u               # kept for the gradients
         t_buf = layer._worker_buffers("wino_t", (r2 * o * step * tiles,), n, step)
         v_buf = layer._worker_buffers("wino_v", (r2 * c * step * tiles,), n, step)
         b = layer.params["b"]
@@ -244,6 +259,8 @@ class Winograd:
             t = t_buf[worker][: r2 * o * size].reshape(r2, o, size)
             np.matmul(u, v, out=t)
             kernels.winograd_output_transform(t, m, b, out=y[part])
+            if act is not None:
+                act.forward_inplace(y[part])
 
         parallel.for_each_chunk(n, step, work)
         return y
@@ -361,20 +378,21 @@ def measure(layer, x, options) -> dict[str, float]:
         twin._forward_with(algo, x)
         twin.backward(dy)
 
-    for algo in options:
-        run(algo)
     runs = {algo.name: [] for algo in options}
-    start = time.perf_counter()
-    active = list(options)
-    for _ in range(REPEATS):
-        for algo in active:
-            t0 = time.perf_counter()
+    with inference(False):          # a layer in inference takes the choice training takes
+        for algo in options:
             run(algo)
-            runs[algo.name].append(time.perf_counter() - t0)
-        if time.perf_counter() - start > TIME_BUDGET_S:
-            break
-        best = min(float(np.median(runs[a.name])) for a in active)
-        active = [a for a in active if min(runs[a.name]) <= 2 * best]
+        start = time.perf_counter()
+        active = list(options)
+        for _ in range(REPEATS):
+            for algo in active:
+                t0 = time.perf_counter()
+                run(algo)
+                runs[algo.name].append(time.perf_counter() - t0)
+            if time.perf_counter() - start > TIME_BUDGET_S:
+                break
+            best = min(float(np.median(runs[a.name])) for a in active)
+            active = [a for a in active if min(runs[a.name]) <= 2 * best]
     return {name: float(np.median(r)) for name, r in runs.items()}
 
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import kernels
 
-from .base import Layer, backward_before_forward, default_rng, expect_input, register
+from .base import Layer, backward_before_forward, default_rng, expect_input, in_inference, register
 
 ACTIVATIONS = {None: kernels.ACT_IDENTITY, "identity": kernels.ACT_IDENTITY, "relu": kernels.ACT_RELU,
                "leaky_relu": kernels.ACT_LEAKY_RELU, "sigmoid": kernels.ACT_SIGMOID, "tanh": kernels.ACT_TANH}
@@ -44,10 +44,13 @@ class Dense(Layer):
 
     def forward(self, x):
         expect_input(self, x, 2, "(N, in_features)", 1, self.in_features)
-        self._x = x
-        y = x @ self.params["W"]
-        self._y = kernels.bias_act_forward(y, self.params["b"], self._act, self.alpha)
-        return self._y
+        y = kernels.bias_act_forward(x @ self.params["W"], self.params["b"], self._act, self.alpha)
+        keep = not in_inference()
+        self._x, self._y = (x, y) if keep else (None, None)
+        return y
+
+    def forget(self):
+        self._x = self._y = None
 
     def backward(self, dy):
         if self._x is None:

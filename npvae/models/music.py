@@ -48,7 +48,9 @@ class SpectrogramUNetVAE(Layer):
 
     After ``forward`` the posterior parameters are in ``self.mu`` and ``self.logvar``
     (N, L, F/2**n, T/2**n); ``backward(dmasks, dmu=None, dlogvar=None)`` adds the KL
-    gradients, if given, at the bottleneck and returns dx.
+    gradients, if given, at the bottleneck and returns dx. Inside
+    ``npvae.layers.inference()`` the layers keep nothing for backward and each
+    convolution applies its activation to its output in place: the same masks.
     """
 
     DOWNSAMPLE = 8   # of the default three levels; an instance's own is 2**len(channels)
@@ -108,17 +110,23 @@ class SpectrogramUNetVAE(Layer):
         skips = []
         h = x
         for i in range(n):
-            h = a[i].forward(self.encoders[i].forward(h))
+            # conv(h, act=a) is a.forward(conv(h)); in inference, one pass over the output
+            h = self.encoders[i].forward(h, act=a[i])
             skips.append(h)
         h = self.head.forward(h)
         L = self.latent_channels
         self.mu, self.logvar = h[:, :L], h[:, L:]
         sample = self.training if sample is None else sample
         z = self.reparam.forward(self.mu, self.logvar, self.rng, sample=sample)
-        h = a[n].forward(self.decoders[n - 1].forward(np.ascontiguousarray(z)))
+        h = self.decoders[n - 1].forward(np.ascontiguousarray(z), act=a[n])
         for i in range(n - 2, 0, -1):
-            h = a[2 * n - 1 - i].forward(self.decoders[i].forward(np.concatenate([h, skips[i]], axis=1)))
-        return self.out.forward(self.decoders[0].forward(np.concatenate([h, skips[0]], axis=1)))
+            h = self.decoders[i].forward(np.concatenate([h, skips[i]], axis=1), act=a[2 * n - 1 - i])
+        return self.decoders[0].forward(np.concatenate([h, skips[0]], axis=1), act=self.out)
+
+    def forget(self):
+        super().forget()
+        for act in (*self.acts, self.out):
+            act.forget()
 
     def backward(self, dy, dmu=None, dlogvar=None):
         """dy : (N, n_sources, F, T) gradient for the masks; dmu, dlogvar : optional

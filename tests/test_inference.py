@@ -1,0 +1,149 @@
+"""Inference (``npvae.layers.inference``): forward passes that keep nothing for backward,
+with the activations applied in place to the convolutions' output, give the numbers of
+an ordinary forward bit for bit, for every convolution algorithm; a backward after one
+raises."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from npvae.layers import (Conv2d, ConvTranspose2d, Dense, Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh,
+                          conv_algos, inference)
+from npvae.layers.base import in_inference, inference_scratch
+from npvae.models.music import SpectrogramUNetVAE
+
+ALGOS = ["auto", *conv_algos.ALGORITHMS]
+ACTS = {"none": lambda: None, "identity": Identity, "relu": ReLU, "leaky_relu": lambda: LeakyReLU(0.2),
+        "negative_slope": lambda: LeakyReLU(-0.3), "sigmoid": Sigmoid, "tanh": Tanh, "softplus": Softplus}
+BACKWARD_FIRST = "backward called before forward"
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Auto mode times the algorithms into a cache of the test's own."""
+    monkeypatch.setenv("NPVAE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("NPVAE_CONV_ALGO", raising=False)
+    monkeypatch.setattr(conv_algos, "_chosen", {})
+
+
+def force(monkeypatch, algo):
+    if algo != "auto":
+        monkeypatch.setenv("NPVAE_CONV_ALGO", algo)
+
+
+def held_arrays(layer) -> list[str]:
+    """The arrays a layer holds besides its parameters and gradients."""
+    held = []
+    for name, value in vars(layer).items():
+        if isinstance(value, np.ndarray):
+            held.append(name)
+        elif isinstance(value, dict) and name not in ("params", "grads"):
+            held += [f"{name}[{k}]" for k, a in value.items() if isinstance(a, np.ndarray)]
+    return held
+
+
+def model_layers(model):
+    return [layer for _, layer in model.named_layers() if layer is not model] + [*model.acts, model.out]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("channels", [(4, 8, 16), (3, 4, 5, 6, 8)])
+def test_music_network_in_inference_equals_its_eval_forward(rng, monkeypatch, algo, channels):
+    force(monkeypatch, algo)
+    model = SpectrogramUNetVAE(channels, latent_channels=4, rng=np.random.default_rng(1)).eval()
+    d = model.DOWNSAMPLE
+    x = rng.standard_normal((3, 1, 2 * d, 3 * d)).astype(np.float32)
+    with inference():                    # first, so that auto mode times its choices in inference
+        got = model.forward(x, sample=False).copy()
+        mu = model.mu.copy()
+    assert not in_inference() and inference_scratch() is None
+    for layer in model_layers(model):
+        assert not held_arrays(layer), layer
+    with pytest.raises(RuntimeError, match=BACKWARD_FIRST):
+        model.backward(np.ones_like(got))
+    want = model.forward(x, sample=False)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(mu, model.mu)
+    # and after a training forward, an inference forward drops what it kept
+    model.backward(np.ones_like(want))
+    with inference():
+        model.forward(x, sample=False)
+    assert not any(held_arrays(layer) for layer in model_layers(model))
+    with pytest.raises(RuntimeError, match=BACKWARD_FIRST):
+        model.backward(np.ones_like(got))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("act", list(ACTS))
+def test_conv2d_with_its_activation_fused(rng, monkeypatch, algo, act):
+    """A 3x3 stride-1 layer, which every algorithm runs; two threads' chunks of one sample."""
+    force(monkeypatch, algo)
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
+    monkeypatch.setattr("npvae.layers.conv.CHUNK_BYTES", 1)
+    conv, a = Conv2d(3, 5, 3, padding=1, rng=rng), ACTS[act]()
+    x = (3 * rng.standard_normal((3, 3, 9, 10))).astype(np.float32)
+    with inference():
+        got = conv.forward(x, act=a).copy()
+    assert algo == "auto" or conv.algorithm == algo
+    assert not held_arrays(conv) and (a is None or not held_arrays(a))
+    with pytest.raises(RuntimeError, match=BACKWARD_FIRST):
+        conv.backward(np.ones_like(got))
+    y = conv.forward(x)
+    want = y if a is None else a.forward(y)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(conv.forward(x, act=a), want)       # the same call outside inference
+
+
+@pytest.mark.parametrize("act", list(ACTS))
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 20])
+def test_conv_transpose_with_its_activation_fused(rng, monkeypatch, act, chunk_bytes):
+    monkeypatch.setattr("npvae.layers.conv.CHUNK_BYTES", chunk_bytes)     # one sample a chunk, or all
+    conv, a = ConvTranspose2d(4, 3, 5, stride=2, padding=2, output_padding=1, rng=rng), ACTS[act]()
+    x = (3 * rng.standard_normal((3, 4, 6, 7))).astype(np.float32)
+    with inference():
+        got = conv.forward(x, act=a).copy()
+    assert not held_arrays(conv) and (a is None or not held_arrays(a))
+    with pytest.raises(RuntimeError, match=BACKWARD_FIRST):
+        conv.backward(np.ones_like(got))
+    y = conv.forward(x)
+    np.testing.assert_array_equal(got, y if a is None else a.forward(y))
+
+
+def test_activations_and_dense_keep_nothing_in_inference(rng):
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    for make in ACTS.values():
+        a = make()
+        if a is None or isinstance(a, Identity):
+            continue
+        want = a.forward(x).copy()
+        with inference():
+            np.testing.assert_array_equal(a.forward(x), want)
+        assert not held_arrays(a)
+        with pytest.raises(RuntimeError, match=BACKWARD_FIRST):
+            a.backward(x)
+    dense = Dense(6, 3, activation="tanh", rng=rng)
+    want = dense.forward(x).copy()
+    with inference():
+        np.testing.assert_array_equal(dense.forward(x), want)
+    with pytest.raises(RuntimeError, match=BACKWARD_FIRST):
+        dense.backward(want)
+
+
+def test_the_layers_share_one_scratch_for_the_block(rng):
+    """The columns of the largest layer, per thread, not those of every layer, and none
+    after the block."""
+    model = SpectrogramUNetVAE((4, 8, 16), latent_channels=4, rng=rng).eval()
+    x = rng.standard_normal((2, 1, 64, 128)).astype(np.float32)
+    model.forward(x, sample=False)
+    per_layer = sum(a.nbytes for layer in model_layers(model) for a in getattr(layer, "_scratch", {}).values())
+    with inference():
+        model.forward(x, sample=False)
+        shared = inference_scratch()
+        with inference():                                # a block inside shares it
+            assert inference_scratch() is shared
+        with inference(False):                           # and one can switch it off inside
+            model.forward(x, sample=False)
+            assert not in_inference() and held_arrays(model.encoders[0])
+        assert inference_scratch() is shared
+    assert shared.nbytes() < per_layer / 2
+    assert inference_scratch() is None
