@@ -1,7 +1,7 @@
 """Inference (``npvae.layers.inference``): forward passes that keep nothing for backward,
 with the activations applied in place to the convolutions' output, give the numbers of
 an ordinary forward bit for bit, for every convolution algorithm; a backward after one
-raises."""
+raises; the Part I models separate in it."""
 import tracemalloc
 
 import numpy as np
@@ -147,3 +147,18 @@ def test_the_layers_share_one_scratch_for_the_block(rng):
         assert inference_scratch() is shared
     assert shared.nbytes() < per_layer / 2
     assert inference_scratch() is None
+
+
+@pytest.mark.parametrize("name", ["dense", "conv", "unet", "vae"])
+def test_part_one_separate_runs_in_inference(rng, name):
+    from npvae.models.mnist import build_model
+    model = build_model(name, rng=np.random.default_rng(2))
+    m = rng.uniform(size=(3, 28, 28)).astype(np.float32)
+    digit, fashion, _ = model.separate(m)
+    assert model.training                                 # separate leaves the mode as it was
+    for _, layer in model.named_layers():
+        if layer is not model:
+            assert not held_arrays(layer), layer
+    y = model.eval().forward(m, sample=False)
+    np.testing.assert_array_equal(digit, y[:, 0])
+    np.testing.assert_array_equal(fashion, y[:, 1])

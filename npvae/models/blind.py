@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layers.activations import sigmoid
-from ..layers.base import Layer, backward_before_forward, default_rng, register
+from ..layers.base import Layer, backward_before_forward, default_rng, inference, register
 from ..layers.dense import Dense
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten
@@ -158,8 +158,9 @@ class BlindSeparationVAE(Layer):
         m = self._prepare(mixtures)
         was_training = self.training
         self.eval()
-        out = np.concatenate([self.forward(m[i:i + batch_size], sample=False).copy()
-                              for i in range(0, len(m), batch_size)])
+        with inference():                       # the layers keep nothing for backward
+            out = np.concatenate([self.forward(m[i:i + batch_size], sample=False).copy()
+                                  for i in range(0, len(m), batch_size)])
         self.train(was_training)
         check_finite_estimates(self, out)
         return out

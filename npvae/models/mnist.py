@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layers.activations import LeakyReLU, sigmoid
-from ..layers.base import Layer, backward_before_forward, default_rng, register
+from ..layers.base import Layer, backward_before_forward, default_rng, inference, register
 from ..layers.conv import Conv2d, ConvTranspose2d
 from ..layers.dense import Dense
 from ..layers.sequential import Sequential
@@ -173,9 +173,10 @@ class SeparationVAE(Layer):
         was_training = self.training
         self.eval()
         outs = []
-        for i in range(0, len(m), batch_size):
-            y = self.forward(m[i:i + batch_size], sample=False)
-            outs.append((y[:, 0], y[:, 1], self.mix(y[:, 0], y[:, 1])))
+        with inference():                       # the layers keep nothing for backward
+            for i in range(0, len(m), batch_size):
+                y = self.forward(m[i:i + batch_size], sample=False)
+                outs.append((y[:, 0], y[:, 1], self.mix(y[:, 0], y[:, 1])))
         self.train(was_training)
         out = tuple(np.concatenate([o[k] for o in outs]) for k in range(3))
         check_finite_estimates(self, out[0], out[1])
@@ -320,7 +321,7 @@ class UNetSeparationVAE(SeparationVAE):
     def _level(self, level, x):
         """lrelu(conv(...)) through every layer of ``level``."""
         for name in self.chains[level]:
-            x = self.acts[name].forward(self._layer(name).forward(x))
+            x = self._layer(name).forward(x, act=self.acts[name])      # fused in inference
         return x
 
     def _level_backward(self, level, dy):
