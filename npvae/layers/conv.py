@@ -249,13 +249,13 @@ class ConvTranspose2d(_ConvBase):
         w2t = self.params["W"].reshape(c, k).T
         y = np.empty((n, self.out_channels, oh, ow), dtype=self.dtype)
         step = self._chunk(n, k, p)
-        x_rows = self._worker_buffers("x_rows", (c, step * p), n, step)
+        x_rows = self._worker_buffers("x_rows", (c, step * p), n, step) if step > 1 else None   # else views
         cols = self._worker_buffers("cols", (k, step * p), n, step)
 
         def work(part, worker):
             m = part.stop - part.start
             cl = cols[worker][:, : m * p]
-            np.matmul(w2t, _to_rows(x3[part], x_rows[worker]), out=cl)
+            np.matmul(w2t, _to_rows(x3[part], x_rows and x_rows[worker]), out=cl)
             kernels.col2im(cl, (m, *y.shape[1:]), *self._geometry(), out=y[part])
             self._bias_act(y[part], fused)
 

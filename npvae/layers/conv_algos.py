@@ -115,7 +115,7 @@ class Im2col:
         else:
             worker_cols = layer._worker_buffers("cols", (k * step * p,), n, step)
         w2 = layer.params["W"].reshape(o, k)
-        out = layer._worker_buffers("out", (o, step * p), n, step)
+        out = layer._worker_buffers("out", (o, step * p), n, step) if step > 1 else None   # m = 1: in place
         y = np.empty((n, o, oh, ow), dtype=layer.dtype)
         y3 = y.reshape(n, o, p)
 
@@ -124,7 +124,7 @@ class Im2col:
             c = (cols[part.start * k * p: part.stop * k * p] if keep else worker_cols[worker][: m * k * p])
             c = c.reshape(k, -1)                                               # (k, m*p)
             kernels.im2col(x[part], *layer._geometry(), out=c)
-            gemm_into_samples(w2, c, y3[part], out[worker])
+            gemm_into_samples(w2, c, y3[part], out and out[worker])
             layer._bias_act(y3[part], act)
 
         parallel.for_each_chunk(n, step, work)
