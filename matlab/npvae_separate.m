@@ -193,7 +193,8 @@ end
 function M = masks(net, mag, chunk_frames, context)
   % Soft masks F x T x S of a mixture magnitude F x T, the network run chunk by chunk
   % (npvae predict_masks: zero features pad T up to a multiple of 2^levels, each chunk
-  % sees `context` real frames on both sides, only its centre is kept).
+  % sees `context` real frames on both sides, only its centre is kept; every chunk's
+  % input has the same width, a chunk at an edge taking more context on its inner side).
   nm = net.norm;
   n_bins = numel(nm.mean);
   [F, T] = size(mag);
@@ -213,10 +214,11 @@ function M = masks(net, mag, chunk_frames, context)
   x(:, 1:T) = feats;
   S = double(net.spec.n_sources);
   out = zeros(F, Tp, S);
+  width = min(Tp, chunk_frames + 2 * context);
   for s = 0:chunk_frames:Tp - 1
     e = min(Tp, s + chunk_frames);
-    lo = max(0, s - context);
-    hi = min(Tp, e + context);
+    lo = max(0, min(s - context, Tp - width));
+    hi = lo + width;
     m = unet_forward(net, x(:, lo + 1:hi));         % n_bins x (hi - lo) x S
     out(1:n_bins, s + 1:e, :) = m(:, s - lo + 1:e - lo, :);
   end

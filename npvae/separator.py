@@ -29,6 +29,7 @@ from . import parallel
 from .audio.io import resample
 from .audio.stft import STFTConfig, istft, stft
 from .errors import FileFormatError
+from .layers.base import inference
 from .models.music import SpectrogramUNetVAE
 from .validate import as_float_audio, as_sample_rate
 
@@ -160,7 +161,7 @@ class Separator:
         M = self.masks(np.abs(X), chunk_frames, context)
         if wiener:
             M = wiener_masks(M * np.abs(X)[None])
-        out = istft((M * X[None]).astype(np.complex64), self.stft_cfg, length=len(x))
+        out = istft((M * X[None]).astype(np.complex64, copy=False), self.stft_cfg, length=len(x))
         check_finite_output(out, x, self.source, SOURCES if len(out) == len(SOURCES) else None)
         return out
 
@@ -274,7 +275,15 @@ def check_finite_output(out: np.ndarray, x: np.ndarray, source: str | None, name
 def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512,
                   context: int | None = None) -> np.ndarray:
     """Run ``model`` over normalised features (n_bins, T) in chunks; masks (S, n_freq, T).
-    ``context`` None: the model's ``context_frames`` (48 when it has none)."""
+    ``context`` None: the model's ``context_frames`` (48 when it has none).
+
+    The model runs in eval mode inside :func:`npvae.layers.inference` (nothing kept for
+    backward, activations fused into the convolutions: the masks of a plain forward, bit
+    for bit). Chunks go through it together, as many as there are worker threads (the
+    convolutions share a batch's samples among the threads; a batch of one keeps one
+    core busy), so every chunk's input has the same width (:func:`chunk_windows`). Memory
+    for the network stays that of one batch of chunks, whatever ``T``.
+    """
     d = model.DOWNSAMPLE
     if context is None:
         context = getattr(model, "context_frames", 48)
@@ -287,26 +296,36 @@ def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512
     x = np.zeros((1, 1, n_bins, Tp), model.dtype)
     x[0, 0, :, :T] = feats
     out = np.empty((model.n_sources, n_freq, Tp), np.float32)
-    windows = [(s, min(Tp, s + chunk_frames)) for s in range(0, Tp, chunk_frames)]
-    windows = [(s, e, max(0, s - context), min(Tp, e + context)) for s, e in windows]
-    # Chunks of the same width go through the network together, one per thread (the
-    # convolutions spread a batch's samples over the threads; a batch of one runs on
-    # one core). Memory stays bounded: at most that many chunks at a time.
+    windows = chunk_windows(Tp, chunk_frames, context)
     per_call = parallel.worker_count()
-    i = 0
-    while i < len(windows):
-        group = [windows[i]]
-        width = windows[i][3] - windows[i][2]
-        while (len(group) < per_call and i + len(group) < len(windows)
-               and windows[i + len(group)][3] - windows[i + len(group)][2] == width):
-            group.append(windows[i + len(group)])
-        xb = np.concatenate([x[..., lo:hi] for _, _, lo, hi in group]) if len(group) > 1 else x[..., group[0][2]:group[0][3]]
-        m = model.forward(xb, sample=False)
-        for k, (s, e, lo, hi) in enumerate(group):
-            out[:, :n_bins, s:e] = m[k][:, :, s - lo:e - lo]
-        i += len(group)
+    with inference():
+        for i in range(0, len(windows), per_call):
+            group = windows[i:i + per_call]
+            xb = np.concatenate([x[..., lo:hi] for _, _, lo, hi in group]) if len(group) > 1 else \
+                x[..., group[0][2]:group[0][3]]
+            m = model.forward(xb, sample=False)
+            for k, (s, e, lo, hi) in enumerate(group):
+                out[:, :n_bins, s:e] = m[k][:, :, s - lo:e - lo]
     out[:, n_bins:] = out[:, n_bins - 1:n_bins]      # bins the network does not see (Nyquist)
     return out[..., :T]
+
+
+def chunk_windows(frames: int, chunk_frames: int, context: int) -> list[tuple[int, int, int, int]]:
+    """The chunks of :func:`predict_masks` over ``frames`` frames: ``(start, stop, lo, hi)``
+    for the kept frames [start, stop) (steps of ``chunk_frames``) and the network's input
+    [lo, hi) around them, with at least ``context`` frames on each side inside the signal.
+
+    Every input has the same width, ``min(frames, chunk_frames + 2 * context)``: a chunk at
+    an edge takes more context on its inner side instead of a narrower input (which would
+    go through the network alone, on one core). The layout depends on the frames only, not
+    on the number of threads, so neither do the masks.
+    """
+    width = min(frames, chunk_frames + 2 * context)
+    out = []
+    for s in range(0, frames, chunk_frames):
+        lo = max(0, min(s - context, frames - width))
+        out.append((s, min(frames, s + chunk_frames), lo, lo + width))
+    return out
 
 
 def wiener_masks(mags: np.ndarray, power: float = 2.0, eps: float = 1e-10) -> np.ndarray:

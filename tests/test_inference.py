@@ -1,7 +1,8 @@
 """Inference (``npvae.layers.inference``): forward passes that keep nothing for backward,
 with the activations applied in place to the convolutions' output, give the numbers of
 an ordinary forward bit for bit, for every convolution algorithm; a backward after one
-raises; the Part I models separate in it."""
+raises; the separator runs in it, its chunks all of one width, with memory flat in the
+length of the signal."""
 import tracemalloc
 
 import numpy as np
@@ -11,6 +12,7 @@ from npvae.layers import (Conv2d, ConvTranspose2d, Dense, Identity, LeakyReLU, R
                           conv_algos, inference)
 from npvae.layers.base import in_inference, inference_scratch
 from npvae.models.music import SpectrogramUNetVAE
+from npvae.separator import chunk_windows, predict_masks
 
 ALGOS = ["auto", *conv_algos.ALGORITHMS]
 ACTS = {"none": lambda: None, "identity": Identity, "relu": ReLU, "leaky_relu": lambda: LeakyReLU(0.2),
@@ -162,3 +164,87 @@ def test_part_one_separate_runs_in_inference(rng, name):
     y = model.eval().forward(m, sample=False)
     np.testing.assert_array_equal(digit, y[:, 0])
     np.testing.assert_array_equal(fashion, y[:, 1])
+
+
+def test_chunk_windows_are_of_one_width_and_keep_their_context():
+    for frames, chunk, context in [(208, 16, 16), (1880, 512, 48), (808, 256, 48), (64, 512, 48), (96, 32, 0),
+                                   (40, 16, 24)]:
+        windows = chunk_windows(frames, chunk, context)
+        assert {hi - lo for _, _, lo, hi in windows} == {min(frames, chunk + 2 * context)}
+        assert [s for s, _, _, _ in windows] == list(range(0, frames, chunk))
+        assert windows[-1][1] == frames and all(e == s2 for (_, e, _, _), (s2, *_) in zip(windows, windows[1:]))
+        for s, e, lo, hi in windows:
+            assert 0 <= lo and hi <= frames
+            assert lo <= s - context or lo == 0
+            assert hi >= e + context or hi == frames
+
+
+def test_predict_masks_runs_the_network_in_inference_on_full_batches(rng, monkeypatch):
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
+    model = SpectrogramUNetVAE((4, 4, 8), latent_channels=4, rng=rng)
+    feats = rng.standard_normal((64, 200)).astype(np.float32)
+    calls = []
+    forward = model.forward
+
+    def spy(x, *args, **kwargs):
+        calls.append((x.shape, in_inference()))
+        return forward(x, *args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    masks = predict_masks(model, feats, 65, chunk_frames=32, context=16)
+    assert masks.shape == (2, 65, 200) and not in_inference()
+    # 200 frames: 7 chunks of 32, every input 64 frames wide, two a call (the last alone)
+    assert [shape for shape, _ in calls] == [(2, 1, 64, 64)] * 3 + [(1, 1, 64, 64)]
+    assert all(inside for _, inside in calls)
+    monkeypatch.setattr(model, "forward", forward)
+    with pytest.raises(RuntimeError, match=BACKWARD_FIRST):
+        model.backward(np.ones((1, 2, 64, 64), np.float32))
+
+
+def test_memory_of_the_network_is_flat_in_the_length(rng):
+    """predict_masks' peak (tracemalloc) less what grows with the signal (its padded copy
+    of the features and the masks it returns): the same for a signal 4 times longer."""
+    model = SpectrogramUNetVAE((4, 8, 16), latent_channels=4, rng=rng)
+    n_bins, n_freq, chunk = 64, 65, 64
+
+    def working_bytes(frames):
+        feats = rng.standard_normal((n_bins, frames)).astype(np.float32)
+        tracemalloc.start()
+        try:
+            predict_masks(model, feats, n_freq, chunk_frames=chunk)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return peak - 4 * frames * (n_bins + model.n_sources * n_freq)
+
+    working_bytes(4 * chunk)                              # compile, fill the algorithm choices
+    short, long = working_bytes(8 * chunk), working_bytes(32 * chunk)
+    assert short > 0 and long < 1.05 * short + 65536, (short, long)
+
+
+def test_separating_in_blocks_peaks_the_same_for_a_longer_song(rng):
+    """``npvae separate``'s way (blocks of a song read and written one at a time): the peak
+    (tracemalloc) for a signal 4 times longer is the same, within a few percent."""
+    from npvae.audio.stft import STFTConfig
+    from npvae.audio.stream import block_layout, separate_blocks
+    from npvae.separator import Normalizer, Separator
+    cfg = STFTConfig(sample_rate=8000, n_fft=256, hop=64)
+    sep = Separator(SpectrogramUNetVAE((4, 8, 16), latent_channels=4, rng=rng), cfg,
+                    Normalizer(mean=np.zeros(128), std=np.ones(128)))
+    sr = cfg.sample_rate
+    block, context = block_layout(sr, sr, cfg.hop, sep.model.DOWNSAMPLE, cfg.n_fft, 1.0)
+
+    def peak(seconds):
+        x = (0.3 * rng.standard_normal((int(seconds * sr), 1))).astype(np.float32)
+        tracemalloc.start()
+        try:
+            for _ in separate_blocks(lambda b: sep.separate(b, sr, chunk_frames=64), lambda a, b: x[a:b],
+                                     len(x), block, context):
+                pass
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(1.0)                                              # compile, fill the algorithm choices
+    short, long = peak(2.0), peak(8.0)
+    assert long < 1.1 * short, (short, long)
