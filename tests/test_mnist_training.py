@@ -164,3 +164,14 @@ def test_blocks_is_a_unet_setting_checked_before_training():
     # a one-block U-Net's file keeps the old spec (no "blocks"), so older files load unchanged
     assert "blocks" not in build_model("unet", channels=(2, 2, 2)).spec()
     assert build_model("unet", channels=(2, 2, 2), blocks=2).spec()["blocks"] == 2
+
+
+def test_latent_usage_script_tells_a_latent_that_carries_from_one_that_does_not(shared_data, capsys):
+    import latent_usage
+    assert latent_usage.main(["mnist-dense-best", "mnist-unet", "--data-dir", str(shared_data), "--limit", "50"]) == 0
+    rows = {line.split("|")[1].strip(" `"): [c.strip() for c in line.split("|")[2:6]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| `")}
+    dense, unet = rows["mnist-dense-best"], rows["mnist-unet"]
+    assert float(dense[0]) - float(dense[1]) > 5          # the dense VAE's separation is in its latent
+    assert float(unet[0]) - float(unet[1]) < 1            # the U-Net's travels through the skips
+    assert float(dense[2]) > 10 * float(unet[2])
