@@ -78,6 +78,8 @@ class SpectrogramUNetVAE(Layer):
         self.decoders = [ConvTranspose2d(self.latent_channels if i == n - 1 else 2 * c[i],
                                          self.n_sources if i == 0 else c[i - 1], k, stride=2, padding=p,
                                          output_padding=1, **kw) for i in range(n)]
+        for name, layer in self.children().items():    # enc1, ..., head, ..., dec1 by name too
+            setattr(self, name, layer)
         self.acts = [LeakyReLU(self.alpha, dtype=dtype) for _ in range(2 * n - 1)]
         self.out = Sigmoid(dtype=dtype)
         self.reparam = Reparameterize()
