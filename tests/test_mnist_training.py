@@ -69,7 +69,7 @@ def test_a_run_records_what_its_latent_carries(tmp_path, shared_data):
     model = zero_latent_mean(npvae.load_model(result.run_dir))
     mixtures = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32) / 2
     digit, fashion, _ = model.separate(mixtures)
-    assert np.ptp(digit, axis=0).max() == 0 and np.ptp(fashion, axis=0).max() == 0
+    assert np.ptp(digit, axis=0).max() < 1e-6 and np.ptp(fashion, axis=0).max() < 1e-6   # rounding only
 
 
 def test_cosine_schedule_lowers_the_learning_rate_at_the_end(tmp_path, shared_data):
