@@ -80,7 +80,7 @@ def test_wheel_holds_the_library_kernels_command_and_models(wheel):
         assert _py_files(folder) <= in_folder(name.replace(".", "/")), name
     shipped = {p.name for p in (REPO / "npvae" / "pretrained").glob("*.h5")}
     from npvae import pretrained
-    assert shipped == {f"{m}.h5" for m in pretrained.list_models()} and len(shipped) == 4
+    assert shipped == {f"{m}.h5" for m in pretrained.list_models()} and len(shipped) == 5
     assert {n for n in in_folder("npvae/pretrained") if n.endswith(".h5")} == shipped
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     lines = [line.replace(" ", "") for line in wheel.read(entry).decode().splitlines()]
