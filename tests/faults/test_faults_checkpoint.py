@@ -107,7 +107,9 @@ def test_kill9_then_resume(tmp_path, shared_data, mnist_args, straight_run, seed
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resume = ["--resume"] if (out / "checkpoint.npz").exists() else []
+    # killed before its first checkpoint, the run has nothing to resume: as the error
+    # says, start it again in the same folder with --overwrite
+    resume = (["--resume"] if (out / "checkpoint.npz").exists() else ["--overwrite"] if out.exists() else [])
     r = subprocess.run(cmd + resume, env=_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-300:]
     weights, _ = load_checkpoint(out / "checkpoint.npz")
