@@ -424,15 +424,6 @@ class LatentMapSeparationVAE(SeparationVAE):
         self.head = Conv2d(c[-1], 2 * self.latent_dim, 1, **kw)
         self.decoder = Sequential(*decoder, Conv2d(c[0], self.out_channels, 3, padding=1, **kw))
 
-    def children(self):
-        return {"encoder": self.encoder, "head": self.head, "decoder": self.decoder}
-
-    def _encode(self, x):
-        return self.encoder.forward(x)
-
-    def _encode_backward(self, dfeat):
-        return self.encoder.backward(dfeat)
-
     def _posterior(self, features):
         h = self.head.forward(features)
         latent = self.latent_dim
@@ -441,14 +432,13 @@ class LatentMapSeparationVAE(SeparationVAE):
     def _posterior_backward(self, dmu, dlogvar):
         return self.head.backward(np.concatenate([dmu, dlogvar], axis=1))
 
-    def _decode(self, z):
-        return self.decoder.forward(z)
-
-    def _decode_backward(self, dlogits):
-        return self.decoder.backward(dlogits)
-
     def hyper(self):
         return {**super().hyper(), "channels": list(self.channels), "blocks": self.blocks}
+
+    # the encoder, head and decoder chain as in the dense model
+    children = DenseSeparationVAE.children
+    _encode, _encode_backward = DenseSeparationVAE._encode, DenseSeparationVAE._encode_backward
+    _decode, _decode_backward = DenseSeparationVAE._decode, DenseSeparationVAE._decode_backward
 
 
 MODELS = {"dense": DenseSeparationVAE, "conv": ConvSeparationVAE, "unet": UNetSeparationVAE,
