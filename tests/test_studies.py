@@ -95,3 +95,73 @@ def test_table_and_verdict_come_from_the_rows():
     assert table.count("\n") == 4 and "| B | loss | 14.00 | 12.50 | 13.25 |" in table
     text = verdict(study)
     assert "**B** (13.25 dB)" in text and "A (11.00 dB)" in text and "2.25 dB" in text
+
+
+# ----------------------------------------------------------------------------- ablations
+
+ABLATIONS = [("mnist", "best"), ("mnist", "vae"), ("mnist", "dense-best"), ("music", "best")]
+
+
+@pytest.mark.parametrize("task,preset", ABLATIONS)
+def test_an_ablation_changes_one_setting_of_the_recipe_at_a_time(task, preset):
+    from npvae.engine.run import make_config
+    confs = configurations(task, preset)
+    recipe = confs[0]
+    assert recipe.group == "recipe" and "epochs" not in recipe.settings     # the budget sets the epochs
+    assert len(confs) >= 3
+    for c in confs[1:]:
+        changed = [k for k in c.settings if c.settings[k] != recipe.settings[k]]
+        assert c.group == "ablation" and changed == [c.name.removeprefix("no_")], c
+        # the changed setting is what a run of that recipe gets without the flag
+        key = changed[0]
+        unset = make_config(task, {k: v for k, v in c.settings.items() if k != key})
+        ablated = make_config(task, c.settings)
+        if task == "mnist":
+            assert unset.model_kwargs() == ablated.model_kwargs()
+        assert getattr(unset, key) in (getattr(ablated, key), None)
+
+
+def test_ablation_table_and_verdict_say_what_each_setting_buys():
+    study = {"task": "mnist", "budget": "x", "study": "ablate best", "n_eval": 5, "curves": {}, "rows": [
+        {"name": "recipe", "label": "--preset best (...)", "group": "recipe", "digit_psnr": 20.0,
+         "fashion_psnr": 22.0, "mean_psnr": 21.0, "mean_ssim": 0.8, "mean_mse": 0.01, "train_seconds": 3.0},
+        {"name": "no_blocks", "label": "--blocks 1 instead of 2", "group": "ablation", "digit_psnr": 19.0,
+         "fashion_psnr": 20.0, "mean_psnr": 19.5, "mean_ssim": 0.7, "mean_mse": 0.02, "train_seconds": 2.0},
+        {"name": "no_beta", "label": "--beta 0.5 instead of 0.1", "group": "ablation", "digit_psnr": 21.0,
+         "fashion_psnr": 22.0, "mean_psnr": 21.5, "mean_ssim": 0.8, "mean_mse": 0.01, "train_seconds": 2.0}]}
+    table = markdown_table(study)
+    assert "against the recipe (dB)" in table.splitlines()[0]
+    assert "| --blocks 1 instead of 2 | ablation | 19.00 | 20.00 | 19.50 |" in table and "| -1.50 |" in table
+    text = verdict(study)
+    assert "recipe scores 21.00 dB" in text
+    assert text.index("--blocks 2 rather than 1: +1.50 dB") < text.index("--beta 0.1 rather than 0.5: -0.50 dB")
+    assert "does better without: --beta 0.5 instead of 0.1" in text
+
+
+def test_tiny_ablation_end_to_end(shared_data, tmp_path):
+    out = tmp_path / "ablate"
+    cmd = [*STUDY, "--task", "mnist", "--ablate", "best", "--budget", "tiny", "--out", str(out), "--jobs", "2",
+           "--only", "recipe", "no_blocks"]
+    r = subprocess.run(cmd, cwd=REPO, env=_env(shared_data), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    study = read_study(out)
+    assert study["study"] == "ablate best"
+    rows = {row["name"]: row for row in study["rows"]}
+    assert sorted(rows) == ["no_blocks", "recipe"] and rows["recipe"]["group"] == "recipe"
+    assert all(np.isfinite(row["prior_mean_mean_psnr"]) for row in rows.values())
+    table = (out / "table.md").read_text()
+    assert "ablation" in table.splitlines()[0] and "| +0.00 |" in table
+    assert f"{rows['no_blocks']['mean_psnr'] - rows['recipe']['mean_psnr']:+.2f} |" in table
+    # the folder holds an ablation: the loss study may not resume into it
+    loss = subprocess.run([*STUDY, "--task", "mnist", "--budget", "tiny", "--out", str(out), "--resume",
+                           "--only", "bce_beta1"], cwd=REPO, env=_env(shared_data), capture_output=True, text=True,
+                          timeout=600)
+    assert loss.returncode == 1 and "ablate best study" in loss.stderr, loss.stderr
+    # and the report has its section, numbers from the file
+    report = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "npvae", "report", str(out), "--out", str(report)], cwd=REPO,
+                       env=_env(shared_data), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = (report / "report.md").read_text()
+    assert "## Ablation of --preset best, Part I (images)" in md
+    assert f"recipe scores {rows['recipe']['mean_psnr']:.2f} dB" in md and "## Baselines" not in md

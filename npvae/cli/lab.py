@@ -151,14 +151,17 @@ def run_report(args) -> int:
 
 # ----------------------------------------------------------------------------- npvae study
 
-STUDY_HELP = "train under several losses and the baselines, one table (source checkout)"
+STUDY_HELP = "loss study with baselines, or a preset's ablation: one table (source checkout)"
 STUDY_DESCRIPTION = """\
 Train one model under several loss configurations (same seeds, data and budget), train
 the baselines, score everything on the same fixed test set, and write a table (Markdown
-and HDF5) and a figure of the validation curves.
+and HDF5) and a figure of the validation curves. With --ablate PRESET, train that
+preset's recipe and, one at a time, the recipe with one of its settings put back to the
+default (the same shorter budget for all): the table says what each setting buys.
 
     npvae study --task mnist                   # about 25 minutes on 2 cores
     npvae study --task music                   # about 40 minutes on 2 cores
+    npvae study --task mnist --ablate best     # what each setting of --preset best buys
     npvae study --task mnist --budget tiny     # a smoke run, about a minute
     mpirun -n 4 npvae study --task music       # configurations dealt to 4 MPI ranks
 
@@ -172,7 +175,10 @@ studies live in scripts/npvae_lab)."""
 def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("mnist", "music"), required=True)
     p.add_argument("--budget", choices=("tiny", "default"), default="default")
-    p.add_argument("--out", default=None, help="study directory (default runs/study-<task>-<budget>)")
+    p.add_argument("--ablate", default=None, metavar="PRESET",
+                   help="ablate this preset (mnist: best, dense-best, vae; music: best) instead of the loss study")
+    p.add_argument("--out", default=None, help="study directory (default runs/study-<task>-<budget>, "
+                                               "with --ablate runs/ablate-<task>-<preset>-<budget>)")
     p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA, then ~/.cache/npvae)")
     p.add_argument("--jobs", type=positive_int, default=None,
                    help="configurations at a time, at least 1 (default: cores; under mpirun, per rank: "
@@ -190,18 +196,23 @@ def _add_study(p: argparse.ArgumentParser) -> None:
 
 def run_study(args) -> int:
     studies = lab("studies")
+    if args.ablate is not None and args.ablate not in studies.ablatable_presets(args.task):
+        raise UsageError(f"--ablate takes a preset of {args.task} that changes settings: "
+                         f"{', '.join(studies.ablatable_presets(args.task))}; got {args.ablate!r}")
     if args.list:
-        print(f"{args.task}, budget {args.budget}: expected {studies.BUDGETS[args.task][args.budget]['expected']}")
-        for c in studies.configurations(args.task):
-            print(f"  {c.name:12s} {c.group:9s} {c.label}")
+        print(f"{args.task} {studies.study_kind(args.ablate)} study, budget {args.budget}: expected "
+              f"{studies.budget(args.task, args.budget, args.ablate)['expected']}")
+        for c in studies.configurations(args.task, args.ablate):
+            print(f"  {c.name:15s} {c.group:9s} {c.label}")
         return 0
-    known = [c.name for c in studies.configurations(args.task)]
+    known = [c.name for c in studies.configurations(args.task, args.ablate)]
     unknown = sorted(set(args.only or ()) - set(known))
     if unknown:
         raise UsageError(f"unknown configuration(s) {unknown} for --task {args.task}; known: {known}")
-    out = Path(args.out or f"runs/study-{args.task}-{args.budget}")
+    out = Path(args.out or studies.default_out(args.task, args.budget, args.ablate))
     study = studies.run_study(args.task, args.budget, out, args.data_dir, args.jobs, args.only,
-                              log=lambda s: print(s, flush=True), resume=args.resume, overwrite=args.overwrite)
+                              log=lambda s: print(s, flush=True), resume=args.resume, overwrite=args.overwrite,
+                              ablate=args.ablate)
     if study.get("rank", 0):        # under mpirun, rank 0 reports
         return 0
     if study["rows"]:

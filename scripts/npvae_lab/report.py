@@ -37,7 +37,8 @@ from npvae.plotting import plot_example, plot_history, save_grid, save_loss_curv
 from .blind_report import blind_section, read_blind_run, uses_shipped
 from .document import Doc
 from .report_shipped import published_section, shipped_section
-from .study_table import COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, read_study, verdict
+from .study_table import (COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, cells, columns, is_ablation,
+                          markdown_table, read_study, verdict)
 
 APPROACH = [
     "npvae implements every piece in NumPy: each layer keeps what its backward pass needs and fills the "
@@ -168,9 +169,31 @@ def _music_section(doc: Doc, runs: list[dict], figs: Path):
                       f"per epoch.")
 
 
-def _study_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
+def _ablation_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
     task = study["task"]
-    cols = COLUMNS[task]
+    preset = study["study"].split(" ", 1)[1]
+    part = "Part I (images)" if task == "mnist" else "Part II (music)"
+    doc.h2(f"Ablation of --preset {preset}, {part}: {study_dir.name}")
+    unit = "test pairs" if task == "mnist" else "test clips"
+    doc.p(f"The recipe of `npvae train {task} --preset {preset}`, then the same recipe with one of its settings "
+          f"put back to the default, one at a time; every configuration trains with the same seeds, data and "
+          f"budget ('{study.get('budget')}', shorter than the preset's own), each in its own process, and is "
+          f"scored on the same {study.get('n_eval')} {unit}.")
+    lines = markdown_table(study).splitlines()
+    doc.table([c.strip() for c in lines[0].strip("|").split("|")],
+              [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]])
+    doc.p("Verdict: " + verdict(study))
+    if (study_dir / CURVES_FILE).exists():
+        dest = figs / f"{study_dir.name}_validation_curves.png"
+        shutil.copyfile(study_dir / CURVES_FILE, dest)
+        doc.image(dest, f"{study_dir.name}: validation metric per epoch of every configuration.")
+
+
+def _study_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
+    if is_ablation(study):
+        return _ablation_section(doc, study, study_dir, figs)
+    task = study["task"]
+    cols = columns(study)
     part = "Part I (images)" if task == "mnist" else "Part II (music)"
     doc.h2(f"Loss study, {part}: {study_dir.name}")
     n = study.get("n_eval")
@@ -183,8 +206,7 @@ def _study_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
               "the same clips the per-epoch validation curves score. Nothing is selected on them: every "
               "configuration keeps its last epoch, with a fixed learning-rate schedule; the NMF dictionaries "
               "are learned on the training clips only.")
-    rows = [[r["label"], r["group"]] + [_f(r[k], fmt) if k in r else "-" for k, _, fmt in cols]
-            for r in study["rows"] if r["group"] == "loss"]
+    rows = [[r["label"], r["group"]] + cells(r, cols) for r in study["rows"] if r["group"] == "loss"]
     doc.table(["configuration", "group"] + [c[1] for c in cols], rows)
     doc.p("Verdict: " + verdict(study))
     if (study_dir / CURVES_FILE).exists():
@@ -361,7 +383,8 @@ def _write_report(out: Path, studies, mnist_runs, music_runs, blind_runs, source
     if blind_runs:
         blind_section(doc, blind_runs, mnist_runs, figs)
     for study, sdir in studies:
-        _baseline_section(doc, study, sdir)
+        if not is_ablation(study):
+            _baseline_section(doc, study, sdir)
     shipped_section(doc)
     _discussion(doc, studies, mnist_runs, music_runs)
     published_section(doc)

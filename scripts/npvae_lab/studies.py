@@ -1,5 +1,10 @@
-"""Loss-function study and baselines: one model trained under several loss configurations
-with the same seeds, data and budget, every one scored on the same fixed test set.
+"""Studies: one model trained under several configurations with the same seeds, data and
+budget, every one scored on the same fixed test set.
+
+- the loss study (the default): the loss configurations and the baselines;
+- the ablation of a preset (``ablate="best"``...): the preset's recipe, then the same
+  recipe with one of its settings put back to the task's default, one at a time
+  (:func:`ablation_configurations`), so the table says which change bought what.
 
 ``npvae study`` runs :func:`run_study`. A study directory holds::
 
@@ -58,7 +63,8 @@ class Configuration:
     """One entry of a study.
 
     name : directory and HDF5 name. label : what the table says. group : "loss" (the loss
-    study) or "baseline". kind : "vae" (trained by :func:`run_training` with ``settings``
+    study), "baseline", "recipe" (an ablated preset whole) or "ablation" (that recipe with
+    one setting at its default). kind : "vae" (trained by :func:`run_training` with ``settings``
     over the budget's) or "nmf" (supervised NMF, ``settings`` its options).
     """
     name: str
@@ -95,8 +101,79 @@ BUDGETS = {
                                 "configuration, two at a time, one thread each; NMF under 2 minutes)"},
     },
 }
-def configurations(task: str) -> list[Configuration]:
-    """The loss configurations and baselines of ``task`` ("mnist" or "music")."""
+# An ablation trains every configuration with the same, shorter budget than the preset's
+# own (its epochs are the budget's): the question is what each setting buys, not the mark.
+ABLATION_BUDGETS = {
+    "mnist": {"tiny": BUDGETS["mnist"]["tiny"],
+              "default": {"common": {"epochs": 3, "kl_warmup": 1.0, "train_limit": 20000},
+                          "expected": "about 40 minutes on 2 cores for --ablate best (5 configurations, "
+                                      "one thread each, two at a time)"}},
+    "music": {"tiny": BUDGETS["music"]["tiny"],
+              "default": {"common": {"epochs": 10, "eval_limit": 24},
+                          "expected": "about 40 minutes on 2 cores for --ablate best (3 configurations)"}},
+}
+# Settings of a preset that are its budget, not its recipe: the study's budget sets them.
+BUDGET_SETTINGS = ("epochs",)
+
+
+def _task_class(task: str):
+    from npvae.engine.run import resolve_task
+    return resolve_task(task)
+
+
+def ablatable_presets(task: str) -> list[str]:
+    """The presets of ``task`` that :func:`ablation_configurations` can take apart."""
+    return sorted(name for name, p in _task_class(task).presets.items()
+                  if set(p) - set(BUDGET_SETTINGS) - {"model"})
+
+
+def _default_setting(task: str, recipe: dict, key: str):
+    """What ``key`` is when a run does not set it: the config's default, or for Part I's
+    per-model architecture settings (None in the config) the model's own default."""
+    from dataclasses import MISSING, fields
+    from npvae.pipelines.mnist.task import MODEL_DEFAULTS
+    cls = _task_class(task).Config
+    field = {f.name: f for f in fields(cls)}[key]
+    value = field.default if field.default is not MISSING else field.default_factory()
+    if value is None and task == "mnist":
+        model = recipe.get("model", {f.name: f for f in fields(cls)}["model"].default)
+        value = MODEL_DEFAULTS.get(model, {}).get(key)
+    return value
+
+
+def _shown_setting(key: str, value) -> str:
+    text = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return f"--{key.replace('_', '-')} {text}"
+
+
+def ablation_configurations(task: str, preset: str) -> list[Configuration]:
+    """The recipe of ``preset`` (its settings but the budget's, :data:`BUDGET_SETTINGS`),
+    then one configuration per setting of it put back to the default (the model stays):
+    ``no_<setting>``, labelled "--blocks 1 instead of 2"."""
+    presets = _task_class(task).presets
+    if preset not in ablatable_presets(task):
+        raise ValueError(f"--ablate takes a preset of {task} that changes settings: "
+                         f"{', '.join(ablatable_presets(task))}; got {preset!r}")
+    recipe = {k: v for k, v in presets[preset].items() if k not in BUDGET_SETTINGS}
+    shown = ", ".join(_shown_setting(k, v) for k, v in recipe.items())
+    confs = [Configuration("recipe", f"--preset {preset} ({shown})", "recipe", settings=recipe)]
+    for key, value in recipe.items():
+        if key == "model":
+            continue
+        default = _default_setting(task, recipe, key)
+        if default == value or (isinstance(value, tuple) and tuple(default or ()) == value):
+            continue
+        confs.append(Configuration(f"no_{key}", f"{_shown_setting(key, default)} instead of "
+                                   f"{_shown_setting(key, value).split(' ', 1)[1]}", "ablation",
+                                   settings={**recipe, key: default}))
+    return confs
+
+
+def configurations(task: str, ablate: str | None = None) -> list[Configuration]:
+    """The loss configurations and baselines of ``task`` ("mnist" or "music"), or with
+    ``ablate`` the ablation of that preset (:func:`ablation_configurations`)."""
+    if ablate:
+        return ablation_configurations(task, ablate)
     if task == "mnist":
         loss = [Configuration("bce_beta1", "BCE, beta 1", "loss", settings={"loss": "bce", "beta": 1.0}),
                 Configuration("mse_beta1", "MSE, beta 1", "loss", settings={"loss": "mse", "beta": 1.0}),
@@ -128,17 +205,24 @@ def configurations(task: str) -> list[Configuration]:
     raise ValueError(f"unknown task {task!r}: choose one of {TASKS}")
 
 
-def get_configuration(task: str, name: str) -> Configuration:
-    for c in configurations(task):
+def get_configuration(task: str, name: str, ablate: str | None = None) -> Configuration:
+    confs = configurations(task, ablate)
+    for c in confs:
         if c.name == name:
             return c
-    raise ValueError(f"no configuration {name!r} for {task}; known: {[c.name for c in configurations(task)]}")
+    raise ValueError(f"no configuration {name!r} for {task}; known: {[c.name for c in confs]}")
 
 
-def budget(task: str, name: str) -> dict:
-    if name not in BUDGETS[task]:
-        raise ValueError(f"unknown budget {name!r}: choose one of {sorted(BUDGETS[task])}")
-    return BUDGETS[task][name]
+def budget(task: str, name: str, ablate: str | None = None) -> dict:
+    table = ABLATION_BUDGETS if ablate else BUDGETS
+    if name not in table[task]:
+        raise ValueError(f"unknown budget {name!r}: choose one of {sorted(table[task])}")
+    return table[task][name]
+
+
+def study_kind(ablate: str | None) -> str:
+    """What a study is, as its results record it: "loss" or "ablate <preset>"."""
+    return f"ablate {ablate}" if ablate else "loss"
 
 
 # ----------------------------------------------------------------------------- one configuration
@@ -175,8 +259,13 @@ def _write_json_atomic(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=float))
 
 
+MNIST_ROW = ("digit_psnr", "fashion_psnr", "mean_psnr", "mean_ssim", "mean_mse")
+# recorded by trained VAEs only: what the latent carries
+MNIST_LATENT_ROW = ("prior_mean_mean_psnr", "kl_nats")
+
+
 def _mnist_row(metrics: dict) -> dict:
-    return {k: float(metrics[k]) for k in ("digit_psnr", "fashion_psnr", "mean_psnr", "mean_ssim", "mean_mse")}
+    return {k: float(metrics[k]) for k in MNIST_ROW + MNIST_LATENT_ROW if k in MNIST_ROW or k in metrics}
 
 
 def _music_row(summary: dict, system: str) -> dict:
@@ -187,16 +276,17 @@ def _music_row(summary: dict, system: str) -> dict:
             "accompaniment_si_sdr": summary[p + "accompaniment_mean_si_sdr"]}
 
 
-def run_configuration(task: str, budget_name: str, name: str, study_dir, data_dir=None, log=print) -> dict:
+def run_configuration(task: str, budget_name: str, name: str, study_dir, data_dir=None, log=print,
+                      ablate: str | None = None) -> dict:
     """Train (or fit) and evaluate one configuration in this process; writes and returns
     its result: ``{"name", "rows": [...], "curve": {"epoch", "value"}}``."""
-    conf = get_configuration(task, name)
-    b = budget(task, budget_name)
+    conf = get_configuration(task, name, ablate)
+    b = budget(task, budget_name, ablate)
     run_dir = Path(study_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     run = _run_mnist if task == "mnist" else _run_music
     result = run(conf, b, run_dir, data_dir, log)
-    result.update({"name": name, "task": task, "budget": budget_name})
+    result.update({"name": name, "task": task, "budget": budget_name, "study": study_kind(ablate)})
     _write_json_atomic(run_dir / RESULT_FILE, result)
     return result
 
@@ -298,11 +388,12 @@ def check_data(task: str, data_dir=None) -> None:
 STUDY_OUTPUTS = (TABLE_FILE, STUDY_FILE, CURVES_FILE)
 
 
-def check_study_dir(out, task: str, budget_name: str, resume: bool = False, overwrite: bool = False) -> Path:
+def check_study_dir(out, task: str, budget_name: str, resume: bool = False, overwrite: bool = False,
+                    ablate: str | None = None) -> Path:
     """Check a study's folder before anything is written: a new study refuses a folder that
     already holds files unless ``overwrite`` (then :func:`clear_study_dir` removes the old
-    study's files); ``resume`` continues the study there, which must be of the same task
-    and budget. Raises :class:`~npvae.errors.OutputError`."""
+    study's files); ``resume`` continues the study there, which must be of the same task,
+    kind and budget. Raises :class:`~npvae.errors.OutputError`."""
     out = Path(out)
     check_writable_dir(out)
     entries = sorted(e for e in os.listdir(out) if TMP_TAG not in e) if out.is_dir() else []
@@ -317,21 +408,29 @@ def check_study_dir(out, task: str, budget_name: str, resume: bool = False, over
             done = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if (done.get("task"), done.get("budget")) != (task, budget_name):
-            raise OutputError(f"{out} holds a {done.get('task')} study with the {done.get('budget')!r} budget "
+        kind = done.get("study", "loss")
+        if (done.get("task"), done.get("budget"), kind) != (task, budget_name, study_kind(ablate)):
+            raise OutputError(f"{out} holds a {done.get('task')} {kind} study with the {done.get('budget')!r} budget "
                               f"({path.parent.name}); --resume continues a study of the same task and "
-                              f"budget: choose another --out")
+                              f"budget and kind: choose another --out")
     return out
 
 
-def clear_study_dir(out, task: str) -> list[Path]:
+def clear_study_dir(out, task: str, ablate: str | None = None) -> list[Path]:
     """Remove what a study of ``task`` wrote into ``out`` (its configurations' folders,
     table, HDF5 file and figure), nothing else."""
-    return remove_named(out, [c.name for c in configurations(task)] + list(STUDY_OUTPUTS))
+    return remove_named(out, [c.name for c in configurations(task, ablate)] + list(STUDY_OUTPUTS))
+
+
+def default_out(task: str, budget_name: str = "default", ablate: str | None = None) -> Path:
+    """Where a study goes without --out: runs/study-<task>-<budget> or, for an ablation,
+    runs/ablate-<task>-<preset>-<budget>."""
+    return Path(f"runs/ablate-{task}-{ablate}-{budget_name}" if ablate else f"runs/study-{task}-{budget_name}")
 
 
 def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, jobs: int | None = None,
-              only=None, log=print, resume: bool = False, overwrite: bool = False) -> dict:
+              only=None, log=print, resume: bool = False, overwrite: bool = False,
+              ablate: str | None = None) -> dict:
     """Run every configuration of ``task`` not yet done as a subprocess, ``jobs`` at a time
     (default: the number of cores), then write the table, the HDF5 file and the figure.
 
@@ -341,20 +440,20 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
     Returns :func:`collect`'s study dict plus ``"failed"``: names whose process failed.
     """
     from npvae import distributed
-    budget(task, budget_name)
+    b = budget(task, budget_name, ablate)
     if jobs is not None and (isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1):
         raise ValueError(f"jobs must be a whole number of at least 1, not {jobs!r}")
     comm = distributed.world()
-    out = Path(out or f"runs/study-{task}-{budget_name}")
+    out = Path(out or default_out(task, budget_name, ablate))
     check_data(task, data_dir)
-    check_study_dir(out, task, budget_name, resume, overwrite)
+    check_study_dir(out, task, budget_name, resume, overwrite, ablate)
     comm.barrier(timeout=None)          # every rank has checked before any writes
     if overwrite and comm.is_root:
-        for p in clear_study_dir(out, task):
+        for p in clear_study_dir(out, task, ablate):
             log(f"--overwrite: removed {p}")
     comm.barrier(timeout=None)
     out.mkdir(parents=True, exist_ok=True)
-    confs = [c for c in configurations(task) if not only or c.name in only]
+    confs = [c for c in configurations(task, ablate) if not only or c.name in only]
     jobs = int(jobs or comm.threads or os.cpu_count() or 1)
     env = _one_thread_env() if jobs > 1 else dict(os.environ)
     env["NPVAE_MPI"] = "0"     # a configuration's process trains alone, also under mpirun
@@ -369,7 +468,7 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
         else:
             todo.append(c)
     if comm.is_root:
-        log(f"{task} study ({budget_name} budget, expected {BUDGETS[task][budget_name]['expected']}): "
+        log(f"{task} {study_kind(ablate)} study ({budget_name} budget, expected {b['expected']}): "
             f"{len(todo)} of {len(confs)} configurations to run, {jobs} at a time"
             f"{f' on each of {comm.size} MPI ranks' if comm.parallel else ''}, in {out}")
     if comm.parallel:
@@ -380,6 +479,8 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
         (out / c.name).mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "npvae_lab.studies", "run-one", "--task", task, "--budget", budget_name,
                "--config", c.name, "--out", str(out)]
+        if ablate:
+            cmd += ["--ablate", ablate]
         if data_dir:
             cmd += ["--data-dir", str(data_dir)]
         start = time.perf_counter()
@@ -411,17 +512,18 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
         failed = comm.bcast_object(sorted(sum(everyone, [])) if comm.is_root else None, timeout=None)
         if not comm.is_root:
             return {"task": task, "budget": budget_name, "failed": failed, "rank": comm.rank}
-    study = collect(out, task, [c.name for c in confs], budget_name)
+    study = collect(out, task, [c.name for c in confs], budget_name, ablate)
     if study["rows"]:           # no table of nothing when every configuration failed
         write_outputs(out, study)
     study["failed"] = failed
     return study
 
 
-def collect(study_dir, task: str, names=None, budget_name: str = "") -> dict:
-    """The finished configurations' results: ``{"task", "budget", "rows": [...], "curves": {...}}``."""
+def collect(study_dir, task: str, names=None, budget_name: str = "", ablate: str | None = None) -> dict:
+    """The finished configurations' results: ``{"task", "budget", "study", "rows": [...],
+    "curves": {...}}``."""
     study_dir = Path(study_dir)
-    names = names or [c.name for c in configurations(task)]
+    names = names or [c.name for c in configurations(task, ablate)]
     rows, curves, n_eval = [], {}, None
     for name in names:
         path = study_dir / name / RESULT_FILE
@@ -433,7 +535,8 @@ def collect(study_dir, task: str, names=None, budget_name: str = "") -> dict:
         if r["curve"]["epoch"]:
             curves[name] = {"label": r["rows"][0]["label"], "epoch": r["curve"]["epoch"],
                             "value": r["curve"]["value"]}
-    return {"task": task, "budget": budget_name, "rows": rows, "curves": curves, "n_eval": n_eval}
+    return {"task": task, "budget": budget_name, "study": study_kind(ablate), "rows": rows, "curves": curves,
+            "n_eval": n_eval}
 
 
 # ----------------------------------------------------------------------------- subprocess entry
@@ -447,9 +550,11 @@ def main(argv=None) -> int:
     one.add_argument("--config", required=True)
     one.add_argument("--out", required=True)
     one.add_argument("--data-dir", default=None)
+    one.add_argument("--ablate", default=None)
     a = p.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    run_configuration(a.task, a.budget, a.config, a.out, a.data_dir, log=lambda s: print(s, flush=True))
+    run_configuration(a.task, a.budget, a.config, a.out, a.data_dir, log=lambda s: print(s, flush=True),
+                      ablate=a.ablate)
     return 0
 
 

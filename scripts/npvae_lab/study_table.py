@@ -2,8 +2,9 @@
 and the HDF5 file (kind ``loss_study``), from the per-configuration results that
 :mod:`npvae_lab.studies` collects.
 
-A study dict is ``{"task", "budget", "rows": [{"name", "label", "group", metric...}],
-"curves": {name: {"label", "epoch", "value"}}, "n_eval"}``.
+A study dict is ``{"task", "budget", "study", "rows": [{"name", "label", "group",
+metric...}], "curves": {name: {"label", "epoch", "value"}}, "n_eval"}``; ``study`` is
+"loss" or "ablate <preset>" (an ablation: a "recipe" row and "ablation" rows).
 """
 from __future__ import annotations
 
@@ -30,17 +31,44 @@ COLUMNS = {
               ("vocals_si_sdr", "vocals SI-SDR", ".2f"), ("accompaniment_si_sdr", "accomp. SI-SDR", ".2f"),
               ("train_seconds", "train time (s)", ".1f")],
 }
+# Columns a table shows when some row has them: what a trained VAE's latent carries.
+LATENT_COLUMNS = {"mnist": [("prior_mean_mean_psnr", "latent at prior mean: mean PSNR (dB)", ".2f"),
+                            ("kl_nats", "KL (nats a pair)", ".1f")],
+                  "music": []}
+GROUP_ORDER = ("recipe", "ablation", "loss", "baseline")
 
+
+def columns(study: dict) -> list[tuple[str, str, str]]:
+    """The table's metric columns: the task's, then the latent's where any row has them."""
+    extra = [c for c in LATENT_COLUMNS[study["task"]] if any(c[0] in r for r in study["rows"])]
+    return COLUMNS[study["task"]] + extra
+
+
+def is_ablation(study: dict) -> bool:
+    return str(study.get("study", "loss")).startswith("ablate")
+
+
+def cells(row: dict, cols) -> list[str]:
+    return [format(row[k], fmt) if k in row and np.isfinite(row[k]) else str(row.get(k, "-")) for k, _, fmt in cols]
+
+
+def _recipe_row(study: dict) -> dict | None:
+    return next((r for r in study["rows"] if r["group"] == "recipe"), None)
 
 
 def markdown_table(study: dict) -> str:
-    """The study as a Markdown table, loss configurations first, then the baselines."""
-    cols = COLUMNS[study["task"]]
-    lines = ["| configuration | group | " + " | ".join(c[1] for c in cols) + " |",
-             "|---|---|" + "---|" * len(cols)]
-    for r in sorted(study["rows"], key=lambda r: r["group"] != "loss"):
-        cells = [format(r[k], fmt) if k in r and np.isfinite(r[k]) else str(r.get(k, "-")) for k, _, fmt in cols]
-        lines.append(f"| {r['label']} | {r['group']} | " + " | ".join(cells) + " |")
+    """The study as a Markdown table: an ablation's recipe and its one-change rows (with
+    the change in the primary metric against the recipe), or the loss configurations,
+    then the baselines."""
+    cols = columns(study)
+    key = PRIMARY[study["task"]][0]
+    recipe = _recipe_row(study)
+    delta = ["against the recipe (dB)"] if recipe else []
+    lines = ["| configuration | group | " + " | ".join([c[1] for c in cols] + delta) + " |",
+             "|---|---|" + "---|" * (len(cols) + len(delta))]
+    for r in sorted(study["rows"], key=lambda r: GROUP_ORDER.index(r["group"]) if r["group"] in GROUP_ORDER else 9):
+        extra = [f"{r[key] - recipe[key]:+.2f}"] if recipe else []
+        lines.append(f"| {r['label']} | {r['group']} | " + " | ".join(cells(r, cols) + extra) + " |")
     return "\n".join(lines)
 
 
@@ -52,7 +80,10 @@ def best(study: dict, group: str = "loss") -> dict | None:
 
 
 def verdict(study: dict) -> str:
-    """One paragraph naming the best and worst loss configuration, with their numbers."""
+    """One paragraph naming the best and worst loss configuration, with their numbers;
+    for an ablation, what each setting of the recipe bought (:func:`ablation_verdict`)."""
+    if is_ablation(study):
+        return ablation_verdict(study)
     key, label = PRIMARY[study["task"]]
     rows = sorted((r for r in study["rows"] if r["group"] == "loss"), key=lambda r: -r[key])
     if not rows:
@@ -66,6 +97,32 @@ def verdict(study: dict) -> str:
     return text
 
 
+def _bought(label: str) -> str:
+    """"--blocks 1 instead of 2" (an ablation row's label) as "--blocks 2 rather than 1"."""
+    default, value = label.split(" instead of ", 1)
+    flag, default = default.split(" ", 1)
+    return f"{flag} {value} rather than {default}"
+
+
+def ablation_verdict(study: dict) -> str:
+    """What each setting of the recipe bought: the recipe's score minus the score with
+    that one setting at its default, largest first."""
+    key, label = PRIMARY[study["task"]]
+    recipe = _recipe_row(study)
+    rows = [r for r in study["rows"] if r["group"] == "ablation"]
+    if recipe is None or not rows:
+        return "The ablation is not complete: it needs the recipe and at least one one-change run."
+    bought = sorted(((recipe[key] - r[key], r) for r in rows), key=lambda t: -t[0])
+    text = (f"By {label} on the same {study.get('n_eval')} test items, the recipe scores {recipe[key]:.2f} dB "
+            f"at this budget. What each of its settings buys (the recipe's score minus the score with that "
+            f"one setting put back): " + "; ".join(f"{_bought(r['label'])}: {d:+.2f} dB" for d, r in bought) + ".")
+    hurt = [r for d, r in bought if d < 0]
+    if hurt:
+        text += (" At this budget the recipe does better without: " +
+                 "; ".join(r["label"] for r in hurt) + ".")
+    return text
+
+
 def plot_curves(study: dict, path) -> Path:
     """The validation metric per epoch of every trained configuration, one line each."""
     plt = pyplot()
@@ -76,13 +133,14 @@ def plot_curves(study: dict, path) -> Path:
     floor = finals[1] - 10 if len(finals) > 2 and finals[0] < finals[1] - 10 else None
     for name, c in study["curves"].items():
         off = floor is not None and len(c["value"]) and min(c["value"]) < floor
-        ax.plot(c["epoch"], c["value"], marker="o", ms=3, ls="--" if name.startswith("unet") else "-",
+        ax.plot(c["epoch"], c["value"], marker="o", ms=3, ls="--" if name.startswith(("unet", "recipe")) else "-",
                 label=c["label"] + (f" (min {min(c['value']):.0f}, off the axis)" if off else ""))
     if floor is not None:
         ax.set_ylim(bottom=floor)
     ax.set_xlabel("epoch")
     ax.set_ylabel(CURVE[study["task"]][1])
-    ax.set_title(f"{study['task']}: validation curves per configuration", fontsize=10)
+    ax.set_title(f"{study['task']} {study.get('study', 'loss')} study: validation curves per configuration",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     if study["curves"]:
         ax.legend(fontsize=7)
@@ -96,14 +154,15 @@ def plot_curves(study: dict, path) -> Path:
 
 def study_tree(study: dict) -> dict:
     """The study as an HDF5 tree: columns, then one group per row and per curve."""
-    cols = [c[0] for c in COLUMNS[study["task"]]]
+    cols = [c[0] for c in columns(study)]
     rows = {}
     for r in study["rows"]:
         rows[r["name"]] = {"label": r["label"], "group": r["group"],
                            **{k: float(r[k]) for k in cols if k in r}}
     curves = {n: {"label": c["label"], "epoch": np.asarray(c["epoch"], np.int64),
                   "value": np.asarray(c["value"], np.float64)} for n, c in study["curves"].items()}
-    return {"task": study["task"], "budget": study.get("budget", ""), "columns": cols,
+    return {"task": study["task"], "budget": study.get("budget", ""), "study": study.get("study", "loss"),
+            "columns": cols,
             "order": [r["name"] for r in study["rows"]], "n_eval": int(study.get("n_eval") or 0),
             "rows": rows, "curves": curves}
 
@@ -116,14 +175,17 @@ def read_study(study_dir) -> dict:
             for n in order]
     curves = {n: {"label": c["label"], "epoch": np.atleast_1d(c["epoch"]).tolist(),
                   "value": np.atleast_1d(c["value"]).tolist()} for n, c in t.get("curves", {}).items()}
-    return {"task": t["task"], "budget": t["budget"], "rows": rows, "curves": curves, "n_eval": int(t["n_eval"])}
+    return {"task": t["task"], "budget": t["budget"], "study": t.get("study", "loss"), "rows": rows,
+            "curves": curves, "n_eval": int(t["n_eval"])}
 
 
 def write_outputs(study_dir, study: dict) -> dict:
     """table.md, study.h5 and validation_curves.png in ``study_dir``; returns their paths."""
     study_dir = Path(study_dir)
     key, label = PRIMARY[study["task"]]
-    text = (f"# {study['task']} loss study ({study.get('budget')} budget)\n\n{markdown_table(study)}\n\n"
+    kind = study.get("study", "loss")
+    title = f"the {kind.split(' ', 1)[1]} preset's ablation" if is_ablation(study) else "loss study"
+    text = (f"# {study['task']}: {title} ({study.get('budget')} budget)\n\n{markdown_table(study)}\n\n"
             f"{verdict(study)}\n")
     atomic_write_text(study_dir / TABLE_FILE, text)
     h5 = h5mat.write_tree(study_dir / STUDY_FILE, study_tree(study), kind="loss_study")
