@@ -73,3 +73,27 @@ def test_ideal_ratio_mask_separates_disjoint_tones():
     est = istft(m * stft(v + a, cfg), cfg, len(t))
     err = np.sum((est - v)[2000:-2000] ** 2) / np.sum(v[2000:-2000] ** 2)
     assert err < 1e-3
+
+
+@pytest.mark.parametrize("n_fft,hop,window", [(1024, 256, "hann"), (512, 128, "hamming"), (1000, 300, "hann"),
+                                              (64, 64, "boxcar"), (256, 100, "blackman"), (31, 7, "hann")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_frames_at_once_equal_shorttimefft_bit_for_bit(n_fft, hop, window, dtype, rng):
+    """stft/istft transform every frame in one call; ShortTimeFFT, which defines them,
+    goes frame by frame. Same numbers, same shapes, for short and long signals."""
+    from npvae.audio.stft import _min_len, _transform
+    cfg = STFTConfig(16000, n_fft, hop, window)
+    sft = _transform(cfg)
+    for n in (1, n_fft // 2, n_fft + 3, 10 * hop + 7, 5000):
+        x = rng.standard_normal((2, n)).astype(dtype)
+        ref = sft.stft(np.pad(x, [(0, 0), (0, max(0, _min_len(cfg) - n))]), axis=-1)
+        ref = ref.astype(np.complex64) if dtype == np.float32 else ref
+        np.testing.assert_array_equal(stft(x, cfg), ref)
+        for length in (n, None):
+            k1 = (ref.shape[-1] - 1 + sft.p_min) * hop + 1 if length is None else length
+            want = sft.istft(ref, k1=max(k1, _min_len(cfg)))[..., :k1]
+            got = istft(ref, cfg, length=length)
+            assert got.dtype == (np.float32 if dtype == np.float32 else np.float64)
+            np.testing.assert_array_equal(got, want.astype(got.dtype))
+    with pytest.raises(ValueError, match="at most"):       # more samples than the frames cover
+        istft(ref, cfg, length=n + 10 * n_fft)

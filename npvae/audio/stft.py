@@ -1,10 +1,16 @@
-"""Short-time Fourier transform and its inverse, on top of ``scipy.signal.ShortTimeFFT``.
+"""Short-time Fourier transform and its inverse, as ``scipy.signal.ShortTimeFFT`` defines them.
 
 Frame ``k`` (``k = 0 .. T-1``) is centred on sample ``(k + cfg.first_frame) * hop``
 and the signal is zero-padded at both ends, so every frame that overlaps the
 signal is kept (``first_frame`` is -1 for hop = n_fft / 4). ``istft`` with the
 same config and the original length gives the signal back to float rounding. Spectra are unscaled sums: a full-scale sinusoid at a bin's centre has
 magnitude ``sum(window) / 2``.
+
+``ShortTimeFFT`` supplies the frame positions, the window and the dual window that
+makes ``istft`` exact, but transforms one frame per Python call; :func:`stft` and
+:func:`istft` do the same arithmetic on all frames at once (one batched FFT, an
+overlap-add of ``ceil(n_fft / hop)`` array additions in ShortTimeFFT's order), which
+gives ShortTimeFFT's numbers, bit for bit, tens of times faster.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
+from scipy import fft as sp_fft
 from scipy.signal import ShortTimeFFT, get_window
 
 
@@ -113,7 +120,7 @@ def stft(x: np.ndarray, cfg: STFTConfig = STFTConfig()) -> np.ndarray:
     if x.shape[-1] < _min_len(cfg):
         pad = [(0, 0)] * (x.ndim - 1) + [(0, _min_len(cfg) - x.shape[-1])]
         x = np.pad(x, pad)
-    X = _transform(cfg).stft(x, axis=-1)
+    X = _stft_all_frames(x, _transform(cfg))
     return X.astype(np.complex64) if x.dtype == np.float32 else X
 
 
@@ -133,8 +140,61 @@ def istft(X: np.ndarray, cfg: STFTConfig = STFTConfig(), length: int | None = No
     if length is None:
         length = (X.shape[-1] - 1 + sft.p_min) * cfg.hop + 1
     length = int(length)
-    x = sft.istft(X, k1=max(length, _min_len(cfg)))[..., :length]
+    x = _istft_all_frames(X, sft, max(length, _min_len(cfg)))[..., :length]
     return x.astype(np.float32) if X.dtype == np.complex64 else x
+
+
+def _phase_roll(sft: ShortTimeFFT) -> int:
+    # ShortTimeFFT rolls each frame so that its centre sample comes first (phase_shift 0)
+    return (sft.phase_shift + sft.m_num_mid) % sft.m_num
+
+
+def _stft_all_frames(x: np.ndarray, sft: ShortTimeFFT) -> np.ndarray:
+    """``sft.stft(x, axis=-1)`` (zero padding, every frame from p_min to p_max(n)):
+    x (..., n) real -> complex128 (..., F, T)."""
+    n, m, hop = x.shape[-1], sft.m_num, sft.hop
+    p0, p1 = sft.p_min, sft.p_max(n)
+    k0 = p0 * hop - sft.m_num_mid           # first frame's first sample (negative: padding)
+    k1 = k0 + (p1 - p0) * hop + m
+    pad = [(0, 0)] * (x.ndim - 1) + [(-min(k0, 0), max(k1 - n, 0))]
+    padded = np.pad(x[..., max(k0, 0):min(k1, n)], pad)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, m, axis=-1)[..., :(p1 - p0) * hop:hop, :]
+    frames = np.roll(frames * sft.win.conj(), -_phase_roll(sft), axis=-1)
+    return np.swapaxes(sp_fft.rfft(frames, n=sft.mfft, axis=-1), -1, -2)
+
+
+def _istft_all_frames(S: np.ndarray, sft: ShortTimeFFT, k1: int) -> np.ndarray:
+    """``sft.istft(S, k1=k1)``: S (..., F, T) complex -> float64 (..., min(k1, n_pts))."""
+    m, hop, mid = sft.m_num, sft.hop, sft.m_num_mid
+    q0, q_max = sft.p_min, S.shape[-1] + sft.p_min
+    k_max = (q_max - 1) * hop + m - mid
+    if k1 > k_max:
+        raise ValueError(f"a spectrogram of {S.shape[-1]} frames gives at most {k_max} samples, not {k1}")
+    q1 = min(sft.p_max(k1), q_max)
+    n_pts = sft.nearest_k_p(k1, left=False) - sft.nearest_k_p(0) + m - mid
+    length = min(n_pts, k1)
+    x = np.zeros(S.shape[:-2] + (length,))
+    n_frames = q1 - q0
+    if n_frames <= 0:
+        return x
+    frames = sp_fft.irfft(np.swapaxes(S[..., :n_frames], -1, -2), n=sft.mfft, axis=-1)
+    frames = np.roll(frames, _phase_roll(sft), axis=-1)[..., :m] * sft.dual_win
+    # Overlap-add in blocks of one hop: block r of frame j lands in output block j + r.
+    # Adding r from the last down to 0 sums each sample's frames in increasing order,
+    # as ShortTimeFFT does, so the sums round the same.
+    reach = -(-m // hop)
+    blocks = np.zeros(frames.shape[:-1] + (reach * hop,))
+    blocks[..., :m] = frames
+    blocks = blocks.reshape(frames.shape[:-1] + (reach, hop))
+    out = np.zeros(S.shape[:-2] + (n_frames + reach - 1, hop))
+    for r in range(reach - 1, -1, -1):
+        out[..., r:r + n_frames, :] += blocks[..., r, :]
+    out = out.reshape(S.shape[:-2] + (-1,))
+    start = q0 * hop - mid                  # the sample out[..., 0] stands for
+    lo, hi = max(0, start), min(length, start + out.shape[-1])
+    if hi > lo:
+        x[..., lo:hi] = out[..., lo - start:hi - start]
+    return x
 
 
 def magnitude(X: np.ndarray) -> np.ndarray:
