@@ -180,3 +180,17 @@ def test_summary_table_gives_ranges_over_runs(tmp_path):
     assert "| 100.0-150.0 | 200.0 | 0.50-0.75 | <= 1.0 | 50.0 / 50.0 | 10-15 |" in text
     assert "| 200.0-300.0 | 400.0 | 0.50-0.75 | <= 0.8 | 50.0 / 50.0 | - |" in text
     assert "2 runs on CPU X" in text and "100-120 GFLOP/s" in text and "1.0-2.0" in text
+
+
+def test_scaling_table_pairs_each_layer_on_one_and_two_threads():
+    from npvae_lab.bench_summary import scaling_markdown
+
+    def report(threads, npvae_ms, torch_ms):
+        row = {"case": "music", "layer": "enc2", "algorithm": "im2col", "npvae_forward_ms": npvae_ms / 2,
+               "npvae_backward_ms": npvae_ms / 2, "torch_forward_ms": torch_ms / 2, "torch_backward_ms": torch_ms / 2}
+        return {"threads": threads, "cases": [], "layers": [row]}
+
+    assert scaling_markdown([report(2, 10.0, 8.0)]) == ""            # one thread count: no scaling to show
+    text = scaling_markdown([report(1, 18.0, 16.0), report(2, 10.0, 8.0), report(2, 12.0, 9.0), report(2, 11.0, 100.0)])
+    # the median of the three 2-thread runs: npvae 11.0 ms, PyTorch 9.0 ms
+    assert "| music | enc2 (im2col) | 18.0 / 11.0 | 1.64 | 16.0 / 9.0 | 1.78 |" in text

@@ -271,7 +271,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="PATH", help="write the report to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("--summarise", nargs="+", metavar="JSON", default=None,
-                   help="print the Markdown speed table (ranges, as in docs/speed.md) of earlier --json runs, then exit")
+                   help="print the Markdown speed table (ranges, as in docs/speed.md) of earlier --json runs "
+                        "(those with the most threads), then exit; runs with --layers at 1 thread and at more "
+                        "also give each convolution's speed-up from the second thread")
     p.set_defaults(run=run_bench)
 
 
@@ -281,7 +283,12 @@ def run_bench(args) -> int:
     if args.summarise:
         paths = [check_input_file(p, "--summarise") for p in args.summarise]
         summary = lab("bench_summary")
-        print(summary.markdown(summary.load(paths)))
+        reports = summary.load(paths)
+        print(summary.markdown([r for r in reports if r["threads"] == max(r["threads"] for r in reports)]))
+        scaling = summary.scaling_markdown(reports)
+        if scaling:
+            print("\nEach convolution alone, forward + backward, median over the runs:\n")
+            print(scaling)
         return 0
     if args.json:
         check_output_file(args.json, "--json", args.overwrite)    # before minutes of timing

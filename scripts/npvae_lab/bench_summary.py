@@ -46,7 +46,7 @@ def markdown(reports: list[dict]) -> str:
     the target each ratio is held to; the fastest single step (or separation) of any run;
     % of the GEMM rate for the training steps."""
     target_of = {c: limit for names, limit in TARGETS.values() for c in names}
-    names = [c["case"] for c in reports[0]["cases"]]
+    names = list(dict.fromkeys(c["case"] for r in reports for c in r["cases"]))
     lines = ["| case | npvae ms | PyTorch ms | ratio | target | fastest npvae / PyTorch ms | npvae % of GEMM rate |",
              "|---|---|---|---|---|---|---|"]
     for name in names:
@@ -69,4 +69,42 @@ def markdown(reports: list[dict]) -> str:
     kernels = sorted({f"{b['internal_api']} {b['architecture']}" for r in reports for b in r.get("blas", [])})
     if kernels:
         lines[-1] += f"; BLAS kernel {', '.join(kernels)}"
+    return "\n".join(lines)
+
+
+def _layer_ms(reports: list[dict], who: str) -> dict:
+    """(case, layer) -> (algorithm, median over the runs of forward + backward ms)."""
+    times: dict = {}
+    for r in reports:
+        for row in r.get("layers") or []:
+            ms = row.get(f"{who}_forward_ms"), row.get(f"{who}_backward_ms")
+            if None not in ms:
+                key = (row["case"], row["layer"])
+                times.setdefault(key, (row.get("algorithm", "-"), []))[1].append(sum(ms))
+    return {k: (algo, sorted(v)[len(v) // 2]) for k, (algo, v) in times.items()}
+
+
+def scaling_markdown(reports: list[dict]) -> str:
+    """Per convolution, forward + backward ms on one thread and on the most threads of
+    the runs given, and the speed-up, for npvae and PyTorch; "" unless the runs have
+    layer timings (--layers) at two thread counts."""
+    by_threads: dict = {}
+    for r in reports:
+        if r.get("layers"):
+            by_threads.setdefault(r["threads"], []).append(r)
+    if 1 not in by_threads or len(by_threads) < 2:
+        return ""
+    many = max(by_threads)
+    one = {w: _layer_ms(by_threads[1], w) for w in ("npvae", "torch")}
+    multi = {w: _layer_ms(by_threads[many], w) for w in ("npvae", "torch")}
+    lines = [f"| case | layer (algorithm) | npvae ms, 1 / {many} threads | speed-up | "
+             f"PyTorch ms, 1 / {many} threads | speed-up |", "|---|---|---|---|---|---|"]
+    for key, (algo, ms1) in one["npvae"].items():
+        if key not in multi["npvae"]:
+            continue
+        msn = multi["npvae"][key][1]
+        t1, tn = one["torch"].get(key, (None, None))[1], multi["torch"].get(key, (None, None))[1]
+        torch_cells = f"{t1:.1f} / {tn:.1f} | {t1 / tn:.2f}" if t1 and tn else "- | -"
+        lines.append(f"| {key[0]} | {key[1]} ({multi['npvae'][key][0]}) | {ms1:.1f} / {msn:.1f} | {ms1 / msn:.2f} | "
+                     f"{torch_cells} |")
     return "\n".join(lines)
