@@ -85,11 +85,16 @@ def test_shipped_section_states_what_each_shipped_file_records():
         assert f"| {name} | `{info['command']}` (commit {info['commit']}" in md
         assert f"{info['scores'][key]:.2f} dB" in md
     # each mark's row names the best shipped model of its task and the right gap
+    def score(info, key):
+        if key == "prior_mean_loss":       # what the latent carries
+            return info["scores"]["mean_psnr"] - info["scores_latent_at_prior_mean"]["mean_psnr"]
+        return info["scores"][key]
+
     for task, key, what, mark in MARKS:
         pool = [n for n, i in infos.items() if i["task"] == task.split("-")[0]
-                and (task != "mnist-dense" or n.startswith("mnist-dense"))]
-        best = max(pool, key=lambda n: infos[n]["scores"][key])
-        value = infos[best]["scores"][key]
+                and (task not in ("mnist-dense", "mnist-vae") or n.startswith(task))]
+        best = max(pool, key=lambda n: score(infos[n], key))
+        value = score(infos[best], key)
         gap = f"met ({value - mark:+.2f} dB)" if value >= mark else f"{mark - value:.2f} dB short"
         assert f"| {what} | >= {mark:g} dB | {value:.2f} dB ({best}) | {gap} |" in md
     assert "Park" in md and "ISMIR 2018" in md and "Not measured by npvae" in md
