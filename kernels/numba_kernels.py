@@ -144,9 +144,13 @@ def _col2im_scatter(cols, x, kh, kw, sh, sw, ph, pw, oh, ow):
 # contiguous run of that copy, which LLVM vectorises. Same sums in the same order as
 # the table kernels (bit-identical). On rows of 32 and more it beat them, per sample,
 # 1 thread: im2col (16, 256x64) 5x5/2 0.64 -> 0.56 ms, col2im 1.24 -> 0.76 ms;
-# col2im of a stride-1 5x5 onto (2, 512x64) 0.79 -> 0.25 ms; on rows of 16 or fewer
-# it lost (0.17 -> 0.34 ms), so they keep the table or NumPy's strided copy.
-PHASE_MIN_ROW = 32
+# col2im of a stride-1 5x5 onto (2, 512x64) 0.79 -> 0.25 ms. On rows of 16 too (the
+# music networks' middle level, 128x16 outputs of 5x5/2 layers): im2col of (24,
+# 256x32) 0.71 (table) and 0.80 (NumPy) -> 0.47 ms, col2im 0.98 -> 0.59 ms, a training
+# step of the shipped music network 421 -> 400 ms on one thread (medians, under load).
+# On rows of 14 and fewer (28x28 at stride 2, 64x8) it only ties or loses, so those
+# keep the table or NumPy's strided copy.
+PHASE_MIN_ROW = 16
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
