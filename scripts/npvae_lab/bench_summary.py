@@ -46,7 +46,8 @@ def markdown(reports: list[dict]) -> str:
     the target each ratio is held to; the fastest single step (or separation) of any run;
     % of the GEMM rate for the training steps."""
     target_of = {c: limit for names, limit in TARGETS.values() for c in names}
-    names = list(dict.fromkeys(c["case"] for r in reports for c in r["cases"]))
+    seen = {c["case"] for r in reports for c in r["cases"]}
+    names = [n for n in LABELS if n in seen] + sorted(seen - set(LABELS))
     lines = ["| case | npvae ms | PyTorch ms | ratio | target | fastest npvae / PyTorch ms | npvae % of GEMM rate |",
              "|---|---|---|---|---|---|---|"]
     for name in names:
