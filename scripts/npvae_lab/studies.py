@@ -106,12 +106,12 @@ BUDGETS = {
 ABLATION_BUDGETS = {
     "mnist": {"tiny": BUDGETS["mnist"]["tiny"],
               "default": {"common": {"epochs": 3, "kl_warmup": 1.0, "train_limit": 20000},
-                          "expected": "about 15 minutes on 2 cores for --ablate best (measured: 5 "
-                                      "configurations, 4-8 minutes each, one thread each, two at a time)"}},
+                          "expected": "4-8 minutes a configuration, two at a time on 2 cores (measured "
+                                      "with --ablate best: 15 minutes for its 5)"}},
     "music": {"tiny": BUDGETS["music"]["tiny"],
               "default": {"common": {"epochs": 10, "eval_limit": 24},
-                          "expected": "about 20 minutes on 2 cores for --ablate best (measured: 3 "
-                                      "configurations, 6-11 minutes each, two at a time)"}},
+                          "expected": "6-11 minutes a configuration, two at a time on 2 cores (measured "
+                                      "with --ablate best: 18 minutes for its 3)"}},
 }
 # Settings of a preset that are its budget, not its recipe: the study's budget sets them.
 BUDGET_SETTINGS = ("epochs",)
