@@ -175,10 +175,13 @@ def _ablation_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
     part = "Part I (images)" if task == "mnist" else "Part II (music)"
     doc.h2(f"Ablation of --preset {preset}, {part}: {study_dir.name}")
     unit = "test pairs" if task == "mnist" else "test clips"
+    from .studies import ABLATION_BUDGETS
+    settings = ABLATION_BUDGETS[task].get(study.get("budget"), {}).get("common", {})
+    shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in settings.items())
     doc.p(f"The recipe of `npvae train {task} --preset {preset}`, then the same recipe with one of its settings "
           f"put back to the default, one at a time; every configuration trains with the same seeds, data and "
-          f"budget ('{study.get('budget')}', shorter than the preset's own), each in its own process, and is "
-          f"scored on the same {study.get('n_eval')} {unit}.")
+          f"budget ('{study.get('budget')}'{': ' + shown if shown else ''}; shorter than the preset's own), each "
+          f"in its own process, and is scored on the same {study.get('n_eval')} {unit}.")
     lines = markdown_table(study).splitlines()
     doc.table([c.strip() for c in lines[0].strip("|").split("|")],
               [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]])
@@ -276,11 +279,15 @@ def _discussion(doc: Doc, studies: list[tuple[dict, Path]], mnist_runs, music_ru
     if mnist_runs:
         r = max(mnist_runs, key=lambda r: r["metrics"]["mean_psnr"])
         lo = min(mnist_runs, key=lambda r: r["metrics"]["mean_psnr"])
-        doc.p(f"Full Part I runs: the best is {r['dir'].name} ({r['config']['model']}, "
-              f"{_f(r['metrics']['mean_psnr'])} dB mean PSNR, KL weight {_f(r['config']['beta'], 'g')}), the weakest "
-              f"{lo['dir'].name} ({lo['config']['model']}, {_f(lo['metrics']['mean_psnr'])} dB). A bottleneck alone "
-              "has to code both images in its latent; a decoder that also sees the mixture through skip "
-              "connections only has to decide how to share each pixel.")
+        if len(mnist_runs) > 1:
+            text = (f"Full Part I runs: the best is {r['dir'].name} ({r['config']['model']}, "
+                    f"{_f(r['metrics']['mean_psnr'])} dB mean PSNR, KL weight {_f(r['config']['beta'], 'g')}), the "
+                    f"weakest {lo['dir'].name} ({lo['config']['model']}, {_f(lo['metrics']['mean_psnr'])} dB). ")
+        else:
+            text = (f"Full Part I run {r['dir'].name}: {r['config']['model']}, {_f(r['metrics']['mean_psnr'])} dB "
+                    f"mean PSNR, KL weight {_f(r['config']['beta'], 'g')}. ")
+        doc.p(text + "A bottleneck alone has to code both images in its latent; a decoder that also sees the "
+              "mixture through skip connections only has to decide how to share each pixel.")
     for r in music_runs:
         for e in r["evals"][:1]:
             m = e["metrics"]
