@@ -165,3 +165,12 @@ def test_tiny_ablation_end_to_end(shared_data, tmp_path):
     md = (report / "report.md").read_text()
     assert "## Ablation of --preset best, Part I (images)" in md
     assert f"recipe scores {rows['recipe']['mean_psnr']:.2f} dB" in md and "## Baselines" not in md
+
+
+def test_ablate_refuses_a_preset_it_cannot_take_apart():
+    r = subprocess.run([*STUDY, "--task", "music", "--ablate", "dense-best", "--list"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--ablate takes a preset of music that changes settings: best" in r.stderr, r.stderr
+    r = subprocess.run([*STUDY, "--task", "mnist", "--ablate", "best", "--list"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "no_blocks" in r.stdout and "--blocks 1 instead of 2" in r.stdout, r.stderr
