@@ -417,7 +417,7 @@ def check_study_dir(out, task: str, budget_name: str, resume: bool = False, over
             continue
         kind = done.get("study", "loss")
         if (done.get("task"), done.get("budget"), kind) != (task, budget_name, study_kind(ablate)):
-            raise OutputError(f"{out} holds a {done.get('task')} {kind} study with the {done.get('budget')!r} budget "
+            raise OutputError(f"{out} holds a {done.get('task')} study ({kind}) with the {done.get('budget')!r} budget "
                               f"({path.parent.name}); --resume continues a study of the same task and "
                               f"budget and kind: choose another --out")
     return out
