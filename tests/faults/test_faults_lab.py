@@ -185,6 +185,27 @@ def test_study_unknown_configuration(cli, new_dir):
     assert r.code == 2
 
 
+@pytest.mark.fault("lab", "npvae study --task {task} --ablate {preset} (a preset that does not exist or changes nothing)",
+                   "clear error")
+@pytest.mark.parametrize("task,preset", [("mnist", "bets"), ("music", "dense-best"), ("mnist", "default")])
+def test_study_ablate_unknown_preset(cli, new_dir, task, preset):
+    r = cli("study", "--task", task, "--ablate", preset, "--out", new_dir() / "s")
+    expect_error(r, rf"--ablate takes a preset of {task} that changes settings: .*got '{preset}'")
+    assert r.code == 2
+
+
+@pytest.mark.fault("lab", "npvae study --ablate --resume in a folder that holds the loss study", "clear error")
+def test_ablation_does_not_resume_a_loss_study(cli, new_dir, shared_data):
+    import json
+    from npvae_lab.studies import RESULT_FILE
+    out = new_dir() / "s"
+    (out / "bce_beta1").mkdir(parents=True)
+    (out / "bce_beta1" / RESULT_FILE).write_text(json.dumps({"task": "mnist", "budget": "tiny", "study": "loss"}))
+    r = cli("study", "--task", "mnist", "--ablate", "best", "--budget", "tiny", "--resume", "--out", out,
+            "--data-dir", shared_data)
+    expect_error(r, r"holds a mnist study \(loss\).*same task and budget and kind")
+
+
 # ----------------------------------------------------------------------------- no source checkout
 
 @pytest.mark.fault("lab", "npvae {command} where npvae is installed without its source", "clear error")
