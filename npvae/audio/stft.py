@@ -10,7 +10,9 @@ magnitude ``sum(window) / 2``.
 makes ``istft`` exact, but transforms one frame per Python call; :func:`stft` and
 :func:`istft` do the same arithmetic on all frames at once (one batched FFT, an
 overlap-add of ``ceil(n_fft / hop)`` array additions in ShortTimeFFT's order), which
-gives ShortTimeFFT's numbers, bit for bit, tens of times faster.
+gives ShortTimeFFT's numbers, bit for bit (tests/test_stft.py). In ``npvae bench``'s
+separation of a 3-minute song, the time outside the network fell from about 4.9 s to
+2.5-2.8 s with this change (docs/speed.md).
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ from .blind_report import blind_section, read_blind_run, uses_shipped
 from .document import Doc
 from .report_shipped import published_section, shipped_section
 from .study_table import (COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, cells, columns, is_ablation,
-                          markdown_table, read_study, verdict)
+                          read_study, table_rows, verdict)
 
 APPROACH = [
     "npvae implements every piece in NumPy: each layer keeps what its backward pass needs and fills the "
@@ -182,9 +182,7 @@ def _ablation_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
           f"put back to the default, one at a time; every configuration trains with the same seeds, data and "
           f"budget ('{study.get('budget')}'{': ' + shown if shown else ''}; shorter than the preset's own), each "
           f"in its own process, and is scored on the same {study.get('n_eval')} {unit}.")
-    lines = markdown_table(study).splitlines()
-    doc.table([c.strip() for c in lines[0].strip("|").split("|")],
-              [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]])
+    doc.table(*table_rows(study))
     doc.p("Verdict: " + verdict(study))
     if (study_dir / CURVES_FILE).exists():
         dest = figs / f"{study_dir.name}_validation_curves.png"

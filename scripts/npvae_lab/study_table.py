@@ -59,20 +59,26 @@ def _recipe_row(study: dict) -> dict | None:
     return next((r for r in study["rows"] if r["group"] == "recipe"), None)
 
 
-def markdown_table(study: dict) -> str:
-    """The study as a Markdown table: an ablation's recipe and its one-change rows (with
-    the change in the primary metric against the recipe), or the loss configurations,
-    then the baselines."""
+def table_rows(study: dict) -> tuple[list[str], list[list[str]]]:
+    """The study's table as (header, rows of cells): an ablation's recipe and its
+    one-change rows (with the change in the primary metric against the recipe), or the
+    loss configurations, then the baselines."""
     cols = columns(study)
     key = PRIMARY[study["task"]][0]
     recipe = _recipe_row(study)
-    delta = ["against the recipe (dB)"] if recipe else []
-    lines = ["| configuration | group | " + " | ".join([c[1] for c in cols] + delta) + " |",
-             "|---|---|" + "---|" * (len(cols) + len(delta))]
+    header = ["configuration", "group"] + [c[1] for c in cols] + (["against the recipe (dB)"] if recipe else [])
+    rows = []
     for r in sorted(study["rows"], key=lambda r: GROUP_ORDER.index(r["group"]) if r["group"] in GROUP_ORDER else 9):
         extra = [f"{r[key] - recipe[key]:+.2f}"] if recipe else []
-        lines.append(f"| {r['label']} | {r['group']} | " + " | ".join(cells(r, cols) + extra) + " |")
-    return "\n".join(lines)
+        rows.append([r["label"], r["group"]] + cells(r, cols) + extra)
+    return header, rows
+
+
+def markdown_table(study: dict) -> str:
+    """:func:`table_rows` as a Markdown table."""
+    header, rows = table_rows(study)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def best(study: dict, group: str = "loss") -> dict | None:
