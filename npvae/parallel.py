@@ -8,7 +8,8 @@ each GEMM) and ours would fight over the cores. With this, the spectrogram net's
 step in ``npvae bench`` went from about 420 ms to about 300 ms on 2 cores.
 
 The thread count is ``NPVAE_NUM_THREADS``, else ``NUMBA_NUM_THREADS``, else the
-number of CPUs this process may use.
+number of CPUs this process may use; ``with threads(1):`` lowers it for the calling
+thread (a layer too small to share, see ``npvae.layers.conv_algos``).
 """
 from __future__ import annotations
 
@@ -16,16 +17,37 @@ import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _blas = None
+_local = threading.local()       # .limit: a cap that threads() set for this thread
+
+
+@contextmanager
+def threads(limit: int) -> Iterator[None]:
+    """Within the block, :func:`worker_count` on this thread is at most ``limit``."""
+    if limit < 1:
+        raise ValueError(f"threads() needs a limit of at least 1, got {limit}")
+    before = getattr(_local, "limit", None)
+    _local.limit = limit if before is None else min(before, limit)
+    try:
+        yield
+    finally:
+        _local.limit = before
 
 
 def worker_count() -> int:
     """Threads used for per-sample work (at least 1)."""
+    limit = getattr(_local, "limit", None)
+    count = _configured_count()
+    return count if limit is None else min(count, limit)
+
+
+def _configured_count() -> int:
     for var in ("NPVAE_NUM_THREADS", "NUMBA_NUM_THREADS"):
         value = os.environ.get(var, "").strip()
         if value:

@@ -2,6 +2,7 @@
 a NumPy im2col reference, finite differences and PyTorch; the Winograd kernels'
 Numba/NumPy twins; NPVAE_CONV_ALGO and the cache of auto mode's choices."""
 import json
+import threading
 import warnings
 
 import numpy as np
@@ -209,8 +210,10 @@ def test_unknown_algorithm_names_the_choices(rng, monkeypatch):
         layer.forward(np.zeros((1, 2, 5, 5), np.float32))
 
 
-def test_only_im2col_is_not_timed(rng):
-    """A stride-2 layer has one candidate: auto mode runs it without timing or a cache entry."""
+def test_only_im2col_is_not_timed(rng, monkeypatch):
+    """A stride-2 layer on one thread has one candidate: auto mode runs it without timing
+    or a cache entry."""
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
     layer = npvae.Conv2d(2, 3, 4, stride=2, padding=1, rng=rng)
     layer.forward(np.zeros((2, 2, 8, 8), np.float32))
     assert layer.algorithm == "im2col"
@@ -223,6 +226,53 @@ def test_auto_candidates():
     assert names(npvae.Conv2d(3, 32, 3, padding=1)) == ["im2col", "winograd", "winograd4"]   # too wide for direct
     assert names(npvae.Conv2d(3, 2, 5, padding=2)) == ["im2col", "direct"]
     assert names(npvae.Conv2d(3, 2, 3, stride=2)) == ["im2col"]
+
+
+@pytest.mark.parametrize("threads,hw,expected", [
+    ("2", (28, 28), ["im2col", "im2col@1"]),              # 2*8*4*2*9*196 FLOPs: small, also on one thread
+    ("1", (28, 28), ["im2col"]),                          # one thread already
+    ("2", (1024, 1024), ["im2col"]),                      # 2*8*4*2*9*512*512 = 302 MFLOP: large enough to share
+])
+def test_small_layers_are_also_timed_on_one_thread(monkeypatch, threads, hw, expected):
+    monkeypatch.setenv("NPVAE_NUM_THREADS", threads)
+    layer = npvae.Conv2d(2, 4, 3, stride=2, padding=1)
+    x = np.zeros((8, 2, *hw), np.float32)
+    assert [a.name for a in conv_algos.candidates(layer, x)] == expected
+
+
+@pytest.mark.parametrize("algo", ["im2col", "winograd", "direct"])
+def test_one_thread_variant_equals_the_algorithm_on_one_thread(rng, monkeypatch, algo):
+    """``<algo>@1`` on two threads gives, bit for bit, what ``<algo>`` gives with
+    NPVAE_NUM_THREADS=1, and runs every chunk on the calling thread."""
+    x = rng.standard_normal((6, 3, 9, 8)).astype(np.float32)
+    dy = rng.standard_normal((6, 4, 9, 8)).astype(np.float32)
+    layer = npvae.Conv2d(3, 4, 3, padding=1, rng=rng)
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
+    monkeypatch.setenv("NPVAE_CONV_ALGO", algo)
+    expected = run(layer, x, dy)
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
+    monkeypatch.setenv("NPVAE_CONV_ALGO", f"{algo}@1")
+    seen = set()
+    original = npvae.parallel.for_each_chunk
+    monkeypatch.setattr(npvae.parallel, "for_each_chunk", lambda n, step, work: original(
+        n, step, lambda part, worker: (seen.add(threading.get_ident()), work(part, worker))))
+    got = run(layer, x, dy)
+    assert layer.algorithm == f"{algo}@1"
+    assert seen == {threading.get_ident()}
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_threads_limit_nests_and_restores(monkeypatch):
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
+    with npvae.parallel.threads(1):
+        assert npvae.parallel.worker_count() == 1
+        with npvae.parallel.threads(2):              # a limit never raises the count
+            assert npvae.parallel.worker_count() == 1
+    assert npvae.parallel.worker_count() == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        with npvae.parallel.threads(0):
+            pass
 
 
 # -- auto mode and its cache -------------------------------------------------------------------------
@@ -238,12 +288,13 @@ def test_auto_times_on_a_copy_and_caches_the_winner(rng, monkeypatch):
     np.testing.assert_array_equal(layer.params["W"], w_before)
     assert all((g == 7.0).all() for g in layer.grads.values())
     chosen = layer.algorithm
-    assert chosen in ("im2col", "direct", "winograd", "winograd4")
+    timed = {a.name for a in conv_algos.candidates(layer, x)}     # on 2 threads also each "@1"
+    assert {"im2col", "direct", "winograd", "winograd4"} <= timed and chosen in timed
 
     data = json.loads(conv_algos.cache_path().read_text())
     key = conv_algos.shape_key(layer, x)
     assert data["layers"][key]["algorithm"] == chosen
-    assert set(data["layers"][key]["ms"]) == {"im2col", "direct", "winograd", "winograd4"}
+    assert set(data["layers"][key]["ms"]) == timed
     assert "N4 9x7 float32" in key and "k3x3 s1x1 p1x1 C3 O2" in key
 
     # the same result as the chosen algorithm forced, bit for bit
@@ -286,7 +337,7 @@ def test_cache_entry_naming_an_unusable_algorithm_is_timed_again(rng, monkeypatc
     calls, real = [], conv_algos.measure
     monkeypatch.setattr(conv_algos, "measure", lambda *a: calls.append(1) or real(*a))
     layer.forward(x)
-    assert calls and layer.algorithm in ("im2col", "winograd", "winograd4")
+    assert calls and layer.algorithm.removesuffix("@1") in ("im2col", "winograd", "winograd4")
     assert json.loads(path.read_text())["layers"][key]["algorithm"] == layer.algorithm
 
 

@@ -11,13 +11,16 @@ rounding):
   stride 1, any padding.
 * ``winograd4``: Winograd F(4x4, 3x3) (6x6 tiles, 36 GEMMs, fewer multiplications and
   larger float32 rounding errors, about 1e-6 relative against 1e-7). Same layers.
+* ``<name>@1`` (``im2col@1``, ...): any of these on the calling thread alone, for
+  layers too small to share between threads.
 
 ``NPVAE_CONV_ALGO`` picks one: ``auto`` (the default) or an algorithm's name. A named
 algorithm runs wherever it can; a layer it cannot run (``direct`` at stride 2,
 ``winograd`` for a 5x5 kernel) uses ``im2col``. In ``auto`` mode the first forward of
 a layer on an input of a new shape times each algorithm it can run (``direct`` only
 up to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond which it is much slower and
-costly to time) for a forward and a backward pass on copies of the layer and a fixed
+costly to time; on more than one thread, for layers under ``ONE_THREAD_MAX_FLOPS``,
+each also on one thread) for a forward and a backward pass on copies of the layer and a fixed
 output gradient, and keeps the fastest, in memory and in
 ``$NPVAE_CACHE_DIR/conv_algos.json`` (default ``~/.cache/npvae/conv_algos.json``),
 so that later runs on this machine take the same algorithm without timing: the choice
@@ -62,6 +65,14 @@ DIRECT_AUTO_MAX_OUT = 8
 # layer costs a few tenths of a second, once per input shape on a machine.
 REPEATS = 3
 TIME_BUDGET_S = 0.2
+
+# On more than one thread, layers whose forward does fewer FLOPs than this (as a plain
+# convolution) are also timed on one thread. The smallest layers did not gain from a
+# second thread, or lost (forward + backward, 1 / 2 threads, 2-core AMD EPYC, quiet:
+# the Part II network's first layer, 1 -> 16 channels, 5x5 stride 2, 8 x 512 x 64,
+# 52 MFLOP: 3.7 / 5.9 ms; the Part I U-Net's, 1 -> 24, 3x3, 128 x 28 x 28, 43 MFLOP:
+# 5.9 / 5.5 ms), while every layer of 10 ms or more on one thread gained 1.16-1.76x.
+ONE_THREAD_MAX_FLOPS = 200_000_000
 
 
 # -- shared helpers (also used by ConvTranspose2d) ---------------------------------------
@@ -295,9 +306,37 @@ class Winograd:
         return dx
 
 
+class OneThread:
+    """Another algorithm run on the calling thread alone (``parallel.threads(1)``): for
+    layers whose chunks carry too little work to pay for the hand-off between threads.
+    Named ``"<algorithm>@1"``; auto mode times it beside the others for layers under
+    ``ONE_THREAD_MAX_FLOPS``."""
+
+    def __init__(self, algo):
+        self.algo = algo
+        self.name = f"{algo.name}@1"
+
+    def valid(self, layer) -> bool:
+        return self.algo.valid(layer)
+
+    def forward(self, layer, x, oh, ow, keep=True, act=None):
+        with parallel.threads(1):
+            return self.algo.forward(layer, x, oh, ow, keep=keep, act=act)
+
+    def backward(self, layer, dy):
+        with parallel.threads(1):
+            return self.algo.backward(layer, dy)
+
+
 IM2COL = Im2col()
 ALGORITHMS = {a.name: a for a in (IM2COL, Direct(), Winograd(2), Winograd(4))}
-CHOICES = ("auto", *ALGORITHMS)
+ONE_THREAD = {f"{name}@1": OneThread(a) for name, a in ALGORITHMS.items()}
+CHOICES = ("auto", *ALGORITHMS, *ONE_THREAD)
+
+
+def by_name(name: str):
+    """The algorithm called ``name`` (``"im2col"``, ..., or one of them on one thread, ``"im2col@1"``)."""
+    return ALGORITHMS.get(name) or ONE_THREAD[name]
 
 
 # -- the choice ----------------------------------------------------------------------------
@@ -311,10 +350,22 @@ def requested() -> str:
     return value
 
 
-def candidates(layer) -> list:
-    """The algorithms auto mode times for ``layer``, im2col first."""
-    return [a for a in ALGORITHMS.values()
-            if a.valid(layer) and (a.name != "direct" or layer.out_channels <= DIRECT_AUTO_MAX_OUT)]
+def candidates(layer, x=None) -> list:
+    """The algorithms auto mode times for ``layer`` (on input ``x``), im2col first; on
+    more than one thread, for a small layer (``plain_flops`` under
+    ``ONE_THREAD_MAX_FLOPS``), each of them on one thread too."""
+    options = [a for a in ALGORITHMS.values()
+               if a.valid(layer) and (a.name != "direct" or layer.out_channels <= DIRECT_AUTO_MAX_OUT)]
+    if x is not None and parallel.worker_count() > 1 and plain_flops(layer, x) < ONE_THREAD_MAX_FLOPS:
+        options += [ONE_THREAD[f"{a.name}@1"] for a in options]
+    return options
+
+
+def plain_flops(layer, x) -> int:
+    """Multiply-adds x 2 of ``layer``'s forward on ``x`` as a plain convolution."""
+    kh, kw = layer.kernel_size
+    oh, ow = layer.output_shape(*x.shape[2:])
+    return 2 * x.shape[0] * layer.out_channels * layer.in_channels * kh * kw * oh * ow
 
 
 def shape_key(layer, x) -> str:
@@ -339,9 +390,9 @@ def choose(layer, x):
     """The algorithm ``layer`` runs on ``x`` (see the module docstring)."""
     want = requested()
     if want != "auto":
-        algo = ALGORITHMS[want]
+        algo = by_name(want)
         return algo if algo.valid(layer) else IM2COL
-    options = candidates(layer)
+    options = candidates(layer, x)
     if len(options) == 1:
         return options[0]
     key = shape_key(layer, x)
@@ -353,7 +404,7 @@ def choose(layer, x):
             times = measure(layer, x, options)
             name = _store(key, min(times, key=times.get), times, names)
         _chosen[key] = name
-    return ALGORITHMS[name]
+    return by_name(name)
 
 
 def measure(layer, x, options) -> dict[str, float]:
