@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
+from scipy.signal import resample_poly
 
 from npvae.audio.io import read_audio, resample, write_audio
 from npvae.errors import DatasetError, FileFormatError
@@ -44,6 +45,21 @@ def test_resampling_rate_length_and_content(tmp_path):
     # away from the edges the polyphase filter reproduces the tone closely
     np.testing.assert_allclose(y[500:-500, 0], want[500:-500], atol=2e-3)
     assert resample(np.zeros((441, 2), np.float32), 44100, 16000).shape == (160, 2)
+
+
+@pytest.mark.parametrize("shape,sr_in,sr_out", [((70001, 3), 44100, 16000), ((70001, 2, 2), 16000, 44100),
+                                                ((70001, 1), 44100, 16000), ((70001,), 16000, 44100),
+                                                ((100, 2), 44100, 16000)])
+def test_resampling_a_channel_per_thread_changes_no_number(monkeypatch, shape, sr_in, sr_out):
+    """Long signals of several channels go a channel per thread: bit for bit what one
+    call of scipy's resample_poly on the whole array gives."""
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    g = np.gcd(sr_in, sr_out)
+    want = resample_poly(x, sr_out // g, sr_in // g, axis=0).astype(np.float32)
+    got = resample(x, sr_in, sr_out)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
 
 
 def test_missing_file_is_dataset_error(tmp_path):

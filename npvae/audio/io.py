@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from npvae import parallel
 from npvae.checkpoint import atomic_path
 from npvae.errors import DatasetError, FileFormatError
 from npvae.validate import as_sample_rate
@@ -22,19 +23,35 @@ from npvae.validate import as_sample_rate
 _CONVERT_HINT = "convert it to WAV or FLAC (e.g. `ffmpeg -i in.mp3 out.wav`) or remove it"
 
 
+# Signals at least this long (samples) are resampled a channel per thread
+# (``npvae.parallel``; scipy's polyphase filter releases the GIL). Each channel is
+# filtered alone either way, so the numbers are the same.
+PARALLEL_MIN_SAMPLES = 1 << 16
+
+
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample ``x`` (n_samples, ...) along axis 0 from ``sr_in`` Hz to ``sr_out`` Hz.
 
     Uses a polyphase filter with the rational factor ``sr_out/sr_in`` reduced by
     their gcd (44100 -> 16000 is up 160, down 441). The result has
-    ``ceil(n_samples * sr_out / sr_in)`` samples and the dtype of ``x``.
+    ``ceil(n_samples * sr_out / sr_in)`` samples and the dtype of ``x``. Long signals
+    of several channels are resampled a channel per thread.
     """
     sr_in, sr_out = as_sample_rate(sr_in, "input sample rate"), as_sample_rate(sr_out, "output sample rate")
     if sr_in == sr_out:
         return x
     g = gcd(sr_in, sr_out)
-    y = resample_poly(x, sr_out // g, sr_in // g, axis=0)
-    return y.astype(x.dtype, copy=False)
+    up, down = sr_out // g, sr_in // g
+    columns = x.reshape(x.shape[0], -1) if x.ndim > 1 else None
+    if columns is None or columns.shape[1] == 1 or x.shape[0] < PARALLEL_MIN_SAMPLES:
+        return resample_poly(x, up, down, axis=0).astype(x.dtype, copy=False)
+    out = np.empty((-(-x.shape[0] * up // down), columns.shape[1]), x.dtype)
+
+    def work(part, worker):
+        out[:, part] = resample_poly(columns[:, part], up, down, axis=0)
+
+    parallel.for_each_chunk(columns.shape[1], 1, work)
+    return out.reshape(-1, *x.shape[1:])
 
 
 LOW_SAMPLE_RATE = 4000     # Hz; below this a file's rate is more likely a damaged header than audio
