@@ -15,7 +15,7 @@ LABELS = {
     "mnist_unet_best": "`npvae train mnist --preset best` U-Net VAE 24-48-96, two convolutions a level (batch 128)",
     "mnist_dense_best": "`npvae train mnist --preset dense-best` (batch 128)",
     "music": "`npvae train music` U-Net VAE 16-32-64 (batch 8 x 512 x 64)",
-    "music_best": "`npvae train music --preset best` 24-48-96 (the shipped model)",
+    "music_best": "`npvae train music --preset best` (the shipped model; 24-48-96-128-128 since run 13, 24-48-96 before)",
     "separation": "separation: 3-min 44.1 kHz stereo song, `npvae separate` end to end",
 }
 

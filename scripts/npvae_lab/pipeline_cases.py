@@ -10,7 +10,7 @@ optimiser:
   channels, two 3x3 convolutions per level), batch 128.
 * ``mnist_dense_best``: ``npvae train mnist --preset dense-best``, batch 128.
 * ``music``: ``npvae train music`` (default: channels 16-32-64), batch 8 x 64 frames.
-* ``music_best``: ``npvae train music --preset best`` (24-48-96, the shipped model).
+* ``music_best``: ``npvae train music --preset best`` (24-48-96-128-128, the shipped model).
 
 A step is what the engine does per batch: ``objective.terms`` (forward, loss,
 backward) then ``optimizer.step()`` (Adam, with the task's gradient clipping). The batch is fixed (synthetic images; for music, excerpts drawn by the
