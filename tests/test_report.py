@@ -98,3 +98,71 @@ def test_shipped_section_states_what_each_shipped_file_records():
         gap = f"met ({value - mark:+.2f} dB)" if value >= mark else f"{mark - value:.2f} dB short"
         assert f"| {what} | >= {mark:g} dB | {value:.2f} dB ({best}) | {gap} |" in md
     assert "Park" in md and "ISMIR 2018" in md and "Not measured by npvae" in md
+
+
+def _doc(tmp_path, sections):
+    """A Doc with a title, an intro and ``sections`` {title: [blocks after the h2]}."""
+    from npvae_lab.document import Doc
+    doc = Doc()
+    doc.h1("Report")
+    doc.p("Generated from: a, b.")
+    for title, blocks in sections.items():
+        doc.h2(title)
+        doc.blocks += blocks
+    return doc
+
+
+def test_markdown_reads_back_into_the_same_document(tmp_path):
+    from npvae_lab.document import Doc
+    doc = _doc(tmp_path, {"Study X": [("p", "text, with: marks (1.0 dB)"), ("table", ["a", "b"], [["1", "2"], ["x y", "-"]]),
+                                      ("img", tmp_path / "figures" / "x.png", "caption of x")]})
+    text = doc.markdown(tmp_path)
+    again = Doc.from_markdown(text, tmp_path)
+    assert again.blocks == doc.blocks and again.markdown(tmp_path) == text
+    with pytest.raises(ValueError, match="3 cells under a header of 2"):
+        Doc.from_markdown("| a | b |\n|---|---|\n| 1 | 2 | 3 |\n", tmp_path)
+
+
+def test_update_keeps_old_sections_and_takes_the_new_ones(tmp_path):
+    from npvae_lab.report_update import merge_reports
+    fig = lambda name: ("img", tmp_path / "figures" / f"{name}.png", name)   # noqa: E731
+    runs_header = ["run", "mean PSNR (dB)"]
+    old = _doc(tmp_path, {
+        "Loss study, Part I: study-a": [("p", "old study a")],
+        "Ablation, Part II: ablate-b": [("p", "old ablation b")],
+        "Part I: separation results (full training runs)": [("table", runs_header, [["r1", "20.0"], ["r2", "21.0"]]),
+                                                           ("p", "old note"), fig("r1"), fig("r2")],
+        "Shipped models, and how far from the marks": [("p", "old shipped")],
+        "Discussion: how well": [("p", "old discussion")],
+    })
+    new = _doc(tmp_path, {
+        "Ablation, Part II: ablate-b": [("p", "new ablation b")],
+        "Ablation, Part II: ablate-c": [("p", "new ablation c")],
+        "Part I: separation results (full training runs)": [("table", runs_header, [["r2", "22.0"], ["r3", "23.0"]]),
+                                                           ("p", "new note"), fig("r2"), fig("r3")],
+        "Shipped models, and how far from the marks": [("p", "new shipped")],
+        "Discussion: how well": [("p", "discussion of the new runs alone")],
+    })
+    merged = merge_reports(old, new, "Updated from: c.")
+    sections = dict(merged.sections()[1:])
+    assert list(sections) == ["Loss study, Part I: study-a", "Ablation, Part II: ablate-b",
+                              "Part I: separation results (full training runs)", "Ablation, Part II: ablate-c",
+                              "Shipped models, and how far from the marks", "Discussion: how well"]
+    assert merged.sections()[0][1][-1] == ("p", "Updated from: c.")
+    assert sections["Loss study, Part I: study-a"][1] == ("p", "old study a")
+    assert sections["Ablation, Part II: ablate-b"][1] == ("p", "new ablation b")
+    assert sections["Shipped models, and how far from the marks"][1] == ("p", "new shipped")
+    assert sections["Discussion: how well"][1] == ("p", "old discussion")      # compares all runs: kept
+    runs = sections["Part I: separation results (full training runs)"]
+    assert runs[1] == ("table", runs_header, [["r1", "20.0"], ["r2", "22.0"], ["r3", "23.0"]])
+    assert ("p", "new note") in runs and [b[2] for b in runs if b[0] == "img"] == ["r1", "r2", "r3"]
+
+
+def test_update_needs_a_report_to_update(tmp_path, capsys):
+    from npvae.cli import main
+    (tmp_path / "run").mkdir()
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r"), "--update"]) == 1
+    assert "holds no report.md to update" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:                                                  # one or the other
+        main(["report", str(tmp_path / "run"), "--update", "--overwrite"])
+    assert usage.value.code == 2

@@ -129,23 +129,32 @@ blind runs (npvae train blind-mnist, blind-music).
         runs/mnist-dense-* runs/music_mir1k --out docs/report
 
 Every number in the report is read from the files in those directories. An existing
-report in --out is replaced only with --overwrite (its figures folder too). Needs a
-source checkout of npvae (the report builder lives in scripts/npvae_lab)."""
+report in --out is replaced only with --overwrite (its figures folder too), or brought
+up to date with --update: its sections stay, and those the given directories feed are
+added or replaced (a study's section, the runs' table rows, the shipped models'
+section), for when the runs of the first build are no longer at hand:
+
+    npvae report runs/ablate-music-best-default runs/music-best --update
+
+Needs a source checkout of npvae (the report builder lives in scripts/npvae_lab)."""
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="study directories and run directories")
     p.add_argument("--out", default="docs/report", help="folder for report.md, report.pdf and figures/")
-    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    what.add_argument("--update", action="store_true",
+                      help="keep the report in --out and add or replace the sections these directories feed")
     p.set_defaults(run=run_report)
 
 
 def run_report(args) -> int:
     report = lab("report")
     command = "npvae report " + " ".join(shlex.quote(shown(d)) for d in args.run_dirs) \
-        + f" --out {shlex.quote(shown(args.out))}"
+        + f" --out {shlex.quote(shown(args.out))}" + (" --update" if args.update else "")
     report.build_report(args.run_dirs, args.out, command=command, log=lambda s: print(s, flush=True),
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, update=args.update)
     return 0
 
 

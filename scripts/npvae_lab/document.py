@@ -49,6 +49,53 @@ class Doc:
                 out.append(f"![{b[2]}]({b[1].relative_to(base).as_posix()})\n\n*{b[2]}*\n")
         return "\n".join(out)
 
+    @classmethod
+    def from_markdown(cls, text: str, base: Path) -> "Doc":
+        """The blocks of Markdown that :meth:`markdown` wrote (image paths relative to
+        ``base``); raises ValueError on anything else."""
+        doc, lines, i = cls(), text.split("\n"), 0
+        while i < len(lines):
+            line = lines[i]
+            if not line:
+                i += 1
+            elif line.startswith("# "):
+                doc.h1(line[2:])
+                i += 1
+            elif line.startswith("## "):
+                doc.h2(line[3:])
+                i += 1
+            elif line.startswith("| "):
+                header = _cells(line)
+                if i + 1 >= len(lines) or lines[i + 1] != "|" + "---|" * len(header):
+                    raise ValueError(f"line {i + 1}: a table row without the header rule under it")
+                rows, i = [], i + 2
+                while i < len(lines) and lines[i].startswith("| "):
+                    rows.append(_cells(lines[i]))
+                    if len(rows[-1]) != len(header):
+                        raise ValueError(f"line {i + 1}: {len(rows[-1])} cells under a header of {len(header)}")
+                    i += 1
+                doc.table(header, rows)
+            elif line.startswith("!["):
+                caption, _, rest = line[2:].partition("](")
+                if not rest.endswith(")") or lines[i + 2: i + 3] != [f"*{caption}*"]:
+                    raise ValueError(f"line {i + 1}: an image not written by Doc.markdown")
+                doc.image(base / rest[:-1], caption)
+                i += 3
+            else:
+                doc.p(line)
+                i += 1
+        return doc
+
+    def sections(self) -> list[tuple[str | None, list[tuple]]]:
+        """The blocks cut at each h2: [(None, blocks before the first), (title, blocks
+        from its h2 on), ...]."""
+        out = [(None, [])]
+        for b in self.blocks:
+            if b[0] == "h2":
+                out.append((b[1], []))
+            out[-1][1].append(b)
+        return out
+
     # -- PDF -----------------------------------------------------------------
     def pdf(self, path: Path):
         plt = pyplot()
@@ -118,3 +165,10 @@ class Doc:
             pdf.savefig(state["fig"])
             plt.close(state["fig"])
         pdf.close()
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a Markdown table row ``| a | b |``."""
+    if not line.endswith(" |"):
+        raise ValueError(f"not a table row: {line[:60]!r}")
+    return line[2:-2].split(" | ")

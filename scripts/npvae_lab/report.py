@@ -37,6 +37,7 @@ from npvae.plotting import plot_example, plot_history, save_grid, save_loss_curv
 from .blind_report import blind_section, read_blind_run, uses_shipped
 from .document import Doc
 from .report_shipped import published_section, shipped_section
+from .report_update import KEPT, merge_reports
 from .study_table import (COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, cells, columns, is_ablation,
                           read_study, table_rows, verdict)
 
@@ -319,16 +320,24 @@ def check_report_dir(out, overwrite: bool = False) -> Path:
 
 
 def build_report(run_dirs, out="docs/report", command: str | None = None, log=print,
-                 overwrite: bool = False) -> dict:
+                 overwrite: bool = False, update: bool = False) -> dict:
     """Write ``out``/report.md, ``out``/report.pdf and ``out``/figures/ from ``run_dirs``.
 
-    An existing report there is refused unless ``overwrite`` (:func:`check_report_dir`).
+    An existing report there is refused unless ``overwrite`` (:func:`check_report_dir`),
+    or brought up to date with ``update``: its sections stay, and those that
+    ``run_dirs`` feed are added or replaced (:mod:`.report_update`), its figures too.
     The report is built in a temporary folder inside ``out`` and moved into place once
     whole, so an interrupted build leaves the old report as it was, and a replaced
     report's figures folder holds no stale figure. Paths in the report are relative to
     the current folder.
     """
-    out = check_report_dir(out, overwrite)
+    if update:
+        out = Path(out)
+        check_writable_dir(out)
+        if not (out / "report.md").is_file():
+            raise OutputError(f"{out} holds no report.md to update; build one first (without --update)")
+    else:
+        out = check_report_dir(out, overwrite)
     studies, mnist_runs, music_runs, blind_runs, skipped = [], [], [], [], []
     for d in map(Path, run_dirs):
         kind = classify(d)
@@ -348,8 +357,21 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     out.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".report-build-", dir=out))
     try:
-        _write_report(build, studies, mnist_runs, music_runs, blind_runs,
-                      [d for d in run_dirs if Path(d) not in skipped], command)
+        sources = [d for d in run_dirs if Path(d) not in skipped]
+        if update:
+            if (out / "figures").is_dir():
+                shutil.copytree(out / "figures", build / "figures")
+            old = Doc.from_markdown((out / "report.md").read_text(encoding="utf-8"), build)
+        doc = _compose_report(build, studies, mnist_runs, music_runs, blind_runs, sources, command)
+        if update:
+            titles = [t for t, _ in doc.sections()[1:] if not t.startswith(KEPT)]
+            doc = merge_reports(old, doc, f"Updated by `npvae report --update` on {datetime.date.today().isoformat()}"
+                                + (f" with `{command}`" if command else "") + " from: "
+                                + ", ".join(shown(d) for d in sources) + ". Sections rebuilt or added from those "
+                                "files (the shipped models' from the shipped files): " + "; ".join(titles)
+                                + ". The others are as the build above made them.")
+        (build / "report.md").write_text(doc.markdown(build))
+        doc.pdf(build / "report.pdf")
         n_figs = len(list((build / "figures").glob("*.png")))
         for name in ("report.md", "report.pdf"):
             os.replace(build / name, out / name)
@@ -363,9 +385,10 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     return {"markdown": md, "pdf": pdf, "figures": figs}
 
 
-def _write_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sources, command) -> None:
+def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sources, command) -> Doc:
+    """The report of these results as a Doc, its figures written into ``out``/figures."""
     figs = out / "figures"
-    figs.mkdir()
+    figs.mkdir(exist_ok=True)
     doc = Doc()
     doc.h1("Blind source separation with variational autoencoders")
     shipped = (", except the supervised rows of the blind section, which are read from the shipped model files "
@@ -393,8 +416,7 @@ def _write_report(out: Path, studies, mnist_runs, music_runs, blind_runs, source
     shipped_section(doc)
     _discussion(doc, studies, mnist_runs, music_runs)
     published_section(doc)
-    (out / "report.md").write_text(doc.markdown(out))
-    doc.pdf(out / "report.pdf")
+    return doc
 
 
 __all__ = ["build_report", "classify", "read_mnist_run", "read_music_run"]

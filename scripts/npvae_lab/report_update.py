@@ -1,0 +1,64 @@
+"""Bringing an existing report up to date with new results (``npvae report --update``).
+
+A report is built from the runs given to it; the runs behind an earlier report may no
+longer be on the machine. :func:`merge_reports` keeps that report's sections and takes
+from a report built from the new runs only:
+
+* every section whose title is new, inserted before the shipped models' section;
+* the sections with the same title (a study or an ablation of the same folder name,
+  the shipped models, the published results), which replace the old ones;
+* for the full training runs' sections, the table rows of the new runs (a run of the
+  same name replaces its row) and their figures, added to the old ones;
+
+and keeps the old discussion, which compares results across all the runs of the first
+build. A paragraph under the title says what was updated, when, and from which files.
+"""
+from __future__ import annotations
+
+from .document import Doc
+
+KEPT = ("Discussion",)                       # sections an update never rebuilds
+MERGED = ("Part I: separation results", "Part II: separation results")   # rows added
+ANCHOR = "Shipped models"                    # new sections go before this one
+
+
+def merge_reports(old: Doc, new: Doc, note: str) -> Doc:
+    """``old`` with the sections of ``new`` (see the module docstring) and ``note`` as a
+    paragraph after the old introduction."""
+    old_sections = old.sections()
+    new_sections = {title: blocks for title, blocks in new.sections() if title is not None}
+    old_titles = {title for title, _ in old_sections}
+    pending = [t for t in new_sections if t not in old_titles and not t.startswith(KEPT)]
+    merged = Doc()
+    merged.blocks += old_sections[0][1] + [("p", note)]
+    for title, blocks in old_sections[1:]:
+        if title.startswith(ANCHOR):
+            for t in pending:
+                merged.blocks += new_sections[t]
+            pending = []
+        if title in new_sections and not title.startswith(KEPT):
+            blocks = (_merge_rows(blocks, new_sections[title]) if title.startswith(MERGED)
+                      else new_sections[title])
+        merged.blocks += blocks
+    for t in pending:
+        merged.blocks += new_sections[t]
+    return merged
+
+
+def _merge_rows(old: list[tuple], new: list[tuple]) -> list[tuple]:
+    """A runs section: the old table's rows with the new ones (by first cell), the new
+    text, the old figures and then the new ones. Tables of different columns: the new
+    section as it is."""
+    old_tables = [b for b in old if b[0] == "table"]
+    new_tables = [b for b in new if b[0] == "table"]
+    if len(old_tables) != 1 or len(new_tables) != 1 or old_tables[0][1] != new_tables[0][1]:
+        return new
+    rows = {r[0]: r for r in old_tables[0][2]}
+    rows.update({r[0]: r for r in new_tables[0][2]})
+    new_images = [b for b in new if b[0] == "img"]
+    images = [b for b in old if b[0] == "img" and b[1] not in {n[1] for n in new_images}] + new_images
+    return ([new[0], ("table", new_tables[0][1], list(rows.values()))]
+            + [b for b in new[1:] if b[0] == "p"] + images)
+
+
+__all__ = ["merge_reports"]
