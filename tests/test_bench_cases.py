@@ -114,8 +114,8 @@ def test_torch_mask_network_equals_the_npvae_network():
     import npvae
     from npvae_lab.separation_bench import TorchMaskNetwork
     model = npvae.load_model("music-mir1k").model
-    x = np.random.default_rng(0).standard_normal((1, 1, 512, 64)).astype(np.float32)
-    np.testing.assert_allclose(TorchMaskNetwork(model).forward(x[..., 8:56]), model.forward(x[..., 8:56], sample=False),
+    x = np.random.default_rng(0).standard_normal((1, 1, 512, 8 + 2 * model.DOWNSAMPLE)).astype(np.float32)
+    np.testing.assert_allclose(TorchMaskNetwork(model).forward(x[..., 8:]), model.forward(x[..., 8:], sample=False),
                                rtol=0, atol=2e-6)
 
 

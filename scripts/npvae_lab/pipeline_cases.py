@@ -188,7 +188,9 @@ def synthetic_tracks(n_tracks: int, seconds: float, sr: int, seed: int) -> list[
 def _music_case(name, preset, flags, size, seed):
     settings = dict(flags)
     if size == "tiny":
-        settings.update(TINY["music"])
+        # as many levels as the full case, each tiny; an excerpt as wide as one bottleneck column
+        levels = len(task_config("music", preset, settings).channels)
+        settings.update(TINY["music"], channels=(2, 3, *[4] * (levels - 2)), frames=2 ** levels)
     cfg = task_config("music", preset, settings)
     stft_cfg = TINY_STFT if size == "tiny" else STFTConfig.for_dataset(cfg.dataset)
     # as the engine and MusicTask build it (the data are synthetic tracks)

@@ -80,6 +80,7 @@ class TorchMaskNetwork:
         self._torch = torch
         self.net = TorchSpectrogramUNet(model).eval()
         self.DOWNSAMPLE, self.n_sources, self.dtype = model.DOWNSAMPLE, model.n_sources, model.dtype
+        self.context_frames = model.context_frames
         self.seconds = 0.0
 
     def eval(self):

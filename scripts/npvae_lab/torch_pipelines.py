@@ -124,27 +124,31 @@ def mnist_loss(net: TorchSeparationVAE, batch: dict, eps, recon: str, mix_weight
 
 
 class TorchSpectrogramUNet(nn.Module):
-    """:class:`npvae.models.music.SpectrogramUNetVAE` with its weights:
-    ``forward(x (N, 1, F, T), eps or None) -> masks, mu, logvar``."""
+    """:class:`npvae.models.music.SpectrogramUNetVAE` (any number of levels) with its
+    weights: ``forward(x (N, 1, F, T), eps or None) -> masks, mu, logvar``."""
 
     def __init__(self, model):
         super().__init__()
-        for name in ("enc1", "enc2", "enc3", "head", "dec3", "dec2", "dec1"):
-            setattr(self, name, torch_module(getattr(model, name)))
+        for name, layer in model.children().items():            # enc1, ..., head, ..., dec1: npvae's names
+            self.add_module(name, torch_module(layer))
+        n = model.levels
+        self.encoders = [getattr(self, f"enc{i + 1}") for i in range(n)]
+        self.decoders = [getattr(self, f"dec{i + 1}") for i in range(n)]
         self.act = nn.LeakyReLU(model.alpha)
         self.latent_channels = model.latent_channels
 
     def forward(self, x, eps=None):
-        a = self.act
-        e1 = a(self.enc1(x))
-        e2 = a(self.enc2(e1))
-        e3 = a(self.enc3(e2))
-        h = self.head(e3)
+        a, skips, h = self.act, [], x
+        for enc in self.encoders:
+            h = a(enc(h))
+            skips.append(h)
+        h = self.head(h)
         mu, logvar = h[:, :self.latent_channels], h[:, self.latent_channels:]
         z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps
-        d2 = a(self.dec3(z))
-        d1 = a(self.dec2(torch.cat([d2, e2], 1)))
-        return torch.sigmoid(self.dec1(torch.cat([d1, e1], 1))), mu, logvar
+        h = a(self.decoders[-1](z))
+        for i in range(len(self.decoders) - 2, 0, -1):
+            h = a(self.decoders[i](torch.cat([h, skips[i]], 1)))
+        return torch.sigmoid(self.decoders[0](torch.cat([h, skips[0]], 1))), mu, logvar
 
 
 def _compress(x, compression, power, eps=1e-3):
