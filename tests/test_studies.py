@@ -136,6 +136,14 @@ def test_ablation_table_and_verdict_say_what_each_setting_buys():
     assert "recipe scores 21.00 dB" in text
     assert text.index("--blocks 2 rather than 1: +1.50 dB") < text.index("--beta 0.1 rather than 0.5: -0.50 dB")
     assert "does better without: --beta 0.5 instead of 0.1" in text
+    # a run below the floor failed to train: named as such, not counted as what a setting buys
+    study["rows"].append({"name": "no_channels", "label": "--channels 16 32 64 instead of 24 48 96", "group": "ablation",
+                          "digit_psnr": 5.0, "fashion_psnr": 6.0, "mean_psnr": 5.5, "mean_ssim": 0.1,
+                          "mean_mse": 0.3, "train_seconds": 2.0})
+    assert "| failed to train |" in markdown_table(study)
+    text = verdict(study)
+    assert "--channels 24 48 96 rather than" not in text
+    assert "failed to train (it scored below 10 dB): --channels 16 32 64 instead of 24 48 96 (5.50 dB)" in text
 
 
 def test_tiny_ablation_end_to_end(shared_data, tmp_path):

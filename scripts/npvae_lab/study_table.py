@@ -55,8 +55,20 @@ def cells(row: dict, cols) -> list[str]:
     return [format(row[k], fmt) if k in row and np.isfinite(row[k]) else str(row.get(k, "-")) for k, _, fmt in cols]
 
 
+# A configuration scoring below these failed to train (a diverged or collapsed run):
+# music GNSDR 0 dB, the unprocessed mixture's by definition; images 10 dB, what a model
+# that returns the same two images for every mixture scores (mnist-vae with its latent
+# at the prior mean: 10.00 dB; the mixture itself as both estimates scores 13.54 dB).
+FAILED_BELOW = {"music": 0.0, "mnist": 10.0}
+
+
 def _recipe_row(study: dict) -> dict | None:
     return next((r for r in study["rows"] if r["group"] == "recipe"), None)
+
+
+def failed(study: dict, row: dict) -> bool:
+    """True when ``row``'s primary score is below the unprocessed mixture's (``FAILED_BELOW``)."""
+    return row[PRIMARY[study["task"]][0]] < FAILED_BELOW[study["task"]]
 
 
 def table_rows(study: dict) -> tuple[list[str], list[list[str]]]:
@@ -69,7 +81,7 @@ def table_rows(study: dict) -> tuple[list[str], list[list[str]]]:
     header = ["configuration", "group"] + [c[1] for c in cols] + (["against the recipe (dB)"] if recipe else [])
     rows = []
     for r in sorted(study["rows"], key=lambda r: GROUP_ORDER.index(r["group"]) if r["group"] in GROUP_ORDER else 9):
-        extra = [f"{r[key] - recipe[key]:+.2f}"] if recipe else []
+        extra = (["failed to train" if failed(study, r) else f"{r[key] - recipe[key]:+.2f}"] if recipe else [])
         rows.append([r["label"], r["group"]] + cells(r, cols) + extra)
     return header, rows
 
@@ -121,10 +133,16 @@ def ablation_verdict(study: dict) -> str:
     rows = [r for r in study["rows"] if r["group"] == "ablation"]
     if recipe is None or not rows:
         return "The ablation is not complete: it needs the recipe and at least one one-change run."
-    bought = sorted(((recipe[key] - r[key], r) for r in rows), key=lambda t: -t[0])
+    bought = sorted(((recipe[key] - r[key], r) for r in rows if not failed(study, r)), key=lambda t: -t[0])
     text = (f"By {label} on the same {study.get('n_eval')} test items, the recipe scores {recipe[key]:.2f} dB "
             f"at this budget. What each of its settings buys (the recipe's score minus the score with that "
-            f"one setting put back): " + "; ".join(f"{_bought(r['label'])}: {d:+.2f} dB" for d, r in bought) + ".")
+            f"one setting put back): " + ("; ".join(f"{_bought(r['label'])}: {d:+.2f} dB" for d, r in bought)
+                                         or "nothing measured") + ".")
+    broken = [r for r in rows if failed(study, r)]
+    if broken:
+        text += (" Not measured, because the run failed to train (it scored below "
+                 f"{FAILED_BELOW[study['task']]:g} dB): " + "; ".join(f"{r['label']} ({r[key]:.2f} dB)" for r in broken)
+                 + ".")
     hurt = [r for d, r in bought if d < 0]
     if hurt:
         text += (" At this budget the recipe does better without: " +
