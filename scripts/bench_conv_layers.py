@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Forward and backward time of single Conv2d layers under each convolution algorithm.
+
+    python scripts/bench_conv_layers.py --algorithms im2col winograd --threads 2
+
+Each layer shape (by default the strided layers of the shipped networks: the Part I
+U-Nets' 4x4 stride-2 layers at batch 128, the Part II network's 5x5 stride-2 layers
+at batch 8 x 512 x 64) is timed with every algorithm named (``NPVAE_CONV_ALGO`` names,
+see ``npvae.layers.conv_algos``) on the same layer, input and output gradient: one
+untimed round, then ``--rounds`` rounds with the algorithms in turn, and the median
+forward and backward milliseconds of each are printed. An algorithm that cannot run a
+layer is skipped for it. Set the thread count with ``--threads`` (it sets
+NPVAE_NUM_THREADS before npvae is imported).
+"""
+import argparse
+import os
+import time
+
+# (batch, in channels, height, width, out channels, kernel, stride, padding)
+SHAPES = [
+    (128, 16, 28, 28, 32, 4, 2, 1),      # Part I U-Net VAE 16-32-64: enc2
+    (128, 24, 28, 28, 48, 4, 2, 1),      # Part I --preset best: enc2
+    (128, 48, 14, 14, 96, 4, 2, 1),      # Part I --preset best: enc3
+    (8, 1, 512, 64, 16, 5, 2, 2),        # Part II default: enc1
+    (8, 16, 256, 32, 32, 5, 2, 2),       # Part II default: enc2
+    (8, 24, 256, 32, 48, 5, 2, 2),       # Part II --preset best: enc2
+    (8, 48, 128, 16, 96, 5, 2, 2),       # Part II --preset best: enc3
+]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--algorithms", nargs="+", default=["im2col"], help="algorithm names to compare")
+    p.add_argument("--threads", type=int, default=None, help="worker threads (default: as npvae chooses)")
+    p.add_argument("--rounds", type=int, default=15, help="timed rounds of each algorithm (default 15)")
+    a = p.parse_args(argv)
+    if a.threads is not None:
+        os.environ["NPVAE_NUM_THREADS"] = str(a.threads)
+    import numpy as np
+    import npvae
+    from npvae.layers import conv_algos
+    unknown = [n for n in a.algorithms if n not in conv_algos.CHOICES or n == "auto"]
+    if unknown:
+        p.error(f"unknown algorithm(s) {unknown}; choose from {', '.join(conv_algos.CHOICES[1:])}")
+    algos = [conv_algos.by_name(n) for n in a.algorithms]
+    print(f"npvae {npvae.__version__}, backend {npvae.backend()}, {npvae.parallel.worker_count()} threads; "
+          f"median ms of {a.rounds} rounds, forward / backward")
+    for n, c, h, w, o, k, s, pad in SHAPES:
+        rng = np.random.default_rng(0)
+        layer = npvae.Conv2d(c, o, k, s, pad, rng=rng)
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        dy = rng.standard_normal((n, o, *layer.output_shape(h, w))).astype(np.float32)
+        usable = [al for al in algos if al.valid(layer)]
+        times = {al.name: [] for al in usable}
+        for r in range(a.rounds + 1):
+            for al in usable:
+                t0 = time.perf_counter()
+                layer._forward_with(al, x)
+                t1 = time.perf_counter()
+                layer.backward(dy)
+                if r:                                   # round 0 compiles and allocates
+                    times[al.name].append((t1 - t0, time.perf_counter() - t1))
+        cells = "  ".join(f"{name} {np.median([f for f, _ in t]) * 1e3:.1f} / {np.median([b for _, b in t]) * 1e3:.1f}"
+                          for name, t in times.items())
+        print(f"{n}x{c}x{h}x{w} -> {o}, {k}x{k}/{s}: {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
