@@ -82,9 +82,6 @@ class _ConvBase(Layer):
         for name in ("_x", "_cols", "_wino_u", "_step", "_algo"):
             self.__dict__.pop(name, None)
         self._scratch = {}
-        inner = self.__dict__.get("_s2d_layer")     # conv_algos.SpaceToDepth's stride-1 twin
-        if inner is not None:
-            inner.forget()
 
     def _forget_with(self, act):
         """An inference forward starts here: nothing of an earlier forward stays."""

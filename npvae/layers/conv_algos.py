@@ -306,84 +306,6 @@ class Winograd:
         return dx
 
 
-class SpaceToDepth:
-    """A stride-2 convolution as a 3x3 stride-1 one over four times the channels, run by
-    Winograd (``inner``, F(2x2, 3x3) or F(4x4, 3x3)): the padded input's four phases
-    (even/odd rows x even/odd columns) become channels, ``x4[n, 4c + 2a + b, i, j] =
-    xpad[n, c, 2i + a, 2j + b]``, and the kernel's taps go with them, ``W4[o, 4c + 2a +
-    b, u, v] = W[o, c, 2u + a, 2v + b]`` (zero where 2u + a >= kh). Kernels of up to 6x6
-    (the Part I U-Nets' 4x4 and the Part II network's 5x5 layers): a 5x5 kernel at
-    stride 2 does 25 multiplications an output per channel pair, its 3x3 form over 4C
-    channels 36, and F(4x4, 3x3) 36 / 4 = 9. Backward runs the inner layer's backward
-    and takes the phases back (weights: the real taps; input: depth to space, padding
-    cut off)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.name = f"s2d-{inner.name}"
-
-    def valid(self, layer) -> bool:
-        return layer.stride == (2, 2) and max(layer.kernel_size) <= 6
-
-    @staticmethod
-    def _inner_layer(layer):
-        inner = layer.__dict__.get("_s2d_layer")
-        if inner is None or inner.dtype != layer.dtype:
-            inner = type(layer)(4 * layer.in_channels, layer.out_channels, 3, dtype=layer.dtype)
-            layer._s2d_layer = inner
-        inner.needs_input_grad = layer.needs_input_grad
-        kh, kw = layer.kernel_size
-        w4 = inner.params["W"].reshape(layer.out_channels, layer.in_channels, 2, 2, 3, 3)
-        w4[...] = 0
-        for a in range(2):
-            for b in range(2):
-                taps = layer.params["W"][:, :, a::2, b::2]                    # (O, C, <=3, <=3)
-                w4[:, :, a, b, : taps.shape[2], : taps.shape[3]] = taps
-        inner.params["b"][...] = layer.params["b"]
-        return inner
-
-    @staticmethod
-    def _phases(layer, x, oh, ow):
-        """x (N, C, H, W) -> (N, 4C, oh + 2, ow + 2): the padded input cut or extended with
-        zeros to 2(oh + 2) x 2(ow + 2), its phases as channels."""
-        n, c, h, w = x.shape
-        (ph, pw), rows, cols = layer.padding, 2 * (oh + 2), 2 * (ow + 2)
-        xpad = np.zeros((n, c, rows, cols), dtype=layer.dtype)
-        hh, ww = min(h, rows - ph), min(w, cols - pw)
-        xpad[:, :, ph:ph + hh, pw:pw + ww] = x[:, :, :hh, :ww]
-        return np.ascontiguousarray(
-            xpad.reshape(n, c, oh + 2, 2, ow + 2, 2).transpose(0, 1, 3, 5, 2, 4)).reshape(n, 4 * c, oh + 2, ow + 2)
-
-    def forward(self, layer, x, oh, ow, keep=True, act=None):
-        inner = self._inner_layer(layer)
-        x4 = self._phases(layer, x, oh, ow)
-        if not keep:
-            return self.inner.forward(inner, x4, oh, ow, keep=False, act=act)
-        inner._x_shape = x4.shape
-        return self.inner.forward(inner, x4, oh, ow)
-
-    def backward(self, layer, dy):
-        inner = layer._s2d_layer
-        dx4 = self.inner.backward(inner, dy)
-        kh, kw = layer.kernel_size
-        o, c = layer.out_channels, layer.in_channels
-        dw4 = inner.grads["W"].reshape(o, c, 2, 2, 3, 3)
-        for a in range(2):
-            for b in range(2):
-                target = layer.grads["W"][:, :, a::2, b::2]
-                target[...] = dw4[:, :, a, b, : target.shape[2], : target.shape[3]]
-        layer.grads["b"][...] = inner.grads["b"]
-        if dx4 is None:
-            return None
-        n, _, h, w = layer._x_shape
-        (ph, pw), (h2, w2) = layer.padding, dx4.shape[2:]
-        dpad = dx4.reshape(n, c, 2, 2, h2, w2).transpose(0, 1, 4, 2, 5, 3).reshape(n, c, 2 * h2, 2 * w2)
-        dx = np.zeros(layer._x_shape, dtype=layer.dtype)
-        hh, ww = min(h, 2 * h2 - ph), min(w, 2 * w2 - pw)
-        dx[:, :, :hh, :ww] = dpad[:, :, ph:ph + hh, pw:pw + ww]
-        return dx
-
-
 class OneThread:
     """Another algorithm run on the calling thread alone (``parallel.threads(1)``): for
     layers whose chunks carry too little work to pay for the hand-off between threads.
@@ -407,17 +329,14 @@ class OneThread:
 
 
 IM2COL = Im2col()
-WINOGRAD2, WINOGRAD4 = Winograd(2), Winograd(4)
-ALGORITHMS = {a.name: a for a in (IM2COL, Direct(), WINOGRAD2, WINOGRAD4)}
-# Forced only (NPVAE_CONV_ALGO), never timed by auto mode: a trial for the strided layers.
-TRIALS = {a.name: a for a in (SpaceToDepth(WINOGRAD2), SpaceToDepth(WINOGRAD4))}
+ALGORITHMS = {a.name: a for a in (IM2COL, Direct(), Winograd(2), Winograd(4))}
 ONE_THREAD = {f"{name}@1": OneThread(a) for name, a in ALGORITHMS.items()}
-CHOICES = ("auto", *ALGORITHMS, *ONE_THREAD, *TRIALS)
+CHOICES = ("auto", *ALGORITHMS, *ONE_THREAD)
 
 
 def by_name(name: str):
     """The algorithm called ``name`` (``"im2col"``, ..., or one of them on one thread, ``"im2col@1"``)."""
-    return ALGORITHMS.get(name) or ONE_THREAD.get(name) or TRIALS[name]
+    return ALGORITHMS.get(name) or ONE_THREAD[name]
 
 
 # -- the choice ----------------------------------------------------------------------------
