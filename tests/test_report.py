@@ -163,6 +163,12 @@ def test_update_needs_a_report_to_update(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r"), "--update"]) == 1
     assert "holds no report.md to update" in capsys.readouterr().err
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.md").write_text("# A report\n\n| a | b |\nno rule under the header\n")
+    (tmp_path / "run" / "study.h5").write_bytes(b"")        # classified as a study, never read: the report is checked first
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r"), "--update"]) == 1
+    err = capsys.readouterr().err
+    assert "report.md is not a report that npvae report wrote" in err and "--overwrite" in err
     with pytest.raises(SystemExit) as usage:                                                  # one or the other
         main(["report", str(tmp_path / "run"), "--update", "--overwrite"])
     assert usage.value.code == 2

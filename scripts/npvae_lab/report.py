@@ -336,6 +336,12 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
         check_writable_dir(out)
         if not (out / "report.md").is_file():
             raise OutputError(f"{out} holds no report.md to update; build one first (without --update)")
+        try:
+            old_text = (out / "report.md").read_text(encoding="utf-8")
+            Doc.from_markdown(old_text, out)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise OutputError(f"{out / 'report.md'} is not a report that npvae report wrote ({exc}); "
+                              "rebuild it from all its runs with --overwrite instead of --update") from None
     else:
         out = check_report_dir(out, overwrite)
     studies, mnist_runs, music_runs, blind_runs, skipped = [], [], [], [], []
@@ -361,7 +367,7 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
         if update:
             if (out / "figures").is_dir():
                 shutil.copytree(out / "figures", build / "figures")
-            old = Doc.from_markdown((out / "report.md").read_text(encoding="utf-8"), build)
+            old = Doc.from_markdown(old_text, build)
         doc = _compose_report(build, studies, mnist_runs, music_runs, blind_runs, sources, command)
         if update:
             titles = [t for t, _ in doc.sections()[1:] if not t.startswith(KEPT)]
