@@ -3,6 +3,7 @@ their PyTorch twins (equal loss, gradients and Adam step on the same weights, ba
 noise), the separation of a song end to end with the network in npvae or in PyTorch,
 and the per-layer timing. Tiny sizes; no timing assertions."""
 import importlib.util
+import re
 import sys
 
 import numpy as np
@@ -194,3 +195,15 @@ def test_scaling_table_pairs_each_layer_on_one_and_two_threads():
     text = scaling_markdown([report(1, 18.0, 16.0), report(2, 10.0, 8.0), report(2, 12.0, 9.0), report(2, 11.0, 100.0)])
     # the median of the three 2-thread runs: npvae 11.0 ms, PyTorch 9.0 ms
     assert "| music | enc2 (im2col) | 18.0 / 11.0 | 1.64 | 16.0 / 9.0 | 1.78 |" in text
+
+
+def test_conv_layer_bench_script_times_each_algorithm_it_can_run(capsys):
+    import bench_conv_layers
+    assert bench_conv_layers.main(["--algorithms", "im2col", "im2col@1", "winograd", "--rounds", "1"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "->" in line]
+    assert len(lines) == len(bench_conv_layers.SHAPES)
+    for line in lines:                       # every shape is strided: Winograd (3x3, stride 1) cannot run it
+        assert "im2col " in line and "im2col@1 " in line and "winograd" not in line
+        assert all(float(t) > 0 for t in re.findall(r"(\d+\.\d) /", line))
+    with pytest.raises(SystemExit):
+        bench_conv_layers.main(["--algorithms", "fft"])
