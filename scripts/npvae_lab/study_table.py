@@ -67,7 +67,7 @@ def _recipe_row(study: dict) -> dict | None:
 
 
 def failed(study: dict, row: dict) -> bool:
-    """True when ``row``'s primary score is below the unprocessed mixture's (``FAILED_BELOW``)."""
+    """True when ``row``'s primary score is below ``FAILED_BELOW`` for its task: a run that failed to train."""
     return row[PRIMARY[study["task"]][0]] < FAILED_BELOW[study["task"]]
 
 
