@@ -20,19 +20,33 @@ def test_model_gradients_match_finite_differences(rng, training):
     r = rng.standard_normal((2, 2, 16, 8))
     a = rng.standard_normal((2, 2, 2, 1))       # extra gradients on mu and logvar (the KL's)
     b = rng.standard_normal((2, 2, 2, 1))
+    c = rng.standard_normal((2, 2, 16, 8)) if training else None    # on the logits (training keeps them)
 
     def loss():
         model.rng = np.random.default_rng(7)    # the same eps in every evaluation
         y = model.forward(x)
-        return float(np.sum(y * r) + np.sum(model.mu * a) + np.sum(model.logvar * b))
+        extra = float(np.sum(model.logits * c)) if training else 0.0
+        return float(np.sum(y * r) + np.sum(model.mu * a) + np.sum(model.logvar * b)) + extra
 
     loss()
-    dx = model.backward(r, a, b)
+    dx = model.backward(r, a, b, dlogits=c)
     analytic = {path: g.copy() for path, _, g in model.named_parameters()}
     assert rel_error(dx, numerical_gradient(loss, x)) < 1e-6
     for path, p, _ in model.named_parameters():
         err = rel_error(analytic[path], numerical_gradient(loss, p))
         assert err < 1e-6, f"{path}: relative error {err:.2e}"
+
+
+def test_logits_are_kept_in_training_only(rng):
+    model = tiny_model()
+    x = rng.standard_normal((1, 1, 16, 8))
+    masks = model.forward(x)
+    np.testing.assert_allclose(masks, 1 / (1 + np.exp(-model.logits)), rtol=1e-12)
+    model.eval()
+    model.forward(x)
+    assert model.logits is None
+    with pytest.raises(ValueError, match="training mode"):
+        model.backward(np.ones_like(masks), dlogits=np.ones_like(masks))
 
 
 def test_model_masks_shape_range_and_spec_round_trip(rng):

@@ -59,8 +59,9 @@ def test_sample_batch_keeps_only_whole_frames(rng):
 def test_objective_gradient_matches_finite_differences(rng):
     sep = tiny_separator(rng, np.float64)
     batch = sample_batch([synth_track(rng)], rng, 2, 8, CFG)
-    for loss in ("l1", "kl", "is", "mse"):
-        obj = MusicObjective(sep, LossConfig(loss=loss, beta=0.5, kl_warmup=0, mix_weight=0.7))
+    for loss, w_logit in (("l1", 0.0), ("kl", 0.0), ("is", 0.0), ("mse", 0.0), ("l1", 0.3)):
+        obj = MusicObjective(sep, LossConfig(loss=loss, beta=0.5, kl_warmup=0, mix_weight=0.7,
+                                             logit_penalty=w_logit))
 
         def total():
             sep.model.rng = np.random.default_rng(3)
@@ -69,9 +70,10 @@ def test_objective_gradient_matches_finite_differences(rng):
         sep.model.rng = np.random.default_rng(3)
         terms = obj.terms(batch, 1.0)
         assert set(terms) >= {"total", "vocals", "accompaniment", "mixture", "kl"}
+        assert ("logits" in terms) == bool(w_logit)
         p = sep.model.dec1.params["W"]
         err = rel_error(sep.model.dec1.grads["W"], numerical_gradient(total, p))
-        assert err < 1e-5, f"{loss}: {err:.2e}"
+        assert err < 1e-5, f"{loss}, logit penalty {w_logit}: {err:.2e}"
         p = sep.model.head.params["b"]                  # through the latent and the KL
         assert rel_error(sep.model.head.grads["b"], numerical_gradient(total, p)) < 1e-5
 
@@ -89,6 +91,26 @@ def test_training_steps_reduce_the_loss(rng):
         opt.step()
     sep.model.eval()
     assert obj.terms(batch, backward=False)["total"] < 0.8 * first
+
+
+def test_logit_penalty_brings_a_saturated_mask_back(rng):
+    # A voice mask stuck at sigmoid(-30) gets no gradient from the spectral loss; the
+    # logit penalty pulls its logits back towards the range where it learns.
+    from npvae.optim import Adam
+    tracks = [synth_track(rng)]
+    batch = sample_batch(tracks, rng, 4, 16, CFG)
+    voice_logit = {}
+    for w_logit in (0.0, 1e-2):
+        sep = tiny_separator(np.random.default_rng(0), tracks=tracks)
+        sep.model.dec1.params["b"][0] = -30.0
+        obj = MusicObjective(sep, LossConfig(beta=1e-3, logit_penalty=w_logit))
+        opt = Adam(sep.model, lr=3e-2)
+        for _ in range(40):
+            obj.terms(batch)
+            opt.step()
+        voice_logit[w_logit] = float(np.median(sep.model.logits[:, 0]))
+    assert voice_logit[0.0] < -25
+    assert voice_logit[1e-2] > -10
 
 
 def test_chunked_masks_equal_one_shot(rng):

@@ -47,8 +47,10 @@ class SpectrogramUNetVAE(Layer):
     down to ``dec1`` (to the masks' logits); three levels are the layout drawn above.
 
     After ``forward`` the posterior parameters are in ``self.mu`` and ``self.logvar``
-    (N, L, F/2**n, T/2**n); ``backward(dmasks, dmu=None, dlogvar=None)`` adds the KL
-    gradients, if given, at the bottleneck and returns dx. Inside
+    (N, L, F/2**n, T/2**n), and in training mode the masks' logits in ``self.logits``
+    (N, n_sources, F, T); ``backward(dmasks, dmu=None, dlogvar=None, dlogits=None)`` adds
+    the KL gradients, if given, at the bottleneck (and a loss's gradient on the logits at
+    the top) and returns dx. Inside
     ``npvae.layers.inference()`` the layers keep nothing for backward and each
     convolution applies its activation to its output in place: the same masks.
     """
@@ -84,7 +86,7 @@ class SpectrogramUNetVAE(Layer):
         self.out = Sigmoid(dtype=dtype)
         self.reparam = Reparameterize()
         self.rng = rng
-        self.mu = self.logvar = None
+        self.mu = self.logvar = self.logits = None
 
     @property
     def context_frames(self) -> int:
@@ -123,19 +125,33 @@ class SpectrogramUNetVAE(Layer):
         h = self.decoders[n - 1].forward(np.ascontiguousarray(z), act=a[n])
         for i in range(n - 2, 0, -1):
             h = self.decoders[i].forward(np.concatenate([h, skips[i]], axis=1), act=a[2 * n - 1 - i])
-        return self.decoders[0].forward(np.concatenate([h, skips[0]], axis=1), act=self.out)
+        h = np.concatenate([h, skips[0]], axis=1)
+        if not self.training:
+            self.logits = None
+            return self.decoders[0].forward(h, act=self.out)
+        # training keeps the logits for a loss taken on them (see backward's dlogits)
+        self.logits = self.decoders[0].forward(h)
+        return self.out.forward(self.logits)
 
     def forget(self):
         super().forget()
+        self.logits = None
         for act in (*self.acts, self.out):
             act.forget()
 
-    def backward(self, dy, dmu=None, dlogvar=None):
+    def backward(self, dy, dmu=None, dlogvar=None, dlogits=None):
         """dy : (N, n_sources, F, T) gradient for the masks; dmu, dlogvar : optional
-        extra gradients (the KL term's) for the posterior parameters. Returns dx."""
+        extra gradients (the KL term's) for the posterior parameters; dlogits : optional
+        extra gradient (N, n_sources, F, T) for the masks' logits (a loss taken on them,
+        training mode only: the logits are kept in ``self.logits``). Returns dx."""
         a, n, c = self.acts, self.levels, self.channels
         dskips = [None] * n
-        g = self.decoders[0].backward(self.out.backward(dy))              # (N, 2*c1, F/2, T/2)
+        g = self.out.backward(dy)
+        if dlogits is not None:
+            if self.logits is None:
+                raise ValueError("dlogits needs the logits of a forward pass in training mode (model.train())")
+            g = g + dlogits
+        g = self.decoders[0].backward(g)                                  # (N, 2*c1, F/2, T/2)
         dh, dskips[0] = g[:, :c[0]], g[:, c[0]:]
         for i in range(1, n - 1):
             g = self.decoders[i].backward(a[2 * n - 1 - i].backward(dh))  # (N, 2*c(i+1), ...)
