@@ -1,6 +1,7 @@
 """The loss study (``npvae study``) end to end on the tiny budget: one row per
 configuration with finite metrics, Markdown + HDF5 + figure, and a killed study resuming
 (--resume) without retraining."""
+import json
 import os
 import signal
 import subprocess
@@ -150,11 +151,17 @@ def test_tiny_ablation_end_to_end(shared_data, tmp_path):
     out = tmp_path / "ablate"
     # the dense preset: the quickest to train; the ablation machinery is the same for every preset
     cmd = [*STUDY, "--task", "mnist", "--ablate", "dense-best", "--budget", "tiny", "--out", str(out), "--jobs", "2",
-           "--only", "recipe", "no_beta"]
+           "--only", "recipe", "no_beta", "--seed", "1"]
     r = subprocess.run(cmd, cwd=REPO, env=_env(shared_data), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     study = read_study(out)
-    assert study["study"] == "ablate dense-best"
+    assert study["study"] == "ablate dense-best" and study["seed"] == 1
+    assert json.loads((out / "recipe" / "config.json").read_text())["seed"] == 1     # every run drew from it
+    assert "seed 1" in (out / "table.md").read_text().splitlines()[0]
+    # the study continues only with its own seed
+    other = subprocess.run(cmd[:-2] + ["--resume"], cwd=REPO, env=_env(shared_data), capture_output=True, text=True,
+                           timeout=600)
+    assert other.returncode == 1 and "pass --seed 1" in other.stderr, other.stderr
     rows = {row["name"]: row for row in study["rows"]}
     assert sorted(rows) == ["no_beta", "recipe"] and rows["recipe"]["group"] == "recipe"
     assert all(np.isfinite(row["prior_mean_mean_psnr"]) for row in rows.values())
@@ -174,6 +181,7 @@ def test_tiny_ablation_end_to_end(shared_data, tmp_path):
     md = (report / "report.md").read_text()
     assert "## Ablation of --preset dense-best, Part I (images)" in md
     assert f"recipe scores {rows['recipe']['mean_psnr']:.2f} dB" in md and "## Baselines" not in md
+    assert "the same seed (1)" in md
 
 
 def test_ablate_refuses_a_preset_it_cannot_take_apart():

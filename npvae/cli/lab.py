@@ -71,6 +71,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonneg_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -193,6 +204,9 @@ def _add_study(p: argparse.ArgumentParser) -> None:
                    help="configurations at a time, at least 1 (default: cores; under mpirun, per rank: "
                         "its share of the cores)")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these configurations")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="seed of every configuration's weights and batches (another seed repeats the study "
+                        "to show its spread; default out then ends in -seed<N>)")
     p.add_argument("--list", action="store_true", help="list the configurations and exit")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
@@ -218,10 +232,10 @@ def run_study(args) -> int:
     unknown = sorted(set(args.only or ()) - set(known))
     if unknown:
         raise UsageError(f"unknown configuration(s) {unknown} for --task {args.task}; known: {known}")
-    out = Path(args.out or studies.default_out(args.task, args.budget, args.ablate))
+    out = Path(args.out or studies.default_out(args.task, args.budget, args.ablate, args.seed))
     study = studies.run_study(args.task, args.budget, out, args.data_dir, args.jobs, args.only,
                               log=lambda s: print(s, flush=True), resume=args.resume, overwrite=args.overwrite,
-                              ablate=args.ablate)
+                              ablate=args.ablate, seed=args.seed)
     if study.get("rank", 0):        # under mpirun, rank 0 reports
         return 0
     if study["rows"]:

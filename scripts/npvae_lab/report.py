@@ -180,7 +180,8 @@ def _ablation_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
     settings = ABLATION_BUDGETS[task].get(study.get("budget"), {}).get("common", {})
     shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in settings.items())
     doc.p(f"The recipe of `npvae train {task} --preset {preset}`, then the same recipe with one of its settings "
-          f"put back to the default, one at a time; every configuration trains with the same seeds, data and "
+          f"put back to the default, one at a time; every configuration trains with the same seed "
+          f"({study.get('seed', 0)}), data and "
           f"budget ('{study.get('budget')}'{': ' + shown if shown else ''}; shorter than the preset's own), each "
           f"in its own process, and is scored on the same {study.get('n_eval')} {unit}.")
     doc.table(*table_rows(study))

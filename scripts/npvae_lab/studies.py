@@ -283,16 +283,18 @@ def _music_row(summary: dict, system: str, dataset: str = "") -> dict:
 
 
 def run_configuration(task: str, budget_name: str, name: str, study_dir, data_dir=None, log=print,
-                      ablate: str | None = None) -> dict:
-    """Train (or fit) and evaluate one configuration in this process; writes and returns
-    its result: ``{"name", "rows": [...], "curve": {"epoch", "value"}}``."""
+                      ablate: str | None = None, seed: int = 0) -> dict:
+    """Train (or fit) and evaluate one configuration in this process, its weights and
+    batches drawn from ``seed``; writes and returns its result: ``{"name", "rows": [...],
+    "curve": {"epoch", "value"}}``."""
     conf = get_configuration(task, name, ablate)
     b = budget(task, budget_name, ablate)
+    b = {**b, "common": {**b["common"], "seed": int(seed)}}
     run_dir = Path(study_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     run = _run_mnist if task == "mnist" else _run_music
     result = run(conf, b, run_dir, data_dir, log)
-    result.update({"name": name, "task": task, "budget": budget_name, "study": study_kind(ablate)})
+    result.update({"name": name, "task": task, "budget": budget_name, "study": study_kind(ablate), "seed": int(seed)})
     _write_json_atomic(run_dir / RESULT_FILE, result)
     return result
 
@@ -302,7 +304,7 @@ def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
     settings = {**b["common"], **b.get(conf.settings.get("model", "dense"), {})}
     if conf.kind == "nmf":
         cfg = pipe.MnistConfig(data_dir=data_dir, out=str(run_dir), progress=False,
-                               **{k: v for k, v in settings.items() if k in ("train_limit", "eval_limit")})
+                               **{k: v for k, v in settings.items() if k in ("train_limit", "eval_limit", "seed")})
         data = pipe.load_data(cfg)
         opts = dict(b["nmf"])
         n = opts.pop("max_images")
@@ -396,11 +398,11 @@ STUDY_OUTPUTS = (TABLE_FILE, STUDY_FILE, CURVES_FILE)
 
 
 def check_study_dir(out, task: str, budget_name: str, resume: bool = False, overwrite: bool = False,
-                    ablate: str | None = None) -> Path:
+                    ablate: str | None = None, seed: int = 0) -> Path:
     """Check a study's folder before anything is written: a new study refuses a folder that
     already holds files unless ``overwrite`` (then :func:`clear_study_dir` removes the old
     study's files); ``resume`` continues the study there, which must be of the same task,
-    kind and budget. Raises :class:`~npvae.errors.OutputError`."""
+    kind, budget and seed. Raises :class:`~npvae.errors.OutputError`."""
     out = Path(out)
     check_writable_dir(out)
     entries = sorted(e for e in os.listdir(out) if TMP_TAG not in e) if out.is_dir() else []
@@ -420,6 +422,10 @@ def check_study_dir(out, task: str, budget_name: str, resume: bool = False, over
             raise OutputError(f"{out} holds a {done.get('task')} study ({kind}) with the {done.get('budget')!r} budget "
                               f"({path.parent.name}); --resume continues a study of the same task and "
                               f"budget and kind: choose another --out")
+        if done.get("seed", 0) != seed:
+            raise OutputError(f"{out} holds a study run with --seed {done.get('seed', 0)} ({path.parent.name}); "
+                              f"--resume continues it with the same seed: pass --seed {done.get('seed', 0)}, "
+                              "or choose another --out")
     return out
 
 
@@ -429,17 +435,20 @@ def clear_study_dir(out, task: str, ablate: str | None = None) -> list[Path]:
     return remove_named(out, [c.name for c in configurations(task, ablate)] + list(STUDY_OUTPUTS))
 
 
-def default_out(task: str, budget_name: str = "default", ablate: str | None = None) -> Path:
+def default_out(task: str, budget_name: str = "default", ablate: str | None = None, seed: int = 0) -> Path:
     """Where a study goes without --out: runs/study-<task>-<budget> or, for an ablation,
-    runs/ablate-<task>-<preset>-<budget>."""
-    return Path(f"runs/ablate-{task}-{ablate}-{budget_name}" if ablate else f"runs/study-{task}-{budget_name}")
+    runs/ablate-<task>-<preset>-<budget>; a seed other than 0 adds -seed<N>."""
+    name = f"ablate-{task}-{ablate}-{budget_name}" if ablate else f"study-{task}-{budget_name}"
+    return Path("runs") / (name + (f"-seed{seed}" if seed else ""))
 
 
 def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, jobs: int | None = None,
               only=None, log=print, resume: bool = False, overwrite: bool = False,
-              ablate: str | None = None) -> dict:
+              ablate: str | None = None, seed: int = 0) -> dict:
     """Run every configuration of ``task`` not yet done as a subprocess, ``jobs`` at a time
     (default: the number of cores), then write the table, the HDF5 file and the figure.
+    Every configuration draws its weights and batches from ``seed`` (another seed: the
+    same study again, to see its spread).
 
     The data and the folder are checked first (:func:`check_data`, :func:`check_study_dir`):
     an existing study is continued only with ``resume`` (finished configurations are kept,
@@ -451,9 +460,9 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
     if jobs is not None and (isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1):
         raise ValueError(f"jobs must be a whole number of at least 1, not {jobs!r}")
     comm = distributed.world()
-    out = Path(out or default_out(task, budget_name, ablate))
+    out = Path(out or default_out(task, budget_name, ablate, seed))
     check_data(task, data_dir)
-    check_study_dir(out, task, budget_name, resume, overwrite, ablate)
+    check_study_dir(out, task, budget_name, resume, overwrite, ablate, seed)
     comm.barrier(timeout=None)          # every rank has checked before any writes
     if overwrite and comm.is_root:
         for p in clear_study_dir(out, task, ablate):
@@ -488,6 +497,8 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
                "--config", c.name, "--out", str(out)]
         if ablate:
             cmd += ["--ablate", ablate]
+        if seed:
+            cmd += ["--seed", str(seed)]
         if data_dir:
             cmd += ["--data-dir", str(data_dir)]
         start = time.perf_counter()
@@ -520,6 +531,7 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
         if not comm.is_root:
             return {"task": task, "budget": budget_name, "failed": failed, "rank": comm.rank}
     study = collect(out, task, [c.name for c in confs], budget_name, ablate)
+    study["seed"] = int(seed)
     if study["rows"]:           # no table of nothing when every configuration failed
         write_outputs(out, study)
     study["failed"] = failed
@@ -558,10 +570,11 @@ def main(argv=None) -> int:
     one.add_argument("--out", required=True)
     one.add_argument("--data-dir", default=None)
     one.add_argument("--ablate", default=None)
+    one.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     run_configuration(a.task, a.budget, a.config, a.out, a.data_dir, log=lambda s: print(s, flush=True),
-                      ablate=a.ablate)
+                      ablate=a.ablate, seed=a.seed)
     return 0
 
 

@@ -189,7 +189,7 @@ def study_tree(study: dict) -> dict:
     curves = {n: {"label": c["label"], "epoch": np.asarray(c["epoch"], np.int64),
                   "value": np.asarray(c["value"], np.float64)} for n, c in study["curves"].items()}
     return {"task": study["task"], "budget": study.get("budget", ""), "study": study.get("study", "loss"),
-            "columns": cols,
+            "seed": int(study.get("seed", 0)), "columns": cols,
             "order": [r["name"] for r in study["rows"]], "n_eval": int(study.get("n_eval") or 0),
             "rows": rows, "curves": curves}
 
@@ -203,7 +203,7 @@ def read_study(study_dir) -> dict:
     curves = {n: {"label": c["label"], "epoch": np.atleast_1d(c["epoch"]).tolist(),
                   "value": np.atleast_1d(c["value"]).tolist()} for n, c in t.get("curves", {}).items()}
     return {"task": t["task"], "budget": t["budget"], "study": t.get("study", "loss"), "rows": rows,
-            "curves": curves, "n_eval": int(t["n_eval"])}
+            "curves": curves, "n_eval": int(t["n_eval"]), "seed": int(t.get("seed", 0))}
 
 
 def write_outputs(study_dir, study: dict) -> dict:
@@ -212,7 +212,8 @@ def write_outputs(study_dir, study: dict) -> dict:
     key, label = PRIMARY[study["task"]]
     kind = study.get("study", "loss")
     title = f"the {kind.split(' ', 1)[1]} preset's ablation" if is_ablation(study) else "loss study"
-    text = (f"# {study['task']}: {title} ({study.get('budget')} budget)\n\n{markdown_table(study)}\n\n"
+    seed = f", seed {study['seed']}" if study.get("seed") else ""
+    text = (f"# {study['task']}: {title} ({study.get('budget')} budget{seed})\n\n{markdown_table(study)}\n\n"
             f"{verdict(study)}\n")
     atomic_write_text(study_dir / TABLE_FILE, text)
     h5 = h5mat.write_tree(study_dir / STUDY_FILE, study_tree(study), kind="loss_study")
