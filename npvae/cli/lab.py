@@ -225,8 +225,10 @@ def run_study(args) -> int:
     if args.list:
         print(f"{args.task} {studies.study_kind(args.ablate)} study, budget {args.budget}: expected "
               f"{studies.budget(args.task, args.budget, args.ablate)['expected']}")
-        for c in studies.configurations(args.task, args.ablate):
-            print(f"  {c.name:15s} {c.group:9s} {c.label}")
+        confs = studies.configurations(args.task, args.ablate)
+        width = max(len(c.name) for c in confs)
+        for c in confs:
+            print(f"  {c.name:{width}s} {c.group:9s} {c.label}")
         return 0
     known = [c.name for c in studies.configurations(args.task, args.ablate)]
     unknown = sorted(set(args.only or ()) - set(known))

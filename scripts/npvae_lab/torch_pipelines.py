@@ -125,7 +125,8 @@ def mnist_loss(net: TorchSeparationVAE, batch: dict, eps, recon: str, mix_weight
 
 class TorchSpectrogramUNet(nn.Module):
     """:class:`npvae.models.music.SpectrogramUNetVAE` (any number of levels) with its
-    weights: ``forward(x (N, 1, F, T), eps or None) -> masks, mu, logvar``."""
+    weights: ``forward(x (N, 1, F, T), eps or None) -> masks, mu, logvar`` (the masks'
+    logits kept in ``self.logits``)."""
 
     def __init__(self, model):
         super().__init__()
@@ -148,7 +149,8 @@ class TorchSpectrogramUNet(nn.Module):
         h = a(self.decoders[-1](z))
         for i in range(len(self.decoders) - 2, 0, -1):
             h = a(self.decoders[i](torch.cat([h, skips[i]], 1)))
-        return torch.sigmoid(self.decoders[0](torch.cat([h, skips[0]], 1))), mu, logvar
+        self.logits = self.decoders[0](torch.cat([h, skips[0]], 1))     # for the objective's logit penalty
+        return torch.sigmoid(self.logits), mu, logvar
 
 
 def _compress(x, compression, power, eps=1e-3):
@@ -189,6 +191,8 @@ def music_loss(net: TorchSpectrogramUNet, norm, batch: dict, eps, cfg, beta: flo
     est_v, est_a = masks[:, 0] * mix, masks[:, 1] * mix
     total = _spectral_loss(cfg, est_v, v) + _spectral_loss(cfg, est_a, a) + \
         cfg.mix_weight * _spectral_loss(cfg, est_v + est_a, mix)
+    if cfg.logit_penalty:
+        total = total + cfg.logit_penalty * torch.mean(net.logits * net.logits)
     n, _, f, t = x.shape
     return total + beta * _kl(mu, logvar) / (f * t) if beta else total
 
