@@ -158,6 +158,22 @@ def test_update_keeps_old_sections_and_takes_the_new_ones(tmp_path):
     assert ("p", "new note") in runs and [b[2] for b in runs if b[0] == "img"] == ["r1", "r2", "r3"]
 
 
+def test_update_adds_the_new_runs_of_a_section_with_a_table_per_run(tmp_path):
+    # Part II's runs section: per run a paragraph, its scores by system and source, its figures
+    from npvae_lab.report_update import merge_reports
+    header = ["system", "source", "GNSDR"]
+    title = "Part II: separation results (full training runs)"
+
+    def run(name, score):
+        return [("p", f"Run {name}"), ("table", header, [["VAE", "vocals", score], ["VAE", "accompaniment", score]]),
+                ("img", tmp_path / "figures" / f"{name}.png", name)]
+
+    old = _doc(tmp_path, {title: run("m1", "9.66"), "Shipped models": [("p", "old shipped")]})
+    new = _doc(tmp_path, {title: run("m2", "9.49")})
+    runs = dict(merge_reports(old, new, "Updated.").sections()[1:])[title]
+    assert runs[1:] == run("m1", "9.66") + run("m2", "9.49")
+
+
 def test_update_needs_a_report_to_update(tmp_path, capsys):
     from npvae.cli import main
     (tmp_path / "run").mkdir()

@@ -8,7 +8,8 @@ from a report built from the new runs only:
 * the sections with the same title (a study or an ablation of the same folder name,
   the shipped models, the published results), which replace the old ones;
 * for the full training runs' sections, the table rows of the new runs (a run of the
-  same name replaces its row) and their figures, added to the old ones;
+  same name replaces its row) and their figures, added to the old ones (Part II's
+  section, a table per run: the new runs' blocks after the old ones);
 
 and keeps the old discussion, which compares results across all the runs of the first
 build. A paragraph under the title says what was updated, when, and from which files.
@@ -48,9 +49,13 @@ def merge_reports(old: Doc, new: Doc, note: str) -> Doc:
 def _merge_rows(old: list[tuple], new: list[tuple]) -> list[tuple]:
     """A runs section: the old table's rows with the new ones (by first cell), the new
     text, the old figures and then the new ones. Tables of different columns: the new
-    section as it is."""
+    section as it is. A section with a table per run (Part II's: a paragraph, the run's
+    scores by system and source, its figures) keeps the old runs' blocks and adds the new
+    runs' after them."""
     old_tables = [b for b in old if b[0] == "table"]
     new_tables = [b for b in new if b[0] == "table"]
+    if new_tables and new_tables[0][1][0] != "run":
+        return old + new[1:]
     if len(old_tables) != 1 or len(new_tables) != 1 or old_tables[0][1] != new_tables[0][1]:
         return new
     rows = {r[0]: r for r in old_tables[0][2]}
