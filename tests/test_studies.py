@@ -100,7 +100,7 @@ def test_table_and_verdict_come_from_the_rows():
 
 # ----------------------------------------------------------------------------- ablations
 
-ABLATIONS = [("mnist", "best"), ("mnist", "vae"), ("mnist", "dense-best"), ("music", "best")]
+ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "dense-best"), ("music", "best")]
 
 
 @pytest.mark.parametrize("task,preset", ABLATIONS)
@@ -120,6 +120,13 @@ def test_an_ablation_changes_one_setting_of_the_recipe_at_a_time(task, preset):
         if task == "mnist":
             assert unset.model_kwargs() == ablated.model_kwargs()
         assert getattr(unset, key) in (getattr(ablated, key), None)
+
+
+def test_ablation_labels_name_the_flags_a_user_types():
+    labels = {c.name: c.label for c in configurations("mnist", "unet")}
+    assert labels["no_sample"] == "--sample instead of --no-sample"
+    assert labels["no_channels"] == "--channels 16 32 64 instead of 32 64 128"
+    assert labels["recipe"].startswith("--preset unet (--model unet, --channels 32 64 128,") and "--no-sample" in labels["recipe"]
 
 
 def test_ablation_table_and_verdict_say_what_each_setting_buys():

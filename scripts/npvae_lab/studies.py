@@ -143,8 +143,19 @@ def _default_setting(task: str, recipe: dict, key: str):
 
 
 def _shown_setting(key: str, value) -> str:
+    """The flag that sets ``key`` to ``value``: "--blocks 2", "--channels 24 48 96", and for
+    a switch "--sample" or "--no-sample"."""
+    flag = key.replace('_', '-')
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
     text = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    return f"--{key.replace('_', '-')} {text}"
+    return f"--{flag} {text}"
+
+
+def _shown_value(key: str, value) -> str:
+    """What "instead of" names: the value ("24 48 96"), or a switch's flag ("--no-sample")."""
+    shown = _shown_setting(key, value)
+    return shown if isinstance(value, bool) else shown.split(" ", 1)[1]
 
 
 def ablation_configurations(task: str, preset: str) -> list[Configuration]:
@@ -165,7 +176,7 @@ def ablation_configurations(task: str, preset: str) -> list[Configuration]:
         if default == value or (isinstance(value, tuple) and tuple(default or ()) == value):
             continue
         confs.append(Configuration(f"no_{key}", f"{_shown_setting(key, default)} instead of "
-                                   f"{_shown_setting(key, value).split(' ', 1)[1]}", "ablation",
+                                   f"{_shown_value(key, value)}", "ablation",
                                    settings={**recipe, key: default}))
     return confs
 

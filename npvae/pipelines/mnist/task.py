@@ -208,6 +208,10 @@ class MnistTask(Task):
         # (786k parameters), a lighter KL (beta 0.1), 24 epochs with a cosine learning-rate tail
         "best": {"model": "unet", "channels": (24, 48, 96), "blocks": 2, "beta": 0.1, "epochs": 24,
                  "lr_schedule": "cosine"},
+        # the shipped mnist-unet: the best network as a deterministic U-Net (no sampling, no KL
+        # term), 4/3 the channels (32-64-128, 1.19M parameters), 18 epochs: about 65 minutes on 2 cores
+        "unet": {"model": "unet", "channels": (32, 64, 128), "blocks": 2, "beta": 0.0, "sample": False,
+                 "epochs": 18, "lr_schedule": "cosine"},
         # the plain dense VAE with a lighter KL (beta 0.1), a 64-dim latent, 100 epochs, cosine tail
         "dense-best": {"model": "dense", "beta": 0.1, "latent_dim": 64, "epochs": 100, "lr_schedule": "cosine"},
         # a true VAE: a 14x14x8 latent map (1568 numbers) and no path around it, a light KL
