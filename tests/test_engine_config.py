@@ -344,3 +344,10 @@ def test_cosine_schedule():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     with pytest.raises(ValueError, match="cosine"):
         schedule_lr("step", 1, 10, 1.0)
+
+
+def test_part_i_titles_say_whether_the_run_trained_a_vae():
+    from npvae.pipelines.mnist.task import MnistTask
+    kind = lambda **kw: MnistTask(MnistConfig(model="unet", **kw), ".", None, print).model_kind()
+    assert kind() == "unet VAE" and kind(beta=0.0) == "unet VAE" and kind(sample=False, beta=0.1) == "unet VAE"
+    assert kind(sample=False, beta=0.0) == "unet (deterministic)"

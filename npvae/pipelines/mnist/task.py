@@ -297,12 +297,18 @@ class MnistTask(Task):
                  f"{metrics['latent_size']} dimensions above 0.01 nats")
         return metrics
 
+    def model_kind(self) -> str:
+        """What the run trained, for titles: "unet VAE", or "unet (deterministic)" when it
+        neither samples its latent nor weighs a KL term (a plain autoencoder)."""
+        deterministic = not self.cfg.sample and self.cfg.beta == 0
+        return f"{self.cfg.model} (deterministic)" if deterministic else f"{self.cfg.model} VAE"
+
     def save(self, config, history, metrics):
         mixture, digit, fashion = self.eval_set
         k = min(self.cfg.n_examples, len(mixture))
         examples = example_images(self.model, mixture[:k], digit[:k], fashion[:k])
         save_grid(self.run_dir / "grid.png", {r: examples[r][:8] for r in GRID_ROWS},
-                  title=f"{self.cfg.model} VAE on evaluation pairs: mean PSNR {metrics['mean_psnr']:.1f} dB")
+                  title=f"{self.model_kind()} on evaluation pairs: mean PSNR {metrics['mean_psnr']:.1f} dB")
         save_model(self.run_dir / MODEL_FILE, self.model, config)
         save_results(self.run_dir / RESULTS_FILE, "mnist_results", self.model, config, history, metrics,
                      {k: v.astype(np.float32) for k, v in examples.items()})
