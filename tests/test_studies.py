@@ -127,6 +127,9 @@ def test_ablation_labels_name_the_flags_a_user_types():
     assert labels["no_sample"] == "--sample instead of --no-sample"
     assert labels["no_channels"] == "--channels 16 32 64 instead of 32 64 128"
     assert labels["recipe"].startswith("--preset unet (--model unet, --channels 32 64 128,") and "--no-sample" in labels["recipe"]
+    from npvae_lab.study_table import _bought
+    assert _bought(labels["no_sample"]) == "--no-sample rather than --sample"
+    assert _bought(labels["no_blocks"]) == "--blocks 2 rather than 1"
 
 
 def test_ablation_table_and_verdict_say_what_each_setting_buys():

@@ -119,8 +119,11 @@ def verdict(study: dict) -> str:
 
 
 def _bought(label: str) -> str:
-    """"--blocks 1 instead of 2" (an ablation row's label) as "--blocks 2 rather than 1"."""
+    """"--blocks 1 instead of 2" (an ablation row's label) as "--blocks 2 rather than 1";
+    a switch's "--sample instead of --no-sample" as "--no-sample rather than --sample"."""
     default, value = label.split(" instead of ", 1)
+    if value.startswith("--"):
+        return f"{value} rather than {default}"
     flag, default = default.split(" ", 1)
     return f"{flag} {value} rather than {default}"
 
