@@ -174,4 +174,6 @@ def test_latent_usage_script_tells_a_latent_that_carries_from_one_that_does_not(
     vae, unet = rows["mnist-vae"], rows["mnist-unet"]
     assert float(vae[0]) - float(vae[1]) > 10             # the VAE's separation is in its latent
     assert float(unet[0]) - float(unet[1]) < 5            # the U-Net's travels mostly through the skips
-    assert float(vae[2]) > 5 * float(unet[2])             # and its code holds far less
+    # without its latent the VAE falls below the mixture itself (13.54 dB); the U-Net stays far above
+    # (the U-Net's KL is no measure here: trained without a KL term, nothing keeps its code small)
+    assert float(vae[1]) < 13.54 < 25 < float(unet[1])
