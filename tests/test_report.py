@@ -52,6 +52,11 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
     best = max((r for r in read_study(mnist)["rows"] if r["group"] == "loss"), key=lambda r: r["mean_psnr"])
     assert f"**{best['label']}** ({best['mean_psnr']:.2f} dB)" in md
     assert "NMF" in md.split("## Discussion")[1]
+    from npvae import pretrained
+    from npvae_lab.report_shipped import missed_marks
+    if missed_marks({n: pretrained.info(n) for n in pretrained.list_models()}):
+        marks = md.split("## Missed marks: what was tried, and what limits it")[1].split("\n## ")[0]
+        assert "| run: mnist-run | dense 32, latent 4, beta" in marks      # the tiny run, as tried
     for fig in re.findall(r"\]\((figures/[^)]+\.png)\)", md):
         assert (out / fig).stat().st_size > 1000
     pdf = (out / "report.pdf").read_bytes()
@@ -141,13 +146,16 @@ def test_update_keeps_old_sections_and_takes_the_new_ones(tmp_path):
         "Part I: separation results (full training runs)": [("table", runs_header, [["r2", "22.0"], ["r3", "23.0"]]),
                                                            ("p", "new note"), fig("r2"), fig("r3")],
         "Shipped models, and how far from the marks": [("p", "new shipped")],
+        "Missed marks: what was tried, and what limits it": [("p", "new marks")],
         "Discussion: how well": [("p", "discussion of the new runs alone")],
     })
     merged = merge_reports(old, new, "Updated from: c.")
     sections = dict(merged.sections()[1:])
+    # a new section that follows the shipped models in the new report follows them here too
     assert list(sections) == ["Loss study, Part I: study-a", "Ablation, Part II: ablate-b",
                               "Part I: separation results (full training runs)", "Ablation, Part II: ablate-c",
-                              "Shipped models, and how far from the marks", "Discussion: how well"]
+                              "Shipped models, and how far from the marks",
+                              "Missed marks: what was tried, and what limits it", "Discussion: how well"]
     assert merged.sections()[0][1][-1] == ("p", "Updated from: c.")
     assert sections["Loss study, Part I: study-a"][1] == ("p", "old study a")
     assert sections["Ablation, Part II: ablate-b"][1] == ("p", "new ablation b")
@@ -188,3 +196,61 @@ def test_update_needs_a_report_to_update(tmp_path, capsys):
     with pytest.raises(SystemExit) as usage:                                                  # one or the other
         main(["report", str(tmp_path / "run"), "--update", "--overwrite"])
     assert usage.value.code == 2
+
+
+def _history(score, train, val, lr):
+    return {"val_psnr": np.asarray(score, float), "train_total": np.asarray(train, float),
+            "val_total": np.asarray(val, float), "val_lr": np.asarray(lr, float)}
+
+
+def test_curve_reading_tells_a_budget_limit_from_a_generalisation_limit():
+    from npvae_lab.report_marks import limit_verdict, read_curve
+    epochs = np.arange(12)
+    lr = [1e-3] * 10 + [5e-4, 1e-4]                       # ten constant epochs, then a tail
+    rising = read_curve(_history(25 + 0.3 * epochs, 500 - epochs, 510 - epochs, lr), "val_psnr")
+    assert rising.epochs == (6, 10)                        # the last half of the constant epochs
+    assert rising.score_rise == pytest.approx(0.3) and rising.train_fall == pytest.approx(1.0)
+    assert "the training budget limits it" in limit_verdict(rising, "PSNR")
+    # the tail's jump does not count: a flat score at constant lr is flat
+    flat = np.r_[np.full(10, 30.0), 31.0, 32.0]
+    overfit = read_curve(_history(flat, 500 - epochs, np.full(12, 510.0), lr), "val_psnr")
+    assert overfit.score_rise == pytest.approx(0.0, abs=1e-9) and overfit.val_fall == pytest.approx(0.0, abs=1e-9)
+    assert "what generalises from the training data limits it" in limit_verdict(overfit, "PSNR")
+    level = read_curve(_history(flat, np.full(12, 500.0), np.full(12, 510.0), lr), "val_psnr")
+    assert "reached what it can do" in limit_verdict(level, "PSNR")
+    assert read_curve(_history([1, 2, 3], [3, 2, 1], [3, 2, 1], [1e-3, 1e-4, 1e-5]), "val_psnr") is None
+    assert read_curve({"val_psnr": [1.0]}, "val_psnr") is None
+
+
+def test_missed_marks_section_lists_the_shipped_models_and_the_runs(tmp_path):
+    from pathlib import Path
+
+    from npvae import pretrained
+    from npvae_lab.document import Doc
+    from npvae_lab.report_marks import marks_section
+    from npvae_lab.report_shipped import missed_marks
+
+    infos = {name: pretrained.info(name) for name in pretrained.list_models()}
+    epochs = np.arange(12)
+    run = {"dir": Path("runs/wide"), "params": 1234, "history": _history(
+               25 + 0.3 * epochs, 500 - epochs, 510 - epochs, [1e-3] * 10 + [5e-4, 1e-4]),
+           "config": {"model": "unet", "channels": np.array([8, 16]), "blocks": 2, "beta": 0.0, "sample": False,
+                      "epochs": 12, "lr_schedule": "cosine"},
+           "metrics": {"mean_psnr": 33.0, "train_seconds_total": 99.0}}
+    doc = Doc()
+    missed = marks_section(doc, infos, [run], [])
+    md = doc.markdown(Path("."))
+    if not missed:
+        assert md == ""
+        return
+    assert missed == missed_marks(infos)
+    for m in missed:
+        assert f"**{m['what']}** (>= {m['target']:g} dB; {m['value']:.2f} dB by {m['name']}" in md
+    if any(m["task"] == "mnist" for m in missed):
+        for name, info in infos.items():
+            if info["task"] == "mnist":
+                assert f"| shipped: {name} | `{info['command']}` |" in md
+        mark = next(m for m in missed if m["task"] == "mnist")["target"]
+        assert (f"| run: wide | unet 8-16, 2 blocks, beta 0, no sampling, 12 epochs, lr cosine | 1,234 | 99 | 33.00 "
+                f"| {33.0 - mark:+.2f} | +0.30 | 1 / 1 |") in md
+        assert "best-scoring run with a curve (wide)" in md and "the training budget limits it" in md

@@ -36,6 +36,7 @@ from npvae.plotting import plot_example, plot_history, save_grid, save_loss_curv
 
 from .blind_report import blind_section, read_blind_run, uses_shipped
 from .document import Doc
+from .report_marks import marks_section
 from .report_shipped import published_section, shipped_section
 from .report_update import KEPT, merge_reports
 from .study_table import (COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, cells, columns, is_ablation,
@@ -96,8 +97,8 @@ def read_music_run(run_dir) -> dict:
     for path in sorted(d.glob("eval_*.h5")):
         e = h5mat.read_tree(path, expected_kind="music_results")
         evals.append({"path": path, "config": e["config"], "metrics": e["metrics"], "examples": e["examples"]})
-    return {"dir": d, "config": t["config"], "history": t["history"], "params": _param_count(t["model"]["params"]),
-            "evals": evals}
+    return {"dir": d, "config": t["config"], "history": t["history"], "metrics": t.get("metrics", {}),
+            "params": _param_count(t["model"]["params"]), "evals": evals}
 
 
 # ----------------------------------------------------------------------------- sections
@@ -420,7 +421,8 @@ def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sour
     for study, sdir in studies:
         if not is_ablation(study):
             _baseline_section(doc, study, sdir)
-    shipped_section(doc)
+    infos = shipped_section(doc)
+    marks_section(doc, infos, mnist_runs, music_runs)
     _discussion(doc, studies, mnist_runs, music_runs)
     published_section(doc)
     return doc

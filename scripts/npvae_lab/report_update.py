@@ -4,7 +4,8 @@ A report is built from the runs given to it; the runs behind an earlier report m
 longer be on the machine. :func:`merge_reports` keeps that report's sections and takes
 from a report built from the new runs only:
 
-* every section whose title is new, inserted before the shipped models' section;
+* every section whose title is new, inserted before the shipped models' section (or
+  right after it, for a section that follows it in the new report: the missed marks');
 * the sections with the same title (a study or an ablation of the same folder name,
   the shipped models, the published results), which replace the old ones;
 * for the full training runs' sections, the table rows of the new runs (a run of the
@@ -30,6 +31,9 @@ def merge_reports(old: Doc, new: Doc, note: str) -> Doc:
     new_sections = {title: blocks for title, blocks in new.sections() if title is not None}
     old_titles = {title for title, _ in old_sections}
     pending = [t for t in new_sections if t not in old_titles and not t.startswith(KEPT)]
+    order = list(new_sections)
+    follow_anchor = [t for t in pending if order.index(t) > 0 and order[order.index(t) - 1].startswith(ANCHOR)]
+    pending = [t for t in pending if t not in follow_anchor]
     merged = Doc()
     merged.blocks += old_sections[0][1] + [("p", note)]
     for title, blocks in old_sections[1:]:
@@ -41,7 +45,11 @@ def merge_reports(old: Doc, new: Doc, note: str) -> Doc:
             blocks = (_merge_rows(blocks, new_sections[title]) if title.startswith(MERGED)
                       else new_sections[title])
         merged.blocks += blocks
-    for t in pending:
+        if title.startswith(ANCHOR):
+            for t in follow_anchor:
+                merged.blocks += new_sections[t]
+            follow_anchor = []
+    for t in pending + follow_anchor:
         merged.blocks += new_sections[t]
     return merged
 

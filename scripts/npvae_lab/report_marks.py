@@ -1,0 +1,209 @@
+"""The report section on the marks the shipped models miss: what was tried toward each,
+with its numbers, and what the training curves say limits it.
+
+For every missed mark (:func:`.report_shipped.missed_marks`) the section lists the
+shipped models of that task (their command and score, read from the files) and the full
+training runs given to the report (recipe, parameters, time, score, gap), and reads each
+run's curves over its constant-learning-rate epochs (:func:`read_curve`): a validation
+score still rising there means the training budget limits the run; a training loss that
+falls while the validation loss and score stay flat means what generalises from the
+training data limits it. :func:`limit_verdict` turns that reading into a sentence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .document import Doc
+from .report_shipped import missed_marks
+
+RISING = 0.05        # dB an epoch: a validation score rising faster than this is still improving
+OVERFIT_RATIO = 2.0  # training loss falling this many times faster than validation loss
+MIN_EPOCHS = 4       # fewer constant-lr epochs than this: no reading
+
+CURVE_NOTE = (
+    "A run's curves are read over its constant-learning-rate epochs (before a cosine tail), on the "
+    "last half of them: the validation score's rise an epoch (a straight-line fit), and the fall an epoch "
+    "of the training and the validation loss. A score still rising by at least "
+    f"{RISING} dB an epoch there says the training budget limits the run; a score that has stopped "
+    f"rising while the training loss falls at least {OVERFIT_RATIO:g} times faster than the validation "
+    "loss says that what generalises from the training data limits it; a score and losses that have both "
+    "levelled off say the network at that recipe has reached what it can do.")
+
+
+@dataclass
+class CurveReading:
+    """What a run's history says over the last half of its constant-lr epochs.
+
+    epochs : (first, last) epoch numbers of that window (1-based).
+    score_rise : validation score's rise, dB an epoch.
+    train_fall, val_fall : training and validation loss falls an epoch (positive = falling).
+    """
+    epochs: tuple[int, int]
+    score_rise: float
+    train_fall: float
+    val_fall: float
+
+
+def read_curve(history: dict, score_key: str) -> CurveReading | None:
+    """Read ``history`` (per-epoch arrays: ``val_lr``, ``train_total``, ``val_total`` and
+    ``score_key``) over the last half of the epochs run at the first epoch's learning
+    rate; None when fewer than ``MIN_EPOCHS`` such epochs were run."""
+    if any(k not in history for k in ("val_lr", "train_total", "val_total", score_key)):
+        return None
+    lr = np.atleast_1d(np.asarray(history["val_lr"], float))
+    constant = int(np.argmin(lr >= lr[0] * 0.999)) if np.any(lr < lr[0] * 0.999) else len(lr)
+    if constant < MIN_EPOCHS:
+        return None
+    idx = np.arange(constant - max(3, constant // 2), constant)
+
+    def slope(key):
+        return float(np.polyfit(idx, np.atleast_1d(np.asarray(history[key], float))[idx], 1)[0])
+    return CurveReading((int(idx[0]) + 1, int(idx[-1]) + 1), slope(score_key), -slope("train_total"),
+                        -slope("val_total"))
+
+
+def limit_verdict(reading: CurveReading, score_name: str) -> str:
+    """One sentence: what ``reading`` says limits the run (see the module docstring)."""
+    where = f"over epochs {reading.epochs[0]}-{reading.epochs[1]} at constant learning rate"
+    if reading.score_rise >= RISING:
+        return (f"its validation {score_name} was still rising {reading.score_rise:.2f} dB an epoch {where}, "
+                f"with the training and validation losses falling alike ({reading.train_fall:.3g} and "
+                f"{reading.val_fall:.3g} an epoch): the training budget limits it")
+    if reading.train_fall > 0 and reading.train_fall >= OVERFIT_RATIO * max(reading.val_fall, 0.0):
+        return (f"its validation {score_name} had stopped rising ({reading.score_rise:+.2f} dB an epoch {where}) "
+                f"while the training loss still fell {reading.train_fall:.3g} an epoch against "
+                f"{reading.val_fall:.3g} for the validation loss: what generalises from the training data "
+                f"limits it, not the budget")
+    return (f"its validation {score_name} ({reading.score_rise:+.2f} dB an epoch) and both losses had levelled "
+            f"off {where}: the network at this recipe has reached what it can do")
+
+
+def _widths(c, key: str = "channels") -> str:
+    """"32-64-128" for the layer widths under ``key`` ("hidden" for the dense model's)."""
+    values = c.get(key)
+    if values is None or np.size(values) == 0:
+        return "default widths"
+    return "-".join(str(int(x)) for x in np.atleast_1d(values))
+
+
+def _mnist_recipe(c) -> str:
+    dense = str(c["model"]) == "dense"
+    return (f"{c['model']} {_widths(c, 'hidden' if dense else 'channels')}"
+            + (f", latent {int(c['latent_dim'])}" if dense and "latent_dim" in c else "")
+            + (f", {int(c['blocks'])} blocks" if "blocks" in c and not dense else "")
+            + f", beta {float(c['beta']):g}, {'sampling' if bool(c.get('sample', True)) else 'no sampling'}, "
+            f"{int(c['epochs'])} epochs, lr {c['lr_schedule']}")
+
+
+def _music_recipe(c) -> str:
+    return (f"{_widths(c)}, {int(c['epochs'])} epochs, loss {c['loss']}, remix {c.get('remix', 'none')}, "
+            f"logit penalty {float(c.get('logit_penalty', 0.0)):g}")
+
+
+def _validation_eval(run: dict) -> dict | None:
+    for e in run["evals"]:
+        if str(e["config"].get("split")) == "validation" and not bool(e["config"].get("wiener")):
+            return e["metrics"]
+    return None
+
+
+def _reading_cells(reading: CurveReading | None) -> list[str]:
+    if reading is None:
+        return ["-", "-"]
+    return [f"{reading.score_rise:+.2f}", f"{reading.train_fall:.3g} / {reading.val_fall:.3g}"]
+
+
+def _mnist_part(doc: Doc, marks: list[dict], infos: dict, runs: list[dict]):
+    mark = marks[0]
+    rows, readings = [], []
+    for name, i in sorted(infos.items(), key=lambda t: -t[1]["scores"].get("mean_psnr", -1e9)):
+        if i["task"] == "mnist":
+            v = i["scores"]["mean_psnr"]
+            rows.append([f"shipped: {name}", f"`{i['command']}`", "-", f"{i['train_seconds']:.0f}", f"{v:.2f}",
+                         f"{v - mark['target']:+.2f}", "-", "-"])
+    for r in sorted(runs, key=lambda r: -float(r["metrics"]["mean_psnr"])):
+        reading = read_curve(r["history"], "val_psnr")
+        v = float(r["metrics"]["mean_psnr"])
+        rows.append([f"run: {r['dir'].name}", _mnist_recipe(r["config"]), f"{r['params']:,}",
+                     f"{float(r['metrics']['train_seconds_total']):.0f}", f"{v:.2f}", f"{v - mark['target']:+.2f}",
+                     *_reading_cells(reading)])
+        if reading is not None:
+            readings.append((r["dir"].name, v, reading))
+    doc.p(f"**{mark['what']}** (>= {mark['target']:g} dB; {mark['value']:.2f} dB by {mark['name']}, "
+          f"{mark['target'] - mark['value']:.2f} dB short). Mean PSNR per source on the 10,000 fixed test pairs:")
+    doc.table(["model or run", "recipe", "params", "train time (s)", "mean PSNR (dB)", "against the mark (dB)",
+               "validation rise (dB an epoch)", "loss fall an epoch, train / validation"], rows)
+    _verdicts(doc, readings, "PSNR")
+
+
+def _music_part(doc: Doc, marks: list[dict], infos: dict, runs: list[dict]):
+    targets = {m["key"]: m["target"] for m in marks}
+    for m in marks:
+        doc.p(f"**{m['what']}** (>= {m['target']:g} dB; {m['value']:.2f} dB by {m['name']}, "
+              f"{m['target'] - m['value']:.2f} dB short).")
+    voice_t = targets.get("vocals_gnsdr", 10.5)
+    acc_t = targets.get("accompaniment_gnsdr", 10.0)
+    rows, readings, ceilings = [], [], []
+    for name, i in infos.items():
+        if i["task"] == "music":
+            s = i["scores"]
+            rows.append([f"shipped: {name}", f"`{i['command']}`", "-", f"{i['train_seconds']:.0f}",
+                         f"{s['vocals_gnsdr']:.2f} / {s['accompaniment_gnsdr']:.2f}",
+                         f"{s['vocals_gnsdr'] - voice_t:+.2f} / {s['accompaniment_gnsdr'] - acc_t:+.2f}", "-", "-", "-"])
+    for r in runs:
+        m = _validation_eval(r)
+        if m is None:
+            continue
+        v, a = float(m["model_vocals_gnsdr"]), float(m["model_accompaniment_gnsdr"])
+        singers = np.atleast_1d(m["group_vocals_gnsdr"]).astype(float) if "group_vocals_gnsdr" in m else None
+        spread = f"{singers.min():.2f} to {singers.max():.2f}" if singers is not None and singers.size else "-"
+        reading = read_curve(r["history"], "val_vocals_si_sdri")
+        seconds = float(r["metrics"].get("train_seconds_total", np.sum(r["history"].get("seconds", np.nan))))
+        rows.append([f"run: {r['dir'].name}", _music_recipe(r["config"]), f"{r['params']:,}", f"{seconds:.0f}",
+                     f"{v:.2f} / {a:.2f}", f"{v - voice_t:+.2f} / {a - acc_t:+.2f}", spread, *_reading_cells(reading)])
+        if reading is not None:
+            readings.append((r["dir"].name, v, reading))
+        if "oracle_vocals_gnsdr" in m:
+            ceilings.append(float(m["oracle_vocals_gnsdr"]))
+    doc.p("Vocals / accompaniment GNSDR on the MIR-1K validation singers (dB); the validation rise is that of "
+          "the voice's SI-SDR improvement:")
+    doc.table(["model or run", "recipe", "params", "train time (s)", "GNSDR (dB)", "against the marks (dB)",
+               "voice GNSDR across singers (dB)", "validation rise (dB an epoch)",
+               "loss fall an epoch, train / validation"], rows)
+    _verdicts(doc, readings, "voice SI-SDR improvement")
+    if ceilings:
+        doc.p(f"The ideal ratio mask (an oracle's mask on the mixture's phase) scores {max(ceilings):.2f} dB voice "
+              "GNSDR on the same clips: the ceiling of separation by masking at this STFT.")
+
+
+def _verdicts(doc: Doc, readings: list[tuple[str, float, CurveReading]], score_name: str):
+    if not readings:
+        doc.p("No run given to this report has enough constant-learning-rate epochs to read what limits it.")
+        return
+    best = max(readings, key=lambda t: t[1])
+    doc.p(f"What limits it, read from the best-scoring run with a curve ({best[0]}): "
+          + limit_verdict(best[2], score_name) + ".")
+
+
+def marks_section(doc: Doc, infos: dict, mnist_runs: list[dict], music_runs: list[dict]) -> list[dict]:
+    """Append the missed marks' section to ``doc`` (nothing when every mark is met);
+    returns the missed marks."""
+    missed = missed_marks(infos)
+    if not missed:
+        return missed
+    doc.h2("Missed marks: what was tried, and what limits it")
+    doc.p("For each mark the shipped models miss: the shipped models of its task (read from the files) and the "
+          "full training runs given to this report, each with its recipe, score and distance to the mark. "
+          + CURVE_NOTE + " What each setting of a recipe buys, one at a time, is in the ablation sections.")
+    mnist = [m for m in missed if m["task"] == "mnist"]
+    music = [m for m in missed if m["task"] == "music"]
+    if mnist:
+        _mnist_part(doc, mnist, infos, mnist_runs)
+    if music:
+        _music_part(doc, music, infos, music_runs)
+    return missed
+
+
+__all__ = ["CurveReading", "limit_verdict", "marks_section", "read_curve"]
