@@ -33,13 +33,17 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %                     2^levels (default: the model's own, Python's context_frames: 48
 %                     for three levels, the receptive-field radius for deeper ones);
 %                     with it the results do not depend on the chunking
+%     'shifts'        average the masks over this many time shifts of the input, spread
+%                     over the model's 2^levels frame phases, as npvae separate --shifts
+%                     (default 1: one plain pass; N passes take N times as long)
 %
 %   Example:
 %     [x, fs] = audioread('song.wav');
 %     [v, a] = npvae_separate('runs/music_mir1k/model.h5', x, fs);
 %     sound(v, fs)
 
-  opts = parse_options(struct('wiener', false, 'chunk_frames', 512, 'context', []), varargin, 'npvae_separate');
+  opts = parse_options(struct('wiener', false, 'chunk_frames', 512, 'context', [], 'shifts', 1), varargin, ...
+                       'npvae_separate');
   net = load_music_model(model_file);
   d = net.downsample;                               % the model's DOWNSAMPLE, 2^levels
   cf = double(opts.chunk_frames);
@@ -51,6 +55,12 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
     error('npvae:badOption', ['npvae_separate: chunk_frames (%s) and context (%s) must be ', ...
           'multiples of %d, chunk_frames positive'], mat2str(opts.chunk_frames), mat2str(opts.context), d);
   end
+  shifts = double(opts.shifts);
+  if ~isscalar(shifts) || shifts < 1 || shifts ~= round(shifts) || shifts > d
+    error('npvae:badOption', ['npvae_separate: shifts (%s) must be a whole number from 1 to %d ', ...
+          '(the model''s DOWNSAMPLE, its distinct frame phases)'], mat2str(opts.shifts), d);
+  end
+  offsets = unique(floor((0:shifts - 1) * d / shifts));   % npvae.separator.shift_offsets
   [chans, row] = check_audio(audio, fs);
   fs = double(fs);
   rate = net.cfg.sample_rate;
@@ -61,7 +71,7 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
   vocals = zeros(n, size(chans, 2));
   accompaniment = zeros(n, size(chans, 2));
   for c = 1:size(chans, 2)
-    est = separate_mono(net, work(:, c), logical(opts.wiener), cf, ctx);   % n_work x 2
+    est = separate_mono(net, work(:, c), logical(opts.wiener), cf, ctx, offsets);   % n_work x 2
     est = npvae_resample(double(single(est)), rate, fs);
     m = min(n, size(est, 1));
     vocals(1:m, c) = est(1:m, 1);
@@ -173,11 +183,27 @@ function net = load_music_model(model_file)
 end
 
 
-function est = separate_mono(net, x, wiener, chunk_frames, context)
-  % x : n x 1 at the model's rate. est : n x n_sources.
+function est = separate_mono(net, x, wiener, chunk_frames, context, offsets)
+  % x : n x 1 at the model's rate. est : n x n_sources. The masks are averaged over
+  % passes on the features delayed by each of `offsets` frames (reflected at the start).
   X = npvae_stft(x, net.cfg);                       % F x T
   mag = abs(X);
-  M = masks(net, mag, chunk_frames, context);       % F x T x S
+  feats = features(net, mag);
+  M = 0;
+  for o = offsets
+    if o == 0
+      M = M + masks(net, feats, size(mag, 1), chunk_frames, context);   % F x T x S
+    else
+      if size(feats, 2) > o
+        pad = feats(:, o + 1:-1:2);                 % numpy's 'reflect'
+      else
+        pad = repmat(feats(:, 1), 1, o);            % 'edge', for a mixture shorter than o frames
+      end
+      m = masks(net, [pad feats], size(mag, 1), chunk_frames, context);
+      M = M + m(:, o + 1:end, :);
+    end
+  end
+  M = M / numel(offsets);
   if wiener
     p = (M .* mag) .^ 2;
     M = p ./ (sum(p, 3) + 1e-10);
@@ -190,16 +216,12 @@ function est = separate_mono(net, x, wiener, chunk_frames, context)
 end
 
 
-function M = masks(net, mag, chunk_frames, context)
-  % Soft masks F x T x S of a mixture magnitude F x T, the network run chunk by chunk
-  % (npvae predict_masks: zero features pad T up to a multiple of 2^levels, each chunk
-  % sees `context` real frames on both sides, only its centre is kept; every chunk's
-  % input has the same width, a chunk at an edge taking more context on its inner side).
+function feats = features(net, mag)
+  % The network's input n_bins x T for a mixture magnitude F x T: compressed, standardised.
   nm = net.norm;
   n_bins = numel(nm.mean);
-  [F, T] = size(mag);
-  if n_bins > F
-    error('npvae:badFile', 'npvae_separate: the normaliser has %d bins but the STFT only %d', n_bins, F);
+  if n_bins > size(mag, 1)
+    error('npvae:badFile', 'npvae_separate: the normaliser has %d bins but the STFT only %d', n_bins, size(mag, 1));
   end
   c = mag(1:n_bins, :);
   if strcmp(nm.compression, 'log')
@@ -208,6 +230,15 @@ function M = masks(net, mag, chunk_frames, context)
     c = c .^ nm.power;
   end
   feats = (c - nm.mean) ./ nm.std;
+end
+
+
+function M = masks(net, feats, F, chunk_frames, context)
+  % Soft masks F x T x S for features n_bins x T, the network run chunk by chunk
+  % (npvae predict_masks: zero features pad T up to a multiple of 2^levels, each chunk
+  % sees `context` real frames on both sides, only its centre is kept; every chunk's
+  % input has the same width, a chunk at an edge taking more context on its inner side).
+  [n_bins, T] = size(feats);
   d = net.downsample;
   Tp = ceil(T / d) * d;
   x = zeros(n_bins, Tp);

@@ -15,12 +15,12 @@ function files = npvae_separate_file(model_file, song, out_dir, varargin)
 %   is never an output. Both checks happen before any work.
 %
 %   Options (name-value pairs): 'overwrite' (default false), and npvae_separate's
-%   'wiener', 'chunk_frames', 'context'.
+%   'wiener', 'chunk_frames', 'context', 'shifts'.
 %
 %   Example:
 %     npvae_separate_file('runs/music_mir1k/model.h5', 'song.wav', 'separated')
 
-  defaults = struct('overwrite', false, 'wiener', false, 'chunk_frames', 512, 'context', []);   % []: the model's
+  defaults = struct('overwrite', false, 'wiener', false, 'chunk_frames', 512, 'context', [], 'shifts', 1);   % []: the model's
   opts = parse_options(defaults, varargin, 'npvae_separate_file');
   song = char(song);
   out_dir = char(out_dir);
@@ -59,7 +59,8 @@ function files = npvae_separate_file(model_file, song, out_dir, varargin)
     error('npvae:badAudio', 'npvae_separate_file: "%s" holds no samples', song);
   end
   [vocals, accompaniment] = npvae_separate(S, audio, fs, 'wiener', opts.wiener, ...
-                                           'chunk_frames', opts.chunk_frames, 'context', opts.context);
+                                           'chunk_frames', opts.chunk_frames, 'context', opts.context, ...
+                                           'shifts', opts.shifts);
   write_float_wav(files{1}, vocals, fs);
   write_float_wav(files{2}, accompaniment, fs);
 end

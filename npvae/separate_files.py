@@ -277,10 +277,12 @@ def _write_error(path: Path, exc: BaseException) -> OutputError:
 
 
 def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str = "float", wiener: bool = False,
-                  chunk_frames: int = 256, block_seconds: float = 10.0, progress: bool = False) -> int:
+                  chunk_frames: int = 256, block_seconds: float = 10.0, progress: bool = False,
+                  shifts: int = 1) -> int:
     """Separate one song block by block into ``job.outputs`` (written to temporary names,
     renamed when whole: a failure or Ctrl-C leaves none of them). Returns how many
-    samples exceeded full scale and were clipped (16/24-bit output only).
+    samples exceeded full scale and were clipped (16/24-bit output only). ``shifts``:
+    masks averaged over that many time shifts (:meth:`Separator.masks`).
 
     A damaged input raises FileFormatError naming it; a failed write raises OutputError
     naming the file, the cause (no space left, ...) and the fix.
@@ -305,7 +307,8 @@ def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str 
             writing = None
             bar = tqdm(total=round(job.frames / job.sr, 1), desc=job.input.name, unit="s", leave=False,
                        disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-            blocks = separate_blocks(lambda x: sep.separate(x, job.sr, wiener=wiener, chunk_frames=chunk_frames),
+            options = {"wiener": wiener, "chunk_frames": chunk_frames, **({"shifts": shifts} if shifts != 1 else {})}
+            blocks = separate_blocks(lambda x: sep.separate(x, job.sr, **options),
                                      iter_file_blocks(src), job.frames, block, context)
             while True:
                 try:
@@ -357,8 +360,10 @@ def prepare(songs, out, stems=SOURCES, fmt: str = "wav", bits: str = "float", ov
 def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits: str = "float",
                    overwrite: bool = False, wiener: bool = False, chunk_frames: int = 256,
                    block_seconds: float = 10.0, progress: bool = False,
-                   log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> list[SongJob]:
+                   log: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+                   shifts: int = 1) -> list[SongJob]:
     """Separate songs and folders of songs into ``out``; returns the jobs done.
+    ``shifts`` > 1 averages the masks over that many time shifts (slower, a little better).
 
     ``model``: a run directory, model file, shipped model name, or a loaded
     :class:`~npvae.separator.Separator` (default: the shipped music model). Checks
@@ -372,7 +377,7 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
     for job in jobs:
         for w in job.warnings:
             log(f"warning: {w}")
-        separate_song(sep, job, stems, fmt, bits, wiener, chunk_frames, block_seconds, progress)
+        separate_song(sep, job, stems, fmt, bits, wiener, chunk_frames, block_seconds, progress, shifts)
     return jobs
 
 

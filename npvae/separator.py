@@ -141,7 +141,8 @@ class Separator:
     source: str | None = field(default=None, compare=False, repr=False)
 
     # -- masks ---------------------------------------------------------------
-    def masks(self, mix_mag: np.ndarray, chunk_frames: int = 512, context: int | None = None) -> np.ndarray:
+    def masks(self, mix_mag: np.ndarray, chunk_frames: int = 512, context: int | None = None,
+              shifts: int = 1) -> np.ndarray:
         """Soft masks (n_sources, F, T) for a mixture magnitude (F, T) of any length.
 
         The network runs on chunks of ``chunk_frames`` frames, each with ``context``
@@ -149,16 +150,33 @@ class Separator:
         strided layers keep their alignment); only a chunk's centre is kept. The default
         context, the model's ``context_frames``, covers its receptive-field radius, so this
         equals one pass over the whole file while memory stays bounded by the chunk size.
+
+        ``shifts`` > 1 averages the masks of that many passes, the input delayed by
+        offsets spread evenly over [0, DOWNSAMPLE) frames (:func:`shift_offsets`): the
+        strided layers see each frame at another phase (the "shift trick" of Demucs). It
+        costs ``shifts`` times the time; 1 is one plain pass.
         """
-        return predict_masks(self.model, self.norm(mix_mag), mix_mag.shape[0], chunk_frames, context)
+        feats = self.norm(mix_mag)
+        n_freq = mix_mag.shape[0]
+        offsets = shift_offsets(self.model.DOWNSAMPLE, shifts)
+        total = None
+        for o in offsets:
+            if o:
+                pad = np.pad(feats, ((0, 0), (o, 0)), mode="reflect" if feats.shape[1] > o else "edge")
+                m = predict_masks(self.model, pad, n_freq, chunk_frames, context)[..., o:]
+            else:
+                m = predict_masks(self.model, feats, n_freq, chunk_frames, context)
+            total = m if total is None else total + m
+        return total if len(offsets) == 1 else total / np.float32(len(offsets))
 
     # -- waveforms -----------------------------------------------------------
     def separate_mono(self, x: np.ndarray, wiener: bool = False, chunk_frames: int = 512,
-                      context: int | None = None) -> np.ndarray:
-        """x : (n_samples,) at ``stft_cfg.sample_rate``. Returns float32 (n_sources, n_samples)."""
+                      context: int | None = None, shifts: int = 1) -> np.ndarray:
+        """x : (n_samples,) at ``stft_cfg.sample_rate``. Returns float32 (n_sources, n_samples).
+        ``shifts``: see :meth:`masks`."""
         x = np.asarray(x, np.float32)
         X = stft(x, self.stft_cfg)
-        M = self.masks(np.abs(X), chunk_frames, context)
+        M = self.masks(np.abs(X), chunk_frames, context, shifts)
         if wiener:
             M = wiener_masks(M * np.abs(X)[None])
         out = istft((M * X[None]).astype(np.complex64, copy=False), self.stft_cfg, length=len(x))
@@ -166,7 +184,7 @@ class Separator:
         return out
 
     def separate(self, audio: np.ndarray, sr: int, wiener: bool = False, chunk_frames: int = 512,
-                 context: int | None = None) -> np.ndarray:
+                 context: int | None = None, shifts: int = 1) -> np.ndarray:
         """audio : (n_samples,) or (n_samples, n_channels) at ``sr`` Hz.
 
         Every channel is separated on its own at the model's rate and resampled back.
@@ -186,7 +204,7 @@ class Separator:
         work = resample(chans, sr, rate)
         out = np.zeros((self.model.n_sources, n, chans.shape[1]), np.float32)
         for c in range(chans.shape[1]):
-            est = self.separate_mono(work[:, c], wiener, chunk_frames, context)   # (S, n_work)
+            est = self.separate_mono(work[:, c], wiener, chunk_frames, context, shifts)   # (S, n_work)
             est = resample(est.T, rate, sr).T
             m = min(n, est.shape[1])
             out[:, :m, c] = est[:, :m]
@@ -308,6 +326,18 @@ def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512
                 out[:, :n_bins, s:e] = m[k][:, :, s - lo:e - lo]
     out[:, n_bins:] = out[:, n_bins - 1:n_bins]      # bins the network does not see (Nyquist)
     return out[..., :T]
+
+
+def shift_offsets(downsample: int, shifts: int) -> list[int]:
+    """``shifts`` frame offsets spread evenly over [0, ``downsample``): ``[0, 8, 16, 24]``
+    for 4 shifts of a model that downsamples time 32-fold. More shifts than
+    ``downsample`` repeat no offset: there are only ``downsample`` distinct phases."""
+    if isinstance(shifts, bool) or not isinstance(shifts, (int, np.integer)) or shifts < 1:
+        raise ValueError(f"shifts must be a whole number >= 1, got {shifts!r}")
+    if shifts > downsample:
+        raise ValueError(f"shifts ({shifts}) cannot exceed the model's {downsample} distinct frame phases "
+                         f"(its DOWNSAMPLE); use at most {downsample}")
+    return sorted({(k * downsample) // shifts for k in range(shifts)})
 
 
 def chunk_windows(frames: int, chunk_frames: int, context: int) -> list[tuple[int, int, int, int]]:

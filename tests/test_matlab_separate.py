@@ -99,7 +99,7 @@ def songs(tmp_path_factory, shared_data):
 @pytest.fixture(scope="module")
 def separated(model_file, songs, tmp_path_factory):
     """Both songs separated by `npvae separate` and by Octave: with the shipped model, and with
-    the tiny model (plain and with --wiener / small chunks)."""
+    the tiny model (plain, with --wiener / small chunks, and with --shifts)."""
     from npvae import pretrained
     work = tmp_path_factory.mktemp("separated")
     paths = [p for p, _, _ in songs.values()]
@@ -108,10 +108,12 @@ def separated(model_file, songs, tmp_path_factory):
     run_script("separate", *paths, "--model", model_file, "--out", work / "py")
     run_script("separate", songs["my song"][0], "--model", model_file, "--out", work / "py_wiener",
                "--wiener", "--chunk-frames", 16)
+    run_script("separate", songs["my song"][0], "--model", model_file, "--out", work / "py_shifts", "--shifts", 3)
     code = "".join(f"npvae_separate_file('{model_file}', '{p}', 'oct');"
                    f"npvae_separate_file('{shipped}', '{p}', 'oct_shipped');" for p in paths)
     code += (f"npvae_separate_file('{model_file}', '{songs['my song'][0]}', 'oct_wiener', 'wiener', true, "
              f"'chunk_frames', 16);"
+             f"npvae_separate_file('{model_file}', '{songs['my song'][0]}', 'oct_shifts', 'shifts', 3);"
              # the array form, on what audioread gives
              f"[x, fs] = audioread('{songs['annar_1_01'][0]}'); [v, a] = npvae_separate('{model_file}', x, fs);"
              f"save('-v7', 'arrays.mat', 'v', 'a', 'fs');")
@@ -131,7 +133,8 @@ def read_pair(folder, name):
 @pytest.mark.parametrize("name,py,oc", [("annar_1_01", "py_shipped", "oct_shipped"),
                                         ("my song", "py_shipped", "oct_shipped"),
                                         ("annar_1_01", "py", "oct"), ("my song", "py", "oct"),
-                                        ("my song", "py_wiener", "oct_wiener")])
+                                        ("my song", "py_wiener", "oct_wiener"),
+                                        ("my song", "py_shifts", "oct_shifts")])
 def test_octave_files_equal_separate_py(separated, songs, name, py, oc):
     _, mix, sr = songs[name]
     want = read_pair(separated / py, name)
@@ -148,6 +151,14 @@ def test_octave_files_equal_separate_py(separated, songs, name, py, oc):
         # the estimates add up to the input.
         err = vocals + acc - mix
         assert np.sqrt(np.mean(err ** 2)) < 0.01 * np.sqrt(np.mean(mix ** 2))
+
+
+def test_shifts_change_the_estimates(separated):
+    # the shifted passes are not copies of the plain one: --shifts averages something
+    plain = read_pair(separated / "py", "my song")
+    shifted = read_pair(separated / "py_shifts", "my song")
+    for (p, _), (q, _) in zip(plain, shifted):
+        assert 1e-5 < np.abs(p - q).max() < 0.5 * np.abs(p).max()
 
 
 def test_octave_array_form_equals_separate_py(separated, songs):
@@ -227,6 +238,7 @@ def test_separate_refuses_bad_input_clearly(model_file, songs, tmp_path):
         f"npvae_separate('{model_file}', [0; NaN], 16000)": ("npvae:badAudio", "NaN"),
         f"npvae_separate('{model_file}', zeros(100, 1), 0)": ("npvae:badRate", "positive integer"),
         f"npvae_separate('{model_file}', zeros(100, 1), 16000, 'chunk_frames', 7)": ("npvae:badOption", "multiples of 8"),
+        f"npvae_separate('{model_file}', zeros(100, 1), 16000, 'shifts', 9)": ("npvae:badOption", "from 1 to 8"),
         f"npvae_separate_file('{model_file}', '{song}', 'sep')": ("npvae:outputExists", "'overwrite', true"),
         f"npvae_separate_file('{model_file}', 'nowhere.wav', 'sep')": ("npvae:fileNotFound", "nowhere.wav"),
     }

@@ -158,6 +158,38 @@ def test_a_deeper_network_separates_in_chunks_with_its_own_context(rng):
     np.testing.assert_allclose(predict_masks(model, feats, CFG.n_freq, chunk_frames=64), one, atol=1e-5)
 
 
+def test_shift_offsets_spread_over_the_downsampling_phases():
+    from npvae.separator import shift_offsets
+    assert shift_offsets(32, 1) == [0]
+    assert shift_offsets(32, 4) == [0, 8, 16, 24] and shift_offsets(8, 3) == [0, 2, 5]
+    assert shift_offsets(8, 8) == list(range(8))
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="whole number >= 1"):
+            shift_offsets(8, bad)
+    with pytest.raises(ValueError, match="at most 8"):
+        shift_offsets(8, 9)
+
+
+def test_shifted_masks_average_the_passes_over_delayed_inputs(rng):
+    sep = tiny_separator(rng)
+    mag = np.abs(stft(synth_track(rng).mixture(), CFG))                   # (129, T)
+    plain = sep.masks(mag)
+    np.testing.assert_array_equal(sep.masks(mag, shifts=1), plain)
+    feats = sep.norm(mag)
+    by_hand = [plain]
+    for o in (2, 4, 6):                                                    # DOWNSAMPLE 8, 4 shifts
+        delayed = np.pad(feats, ((0, 0), (o, 0)), mode="reflect")
+        by_hand.append(predict_masks(sep.model, delayed, CFG.n_freq)[..., o:])
+    four = sep.masks(mag, shifts=4)
+    assert four.shape == plain.shape
+    np.testing.assert_allclose(four, np.mean(by_hand, axis=0), rtol=1e-6, atol=1e-7)
+    assert np.abs(four - plain).max() > 1e-4            # a delayed pass is not the same pass
+    # a mixture shorter than an offset is padded with its edge, not refused
+    assert sep.masks(mag[:, :3], shifts=8).shape == (2, CFG.n_freq, 3)
+    x = synth_track(rng).mixture()
+    np.testing.assert_allclose(sep.separate_mono(x, shifts=4)[0].shape, x.shape)
+
+
 def test_evaluate_orders_oracle_model_and_floor(rng):
     tracks = [synth_track(rng, name=f"c{i}") for i in range(2)]
     res = evaluate(tiny_separator(rng, tracks=tracks), tracks)

@@ -121,6 +121,33 @@ def test_evaluation_files_are_named_per_option(tmp_path):
     wiener = results_path(tmp_path, "mir1k", "validation", wiener=True)
     assert plain != wiener and plain.parent == wiener.parent == tmp_path
     assert results_path(tmp_path / "model.h5", "irmas", "all").parent == tmp_path
+    shifted = results_path(tmp_path, "mir1k", "validation", shifts=8)
+    assert shifted.name == "eval_mir1k_validation_shifts8.h5"
+
+
+def test_shifts_are_checked_against_the_model(trained_run, irmas_root, tmp_path):
+    out, _, _ = trained_run
+    r = run("evaluate", out, "--dataset", "irmas", "--data-dir", irmas_root, "--shifts", "0",
+            "--results", tmp_path / "e.h5")
+    assert r.returncode == 2 and "whole number >= 1" in r.stderr
+    r = run("evaluate", out, "--dataset", "irmas", "--data-dir", irmas_root, "--shifts", "1000",
+            "--results", tmp_path / "e.h5")
+    assert r.returncode != 0 and "--shifts" in r.stderr and "DOWNSAMPLE" in r.stderr
+    assert not (tmp_path / "e.h5").exists()
+    song = tmp_path / "song.wav"
+    sf.write(song, (0.1 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32), SR)
+    r = run("separate", song, "--model", out, "--out", tmp_path / "sep", "--shifts", "1000")
+    assert r.returncode == 2 and "DOWNSAMPLE" in r.stderr and not (tmp_path / "sep" / "song_vocals.wav").exists()
+    # a good --shifts: the file holds what the separator gives with the same shifts
+    r = run("separate", song, "--model", out, "--out", tmp_path / "sep", "--shifts", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    from npvae.io import load_separator
+    x = sf.read(song, dtype="float32")[0]
+    expected = load_separator(out).separate(x, SR, shifts=2)
+    got = sf.read(tmp_path / "sep" / "song_vocals.wav", dtype="float32")[0]
+    np.testing.assert_allclose(got, expected[0], atol=1e-4)
+    plain = load_separator(out).separate(x, SR)
+    assert np.abs(got - plain[0]).max() > 1e-6
 
 
 def test_separate_stereo_file_of_odd_length(trained_run, tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import DatasetError
 from ..fileguard import check_output_file
 from .common import HelpFormatter, UsageError
+from .separate import positive_int
 
 
 def add_command(sub, name):
@@ -32,22 +33,25 @@ def add_command(sub, name):
     p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA)")
     p.add_argument("--split", default="validation", help="train, validation, test or all")
     p.add_argument("--wiener", action="store_true", help="Wiener-style refinement of the masks")
+    p.add_argument("--shifts", type=positive_int, default=1, metavar="N",
+                   help="average the masks over N time shifts of the input (N times slower; see npvae separate)")
     p.add_argument("--no-baselines", action="store_true", help="skip the oracle and mixture rows")
     p.add_argument("--results", default=None,
-                   help="HDF5 file for the scores (default: <run dir>/eval_<dataset>_<split>[_wiener].h5)")
+                   help="HDF5 file for the scores (default: <run dir>/eval_<dataset>_<split>[_wiener][_shiftsN].h5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results, table and figure files")
     p.add_argument("--figure", default=None, help="image of the first clip's spectrograms (.png, .pdf, .svg)")
     p.set_defaults(run=run)
     return p
 
 
-def results_path(model, dataset: str, split: str, wiener: bool = False, results=None) -> Path:
+def results_path(model, dataset: str, split: str, wiener: bool = False, results=None, shifts: int = 1) -> Path:
     """Where the scores go: ``results``, else a name beside the model that says which
-    options made them (``eval_<dataset>_<split>[_wiener].h5``)."""
+    options made them (``eval_<dataset>_<split>[_wiener][_shiftsN].h5``)."""
     if results:
         return Path(results)
     model_dir = Path(model) if Path(model).is_dir() else Path(model).parent
-    return model_dir / f"eval_{dataset}_{split}{'_wiener' if wiener else ''}.h5"
+    return model_dir / (f"eval_{dataset}_{split}{'_wiener' if wiener else ''}"
+                        f"{f'_shifts{shifts}' if shifts != 1 else ''}.h5")
 
 
 def figure_formats() -> set[str]:
@@ -59,7 +63,7 @@ def figure_formats() -> set[str]:
 
 def check_outputs(a: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     """``(results, table, figure)`` paths, each checked before any work."""
-    path = results_path(a.model, a.dataset, a.split, a.wiener, a.results)
+    path = results_path(a.model, a.dataset, a.split, a.wiener, a.results, a.shifts)
     if path.suffix != ".h5":
         raise UsageError(f"--results {path} must end in .h5 (an HDF5 file; the table goes beside it as .txt)")
     figure = Path(a.figure) if a.figure else None
@@ -92,9 +96,14 @@ def run(a: argparse.Namespace) -> int:
     from ..io import load_separator, save_music_results
     from ..pipelines.music import by_group, evaluate, example, format_groups, format_table
     from ..plotting import plot_example
+    from ..separator import shift_offsets
     a.model = model_of(a)
     path, table_path, figure = check_outputs(a)
     sep = load_separator(a.model)
+    try:
+        shift_offsets(sep.model.DOWNSAMPLE, a.shifts)     # refuse more shifts than phases before the work
+    except ValueError as e:
+        raise UsageError(f"--shifts: {e}") from None
     tracks = load_tracks(a.dataset, a.split, a.data_dir)
     if not tracks:
         raise DatasetError(f"split '{a.split}' of {a.dataset} holds no clips")
@@ -102,7 +111,7 @@ def run(a: argparse.Namespace) -> int:
           f"({sum(t.duration for t in tracks):.0f} s)", flush=True)
     t0 = time.perf_counter()
     res = evaluate(sep, tracks, wiener=a.wiener, baselines=not a.no_baselines,
-                   progress=lambda name: print(f"  {name}", flush=True))
+                   progress=lambda name: print(f"  {name}", flush=True), shifts=a.shifts)
     systems = ("model",) if a.no_baselines else ("model", "oracle", "mixture")
     table = format_table(res, systems)
     if res["skipped_clips"]:
@@ -115,8 +124,8 @@ def run(a: argparse.Namespace) -> int:
     print(f"({time.perf_counter() - t0:.0f} s)")
     metrics = {k: (np.asarray(v) if not isinstance(v, (list, str, float)) else v) for k, v in res.items()
                if not (k == "skipped_clips" and not v)}
-    config = {"dataset": a.dataset, "split": a.split, "wiener": a.wiener, "model": str(a.model)}
-    ex = example(sep, tracks[0], wiener=a.wiener)
+    config = {"dataset": a.dataset, "split": a.split, "wiener": a.wiener, "shifts": a.shifts, "model": str(a.model)}
+    ex = example(sep, tracks[0], wiener=a.wiener, shifts=a.shifts)
     for p in (path, table_path, figure):          # again: the evaluation took a while
         if p is not None:
             check_output_file(p, a.overwrite)

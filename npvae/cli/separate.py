@@ -33,7 +33,7 @@ from .. import pretrained
 from ..errors import FileFormatError
 from ..io import load_separator
 from ..separate_files import SUBTYPES, prepare, separate_song
-from ..separator import SOURCES
+from ..separator import SOURCES, shift_offsets
 from .common import HelpFormatter
 
 
@@ -44,6 +44,16 @@ def positive_float(text):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}") from None
     if not v > 0 or not np.isfinite(v):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
     return v
 
 
@@ -79,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sample format: 16/24-bit PCM or 32-bit float (WAV only); default float")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--wiener", action="store_true", help="Wiener-style (power ratio) refinement of the masks")
+    p.add_argument("--shifts", type=positive_int, default=1, metavar="N",
+                   help="average the masks over N time shifts of the input: N times slower, a little "
+                        "better (docs/separation.md has the numbers); at most the model's DOWNSAMPLE")
     p.add_argument("--chunk-frames", type=chunk_frames, default=256,
                    help="STFT frames per network pass (a positive multiple of 8)")
     p.add_argument("--block-seconds", type=positive_float, default=10.0,
@@ -113,13 +126,17 @@ def run(a: argparse.Namespace) -> int:
         raise FileFormatError(f"this installation has no shipped model {a.model!r}; pass --model RUN_DIR "
                               "(a run of `npvae train music`)")
     sep = load_separator(pretrained.path(a.model) if pretrained.is_name(a.model) else a.model)
+    try:
+        shift_offsets(sep.model.DOWNSAMPLE, a.shifts)
+    except ValueError as e:
+        a.parser.error(f"--shifts: {e}")
     a.progress_state = {"done": 0, "total": len(jobs), "current": None}
     for job in jobs:
         a.progress_state["current"] = job.input
         for w in job.warnings:
             print(f"warning: {w}", file=sys.stderr)
         clipped = separate_song(sep, job, a.stems, a.format, a.bits, a.wiener, a.chunk_frames, a.block_seconds,
-                                progress=not a.no_progress)
+                                progress=not a.no_progress, shifts=a.shifts)
         a.progress_state["done"] += 1
         for path in job.outputs.values():
             print(path, flush=True)
