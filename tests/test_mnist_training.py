@@ -79,6 +79,18 @@ def test_cosine_schedule_lowers_the_learning_rate_at_the_end(tmp_path, shared_da
     assert 1e-3 > hist["val_lr"][3] > hist["val_lr"][4] > 1e-4 and hist["val_lr"][4] < 1.2e-4
 
 
+def test_weight_decay_shrinks_the_weights_and_is_recorded(tmp_path, shared_data):
+    def weight_norm(wd):
+        settings = tiny(tmp_path / f"wd{wd}", shared_data, epochs=1, train_limit=320, weight_decay=wd)
+        train(settings)
+        run = Path(settings["out"])
+        assert json.loads((run / "config.json").read_text())["weight_decay"] == wd
+        weights = npvae.load_model(run).state_dict().values()
+        return np.sqrt(sum(float(np.sum(w.astype(np.float64) ** 2)) for w in weights))
+    plain, decayed = weight_norm(0.0), weight_norm(20.0)     # 5 steps of lr 1e-3: each takes 2% off
+    assert decayed < 0.95 * plain
+
+
 def test_saved_model_reproduces_the_outputs(tmp_path, shared_data):
     settings = tiny(tmp_path, shared_data, model="unet", channels=(4, 4, 8), hidden=None, epochs=1,
                     train_limit=256)

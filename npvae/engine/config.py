@@ -30,7 +30,9 @@ class RunConfig:
     epochs : full passes over the training data. batch_size : items per optimiser step
     (split between the ranks under MPI). lr, lr_schedule : Adam's learning rate, constant
     or with a cosine tail (constant for 60% of the epochs, then down to lr / 10).
-    clip_norm : largest global gradient norm (0: no clipping). beta, kl_warmup : the KL
+    clip_norm : largest global gradient norm (0: no clipping). weight_decay : Adam's
+    decoupled weight decay (AdamW: each step also takes lr * weight_decay * w off every
+    weight; 0: plain Adam). beta, kl_warmup : the KL
     term's weight and the epochs over which it ramps up from 0. seed : data order,
     initial weights and latent noise. display_every : print the loss terms and draw the
     figures every N epochs. data_dir : the data's folder (else ``$NPVAE_DATA``). out : the
@@ -42,6 +44,7 @@ class RunConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"
     clip_norm: float = 0.0
+    weight_decay: float = 0.0
     beta: float = 0.5
     kl_warmup: float = 0.0
     seed: int = 0
@@ -54,7 +57,7 @@ class RunConfig:
 
     def __post_init__(self):
         check_settings(self, positive_int=("epochs", "batch_size", "display_every", "train_limit", "eval_limit"),
-                       nonneg_int=("seed",), positive=("lr",), nonneg=("clip_norm", "beta", "kl_warmup"),
+                       nonneg_int=("seed",), positive=("lr",), nonneg=("clip_norm", "weight_decay", "beta", "kl_warmup"),
                        choices={"lr_schedule": SCHEDULES},
                        optional=("epochs", "train_limit", "eval_limit"))
 
