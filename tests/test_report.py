@@ -254,3 +254,16 @@ def test_missed_marks_section_lists_the_shipped_models_and_the_runs(tmp_path):
         assert (f"| run: wide | unet 8-16, 2 blocks, beta 0, no sampling, 12 epochs, lr cosine | 1,234 | 99 | 33.00 "
                 f"| {33.0 - mark:+.2f} | +0.30 | 1 / 1 |") in md
         assert "best-scoring run with a curve (wide)" in md and "the training budget limits it" in md
+
+
+def test_the_missed_marks_read_the_plain_validation_scores():
+    # a run may also hold Wiener or shifted evaluations: the marks compare the plain one,
+    # as the shipped scores are measured
+    from npvae_lab.report_marks import _validation_eval
+
+    def ev(split, score, **config):
+        return {"config": {"split": split, **config}, "metrics": {"score": score}}
+    run = {"evals": [ev("validation", 1.0, wiener=True), ev("validation", 2.0, shifts=8), ev("train", 3.0),
+                     ev("validation", 4.0, wiener=False, shifts=1)]}
+    assert _validation_eval(run)["score"] == 4.0
+    assert _validation_eval({"evals": run["evals"][:3]}) is None

@@ -150,7 +150,9 @@ def _music_section(doc: Doc, runs: list[dict], figs: Path):
                 for src in ("vocals", "accompaniment"):
                     p = f"{sysname}_{src}_"
                     if p + "gnsdr" in m:
-                        lab = labels[sysname] + (" + Wiener" if sysname == "model" and ec.get("wiener") else "")
+                        lab = labels[sysname] + (" + Wiener" if sysname == "model" and ec.get("wiener") else "") + (
+                            f", masks of {int(ec['shifts'])} shifts" if sysname == "model"
+                            and int(ec.get("shifts", 1)) > 1 else "")
                         rows.append([lab, src, _f(m[p + "gnsdr"]), _f(m[p + "gsir"]), _f(m[p + "gsar"]),
                                      _f(m[p + "mean_si_sdr"])])
             doc.p(f"{e['path'].name}: {ec.get('dataset')} {ec.get('split')} split, {len(seconds)} clips, "
