@@ -180,6 +180,11 @@ def test_update_adds_the_new_runs_of_a_section_with_a_table_per_run(tmp_path):
     new = _doc(tmp_path, {title: run("m2", "9.49")})
     runs = dict(merge_reports(old, new, "Updated.").sections()[1:])[title]
     assert runs[1:] == run("m1", "9.66") + run("m2", "9.49")
+    # a run given again (evaluated once more, say) replaces its own blocks, in place
+    again = _doc(tmp_path, {title: run("m1", "9.70") + run("m3", "9.10")})
+    merged = _doc(tmp_path, {title: runs[1:]})
+    runs = dict(merge_reports(merged, again, "Updated.").sections()[1:])[title]
+    assert runs[1:] == run("m1", "9.70") + run("m2", "9.49") + run("m3", "9.10")
 
 
 def test_update_needs_a_report_to_update(tmp_path, capsys):

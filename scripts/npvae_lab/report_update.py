@@ -10,7 +10,8 @@ from a report built from the new runs only:
   the shipped models, the published results), which replace the old ones;
 * for the full training runs' sections, the table rows of the new runs (a run of the
   same name replaces its row) and their figures, added to the old ones (Part II's
-  section, a table per run: the new runs' blocks after the old ones);
+  section, a table per run: a new run's blocks replace those of the same run, the
+  others follow the old ones);
 
 and keeps the old discussion, which compares results across all the runs of the first
 build. A paragraph under the title says what was updated, when, and from which files.
@@ -63,7 +64,7 @@ def _merge_rows(old: list[tuple], new: list[tuple]) -> list[tuple]:
     old_tables = [b for b in old if b[0] == "table"]
     new_tables = [b for b in new if b[0] == "table"]
     if new_tables and new_tables[0][1][0] != "run":
-        return old + new[1:]
+        return _merge_run_blocks(old, new)
     if len(old_tables) != 1 or len(new_tables) != 1 or old_tables[0][1] != new_tables[0][1]:
         return new
     rows = {r[0]: r for r in old_tables[0][2]}
@@ -72,6 +73,28 @@ def _merge_rows(old: list[tuple], new: list[tuple]) -> list[tuple]:
     images = [b for b in old if b[0] == "img" and b[1] not in {n[1] for n in new_images}] + new_images
     return ([new[0], ("table", new_tables[0][1], list(rows.values()))]
             + [b for b in new[1:] if b[0] == "p"] + images)
+
+
+def _run_blocks(blocks: list[tuple]) -> tuple[list[tuple], dict[str, list[tuple]]]:
+    """A section with a block per run: (its heading and text before the first run,
+    {run name: the run's blocks}), a run's blocks starting at its "Run NAME: ..." paragraph."""
+    head, runs, name = [], {}, None
+    for b in blocks:
+        if b[0] == "p" and b[1].startswith("Run "):
+            name = b[1][4:].split(":", 1)[0]
+            runs[name] = []
+        (runs[name] if name is not None else head).append(b)
+    return head, runs
+
+
+def _merge_run_blocks(old: list[tuple], new: list[tuple]) -> list[tuple]:
+    """The old runs' blocks, each replaced by the new one of the same run name, then the
+    new runs' blocks."""
+    head, old_runs = _run_blocks(old)
+    _, new_runs = _run_blocks(new)
+    merged = {**old_runs, **new_runs}
+    order = list(old_runs) + [n for n in new_runs if n not in old_runs]
+    return head + [b for n in order for b in merged[n]]
 
 
 __all__ = ["merge_reports"]
