@@ -88,18 +88,23 @@ def _widths(c, key: str = "channels") -> str:
     return "-".join(str(int(x)) for x in np.atleast_1d(values))
 
 
+def _decay(c) -> str:
+    wd = float(c.get("weight_decay", 0.0))
+    return f", weight decay {wd:g}" if wd else ""
+
+
 def _mnist_recipe(c) -> str:
     dense = str(c["model"]) == "dense"
     return (f"{c['model']} {_widths(c, 'hidden' if dense else 'channels')}"
             + (f", latent {int(c['latent_dim'])}" if dense and "latent_dim" in c else "")
             + (f", {int(c['blocks'])} blocks" if "blocks" in c and not dense else "")
             + f", beta {float(c['beta']):g}, {'sampling' if bool(c.get('sample', True)) else 'no sampling'}, "
-            f"{int(c['epochs'])} epochs, lr {c['lr_schedule']}")
+            f"{int(c['epochs'])} epochs, lr {c['lr_schedule']}" + _decay(c))
 
 
 def _music_recipe(c) -> str:
     return (f"{_widths(c)}, {int(c['epochs'])} epochs, loss {c['loss']}, remix {c.get('remix', 'none')}, "
-            f"logit penalty {float(c.get('logit_penalty', 0.0)):g}")
+            f"logit penalty {float(c.get('logit_penalty', 0.0)):g}" + _decay(c))
 
 
 def _validation_eval(run: dict) -> dict | None:
