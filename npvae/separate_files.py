@@ -307,8 +307,8 @@ def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str 
             writing = None
             bar = tqdm(total=round(job.frames / job.sr, 1), desc=job.input.name, unit="s", leave=False,
                        disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-            options = {"wiener": wiener, "chunk_frames": chunk_frames, **({"shifts": shifts} if shifts != 1 else {})}
-            blocks = separate_blocks(lambda x: sep.separate(x, job.sr, **options),
+            blocks = separate_blocks(lambda x: sep.separate(x, job.sr, wiener=wiener, chunk_frames=chunk_frames,
+                                                            shifts=shifts),
                                      iter_file_blocks(src), job.frames, block, context)
             while True:
                 try:

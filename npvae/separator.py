@@ -330,8 +330,8 @@ def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512
 
 def shift_offsets(downsample: int, shifts: int) -> list[int]:
     """``shifts`` frame offsets spread evenly over [0, ``downsample``): ``[0, 8, 16, 24]``
-    for 4 shifts of a model that downsamples time 32-fold. More shifts than
-    ``downsample`` repeat no offset: there are only ``downsample`` distinct phases."""
+    for 4 shifts of a model that downsamples time 32-fold. At most ``downsample``
+    shifts: there are only that many distinct phases (ValueError beyond)."""
     if isinstance(shifts, bool) or not isinstance(shifts, (int, np.integer)) or shifts < 1:
         raise ValueError(f"shifts must be a whole number >= 1, got {shifts!r}")
     if shifts > downsample:

@@ -176,9 +176,10 @@ class SpectrogramNMFSeparator:
             mags = [m[:, keep] for m in mags]
         return cls(SupervisedNMF(seed=seed, **nmf_options).fit(mags), stft_cfg)
 
-    def separate_mono(self, x, wiener: bool = False) -> np.ndarray:
-        """x : (n_samples,) at the STFT's rate -> float32 (2, n_samples). ``wiener`` is ignored
-        (the masks are already ratios)."""
+    def separate_mono(self, x, wiener: bool = False, shifts: int = 1) -> np.ndarray:
+        """x : (n_samples,) at the STFT's rate -> float32 (2, n_samples). ``wiener`` and
+        ``shifts`` are ignored (the masks are already ratios; NMF is the same at every
+        frame offset)."""
         x = np.asarray(x, np.float32)
         X = stft(x, self.stft_cfg)
         M = self.nmf.masks(np.abs(X))

@@ -25,13 +25,6 @@ def oracle_estimates(track, stft_cfg: STFTConfig) -> np.ndarray:
     return istft(np.stack([m * X, (1 - m) * X]).astype(np.complex64), stft_cfg, length=track.n_samples)
 
 
-def _separate(sep, mix, wiener: bool, shifts: int) -> np.ndarray:
-    """``sep.separate_mono`` of ``mix``; ``shifts`` goes only to separators that have it
-    (the network's; an NMF baseline has no strided layers to shift)."""
-    return sep.separate_mono(mix, wiener=wiener, shifts=shifts) if shifts != 1 else \
-        sep.separate_mono(mix, wiener=wiener)
-
-
 def evaluate(sep: Separator, tracks, wiener: bool = False, baselines: bool = True,
              progress=None, shifts: int = 1) -> dict:
     """Separation scores over ``tracks`` for the model, the IRM oracle and the mixture.
@@ -55,7 +48,7 @@ def evaluate(sep: Separator, tracks, wiener: bool = False, baselines: bool = Tru
             if progress:
                 progress(f"{tr.name}: skipped, its {' and '.join(silent)} reference is silent")
             continue
-        ests = {"model": _separate(sep, mix, wiener, shifts)}
+        ests = {"model": sep.separate_mono(mix, wiener=wiener, shifts=shifts)}
         if baselines:
             ests["oracle"] = oracle_estimates(tr, sep.stft_cfg)
             ests["mixture"] = np.stack([mix, mix])
@@ -159,7 +152,7 @@ def example(sep: Separator, track, seconds: float | None = None, wiener: bool = 
     """Waveforms and magnitude spectrograms of one clip and its estimates (schema's /examples)."""
     n = track.n_samples if seconds is None else min(track.n_samples, int(seconds * track.sr))
     mix = track.mixture()[:n]
-    est = _separate(sep, mix, wiener, shifts)
+    est = sep.separate_mono(mix, wiener=wiener, shifts=shifts)
     waves = {"mixture": mix, "vocals": track.voice[:n], "accompaniment": track.accompaniment[:n],
              "vocals_hat": est[0], "accompaniment_hat": est[1]}
     ex = {"name": track.name}
