@@ -64,6 +64,18 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
     # made inside tmp_path: the report names its sources relative to it
     assert str(tmp_path) not in md and "from: study-mnist, study-music, mnist-run." in md
     assert "`npvae report study-mnist study-music mnist-run nothing --out report`" in md
+    # each section ends with the files it was read from
+    sections = {s.split("\n")[0]: s.rstrip().split("\n")[-1] for s in md.split("\n## ")[1:]}
+    for title, last in sections.items():
+        if title.startswith(("Loss study, Part I (", "Baselines, Part I:")):
+            assert re.fullmatch(r"Read from study-mnist \(\d{4}-\d\d-\d\d\)\.", last), title
+        if title.startswith("Part I: separation results"):
+            assert re.fullmatch(r"Read from mnist-run \(\d{4}-\d\d-\d\d\)\.", last)
+        if title.startswith("Shipped models"):
+            assert last.startswith("Read from the shipped model files (")
+        if title.startswith("Loss study, Part II ("):
+            assert re.fullmatch(r"Read from study-music \(\d{4}-\d\d-\d\d\)\.", last)
+    assert not sections["Approach and implementation"].startswith("Read from")
 
 
 def test_report_refuses_directories_without_results(tmp_path, capsys):
@@ -151,9 +163,9 @@ def test_update_keeps_old_sections_and_takes_the_new_ones(tmp_path):
     })
     merged = merge_reports(old, new, "Updated from: c.")
     sections = dict(merged.sections()[1:])
-    # a new section that follows the shipped models in the new report follows them here too
+    # the sections in the order of a whole build: the new ablation beside the other of its part
     assert list(sections) == ["Loss study, Part I: study-a", "Ablation, Part II: ablate-b",
-                              "Part I: separation results (full training runs)", "Ablation, Part II: ablate-c",
+                              "Ablation, Part II: ablate-c", "Part I: separation results (full training runs)",
                               "Shipped models, and how far from the marks",
                               "Missed marks: what was tried, and what limits it", "Discussion: how well"]
     assert merged.sections()[0][1][-1] == ("p", "Updated from: c.")
@@ -185,6 +197,69 @@ def test_update_adds_the_new_runs_of_a_section_with_a_table_per_run(tmp_path):
     merged = _doc(tmp_path, {title: runs[1:]})
     runs = dict(merge_reports(merged, again, "Updated.").sections()[1:])[title]
     assert runs[1:] == run("m1", "9.70") + run("m2", "9.49") + run("m3", "9.10")
+
+
+def test_sources_line_names_each_run_read_and_when():
+    from npvae_lab import report_sources as src
+    sources = [("runs/a", "2026-12-02"), ("runs/p1/b", "2026-12-03"), ("the shipped model files", "2026-12-03")]
+    text = src.line(sources)
+    assert text == "Read from runs/a (2026-12-02); runs/p1/b, the shipped model files (2026-12-03)."
+    assert src.parse(text) == sources
+    assert src.split([("h2", "T"), ("p", "x"), ("p", text)]) == ([("h2", "T"), ("p", "x")], sources)
+    assert src.split([("h2", "T"), ("p", "Read from the start, a sentence.")])[1] is None
+    # a run is named as a whole word: "unet" is not "unet-wide"
+    blocks = [("h2", "Runs"), ("table", ["run"], [["run: unet-wide"]])]
+    assert src.names(blocks, "runs/p1/unet-wide") and not src.names(blocks, "runs/unet")
+    assert src.merged([("a", "d1"), ("b", "d1")], [("b", "d2"), ("c", "d2")]) == [("a", "d1"), ("b", "d2"),
+                                                                                  ("c", "d2")]
+
+
+def test_update_keeps_the_sources_of_sections_it_leaves_and_dates_those_it_rebuilds(tmp_path):
+    from npvae_lab import report_sources as src
+    from npvae_lab.report_update import merge_reports
+    runs_title, header = "Part I: separation results (full training runs)", ["run", "mean PSNR (dB)"]
+
+    def section(blocks, *sources):
+        return src.attach(blocks, list(sources))
+    old = _doc(tmp_path, {
+        "Loss study, Part I: study-a": section([("p", "study-a")], ("runs/study-a", "d1")),
+        runs_title: section([("table", header, [["r1", "20.0"]])], ("runs/r1", "d1")),
+        "Shipped models": section([("p", "old")], (src.SHIPPED, "d1")),
+    })
+    new = _doc(tmp_path, {
+        runs_title: section([("table", header, [["r2", "22.0"]])], ("runs/r2", "d2")),
+        "Shipped models": section([("p", "new")], (src.SHIPPED, "d2")),
+    })
+    sections = dict(merge_reports(old, new, "Updated.").sections()[1:])
+    assert sections["Loss study, Part I: study-a"][-1] == ("p", "Read from runs/study-a (d1).")
+    assert sections[runs_title][-1] == ("p", "Read from runs/r1 (d1); runs/r2 (d2).")       # rows of both
+    assert sections["Shipped models"][-2:] == [("p", "new"), ("p", f"Read from {src.SHIPPED} (d2).")]
+    assert sum(b[0] == "p" and b[1].startswith(src.PREFIX) for b in sections[runs_title]) == 1
+
+
+def test_update_dates_the_sections_of_a_report_that_logged_its_updates_above_them(tmp_path):
+    # a report written before sections named their sources said in paragraphs under its
+    # title which runs each build or update read; an update moves that to the sections
+    from npvae_lab.report_update import merge_reports
+    runs_title, header = "Part I: separation results (full training runs)", ["run", "mean PSNR (dB)"]
+    old = _doc(tmp_path, {
+        "Loss study, Part I: study-a": [("p", "study-a")],
+        runs_title: [("table", header, [["r1", "20.0"], ["r2", "21.0"]])],
+        "Discussion: how well": [("p", "study-a and r1 compared")],
+    })
+    old.blocks[1:1] = [
+        ("p", "Generated by `npvae report` on d1 with `npvae report runs/study-a runs/r1 --out r` from: runs/study-a, "
+              "runs/r1. Every number below is read from those results files."),
+        ("p", "Updated by `npvae report --update` on d2 with `npvae report runs/r2 --out r --update` from: runs/r2. "
+              f"Sections rebuilt or added from those files (the shipped models' from the shipped files): {runs_title}. "
+              "The others are as the build above made them."),
+    ]
+    merged = merge_reports(old, _doc(tmp_path, {}), "Updated.")
+    assert merged.sections()[0][1][1:] == [("p", "Updated.")]
+    sections = dict(merged.sections()[1:])
+    assert sections["Loss study, Part I: study-a"][-1] == ("p", "Read from runs/study-a (d1).")
+    assert sections[runs_title][-1] == ("p", "Read from runs/r1 (d1); runs/r2 (d2).")
+    assert sections["Discussion: how well"][-1] == ("p", "Read from runs/study-a, runs/r1 (d1).")
 
 
 def test_update_needs_a_report_to_update(tmp_path, capsys):

@@ -4,8 +4,7 @@ A report is built from the runs given to it; the runs behind an earlier report m
 longer be on the machine. :func:`merge_reports` keeps that report's sections and takes
 from a report built from the new runs only:
 
-* every section whose title is new, inserted before the shipped models' section (or
-  right after it, for a section that follows it in the new report: the missed marks');
+* every section whose title is new;
 * the sections with the same title (a study or an ablation of the same folder name,
   the shipped models, the published results), which replace the old ones;
 * for the full training runs' sections, the table rows of the new runs (a run of the
@@ -14,44 +13,61 @@ from a report built from the new runs only:
   others follow the old ones);
 
 and keeps the old discussion, which compares results across all the runs of the first
-build. A paragraph under the title says what was updated, when, and from which files.
+build. The sections come in the order a whole build writes them (:func:`rank`), and each
+keeps or gets the line naming the files it was read from (:mod:`.report_sources`).
 """
 from __future__ import annotations
 
+import re
+
+from . import report_sources as src
 from .document import Doc
 
 KEPT = ("Discussion",)                       # sections an update never rebuilds
 MERGED = ("Part I: separation results", "Part II: separation results")   # rows added
-ANCHOR = "Shipped models"                    # new sections go before this one
+
+# The order of a whole build (report.py's _compose_report); a study or baselines section
+# of Part II follows that of Part I; a title of no kind here goes before the shipped models.
+ORDER = ("Approach", ("Loss study", "Ablation"), "Part I: separation results", "Part II: separation results",
+         "Blind", "Baselines", None, "Shipped models", "Missed marks", "Discussion", "What outperforms")
 
 
-def merge_reports(old: Doc, new: Doc, note: str) -> Doc:
-    """``old`` with the sections of ``new`` (see the module docstring) and ``note`` as a
-    paragraph after the old introduction."""
+def rank(title: str) -> float:
+    """Where a section of this title stands in a whole build (see :data:`ORDER`)."""
+    for i, prefix in enumerate(ORDER):
+        if prefix is not None and title.startswith(prefix):
+            part = re.search(r"\bPart (I+)\b", title.split(":")[0])
+            return i + (0.5 if part and part.group(1) == "II" else 0.0)
+    return float(ORDER.index(None))
+
+
+def merge_reports(old: Doc, new: Doc, intro: str) -> Doc:
+    """``old`` with the sections of ``new`` (see the module docstring) and ``intro`` as the
+    paragraph under the title. An old section without its sources line (a report written
+    before sections named theirs) gets one from the old introduction's paragraphs."""
     old_sections = old.sections()
-    new_sections = {title: blocks for title, blocks in new.sections() if title is not None}
-    old_titles = {title for title, _ in old_sections}
-    pending = [t for t in new_sections if t not in old_titles and not t.startswith(KEPT)]
-    order = list(new_sections)
-    follow_anchor = [t for t in pending if order.index(t) > 0 and order[order.index(t) - 1].startswith(ANCHOR)]
-    pending = [t for t in pending if t not in follow_anchor]
-    merged = Doc()
-    merged.blocks += old_sections[0][1] + [("p", note)]
+    legacy = src.provenance_paragraphs(old_sections[0][1])
+    new_sections = {title: src.split(blocks) for title, blocks in new.sections() if title is not None}
+    sections = []                                         # (title, blocks, sources)
     for title, blocks in old_sections[1:]:
-        if title.startswith(ANCHOR):
-            for t in pending:
-                merged.blocks += new_sections[t]
-            pending = []
+        blocks, sources = src.split(blocks)
+        if sources is None:
+            sources = src.inferred(title, blocks, legacy)
         if title in new_sections and not title.startswith(KEPT):
-            blocks = (_merge_rows(blocks, new_sections[title]) if title.startswith(MERGED)
-                      else new_sections[title])
-        merged.blocks += blocks
-        if title.startswith(ANCHOR):
-            for t in follow_anchor:
-                merged.blocks += new_sections[t]
-            follow_anchor = []
-    for t in pending + follow_anchor:
-        merged.blocks += new_sections[t]
+            new_blocks, new_sources = new_sections[title]
+            if title.startswith(MERGED):
+                blocks, sources = _merge_rows(blocks, new_blocks), src.merged(sources, new_sources or [])
+            else:
+                blocks, sources = new_blocks, new_sources or []
+        sections.append((title, blocks, sources))
+    old_titles = {t for t, _, _ in sections}
+    sections += [(t, b, s or []) for t, (b, s) in new_sections.items()
+                 if t not in old_titles and not t.startswith(KEPT)]
+    order = sorted(range(len(sections)), key=lambda i: (rank(sections[i][0]), i))
+    merged = Doc()
+    merged.blocks += [b for b in old_sections[0][1] if b[0] == "h1"] + [("p", intro)]
+    for i in order:
+        merged.blocks += src.attach(sections[i][1], sections[i][2])
     return merged
 
 
