@@ -123,6 +123,11 @@ def test_music_batch_shards_make_the_single_process_batch():
     assert [len(p["mixture"]) for p in parts] == [3, 2]
     for key in ("voice", "accompaniment", "mixture"):
         np.testing.assert_allclose(np.concatenate([p[key] for p in parts]), whole[key], rtol=0, atol=1e-6)
+    # with voices at other pitches too (the cross sampler's shards: tests/test_augment.py)
+    kw["voice_pitch"] = 2.0
+    whole = sample_batch(tracks, np.random.default_rng(11), **kw)
+    parts = [sample_batch(tracks, np.random.default_rng(11), part=_FakeComm(r, 2).shard(5), **kw) for r in range(2)]
+    np.testing.assert_allclose(np.concatenate([p["voice"] for p in parts]), whole["voice"], rtol=0, atol=1e-6)
 
 
 def test_outside_mpirun_the_world_is_one_process(monkeypatch):

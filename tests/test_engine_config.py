@@ -133,9 +133,10 @@ def test_music_flags_reach_the_objective_and_the_augmentation(command):
                                              "loss_power", "mix_weight", "beta", "kl_warmup", "train_limit"}
     cfg = command("music", "--no-sample", "--remix-prob", "0.2", "--gain-db", "1.5", "--loss", "mse",
                   "--loss-compression", "power", "--loss-power", "0.3", "--channels", "4", "4", "8",
-                  "--no-progress")["config"]
+                  "--voice-pitch", "2", "--no-progress")["config"]
     assert cfg.loss_config() == LossConfig(loss="mse", compression="power", power=0.3, sample=False)
-    assert (cfg.remix_prob, cfg.gain_db, cfg.channels, cfg.progress) == (0.2, 1.5, (4, 4, 8), False)
+    assert (cfg.remix_prob, cfg.gain_db, cfg.voice_pitch, cfg.channels, cfg.progress) == (0.2, 1.5, 2.0, (4, 4, 8),
+                                                                                           False)
     assert command("music", "--channels", "8,16,32")["config"].channels == (8, 16, 32)
 
 
@@ -223,6 +224,8 @@ def test_tuple_flags_take_spaces_or_commas_in_every_task(name, flag, extra, fiel
     (["music", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
     (["music", "--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["music", "--remix-prob", "2"], "--remix-prob is a probability"),
+    (["music", "--voice-pitch", "13"], "--voice-pitch is a pitch change in semitones, at most 12"),
+    (["music", "--voice-pitch", "-1"], "--voice-pitch must be >= 0"),
     (["music", "--channels", "4"], "--channels takes one number per encoder level, at least 2"),
     (["music", "--remix", "swap"], "argument --remix: invalid choice"),
     (["mnist", "--epochs", "0"], "--epochs must be >= 1, got 0"),

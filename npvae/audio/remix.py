@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .augment import draw_ratio, read_at_rate
 from .stft import STFTConfig, stft
 
 
@@ -31,14 +32,16 @@ def first_full_frame(cfg: STFTConfig) -> int:
 
 def sample_remix_batch(tracks, rng: np.random.Generator, batch_size: int, frames: int,
                        stft_cfg: STFTConfig, remix_prob: float = 0.5, gain_db: float = 0.0,
-                       part: slice | None = None) -> dict:
+                       part: slice | None = None, voice_pitch: float = 0.0) -> dict:
     """Random training excerpts as spectrograms, remixed across clips.
 
     Each item takes a voice excerpt of ``frames`` STFT frames from a random track
     (chance proportional to length). With probability ``remix_prob`` its
     accompaniment is an excerpt of another random track (else the same track's,
     time-aligned); the accompaniment's level changes by a random gain in
-    [-gain_db, gain_db] dB.
+    [-gain_db, gain_db] dB. ``voice_pitch`` > 0 reads each voice excerpt at a random
+    rate, a pitch change within that many semitones (:mod:`.augment`; 0 draws nothing,
+    so the batches are those without it).
 
     Returns complex64 "voice", "accompaniment" and "mixture" of shape (N, F, frames)
     (F = n_fft / 2 + 1), the same layout as ``npvae.pipelines.music.sample_batch``.
@@ -59,14 +62,15 @@ def sample_remix_batch(tracks, rng: np.random.Generator, batch_size: int, frames
         if len(tracks) > 1 and rng.random() < remix_prob:
             other = int(rng.integers(0, len(tracks) - 1))
             other += other >= k                      # any track but k
-            voice[i] = _excerpt(t.voice, rng, seg)
+            start = int(rng.integers(0, max(1, len(t.voice) - seg + 1)))
             acc[i] = _excerpt(tracks[other].accompaniment, rng, seg)
         else:
             start = int(rng.integers(0, max(1, t.n_samples - seg + 1)))
-            v, a = t.voice[start:start + seg], t.accompaniment[start:start + seg]
-            voice[i, :len(v)], acc[i, :len(a)] = v, a
+            a = t.accompaniment[start:start + seg]
+            acc[i, :len(a)] = a
         if gain_db > 0:
             acc[i] *= 10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0)
+        voice[i] = read_at_rate(t.voice, start, seg, draw_ratio(rng, voice_pitch) if voice_pitch > 0 else 1.0)
     if part is not None:      # only this rank's excerpts go through the STFT
         voice, acc = voice[part], acc[part]
     k0 = first_full_frame(stft_cfg)

@@ -5,18 +5,21 @@ import math
 
 import numpy as np
 
+from ...audio.augment import draw_ratio, read_at_rate
 from ...audio.stft import STFTConfig, stft
 
 
 def sample_batch(tracks, rng: np.random.Generator, batch_size: int, frames: int,
                  stft_cfg: STFTConfig, remix_prob: float = 0.5, gain_db: float = 0.0,
-                 part: slice | None = None) -> dict:
+                 part: slice | None = None, voice_pitch: float = 0.0) -> dict:
     """Random training excerpts as spectrograms.
 
     Each item takes a random track (chance proportional to its length) and a random
     segment of ``frames`` STFT frames; with probability ``remix_prob`` the accompaniment
     comes from another random position of the same track (circular shift), and its level
-    is changed by a random gain in [-gain_db, gain_db] dB.
+    is changed by a random gain in [-gain_db, gain_db] dB. ``voice_pitch`` > 0 reads each
+    voice excerpt at a random rate, a pitch change within that many semitones
+    (:mod:`npvae.audio.augment`; 0 draws nothing, so the batches are those without it).
     Returns complex64 "voice", "accompaniment" and "mixture" of shape (N, F, frames).
     ``part`` (a slice of range(batch_size): one MPI rank's shard) makes only those items,
     N = its length; the random draws are those of the whole batch, so the parts of all
@@ -35,11 +38,11 @@ def sample_batch(tracks, rng: np.random.Generator, batch_size: int, frames: int,
         start = int(rng.integers(0, max(1, n - seg + 1)))
         shift = int(rng.integers(1, n)) if rng.random() < remix_prob else 0
         g = 10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0) if gain_db > 0 else 1.0
+        ratio = draw_ratio(rng, voice_pitch) if voice_pitch > 0 else 1.0
         if i not in keep:
             continue
         j = i - keep.start
-        v = t.voice[start:start + seg]
-        voice[j, :len(v)] = v
+        voice[j] = read_at_rate(t.voice, start, seg, ratio)
         a_src = np.roll(t.accompaniment, shift) if shift else t.accompaniment
         a = a_src[start:start + seg]
         acc[j, :len(a)] = a * g

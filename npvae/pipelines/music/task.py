@@ -41,9 +41,10 @@ class MusicConfig(RunConfig):
     frames : STFT frames per training excerpt. channels, latent_channels : the spectrogram
     U-Net VAE's three encoder levels and its latent map. compression : of the network's
     input magnitudes (see :class:`~npvae.separator.Normalizer`). remix, remix_prob,
-    gain_db : training-batch augmentation; remix "shift" takes the same clip's
+    gain_db, voice_pitch : training-batch augmentation; remix "shift" takes the same clip's
     accompaniment, shifted (:func:`~.batches.sample_batch`), "cross" another clip's
-    (:func:`npvae.audio.remix.sample_remix_batch`). loss, loss_compression, loss_power,
+    (:func:`npvae.audio.remix.sample_remix_batch`); voice_pitch (semitones) reads each
+    voice excerpt at a random rate (:mod:`npvae.audio.augment`). loss, loss_compression, loss_power,
     mix_weight, sample, logit_penalty : the objective (:class:`~.objective.LossConfig`).
     snippet_seconds : length of the displayed example. train_limit, eval_limit : the
     first N training / validation clips.
@@ -57,6 +58,7 @@ class MusicConfig(RunConfig):
     remix: str = "shift"
     remix_prob: float = 0.5
     gain_db: float = 3.0
+    voice_pitch: float = 0.0
     loss: str = "l1"
     loss_compression: str = "none"
     loss_power: float = 0.5
@@ -74,7 +76,7 @@ class MusicConfig(RunConfig):
     def __post_init__(self):
         super().__post_init__()
         check_settings(self, positive_int=("frames", "channels", "latent_channels"),
-                       positive=("snippet_seconds", "loss_power"), nonneg=("mix_weight", "remix_prob", "gain_db", "logit_penalty"),
+                       positive=("snippet_seconds", "loss_power"), nonneg=("mix_weight", "remix_prob", "gain_db", "logit_penalty", "voice_pitch"),
                        choices={"dataset": DATASETS, "compression": ("log", "power"),
                                 "loss": tuple(spectral_losses.LOSSES),
                                 "loss_compression": ("none", "log", "power"), "remix": ("shift", "cross")})
@@ -89,6 +91,9 @@ class MusicConfig(RunConfig):
                              f"{d.bit_length() - 1} times, once per level of --channels), got {self.frames}")
         if self.remix_prob > 1:
             raise ValueError(f"--remix-prob is a probability in [0, 1], got {self.remix_prob}")
+        if self.voice_pitch > 12:
+            raise ValueError(f"--voice-pitch is a pitch change in semitones, at most 12 (an octave), got "
+                             f"{self.voice_pitch:g}")
 
     @property
     def downsample(self) -> int:
@@ -139,6 +144,8 @@ class MusicTask(Task):
         "remix": "remixed excerpts take the accompaniment of the same clip, shifted (shift), or of another (cross)",
         "remix_prob": "chance that an excerpt is remixed",
         "gain_db": "random accompaniment gain in [-gain_db, gain_db] dB",
+        "voice_pitch": "read each training voice excerpt at a random rate: a pitch (and tempo) change within "
+                       "this many semitones (0: none)",
         "loss": "reconstruction loss on magnitudes: l1, mse, kl (generalised KL), is (Itakura-Saito)",
         "loss_compression": "compression of magnitudes inside l1/mse",
         "loss_power": "exponent of the power compression inside l1/mse",
@@ -199,7 +206,7 @@ class MusicTask(Task):
         sampler = {"shift": sample_batch, "cross": sample_remix_batch}[cfg.remix]
         for _ in range(self._n_batches):
             yield sampler(self.train_tracks, rng, cfg.batch_size, cfg.frames, self.stft_cfg, cfg.remix_prob,
-                          cfg.gain_db, part=self.comm.shard(cfg.batch_size))
+                          cfg.gain_db, part=self.comm.shard(cfg.batch_size), voice_pitch=cfg.voice_pitch)
 
     def step(self, batch, epoch, beta):
         return self.objective.terms(batch, epoch, beta=beta)
