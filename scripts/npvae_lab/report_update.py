@@ -55,10 +55,10 @@ def merge_reports(old: Doc, new: Doc, intro: str) -> Doc:
             sources = src.inferred(title, blocks, legacy)
         if title in new_sections and not title.startswith(KEPT):
             new_blocks, new_sources = new_sections[title]
-            if title.startswith(MERGED):
-                blocks, sources = _merge_rows(blocks, new_blocks), src.merged(sources, new_sources or [])
-            else:
-                blocks, sources = new_blocks, new_sources or []
+            rows = _merge_rows(blocks, new_blocks) if title.startswith(MERGED) else new_blocks
+            # rows that kept the old runs' rows keep their sources; a section replaced drops them
+            sources = src.merged(sources, new_sources or []) if rows is not new_blocks else new_sources or []
+            blocks = rows
         sections.append((title, blocks, sources))
     old_titles = {t for t, _, _ in sections}
     sections += [(t, b, s or []) for t, (b, s) in new_sections.items()
