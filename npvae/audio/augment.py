@@ -16,7 +16,7 @@ from fractions import Fraction
 import numpy as np
 from scipy.signal import resample_poly
 
-MAX_DENOMINATOR = 64      # the rate as a fraction up / down; 64 steps within a semitone's 6%
+MAX_DENOMINATOR = 64      # the rate as a fraction down / up with up <= 64 (a short polyphase filter)
 
 
 def draw_ratio(rng: np.random.Generator, semitones: float) -> float:
@@ -34,7 +34,7 @@ def read_at_rate(signal: np.ndarray, start: int, seg: int, ratio: float = 1.0) -
     """
     if ratio <= 0:
         raise ValueError(f"the playback rate must be positive, got {ratio}")
-    rate = Fraction(ratio).limit_denominator(MAX_DENOMINATOR)
+    rate = Fraction(ratio).limit_denominator(MAX_DENOMINATOR) if ratio != 1 else Fraction(1)
     out = np.zeros(seg, np.float32)
     if rate == 1:
         piece = signal[start:start + seg]

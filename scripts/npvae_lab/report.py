@@ -34,11 +34,11 @@ from npvae.fileguard import check_writable_dir
 from npvae.io import RESULTS_FILE
 from npvae.plotting import plot_example, plot_history, save_grid, save_loss_curves
 
+from . import report_sources
 from .blind_report import blind_section, read_blind_run, uses_shipped
 from .document import Doc
 from .report_marks import marks_section
 from .report_shipped import published_section, shipped_section
-from . import report_sources
 from .report_update import merge_reports
 from .study_table import (COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, cells, columns, is_ablation,
                           read_study, table_rows, verdict)
