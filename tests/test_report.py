@@ -347,3 +347,15 @@ def test_the_missed_marks_read_the_plain_validation_scores():
                      ev("validation", 4.0, wiener=False, shifts=1)]}
     assert _validation_eval(run)["score"] == 4.0
     assert _validation_eval({"evals": run["evals"][:3]}) is None
+
+
+def test_the_missed_marks_name_a_pilots_settings_and_flag_time_past_the_budget():
+    from npvae_lab.report_marks import BUDGET_SECONDS, _music_recipe, _seconds
+    base = {"channels": [24, 48], "epochs": 10, "loss": "l1", "remix": "cross", "logit_penalty": 1e-3,
+            "frames": 64, "latent_channels": 32, "batch_size": 8, "remix_prob": 0.5, "gain_db": 3.0,
+            "voice_pitch": 0.0}
+    assert _music_recipe(base) == "24-48, 10 epochs, loss l1, remix cross, logit penalty 0.001"
+    pilot = dict(base, frames=128, remix_prob=0.8, gain_db=6.0, voice_pitch=2.0)
+    assert _music_recipe(pilot) == ("24-48, 10 epochs, loss l1, remix cross, logit penalty 0.001, 128 frames, "
+                                    "remix prob 0.8, gain 6 dB, voice pitch 2 st")
+    assert _seconds(BUDGET_SECONDS) == "7200" and _seconds(7942.4) == "7942 (over 2 h)"
