@@ -152,7 +152,9 @@ class Trainer:
     def fit(self, epochs: int, batches: Callable[[np.random.Generator], Iterable], n_batches: int,
             step: Callable[[object, float], dict], validate: Callable[[], dict] | None = None,
             on_display: Callable[[int, dict], None] | None = None) -> dict:
-        """Train until ``epochs`` epochs are complete (counting resumed ones)."""
+        """Train until ``epochs`` epochs are complete (counting resumed ones). With an
+        optimiser that averages its weights, validation and display see the average, and
+        the model holds it when this returns (the checkpoint keeps the weights trained)."""
         try:
             return self._fit(epochs, batches, n_batches, step, validate, on_display)
         except DistributedError as exc:
@@ -198,7 +200,8 @@ class Trainer:
             self.epoch += 1
             train_terms = {k: v / max(1, count) for k, v in sums.items()}
             self.model.eval()
-            val_terms = validate() if validate and comm.is_root else {}
+            with self.optimizer.averaged_weights():
+                val_terms = validate() if validate and comm.is_root else {}
             self.model.train()
             if comm.parallel or "comm_seconds" in self.history:   # gradient exchange time, once under MPI
                 self.history.setdefault("comm_seconds", [0.0] * len(self.history["epoch"])).append(
@@ -210,9 +213,11 @@ class Trainer:
                 if val_terms:
                     self.log(f"           valid: {_format_terms(val_terms)}")
                 if on_display and comm.is_root:
-                    on_display(self.epoch, self.history)
+                    with self.optimizer.averaged_weights():
+                        on_display(self.epoch, self.history)
             if comm.parallel:
                 self._sync_from_root()
+        self.optimizer.use_averaged_weights()   # the model that is scored and shipped
         return self.history
 
     def _sync_from_root(self) -> None:

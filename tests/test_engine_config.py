@@ -21,6 +21,7 @@ from npvae.tasks import TASKS
 SHARED = {"--epochs": ("3", "epochs", 3), "--batch-size": ("16", "batch_size", 16),
           "--lr": ("0.002", "lr", 0.002), "--lr-schedule": ("cosine", "lr_schedule", "cosine"),
           "--clip-norm": ("2.5", "clip_norm", 2.5), "--weight-decay": ("0.01", "weight_decay", 0.01),
+          "--ema-decay": ("0.999", "ema_decay", 0.999),
           "--beta": ("0.25", "beta", 0.25),
           "--kl-warmup": ("1.5", "kl_warmup", 1.5), "--seed": ("7", "seed", 7),
           "--display-every": ("2", "display_every", 2), "--data-dir": ("some/data", "data_dir", "some/data"),

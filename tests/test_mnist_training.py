@@ -10,6 +10,7 @@ import pytest
 
 import npvae
 from npvae import h5mat
+from npvae.checkpoint import load_checkpoint, model_state
 from npvae.pipelines.mnist import MnistConfig, load_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,6 +90,29 @@ def test_weight_decay_shrinks_the_weights_and_is_recorded(tmp_path, shared_data)
         return np.sqrt(sum(float(np.sum(w.astype(np.float64) ** 2)) for w in weights))
     plain, decayed = weight_norm(0.0), weight_norm(20.0)     # 5 steps of lr 1e-3: each takes 2% off
     assert decayed < 0.95 * plain
+
+
+def test_weight_average_is_validated_and_shipped_and_resumes_exactly(tmp_path, shared_data):
+    def run(name, epochs, resume=False):
+        settings = tiny(tmp_path / name, shared_data, epochs=epochs, train_limit=320, ema_decay=0.9)
+        return train({"out": settings["out"], "epochs": epochs} if resume else settings, resume=resume)
+    straight = run("a", 2)
+    assert json.loads((straight.run_dir / "config.json").read_text())["ema_decay"] == 0.9
+    shipped = npvae.load_model(straight.run_dir).state_dict()
+    arrays, _ = load_checkpoint(straight.run_dir / "checkpoint.npz")
+    trained = model_state(arrays)
+    for k, w in shipped.items():        # the model file holds the average, the checkpoint both
+        np.testing.assert_array_equal(w, arrays[f"opt/ema/{k}"], err_msg=k)
+        assert not np.array_equal(w, trained[k]), k
+    run("b", 1)
+    resumed = run("b", 2, resume=True)
+    drop = {"seconds"}
+    assert {k: v for k, v in resumed.history.items() if k not in drop} == \
+        {k: v for k, v in straight.history.items() if k not in drop}
+    for k, w in npvae.load_model(resumed.run_dir).state_dict().items():
+        np.testing.assert_array_equal(w, shipped[k], err_msg=k)
+    with pytest.raises(ValueError, match="--ema-decay must be below 1"):
+        MnistConfig(ema_decay=1.0)
 
 
 def test_saved_model_reproduces_the_outputs(tmp_path, shared_data):

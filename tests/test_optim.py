@@ -56,6 +56,7 @@ def test_clip_grad_norm():
 
 
 @pytest.mark.parametrize("cls,kwargs", [(npvae.Adam, {"lr": 0.01, "weight_decay": 0.01}),
+                                        (npvae.Adam, {"lr": 0.01, "ema_decay": 0.9}),
                                         (npvae.SGD, {"lr": 0.01, "momentum": 0.9})])
 def test_state_restore_continues_exactly(rng, cls, kwargs):
     def make():
@@ -84,6 +85,44 @@ def test_state_restore_continues_exactly(rng, cls, kwargs):
     train(c, opt_c, 3)
     for (path, pa, _), (_, pc, _) in zip(a.named_parameters(), c.named_parameters()):
         np.testing.assert_array_equal(pa, pc, err_msg=path)
+    for slot, arrays in opt_a.state_dict()["slots"].items():       # moments and weight average alike
+        for path, arr in arrays.items():
+            np.testing.assert_array_equal(arr, opt_c.state_dict()["slots"][slot][path], err_msg=f"{slot}/{path}")
+
+
+def test_weight_average_follows_its_recursion_and_is_lent_exactly(rng):
+    model = npvae.Dense(3, 2, rng=np.random.default_rng(1), dtype=np.float64)
+    opt = npvae.Adam(model, lr=0.1, ema_decay=0.9)
+    avg = {k: v.copy() for k, v in model.state_dict().items()}     # it starts at the initial weights
+    for _ in range(4):
+        for g in model.grads.values():
+            g[...] = rng.standard_normal(g.shape)
+        opt.step()
+        for k, w in model.state_dict().items():
+            avg[k] = 0.9 * avg[k] + 0.1 * w
+    trained = {k: v.copy() for k, v in model.state_dict().items()}
+    with opt.averaged_weights():
+        for k, w in model.state_dict().items():
+            np.testing.assert_allclose(w, avg[k], rtol=1e-12, err_msg=k)
+            assert not np.allclose(w, trained[k])
+    for k, w in model.state_dict().items():                        # the trained weights back, bit for bit
+        np.testing.assert_array_equal(w, trained[k], err_msg=k)
+    assert "ema" in opt.state_dict()["slots"]
+    opt.use_averaged_weights()
+    for k, w in model.state_dict().items():
+        np.testing.assert_allclose(w, avg[k], rtol=1e-12, err_msg=k)
+
+
+def test_without_an_average_nothing_is_lent_or_kept():
+    model = one_param_model(1.0, 0.5)
+    opt = npvae.Adam(model, lr=0.1)
+    opt.step()
+    w = model.params["W"].copy()
+    with opt.averaged_weights():
+        np.testing.assert_array_equal(model.params["W"], w)
+    opt.use_averaged_weights()
+    np.testing.assert_array_equal(model.params["W"], w)
+    assert "ema" not in opt.state_dict()["slots"]
 
 
 def test_optimizer_rejects_bad_settings():
@@ -91,3 +130,6 @@ def test_optimizer_rejects_bad_settings():
         npvae.Adam(npvae.Dense(2, 2), lr=0)
     with pytest.raises(ValueError, match="no parameters"):
         npvae.Adam(npvae.ReLU())
+    for decay in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="ema_decay"):
+            npvae.Adam(npvae.Dense(2, 2), ema_decay=decay)

@@ -29,6 +29,8 @@ COMMON_HELP = {
     "lr_schedule": "constant, or cosine: constant for 60% of the epochs, then down to lr/10",
     "clip_norm": "largest global gradient norm, 0 for no clipping",
     "weight_decay": "Adam's decoupled weight decay (AdamW), 0 for none",
+    "ema_decay": "keep a running average of the weights over about 1/(1-D) steps, and validate and ship it "
+                 "(0.999 is usual; 0 for none)",
     "beta": "weight of the KL term",
     "kl_warmup": "epochs over which the KL weight ramps up from 0",
     "seed": "seed of the data order, the initial weights and the latent noise",

@@ -32,7 +32,9 @@ class RunConfig:
     or with a cosine tail (constant for 60% of the epochs, then down to lr / 10).
     clip_norm : largest global gradient norm (0: no clipping). weight_decay : Adam's
     decoupled weight decay (AdamW: each step also takes lr * weight_decay * w off every
-    weight; 0: plain Adam). beta, kl_warmup : the KL
+    weight; 0: plain Adam). ema_decay : d > 0 keeps a running average of the weights
+    (``avg <- d avg + (1 - d) w`` after every step, about 1 / (1 - d) steps long); the run
+    validates and ships the average (0: the last weights). beta, kl_warmup : the KL
     term's weight and the epochs over which it ramps up from 0. seed : data order,
     initial weights and latent noise. display_every : print the loss terms and draw the
     figures every N epochs. data_dir : the data's folder (else ``$NPVAE_DATA``). out : the
@@ -45,6 +47,7 @@ class RunConfig:
     lr_schedule: str = "constant"
     clip_norm: float = 0.0
     weight_decay: float = 0.0
+    ema_decay: float = 0.0
     beta: float = 0.5
     kl_warmup: float = 0.0
     seed: int = 0
@@ -57,9 +60,13 @@ class RunConfig:
 
     def __post_init__(self):
         check_settings(self, positive_int=("epochs", "batch_size", "display_every", "train_limit", "eval_limit"),
-                       nonneg_int=("seed",), positive=("lr",), nonneg=("clip_norm", "weight_decay", "beta", "kl_warmup"),
+                       nonneg_int=("seed",), positive=("lr",),
+                       nonneg=("clip_norm", "weight_decay", "ema_decay", "beta", "kl_warmup"),
                        choices={"lr_schedule": SCHEDULES},
                        optional=("epochs", "train_limit", "eval_limit"))
+        if self.ema_decay >= 1:
+            raise ValueError(f"--ema-decay must be below 1 (0.999 averages over about 1000 steps; 0 for "
+                             f"none), got {self.ema_decay!r}")
 
     def record(self) -> dict:
         """The settings as plain JSON values (tuples as lists): a run's ``config.json``."""

@@ -192,7 +192,8 @@ def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
         saved_record = comm.bcast_object(saved_record)
     task.setup(init_rng, comm.noise(train_rng), saved_record)
     model = task.model
-    optimizer = Adam(model, lr=cfg.lr, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm or None)
+    optimizer = Adam(model, lr=cfg.lr, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm or None,
+                     ema_decay=cfg.ema_decay)
     config = {**cfg.record(), "pipeline": task_cls.name, **task.record(), "backend": kernels.backend(),
               "npvae_version": __version__}
     trainer = Trainer(model, optimizer, train_rng, run_dir, config=config, display_every=cfg.display_every,
