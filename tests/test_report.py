@@ -358,4 +358,6 @@ def test_the_missed_marks_name_a_pilots_settings_and_flag_time_past_the_budget()
     pilot = dict(base, frames=128, remix_prob=0.8, gain_db=6.0, voice_pitch=2.0)
     assert _music_recipe(pilot) == ("24-48, 10 epochs, loss l1, remix cross, logit penalty 0.001, 128 frames, "
                                     "remix prob 0.8, gain 6 dB, voice pitch 2 st")
+    assert _music_recipe(dict(base, ema_decay=0.999, weight_decay=0.05)).endswith(
+        "logit penalty 0.001, weight decay 0.05, weight average 0.999")
     assert _seconds(BUDGET_SECONDS) == "7200" and _seconds(7942.4) == "7942 (over 2 h)"

@@ -90,8 +90,9 @@ def _widths(c, key: str = "channels") -> str:
 
 
 def _decay(c) -> str:
-    wd = float(c.get("weight_decay", 0.0))
-    return f", weight decay {wd:g}" if wd else ""
+    """The optimiser's extras: weight decay and a weight average, when set."""
+    wd, ema = float(c.get("weight_decay", 0.0)), float(c.get("ema_decay", 0.0))
+    return (f", weight decay {wd:g}" if wd else "") + (f", weight average {ema:g}" if ema else "")
 
 
 def _mnist_recipe(c) -> str:
