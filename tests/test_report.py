@@ -34,9 +34,12 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
     run = tmp_path / "mnist-run"
     npvae.train("mnist", {"data_dir": str(shared_data), "out": str(run), "epochs": 1, "train_limit": 300,
                           "eval_limit": 100, "hidden": (32,), "latent_dim": 4, "progress": False}, log=lambda s: None)
+    pilot = tmp_path / "mnist-pilot"
+    npvae.train("mnist", {"data_dir": str(shared_data), "out": str(pilot), "epochs": 1, "train_limit": 300,
+                          "eval_limit": 100, "hidden": (16,), "latent_dim": 4, "progress": False}, log=lambda s: None)
     out = tmp_path / "report"
-    _run(["report", str(mnist), str(music), str(run), str(tmp_path / "nothing"), "--out", str(out)], shared_data,
-         cwd=tmp_path)
+    _run(["report", str(mnist), str(music), str(run), str(tmp_path / "nothing"), "--pilots", str(pilot),
+          "--out", str(out)], shared_data, cwd=tmp_path)
 
     md = (out / "report.md").read_text()
     for heading in ("Approach and implementation", "Loss study, Part I", "Loss study, Part II",
@@ -57,13 +60,16 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
     if missed_marks({n: pretrained.info(n) for n in pretrained.list_models()}):
         marks = md.split("## Missed marks: what was tried, and what limits it")[1].split("\n## ")[0]
         assert "| run: mnist-run | dense 32, latent 4, beta" in marks      # the tiny run, as tried
+        assert "| pilot: mnist-pilot | dense 16, latent 4, beta" in marks  # the pilot: a row there
+        assert re.search(r"Read from .*mnist-pilot.* \(\d{4}-\d\d-\d\d\)\.", marks)
+        assert md.count("mnist-pilot") == 4     # and nowhere else but the header's list and command
     for fig in re.findall(r"\]\((figures/[^)]+\.png)\)", md):
         assert (out / fig).stat().st_size > 1000
     pdf = (out / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 3
     # made inside tmp_path: the report names its sources relative to it
-    assert str(tmp_path) not in md and "from: study-mnist, study-music, mnist-run." in md
-    assert "`npvae report study-mnist study-music mnist-run nothing --out report`" in md
+    assert str(tmp_path) not in md and "from: study-mnist, study-music, mnist-run, mnist-pilot." in md
+    assert "`npvae report study-mnist study-music mnist-run nothing --pilots mnist-pilot --out report`" in md
     # each section ends with the files it was read from
     sections = {s.split("\n")[0]: s.rstrip().split("\n")[-1] for s in md.split("\n## ")[1:]}
     for title, last in sections.items():
@@ -83,6 +89,14 @@ def test_report_refuses_directories_without_results(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 1
     assert "none of the directories holds results" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_report_refuses_a_pilot_that_is_not_a_finished_run(tmp_path, capsys):
+    from npvae_lab.report import build_report
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.h5").write_bytes(b"")
+    with pytest.raises(ValueError, match="pilot .*study is not a finished Part I or Part II run"):
+        build_report([tmp_path], tmp_path / "r", pilot_dirs=[tmp_path / "study"], log=lambda s: None)
 
 
 def test_shipped_section_states_what_each_shipped_file_records():

@@ -145,12 +145,18 @@ section), for when the runs of the first build are no longer at hand:
 
     npvae report runs/ablate-music-best-default runs/music-best --update
 
+--pilots names short runs of a recipe with one change (npvae train ... --epochs 10 with
+the change): each becomes a row of the missed-marks section, beside the full runs.
+
 Needs a source checkout of npvae (the report builder lives in scripts/npvae_lab)."""
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="study directories and run directories")
     p.add_argument("--out", default="docs/report", help="folder for report.md, report.pdf and figures/")
+    p.add_argument("--pilots", nargs="+", default=[], metavar="RUN_DIR",
+                   help="short runs of a recipe with one change: a row each in the missed-marks section, "
+                        "no section or figures of their own")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     what.add_argument("--update", action="store_true",
@@ -161,9 +167,10 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 def run_report(args) -> int:
     report = lab("report")
     command = "npvae report " + " ".join(shlex.quote(shown(d)) for d in args.run_dirs) \
+        + (" --pilots " + " ".join(shlex.quote(shown(d)) for d in args.pilots) if args.pilots else "") \
         + f" --out {shlex.quote(shown(args.out))}" + (" --update" if args.update else "")
     report.build_report(args.run_dirs, args.out, command=command, log=lambda s: print(s, flush=True),
-                        overwrite=args.overwrite, update=args.update)
+                        overwrite=args.overwrite, update=args.update, pilot_dirs=args.pilots)
     return 0
 
 

@@ -325,8 +325,11 @@ def check_report_dir(out, overwrite: bool = False) -> Path:
 
 
 def build_report(run_dirs, out="docs/report", command: str | None = None, log=print,
-                 overwrite: bool = False, update: bool = False) -> dict:
+                 overwrite: bool = False, update: bool = False, pilot_dirs=()) -> dict:
     """Write ``out``/report.md, ``out``/report.pdf and ``out``/figures/ from ``run_dirs``.
+
+    ``pilot_dirs`` are Part I or Part II runs of a recipe with one change at a shorter
+    budget: each is a row of the missed-marks section only (no section or figures).
 
     An existing report there is refused unless ``overwrite`` (:func:`check_report_dir`),
     or brought up to date with ``update``: its sections stay, and those that
@@ -349,6 +352,13 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
                               "rebuild it from all its runs with --overwrite instead of --update") from None
     else:
         out = check_report_dir(out, overwrite)
+    pilots = {"mnist": [], "music": []}
+    for d in map(Path, pilot_dirs):
+        kind = classify(d)
+        if kind not in pilots:
+            raise ValueError(f"pilot {d} is not a finished Part I or Part II run (it holds no results.h5 of "
+                             "npvae train mnist or music)")
+        pilots[kind].append(read_mnist_run(d) if kind == "mnist" else read_music_run(d))
     studies, mnist_runs, music_runs, blind_runs, skipped = [], [], [], [], []
     for d in map(Path, run_dirs):
         kind = classify(d)
@@ -368,12 +378,12 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     out.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".report-build-", dir=out))
     try:
-        sources = [d for d in run_dirs if Path(d) not in skipped]
+        sources = [d for d in run_dirs if Path(d) not in skipped] + list(pilot_dirs)
         if update:
             if (out / "figures").is_dir():
                 shutil.copytree(out / "figures", build / "figures")
             old = Doc.from_markdown(old_text, build)
-        doc = _compose_report(build, studies, mnist_runs, music_runs, blind_runs, sources, command)
+        doc = _compose_report(build, studies, mnist_runs, music_runs, blind_runs, sources, command, pilots)
         if update:
             doc = merge_reports(old, doc, f"Built by `npvae report` from results files only and last brought up to "
                                 f"date on {datetime.date.today().isoformat()}"
@@ -394,7 +404,8 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     return {"markdown": md, "pdf": pdf, "figures": figs}
 
 
-def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sources, command) -> Doc:
+def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sources, command,
+                    pilots: dict | None = None) -> Doc:
     """The report of these results as a Doc, its figures written into ``out``/figures."""
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
@@ -423,7 +434,8 @@ def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sour
         if not is_ablation(study):
             _baseline_section(doc, study, sdir)
     infos = shipped_section(doc)
-    marks_section(doc, infos, mnist_runs, music_runs)
+    pilots = pilots or {}
+    marks_section(doc, infos, mnist_runs, music_runs, pilots.get("mnist", ()), pilots.get("music", ()))
     _discussion(doc, studies, mnist_runs, music_runs)
     published_section(doc)
     return with_sources(doc, [shown(d) for d in sources], datetime.date.today().isoformat())
