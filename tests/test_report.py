@@ -375,3 +375,11 @@ def test_the_missed_marks_name_a_pilots_settings_and_flag_time_past_the_budget()
     assert _music_recipe(dict(base, ema_decay=0.999, weight_decay=0.05)).endswith(
         "logit penalty 0.001, weight decay 0.05, weight average 0.999")
     assert _seconds(BUDGET_SECONDS) == "7200" and _seconds(7942.4) == "7942 (over 2 h)"
+
+
+def test_a_run_that_validated_a_weight_average_is_not_read_for_what_limits_it():
+    from npvae_lab.report_marks import _read_run
+    epochs = np.arange(12)
+    history = _history(25 + 0.3 * epochs, 500 - epochs, 510 - epochs, [1e-3] * 10 + [5e-4, 1e-4])
+    assert _read_run({"config": {"ema_decay": 0.0}, "history": history}, "val_psnr").score_rise == pytest.approx(0.3)
+    assert _read_run({"config": {"ema_decay": 0.999}, "history": history}, "val_psnr") is None

@@ -30,7 +30,8 @@ CURVE_NOTE = (
     f"{RISING} dB an epoch there says the training budget limits the run; a score that has stopped "
     f"rising while the training loss falls at least {OVERFIT_RATIO:g} times faster than the validation "
     "loss says that what generalises from the training data limits it; a score and losses that have both "
-    "levelled off say the network at that recipe has reached what it can do.")
+    "levelled off say the network at that recipe has reached what it can do. A run that validated a running "
+    "average of its weights is not read: the average lags the weights.")
 
 
 @dataclass
@@ -132,6 +133,15 @@ def _validation_eval(run: dict) -> dict | None:
     return None
 
 
+def _read_run(run: dict, score_key: str) -> CurveReading | None:
+    """:func:`read_curve` of a full run; None for one that validated a running average of
+    its weights (``--ema-decay``): the average lags the weights, so its slope would overstate
+    how much the run was still gaining."""
+    if float(run["config"].get("ema_decay", 0.0)):
+        return None
+    return read_curve(run["history"], score_key)
+
+
 def _reading_cells(reading: CurveReading | None) -> list[str]:
     if reading is None:
         return ["-", "-"]
@@ -147,7 +157,7 @@ def _mnist_part(doc: Doc, marks: list[dict], infos: dict, runs: list[dict], pilo
             rows.append([f"shipped: {name}", f"`{i['command']}`", "-", _seconds(i['train_seconds']), f"{v:.2f}",
                          f"{v - mark['target']:+.2f}", "-", "-"])
     for r in sorted(runs, key=lambda r: -float(r["metrics"]["mean_psnr"])):
-        reading = read_curve(r["history"], "val_psnr")
+        reading = _read_run(r, "val_psnr")
         v = float(r["metrics"]["mean_psnr"])
         rows.append([f"run: {r['dir'].name}", _mnist_recipe(r["config"]), f"{r['params']:,}",
                      _seconds(float(r['metrics']['train_seconds_total'])), f"{v:.2f}", f"{v - mark['target']:+.2f}",
@@ -187,7 +197,7 @@ def _music_part(doc: Doc, marks: list[dict], infos: dict, runs: list[dict], pilo
         v, a = float(m["model_vocals_gnsdr"]), float(m["model_accompaniment_gnsdr"])
         singers = np.atleast_1d(m["group_vocals_gnsdr"]).astype(float) if "group_vocals_gnsdr" in m else None
         spread = f"{singers.min():.2f} to {singers.max():.2f}" if singers is not None and singers.size else "-"
-        reading = read_curve(r["history"], "val_vocals_si_sdri") if kind == "run" else None
+        reading = _read_run(r, "val_vocals_si_sdri") if kind == "run" else None
         seconds = float(r["metrics"].get("train_seconds_total", np.sum(r["history"].get("seconds", np.nan))))
         rows.append([f"{kind}: {r['dir'].name}", _music_recipe(r["config"]), f"{r['params']:,}", _seconds(seconds),
                      f"{v:.2f} / {a:.2f}", f"{v - voice_t:+.2f} / {a - acc_t:+.2f}", spread, *_reading_cells(reading)])
