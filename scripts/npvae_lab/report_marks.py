@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from npvae.engine.config import defaults
+from npvae.pipelines.music import MusicConfig
+
 from .document import Doc
 from .report_shipped import missed_marks
 
@@ -105,15 +108,15 @@ def _mnist_recipe(c) -> str:
             f"{int(c['epochs'])} epochs, lr {c['lr_schedule']}" + _decay(c))
 
 
-# Part II settings a recipe names only when they differ from these defaults
-MUSIC_EXTRAS = (("frames", 64, "{:g} frames"), ("latent_channels", 32, "latent {:g} channels"),
-                ("batch_size", 8, "batch {:g}"), ("remix_prob", 0.5, "remix prob {:g}"),
-                ("gain_db", 3.0, "gain {:g} dB"), ("voice_pitch", 0.0, "voice pitch {:g} st"))
+# Part II settings a recipe names only when they differ from the task's defaults
+MUSIC_EXTRAS = {"frames": "{:g} frames", "latent_channels": "latent {:g} channels", "batch_size": "batch {:g}",
+                "remix_prob": "remix prob {:g}", "gain_db": "gain {:g} dB", "voice_pitch": "voice pitch {:g} st"}
 
 
 def _music_recipe(c) -> str:
-    extras = "".join(f", {fmt.format(float(c[key]))}" for key, default, fmt in MUSIC_EXTRAS
-                     if key in c and float(c[key]) != default)
+    default = defaults(MusicConfig)
+    extras = "".join(f", {fmt.format(float(c[key]))}" for key, fmt in MUSIC_EXTRAS.items()
+                     if key in c and float(c[key]) != default[key])
     return (f"{_widths(c)}, {int(c['epochs'])} epochs, loss {c['loss']}, remix {c.get('remix', 'none')}, "
             f"logit penalty {float(c.get('logit_penalty', 0.0)):g}" + extras + _decay(c))
 
