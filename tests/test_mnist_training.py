@@ -213,3 +213,14 @@ def test_latent_usage_script_tells_a_latent_that_carries_from_one_that_does_not(
     # without its latent the VAE falls below the mixture itself (13.54 dB); the U-Net stays far above
     # (the U-Net's KL is no measure here: trained without a KL term, nothing keeps its code small)
     assert float(vae[1]) < 13.54 < 25 < float(unet[1])
+
+
+def test_a_run_killed_while_writing_its_last_files_resumes_to_write_them(tmp_path, shared_data):
+    settings = tiny(tmp_path, shared_data, epochs=1, train_limit=256)
+    train(settings)
+    run = Path(settings["out"])
+    (run / "results.h5").unlink()                                  # killed between model.h5 and results.h5
+    stale = run / ".results.h5.999999999.abc.npvae-tmp.h5"         # its half-written temporary
+    stale.write_bytes(b"partial")
+    again = train({"out": settings["out"]}, resume=True)
+    assert not again.finished_before and (run / "results.h5").exists() and not stale.exists()

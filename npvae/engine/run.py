@@ -30,7 +30,7 @@ from .._version import __version__
 from ..checkpoint import CHECKPOINT_FILE, atomic_write_text, load_checkpoint
 from ..errors import NpvaeError, TrainingError
 from ..fileguard import RunLock, check_writable_dir, prepare_run_dir, unique_run_dir
-from ..io import MODEL_FILE
+from ..io import MODEL_FILE, RESULTS_FILE
 from ..optim import Adam
 from ..schedules import schedule_lr
 from ..training import Trainer, config_changes
@@ -175,7 +175,8 @@ def _resumed_config(task_cls, run_dir: Path, settings, comm):
             "run's own settings, or start a new run with another --out")
     cfg = task_cls.finalize(task_cls.Config(**{**own, **named, "out": str(run_dir)}))
     done = int(meta.get("epoch", 0))
-    if done >= cfg.epochs and (run_dir / MODEL_FILE).exists():
+    # finished once its last file is written: a run killed while writing them resumes to write them
+    if done >= cfg.epochs and (run_dir / MODEL_FILE).exists() and (run_dir / RESULTS_FILE).exists():
         return cfg, (f"{run_dir} is a finished run ({done} of {cfg.epochs} epochs); its model is "
                      f"{run_dir / MODEL_FILE}. To train it further on purpose, name more epochs: "
                      f"{resume_hint(task_cls, run_dir)} --epochs {done + max(1, done // 2)}")
