@@ -3,6 +3,7 @@ configuration with finite metrics, Markdown + HDF5 + figure, and a killed study 
 (--resume) without retraining."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -201,3 +202,12 @@ def test_ablate_refuses_a_preset_it_cannot_take_apart():
     r = subprocess.run([*STUDY, "--task", "mnist", "--ablate", "best", "--list"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "no_blocks" in r.stdout and "--blocks 1 instead of 2" in r.stdout, r.stderr
+
+
+def test_study_help_names_every_preset_an_ablation_takes_apart():
+    from npvae_lab.studies import ablatable_presets
+    r = subprocess.run([*STUDY, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    listed = re.search(r"ablate this preset \((.*?)\)", " ".join(r.stdout.split())).group(1)
+    named = {task.strip(): {p.strip() for p in presets.split(",")}
+             for task, presets in (part.split(":") for part in listed.split(";"))}
+    assert named == {task: set(ablatable_presets(task)) for task in ("mnist", "music")}, listed
