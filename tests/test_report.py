@@ -192,6 +192,25 @@ def test_update_keeps_old_sections_and_takes_the_new_ones(tmp_path):
     assert ("p", "new note") in runs and [b[2] for b in runs if b[0] == "img"] == ["r1", "r2", "r3"]
 
 
+def test_update_replaces_the_discussion_paragraph_of_a_study_given_again(tmp_path):
+    from npvae_lab.report_update import merge_reports
+    title = "Discussion: how well"
+    old = _doc(tmp_path, {title: [("p", "Images (study-a, mean PSNR (dB)): old a."),
+                                  ("p", "Music (study-m, vocals GNSDR (dB)): old m."),
+                                  ("p", "Full Part I run r1: kept."),
+                                  ("p", "Read from runs/study-a, runs/study-m, runs/r1 (d1).")]})
+    new = _doc(tmp_path, {title: [("p", "Images (study-a, mean PSNR (dB)): new a."),
+                                  ("p", "Images (study-b, mean PSNR (dB)): new b."),
+                                  ("p", "Full Part I run r9: of the new runs alone."),
+                                  ("p", "Read from runs/study-a, runs/study-b, runs/r9 (d2).")]})
+    blocks = dict(merge_reports(old, new, "Updated.").sections()[1:])[title]
+    assert blocks[1:] == [("p", "Images (study-a, mean PSNR (dB)): new a."),
+                          ("p", "Music (study-m, vocals GNSDR (dB)): old m."),
+                          ("p", "Images (study-b, mean PSNR (dB)): new b."),
+                          ("p", "Full Part I run r1: kept."),
+                          ("p", "Read from runs/study-a, runs/study-b (d2); runs/study-m, runs/r1 (d1).")]
+
+
 def test_update_adds_the_new_runs_of_a_section_with_a_table_per_run(tmp_path):
     # Part II's runs section: per run a paragraph, its scores by system and source, its figures
     from npvae_lab.report_update import merge_reports

@@ -13,7 +13,7 @@ from a report built from the new runs only:
   others follow the old ones);
 
 and keeps the old discussion, which compares results across all the runs of the first
-build. The sections come in the order a whole build writes them (:func:`rank`), and each
+build, but for the paragraph of each loss study given again, which the new one replaces. The sections come in the order a whole build writes them (:func:`rank`), and each
 keeps or gets the line naming the files it was read from (:mod:`.report_sources`).
 """
 from __future__ import annotations
@@ -23,7 +23,9 @@ import re
 from . import report_sources as src
 from .document import Doc
 
-KEPT = ("Discussion",)                       # sections an update never rebuilds
+KEPT = ("Discussion",)                       # sections an update never rebuilds whole
+# a discussion paragraph about one loss study: "Images (study-mnist-default, ..." (report.py)
+STUDY_PARAGRAPH = re.compile(r"^(?:Images|Music) \(([^,]+),")
 MERGED = ("Part I: separation results", "Part II: separation results")   # rows added
 
 # The order of a whole build (report.py's _compose_report); a study or baselines section
@@ -53,7 +55,11 @@ def merge_reports(old: Doc, new: Doc, intro: str) -> Doc:
         blocks, sources = src.split(blocks)
         if sources is None:
             sources = src.inferred(title, blocks, legacy)
-        if title in new_sections and not title.startswith(KEPT):
+        if title in new_sections and title.startswith(KEPT):
+            blocks, studies = _merge_study_paragraphs(blocks, new_sections[title][0])
+            sources = src.merged(sources or [], [(what, date) for what, date in new_sections[title][1] or []
+                                                 if any(src.names([("p", what)], s) for s in studies)])
+        elif title in new_sections:
             new_blocks, new_sources = new_sections[title]
             rows = _merge_rows(blocks, new_blocks) if title.startswith(MERGED) else new_blocks
             # rows that kept the old runs' rows keep their sources; a section replaced drops them
@@ -89,6 +95,23 @@ def _merge_rows(old: list[tuple], new: list[tuple]) -> list[tuple]:
     images = [b for b in old if b[0] == "img" and b[1] not in {n[1] for n in new_images}] + new_images
     return ([new[0], ("table", new_tables[0][1], list(rows.values()))]
             + [b for b in new[1:] if b[0] == "p"] + images)
+
+
+def _merge_study_paragraphs(old: list[tuple], new: list[tuple]) -> tuple[list[tuple], list[str]]:
+    """The old discussion with each loss study's paragraph (:data:`STUDY_PARAGRAPH`)
+    replaced by the new discussion's paragraph of the same study, and the new studies'
+    paragraphs after the last old one; the other paragraphs (on the full runs of the
+    first build) stay. Returns the blocks and the names of the studies taken from ``new``."""
+    def study(b):
+        m = STUDY_PARAGRAPH.match(b[1]) if b[0] == "p" else None
+        return m.group(1) if m else None
+
+    fresh = {study(b): b for b in new if study(b)}
+    merged = [fresh.get(study(b), b) for b in old]
+    studies_at = [i for i, b in enumerate(merged) if study(b)]
+    at = studies_at[-1] + 1 if studies_at else 1                   # else after the heading
+    added = [b for name, b in fresh.items() if name not in {study(o) for o in old}]
+    return merged[:at] + added + merged[at:], list(fresh)
 
 
 def _run_blocks(blocks: list[tuple]) -> tuple[list[tuple], dict[str, list[tuple]]]:
