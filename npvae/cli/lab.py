@@ -184,7 +184,7 @@ and HDF5) and a figure of the validation curves. With --ablate PRESET, train tha
 preset's recipe and, one at a time, the recipe with one of its settings put back to the
 default (the same shorter budget for all): the table says what each setting buys.
 
-    npvae study --task mnist                   # about 25 minutes on 2 cores
+    npvae study --task mnist                   # about 10 minutes on 2 cores
     npvae study --task music                   # about 40 minutes on 2 cores
     npvae study --task mnist --ablate best     # what each setting of --preset best buys
     npvae study --task mnist --budget tiny     # a smoke run, about a minute

@@ -87,8 +87,8 @@ BUDGETS = {
         "default": {"common": {"epochs": 5, "kl_warmup": 1.0},
                     "unet": {"epochs": 3},
                     "nmf": {"k": 64, "n_iter": 200, "fit_iter": 100, "max_images": 10000},
-                    "expected": "about 25 minutes on 2 cores (measured: dense VAE 1 to 2 minutes per "
-                                "configuration, the two U-Nets about 17 minutes each, one thread per process)"},
+                    "expected": "about 10 minutes on 2 cores (measured: dense VAE about 1 minute per "
+                                "configuration, the two U-Nets about 5 minutes each, one thread per process)"},
     },
     "music": {
         "tiny": {"common": {"epochs": 1, "train_limit": 3, "eval_limit": 2, "channels": (4, 8, 8),
