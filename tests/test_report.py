@@ -402,3 +402,20 @@ def test_a_run_that_validated_a_weight_average_is_not_read_for_what_limits_it():
     history = _history(25 + 0.3 * epochs, 500 - epochs, 510 - epochs, [1e-3] * 10 + [5e-4, 1e-4])
     assert _read_run({"config": {"ema_decay": 0.0}, "history": history}, "val_psnr").score_rise == pytest.approx(0.3)
     assert _read_run({"config": {"ema_decay": 0.999}, "history": history}, "val_psnr") is None
+
+
+def test_discussion_takes_a_part_ii_run_scored_without_baselines():
+    from pathlib import Path
+
+    from npvae_lab.document import Doc
+    from npvae_lab.report import _discussion
+
+    def run(name, metrics):
+        return {"dir": Path(f"runs/{name}"), "evals": [{"metrics": metrics}]}
+
+    doc = Doc()
+    _discussion(doc, [], [], [run("plain", {"model_vocals_gnsdr": 9.5}),
+                              run("full", {"model_vocals_gnsdr": 9.5, "oracle_vocals_gnsdr": 13.5})])
+    md = doc.markdown(Path("."))
+    assert "Full Part II run plain: vocals GNSDR 9.50 dB." in md
+    assert "Full Part II run full: vocals GNSDR 9.50 dB against 13.50 dB for the ideal ratio mask, 4.00 dB" in md
