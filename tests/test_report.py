@@ -419,3 +419,15 @@ def test_discussion_takes_a_part_ii_run_scored_without_baselines():
     md = doc.markdown(Path("."))
     assert "Full Part II run plain: vocals GNSDR 9.50 dB." in md
     assert "Full Part II run full: vocals GNSDR 9.50 dB against 13.50 dB for the ideal ratio mask, 4.00 dB" in md
+
+
+def test_a_pilot_is_a_source_of_the_missed_marks_alone():
+    from pathlib import Path
+    # a pilot folder named "recipe" must not be listed under every section that says "recipe"
+    from npvae_lab.report import with_sources
+    from npvae_lab.report_marks import MARKS_TITLE
+    doc = _doc(Path("."), {"Ablation, Part I: ablate-a": [("p", "the recipe of ablate-a")],
+                           MARKS_TITLE: [("p", "pilot: recipe; run: r1")]})
+    sections = dict(with_sources(doc, ["runs/ablate-a", "runs/r1"], "d1", ["runs/x/recipe"]).sections()[1:])
+    assert sections["Ablation, Part I: ablate-a"][-1] == ("p", "Read from runs/ablate-a (d1).")
+    assert sections[MARKS_TITLE][-1] == ("p", "Read from the shipped model files, runs/r1, runs/x/recipe (d1).")

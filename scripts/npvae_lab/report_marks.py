@@ -21,6 +21,8 @@ from npvae.pipelines.music import MusicConfig
 from .document import Doc
 from .report_shipped import missed_marks
 
+MARKS_TITLE = "Missed marks: what was tried, and what limits it"
+
 RISING = 0.05        # dB an epoch: a validation score rising faster than this is still improving
 OVERFIT_RATIO = 2.0  # training loss falling this many times faster than validation loss
 MIN_EPOCHS = 4       # fewer constant-lr epochs than this: no reading
@@ -236,7 +238,7 @@ def marks_section(doc: Doc, infos: dict, mnist_runs: list[dict], music_runs: lis
     missed = [m for m in missed_marks(infos) if m["value"] is not None]   # none shipped: said above
     if not missed:
         return missed
-    doc.h2("Missed marks: what was tried, and what limits it")
+    doc.h2(MARKS_TITLE)
     doc.p("For each mark the shipped models miss: the shipped models of its task (read from the files) and the "
           "training runs given to this report, each with its recipe, score and distance to the mark (a training "
           "time past the marks' budget of 2 hours of wall time is flagged; pilots are a recipe with one change "
