@@ -13,8 +13,9 @@ from a report built from the new runs only:
   others follow the old ones);
 
 and keeps the old discussion, which compares results across all the runs of the first
-build, but for the paragraph of each loss study given again, which the new one replaces. The sections come in the order a whole build writes them (:func:`rank`), and each
-keeps or gets the line naming the files it was read from (:mod:`.report_sources`).
+build, but for the paragraph of each loss study given again, which the new one replaces.
+The sections come in the order a whole build writes them (:func:`rank`), and each keeps
+or gets the line naming the files it was read from (:mod:`.report_sources`).
 """
 from __future__ import annotations
 
