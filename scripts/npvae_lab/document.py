@@ -103,13 +103,14 @@ class Doc:
         from matplotlib.backends.backend_pdf import PdfPages
 
         W, H, M = 8.27, 11.69, 0.7               # A4 in inches, margin
+        DPI = 80                                 # figures are resampled to this: a PDF of a few MB
         usable = W - 2 * M
         state = {"fig": None, "y": 0.0, "page": 0}
         pdf = PdfPages(path)
 
         def new_page():
             if state["fig"] is not None:
-                pdf.savefig(state["fig"])
+                pdf.savefig(state["fig"], dpi=DPI)
                 plt.close(state["fig"])
             state["fig"] = plt.figure(figsize=(W, H))
             state["page"] += 1
@@ -162,7 +163,7 @@ class Doc:
                 state["y"] -= height + 0.05
                 text_lines(textwrap.wrap(b[2], 110), 7.5, weight="normal", gap=0.15)
         if state["fig"] is not None:
-            pdf.savefig(state["fig"])
+            pdf.savefig(state["fig"], dpi=DPI)
             plt.close(state["fig"])
         pdf.close()
 
