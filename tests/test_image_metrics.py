@@ -89,6 +89,24 @@ def test_shapes_accepted_and_rejected(rng):
         ssim(np.zeros((1, 8, 8)), np.zeros((1, 8, 8)))
 
 
+def test_non_finite_pixels_are_refused_blank_images_are_scored(rng):
+    x = rng.random((3, 28, 28))
+    bad = x.copy()
+    bad[2, 4, 4] = np.nan
+    for fn in (mse, psnr, ssim):
+        with pytest.raises(ValueError, match=rf"{fn.__name__}: y holds 1 NaN value\(s\) of 2,352"):
+            fn(x, bad)
+        with pytest.raises(ValueError, match=rf"{fn.__name__}: x holds 1 infinite"):
+            fn(np.where(np.isnan(bad), -np.inf, bad), x)
+    with pytest.raises(ValueError, match="separation_report: est_fashion holds 1 NaN"):
+        separation_report(x, bad, x, x)
+    with pytest.raises(ValueError, match="psnr: data_range must be a positive number"):
+        psnr(x, x, data_range=0)
+    blank = np.zeros((1, 28, 28))
+    assert mse(blank, blank)[0] == 0 and psnr(blank, blank)[0] == pytest.approx(100.0)
+    assert ssim(blank, blank)[0] == pytest.approx(1.0)
+
+
 def test_separation_report():
     rng = np.random.default_rng(0)
     d, f = rng.random((6, 28, 28)), rng.random((6, 28, 28))

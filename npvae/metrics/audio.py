@@ -15,7 +15,8 @@ The normal equations need the correlations of every reference with every
 other (and with the estimate) at lags 0..L-1; one FFT per signal gives them all,
 and the Gram matrix is shared by every estimate, so a clip costs a handful of
 FFTs plus one (n_src * L)-square Cholesky factorisation.
-All values are in dB.
+All values are in dB. Non-finite samples and silent (all-zero) references,
+estimates or mixtures are refused (:mod:`npvae.metrics.checks`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import numpy as np
 import scipy.linalg
 from scipy.fft import irfft, next_fast_len, rfft
 from scipy.optimize import linear_sum_assignment
+
+from .checks import finite, not_nan, not_silent
 
 FILTER_LENGTH = 512
 
@@ -38,19 +41,18 @@ def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _as_sources(x, name: str) -> np.ndarray:
+def _as_sources(x, name: str, metric: str) -> np.ndarray:
+    """``x`` as float64 (n_sources, n_samples), finite and with energy in every row."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(f"{name} must have shape (n_sources, n_samples), got {np.shape(x)}")
+        raise ValueError(f"{metric}: {name} must have shape (n_sources, n_samples), got {np.shape(x)}")
     if x.shape[0] > x.shape[1]:
-        raise ValueError(f"{name} has shape {x.shape}: more sources than samples, so it is "
+        raise ValueError(f"{metric}: {name} has shape {x.shape}: more sources than samples, so it is "
                          "probably (n_samples, n_sources); pass its transpose (x.T), shape "
                          "(n_sources, n_samples)")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} holds NaN or inf")
-    return x
+    return not_silent(finite(x, metric, name), metric, name)
 
 
 def _solve_spd(G: np.ndarray, D: np.ndarray) -> np.ndarray:
@@ -73,10 +75,6 @@ class _Projector:
         L = int(filter_length)
         if L < 1:
             raise ValueError(f"filter_length must be >= 1, got {filter_length}")
-        silent = np.flatnonzero(~np.any(references, axis=1))
-        if silent.size:
-            raise ValueError(f"reference source(s) {silent.tolist()} are silent (all zeros); "
-                             "BSS Eval needs every reference to have energy")
         self.n_src, self.n, self.L = n_src, n, L
         # Lags up to L-1 wrap around unless the FFT is at least n + L - 1 long.
         self.n_fft = next_fast_len(n + L - 1, real=True)
@@ -152,15 +150,11 @@ def bss_eval_sources(reference_sources, estimated_sources, compute_permutation: 
     sdr, sir, sar : float64 ndarrays (n_src,) in dB, in reference order.
     perm : int ndarray (n_src,); ``estimated_sources[perm[j]]`` was matched to reference j.
     """
-    refs = _as_sources(reference_sources, "reference_sources")
-    ests = _as_sources(estimated_sources, "estimated_sources")
+    refs = _as_sources(reference_sources, "reference_sources", "bss_eval_sources")
+    ests = _as_sources(estimated_sources, "estimated_sources", "bss_eval_sources")
     if refs.shape != ests.shape:
-        raise ValueError(f"reference_sources {refs.shape} and estimated_sources {ests.shape} "
+        raise ValueError(f"bss_eval_sources: reference_sources {refs.shape} and estimated_sources {ests.shape} "
                          "must have the same shape (n_sources, n_samples)")
-    silent = np.flatnonzero(~np.any(ests, axis=1))
-    if silent.size:
-        raise ValueError(f"estimated source(s) {silent.tolist()} are silent (all zeros); "
-                         "SDR is undefined for them")
     proj = _Projector(refs, filter_length)
     n_src = refs.shape[0]
     if not compute_permutation:
@@ -183,18 +177,17 @@ def si_sdr(reference, estimate, zero_mean: bool = False) -> np.ndarray | float:
     reference, estimate : ndarrays (n_samples,) or (n_src, n_samples).
     The reference is scaled by ``a = <e, s> / <s, s>``; SI-SDR =
     ``10 log10(|a s|^2 / |e - a s|^2)``. With ``zero_mean`` both are centred first.
-    Returns a float for 1-D input, else (n_src,).
+    Returns a float for 1-D input, else (n_src,). A silent reference or estimate (also
+    a constant one with ``zero_mean``) is refused: its SI-SDR is undefined.
     """
-    s = _as_sources(reference, "reference")
-    e = _as_sources(estimate, "estimate")
+    s = _as_sources(reference, "reference", "si_sdr")
+    e = _as_sources(estimate, "estimate", "si_sdr")
     if s.shape != e.shape:
-        raise ValueError(f"reference {s.shape} and estimate {e.shape} differ in shape")
+        raise ValueError(f"si_sdr: reference {s.shape} and estimate {e.shape} differ in shape")
     if zero_mean:
-        s = s - s.mean(axis=1, keepdims=True)
-        e = e - e.mean(axis=1, keepdims=True)
+        s = not_silent(s - s.mean(axis=1, keepdims=True), "si_sdr", "reference (without its mean)")
+        e = not_silent(e - e.mean(axis=1, keepdims=True), "si_sdr", "estimate (without its mean)")
     ss = np.sum(s * s, axis=1)
-    if np.any(ss == 0):
-        raise ValueError("SI-SDR of a silent reference is undefined")
     target = (np.sum(e * s, axis=1) / ss)[:, None] * s
     out = _db(np.sum(target ** 2, axis=1), np.sum((e - target) ** 2, axis=1))
     return float(out[0]) if np.ndim(reference) == 1 else out
@@ -209,16 +202,17 @@ def separation_scores(reference_sources, estimated_sources, mixture,
     "nsdr" (= sdr - mixture_sdr). Sources are taken in the given order. The
     reference Gram matrix is built once for both evaluations.
     """
-    refs = _as_sources(reference_sources, "reference_sources")
-    ests = _as_sources(estimated_sources, "estimated_sources")
-    mix = _as_sources(mixture, "mixture")
+    return _separation_scores(reference_sources, estimated_sources, mixture, filter_length, "separation_scores")
+
+
+def _separation_scores(reference_sources, estimated_sources, mixture, filter_length: int,
+                       metric: str) -> dict[str, np.ndarray]:
+    refs = _as_sources(reference_sources, "reference_sources", metric)
+    ests = _as_sources(estimated_sources, "estimated_sources", metric)
+    mix = _as_sources(mixture, "mixture", metric)
     if refs.shape != ests.shape or mix.shape != (1, refs.shape[1]):
-        raise ValueError(f"shapes disagree: references {refs.shape}, estimates {ests.shape}, "
+        raise ValueError(f"{metric}: shapes disagree: references {refs.shape}, estimates {ests.shape}, "
                          f"mixture {mix.shape[1:]} (want (n_src, n), (n_src, n), (n,))")
-    for name, x in (("estimated source(s)", ests), ("mixture", mix)):
-        silent = np.flatnonzero(~np.any(x, axis=1))
-        if silent.size:
-            raise ValueError(f"{name} {silent.tolist()} silent (all zeros); SDR is undefined")
     proj = _Projector(refs, filter_length)
     tgt, dist, intf, p_all, artif = proj.decompose(ests, "diagonal")
     m_tgt, m_dist, *_ = proj.decompose(np.repeat(mix, refs.shape[0], axis=0), "diagonal")
@@ -233,7 +227,7 @@ def nsdr(reference_sources, estimated_sources, mixture,
 
     The improvement a separator brings over doing nothing (returning the mixture).
     """
-    return separation_scores(reference_sources, estimated_sources, mixture, filter_length)["nsdr"]
+    return _separation_scores(reference_sources, estimated_sources, mixture, filter_length, "nsdr")["nsdr"]
 
 
 def weighted_mean(values, lengths) -> np.ndarray | float:
@@ -242,12 +236,16 @@ def weighted_mean(values, lengths) -> np.ndarray | float:
     values : (n_clips,) or (n_clips, n_src); lengths : (n_clips,) clip lengths
     (samples or seconds; only the ratios matter). Returns a float or (n_src,).
     """
-    v = np.asarray(values, dtype=np.float64)
+    return _weighted_mean(values, lengths, "weighted_mean", "values")
+
+
+def _weighted_mean(values, lengths, metric: str, arg: str) -> np.ndarray | float:
+    v = not_nan(np.asarray(values, dtype=np.float64), metric, arg)
     w = np.asarray(lengths, dtype=np.float64)
     if v.shape[:1] != w.shape or w.ndim != 1 or w.size == 0:
-        raise ValueError(f"need one length per clip: values {v.shape}, lengths {w.shape}")
-    if np.any(w < 0) or w.sum() <= 0:
-        raise ValueError("clip lengths must be non-negative and not all zero")
+        raise ValueError(f"{metric}: need one length per clip: {arg} {v.shape}, lengths {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"{metric}: clip lengths must be finite, non-negative and not all zero")
     out = np.tensordot(w, v, axes=(0, 0)) / w.sum()
     return float(out) if v.ndim == 1 else out
 
@@ -259,4 +257,4 @@ def gnsdr(nsdrs, lengths) -> np.ndarray | float:
     The same weighting of SIR and SAR gives the GSIR and GSAR of the MIR-1K
     literature (use :func:`weighted_mean`).
     """
-    return weighted_mean(nsdrs, lengths)
+    return _weighted_mean(nsdrs, lengths, "gnsdr", "nsdrs")

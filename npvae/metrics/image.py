@@ -2,12 +2,15 @@
 
 Every metric takes two arrays of images, shape (N, H, W) (also (H, W) for one
 image, or (N, 1, H, W) as models output them), and returns one value per image,
-shape (N,), computed in float64.
+shape (N,), computed in float64. NaN or infinite pixels are refused
+(:mod:`npvae.metrics.checks`); blank images are scored like any other.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import correlate1d
+
+from .checks import finite
 
 # PSNR of a perfect estimate would be infinite; flooring the MSE caps it at
 # 10*log10(data_range**2 / 1e-10) = 100 dB for data_range=1, so means stay finite.
@@ -15,28 +18,34 @@ MSE_FLOOR = 1e-10
 _CHUNK = 2048  # images per SSIM block, to bound the float64 temporaries (~50 MB at 28x28)
 
 
-def _images(x: np.ndarray, name: str) -> np.ndarray:
+def _images(x: np.ndarray, name: str, metric: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 2:
         x = x[None]
     elif x.ndim == 4 and x.shape[1] == 1:
         x = x[:, 0]
     if x.ndim != 3:
-        raise ValueError(f"{name} must have shape (N, H, W), (N, 1, H, W) or (H, W), got {x.shape}")
-    return x
+        raise ValueError(f"{metric}: {name} must have shape (N, H, W), (N, 1, H, W) or (H, W), got {x.shape}")
+    return finite(x, metric, name)
 
 
-def _pair(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _images(x, "x"), _images(y, "y")
+def _pair(x, y, metric: str, data_range: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _images(x, "x", metric), _images(y, "y", metric)
     if x.shape != y.shape:
-        raise ValueError(f"x and y differ in shape: {x.shape} vs {y.shape}")
+        raise ValueError(f"{metric}: x and y differ in shape: {x.shape} vs {y.shape}")
+    if not (np.isfinite(data_range) and data_range > 0):
+        raise ValueError(f"{metric}: data_range must be a positive number (the images' full scale, 1.0 for "
+                         f"images in [0, 1]), got {data_range}")
     return x, y
+
+
+def _mse(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.mean((x - y) ** 2, axis=(1, 2))
 
 
 def mse(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Mean squared error of each image pair, shape (N,)."""
-    x, y = _pair(x, y)
-    return np.mean((x - y) ** 2, axis=(1, 2))
+    return _mse(*_pair(x, y, "mse"))
 
 
 def psnr(x: np.ndarray, y: np.ndarray, data_range: float = 1.0) -> np.ndarray:
@@ -45,7 +54,8 @@ def psnr(x: np.ndarray, y: np.ndarray, data_range: float = 1.0) -> np.ndarray:
     The MSE is floored at :data:`MSE_FLOOR`, so identical images give a finite
     100 dB (for ``data_range=1``) rather than infinity.
     """
-    return 10.0 * np.log10(data_range ** 2 / np.maximum(mse(x, y), MSE_FLOOR))
+    x, y = _pair(x, y, "psnr", data_range)
+    return 10.0 * np.log10(data_range ** 2 / np.maximum(_mse(x, y), MSE_FLOOR))
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -69,7 +79,7 @@ def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, win_size: int = 
     is averaged over the 'valid' positions, where the window lies wholly inside
     the image ((H - 10) x (W - 10) of them for the 11x11 window).
     """
-    x, y = _pair(x, y)
+    x, y = _pair(x, y, "ssim", data_range)
     if win_size % 2 == 0:
         raise ValueError(f"win_size must be odd, got {win_size}")
     if min(x.shape[1:]) < win_size:
@@ -103,6 +113,9 @@ def separation_report(est_digit: np.ndarray, est_fashion: np.ndarray, true_digit
     scale). Returns ``{"digit_mse", "digit_psnr", "digit_ssim", "fashion_mse", ...,
     "mean_mse", "mean_psnr", "mean_ssim"}`` as floats.
     """
+    for name, a in (("est_digit", est_digit), ("est_fashion", est_fashion), ("true_digit", true_digit),
+                    ("true_fashion", true_fashion)):
+        finite(np.asarray(a), "separation_report", name)
     report: dict[str, float] = {}
     for source, est, true in (("digit", est_digit, true_digit), ("fashion", est_fashion, true_fashion)):
         report[f"{source}_mse"] = float(mse(est, true).mean())

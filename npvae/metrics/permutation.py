@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .checks import finite
 from .image import mse, psnr, ssim
 
 
@@ -28,6 +29,8 @@ def best_permutation(estimates: np.ndarray, sources: np.ndarray) -> np.ndarray:
     n, k, s = est.shape[0], est.shape[1], src.shape[1]
     if k < s:
         raise ValueError(f"{k} estimated groups cannot be matched to {s} sources: train with at least {s} groups")
+    finite(est, "best_permutation", "estimates")
+    finite(src, "best_permutation", "sources")
     diff = est[:, None].astype(np.float64) - src[:, :, None].astype(np.float64)   # (N, S, K, H, W)
     cost = np.mean(diff * diff, axis=(3, 4))                                        # (N, S, K)
     idx = np.empty((n, s), dtype=np.int64)
