@@ -92,14 +92,20 @@ def read_mnist_run(run_dir) -> dict:
 
 
 def read_music_run(run_dir) -> dict:
+    """A Part II run: its config, history, metrics and evaluations (``eval_*.h5``). A
+    results.h5 that ``npvae evaluate --results`` wrote (its config has no ``epochs``) is
+    an evaluation with no training record: ``"evaluation_only"`` is then True, and the
+    file is the run's first evaluation."""
     d = Path(run_dir)
     t = h5mat.read_tree(d / RESULTS_FILE, expected_kind="music_results")
+    evaluation_only = "epochs" not in t["config"]
     evals = []
-    for path in sorted(d.glob("eval_*.h5")):
-        e = h5mat.read_tree(path, expected_kind="music_results")
+    for path in ([d / RESULTS_FILE] if evaluation_only else []) + sorted(d.glob("eval_*.h5")):
+        e = t if path.name == RESULTS_FILE else h5mat.read_tree(path, expected_kind="music_results")
         evals.append({"path": path, "config": e["config"], "metrics": e["metrics"], "examples": e["examples"]})
-    return {"dir": d, "config": t["config"], "history": t["history"], "metrics": t.get("metrics", {}),
-            "params": _param_count(t["model"]["params"]), "evals": evals}
+    return {"dir": d, "config": t["config"], "history": {} if evaluation_only else t["history"],
+            "metrics": {} if evaluation_only else t.get("metrics", {}),
+            "params": _param_count(t["model"]["params"]), "evals": evals, "evaluation_only": evaluation_only}
 
 
 # ----------------------------------------------------------------------------- sections
@@ -141,8 +147,13 @@ def _music_section(doc: Doc, runs: list[dict], figs: Path):
     for r in runs:
         c = r["config"]
         name = r["dir"].name
-        doc.p(f"Run {name}: {r['params']:,} parameters, {int(c['epochs'])} epochs, loss {c['loss']} "
-              f"(compression {c.get('loss_compression', 'none')}), beta {_f(c['beta'], 'g')}, dataset {c['dataset']}.")
+        if r.get("evaluation_only"):
+            doc.p(f"Evaluation {name}: model {c.get('model', 'unknown')} ({r['params']:,} parameters) scored by "
+                  f"`npvae evaluate`; the folder holds no training record (no epochs, loss or curves).")
+        else:
+            doc.p(f"Run {name}: {r['params']:,} parameters, {int(c['epochs'])} epochs, loss {c['loss']} "
+                  f"(compression {c.get('loss_compression', 'none')}), beta {_f(c['beta'], 'g')}, "
+                  f"dataset {c['dataset']}.")
         for e in r["evals"]:
             m, ec = e["metrics"], e["config"]
             seconds = np.atleast_1d(m["clip_seconds"])
@@ -341,6 +352,12 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     report's figures folder holds no stale figure. Paths in the report are relative to
     the current folder.
     """
+    for d in map(Path, [*run_dirs, *pilot_dirs]):
+        if not d.exists():
+            raise FileNotFoundError(f"{shown(d)} does not exist: give the folders of studies (npvae study --out) "
+                                    "and runs (npvae train --out) that hold study.h5 or results.h5")
+        if not d.is_dir():
+            raise NotADirectoryError(f"{shown(d)} is a file, not a folder: give the folder that holds it")
     if update:
         out = Path(out)
         check_writable_dir(out)
@@ -360,7 +377,11 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
         if kind not in pilots:
             raise ValueError(f"pilot {d} is not a finished Part I or Part II run (it holds no results.h5 of "
                              "npvae train mnist or music)")
-        pilots[kind].append(read_mnist_run(d) if kind == "mnist" else read_music_run(d))
+        pilot = read_mnist_run(d) if kind == "mnist" else read_music_run(d)
+        if pilot.get("evaluation_only"):
+            raise ValueError(f"pilot {d} holds the results of npvae evaluate, not of a training run: give the "
+                             "run's own folder")
+        pilots[kind].append(pilot)
     studies, mnist_runs, music_runs, blind_runs, skipped = [], [], [], [], []
     for d in map(Path, run_dirs):
         kind = classify(d)
@@ -438,8 +459,9 @@ def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sour
             _baseline_section(doc, study, sdir)
     infos = shipped_section(doc)
     pilots = pilots or {}
-    marks_section(doc, infos, mnist_runs, music_runs, pilots.get("mnist", ()), pilots.get("music", ()))
-    _discussion(doc, studies, mnist_runs, music_runs)
+    trained = [r for r in music_runs if not r.get("evaluation_only")]
+    marks_section(doc, infos, mnist_runs, trained, pilots.get("mnist", ()), pilots.get("music", ()))
+    _discussion(doc, studies, mnist_runs, trained)
     published_section(doc)
     return with_sources(doc, [shown(d) for d in sources], datetime.date.today().isoformat(),
                         [shown(d) for d in pilot_dirs])

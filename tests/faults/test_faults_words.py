@@ -2,7 +2,7 @@
 metrics' one policy, and commands and library calls that must say what is wrong."""
 import numpy as np
 import pytest
-from _faults import lib_error
+from _faults import expect_error, lib_error
 
 from npvae.metrics import gnsdr, mse, psnr, separation_report, si_sdr, ssim
 from npvae.metrics.audio import weighted_mean
@@ -33,3 +33,25 @@ METRICS = [
 def test_metric_refuses_what_it_cannot_score(description, call, match):
     with lib_error(match):
         call()
+
+
+# ----------------------------------------------------------------------------- npvae report
+
+@pytest.mark.slow
+@pytest.mark.fault("lab", "npvae report RUN where RUN/results.h5 came from npvae evaluate", "correct result")
+def test_report_of_an_evaluation(cli, music_model, irmas, new_dir):
+    run = new_dir()
+    r = cli("evaluate", music_model, "--dataset", "irmas", "--data-dir", irmas, "--no-baselines",
+            "--results", run / "results.h5")
+    assert r.code == 0, r.err
+    out = new_dir()
+    r = cli("report", run, "--out", out, "--overwrite")
+    assert r.code == 0, r.err
+    md = (out / "report.md").read_text()
+    assert "evaluation" in md and "GNSDR" in md, md[:2000]
+
+
+@pytest.mark.fault("lab", "npvae report on a folder that does not exist", "clear error")
+def test_report_of_a_missing_folder(cli, new_dir):
+    missing = new_dir() / "nope"
+    expect_error(cli("report", missing, "--out", new_dir() / "report"), rf"{missing.name}.*does not exist")
