@@ -11,8 +11,9 @@
 
 ``python -m npvae`` is the same command. Every subcommand exits with 0 when it
 succeeded, 2 for a usage mistake (a bad flag or value, reported before any work),
-1 when the work failed (the message names the problem and the fix) and 130 when
-interrupted; a user's mistake never prints a traceback.
+1 when the work failed (the message names the problem and the fix), 130 when
+interrupted by Ctrl-C and 143 by SIGTERM (``kill``, a batch system's time limit), each
+after the same clean-up and hint; a user's mistake never prints a traceback.
 
 A subcommand is a module of this package with ``HELP`` (one line), ``add_arguments(parser)``
 and ``run(args) -> int``; :data:`COMMANDS` lists them.

@@ -3,11 +3,14 @@ where an error becomes a message instead of a traceback."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 
 from ..errors import NpvaeError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM      # 143, as a shell reports a process SIGTERM ended
 
 # What a user's mistake or a damaged input raises: shown as "error: <message>", exit 1.
 USER_ERRORS = (NpvaeError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
@@ -29,22 +32,49 @@ class UsageError(NpvaeError):
     """A bad combination of flags found after parsing: reported as a usage error (exit 2)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system's time limit), raised where the command is, as
+    Ctrl-C raises KeyboardInterrupt: the same clean-up runs on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block SIGTERM raises :class:`Terminated`; the previous handler comes back
+    after it. Under MPI the communicator installs its own handler inside the block (a
+    rank's SIGTERM means another rank died), which then takes precedence."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:          # not the main thread: signals go elsewhere
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Call ``args.run(args)`` (set by the subcommand's parser) and turn what it raises into
-    an exit status: a usage error 2, a failure 1 (``error: <message>``), Ctrl-C 130 with
-    ``args.on_interrupt(args)``'s hint when the subcommand gives one. Under MPI a failure
-    ends every rank (:func:`npvae.distributed.fail`)."""
+    an exit status: a usage error 2, a failure 1 (``error: <message>``), Ctrl-C 130 and
+    SIGTERM 143, both with ``args.on_interrupt(args)``'s hint when the subcommand gives
+    one. Under MPI a failure ends every rank (:func:`npvae.distributed.fail`)."""
     from ..distributed import fail
     try:
-        status = args.run(args)
+        with sigterm_as_interrupt():
+            status = args.run(args)
     except UsageError as exc:
         print(f"npvae {getattr(args, 'command', '')}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         hint = getattr(args, "on_interrupt", None)
         text = hint(args) if hint else ""
-        print("\ninterrupted" + (f"; {text}" if text else ""), file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        how = " (SIGTERM)" if isinstance(exc, Terminated) else ""
+        print(f"\ninterrupted{how}" + (f"; {text}" if text else ""), file=sys.stderr, flush=True)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except USER_ERRORS as exc:
         return fail(f"error: {describe(exc)}", EXIT_FAILURE)
     return EXIT_OK if status is None else int(status)

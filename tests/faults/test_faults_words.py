@@ -1,8 +1,17 @@
 """Fault cases whose answer was a traceback, a silent NaN or a misleading word: the
 metrics' one policy, and commands and library calls that must say what is wrong."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
-from _faults import expect_error, lib_error
+from _faults import expect_error, lib_error, no_temporaries
 
 from npvae.metrics import gnsdr, mse, psnr, separation_report, si_sdr, ssim
 from npvae.metrics.audio import weighted_mean
@@ -12,6 +21,7 @@ IMG = _r.random((2, 28, 28))
 NAN_IMG = IMG.copy()
 NAN_IMG[1, 3, 3] = np.nan
 WAVE = _r.standard_normal(4000)
+REPO = Path(__file__).resolve().parents[2]
 
 METRICS = [
     ("psnr of an estimate with a NaN pixel", lambda: psnr(NAN_IMG, IMG), r"psnr: x holds 1 NaN"),
@@ -55,3 +65,77 @@ def test_report_of_an_evaluation(cli, music_model, irmas, new_dir):
 def test_report_of_a_missing_folder(cli, new_dir):
     missing = new_dir() / "nope"
     expect_error(cli("report", missing, "--out", new_dir() / "report"), rf"{missing.name}.*does not exist")
+
+
+# ----------------------------------------------------------------------------- SIGTERM
+
+def _sigterm_here():
+    """Send this process SIGTERM, as ``kill`` or a batch system's time limit would. With
+    no handler that would end the test run itself, without a word: fail instead."""
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        pytest.fail("SIGTERM is not handled: the command would end at once, without a word or its clean-up",
+                    pytrace=False)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)                 # the handler raises on the next bytecode, long before this ends
+    pytest.fail("SIGTERM was handled but the command went on", pytrace=False)
+
+
+@pytest.mark.fault("separate", "SIGTERM while a song is being separated", "clear error")
+def test_sigterm_during_separate(cli, music_model, song, new_dir, monkeypatch):
+    from npvae.separator import Separator
+    real, calls = Separator.separate, []
+
+    def terminated(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            _sigterm_here()
+        return real(self, *a, **k)
+    monkeypatch.setattr(Separator, "separate", terminated)
+    d = new_dir()
+    first, second = song("first.wav", seconds=1.0, folder=d), song("second.wav", seconds=3.0, folder=d)
+    out = d / "out"
+    r = cli("separate", "--model", music_model, "--out", out, "--no-progress", "--block-seconds", "0.5",
+            first, second)
+    assert r.code == 143, (r.code, r.err)
+    assert re.search(r"interrupted \(SIGTERM\); the outputs of .*second\.wav were not written", r.err), r.err
+    assert sorted(p.name for p in out.rglob("*")) == ["first_accompaniment.wav", "first_vocals.wav"]
+    no_temporaries(out)
+
+
+@pytest.mark.slow
+@pytest.mark.fault("separate", "kill (SIGTERM) of a running npvae separate", "clear error")
+def test_kill_of_a_running_separate(music_model, song, new_dir):
+    """The real thing: another process sends SIGTERM while the outputs are being written."""
+    from npvae.checkpoint import TMP_TAG
+    path = song(seconds=240.0)
+    out = new_dir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "npvae", "separate", str(path), "--model", str(music_model),
+                             "--out", str(out), "--no-progress", "--block-seconds", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not list(out.glob(f"*{TMP_TAG}*")):
+        time.sleep(0.05)
+    assert proc.poll() is None, f"finished before it could be stopped: {proc.communicate()[1][-500:]}"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, err[-500:])
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err, err[-500:]
+    assert list(out.iterdir()) == [], sorted(p.name for p in out.iterdir())
+
+
+@pytest.mark.fault("engine", "SIGTERM while training: exit 143 and the command that resumes", "clear error")
+def test_sigterm_during_training(cli, mnist_run, tmp_path, monkeypatch):
+    from npvae.pipelines.mnist.objective import SeparationObjective
+
+    def terminated(self, *args, **kwargs):
+        _sigterm_here()
+    monkeypatch.setattr(SeparationObjective, "terms", terminated)
+    run = tmp_path / "run"
+    shutil.copytree(mnist_run, run)
+    before = (run / "checkpoint.npz").read_bytes()
+    r = cli("train", "mnist", "--out", run, "--resume", "--epochs", "2")
+    assert r.code == 143, (r.code, r.err)
+    assert f"interrupted (SIGTERM); continue with: npvae train mnist --out {run} --resume" in r.err, r.err
+    assert (run / "checkpoint.npz").read_bytes() == before
+    no_temporaries(run)
