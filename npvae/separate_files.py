@@ -307,9 +307,13 @@ def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str 
             writing = None
             bar = tqdm(total=round(job.frames / job.sr, 1), desc=job.input.name, unit="s", leave=False,
                        disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-            blocks = separate_blocks(lambda x: sep.separate(x, job.sr, wiener=wiener, chunk_frames=chunk_frames,
-                                                            shifts=shifts),
-                                     iter_file_blocks(src), job.frames, block, context)
+            def separate(x):
+                if x.shape[0] < x.shape[1]:
+                    # fewer samples than channels would read as channels-first audio; a
+                    # file's layout is known, and each channel is separated on its own anyway
+                    return np.stack([separate(x[:, c:c + 1])[..., 0] for c in range(x.shape[1])], axis=-1)
+                return sep.separate(x, job.sr, wiener=wiener, chunk_frames=chunk_frames, shifts=shifts)
+            blocks = separate_blocks(separate, iter_file_blocks(src), job.frames, block, context)
             while True:
                 try:
                     _, est = next(blocks)

@@ -91,7 +91,8 @@ def as_float_audio(x) -> np.ndarray:
         raise ValueError(f"got empty audio of shape {a.shape}; pass at least one sample")
     if a.ndim == 2 and a.shape[1] > a.shape[0]:
         raise ValueError(f"audio of shape {a.shape} has more channels than samples: it is probably "
-                         "(n_channels, n_samples); pass its transpose (x.T)")
+                         "(n_channels, n_samples); pass its transpose (x.T). If it really is "
+                         f"{a.shape[0]} sample(s) of {a.shape[1]} channels, pass one channel at a time (x[:, c])")
     if a.dtype == np.uint8:
         return ((a.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
     if a.dtype.kind == "u":

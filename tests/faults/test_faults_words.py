@@ -139,3 +139,34 @@ def test_sigterm_during_training(cli, mnist_run, tmp_path, monkeypatch):
     assert f"interrupted (SIGTERM); continue with: npvae train mnist --out {run} --resume" in r.err, r.err
     assert (run / "checkpoint.npz").read_bytes() == before
     no_temporaries(run)
+
+
+# ----------------------------------------------------------------------------- short files
+
+@pytest.mark.fault("separate", "a {frames}-sample {channels}-channel WAV (fewer samples than channels)",
+                   "correct result")
+@pytest.mark.parametrize("frames, channels", [(1, 2), (2, 6)])
+def test_file_with_fewer_samples_than_channels(cli, music_model, new_dir, frames, channels):
+    import soundfile as sf
+    d = new_dir()
+    x = np.linspace(-0.5, 0.5, frames * channels, dtype=np.float32).reshape(frames, channels)
+    sf.write(str(d / "tiny.wav"), x, 8000, subtype="FLOAT")
+    r = cli("separate", d / "tiny.wav", "--model", music_model, "--out", d / "out", "--no-progress")
+    assert r.code == 0, r.err
+    parts = [sf.read(str(d / "out" / f"tiny_{s}.wav"), dtype="float32", always_2d=True)[0]
+             for s in ("vocals", "accompaniment")]
+    assert all(p.shape == (frames, channels) for p in parts), [p.shape for p in parts]
+    # each channel as a mono file gives the same
+    for c in range(channels):
+        sf.write(str(d / f"c{c}.wav"), x[:, c], 8000, subtype="FLOAT")
+        assert cli("separate", d / f"c{c}.wav", "--model", music_model, "--out", d / "out", "--no-progress").code == 0
+        mono = sf.read(str(d / "out" / f"c{c}_vocals.wav"), dtype="float32")[0]
+        np.testing.assert_array_equal(np.atleast_1d(mono), parts[0][:, c])
+
+
+@pytest.mark.fault("inputs", "Separator.separate of one sample of 2 channels, (1, 2)", "clear error")
+def test_one_stereo_sample_through_the_library(music_model):
+    from npvae import load_model
+    sep = load_model(music_model)
+    with lib_error(r"transpose .*If it really is 1 sample\(s\) of 2 channels, pass one channel at a time"):
+        sep.separate(np.zeros((1, 2), np.float32), 8000)
