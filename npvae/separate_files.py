@@ -46,6 +46,7 @@ from .separator import SOURCES
 SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
             ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}
 BYTES = {"16": 2, "24": 3, "float": 4}          # bytes per output sample
+DEFAULT_BITS = {"wav": "float", "flac": "24"}   # FLAC stores integer samples only
 PIPE_WAIT_SECONDS = 10.0                        # for the first byte of a pipe
 PIPE_MAX_BYTES = 2 << 30                        # a pipe is held in memory: at most this much
 LOW_RATE_HZ = 8000                              # below this a song holds almost no voice band
@@ -344,6 +345,23 @@ def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str 
     return clipped
 
 
+def output_bits(fmt: str, bits: str | None = None) -> str:
+    """The sample format of ``fmt`` output files: ``bits`` ("16", "24" or "float") if the
+    format stores it, else a ValueError saying which it takes; None gives the format's
+    default (:data:`DEFAULT_BITS`: float for WAV, 24-bit for FLAC)."""
+    if fmt not in DEFAULT_BITS:
+        raise ValueError(f"output format must be one of {', '.join(DEFAULT_BITS)}, got {fmt!r}")
+    if bits is None:
+        return DEFAULT_BITS[fmt]
+    bits = str(bits)
+    if (fmt, bits) not in SUBTYPES:
+        takes = [b for f, b in SUBTYPES if f == fmt]
+        raise ValueError(f"--bits {bits} is not available in {fmt.upper()} files, which take --bits "
+                         f"{' or '.join(takes)} (the default is {DEFAULT_BITS[fmt]}); for {bits} use --format "
+                         + " or ".join(f for f in DEFAULT_BITS if (f, bits) in SUBTYPES))
+    return bits
+
+
 def prepare(songs, out, stems=SOURCES, fmt: str = "wav", bits: str = "float", overwrite: bool = False,
             log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> list[SongJob]:
     """The checked jobs of separating ``songs`` (files and folders) into ``out``:
@@ -361,13 +379,14 @@ def prepare(songs, out, stems=SOURCES, fmt: str = "wav", bits: str = "float", ov
     return jobs
 
 
-def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits: str = "float",
+def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits: str | None = None,
                    overwrite: bool = False, wiener: bool = False, chunk_frames: int = 256,
                    block_seconds: float = 10.0, progress: bool = False,
                    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
                    shifts: int = 1) -> list[SongJob]:
     """Separate songs and folders of songs into ``out``; returns the jobs done.
     ``shifts`` > 1 averages the masks over that many time shifts (slower, a little better).
+    ``bits``: "16", "24" or "float" (:func:`output_bits`; None: float for WAV, 24 for FLAC).
 
     ``model``: a run directory, model file, shipped model name, or a loaded
     :class:`~npvae.separator.Separator` (default: the shipped music model). Checks
@@ -376,6 +395,7 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
     from . import pretrained
     from .io import load_separator
     stems = [s for s in SOURCES if s in stems]
+    bits = output_bits(fmt, bits)
     jobs = prepare(songs, out, stems, fmt, bits, overwrite, log)
     sep = model if hasattr(model, "separate") else load_separator(model or pretrained.DEFAULT_MUSIC_MODEL)
     for job in jobs:
@@ -386,4 +406,4 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
 
 
 __all__ = ["SongJob", "SUBTYPES", "collect_inputs", "plan_outputs", "check_jobs", "inspect_input", "read_stream",
-           "prepare", "separate_song", "separate_files", "audio_extensions", "is_stream"]
+           "prepare", "output_bits", "separate_song", "separate_files", "audio_extensions", "is_stream"]

@@ -32,7 +32,7 @@ import numpy as np
 from .. import pretrained
 from ..errors import FileFormatError
 from ..io import load_separator
-from ..separate_files import SUBTYPES, prepare, separate_song
+from ..separate_files import output_bits, prepare, separate_song
 from ..separator import SOURCES, shift_offsets
 from .common import HelpFormatter
 
@@ -85,8 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stems", nargs="+", choices=SOURCES, default=list(SOURCES),
                    help="which sources to write (default: all)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav", help="output file format")
-    p.add_argument("--bits", choices=("16", "24", "float"), default="float",
-                   help="sample format: 16/24-bit PCM or 32-bit float (WAV only); default float")
+    p.add_argument("--bits", choices=("16", "24", "float"), default=None,
+                   help="sample format: 16/24-bit PCM or 32-bit float (WAV only); default float for WAV, "
+                        "24 for FLAC")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--wiener", action="store_true", help="Wiener-style (power ratio) refinement of the masks")
     p.add_argument("--shifts", type=positive_int, default=1, metavar="N",
@@ -108,9 +109,10 @@ def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.Na
         p.error("give at least one song or folder")
     if not a.out:
         p.error("--out is required (the output folder)")
-    if (a.format, a.bits) not in SUBTYPES:
-        p.error(f"--bits {a.bits} is not available in {a.format.upper()} files; use 16 or 24, "
-                "or --format wav for float")
+    try:
+        a.bits = output_bits(a.format, a.bits)
+    except ValueError as e:
+        p.error(str(e))
     a.stems = [s for s in SOURCES if s in a.stems]        # the model's order, no repeats
     return a
 

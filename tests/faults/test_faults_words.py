@@ -170,3 +170,35 @@ def test_one_stereo_sample_through_the_library(music_model):
     sep = load_model(music_model)
     with lib_error(r"transpose .*If it really is 1 sample\(s\) of 2 channels, pass one channel at a time"):
         sep.separate(np.zeros((1, 2), np.float32), 8000)
+
+
+# ----------------------------------------------------------------------------- output formats
+
+@pytest.mark.fault("separate", "--format flac without --bits (24-bit FLAC)", "correct result")
+def test_flac_alone_is_24_bit(cli, music_model, song, new_dir):
+    import soundfile as sf
+    d = new_dir()
+    r = cli("separate", song(folder=d), "--model", music_model, "--out", d / "o", "--format", "flac", "--no-progress")
+    assert r.code == 0, r.err
+    assert sf.info(str(d / "o" / "song_vocals.flac")).subtype == "PCM_24"
+    r = cli("separate", song(folder=d), "--model", music_model, "--out", d / "w", "--no-progress")
+    assert r.code == 0 and sf.info(str(d / "w" / "song_vocals.wav")).subtype == "FLOAT", r.err
+
+
+@pytest.mark.fault("separate", "--format flac --bits float names the --bits FLAC takes", "clear error")
+def test_flac_float_names_the_bits_flac_takes(cli, music_model, song):
+    r = cli("separate", song(), "--model", music_model, "--out", "o", "--format", "flac", "--bits", "float")
+    expect_error(r, r"--bits float is not available in FLAC files, which take --bits 16 or 24 "
+                    r"\(the default is 24\); for float use --format wav")
+    assert r.code == 2
+
+
+@pytest.mark.fault("separate", "separate_files(fmt='flac') from Python, without bits", "correct result")
+def test_flac_from_python(music_model, song, new_dir):
+    import soundfile as sf
+    from npvae.separate_files import separate_files
+    d = new_dir()
+    separate_files([song(folder=d)], d / "o", model=str(music_model), fmt="flac", log=lambda s: None)
+    assert sf.info(str(d / "o" / "song_accompaniment.flac")).subtype == "PCM_24"
+    with lib_error(r"--bits float is not available in FLAC files, which take --bits 16 or 24"):
+        separate_files([song(folder=d)], d / "p", model=str(music_model), fmt="flac", bits="float")
