@@ -94,7 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="average the masks over N time shifts of the input: N times slower, a little "
                         "better (docs/separation.md has the numbers); at most the model's DOWNSAMPLE")
     p.add_argument("--chunk-frames", type=chunk_frames, default=256,
-                   help="STFT frames per network pass (a positive multiple of 8)")
+                   help="STFT frames per network pass: a positive multiple of 8 and of the model's DOWNSAMPLE "
+                        "(2 to the power of its levels: 8 for 3 levels, 32 for the shipped models), checked "
+                        "when the model is loaded, before any work")
     p.add_argument("--block-seconds", type=positive_float, default=10.0,
                    help="seconds of audio read, separated and written at a time (bounds memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -117,6 +119,16 @@ def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.Na
     return a
 
 
+def check_chunk_frames(p: argparse.ArgumentParser, frames: int, model) -> None:
+    """A usage error (before any work) unless ``frames`` is a multiple of the model's
+    DOWNSAMPLE, the rule the network's chunks must follow."""
+    d = int(model.DOWNSAMPLE)
+    if frames % d:
+        up = -(-frames // d) * d
+        p.error(f"--chunk-frames {frames} must be a multiple of {d} for this model (its DOWNSAMPLE: 2 to the "
+                f"power of its {int(np.log2(d))} levels); use {up}" + (f" or {up - d}" if up > d else ""))
+
+
 def run(a: argparse.Namespace) -> int:
     import soundfile as sf
     check_args(a.parser, a)
@@ -132,6 +144,7 @@ def run(a: argparse.Namespace) -> int:
         shift_offsets(sep.model.DOWNSAMPLE, a.shifts)
     except ValueError as e:
         a.parser.error(f"--shifts: {e}")
+    check_chunk_frames(a.parser, a.chunk_frames, sep.model)
     a.progress_state = {"done": 0, "total": len(jobs), "current": None}
     for job in jobs:
         a.progress_state["current"] = job.input

@@ -202,3 +202,21 @@ def test_flac_from_python(music_model, song, new_dir):
     assert sf.info(str(d / "o" / "song_accompaniment.flac")).subtype == "PCM_24"
     with lib_error(r"--bits float is not available in FLAC files, which take --bits 16 or 24"):
         separate_files([song(folder=d)], d / "p", model=str(music_model), fmt="flac", bits="float")
+
+
+@pytest.mark.fault("separate", "--chunk-frames 8 with the shipped model (whose rule is a multiple of 32)",
+                   "clear error")
+def test_chunk_frames_below_the_models_rule(cli, song, new_dir):
+    out = new_dir() / "o"
+    r = cli("separate", song(), "--out", out, "--chunk-frames", "8", "--no-progress")
+    expect_error(r, r"--chunk-frames 8 must be a multiple of 32 for this model .*use 32")
+    assert r.code == 2 and not any(out.rglob("*.wav"))
+
+
+@pytest.mark.fault("separate", "--chunk-frames 8 with a 3-level model (a multiple of 8 is its rule)",
+                   "correct result")
+def test_chunk_frames_at_a_small_models_rule(cli, music_model, song, new_dir):
+    d = new_dir()
+    r = cli("separate", song(folder=d), "--model", music_model, "--out", d / "o", "--chunk-frames", "8",
+            "--no-progress")
+    assert r.code == 0 and (d / "o" / "song_vocals.wav").exists(), r.err
