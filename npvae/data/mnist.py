@@ -105,6 +105,16 @@ def find_files(dataset: str, split: str,
     return None
 
 
+def _half_found(dataset: str, split: str, data_dir) -> tuple[Path, list[str]] | None:
+    """The first folder searched that holds some but not all of the split's files, and
+    the stems of those it lacks; None when no folder holds any."""
+    for folder in candidate_dirs(dataset, data_dir):
+        found = [_find_file(folder, stem) for stem in FILES[split]]
+        if any(found):
+            return folder, [stem for stem, f in zip(FILES[split], found) if f is None]
+    return None
+
+
 def md5sum(path: str | os.PathLike) -> str:
     """Hex MD5 of a file's bytes."""
     h = hashlib.md5()
@@ -163,7 +173,10 @@ def download(dataset: str, split: str, dest_dir: str | os.PathLike | None = None
              mirrors: list[str] | None = None, timeout: float = TIMEOUT) -> tuple[Path, Path]:
     """Download one split's two ``.gz`` files into ``dest_dir`` (default ``cache_dir()/dataset``).
 
-    Files already there with the official checksum are kept. Returns (images, labels) paths.
+    Files already there are kept: those with the official checksum, and any other file of
+    the same name, packed or not (other packagings of the data differ in their bytes; a
+    damaged file is found when it is read, whose message says to delete it). So a folder
+    that lacks one file gets that file alone. Returns (images, labels) paths.
     """
     _check(dataset, split)
     dest_dir = Path(dest_dir) if dest_dir is not None else cache_dir() / dataset
@@ -172,18 +185,23 @@ def download(dataset: str, split: str, dest_dir: str | os.PathLike | None = None
     for stem in FILES[split]:
         name = stem + ".gz"
         md5 = CHECKSUMS[dataset][name]
-        target = dest_dir / name
-        if not (target.is_file() and md5sum(target) == md5):
+        target = _find_file(dest_dir, stem) or dest_dir / name
+        if not target.is_file():
             download_file(name, md5, dest_dir, mirrors, timeout=timeout)
         paths.append(target)
     return paths[0], paths[1]
 
 
 def _missing_message(dataset: str, split: str, data_dir, reason: str) -> str:
-    names = ", ".join(stem + "[.gz]" for stem in FILES[split])
+    half = _half_found(dataset, split, data_dir)
+    if half:
+        has = "images" if FILES[split][0] not in half[1] else "labels"
+        what = f"{half[0]} holds its {has} but not {', '.join(stem + '[.gz]' for stem in half[1])}"
+    else:
+        what = "missing " + ", ".join(stem + "[.gz]" for stem in FILES[split])
     looked = "\n  ".join(str(d) for d in candidate_dirs(dataset, data_dir))
     urls = ", ".join(MIRRORS[dataset])
-    return (f"{dataset} {split} split not found: missing {names}.\nLooked in:\n  {looked}\n"
+    return (f"{dataset} {split} split not found: {what}.\nLooked in:\n  {looked}\n"
             f"{reason}\nTo fix: put the four {dataset} IDX files in a folder named '{dataset}/' under a "
             f"data root and set {ENV_VAR}=<that root> (or pass --data-dir / data_dir=<root>), or "
             f"download them by hand from {urls} into {cache_dir() / dataset}.")

@@ -220,3 +220,45 @@ def test_chunk_frames_at_a_small_models_rule(cli, music_model, song, new_dir):
     r = cli("separate", song(folder=d), "--model", music_model, "--out", d / "o", "--chunk-frames", "8",
             "--no-progress")
     assert r.code == 0 and (d / "o" / "song_vocals.wav").exists(), r.err
+
+
+# ----------------------------------------------------------------------------- data
+
+@pytest.fixture
+def fashion_without_train_labels(shared_data, new_dir, monkeypatch):
+    """A data root whose fashion-mnist/ lacks train-labels (its images are there, in another
+    packaging than the official download), and a file:// mirror that serves every file."""
+    root, mirror = new_dir(), new_dir()
+    for name in ("mnist", "fashion-mnist"):
+        shutil.copytree(shared_data / name, root / name)
+    (root / "fashion-mnist" / "train-labels-idx1-ubyte.gz").unlink()
+    for p in (shared_data / "fashion-mnist").iterdir():
+        shutil.copy(p, mirror / p.name)
+    # the official images differ in their bytes from the copy in the data root
+    (mirror / "train-images-idx3-ubyte.gz").write_bytes(b"the official packaging")
+    from npvae.data import mnist
+    monkeypatch.setitem(mnist.CHECKSUMS, "fashion-mnist",
+                        {p.name: mnist.md5sum(p) for p in mirror.iterdir()})
+    monkeypatch.setitem(mnist.MIRRORS, "fashion-mnist", [mirror.as_uri() + "/"])
+    return root, mirror
+
+
+@pytest.mark.fault("data", "the Fashion-MNIST train labels file is missing (download switched off)", "clear error")
+def test_missing_labels_file_is_named(fashion_without_train_labels):
+    from npvae.data.mnist import load_images
+    root, _ = fashion_without_train_labels
+    with lib_error(r"fashion-mnist train split not found: .*fashion-mnist holds its images but not "
+                   r"train-labels-idx1-ubyte\[\.gz\]\."):
+        load_images("fashion-mnist", "train", data_dir=root, download=False)
+
+
+@pytest.mark.fault("data", "the Fashion-MNIST train labels file is missing: only it is downloaded",
+                   "correct result")
+def test_missing_labels_file_alone_is_downloaded(fashion_without_train_labels):
+    from npvae.data.mnist import load_images
+    root, mirror = fashion_without_train_labels
+    before = (root / "fashion-mnist" / "train-images-idx3-ubyte.gz").read_bytes()
+    images, labels = load_images("fashion-mnist", "train", data_dir=root)
+    assert images.shape == (60000, 28, 28) and labels.shape == (60000,)
+    assert (root / "fashion-mnist" / "train-images-idx3-ubyte.gz").read_bytes() == before
+    assert (root / "fashion-mnist" / "train-labels-idx1-ubyte.gz").exists()
