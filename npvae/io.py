@@ -18,6 +18,7 @@ training checkpoint (``checkpoint.npz``).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,10 @@ def resolve_model_path(path) -> Path:
     """A model file, results file or checkpoint; a run directory gives the first of
     ``model.h5``, ``results.h5``, ``checkpoint.npz`` it holds; a bare name such as
     ``"mnist-unet"`` gives that shipped model's file (:mod:`npvae.pretrained`)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"a model is given as a shipped model's name (npvae.list_models()), a run directory or "
+                        f"a model.h5 / results.h5 / checkpoint.npz path (str or pathlib.Path), got "
+                        f"{type(path).__name__} {path!r}")
     if isinstance(path, str) and not Path(path).exists() and pretrained.looks_like_name(path):
         return pretrained.path(path)            # a shipped model, or an error listing them
     path = Path(path)
@@ -132,6 +137,23 @@ def load_parameters(path, model: Layer, params: dict) -> Layer:
                               "or train again") from None
     model.eval()
     return model
+
+
+MODEL_DTYPES = ("float32", "float64")
+
+
+def _model_dtype(dtype) -> np.dtype | None:
+    """The ``dtype`` argument of :func:`load_model` checked: None, float32 or float64."""
+    if dtype is None:
+        return None
+    try:
+        ok = np.dtype(dtype).name in MODEL_DTYPES
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"dtype must be float32 or float64 (or None for the dtype the file stores), got "
+                         f"{dtype!r}")
+    return np.dtype(dtype)
 
 
 def _build(path, spec: dict, dtype) -> Layer:
@@ -183,6 +205,7 @@ def read_model_file(path, dtype=None) -> tuple[Layer, dict]:
     value finite and in range. A damaged file raises :class:`FileFormatError` naming the
     file and the tensor or field.
     """
+    dtype = _model_dtype(dtype)
     path = resolve_model_path(path)
     if path.suffix == ".npz":
         try:

@@ -262,3 +262,23 @@ def test_missing_labels_file_alone_is_downloaded(fashion_without_train_labels):
     assert images.shape == (60000, 28, 28) and labels.shape == (60000,)
     assert (root / "fashion-mnist" / "train-images-idx3-ubyte.gz").read_bytes() == before
     assert (root / "fashion-mnist" / "train-labels-idx1-ubyte.gz").exists()
+
+
+# ----------------------------------------------------------------------------- library calls
+
+@pytest.mark.fault("library", "load_model({arg}): not a name or a path", "clear error")
+@pytest.mark.parametrize("arg", [None, 123, ["model.h5"]], ids=["None", "123", "a list"])
+def test_load_model_of_something_else(arg):
+    from npvae import load_model
+    with pytest.raises(TypeError, match=r"a model is given as a shipped model's name .*a run directory or a "
+                                        r"model\.h5 .* path \(str or pathlib\.Path\), got "):
+        load_model(arg)
+
+
+@pytest.mark.fault("library", "load_model(MODEL, dtype={dtype!r}) blames the argument, not the file",
+                   "clear error")
+@pytest.mark.parametrize("dtype", ["int8", "float16", "bogus"])
+def test_load_model_with_a_bad_dtype(mnist_model, dtype):
+    from npvae import load_model
+    with lib_error(rf"^ValueError: dtype must be float32 or float64 .*got '{dtype}'$"):
+        load_model(mnist_model, dtype=dtype)
