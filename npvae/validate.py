@@ -73,6 +73,16 @@ def as_sample_rate(sr, what: str = "sample rate") -> int:
     return int(sr)
 
 
+def as_batch_size(value, what: str = "batch_size") -> int:
+    """``value`` as a whole number >= 1 (images or items per pass); anything else (0, -1,
+    2.5, True, None, a string) is refused with a ValueError naming ``what``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)) \
+            or not np.isfinite(value) or int(value) != value or value < 1:
+        raise ValueError(f"{what} must be a whole number >= 1 (how many images are separated at a time), "
+                         f"got {value!r}")
+    return int(value)
+
+
 def as_float_audio(x) -> np.ndarray:
     """Audio (n_samples,) or (n_samples, n_channels) as float32, full scale 1.0.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..audio.stft import istft, stft
+from ..validate import as_batch_size
 
 OBJECTIVES = ("euclidean", "kl")
 EPS = 1e-10
@@ -140,6 +141,7 @@ class ImageNMFSeparator:
 
     def separate(self, mixtures, batch_size: int = 2000):
         """mixtures (N, 28, 28) -> digit, fashion, mixture_hat, each (N, 28, 28)."""
+        batch_size = as_batch_size(batch_size)
         m = np.asarray(mixtures, np.float32)
         outs = []
         for i in range(0, len(m), batch_size):

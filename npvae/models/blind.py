@@ -30,7 +30,7 @@ from ..layers.dense import Dense
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten
 from ..vae import GaussianHead, Reparameterize
-from ..validate import check_finite_estimates
+from ..validate import as_batch_size, check_finite_estimates
 
 OUTPUTS = ("sigmoid", "softplus")
 
@@ -155,6 +155,7 @@ class BlindSeparationVAE(Layer):
 
     def separate(self, mixtures, batch_size: int = 500):
         """Posterior-mean decoding in batches: mixtures (N, H, W) -> groups (N, K, H, W)."""
+        batch_size = as_batch_size(batch_size)
         m = self._prepare(mixtures)
         was_training = self.training
         self.eval()

@@ -38,7 +38,7 @@ from ..layers.dense import Dense
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten, Reshape
 from ..vae import GaussianHead, Reparameterize
-from ..validate import as_unit_images, check_finite_estimates
+from ..validate import as_batch_size, as_unit_images, check_finite_estimates
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -169,6 +169,7 @@ class SeparationVAE(Layer):
         (N, 28, 28) float in [0, 1]. Anything else (NaN, values outside [0, 1], an empty
         batch, flat or single images) is refused with a ValueError naming the fix.
         """
+        batch_size = as_batch_size(batch_size)
         m = as_unit_images(mixtures, SIDE, self.dtype)
         was_training = self.training
         self.eval()

@@ -282,3 +282,20 @@ def test_load_model_with_a_bad_dtype(mnist_model, dtype):
     from npvae import load_model
     with lib_error(rf"^ValueError: dtype must be float32 or float64 .*got '{dtype}'$"):
         load_model(mnist_model, dtype=dtype)
+
+
+@pytest.mark.fault("library", "Part I model.separate(x, batch_size={batch_size})", "clear error")
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, None])
+def test_image_separate_with_a_bad_batch_size(mnist_model, batch_size):
+    from npvae import load_model
+    model = load_model(mnist_model)
+    with lib_error(rf"batch_size must be a whole number >= 1 .*got {batch_size}"):
+        model.separate(np.zeros((3, 28, 28), np.float32), batch_size=batch_size)
+
+
+@pytest.mark.fault("library", "blind Part I model.separate(x, batch_size=0)", "clear error")
+def test_blind_image_separate_with_batch_size_0():
+    from npvae.models.blind import BlindSeparationVAE
+    model = BlindSeparationVAE(2, 2, (8,), rng=np.random.default_rng(0))
+    with lib_error(r"batch_size must be a whole number >= 1 .*got 0"):
+        model.separate(np.zeros((3, 28, 28), np.float32), batch_size=0)
