@@ -32,7 +32,8 @@ def add_command(sub, name):
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="shipped name, e.g. mnist-unet or music-mir1k (letters, digits, '-')")
     p.add_argument("--name", dest="name_flag", metavar="NAME", help="the same as NAME")
-    p.add_argument("--command", help="the command that trained the run")
+    # not dest "command": that is the subcommand's name (npvae ship), which messages print
+    p.add_argument("--command", dest="train_command", metavar="COMMAND", help="the command that trained the run")
     p.add_argument("--commit", help="the commit the run was trained from")
     p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA)")
     p.add_argument("--dest", default=str(pretrained.DIR), help="existing folder to write NAME.h5 into "
@@ -53,5 +54,5 @@ def run(a: argparse.Namespace) -> int:
         raise UsageError("give the shipped name: npvae ship RUN_DIR NAME (e.g. mnist-unet)")
     if not all(c.isalnum() or c == "-" for c in name):
         raise UsageError(f"NAME must be letters, digits and '-', got {name!r}")
-    ship(a.run_dir, name, a.command, a.commit, a.dest, a.data_dir, a.overwrite)
+    ship(a.run_dir, name, a.train_command, a.commit, a.dest, a.data_dir, a.overwrite)
     return 0

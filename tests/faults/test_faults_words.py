@@ -299,3 +299,13 @@ def test_blind_image_separate_with_batch_size_0():
     model = BlindSeparationVAE(2, 2, (8,), rng=np.random.default_rng(0))
     with lib_error(r"batch_size must be a whole number >= 1 .*got 0"):
         model.separate(np.zeros((3, 28, 28), np.float32), batch_size=0)
+
+
+# ----------------------------------------------------------------------------- commands
+
+@pytest.mark.fault("commands", "npvae ship RUN --command '...' without NAME: the program is named npvae ship",
+                   "clear error")
+def test_ship_names_itself_not_the_command_flag(cli, new_dir):
+    r = cli("ship", new_dir(), "--command", "python train.py --epochs 3")
+    text = expect_error(r, r"^npvae ship: error: give the shipped name")
+    assert "train.py" not in text, text
