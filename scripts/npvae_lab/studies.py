@@ -412,9 +412,13 @@ def check_study_dir(out, task: str, budget_name: str, resume: bool = False, over
                     ablate: str | None = None, seed: int = 0) -> Path:
     """Check a study's folder before anything is written: a new study refuses a folder that
     already holds files unless ``overwrite`` (then :func:`clear_study_dir` removes the old
-    study's files); ``resume`` continues the study there, which must be of the same task,
-    kind, budget and seed. Raises :class:`~npvae.errors.OutputError`."""
+    study's files); ``resume`` continues the study there, which must exist and be of the
+    same task, kind, budget and seed. Raises :class:`~npvae.errors.OutputError`, or
+    FileNotFoundError for a study to resume whose folder does not exist."""
     out = Path(out)
+    if resume and not out.exists():
+        raise FileNotFoundError(f"no study to resume in {out}: the folder does not exist; --out names the study "
+                                "folder to continue (without --resume a new study starts there)")
     check_writable_dir(out)
     entries = sorted(e for e in os.listdir(out) if TMP_TAG not in e) if out.is_dir() else []
     if not entries or overwrite:

@@ -309,3 +309,11 @@ def test_ship_names_itself_not_the_command_flag(cli, new_dir):
     r = cli("ship", new_dir(), "--command", "python train.py --epochs 3")
     text = expect_error(r, r"^npvae ship: error: give the shipped name")
     assert "train.py" not in text, text
+
+
+@pytest.mark.fault("lab", "npvae study --resume --out NEW (a folder that does not exist)", "clear error")
+def test_study_resume_of_a_missing_folder(cli, new_dir):
+    out = new_dir() / "study-that-never-ran"
+    r = cli("study", "--task", "mnist", "--budget", "tiny", "--resume", "--out", out, "--only", "bce_beta1")
+    expect_error(r, r"no study to resume in .*study-that-never-ran: the folder does not exist")
+    assert not out.exists()
