@@ -245,7 +245,7 @@ def test_tuple_flags_take_spaces_or_commas_in_every_task(name, flag, extra, fiel
     (["blind-mnist", "--lr", "0"], "--lr must be > 0"),
     (["blind-mnist", "--train-limit", "0"], "--train-limit must be >= 1, got 0"),
     (["blind-mnist", "--groups", "0"], "--groups must be >= 1, got 0"),
-    (["blind-mnist", "--groups", "9"], "--groups must be between 1 and 8"),
+    (["blind-mnist", "--groups", "9"], "--groups must be between 2 and 8"),
     (["blind-mnist", "--out", "x", "--resume", "--overwrite"], "--resume continues a run and --overwrite"),
     (["blind-mnist", "--resume"], "--resume needs --out"),
     (["blind-music", "--groups", "1"], "--groups must be at least 2"),

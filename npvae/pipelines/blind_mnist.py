@@ -49,8 +49,9 @@ class BlindMnistConfig(BlindConfig):
     def __post_init__(self):
         super().__post_init__()
         check_settings(self, positive_int=("n_examples",), choices={"task": sorted(TASKS), "rule": ("average", "sum")})
-        if self.groups > 8:
-            raise ValueError(f"--groups must be between 1 and 8, got {self.groups}")
+        if not 2 <= self.groups <= 8:
+            raise ValueError(f"--groups must be between 2 and 8 (each of the two mixed images needs a group of "
+                             f"its own), got {self.groups}")
 
     def mixing_rule(self) -> str:
         return self.rule

@@ -317,3 +317,12 @@ def test_study_resume_of_a_missing_folder(cli, new_dir):
     r = cli("study", "--task", "mnist", "--budget", "tiny", "--resume", "--out", out, "--only", "bce_beta1")
     expect_error(r, r"no study to resume in .*study-that-never-ran: the folder does not exist")
     assert not out.exists()
+
+
+@pytest.mark.fault("train", "npvae train blind-mnist --groups 1 (one group for two sources)", "clear error")
+def test_blind_mnist_with_one_group(cli, new_dir):
+    out = new_dir() / "run"
+    r = cli("train", "blind-mnist", "--groups", "1", "--epochs", "1", "--train-limit", "64", "--out", out,
+            "--no-progress")
+    expect_error(r, r"--groups must be between 2 and 8 \(each of the two mixed images needs a group")
+    assert r.code == 2 and not out.exists()
