@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The most a count that sizes work may be (epochs, batch size, steps...): a larger value
+# is a typo, or a run of years, and is refused rather than started.
+MAX_COUNT = 100_000
+
 
 def _finite(x: np.ndarray, what: str, axes: tuple[str, ...]) -> None:
     """Refuse NaN/inf, naming how many and where the first is (``axes`` names x's axes)."""
@@ -124,10 +128,11 @@ def _flag(name: str) -> str:
 
 
 def check_settings(cfg, positive_int=(), nonneg_int=(), positive=(), nonneg=(), choices=None,
-                   optional=()) -> None:
+                   optional=(), counts=()) -> None:
     """Range checks of a settings dataclass, one message per bad field, named as its flag.
 
-    positive_int : fields that must be whole numbers >= 1 (sizes, counts, epochs);
+    counts : fields that size work (epochs, batch size): whole numbers from 1 to
+    :data:`MAX_COUNT`; positive_int : other fields that must be whole numbers >= 1 (sizes, limits);
     nonneg_int : whole numbers >= 0 (seeds); positive / nonneg : finite numbers > 0 / >= 0;
     choices : {field: allowed values}; optional : fields that may also be None.
     Raises ValueError listing every problem.
@@ -159,6 +164,11 @@ def check_settings(cfg, positive_int=(), nonneg_int=(), positive=(), nonneg=(), 
             bad(name, value, f"{'>' if strict else '>='} {lower}" if not want_int or strict is False
                 else f">= {lower + 1}")
 
+    for name in counts:
+        value, before = getattr(cfg, name), len(problems)
+        check(name, value, True, 0, True)
+        if len(problems) == before and value is not None and value > MAX_COUNT:
+            bad(name, value, f"at most {MAX_COUNT:,} (a larger count is a typo, or work for years)")
     for name in positive_int:
         check(name, getattr(cfg, name), True, 0, True)
     for name in nonneg_int:

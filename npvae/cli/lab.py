@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write_text
 from ..errors import NpvaeError, OutputError
+from ..validate import MAX_COUNT
 from .common import HelpFormatter, UsageError
 
 LAB = "npvae_lab"
@@ -67,6 +68,9 @@ def _whole_number(text: str, least: int) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < least:
         raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,} (a larger count is a typo, or work for "
+                                         f"years), not {value}")
     return value
 
 

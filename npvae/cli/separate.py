@@ -34,6 +34,7 @@ from ..errors import FileFormatError
 from ..io import load_separator
 from ..separate_files import output_bits, prepare, separate_song
 from ..separator import SOURCES, shift_offsets
+from ..validate import MAX_COUNT
 from .common import HelpFormatter
 
 
@@ -54,6 +55,8 @@ def positive_int(text):
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    if v > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
     return v
 
 

@@ -59,7 +59,8 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self):
-        check_settings(self, positive_int=("epochs", "batch_size", "display_every", "train_limit", "eval_limit"),
+        check_settings(self, counts=("epochs", "batch_size", "display_every"),
+                       positive_int=("train_limit", "eval_limit"),
                        nonneg_int=("seed",), positive=("lr",),
                        nonneg=("clip_norm", "weight_decay", "ema_decay", "beta", "kl_warmup"),
                        choices={"lr_schedule": SCHEDULES},

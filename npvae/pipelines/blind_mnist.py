@@ -48,7 +48,7 @@ class BlindMnistConfig(BlindConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_settings(self, positive_int=("n_examples",), choices={"task": sorted(TASKS), "rule": ("average", "sum")})
+        check_settings(self, counts=("n_examples",), choices={"task": sorted(TASKS), "rule": ("average", "sum")})
         if not 2 <= self.groups <= 8:
             raise ValueError(f"--groups must be between 2 and 8 (each of the two mixed images needs a group of "
                              f"its own), got {self.groups}")

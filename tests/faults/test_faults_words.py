@@ -326,3 +326,26 @@ def test_blind_mnist_with_one_group(cli, new_dir):
             "--no-progress")
     expect_error(r, r"--groups must be between 2 and 8 \(each of the two mixed images needs a group")
     assert r.code == 2 and not out.exists()
+
+
+@pytest.mark.fault("train", "npvae train {argv}: a count past any sane run", "clear error")
+@pytest.mark.parametrize("argv", [["mnist", "--epochs", "1000000000000"], ["mnist", "--batch-size", "100001"],
+                                  ["blind-mnist", "--epochs", "1000000000000"],
+                                  ["music", "--display-every", "10000000"]],
+                         ids=["mnist epochs", "mnist batch size", "blind-mnist epochs", "music display-every"])
+def test_train_with_a_huge_count(cli, new_dir, argv):
+    out = new_dir() / "run"
+    r = cli("train", *argv, "--out", out, "--no-progress")
+    expect_error(r, rf"{argv[1]} must be at most 100,000 \(a larger count is a typo, or work for years\), "
+                    rf"got {argv[2]}")
+    assert r.code == 2 and not out.exists()
+
+
+@pytest.mark.fault("commands", "{argv}: a count past any sane run", "clear error")
+@pytest.mark.parametrize("argv", [["bench", "--steps", "1000000000000"], ["study", "--task", "mnist", "--jobs", "999999"],
+                                  ["separate", "song.wav", "--out", "o", "--shifts", "1000000"]],
+                         ids=["bench steps", "study jobs", "separate shifts"])
+def test_command_with_a_huge_count(cli, argv):
+    r = cli(*argv)
+    expect_error(r, rf"{argv[-2]}: must be at most 100,000")
+    assert r.code == 2

@@ -66,7 +66,7 @@ class MnistConfig(RunConfig):
         super().__post_init__()
         if not isinstance(self.model, str) or self.model not in MODELS:
             raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        check_settings(self, positive_int=("latent_dim", "n_examples", "hidden", "channels", "blocks"),
+        check_settings(self, counts=("n_examples",), positive_int=("latent_dim", "hidden", "channels", "blocks"),
                        nonneg=("mix_weight",), choices={"rule": RULES, "loss": RECON_LOSSES, "output": OUTPUTS},
                        optional=("hidden", "channels", "output", "blocks"))
         if self.blocks is not None and self.model not in ("unet", "vae"):
