@@ -61,22 +61,22 @@ def shown(path) -> str:
         return str(path)
 
 
-def _whole_number(text: str, least: int) -> int:
+def _whole_number(text: str, least: int, most: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < least:
         raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
-    if value > MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,} (a larger count is a typo, or work for "
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most:,} (a larger count is a typo, or work for "
                                          f"years), not {value}")
     return value
 
 
 def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    return _whole_number(text, 1)
+    """An argparse type: a count, a whole number from 1 to :data:`~npvae.validate.MAX_COUNT`."""
+    return _whole_number(text, 1, MAX_COUNT)
 
 
 def nonneg_int(text: str) -> int:
