@@ -266,7 +266,7 @@ def test_missing_labels_file_alone_is_downloaded(fashion_without_train_labels):
 
 # ----------------------------------------------------------------------------- library calls
 
-@pytest.mark.fault("library", "load_model({arg}): not a name or a path", "clear error")
+@pytest.mark.fault("inputs", "load_model({arg}): not a name or a path", "clear error")
 @pytest.mark.parametrize("arg", [None, 123, ["model.h5"]], ids=["None", "123", "a list"])
 def test_load_model_of_something_else(arg):
     from npvae import load_model
@@ -275,7 +275,7 @@ def test_load_model_of_something_else(arg):
         load_model(arg)
 
 
-@pytest.mark.fault("library", "load_model(MODEL, dtype={dtype!r}) blames the argument, not the file",
+@pytest.mark.fault("inputs", "load_model(MODEL, dtype={dtype!r}) blames the argument, not the file",
                    "clear error")
 @pytest.mark.parametrize("dtype", ["int8", "float16", "bogus"])
 def test_load_model_with_a_bad_dtype(mnist_model, dtype):
@@ -284,7 +284,7 @@ def test_load_model_with_a_bad_dtype(mnist_model, dtype):
         load_model(mnist_model, dtype=dtype)
 
 
-@pytest.mark.fault("library", "Part I model.separate(x, batch_size={batch_size})", "clear error")
+@pytest.mark.fault("inputs", "Part I model.separate(x, batch_size={batch_size})", "clear error")
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5, None])
 def test_image_separate_with_a_bad_batch_size(mnist_model, batch_size):
     from npvae import load_model
@@ -293,7 +293,7 @@ def test_image_separate_with_a_bad_batch_size(mnist_model, batch_size):
         model.separate(np.zeros((3, 28, 28), np.float32), batch_size=batch_size)
 
 
-@pytest.mark.fault("library", "blind Part I model.separate(x, batch_size=0)", "clear error")
+@pytest.mark.fault("inputs", "blind Part I model.separate(x, batch_size=0)", "clear error")
 def test_blind_image_separate_with_batch_size_0():
     from npvae.models.blind import BlindSeparationVAE
     model = BlindSeparationVAE(2, 2, (8,), rng=np.random.default_rng(0))
@@ -303,7 +303,7 @@ def test_blind_image_separate_with_batch_size_0():
 
 # ----------------------------------------------------------------------------- commands
 
-@pytest.mark.fault("commands", "npvae ship RUN --command '...' without NAME: the program is named npvae ship",
+@pytest.mark.fault("ship", "npvae ship RUN --command '...' without NAME: the program is named npvae ship",
                    "clear error")
 def test_ship_names_itself_not_the_command_flag(cli, new_dir):
     r = cli("ship", new_dir(), "--command", "python train.py --epochs 3")
@@ -319,7 +319,7 @@ def test_study_resume_of_a_missing_folder(cli, new_dir):
     assert not out.exists()
 
 
-@pytest.mark.fault("train", "npvae train blind-mnist --groups 1 (one group for two sources)", "clear error")
+@pytest.mark.fault("engine", "npvae train blind-mnist --groups 1 (one group for two sources)", "clear error")
 def test_blind_mnist_with_one_group(cli, new_dir):
     out = new_dir() / "run"
     r = cli("train", "blind-mnist", "--groups", "1", "--epochs", "1", "--train-limit", "64", "--out", out,
@@ -328,7 +328,7 @@ def test_blind_mnist_with_one_group(cli, new_dir):
     assert r.code == 2 and not out.exists()
 
 
-@pytest.mark.fault("train", "npvae train {argv}: a count past any sane run", "clear error")
+@pytest.mark.fault("engine", "npvae train {argv}: a count past any sane run", "clear error")
 @pytest.mark.parametrize("argv", [["mnist", "--epochs", "1000000000000"], ["mnist", "--batch-size", "100001"],
                                   ["blind-mnist", "--epochs", "1000000000000"],
                                   ["music", "--display-every", "10000000"]],
@@ -341,11 +341,17 @@ def test_train_with_a_huge_count(cli, new_dir, argv):
     assert r.code == 2 and not out.exists()
 
 
-@pytest.mark.fault("commands", "{argv}: a count past any sane run", "clear error")
-@pytest.mark.parametrize("argv", [["bench", "--steps", "1000000000000"], ["study", "--task", "mnist", "--jobs", "999999"],
-                                  ["separate", "song.wav", "--out", "o", "--shifts", "1000000"]],
-                         ids=["bench steps", "study jobs", "separate shifts"])
-def test_command_with_a_huge_count(cli, argv):
+@pytest.mark.fault("lab", "npvae {argv}: a count past any sane run", "clear error")
+@pytest.mark.parametrize("argv", [["bench", "--steps", "1000000000000"],
+                                  ["study", "--task", "mnist", "--jobs", "999999"]], ids=["bench steps", "study jobs"])
+def test_lab_command_with_a_huge_count(cli, argv):
     r = cli(*argv)
     expect_error(r, rf"{argv[-2]}: must be at most 100,000")
+    assert r.code == 2
+
+
+@pytest.mark.fault("separate", "npvae separate SONG --out O --shifts 1000000", "clear error")
+def test_separate_with_a_huge_shift_count(cli):
+    r = cli("separate", "song.wav", "--out", "o", "--shifts", "1000000")
+    expect_error(r, r"--shifts: must be at most 100,000")
     assert r.code == 2
