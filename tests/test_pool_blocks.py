@@ -354,3 +354,28 @@ def test_a_resumed_run_with_dropout_ends_bit_identical(tmp_path):
         np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
     again = _train(tmp_path / "other", 3, False)
     assert all(np.array_equal(again[k], whole[k]) for k in whole)
+
+
+def test_dropout_masks_of_mpi_ranks_make_the_single_process_masks(rng):
+    """Each rank draws the whole batch's mask and keeps its samples' rows (npvae.distributed)."""
+    from npvae import distributed
+
+    class Rank(distributed.MPICommunicator):       # the sharding maths of one rank, without MPI
+        def __init__(self, rank, size):
+            self.rank, self.size, self._shard = rank, size, None
+
+    x = rng.standard_normal((7, 3, 4, 4)).astype(np.float32)
+    for channels in (False, True):
+        whole = Dropout(0.5, channels=channels)
+        whole.rng = np.random.default_rng(9)
+        expect = whole.forward(x)
+        parts = []
+        for r in range(2):
+            comm, layer = Rank(r, 2), Dropout(0.5, channels=channels)
+            gen = np.random.default_rng(9)
+            layer.rng = comm.noise(gen)
+            part = comm.shard(len(x))
+            parts.append(layer.forward(x[part]))
+            assert gen.bit_generator.state == whole.rng.bit_generator.state
+        np.testing.assert_array_equal(np.concatenate(parts), expect)
+        assert not np.array_equal(parts[0][:3], parts[1][:3])
