@@ -379,3 +379,45 @@ def test_dropout_masks_of_mpi_ranks_make_the_single_process_masks(rng):
             assert gen.bit_generator.state == whole.rng.bit_generator.state
         np.testing.assert_array_equal(np.concatenate(parts), expect)
         assert not np.array_equal(parts[0][:3], parts[1][:3])
+
+
+BAD_FIELDS = [  # (path of the field in the spec, value, message)
+    (("layers", 0, "p"), 1.5, r"Dropout.p must be a probability in \[0, 1\], got 1.5"),
+    (("layers", 0, "channels"), 1, r"Dropout.channels must be true or false, got 1"),
+    (("layers", 1, "layers", 3, "kernel_size"), 0, r"AvgPool2d.kernel_size must be a whole number >= 1, got 0"),
+    (("layers", 1, "layers", 3, "padding"), 2, r"AvgPool2d.padding must be at most half the kernel size"),
+    (("layers", 1, "layers", 1, "branches"), [], r"Concat.branches must be a non-empty list"),
+    (("layers", 1, "layers", 1, "axis"), 0, r"Concat.axis must be a whole number >= 1, got 0"),
+    (("layers", 1, "layers", 1, "branches", 1, "layers", 2, "size"), [7, 10**6],
+     r"Upsample.size asks for more than 4096 pixels a side"),
+    (("layers", 1, "layers", 1, "branches", 1, "layers", 2, "mode"), "bicubic", r"Upsample.mode must be one of"),
+    (("layers", 1, "layers", 0, "body"), {"type": "Conv2d", "in_channels": 2, "out_channels": 4, "kernel_size": 3},
+     r"tensor 1.0.body.0.W has shape|missing"),
+    (("layers", 1, "layers", 0, "shortcut", "out_channels"), 5, r"tensor 1.0.shortcut.W has shape"),
+]
+
+
+@pytest.mark.parametrize("where,value,match", BAD_FIELDS, ids=lambda v: str(v)[:40])
+def test_damaged_specs_of_the_blocks_are_refused_naming_the_field(tmp_path, rng, where, value, match):
+    import json
+    from npvae import h5mat, io
+    from npvae.errors import FileFormatError
+    model = Sequential(Dropout(0.2), small_blocks(rng, np.float32))
+    tree = {"model": io.model_tree(model), "config": {}}
+    spec = json.loads(tree["model"]["spec"])
+    field = spec
+    for key in where[:-1]:
+        field = field[key]
+    field[where[-1]] = value
+    tree["model"]["spec"] = json.dumps(spec)
+    h5mat.write_tree(tmp_path / "m.h5", tree, kind="model")
+    with pytest.raises(FileFormatError, match=r"m\.h5: .*" + match):
+        npvae.load_model(tmp_path / "m.h5")
+
+
+def test_upsample_scale_is_bounded_in_model_files():
+    from npvae import modelcheck
+    assert modelcheck.param_shapes({"type": "Upsample", "scale_factor": [2, 1.5]}) == {}
+    for bad in (0, -2, 1e300, "2", [2, 1e6], True):
+        with pytest.raises(ValueError, match="Upsample.scale_factor must be"):
+            modelcheck.param_shapes({"type": "Upsample", "scale_factor": bad})
