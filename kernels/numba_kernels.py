@@ -973,3 +973,116 @@ def bce_logits(logits, target, scale=1.0):
     _bce_grad(l.size, l, t, e, grad.reshape(-1), *_scalars(l.dtype, scale, 0, 1))
     np.log1p(e, out=e)                           # log(1 + exp(-|l|))
     return float(_bce_sum(l.size, l, t, e, *_scalars(l.dtype, 0))), grad
+
+
+# -- pooling ------------------------------------------------------------------------------------
+#
+# One pass over each (sample, channel) plane, planes in parallel: the NumPy twin makes
+# four passes (compare, NaN test, two masked copies) per kernel offset over strided views.
+
+@_Kernel
+def _max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, lowest):
+    planes, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        for r in range(oh):
+            r0 = r * sh - ph
+            for c in range(ow):
+                c0 = c * sw - pw
+                m, a = lowest, 0
+                for i in range(kh):
+                    ii = r0 + i
+                    if ii < 0 or ii >= h:
+                        continue
+                    for j in range(kw):
+                        jj = c0 + j
+                        if jj < 0 or jj >= w:
+                            continue
+                        v = x[p, ii, jj]
+                        if v > m or v != v:
+                            m, a = v, i * kw + j
+                y[p, r, c] = m
+                arg[p, r, c] = a
+
+
+@_Kernel
+def _max_pool_backward(dy, arg, dx, kw, sh, sw, ph, pw):
+    planes, oh, ow = dy.shape
+    h, w = dx.shape[1], dx.shape[2]
+    for p in prange(planes):
+        for r in range(oh):
+            for c in range(ow):
+                a = arg[p, r, c]
+                ii, jj = r * sh - ph + a // kw, c * sw - pw + a % kw
+                if 0 <= ii < h and 0 <= jj < w:
+                    dx[p, ii, jj] += dy[p, r, c]
+
+
+def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
+    """Max pooling of x (N, C, H, W); returns ``(y (N, C, OH, OW), arg)``."""
+    n, c, h, w = x.shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    arg = np.empty((n, c, oh, ow), dtype=_numpy_kernels.pool_arg_dtype(kh, kw))
+    _max_pool_forward(x.size, np.ascontiguousarray(x).reshape(n * c, h, w), y.reshape(n * c, oh, ow),
+                      arg.reshape(n * c, oh, ow), kh, kw, sh, sw, ph, pw, x.dtype.type(-np.inf))
+    return y, arg
+
+
+def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
+    """dx (N, C, H, W) of :func:`max_pool2d_forward`: each window's gradient to its maximum."""
+    n, c, h, w = x_shape
+    dx = np.zeros(x_shape, dtype=dy.dtype)
+    _max_pool_backward(dx.size, np.ascontiguousarray(dy).reshape(n * c, *dy.shape[2:]),
+                       arg.reshape(n * c, *arg.shape[2:]), dx.reshape(n * c, h, w), kw, sh, sw, ph, pw)
+    return dx
+
+
+# -- bilinear upsampling --------------------------------------------------------------------------
+#
+# Two taps per output along each axis, planes in parallel, PyTorch's order of operations;
+# the NumPy twin's interpolation matrices cost a multiply-add per input pixel of a row
+# for each output pixel.
+
+@_Kernel
+def _bilinear_forward(x, y, ih0, ih1, wh0, wh1, iw0, iw1, ww0, ww1):
+    planes, oh, ow = y.shape
+    for p in prange(planes):
+        for r in range(oh):
+            a, b, u0, u1 = ih0[r], ih1[r], wh0[r], wh1[r]
+            for c in range(ow):
+                j0, j1, v0, v1 = iw0[c], iw1[c], ww0[c], ww1[c]
+                y[p, r, c] = u0 * (v0 * x[p, a, j0] + v1 * x[p, a, j1]) + u1 * (v0 * x[p, b, j0] + v1 * x[p, b, j1])
+
+
+@_Kernel
+def _bilinear_backward(dy, dx, ih0, ih1, wh0, wh1, iw0, iw1, ww0, ww1):
+    planes, oh, ow = dy.shape
+    for p in prange(planes):
+        for r in range(oh):
+            a, b, u0, u1 = ih0[r], ih1[r], wh0[r], wh1[r]
+            for c in range(ow):
+                j0, j1, v0, v1 = iw0[c], iw1[c], ww0[c], ww1[c]
+                g = dy[p, r, c]
+                dx[p, a, j0] += u0 * v0 * g
+                dx[p, a, j1] += u0 * v1 * g
+                dx[p, b, j0] += u1 * v0 * g
+                dx[p, b, j1] += u1 * v1 * g
+
+
+def bilinear_forward(x, taps_h, taps_w):
+    """x (N, C, H, W) -> (N, C, OH, OW), OH = len(taps_h[0]), OW = len(taps_w[0])."""
+    n, c, h, w = x.shape
+    y = np.empty((n, c, len(taps_h[0]), len(taps_w[0])), dtype=x.dtype)
+    _bilinear_forward(y.size, np.ascontiguousarray(x).reshape(n * c, h, w), y.reshape(n * c, *y.shape[2:]),
+                      *taps_h, *taps_w)
+    return y
+
+
+def bilinear_backward(dy, taps_h, taps_w, h, w):
+    """dx (N, C, h, w) of :func:`bilinear_forward`."""
+    n, c, oh, ow = dy.shape
+    dx = np.zeros((n, c, h, w), dtype=dy.dtype)
+    _bilinear_backward(dy.size, np.ascontiguousarray(dy).reshape(n * c, oh, ow), dx.reshape(n * c, h, w),
+                       *taps_h, *taps_w)
+    return dx

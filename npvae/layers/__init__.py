@@ -6,6 +6,11 @@ from .conv import Conv2d, ConvTranspose2d
 from .dense import Dense
 from .sequential import Sequential
 from .shape import Flatten, Reshape
+from .blocks import Concat, Residual
+from .pool import AvgPool2d, MaxPool2d
+from .regularize import Dropout, set_noise
+from .resample import Upsample
 
 __all__ = ["Layer", "build_layer", "inference", "register", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU",
            "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "sigmoid", "Flatten", "Reshape", "Sequential"]
+__all__ += ["Dropout", "set_noise", "MaxPool2d", "AvgPool2d", "Upsample", "Residual", "Concat"]
