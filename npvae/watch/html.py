@@ -28,7 +28,8 @@ figure { margin: 0.6em 0; } figure img { max-width: 100%; border: 1px solid #ddd
 figcaption { font-size: 0.85em; color: #555; }
 .players { display: flex; flex-wrap: wrap; gap: 0.6em 1.5em; }
 .player { font-size: 0.85em; } .player audio { display: block; width: 18em; }
-.note { color: #555; font-size: 0.9em; }
+.row { display: flex; flex-wrap: wrap; align-items: center; gap: 0 1.5em; }
+.note { color: #555; font-size: 0.9em; } .wide { overflow-x: auto; }
 details { margin: 0.5em 0; } summary { cursor: pointer; }
 """
 
@@ -74,6 +75,11 @@ def players(items) -> str:
     return f'<div class="players">{"".join(items)}</div>'
 
 
+def row(parts) -> str:
+    """``parts`` side by side (wrapping on a narrow window)."""
+    return f'<div class="row">{"".join(parts)}</div>'
+
+
 def number(value) -> str:
     """A number as a table shows it: 4 significant digits, whole numbers as they are."""
     if isinstance(value, (bool, np.bool_)):
@@ -92,7 +98,7 @@ def table(header, rows, text_columns: int = 1) -> str:
         return f"<{tag}{cls}>{esc(number(v))}</{tag}>"
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def details(summary: str, content: str, open_: bool = False) -> str:
@@ -113,5 +119,5 @@ def write_page(path, title: str, parts) -> Path:
     return atomic_write_text(path, document(title, parts))
 
 
-__all__ = ["slug", "esc", "link", "heading", "paragraph", "image", "audio", "players", "number", "table", "details",
+__all__ = ["slug", "esc", "link", "heading", "paragraph", "image", "audio", "players", "row", "number", "table", "details",
            "document", "write_page"]
