@@ -172,7 +172,9 @@ class Chromium:
             elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
                 report.errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params["args"]))
             elif method == "Runtime.exceptionThrown":
-                report.errors.append(params["exceptionDetails"].get("text", "an exception"))
+                details = params["exceptionDetails"]
+                report.errors.append(f"{details.get('text', '')} "
+                                     f"{details.get('exception', {}).get('description', '')}".strip())
         self.call("Target.closeTarget", {"targetId": target})
         return report
 
