@@ -136,6 +136,7 @@ def test_music_runs_write_their_examples_as_audio(tmp_path, shared_data):
         assert clips[0].sample_rate == sr and clips[0].length_frames == sr, tag      # one second
         assert clips[0].encoded_audio_string[:4] == b"RIFF", tag
     assert "validation/vocals_si_sdri" in ea.Tags()["scalars"]
+    assert [e.value for e in ea.Scalars("final/val_total")] == [float(np.float32(result.metrics["final_val_total"]))]
 
 
 def test_a_missing_writer_is_named_with_its_install_command(tmp_path, shared_data, monkeypatch, capsys):

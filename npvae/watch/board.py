@@ -11,7 +11,8 @@ epochs, and the last epoch) it writes, with step = epoch:
 * for sound, the estimates as audio (``audio/<label>``) and, once, the references;
 
 and when the run ends, its settings and final scores in TensorBoard's hyper-parameter
-view (the scores also as scalars ``final/<name>`` at the last epoch).
+view (the scores also as scalars ``final/<name>`` at the last epoch, ``<name>`` without a
+leading ``final_``).
 
 Event files are append-only, and a run may be killed at any point and resumed from its
 last checkpoint. So each :class:`Board` writes a fresh event file, and before writing
@@ -170,7 +171,7 @@ class Board:
         hyper-parameter view (the scores as ``final/<name>`` at ``epoch``)."""
         from tensorboardX.summary import hparams
         self.scalars(history)
-        scores = {f"final/{k}": float(v) for k, v in metrics.items()
+        scores = {f"final/{k.removeprefix('final_')}": float(v) for k, v in metrics.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         settings = {k: hparam_value(v) for k, v in config.items() if k not in NOT_HPARAMS}
         settings = {k: v for k, v in settings.items() if v is not None}

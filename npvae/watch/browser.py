@@ -13,6 +13,7 @@ screenshots of the docs (``scripts/page_screenshots.py``) use it.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -80,11 +81,14 @@ class Chromium:
         self._reply_out, from_browser = os.pipe()
 
         def pipes():        # in the child: its fd 3 reads our commands, fd 4 takes its replies
-            os.dup2(to_browser, 3)
-            os.dup2(from_browser, 4)
+            # (by way of free numbers: a pipe end may itself be 3 or 4); dup2 leaves them
+            # inheritable, every other descriptor of ours is not, so exec closes it
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser, from_browser)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
 
         self._proc = subprocess.Popen([self.executable, *FLAGS, f"--user-data-dir={self._profile.name}",
-                                       "about:blank"], pass_fds=(3, 4), preexec_fn=pipes,
+                                       "about:blank"], close_fds=False, preexec_fn=pipes,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
         os.close(to_browser)
@@ -133,9 +137,10 @@ class Chromium:
         return result.get("result", {}).get("value")
 
     # -- pages ---------------------------------------------------------------------
-    def _open(self, path, width: int = 1200, height: int = 900) -> tuple[str, str, str]:
-        """A new tab showing file ``path``, loaded, its media settled: (target, session, URL)."""
-        url = Path(path).resolve().as_uri()
+    def _open(self, path, width: int = 1200, height: int = 900, settle: float = 0.0) -> tuple[str, str, str]:
+        """A new tab showing file ``path`` (or an ``http://`` URL), loaded, its media settled,
+        then ``settle`` seconds more (for a page that draws after loading): (target, session, URL)."""
+        url = str(path) if str(path).startswith(("http://", "https://")) else Path(path).resolve().as_uri()
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
@@ -151,6 +156,7 @@ class Chromium:
             if all(a["ready"] >= 1 or a["error"] for a in state["audio"]) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
+        time.sleep(settle)
         return target, session, url
 
     def load(self, path) -> PageReport:
@@ -178,13 +184,15 @@ class Chromium:
         self.call("Target.closeTarget", {"targetId": target})
         return report
 
-    def screenshot(self, path, png, width: int = 1100) -> Path:
-        """A PNG of the whole page file ``path``, ``width`` CSS pixels wide, saved to ``png``."""
-        target, session, _ = self._open(path, width)
-        size = self.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
+    def screenshot(self, path, png, width: int = 1100, height: int | None = None, settle: float = 0.0) -> Path:
+        """A PNG of the page file (or URL) ``path``, ``width`` CSS pixels wide and ``height``
+        high (None: the whole page), ``settle`` seconds after it loaded, saved to ``png``."""
+        target, session, _ = self._open(path, width, height or 900, settle)
+        if height is None:
+            height = int(self.call("Page.getLayoutMetrics", session=session)["cssContentSize"]["height"])
         shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
-                                                    "clip": {"x": 0, "y": 0, "width": width,
-                                                             "height": int(size["height"]), "scale": 1}}, session)
+                                                    "clip": {"x": 0, "y": 0, "width": width, "height": height,
+                                                             "scale": 1}}, session)
         self.call("Target.closeTarget", {"targetId": target})
         png = Path(png)
         png.parent.mkdir(parents=True, exist_ok=True)

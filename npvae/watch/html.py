@@ -119,5 +119,5 @@ def write_page(path, title: str, parts) -> Path:
     return atomic_write_text(path, document(title, parts))
 
 
-__all__ = ["slug", "esc", "link", "heading", "paragraph", "image", "audio", "players", "row", "number", "table", "details",
-           "document", "write_page"]
+__all__ = ["slug", "esc", "link", "heading", "paragraph", "image", "audio", "players", "row", "number", "table",
+           "details", "document", "write_page"]
