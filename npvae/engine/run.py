@@ -114,6 +114,8 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
         if overwrite:
             raise ValueError("--resume continues a run and --overwrite replaces it; pass one of them")
     cfg = make_config(task_cls, settings, preset) if not resume else None
+    if cfg is not None and cfg.tensorboard:
+        require_writer()        # the missing extra named before the run folder is made
     comm = distributed.world()
     if not comm.is_root:
         log = lambda text: None  # noqa: E731 - rank 0 alone speaks
@@ -189,7 +191,7 @@ def _resumed_config(task_cls, run_dir: Path, settings, comm):
 
 def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
     if cfg.tensorboard:
-        require_writer()         # every rank: the missing extra named before any work
+        require_writer()         # every rank, before any work (a resumed run's settings are known here)
     task = task_cls(cfg, run_dir, comm, log)
     init_rng, train_rng = task.seeds()
     saved_record = None
