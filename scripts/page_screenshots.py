@@ -95,7 +95,7 @@ def main(argv=None) -> int:
             port = free_port()
             server = serve_tensorboard(work, port)
             try:
-                scalars = "scalars&_smoothingWeight=0&_ignoreYOutliers=false&tagFilter=%5E(train%7Cvalidation)%2F"
+                scalars = "scalars&_smoothingWeight=0&tagFilter=%5E(train%7Cvalidation)%2F"
                 for view, name in ((scalars, "tensorboard_scalars.png"), ("audio", "tensorboard_audio.png"),
                                    ("hparams", "tensorboard_hparams.png")):
                     print(browser.screenshot(f"http://127.0.0.1:{port}/#{view}", out / name, width=1200,
