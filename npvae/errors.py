@@ -28,3 +28,8 @@ class DistributedError(NpvaeError, RuntimeError):
 class ModelNotFoundError(FileFormatError, FileNotFoundError):
     """A model file or run directory that does not exist (both a FileFormatError, as for
     any unusable model path, and a FileNotFoundError)."""
+
+
+class MissingExtraError(NpvaeError, ImportError):
+    """A feature asked for needs an optional extra that is not installed (the message
+    names the ``pip install`` command)."""

@@ -90,12 +90,15 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool = False, overwrite: boo
 # that no file of the old run is left beside the new run's files.
 RUN_ARTEFACTS = ("checkpoint.npz", "config.json", "history.json", "metrics.json", "model.h5", "results.h5",
                  "grid.png", "loss_curves.png", "figures", "snippets",
-                 "latent_groups.png", "example.png")      # the blind runs' pictures
+                 "latent_groups.png", "example.png",      # the blind runs' pictures
+                 "index.html", "page")                    # the run's page and its sounds
+RUN_EVENT_FILES = "events.out.tfevents.*"                 # TensorBoard's (--tensorboard)
 
 
 def clear_run_artefacts(out: Path) -> list[Path]:
     """Remove what a training run writes from ``out`` (nothing else); returns what went."""
-    return remove_named(out, RUN_ARTEFACTS)
+    events = sorted(p.name for p in Path(out).glob(RUN_EVENT_FILES) if p.is_file() and not p.is_symlink())
+    return remove_named(out, RUN_ARTEFACTS + tuple(events))
 
 
 def remove_named(folder: str | os.PathLike, names) -> list[Path]:

@@ -3,7 +3,8 @@
 Part I: :func:`save_grid` (mixtures, true and estimated sources as image rows) and
 :func:`save_loss_curves` (one panel per loss term). Part II: :func:`plot_example`
 (mixture, true and estimated spectrograms in dB) and :func:`plot_history` (loss terms,
-KL and SI-SDR improvement per epoch). All save PNG files and return their path.
+KL and SI-SDR improvement per epoch); :func:`save_spectrogram` (one sound's, for the
+separation page). All save PNG files and return their path.
 """
 from __future__ import annotations
 
@@ -143,6 +144,24 @@ def plot_history(history: dict, path) -> Path:
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = _save(fig, path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def save_spectrogram(path, db: np.ndarray, seconds: float, sample_rate: int, title: str = "") -> Path:
+    """One spectrogram image: ``db`` (F, T) in dB (0 at the reference, shown down to -80)
+    over ``seconds`` of sound sampled at ``sample_rate`` Hz, saved as PNG."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 2.0))
+    ax.imshow(db, origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma",
+              extent=[0, seconds, 0, sample_rate / 2000])
+    ax.set_xlabel("time (s)", fontsize=8)
+    ax.set_ylabel("kHz", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = _save(fig, path, dpi=80)
     plt.close(fig)

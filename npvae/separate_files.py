@@ -383,10 +383,12 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
                    overwrite: bool = False, wiener: bool = False, chunk_frames: int = 256,
                    block_seconds: float = 10.0, progress: bool = False,
                    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
-                   shifts: int = 1) -> list[SongJob]:
+                   shifts: int = 1, html: bool = False) -> list[SongJob]:
     """Separate songs and folders of songs into ``out``; returns the jobs done.
     ``shifts`` > 1 averages the masks over that many time shifts (slower, a little better).
     ``bits``: "16", "24" or "float" (:func:`output_bits`; None: float for WAV, 24 for FLAC).
+    ``html``: also write ``out/index.html``, a player and a spectrogram of each input and
+    stem (:mod:`npvae.watch.separation_page`).
 
     ``model``: a run directory, model file, shipped model name, or a loaded
     :class:`~npvae.separator.Separator` (default: the shipped music model). Checks
@@ -397,11 +399,18 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
     stems = [s for s in SOURCES if s in stems]
     bits = output_bits(fmt, bits)
     jobs = prepare(songs, out, stems, fmt, bits, overwrite, log)
+    if html:
+        from .watch.separation_page import check_page_free
+        check_page_free(out, overwrite)
     sep = model if hasattr(model, "separate") else load_separator(model or pretrained.DEFAULT_MUSIC_MODEL)
     for job in jobs:
         for w in job.warnings:
             log(f"warning: {w}")
         separate_song(sep, job, stems, fmt, bits, wiener, chunk_frames, block_seconds, progress, shifts)
+    if html:
+        from .watch.separation_page import write_separation_page
+        named = "" if hasattr(model, "separate") else str(model or pretrained.DEFAULT_MUSIC_MODEL)
+        write_separation_page(out, jobs, stems, model=named)
     return jobs
 
 

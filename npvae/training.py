@@ -41,7 +41,8 @@ from .progress import progress_bar
 # learnt so far (how long, where, how it is shown, where the data lie), or they are the
 # remedies a diverged run needs (a lower learning rate, clipping). Any other difference
 # is refused.
-RESUMABLE_SETTINGS = frozenset({"epochs", "display_every", "progress", "show", "out", "data_dir", "data_folder",
+RESUMABLE_SETTINGS = frozenset({"epochs", "display_every", "tensorboard", "html", "progress", "show", "out",
+                                "data_dir", "data_folder",
                                 "eval_limit", "backend", "npvae_version", "snippet_seconds", "n_examples",
                                 "lr", "clip_norm"})
 

@@ -49,7 +49,7 @@ def rng():
 END_TO_END = {"test_mnist_training.py", "test_separate_script.py", "test_matlab_interop.py",
               "test_matlab_separate.py",
               "test_studies.py", "test_report.py", "test_benchmark.py",
-              "test_blind_training.py"}
+              "test_blind_training.py", "test_watch_board.py", "test_watch_pages.py"}
 
 
 def pytest_addoption(parser):

@@ -201,6 +201,14 @@ def test_blind_music_run_trains_on_mixture_patches_and_scores(music_run, shared_
     tree = read_tree(res.run_dir / "results.h5", "blind_results")
     assert tree["examples"]["group_1_mag"].shape == tree["examples"]["mixture_mag"].shape
     assert (res.run_dir / "example.png").exists() and (res.run_dir / "loss_curves.png").exists()
+    # its page plays the mixture, the true sources and each group's estimate (the display's 4 s)
+    import soundfile as sf
+    sounds = sorted(p.name for p in (res.run_dir / "page").glob("*.wav"))
+    groups = [f"group_{k}" for k in range(res.config.groups)]
+    assert [s for s in sounds if not s.startswith(tuple(groups))] == ["mixture.wav", "true_accompaniment.wav",
+                                                                     "true_vocals.wav"]
+    assert all(any(s == f"{g}.wav" or s.startswith(f"{g}_as_") for s in sounds) for g in groups), sounds
+    assert {sf.info(str(res.run_dir / "page" / s)).frames for s in sounds} == {4 * 16000}
     # the training data are the mixtures' patches and nothing else
     from npvae.audio.datasets import load_tracks
     from npvae.audio.stft import STFTConfig

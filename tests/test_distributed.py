@@ -7,6 +7,7 @@ where mpi4py and mpirun are installed (CI installs both), real 2-rank runs.
 * a killed rank ends the job with a clear message and the last checkpoint intact;
   a hanging rank ends it after NPVAE_MPI_TIMEOUT seconds (no hang either way).
 """
+import importlib.util
 import json
 import os
 import shutil
@@ -208,11 +209,16 @@ def mnist_single(shared_data, tmp_path_factory):
 
 @needs_mpi
 def test_two_ranks_train_the_mnist_model_as_one_process(shared_data, mnist_single, tmp_path):
-    r = _run("mnist", {**MNIST, "epochs": 2}, tmp_path / "mpi", shared_data, ranks=2)
+    tensorboard = importlib.util.find_spec("tensorboardX") is not None
+    r = _run("mnist", {**MNIST, "epochs": 2, "tensorboard": tensorboard}, tmp_path / "mpi", shared_data, ranks=2)
     assert "data-parallel over 2 MPI ranks" in r.stdout
     assert r.stdout.count("test metrics") == 1          # rank 0 alone logs and evaluates
     _assert_same_run(mnist_single, tmp_path / "mpi")
     assert (tmp_path / "mpi" / "model.h5").exists() and (tmp_path / "mpi" / "grid.png").exists()
+    if tensorboard:     # rank 0 alone writes TensorBoard's records: one file, every epoch once
+        from npvae.watch.board import written_steps
+        assert len(list((tmp_path / "mpi").glob("events.out.tfevents.*"))) == 1
+        assert written_steps(tmp_path / "mpi")["train/total"] == {1, 2}
     assert not list((tmp_path / "mpi").glob(".*tmp"))
 
 

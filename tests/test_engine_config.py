@@ -26,7 +26,8 @@ SHARED = {"--epochs": ("3", "epochs", 3), "--batch-size": ("16", "batch_size", 1
           "--kl-warmup": ("1.5", "kl_warmup", 1.5), "--seed": ("7", "seed", 7),
           "--display-every": ("2", "display_every", 2), "--data-dir": ("some/data", "data_dir", "some/data"),
           "--out": ("runs/x", "out", "runs/x"), "--train-limit": ("100", "train_limit", 100),
-          "--eval-limit": ("10", "eval_limit", 10), "--no-progress": (None, "progress", False)}
+          "--eval-limit": ("10", "eval_limit", 10), "--no-progress": (None, "progress", False),
+          "--tensorboard": (None, "tensorboard", True), "--no-html": (None, "html", False)}
 
 
 def subparser(parser, name):

@@ -73,7 +73,7 @@ LEVELS = [
     ("npvae.separator", 4), ("npvae.blind_separator", 4),
     ("npvae.models", 3), ("npvae.baselines", 3),
     ("npvae.training", 2), ("npvae.engine", 2), ("npvae.plotting", 2), ("npvae.vae", 2), ("npvae.metrics", 2), ("npvae.audio", 2),
-    ("npvae.data", 2), ("npvae.optim", 2), ("npvae.gradcheck", 2),
+    ("npvae.data", 2), ("npvae.optim", 2), ("npvae.gradcheck", 2), ("npvae.watch", 2),
     ("npvae.layers", 1), ("npvae.losses", 1), ("npvae.spectral_losses", 1), ("npvae.h5mat", 1),
     ("npvae.checkpoint", 1), ("npvae.parallel", 1), ("npvae.progress", 1), ("npvae.datapath", 1),
     ("npvae.validate", 1), ("npvae.fileguard", 1), ("npvae.distributed", 1), ("npvae.schedules", 1), ("npvae.pretrained", 1),

@@ -10,6 +10,9 @@ channels: every channel is separated on its own). A folder is searched for audio
 files recursively, and outputs keep the inputs' folder structure below the inputs'
 common folder, so a/song.wav and b/song.wav give OUT/a/... and OUT/b/....
 
+With --html, OUT/index.html gets a player and a spectrogram of each input and each
+separated stem (it opens from disk in any browser; the pictures go in OUT/page/).
+
 Nothing is overwritten without --overwrite, and all checks (readable inputs, outputs
 that would collide or replace an input, a writable --out with enough free space) are
 made before any work starts. Songs are read, separated and written in blocks
@@ -35,6 +38,7 @@ from ..io import load_separator
 from ..separate_files import output_bits, prepare, separate_song
 from ..separator import SOURCES, shift_offsets
 from ..validate import MAX_COUNT
+from ..watch.separation_page import check_page_free, write_separation_page
 from .common import HelpFormatter
 
 
@@ -102,6 +106,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "when the model is loaded, before any work")
     p.add_argument("--block-seconds", type=positive_float, default=10.0,
                    help="seconds of audio read, separated and written at a time (bounds memory)")
+    p.add_argument("--html", action="store_true",
+                   help="also write OUT/index.html: a player and a spectrogram of each input and stem")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--formats", action="store_true", help="list the audio formats this machine reads, then exit")
 
@@ -139,6 +145,8 @@ def run(a: argparse.Namespace) -> int:
         print("\n".join(f"{k.lower():6s} {v}" for k, v in sorted(sf.available_formats().items())))
         return 0
     jobs = prepare(a.songs, Path(a.out), a.stems, a.format, a.bits, a.overwrite)
+    if a.html:
+        check_page_free(a.out, a.overwrite)
     if a.model == pretrained.DEFAULT_MUSIC_MODEL and not pretrained.is_name(a.model) and not Path(a.model).exists():
         raise FileFormatError(f"this installation has no shipped model {a.model!r}; pass --model RUN_DIR "
                               "(a run of `npvae train music`)")
@@ -161,6 +169,8 @@ def run(a: argparse.Namespace) -> int:
         if clipped:
             print(f"warning: {clipped} sample(s) of {job.input.name}'s estimates exceeded full scale and "
                   f"were clipped in {a.bits}-bit output; use --bits float to keep them", file=sys.stderr)
+    if a.html:
+        print(write_separation_page(a.out, jobs, a.stems, model=str(a.model)), flush=True)
     return 0
 
 

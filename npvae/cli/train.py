@@ -35,6 +35,9 @@ COMMON_HELP = {
     "kl_warmup": "epochs over which the KL weight ramps up from 0",
     "seed": "seed of the data order, the initial weights and the latent noise",
     "display_every": "print the loss terms and draw the figures every N epochs",
+    "tensorboard": 'also write TensorBoard event files into the run folder every --display-every epochs '
+                   '(needs pip install "npvae[tensorboard]"; view with tensorboard --logdir runs/)',
+    "html": "rewrite the run folder's index.html (loss curves, figures, audio players) every --display-every epochs",
     "data_dir": "the data's folder (else $NPVAE_DATA)",
     "out": "run folder (default: a new folder under runs/)",
     "train_limit": "the first N training items only (quick runs)",

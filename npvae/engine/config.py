@@ -37,7 +37,10 @@ class RunConfig:
     validates and ships the average (0: the last weights). beta, kl_warmup : the KL
     term's weight and the epochs over which it ramps up from 0. seed : data order,
     initial weights and latent noise. display_every : print the loss terms and draw the
-    figures every N epochs. data_dir : the data's folder (else ``$NPVAE_DATA``). out : the
+    figures every N epochs. tensorboard : also write TensorBoard event files into the run
+    folder at each display (:mod:`npvae.watch.board`; needs ``npvae[tensorboard]``). html :
+    rewrite the run folder's ``index.html`` at each display (:mod:`npvae.watch.run_page`).
+    data_dir : the data's folder (else ``$NPVAE_DATA``). out : the
     run folder (None: a new one under ``runs/``). train_limit, eval_limit : the first N
     training / evaluation items only (quick runs). progress : a progress bar.
     """
@@ -52,6 +55,8 @@ class RunConfig:
     kl_warmup: float = 0.0
     seed: int = 0
     display_every: int = 5
+    tensorboard: bool = False
+    html: bool = True
     data_dir: str | None = None
     out: str | None = None
     train_limit: int | None = None

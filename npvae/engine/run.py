@@ -9,6 +9,8 @@ A run folder holds, whatever the task::
     model.h5            the model (HDF5 / MATLAB v7.3), loads with npvae.load_model
     results.h5          model, config, history, metrics and examples
     loss_curves.png, figures/epoch_XXX.png and the task's own pictures
+    index.html          the run's page (html, on by default; :mod:`npvae.watch.run_page`)
+    events.out.tfevents.*  TensorBoard's records (tensorboard; :mod:`npvae.watch.board`)
 
 The engine does what is the same for every task (:mod:`npvae.engine.task` says what a
 task supplies): it checks and locks the run folder, merges preset, settings and (on
@@ -35,8 +37,10 @@ from ..optim import Adam
 from ..schedules import schedule_lr
 from ..training import Trainer, config_changes
 from ..vae import KLWeight
+from ..watch.board import Board, require_writer
+from ..watch.run_page import write_run_page
 from .config import RESUMABLE, field_names, from_record
-from .task import Task
+from .task import Shown, Task
 
 
 @dataclass
@@ -110,6 +114,8 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
         if overwrite:
             raise ValueError("--resume continues a run and --overwrite replaces it; pass one of them")
     cfg = make_config(task_cls, settings, preset) if not resume else None
+    if cfg is not None and cfg.tensorboard:
+        require_writer()        # the missing extra named before the run folder is made
     comm = distributed.world()
     if not comm.is_root:
         log = lambda text: None  # noqa: E731 - rank 0 alone speaks
@@ -184,6 +190,8 @@ def _resumed_config(task_cls, run_dir: Path, settings, comm):
 
 
 def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
+    if cfg.tensorboard:
+        require_writer()         # every rank, before any work (a resumed run's settings are known here)
     task = task_cls(cfg, run_dir, comm, log)
     init_rng, train_rng = task.seeds()
     saved_record = None
@@ -218,24 +226,42 @@ def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
         terms = task.validate(trainer.epoch, kl_weight(trainer.epoch))
         return {**terms, "beta": kl_weight(trainer.epoch), "lr": optimizer.lr}
 
+    board = Board(run_dir) if cfg.tensorboard and comm.is_root else None    # rank 0 alone writes
+    latest = Shown()
+
     def display(epoch, history):
-        task.display(epoch, history)
+        nonlocal latest
+        latest = task.display(epoch, history) or Shown()
         task.save_curves(run_dir / "loss_curves.png", history)
+        if board is not None:
+            board.display(epoch, history, latest)
+        if cfg.html:
+            write_run_page(run_dir, config, history, latest)
 
     start = time.perf_counter()
     try:
-        trainer.fit(cfg.epochs, batches=task.batches, n_batches=task.n_batches, step=step, validate=validate,
-                    on_display=display)
-    except OSError as exc:
-        if isinstance(exc, NpvaeError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
-            raise
-        where = (f"the last checkpoint, after epoch {trainer.checkpoint_epoch}, is intact in "
-                 f"{trainer.checkpoint_path}" if trainer.checkpoint_epoch else "no checkpoint was written yet")
-        raise TrainingError(f"could not write into {run_dir}: {exc.strerror}; {where}. Free some space, then "
-                            f"continue with: {resume_hint(task_cls, run_dir)}") from None
-    seconds = time.perf_counter() - start
-    if not comm.is_root:   # rank 0 scores and writes the files
-        return RunResult(run_dir, cfg, trainer.history, None, model, task)
+        try:
+            trainer.fit(cfg.epochs, batches=task.batches, n_batches=task.n_batches, step=step, validate=validate,
+                        on_display=display)
+        except OSError as exc:
+            if isinstance(exc, NpvaeError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+                raise
+            where = (f"the last checkpoint, after epoch {trainer.checkpoint_epoch}, is intact in "
+                     f"{trainer.checkpoint_path}" if trainer.checkpoint_epoch else "no checkpoint was written yet")
+            raise TrainingError(f"could not write into {run_dir}: {exc.strerror}; {where}. Free some space, then "
+                                f"continue with: {resume_hint(task_cls, run_dir)}") from None
+        seconds = time.perf_counter() - start
+        if not comm.is_root:   # rank 0 scores and writes the files
+            return RunResult(run_dir, cfg, trainer.history, None, model, task)
+        return _finish(task, cfg, run_dir, config, trainer, seconds, board, latest, log)
+    finally:
+        if board is not None:
+            board.close()
+
+
+def _finish(task, cfg, run_dir: Path, config: dict, trainer, seconds: float, board, latest, log) -> RunResult:
+    """Score the trained model and write the run's records, model, page and last events."""
+    model = task.model
     metrics = task.evaluate(trainer.history)
     metrics["train_seconds_this_session"] = float(seconds)
     metrics["train_seconds_total"] = float(sum(trainer.history.get("seconds", [])))
@@ -243,8 +269,13 @@ def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
     task.save_curves(run_dir / "loss_curves.png", trainer.history)
     task.save(config, trainer.history, metrics)
+    if board is not None:
+        board.finish(trainer.epoch, trainer.history, config, metrics)
+    if cfg.html:
+        write_run_page(run_dir, config, trainer.history, latest, metrics)
     log(f"wrote {run_dir / MODEL_FILE}, results.h5, metrics.json, history.json, config.json, loss_curves.png"
-        + "".join(f", {name}" for name in task.figures) + f" in {run_dir}")
+        + "".join(f", {name}" for name in task.figures) + (", index.html" if cfg.html else "")
+        + (", TensorBoard events" if board is not None else "") + f" in {run_dir}")
     return RunResult(run_dir, cfg, trainer.history, metrics, model, task)
 
 

@@ -14,17 +14,31 @@ A task says what differs, in a subclass with these parts:
   or ``n_batches`` and ``batches(rng)`` of its own (this rank's share of each batch);
 * ``step(batch, epoch, beta)``: forward and backward of one batch, the loss terms;
 * ``validate(epoch, beta)``: the terms on held-out data (rank 0, eval mode);
-* ``display(epoch, history)``: the figures every ``display_every`` epochs;
+* ``display(epoch, history)``: the figures every ``display_every`` epochs, and what it
+  drew as a :class:`Shown` (figure files, and for sound the examples' waveforms) for the
+  run's page and TensorBoard;
 * ``evaluate(history)``: the final scores, a flat dict of numbers (``metrics.json``);
 * ``save(config, history, metrics)``: ``model.h5``, ``results.h5`` and the final figures.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .config import RunConfig
+
+
+@dataclass
+class Shown:
+    """What one display drew. figures : label -> PNG file. audio : label -> mono waveform
+    (n,) of the model's estimates, at ``sample_rate`` Hz; references : label -> mono
+    waveform of the inputs and true sources (the same at every display)."""
+    figures: dict = field(default_factory=dict)
+    audio: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
+    sample_rate: int = 0
 
 
 class Task:
@@ -85,8 +99,8 @@ class Task:
     def validate(self, epoch: int, beta: float) -> dict:
         return {}
 
-    def display(self, epoch: int, history: dict) -> None:
-        pass
+    def display(self, epoch: int, history: dict) -> Shown:
+        return Shown()
 
     def save_curves(self, path: Path, history: dict) -> None:
         """The loss curves (every ``display_every`` epochs and at the end)."""
@@ -100,4 +114,4 @@ class Task:
         raise NotImplementedError
 
 
-__all__ = ["Task"]
+__all__ = ["Task", "Shown"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.blind import SOURCE_NAMES, TASKS, load_blind_data
-from ..engine.task import Task
+from ..engine.task import Shown, Task
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.image import format_report, separation_report
 from ..metrics.permutation import best_permutation, matched, permutation_report
@@ -216,6 +216,7 @@ class BlindMnistTask(Task):
                                example_rows(self.model, *self.shown, self.cfg.rule, self.names),
                                title=f"blind VAE K={self.cfg.groups}, epoch {epoch} (validation mixtures)")
         self.log(f"           figure: {path}")
+        return Shown(figures={"validation mixtures": path})
 
     def evaluate(self, history) -> dict:
         cfg = self.cfg

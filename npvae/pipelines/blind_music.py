@@ -31,7 +31,7 @@ from ..audio.datasets import load_tracks
 from ..audio.stft import STFTConfig, stft
 from ..blind_separator import BlindMusicSeparator, magnitudes, patches
 from ..data.blind import MixtureOnlyData
-from ..engine.task import Task
+from ..engine.task import Shown, Task
 from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
 from ..metrics.permutation import best_permutation
@@ -151,17 +151,22 @@ def quick_validation(sep: BlindMusicSeparator, tracks) -> dict:
 
 # ----------------------------------------------------------------------------- pictures
 
-def example(sep: BlindMusicSeparator, track, seconds: float = 4.0) -> dict:
-    """Magnitudes (dB-ready) of one clip: mixture, true sources, every group (masked)."""
+def example(sep: BlindMusicSeparator, track, seconds: float = 4.0, waves: bool = False) -> dict:
+    """Magnitudes (dB-ready) of one clip: mixture, true sources, every group (masked);
+    with ``waves`` also the waveforms ``mixture``, ``vocals``, ``accompaniment`` and
+    ``group_<k>`` (n,)."""
     n = min(track.n_samples, int(seconds * track.sr))
     clip = dataclasses.replace(track, voice=track.voice[:n], accompaniment=track.accompaniment[:n])
-    _, mags, idx = assign_groups(sep, clip)
+    group_waves, mags, idx = assign_groups(sep, clip)
     truth = np.abs(stft(clip.sources(), sep.stft_cfg))
     ex = {"mixture_mag": np.abs(stft(clip.mixture(), sep.stft_cfg)), "vocals_mag": truth[0],
           "accompaniment_mag": truth[1]}
     ex.update({f"group_{k}_mag": mags[k] for k in range(len(mags))})
     ex = {k: v.astype(np.float32) for k, v in ex.items()}
     ex["assignment"] = idx.astype(np.int64)
+    if waves:
+        ex.update({"mixture": clip.mixture(), "vocals": clip.voice, "accompaniment": clip.accompaniment})
+        ex.update({f"group_{k}": w for k, w in enumerate(group_waves)})
     return ex
 
 
@@ -272,8 +277,17 @@ class BlindMusicTask(Task):
         return out
 
     def display(self, epoch, history):
-        plot_example(example(self.sep, self.val_tracks[0]), self.run_dir / "figures" / f"epoch_{epoch:03d}.png",
-                     self.stft_cfg, f"blind K={self.cfg.groups}, {self.val_tracks[0].name}, epoch {epoch}")
+        track = self.val_tracks[0]
+        ex = example(self.sep, track, waves=True)
+        path = plot_example(ex, self.run_dir / "figures" / f"epoch_{epoch:03d}.png",
+                            self.stft_cfg, f"blind K={self.cfg.groups}, {track.name}, epoch {epoch}")
+        role = {int(g): src for g, src in zip(ex["assignment"], SOURCES)}
+        return Shown(figures={f"{track.name} (validation)": path},
+                     audio={f"group {k}" + (f" (as {role[k]})" if k in role else ""): ex[f"group_{k}"]
+                            for k in range(self.cfg.groups)},
+                     references={"mixture": ex["mixture"], "true vocals": ex["vocals"],
+                                 "true accompaniment": ex["accompaniment"]},
+                     sample_rate=self.stft_cfg.sample_rate)
 
     def evaluate(self, history) -> dict:
         self.log(f"scoring {len(self.val_tracks)} validation clips (BSS Eval v3)...")

@@ -14,7 +14,7 @@ import numpy as np
 from ...data.mixtures import MixtureData, load_mixture_data
 from ...data.mnist import find_files, load_images
 from ...engine.config import RunConfig
-from ...engine.task import Task
+from ...engine.task import Shown, Task
 from ...io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ...metrics.image import format_report, psnr, separation_report
 from ...models.mnist import MODELS, OUTPUTS, RULES, build_model
@@ -282,6 +282,7 @@ class MnistTask(Task):
         path = save_grid(self.run_dir / "figures" / f"epoch_{epoch:03d}.png", example_images(self.model, *self.shown),
                          title=f"{self.cfg.model} VAE, epoch {epoch} (validation pairs)", show=self.cfg.show)
         self.log(f"           figure: {path}")
+        return Shown(figures={"validation pairs": path})
 
     def evaluate(self, history) -> dict:
         mixture, digit, fashion = self.eval_set = self.data.evaluation_set()

@@ -19,7 +19,7 @@ from ...audio.remix import sample_remix_batch
 from ...audio.stft import STFTConfig
 from ...checkpoint import CHECKPOINT_FILE
 from ...engine.config import RunConfig
-from ...engine.task import Task
+from ...engine.task import Shown, Task
 from ...errors import DatasetError
 from ...io import MODEL_FILE, RESULTS_FILE, save_music_results, save_separator
 from ...models.music import SpectrogramUNetVAE
@@ -218,11 +218,16 @@ class MusicTask(Task):
 
     def display(self, epoch, history):
         ex = example(self.sep, self.shown, self.cfg.snippet_seconds)
-        plot_example(ex, self.run_dir / "figures" / f"epoch_{epoch:03d}.png", self.stft_cfg,
-                     f"{self.shown.name}, epoch {epoch}")
+        path = plot_example(ex, self.run_dir / "figures" / f"epoch_{epoch:03d}.png", self.stft_cfg,
+                            f"{self.shown.name}, epoch {epoch}")
         for key in ("vocals_hat", "accompaniment_hat"):
             write_audio(self.run_dir / "snippets" / f"epoch_{epoch:03d}_{key.replace('_hat', '')}.wav",
                         ex[key], self.stft_cfg.sample_rate)
+        return Shown(figures={f"{self.shown.name} (validation)": path},
+                     audio={"estimated vocals": ex["vocals_hat"], "estimated accompaniment": ex["accompaniment_hat"]},
+                     references={"mixture": ex["mixture"], "true vocals": ex["vocals"],
+                                 "true accompaniment": ex["accompaniment"]},
+                     sample_rate=self.stft_cfg.sample_rate)
 
     def save_curves(self, path, history):
         plot_history(history, path)
