@@ -111,20 +111,27 @@ def test_example_audio_writes_the_clips_at_one_gain(tmp_path):
 
 
 def test_part_ii_section_has_players_for_the_evaluations_example(tmp_path):
-    from npvae.audio.stft import STFTConfig, stft
+    from npvae.audio.datasets import Track
+    from npvae.audio.stft import STFTConfig
+    from npvae.models.music import SpectrogramUNetVAE
+    from npvae.pipelines.music import example
+    from npvae.separator import Normalizer, Separator
     from npvae_lab.report import _music_section
-    cfg = STFTConfig(16000, 256, 64, "hann")
+    # an evaluation's example as npvae evaluate stores it, from an untrained separator
+    cfg = STFTConfig.for_dataset("mir1k")
     rng = np.random.default_rng(2)
-    waves = {k: (0.2 * rng.standard_normal(4000)).astype(np.float32)
-             for k in ("mixture", "vocals", "accompaniment", "vocals_hat", "accompaniment_hat")}
-    ex = {"name": "clip", **waves, **{k + "_mag": np.abs(stft(v, cfg)).astype(np.float32) for k, v in waves.items()}}
+    t = np.arange(8000) / cfg.sample_rate
+    track = Track("clip", 0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * rng.standard_normal(t.size), cfg.sample_rate)
+    sep = Separator(SpectrogramUNetVAE((4, 4, 8), 4, rng=rng), cfg, Normalizer.fit([track], cfg))
+    ex = example(sep, track, 0.5)
     scores = {f"{s}_{src}_{m}": 1.0 for s in ("model", "oracle", "mixture") for src in ("vocals", "accompaniment")
               for m in ("gnsdr", "gsir", "gsar", "mean_si_sdr")}
     run = {"dir": Path("music-run"), "params": 10, "history": {},
            "config": {"epochs": 1, "loss": "l1", "beta": 1.0, "dataset": "mir1k"},
-           "evals": [{"path": Path("eval_val.h5"), "examples": {"clip0": ex}, "metrics": {**scores, "clip_seconds": [1.0]},
-                      "config": {"dataset": "mir1k", "split": "val", "sample_rate": 16000, "n_fft": 256, "hop": 64,
-                                 "window": "hann"}}]}
+           "evals": [{"path": Path("eval_val.h5"), "examples": {"clip0": ex},
+                      "metrics": {**scores, "clip_seconds": [1.0]},
+                      "config": {"dataset": "mir1k", "split": "val", "sample_rate": cfg.sample_rate,
+                                 "n_fft": cfg.n_fft, "hop": cfg.hop, "window": cfg.window}}]}
     (tmp_path / "figures").mkdir()
     doc = Doc()
     doc.h1("Report")
@@ -134,7 +141,7 @@ def test_part_ii_section_has_players_for_the_evaluations_example(tmp_path):
     clips = doc.blocks[kinds.index("audio")][1]
     assert [p.name for _, p in clips] == ["music-run_mixture.wav", "music-run_vocals_hat.wav", "music-run_vocals.wav",
                                          "music-run_accompaniment_hat.wav", "music-run_accompaniment.wav"]
-    np.testing.assert_allclose(sf.read(clips[1][1])[0], waves["vocals_hat"], atol=1 / 32767)
+    np.testing.assert_allclose(sf.read(clips[1][1])[0], ex["vocals_hat"], atol=1 / 32767)
     check_html(doc.html(tmp_path / "report.html", tmp_path), doc)
 
 

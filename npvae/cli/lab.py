@@ -159,7 +159,8 @@ Needs a source checkout of npvae (the report builder lives in scripts/npvae_lab)
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="study directories and run directories")
-    p.add_argument("--out", default="docs/report", help="folder for report.md, report.pdf and figures/")
+    p.add_argument("--out", default="docs/report",
+                   help="folder for report.md, report.pdf, report.html, figures/ and audio/")
     p.add_argument("--pilots", nargs="+", default=[], metavar="RUN_DIR",
                    help="short runs of a recipe with one change: a row each in the missed-marks section, "
                         "no section or figures of their own")

@@ -2,7 +2,8 @@
 
 The page holds its style sheet and no script; it links its figures and audio files by
 paths relative to its own folder, so it opens from disk with no server and no network.
-A list of the sections at the top links to each h2; every audio clip is a player.
+A list of the sections under the introduction links to each h2; every audio clip is a
+player.
 """
 from __future__ import annotations
 
@@ -63,10 +64,10 @@ def render(doc, base: Path) -> str:
     for i, b in enumerate(doc.blocks):
         if b[0] == "h1":
             body.append(f"<h1>{inline(b[1])}</h1>")
-            if ids:
+        elif b[0] == "h2":
+            if i == min(ids):                    # the contents, under the introduction
                 body.append("<nav><ol>" + "".join(f'<li><a href="#{ids[j]}">{inline(doc.blocks[j][1])}</a></li>'
                                                   for j in ids) + "</ol></nav>")
-        elif b[0] == "h2":
             body.append(f'<h2 id="{ids[i]}">{inline(b[1])}</h2>')
         elif b[0] == "p":
             body.append(f"<p>{inline(b[1])}</p>")

@@ -21,7 +21,7 @@ PT_PER_CM = 72 / 2.54
 MARGIN = 2.0 * PT_PER_CM             # on every side, in points
 BODY, TABLE, CAPTION, FOOTER = 9.5, 7.5, 8.0, 8.0     # font sizes (pt); none under 7
 MAX_FIGURE_HEIGHT = 0.45             # of the text frame's height
-CELL_PAD = 3.0                       # left and right padding of a table cell (pt)
+CELL_PAD = 2.5                       # left and right padding of a table cell (pt)
 
 FONTS = {"sans": "DejaVuSans.ttf", "sans-bold": "DejaVuSans-Bold.ttf", "sans-italic": "DejaVuSans-Oblique.ttf",
          "sans-bolditalic": "DejaVuSans-BoldOblique.ttf", "mono": "DejaVuSansMono.ttf",
@@ -71,30 +71,43 @@ def _styles() -> dict:
         "cell": ParagraphStyle("cell", parent=body, fontSize=TABLE, leading=TABLE * 1.25, spaceAfter=0),
         "number": ParagraphStyle("number", parent=body, fontSize=TABLE, leading=TABLE * 1.25, spaceAfter=0,
                                  alignment=TA_RIGHT),
-        "head": ParagraphStyle("head", parent=body, fontName="sans-bold", fontSize=TABLE, leading=TABLE * 1.25,
-                               spaceAfter=0),
+        # the header row is set apart by its shade and rule: in the regular weight, its words fit whole
+        "head": ParagraphStyle("head", parent=body, fontSize=TABLE, leading=TABLE * 1.25, spaceAfter=0),
     }
 
 
-def column_widths(cells: list[list[str]], width: float, font: str, size: float) -> list[float]:
+def column_widths(cells: list[list[str]], width: float, size: float, font: str = "sans",
+                  head_font: str = "sans") -> list[float]:
     """Widths (pt) of a table's columns (``cells``: the header row, then the body) that
-    sum to at most ``width``. A column's natural width is that of its longest body cell
-    on one line, or of half its header (headers wrap to two lines first); when the natural
-    widths do not fit, each column gets its longest word plus a share of what is left in
-    proportion to the rest of its natural width, so the longest cells wrap first."""
+    sum to at most ``width``.
+
+    A column's natural width is that of its longest body cell on one line, or of half its
+    header (headers wrap to two lines first). When the natural widths do not fit, each
+    column gets at least its longest word, of the body first (a number never breaks)
+    and then of the header, and what is left goes to the columns in proportion to the
+    rest of their natural width, so the longest cells wrap first. Only when the body's
+    words alone do not fit do words break inside."""
     from reportlab.pdfbase.pdfmetrics import stringWidth
 
-    def w(text):
-        return stringWidth(text, font, size) + 2 * CELL_PAD + 1
+    def w(text, face=font):
+        return stringWidth(text, face, size) + 2 * CELL_PAD + 1
+
+    def longest_word(texts, face=font):
+        # a word longer than a quarter of the width breaks inside rather than starve the others
+        return min(max(w(word, face) for text in texts for word in (text.split() or [""])), width / 4)
 
     columns = list(zip(*cells))
-    # a word longer than a quarter of the width breaks inside rather than starve the others
-    least = [min(max(w(word) for cell in col for word in (cell.split() or [""])), width / 4) for col in columns]
-    natural = [max([w(cell) for cell in col[1:]] + [a, w(col[0]) / 2]) for col, a in zip(columns, least)]
+    body = [longest_word(col[1:] or [""]) for col in columns]
+    head = [max(b, longest_word(col[:1], head_font)) for col, b in zip(columns, body)]
+    natural = [max([w(cell) for cell in col[1:]] + [h, w(col[0], head_font) / 2]) for col, h in zip(columns, head)]
     if sum(natural) <= width:
         return natural
-    if sum(least) >= width:                  # words too long even alone: they break inside
-        return [width * a / sum(least) for a in least]
+    if sum(body) >= width:
+        return [width * b / sum(body) for b in body]
+    least = head
+    if sum(head) > width:                    # header words break, the body's do not
+        share = (width - sum(body)) / (sum(head) - sum(body))
+        return [b + share * (h - b) for b, h in zip(body, head)]
     spare, extra = width - sum(least), [b - a for a, b in zip(least, natural)]
     return [a + spare * e / sum(extra) for a, e in zip(least, extra)]
 
@@ -103,7 +116,7 @@ def _table(block, styles, width):
     from reportlab.lib import colors
     from reportlab.platypus import Paragraph, Table, TableStyle
     header, rows = block[1], block[2]
-    widths = column_widths([[plain(c) for c in r] for r in [header, *rows]], width, "sans-bold", TABLE)
+    widths = column_widths([[plain(c) for c in r] for r in [header, *rows]], width, TABLE)
     data = [[Paragraph(markup(c), styles["head"]) for c in header]]
     data += [[Paragraph(markup(c), styles["number" if is_number(c) else "cell"]) for c in r] for r in rows]
     t = Table(data, colWidths=widths, repeatRows=1, hAlign="LEFT", spaceBefore=2, spaceAfter=8)
