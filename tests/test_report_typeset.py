@@ -153,6 +153,9 @@ def test_report_typeset_again_from_its_markdown(tmp_path, capsys):
     again = Doc.from_markdown((tmp_path / "report.md").read_text(), tmp_path)
     check_typeset(tmp_path / "report.pdf", again)
     check_html(tmp_path / "report.html", again)
+    first = (tmp_path / "report.pdf").read_bytes()             # no date inside: typeset again, the same bytes
+    assert main(["report", "--from-markdown", str(tmp_path / "report.md")]) == 0
+    assert (tmp_path / "report.pdf").read_bytes() == first
     (tmp_path / "figures" / "tall.png").unlink()
     assert main(["report", "--from-markdown", str(tmp_path / "report.md")]) == 1
     err = capsys.readouterr().err

@@ -193,7 +193,8 @@ def write_pdf(doc, path: Path, base: Path) -> Path:
 
     title = next((b[1] for b in doc.blocks if b[0] == "h1"), "report")
     template = Template(str(path), pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
-                        bottomMargin=MARGIN, title=title, author="npvae report")
+                        bottomMargin=MARGIN, title=title, author="npvae report",
+                        invariant=1)        # no date or random id: the same document gives the same bytes
     template.outline_depth, template.outline_count = -1, 0
     template.addPageTemplates([PageTemplate("page", [Frame(MARGIN, MARGIN + 2 * FOOTER, frame_w, frame_h,
                                                            leftPadding=0, rightPadding=0, topPadding=0,
