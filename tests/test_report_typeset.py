@@ -27,7 +27,7 @@ def _figure(path: Path, shape=(120, 300)) -> Path:
 def _clips(folder: Path) -> list:
     t = np.arange(1600) / 16000
     return [(label, write_audio(folder / f"{name}.wav", 0.3 * np.sin(2 * np.pi * f * t), 16000))
-            for name, label, f in (("mixture", "mixture", 220), ("vocals_hat", "vocals, separated", 440))]
+            for name, label, f in (("mixture", "mixture", 220), ("vocals_hat", "separated vocals", 440))]
 
 
 def _wide_doc(base: Path) -> Doc:
@@ -83,7 +83,7 @@ def test_html_page_plays_the_audio_and_shows_the_figures_from_disk(tmp_path):
 def test_markdown_carries_the_audio_clips(tmp_path):
     doc = _wide_doc(tmp_path)
     text = doc.markdown(tmp_path)
-    assert "Listen: [mixture](audio/mixture.wav), [vocals, separated](audio/vocals_hat.wav)" in text
+    assert "Listen: [mixture](audio/mixture.wav), [separated vocals](audio/vocals_hat.wav)" in text
     assert Doc.from_markdown(text, tmp_path).blocks == doc.blocks
     with pytest.raises(ValueError, match="audio clips not written by Doc.markdown"):
         Doc.from_markdown("Listen: [a](a.wav) and more\n\n*caption*\n", tmp_path)

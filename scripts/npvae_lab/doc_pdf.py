@@ -4,7 +4,7 @@ Paragraphs flow over pages in a 9.5-point font; tables are real tables whose cel
 inside the margins (7.5-point text, the header row repeated on each page they run
 onto); figures are embedded at the pixels of their PNG files, scaled to the text width;
 each heading is an entry of the PDF's outline (its bookmarks), h2 under h1. The fonts
-are the DejaVu faces that matplotlib ships, embedded, so any character of a run name
+are the DejaVu faces that matplotlib ships, embedded, so a run name beyond Latin-1
 prints. Every mark on a page, page numbers included, lies inside :data:`MARGIN`.
 """
 from __future__ import annotations
@@ -38,14 +38,10 @@ def _register_fonts() -> None:
     folder = Path(get_data_path()) / "fonts" / "ttf"
     for name, file in FONTS.items():
         pdfmetrics.registerFont(TTFont(name, str(folder / file)))
-    addMapping("sans", 0, 0, "sans")
-    addMapping("sans", 1, 0, "sans-bold")
-    addMapping("sans", 0, 1, "sans-italic")
-    addMapping("sans", 1, 1, "sans-bolditalic")
-    addMapping("mono", 0, 0, "mono")
-    addMapping("mono", 1, 0, "mono-bold")
-    addMapping("mono", 0, 1, "mono")
-    addMapping("mono", 1, 1, "mono-bold")
+    sans = {(0, 0): "sans", (1, 0): "sans-bold", (0, 1): "sans-italic", (1, 1): "sans-bolditalic"}
+    for (bold, italic), face in sans.items():        # <b> and <i> in a paragraph pick these faces
+        addMapping("sans", bold, italic, face)
+        addMapping("mono", bold, italic, "mono-bold" if bold else "mono")
 
 
 def markup(text: str) -> str:
@@ -148,7 +144,7 @@ def _figure(block, styles, width, height):
 
 def _audio(block, styles, base: Path):
     from reportlab.platypus import Paragraph
-    links = ", ".join(f'<a href="{escape(_relative(p, base))}" color="blue">{escape(label)}</a>'
+    links = "; ".join(f'<a href="{escape(_relative(p, base))}" color="blue">{escape(label)}</a>'
                       for label, p in block[1])
     return Paragraph(f"Audio ({escape(block[2])}; players in report.html): {links}.", styles["caption"])
 
@@ -194,6 +190,7 @@ def write_pdf(doc, path: Path, base: Path) -> Path:
     title = next((b[1] for b in doc.blocks if b[0] == "h1"), "report")
     template = Template(str(path), pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
                         bottomMargin=MARGIN, title=title, author="npvae report",
+                        initialFontName="sans", initialFontSize=BODY,   # every font embedded
                         invariant=1)        # no date or random id: the same document gives the same bytes
     template.outline_depth, template.outline_count = -1, 0
     template.addPageTemplates([PageTemplate("page", [Frame(MARGIN, MARGIN + 2 * FOOTER, frame_w, frame_h,

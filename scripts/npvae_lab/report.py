@@ -182,8 +182,8 @@ def _music_section(doc: Doc, runs: list[dict], figs: Path):
                       f"per epoch.")
 
 
-AUDIO_CLIPS = (("mixture", "mixture"), ("vocals_hat", "vocals, separated"), ("vocals", "vocals, true"),
-               ("accompaniment_hat", "accompaniment, separated"), ("accompaniment", "accompaniment, true"))
+AUDIO_CLIPS = (("mixture", "mixture"), ("vocals_hat", "separated vocals"), ("vocals", "true vocals"),
+               ("accompaniment_hat", "separated accompaniment"), ("accompaniment", "true accompaniment"))
 
 
 def example_audio(example: dict, folder: Path, name: str, sample_rate: int) -> tuple[list, float]:
