@@ -67,6 +67,13 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
         assert (out / fig).stat().st_size > 1000
     pdf = (out / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 3
+    # typeset: every cell in the PDF inside the margins, no font under 7 pt, the headings as
+    # bookmarks; the HTML page has the same cells
+    from _typeset import check_html, check_typeset
+    from npvae_lab.document import Doc
+    doc = Doc.from_markdown(md, out)
+    check_typeset(out / "report.pdf", doc)
+    check_html(out / "report.html", doc)
     # made inside tmp_path: the report names its sources relative to it
     assert str(tmp_path) not in md and "from: study-mnist, study-music, mnist-run, mnist-pilot." in md
     assert "`npvae report study-mnist study-music mnist-run nothing --pilots mnist-pilot --out report`" in md
@@ -146,7 +153,8 @@ def _doc(tmp_path, sections):
 def test_markdown_reads_back_into_the_same_document(tmp_path):
     from npvae_lab.document import Doc
     doc = _doc(tmp_path, {"Study X": [("p", "text, with: marks (1.0 dB)"), ("table", ["a", "b"], [["1", "2"], ["x y", "-"]]),
-                                      ("img", tmp_path / "figures" / "x.png", "caption of x")]})
+                                      ("img", tmp_path / "figures" / "x.png", "caption of x"),
+                                      ("audio", [("mixture", tmp_path / "audio" / "r_mixture.wav")], "clip of r")]})
     text = doc.markdown(tmp_path)
     again = Doc.from_markdown(text, tmp_path)
     assert again.blocks == doc.blocks and again.markdown(tmp_path) == text

@@ -132,11 +132,12 @@ def check_input_file(path, flag: str) -> Path:
 
 # ----------------------------------------------------------------------------- npvae report
 
-REPORT_HELP = "build report.md and report.pdf from studies and runs (source checkout)"
+REPORT_HELP = "build report.md, report.pdf and report.html from studies and runs (source checkout)"
 REPORT_DESCRIPTION = """\
-Build report.md, report.pdf and figures/ from results files: loss studies (npvae study),
-Part I runs (npvae train mnist) and Part II runs (npvae train music + npvae evaluate),
-blind runs (npvae train blind-mnist, blind-music).
+Build report.md, report.pdf, report.html and figures/ from results files: loss studies
+(npvae study), Part I runs (npvae train mnist) and Part II runs (npvae train music +
+npvae evaluate, whose example clips become audio/ and players in report.html), blind
+runs (npvae train blind-mnist, blind-music).
 
     npvae report runs/study-mnist-default runs/study-music-default \\
         runs/mnist-dense-* runs/music_mir1k --out docs/report
@@ -152,12 +153,18 @@ section), for when the runs of the first build are no longer at hand:
 --pilots names short runs of a recipe with one change (npvae train ... --epochs 10 with
 the change): each becomes a row of the missed-marks section, beside the full runs.
 
+--from-markdown typesets report.pdf and report.html again from a report.md that npvae
+report wrote and the figures and audio it links, with no run folder:
+
+    npvae report --from-markdown docs/report/report.md
+
 Needs a source checkout of npvae (the report builder lives in scripts/npvae_lab)."""
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="study directories and run directories")
-    p.add_argument("--out", default="docs/report", help="folder for report.md, report.pdf and figures/")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="study directories and run directories")
+    p.add_argument("--out", default="docs/report",
+                   help="folder for report.md, report.pdf, report.html, figures/ and audio/")
     p.add_argument("--pilots", nargs="+", default=[], metavar="RUN_DIR",
                    help="short runs of a recipe with one change: a row each in the missed-marks section, "
                         "no section or figures of their own")
@@ -165,11 +172,22 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     what.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     what.add_argument("--update", action="store_true",
                       help="keep the report in --out and add or replace the sections these directories feed")
+    what.add_argument("--from-markdown", metavar="REPORT_MD", default=None,
+                      help="no runs: typeset report.pdf and report.html again beside this report.md")
     p.set_defaults(run=run_report)
 
 
 def run_report(args) -> int:
     report = lab("report")
+    if args.from_markdown:
+        if args.run_dirs or args.pilots:
+            raise UsageError("--from-markdown takes no run folders or --pilots: it typesets the report.md it is "
+                             "given; build from runs without it")
+        report.retypeset(args.from_markdown, log=lambda s: print(s, flush=True))
+        return 0
+    if not args.run_dirs:
+        raise UsageError("give the study and run folders to build the report from (RUN_DIR ...), or "
+                         "--from-markdown REPORT_MD to typeset an existing report again")
     command = "npvae report " + " ".join(shlex.quote(shown(d)) for d in args.run_dirs) \
         + (" --pilots " + " ".join(shlex.quote(shown(d)) for d in args.pilots) if args.pilots else "") \
         + f" --out {shlex.quote(shown(args.out))}" + (" --update" if args.update else "")

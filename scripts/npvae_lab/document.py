@@ -1,13 +1,17 @@
-"""A small document model for the report: headings, paragraphs, tables and images that
-become both Markdown (:meth:`Doc.markdown`) and A4 PDF pages drawn with matplotlib's PDF
-backend (:meth:`Doc.pdf`: text that flows over pages, monospace tables, scaled figures).
+"""A small document model for the report: headings, paragraphs, tables, figures and
+audio clips, written as Markdown (:meth:`Doc.markdown`, read back by
+:meth:`Doc.from_markdown`), as a typeset A4 PDF (:meth:`Doc.pdf`, :mod:`.doc_pdf`) and as
+an HTML page (:meth:`Doc.html`, :mod:`.doc_html`).
+
+Blocks are tuples: ``("h1", text)``, ``("h2", text)``, ``("p", text)``,
+``("table", header, rows)``, ``("img", path, caption)`` and
+``("audio", [(label, path), ...], caption)``. Text may hold two inline marks, ``**bold**``
+and backquoted code (:func:`spans`).
 """
 from __future__ import annotations
 
-import textwrap
+import re
 from pathlib import Path
-
-from npvae.plotting import pyplot
 
 
 class Doc:
@@ -31,6 +35,14 @@ class Doc:
     def image(self, path, caption):
         self.blocks.append(("img", Path(path), caption))
 
+    def audio(self, clips, caption):
+        """Audio players: ``clips`` [(label, path of a WAV file)], one caption for all."""
+        clips = [(str(label), Path(path)) for label, path in clips]
+        for label, _ in clips:
+            if "]" in label or "[" in label:
+                raise ValueError(f"an audio label may not hold brackets: {label!r}")
+        self.blocks.append(("audio", clips, caption))
+
     # -- Markdown ------------------------------------------------------------
     def markdown(self, base: Path) -> str:
         out = []
@@ -47,6 +59,9 @@ class Doc:
                 out.append("")
             elif b[0] == "img":
                 out.append(f"![{b[2]}]({b[1].relative_to(base).as_posix()})\n\n*{b[2]}*\n")
+            elif b[0] == "audio":
+                links = ", ".join(f"[{label}]({path.relative_to(base).as_posix()})" for label, path in b[1])
+                out.append(f"{AUDIO}{links}\n\n*{b[2]}*\n")
         return "\n".join(out)
 
     @classmethod
@@ -81,6 +96,14 @@ class Doc:
                     raise ValueError(f"line {i + 1}: an image not written by Doc.markdown")
                 doc.image(base / rest[:-1], caption)
                 i += 3
+            elif line.startswith(AUDIO + "["):
+                clips = LINK.findall(line)
+                caption = lines[i + 2][1:-1] if i + 2 < len(lines) else ""
+                if (", ".join(f"[{a}]({b})" for a, b in clips) != line[len(AUDIO):]
+                        or lines[i + 2: i + 3] != [f"*{caption}*"] or not caption):
+                    raise ValueError(f"line {i + 1}: audio clips not written by Doc.markdown")
+                doc.audio([(label, base / path) for label, path in clips], caption)
+                i += 3
             else:
                 doc.p(line)
                 i += 1
@@ -96,76 +119,48 @@ class Doc:
             out[-1][1].append(b)
         return out
 
-    # -- PDF -----------------------------------------------------------------
-    def pdf(self, path: Path):
-        plt = pyplot()
-        import matplotlib.image as mpimg
-        from matplotlib.backends.backend_pdf import PdfPages
+    # -- PDF and HTML ----------------------------------------------------------
+    def pdf(self, path: Path, base: Path):
+        """Write the document as an A4 PDF (:mod:`.doc_pdf`); paths relative to ``base``
+        become the PDF's links."""
+        from .doc_pdf import write_pdf
+        return write_pdf(self, Path(path), Path(base))
 
-        W, H, M = 8.27, 11.69, 0.7               # A4 in inches, margin
-        DPI = 80                                 # figures are resampled to this: a PDF of a few MB
-        usable = W - 2 * M
-        state = {"fig": None, "y": 0.0, "page": 0}
-        pdf = PdfPages(path)
+    def html(self, path: Path, base: Path):
+        """Write the document as one HTML page that links its figures and audio by paths
+        relative to ``base`` (the page's folder): it opens from disk, with no network."""
+        from .doc_html import write_html
+        return write_html(self, Path(path), Path(base))
 
-        def new_page():
-            if state["fig"] is not None:
-                pdf.savefig(state["fig"], dpi=DPI)
-                plt.close(state["fig"])
-            state["fig"] = plt.figure(figsize=(W, H))
-            state["page"] += 1
-            state["fig"].text(0.5, 0.3 / H, str(state["page"]), ha="center", fontsize=8, color="0.4")
-            state["y"] = H - M
 
-        def need(height):
-            if state["fig"] is None or state["y"] - height < M:
-                new_page()
+def spans(text: str) -> list[tuple[str, str]]:
+    """The inline marks of a paragraph or cell as [(kind, text)], kind "text", "bold"
+    (``**...**``) or "code" (a backquoted span)."""
+    out = []
+    for part in INLINE.split(text):
+        if part.startswith("**") and part.endswith("**") and len(part) > 4:
+            out.append(("bold", part[2:-2]))
+        elif part.startswith("`") and part.endswith("`") and len(part) > 2:
+            out.append(("code", part[1:-1]))
+        elif part:
+            out.append(("text", part))
+    return out
 
-        def text_lines(lines, size, family="sans-serif", weight="normal", gap=0.06):
-            lh = size / 72 * 1.35
-            for line in lines:
-                need(lh)
-                state["fig"].text(M / W, (state["y"] - lh) / H, line, fontsize=size, family=family,
-                                  weight=weight, va="bottom")
-                state["y"] -= lh
-            state["y"] -= gap
 
-        for b in self.blocks:
-            if b[0] == "h1":
-                need(0.9)
-                text_lines(textwrap.wrap(b[1], 60), 15, weight="bold", gap=0.15)
-            elif b[0] == "h2":
-                need(0.8)
-                text_lines(textwrap.wrap(b[1], 80), 11.5, weight="bold", gap=0.08)
-            elif b[0] == "p":
-                text_lines(textwrap.wrap(b[1].replace("**", "").replace("`", ""), 105), 8.5, gap=0.1)
-            elif b[0] == "table":
-                header, rows = b[1], b[2]
-                cells = [header] + rows
-                widths = [min(46, max(len(r[i]) for r in cells)) for i in range(len(header))]
-                fmt = lambda r: "  ".join((c if len(c) <= w else c[:w - 1] + "~").ljust(w)
-                                          for c, w in zip(r, widths))
-                lines = [fmt(header), "-" * len(fmt(header))] + [fmt(r) for r in rows]
-                size = max(4.5, min(7.5, usable * 72 / (0.6 * max(len(s) for s in lines))))
-                text_lines(lines, size, family="monospace", gap=0.15)
-            elif b[0] == "img":
-                img = mpimg.imread(b[1])
-                h, w = img.shape[:2]
-                width = usable
-                height = width * h / w
-                if height > 0.42 * H:
-                    height = 0.42 * H
-                    width = height * w / h
-                need(height + 0.35)
-                ax = state["fig"].add_axes([M / W, (state["y"] - height) / H, width / W, height / H])
-                ax.imshow(img)
-                ax.axis("off")
-                state["y"] -= height + 0.05
-                text_lines(textwrap.wrap(b[2], 110), 7.5, weight="normal", gap=0.15)
-        if state["fig"] is not None:
-            pdf.savefig(state["fig"], dpi=DPI)
-            plt.close(state["fig"])
-        pdf.close()
+def plain(text: str) -> str:
+    """``text`` without its inline marks: what a reader sees."""
+    return "".join(t for _, t in spans(text))
+
+
+def is_number(cell: str) -> bool:
+    """Whether a table cell is a number (or two, "25.74 / 0.905"), set flush right."""
+    return bool(NUMBER.match(cell))
+
+
+NUMBER = re.compile(r"^[+-]?(\d[\d,]*(\.\d+)?|\.\d+)( / [+-]?\d+(\.\d+)?)?( dB)?$")
+INLINE = re.compile(r"(\*\*[^*]+\*\*|`[^`]+`)")
+LINK = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
+AUDIO = "Listen: "           # the start of an audio block's line in Markdown
 
 
 def _cells(line: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""The assignment's report, built from results files only: ``report.md`` and ``report.pdf``.
+"""The assignment's report, built from results files only: ``report.md``, ``report.pdf``
+and ``report.html``.
 
 :func:`build_report` (``npvae report``) takes run directories of four kinds, recognised
 by their files:
@@ -14,8 +15,10 @@ Every report also has the shipped models' recorded scores against the project's 
 and the published results of the systems that lead each task (:mod:`.report_shipped`).
 
 Every number in the report is read from those files; the text around the numbers is
-fixed, and comparative sentences are chosen by comparing the numbers. The PDF is drawn
-with matplotlib's PDF backend: text pages that flow paragraphs, tables and figures.
+fixed, and comparative sentences are chosen by comparing the numbers. The report is one
+:class:`~.document.Doc` written three ways: Markdown (what ``--update`` and
+:func:`retypeset` read back), a PDF typeset with ReportLab (:mod:`.doc_pdf`) and an HTML
+page with audio players for the Part II examples (:mod:`.doc_html`).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from npvae import h5mat
+from npvae.audio.io import write_audio
 from npvae.audio.stft import STFTConfig
 from npvae.errors import OutputError
 from npvae.fileguard import check_writable_dir
@@ -178,11 +182,35 @@ def _music_section(doc: Doc, runs: list[dict], figs: Path):
             fig = plot_example(ex, figs / f"{name}_example.png", cfg, f"{ex.get('name', '')}")
             doc.image(fig, f"{name}: magnitude spectrograms (dB) of a test clip: the mixture, the true and "
                            f"estimated vocals, the true and estimated accompaniment.")
+            clips, gain = example_audio(ex, figs.parent / "audio", name, cfg.sample_rate)
+            if clips:
+                doc.audio(clips, f"{name}: the clip of the spectrograms above, {e['path'].name}'s example"
+                          + (f", every waveform scaled by {gain:.2f} to fit 16-bit PCM" if gain != 1 else ""))
         if r["history"].get("epoch") is not None and np.size(r["history"]["epoch"]):
             hist = {k: np.atleast_1d(v).tolist() for k, v in r["history"].items()}
             doc.image(plot_history(hist, figs / f"{name}_loss_curves.png"),
                       f"{name}: training and validation loss terms, latent KL and validation SI-SDR improvement "
                       f"per epoch.")
+
+
+AUDIO_CLIPS = (("mixture", "mixture"), ("vocals_hat", "separated vocals"), ("vocals", "true vocals"),
+               ("accompaniment_hat", "separated accompaniment"), ("accompaniment", "true accompaniment"))
+
+
+def example_audio(example: dict, folder: Path, name: str, sample_rate: int) -> tuple[list, float]:
+    """Write the waveforms of a Part II example (an evaluation's ``/examples/clip0``:
+    mixture, true and separated sources, float samples) as 16-bit WAV files
+    ``folder``/``name``_KEY.wav. All are scaled by one gain (1, or what brings the
+    loudest to 0.99) so their levels compare. Returns ([(label, path)], gain); no clips
+    for an example without waveforms."""
+    waves = {key: np.asarray(example[key], np.float64) for key, _ in AUDIO_CLIPS if key in example}
+    if len(waves) != len(AUDIO_CLIPS):
+        return [], 1.0
+    peak = max(float(np.max(np.abs(w))) for w in waves.values())
+    gain = 0.99 / peak if peak > 0.99 else 1.0
+    folder.mkdir(exist_ok=True)
+    return [(label, write_audio(folder / f"{name}_{key}.wav", waves[key] * gain, sample_rate, "PCM_16"))
+            for key, label in AUDIO_CLIPS], gain
 
 
 def _ablation_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
@@ -314,7 +342,8 @@ def _discussion(doc: Doc, studies: list[tuple[dict, Path]], mnist_runs, music_ru
             doc.p(text + ".")
 
 
-REPORT_FILES = ("report.md", "report.pdf", "figures")
+REPORT_FILES = ("report.md", "report.pdf", "report.html", "figures", "audio")
+FOLDERS = ("figures", "audio")          # a report's folders of files it links
 
 
 def shown(path) -> str:
@@ -326,20 +355,21 @@ def shown(path) -> str:
 
 
 def check_report_dir(out, overwrite: bool = False) -> Path:
-    """Refuse to replace a report (report.md, report.pdf or figures/ in ``out``) unless
+    """Refuse to replace a report (any of :data:`REPORT_FILES` in ``out``) unless
     ``overwrite``; ``out`` must be a folder that can be written. Raises OutputError."""
     out = Path(out)
     check_writable_dir(out)
     existing = [name for name in REPORT_FILES if (out / name).exists()]
     if existing and not overwrite:
         raise OutputError(f"{out} already holds a report ({', '.join(existing)}); pass --overwrite to "
-                          "replace it (its figures folder too), or choose another --out")
+                          "replace it (its figures and audio folders too), or choose another --out")
     return out
 
 
 def build_report(run_dirs, out="docs/report", command: str | None = None, log=print,
                  overwrite: bool = False, update: bool = False, pilot_dirs=()) -> dict:
-    """Write ``out``/report.md, ``out``/report.pdf and ``out``/figures/ from ``run_dirs``.
+    """Write ``out``/report.md, report.pdf, report.html, figures/ and (for Part II runs
+    whose evaluations hold example waveforms) audio/ from ``run_dirs``.
 
     ``pilot_dirs`` are Part I or Part II runs of a recipe with one change at a shorter
     budget: each is a row of the missed-marks section only (no section or figures).
@@ -349,7 +379,7 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     ``run_dirs`` feed are added or replaced (:mod:`.report_update`), its figures too.
     The report is built in a temporary folder inside ``out`` and moved into place once
     whole, so an interrupted build leaves the old report as it was, and a replaced
-    report's figures folder holds no stale figure. Paths in the report are relative to
+    report's figures and audio folders hold no stale file. Paths in the report are relative to
     the current folder.
     """
     for d in map(Path, [*run_dirs, *pilot_dirs]):
@@ -403,8 +433,9 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
     try:
         sources = [d for d in run_dirs if Path(d) not in skipped]
         if update:
-            if (out / "figures").is_dir():
-                shutil.copytree(out / "figures", build / "figures")
+            for folder in FOLDERS:
+                if (out / folder).is_dir():
+                    shutil.copytree(out / folder, build / folder)
             old = Doc.from_markdown(old_text, build)
         doc = _compose_report(build, studies, mnist_runs, music_runs, blind_runs, sources, command, pilots,
                               pilot_dirs)
@@ -414,18 +445,47 @@ def build_report(run_dirs, out="docs/report", command: str | None = None, log=pr
                                 + (f" with `{command}`" if command else " by `npvae report --update`")
                                 + ". Each section ends with the files it was read from and when.")
         (build / "report.md").write_text(doc.markdown(build))
-        doc.pdf(build / "report.pdf")
+        doc.pdf(build / "report.pdf", build)
+        doc.html(build / "report.html", build)
         n_figs = len(list((build / "figures").glob("*.png")))
-        for name in ("report.md", "report.pdf"):
+        n_audio = len(list((build / "audio").glob("*.wav")))
+        for name in ("report.md", "report.pdf", "report.html"):
             os.replace(build / name, out / name)
-        if (out / "figures").exists():
-            os.rename(out / "figures", build / "figures.old")
-        os.rename(build / "figures", out / "figures")
+        for folder in FOLDERS:
+            if (out / folder).exists():
+                os.rename(out / folder, build / f"{folder}.old")
+            if (build / folder).exists():
+                os.rename(build / folder, out / folder)
     finally:
         shutil.rmtree(build, ignore_errors=True)
-    md, pdf, figs = out / "report.md", out / "report.pdf", out / "figures"
-    log(f"wrote {md}, {pdf} and {n_figs} figures in {figs}")
-    return {"markdown": md, "pdf": pdf, "figures": figs}
+    md, pdf, html, figs = out / "report.md", out / "report.pdf", out / "report.html", out / "figures"
+    log(f"wrote {md}, {pdf}, {html} and {n_figs} figures in {figs}"
+        + (f", {n_audio} audio clips in {out / 'audio'}" if n_audio else ""))
+    return {"markdown": md, "pdf": pdf, "html": html, "figures": figs}
+
+
+def retypeset(markdown_path, log=print) -> dict:
+    """Write report.pdf and report.html beside a ``report.md`` that ``npvae report``
+    wrote, from it and the figures and audio files it links (no run folder needed):
+    how a report is typeset again when its runs are gone. Raises OutputError for a
+    Markdown file it did not write or a linked file that is missing."""
+    md = Path(markdown_path)
+    if not md.is_file():
+        raise OutputError(f"--from-markdown {md}: no such file; give the report.md of a report npvae report wrote")
+    folder = md.parent
+    check_writable_dir(folder)
+    try:
+        doc = Doc.from_markdown(md.read_text(encoding="utf-8"), folder)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OutputError(f"{md} is not a report that npvae report wrote ({exc})") from None
+    linked = [b[1] for b in doc.blocks if b[0] == "img"] + [p for b in doc.blocks if b[0] == "audio" for _, p in b[1]]
+    missing = [shown(p) for p in linked if not p.is_file()]
+    if missing:
+        raise OutputError(f"{md} links files that are not there: {', '.join(missing)}; restore them (the report's "
+                          "figures/ and audio/ folders) or rebuild the report from its runs")
+    pdf, html = doc.pdf(folder / "report.pdf", folder), doc.html(folder / "report.html", folder)
+    log(f"wrote {pdf} and {html} from {md} and the {len(linked)} files it links")
+    return {"markdown": md, "pdf": pdf, "html": html}
 
 
 def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sources, command,
@@ -481,4 +541,4 @@ def with_sources(doc: Doc, runs: list[str], date: str, pilots: list[str] = ()) -
     return out
 
 
-__all__ = ["build_report", "classify", "read_mnist_run", "read_music_run"]
+__all__ = ["build_report", "classify", "example_audio", "read_mnist_run", "read_music_run", "retypeset"]

@@ -52,6 +52,8 @@ def test_report_overwrite_replaces_the_report_and_its_figures(cli, study_dir, ne
     (out / "report.md").write_text("old\n")
     (out / "figures").mkdir()
     (out / "figures" / "stale.png").write_bytes(b"png")
+    (out / "audio").mkdir()
+    (out / "audio" / "stale_mixture.wav").write_bytes(b"wav")
     (out / "notes.txt").write_text("not the report's\n")
     r = cli("report", study_dir, "--out", out, "--overwrite")
     assert r.code == 0, r.err
@@ -59,7 +61,8 @@ def test_report_overwrite_replaces_the_report_and_its_figures(cli, study_dir, ne
     assert "Loss study, Part I" in md and not (out / "figures" / "stale.png").exists()
     assert (out / "figures" / f"{study_dir.name}_validation_curves.png").exists()
     assert (out / "notes.txt").read_text() == "not the report's\n"
-    assert sorted(p.name for p in out.iterdir()) == ["figures", "notes.txt", "report.md", "report.pdf"]
+    # a study has no audio: the old report's audio folder goes with it
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "notes.txt", "report.html", "report.md", "report.pdf"]
     no_temporaries(out)
 
 

@@ -1,0 +1,188 @@
+"""The report typeset: its PDF (ReportLab: tables that wrap inside the margins, no
+character under 7 pt, the headings as bookmarks), its HTML page (figures and audio
+players from disk), the audio of the Part II examples, and ``npvae report
+--from-markdown``, which typesets a report again from its report.md alone."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from _typeset import check_html, check_typeset, outline, outside_margins
+
+from npvae.audio.io import write_audio
+from npvae_lab.document import Doc
+
+REPO = Path(__file__).resolve().parents[1]
+KEPT_REPORTS = [REPO / "docs" / "report", REPO / "docs" / "blind_report"]
+
+
+def _figure(path: Path, shape=(120, 300)) -> Path:
+    from matplotlib.image import imsave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imsave(path, np.random.default_rng(0).random(shape), cmap="gray")
+    return path
+
+
+def _clips(folder: Path) -> list:
+    t = np.arange(1600) / 16000
+    return [(label, write_audio(folder / f"{name}.wav", 0.3 * np.sin(2 * np.pi * f * t), 16000))
+            for name, label, f in (("mixture", "mixture", 220), ("vocals_hat", "separated vocals", 440))]
+
+
+def _wide_doc(base: Path) -> Doc:
+    """A document with what broke the old typesetting: a table of many columns and long
+    cells (one an unbreakable word), a table running over pages, a long heading."""
+    doc = Doc()
+    doc.h1("A report with a title long enough to wrap over two lines of the page's width, and more")
+    doc.p("A paragraph with **bold words** and `npvae report --from-markdown` in it, & < > kept as text.")
+    doc.h2("Loss study, Part II (music): a section whose heading is long enough to wrap onto a second line")
+    header = ["configuration", "group"] + [f"column {i} with a long header (dB)" for i in range(12)]
+    rows = [["--preset best (--channels 24 48 96 128 128, --remix cross, --logit-penalty 0.001)", "recipe"]
+            + [f"{i * 1.37:.2f}" for i in range(12)],
+            ["x" * 90, "ablation"] + [f"-{i * 0.5:.3f} / {i:.1f}" for i in range(12)]]
+    doc.table(header, rows)
+    doc.image(_figure(base / "figures" / "wide.png"), "a figure wider than the page")
+    doc.image(_figure(base / "figures" / "tall.png", (900, 200)), "a figure taller than half the page")
+    doc.h2("Shipped models")
+    doc.table(["name", "made by", "score"],
+              [[f"model-{i}", f"`python scripts/train_mnist.py --beta 0.1 --epochs {i}` (commit 4cd283c, seed {i})",
+                f"mean PSNR {20 + i / 7:.2f} dB"] for i in range(70)])
+    doc.audio(_clips(base / "audio"), "music-run: the clip of the spectrograms above")
+    return doc
+
+
+def test_pdf_tables_wrap_inside_the_margins_in_a_readable_font(tmp_path):
+    doc = _wide_doc(tmp_path)
+    pdf = doc.pdf(tmp_path / "report.pdf", tmp_path)
+    text = check_typeset(pdf, doc)
+    assert "npvae report --from-markdown" in text and "& < > kept as text" in text
+    assert len(outline(pdf)) == 3 and outline(pdf)[1][0] == 1
+    # the long table ran over pages, its header repeated on each
+    assert text.count("made by") >= 2
+
+
+def test_the_pdf_check_sees_what_the_old_typesetting_did(tmp_path):
+    """The checks fail on a page with text past the margin or under 7 pt."""
+    from reportlab.pdfgen.canvas import Canvas
+    c = Canvas(str(tmp_path / "bad.pdf"))
+    c.setFont("Helvetica", 5)
+    c.drawString(20, 400, "a five-point table that starts left of the margin")
+    c.save()
+    outside, small = outside_margins(tmp_path / "bad.pdf")
+    assert outside and small == [5.0] * len("a five-point table that starts left of the margin")
+
+
+def test_html_page_plays_the_audio_and_shows_the_figures_from_disk(tmp_path):
+    doc = _wide_doc(tmp_path)
+    page = check_html(doc.html(tmp_path / "report.html", tmp_path), doc)
+    assert sum(tag == "audio" for tag, _ in page.tags) == 2
+    assert "&lt; &gt; kept as text" in (tmp_path / "report.html").read_text()
+
+
+def test_markdown_carries_the_audio_clips(tmp_path):
+    doc = _wide_doc(tmp_path)
+    text = doc.markdown(tmp_path)
+    assert "Listen: [mixture](audio/mixture.wav), [separated vocals](audio/vocals_hat.wav)" in text
+    assert Doc.from_markdown(text, tmp_path).blocks == doc.blocks
+    with pytest.raises(ValueError, match="audio clips not written by Doc.markdown"):
+        Doc.from_markdown("Listen: [a](a.wav) and more\n\n*caption*\n", tmp_path)
+    with pytest.raises(ValueError, match="may not hold brackets"):
+        Doc().audio([("a [b]", tmp_path / "a.wav")], "c")
+
+
+def test_example_audio_writes_the_clips_at_one_gain(tmp_path):
+    from npvae_lab.report import AUDIO_CLIPS, example_audio
+    rng = np.random.default_rng(1)
+    ex = {key: rng.uniform(-0.5, 0.5, 800).astype(np.float32) for key, _ in AUDIO_CLIPS}
+    ex["mixture"] = ex["mixture"] * 3                      # peak 1.5: all scaled alike
+    clips, gain = example_audio(ex, tmp_path / "audio", "run", 16000)
+    peak = float(np.max(np.abs(ex["mixture"])))
+    assert gain == pytest.approx(0.99 / peak)
+    assert [label for label, _ in clips] == [label for _, label in AUDIO_CLIPS]
+    for (key, _), (_, path) in zip(AUDIO_CLIPS, clips):
+        x, sr = sf.read(path)
+        assert sr == 16000 and sf.info(path).subtype == "PCM_16"
+        np.testing.assert_allclose(x, ex[key] * gain, atol=1 / 32767)
+    quiet = {key: v / 10 for key, v in ex.items()}
+    assert example_audio(quiet, tmp_path / "audio", "quiet", 16000)[1] == 1.0
+    # an example of magnitudes alone (a blind run's) has nothing to play
+    assert example_audio({"mixture_mag": np.ones((5, 3))}, tmp_path / "audio", "mag", 16000) == ([], 1.0)
+
+
+def test_part_ii_section_has_players_for_the_evaluations_example(tmp_path):
+    from npvae.audio.datasets import Track
+    from npvae.audio.stft import STFTConfig
+    from npvae.models.music import SpectrogramUNetVAE
+    from npvae.pipelines.music import example
+    from npvae.separator import Normalizer, Separator
+    from npvae_lab.report import _music_section
+    # an evaluation's example as npvae evaluate stores it, from an untrained separator
+    cfg = STFTConfig.for_dataset("mir1k")
+    rng = np.random.default_rng(2)
+    t = np.arange(8000) / cfg.sample_rate
+    track = Track("clip", 0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * rng.standard_normal(t.size), cfg.sample_rate)
+    sep = Separator(SpectrogramUNetVAE((4, 4, 8), 4, rng=rng), cfg, Normalizer.fit([track], cfg))
+    ex = example(sep, track, 0.5)
+    scores = {f"{s}_{src}_{m}": 1.0 for s in ("model", "oracle", "mixture") for src in ("vocals", "accompaniment")
+              for m in ("gnsdr", "gsir", "gsar", "mean_si_sdr")}
+    run = {"dir": Path("music-run"), "params": 10, "history": {},
+           "config": {"epochs": 1, "loss": "l1", "beta": 1.0, "dataset": "mir1k"},
+           "evals": [{"path": Path("eval_val.h5"), "examples": {"clip0": ex},
+                      "metrics": {**scores, "clip_seconds": [1.0]},
+                      "config": {"dataset": "mir1k", "split": "val", "sample_rate": cfg.sample_rate,
+                                 "n_fft": cfg.n_fft, "hop": cfg.hop, "window": cfg.window}}]}
+    (tmp_path / "figures").mkdir()
+    doc = Doc()
+    doc.h1("Report")
+    _music_section(doc, [run], tmp_path / "figures")
+    kinds = [b[0] for b in doc.blocks]
+    assert kinds.index("audio") == kinds.index("img") + 1
+    clips = doc.blocks[kinds.index("audio")][1]
+    assert [p.name for _, p in clips] == ["music-run_mixture.wav", "music-run_vocals_hat.wav", "music-run_vocals.wav",
+                                         "music-run_accompaniment_hat.wav", "music-run_accompaniment.wav"]
+    np.testing.assert_allclose(sf.read(clips[1][1])[0], ex["vocals_hat"], atol=1 / 32767)
+    check_html(doc.html(tmp_path / "report.html", tmp_path), doc)
+
+
+def test_report_typeset_again_from_its_markdown(tmp_path, capsys):
+    from npvae.cli import main
+    doc = _wide_doc(tmp_path)
+    (tmp_path / "report.md").write_text(doc.markdown(tmp_path))
+    assert main(["report", "--from-markdown", str(tmp_path / "report.md")]) == 0
+    again = Doc.from_markdown((tmp_path / "report.md").read_text(), tmp_path)
+    check_typeset(tmp_path / "report.pdf", again)
+    check_html(tmp_path / "report.html", again)
+    first = (tmp_path / "report.pdf").read_bytes()             # no date inside: typeset again, the same bytes
+    assert main(["report", "--from-markdown", str(tmp_path / "report.md")]) == 0
+    assert (tmp_path / "report.pdf").read_bytes() == first
+    (tmp_path / "figures" / "tall.png").unlink()
+    assert main(["report", "--from-markdown", str(tmp_path / "report.md")]) == 1
+    err = capsys.readouterr().err
+    assert "links files that are not there: " in err and "tall.png" in err
+    (tmp_path / "notes.md").write_text("| a |\nno rule under the header\n")
+    assert main(["report", "--from-markdown", str(tmp_path / "notes.md")]) == 1
+    assert "is not a report that npvae report wrote" in capsys.readouterr().err
+    assert main(["report", "runs/x", "--from-markdown", str(tmp_path / "report.md")]) == 2
+    assert main(["report"]) == 2
+    assert "--from-markdown REPORT_MD" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder", KEPT_REPORTS, ids=lambda p: p.name)
+def test_kept_reports_are_typeset_from_their_markdown(folder):
+    """docs/report and docs/blind_report: PDF and HTML typeset from their report.md
+    (``npvae report --from-markdown``), every cell in the PDF inside the margins."""
+    from npvae_lab.doc_html import render
+    doc = Doc.from_markdown((folder / "report.md").read_text(encoding="utf-8"), folder)
+    check_typeset(folder / "report.pdf", doc)
+    check_html(folder / "report.html", doc)
+    assert (folder / "report.html").read_text(encoding="utf-8") == render(doc, folder)
+
+
+def test_kept_reports_link_only_files_they_hold(tmp_path):
+    """A report copied elsewhere with its folders types again the same (no path outside it)."""
+    copy = tmp_path / "report"
+    shutil.copytree(KEPT_REPORTS[1], copy)
+    from npvae_lab.report import retypeset
+    retypeset(copy / "report.md", log=lambda s: None)
+    assert (copy / "report.html").read_text() == (KEPT_REPORTS[1] / "report.html").read_text()
