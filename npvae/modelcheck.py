@@ -368,6 +368,25 @@ def check_declared(path, expected: dict | None, declared: dict) -> None:
                                   f"{name} has shape {got}, the spec makes it {tuple(want)}); {_DAMAGED}")
 
 
+MAX_BINS = 1 << 15              # a normaliser's bins: n_fft // 2 for an n_fft of at most 65536
+
+
+def check_normaliser(path, declared: dict, n_fft) -> None:
+    """Compare the per-bin arrays (``mean``, ``std``) of the normaliser a file's /config
+    declares (``{name: Leaf}``, from its metadata) with the ``n_fft // 2`` bins of its
+    STFT, before they are read (without a usable ``n_fft``: at most :data:`MAX_BINS`)."""
+    ok = isinstance(n_fft, (int, np.integer)) and not isinstance(n_fft, bool) and 2 <= n_fft <= 2 * MAX_BINS
+    bins = (int(n_fft) // 2,) if ok else None
+    for name in ("mean", "std"):
+        shape = getattr(declared.get(name), "shape", None)
+        if name not in declared or (shape is not None and (shape == bins or bins is None and len(shape) == 1
+                                                           and shape[0] <= MAX_BINS)):
+            continue
+        want = f"its STFT (n_fft {int(n_fft)}) gives {bins[0]} bins" if bins else f"at most {MAX_BINS} bins fit"
+        raise FileFormatError(f"{path}: its normaliser tensor normalizer.{name} has shape {shape}, but {want}; "
+                              f"{_DAMAGED}")
+
+
 def _names(names: list[str], shown: int = 8) -> str:
     return str(names) if len(names) <= shown else f"{names[:shown]} and {len(names) - shown:,} more"
 

@@ -36,6 +36,7 @@ from ..schedules import schedule_lr
 from ..training import Trainer, config_changes
 from ..vae import KLWeight
 from .config import RESUMABLE, field_names, from_record
+from .memory import check_fits, estimate
 from .task import Task
 
 
@@ -110,6 +111,8 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
         if overwrite:
             raise ValueError("--resume continues a run and --overwrite replaces it; pass one of them")
     cfg = make_config(task_cls, settings, preset) if not resume else None
+    if cfg is not None:             # a model too large for the machine is refused before it is built
+        check_memory(task_cls, task_cls.finalize(cfg))
     comm = distributed.world()
     if not comm.is_root:
         log = lambda text: None  # noqa: E731 - rank 0 alone speaks
@@ -143,6 +146,15 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
     finally:
         if lock is not None:
             lock.release()
+
+
+def check_memory(task_cls, cfg) -> None:
+    """Refuse ``cfg`` when the model it asks for cannot fit in the machine's memory
+    (:meth:`Task.planned_model`, :mod:`npvae.engine.memory`)."""
+    planned = task_cls.planned_model(cfg)
+    if planned is not None:
+        spec, example, flags = planned
+        check_fits(estimate(spec, example, cfg.batch_size, slots=2 + bool(cfg.ema_decay)), flags)
 
 
 def _resumed_config(task_cls, run_dir: Path, settings, comm):
