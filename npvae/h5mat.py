@@ -317,7 +317,8 @@ def _read_node(obj, attrs_of=_attrs):
         try:
             return _read_dataset(obj, attrs_of(obj))
         except OSError as exc:      # HDF5 reports a failed checksum (or unreadable data) as OSError
-            name = f"{obj.parent.name.rstrip('/')}/{_attr_str(attrs_of(obj).get('npvae_name'), obj.name.rsplit('/', 1)[-1])}"
+            key = _attr_str(attrs_of(obj).get("npvae_name"), obj.name.rsplit("/", 1)[-1])
+            name = f"{obj.parent.name.rstrip('/')}/{key}"
             why = ("fails its checksum: its bytes changed since it was written" if obj.fletcher32
                    else f"cannot be read ({exc})")
             raise FileFormatError(f"{obj.file.filename}: tensor {name.lstrip('/')} {why}; the file is damaged: "

@@ -385,7 +385,8 @@ def check_normaliser(path, declared: dict, n_fft) -> None:
         if not known and shape is not None and len(shape) == 1 and shape[0] <= MAX_BINS:
             continue
         what = "holds no numbers" if shape is None else f"has shape {shape}"
-        want = f"its STFT (n_fft {int(n_fft)}) gives {int(n_fft) // 2} bins" if known else f"at most {MAX_BINS} bins fit"
+        want = (f"its STFT (n_fft {int(n_fft)}) gives {int(n_fft) // 2} bins" if known
+                else f"at most {MAX_BINS} bins fit")
         raise FileFormatError(f"{path}: its normaliser tensor normalizer.{name} {what}, but {want}; {_DAMAGED}")
 
 
