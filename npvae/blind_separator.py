@@ -29,7 +29,7 @@ from .audio.stft import STFTConfig, istft, stft
 from .errors import FileFormatError
 from .models.blind import BlindSeparationVAE
 from .separator import check_finite_output, stft_config
-from .validate import as_float_audio, as_sample_rate
+from .validate import as_audio_rate, as_float_audio
 
 MODE = "blind_music"
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")
@@ -118,7 +118,7 @@ class BlindMusicSeparator:
         top eighth of the band it sees, so the estimates still add up to the input.
         Returns float32 (K, n_samples, n_channels) (channel axis absent for 1-D input).
         """
-        sr = as_sample_rate(sr)
+        sr = as_audio_rate(sr)
         audio = as_float_audio(audio)
         mono = audio.ndim == 1
         chans = audio[:, None] if mono else audio

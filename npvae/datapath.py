@@ -5,6 +5,10 @@ The search order is the same for every dataset: an explicit ``data_dir``
 then the user cache directory (``$XDG_CACHE_HOME/npvae`` or ``~/.cache/npvae``).
 Each root holds one sub-folder per dataset (``mnist/``, ``fashion-mnist/``,
 ``MIR-1K/``, ``IRMAS-TrainingData/``...).
+
+A relative ``NPVAE_DATA`` (``NPVAE_DATA=../shared/data``) is relative to the folder
+the program started in, where the shell that set it was: a program that changes
+folder later still finds the same data.
 """
 from __future__ import annotations
 
@@ -16,10 +20,32 @@ from .errors import DatasetError
 ENV_VAR = "NPVAE_DATA"
 
 
+def _start_dir() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:         # started in a folder that has since been removed
+        return None
+
+
+START_DIR = _start_dir()    # the folder this process started in (npvae is imported early)
+
+
 def cache_dir() -> Path:
     """The per-user cache root where downloads go, ``~/.cache/npvae`` by default."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "npvae"
+
+
+def env_root() -> Path | None:
+    """``$NPVAE_DATA`` as a path (a relative one taken from :data:`START_DIR`), or None
+    when it is unset or empty."""
+    env = os.environ.get(ENV_VAR)
+    if not env:
+        return None
+    root = Path(env).expanduser()
+    if not root.is_absolute() and START_DIR is not None:
+        root = Path(START_DIR) / root
+    return root
 
 
 def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -36,11 +62,12 @@ def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
             raise DatasetError(f"data folder {root} (--data-dir) {what}; check the spelling, or leave "
                                f"--data-dir out to use ${ENV_VAR} or {cache_dir()}")
         return [root]
-    env = os.environ.get(ENV_VAR)
-    if env:
-        root = Path(env).expanduser()
+    root = env_root()
+    if root is not None:
         if not root.is_dir():
-            raise DatasetError(f"{ENV_VAR}={env} is not a folder; set it to the data root (the folder "
+            env = os.environ.get(ENV_VAR)
+            where = "" if str(root) == env else f" (taken from the folder npvae started in: {root})"
+            raise DatasetError(f"{ENV_VAR}={env}{where} is not a folder; set it to the data root (the folder "
                                "holding mnist/, MIR-1K/...) or unset it to use the cache "
                                f"{cache_dir()}")
         roots.append(root)

@@ -213,14 +213,45 @@ class RunLock:
 
 # ----------------------------------------------------------------------------- files a command writes
 
-def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "") -> Path:
-    """Make sure ``path`` can be written as a file: not a folder, its folder writable (or
-    creatable), and no file there already unless ``overwrite``. Nothing is created.
+def file_key(path: str | os.PathLike):
+    """What identifies a file however it is named (``../x``, a symbolic or a hard link):
+    its device and inode; a path that does not exist (yet), its absolute form."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return Path(os.path.abspath(path))
+    return st.st_dev, st.st_ino
+
+
+class Inputs:
+    """The files a command reads. :meth:`check` refuses an output that is one of them,
+    even with --overwrite: writing it would destroy what the command reads (an evaluation
+    written over the model it scores)."""
+
+    def __init__(self, paths=()):
+        self._keys = {file_key(p): Path(p) for p in paths}
+
+    def check(self, output: str | os.PathLike, flag: str = "--out") -> Path:
+        """``output``, or OutputError when it would replace an input (``flag`` named it)."""
+        found = self._keys.get(file_key(output))
+        if found is not None:
+            given = f"{flag} " if flag else ""
+            raise OutputError(f"{given}{output} would replace the input {found}; choose another "
+                              f"{flag or 'output'}")
+        return Path(output)
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: str = "", inputs=()) -> Path:
+    """Make sure ``path`` can be written as a file: not one of the command's ``inputs``
+    (paths, or an :class:`Inputs`; refused even with ``overwrite``), not a folder, its
+    folder writable (or creatable), and no file there already unless ``overwrite``.
+    Nothing is created.
 
     Raises OutputError naming the path and the fix (``flag``: the option that named it,
     for the message).
     """
     path = Path(path)
+    (inputs if isinstance(inputs, Inputs) else Inputs(inputs)).check(path, flag)
     given = f"{flag} " if flag else ""
     if path.is_dir():
         raise OutputError(f"{given}{path} is a folder; give a file name")

@@ -16,6 +16,10 @@ Leaves and how they are stored (``MATLAB_class`` attribute in brackets):
 - str -> UTF-16 code units, uint16 ``(n, 1)`` (char, ``MATLAB_int_decode = 2``)
 - list of str -> one char dataset of the items joined by newlines, ``npvae_type = "strlist"``
 
+Every numeric dataset carries HDF5's fletcher32 checksum, which the HDF5 library checks
+on every read (h5py, MATLAB, Octave): a changed byte is refused as a FileFormatError
+naming the tensor. Files written without it (npvae 0.1.0) read as before, unchecked.
+
 Arrays are written in C order unchanged, so MATLAB and Octave see the dims
 reversed: NumPy ``(N, 28, 28)`` is MATLAB ``28x28xN``. ``npvae_load`` permutes
 them back. Padded or empty shapes carry the NumPy shape in ``npvae_shape``.
@@ -41,6 +45,7 @@ from .errors import FileFormatError
 
 SCHEMA_VERSION = 1
 USERBLOCK_SIZE = 512
+MAX_CHUNK_BYTES = 1 << 30       # HDF5 chunks must stay below 4 GiB; a larger dataset gets several
 KNOWN_KINDS = ("model", "mnist_results", "music_results", "loss_study")
 RESERVED = ("npvae_kind", "npvae_schema_version", "npvae_manifest")
 
@@ -147,7 +152,11 @@ def _write_array(group, name: str, arr: np.ndarray, where: str):
         ds = _write_empty(group, name, h5shape[::-1], cls)
     else:
         data = np.ascontiguousarray(arr).reshape(h5shape)
-        ds = group.create_dataset(name, data=data.view(np.uint8) if cls == "logical" else data)
+        # fletcher32: HDF5's per-dataset checksum, verified on every read (MATLAB and Octave too);
+        # it needs chunks: one for the whole dataset (read whole anyway; no padded edge chunks)
+        chunks = h5shape if data.nbytes < MAX_CHUNK_BYTES else True
+        ds = group.create_dataset(name, data=data.view(np.uint8) if cls == "logical" else data, chunks=chunks,
+                                  fletcher32=True)
         _set_class(ds, cls)
     if h5shape != shape or arr.size == 0:
         ds.attrs["npvae_shape"] = np.asarray(shape, dtype=np.int64)
@@ -268,7 +277,11 @@ def _leaf(ds, attrs) -> Leaf:
     dtype = _DTYPE_OF_CLASS[cls] if cls == "logical" or (empty and cls in _DTYPE_OF_CLASS) else ds.dtype
     shape = _empty_dims(ds) if empty else ds.shape
     if "npvae_shape" in attrs:
-        shape = tuple(int(d) for d in np.ravel(attrs["npvae_shape"]))
+        named = tuple(int(d) for d in np.ravel(attrs["npvae_shape"]))
+        # the attribute may not vouch for more or fewer values than the dataset holds: a reader
+        # checks the stored shape then (a (1, n) bias re-declared as (2**31, 1) is refused as that)
+        if empty or int(np.prod(named, dtype=object)) == int(ds.size):
+            shape = named
     if empty:
         nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     return Leaf(tuple(shape), np.dtype(dtype), nbytes)
@@ -301,7 +314,15 @@ def _read_dataset(ds, attrs):
 
 def _read_node(obj, attrs_of=_attrs):
     if isinstance(obj, h5py.Dataset):
-        return _read_dataset(obj, attrs_of(obj))
+        try:
+            return _read_dataset(obj, attrs_of(obj))
+        except OSError as exc:      # HDF5 reports a failed checksum (or unreadable data) as OSError
+            key = _attr_str(attrs_of(obj).get("npvae_name"), obj.name.rsplit("/", 1)[-1])
+            name = f"{obj.parent.name.rstrip('/')}/{key}"
+            why = ("fails its checksum: its bytes changed since it was written" if obj.fletcher32
+                   else f"cannot be read ({exc})")
+            raise FileFormatError(f"{obj.file.filename}: tensor {name.lstrip('/')} {why}; the file is damaged: "
+                                  "re-create it with the npvae script that wrote it (or use another copy)") from exc
     out = {}
     for name, child in obj.items():
         if obj.name == "/" and name in RESERVED:

@@ -171,6 +171,16 @@ def _build(path, spec: dict, dtype) -> Layer:
                               "or train again") from None
 
 
+def _read_config(path, tree: h5mat.TreeReader):
+    """/config, the normaliser's per-bin arrays checked against its STFT before any is read."""
+    declared = tree.describe("config")
+    norm = declared.get("normalizer") if isinstance(declared, dict) else None
+    if isinstance(norm, dict):
+        n_fft = tree.read("config/n_fft", SPEC_MAX_BYTES) if isinstance(declared.get("n_fft"), h5mat.Leaf) else None
+        modelcheck.check_normaliser(path, norm, n_fft)
+    return tree.read("config", CONFIG_MAX_BYTES)
+
+
 def _read_h5_model(path) -> tuple[dict, str, dict, dict]:
     """``(spec, dtype, config, params)`` of a model or results file, every size checked
     against the spec (:mod:`npvae.modelcheck`) before a tensor is read."""
@@ -190,7 +200,7 @@ def _read_h5_model(path) -> tuple[dict, str, dict, dict]:
         modelcheck.check_declared(path, expected, {k: (v.shape, v.dtype) for k, v in declared.items()})
         params = tree.read("model/params") if declared else {}
         stored = tree.read("model/dtype", SPEC_MAX_BYTES) if "model/dtype" in tree else "float32"
-        config = tree.read("config", CONFIG_MAX_BYTES) if "config" in tree else {}
+        config = _read_config(path, tree) if "config" in tree else {}
     if not isinstance(config, dict):
         raise FileFormatError(f"{path}: /config is not a group of settings; the file was edited or damaged")
     return spec, stored, config, params

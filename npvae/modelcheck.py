@@ -435,6 +435,28 @@ def check_declared(path, expected: dict | None, declared: dict) -> None:
                                   f"{name} has shape {got}, the spec makes it {tuple(want)}); {_DAMAGED}")
 
 
+MAX_BINS = 1 << 15              # a normaliser's bins: n_fft // 2 for an n_fft of at most 65536
+
+
+def check_normaliser(path, declared: dict, n_fft) -> None:
+    """Compare the per-bin arrays (``mean``, ``std``) of the normaliser a file's /config
+    declares (``{name: Leaf}``, from its metadata) with the ``n_fft // 2`` bins of its
+    STFT, before they are read (without a usable ``n_fft``: at most :data:`MAX_BINS`)."""
+    known = isinstance(n_fft, (int, np.integer)) and not isinstance(n_fft, bool) and 2 <= n_fft <= 2 * MAX_BINS
+    for name in ("mean", "std"):
+        if name not in declared:
+            continue                # Normalizer.from_dict names what is missing
+        shape = getattr(declared[name], "shape", None)
+        if known and shape == (int(n_fft) // 2,):
+            continue
+        if not known and shape is not None and len(shape) == 1 and shape[0] <= MAX_BINS:
+            continue
+        what = "holds no numbers" if shape is None else f"has shape {shape}"
+        want = (f"its STFT (n_fft {int(n_fft)}) gives {int(n_fft) // 2} bins" if known
+                else f"at most {MAX_BINS} bins fit")
+        raise FileFormatError(f"{path}: its normaliser tensor normalizer.{name} {what}, but {want}; {_DAMAGED}")
+
+
 def _names(names: list[str], shown: int = 8) -> str:
     return str(names) if len(names) <= shown else f"{names[:shown]} and {len(names) - shown:,} more"
 

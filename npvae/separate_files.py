@@ -40,8 +40,9 @@ import soundfile as sf
 from .audio.stream import block_layout, iter_file_blocks, separate_blocks
 from .checkpoint import atomic_path
 from .errors import FileFormatError, NpvaeError, OutputError
-from .fileguard import check_output_file, check_writable_dir, write_failure
+from .fileguard import Inputs, check_output_file, check_writable_dir, write_failure
 from .separator import SOURCES
+from .validate import as_audio_rate
 
 SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
             ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}
@@ -191,7 +192,8 @@ def _truncation(info) -> str | None:
 
 def inspect_input(job: SongJob) -> list[str]:
     """Read ``job``'s header (a pipe: all of it) into ``job``; returns the problems that
-    rule it out and adds warnings (truncated file, very low sample rate) to ``job.warnings``."""
+    rule it out (no samples, a sample rate outside 1 to 384 kHz) and adds warnings (truncated
+    file, low sample rate) to ``job.warnings``."""
     f = job.input
     if not f.exists():
         return [f"{f}: no such file"]
@@ -213,6 +215,10 @@ def inspect_input(job: SongJob) -> list[str]:
     if cut:
         job.warnings.append(f"{f} is truncated: it holds {cut} ({info.frames / info.samplerate:.2f} s); "
                             "separating what it holds (download or export it again for the whole song)")
+    try:
+        as_audio_rate(info.samplerate, f"{f}: its sample rate")
+    except ValueError as e:
+        return [str(e)]
     if info.samplerate < LOW_RATE_HZ:
         job.warnings.append(f"{f} has a sample rate of {info.samplerate} Hz: it holds nothing above "
                             f"{info.samplerate / 2:g} Hz, where little of a voice lies; separating it as it is "
@@ -226,15 +232,17 @@ def check_jobs(jobs: list[SongJob], out, stems=SOURCES, bits: str = "float", ove
     problems = []
     for job in jobs:
         problems += inspect_input(job)
-    inputs = {_key(j.input): j.input for j in jobs}
+    inputs = Inputs(j.input for j in jobs)
     owner: dict[Path, Path] = {}
     folders: dict[Path, str | None] = {}
     for job in jobs:
         for path in job.outputs.values():
-            key = path.resolve()
-            if key in inputs:
-                problems.append(f"{path} would replace the input {inputs[key]}; choose another --out")
+            try:
+                inputs.check(path)
+            except OutputError as e:
+                problems.append(str(e))
                 continue
+            key = path.resolve()
             if key in owner:
                 problems.append(f"{owner[key]} and {job.input} would both write {path}; rename one "
                                 "or separate them into different --out folders")

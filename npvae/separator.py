@@ -31,7 +31,7 @@ from .audio.stft import STFTConfig, istft, stft
 from .errors import FileFormatError
 from .layers.base import inference
 from .models.music import SpectrogramUNetVAE
-from .validate import as_float_audio, as_sample_rate
+from .validate import as_audio_rate, as_float_audio
 
 SOURCES = ("vocals", "accompaniment")
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")
@@ -193,9 +193,10 @@ class Separator:
         source, the accompaniment, so the estimates still add up to the input.
         Returns float32 (n_sources, n_samples, n_channels) (channel axis absent for 1-D input),
         the same length and rate as the input. Integer samples are scaled to full scale 1.0
-        (:func:`npvae.validate.as_float_audio`); NaN, empty or channels-first audio is refused.
+        (:func:`npvae.validate.as_float_audio`); NaN, empty or channels-first audio is refused,
+        and so is a rate outside 1 to 384 kHz (:func:`npvae.validate.as_audio_rate`).
         """
-        sr = as_sample_rate(sr)
+        sr = as_audio_rate(sr)
         audio = as_float_audio(audio)
         mono = audio.ndim == 1
         chans = audio[:, None] if mono else audio

@@ -5,8 +5,8 @@ Integer samples are converted with the usual full-scale conventions (uint8 image
 so the arrays that ``npvae.data.mnist.load_images`` and ``soundfile``'s integer reads
 return work as they are. Everything else that cannot be meant (NaN, values out of
 range, empty batches, channels-first audio, integer types with no standard full scale,
-a sample rate that is not a positive number of Hz) is refused with a ValueError naming
-the fix.
+a sample rate that is not a positive number of Hz, or audio at a rate outside
+:data:`AUDIO_RATES`) is refused with a ValueError naming the fix.
 """
 from __future__ import annotations
 
@@ -85,6 +85,25 @@ def as_batch_size(value, what: str = "batch_size") -> int:
         raise ValueError(f"{what} must be a whole number >= 1 (how many images are separated at a time), "
                          f"got {value!r}")
     return int(value)
+
+
+AUDIO_RATES = (1_000, 384_000)  # Hz: the rates npvae separates audio at
+
+
+def as_audio_rate(sr, what: str = "sample rate") -> int:
+    """``sr`` as :func:`as_sample_rate`, and within :data:`AUDIO_RATES`.
+
+    Separating resamples to the model's rate and back, and the work and memory grow with
+    the ratio: a song declared at 1 Hz would be resampled to 16,000 times as many samples.
+    Outside these rates a rate is a mistake (a rate in kHz, a damaged header), not audio.
+    """
+    sr = as_sample_rate(sr, what)
+    lo, hi = AUDIO_RATES
+    if not lo <= sr <= hi:
+        raise ValueError(f"{what} {sr:,} Hz is outside the rates npvae separates audio at ({lo:,} to {hi:,} Hz); "
+                         "give the rate in Hz (16000, not 16), or, for a file, check the rate its header "
+                         "declares and resample it into that range")
+    return sr
 
 
 def as_float_audio(x) -> np.ndarray:

@@ -23,6 +23,13 @@ if "NPVAE_CACHE_DIR" not in os.environ:
     os.environ["NPVAE_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"npvae-test-cache-{os.getuid()}")
 
 
+# A relative NPVAE_DATA (the README's ``NPVAE_DATA=../shared/data``) names a folder relative
+# to where pytest started; tests that change folder, and the commands they start elsewhere,
+# must see the same folder.
+if os.environ.get("NPVAE_DATA") and not os.path.isabs(os.path.expanduser(os.environ["NPVAE_DATA"])):
+    os.environ["NPVAE_DATA"] = os.path.abspath(os.path.expanduser(os.environ["NPVAE_DATA"]))
+
+
 def _shared_data() -> Path | None:
     env = os.environ.get("NPVAE_DATA")
     if env and Path(env).is_dir():

@@ -243,9 +243,11 @@ def test_separator_settings_are_checked(tmp_path):
     good = io.save_separator(tmp_path / "good.h5", sep)
     assert npvae.load_model(good).source == str(good)
     for edit, match in [(lambda c: c["normalizer"].update(mean=np.zeros(64, np.float32), std=np.ones(64, np.float32)),
-                         "normaliser has 64 bins but its STFT gives 128"),
+                         r"normalizer\.mean has shape \(64,\), but its STFT \(n_fft 256\) gives 128 bins"),
                         (lambda c: c["normalizer"].__setitem__("mean", np.zeros(64, np.float32)),
-                         r"\(64,\) and \(128,\)"),
+                         r"normalizer\.mean has shape \(64,\)"),
+                        (lambda c: c["normalizer"].__setitem__("std", np.ones((128, 2), np.float32)),
+                         r"normalizer\.std has shape \(128, 2\)"),
                         (lambda c: c["normalizer"].__setitem__("mag_scale", 0.0),
                          "mag_scale must be a positive finite number, got 0.0"),
                         (lambda c: c["normalizer"].pop("std"), r"lacks \['std'\]"),

@@ -139,12 +139,19 @@ def _pick(rng, items):
     return items[int(rng.integers(len(items)))]
 
 
+def _stored(ds) -> tuple[int, int]:
+    """(file offset, bytes) of a dataset's stored data (of its first chunk when chunked)."""
+    if ds.chunks is None:
+        return ds.id.get_offset(), ds.id.get_storage_size()
+    info = ds.id.get_chunk_info(0)
+    return info.byte_offset, info.size
+
+
 def flip_stored_bits(rng, src, dst, kind):
     shutil.copyfile(src, dst)
     name = _pick(rng, _tensors(src))
     with h5py.File(src, "r") as f:
-        ds = f["model/params/" + name]
-        offset, size = ds.id.get_offset(), ds.id.get_storage_size()
+        offset, size = _stored(f["model/params/" + name])
     raw = bytearray(dst.read_bytes())
     n = int(rng.integers(1, 17))
     for _ in range(n):
@@ -192,11 +199,11 @@ def truncate_file(rng, src, dst, kind):
     return f"file cut to {keep} of {len(raw)} bytes"
 
 
-def rebuilt(src, dst, name=None, make=None, extra=None):
-    """A copy of ``src`` object by object, tensor ``name`` replaced by ``make(group, key, old)``
-    and ``extra(file)`` run at the end (deleting a link from a creation-ordered group would
-    hide the replacement)."""
-    target = f"/model/params/{name}"
+def rebuilt(src, dst, name=None, make=None, extra=None, target=None):
+    """A copy of ``src`` object by object, tensor ``name`` (or the dataset at ``target``)
+    replaced by ``make(group, key, old)`` and ``extra(file)`` run at the end (deleting a
+    link from a creation-ordered group would hide the replacement)."""
+    target = target or f"/model/params/{name}"
 
     def copy(s, d):
         for k, v in s.attrs.items():
@@ -430,3 +437,55 @@ def test_damaged_model_files_load_correctly_or_are_refused_naming_the_file(tmp_p
     assert not problems, f"{len(problems)} of {N_FILES} damaged files went wrong:\n" + "\n".join(problems[:20])
     assert len(outcomes) == N_FILES, (len(outcomes), counts)
     assert counts["refused"] > N_FILES // 2, counts
+
+
+# -- declared sizes and checksums, case by case -------------------------------------------------
+@pytest.fixture(scope="module")
+def separator_file(tmp_path_factory):
+    return base_files(tmp_path_factory.mktemp("bases"))["separator"]
+
+
+def _refused(path, match):
+    """Loading ``path`` raises a FileFormatError matching ``match`` (naming the file), cheaply."""
+    import tracemalloc
+
+    import npvae
+    from npvae.errors import FileFormatError
+    tracemalloc.start()
+    try:
+        with pytest.raises(FileFormatError, match=match) as info:
+            npvae.load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(info.value) and peak < 100e6, (str(info.value), peak)
+
+
+REDECLARED = [("/model/params/dec1_W", r"dec1\.W has shape \(2147483648, 1\)"),
+              ("/model/params/dec1_b", r"dec1\.b has shape \(2147483648, 1\)"),     # its npvae_shape says (2,)
+              ("/config/normalizer/mean", r"normalizer\.mean has shape \(2147483648, 1\)")]
+
+
+@pytest.mark.parametrize("target, match", REDECLARED, ids=[t for t, _ in REDECLARED])
+def test_a_tensor_redeclared_as_8_gb_is_refused_before_it_is_read(tmp_path, separator_file, target, match):
+    path = tmp_path / "redeclared.h5"
+    rebuilt(separator_file, path, make=lambda g, k, old: g.create_dataset(k, shape=(2**31, 1), dtype=np.float32,
+                                                                           chunks=(1 << 20, 1)), target=target)
+    assert path.stat().st_size < 1e6
+    _refused(path, match)
+
+
+FLIPPED = [("/model/params/dec1_W", r"tensor model/params/dec1\.W fails its checksum"),
+           ("/config/normalizer/mean", r"tensor config/normalizer/mean fails its checksum")]
+
+
+@pytest.mark.parametrize("target, match", FLIPPED, ids=[t for t, _ in FLIPPED])
+def test_one_flipped_mantissa_bit_is_refused_naming_the_tensor(tmp_path, separator_file, target, match):
+    with h5py.File(separator_file, "r") as f:
+        offset, _ = _stored(f[target])
+        assert f[target].dtype == np.float32 and f[target].fletcher32
+    raw = bytearray(separator_file.read_bytes())
+    raw[offset] ^= 1                    # the lowest mantissa bit of the first value (little-endian)
+    path = tmp_path / "flipped.h5"
+    path.write_bytes(bytes(raw))
+    _refused(path, match)

@@ -39,6 +39,17 @@ def test_every_package_folder_is_listed_in_setup_cfg():
     assert not stale, f"setup.cfg lists packages that have no folder: {stale}"
 
 
+def test_the_test_extra_installs_the_build_tools_the_wheel_test_uses():
+    """The wheel test builds without isolation, so ``pip install ".[test]"`` in a fresh
+    venv must bring every build requirement of pyproject.toml."""
+    import re
+    listed = re.search(r"^requires\s*=\s*\[(.*?)\]", (REPO / "pyproject.toml").read_text(), re.M | re.S)
+    requires = re.findall(r'"([^"]+)"', listed.group(1))
+    name = lambda req: re.split(r"[<>=!~; \[]", req, maxsplit=1)[0].lower()  # noqa: E731
+    extra = {name(r) for r in _setup_cfg()["options.extras_require"]["test"].split()}
+    assert {name(r) for r in requires} <= extra, (requires, sorted(extra))
+
+
 def _left_out(folder, names) -> set[str]:
     """What the copy of the checkout leaves out: build products, caches and local runs."""
     out = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
@@ -58,9 +69,12 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     src = tmp / "src"
     shutil.copytree(REPO, src, ignore=_left_out)
     out = tmp / "dist"
+    # without build isolation, offline: the build uses this environment's setuptools and
+    # wheel, which the test extra installs (pip install ".[test]")
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                         "-w", str(out), str(src)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.returncode == 0, (r.stdout[-2000:] + r.stderr[-2000:]
+                               + "\n(the build tools come with the test extra: pip install \".[test]\")")
     (path,) = out.glob("npvae-*.whl")
     with zipfile.ZipFile(path) as z:
         yield z

@@ -343,6 +343,22 @@ def test_curve_reading_tells_a_budget_limit_from_a_generalisation_limit():
     assert read_curve({"val_psnr": [1.0]}, "val_psnr") is None
 
 
+@pytest.mark.parametrize("train_noise, val_noise", [(1e-14, 2e-14), (3e-14, 1e-14), (-2e-14, 0.0), (5e-12, -5e-12)])
+def test_curve_reading_takes_a_noise_level_loss_fall_as_flat(train_noise, val_noise):
+    """Losses level to rounding: whichever way the noise falls, both read as flat."""
+    from npvae_lab.report_marks import limit_verdict, read_curve
+    epochs = np.arange(12)
+    lr = [1e-3] * 10 + [5e-4, 1e-4]
+    flat = np.r_[np.full(10, 30.0), 31.0, 32.0]
+    level = read_curve(_history(flat, 500.0 - train_noise * epochs, 510.0 - val_noise * epochs, lr), "val_psnr")
+    assert level.train_fall == 0.0 and level.val_fall == 0.0
+    assert "reached what it can do" in limit_verdict(level, "PSNR")
+    # a real fall, however small beside the loss, still counts
+    falling = read_curve(_history(flat, 500.0 - 1e-4 * epochs, np.full(12, 510.0), lr), "val_psnr")
+    assert falling.train_fall == pytest.approx(1e-4)
+    assert "what generalises from the training data limits it" in limit_verdict(falling, "PSNR")
+
+
 def test_missed_marks_section_lists_the_shipped_models_and_the_runs(tmp_path):
     from pathlib import Path
 

@@ -69,13 +69,15 @@ def check_outputs(a: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     figure = Path(a.figure) if a.figure else None
     if figure is not None and figure.suffix.lower() not in figure_formats():
         raise UsageError(f"--figure {figure} must end in one of {', '.join(sorted(figure_formats()))}")
+    from ..io import resolve_model_path
+    a.model_file = resolve_model_path(a.model)      # the file read: no output may replace it
     outputs = [(path, "--results"), (path.with_suffix(".txt"), "--results")]
     if figure is not None:
         if figure.resolve() in {p.resolve() for p, _ in outputs}:
             raise UsageError(f"--figure {figure} is also the results file or table; give it another name")
         outputs.append((figure, "--figure"))
     for p, flag in outputs:
-        check_output_file(p, a.overwrite, flag)
+        check_output_file(p, a.overwrite, flag, inputs=[a.model_file])
     return path, path.with_suffix(".txt"), figure
 
 
@@ -128,7 +130,7 @@ def run(a: argparse.Namespace) -> int:
     ex = example(sep, tracks[0], wiener=a.wiener, shifts=a.shifts)
     for p in (path, table_path, figure):          # again: the evaluation took a while
         if p is not None:
-            check_output_file(p, a.overwrite)
+            check_output_file(p, a.overwrite, inputs=[a.model_file])
     save_music_results(path, sep, config, {"epoch": []}, metrics,
                        {"sample_rate": sep.stft_cfg.sample_rate, "clip0": ex})
     atomic_write_text(table_path, table + "\n")

@@ -40,6 +40,7 @@ from ..vae import KLWeight
 from ..watch.board import Board, require_writer
 from ..watch.run_page import write_run_page
 from .config import RESUMABLE, field_names, from_record
+from .memory import check_fits, estimate
 from .task import Shown, Task
 
 
@@ -116,6 +117,8 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
     cfg = make_config(task_cls, settings, preset) if not resume else None
     if cfg is not None and cfg.tensorboard:
         require_writer()        # the missing extra named before the run folder is made
+    if cfg is not None:             # a model too large for the machine is refused before it is built
+        check_memory(task_cls, task_cls.finalize(cfg))
     comm = distributed.world()
     if not comm.is_root:
         log = lambda text: None  # noqa: E731 - rank 0 alone speaks
@@ -149,6 +152,15 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
     finally:
         if lock is not None:
             lock.release()
+
+
+def check_memory(task_cls, cfg) -> None:
+    """Refuse ``cfg`` when the model it asks for cannot fit in the machine's memory
+    (:meth:`Task.planned_model`, :mod:`npvae.engine.memory`)."""
+    planned = task_cls.planned_model(cfg)
+    if planned is not None:
+        spec, example, flags = planned
+        check_fits(estimate(spec, example, cfg.batch_size, slots=2 + bool(cfg.ema_decay)), flags)
 
 
 def _resumed_config(task_cls, run_dir: Path, settings, comm):

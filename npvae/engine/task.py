@@ -10,6 +10,8 @@ A task says what differs, in a subclass with these parts:
   ``help``/``choices`` (texts and allowed values of its flags), ``summary``;
 * ``setup(init_rng, noise_rng, saved_record)``: load the data, build the model and the
   objective (``saved_record``: the resumed checkpoint's recorded config, or None);
+* ``planned_model()`` (optional): the spec of the model setup will build, so that a
+  model too large for the machine is refused before it is built;
 * ``train_data`` (with ``n_batches(batch_size)`` and ``batches(rng, batch_size, shard)``),
   or ``n_batches`` and ``batches(rng)`` of its own (this rank's share of each batch);
 * ``step(batch, epoch, beta)``: forward and backward of one batch, the loss terms;
@@ -73,6 +75,14 @@ class Task:
     def record(self) -> dict:
         """Entries of ``config.json`` besides the settings (data folders, statistics)."""
         return {}
+
+    @classmethod
+    def planned_model(cls, cfg) -> tuple[dict, tuple[int, ...], str] | None:
+        """``(spec, example_shape, flags)``: the spec of the model :meth:`setup` will build,
+        the shape of one training example and the flags that size the model, known from
+        the settings alone; the engine estimates the run's memory from them before setup
+        (:mod:`npvae.engine.memory`). None: no estimate."""
+        return None
 
     def describe(self) -> str:
         """One line on the model and the data, printed when the run starts."""

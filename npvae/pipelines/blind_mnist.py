@@ -187,6 +187,11 @@ class BlindMnistTask(Task):
     def run_prefix(cls, cfg) -> str:
         return f"blind-{cfg.task}-{cfg.rule}-K{cfg.groups}"
 
+    @classmethod
+    def planned_model(cls, cfg):
+        return ({"type": "BlindSeparationVAE", "n_groups": cfg.groups, "latent_dim": cfg.latent_dim,
+                 "hidden": list(cfg.hidden)}, (28, 28), "--groups, --latent-dim, --hidden")
+
     def setup(self, init_rng, noise_rng, saved_record):
         cfg = self.cfg
         self.names = SOURCE_NAMES[cfg.task]

@@ -232,6 +232,14 @@ class BlindMusicTask(Task):
     def run_prefix(cls, cfg) -> str:
         return f"blind-music-{cfg.dataset}-K{cfg.groups}"
 
+    @classmethod
+    def planned_model(cls, cfg):
+        shape = (STFTConfig.for_dataset(cfg.dataset).n_freq - 1, cfg.frames)
+        return ({"type": "BlindSeparationVAE", "n_groups": cfg.groups, "latent_dim": cfg.latent_dim,
+                 "hidden": list(cfg.hidden), "out_bias": -4.0, "shape": list(shape), "output": "softplus",
+                 "log_input": True}, shape,
+                "--groups, --latent-dim, --hidden, --frames")
+
     def setup(self, init_rng, noise_rng, saved_record):
         cfg = self.cfg
         self.stft_cfg = stft_cfg = STFTConfig.for_dataset(cfg.dataset)

@@ -82,13 +82,13 @@ def check_name(name: str, task: str | None = None) -> str:
     return name
 
 
-def destination(dest, name: str, overwrite: bool = False) -> Path:
-    """``<dest>/<name>.h5``, checked: ``dest`` an existing writable folder, no file of that
-    name unless ``overwrite``."""
+def destination(dest, name: str, overwrite: bool = False, inputs=()) -> Path:
+    """``<dest>/<name>.h5``, checked: ``dest`` an existing writable folder, not one of the
+    files ``inputs`` (the run's model), no file of that name unless ``overwrite``."""
     from ..fileguard import check_existing_dir, check_output_file
     from . import SUFFIX
     check_existing_dir(dest, "--dest")
-    return check_output_file(Path(dest) / f"{name}{SUFFIX}", overwrite, "--dest")
+    return check_output_file(Path(dest) / f"{name}{SUFFIX}", overwrite, "--dest", inputs)
 
 
 def run_seconds(run_dir: Path) -> float:
@@ -135,7 +135,7 @@ def ship(run_dir, name: str, command: str | None = None, commit: str | None = No
                               f"--commit, or write them into {run_dir / 'provenance.json'}")
     task, model, config = task_of_file(source)
     check_name(name, task)
-    path = destination(DIR if dest is None else dest, name, overwrite)
+    path = destination(DIR if dest is None else dest, name, overwrite, [source])
     t0 = time.perf_counter()
     scores = score(model, config, data_dir)
     slice_scores = score(model, config, data_dir, slice=True)
@@ -152,7 +152,7 @@ def ship(run_dir, name: str, command: str | None = None, commit: str | None = No
     }
     if recorded.get("env"):                    # e.g. thread settings the run used
         tree["provenance"]["environment"] = str(recorded["env"])
-    destination(path.parent, name, overwrite)  # again: scoring took minutes
+    destination(path.parent, name, overwrite, [source])  # again: scoring took minutes
     try:
         h5mat.write_tree(path, tree, kind="model")
     except OSError as e:

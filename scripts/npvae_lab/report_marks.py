@@ -26,6 +26,7 @@ MARKS_TITLE = "Missed marks: what was tried, and what limits it"
 RISING = 0.05        # dB an epoch: a validation score rising faster than this is still improving
 OVERFIT_RATIO = 2.0  # training loss falling this many times faster than validation loss
 MIN_EPOCHS = 4       # fewer constant-lr epochs than this: no reading
+FLAT = 1e-9          # a loss falling less than this fraction of its level an epoch is flat (rounding noise)
 BUDGET_SECONDS = 7200  # the marks' training budget: 2 hours of wall time on the reference machine
 
 CURVE_NOTE = (
@@ -67,8 +68,15 @@ def read_curve(history: dict, score_key: str) -> CurveReading | None:
 
     def slope(key):
         return float(np.polyfit(idx, np.atleast_1d(np.asarray(history[key], float))[idx], 1)[0])
-    return CurveReading((int(idx[0]) + 1, int(idx[-1]) + 1), slope(score_key), -slope("train_total"),
-                        -slope("val_total"))
+
+    def fall(key):
+        # a level loss fits a slope of rounding noise (1e-14 for a loss of 500) whose sign
+        # differs between machines: below FLAT of the loss it reads as zero
+        level = float(np.mean(np.abs(np.asarray(history[key], float)[idx])))
+        f = -slope(key)
+        return 0.0 if abs(f) <= FLAT * max(level, np.finfo(float).tiny) else f
+    return CurveReading((int(idx[0]) + 1, int(idx[-1]) + 1), slope(score_key), fall("train_total"),
+                        fall("val_total"))
 
 
 def limit_verdict(reading: CurveReading, score_name: str) -> str:

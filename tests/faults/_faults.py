@@ -1,6 +1,6 @@
 """Checks the fault cases share: what a clear error is, and that no file was lost.
 
-    from _faults import expect_error, lib_error, must_survive, no_temporaries
+    from _faults import cheap, expect_error, lib_error, must_survive, no_temporaries
 """
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import contextlib
 import os
 import re
 import shutil
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,19 @@ def lib_error(match: str):
             f"unclear error (wanted /{match}/): {' '.join(text.split())[:300]}"
         return
     pytest.fail("silent wrong result: the bad input was accepted", pytrace=False)
+
+
+@contextlib.contextmanager
+def cheap(seconds=5.0, megabytes=200):
+    """The block (a refused load) takes less than ``seconds`` and ``megabytes`` of NumPy memory."""
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        took, peak = time.perf_counter() - t, tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert took < seconds and peak < megabytes * 1e6, f"refused, but after {took:.1f} s and {peak / 1e6:.0f} MB"
 
 
 def digest(path) -> bytes:

@@ -1,4 +1,8 @@
 """Fault cases of data folders: --data-dir, NPVAE_DATA and dataset names."""
+import os
+import subprocess
+import sys
+
 import pytest
 from _faults import lib_error
 
@@ -21,6 +25,20 @@ def test_npvae_data_nowhere(tmp_path, monkeypatch):
     monkeypatch.setenv("NPVAE_DATA", str(tmp_path / "nowhere"))
     with lib_error("NPVAE_DATA=.*not a folder"):
         _load_mnist()
+
+
+@pytest.mark.fault("data", "a relative NPVAE_DATA, then the program changes folder", "correct result")
+def test_relative_npvae_data_after_chdir(shared_data, tmp_path):
+    """``NPVAE_DATA=../shared/data`` names a folder relative to where the program started."""
+    start = tmp_path / "clone"
+    (start / "runs" / "a").mkdir(parents=True)      # deeper, so that the path does not climb past /
+    code = ("import os, sys; from npvae.data.mnist import load_images; os.chdir(sys.argv[1]); "
+            "x, y = load_images('mnist', 'test', download=False); print(x.shape)")
+    env = {**os.environ, "NPVAE_DATA": os.path.relpath(shared_data, start)}
+    r = subprocess.run([sys.executable, "-c", code, str(start / "runs" / "a")],
+                       cwd=start, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert r.stdout.strip() == "(10000, 28, 28)", r.stdout
 
 
 @pytest.mark.fault("data", "load_images with a --data-dir that lacks mnist/ (no fallback)", "clear error")

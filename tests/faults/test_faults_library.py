@@ -1,18 +1,16 @@
 """Fault cases of the library a Python user calls: damaged model files (load_model,
 load_separator), separation that would return NaN, and odd inputs (integer types, sample
 rates, NaN samples, damaged WAV headers, a layer's backward before its forward)."""
-import contextlib
 import json
 import shutil
 import time
-import tracemalloc
 import warnings
 
 import h5py
 import numpy as np
 import pytest
 import soundfile as sf
-from _faults import edited_model, lib_error
+from _faults import cheap, edited_model, lib_error
 
 import npvae
 from npvae.audio.io import read_audio
@@ -142,19 +140,6 @@ def test_damaged_weights(tmp_path, music_model, mnist_model, description, which,
             out = load(p)
             if which == "music":     # what the user gets if the load goes through
                 assert np.isfinite(out.separate(AUDIO, 8000)).all()
-
-
-@contextlib.contextmanager
-def cheap(seconds=5.0, megabytes=200):
-    """The block (a refused load) takes less than ``seconds`` and ``megabytes`` of NumPy memory."""
-    tracemalloc.start()
-    t = time.perf_counter()
-    try:
-        yield
-    finally:
-        took, peak = time.perf_counter() - t, tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    assert took < seconds and peak < megabytes * 1e6, f"refused, but after {took:.1f} s and {peak / 1e6:.0f} MB"
 
 
 @pytest.mark.fault("model file", "load_model of a small file declaring a (40000, 20000) tensor", "clear error")

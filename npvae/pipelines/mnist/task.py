@@ -253,6 +253,11 @@ class MnistTask(Task):
     def run_prefix(cls, cfg) -> str:
         return f"mnist-{cfg.model}"
 
+    @classmethod
+    def planned_model(cls, cfg):
+        return ({"type": MODELS[cfg.model].__name__, **cfg.model_kwargs()}, (28, 28),
+                "--hidden, --latent-dim" if cfg.model == "dense" else "--channels, --hidden, --blocks, --latent-dim")
+
     def setup(self, init_rng, noise_rng, saved_record):
         cfg = self.cfg
         self.model = build_model(cfg.model, rng=init_rng, **cfg.model_kwargs())

@@ -166,6 +166,12 @@ class MusicTask(Task):
     def seeds(self):
         return np.random.default_rng(self.cfg.seed + 1), np.random.default_rng(self.cfg.seed)
 
+    @classmethod
+    def planned_model(cls, cfg):
+        bins = STFTConfig.for_dataset(cfg.dataset).n_freq - 1
+        return ({"type": "SpectrogramUNetVAE", "channels": list(cfg.channels), "latent_channels": cfg.latent_channels},
+                (bins, cfg.frames), "--channels, --latent-channels, --frames")
+
     def setup(self, init_rng, noise_rng, saved_record):
         cfg = self.cfg
         self.folder = dataset_folder(cfg.dataset, cfg.data_dir)
