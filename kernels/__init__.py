@@ -129,6 +129,25 @@ for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, winograd_
             bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 
+def lstm_forward(gates, w_hh_t, reverse, h, c):
+    return _ops.lstm_forward(gates, w_hh_t, reverse, h, c)
+
+
+def lstm_backward(dh, gates, c, w_hh, reverse, dz):
+    return _ops.lstm_backward(dh, gates, c, w_hh, reverse, dz)
+
+
+def gru_forward(gates, w_hh_t, b_hh, reverse, h, hn):
+    return _ops.gru_forward(gates, w_hh_t, b_hh, reverse, h, hn)
+
+
+def gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh):
+    return _ops.gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh)
+
+
+for _fn in (lstm_forward, lstm_backward, gru_forward, gru_backward):
+    _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
+
 set_backend(os.environ.get("NPVAE_BACKEND", "numba"))
 
 try:

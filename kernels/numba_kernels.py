@@ -973,3 +973,137 @@ def bce_logits(logits, target, scale=1.0):
     _bce_grad(l.size, l, t, e, grad.reshape(-1), *_scalars(l.dtype, scale, 0, 1))
     np.log1p(e, out=e)                           # log(1 + exp(-|l|))
     return float(_bce_sum(l.size, l, t, e, *_scalars(l.dtype, 0))), grad
+
+
+# -- recurrent layers ---------------------------------------------------------------------------
+#
+# A whole direction's step loop in one call, serial and without the GIL: per step one
+# BLAS GEMM (``np.dot`` into a preallocated array) and one pass over the gates, whose
+# values stay in registers between the four nonlinearities and the state update
+# (the NumPy twin makes a dozen passes over (N, H) arrays per step).
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _lstm_forward(gates, w_hh_t, reverse, h, c, rec, zero, one):
+    t_len, n, hid = h.shape
+    for s in range(t_len):
+        t = t_len - 1 - s if reverse else s
+        p = t + 1 if reverse else t - 1
+        if s > 0:
+            np.dot(h[p], w_hh_t, rec)
+        for b in range(n):
+            z = gates[t, b]
+            for k in range(hid):
+                zi, zf, zg, zo = z[k], z[hid + k], z[2 * hid + k], z[3 * hid + k]
+                cp = zero
+                if s > 0:
+                    zi += rec[b, k]
+                    zf += rec[b, hid + k]
+                    zg += rec[b, 2 * hid + k]
+                    zo += rec[b, 3 * hid + k]
+                    cp = c[p, b, k]
+                i, f, g, o = _sigmoid(zi, one), _sigmoid(zf, one), math.tanh(zg), _sigmoid(zo, one)
+                z[k], z[hid + k], z[2 * hid + k], z[3 * hid + k] = i, f, g, o
+                ct = f * cp + i * g
+                c[t, b, k] = ct
+                h[t, b, k] = o * math.tanh(ct)
+
+
+def lstm_forward(gates, w_hh_t, reverse, h, c):
+    """The step loop of one LSTM direction, in place (see the NumPy twin)."""
+    rec = np.empty((h.shape[1], gates.shape[2]), gates.dtype)
+    _lstm_forward(gates, np.ascontiguousarray(w_hh_t), bool(reverse), h, c, rec, *_scalars(gates.dtype, 0, 1))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _lstm_backward(dh, gates, c, w_hh, reverse, dz, dh_next, dc_next, zero, one):
+    t_len, n, hid = c.shape
+    dh_next[:] = zero
+    dc_next[:] = zero
+    for s in range(t_len):
+        t = s if reverse else t_len - 1 - s
+        p = t + 1 if reverse else t - 1
+        has_prev = s < t_len - 1
+        for b in range(n):
+            gt, d = gates[t, b], dz[t, b]
+            for k in range(hid):
+                i, f, g, o = gt[k], gt[hid + k], gt[2 * hid + k], gt[3 * hid + k]
+                tc = math.tanh(c[t, b, k])
+                dht = dh[t, b, k] + dh_next[b, k]
+                dct = dht * o * (one - tc * tc) + dc_next[b, k]
+                cp = c[p, b, k] if has_prev else zero
+                d[k] = dct * g * i * (one - i)
+                d[hid + k] = dct * cp * f * (one - f)
+                d[2 * hid + k] = dct * i * (one - g * g)
+                d[3 * hid + k] = dht * tc * o * (one - o)
+                dc_next[b, k] = dct * f
+        if has_prev:
+            np.dot(dz[t], w_hh, dh_next)
+
+
+def lstm_backward(dh, gates, c, w_hh, reverse, dz):
+    """Backward through time of one LSTM direction (see the NumPy twin)."""
+    n, hid = c.shape[1:]
+    _lstm_backward(np.ascontiguousarray(dh), gates, c, np.ascontiguousarray(w_hh), bool(reverse), dz,
+                   np.empty((n, hid), dz.dtype), np.empty((n, hid), dz.dtype), *_scalars(dz.dtype, 0, 1))
+    return dz
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _gru_forward(gates, w_hh_t, b_hh, reverse, h, hn, rec, zero, one):
+    t_len, n, hid = h.shape
+    for s in range(t_len):
+        t = t_len - 1 - s if reverse else s
+        p = t + 1 if reverse else t - 1
+        if s > 0:
+            np.dot(h[p], w_hh_t, rec)
+        else:
+            rec[:] = zero
+        for b in range(n):
+            z, a = gates[t, b], rec[b]
+            for k in range(hid):
+                r = _sigmoid(z[k] + a[k] + b_hh[k], one)
+                u = _sigmoid(z[hid + k] + a[hid + k] + b_hh[hid + k], one)
+                rn = a[2 * hid + k] + b_hh[2 * hid + k]
+                new = math.tanh(z[2 * hid + k] + r * rn)
+                z[k], z[hid + k], z[2 * hid + k] = r, u, new
+                hn[t, b, k] = rn
+                hp = h[p, b, k] if s > 0 else zero
+                h[t, b, k] = new + u * (hp - new)
+
+
+def gru_forward(gates, w_hh_t, b_hh, reverse, h, hn):
+    """The step loop of one GRU direction, in place (see the NumPy twin)."""
+    rec = np.empty((h.shape[1], gates.shape[2]), gates.dtype)
+    _gru_forward(gates, np.ascontiguousarray(w_hh_t), np.ascontiguousarray(b_hh, gates.dtype), bool(reverse), h,
+                 hn, rec, *_scalars(gates.dtype, 0, 1))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh, dh_next, zero, one):
+    t_len, n, hid = h.shape
+    dh_next[:] = zero
+    for s in range(t_len):
+        t = s if reverse else t_len - 1 - s
+        p = t + 1 if reverse else t - 1
+        has_prev = s < t_len - 1
+        for b in range(n):
+            gt, dx, dr = gates[t, b], dzx[t, b], dzh[t, b]
+            for k in range(hid):
+                r, u, new = gt[k], gt[hid + k], gt[2 * hid + k]
+                hp = h[p, b, k] if has_prev else zero
+                dht = dh[t, b, k] + dh_next[b, k]
+                dn = dht * (one - u) * (one - new * new)
+                d_r = dn * hn[t, b, k] * r * (one - r)
+                d_u = dht * (hp - new) * u * (one - u)
+                dx[k], dx[hid + k], dx[2 * hid + k] = d_r, d_u, dn
+                dr[k], dr[hid + k], dr[2 * hid + k] = d_r, d_u, dn * r
+                dh_next[b, k] = dht * u
+        if has_prev:
+            dh_next += np.dot(dzh[t], w_hh)
+
+
+def gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh):
+    """Backward through time of one GRU direction (see the NumPy twin)."""
+    n, hid = h.shape[1:]
+    _gru_backward(np.ascontiguousarray(dh), gates, hn, h, np.ascontiguousarray(w_hh), bool(reverse), dzx, dzh,
+                  np.empty((n, hid), dzx.dtype), *_scalars(dzx.dtype, 0, 1))

@@ -286,3 +286,119 @@ def winograd_input_adjoint(v, m, ph, pw, out):
             xp[:, :, i:i + m * th:m, j:j + m * tw:m] += d[..., i, j]
     out[...] = xp[:, :, ph:ph + h, pw:pw + w]
     return out
+
+
+# -- recurrent layers ------------------------------------------------------------------------
+#
+# One direction of one layer, time-major: ``(T, N, ...)`` arrays, C-contiguous, whose step
+# ``t`` is the contiguous block ``a[t]``. The input projections of all steps are one GEMM
+# in the layer; these loops add the recurrent GEMM of each step and the gates. ``reverse``
+# runs a direction from the last step to the first. Zero initial state.
+
+def _order(t_len, reverse, backward=False):
+    """The steps of a direction in the order they are computed (``backward``: undone)."""
+    forward = range(t_len - 1, -1, -1) if reverse else range(t_len)
+    return forward[::-1] if backward else forward
+
+
+def _prev(t, t_len, reverse):
+    """The step before ``t`` in a direction's order, None at its first step."""
+    p = t + 1 if reverse else t - 1
+    return p if 0 <= p < t_len else None
+
+
+def lstm_forward(gates, w_hh_t, reverse, h, c):
+    """The step loop of one LSTM direction, in place.
+
+    ``gates`` (T, N, 4H): on entry the input projections ``x_t W_ih^T + b_ih + b_hh`` of
+    every step; on return the gate values ``i, f, g, o`` (sigmoid, sigmoid, tanh, sigmoid,
+    PyTorch's order). ``w_hh_t`` (H, 4H) is ``W_hh`` transposed, C-contiguous. ``h`` and
+    ``c`` (T, N, H) receive the hidden and cell state of every step:
+    ``c_t = f c_{t-1} + i g``, ``h_t = o tanh(c_t)``.
+    """
+    t_len, n, hid = h.shape
+    h_prev = c_prev = np.zeros((n, hid), gates.dtype)
+    for t in _order(t_len, reverse):
+        z = gates[t]
+        z += h_prev @ w_hh_t
+        _sigmoid_inplace(z[:, :2 * hid])
+        np.tanh(z[:, 2 * hid:3 * hid], out=z[:, 2 * hid:3 * hid])
+        _sigmoid_inplace(z[:, 3 * hid:])
+        np.multiply(z[:, hid:2 * hid], c_prev, out=c[t])
+        c[t] += z[:, :hid] * z[:, 2 * hid:3 * hid]
+        np.tanh(c[t], out=h[t])
+        h[t] *= z[:, 3 * hid:]
+        h_prev, c_prev = h[t], c[t]
+
+
+def lstm_backward(dh, gates, c, w_hh, reverse, dz):
+    """Backward through time of one LSTM direction: fills and returns ``dz`` (T, N, 4H),
+    the gradient of the gates' pre-activations (of ``x_t W_ih^T + b`` and of
+    ``h_{t-1} W_hh^T`` alike), from ``dh`` (T, N, H), the gradient of every step's
+    output from above, and ``gates``, ``c`` as :func:`lstm_forward` left them.
+    ``w_hh`` is (4H, H)."""
+    t_len, n, hid = c.shape
+    dh_next = dc_next = zero = np.zeros((n, hid), dh.dtype)
+    for t in _order(t_len, reverse, backward=True):
+        p = _prev(t, t_len, reverse)
+        c_prev = zero if p is None else c[p]
+        i, f, g, o = (gates[t, :, k * hid:(k + 1) * hid] for k in range(4))
+        tc = np.tanh(c[t])
+        dht = dh[t] + dh_next
+        dct = dht * o * (1 - tc * tc) + dc_next
+        d = dz[t]
+        d[:, :hid] = dct * g * i * (1 - i)
+        d[:, hid:2 * hid] = dct * c_prev * f * (1 - f)
+        d[:, 2 * hid:3 * hid] = dct * i * (1 - g * g)
+        d[:, 3 * hid:] = dht * tc * o * (1 - o)
+        dc_next = dct * f
+        dh_next = d @ w_hh
+    return dz
+
+
+def gru_forward(gates, w_hh_t, b_hh, reverse, h, hn):
+    """The step loop of one GRU direction, in place.
+
+    ``gates`` (T, N, 3H): on entry the input projections ``x_t W_ih^T + b_ih``; on return
+    the gate values ``r, z, n`` (PyTorch's order). ``w_hh_t`` (H, 3H) is ``W_hh``
+    transposed, C-contiguous, ``b_hh`` (3H,). ``h`` (T, N, H) receives every step's
+    state ``h_t = (1 - z) n + z h_{t-1}``, ``hn`` (T, N, H) the recurrent part of the
+    new gate, ``h_{t-1} W_hn^T + b_hn`` (``n = tanh(x W_in^T + b_in + r hn)``).
+    """
+    t_len, n, hid = h.shape
+    h_prev = np.zeros((n, hid), gates.dtype)
+    for t in _order(t_len, reverse):
+        a = h_prev @ w_hh_t
+        a += b_hh
+        g = gates[t]
+        g[:, :2 * hid] += a[:, :2 * hid]
+        _sigmoid_inplace(g[:, :2 * hid])
+        hn[t] = a[:, 2 * hid:]
+        new = g[:, 2 * hid:]
+        new += g[:, :hid] * hn[t]
+        np.tanh(new, out=new)
+        np.subtract(h_prev, new, out=h[t])
+        h[t] *= g[:, hid:2 * hid]
+        h[t] += new
+        h_prev = h[t]
+
+
+def gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh):
+    """Backward through time of one GRU direction, from ``dh`` (T, N, H) and what
+    :func:`gru_forward` left: fills ``dzx`` (T, N, 3H), the gradient of the input
+    projections ``x_t W_ih^T + b_ih``, and ``dzh`` (T, N, 3H), that of the recurrent ones
+    ``h_{t-1} W_hh^T + b_hh``. ``w_hh`` is (3H, H)."""
+    t_len, n, hid = h.shape
+    dh_next = zero = np.zeros((n, hid), dh.dtype)
+    for t in _order(t_len, reverse, backward=True):
+        p = _prev(t, t_len, reverse)
+        h_prev = zero if p is None else h[p]
+        r, u, new = (gates[t, :, k * hid:(k + 1) * hid] for k in range(3))
+        dht = dh[t] + dh_next
+        dn = dht * (1 - u) * (1 - new * new)
+        dzx[t, :, :hid] = dn * hn[t] * r * (1 - r)
+        dzx[t, :, hid:2 * hid] = dht * (h_prev - new) * u * (1 - u)
+        dzx[t, :, 2 * hid:] = dn
+        dzh[t, :, :2 * hid] = dzx[t, :, :2 * hid]
+        dzh[t, :, 2 * hid:] = dn * r
+        dh_next = dht * u + dzh[t] @ w_hh

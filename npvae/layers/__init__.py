@@ -4,8 +4,10 @@ from .activations import Identity, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh, sig
 from .base import Layer, build_layer, inference, register
 from .conv import Conv2d, ConvTranspose2d
 from .dense import Dense
+from .recurrent import GRU, LSTM
 from .sequential import Sequential
-from .shape import Flatten, Reshape
+from .shape import Flatten, FromSequence, Reshape, ToSequence
 
 __all__ = ["Layer", "build_layer", "inference", "register", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU",
-           "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "sigmoid", "Flatten", "Reshape", "Sequential"]
+           "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "sigmoid", "Flatten", "Reshape", "Sequential",
+           "LSTM", "GRU", "ToSequence", "FromSequence"]
