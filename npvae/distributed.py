@@ -135,23 +135,30 @@ class SingleProcess:
 
 
 class _ShardNoise(np.random.Generator):
-    """A Generator sharing ``rng``'s bit generator whose ``standard_normal`` widens a draw
-    shaped like this rank's shard (first axis = local count) to the global batch and
-    returns this rank's rows: every rank advances the RNG as the single process would,
-    and the union of the ranks' noise is the single-process noise."""
+    """A Generator sharing ``rng``'s bit generator whose ``standard_normal`` (latent noise)
+    and ``random`` (dropout masks) widen a draw shaped like this rank's shard (first axis
+    = local count) to the global batch and return this rank's rows: every rank advances
+    the RNG as the single process would, and the union of the ranks' draws is the
+    single-process draw."""
 
     def __init__(self, rng: np.random.Generator, comm: "MPICommunicator"):
         super().__init__(rng.bit_generator)
         self._comm = comm
 
-    def standard_normal(self, size=None, dtype=np.float64, out=None):
+    def _shard_rows(self, draw, size, dtype, out):
         part = self._comm._shard
         if (part is not None and out is None and size is not None and np.ndim(size) == 1 and len(size)
                 and int(size[0]) == part[1] - part[0] and part[2] != part[1] - part[0]):
             start, stop, n = part
-            full = super().standard_normal((n, *tuple(size)[1:]), dtype=dtype)
+            full = draw((n, *tuple(size)[1:]), dtype=dtype)
             return np.ascontiguousarray(full[start:stop])
-        return super().standard_normal(size, dtype=dtype, out=out)
+        return draw(size, dtype=dtype, out=out)
+
+    def standard_normal(self, size=None, dtype=np.float64, out=None):
+        return self._shard_rows(super().standard_normal, size, dtype, out)
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        return self._shard_rows(super().random, size, dtype, out)
 
 
 class MPICommunicator(SingleProcess):

@@ -175,13 +175,7 @@ def _rule_sequential(s):
     if not isinstance(layers, list):
         raise _SpecProblem(f"Sequential.layers must be a list of layer specs, got {type(layers).__name__}")
     _at_most(s, "layers", len(layers))
-    out = {}
-    for i, child in enumerate(layers):
-        shapes = param_shapes(child)
-        if shapes is None:
-            return None
-        out.update(_prefixed(str(i), shapes))
-    return out
+    return _children({str(i): child for i, child in enumerate(layers)})
 
 
 def _rule_reshape(s):
@@ -299,6 +293,78 @@ def _rule_leaky(s):
     return {}
 
 
+# -- dropout, pooling, upsampling and branching blocks ----------------------------------------
+MAX_UPSAMPLE = 64               # Upsample's scale factor per axis (the U-Nets use 2)
+MAX_SIDE = 4096                 # Upsample's exact output size per axis (the largest maps are 1025 bins)
+
+
+def _rule_dropout(s):
+    p = _finite(s, "p", 0.5)
+    if not 0 <= p <= 1:
+        raise _SpecProblem(f"Dropout.p must be a probability in [0, 1], got {_short(p)}")
+    if not isinstance(_get(s, "channels", False), bool):
+        raise _SpecProblem(f"Dropout.channels must be true or false, got {_short(s['channels'])}")
+    return {}
+
+
+def _rule_pool(s):
+    k = _pair(s, "kernel_size", 2, 1)
+    if _get(s, "stride") is not None:
+        _pair(s, "stride", None, 1)
+    pad = _pair(s, "padding", 0, 0)
+    if any(2 * p > n for p, n in zip(pad, k)):
+        raise _SpecProblem(f"{s.get('type')}.padding must be at most half the kernel size, got padding {list(pad)} "
+                           f"for kernel_size {list(k)}")
+    return {}
+
+
+def _rule_upsample(s):
+    _choice(s, "mode", "nearest", ("nearest", "bilinear"))
+    if _get(s, "size") is not None:
+        if max(_pair(s, "size", None, 1)) > MAX_SIDE:
+            raise _SpecProblem(f"Upsample.size asks for more than {MAX_SIDE} pixels a side "
+                               "(npvae.modelcheck.MAX_SIDE)")
+        return {}
+    value = _get(s, "scale_factor", 2)
+    for v in value if isinstance(value, list) and len(value) == 2 else [value]:
+        f = _finite({"type": "Upsample", "scale_factor": v}, "scale_factor", None)
+        if not 0 < f <= MAX_UPSAMPLE:
+            raise _SpecProblem(f"Upsample.scale_factor must be a number in (0, {MAX_UPSAMPLE}] or a pair of them "
+                               f"(npvae.modelcheck.MAX_UPSAMPLE), got {_short(value)}")
+    return {}
+
+
+def _children(named: dict) -> dict | None:
+    """The shapes of named child specs, prefixed; None if one has no rule."""
+    out = {}
+    for name, child in named.items():
+        shapes = param_shapes(child)
+        if shapes is None:
+            return None
+        out.update(_prefixed(name, shapes))
+    return out
+
+
+def _rule_residual(s):
+    named = {"body": _get(s, "body", required=True)}
+    if _get(s, "shortcut") is not None:
+        named["shortcut"] = s["shortcut"]
+    return _children(named)
+
+
+def _rule_concat(s):
+    branches = _get(s, "branches", required=True)
+    if not isinstance(branches, list) or not branches:
+        raise _SpecProblem(f"Concat.branches must be a non-empty list of layer specs, got {_short(branches)}")
+    _at_most(s, "branches", len(branches))
+    _size(s, "axis", 1)
+    return _children({str(i): b for i, b in enumerate(branches)})
+
+
+_BLOCK_RULES = {"Dropout": _rule_dropout, "MaxPool2d": _rule_pool, "AvgPool2d": _rule_pool, "Upsample": _rule_upsample,
+                "Residual": _rule_residual, "Concat": _rule_concat}
+
+
 RULES = {
     "Dense": _rule_dense, "Conv2d": lambda s: _rule_conv(s, False), "ConvTranspose2d": lambda s: _rule_conv(s, True),
     "GaussianHead": lambda s: _head(_size(s, "in_features", required=True), _size(s, "latent_dim", required=True)),
@@ -307,6 +373,7 @@ RULES = {
     "DenseSeparationVAE": _rule_dense_vae, "ConvSeparationVAE": _rule_conv_vae, "UNetSeparationVAE": _rule_unet_vae,
     "LatentMapSeparationVAE": _rule_latent_map_vae,
     "SpectrogramUNetVAE": _rule_spectrogram_unet, "BlindSeparationVAE": _rule_blind_vae,
+    **_BLOCK_RULES,
 }
 
 

@@ -6,6 +6,21 @@ import numpy as np
 from .base import Layer, build_layer, register
 
 
+def container_dtype(container: Layer, layers, dtype=None) -> np.dtype:
+    """The dtype of a container of ``layers``: ``dtype`` if given, else the one its layers
+    with parameters share. Layers without parameters are set to it (they follow the
+    dtype of those with parameters)."""
+    dtypes = {layer.dtype for layer in layers if layer.num_parameters()}
+    if len(dtypes) > 1:
+        raise ValueError(f"{type(container).__name__} layers must share one dtype, got {sorted(map(str, dtypes))}")
+    dtype = np.dtype(dtype or (dtypes.pop() if dtypes else np.float32))
+    for layer in layers:
+        if not layer.num_parameters():
+            for _, sub in layer.named_layers():
+                sub.dtype = dtype
+    return dtype
+
+
 @register
 class Sequential(Layer):
     """``Sequential(l0, l1, ...)``: forward runs l0 then l1...; backward runs them in reverse.
@@ -14,16 +29,8 @@ class Sequential(Layer):
     """
 
     def __init__(self, *layers: Layer, dtype=None):
-        # Layers without parameters follow the dtype of those with parameters.
-        dtypes = {layer.dtype for layer in layers if layer.num_parameters()}
-        if len(dtypes) > 1:
-            raise ValueError(f"Sequential layers must share one dtype, got {sorted(map(str, dtypes))}")
-        super().__init__(dtype or (dtypes.pop() if dtypes else np.float32))
+        super().__init__(container_dtype(self, layers, dtype))
         self.layers = list(layers)
-        for layer in self.layers:
-            if not layer.num_parameters():
-                for _, sub in layer.named_layers():
-                    sub.dtype = self.dtype
 
     def forward(self, x):
         for layer in self.layers:

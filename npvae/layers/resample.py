@@ -1,0 +1,133 @@
+"""Upsampling of (N, C, H, W) feature maps: nearest neighbour or bilinear, PyTorch's semantics."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer, backward_before_forward, expect_input, in_inference, register
+from .conv import _as_spec, _pair
+
+MODES = ("nearest", "bilinear")
+
+
+def _factor_pair(value) -> tuple[float, float]:
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    ok = len(pair) == 2 and all(not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+                                and np.isfinite(v) and v > 0 for v in pair)
+    if not ok:
+        raise ValueError(f"Upsample scale_factor must be a positive number or a pair of them, got {value!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def _number(v: float):
+    return int(v) if float(v).is_integer() else v
+
+
+def nearest_index(n_in: int, n_out: int, factor: float | None) -> np.ndarray:
+    """Source index of each of ``n_out`` outputs (PyTorch's ``nearest``, float32 arithmetic)."""
+    if n_out == n_in:
+        return np.arange(n_out)
+    if n_out == 2 * n_in:
+        return np.arange(n_out) >> 1
+    scale = np.float32(1.0 / factor) if factor else np.float32(n_in) / np.float32(n_out)
+    src = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(src, n_in - 1)
+
+
+def bilinear_matrix(n_in: int, n_out: int, factor: float | None, dtype) -> np.ndarray:
+    """(n_out, n_in) interpolation weights along one axis: PyTorch's linear interpolation
+    with ``align_corners=False`` (source ``(i + 0.5) * scale - 0.5``, clamped at 0)."""
+    t = np.dtype(dtype).type
+    scale = t(1.0 / factor) if factor else t(n_in) / t(n_out)
+    src = np.maximum(scale * (np.arange(n_out, dtype=dtype) + t(0.5)) - t(0.5), t(0))
+    i0 = src.astype(np.int64)
+    i1 = i0 + (i0 < n_in - 1)
+    w1 = np.clip(src - i0.astype(dtype), 0, 1).astype(dtype)
+    a = np.zeros((n_out, n_in), dtype=dtype)
+    rows = np.arange(n_out)
+    a[rows, i0] += t(1) - w1
+    a[rows, i1] += w1
+    return a
+
+
+def _sum_into(dy, index, n_in: int, axis: int):
+    """The transpose of ``take(x, index, axis)`` for a non-decreasing ``index``: each
+    source gets the sum of the gradients of the outputs taken from it."""
+    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+    sums = np.add.reduceat(dy, starts, axis=axis)
+    shape = list(dy.shape)
+    shape[axis] = n_in
+    out = np.zeros(shape, dtype=dy.dtype)
+    where = [slice(None)] * dy.ndim
+    where[axis] = index[starts]
+    out[tuple(where)] = sums
+    return out
+
+
+@register
+class Upsample(Layer):
+    """(N, C, H, W) -> (N, C, OH, OW), OH = floor(H * scale_factor) or ``size[0]``.
+
+    ``mode="nearest"``: each output pixel copies the input pixel PyTorch's ``nearest``
+    picks (an integer factor repeats each pixel). ``mode="bilinear"``: PyTorch's
+    bilinear interpolation with ``align_corners=False``. ``size=(OH, OW)``, when given,
+    fixes the output size whatever the input's (a 3x3 map to 7x7) and overrides
+    ``scale_factor``; ``scale_factor`` is a positive number or a (height, width) pair.
+    No parameters, no buffers.
+    """
+
+    def __init__(self, scale_factor=2, mode: str = "nearest", size=None, rng=None, dtype=np.float32):
+        super().__init__(dtype)
+        if mode not in MODES:
+            raise ValueError(f"Upsample mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.size = None if size is None else _pair(size, "Upsample size", 1)
+        self.scale_factor = None if self.size is not None else _factor_pair(scale_factor)
+        self._plan = None     # what forward keeps: the input shape and the resampling per axis
+
+    def _out_size(self, x):
+        if self.size is not None:
+            return self.size
+        out = tuple(int(np.floor(n * f)) for n, f in zip(x.shape[2:], self.scale_factor))
+        if min(out) < 1:
+            raise ValueError(f"Upsample(scale_factor={self.scale_factor}) makes an empty output from input of "
+                             f"shape {x.shape}")
+        return out
+
+    def forward(self, x):
+        expect_input(self, x, 4, "(N, C, H, W)")
+        (h, w), (oh, ow) = x.shape[2:], self._out_size(x)
+        fh, fw = self.scale_factor or (None, None)
+        if self.mode == "bilinear":
+            plan = (bilinear_matrix(h, oh, fh, self.dtype), bilinear_matrix(w, ow, fw, self.dtype))
+            y = np.matmul(plan[0], np.matmul(x, plan[1].T))
+        else:
+            plan = (nearest_index(h, oh, fh), nearest_index(w, ow, fw))
+            rh, rw = oh // h, ow // w
+            if oh == rh * h and ow == rw * w and np.array_equal(plan[0], np.arange(oh) // rh) \
+                    and np.array_equal(plan[1], np.arange(ow) // rw):
+                plan = (rh, rw)            # integer factors: each pixel repeated, one copy
+                n, c = x.shape[:2]
+                y = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, rh, w, rw)).reshape(n, c, oh, ow)
+            else:
+                y = x[:, :, plan[0][:, None], plan[1]]
+        self._plan = None if in_inference() else (x.shape, plan)
+        return y
+
+    def backward(self, dy):
+        if self._plan is None:
+            raise backward_before_forward(self)
+        (n, c, h, w), plan = self._plan
+        if self.mode == "bilinear":
+            return np.matmul(plan[0].T, np.matmul(dy, plan[1]))
+        if isinstance(plan[0], int):
+            return dy.reshape(n, c, h, plan[0], w, plan[1]).sum(axis=(3, 5), dtype=dy.dtype)
+        return _sum_into(_sum_into(dy, plan[1], w, 3), plan[0], h, 2)
+
+    def forget(self):
+        self._plan = None
+
+    def hyper(self):
+        h = {"size": list(self.size)} if self.size is not None else \
+            {"scale_factor": _as_spec(tuple(_number(f) for f in self.scale_factor))}
+        h["mode"] = self.mode
+        return h
