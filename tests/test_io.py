@@ -125,7 +125,8 @@ def test_parameters_that_do_not_fit_the_spec_are_refused(tmp_path, rng):
 
 # -- a model file is checked before anything is built (npvae.modelcheck) -------------------
 from npvae import modelcheck  # noqa: E402
-from npvae.layers import Conv2d, ConvTranspose2d, Dense, LeakyReLU, Reshape, Sequential  # noqa: E402
+from npvae.layers import (BatchNorm, Conv2d, ConvTranspose2d, Dense, GroupNorm, LeakyReLU, Reshape,  # noqa: E402
+                          Sequential)
 from npvae.layers.base import _REGISTRY, build_layer  # noqa: E402
 from npvae.models.blind import BlindSeparationVAE  # noqa: E402
 from npvae.models.music import SpectrogramUNetVAE  # noqa: E402
@@ -143,6 +144,7 @@ SPECS = [
     GaussianHead(6, 3).spec(), Dense(4, 3, activation="leaky_relu", alpha=0.3).spec(),
     Conv2d(2, 3, (3, 5), stride=(1, 2), padding=(1, 0)).spec(), ConvTranspose2d(3, 2, 4, 2, 1, 1).spec(),
     Sequential(Dense(4, 3), LeakyReLU(0.2), Sequential(Reshape((3, 1)), Conv2d(3, 1, 1))).spec(),
+    Sequential(Conv2d(2, 4, 3), BatchNorm(4, eps=1e-3, momentum=0.2), GroupNorm(2, 4)).spec(),
 ]
 
 
@@ -157,14 +159,14 @@ def test_every_layer_type_has_a_shape_rule():
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s["type"] for s in SPECS])
 def test_shapes_from_the_spec_equal_the_built_model(spec):
-    built = {path: p.shape for path, p, _ in build_layer(spec).named_parameters()}
+    built = {path: a.shape for path, a in build_layer(spec).state_arrays().items()}
     assert modelcheck.param_shapes(spec) == built
 
 
 def test_shipped_models_pass_the_checks():
     for name in npvae.list_models():
         model, _ = io.read_model_file(name)
-        assert modelcheck.param_shapes(model.spec()) == {k: p.shape for k, p, _ in model.named_parameters()}
+        assert modelcheck.param_shapes(model.spec()) == {k: a.shape for k, a in model.state_arrays().items()}
 
 
 def _dense_tree(rng):

@@ -9,3 +9,7 @@ from .shape import Flatten, Reshape
 
 __all__ = ["Layer", "build_layer", "inference", "register", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU",
            "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "sigmoid", "Flatten", "Reshape", "Sequential"]
+
+# normalisation
+from .norm import BatchNorm, GroupNorm, batch_sums  # noqa: E402
+__all__ += ["BatchNorm", "GroupNorm", "batch_sums"]
