@@ -300,3 +300,37 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     for k, v in want.items():
         assert np.array_equal(got[k], v), k
     assert got_meta["history"]["val_total"] == want_meta["history"]["val_total"]
+
+
+# -- data-parallel: BatchNorm's statistics over the global batch ----------------------------
+MPI_HELPER = REPO / "tests" / "_mpi_norm_train.py"
+
+
+def _mpi_run(out, ranks):
+    from test_distributed import MPI_ENV
+    cmd = [sys.executable, str(MPI_HELPER), str(out), "3"]
+    if ranks > 1:
+        cmd = ["mpirun", "-n", str(ranks)] + cmd
+    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(REPO), "NPVAE_MPI_TIMEOUT": "300"}
+    env.pop("NPVAE_MPI", None)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_two_ranks_train_batchnorm_as_one_process(tmp_path):
+    from test_distributed import ATOL, _have_mpi
+    if not _have_mpi():
+        pytest.skip("mpi4py or mpirun missing")
+    _mpi_run(tmp_path / "single", 1)
+    _mpi_run(tmp_path / "mpi", 2)
+    want, want_meta = load_checkpoint(tmp_path / "single" / "checkpoint.npz")
+    got, got_meta = load_checkpoint(tmp_path / "mpi" / "checkpoint.npz")
+    assert sorted(got) == sorted(want) and "model/8.running_var" in want
+    for k, v in want.items():       # the tolerance of the MPI tests (tests/test_distributed.py)
+        np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=ATOL, err_msg=k)
+    np.testing.assert_allclose(got_meta["history"]["val_total"], want_meta["history"]["val_total"], rtol=1e-4)
+    single = np.load(tmp_path / "single" / "stats0.npz")["steps"]
+    ranks = [np.load(tmp_path / "mpi" / f"stats{r}.npz")["steps"] for r in (0, 1)]
+    assert np.array_equal(ranks[0], ranks[1])       # after every step, not only at the epoch's end
+    np.testing.assert_allclose(ranks[0], single, rtol=1e-4, atol=ATOL)
+    assert not np.allclose(single[0], single[-1])
