@@ -1,7 +1,7 @@
 """Checks of a model file's contents before anything is built from them.
 
 A model file (:mod:`npvae.io`) holds a JSON architecture record (the ``spec``) and one
-tensor per parameter. A damaged or edited file must not cost gigabytes, end in a
+tensor per parameter and buffer. A damaged or edited file must not cost gigabytes, end in a
 RecursionError, or load into a model that separates into NaN, so a loader:
 
 1. parses the spec no deeper than :data:`MAX_SPEC_DEPTH` levels (:func:`parse_spec`);
@@ -288,6 +288,34 @@ def _no_params(s):
     return {}
 
 
+# -- normalisation: parameters gamma, beta; BatchNorm's buffers running_mean, running_var ----
+def _positive(spec: dict, key: str, default) -> float:
+    value = _finite(spec, key, default)
+    if value <= 0:
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be > 0, got {_short(value)}")
+    return value
+
+
+def _rule_batchnorm(s):
+    c = _size(s, "num_features", required=True)
+    _positive(s, "eps", 1e-5)
+    if not 0 <= _finite(s, "momentum", 0.1) <= 1:
+        raise _SpecProblem(f"BatchNorm.momentum must be in [0, 1], got {_short(s['momentum'])}")
+    return {"gamma": (c,), "beta": (c,), "running_mean": (c,), "running_var": (c,)}
+
+
+def _rule_groupnorm(s):
+    g, c = _size(s, "num_groups", required=True), _size(s, "num_channels", required=True)
+    if c % g:
+        raise _SpecProblem(f"GroupNorm.num_channels ({c}) must be a multiple of num_groups ({g})")
+    _positive(s, "eps", 1e-5)
+    return {"gamma": (c,), "beta": (c,)}
+
+
+# Buffers whose values must not be negative (a variance under a square root).
+NON_NEGATIVE_BUFFERS = ("running_var",)
+
+
 def _rule_leaky(s):
     _finite(s, "alpha", 0.01)
     return {}
@@ -374,12 +402,13 @@ RULES = {
     "LatentMapSeparationVAE": _rule_latent_map_vae,
     "SpectrogramUNetVAE": _rule_spectrogram_unet, "BlindSeparationVAE": _rule_blind_vae,
     **_BLOCK_RULES,
+    "BatchNorm": _rule_batchnorm, "GroupNorm": _rule_groupnorm,
 }
 
 
 def param_shapes(spec) -> dict[str, tuple[int, ...]] | None:
-    """``{parameter path: shape}`` of the model ``build_layer(spec)`` would build, computed
-    from the spec alone; None if the spec holds a layer type without a rule here (a
+    """``{tensor path: shape}`` of every parameter and buffer (the ``state_dict``) of the
+    model ``build_layer(spec)`` would build, computed from the spec alone; None if the spec holds a layer type without a rule here (a
     user's own layer). Raises ValueError for a field that cannot describe a model."""
     if not isinstance(spec, dict):
         raise _SpecProblem(f"a layer spec must be a JSON object, got {type(spec).__name__}")
@@ -449,6 +478,10 @@ def check_values(path, state: dict) -> None:
         if a.size == 0:
             continue
         lo, hi = a.min(), a.max()          # NaN propagates into both; two passes, no temporary
+        if lo < 0 and name.rsplit(".", 1)[-1] in NON_NEGATIVE_BUFFERS and np.isfinite(lo):
+            first = tuple(int(j) for j in np.unravel_index(int(np.argmin(a)), a.shape))
+            raise FileFormatError(f"{path}: tensor {name} is a variance but holds {float(lo):.4g} at index {first}; "
+                                  f"{_DAMAGED}")
         if lo >= -MAX_ABS_PARAMETER and hi <= MAX_ABS_PARAMETER:
             continue
         bad = ~np.isfinite(a)

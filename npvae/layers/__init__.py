@@ -16,3 +16,7 @@ __all__ = ["Layer", "build_layer", "inference", "register", "Dense", "Conv2d", "
            "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "sigmoid", "Flatten", "Reshape", "Sequential",
            "LSTM", "GRU", "ToSequence", "FromSequence"]
 __all__ += ["Dropout", "set_noise", "MaxPool2d", "AvgPool2d", "Upsample", "Residual", "Concat"]
+
+# normalisation
+from .norm import BatchNorm, GroupNorm, batch_sums  # noqa: E402
+__all__ += ["BatchNorm", "GroupNorm", "batch_sums"]
