@@ -125,7 +125,8 @@ def test_parameters_that_do_not_fit_the_spec_are_refused(tmp_path, rng):
 
 # -- a model file is checked before anything is built (npvae.modelcheck) -------------------
 from npvae import modelcheck  # noqa: E402
-from npvae.layers import Conv2d, ConvTranspose2d, Dense, LeakyReLU, Reshape, Sequential  # noqa: E402
+from npvae.layers import (GRU, LSTM, Conv2d, ConvTranspose2d, Dense, FromSequence, LeakyReLU,  # noqa: E402
+                          Reshape, Sequential, ToSequence)
 from npvae.layers.base import _REGISTRY, build_layer  # noqa: E402
 from npvae.models.blind import BlindSeparationVAE  # noqa: E402
 from npvae.models.music import SpectrogramUNetVAE  # noqa: E402
@@ -143,6 +144,8 @@ SPECS = [
     GaussianHead(6, 3).spec(), Dense(4, 3, activation="leaky_relu", alpha=0.3).spec(),
     Conv2d(2, 3, (3, 5), stride=(1, 2), padding=(1, 0)).spec(), ConvTranspose2d(3, 2, 4, 2, 1, 1).spec(),
     Sequential(Dense(4, 3), LeakyReLU(0.2), Sequential(Reshape((3, 1)), Conv2d(3, 1, 1))).spec(),
+    Sequential(ToSequence(), LSTM(6, 3, num_layers=3, bidirectional=True), GRU(6, 2, num_layers=2), LSTM(2, 4),
+               GRU(4, 3, bidirectional=True), FromSequence(2, 3)).spec(),
 ]
 
 

@@ -90,7 +90,7 @@ def test_octave_forward_refuses_unknown_layers_and_missing_params(tmp_path):
     out = octave_ok("S = npvae_load('m.h5', 'model');"
                     "try, npvae_layer_forward(S.model.spec, S.model.params, '', ones(3, 2));"
                     "catch err, fprintf('%s|%s\\n', err.identifier, err.message); end;"
-                    "try, npvae_layer_forward('{\"type\": \"LSTM\"}', S.model.params, 'rnn', ones(3, 2));"
+                    "try, npvae_layer_forward('{\"type\": \"Transformer\"}', S.model.params, 'att', ones(3, 2));"
                     "catch err, fprintf('%s|%s\\n', err.identifier, err.message); end", tmp_path)
     assert "npvae:missingParam|" in out and "parameter 0.b (field x0_b)" in out, out
-    assert "npvae:unknownLayer|" in out and "LSTM" in out, out
+    assert "npvae:unknownLayer|" in out and "Transformer" in out, out
