@@ -284,6 +284,31 @@ def _rule_blind_vae(s):
             **_mlp(back, 0, "decoder")}
 
 
+def _rule_recurrent(s):
+    """LSTM (4 gates) and GRU (3): ``l{k}[_reverse].{W_ih, W_hh, b_ih, b_hh}``."""
+    gates = 4 if s.get("type") == "LSTM" else 3
+    n_in, hid = _size(s, "input_size", required=True), _size(s, "hidden_size", required=True)
+    layers = _size(s, "num_layers", 1)
+    _at_most(s, "num_layers", layers)
+    bidirectional = _get(s, "bidirectional", False)
+    if not isinstance(bidirectional, bool):
+        raise _SpecProblem(f"{s.get('type')}.bidirectional must be true or false, got {_short(bidirectional)}")
+    directions = 2 if bidirectional else 1
+    out = {}
+    for k in range(layers):
+        for d in range(directions):
+            out.update(_prefixed(f"l{k}" + ("_reverse" if d else ""),
+                                 {"W_ih": (gates * hid, n_in if k == 0 else hid * directions),
+                                  "W_hh": (gates * hid, hid), "b_ih": (gates * hid,), "b_hh": (gates * hid,)}))
+    return out
+
+
+def _rule_from_sequence(s):
+    _size(s, "channels", required=True)
+    _size(s, "freqs", required=True)
+    return {}
+
+
 def _no_params(s):
     return {}
 
@@ -403,6 +428,7 @@ RULES = {
     "SpectrogramUNetVAE": _rule_spectrogram_unet, "BlindSeparationVAE": _rule_blind_vae,
     **_BLOCK_RULES,
     "BatchNorm": _rule_batchnorm, "GroupNorm": _rule_groupnorm,
+    "LSTM": _rule_recurrent, "GRU": _rule_recurrent, "ToSequence": _no_params, "FromSequence": _rule_from_sequence,
 }
 
 

@@ -125,8 +125,9 @@ def test_parameters_that_do_not_fit_the_spec_are_refused(tmp_path, rng):
 
 # -- a model file is checked before anything is built (npvae.modelcheck) -------------------
 from npvae import modelcheck  # noqa: E402
-from npvae.layers import (AvgPool2d, BatchNorm, Concat, Conv2d, ConvTranspose2d, Dense, Dropout, GroupNorm,  # noqa: E402
-                          Identity, LeakyReLU, MaxPool2d, Reshape, Residual, Sequential, Upsample)
+from npvae.layers import (GRU, LSTM, AvgPool2d, BatchNorm, Concat, Conv2d, ConvTranspose2d, Dense, Dropout,  # noqa: E402
+                          FromSequence, GroupNorm, Identity, LeakyReLU, MaxPool2d, Reshape, Residual, Sequential,
+                          ToSequence, Upsample)
 from npvae.layers.base import _REGISTRY, build_layer  # noqa: E402
 from npvae.models.blind import BlindSeparationVAE  # noqa: E402
 from npvae.models.music import SpectrogramUNetVAE  # noqa: E402
@@ -149,6 +150,8 @@ SPECS = [
                AvgPool2d((2, 3), stride=1), Dropout(0.1), Upsample((2, 1.5), "bilinear")).spec(),
     Residual(Identity()).spec(),
     Sequential(Conv2d(2, 4, 3), BatchNorm(4, eps=1e-3, momentum=0.2), GroupNorm(2, 4)).spec(),
+    Sequential(ToSequence(), LSTM(6, 3, num_layers=3, bidirectional=True), GRU(6, 2, num_layers=2), LSTM(2, 4),
+               GRU(4, 3, bidirectional=True), FromSequence(2, 3)).spec(),
 ]
 
 

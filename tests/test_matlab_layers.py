@@ -13,6 +13,7 @@ import scipy.io
 from _octave import needs_octave, octave_ok
 from npvae import (Conv2d, ConvTranspose2d, Dense, Flatten, GaussianHead, Identity, LeakyReLU, ReLU,
                    Reshape, Sequential, Sigmoid, Softplus, Tanh)
+from npvae.layers import GRU, LSTM, FromSequence, ToSequence
 from npvae.h5mat import write_tree
 
 pytestmark = needs_octave
@@ -52,6 +53,12 @@ def cases(rng):
                                      Dense(3 * 16, 5, activation="sigmoid", rng=rng, dtype=np.float64)),
                           rng.standard_normal((2, 2, 4, 4))),
         "head": (GaussianHead(12, 5, **kw), big(4, 12)),
+        "lstm_bottleneck": (Sequential(ToSequence(), Dense(6, 5, activation="tanh", **kw),
+                                       LSTM(5, 4, num_layers=2, bidirectional=True, **kw), Dense(8, 6, **kw),
+                                       FromSequence(2, 3)), big(2, 2, 3, 7)),
+        "gru_stack": (GRU(3, 4, num_layers=3, bidirectional=True, **kw), big(3, 6, 3)),
+        "lstm_one_step": (LSTM(3, 2, **kw), big(2, 1, 3)),
+        "to_sequence": (ToSequence(), big(2, 3, 4, 5)),
     }
 
 
@@ -90,7 +97,7 @@ def test_octave_forward_refuses_unknown_layers_and_missing_params(tmp_path):
     out = octave_ok("S = npvae_load('m.h5', 'model');"
                     "try, npvae_layer_forward(S.model.spec, S.model.params, '', ones(3, 2));"
                     "catch err, fprintf('%s|%s\\n', err.identifier, err.message); end;"
-                    "try, npvae_layer_forward('{\"type\": \"LSTM\"}', S.model.params, 'rnn', ones(3, 2));"
+                    "try, npvae_layer_forward('{\"type\": \"Transformer\"}', S.model.params, 'att', ones(3, 2));"
                     "catch err, fprintf('%s|%s\\n', err.identifier, err.message); end", tmp_path)
     assert "npvae:missingParam|" in out and "parameter 0.b (field x0_b)" in out, out
-    assert "npvae:unknownLayer|" in out and "LSTM" in out, out
+    assert "npvae:unknownLayer|" in out and "Transformer" in out, out

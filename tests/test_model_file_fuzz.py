@@ -389,3 +389,56 @@ def test_damaged_model_files_load_correctly_or_are_refused_naming_the_file(tmp_p
     assert not problems, f"{len(problems)} of {N_FILES} damaged files went wrong:\n" + "\n".join(problems[:20])
     assert len(outcomes) == N_FILES, (len(outcomes), counts)
     assert counts["refused"] > N_FILES // 2, counts
+
+
+# -- the recurrent layers' fields ------------------------------------------------------------------
+RECURRENT_FIELDS = ["input_size", "hidden_size", "num_layers", "bidirectional"]
+
+
+def recurrent_spec(rng, src, dst, kind):
+    """An LSTM's or GRU's field of a recurrent model's spec set to another size or type."""
+    def edit(tree):
+        spec = json.loads(tree["model"]["spec"])
+        index, key = _pick(rng, [1, 3]), _pick(rng, RECURRENT_FIELDS)
+        spec["layers"][index][key] = _pick(rng, [int(rng.integers(1, 9)), 40000, 10**6, 10**12, "abc", 1.5, None,
+                                                 not spec["layers"][index].get(key), {"a": 1}, [], -3, 0, 1e300])
+        tree["model"]["spec"] = json.dumps(spec)
+        edit.did = f"spec layers.{index}.{key} = {spec['layers'][index][key]!r}"
+    _tree_edit(src, dst, edit)
+    return edit.did
+
+
+# (no huge_declared: in this process, without the children's memory limit, a huge vector is
+# read before it is refused)
+RECURRENT_DAMAGES = [recurrent_spec, flip_exponents, non_finite, truncate_tensor, wrong_dtype, tensor_set,
+                     flip_stored_bits, recurrent_spec]
+
+
+def test_damaged_recurrent_model_files_load_correctly_or_are_refused_naming_the_file(tmp_path):
+    """40 damaged files of a model with an LSTM and a GRU (their fields and tensors), loaded
+    in this process: each gives finite output or a FileFormatError naming the file."""
+    import npvae
+    from npvae.errors import FileFormatError
+    from npvae.layers import GRU, LSTM, Dense, FromSequence, Sequential, ToSequence
+    rng = np.random.default_rng(7)
+    model = Sequential(ToSequence(), LSTM(6, 4, num_layers=2, bidirectional=True, rng=rng), Dense(8, 6, rng=rng),
+                       GRU(6, 3, rng=rng), Dense(3, 6, rng=rng), FromSequence(2, 3))
+    base = save_model(tmp_path / "recurrent.h5", model, {"model": "recurrent"})
+    x = rng.standard_normal((2, 2, 3, 5)).astype(np.float32)
+    problems, outcomes = [], []
+    for i in range(40):
+        damage = RECURRENT_DAMAGES[i % len(RECURRENT_DAMAGES)]
+        path = tmp_path / f"damaged_{i:02d}.h5"
+        did = f"{damage.__name__}: {damage(rng, base, path, 'recurrent')}"
+        t = time.perf_counter()
+        try:
+            outcome = "finite output" if np.isfinite(npvae.load_model(path).forward(x)).all() else "NON-FINITE"
+        except FileFormatError as e:
+            outcome = "refused" if str(path) in str(e) else f"UNNAMED FILE: {e}"
+        except Exception as e:
+            outcome = f"UNCLEAR {type(e).__name__}: {e}"
+        outcomes.append(outcome)
+        if outcome not in ("refused", "finite output") or time.perf_counter() - t > SECONDS:
+            problems.append(f"{did}: {outcome[:300]} after {time.perf_counter() - t:.1f} s")
+    assert not problems, "\n".join(problems)
+    assert outcomes.count("refused") > 20, outcomes
