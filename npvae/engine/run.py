@@ -236,6 +236,7 @@ def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
     seconds = time.perf_counter() - start
     if not comm.is_root:   # rank 0 scores and writes the files
         return RunResult(run_dir, cfg, trainer.history, None, model, task)
+    model.eval()     # scored and saved as trained: no running statistics moved, no dropout, by the scoring
     metrics = task.evaluate(trainer.history)
     metrics["train_seconds_this_session"] = float(seconds)
     metrics["train_seconds_total"] = float(sum(trainer.history.get("seconds", [])))
