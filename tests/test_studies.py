@@ -101,7 +101,8 @@ def test_table_and_verdict_come_from_the_rows():
 
 # ----------------------------------------------------------------------------- ablations
 
-ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "dense-best"), ("music", "best")]
+ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "dense-best"), ("mnist", "anchor"),
+             ("music", "best"), ("music", "recurrent")]
 
 
 @pytest.mark.parametrize("task,preset", ABLATIONS)
@@ -112,7 +113,11 @@ def test_an_ablation_changes_one_setting_of_the_recipe_at_a_time(task, preset):
     assert recipe.group == "recipe" and "epochs" not in recipe.settings     # the budget sets the epochs
     assert len(confs) >= 3
     for c in confs[1:]:
-        changed = [k for k in c.settings if c.settings[k] != recipe.settings[k]]
+        changed = [k for k in c.settings if c.settings[k] != recipe.settings.get(k)]
+        if c.group == "alternative":     # another value in place of the recipe's: the model still builds
+            assert changed == [c.name.removeprefix("alt_")], c
+            make_config(task, c.settings)
+            continue
         assert c.group == "ablation" and changed == [c.name.removeprefix("no_")], c
         # the changed setting is what a run of that recipe gets without the flag
         key = changed[0]
@@ -121,6 +126,20 @@ def test_an_ablation_changes_one_setting_of_the_recipe_at_a_time(task, preset):
         if task == "mnist":
             assert unset.model_kwargs() == ablated.model_kwargs()
         assert getattr(unset, key) in (getattr(ablated, key), None)
+
+
+def test_the_new_layers_ablations_ask_what_each_option_buys():
+    """BatchNorm and pooling put back, GroupNorm and dropout swapped in (Part I); BatchNorm
+    and the recurrent bottleneck put back, GroupNorm, dropout and pooling swapped in (music)."""
+    labels = {c.name: c.label for c in configurations("mnist", "anchor")}
+    assert labels["no_norm"] == "--norm none instead of batch" and labels["no_down"] == "--down stride instead of max"
+    assert labels["alt_norm"] == "--norm group instead of batch" and labels["alt_dropout"].startswith("--dropout 0.1")
+    labels = {c.name: c.label for c in configurations("music", "recurrent")}
+    assert labels["no_norm"] == "--norm none instead of batch" and labels["no_rnn_layers"] == "--rnn-layers 0 instead of 2"
+    assert {"alt_norm", "alt_dropout", "alt_down"} <= set(labels)
+    r = subprocess.run([*STUDY, "--task", "music", "--ablate", "recurrent", "--list"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and re.search(r"alt_down +alternative +--down max instead of stride", r.stdout), r.stdout
 
 
 def test_ablation_labels_name_the_flags_a_user_types():
@@ -156,6 +175,14 @@ def test_ablation_table_and_verdict_say_what_each_setting_buys():
     text = verdict(study)
     assert "--channels 24 48 96 rather than" not in text
     assert "failed to train (it scored below 10 dB): --channels 16 32 64 instead of 24 48 96 (5.50 dB)" in text
+    # another value in place of the recipe's: its score against the recipe's, not what a setting buys
+    study["rows"].append({"name": "alt_norm", "label": "--norm group instead of batch", "group": "alternative",
+                          "digit_psnr": 20.5, "fashion_psnr": 21.9, "mean_psnr": 21.2, "mean_ssim": 0.8,
+                          "mean_mse": 0.01, "train_seconds": 2.0})
+    assert "| --norm group instead of batch | alternative | 20.50 |" in markdown_table(study)
+    text = verdict(study)
+    assert "With one setting swapped (the score minus the recipe's): --norm group instead of batch: +0.20 dB" in text
+    assert "rather than batch" not in text
 
 
 def test_tiny_ablation_end_to_end(shared_data, tmp_path):

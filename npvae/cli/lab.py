@@ -182,11 +182,13 @@ Train one model under several loss configurations (same seeds, data and budget),
 the baselines, score everything on the same fixed test set, and write a table (Markdown
 and HDF5) and a figure of the validation curves. With --ablate PRESET, train that
 preset's recipe and, one at a time, the recipe with one of its settings put back to the
-default (the same shorter budget for all): the table says what each setting buys.
+default, or for some presets swapped for another value (--norm group for batch, say; the
+same shorter budget for all): the table says what each setting buys.
 
     npvae study --task mnist                   # about 10 minutes on 2 cores
     npvae study --task music                   # about 40 minutes on 2 cores
     npvae study --task mnist --ablate best     # what each setting of --preset best buys
+    npvae study --task mnist --ablate anchor --list    # the configurations, without training
     npvae study --task mnist --budget tiny     # a smoke run, about a minute
     mpirun -n 4 npvae study --task music       # configurations dealt to 4 MPI ranks
 
@@ -201,7 +203,8 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("mnist", "music"), required=True)
     p.add_argument("--budget", choices=("tiny", "default"), default="default")
     p.add_argument("--ablate", default=None, metavar="PRESET",
-                   help="ablate this preset (mnist: best, unet, dense-best, vae; music: best) instead of the loss study")
+                   help="ablate this preset (mnist: anchor, best, dense-best, unet, vae; music: best, recurrent) instead "
+                        "of the loss study")
     p.add_argument("--out", default=None, help="study directory (default runs/study-<task>-<budget>, "
                                                "with --ablate runs/ablate-<task>-<preset>-<budget>)")
     p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA, then ~/.cache/npvae)")
@@ -231,9 +234,9 @@ def run_study(args) -> int:
         print(f"{args.task} {studies.study_kind(args.ablate)} study, budget {args.budget}: expected "
               f"{studies.budget(args.task, args.budget, args.ablate)['expected']}")
         confs = studies.configurations(args.task, args.ablate)
-        width = max(len(c.name) for c in confs)
+        width, group_width = max(len(c.name) for c in confs), max(len(c.group) for c in confs)
         for c in confs:
-            print(f"  {c.name:{width}s} {c.group:9s} {c.label}")
+            print(f"  {c.name:{width}s} {c.group:{group_width}s} {c.label}")
         return 0
     known = [c.name for c in studies.configurations(args.task, args.ablate)]
     unknown = sorted(set(args.only or ()) - set(known))

@@ -4,7 +4,9 @@ budget, every one scored on the same fixed test set.
 - the loss study (the default): the loss configurations and the baselines;
 - the ablation of a preset (``ablate="best"``...): the preset's recipe, then the same
   recipe with one of its settings put back to the task's default, one at a time
-  (:func:`ablation_configurations`), so the table says which change bought what.
+  (:func:`ablation_configurations`), so the table says which change bought what; and
+  for some presets, the recipe with one setting swapped for another value
+  (:data:`ALTERNATIVES`: GroupNorm in place of BatchNorm, say).
 
 ``npvae study`` runs :func:`run_study`. A study directory holds::
 
@@ -63,8 +65,8 @@ class Configuration:
     """One entry of a study.
 
     name : directory and HDF5 name. label : what the table says. group : "loss" (the loss
-    study), "baseline", "recipe" (an ablated preset whole) or "ablation" (that recipe with
-    one setting at its default). kind : "vae" (trained by :func:`run_training` with ``settings``
+    study), "baseline", "recipe" (an ablated preset whole), "ablation" (that recipe with
+    one setting at its default) or "alternative" (with one setting at another value). kind : "vae" (trained by :func:`run_training` with ``settings``
     over the budget's) or "nmf" (supervised NMF, ``settings`` its options).
     """
     name: str
@@ -115,6 +117,13 @@ ABLATION_BUDGETS = {
 }
 # Settings of a preset that are its budget, not its recipe: the study's budget sets them.
 BUDGET_SETTINGS = ("epochs",)
+# What an ablation of a preset also tries in place of the recipe's value, one setting at a
+# time: the questions that putting a setting back to its default cannot ask (what GroupNorm
+# would do where the recipe has BatchNorm; what dropout or pooling would add).
+ALTERNATIVES = {
+    ("mnist", "anchor"): {"norm": "group", "dropout": 0.1},
+    ("music", "recurrent"): {"norm": "group", "dropout": 0.5, "down": "max"},
+}
 
 
 def _task_class(task: str):
@@ -161,7 +170,8 @@ def _shown_value(key: str, value) -> str:
 def ablation_configurations(task: str, preset: str) -> list[Configuration]:
     """The recipe of ``preset`` (its settings but the budget's, :data:`BUDGET_SETTINGS`),
     then one configuration per setting of it put back to the default (the model stays):
-    ``no_<setting>``, labelled "--blocks 1 instead of 2"."""
+    ``no_<setting>``, labelled "--blocks 1 instead of 2"; then one per alternative value of
+    :data:`ALTERNATIVES`: ``alt_<setting>``, labelled "--norm group instead of batch"."""
     presets = _task_class(task).presets
     if preset not in ablatable_presets(task):
         raise ValueError(f"--ablate takes a preset of {task} that changes settings: "
@@ -178,6 +188,11 @@ def ablation_configurations(task: str, preset: str) -> list[Configuration]:
         confs.append(Configuration(f"no_{key}", f"{_shown_setting(key, default)} instead of "
                                    f"{_shown_value(key, value)}", "ablation",
                                    settings={**recipe, key: default}))
+    for key, value in ALTERNATIVES.get((task, preset), {}).items():
+        current = recipe.get(key, _default_setting(task, recipe, key))
+        confs.append(Configuration(f"alt_{key}", f"{_shown_setting(key, value)} instead of "
+                                   f"{_shown_value(key, current)}", "alternative",
+                                   settings={**recipe, key: value}))
     return confs
 
 

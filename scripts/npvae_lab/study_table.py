@@ -38,7 +38,7 @@ EXTRA_COLUMNS = {"mnist": [("prior_mean_mean_psnr", "latent at prior mean: mean 
                            ("kl_nats", "KL (nats a pair)", ".1f")],
                  "music": [("vocals_gnsdr_weakest_singer", "vocals GNSDR, weakest singer", ".2f"),
                            ("accompaniment_gnsdr_weakest_singer", "accomp. GNSDR, weakest singer", ".2f")]}
-GROUP_ORDER = ("recipe", "ablation", "loss", "baseline")
+GROUP_ORDER = ("recipe", "ablation", "alternative", "loss", "baseline")
 
 
 def columns(study: dict) -> list[tuple[str, str, str]]:
@@ -150,6 +150,11 @@ def ablation_verdict(study: dict) -> str:
     if hurt:
         text += (" At this budget the recipe does better without: " +
                  "; ".join(r["label"] for r in hurt) + ".")
+    swapped = [r for r in study["rows"] if r["group"] == "alternative"]
+    if swapped:
+        text += (" With one setting swapped (the score minus the recipe's): " +
+                 "; ".join(f"{r['label']}: " + ("failed to train" if failed(study, r) else f"{r[key] - recipe[key]:+.2f} dB")
+                           for r in swapped) + ".")
     return text
 
 
