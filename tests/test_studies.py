@@ -238,3 +238,31 @@ def test_study_help_names_every_preset_an_ablation_takes_apart():
     named = {task.strip(): {p.strip() for p in presets.split(",")}
              for task, presets in (part.split(":") for part in listed.split(";"))}
     assert named == {task: set(ablatable_presets(task)) for task in ("mnist", "music")}, listed
+
+
+# ----------------------------------------------------------------------------- a time budget
+
+def test_timed_epochs_fit_the_minutes_and_are_chosen_once(shared_data, tmp_path, monkeypatch):
+    from npvae_lab import studies
+    settings = {**studies.BUDGETS["mnist"]["tiny"]["common"], **studies.BUDGETS["mnist"]["tiny"]["dense"],
+                "data_dir": str(shared_data)}
+    seconds = studies.seconds_per_epoch("mnist", settings, tmp_path)
+    assert 0 < seconds < 60
+    epochs = studies.timed_epochs("mnist", settings, tmp_path, minutes=10 * seconds / 60, log=lambda s: None)
+    assert 3 <= epochs <= 40           # about ten epochs' time, timed twice on a shared machine
+    # a resumed study keeps the epochs it chose: no second timing
+    monkeypatch.setattr(studies, "seconds_per_epoch", lambda *a, **k: pytest.fail("timed again"))
+    assert studies.timed_epochs("mnist", settings, tmp_path, minutes=1000.0) == epochs
+
+
+def test_a_study_resumes_only_with_its_own_time_budget(tmp_path):
+    from npvae.errors import OutputError
+    from npvae_lab import studies
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / RESULT_FILE).write_text(json.dumps(
+        {"task": "mnist", "budget": "tiny", "study": "ablate anchor", "seed": 0, "minutes": 2.0}))
+    studies.check_study_dir(tmp_path, "mnist", "tiny", resume=True, ablate="anchor", minutes=2.0)
+    for other in (None, 3.0):
+        with pytest.raises(OutputError, match="--minutes 2"):
+            studies.check_study_dir(tmp_path, "mnist", "tiny", resume=True, ablate="anchor", minutes=other)
+    assert studies.default_out("mnist", "default", "anchor", 0, 20.0).name == "ablate-mnist-anchor-default-20min"

@@ -215,6 +215,9 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of every configuration's weights and batches (another seed repeats the study "
                         "to show its spread; default out then ends in -seed<N>)")
+    p.add_argument("--minutes", type=positive_float, default=None,
+                   help="give every trained configuration this many minutes of training (its epochs timed from a "
+                        "few steps first) instead of the budget's epochs: a comparison at equal time")
     p.add_argument("--list", action="store_true", help="list the configurations and exit")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
@@ -242,10 +245,10 @@ def run_study(args) -> int:
     unknown = sorted(set(args.only or ()) - set(known))
     if unknown:
         raise UsageError(f"unknown configuration(s) {unknown} for --task {args.task}; known: {known}")
-    out = Path(args.out or studies.default_out(args.task, args.budget, args.ablate, args.seed))
+    out = Path(args.out or studies.default_out(args.task, args.budget, args.ablate, args.seed, args.minutes))
     study = studies.run_study(args.task, args.budget, out, args.data_dir, args.jobs, args.only,
                               log=lambda s: print(s, flush=True), resume=args.resume, overwrite=args.overwrite,
-                              ablate=args.ablate, seed=args.seed)
+                              ablate=args.ablate, seed=args.seed, minutes=args.minutes)
     if study.get("rank", 0):        # under mpirun, rank 0 reports
         return 0
     if study["rows"]:

@@ -35,9 +35,10 @@ COLUMNS = {
 # (Part I), the weakest singer's scores (Part II on MIR-1K: is a change good for more
 # than a few voices?).
 EXTRA_COLUMNS = {"mnist": [("prior_mean_mean_psnr", "latent at prior mean: mean PSNR (dB)", ".2f"),
-                           ("kl_nats", "KL (nats a pair)", ".1f")],
+                           ("kl_nats", "KL (nats a pair)", ".1f"), ("epochs", "epochs (time budget)", "d")],
                  "music": [("vocals_gnsdr_weakest_singer", "vocals GNSDR, weakest singer", ".2f"),
-                           ("accompaniment_gnsdr_weakest_singer", "accomp. GNSDR, weakest singer", ".2f")]}
+                           ("accompaniment_gnsdr_weakest_singer", "accomp. GNSDR, weakest singer", ".2f"),
+                           ("epochs", "epochs (time budget)", "d")]}
 GROUP_ORDER = ("recipe", "ablation", "alternative", "loss", "baseline")
 
 
