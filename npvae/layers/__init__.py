@@ -13,3 +13,5 @@ __all__ = ["Layer", "build_layer", "inference", "register", "Dense", "Conv2d", "
 # normalisation
 from .norm import BatchNorm, GroupNorm, batch_sums  # noqa: E402
 __all__ += ["BatchNorm", "GroupNorm", "batch_sums"]
+from .fold import fold_batchnorm  # noqa: E402
+__all__ += ["fold_batchnorm"]
