@@ -16,8 +16,9 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
 %   ConvTranspose2d (PyTorch semantics and weight layouts), ReLU, LeakyReLU, Sigmoid,
 %   Tanh, Softplus, Identity, Flatten, Reshape, Sequential, GaussianHead, LSTM and GRU
 %   (N x T x F sequences, stacked, bidirectional, zero initial state), ToSequence
-%   (N x C x F x T -> N x T x C*F) and FromSequence (its inverse). Dense also takes a
-%   sequence, N x T x F, every step alike.
+%   (N x C x F x T -> N x T x C*F) and FromSequence (its inverse); BatchNorm (eval mode:
+%   its buffers running_mean and running_var are in PARAMS beside gamma and beta) and
+%   GroupNorm. Dense also takes a sequence, N x T x F, every step alike.
 
   if ischar(spec)
     spec = jsondecode(spec);
@@ -83,6 +84,20 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
     case 'GaussianHead'
       y = x * param(params, join_path(prefix, 'mu'), 'W') + param(params, join_path(prefix, 'mu'), 'b').';
       y2 = x * param(params, join_path(prefix, 'logvar'), 'W') + param(params, join_path(prefix, 'logvar'), 'b').';
+    case 'BatchNorm'                 % eval mode: per-channel affine map of the running statistics
+      c = [1 size(x, 2) ones(1, ndims(x) - 2)];
+      scale = param(params, prefix, 'gamma') ./ sqrt(param(params, prefix, 'running_var') + field_or(spec, 'eps', 1e-5));
+      y = (x - reshape(param(params, prefix, 'running_mean'), c)) .* reshape(scale, c) + ...
+          reshape(param(params, prefix, 'beta'), c);
+    case 'GroupNorm'                 % statistics per sample and group of consecutive channels
+      sz = size(x);
+      g = double(spec.num_groups);
+      xg = reshape(x, [sz(1), sz(2) / g, g, numel(x) / (sz(1) * sz(2))]);
+      mu = mean(mean(xg, 2), 4);
+      v = mean(mean((xg - mu) .^ 2, 2), 4);
+      c = [1 sz(2) ones(1, numel(sz) - 2)];
+      y = reshape((xg - mu) ./ sqrt(v + field_or(spec, 'eps', 1e-5)), sz) .* ...
+          reshape(param(params, prefix, 'gamma'), c) + reshape(param(params, prefix, 'beta'), c);
     otherwise
       error('npvae:unknownLayer', 'npvae_layer_forward: no MATLAB forward pass for layer type %s (at %s)', ...
             spec.type, prefix);

@@ -162,6 +162,15 @@ def test_layer_bench_times_every_convolution():
     assert "enc3" in format_layers(rows, 10.0)
 
 
+def test_layer_bench_times_batchnorm_and_groupnorm_after_every_convolution():
+    from npvae_lab.layer_bench import format_norm_layers, time_norm_layers
+    case = build_pipeline_case("mnist_unet", "tiny")
+    rows = time_norm_layers(case, repeats=1, with_torch=importlib.util.find_spec("torch") is not None, settle_s=0.0)
+    assert [(r["after"], r["type"]) for r in rows[:2]] == [("enc1", "BatchNorm"), ("enc1", "GroupNorm")]
+    assert len(rows) == 12 and all(r["npvae_forward_ms"] > 0 and r["npvae_backward_ms"] > 0 for r in rows)
+    assert "BatchNorm (up1)" in format_norm_layers(rows)
+
+
 def test_summary_table_gives_ranges_over_runs(tmp_path):
     from npvae_lab.bench_summary import load, markdown
 

@@ -15,6 +15,7 @@ from npvae import (Conv2d, ConvTranspose2d, Dense, Flatten, GaussianHead, Identi
                    Reshape, Sequential, Sigmoid, Softplus, Tanh)
 from npvae.layers import GRU, LSTM, FromSequence, ToSequence
 from npvae.h5mat import write_tree
+from npvae.layers import BatchNorm, GroupNorm
 
 pytestmark = needs_octave
 
@@ -62,9 +63,26 @@ def cases(rng):
     }
 
 
+def norm_cases(rng):
+    """BatchNorm (eval mode, running statistics away from 0 and 1) and GroupNorm."""
+    def shaken(layer):
+        for name, a in layer.state_arrays().items():
+            a[:] = rng.uniform(0.3, 2.0, a.shape) if name.endswith(("gamma", "var")) else rng.standard_normal(a.shape)
+        return layer
+    big = lambda *shape: (3 * rng.standard_normal(shape) + 1).astype(np.float32)   # noqa: E731
+    return {
+        "bn_2d": (shaken(BatchNorm(5, eps=1e-3)), big(4, 5, 3, 6)),
+        "bn_features": (Sequential(Dense(6, 4, rng=rng), shaken(BatchNorm(4)), ReLU()), big(3, 6)),
+        "conv_bn": (Sequential(Conv2d(2, 3, 3, padding=1, rng=rng), shaken(BatchNorm(3)), LeakyReLU(0.2)), big(2, 2, 5, 4)),
+        "gn_2d": (shaken(GroupNorm(2, 6)), big(3, 6, 4, 5)),
+        "gn_features": (shaken(GroupNorm(3, 6, eps=1e-4)), big(4, 6)),
+        "gn_one_group_f64": (shaken(GroupNorm(1, 3, dtype=np.float64)), rng.standard_normal((2, 3, 4, 4))),
+    }
+
+
 def test_octave_forward_matches_numpy(tmp_path, rng):
     expected = {}
-    for name, (layer, x) in cases(rng).items():
+    for name, (layer, x) in {**cases(rng), **norm_cases(rng)}.items():
         layer.eval()
         out = layer.forward(x)
         expected[name] = out if isinstance(out, tuple) else (out,)

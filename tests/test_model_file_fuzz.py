@@ -1,8 +1,9 @@
 """200 randomly damaged model files: each loads and separates into finite output, or is
 refused with an error that names the file; none takes more than 1 GB or 10 s.
 
-The damaged files come from three small real model files built here (a Part I dense VAE,
-a Part I U-Net VAE and a Part II separator), seeded. Damages: flipped bits in a tensor's
+The damaged files come from four small real model files built here (a Part I dense VAE,
+a Part I U-Net VAE, a Part II separator and a convolutional stack with BatchNorm and
+GroupNorm, trained a few steps so that its running statistics hold values), seeded. Damages: flipped bits in a tensor's
 stored bytes, flipped exponent bits, NaN/inf values, a zero or NaN normaliser, truncated
 files and tensors, edited specs (other sizes, huge sizes, deep nesting, wrong types,
 damaged JSON), wrong dtypes, huge declared shapes, damaged STFT settings.
@@ -57,6 +58,8 @@ def on_alarm(*_):
 
 def use(path):
     obj = npvae.load_model(path)
+    if not hasattr(obj, "separate"):                       # a bare layer stack
+        return bool(np.isfinite(obj.forward(MIX[:, None])).all())
     outs = [obj.separate(AUDIO, 8000)] if hasattr(obj, "stft_cfg") else list(obj.separate(MIX))
     return all(np.isfinite(o).all() for o in outs)
 
@@ -96,9 +99,27 @@ def base_files(folder):
     model = SpectrogramUNetVAE(channels=(4, 4, 8), latent_channels=4, rng=rng)
     norm = Normalizer(mean=rng.uniform(-1, 1, 128), std=rng.uniform(0.5, 2, 128), mag_scale=0.7)
     sep = Separator(model, STFTConfig(sample_rate=8000, n_fft=256, hop=64), norm)
-    return {"dense": save_model(folder / "dense.h5", dense, {"model": "dense"}),
+    return {"norm": save_model(folder / "norm.h5", _norm_stack(rng), {"model": "norm"}),
+            "dense": save_model(folder / "dense.h5", dense, {"model": "dense"}),
             "unet": save_model(folder / "unet.h5", unet, {"model": "unet"}),
             "separator": save_separator(folder / "separator.h5", sep, {"epochs": 0})}
+
+
+def _norm_stack(rng):
+    from npvae.layers import BatchNorm, Conv2d, ConvTranspose2d, GroupNorm, LeakyReLU, ReLU, Sequential
+    model = Sequential(Conv2d(1, 4, 3, padding=1, rng=rng), BatchNorm(4), ReLU(),
+                       Conv2d(4, 4, 3, stride=2, padding=1, rng=rng), GroupNorm(2, 4), LeakyReLU(0.2),
+                       ConvTranspose2d(4, 2, 4, stride=2, padding=1, rng=rng), BatchNorm(2, momentum=0.5))
+    for _ in range(3):
+        model.forward(rng.uniform(size=(4, 1, 28, 28)).astype(np.float32))
+    return model
+
+
+def _fields(rng, spec, kind):
+    """The spec record a spec damage edits: for the layer stack one of its norm layers."""
+    if kind != "norm":
+        return spec
+    return _pick(rng, [layer for layer in spec["layers"] if "Norm" in layer["type"]])
 
 
 # -- damages: each (rng, src, dst, kind) writes dst and returns what it did ---------------------
@@ -233,7 +254,8 @@ def _tree_edit(src, dst, edit):
 
 
 SIZE_KEYS = {"dense": ["hidden", "latent_dim"], "unet": ["channels", "latent_dim", "blocks"],
-             "separator": ["channels", "latent_channels", "n_sources", "kernel_size"]}
+             "separator": ["channels", "latent_channels", "n_sources", "kernel_size"],
+             "norm": ["num_features", "num_groups", "num_channels", "eps", "momentum"]}
 
 
 def _resized(rng, value, huge):
@@ -248,9 +270,10 @@ def spec_sizes(rng, src, dst, kind, huge=False):
 
     def edit(tree):
         spec = json.loads(tree["model"]["spec"])
-        spec[key] = _resized(rng, spec.get(key, 1), huge)
+        fields = _fields(rng, spec, kind)
+        fields[key] = _resized(rng, fields.get(key, 1), huge)
         tree["model"]["spec"] = json.dumps(spec)
-        edit.did = f"spec {key} = {spec[key]}"
+        edit.did = f"spec {key} = {fields[key]}"
     _tree_edit(src, dst, edit)
     return edit.did
 
@@ -277,10 +300,11 @@ def spec_deep(rng, src, dst, kind):
 def spec_types(rng, src, dst, kind):
     def edit(tree):
         spec = json.loads(tree["model"]["spec"])
+        fields = _fields(rng, spec, kind)
         key = _pick(rng, [*SIZE_KEYS[kind], "type", "output", "rule", "alpha"])
-        spec[key] = _pick(rng, ["abc", 1.5, None, True, {"a": 1}, [], -3, 0, float("nan"), 1e300, [1.5, "x"]])
+        fields[key] = _pick(rng, ["abc", 1.5, None, True, {"a": 1}, [], -3, 0, float("nan"), 1e300, [1.5, "x"]])
         tree["model"]["spec"] = json.dumps(spec)
-        edit.did = f"spec {key} = {spec[key]!r}"
+        edit.did = f"spec {key} = {fields[key]!r}"
     _tree_edit(src, dst, edit)
     return edit.did
 
@@ -346,10 +370,13 @@ DAMAGES = [flip_stored_bits, flip_exponents, non_finite, truncate_file, truncate
            stft_settings]
 
 
+KINDS = ("dense", "unet", "separator", "norm")
+
+
 def make_case(i, rng, folder, bases) -> dict:
     """Damaged file number ``i``: the models take turns, each going through every damage."""
-    kind = ("dense", "unet", "separator")[i % 3]
-    damage = DAMAGES[(i // 3) % len(DAMAGES)]
+    kind = KINDS[i % len(KINDS)]
+    damage = DAMAGES[(i // len(KINDS)) % len(DAMAGES)]
     path = folder / f"damaged_{i:03d}_{kind}.h5"
     did = damage(rng, bases[kind], path, kind)
     return {"path": str(path), "kind": kind, "damage": f"{damage.__name__}: {did}"}

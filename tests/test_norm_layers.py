@@ -334,3 +334,30 @@ def test_two_ranks_train_batchnorm_as_one_process(tmp_path):
     assert np.array_equal(ranks[0], ranks[1])       # after every step, not only at the epoch's end
     np.testing.assert_allclose(ranks[0], single, rtol=1e-4, atol=ATOL)
     assert not np.allclose(single[0], single[-1])
+
+
+# -- inference: BatchNorm folded into the convolution before it -----------------------------
+def test_folded_batchnorm_gives_the_eval_output(rng):
+    from npvae.layers import Flatten, fold_batchnorm
+    model = Sequential(Conv2d(2, 4, 3, padding=1, rng=rng), BatchNorm(4), ReLU(),
+                       Sequential(ConvTranspose2d(4, 3, 4, stride=2, padding=1, rng=rng), BatchNorm(3)),
+                       GroupNorm(3, 3), Flatten(), Dense(3 * 64, 5, rng=rng), BatchNorm(5))
+    for _, layer in model.named_layers():
+        if isinstance(layer, BatchNorm):
+            _randomise(layer, rng)
+    model.eval()
+    x = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    want = model.forward(x)
+    before = model.state_dict()
+    folded = fold_batchnorm(model)
+    kinds = [type(layer).__name__ for _, layer in folded.named_layers()]
+    assert kinds.count("BatchNorm") == 1 and kinds[-1] == "BatchNorm"     # the one after a Dense stays
+    assert not folded.training
+    with inference():
+        got = folded.forward(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(want).max() > 1
+    for k, v in model.state_dict().items():         # the model itself is unchanged
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    plain = Sequential(Conv2d(2, 3, 3, rng=rng), ReLU(), GroupNorm(1, 3))
+    assert fold_batchnorm(plain) is plain

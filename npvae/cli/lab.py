@@ -303,7 +303,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--song-repeats", type=positive_int, default=None,
                    help="separations timed per network (default 3)")
     p.add_argument("--layers", action="store_true",
-                   help="also time each convolution of the pipeline models alone (forward, backward)")
+                   help="also time each convolution of the pipeline models alone (forward, backward), and "
+                        "BatchNorm and GroupNorm on each convolution's output")
     p.add_argument("--json", default=None, metavar="PATH", help="write the report to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("--summarise", nargs="+", metavar="JSON", default=None,
@@ -351,6 +352,14 @@ def run_bench(args) -> int:
         report["layers"] = rows
         print()
         print(layer_bench.format_layers(rows, report["gemm_gflops_reference"]))
+        norm_rows = []
+        for name in [c for c in cases if c in pipeline_cases.PIPELINE_CASES and ("unet" in c or c.startswith("music"))]:
+            norm_rows += layer_bench.time_norm_layers(benchmark.build_case(name, size), repeats=2 if args.quick else 10,
+                                                      with_torch=report["torch"] is not None,
+                                                      settle_s=0.0 if args.quick else 0.2)
+        report["norm_layers"] = norm_rows
+        print()
+        print(layer_bench.format_norm_layers(norm_rows))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=1))
         print(f"wrote {args.json}")

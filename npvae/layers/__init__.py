@@ -20,3 +20,5 @@ __all__ += ["Dropout", "set_noise", "MaxPool2d", "AvgPool2d", "Upsample", "Resid
 # normalisation
 from .norm import BatchNorm, GroupNorm, batch_sums  # noqa: E402
 __all__ += ["BatchNorm", "GroupNorm", "batch_sums"]
+from .fold import fold_batchnorm  # noqa: E402
+__all__ += ["fold_batchnorm"]

@@ -35,6 +35,7 @@ from ..layers.activations import LeakyReLU, sigmoid
 from ..layers.base import Layer, backward_before_forward, default_rng, inference, register
 from ..layers.conv import Conv2d, ConvTranspose2d
 from ..layers.dense import Dense
+from ..layers.fold import fold_batchnorm
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten, Reshape
 from ..vae import GaussianHead, Reparameterize
@@ -174,9 +175,10 @@ class SeparationVAE(Layer):
         was_training = self.training
         self.eval()
         outs = []
+        net = fold_batchnorm(self)              # itself when it has no BatchNorm to fold
         with inference():                       # the layers keep nothing for backward
             for i in range(0, len(m), batch_size):
-                y = self.forward(m[i:i + batch_size], sample=False)
+                y = net.forward(m[i:i + batch_size], sample=False)
                 outs.append((y[:, 0], y[:, 1], self.mix(y[:, 0], y[:, 1])))
         self.train(was_training)
         out = tuple(np.concatenate([o[k] for o in outs]) for k in range(3))

@@ -121,3 +121,57 @@ def format_layers(rows: list[dict], gemm_gflops: float) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in table]
                      + [f"% GEMM: the layer's GFLOP/s over the BLAS GEMM rate measured here ({gemm_gflops:.0f} "
                         "GFLOP/s, 1024^3 float32); f/b: forward/backward"])
+
+
+# -- normalisation: BatchNorm and GroupNorm at the sizes of the convolutions' outputs ------------
+def time_norm_layers(case, repeats: int = 10, with_torch: bool = True, settle_s: float = 0.2) -> list[dict]:
+    """One row per (convolution of ``case``, BatchNorm / GroupNorm): the normalisation
+    layer timed on that convolution's output in training mode, forward and backward
+    (input and parameter gradients), as it would run after it in a normalised U-Net."""
+    from npvae.layers import BatchNorm, GroupNorm
+    rows = []
+    for path, conv, x in capture_inputs(case.model, case.forward_backward):
+        y = conv.forward(x)
+        c = y.shape[1]
+        for norm in (BatchNorm(c, dtype=y.dtype), GroupNorm(8 if c % 8 == 0 else 1, c, dtype=y.dtype)):
+            dy = np.random.default_rng(0).standard_normal(y.shape).astype(y.dtype)
+            row = {"case": case.name, "after": path, "type": type(norm).__name__, "input": list(y.shape)}
+            time.sleep(settle_s)
+            row["npvae_forward_ms"] = _median_ms(lambda: norm.forward(y), repeats)
+            norm.forward(y)
+            row["npvae_backward_ms"] = _median_ms(lambda: norm.backward(dy), repeats)
+            if with_torch:
+                time.sleep(settle_s)
+                row.update(_torch_norm_times(norm, y, dy, repeats))
+            rows.append(row)
+    return rows
+
+
+def _torch_norm_times(layer, x, dy, repeats: int) -> dict:
+    import torch
+    from .torch_twin import torch_module
+    m = torch_module(layer)
+    xt, dyt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(dy)
+    out = {"torch_forward_ms": _median_ms(lambda: m(xt), repeats)}
+    y = m(xt)
+    inputs = [xt, *m.parameters()]
+    out["torch_backward_ms"] = _median_ms(lambda: torch.autograd.grad(y, inputs, dyt, retain_graph=True), repeats)
+    return out
+
+
+def format_norm_layers(rows: list[dict]) -> str:
+    """Rows of :func:`time_norm_layers` as a table: ms forward/backward, and npvae / torch."""
+    torch_ok = rows and "torch_forward_ms" in rows[0]
+    head = ["case", "layer (after)", "input", "npvae f/b ms"] + (["torch f/b ms", "npvae/torch f+b"] if torch_ok else [])
+    table = []
+    for r in rows:
+        t = [r["case"], f"{r['type']} ({r['after']})", "x".join(map(str, r["input"])),
+             f"{r['npvae_forward_ms']:.2f}/{r['npvae_backward_ms']:.2f}"]
+        if torch_ok:
+            t += [f"{r['torch_forward_ms']:.2f}/{r['torch_backward_ms']:.2f}",
+                  f"{(r['npvae_forward_ms'] + r['npvae_backward_ms']) / (r['torch_forward_ms'] + r['torch_backward_ms']):.2f}"]
+        table.append(t)
+    widths = [max(len(str(r[i])) for r in [head] + table) for i in range(len(head))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in table]
+                     + ["training mode (batch statistics); f/b: forward/backward (input and parameter gradients)"])

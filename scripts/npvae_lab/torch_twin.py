@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npvae.layers import Conv2d, ConvTranspose2d, Dense, Flatten, ReLU, Reshape, Sequential
+from npvae.layers import BatchNorm, Conv2d, ConvTranspose2d, Dense, Flatten, GroupNorm, ReLU, Reshape, Sequential
 from npvae.layers.activations import LeakyReLU, Sigmoid
 from npvae.vae import GaussianHead
 
@@ -56,6 +56,14 @@ def torch_module(layer):
         return nn.Unflatten(1, layer.shape)
     elif isinstance(layer, GaussianHead):
         return nn.ModuleDict({"mu": torch_module(layer.mu), "logvar": torch_module(layer.logvar)})
+    elif isinstance(layer, (BatchNorm, GroupNorm)):
+        m = (nn.GroupNorm(layer.num_groups, layer.num_channels, layer.eps) if isinstance(layer, GroupNorm) else
+             nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum))     # for (N, C, H, W) input
+        for name, value in layer.buffers.items():
+            copy(getattr(m, name), value)
+        copy(m.weight, layer.params["gamma"])
+        copy(m.bias, layer.params["beta"])
+        return m.train(layer.training)
     else:
         raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
     copy(m.weight, layer.params["W"])
