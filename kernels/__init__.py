@@ -124,9 +124,18 @@ def bce_logits(logits, target, scale=1.0):
     return _ops.bce_logits(logits, target, scale)
 
 
+def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
+    return _ops.max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
+
+
+def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
+    return _ops.max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw)
+
+
 for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, winograd_input_transform,
             winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
-            bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits):
+            bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits,
+            max_pool2d_forward, max_pool2d_backward):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 
 def lstm_forward(gates, w_hh_t, reverse, h, c):

@@ -1107,3 +1107,65 @@ def gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh):
     n, hid = h.shape[1:]
     _gru_backward(np.ascontiguousarray(dh), gates, hn, h, np.ascontiguousarray(w_hh), bool(reverse), dzx, dzh,
                   np.empty((n, hid), dzx.dtype), *_scalars(dzx.dtype, 0, 1))
+
+# -- pooling ------------------------------------------------------------------------------------
+#
+# One pass over each (sample, channel) plane, planes in parallel: the NumPy twin makes
+# four passes (compare, NaN test, two masked copies) per kernel offset over strided views.
+
+@_Kernel
+def _max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, lowest):
+    planes, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        for r in range(oh):
+            r0 = r * sh - ph
+            for c in range(ow):
+                c0 = c * sw - pw
+                m, a = lowest, 0
+                for i in range(kh):
+                    ii = r0 + i
+                    if ii < 0 or ii >= h:
+                        continue
+                    for j in range(kw):
+                        jj = c0 + j
+                        if jj < 0 or jj >= w:
+                            continue
+                        v = x[p, ii, jj]
+                        if v > m or v != v:
+                            m, a = v, i * kw + j
+                y[p, r, c] = m
+                arg[p, r, c] = a
+
+
+@_Kernel
+def _max_pool_backward(dy, arg, dx, kw, sh, sw, ph, pw):
+    planes, oh, ow = dy.shape
+    h, w = dx.shape[1], dx.shape[2]
+    for p in prange(planes):
+        for r in range(oh):
+            for c in range(ow):
+                a = arg[p, r, c]
+                ii, jj = r * sh - ph + a // kw, c * sw - pw + a % kw
+                if 0 <= ii < h and 0 <= jj < w:
+                    dx[p, ii, jj] += dy[p, r, c]
+
+
+def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
+    """Max pooling of x (N, C, H, W); returns ``(y (N, C, OH, OW), arg)``."""
+    n, c, h, w = x.shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    arg = np.empty((n, c, oh, ow), dtype=_numpy_kernels.pool_arg_dtype(kh, kw))
+    _max_pool_forward(x.size, np.ascontiguousarray(x).reshape(n * c, h, w), y.reshape(n * c, oh, ow),
+                      arg.reshape(n * c, oh, ow), kh, kw, sh, sw, ph, pw, x.dtype.type(-np.inf))
+    return y, arg
+
+
+def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
+    """dx (N, C, H, W) of :func:`max_pool2d_forward`: each window's gradient to its maximum."""
+    n, c, h, w = x_shape
+    dx = np.zeros(x_shape, dtype=dy.dtype)
+    _max_pool_backward(dx.size, np.ascontiguousarray(dy).reshape(n * c, *dy.shape[2:]),
+                       arg.reshape(n * c, *arg.shape[2:]), dx.reshape(n * c, h, w), kw, sh, sw, ph, pw)
+    return dx

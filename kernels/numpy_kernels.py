@@ -402,3 +402,66 @@ def gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh):
         dzh[t, :, :2 * hid] = dzx[t, :, :2 * hid]
         dzh[t, :, 2 * hid:] = dn * r
         dh_next = dht * u + dzh[t] @ w_hh
+
+# -- pooling ------------------------------------------------------------------------------------
+#
+# (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2*ph - kh) // sh + 1. A window's kernel offsets
+# are numbered ``i*kw + j``; max pooling keeps the offset of each window's maximum
+# (``arg``, uint8 for kernels of up to 256 taps, else int32): the first maximum in
+# row-major order, a NaN counting as the maximum (PyTorch's rule), padding as -inf.
+
+def pool_arg_dtype(kh, kw):
+    return np.uint8 if kh * kw <= 256 else np.int32
+
+
+def pool_padded(x, ph, pw, fill):
+    """``x`` (N, C, H, W) padded with ``fill`` (``x`` itself without padding)."""
+    if not (ph or pw):
+        return x
+    xp = np.full(x.shape[:2] + (x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), fill, dtype=x.dtype)
+    xp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
+    return xp
+
+
+def pool_windows(xp, kh, kw, sh, sw, oh, ow):
+    """``(offset, view (N, C, OH, OW) of the padded input at that kernel offset)`` for
+    every offset: a pooling is one vectorised pass per offset, windows never copied."""
+    for i in range(kh):
+        for j in range(kw):
+            yield i * kw + j, xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
+def pool_scatter(x_shape, dtype, kh, kw, sh, sw, ph, pw, oh, ow, part):
+    """dx (N, C, H, W): the sum over kernel offsets of ``part(offset)`` (N, C, OH, OW)
+    placed where that offset reads the input (the adjoint of :func:`pool_windows`)."""
+    n, c, h, w = x_shape
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
+    overlap = sh < kh or sw < kw
+    for o, view in pool_windows(dxp, kh, kw, sh, sw, oh, ow):
+        if overlap:
+            view += part(o)
+        else:
+            view[...] = part(o)
+    return dxp[:, :, ph:ph + h, pw:pw + w] if (ph or pw) else dxp
+
+
+def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
+    """Max pooling of x (N, C, H, W); returns ``(y (N, C, OH, OW), arg)``."""
+    oh, ow = conv_output_size(x.shape[2], kh, sh, ph), conv_output_size(x.shape[3], kw, sw, pw)
+    y = arg = better = None
+    for o, v in pool_windows(pool_padded(x, ph, pw, -np.inf), kh, kw, sh, sw, oh, ow):
+        if y is None:
+            y, arg = v.copy(), np.zeros(v.shape, pool_arg_dtype(kh, kw))
+            continue
+        better = np.greater(v, y, out=better)
+        better |= np.isnan(v)
+        np.copyto(y, v, where=better)
+        np.copyto(arg, o, where=better)
+    return y, arg
+
+
+def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
+    """dx (N, C, H, W) of :func:`max_pool2d_forward`: each window's gradient to its maximum."""
+    zero = dy.dtype.type(0)
+    return pool_scatter(x_shape, dy.dtype, kh, kw, sh, sw, ph, pw, *dy.shape[2:],
+                        lambda o: np.where(arg == o, dy, zero))

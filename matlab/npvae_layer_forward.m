@@ -18,7 +18,9 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
 %   (N x T x F sequences, stacked, bidirectional, zero initial state), ToSequence
 %   (N x C x F x T -> N x T x C*F) and FromSequence (its inverse); BatchNorm (eval mode:
 %   its buffers running_mean and running_var are in PARAMS beside gamma and beta) and
-%   GroupNorm. Dense also takes a sequence, N x T x F, every step alike.
+%   GroupNorm; and in eval mode Dropout (the identity), MaxPool2d, AvgPool2d, Upsample
+%   (nearest, bilinear), Residual and Concat. Dense also takes a sequence, N x T x F,
+%   every step alike.
 
   if ischar(spec)
     spec = jsondecode(spec);
@@ -81,6 +83,30 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
       y = c_reshape(permute(x, [1 4 2 3]), [n, t, c * f]);
     case 'FromSequence'
       y = permute(c_reshape(x, [size(x, 1), size(x, 2), spec.channels, spec.freqs]), [1 3 4 2]);
+    case 'Dropout'
+      y = x;                          % eval mode
+    case {'MaxPool2d', 'AvgPool2d'}
+      k = pair(spec.kernel_size);
+      y = pool2d(x, k, pair(field_or(spec, 'stride', k)), pair(field_or(spec, 'padding', 0)), spec.type);
+    case 'Upsample'
+      y = upsample(x, spec);
+    case 'Residual'
+      y = npvae_layer_forward(spec.body, params, join_path(prefix, 'body'), x);
+      if isfield(spec, 'shortcut') && ~isempty(spec.shortcut)
+        y = y + npvae_layer_forward(spec.shortcut, params, join_path(prefix, 'shortcut'), x);
+      else
+        y = y + x;
+      end
+    case 'Concat'
+      branches = spec.branches;
+      if isstruct(branches)
+        branches = num2cell(branches);
+      end
+      outs = cell(1, numel(branches));
+      for k = 1:numel(branches)
+        outs{k} = npvae_layer_forward(branches{k}, params, join_path(prefix, sprintf('%d', k - 1)), x);
+      end
+      y = cat(double(field_or(spec, 'axis', 1)) + 1, outs{:});   % NumPy axis a is dimension a + 1
     case 'GaussianHead'
       y = x * param(params, join_path(prefix, 'mu'), 'W') + param(params, join_path(prefix, 'mu'), 'b').';
       y2 = x * param(params, join_path(prefix, 'logvar'), 'W') + param(params, join_path(prefix, 'logvar'), 'b').';
@@ -274,4 +300,107 @@ end
 
 function y = sigmoid(x)
   y = 1 ./ (1 + exp(-x));
+function y = pool2d(x, k, stride, pad, kind)
+  % Max or average pooling of N x C x H x W (PyTorch: floor output size, padding counted
+  % as -Inf by the max and as zeros by the mean, which divides by kh * kw).
+  [n, c, h, w] = size(x);
+  if strcmp(kind, 'MaxPool2d')
+    fill = -Inf;
+  else
+    fill = 0;
+  end
+  xp = fill * ones(n, c, h + 2 * pad(1), w + 2 * pad(2));
+  xp(:, :, pad(1) + (1:h), pad(2) + (1:w)) = x;
+  oh = floor((h + 2 * pad(1) - k(1)) / stride(1)) + 1;
+  ow = floor((w + 2 * pad(2) - k(2)) / stride(2)) + 1;
+  y = [];
+  for i = 1:k(1)
+    for j = 1:k(2)
+      v = xp(:, :, i + stride(1) * (0:oh - 1), j + stride(2) * (0:ow - 1));
+      if isempty(y)
+        y = v;
+      elseif fill == 0
+        y = y + v;
+      else
+        y = max(y, v);
+      end
+    end
+  end
+  if fill == 0
+    y = y / (k(1) * k(2));
+  end
+end
+
+
+function y = upsample(x, spec)
+  % Nearest or bilinear (align_corners = false) upsampling of N x C x H x W, PyTorch's
+  % semantics: output size floor(H * scale_factor) or spec.size.
+  [n, c, h, w] = size(x);
+  in = [h w];
+  if isfield(spec, 'size') && ~isempty(spec.size)
+    out = pair(spec.size);
+    f = [0 0];                      % no factor: the scale is in / out
+  else
+    f = pair(field_or(spec, 'scale_factor', 2));
+    out = floor(in .* f);
+  end
+  y = x;
+  for d = 1:2
+    if strcmp(field_or(spec, 'mode', 'nearest'), 'bilinear')
+      y = along(y, bilinear_matrix(in(d), out(d), f(d)), d + 2);
+    else
+      idx = nearest_index(in(d), out(d), f(d)) + 1;
+      if d == 1
+        y = y(:, :, idx, :);
+      else
+        y = y(:, :, :, idx);
+      end
+    end
+  end
+end
+
+
+function idx = nearest_index(n_in, n_out, f)
+  % PyTorch's nearest source index (0-based), in single precision as PyTorch computes it.
+  if n_out == n_in
+    idx = 0:n_out - 1;
+  elseif n_out == 2 * n_in
+    idx = floor((0:n_out - 1) / 2);
+  else
+    if f > 0
+      scale = single(1 / f);
+    else
+      scale = single(n_in) / single(n_out);
+    end
+    idx = min(double(floor(single(0:n_out - 1) * scale)), n_in - 1);
+  end
+end
+
+
+function A = bilinear_matrix(n_in, n_out, f)
+  % n_out x n_in weights of linear interpolation with align_corners = false.
+  if f > 0
+    scale = 1 / f;
+  else
+    scale = n_in / n_out;
+  end
+  src = max(scale * ((0:n_out - 1) + 0.5) - 0.5, 0);
+  i0 = floor(src);
+  i1 = i0 + (i0 < n_in - 1);
+  w1 = min(max(src - i0, 0), 1);
+  A = zeros(n_out, n_in);
+  for r = 1:n_out
+    A(r, i0(r) + 1) = A(r, i0(r) + 1) + 1 - w1(r);
+    A(r, i1(r) + 1) = A(r, i1(r) + 1) + w1(r);
+  end
+end
+
+
+function y = along(x, A, dim)
+  % A (out x in) applied along dimension DIM of a 4-D array.
+  perm = [dim, setdiff(1:4, dim)];
+  xp = permute(x, perm);
+  sz = size(xp);
+  sz(end + 1:4) = 1;
+  y = ipermute(reshape(A * reshape(xp, sz(1), []), [size(A, 1), sz(2:4)]), perm);
 end

@@ -216,3 +216,15 @@ def test_conv_layer_bench_script_times_each_algorithm_it_can_run(capsys):
         assert all(float(t) > 0 for t in re.findall(r"(\d+\.\d) /", line))
     with pytest.raises(SystemExit):
         bench_conv_layers.main(["--algorithms", "fft"])
+
+
+def test_layer_bench_times_dropout_pooling_and_upsampling():
+    from npvae_lab.layer_bench import format_elementwise, time_elementwise
+    with_torch = importlib.util.find_spec("torch") is not None
+    rows = time_elementwise("tiny", repeats=1, with_torch=with_torch, settle_s=0.0)
+    assert {r["layer"].split("(")[0] for r in rows} == {"Dropout", "MaxPool2d", "AvgPool2d", "Upsample"}
+    for r in rows:
+        assert r["npvae_forward_ms"] > 0 and r["npvae_backward_ms"] > 0
+        assert ("torch_backward_ms" in r) == with_torch
+    assert rows[2]["output"] == [2, 2, 2, 2] and rows[-1]["output"] == [2, 2, 7, 7]
+    assert "MaxPool2d(2)" in format_elementwise(rows)

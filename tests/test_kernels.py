@@ -273,3 +273,21 @@ def test_float32_kernels_stay_float32(rng):
         assert all(r.dtype == np.float32 for r in k.reparameterize(a, a, a))
         assert all(r.dtype == np.float32 for r in k.kl_terms(a, a)[1:])
         assert k.bce_logits(a, np.abs(a) / 10, 0.5)[1].dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1), (3, 3, 1, 1, 1, 1), (2, 3, 1, 2, 1, 0),
+                                  (4, 4, 3, 3, 2, 2), (1, 1, 1, 1, 0, 0)])
+def test_max_pool(rng, dtype, geom):
+    x = rng.standard_normal((2, 3, 9, 10)).astype(dtype)
+    x[0, 0] = np.maximum(x[0, 0], 0)          # ties (a map after ReLU): the first maximum wins
+    x[1, 2, 4, 5] = np.nan                    # a NaN is its window's maximum
+    y, arg = ref.max_pool2d_forward(x, *geom)
+    y2, arg2 = numba_kernels.max_pool2d_forward(x, *geom)
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(arg2, arg)
+    assert arg2.dtype == arg.dtype and np.isnan(y).any()
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    # overlapping windows add into one input pixel in another order
+    close(numba_kernels.max_pool2d_backward(dy, arg, x.shape, *geom), ref.max_pool2d_backward(dy, arg, x.shape, *geom),
+          dtype)

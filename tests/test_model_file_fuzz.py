@@ -1,10 +1,14 @@
 """200 randomly damaged model files: each loads and separates into finite output, or is
 refused with an error that names the file; none takes more than 1 GB or 10 s.
 
-The damaged files come from four small real model files built here (a Part I dense VAE,
-a Part I U-Net VAE, a Part II separator and a convolutional stack with BatchNorm and
-GroupNorm, trained a few steps so that its running statistics hold values), seeded. Damages: flipped bits in a tensor's
-stored bytes, flipped exponent bits, NaN/inf values, a zero or NaN normaliser, truncated
+The damaged files come from five small real model files built here (a Part I dense VAE,
+a Part I U-Net VAE, a Part II separator, a convolutional stack with BatchNorm and
+GroupNorm, trained a few steps so that its running statistics hold values, and a bare
+layer stack of residual, concatenation, pooling, dropout and upsampling blocks), seeded.
+A bare layer stack has no input contract in its file: it runs a batch of (N, 1, 28, 28)
+images, and an edited geometry that no longer fits them (a pooling kernel larger than the
+map, branches of different sizes) may instead be refused by the forward pass with a
+ValueError naming the layer and the shapes. Damages: flipped bits in a tensor's stored bytes, flipped exponent bits, NaN/inf values, a zero or NaN normaliser, truncated
 files and tensors, edited specs (other sizes, huge sizes, deep nesting, wrong types,
 damaged JSON), wrong dtypes, huge declared shapes, damaged STFT settings.
 
@@ -29,6 +33,8 @@ import pytest
 from npvae import h5mat
 from npvae.audio.stft import STFTConfig
 from npvae.io import save_model, save_separator
+from npvae.layers import (AvgPool2d, Concat, Conv2d, Dropout, Identity, LeakyReLU, MaxPool2d, Residual, Sequential,
+                          Upsample)
 from npvae.models.mnist import build_model
 from npvae.models.music import SpectrogramUNetVAE
 from npvae.separator import Normalizer, Separator
@@ -53,14 +59,23 @@ MIX = np.random.default_rng(1).uniform(size=(4, 28, 28)).astype(np.float32)
 class Timeout(Exception):
     pass
 
+class InputRefused(Exception):
+    pass
+
 def on_alarm(*_):
     raise Timeout()
 
 def use(path):
     obj = npvae.load_model(path)
-    if not hasattr(obj, "separate"):                       # a bare layer stack
-        return bool(np.isfinite(obj.forward(MIX[:, None])).all())
-    outs = [obj.separate(AUDIO, 8000)] if hasattr(obj, "stft_cfg") else list(obj.separate(MIX))
+    if hasattr(obj, "stft_cfg"):
+        outs = [obj.separate(AUDIO, 8000)]
+    elif hasattr(obj, "separate"):
+        outs = list(obj.separate(MIX))
+    else:                                  # a bare layer stack (the norm layers, the blocks)
+        try:
+            outs = [obj.forward(MIX[:, None])]
+        except ValueError as e:
+            raise InputRefused(str(e)) from None
     return all(np.isfinite(o).all() for o in outs)
 
 for path in bases:                       # kernels compiled, threads started: then the limit
@@ -80,6 +95,9 @@ for case in cases:
         outcome = "TIMEOUT"
     except MemoryError:
         outcome = "MORE THAN THE MEMORY LIMIT"
+    except InputRefused as e:
+        named = any(name in str(e) for name in ("Conv2d", "Pool2d", "Upsample", "Residual", "Concat", "Dropout"))
+        outcome = "input refused" if named else f"INPUT REFUSED UNCLEARLY: {e}"
     except (NpvaeError, ValueError, OSError) as e:
         outcome = "refused" if path in str(e) else f"UNNAMED FILE: {type(e).__name__}: {e}"
     except Exception as e:
@@ -99,7 +117,15 @@ def base_files(folder):
     model = SpectrogramUNetVAE(channels=(4, 4, 8), latent_channels=4, rng=rng)
     norm = Normalizer(mean=rng.uniform(-1, 1, 128), std=rng.uniform(0.5, 2, 128), mag_scale=0.7)
     sep = Separator(model, STFTConfig(sample_rate=8000, n_fft=256, hop=64), norm)
+    blocks = Sequential(
+        Conv2d(1, 4, 3, padding=1, rng=rng),
+        Residual(Sequential(Conv2d(4, 4, 3, padding=1, rng=rng), LeakyReLU(0.2), Dropout(0.3, channels=True),
+                            Conv2d(4, 4, 3, padding=1, rng=rng))),
+        Concat(Identity(), Sequential(MaxPool2d(2), Conv2d(4, 4, 3, padding=1, rng=rng), Dropout(0.2),
+                                      Upsample(size=(28, 28), mode="bilinear"))),
+        AvgPool2d(2), Upsample(scale_factor=2), Conv2d(8, 2, 1, rng=rng))
     return {"norm": save_model(folder / "norm.h5", _norm_stack(rng), {"model": "norm"}),
+            "blocks": save_model(folder / "blocks.h5", blocks),
             "dense": save_model(folder / "dense.h5", dense, {"model": "dense"}),
             "unet": save_model(folder / "unet.h5", unet, {"model": "unet"}),
             "separator": save_separator(folder / "separator.h5", sep, {"epochs": 0})}
@@ -255,7 +281,18 @@ def _tree_edit(src, dst, edit):
 
 SIZE_KEYS = {"dense": ["hidden", "latent_dim"], "unet": ["channels", "latent_dim", "blocks"],
              "separator": ["channels", "latent_channels", "n_sources", "kernel_size"],
-             "norm": ["num_features", "num_groups", "num_channels", "eps", "momentum"]}
+             "norm": ["num_features", "num_groups", "num_channels", "eps", "momentum"],
+             "blocks": ["layers.0.out_channels", "layers.1.body.layers.2.p", "layers.2.axis", "layers.3.kernel_size",
+                        "layers.2.branches.1.layers.0.kernel_size", "layers.2.branches.1.layers.3.size",
+                        "layers.4.scale_factor", "layers.3.padding", "layers.2.branches.1.layers.0.stride"]}
+
+
+def _field(spec, key):
+    """The dict that holds the (dotted) ``key`` of a spec, and the key's last name."""
+    *path, last = key.split(".")
+    for k in path:
+        spec = spec[int(k)] if isinstance(spec, list) else spec[k]
+    return spec, last
 
 
 def _resized(rng, value, huge):
@@ -270,10 +307,10 @@ def spec_sizes(rng, src, dst, kind, huge=False):
 
     def edit(tree):
         spec = json.loads(tree["model"]["spec"])
-        fields = _fields(rng, spec, kind)
-        fields[key] = _resized(rng, fields.get(key, 1), huge)
+        holder, name = _field(_fields(rng, spec, kind), key)
+        holder[name] = _resized(rng, holder.get(name, 1), huge)
         tree["model"]["spec"] = json.dumps(spec)
-        edit.did = f"spec {key} = {fields[key]}"
+        edit.did = f"spec {key} = {holder[name]}"
     _tree_edit(src, dst, edit)
     return edit.did
 
@@ -300,11 +337,11 @@ def spec_deep(rng, src, dst, kind):
 def spec_types(rng, src, dst, kind):
     def edit(tree):
         spec = json.loads(tree["model"]["spec"])
-        fields = _fields(rng, spec, kind)
         key = _pick(rng, [*SIZE_KEYS[kind], "type", "output", "rule", "alpha"])
-        fields[key] = _pick(rng, ["abc", 1.5, None, True, {"a": 1}, [], -3, 0, float("nan"), 1e300, [1.5, "x"]])
+        holder, name = _field(_fields(rng, spec, kind), key)
+        holder[name] = _pick(rng, ["abc", 1.5, None, True, {"a": 1}, [], -3, 0, float("nan"), 1e300, [1.5, "x"]])
         tree["model"]["spec"] = json.dumps(spec)
-        edit.did = f"spec {key} = {fields[key]!r}"
+        edit.did = f"spec {key} = {holder[name]!r}"
     _tree_edit(src, dst, edit)
     return edit.did
 
@@ -370,7 +407,7 @@ DAMAGES = [flip_stored_bits, flip_exponents, non_finite, truncate_file, truncate
            stft_settings]
 
 
-KINDS = ("dense", "unet", "separator", "norm")
+KINDS = ("dense", "unet", "separator", "norm", "blocks")
 
 
 def make_case(i, rng, folder, bases) -> dict:
@@ -409,7 +446,7 @@ def test_damaged_model_files_load_correctly_or_are_refused_naming_the_file(tmp_p
             problems.append(f"child {k} ended with status {child.returncode} on {last or 'start-up'}: {err[-800:]}")
     damage = {c["path"]: c["damage"] for c in cases}
     for path, r in outcomes.items():
-        if r["outcome"] not in ("refused", "finite output") or r["seconds"] > SECONDS:
+        if r["outcome"] not in ("refused", "finite output", "input refused") or r["seconds"] > SECONDS:
             problems.append(f"{damage[path]} ({path.rsplit('/', 1)[-1]}): {r['outcome']} after {r['seconds']:.1f} s")
     counts = {o: sum(r["outcome"] == o for r in outcomes.values()) for o in ("refused", "finite output")}
     assert len({c["damage"].split(":")[0] for c in cases}) == len(DAMAGES)

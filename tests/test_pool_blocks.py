@@ -1,11 +1,22 @@
 """Dropout, MaxPool2d, AvgPool2d, Upsample, Residual and Concat: gradients by finite
 differences (float64), equality with the PyTorch layers of the same names (float32),
 train/eval behaviour, specs and model files, and an exact resume with dropout."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import npvae
+from npvae import distributed, h5mat, io, modelcheck
+from npvae.errors import FileFormatError
 from npvae.gradcheck import numerical_gradient, rel_error
+from npvae.optim import Adam
+from npvae.training import Trainer
 from npvae.layers import (AvgPool2d, Concat, Conv2d, Dense, Dropout, Flatten, Identity, LeakyReLU, MaxPool2d, ReLU,
                           Residual, Sequential, Upsample, build_layer, inference, set_noise)
 
@@ -310,7 +321,7 @@ def test_bad_input_is_explained(rng):
 # -- model files and checkpoints -------------------------------------------------------------------
 def test_model_file_round_trip(tmp_path, rng):
     model = Sequential(Dropout(0.2), small_blocks(rng, np.float32), Dropout(0.1))
-    path = npvae.io.save_model(tmp_path / "m.h5", model)
+    path = io.save_model(tmp_path / "m.h5", model)
     loaded = npvae.load_model(path)
     assert loaded.spec() == model.spec() and not loaded.training
     for (pa, a, _), (pb, b, _) in zip(model.named_parameters(), loaded.named_parameters()):
@@ -321,8 +332,6 @@ def test_model_file_round_trip(tmp_path, rng):
 
 
 def _train(run_dir, epochs, resume):
-    from npvae.optim import Adam
-    from npvae.training import Trainer
     rng = np.random.default_rng(0)
     model = Sequential(Dense(6, 8, rng=rng), Dropout(0.5), Dense(8, 3, rng=rng))
     noise = np.random.default_rng(1)
@@ -358,7 +367,6 @@ def test_a_resumed_run_with_dropout_ends_bit_identical(tmp_path):
 
 def test_dropout_masks_of_mpi_ranks_make_the_single_process_masks(rng):
     """Each rank draws the whole batch's mask and keeps its samples' rows (npvae.distributed)."""
-    from npvae import distributed
 
     class Rank(distributed.MPICommunicator):       # the sharding maths of one rank, without MPI
         def __init__(self, rank, size):
@@ -399,9 +407,6 @@ BAD_FIELDS = [  # (path of the field in the spec, value, message)
 
 @pytest.mark.parametrize("where,value,match", BAD_FIELDS, ids=lambda v: str(v)[:40])
 def test_damaged_specs_of_the_blocks_are_refused_naming_the_field(tmp_path, rng, where, value, match):
-    import json
-    from npvae import h5mat, io
-    from npvae.errors import FileFormatError
     model = Sequential(Dropout(0.2), small_blocks(rng, np.float32))
     tree = {"model": io.model_tree(model), "config": {}}
     spec = json.loads(tree["model"]["spec"])
@@ -416,8 +421,44 @@ def test_damaged_specs_of_the_blocks_are_refused_naming_the_field(tmp_path, rng,
 
 
 def test_upsample_scale_is_bounded_in_model_files():
-    from npvae import modelcheck
     assert modelcheck.param_shapes({"type": "Upsample", "scale_factor": [2, 1.5]}) == {}
     for bad in (0, -2, 1e300, "2", [2, 1e6], True):
         with pytest.raises(ValueError, match="Upsample.scale_factor must be"):
             modelcheck.param_shapes({"type": "Upsample", "scale_factor": bad})
+
+
+MPI_DROPOUT = r"""
+import sys
+import numpy as np
+from npvae import distributed
+from npvae.layers import Dropout
+comm = distributed.world()
+x = np.random.default_rng(0).standard_normal((7, 3, 4, 4)).astype(np.float32)
+outs = []
+for channels in (False, True):
+    layer = Dropout(0.5, channels=channels)
+    layer.rng = comm.noise(np.random.default_rng(9))
+    outs.append(layer.forward(x[comm.shard(len(x))]))
+parts = comm.gather_object(outs)
+if comm.is_root:
+    np.savez(sys.argv[1], *[np.concatenate([p[k] for p in parts]) for k in range(2)], ranks=comm.size)
+"""
+
+
+def test_under_mpirun_the_ranks_masks_make_the_single_process_masks(tmp_path):
+    pytest.importorskip("mpi4py")
+    if shutil.which("mpirun") is None:
+        pytest.skip("mpirun missing (apt-get install openmpi-bin)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMPI_ALLOW_RUN_AS_ROOT": "1",
+           "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_rmaps_base_oversubscribe": "1", "NPVAE_MPI_TIMEOUT": "120"}
+    env.pop("NPVAE_MPI", None)
+    r = subprocess.run(["mpirun", "-n", "2", sys.executable, "-c", MPI_DROPOUT, str(tmp_path / "masks.npz")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = np.load(tmp_path / "masks.npz")
+    assert int(got["ranks"]) == 2
+    x = np.random.default_rng(0).standard_normal((7, 3, 4, 4)).astype(np.float32)
+    for k, channels in enumerate((False, True)):
+        layer = Dropout(0.5, channels=channels)
+        layer.rng = np.random.default_rng(9)
+        np.testing.assert_array_equal(got[f"arr_{k}"], layer.forward(x))

@@ -271,7 +271,8 @@ and the separation of a song.
 
     npvae bench                      # full sizes, table on stdout (about 5-10 minutes)
     npvae bench --json bench.json    # also write the numbers
-    npvae bench --layers             # also each convolution of the pipeline models alone
+    npvae bench --layers             # also each convolution of the pipeline models alone, and
+                                     # dropout, pooling and upsampling at the U-Nets' sizes
     npvae bench --quick              # tiny models, a few steps, a 2 s song (a smoke test)
     npvae bench --summarise a.json b.json    # the speed table of docs/speed.md: ranges over runs
 
@@ -304,7 +305,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    help="separations timed per network (default 3)")
     p.add_argument("--layers", action="store_true",
                    help="also time each convolution of the pipeline models alone (forward, backward), and "
-                        "BatchNorm and GroupNorm on each convolution's output")
+                        "BatchNorm and GroupNorm on each convolution's output, and dropout, pooling and "
+                        "upsampling at the U-Nets' sizes")
     p.add_argument("--json", default=None, metavar="PATH", help="write the report to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("--summarise", nargs="+", metavar="JSON", default=None,
@@ -360,6 +362,11 @@ def run_bench(args) -> int:
         report["norm_layers"] = norm_rows
         print()
         print(layer_bench.format_norm_layers(norm_rows))
+        report["elementwise_layers"] = layer_bench.time_elementwise(
+            size, repeats=2 if args.quick else 10, with_torch=report["torch"] is not None,
+            settle_s=0.0 if args.quick else 0.2)
+        print()
+        print(layer_bench.format_elementwise(report["elementwise_layers"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=1))
         print(f"wrote {args.json}")

@@ -1,6 +1,7 @@
 """Each convolution of a pipeline case timed alone, forward and backward, in npvae and
 PyTorch, with its GFLOP/s and the fraction of the BLAS GEMM rate it reaches
-(``npvae bench --layers``).
+(``npvae bench --layers``); and the layers without a GEMM (dropout, pooling,
+upsampling) at the U-Nets' sizes against their PyTorch twins (:func:`time_elementwise`).
 
 The inputs are those the layer sees in the case's training step (captured in one
 forward pass); the backward pass is timed from the same forward state with a fixed
@@ -116,11 +117,14 @@ def format_layers(rows: list[dict], gemm_gflops: float) -> str:
             t += [f"{r['torch_forward_ms']:.1f}/{r['torch_backward_ms']:.1f}",
                   f"{100 * r['torch_forward_gemm_fraction']:.0f}/{100 * r['torch_backward_gemm_fraction']:.0f}"]
         table.append(t)
+    return _table(head, table, f"% GEMM: the layer's GFLOP/s over the BLAS GEMM rate measured here ({gemm_gflops:.0f} "
+                               "GFLOP/s, 1024^3 float32); f/b: forward/backward")
+
+
+def _table(head: list, table: list[list], footer: str) -> str:
     widths = [max(len(str(r[i])) for r in [head] + table) for i in range(len(head))]
     line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in table]
-                     + [f"% GEMM: the layer's GFLOP/s over the BLAS GEMM rate measured here ({gemm_gflops:.0f} "
-                        "GFLOP/s, 1024^3 float32); f/b: forward/backward"])
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in table] + [footer])
 
 
 # -- normalisation: BatchNorm and GroupNorm at the sizes of the convolutions' outputs ------------
@@ -171,7 +175,75 @@ def format_norm_layers(rows: list[dict]) -> str:
             t += [f"{r['torch_forward_ms']:.2f}/{r['torch_backward_ms']:.2f}",
                   f"{(r['npvae_forward_ms'] + r['npvae_backward_ms']) / (r['torch_forward_ms'] + r['torch_backward_ms']):.2f}"]
         table.append(t)
-    widths = [max(len(str(r[i])) for r in [head] + table) for i in range(len(head))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in table]
-                     + ["training mode (batch statistics); f/b: forward/backward (input and parameter gradients)"])
+    return _table(head, table, "training mode (batch statistics); f/b: forward/backward (input and parameter "
+                               "gradients)")
+
+
+# -- the layers without a GEMM: dropout, pooling, upsampling ------------------------------------
+# (label, npvae layer factory, PyTorch module factory, input at full size, at tiny size). The
+# full sizes are those of the U-Nets: the Part I U-Net (--preset best: batch 128, 24 and 48
+# channels at 28x28 and 14x14) and the music U-Net (batch 8, 16 and 32 channels on a 512-bin
+# by 64-frame spectrogram and its halves).
+def _elementwise_cases():
+    from npvae.layers import AvgPool2d, Dropout, MaxPool2d, Upsample
+    return [
+        ("Dropout(0.5)", lambda: Dropout(0.5), lambda nn: nn.Dropout(0.5), (128, 24, 28, 28), (2, 2, 4, 4)),
+        ("Dropout(0.5, channels)", lambda: Dropout(0.5, channels=True), lambda nn: nn.Dropout2d(0.5),
+         (8, 32, 256, 32), (2, 2, 4, 4)),
+        ("MaxPool2d(2)", lambda: MaxPool2d(2), lambda nn: nn.MaxPool2d(2), (128, 24, 28, 28), (2, 2, 4, 4)),
+        ("MaxPool2d(2)", lambda: MaxPool2d(2), lambda nn: nn.MaxPool2d(2), (8, 16, 512, 64), (2, 2, 6, 4)),
+        ("AvgPool2d(2)", lambda: AvgPool2d(2), lambda nn: nn.AvgPool2d(2), (128, 24, 28, 28), (2, 2, 4, 4)),
+        ("AvgPool2d(2)", lambda: AvgPool2d(2), lambda nn: nn.AvgPool2d(2), (8, 16, 512, 64), (2, 2, 6, 4)),
+        ("Upsample(2, nearest)", lambda: Upsample(2), lambda nn: nn.Upsample(scale_factor=2),
+         (128, 48, 14, 14), (2, 2, 3, 3)),
+        ("Upsample(2, nearest)", lambda: Upsample(2), lambda nn: nn.Upsample(scale_factor=2),
+         (8, 32, 256, 32), (2, 2, 3, 3)),
+        ("Upsample(2, bilinear)", lambda: Upsample(2, "bilinear"),
+         lambda nn: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), (128, 48, 14, 14), (2, 2, 3, 3)),
+        ("Upsample(size=(7, 7))", lambda: Upsample(size=(7, 7)), lambda nn: nn.Upsample(size=(7, 7)),
+         (128, 96, 3, 3), (2, 2, 3, 3)),
+    ]
+
+
+def time_elementwise(size: str = "full", repeats: int = 10, with_torch: bool = True,
+                     settle_s: float = 0.2) -> list[dict]:
+    """One row per layer of :func:`_elementwise_cases`: forward and backward ms, npvae
+    (a Dropout draws its mask from a seeded generator) and PyTorch, float32."""
+    rows = []
+    for label, make, make_torch, full, tiny in _elementwise_cases():
+        shape = full if size == "full" else tiny
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        layer = make()
+        layer.rng = np.random.default_rng(0)
+        y = layer.forward(x)
+        dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+        time.sleep(settle_s)
+        row = {"layer": label, "input": list(shape), "output": list(y.shape), "backend": kernels.backend(),
+               "npvae_forward_ms": _median_ms(lambda: layer.forward(x), repeats)}
+        layer.forward(x)
+        row["npvae_backward_ms"] = _median_ms(lambda: layer.backward(dy), repeats)
+        if with_torch:
+            import torch
+            m, xt, dyt = make_torch(torch.nn).train(), torch.from_numpy(x).requires_grad_(True), torch.from_numpy(dy)
+            time.sleep(settle_s)
+            row["torch_forward_ms"] = _median_ms(lambda: m(xt), repeats)
+            yt = m(xt)
+            row["torch_backward_ms"] = _median_ms(lambda: torch.autograd.grad(yt, [xt], dyt, retain_graph=True),
+                                                  repeats)
+        rows.append(row)
+    return rows
+
+
+def format_elementwise(rows: list[dict]) -> str:
+    """Rows of :func:`time_elementwise` as a table, with npvae / PyTorch per pass."""
+    torch_ok = rows and "torch_forward_ms" in rows[0]
+    head = ["layer", "input", "npvae f/b ms"] + (["torch f/b ms", "npvae/torch f/b"] if torch_ok else [])
+    table = []
+    for r in rows:
+        t = [r["layer"], "x".join(map(str, r["input"])), f"{r['npvae_forward_ms']:.2f}/{r['npvae_backward_ms']:.2f}"]
+        if torch_ok:
+            t += [f"{r['torch_forward_ms']:.2f}/{r['torch_backward_ms']:.2f}",
+                  f"{r['npvae_forward_ms'] / r['torch_forward_ms']:.2f}/"
+                  f"{r['npvae_backward_ms'] / r['torch_backward_ms']:.2f}"]
+        table.append(t)
+    return _table(head, table, "f/b: forward/backward, median ms; npvae/torch below 1: npvae faster")
