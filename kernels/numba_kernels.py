@@ -981,61 +981,76 @@ def bce_logits(logits, target, scale=1.0):
 # BLAS GEMM (``np.dot`` into a preallocated array) and one pass over the gates, whose
 # values stay in registers between the four nonlinearities and the state update
 # (the NumPy twin makes a dozen passes over (N, H) arrays per step).
+#
+# The gates' sigmoid and tanh are both written with one ``exp`` and no branch: here
+# ``math.tanh`` took 67 ns an element and the branching ``_sigmoid`` 30 ns on random
+# signs, ``math.exp`` 5 ns (float32). An ``exp`` that overflows gives inf, and the
+# formulas then give the limits 0, 1 and -1, never NaN.
+
+@njit(cache=True, inline="always")
+def _gate_sigmoid(z, one):
+    return one / (one + math.exp(-z))
+
+
+@njit(cache=True, inline="always")
+def _gate_tanh(z, one, two):
+    return two / (one + math.exp(-two * z)) - one
+
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _lstm_forward(gates, w_hh_t, reverse, h, c, rec, zero, one):
+def _lstm_forward(gates, w_hh_t, reverse, h, c, rec, zero, one, two):
     t_len, n, hid = h.shape
+    none = np.zeros((n, 4 * hid), gates.dtype)
+    c0 = np.zeros((n, hid), gates.dtype)
     for s in range(t_len):
         t = t_len - 1 - s if reverse else s
         p = t + 1 if reverse else t - 1
         if s > 0:
             np.dot(h[p], w_hh_t, rec)
+        r, cp = (rec, c[p]) if s > 0 else (none, c0)
         for b in range(n):
-            z = gates[t, b]
+            z, a, cpb, ct, ht = gates[t, b], r[b], cp[b], c[t, b], h[t, b]
             for k in range(hid):
-                zi, zf, zg, zo = z[k], z[hid + k], z[2 * hid + k], z[3 * hid + k]
-                cp = zero
-                if s > 0:
-                    zi += rec[b, k]
-                    zf += rec[b, hid + k]
-                    zg += rec[b, 2 * hid + k]
-                    zo += rec[b, 3 * hid + k]
-                    cp = c[p, b, k]
-                i, f, g, o = _sigmoid(zi, one), _sigmoid(zf, one), math.tanh(zg), _sigmoid(zo, one)
+                i = _gate_sigmoid(z[k] + a[k], one)
+                f = _gate_sigmoid(z[hid + k] + a[hid + k], one)
+                g = _gate_tanh(z[2 * hid + k] + a[2 * hid + k], one, two)
+                o = _gate_sigmoid(z[3 * hid + k] + a[3 * hid + k], one)
                 z[k], z[hid + k], z[2 * hid + k], z[3 * hid + k] = i, f, g, o
-                ct = f * cp + i * g
-                c[t, b, k] = ct
-                h[t, b, k] = o * math.tanh(ct)
+                ct[k] = f * cpb[k] + i * g
+                ht[k] = o * _gate_tanh(ct[k], one, two)
 
 
 def lstm_forward(gates, w_hh_t, reverse, h, c):
     """The step loop of one LSTM direction, in place (see the NumPy twin)."""
     rec = np.empty((h.shape[1], gates.shape[2]), gates.dtype)
-    _lstm_forward(gates, np.ascontiguousarray(w_hh_t), bool(reverse), h, c, rec, *_scalars(gates.dtype, 0, 1))
+    _lstm_forward(gates, np.ascontiguousarray(w_hh_t), bool(reverse), h, c, rec, *_scalars(gates.dtype, 0, 1, 2))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _lstm_backward(dh, gates, c, w_hh, reverse, dz, dh_next, dc_next, zero, one):
+def _lstm_backward(dh, gates, c, w_hh, reverse, dz, dh_next, dc_next, zero, one, two):
     t_len, n, hid = c.shape
     dh_next[:] = zero
     dc_next[:] = zero
+    c0 = np.zeros((n, hid), c.dtype)
+    tc = np.empty(hid, c.dtype)
     for s in range(t_len):
         t = s if reverse else t_len - 1 - s
         p = t + 1 if reverse else t - 1
         has_prev = s < t_len - 1
+        cp = c[p] if has_prev else c0
         for b in range(n):
-            gt, d = gates[t, b], dz[t, b]
+            gt, d, ct, cpb, dht_, dhn, dcn = gates[t, b], dz[t, b], c[t, b], cp[b], dh[t, b], dh_next[b], dc_next[b]
+            for k in range(hid):           # the calls apart: the loop below vectorises
+                tc[k] = _gate_tanh(ct[k], one, two)
             for k in range(hid):
                 i, f, g, o = gt[k], gt[hid + k], gt[2 * hid + k], gt[3 * hid + k]
-                tc = math.tanh(c[t, b, k])
-                dht = dh[t, b, k] + dh_next[b, k]
-                dct = dht * o * (one - tc * tc) + dc_next[b, k]
-                cp = c[p, b, k] if has_prev else zero
+                dht = dht_[k] + dhn[k]
+                dct = dht * o * (one - tc[k] * tc[k]) + dcn[k]
                 d[k] = dct * g * i * (one - i)
-                d[hid + k] = dct * cp * f * (one - f)
+                d[hid + k] = dct * cpb[k] * f * (one - f)
                 d[2 * hid + k] = dct * i * (one - g * g)
-                d[3 * hid + k] = dht * tc * o * (one - o)
-                dc_next[b, k] = dct * f
+                d[3 * hid + k] = dht * tc[k] * o * (one - o)
+                dcn[k] = dct * f
         if has_prev:
             np.dot(dz[t], w_hh, dh_next)
 
@@ -1044,12 +1059,12 @@ def lstm_backward(dh, gates, c, w_hh, reverse, dz):
     """Backward through time of one LSTM direction (see the NumPy twin)."""
     n, hid = c.shape[1:]
     _lstm_backward(np.ascontiguousarray(dh), gates, c, np.ascontiguousarray(w_hh), bool(reverse), dz,
-                   np.empty((n, hid), dz.dtype), np.empty((n, hid), dz.dtype), *_scalars(dz.dtype, 0, 1))
+                   np.empty((n, hid), dz.dtype), np.empty((n, hid), dz.dtype), *_scalars(dz.dtype, 0, 1, 2))
     return dz
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _gru_forward(gates, w_hh_t, b_hh, reverse, h, hn, rec, zero, one):
+def _gru_forward(gates, w_hh_t, b_hh, reverse, h, hn, rec, zero, one, two):
     t_len, n, hid = h.shape
     for s in range(t_len):
         t = t_len - 1 - s if reverse else s
@@ -1061,10 +1076,10 @@ def _gru_forward(gates, w_hh_t, b_hh, reverse, h, hn, rec, zero, one):
         for b in range(n):
             z, a = gates[t, b], rec[b]
             for k in range(hid):
-                r = _sigmoid(z[k] + a[k] + b_hh[k], one)
-                u = _sigmoid(z[hid + k] + a[hid + k] + b_hh[hid + k], one)
+                r = _gate_sigmoid(z[k] + a[k] + b_hh[k], one)
+                u = _gate_sigmoid(z[hid + k] + a[hid + k] + b_hh[hid + k], one)
                 rn = a[2 * hid + k] + b_hh[2 * hid + k]
-                new = math.tanh(z[2 * hid + k] + r * rn)
+                new = _gate_tanh(z[2 * hid + k] + r * rn, one, two)
                 z[k], z[hid + k], z[2 * hid + k] = r, u, new
                 hn[t, b, k] = rn
                 hp = h[p, b, k] if s > 0 else zero
@@ -1075,7 +1090,7 @@ def gru_forward(gates, w_hh_t, b_hh, reverse, h, hn):
     """The step loop of one GRU direction, in place (see the NumPy twin)."""
     rec = np.empty((h.shape[1], gates.shape[2]), gates.dtype)
     _gru_forward(gates, np.ascontiguousarray(w_hh_t), np.ascontiguousarray(b_hh, gates.dtype), bool(reverse), h,
-                 hn, rec, *_scalars(gates.dtype, 0, 1))
+                 hn, rec, *_scalars(gates.dtype, 0, 1, 2))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -66,37 +66,24 @@ def test_parameter_names_and_shapes(rng):
     assert GRU(5, 3, rng=rng).children()["l0"].params["W_ih"].shape == (9, 5)
 
 
-def torch_twin(layer):
-    torch = pytest.importorskip("torch")
-    cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}[type(layer).__name__]
-    t = cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bidirectional=layer.bidirectional,
-            batch_first=True)
-    names = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
-    with torch.no_grad():
-        for path, p, _ in layer.named_parameters():
-            cell, name = path.split(".")
-            getattr(t, f"{names[name]}_{cell}").copy_(torch.from_numpy(p))
-    return t, names
-
-
 @pytest.mark.parametrize("cls", RECURRENT)
 @pytest.mark.parametrize("layers,bidi", [(1, False), (2, True), (3, True)])
 def test_equals_pytorch(backend, rng, cls, layers, bidi):
     torch = pytest.importorskip("torch")
+    from npvae_lab.torch_twin import torch_module, torch_recurrent_name
     layer = cls(7, 5, num_layers=layers, bidirectional=bidi, rng=rng)
-    t, names = torch_twin(layer)
+    t = torch_module(layer)
     x = rng.standard_normal((4, 9, 7)).astype(np.float32)
     y = layer.forward(x)
     xt = torch.from_numpy(x).requires_grad_(True)
-    yt, _ = t(xt)
+    yt = t(xt)
     np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-5, rtol=1e-5)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     yt.backward(torch.from_numpy(dy))
     np.testing.assert_allclose(layer.backward(dy), xt.grad.numpy(), atol=1e-5, rtol=1e-5)
     for path, _, g in layer.named_parameters():
-        cell, name = path.split(".")
-        np.testing.assert_allclose(g, getattr(t, f"{names[name]}_{cell}").grad.numpy(), atol=1e-5, rtol=1e-5,
-                                   err_msg=path)
+        np.testing.assert_allclose(g, getattr(t.rnn, torch_recurrent_name(path)).grad.numpy(), atol=1e-5,
+                                   rtol=1e-5, err_msg=path)
 
 
 # -- the Numba step loops against their NumPy twins ---------------------------------------------

@@ -271,8 +271,8 @@ and the separation of a song.
 
     npvae bench                      # full sizes, table on stdout (about 5-10 minutes)
     npvae bench --json bench.json    # also write the numbers
-    npvae bench --layers             # also each convolution of the pipeline models alone, and
-                                     # dropout, pooling and upsampling at the U-Nets' sizes
+    npvae bench --layers             # also each convolution of the pipeline models alone, the
+                                     # LSTM, and dropout, pooling and upsampling at the U-Nets' sizes
     npvae bench --quick              # tiny models, a few steps, a 2 s song (a smoke test)
     npvae bench --summarise a.json b.json    # the speed table of docs/speed.md: ranges over runs
 
@@ -304,9 +304,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--song-repeats", type=positive_int, default=None,
                    help="separations timed per network (default 3)")
     p.add_argument("--layers", action="store_true",
-                   help="also time each convolution of the pipeline models alone (forward, backward), and "
-                        "BatchNorm and GroupNorm on each convolution's output, and dropout, pooling and "
-                        "upsampling at the U-Nets' sizes")
+                   help="also time each convolution of the pipeline models alone (forward, backward), "
+                        "BatchNorm and GroupNorm on each convolution's output, the LSTM at Open-Unmix's sizes, "
+                        "and dropout, pooling and upsampling at the U-Nets' sizes")
     p.add_argument("--json", default=None, metavar="PATH", help="write the report to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("--summarise", nargs="+", metavar="JSON", default=None,
@@ -351,6 +351,8 @@ def run_bench(args) -> int:
             rows += layer_bench.time_layers(benchmark.build_case(name, size), report["gemm_gflops_reference"],
                                             repeats=2 if args.quick else 10, with_torch=report["torch"] is not None,
                                             settle_s=0.0 if args.quick else 0.2)
+        rows += layer_bench.time_recurrent(report["gemm_gflops_reference"], size, repeats=2 if args.quick else 10,
+                                           with_torch=report["torch"] is not None, settle_s=0.0 if args.quick else 0.2)
         report["layers"] = rows
         print()
         print(layer_bench.format_layers(rows, report["gemm_gflops_reference"]))
