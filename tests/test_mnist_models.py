@@ -233,3 +233,21 @@ def test_old_unet_specs_build_the_old_model(rng):
 def test_unet_bad_options_are_explained(kwargs, match):
     with pytest.raises(ValueError, match=match):
         unet(**kwargs)
+
+
+def test_unet_batchnorm_folds_into_its_convolutions_for_separation(rng):
+    """fold_batchnorm takes every BatchNorm out of a copy (its convolutions absorb them):
+    the copy separates as the model does in eval mode, to rounding; the model keeps its own."""
+    from npvae.layers import fold_batchnorm
+    model = unet(**OPTIONS["four-levels"], residual=True)
+    d, f = pairs(rng, 8)
+    m = ((d + f) / 2).astype(np.float32)
+    objective = SeparationObjective(model, "bce")
+    opt = Adam(model, lr=1e-2)
+    for _ in range(3):                                   # running statistics away from 0 and 1
+        objective.terms(m, d.astype(np.float32), f.astype(np.float32), beta=0.1)
+        opt.step()
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not folded.norms and len(model.norms) == 14
+    np.testing.assert_allclose(folded.forward(m, sample=False), model.forward(m, sample=False), rtol=1e-5, atol=1e-6)

@@ -230,3 +230,18 @@ def test_recurrent_model_refuses_another_number_of_bins():
     model = option_model("recurrent", np.float32)
     with pytest.raises(ValueError, match="built for 16 frequency bins"):
         model.forward(np.zeros((1, 1, 32, 8), np.float32))
+
+
+def test_batchnorm_folds_into_its_convolutions_for_separation(rng):
+    """fold_batchnorm takes every BatchNorm out of a copy: the same masks in eval mode, to rounding."""
+    from npvae.layers import fold_batchnorm
+    model = SpectrogramUNetVAE(channels=(2, 3, 2), latent_channels=2, kernel_size=3, norm="batch", residual=True,
+                               rng=np.random.default_rng(0))
+    x = rng.standard_normal((4, 1, 16, 16)).astype(np.float32)
+    for _ in range(3):                                   # running statistics away from 0 and 1
+        y = model.forward(x)
+        model.backward(np.ones_like(y))
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not [k for k in folded.extra if k.endswith("_norm")] and len([k for k in model.extra if k.endswith("_norm")]) == 10
+    np.testing.assert_allclose(folded.forward(x), model.forward(x), rtol=1e-5, atol=1e-6)

@@ -7,6 +7,8 @@ In eval mode a :class:`~npvae.layers.norm.BatchNorm` is a per-channel affine map
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .activations import Identity
@@ -17,12 +19,22 @@ from .sequential import Sequential
 
 
 def _pairs(model: Layer):
-    """``(sequential, i)`` for every convolution at ``sequential.layers[i]`` followed by a BatchNorm."""
+    """``(conv, batchnorm, drop)`` for every BatchNorm that directly follows a convolution:
+    inside a Sequential, or where a model names such pairs itself with a method
+    ``batchnorm_pairs()`` yielding the same triples (the U-Net builders, whose layers are
+    not in Sequentials). ``drop()`` takes the BatchNorm out of the forward pass."""
     for _, layer in model.named_layers():
         if isinstance(layer, Sequential):
             for i, (a, b) in enumerate(zip(layer.layers[:-1], layer.layers[1:])):
                 if isinstance(a, (Conv2d, ConvTranspose2d)) and isinstance(b, BatchNorm):
-                    yield layer, i
+                    yield a, b, functools.partial(_to_identity, layer, i + 1)
+        own = getattr(layer, "batchnorm_pairs", None)
+        if own is not None:
+            yield from own()
+
+
+def _to_identity(seq: Sequential, i: int) -> None:
+    seq.layers[i] = Identity(dtype=seq.dtype)
 
 
 def fold_conv_batchnorm(conv: Conv2d | ConvTranspose2d, bn: BatchNorm) -> None:
@@ -37,19 +49,20 @@ def fold_conv_batchnorm(conv: Conv2d | ConvTranspose2d, bn: BatchNorm) -> None:
 
 def fold_batchnorm(model: Layer) -> Layer:
     """A copy of ``model``, in eval mode, in which every BatchNorm that directly follows a
-    Conv2d or ConvTranspose2d inside a Sequential is folded into the convolution's weights
-    and bias and replaced by :class:`Identity`; its eval-mode outputs equal the model's
+    Conv2d or ConvTranspose2d inside a Sequential (or in a pair a model names, see
+    :func:`_pairs`) is folded into the convolution's weights and bias and taken out of the
+    forward pass (a Sequential's is replaced by :class:`Identity`); its eval-mode outputs equal the model's
     (to rounding). ``model`` itself is left as it is. A model with nothing to fold is
     returned as it is (no copy).
 
     For inference only: the copy's spec and ``state_dict`` no longer hold the folded
     BatchNorms, so train and save the original.
     """
-    if next(_pairs(model), None) is None:
+    if not isinstance(model, Layer) or next(_pairs(model), None) is None:   # e.g. the benchmark's PyTorch twin
         return model
     folded = build_layer(model.spec(), dtype=model.dtype)
     folded.load_state_dict(model.state_dict())
-    for seq, i in list(_pairs(folded)):
-        fold_conv_batchnorm(seq.layers[i], seq.layers[i + 1])
-        seq.layers[i + 1] = Identity(dtype=seq.dtype)
+    for conv, bn, drop in list(_pairs(folded)):
+        fold_conv_batchnorm(conv, bn)
+        drop()
     return folded.eval()

@@ -406,6 +406,11 @@ class UNetSeparationVAE(SeparationVAE):
     def _conv(self, name):
         return self.extra[name] if name in self.extra else getattr(self, name)
 
+    def batchnorm_pairs(self):
+        """``(convolution, BatchNorm, drop)`` for :func:`npvae.layers.fold_batchnorm`; with
+        its BatchNorm dropped, a level's convolution applies the activation itself."""
+        return options.batchnorm_pairs(self.norms, self._conv)
+
     def _level(self, level, x):
         """A level's convolutions (each act(norm(conv))), with its pooling before them,
         its residual sum and its dropout after them."""

@@ -175,6 +175,11 @@ class SpectrogramUNetVAE(Layer):
         return {**{f"enc{i + 1}": self.encoders[i] for i in range(n)}, "head": self.head,
                 **{f"dec{i + 1}": self.decoders[i] for i in reversed(range(n))}, **getattr(self, "extra", {})}
 
+    def batchnorm_pairs(self):
+        """``(convolution, BatchNorm, drop)`` for :func:`npvae.layers.fold_batchnorm`; with
+        its BatchNorm dropped, a convolution applies the activation itself."""
+        return options.batchnorm_pairs(self.extra, lambda name: self.extra.get(name) or getattr(self, name))
+
     def _unit(self, conv, name, act, x):
         """act(norm(conv(x))) with the norm of ``name`` if there is one; without, the
         activation is fused into the convolution in inference."""

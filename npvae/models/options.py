@@ -10,6 +10,8 @@ probability that a decoder feature is zeroed in training (0: no dropout layers).
 """
 from __future__ import annotations
 
+import functools
+
 from ..layers import AvgPool2d, BatchNorm, Dropout, GroupNorm, MaxPool2d
 
 NORMS = ("none", "batch", "group")
@@ -59,6 +61,15 @@ def make_dropout(p: float, dtype):
     return None if p == 0 else Dropout(p, dtype=dtype)
 
 
+def batchnorm_pairs(layers: dict, conv_of) -> list:
+    """``(convolution, BatchNorm, drop)`` for every BatchNorm of ``layers`` (a model's dict
+    of option layers, where the norm of convolution ``name`` is ``name + "_norm"``);
+    ``conv_of(name)`` gives the convolution and ``drop()`` removes the BatchNorm from the
+    dict, and so from the forward pass."""
+    return [(conv_of(key[:-len("_norm")]), layer, functools.partial(layers.pop, key))
+            for key, layer in layers.items() if key.endswith("_norm") and isinstance(layer, BatchNorm)]
+
+
 def options_hyper(norm: str, down: str, dropout: float, groups: int, residual: bool = False) -> dict:
     """The options that differ from the defaults, for a model's ``hyper()``: a model
     without options writes the spec it always wrote."""
@@ -77,4 +88,4 @@ def options_hyper(norm: str, down: str, dropout: float, groups: int, residual: b
 
 
 __all__ = ["NORMS", "DOWNS", "GROUPS", "check_options", "group_count", "make_norm", "make_pool", "make_dropout",
-           "options_hyper"]
+           "batchnorm_pairs", "options_hyper"]
