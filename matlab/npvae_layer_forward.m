@@ -300,6 +300,9 @@ end
 
 function y = sigmoid(x)
   y = 1 ./ (1 + exp(-x));
+end
+
+
 function y = pool2d(x, k, stride, pad, kind)
   % Max or average pooling of N x C x H x W (PyTorch: floor output size, padding counted
   % as -Inf by the max and as zeros by the mean, which divides by kh * kw).
