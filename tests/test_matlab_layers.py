@@ -61,6 +61,16 @@ def cases(rng):
         "gru_stack": (GRU(3, 4, num_layers=3, bidirectional=True, **kw), big(3, 6, 3)),
         "lstm_one_step": (LSTM(3, 2, **kw), big(2, 1, 3)),
         "to_sequence": (ToSequence(), big(2, 3, 4, 5)),
+        "pools": (Sequential(MaxPool2d(2), AvgPool2d(3, 2, 1), MaxPool2d(3, 1, 1)), big(2, 3, 11, 9)),
+        "pool_rect": (Sequential(MaxPool2d((2, 3), (1, 2), (1, 0)), AvgPool2d((3, 2), 1)), big(2, 2, 7, 8)),
+        "upsample_nearest": (Sequential(Upsample(2), Upsample(1.5), Upsample(size=(13, 7))), big(2, 2, 3, 4)),
+        "upsample_bilinear": (Sequential(Upsample(2, "bilinear"), Upsample((1.5, 3), "bilinear"),
+                                         Upsample(size=(7, 13), mode="bilinear")), big(2, 2, 3, 4)),
+        "blocks": (Sequential(Residual(Sequential(Conv2d(2, 3, 3, padding=1, **kw), Dropout(0.5),
+                                                  Conv2d(3, 3, 3, padding=1, **kw)), Conv2d(2, 3, 1, **kw)),
+                              Concat(Identity(), Sequential(Dropout(0.3, channels=True), MaxPool2d(2),
+                                                            Conv2d(3, 2, 3, padding=1, **kw), Upsample(size=(7, 6)))),
+                              Residual(ReLU()), Concat(Flatten(), Flatten(), axis=1)), big(2, 2, 7, 6)),
     }
 
 
@@ -78,16 +88,6 @@ def norm_cases(rng):
         "gn_2d": (shaken(GroupNorm(2, 6)), big(3, 6, 4, 5)),
         "gn_features": (shaken(GroupNorm(3, 6, eps=1e-4)), big(4, 6)),
         "gn_one_group_f64": (shaken(GroupNorm(1, 3, dtype=np.float64)), rng.standard_normal((2, 3, 4, 4))),
-        "pools": (Sequential(MaxPool2d(2), AvgPool2d(3, 2, 1), MaxPool2d(3, 1, 1)), big(2, 3, 11, 9)),
-        "pool_rect": (Sequential(MaxPool2d((2, 3), (1, 2), (1, 0)), AvgPool2d((3, 2), 1)), big(2, 2, 7, 8)),
-        "upsample_nearest": (Sequential(Upsample(2), Upsample(1.5), Upsample(size=(13, 7))), big(2, 2, 3, 4)),
-        "upsample_bilinear": (Sequential(Upsample(2, "bilinear"), Upsample((1.5, 3), "bilinear"),
-                                         Upsample(size=(7, 13), mode="bilinear")), big(2, 2, 3, 4)),
-        "blocks": (Sequential(Residual(Sequential(Conv2d(2, 3, 3, padding=1, **kw), Dropout(0.5),
-                                                  Conv2d(3, 3, 3, padding=1, **kw)), Conv2d(2, 3, 1, **kw)),
-                              Concat(Identity(), Sequential(Dropout(0.3, channels=True), MaxPool2d(2),
-                                                            Conv2d(3, 2, 3, padding=1, **kw), Upsample(size=(7, 6)))),
-                              Residual(ReLU()), Concat(Flatten(), Flatten(), axis=1)), big(2, 2, 7, 6)),
     }
 
 
