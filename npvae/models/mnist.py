@@ -285,7 +285,7 @@ class UNetSeparationVAE(SeparationVAE):
     followed by b - 1 more ``lrelu(conv3x3)`` of the same width (layers ``enc1_2``,
     ``enc1_3``, ...), the usual two convolutions per level of a U-Net when b = 2.
 
-    Options (:mod:`npvae.models.blocks`; the defaults build the model above):
+    Options (:mod:`npvae.models.options`; the defaults build the model above):
 
     * ``norm`` "batch" or "group": a BatchNorm / GroupNorm (``groups`` groups at most)
       after every convolution but the output one, before its activation (``enc1_norm``,

@@ -19,7 +19,7 @@ then multiples of 2**n), each one more halving and one more skip. The skip conne
 carry the fine detail that masks need; the latent carries the coarse structure and is regularised by the
 KL term (:func:`npvae.vae.kl_divergence` on ``model.mu``/``model.logvar``).
 
-Options (:mod:`npvae.models.blocks`; the defaults build the network above): a BatchNorm
+Options (:mod:`npvae.models.options`; the defaults build the network above): a BatchNorm
 or GroupNorm after every convolution but the last (``norm``), pooling instead of strided
 convolutions (``down``), dropout in the decoder (``dropout``), a residual block after
 every level (``residual``) and a recurrent bottleneck over the frames (``rnn_layers``).
