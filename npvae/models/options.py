@@ -5,7 +5,7 @@
 running ones in eval mode) or "group" (:class:`~npvae.layers.norm.GroupNorm`, the same
 in both modes, independent of the batch size). ``down`` says how the encoder halves
 its feature maps: "stride" (a strided convolution, the models' original layout), "max"
-or "avg" (a 2x2 pooling before the level's first convolution). ``dropout`` is the
+or "avg" (a 2x2 pooling; each builder's docstring says where). ``dropout`` is the
 probability that a decoder feature is zeroed in training (0: no dropout layers).
 """
 from __future__ import annotations
