@@ -285,7 +285,7 @@ def run_training(task: str, settings: dict, out, log=print) -> dict:
 TIMED_FILE = "timed_epochs.json"      # a configuration's epochs for a time budget, chosen once
 
 
-def seconds_per_epoch(task: str, settings: dict, run_dir, steps: int = 4, warmup: int = 2) -> float:
+def seconds_per_epoch(task: str, settings: dict, run_dir, steps: int = 5, warmup: int = 2) -> float:
     """The training seconds an epoch of ``settings`` takes in this process: the median of
     ``steps`` optimiser steps (forward, backward, Adam), timed after ``warmup`` untimed ones
     (compilation, the convolutions' algorithm choice), times the batches of an epoch.
