@@ -292,7 +292,7 @@ def winograd_input_adjoint(v, m, ph, pw, out):
 # Sums are float64 over the batch; along each row of L values NumPy sums pairwise (sums)
 # or through BLAS dot products (sums of products) in the array's dtype.
 
-def _row_dots(a, b):
+def row_dots(a, b):
     """``sum(a * b, axis=2)`` of (N, C, L) arrays, one BLAS dot per row: (N, C)."""
     return np.matmul(a[:, :, None, :], b[:, :, :, None])[:, :, 0, 0]
 
@@ -306,12 +306,12 @@ def channel_sq_dev(x, mean):
     """Per-channel sums of squared deviations ``sum((x - mean[c])**2)`` of ``x`` (N, C, L),
     ``mean`` (C,) float64: (C,) float64."""
     xc = x - mean.astype(x.dtype)[:, None]
-    return _row_dots(xc, xc).sum(axis=0, dtype=np.float64)
+    return row_dots(xc, xc).sum(axis=0, dtype=np.float64)
 
 
 def channel_dot_sums(dy, xhat):
     """``(sum(dy), sum(dy * xhat))`` per channel of (N, C, L) arrays: two (C,) float64."""
-    return dy.sum(axis=2).sum(axis=0, dtype=np.float64), _row_dots(dy, xhat).sum(axis=0, dtype=np.float64)
+    return dy.sum(axis=2).sum(axis=0, dtype=np.float64), row_dots(dy, xhat).sum(axis=0, dtype=np.float64)
 
 
 def batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, y):

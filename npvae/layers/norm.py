@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .. import kernels
+from ..kernels.numpy_kernels import row_dots
 from .base import Layer, backward_before_forward, in_inference, register
 
 # A function that sums a float64 array over the ranks of a data-parallel run (None: one process).
@@ -201,14 +202,15 @@ class GroupNorm(Layer):
         _check(self, x, self.num_channels, "(N, C, ...)", range(2, 8))
         n, g = x.shape[0], self.num_groups
         xg = np.ascontiguousarray(x).reshape(n, g, -1)          # (N, G, C/G * rest)
-        mean = xg.mean(axis=2, dtype=np.float64)
-        xc = xg - mean.astype(self.dtype)[:, :, None]
-        var = np.einsum("ngl,ngl->ng", xc, xc, dtype=np.float64) / xg.shape[2]
+        size = xg.shape[2]
+        mean = xg.sum(axis=2) / self.dtype.type(size)           # pairwise along each group's row
+        xc = xg - mean[:, :, None]
+        var = row_dots(xc, xc).astype(np.float64) / size
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(self.dtype)
         xhat = xc
         xhat *= inv_std[:, :, None]
-        xhat3 = xhat.reshape(n, self.num_channels, -1)
-        y = xhat3 * self.params["gamma"][:, None] + self.params["beta"][:, None]
+        y = np.multiply(xhat.reshape(n, self.num_channels, -1), self.params["gamma"][:, None])
+        y += self.params["beta"][:, None]
         keep = not in_inference()
         self._xhat, self._inv_std = (xhat, inv_std) if keep else (None, None)
         return y.reshape(x.shape)
@@ -224,7 +226,7 @@ class GroupNorm(Layer):
         dxhat = (dy3 * self.params["gamma"][:, None]).reshape(n, g, -1)
         xhat = self._xhat
         mean_d = dxhat.mean(axis=2)
-        mean_dx = np.einsum("ngl,ngl->ng", dxhat, xhat) / xhat.shape[2]
+        mean_dx = row_dots(dxhat, xhat) / self.dtype.type(xhat.shape[2])
         dx = dxhat - mean_d[:, :, None]
         dx -= xhat * mean_dx[:, :, None]
         dx *= self._inv_std[:, :, None]
