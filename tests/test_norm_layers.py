@@ -361,3 +361,21 @@ def test_folded_batchnorm_gives_the_eval_output(rng):
         np.testing.assert_array_equal(v, before[k], err_msg=k)
     plain = Sequential(Conv2d(2, 3, 3, rng=rng), ReLU(), GroupNorm(1, 3))
     assert fold_batchnorm(plain) is plain
+
+
+def test_a_rank_without_samples_is_refused_when_batchnorm_sums_over_ranks(tmp_path):
+    """Every rank joins BatchNorm's sums: a rank left without a sample says so (no hang)."""
+    from npvae.distributed import SingleProcess
+    from npvae.errors import TrainingError
+    from npvae.training import Trainer
+
+    class EmptyRank(SingleProcess):
+        rank, size, local_count = 1, 2, 0
+
+        def allreduce_sum(self, a):
+            raise AssertionError("not reached")
+
+    model = Sequential(Dense(3, 2, rng=np.random.default_rng(0)), BatchNorm(2))
+    trainer = Trainer(model, npvae.Adam(model), np.random.default_rng(0), tmp_path, progress=False, comm=EmptyRank())
+    with pytest.raises(TrainingError, match="left rank 1 none, but BatchNorm sums its statistics over every rank"):
+        trainer.fit(1, lambda r: iter([None]), 1, lambda batch, epoch: {"total": 0.0})
