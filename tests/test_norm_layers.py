@@ -379,3 +379,24 @@ def test_a_rank_without_samples_is_refused_when_batchnorm_sums_over_ranks(tmp_pa
     trainer = Trainer(model, npvae.Adam(model), np.random.default_rng(0), tmp_path, progress=False, comm=EmptyRank())
     with pytest.raises(TrainingError, match="left rank 1 none, but BatchNorm sums its statistics over every rank"):
         trainer.fit(1, lambda r: iter([None]), 1, lambda batch, epoch: {"total": 0.0})
+
+
+def test_figures_are_drawn_in_eval_mode_and_leave_the_running_statistics(tmp_path, rng):
+    from npvae.training import Trainer
+    model = Sequential(Dense(3, 2, rng=np.random.default_rng(0)), BatchNorm(2))
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    seen = []
+
+    def step(batch, epoch):
+        model.zero_grad()
+        model.backward(model.forward(x))
+        return {"total": 0.0}
+
+    def display(epoch, history):
+        before = model.state_dict()["1.running_var"]
+        model.forward(x)
+        seen.append((model.training, np.array_equal(model.state_dict()["1.running_var"], before)))
+
+    trainer = Trainer(model, npvae.SGD(model, lr=0.0), rng, tmp_path, progress=False, log=lambda s: None)
+    trainer.fit(2, lambda r: iter([None]), 1, step, on_display=display)
+    assert seen == [(False, True), (False, True)] and model.training
