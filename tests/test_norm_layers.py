@@ -397,6 +397,6 @@ def test_figures_are_drawn_in_eval_mode_and_leave_the_running_statistics(tmp_pat
         model.forward(x)
         seen.append((model.training, np.array_equal(model.state_dict()["1.running_var"], before)))
 
-    trainer = Trainer(model, npvae.SGD(model, lr=0.0), rng, tmp_path, progress=False, log=lambda s: None)
+    trainer = Trainer(model, npvae.SGD(model, lr=0.01), rng, tmp_path, progress=False, log=lambda s: None)
     trainer.fit(2, lambda r: iter([None]), 1, step, on_display=display)
     assert seen == [(False, True), (False, True)] and model.training
