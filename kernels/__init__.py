@@ -132,11 +132,37 @@ def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     return _ops.max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw)
 
 
+def channel_sums(x):
+    return _ops.channel_sums(x)
+
+
+def channel_sq_dev(x, mean):
+    return _ops.channel_sq_dev(x, mean)
+
+
+def channel_dot_sums(dy, xhat):
+    return _ops.channel_dot_sums(dy, xhat)
+
+
+def batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, y):
+    return _ops.batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, y)
+
+
+def channel_affine(x, scale, shift, out):
+    return _ops.channel_affine(x, scale, shift, out)
+
+
+def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
+    return _ops.batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx)
+
+
 for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, winograd_input_transform,
             winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
             bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits,
-            max_pool2d_forward, max_pool2d_backward):
+            max_pool2d_forward, max_pool2d_backward, channel_sums, channel_sq_dev, channel_dot_sums,
+            batchnorm_normalise, channel_affine, batchnorm_input_grad):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
+
 
 def lstm_forward(gates, w_hh_t, reverse, h, c):
     return _ops.lstm_forward(gates, w_hh_t, reverse, h, c)

@@ -1183,4 +1183,130 @@ def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     dx = np.zeros(x_shape, dtype=dy.dtype)
     _max_pool_backward(dx.size, np.ascontiguousarray(dy).reshape(n * c, *dy.shape[2:]),
                        arg.reshape(n * c, *arg.shape[2:]), dx.reshape(n * c, h, w), kw, sh, sw, ph, pw)
+
+
+# -- per-channel normalisation (BatchNorm) on x viewed as (N, C, L) ---------------------------
+# One pass per job, channels spread over the threads; sums in float64. The sums may be
+# reassociated, so that LLVM vectorises them: a strict left-to-right float64 sum is
+# bound by the add's latency, 5x slower than NumPy's pairwise sum (measured on one
+# thread, (64, 32, 784) float32: 1.5 ms against 0.28 ms; reassociated 0.17 ms).
+
+class _ReductionKernel(_Kernel):
+    def __init__(self, fn):
+        fast = {"reassoc", "contract"}
+        self.serial = njit(cache=True, error_model="numpy", fastmath=fast)(_renamed(fn, "_serial"))
+        self.parallel = njit(cache=True, parallel=True, fastmath=fast)(fn)
+
+
+@_ReductionKernel
+def _channel_sums(x, out):
+    n, c, l = x.shape
+    for j in prange(c):
+        s = 0.0
+        for i in range(n):
+            row = x[i, j]
+            for k in range(l):
+                s += row[k]
+        out[j] = s
+
+
+@_ReductionKernel
+def _channel_sq_dev(x, mean, out):
+    n, c, l = x.shape
+    for j in prange(c):
+        s, m = 0.0, mean[j]
+        for i in range(n):
+            row = x[i, j]
+            for k in range(l):
+                d = row[k] - m
+                s += d * d
+        out[j] = s
+
+
+@_ReductionKernel
+def _channel_dot_sums(dy, xhat, out_dy, out_dyx):
+    n, c, l = dy.shape
+    for j in prange(c):
+        s, t = 0.0, 0.0
+        for i in range(n):
+            a, b = dy[i, j], xhat[i, j]
+            for k in range(l):
+                s += a[k]
+                t += a[k] * b[k]
+        out_dy[j], out_dyx[j] = s, t
+
+
+@_Kernel
+def _batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, keep, y):
+    n, c, l = x.shape
+    for j in prange(c):
+        m, s, g, b = mean[j], inv_std[j], gamma[j], beta[j]
+        for i in range(n):
+            row, out = x[i, j], y[i, j]
+            if keep:
+                h_row = xhat[i, j]
+                for k in range(l):
+                    h = (row[k] - m) * s
+                    h_row[k] = h
+                    out[k] = h * g + b
+            else:
+                for k in range(l):
+                    out[k] = (row[k] - m) * s * g + b
+
+
+@_Kernel
+def _channel_affine(x, scale, shift, out):
+    n, c, l = x.shape
+    for j in prange(c):
+        a, b = scale[j], shift[j]
+        for i in range(n):
+            row, o = x[i, j], out[i, j]
+            for k in range(l):
+                o[k] = row[k] * a + b
+
+
+@_Kernel
+def _batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
+    n, c, l = dy.shape
+    for j in prange(c):
+        a, b, s = mean_dy[j], mean_dyx[j], scale[j]
+        for i in range(n):
+            d, h, o = dy[i, j], xhat[i, j], dx[i, j]
+            for k in range(l):
+                o[k] = (d[k] - h[k] * b - a) * s
+
+
+def channel_sums(x):
+    out = np.empty(x.shape[1])
+    _channel_sums(x.size, x, out)
+    return out
+
+
+def channel_sq_dev(x, mean):
+    out = np.empty(x.shape[1])
+    _channel_sq_dev(x.size, x, mean.astype(x.dtype), out)
+    return out
+
+
+def channel_dot_sums(dy, xhat):
+    s, t = np.empty(dy.shape[1]), np.empty(dy.shape[1])
+    _channel_dot_sums(dy.size, dy, xhat, s, t)
+    return s, t
+
+
+def batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, y):
+    t = x.dtype
+    _batchnorm_normalise(x.size, x, mean.astype(t), inv_std.astype(t), gamma, beta,
+                         y if xhat is None else xhat, xhat is not None, y)
+    return y
+
+
+def channel_affine(x, scale, shift, out):
+    _channel_affine(x.size, x, scale.astype(x.dtype), shift.astype(x.dtype), out)
+    return out
+
+
+def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
+    t = dy.dtype
+    _batchnorm_input_grad(dy.size, dy, xhat, mean_dy.astype(t), mean_dyx.astype(t), scale.astype(t), dx)
     return dx

@@ -465,3 +465,62 @@ def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     zero = dy.dtype.type(0)
     return pool_scatter(x_shape, dy.dtype, kh, kw, sh, sw, ph, pw, *dy.shape[2:],
                         lambda o: np.where(arg == o, dy, zero))
+
+
+# -- per-channel normalisation (BatchNorm) on x viewed as (N, C, L) ---------------------------
+# Sums are float64 over the batch; along each row of L values NumPy sums pairwise (sums)
+# or through BLAS dot products (sums of products) in the array's dtype.
+
+def row_dots(a, b):
+    """``sum(a * b, axis=2)`` of (N, C, L) arrays, one BLAS dot per row: (N, C)."""
+    return np.matmul(a[:, :, None, :], b[:, :, :, None])[:, :, 0, 0]
+
+
+def channel_sums(x):
+    """Per-channel sums of ``x`` (N, C, L): (C,) float64."""
+    return x.sum(axis=2).sum(axis=0, dtype=np.float64)
+
+
+def channel_sq_dev(x, mean):
+    """Per-channel sums of squared deviations ``sum((x - mean[c])**2)`` of ``x`` (N, C, L),
+    ``mean`` (C,) float64: (C,) float64."""
+    xc = x - mean.astype(x.dtype)[:, None]
+    return row_dots(xc, xc).sum(axis=0, dtype=np.float64)
+
+
+def channel_dot_sums(dy, xhat):
+    """``(sum(dy), sum(dy * xhat))`` per channel of (N, C, L) arrays: two (C,) float64."""
+    return dy.sum(axis=2).sum(axis=0, dtype=np.float64), row_dots(dy, xhat).sum(axis=0, dtype=np.float64)
+
+
+def batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, y):
+    """``xhat = (x - mean[c]) * inv_std[c]`` and ``y = xhat * gamma[c] + beta[c]`` for ``x``
+    (N, C, L), into ``xhat`` and ``y`` of its shape and dtype; ``mean``, ``inv_std`` (C,)
+    float64. ``xhat`` None: only ``y``. Returns ``y``."""
+    t = x.dtype.type
+    h = np.subtract(x, mean.astype(t)[:, None], out=xhat if xhat is not None else y)
+    h *= inv_std.astype(t)[:, None]
+    if h is not y:
+        np.multiply(h, gamma[:, None], out=y)
+    else:
+        y *= gamma[:, None]
+    y += beta[:, None]
+    return y
+
+
+def channel_affine(x, scale, shift, out):
+    """``out = x * scale[c] + shift[c]`` for ``x`` (N, C, L) (BatchNorm in eval mode). Returns ``out``."""
+    np.multiply(x, scale[:, None], out=out)
+    out += shift[:, None]
+    return out
+
+
+def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
+    """``dx = (dy - mean_dy[c] - xhat * mean_dyx[c]) * scale[c]`` for (N, C, L) arrays,
+    ``mean_dy``, ``mean_dyx``, ``scale`` (C,) float64. Returns ``dx``."""
+    t = dy.dtype.type
+    np.multiply(xhat, mean_dyx.astype(t)[:, None], out=dx)
+    np.subtract(dy, dx, out=dx)
+    dx -= mean_dy.astype(t)[:, None]
+    dx *= scale.astype(t)[:, None]
+    return dx

@@ -225,8 +225,12 @@ class Trainer:
                 if val_terms:
                     self.log(f"           valid: {_format_terms(val_terms)}")
                 if on_display and comm.is_root:
+                    # in eval mode, as validation: rank 0 alone must not run a BatchNorm that
+                    # sums over the ranks, nor move the running statistics
+                    self.model.eval()
                     with self.optimizer.averaged_weights():
                         on_display(self.epoch, self.history)
+                    self.model.train()
             if comm.parallel:
                 self._sync_from_root()
         self.optimizer.use_averaged_weights()   # the model that is scored and shipped

@@ -361,3 +361,42 @@ def test_folded_batchnorm_gives_the_eval_output(rng):
         np.testing.assert_array_equal(v, before[k], err_msg=k)
     plain = Sequential(Conv2d(2, 3, 3, rng=rng), ReLU(), GroupNorm(1, 3))
     assert fold_batchnorm(plain) is plain
+
+
+def test_a_rank_without_samples_is_refused_when_batchnorm_sums_over_ranks(tmp_path):
+    """Every rank joins BatchNorm's sums: a rank left without a sample says so (no hang)."""
+    from npvae.distributed import SingleProcess
+    from npvae.errors import TrainingError
+    from npvae.training import Trainer
+
+    class EmptyRank(SingleProcess):
+        rank, size, local_count = 1, 2, 0
+
+        def allreduce_sum(self, a):
+            raise AssertionError("not reached")
+
+    model = Sequential(Dense(3, 2, rng=np.random.default_rng(0)), BatchNorm(2))
+    trainer = Trainer(model, npvae.Adam(model), np.random.default_rng(0), tmp_path, progress=False, comm=EmptyRank())
+    with pytest.raises(TrainingError, match="left rank 1 none, but BatchNorm sums its statistics over every rank"):
+        trainer.fit(1, lambda r: iter([None]), 1, lambda batch, epoch: {"total": 0.0})
+
+
+def test_figures_are_drawn_in_eval_mode_and_leave_the_running_statistics(tmp_path, rng):
+    from npvae.training import Trainer
+    model = Sequential(Dense(3, 2, rng=np.random.default_rng(0)), BatchNorm(2))
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    seen = []
+
+    def step(batch, epoch):
+        model.zero_grad()
+        model.backward(model.forward(x))
+        return {"total": 0.0}
+
+    def display(epoch, history):
+        before = model.state_dict()["1.running_var"]
+        model.forward(x)
+        seen.append((model.training, np.array_equal(model.state_dict()["1.running_var"], before)))
+
+    trainer = Trainer(model, npvae.SGD(model, lr=0.01), rng, tmp_path, progress=False, log=lambda s: None)
+    trainer.fit(2, lambda r: iter([None]), 1, step, on_display=display)
+    assert seen == [(False, True), (False, True)] and model.training

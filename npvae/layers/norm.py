@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from .. import kernels
+from ..kernels.numpy_kernels import row_dots
 from .base import Layer, backward_before_forward, in_inference, register
 
 # A function that sums a float64 array over the ranks of a data-parallel run (None: one process).
@@ -108,57 +110,56 @@ class BatchNorm(Layer):
         _check(self, x, self.num_features, "(N, C) or (N, C, H, W)", (2, 4))
         x3 = _channel_view(np.ascontiguousarray(x))
         keep = not in_inference()
+        y = np.empty_like(x3)
         if not self.training:
-            inv_std = self._running_inv_std()
             scale, shift = self.eval_affine()
-            y = x3 * scale[:, None] + shift[:, None]
+            kernels.channel_affine(x3, scale, shift, y)
+            inv_std = self._running_inv_std()
             self._xhat = (x3 - self.buffers["running_mean"][:, None]) * inv_std[:, None] if keep else None
-            self._inv_std, self._frozen = inv_std, True
+            self._inv_std, self._frozen = inv_std.astype(np.float64), True
             return y.reshape(x.shape)
         # Two passes (mean, then squared deviations) for the accuracy of the variance; under
         # data parallelism each pass's sums are over the global batch.
         local = x3.shape[0] * x3.shape[2]
-        first = _reduce(np.concatenate([[float(local)], x3.sum(axis=(0, 2), dtype=np.float64)]))
+        first = _reduce(np.concatenate([[float(local)], kernels.channel_sums(x3)]))
         count = first[0]
         if count < 2:
             raise ValueError(f"BatchNorm in training needs more than one value per channel, got input of shape "
                              f"{x.shape}; use a larger batch, or GroupNorm, or layer.eval()")
         mean = first[1:] / count
-        xc = x3 - mean.astype(self.dtype)[:, None]
-        var = _reduce(np.einsum("ncl,ncl->c", xc, xc, dtype=np.float64)) / count
+        var = _reduce(kernels.channel_sq_dev(x3, mean)) / count
         inv_std = 1.0 / np.sqrt(var + self.eps)
-        xhat = xc
-        xhat *= inv_std.astype(self.dtype)[:, None]
-        y = xhat * self.params["gamma"][:, None] + self.params["beta"][:, None]
+        xhat = np.empty_like(x3) if keep else None
+        kernels.batchnorm_normalise(x3, mean, inv_std, self.params["gamma"], self.params["beta"], xhat, y)
         m = self.momentum
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         rm[...] = (1 - m) * rm + m * mean
         rv[...] = (1 - m) * rv + m * var * (count / (count - 1))
-        self._xhat, self._inv_std = (xhat, inv_std.astype(self.dtype)) if keep else (None, None)
+        self._xhat, self._inv_std = (xhat, inv_std) if keep else (None, None)
         self._weight, self._frozen = local / count, False
         return y.reshape(x.shape)
 
     def backward(self, dy):
         if self._xhat is None:
             raise backward_before_forward(self)
-        dy3 = _channel_view(np.ascontiguousarray(dy))
+        dy3 = _channel_view(np.ascontiguousarray(dy, dtype=self.dtype))
         xhat, gamma = self._xhat, self.params["gamma"]
-        np.einsum("ncl,ncl->c", dy3, xhat, out=self.grads["gamma"])
-        np.sum(dy3, axis=(0, 2), out=self.grads["beta"])
+        sum_dy, sum_dyx = kernels.channel_dot_sums(dy3, xhat)
+        self.grads["gamma"][...] = sum_dyx
+        self.grads["beta"][...] = sum_dy
+        dx = np.empty_like(dy3)
+        scale = gamma * self._inv_std
         if self._frozen:        # an eval-mode forward: a fixed affine map
-            return (dy3 * (gamma * self._inv_std)[:, None]).reshape(dy.shape)
+            return kernels.channel_affine(dy3, scale, np.zeros_like(scale), dx).reshape(dy.shape)
         # dx = gamma * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)), the means over the
-        # global batch; weighted by this rank's share because each rank's dy is of its own mean.
-        w = self._weight
-        sums = _reduce(np.concatenate([w * self.grads["beta"].astype(np.float64),
-                                       w * self.grads["gamma"].astype(np.float64)]))
-        c = self.num_features
-        count = xhat.shape[0] * xhat.shape[2] / w
-        mean_dy = (sums[:c] / (count * w)).astype(self.dtype)
-        mean_dyx = (sums[c:] / (count * w)).astype(self.dtype)
-        dx = dy3 - mean_dy[:, None]
-        dx -= xhat * mean_dyx[:, None]
-        dx *= (gamma * self._inv_std)[:, None]
+        # global batch of the global loss's gradient, which is w * dy on a rank holding the
+        # share w of the batch (its loss is its shard's mean); divided by w again, since
+        # this rank's dx is of its own loss: the means are the weighted sums over w * M = the
+        # local count (M the global count).
+        w, c = self._weight, self.num_features
+        sums = _reduce(np.concatenate([w * sum_dy, w * sum_dyx]))
+        local = xhat.shape[0] * xhat.shape[2]
+        kernels.batchnorm_input_grad(dy3, xhat, sums[:c] / local, sums[c:] / local, scale, dx)
         return dx.reshape(dy.shape)
 
     def hyper(self):
@@ -201,14 +202,15 @@ class GroupNorm(Layer):
         _check(self, x, self.num_channels, "(N, C, ...)", range(2, 8))
         n, g = x.shape[0], self.num_groups
         xg = np.ascontiguousarray(x).reshape(n, g, -1)          # (N, G, C/G * rest)
-        mean = xg.mean(axis=2, dtype=np.float64)
-        xc = xg - mean.astype(self.dtype)[:, :, None]
-        var = np.einsum("ngl,ngl->ng", xc, xc, dtype=np.float64) / xg.shape[2]
+        size = xg.shape[2]
+        mean = xg.sum(axis=2) / self.dtype.type(size)           # pairwise along each group's row
+        xc = xg - mean[:, :, None]
+        var = row_dots(xc, xc).astype(np.float64) / size
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(self.dtype)
         xhat = xc
         xhat *= inv_std[:, :, None]
-        xhat3 = xhat.reshape(n, self.num_channels, -1)
-        y = xhat3 * self.params["gamma"][:, None] + self.params["beta"][:, None]
+        y = np.multiply(xhat.reshape(n, self.num_channels, -1), self.params["gamma"][:, None])
+        y += self.params["beta"][:, None]
         keep = not in_inference()
         self._xhat, self._inv_std = (xhat, inv_std) if keep else (None, None)
         return y.reshape(x.shape)
@@ -224,7 +226,7 @@ class GroupNorm(Layer):
         dxhat = (dy3 * self.params["gamma"][:, None]).reshape(n, g, -1)
         xhat = self._xhat
         mean_d = dxhat.mean(axis=2)
-        mean_dx = np.einsum("ngl,ngl->ng", dxhat, xhat) / xhat.shape[2]
+        mean_dx = row_dots(dxhat, xhat) / self.dtype.type(xhat.shape[2])
         dx = dxhat - mean_d[:, :, None]
         dx -= xhat * mean_dx[:, :, None]
         dx *= self._inv_std[:, :, None]
