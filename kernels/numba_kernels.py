@@ -1310,3 +1310,53 @@ def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
     t = dy.dtype
     _batchnorm_input_grad(dy.size, dy, xhat, mean_dy.astype(t), mean_dyx.astype(t), scale.astype(t), dx)
     return dx
+
+
+# -- bilinear upsampling --------------------------------------------------------------------------
+#
+# Two taps per output along each axis, planes in parallel, PyTorch's order of operations;
+# the NumPy twin's interpolation matrices cost a multiply-add per input pixel of a row
+# for each output pixel.
+
+@_Kernel
+def _bilinear_forward(x, y, ih0, ih1, wh0, wh1, iw0, iw1, ww0, ww1):
+    planes, oh, ow = y.shape
+    for p in prange(planes):
+        for r in range(oh):
+            a, b, u0, u1 = ih0[r], ih1[r], wh0[r], wh1[r]
+            for c in range(ow):
+                j0, j1, v0, v1 = iw0[c], iw1[c], ww0[c], ww1[c]
+                y[p, r, c] = u0 * (v0 * x[p, a, j0] + v1 * x[p, a, j1]) + u1 * (v0 * x[p, b, j0] + v1 * x[p, b, j1])
+
+
+@_Kernel
+def _bilinear_backward(dy, dx, ih0, ih1, wh0, wh1, iw0, iw1, ww0, ww1):
+    planes, oh, ow = dy.shape
+    for p in prange(planes):
+        for r in range(oh):
+            a, b, u0, u1 = ih0[r], ih1[r], wh0[r], wh1[r]
+            for c in range(ow):
+                j0, j1, v0, v1 = iw0[c], iw1[c], ww0[c], ww1[c]
+                g = dy[p, r, c]
+                dx[p, a, j0] += u0 * v0 * g
+                dx[p, a, j1] += u0 * v1 * g
+                dx[p, b, j0] += u1 * v0 * g
+                dx[p, b, j1] += u1 * v1 * g
+
+
+def bilinear_forward(x, taps_h, taps_w):
+    """x (N, C, H, W) -> (N, C, OH, OW), OH = len(taps_h[0]), OW = len(taps_w[0])."""
+    n, c, h, w = x.shape
+    y = np.empty((n, c, len(taps_h[0]), len(taps_w[0])), dtype=x.dtype)
+    _bilinear_forward(y.size, np.ascontiguousarray(x).reshape(n * c, h, w), y.reshape(n * c, *y.shape[2:]),
+                      *taps_h, *taps_w)
+    return y
+
+
+def bilinear_backward(dy, taps_h, taps_w, h, w):
+    """dx (N, C, h, w) of :func:`bilinear_forward`."""
+    n, c, oh, ow = dy.shape
+    dx = np.zeros((n, c, h, w), dtype=dy.dtype)
+    _bilinear_backward(dy.size, np.ascontiguousarray(dy).reshape(n * c, oh, ow), dx.reshape(n * c, h, w),
+                       *taps_h, *taps_w)
+    return dx

@@ -524,3 +524,28 @@ def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
     dx -= mean_dy.astype(t)[:, None]
     dx *= scale.astype(t)[:, None]
     return dx
+
+
+# -- bilinear upsampling --------------------------------------------------------------------------
+#
+# Along each axis an output i reads inputs ``i0[i]`` and ``i1[i]`` with weights ``w0[i]``,
+# ``w1[i]`` (``taps = (i0, i1, w0, w1)``, from the layer: PyTorch's align_corners=False
+# rule). Here as one interpolation matrix per axis and two BLAS products.
+
+def _taps_matrix(taps, n_in):
+    i0, i1, w0, w1 = taps
+    a = np.zeros((len(i0), n_in), dtype=w0.dtype)
+    rows = np.arange(len(i0))
+    np.add.at(a, (rows, i0), w0)
+    np.add.at(a, (rows, i1), w1)
+    return a
+
+
+def bilinear_forward(x, taps_h, taps_w):
+    """x (N, C, H, W) -> (N, C, OH, OW), OH = len(taps_h[0]), OW = len(taps_w[0])."""
+    return np.matmul(_taps_matrix(taps_h, x.shape[2]), np.matmul(x, _taps_matrix(taps_w, x.shape[3]).T))
+
+
+def bilinear_backward(dy, taps_h, taps_w, h, w):
+    """dx (N, C, h, w) of :func:`bilinear_forward`."""
+    return np.matmul(_taps_matrix(taps_h, h).T, np.matmul(dy, _taps_matrix(taps_w, w)))

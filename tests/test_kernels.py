@@ -326,3 +326,17 @@ def test_batchnorm_kernels(rng, dtype, shape):
     got = numba_kernels.batchnorm_input_grad(dy, xhat, a, b, mean, np.empty_like(dy))
     close(got, ref.batchnorm_input_grad(dy, xhat, a, b, mean, np.empty_like(dy)), dtype)
     close(got, (dy - a[:, None] - xhat * b[:, None]) * mean[:, None], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", [((3, 4), (6, 8), (2.0, 2.0)), ((5, 6), (13, 9), (None, None)),
+                                   ((4, 3), (6, 9), (1.5, 3.0)), ((1, 2), (3, 3), (None, None))])
+def test_bilinear(rng, dtype, sizes):
+    from npvae.layers.resample import linear_taps
+    (h, w), (oh, ow), (fh, fw) = sizes
+    taps_h, taps_w = linear_taps(h, oh, fh, dtype), linear_taps(w, ow, fw, dtype)
+    x = rng.standard_normal((2, 3, h, w)).astype(dtype)
+    close(numba_kernels.bilinear_forward(x, taps_h, taps_w), ref.bilinear_forward(x, taps_h, taps_w), dtype)
+    dy = rng.standard_normal((2, 3, oh, ow)).astype(dtype)
+    close(numba_kernels.bilinear_backward(dy, taps_h, taps_w, h, w), ref.bilinear_backward(dy, taps_h, taps_w, h, w),
+          dtype)

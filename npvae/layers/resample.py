@@ -1,7 +1,13 @@
-"""Upsampling of (N, C, H, W) feature maps: nearest neighbour or bilinear, PyTorch's semantics."""
+"""Upsampling of (N, C, H, W) feature maps: nearest neighbour or bilinear, PyTorch's semantics.
+
+Nearest: indexing (a broadcast copy for integer factors); its gradient sums the repeats.
+Bilinear: a kernel (:mod:`npvae.kernels`: two taps per output along each axis in Numba,
+interpolation matrices and BLAS in the NumPy twin)."""
 from __future__ import annotations
 
 import numpy as np
+
+from .. import kernels
 
 from .base import Layer, backward_before_forward, expect_input, in_inference, register
 from .conv import _as_spec, _pair
@@ -33,20 +39,16 @@ def nearest_index(n_in: int, n_out: int, factor: float | None) -> np.ndarray:
     return np.minimum(src, n_in - 1)
 
 
-def bilinear_matrix(n_in: int, n_out: int, factor: float | None, dtype) -> np.ndarray:
-    """(n_out, n_in) interpolation weights along one axis: PyTorch's linear interpolation
-    with ``align_corners=False`` (source ``(i + 0.5) * scale - 0.5``, clamped at 0)."""
+def linear_taps(n_in: int, n_out: int, factor: float | None, dtype):
+    """The two source indices and weights of each of ``n_out`` outputs along one axis:
+    PyTorch's linear interpolation with ``align_corners=False`` (source position
+    ``(i + 0.5) * scale - 0.5``, clamped at 0), in ``dtype`` arithmetic as PyTorch's."""
     t = np.dtype(dtype).type
     scale = t(1.0 / factor) if factor else t(n_in) / t(n_out)
     src = np.maximum(scale * (np.arange(n_out, dtype=dtype) + t(0.5)) - t(0.5), t(0))
     i0 = src.astype(np.int64)
-    i1 = i0 + (i0 < n_in - 1)
     w1 = np.clip(src - i0.astype(dtype), 0, 1).astype(dtype)
-    a = np.zeros((n_out, n_in), dtype=dtype)
-    rows = np.arange(n_out)
-    a[rows, i0] += t(1) - w1
-    a[rows, i1] += w1
-    return a
+    return i0, i0 + (i0 < n_in - 1), t(1) - w1, w1
 
 
 def _sum_into(dy, index, n_in: int, axis: int):
@@ -98,8 +100,8 @@ class Upsample(Layer):
         (h, w), (oh, ow) = x.shape[2:], self._out_size(x)
         fh, fw = self.scale_factor or (None, None)
         if self.mode == "bilinear":
-            plan = (bilinear_matrix(h, oh, fh, self.dtype), bilinear_matrix(w, ow, fw, self.dtype))
-            y = np.matmul(plan[0], np.matmul(x, plan[1].T))
+            plan = (linear_taps(h, oh, fh, self.dtype), linear_taps(w, ow, fw, self.dtype))
+            y = kernels.bilinear_forward(x, *plan)
         else:
             plan = (nearest_index(h, oh, fh), nearest_index(w, ow, fw))
             rh, rw = oh // h, ow // w
@@ -118,7 +120,7 @@ class Upsample(Layer):
             raise backward_before_forward(self)
         (n, c, h, w), plan = self._plan
         if self.mode == "bilinear":
-            return np.matmul(plan[0].T, np.matmul(dy, plan[1]))
+            return kernels.bilinear_backward(dy, *plan, h, w)
         if isinstance(plan[0], int):        # one add per repeat offset (faster than a reshaped sum)
             (rh, rw), dx = plan, None
             for i in range(rh):
