@@ -977,10 +977,12 @@ def bce_logits(logits, target, scale=1.0):
 
 # -- recurrent layers ---------------------------------------------------------------------------
 #
-# A whole direction's step loop in one call, serial and without the GIL: per step one
-# BLAS GEMM (``np.dot`` into a preallocated array) and one pass over the gates, whose
-# values stay in registers between the four nonlinearities and the state update
-# (the NumPy twin makes a dozen passes over (N, H) arrays per step).
+# Per step one BLAS GEMM through NumPy and one Numba pass over the gates, whose values
+# stay in registers between the nonlinearities and the state update (the NumPy twin
+# makes a dozen passes over (N, H) arrays a step). The loop over the steps is Python:
+# a whole direction in one Numba call, its GEMMs by ``np.dot`` inside, took 15% longer
+# forward, because Numba's ``np.dot`` calls SciPy's BLAS, which ran these (16, 256) x
+# (256, 1024) products 25-35% slower than NumPy's on one thread.
 #
 # The gates' sigmoid and tanh are both written with one ``exp`` and no branch: here
 # ``math.tanh`` took 67 ns an element and the branching ``_sigmoid`` 30 ns on random
@@ -997,124 +999,112 @@ def _gate_tanh(z, one, two):
     return two / (one + math.exp(-two * z)) - one
 
 
+def _steps(t_len, reverse, backward=False):
+    """``(t, p)`` for each step of a direction in the order computed (``backward``:
+    undone), ``p`` the step before ``t`` in the direction, None at its first."""
+    order = _numpy_kernels._order(t_len, reverse, backward)
+    return [(t, _numpy_kernels._prev(t, t_len, reverse)) for t in order]
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def _lstm_forward(gates, w_hh_t, reverse, h, c, rec, zero, one, two):
-    t_len, n, hid = h.shape
-    none = np.zeros((n, 4 * hid), gates.dtype)
-    c0 = np.zeros((n, hid), gates.dtype)
-    for s in range(t_len):
-        t = t_len - 1 - s if reverse else s
-        p = t + 1 if reverse else t - 1
-        if s > 0:
-            np.dot(h[p], w_hh_t, rec)
-        r, cp = (rec, c[p]) if s > 0 else (none, c0)
-        for b in range(n):
-            z, a, cpb, ct, ht = gates[t, b], r[b], cp[b], c[t, b], h[t, b]
-            for k in range(hid):
-                i = _gate_sigmoid(z[k] + a[k], one)
-                f = _gate_sigmoid(z[hid + k] + a[hid + k], one)
-                g = _gate_tanh(z[2 * hid + k] + a[2 * hid + k], one, two)
-                o = _gate_sigmoid(z[3 * hid + k] + a[3 * hid + k], one)
-                z[k], z[hid + k], z[2 * hid + k], z[3 * hid + k] = i, f, g, o
-                ct[k] = f * cpb[k] + i * g
-                ht[k] = o * _gate_tanh(ct[k], one, two)
+def _lstm_step(z, a, cp, ct, ht, one, two):
+    n, hid = ct.shape
+    for b in range(n):
+        zb, ab, cpb, cb, hb = z[b], a[b], cp[b], ct[b], ht[b]
+        for k in range(hid):
+            i = _gate_sigmoid(zb[k] + ab[k], one)
+            f = _gate_sigmoid(zb[hid + k] + ab[hid + k], one)
+            g = _gate_tanh(zb[2 * hid + k] + ab[2 * hid + k], one, two)
+            o = _gate_sigmoid(zb[3 * hid + k] + ab[3 * hid + k], one)
+            zb[k], zb[hid + k], zb[2 * hid + k], zb[3 * hid + k] = i, f, g, o
+            cb[k] = f * cpb[k] + i * g
+            hb[k] = o * _gate_tanh(cb[k], one, two)
 
 
 def lstm_forward(gates, w_hh_t, reverse, h, c):
     """The step loop of one LSTM direction, in place (see the NumPy twin)."""
-    rec = np.empty((h.shape[1], gates.shape[2]), gates.dtype)
-    _lstm_forward(gates, np.ascontiguousarray(w_hh_t), bool(reverse), h, c, rec, *_scalars(gates.dtype, 0, 1, 2))
+    n, hid = h.shape[1:]
+    rec, zero = np.zeros((n, 4 * hid), gates.dtype), np.zeros((n, hid), gates.dtype)
+    w_hh_t = np.ascontiguousarray(w_hh_t)
+    one, two = _scalars(gates.dtype, 1, 2)
+    for t, p in _steps(h.shape[0], reverse):
+        if p is not None:
+            np.matmul(h[p], w_hh_t, out=rec)
+        _lstm_step(gates[t], rec, zero if p is None else c[p], c[t], h[t], one, two)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _lstm_backward(dh, gates, c, w_hh, reverse, dz, dh_next, dc_next, zero, one, two):
-    t_len, n, hid = c.shape
-    dh_next[:] = zero
-    dc_next[:] = zero
-    c0 = np.zeros((n, hid), c.dtype)
-    tc = np.empty(hid, c.dtype)
-    for s in range(t_len):
-        t = s if reverse else t_len - 1 - s
-        p = t + 1 if reverse else t - 1
-        has_prev = s < t_len - 1
-        cp = c[p] if has_prev else c0
-        for b in range(n):
-            gt, d, ct, cpb, dht_, dhn, dcn = gates[t, b], dz[t, b], c[t, b], cp[b], dh[t, b], dh_next[b], dc_next[b]
-            for k in range(hid):           # the calls apart: the loop below vectorises
-                tc[k] = _gate_tanh(ct[k], one, two)
-            for k in range(hid):
-                i, f, g, o = gt[k], gt[hid + k], gt[2 * hid + k], gt[3 * hid + k]
-                dht = dht_[k] + dhn[k]
-                dct = dht * o * (one - tc[k] * tc[k]) + dcn[k]
-                d[k] = dct * g * i * (one - i)
-                d[hid + k] = dct * cpb[k] * f * (one - f)
-                d[2 * hid + k] = dct * i * (one - g * g)
-                d[3 * hid + k] = dht * tc[k] * o * (one - o)
-                dcn[k] = dct * f
-        if has_prev:
-            np.dot(dz[t], w_hh, dh_next)
+def _lstm_step_back(dh, dh_next, dc_next, gt, ct, cp, d, tc, one, two):
+    n, hid = ct.shape
+    for b in range(n):
+        gb, db, cb, cpb, dhb, dhn, dcn = gt[b], d[b], ct[b], cp[b], dh[b], dh_next[b], dc_next[b]
+        for k in range(hid):           # the calls apart: the loop below vectorises
+            tc[k] = _gate_tanh(cb[k], one, two)
+        for k in range(hid):
+            i, f, g, o = gb[k], gb[hid + k], gb[2 * hid + k], gb[3 * hid + k]
+            dht = dhb[k] + dhn[k]
+            dct = dht * o * (one - tc[k] * tc[k]) + dcn[k]
+            db[k] = dct * g * i * (one - i)
+            db[hid + k] = dct * cpb[k] * f * (one - f)
+            db[2 * hid + k] = dct * i * (one - g * g)
+            db[3 * hid + k] = dht * tc[k] * o * (one - o)
+            dcn[k] = dct * f
 
 
 def lstm_backward(dh, gates, c, w_hh, reverse, dz):
     """Backward through time of one LSTM direction (see the NumPy twin)."""
     n, hid = c.shape[1:]
-    _lstm_backward(np.ascontiguousarray(dh), gates, c, np.ascontiguousarray(w_hh), bool(reverse), dz,
-                   np.empty((n, hid), dz.dtype), np.empty((n, hid), dz.dtype), *_scalars(dz.dtype, 0, 1, 2))
+    dh_next, dc_next, zero = (np.zeros((n, hid), dz.dtype) for _ in range(3))
+    tc, w_hh = np.empty(hid, dz.dtype), np.ascontiguousarray(w_hh)
+    one, two = _scalars(dz.dtype, 1, 2)
+    for t, p in _steps(c.shape[0], reverse, backward=True):
+        _lstm_step_back(dh[t], dh_next, dc_next, gates[t], c[t], zero if p is None else c[p], dz[t], tc, one, two)
+        if p is not None:
+            np.matmul(dz[t], w_hh, out=dh_next)
     return dz
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _gru_forward(gates, w_hh_t, b_hh, reverse, h, hn, rec, zero, one, two):
-    t_len, n, hid = h.shape
-    for s in range(t_len):
-        t = t_len - 1 - s if reverse else s
-        p = t + 1 if reverse else t - 1
-        if s > 0:
-            np.dot(h[p], w_hh_t, rec)
-        else:
-            rec[:] = zero
-        for b in range(n):
-            z, a = gates[t, b], rec[b]
-            for k in range(hid):
-                r = _gate_sigmoid(z[k] + a[k] + b_hh[k], one)
-                u = _gate_sigmoid(z[hid + k] + a[hid + k] + b_hh[hid + k], one)
-                rn = a[2 * hid + k] + b_hh[2 * hid + k]
-                new = _gate_tanh(z[2 * hid + k] + r * rn, one, two)
-                z[k], z[hid + k], z[2 * hid + k] = r, u, new
-                hn[t, b, k] = rn
-                hp = h[p, b, k] if s > 0 else zero
-                h[t, b, k] = new + u * (hp - new)
+def _gru_step(z, a, b_hh, hp, ht, hnt, one, two):
+    n, hid = ht.shape
+    for b in range(n):
+        zb, ab, hpb, hb, hnb = z[b], a[b], hp[b], ht[b], hnt[b]
+        for k in range(hid):
+            r = _gate_sigmoid(zb[k] + ab[k] + b_hh[k], one)
+            u = _gate_sigmoid(zb[hid + k] + ab[hid + k] + b_hh[hid + k], one)
+            rn = ab[2 * hid + k] + b_hh[2 * hid + k]
+            new = _gate_tanh(zb[2 * hid + k] + r * rn, one, two)
+            zb[k], zb[hid + k], zb[2 * hid + k] = r, u, new
+            hnb[k] = rn
+            hb[k] = new + u * (hpb[k] - new)
 
 
 def gru_forward(gates, w_hh_t, b_hh, reverse, h, hn):
     """The step loop of one GRU direction, in place (see the NumPy twin)."""
-    rec = np.empty((h.shape[1], gates.shape[2]), gates.dtype)
-    _gru_forward(gates, np.ascontiguousarray(w_hh_t), np.ascontiguousarray(b_hh, gates.dtype), bool(reverse), h,
-                 hn, rec, *_scalars(gates.dtype, 0, 1, 2))
+    n, hid = h.shape[1:]
+    rec, zero = np.zeros((n, 3 * hid), gates.dtype), np.zeros((n, hid), gates.dtype)
+    w_hh_t, b_hh = np.ascontiguousarray(w_hh_t), np.ascontiguousarray(b_hh, gates.dtype)
+    one, two = _scalars(gates.dtype, 1, 2)
+    for t, p in _steps(h.shape[0], reverse):
+        if p is not None:
+            np.matmul(h[p], w_hh_t, out=rec)
+        _gru_step(gates[t], rec, b_hh, zero if p is None else h[p], h[t], hn[t], one, two)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh, dh_next, zero, one):
-    t_len, n, hid = h.shape
-    dh_next[:] = zero
-    for s in range(t_len):
-        t = s if reverse else t_len - 1 - s
-        p = t + 1 if reverse else t - 1
-        has_prev = s < t_len - 1
-        for b in range(n):
-            gt, dx, dr = gates[t, b], dzx[t, b], dzh[t, b]
-            for k in range(hid):
-                r, u, new = gt[k], gt[hid + k], gt[2 * hid + k]
-                hp = h[p, b, k] if has_prev else zero
-                dht = dh[t, b, k] + dh_next[b, k]
-                dn = dht * (one - u) * (one - new * new)
-                d_r = dn * hn[t, b, k] * r * (one - r)
-                d_u = dht * (hp - new) * u * (one - u)
-                dx[k], dx[hid + k], dx[2 * hid + k] = d_r, d_u, dn
-                dr[k], dr[hid + k], dr[2 * hid + k] = d_r, d_u, dn * r
-                dh_next[b, k] = dht * u
-        if has_prev:
-            dh_next += np.dot(dzh[t], w_hh)
+def _gru_step_back(dh, dh_next, gt, hnt, hp, dzx, dzh, one):
+    n, hid = hp.shape
+    for b in range(n):
+        gb, hnb, hpb, dhb, dhn, dxb, drb = gt[b], hnt[b], hp[b], dh[b], dh_next[b], dzx[b], dzh[b]
+        for k in range(hid):
+            r, u, new = gb[k], gb[hid + k], gb[2 * hid + k]
+            dht = dhb[k] + dhn[k]
+            dn = dht * (one - u) * (one - new * new)
+            d_r = dn * hnb[k] * r * (one - r)
+            d_u = dht * (hpb[k] - new) * u * (one - u)
+            dxb[k], dxb[hid + k], dxb[2 * hid + k] = d_r, d_u, dn
+            drb[k], drb[hid + k], drb[2 * hid + k] = d_r, d_u, dn * r
+            dhn[k] = dht * u
 
 
 def gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh):
@@ -1360,3 +1350,13 @@ def bilinear_backward(dy, taps_h, taps_w, h, w):
     _bilinear_backward(dy.size, np.ascontiguousarray(dy).reshape(n * c, oh, ow), dx.reshape(n * c, h, w),
                        *taps_h, *taps_w)
     return dx
+
+
+    dh_next, part, zero = (np.zeros((n, hid), dzx.dtype) for _ in range(3))
+    w_hh = np.ascontiguousarray(w_hh)
+    one, = _scalars(dzx.dtype, 1)
+    for t, p in _steps(h.shape[0], reverse, backward=True):
+        _gru_step_back(dh[t], dh_next, gates[t], hn[t], zero if p is None else h[p], dzx[t], dzh[t], one)
+        if p is not None:
+            np.matmul(dzh[t], w_hh, out=part)
+            dh_next += part
