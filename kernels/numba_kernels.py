@@ -1110,8 +1110,15 @@ def _gru_step_back(dh, dh_next, gt, hnt, hp, dzx, dzh, one):
 def gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh):
     """Backward through time of one GRU direction (see the NumPy twin)."""
     n, hid = h.shape[1:]
-    _gru_backward(np.ascontiguousarray(dh), gates, hn, h, np.ascontiguousarray(w_hh), bool(reverse), dzx, dzh,
-                  np.empty((n, hid), dzx.dtype), *_scalars(dzx.dtype, 0, 1))
+    dh_next, part, zero = (np.zeros((n, hid), dzx.dtype) for _ in range(3))
+    w_hh = np.ascontiguousarray(w_hh)
+    one, = _scalars(dzx.dtype, 1)
+    for t, p in _steps(h.shape[0], reverse, backward=True):
+        _gru_step_back(dh[t], dh_next, gates[t], hn[t], zero if p is None else h[p], dzx[t], dzh[t], one)
+        if p is not None:
+            np.matmul(dzh[t], w_hh, out=part)
+            dh_next += part
+
 
 # -- pooling ------------------------------------------------------------------------------------
 #
@@ -1173,6 +1180,7 @@ def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     dx = np.zeros(x_shape, dtype=dy.dtype)
     _max_pool_backward(dx.size, np.ascontiguousarray(dy).reshape(n * c, *dy.shape[2:]),
                        arg.reshape(n * c, *arg.shape[2:]), dx.reshape(n * c, h, w), kw, sh, sw, ph, pw)
+    return dx
 
 
 # -- per-channel normalisation (BatchNorm) on x viewed as (N, C, L) ---------------------------
