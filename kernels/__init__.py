@@ -132,6 +132,30 @@ def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     return _ops.max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw)
 
 
+def channel_sums(x):
+    return _ops.channel_sums(x)
+
+
+def channel_sq_dev(x, mean):
+    return _ops.channel_sq_dev(x, mean)
+
+
+def channel_dot_sums(dy, xhat):
+    return _ops.channel_dot_sums(dy, xhat)
+
+
+def batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, y):
+    return _ops.batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, y)
+
+
+def channel_affine(x, scale, shift, out):
+    return _ops.channel_affine(x, scale, shift, out)
+
+
+def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
+    return _ops.batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx)
+
+
 def bilinear_forward(x, taps_h, taps_w):
     return _ops.bilinear_forward(x, taps_h, taps_w)
 
@@ -143,7 +167,28 @@ def bilinear_backward(dy, taps_h, taps_w, h, w):
 for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, winograd_input_transform,
             winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
             bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits,
-            max_pool2d_forward, max_pool2d_backward, bilinear_forward, bilinear_backward):
+            max_pool2d_forward, max_pool2d_backward, channel_sums, channel_sq_dev, channel_dot_sums,
+            batchnorm_normalise, channel_affine, batchnorm_input_grad, bilinear_forward, bilinear_backward):
+    _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
+
+
+def lstm_forward(gates, w_hh_t, reverse, h, c):
+    return _ops.lstm_forward(gates, w_hh_t, reverse, h, c)
+
+
+def lstm_backward(dh, gates, c, w_hh, reverse, dz):
+    return _ops.lstm_backward(dh, gates, c, w_hh, reverse, dz)
+
+
+def gru_forward(gates, w_hh_t, b_hh, reverse, h, hn):
+    return _ops.gru_forward(gates, w_hh_t, b_hh, reverse, h, hn)
+
+
+def gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh):
+    return _ops.gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh)
+
+
+for _fn in (lstm_forward, lstm_backward, gru_forward, gru_backward):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 
 set_backend(os.environ.get("NPVAE_BACKEND", "numba"))

@@ -288,6 +288,121 @@ def winograd_input_adjoint(v, m, ph, pw, out):
     return out
 
 
+# -- recurrent layers ------------------------------------------------------------------------
+#
+# One direction of one layer, time-major: ``(T, N, ...)`` arrays, C-contiguous, whose step
+# ``t`` is the contiguous block ``a[t]``. The input projections of all steps are one GEMM
+# in the layer; these loops add the recurrent GEMM of each step and the gates. ``reverse``
+# runs a direction from the last step to the first. Zero initial state.
+
+def _order(t_len, reverse, backward=False):
+    """The steps of a direction in the order they are computed (``backward``: undone)."""
+    forward = range(t_len - 1, -1, -1) if reverse else range(t_len)
+    return forward[::-1] if backward else forward
+
+
+def _prev(t, t_len, reverse):
+    """The step before ``t`` in a direction's order, None at its first step."""
+    p = t + 1 if reverse else t - 1
+    return p if 0 <= p < t_len else None
+
+
+def lstm_forward(gates, w_hh_t, reverse, h, c):
+    """The step loop of one LSTM direction, in place.
+
+    ``gates`` (T, N, 4H): on entry the input projections ``x_t W_ih^T + b_ih + b_hh`` of
+    every step; on return the gate values ``i, f, g, o`` (sigmoid, sigmoid, tanh, sigmoid,
+    PyTorch's order). ``w_hh_t`` (H, 4H) is ``W_hh`` transposed, C-contiguous. ``h`` and
+    ``c`` (T, N, H) receive the hidden and cell state of every step:
+    ``c_t = f c_{t-1} + i g``, ``h_t = o tanh(c_t)``.
+    """
+    t_len, n, hid = h.shape
+    h_prev = c_prev = np.zeros((n, hid), gates.dtype)
+    for t in _order(t_len, reverse):
+        z = gates[t]
+        z += h_prev @ w_hh_t
+        _sigmoid_inplace(z[:, :2 * hid])
+        np.tanh(z[:, 2 * hid:3 * hid], out=z[:, 2 * hid:3 * hid])
+        _sigmoid_inplace(z[:, 3 * hid:])
+        np.multiply(z[:, hid:2 * hid], c_prev, out=c[t])
+        c[t] += z[:, :hid] * z[:, 2 * hid:3 * hid]
+        np.tanh(c[t], out=h[t])
+        h[t] *= z[:, 3 * hid:]
+        h_prev, c_prev = h[t], c[t]
+
+
+def lstm_backward(dh, gates, c, w_hh, reverse, dz):
+    """Backward through time of one LSTM direction: fills and returns ``dz`` (T, N, 4H),
+    the gradient of the gates' pre-activations (of ``x_t W_ih^T + b`` and of
+    ``h_{t-1} W_hh^T`` alike), from ``dh`` (T, N, H), the gradient of every step's
+    output from above, and ``gates``, ``c`` as :func:`lstm_forward` left them.
+    ``w_hh`` is (4H, H)."""
+    t_len, n, hid = c.shape
+    dh_next = dc_next = zero = np.zeros((n, hid), dh.dtype)
+    for t in _order(t_len, reverse, backward=True):
+        p = _prev(t, t_len, reverse)
+        c_prev = zero if p is None else c[p]
+        i, f, g, o = (gates[t, :, k * hid:(k + 1) * hid] for k in range(4))
+        tc = np.tanh(c[t])
+        dht = dh[t] + dh_next
+        dct = dht * o * (1 - tc * tc) + dc_next
+        d = dz[t]
+        d[:, :hid] = dct * g * i * (1 - i)
+        d[:, hid:2 * hid] = dct * c_prev * f * (1 - f)
+        d[:, 2 * hid:3 * hid] = dct * i * (1 - g * g)
+        d[:, 3 * hid:] = dht * tc * o * (1 - o)
+        dc_next = dct * f
+        dh_next = d @ w_hh
+    return dz
+
+
+def gru_forward(gates, w_hh_t, b_hh, reverse, h, hn):
+    """The step loop of one GRU direction, in place.
+
+    ``gates`` (T, N, 3H): on entry the input projections ``x_t W_ih^T + b_ih``; on return
+    the gate values ``r, z, n`` (PyTorch's order). ``w_hh_t`` (H, 3H) is ``W_hh``
+    transposed, C-contiguous, ``b_hh`` (3H,). ``h`` (T, N, H) receives every step's
+    state ``h_t = (1 - z) n + z h_{t-1}``, ``hn`` (T, N, H) the recurrent part of the
+    new gate, ``h_{t-1} W_hn^T + b_hn`` (``n = tanh(x W_in^T + b_in + r hn)``).
+    """
+    t_len, n, hid = h.shape
+    h_prev = np.zeros((n, hid), gates.dtype)
+    for t in _order(t_len, reverse):
+        a = h_prev @ w_hh_t
+        a += b_hh
+        g = gates[t]
+        g[:, :2 * hid] += a[:, :2 * hid]
+        _sigmoid_inplace(g[:, :2 * hid])
+        hn[t] = a[:, 2 * hid:]
+        new = g[:, 2 * hid:]
+        new += g[:, :hid] * hn[t]
+        np.tanh(new, out=new)
+        np.subtract(h_prev, new, out=h[t])
+        h[t] *= g[:, hid:2 * hid]
+        h[t] += new
+        h_prev = h[t]
+
+
+def gru_backward(dh, gates, hn, h, w_hh, reverse, dzx, dzh):
+    """Backward through time of one GRU direction, from ``dh`` (T, N, H) and what
+    :func:`gru_forward` left: fills ``dzx`` (T, N, 3H), the gradient of the input
+    projections ``x_t W_ih^T + b_ih``, and ``dzh`` (T, N, 3H), that of the recurrent ones
+    ``h_{t-1} W_hh^T + b_hh``. ``w_hh`` is (3H, H)."""
+    t_len, n, hid = h.shape
+    dh_next = zero = np.zeros((n, hid), dh.dtype)
+    for t in _order(t_len, reverse, backward=True):
+        p = _prev(t, t_len, reverse)
+        h_prev = zero if p is None else h[p]
+        r, u, new = (gates[t, :, k * hid:(k + 1) * hid] for k in range(3))
+        dht = dh[t] + dh_next
+        dn = dht * (1 - u) * (1 - new * new)
+        dzx[t, :, :hid] = dn * hn[t] * r * (1 - r)
+        dzx[t, :, hid:2 * hid] = dht * (h_prev - new) * u * (1 - u)
+        dzx[t, :, 2 * hid:] = dn
+        dzh[t, :, :2 * hid] = dzx[t, :, :2 * hid]
+        dzh[t, :, 2 * hid:] = dn * r
+        dh_next = dht * u + dzh[t] @ w_hh
+
 # -- pooling ------------------------------------------------------------------------------------
 #
 # (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2*ph - kh) // sh + 1. A window's kernel offsets
@@ -350,6 +465,65 @@ def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     zero = dy.dtype.type(0)
     return pool_scatter(x_shape, dy.dtype, kh, kw, sh, sw, ph, pw, *dy.shape[2:],
                         lambda o: np.where(arg == o, dy, zero))
+
+
+# -- per-channel normalisation (BatchNorm) on x viewed as (N, C, L) ---------------------------
+# Sums are float64 over the batch; along each row of L values NumPy sums pairwise (sums)
+# or through BLAS dot products (sums of products) in the array's dtype.
+
+def row_dots(a, b):
+    """``sum(a * b, axis=2)`` of (N, C, L) arrays, one BLAS dot per row: (N, C)."""
+    return np.matmul(a[:, :, None, :], b[:, :, :, None])[:, :, 0, 0]
+
+
+def channel_sums(x):
+    """Per-channel sums of ``x`` (N, C, L): (C,) float64."""
+    return x.sum(axis=2).sum(axis=0, dtype=np.float64)
+
+
+def channel_sq_dev(x, mean):
+    """Per-channel sums of squared deviations ``sum((x - mean[c])**2)`` of ``x`` (N, C, L),
+    ``mean`` (C,) float64: (C,) float64."""
+    xc = x - mean.astype(x.dtype)[:, None]
+    return row_dots(xc, xc).sum(axis=0, dtype=np.float64)
+
+
+def channel_dot_sums(dy, xhat):
+    """``(sum(dy), sum(dy * xhat))`` per channel of (N, C, L) arrays: two (C,) float64."""
+    return dy.sum(axis=2).sum(axis=0, dtype=np.float64), row_dots(dy, xhat).sum(axis=0, dtype=np.float64)
+
+
+def batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, y):
+    """``xhat = (x - mean[c]) * inv_std[c]`` and ``y = xhat * gamma[c] + beta[c]`` for ``x``
+    (N, C, L), into ``xhat`` and ``y`` of its shape and dtype; ``mean``, ``inv_std`` (C,)
+    float64. ``xhat`` None: only ``y``. Returns ``y``."""
+    t = x.dtype.type
+    h = np.subtract(x, mean.astype(t)[:, None], out=xhat if xhat is not None else y)
+    h *= inv_std.astype(t)[:, None]
+    if h is not y:
+        np.multiply(h, gamma[:, None], out=y)
+    else:
+        y *= gamma[:, None]
+    y += beta[:, None]
+    return y
+
+
+def channel_affine(x, scale, shift, out):
+    """``out = x * scale[c] + shift[c]`` for ``x`` (N, C, L) (BatchNorm in eval mode). Returns ``out``."""
+    np.multiply(x, scale[:, None], out=out)
+    out += shift[:, None]
+    return out
+
+
+def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
+    """``dx = (dy - mean_dy[c] - xhat * mean_dyx[c]) * scale[c]`` for (N, C, L) arrays,
+    ``mean_dy``, ``mean_dyx``, ``scale`` (C,) float64. Returns ``dx``."""
+    t = dy.dtype.type
+    np.multiply(xhat, mean_dyx.astype(t)[:, None], out=dx)
+    np.subtract(dy, dx, out=dx)
+    dx -= mean_dy.astype(t)[:, None]
+    dx *= scale.astype(t)[:, None]
+    return dx
 
 
 # -- bilinear upsampling --------------------------------------------------------------------------

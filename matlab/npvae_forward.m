@@ -9,7 +9,8 @@ function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
 %   the reconstructed mixture, each N x 28 x 28 in the model's class (single for a
 %   float32 model). These equal model.separate(mixtures) in Python.
 %
-%   Models: DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE and
+%   Models: DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE (2 to 5 levels,
+%   with its normalisation, pooling, dropout and residual options) and
 %   LatentMapSeparationVAE (npvae/models/mnist.py; the last with a 14x14 or 7x7 latent
 %   map), with the "sources" or "split" output and the "average" or "sum" mixing rule. Blind models (npvae train blind-mnist): npvae_blind_forward.
 %
@@ -129,27 +130,70 @@ end
 
 
 function logits = unet_vae(spec, P, x)
-  % UNetSeparationVAE: conv encoder, Gaussian bottleneck, decoder with skip connections.
-  c = reshape(spec.channels, 1, []);
-  n = size(x, 1);
-  lrelu = @(y) npvae_layer_forward(struct('type', 'LeakyReLU', 'alpha', 0.2), P, '', y);
-  run = @(s, name, y) npvae_layer_forward(s, P, name, y);
+  % UNetSeparationVAE: conv encoder, Gaussian bottleneck, decoder with skip connections;
+  % 2 to 5 levels (sides 28, 14, 7, 3, 1) and the options norm, down, residual (dropout
+  % is the identity when separating).
+  c = reshape(double(spec.channels), 1, []);
+  n = numel(c);
+  N = size(x, 1);
+  opt = unet_options(spec);
   blocks = 1;                                       % 3x3 convolutions per level (absent: 1)
   if isfield(spec, 'blocks')
-    blocks = spec.blocks;
+    blocks = double(spec.blocks);
   end
-  % lrelu(conv3x3) layers <level>_2 ... <level>_<blocks> that follow a level's first layer
-  more = @(level, width, y) extra_convs(P, level, width, blocks, lrelu, y);
-  e1 = more('enc1', c(1), lrelu(run(conv('Conv2d', 1, c(1), 3, 1, 1), 'enc1', x)));
-  e2 = more('enc2', c(2), lrelu(run(conv('Conv2d', c(1), c(2), 4, 2, 1), 'enc2', e1)));
-  e3 = lrelu(run(conv('Conv2d', c(2), c(3), 4, 2, 1), 'enc3', e2));
-  mu = run(struct('type', 'GaussianHead'), 'head', run(struct('type', 'Flatten'), '', e3));
-  d3 = run(struct('type', 'Reshape', 'shape', [c(3) 7 7]), '', ...
-           run(dense(spec.latent_dim, c(3) * 49, 'leaky_relu', 0.2), 'expand', mu));
-  u2 = more('up2', c(2), lrelu(run(conv('ConvTranspose2d', 2 * c(3), c(2), 4, 2, 1), 'up2', cat(2, d3, e3))));
-  u1 = more('up1', c(1), lrelu(run(conv('ConvTranspose2d', 2 * c(2), c(1), 4, 2, 1), 'up1', cat(2, u2, e2))));
-  logits = run(conv('Conv2d', 2 * c(1) + 1, out_channels(spec), 3, 1, 1), 'out', cat(2, u1, e1, x));
-  logits = reshape(logits, [n size(logits, 2) 28 28]);
+  pooled = ~strcmp(opt.down, 'stride');
+  sides = 28;
+  for i = 2:n
+    sides(i) = floor(sides(i - 1) / 2);
+  end
+  pool = struct('type', 'MaxPool2d', 'kernel_size', 2);
+  if strcmp(opt.down, 'avg')
+    pool.type = 'AvgPool2d';
+  end
+  e = cell(1, n);
+  h = x;
+  for i = 1:n
+    if i == 1
+      first = conv('Conv2d', 1, c(1), 3, 1, 1);
+    elseif pooled
+      h = npvae_layer_forward(pool, P, '', h);
+      first = conv('Conv2d', c(i - 1), c(i), 3, 1, 1);
+    else
+      first = conv('Conv2d', c(i - 1), c(i), 4, 2, 1);
+    end
+    convs = blocks;
+    if i == n && ~pooled
+      convs = 1;                                    % a strided bottom level: its one convolution
+    end
+    h = unet_level(P, sprintf('enc%d', i), first, c(i), convs, h, opt);
+    e{i} = h;
+  end
+  run = @(s, name, y) npvae_layer_forward(s, P, name, y);
+  mu = run(struct('type', 'GaussianHead'), 'head', run(struct('type', 'Flatten'), '', e{n}));
+  bottom = c(n) * sides(n) ^ 2;
+  d = run(struct('type', 'Reshape', 'shape', [c(n) sides(n) sides(n)]), '', ...
+          run(dense(spec.latent_dim, bottom, 'leaky_relu', 0.2), 'expand', mu));
+  for i = n - 1:-1:1
+    up = conv('ConvTranspose2d', 2 * c(i + 1), c(i), 4, 2, 1);
+    up.output_padding = sides(i) - 2 * sides(i + 1);
+    d = unet_level(P, sprintf('up%d', i), up, c(i), blocks, cat(2, d, e{i + 1}), opt);
+  end
+  logits = run(conv('Conv2d', 2 * c(1) + 1, out_channels(spec), 3, 1, 1), 'out', cat(2, d, e{1}, x));
+  logits = reshape(logits, [N size(logits, 2) 28 28]);
+end
+
+
+function y = unet_level(P, level, first, width, convs, x, opt)
+  % A level's convolutions <level>, <level>_2, ..., each lrelu(norm(conv)); with the
+  % residual option its first convolution's output is added to its last one's.
+  h = unet_unit(P, level, first, width, x, opt, 0.2);
+  y = h;
+  for k = 2:convs
+    y = unet_unit(P, sprintf('%s_%d', level, k), conv('Conv2d', width, width, 3, 1, 1), width, y, opt, 0.2);
+  end
+  if opt.residual && convs > 1
+    y = y + h;
+  end
 end
 
 
@@ -189,13 +233,6 @@ function logits = latent_map_vae(spec, P, x)
   z = h(:, 1:L, :, :);                              % the posterior mean (no sampling)
   logits = npvae_layer_forward(struct('type', 'Sequential', 'layers', {dec}), P, 'decoder', z);
   logits = reshape(logits, [size(x, 1) size(logits, 2) 28 28]);
-end
-
-
-function y = extra_convs(P, level, width, blocks, lrelu, y)
-  for k = 2:blocks
-    y = lrelu(npvae_layer_forward(conv('Conv2d', width, width, 3, 1, 1), P, sprintf('%s_%d', level, k), y));
-  end
 end
 
 

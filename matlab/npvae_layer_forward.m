@@ -14,9 +14,13 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
 %
 %   Layers: Dense (fused activation relu, leaky_relu, sigmoid, tanh), Conv2d and
 %   ConvTranspose2d (PyTorch semantics and weight layouts), ReLU, LeakyReLU, Sigmoid,
-%   Tanh, Softplus, Identity, Flatten, Reshape, Sequential, GaussianHead, and in eval
-%   mode Dropout (the identity), MaxPool2d, AvgPool2d, Upsample (nearest, bilinear),
-%   Residual and Concat.
+%   Tanh, Softplus, Identity, Flatten, Reshape, Sequential, GaussianHead, LSTM and GRU
+%   (N x T x F sequences, stacked, bidirectional, zero initial state), ToSequence
+%   (N x C x F x T -> N x T x C*F) and FromSequence (its inverse); BatchNorm (eval mode:
+%   its buffers running_mean and running_var are in PARAMS beside gamma and beta) and
+%   GroupNorm; and in eval mode Dropout (the identity), MaxPool2d, AvgPool2d, Upsample
+%   (nearest, bilinear), Residual and Concat. Dense also takes a sequence, N x T x F,
+%   every step alike.
 
   if ischar(spec)
     spec = jsondecode(spec);
@@ -36,12 +40,20 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
     case 'Dense'
       W = param(params, prefix, 'W');
       b = param(params, prefix, 'b');
+      steps = [];
+      if ndims(x) == 3                 % a sequence: every step alike
+        steps = size(x, 2);
+        x = reshape(x, [], size(x, 3));
+      end
       if size(x, 2) ~= size(W, 1) || ndims(x) ~= 2
         error('npvae:shape', 'npvae_layer_forward: Dense %s expects N x %d input, got %s', ...
               prefix, size(W, 1), mat2str(size(x)));
       end
       act = field_or(spec, 'activation', 'identity');
       y = activation(x * W + b(:).', act, field_or(spec, 'alpha', 0.01));
+      if ~isempty(steps)
+        y = reshape(y, [], steps, size(W, 2));
+      end
     case 'Conv2d'
       y = conv2d(x, param(params, prefix, 'W'), param(params, prefix, 'b'), ...
                  pair(spec.stride), pair(spec.padding));
@@ -64,6 +76,13 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
       y = c_reshape(x, [size(x, 1), numel(x) / max(size(x, 1), 1)]);
     case 'Reshape'
       y = c_reshape(x, [size(x, 1), reshape(spec.shape, 1, [])]);
+    case {'LSTM', 'GRU'}
+      y = recurrent(spec, params, prefix, x);
+    case 'ToSequence'
+      [n, c, f, t] = size(x);
+      y = c_reshape(permute(x, [1 4 2 3]), [n, t, c * f]);
+    case 'FromSequence'
+      y = permute(c_reshape(x, [size(x, 1), size(x, 2), spec.channels, spec.freqs]), [1 3 4 2]);
     case 'Dropout'
       y = x;                          % eval mode
     case {'MaxPool2d', 'AvgPool2d'}
@@ -91,6 +110,20 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
     case 'GaussianHead'
       y = x * param(params, join_path(prefix, 'mu'), 'W') + param(params, join_path(prefix, 'mu'), 'b').';
       y2 = x * param(params, join_path(prefix, 'logvar'), 'W') + param(params, join_path(prefix, 'logvar'), 'b').';
+    case 'BatchNorm'                 % eval mode: per-channel affine map of the running statistics
+      c = [1 size(x, 2) ones(1, ndims(x) - 2)];
+      scale = param(params, prefix, 'gamma') ./ sqrt(param(params, prefix, 'running_var') + field_or(spec, 'eps', 1e-5));
+      y = (x - reshape(param(params, prefix, 'running_mean'), c)) .* reshape(scale, c) + ...
+          reshape(param(params, prefix, 'beta'), c);
+    case 'GroupNorm'                 % statistics per sample and group of consecutive channels
+      sz = size(x);
+      g = double(spec.num_groups);
+      xg = reshape(x, [sz(1), sz(2) / g, g, numel(x) / (sz(1) * sz(2))]);
+      mu = mean(mean(xg, 2), 4);
+      v = mean(mean((xg - mu) .^ 2, 2), 4);
+      c = [1 sz(2) ones(1, numel(sz) - 2)];
+      y = reshape((xg - mu) ./ sqrt(v + field_or(spec, 'eps', 1e-5)), sz) .* ...
+          reshape(param(params, prefix, 'gamma'), c) + reshape(param(params, prefix, 'beta'), c);
     otherwise
       error('npvae:unknownLayer', 'npvae_layer_forward: no MATLAB forward pass for layer type %s (at %s)', ...
             spec.type, prefix);
@@ -215,6 +248,58 @@ function y = conv_transpose2d(x, W, b, stride, pad, outpad)
     end
   end
   y = permute(full(:, :, pad(1) + (1:oh), pad(2) + (1:ow)), [2 1 3 4]) + reshape(b, [1 o 1 1]);
+end
+
+
+function y = recurrent(spec, params, prefix, x)
+  % LSTM (gates i, f, g, o) or GRU (r, z, n) over x: N x T x F, PyTorch's equations and
+  % weight layout (l0.W_ih: G*H x F, ...), zero initial state -> N x T x H*directions.
+  hid = double(spec.hidden_size);
+  directions = 1 + logical(field_or(spec, 'bidirectional', false));
+  [n, t, ~] = size(x);
+  seq = x;
+  for k = 0:double(field_or(spec, 'num_layers', 1)) - 1
+    out = zeros(n, t, hid * directions);
+    for d = 0:directions - 1
+      cell = sprintf('l%d', k);
+      if d
+        cell = [cell '_reverse'];
+      end
+      p = join_path(prefix, cell);
+      Whh = param(params, p, 'W_hh');
+      bhh = param(params, p, 'b_hh');
+      proj = reshape(seq, n * t, []) * param(params, p, 'W_ih').' + reshape(param(params, p, 'b_ih'), 1, []);
+      proj = reshape(proj, n, t, []);
+      h = zeros(n, hid);
+      c = zeros(n, hid);
+      steps = 1:t;
+      if d
+        steps = t:-1:1;
+      end
+      for s = steps
+        z = reshape(proj(:, s, :), n, []);
+        a = h * Whh.' + reshape(bhh, 1, []);
+        if strcmp(spec.type, 'LSTM')
+          z = z + a;
+          c = sigmoid(z(:, hid + 1:2 * hid)) .* c + sigmoid(z(:, 1:hid)) .* tanh(z(:, 2 * hid + 1:3 * hid));
+          h = sigmoid(z(:, 3 * hid + 1:end)) .* tanh(c);
+        else
+          r = sigmoid(z(:, 1:hid) + a(:, 1:hid));
+          u = sigmoid(z(:, hid + 1:2 * hid) + a(:, hid + 1:2 * hid));
+          cand = tanh(z(:, 2 * hid + 1:end) + r .* a(:, 2 * hid + 1:end));
+          h = (1 - u) .* cand + u .* h;
+        end
+        out(:, s, d * hid + (1:hid)) = reshape(h, n, 1, hid);
+      end
+    end
+    seq = out;
+  end
+  y = seq;
+end
+
+
+function y = sigmoid(x)
+  y = 1 ./ (1 + exp(-x));
 end
 
 

@@ -174,9 +174,15 @@ function net = load_music_model(model_file)
     error('npvae:badFile', ['npvae_separate: %s: the network sees %d frequency bins, not a multiple of %d ', ...
           '(2^levels, %d levels)'], where, numel(norm.mean), d, levels);
   end
+  opt = unet_options(spec);
+  if isfield(spec, 'rnn_layers') && spec.rnn_layers > 0 && double(spec.freq_bins) ~= numel(norm.mean)
+    error('npvae:badFile', 'npvae_separate: %s: the recurrent bottleneck was built for %d bins, the normaliser has %d', ...
+          where, double(spec.freq_bins), numel(norm.mean));
+  end
   % SpectrogramUNetVAE.context_frames: at least 48 and the receptive-field radius,
   % rounded up to a multiple of DOWNSAMPLE
-  radius = 2 * floor(double(spec.kernel_size) / 2) * (d - 1);
+  per_level = floor(double(spec.kernel_size) / 2) * (1 + 2 * opt.residual) + ~strcmp(opt.down, 'stride');
+  radius = 2 * per_level * (d - 1);
   context = ceil(max(48, radius) / d) * d;
   net = struct('spec', spec, 'params', S.model.params, 'cfg', cfg, 'norm', norm, 'downsample', d, ...
                'context', context);
@@ -260,8 +266,10 @@ end
 
 function m = unet_forward(net, feats)
   % SpectrogramUNetVAE.forward(x, sample=False) on one chunk: feats n_bins x t -> masks n_bins x t x S.
-  % n = numel(channels) levels: enc1..encn (strided convs), head (1x1 conv to [mu, logvar]),
-  % decn from z, dec(k) from [dec(k+1)'s output, enc(k)'s], dec1 giving the masks' logits.
+  % n = numel(channels) levels: enc1..encn (strided convs, or convs and pooling), head (1x1
+  % conv to [mu, logvar]), decn from z, dec(k) from [dec(k+1)'s output, enc(k)'s], dec1
+  % giving the masks' logits; with the options, a norm after every convolution but the
+  % last, a residual block after every level but dec1, and a recurrent bottleneck.
   spec = net.spec;
   P = net.params;
   c = reshape(double(spec.channels), 1, []);
@@ -270,27 +278,61 @@ function m = unet_forward(net, feats)
   S = double(spec.n_sources);
   k = double(spec.kernel_size);
   p = floor(k / 2);
-  act = struct('type', 'LeakyReLU', 'alpha', double(spec.alpha));
+  alpha = double(spec.alpha);
+  opt = unet_options(spec);
   run = @(s, name, y) npvae_layer_forward(s, P, name, y);
-  lrelu = @(y) npvae_layer_forward(act, P, '', y);
   [f, t] = size(feats);
   h = reshape(feats, [1 1 f t]);
   skips = cell(1, n);
   c_in = [1 c(1:end - 1)];
+  stride = 1 + strcmp(opt.down, 'stride');
   for i = 1:n
-    h = lrelu(run(conv('Conv2d', c_in(i), c(i), k, 2, p, 0), sprintf('enc%d', i), h));
+    name = sprintf('enc%d', i);
+    h = unet_unit(P, name, conv('Conv2d', c_in(i), c(i), k, stride, p, 0), c(i), h, opt, alpha);
+    if stride == 1
+      pool = struct('type', 'MaxPool2d', 'kernel_size', 2);
+      if strcmp(opt.down, 'avg')
+        pool.type = 'AvgPool2d';
+      end
+      h = run(pool, '', h);
+    end
+    h = residual_block(P, name, c(i), k, h, opt, alpha);
     skips{i} = h;
+  end
+  if isfield(spec, 'rnn_layers') && spec.rnn_layers > 0
+    hid = double(spec.rnn_hidden);
+    seq = run(struct('type', 'ToSequence'), '', h);
+    seq = run(struct('type', 'Dense', 'in_features', size(seq, 3), 'out_features', hid, 'activation', 'tanh', ...
+                     'alpha', 0.01), 'rnn_in', seq);
+    seq = run(struct('type', 'LSTM', 'input_size', hid, 'hidden_size', hid / 2, 'num_layers', ...
+                     double(spec.rnn_layers), 'bidirectional', true), 'rnn', seq);
+    seq = run(struct('type', 'Dense', 'in_features', hid, 'out_features', size(h, 2) * size(h, 3), ...
+                     'activation', 'identity', 'alpha', 0.01), 'rnn_out', seq);
+    h = h + run(struct('type', 'FromSequence', 'channels', size(h, 2), 'freqs', size(h, 3)), '', seq);
   end
   h = run(conv('Conv2d', c(n), 2 * L, 1, 1, 0, 0), 'head', h);
   z = h(:, 1:L, :, :);                              % the posterior mean (no sampling)
-  h = lrelu(run(conv('ConvTranspose2d', L, c(n - 1), k, 2, p, 1), sprintf('dec%d', n), z));
+  name = sprintf('dec%d', n);
+  h = unet_unit(P, name, conv('ConvTranspose2d', L, c(n - 1), k, 2, p, 1), c(n - 1), z, opt, alpha);
+  h = residual_block(P, name, c(n - 1), k, h, opt, alpha);
   for i = n - 1:-1:2
-    h = lrelu(run(conv('ConvTranspose2d', 2 * c(i), c(i - 1), k, 2, p, 1), sprintf('dec%d', i), ...
-                  cat(2, h, skips{i})));
+    name = sprintf('dec%d', i);
+    h = unet_unit(P, name, conv('ConvTranspose2d', 2 * c(i), c(i - 1), k, 2, p, 1), c(i - 1), ...
+                  cat(2, h, skips{i}), opt, alpha);
+    h = residual_block(P, name, c(i - 1), k, h, opt, alpha);
   end
   logits = run(conv('ConvTranspose2d', 2 * c(1), S, k, 2, p, 1), 'dec1', cat(2, h, skips{1}));
   y = npvae_layer_forward(struct('type', 'Sigmoid'), P, '', logits);       % 1 x S x f x t
   m = permute(reshape(y, [size(y, 2) f t]), [2 3 1]);
+end
+
+
+function h = residual_block(P, level, width, k, h, opt, alpha)
+  % With the residual option: h + lrelu(norm(conv k x k (h))), layer <level>_res.
+  if opt.residual
+    name = [level '_res'];
+    h = h + unet_unit(P, name, conv('Conv2d', width, width, k, 1, floor(k / 2), 0), width, h, opt, alpha);
+  end
 end
 
 

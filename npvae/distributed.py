@@ -115,6 +115,10 @@ class SingleProcess:
         """Gradients and loss terms of the global batch (here: as they are)."""
         return terms
 
+    def allreduce_sum(self, a: np.ndarray) -> np.ndarray:
+        """The sum of ``a`` over the ranks (here: ``a``)."""
+        return a
+
     def bcast_object(self, obj, timeout: float | None = -1.0):
         return obj
 
@@ -296,6 +300,15 @@ class MPICommunicator(SingleProcess):
             off += g.size
         self.comm_seconds += time.perf_counter() - t0
         return {k: float(v / total) for k, v in zip(keys, scalars[:-1])}
+
+    def allreduce_sum(self, a: np.ndarray) -> np.ndarray:
+        """The sum of the float64 array ``a`` over the ranks, in a new array (BatchNorm's
+        statistics, :func:`npvae.layers.batch_sums`); counted in ``comm_seconds``."""
+        t0 = time.perf_counter()
+        out = np.array(a, np.float64)
+        self._wait([self.comm.Iallreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)], "summing batch statistics")
+        self.comm_seconds += time.perf_counter() - t0
+        return out
 
     # -- state from rank 0 ----------------------------------------------------------
     def bcast_object(self, obj, timeout: float | None = -1.0):

@@ -1,7 +1,7 @@
 """Checks of a model file's contents before anything is built from them.
 
 A model file (:mod:`npvae.io`) holds a JSON architecture record (the ``spec``) and one
-tensor per parameter. A damaged or edited file must not cost gigabytes, end in a
+tensor per parameter and buffer. A damaged or edited file must not cost gigabytes, end in a
 RecursionError, or load into a model that separates into NaN, so a loader:
 
 1. parses the spec no deeper than :data:`MAX_SPEC_DEPTH` levels (:func:`parse_spec`);
@@ -215,18 +215,62 @@ def _rule_conv_vae(s):
             **_prefixed("decoder.3", _conv_t(c2, c1, 4)), **_prefixed("decoder.5", _conv_t(c1, n_out, 4))}
 
 
+def _options(s) -> tuple[str, str, int, bool]:
+    """The U-Net options of a spec (:mod:`npvae.models.options`): norm, down, groups, residual."""
+    norm = _choice(s, "norm", "none", ("none", "batch", "group"))
+    down = _choice(s, "down", "stride", ("stride", "max", "avg"))
+    if not 0 <= _finite(s, "dropout", 0.0) < 1:
+        raise _SpecProblem(f"{s.get('type')}.dropout must be in [0, 1), got {_short(s['dropout'])}")
+    residual = _get(s, "residual", False)
+    if not isinstance(residual, bool):
+        raise _SpecProblem(f"{s.get('type')}.residual must be true or false, got {_short(residual)}")
+    return norm, down, _size(s, "groups", 8), residual
+
+
+def _norm_shapes(norm: str, channels: int, groups: int) -> dict:
+    """The tensors of a U-Net option's normalisation over ``channels`` (none for "none")."""
+    if norm == "none":
+        return {}
+    if norm == "batch":
+        return _rule_batchnorm({"type": "BatchNorm", "num_features": channels})
+    from .models.options import group_count
+    return _rule_groupnorm({"type": "GroupNorm", "num_groups": group_count(channels, groups),
+                            "num_channels": channels})
+
+
 def _rule_unet_vae(s):
     latent, n_out = _separation_common(s, "split")
-    c1, c2, c3 = _sizes(s, "channels", [16, 32, 64], 3)
+    c = _sizes(s, "channels", [16, 32, 64])
+    if not 2 <= len(c) <= 5:
+        raise _SpecProblem(f"UNetSeparationVAE.channels must list 2 to 5 levels, got {list(c)}")
     blocks = _size(s, "blocks", 1)
     _at_most(s, "blocks", 4 * blocks)
-    out = {**_prefixed("enc1", _conv(1, c1, 3)), **_prefixed("enc2", _conv(c1, c2, 4)),
-           **_prefixed("enc3", _conv(c2, c3, 4)), **_prefixed("head", _head(c3 * 49, latent)),
-           **_prefixed("expand", _dense(latent, c3 * 49)), **_prefixed("up2", _conv_t(2 * c3, c2, 4)),
-           **_prefixed("up1", _conv_t(2 * c2, c1, 4)), **_prefixed("out", _conv(2 * c1 + 1, n_out, 3))}
-    for level, width in (("enc1", c1), ("enc2", c2), ("up2", c2), ("up1", c1)):
-        for k in range(2, blocks + 1):
-            out.update(_prefixed(f"{level}_{k}", _conv(width, width, 3)))
+    norm, down, groups, residual = _options(s)
+    if residual and blocks < 2:
+        raise _SpecProblem("UNetSeparationVAE.residual needs blocks >= 2")
+    n, pooled = len(c), down != "stride"
+    sides = [28]
+    for _ in range(n - 1):
+        sides.append(sides[-1] // 2)
+    bottom = c[-1] * sides[-1] ** 2
+    out = {**_prefixed("enc1", _conv(1, c[0], 3))}
+    for i in range(1, n):
+        out.update(_prefixed(f"enc{i + 1}", _conv(c[i - 1], c[i], 3 if pooled else 4)))
+    out.update({**_prefixed("head", _head(bottom, latent)), **_prefixed("expand", _dense(latent, bottom))})
+    for i in reversed(range(n - 1)):
+        out.update(_prefixed(f"up{i + 1}", _conv_t(2 * c[i + 1], c[i], 4)))
+    out.update(_prefixed("out", _conv(2 * c[0] + 1, n_out, 3)))
+    levels = [(f"enc{i + 1}", c[i]) for i in range(n if pooled else n - 1)]
+    levels += [(f"up{i + 1}", c[i]) for i in reversed(range(n - 1))]
+    chains = [(width, [level] + [f"{level}_{k}" for k in range(2, blocks + 1)]) for level, width in levels]
+    for width, chain in chains:
+        for name in chain[1:]:
+            out.update(_prefixed(name, _conv(width, width, 3)))
+    if not pooled:
+        chains.append((c[-1], [f"enc{n}"]))       # a strided bottom level: its one convolution
+    for width, chain in chains:
+        for name in chain:
+            out.update(_prefixed(f"{name}_norm", _norm_shapes(norm, width, groups)))
     return out
 
 
@@ -239,6 +283,7 @@ def _rule_spectrogram_unet(s):
     if k % 2 != 1:
         raise _SpecProblem(f"SpectrogramUNetVAE.kernel_size must be odd, got {k}")
     _finite(s, "alpha", 0.2)
+    norm, _, groups, residual = _options(s)
     n = len(c)
     out = {}
     for i in range(n):
@@ -247,6 +292,25 @@ def _rule_spectrogram_unet(s):
     for i in reversed(range(n)):
         n_in = latent if i == n - 1 else 2 * c[i]
         out.update(_prefixed(f"dec{i + 1}", _conv_t(n_in, n_sources if i == 0 else c[i - 1], k)))
+    width = {**{f"enc{i + 1}": c[i] for i in range(n)}, **{f"dec{i + 1}": c[i - 1] for i in range(1, n)}}
+    names = list(width) + ([f"{name}_res" for name in width] if residual else [])
+    for name in names:
+        w = width[name.split("_")[0]]
+        if name.endswith("_res"):
+            out.update(_prefixed(name, _conv(w, w, k)))
+        out.update(_prefixed(f"{name}_norm", _norm_shapes(norm, w, groups)))
+    layers = _size(s, "rnn_layers", 0, minimum=0)
+    if layers:
+        _at_most(s, "rnn_layers", layers)
+        hidden, bins = _size(s, "rnn_hidden", 256, minimum=2), _size(s, "freq_bins", required=True)
+        if hidden % 2 or bins % 2 ** n:
+            raise _SpecProblem(f"SpectrogramUNetVAE needs an even rnn_hidden and freq_bins a multiple of {2 ** n}, "
+                               f"got {hidden} and {bins}")
+        features = c[-1] * (bins // 2 ** n)
+        out.update({**_prefixed("rnn_in", _dense(features, hidden)), **_prefixed("rnn_out", _dense(hidden, features)),
+                    **_prefixed("rnn", _rule_recurrent({"type": "LSTM", "input_size": hidden,
+                                                         "hidden_size": hidden // 2, "num_layers": layers,
+                                                         "bidirectional": True}))})
     return out
 
 
@@ -284,8 +348,61 @@ def _rule_blind_vae(s):
             **_mlp(back, 0, "decoder")}
 
 
+def _rule_recurrent(s):
+    """LSTM (4 gates) and GRU (3): ``l{k}[_reverse].{W_ih, W_hh, b_ih, b_hh}``."""
+    gates = 4 if s.get("type") == "LSTM" else 3
+    n_in, hid = _size(s, "input_size", required=True), _size(s, "hidden_size", required=True)
+    layers = _size(s, "num_layers", 1)
+    _at_most(s, "num_layers", layers)
+    bidirectional = _get(s, "bidirectional", False)
+    if not isinstance(bidirectional, bool):
+        raise _SpecProblem(f"{s.get('type')}.bidirectional must be true or false, got {_short(bidirectional)}")
+    directions = 2 if bidirectional else 1
+    out = {}
+    for k in range(layers):
+        for d in range(directions):
+            out.update(_prefixed(f"l{k}" + ("_reverse" if d else ""),
+                                 {"W_ih": (gates * hid, n_in if k == 0 else hid * directions),
+                                  "W_hh": (gates * hid, hid), "b_ih": (gates * hid,), "b_hh": (gates * hid,)}))
+    return out
+
+
+def _rule_from_sequence(s):
+    _size(s, "channels", required=True)
+    _size(s, "freqs", required=True)
+    return {}
+
+
 def _no_params(s):
     return {}
+
+
+# -- normalisation: parameters gamma, beta; BatchNorm's buffers running_mean, running_var ----
+def _positive(spec: dict, key: str, default) -> float:
+    value = _finite(spec, key, default)
+    if value <= 0:
+        raise _SpecProblem(f"{spec.get('type')}.{key} must be > 0, got {_short(value)}")
+    return value
+
+
+def _rule_batchnorm(s):
+    c = _size(s, "num_features", required=True)
+    _positive(s, "eps", 1e-5)
+    if not 0 <= _finite(s, "momentum", 0.1) <= 1:
+        raise _SpecProblem(f"BatchNorm.momentum must be in [0, 1], got {_short(s['momentum'])}")
+    return {"gamma": (c,), "beta": (c,), "running_mean": (c,), "running_var": (c,)}
+
+
+def _rule_groupnorm(s):
+    g, c = _size(s, "num_groups", required=True), _size(s, "num_channels", required=True)
+    if c % g:
+        raise _SpecProblem(f"GroupNorm.num_channels ({c}) must be a multiple of num_groups ({g})")
+    _positive(s, "eps", 1e-5)
+    return {"gamma": (c,), "beta": (c,)}
+
+
+# Buffers whose values must not be negative (a variance under a square root).
+NON_NEGATIVE_BUFFERS = ("running_var",)
 
 
 def _rule_leaky(s):
@@ -374,12 +491,14 @@ RULES = {
     "LatentMapSeparationVAE": _rule_latent_map_vae,
     "SpectrogramUNetVAE": _rule_spectrogram_unet, "BlindSeparationVAE": _rule_blind_vae,
     **_BLOCK_RULES,
+    "BatchNorm": _rule_batchnorm, "GroupNorm": _rule_groupnorm,
+    "LSTM": _rule_recurrent, "GRU": _rule_recurrent, "ToSequence": _no_params, "FromSequence": _rule_from_sequence,
 }
 
 
 def param_shapes(spec) -> dict[str, tuple[int, ...]] | None:
-    """``{parameter path: shape}`` of the model ``build_layer(spec)`` would build, computed
-    from the spec alone; None if the spec holds a layer type without a rule here (a
+    """``{tensor path: shape}`` of every parameter and buffer (the ``state_dict``) of the
+    model ``build_layer(spec)`` would build, computed from the spec alone; None if the spec holds a layer type without a rule here (a
     user's own layer). Raises ValueError for a field that cannot describe a model."""
     if not isinstance(spec, dict):
         raise _SpecProblem(f"a layer spec must be a JSON object, got {type(spec).__name__}")
@@ -471,6 +590,10 @@ def check_values(path, state: dict) -> None:
         if a.size == 0:
             continue
         lo, hi = a.min(), a.max()          # NaN propagates into both; two passes, no temporary
+        if lo < 0 and name.rsplit(".", 1)[-1] in NON_NEGATIVE_BUFFERS and np.isfinite(lo):
+            first = tuple(int(j) for j in np.unravel_index(int(np.argmin(a)), a.shape))
+            raise FileFormatError(f"{path}: tensor {name} is a variance but holds {float(lo):.4g} at index {first}; "
+                                  f"{_DAMAGED}")
         if lo >= -MAX_ABS_PARAMETER and hi <= MAX_ABS_PARAMETER:
             continue
         bad = ~np.isfinite(a)

@@ -30,6 +30,7 @@ from .audio.io import resample
 from .audio.stft import STFTConfig, istft, stft
 from .errors import FileFormatError
 from .layers.base import inference
+from .layers.fold import fold_batchnorm
 from .models.music import SpectrogramUNetVAE
 from .validate import as_audio_rate, as_float_audio
 
@@ -159,13 +160,14 @@ class Separator:
         feats = self.norm(mix_mag)
         n_freq = mix_mag.shape[0]
         offsets = shift_offsets(self.model.DOWNSAMPLE, shifts)
+        model = fold_batchnorm(self.model)      # the model itself when it has no BatchNorm to fold
         total = None
         for o in offsets:
             if o:
                 pad = np.pad(feats, ((0, 0), (o, 0)), mode="reflect" if feats.shape[1] > o else "edge")
-                m = predict_masks(self.model, pad, n_freq, chunk_frames, context)[..., o:]
+                m = predict_masks(model, pad, n_freq, chunk_frames, context)[..., o:]
             else:
-                m = predict_masks(self.model, feats, n_freq, chunk_frames, context)
+                m = predict_masks(model, feats, n_freq, chunk_frames, context)
             total = m if total is None else total + m
         return total if len(offsets) == 1 else total / np.float32(len(offsets))
 

@@ -34,6 +34,7 @@ from .checkpoint import CHECKPOINT_FILE, load_checkpoint, model_arrays, model_st
 from .distributed import SingleProcess
 from .errors import DistributedError, TrainingError
 from .fileguard import check_writable_dir, run_space_needed
+from .layers.norm import BatchNorm, batch_sums
 from .progress import progress_bar
 
 
@@ -99,7 +100,7 @@ class Trainer:
         # the command that continues this run, for the messages of a stopped run
         self.resume_command = resume_command or "the same command with --resume"
         if self.comm.is_root:    # a full disk found now, not at the first checkpoint an epoch later
-            check_writable_dir(self.run_dir, run_space_needed(sum(p.nbytes for _, p, _ in model.named_parameters())))
+            check_writable_dir(self.run_dir, run_space_needed(sum(a.nbytes for a in model.state_arrays().values())))
 
     @property
     def checkpoint_path(self) -> Path:
@@ -165,6 +166,12 @@ class Trainer:
                                    "(under mpirun with any number of ranks, or in one process)") from exc
 
     def _fit(self, epochs, batches, n_batches, step, validate, on_display) -> dict:
+        # BatchNorm's statistics are over the global batch: every rank sums them with the others
+        synced = self.comm.parallel and any(isinstance(layer, BatchNorm) for _, layer in self.model.named_layers())
+        with batch_sums(self.comm.allreduce_sum if synced else None):
+            return self._epochs(epochs, batches, n_batches, step, validate, on_display, synced)
+
+    def _epochs(self, epochs, batches, n_batches, step, validate, on_display, synced) -> dict:
         comm = self.comm
         if comm.parallel:
             self._sync_from_root()
@@ -177,6 +184,11 @@ class Trainer:
             count = 0
             for i, batch in enumerate(batches(self.rng)):
                 if comm.local_count == 0:   # this rank holds none of a small last batch
+                    if synced:
+                        raise TrainingError(
+                            f"a batch of fewer samples than the {comm.size} MPI ranks left rank {comm.rank} none, "
+                            "but BatchNorm sums its statistics over every rank; use a batch size and data size "
+                            "whose last batch holds at least one sample per rank, fewer ranks, or GroupNorm")
                     terms = None
                 else:
                     terms = step(batch, self.epoch + i / max(1, n_batches))
@@ -214,8 +226,12 @@ class Trainer:
                 if val_terms:
                     self.log(f"           valid: {_format_terms(val_terms)}")
                 if on_display and comm.is_root:
+                    # in eval mode, as validation: rank 0 alone must not run a BatchNorm that
+                    # sums over the ranks, nor move the running statistics
+                    self.model.eval()
                     with self.optimizer.averaged_weights():
                         on_display(self.epoch, self.history)
+                    self.model.train()
             if comm.parallel:
                 self._sync_from_root()
         self.optimizer.use_averaged_weights()   # the model that is scored and shipped
@@ -227,7 +243,7 @@ class Trainer:
         opt = self.optimizer
         meta = self.comm.bcast_object({"epoch": self.epoch, "history": self.history, "rng": rng_state(self.rng),
                                        "opt_t": opt.t, "opt_hyper": opt._hyper()})
-        arrays = [p for _, p, _ in self.optimizer.params]
+        arrays = [p for _, p, _ in self.optimizer.params] + [b for _, b in self.model.named_buffers()]
         arrays += [a for slot in self.optimizer._slots().values() for a in slot.values()]
         self.comm.bcast_arrays(arrays)
         if not self.comm.is_root:

@@ -162,6 +162,30 @@ def test_layer_bench_times_every_convolution():
     assert "enc3" in format_layers(rows, 10.0)
 
 
+def test_layer_bench_times_batchnorm_and_groupnorm_after_every_convolution():
+    from npvae_lab.layer_bench import format_norm_layers, time_norm_layers
+    case = build_pipeline_case("mnist_unet", "tiny")
+    rows = time_norm_layers(case, repeats=1, with_torch=importlib.util.find_spec("torch") is not None, settle_s=0.0)
+    assert [(r["after"], r["type"]) for r in rows[:2]] == [("enc1", "BatchNorm"), ("enc1", "GroupNorm")]
+    assert len(rows) == 12 and all(r["npvae_forward_ms"] > 0 and r["npvae_backward_ms"] > 0 for r in rows)
+    assert "BatchNorm (up1)" in format_norm_layers(rows)
+
+
+def test_layer_bench_times_the_recurrent_layers():
+    from npvae_lab.layer_bench import format_layers, time_recurrent
+    with_torch = importlib.util.find_spec("torch") is not None
+    rows = time_recurrent(10.0, "tiny", kinds=("LSTM", "GRU"), repeats=1, with_torch=with_torch, settle_s=0.0)
+    assert [(r["layer"], r["input"], r["output"]) for r in rows] == [("lstm", [2, 5, 8], [2, 5, 8]),
+                                                                     ("gru", [2, 5, 8], [2, 5, 8])]
+    # 2 layers x 2 directions x 2 N T (G*H*F_in + G*H*H): F_in = 8, then 2 H = 8
+    assert rows[0]["gflop_forward"] * 1e9 == pytest.approx(2 * 2 * 2 * 10 * (16 * 8 + 16 * 4))
+    for r in rows:
+        assert r["npvae_forward_ms"] > 0 and r["npvae_backward_ms"] > 0
+        assert r["gflop_backward"] == 2 * r["gflop_forward"]
+        assert not with_torch or r["torch_backward_ms"] > 0
+    assert "lstm" in format_layers(rows, 10.0)
+
+
 def test_summary_table_gives_ranges_over_runs(tmp_path):
     from npvae_lab.bench_summary import load, markdown
 

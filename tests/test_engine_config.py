@@ -234,7 +234,11 @@ def test_tuple_flags_take_spaces_or_commas_in_every_task(name, flag, extra, fiel
     (["mnist", "--latent-dim", "-1"], "--latent-dim must be >= 1, got -1"),
     (["mnist", "--display-every", "0"], "--display-every must be >= 1, got 0"),
     (["mnist", "--blocks", "2"], "--blocks (3x3 convolutions per level) is a setting of the unet and vae"),
-    (["mnist", "--model", "unet", "--channels", "8", "16"], "--channels takes 3 numbers"),
+    (["mnist", "--model", "unet", "--channels", "8", "8", "8", "8", "8", "8"], "--channels takes 2 to 5 numbers"),
+    (["mnist", "--norm", "batch"], "--norm is an option of the unet model"),
+    (["mnist", "--model", "unet", "--dropout", "1"], "--dropout is the probability"),
+    (["mnist", "--model", "unet", "--residual"], "--residual adds each level's first convolution"),
+    (["music", "--rnn-layers", "1", "--rnn-hidden", "7"], "--rnn-hidden is split between the two directions"),
     (["mnist", "--model", "mlp"], "argument --model: invalid choice"),
     (["mnist", "--epochs", "abc"], "argument --epochs: invalid int value"),
     (["mnist", "--hidden", "64", "x"], "argument --hidden: expected whole numbers"),
@@ -318,7 +322,7 @@ def test_every_preset_makes_a_valid_config():
 
 
 def test_unknown_presets_and_tasks_are_refused_with_the_names(refused):
-    with pytest.raises(ValueError, match="unknown mnist preset 'fastest': choose one of best, default, dense-best"):
+    with pytest.raises(ValueError, match="unknown mnist preset 'fastest': choose one of anchor, best, default, dense-best"):
         make_config("mnist", {}, "fastest")
     with pytest.raises(ValueError, match="blind-mnist, blind-music"):
         npvae.train("speech", {})

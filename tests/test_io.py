@@ -125,8 +125,9 @@ def test_parameters_that_do_not_fit_the_spec_are_refused(tmp_path, rng):
 
 # -- a model file is checked before anything is built (npvae.modelcheck) -------------------
 from npvae import modelcheck  # noqa: E402
-from npvae.layers import (AvgPool2d, Concat, Conv2d, ConvTranspose2d, Dense, Dropout, Identity, LeakyReLU,  # noqa: E402
-                          MaxPool2d, Reshape, Residual, Sequential, Upsample)
+from npvae.layers import (GRU, LSTM, AvgPool2d, BatchNorm, Concat, Conv2d, ConvTranspose2d, Dense, Dropout,  # noqa: E402
+                          FromSequence, GroupNorm, Identity, LeakyReLU, MaxPool2d, Reshape, Residual, Sequential,
+                          ToSequence, Upsample)
 from npvae.layers.base import _REGISTRY, build_layer  # noqa: E402
 from npvae.models.blind import BlindSeparationVAE  # noqa: E402
 from npvae.models.music import SpectrogramUNetVAE  # noqa: E402
@@ -148,6 +149,9 @@ SPECS = [
                Concat(Identity(), Sequential(MaxPool2d(3, 2, 1), Conv2d(3, 2, 1), Upsample(size=(7, 7))), axis=1),
                AvgPool2d((2, 3), stride=1), Dropout(0.1), Upsample((2, 1.5), "bilinear")).spec(),
     Residual(Identity()).spec(),
+    Sequential(Conv2d(2, 4, 3), BatchNorm(4, eps=1e-3, momentum=0.2), GroupNorm(2, 4)).spec(),
+    Sequential(ToSequence(), LSTM(6, 3, num_layers=3, bidirectional=True), GRU(6, 2, num_layers=2), LSTM(2, 4),
+               GRU(4, 3, bidirectional=True), FromSequence(2, 3)).spec(),
 ]
 
 
@@ -162,14 +166,14 @@ def test_every_layer_type_has_a_shape_rule():
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s["type"] for s in SPECS])
 def test_shapes_from_the_spec_equal_the_built_model(spec):
-    built = {path: p.shape for path, p, _ in build_layer(spec).named_parameters()}
+    built = {path: a.shape for path, a in build_layer(spec).state_arrays().items()}
     assert modelcheck.param_shapes(spec) == built
 
 
 def test_shipped_models_pass_the_checks():
     for name in npvae.list_models():
         model, _ = io.read_model_file(name)
-        assert modelcheck.param_shapes(model.spec()) == {k: p.shape for k, p, _ in model.named_parameters()}
+        assert modelcheck.param_shapes(model.spec()) == {k: a.shape for k, a in model.state_arrays().items()}
 
 
 def _dense_tree(rng):

@@ -293,6 +293,41 @@ def test_max_pool(rng, dtype, geom):
           dtype)
 
 
+# -- per-channel normalisation (BatchNorm) -------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 4, 50), (1, 1, 7), (8, 3, 1), (2, 5, 300)])
+def test_batchnorm_kernels(rng, dtype, shape):
+    x = (3 * rng.standard_normal(shape) + 2).astype(dtype)
+    dy, xhat = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    c = shape[1]
+    mean, inv_std, a, b = (rng.standard_normal(c) for _ in range(4))
+    gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    exact = x.astype(np.float64)
+    close(numba_kernels.channel_sums(x), ref.channel_sums(x), dtype)
+    close(ref.channel_sums(x), exact.sum(axis=(0, 2)), dtype)
+    close(numba_kernels.channel_sq_dev(x, mean), ref.channel_sq_dev(x, mean), dtype)
+    close(ref.channel_sq_dev(x, mean), ((exact - mean[:, None]) ** 2).sum(axis=(0, 2)), dtype)
+    for got, want in zip(numba_kernels.channel_dot_sums(dy, xhat), ref.channel_dot_sums(dy, xhat)):
+        close(got, want, dtype)
+    close(ref.channel_dot_sums(dy, xhat)[1], (dy.astype(np.float64) * xhat).sum(axis=(0, 2)), dtype)
+    for keep in (True, False):
+        outs = []
+        for k in (numba_kernels, ref):
+            h, y = (np.full(shape, np.nan, dtype) if keep else None), np.full(shape, np.nan, dtype)
+            assert k.batchnorm_normalise(x, mean, inv_std, gamma, beta, h, y) is y
+            outs.append((h, y))
+        close(outs[0][1], outs[1][1], dtype)
+        close(outs[1][1], ((exact - mean[:, None]) * inv_std[:, None]) * gamma[:, None] + beta[:, None], dtype)
+        if keep:
+            close(outs[0][0], outs[1][0], dtype)
+    got = numba_kernels.channel_affine(x, gamma, beta, np.empty_like(x))
+    close(got, ref.channel_affine(x, gamma, beta, np.empty_like(x)), dtype)
+    close(got, x * gamma[:, None] + beta[:, None], dtype)
+    got = numba_kernels.batchnorm_input_grad(dy, xhat, a, b, mean, np.empty_like(dy))
+    close(got, ref.batchnorm_input_grad(dy, xhat, a, b, mean, np.empty_like(dy)), dtype)
+    close(got, (dy - a[:, None] - xhat * b[:, None]) * mean[:, None], dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes", [((3, 4), (6, 8), (2.0, 2.0)), ((5, 6), (13, 9), (None, None)),
                                    ((4, 3), (6, 9), (1.5, 3.0)), ((1, 2), (3, 3), (None, None))])

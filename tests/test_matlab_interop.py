@@ -302,3 +302,77 @@ def test_real_results_file_has_mat_header_and_classes(mnist_runs):
         assert cls("examples/digit_hat") == cls("model/params/encoder_0_W") == "single"
         assert cls("history/epoch") == "int64" and cls("history/train_total") == "double"
         assert cls("model/spec") == "char"
+
+
+UNET_OPTIONS = {  # Part I U-Nets with the options (npvae.models.options), a few training steps behind them
+    "unet_plain": dict(channels=(2, 3, 4)),
+    "unet_bn_max4": dict(channels=(2, 3, 3, 4), blocks=2, norm="batch", down="max"),
+    "unet_gn_avg_res": dict(channels=(4, 4, 6), blocks=2, norm="group", down="avg", residual=True, groups=2),
+    "unet_five_dropout": dict(channels=(2, 2, 3, 3, 4), dropout=0.3, norm="batch"),
+}
+
+
+def test_npvae_forward_runs_unets_with_the_options(tmp_path, rng):
+    """Random U-Nets with normalisation, pooling, residual levels, dropout and 4 or 5
+    levels (weights scaled by 3, running statistics moved by two training passes) give in
+    Octave what Python gives in float64 to 1e-6, and what ``separate`` gives to 1e-4 (float32
+    rounding through BatchNorm, folded or not, reaches 3e-5 here)."""
+    from npvae.io import save_model
+    from npvae.models.mnist import UNetSeparationVAE
+    mixtures = rng.random((4, 28, 28), dtype=np.float32)
+    scipy.io.savemat(tmp_path / "mixtures.mat", {"mixtures": mixtures})
+    code = "load('mixtures.mat');"
+    for i, (name, kw) in enumerate(UNET_OPTIONS.items()):
+        model = UNetSeparationVAE(latent_dim=3, rng=np.random.default_rng(i), **kw)
+        for _, p, _ in model.named_parameters():
+            p *= 3
+        for _ in range(2):
+            model.rng = np.random.default_rng(2)
+            y = model.forward(mixtures)
+            model.backward(np.ones_like(y))
+        save_model(tmp_path / f"{name}.h5", model)
+        code += f"[d, f, m] = npvae_forward('{name}.h5', mixtures); save('-v7', '{name}.mat', 'd', 'f', 'm');"
+    octave_ok(code, tmp_path)
+    for name in UNET_OPTIONS:
+        exact = npvae.load_model(tmp_path / f"{name}.h5", dtype=np.float64).separate(mixtures.astype(np.float64))
+        want = npvae.load_model(tmp_path / f"{name}.h5").separate(mixtures)
+        assert want[0].std() > 0.05                      # estimates that depend on the weights
+        got = scipy.io.loadmat(tmp_path / f"{name}.mat")
+        for key, e, w in zip("dfm", exact, want):
+            assert got[key].shape == w.shape and got[key].dtype == np.float32, (name, key, got[key].shape)
+            np.testing.assert_allclose(got[key], e, atol=1e-6, rtol=0, err_msg=f"{name} {key}")
+            np.testing.assert_allclose(got[key], w, atol=1e-4, rtol=0, err_msg=f"{name} {key}")
+
+
+def test_npvae_separate_runs_music_unets_with_the_options(tmp_path):
+    """Random spectrogram U-Nets with BatchNorm or GroupNorm, pooling, residual blocks and
+    a recurrent bottleneck separate in Octave as in Python (float64) to 1e-5, with the
+    model's own context (residual blocks and pooling widen it)."""
+    from npvae.audio.stft import STFTConfig
+    from npvae.io import load_separator, save_separator
+    from npvae.models.music import SpectrogramUNetVAE
+    from npvae.separator import Normalizer, Separator
+    rng = np.random.default_rng(5)
+    bins = 32                                        # n_fft 64: 33 bins, the network sees 32
+    norm = Normalizer("log", 0.3, rng.random(bins).astype(np.float32), (0.5 + rng.random(bins)).astype(np.float32))
+    cases = {"bn_res_rnn": dict(norm="batch", residual=True, rnn_layers=2, rnn_hidden=6, freq_bins=bins),
+             "gn_max": dict(norm="group", down="max", groups=2, dropout=0.5)}
+    mono = (0.3 * rng.standard_normal(8000 + 5)).astype(np.float32)
+    scipy.io.savemat(tmp_path / "in.mat", {"mono": mono.astype(np.float64)})
+    code = "load('in.mat');"
+    for i, (name, kw) in enumerate(cases.items()):
+        model = SpectrogramUNetVAE((2, 4, 4), latent_channels=2, rng=np.random.default_rng(i), **kw)
+        x = rng.standard_normal((4, 1, bins, 16)).astype(np.float32)
+        for _ in range(2):                             # running statistics away from 0 and 1
+            model.rng = np.random.default_rng(3)
+            model.backward(np.ones_like(model.forward(x)))
+        save_separator(tmp_path / f"{name}.h5", Separator(model, STFTConfig(8000, 64, 16, "hann"), norm))
+        code += (f"[v, a] = npvae_separate('{name}.h5', mono, 8000, 'chunk_frames', 32);"
+                 f"save('-v7', '{name}.mat', 'v', 'a');")
+    octave_ok(code, tmp_path)
+    for name in cases:
+        sep = load_separator(tmp_path / f"{name}.h5", dtype=np.float64)
+        got = scipy.io.loadmat(tmp_path / f"{name}.mat")
+        for key, want in zip("va", sep.separate(mono.astype(np.float64), 8000, chunk_frames=32)):
+            assert np.abs(want).max() > 0.01
+            np.testing.assert_allclose(got[key].ravel(), want.ravel(), atol=1e-5, rtol=0, err_msg=f"{name} {key}")

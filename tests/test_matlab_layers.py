@@ -13,8 +13,10 @@ import scipy.io
 from _octave import needs_octave, octave_ok
 from npvae import (Conv2d, ConvTranspose2d, Dense, Flatten, GaussianHead, Identity, LeakyReLU, ReLU,
                    Reshape, Sequential, Sigmoid, Softplus, Tanh)
+from npvae.layers import GRU, LSTM, FromSequence, ToSequence
 from npvae.layers import AvgPool2d, Concat, Dropout, MaxPool2d, Residual, Upsample
 from npvae.h5mat import write_tree
+from npvae.layers import BatchNorm, GroupNorm
 
 pytestmark = needs_octave
 
@@ -53,6 +55,12 @@ def cases(rng):
                                      Dense(3 * 16, 5, activation="sigmoid", rng=rng, dtype=np.float64)),
                           rng.standard_normal((2, 2, 4, 4))),
         "head": (GaussianHead(12, 5, **kw), big(4, 12)),
+        "lstm_bottleneck": (Sequential(ToSequence(), Dense(6, 5, activation="tanh", **kw),
+                                       LSTM(5, 4, num_layers=2, bidirectional=True, **kw), Dense(8, 6, **kw),
+                                       FromSequence(2, 3)), big(2, 2, 3, 7)),
+        "gru_stack": (GRU(3, 4, num_layers=3, bidirectional=True, **kw), big(3, 6, 3)),
+        "lstm_one_step": (LSTM(3, 2, **kw), big(2, 1, 3)),
+        "to_sequence": (ToSequence(), big(2, 3, 4, 5)),
         "pools": (Sequential(MaxPool2d(2), AvgPool2d(3, 2, 1), MaxPool2d(3, 1, 1)), big(2, 3, 11, 9)),
         "pool_rect": (Sequential(MaxPool2d((2, 3), (1, 2), (1, 0)), AvgPool2d((3, 2), 1)), big(2, 2, 7, 8)),
         "upsample_nearest": (Sequential(Upsample(2), Upsample(1.5), Upsample(size=(13, 7))), big(2, 2, 3, 4)),
@@ -66,9 +74,26 @@ def cases(rng):
     }
 
 
+def norm_cases(rng):
+    """BatchNorm (eval mode, running statistics away from 0 and 1) and GroupNorm."""
+    def shaken(layer):
+        for name, a in layer.state_arrays().items():
+            a[:] = rng.uniform(0.3, 2.0, a.shape) if name.endswith(("gamma", "var")) else rng.standard_normal(a.shape)
+        return layer
+    big = lambda *shape: (3 * rng.standard_normal(shape) + 1).astype(np.float32)   # noqa: E731
+    return {
+        "bn_2d": (shaken(BatchNorm(5, eps=1e-3)), big(4, 5, 3, 6)),
+        "bn_features": (Sequential(Dense(6, 4, rng=rng), shaken(BatchNorm(4)), ReLU()), big(3, 6)),
+        "conv_bn": (Sequential(Conv2d(2, 3, 3, padding=1, rng=rng), shaken(BatchNorm(3)), LeakyReLU(0.2)), big(2, 2, 5, 4)),
+        "gn_2d": (shaken(GroupNorm(2, 6)), big(3, 6, 4, 5)),
+        "gn_features": (shaken(GroupNorm(3, 6, eps=1e-4)), big(4, 6)),
+        "gn_one_group_f64": (shaken(GroupNorm(1, 3, dtype=np.float64)), rng.standard_normal((2, 3, 4, 4))),
+    }
+
+
 def test_octave_forward_matches_numpy(tmp_path, rng):
     expected = {}
-    for name, (layer, x) in cases(rng).items():
+    for name, (layer, x) in {**cases(rng), **norm_cases(rng)}.items():
         layer.eval()
         out = layer.forward(x)
         expected[name] = out if isinstance(out, tuple) else (out,)
@@ -101,7 +126,7 @@ def test_octave_forward_refuses_unknown_layers_and_missing_params(tmp_path):
     out = octave_ok("S = npvae_load('m.h5', 'model');"
                     "try, npvae_layer_forward(S.model.spec, S.model.params, '', ones(3, 2));"
                     "catch err, fprintf('%s|%s\\n', err.identifier, err.message); end;"
-                    "try, npvae_layer_forward('{\"type\": \"LSTM\"}', S.model.params, 'rnn', ones(3, 2));"
+                    "try, npvae_layer_forward('{\"type\": \"Transformer\"}', S.model.params, 'att', ones(3, 2));"
                     "catch err, fprintf('%s|%s\\n', err.identifier, err.message); end", tmp_path)
     assert "npvae:missingParam|" in out and "parameter 0.b (field x0_b)" in out, out
-    assert "npvae:unknownLayer|" in out and "LSTM" in out, out
+    assert "npvae:unknownLayer|" in out and "Transformer" in out, out

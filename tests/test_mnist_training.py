@@ -224,3 +224,25 @@ def test_a_run_killed_while_writing_its_last_files_resumes_to_write_them(tmp_pat
     stale.write_bytes(b"partial")
     again = train({"out": settings["out"]}, resume=True)
     assert not again.finished_before and (run / "results.h5").exists() and not stale.exists()
+
+
+def test_a_unet_with_batchnorm_and_dropout_resumes_as_if_never_stopped(tmp_path, shared_data):
+    """Running statistics (buffers) and dropout masks (the run's generator) go through the
+    checkpoint: a resumed run ends where the uninterrupted one does, bit for bit, and its
+    file scores what the run scored (the scoring moves no running statistic)."""
+    unet = dict(model="unet", hidden=None, channels=(4, 4, 8, 8), blocks=2, norm="batch", down="max", dropout=0.2,
+                residual=True, epochs=2, train_limit=256, eval_limit=64)
+    straight = train(tiny(tmp_path / "a", shared_data, **unet))
+    train(tiny(tmp_path / "b", shared_data, **{**unet, "epochs": 1}))
+    resumed = train({"out": str(tmp_path / "b" / "run"), "epochs": 2}, resume=True)
+    drop = {"seconds"}
+    assert {k: v for k, v in resumed.history.items() if k not in drop} == \
+        {k: v for k, v in straight.history.items() if k not in drop}
+    a = npvae.load_model(straight.run_dir)
+    b = npvae.load_model(resumed.run_dir)
+    assert any(k.endswith("running_var") for k in a.state_dict())
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k], err_msg=k)
+    from npvae.pipelines.mnist.task import evaluate
+    mixture, digit, fashion = load_data(MnistConfig(**tiny(tmp_path / "a", shared_data, **unet))).evaluation_set()
+    assert evaluate(a, mixture, digit, fashion)["mean_psnr"] == straight.metrics["mean_psnr"]

@@ -25,6 +25,10 @@ CASES = {
     "unet-split-blocks3": (models.UNetSeparationVAE, dict(channels=(2, 2, 3), latent_dim=2, blocks=3), (2, 28, 28)),
     "unet-sources": (models.UNetSeparationVAE, dict(channels=(2, 2, 2), latent_dim=2, output="sources"),
                      (2, 28, 28)),
+    "unet-options": (models.UNetSeparationVAE, dict(channels=(2, 2, 3, 2), latent_dim=2, blocks=2, norm="batch",
+                                                    down="max", residual=True, dropout=0.2), (3, 28, 28)),
+    "unet-group-avg": (models.UNetSeparationVAE, dict(channels=(2, 2, 2), latent_dim=2, norm="group", down="avg"),
+                       (2, 28, 28)),
     "vae-latent-map": (models.LatentMapSeparationVAE, dict(channels=(2, 2, 3), latent_dim=2), (2, 28, 28)),
     "vae-latent-map-14": (models.LatentMapSeparationVAE, dict(channels=(2, 3), latent_dim=2, blocks=2), (2, 28, 28)),
     "vae-latent-map-split": (models.LatentMapSeparationVAE, dict(channels=(2, 2, 2), latent_dim=1, blocks=0,
@@ -36,6 +40,9 @@ CASES = {
     "spectrogram-4-levels": (models.SpectrogramUNetVAE, dict(channels=(2, 2, 3, 2), latent_channels=2),
                              (2, 1, 16, 32)),
     "spectrogram-2-levels": (models.SpectrogramUNetVAE, dict(channels=(2, 3), latent_channels=1), (2, 1, 8, 4)),
+    "spectrogram-options": (models.SpectrogramUNetVAE, dict(channels=(2, 3, 2), latent_channels=2, norm="batch",
+                                                            down="max", residual=True, dropout=0.3, rnn_layers=1,
+                                                            rnn_hidden=4, freq_bins=16), (2, 1, 16, 16)),
 }
 
 

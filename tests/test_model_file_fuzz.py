@@ -1,13 +1,14 @@
 """200 randomly damaged model files: each loads and separates into finite output, or is
 refused with an error that names the file; none takes more than 1 GB or 10 s.
 
-The damaged files come from four small real model files built here (a Part I dense VAE,
-a Part I U-Net VAE, a Part II separator and a bare layer stack of residual, concatenation,
-pooling, dropout and upsampling blocks), seeded. A bare layer stack has no input contract
-in its file: it runs a batch of (N, 1, 28, 28) images, and an edited geometry that no longer
-fits them (a pooling kernel larger than the map, branches of different sizes) may instead
-be refused by the forward pass with a ValueError naming the layer and the shapes. Damages: flipped bits in a tensor's
-stored bytes, flipped exponent bits, NaN/inf values, a zero or NaN normaliser, truncated
+The damaged files come from five small real model files built here (a Part I dense VAE,
+a Part I U-Net VAE, a Part II separator, a convolutional stack with BatchNorm and
+GroupNorm, trained a few steps so that its running statistics hold values, and a bare
+layer stack of residual, concatenation, pooling, dropout and upsampling blocks), seeded.
+A bare layer stack has no input contract in its file: it runs a batch of (N, 1, 28, 28)
+images, and an edited geometry that no longer fits them (a pooling kernel larger than the
+map, branches of different sizes) may instead be refused by the forward pass with a
+ValueError naming the layer and the shapes. Damages: flipped bits in a tensor's stored bytes, flipped exponent bits, NaN/inf values, a zero or NaN normaliser, truncated
 files and tensors, edited specs (other sizes, huge sizes, deep nesting, wrong types,
 damaged JSON), wrong dtypes, huge declared shapes, damaged STFT settings.
 
@@ -70,7 +71,7 @@ def use(path):
         outs = [obj.separate(AUDIO, 8000)]
     elif hasattr(obj, "separate"):
         outs = list(obj.separate(MIX))
-    else:                                  # a bare layer stack (the blocks)
+    else:                                  # a bare layer stack (the norm layers, the blocks)
         try:
             outs = [obj.forward(MIX[:, None])]
         except ValueError as e:
@@ -123,10 +124,28 @@ def base_files(folder):
         Concat(Identity(), Sequential(MaxPool2d(2), Conv2d(4, 4, 3, padding=1, rng=rng), Dropout(0.2),
                                       Upsample(size=(28, 28), mode="bilinear"))),
         AvgPool2d(2), Upsample(scale_factor=2), Conv2d(8, 2, 1, rng=rng))
-    return {"blocks": save_model(folder / "blocks.h5", blocks),
+    return {"norm": save_model(folder / "norm.h5", _norm_stack(rng), {"model": "norm"}),
+            "blocks": save_model(folder / "blocks.h5", blocks),
             "dense": save_model(folder / "dense.h5", dense, {"model": "dense"}),
             "unet": save_model(folder / "unet.h5", unet, {"model": "unet"}),
             "separator": save_separator(folder / "separator.h5", sep, {"epochs": 0})}
+
+
+def _norm_stack(rng):
+    from npvae.layers import BatchNorm, Conv2d, ConvTranspose2d, GroupNorm, LeakyReLU, ReLU, Sequential
+    model = Sequential(Conv2d(1, 4, 3, padding=1, rng=rng), BatchNorm(4), ReLU(),
+                       Conv2d(4, 4, 3, stride=2, padding=1, rng=rng), GroupNorm(2, 4), LeakyReLU(0.2),
+                       ConvTranspose2d(4, 2, 4, stride=2, padding=1, rng=rng), BatchNorm(2, momentum=0.5))
+    for _ in range(3):
+        model.forward(rng.uniform(size=(4, 1, 28, 28)).astype(np.float32))
+    return model
+
+
+def _fields(rng, spec, kind):
+    """The spec record a spec damage edits: for the layer stack one of its norm layers."""
+    if kind != "norm":
+        return spec
+    return _pick(rng, [layer for layer in spec["layers"] if "Norm" in layer["type"]])
 
 
 # -- damages: each (rng, src, dst, kind) writes dst and returns what it did ---------------------
@@ -269,6 +288,7 @@ def _tree_edit(src, dst, edit):
 
 SIZE_KEYS = {"dense": ["hidden", "latent_dim"], "unet": ["channels", "latent_dim", "blocks"],
              "separator": ["channels", "latent_channels", "n_sources", "kernel_size"],
+             "norm": ["num_features", "num_groups", "num_channels", "eps", "momentum"],
              "blocks": ["layers.0.out_channels", "layers.1.body.layers.2.p", "layers.2.axis", "layers.3.kernel_size",
                         "layers.2.branches.1.layers.0.kernel_size", "layers.2.branches.1.layers.3.size",
                         "layers.4.scale_factor", "layers.3.padding", "layers.2.branches.1.layers.0.stride"]}
@@ -294,7 +314,7 @@ def spec_sizes(rng, src, dst, kind, huge=False):
 
     def edit(tree):
         spec = json.loads(tree["model"]["spec"])
-        holder, name = _field(spec, key)
+        holder, name = _field(_fields(rng, spec, kind), key)
         holder[name] = _resized(rng, holder.get(name, 1), huge)
         tree["model"]["spec"] = json.dumps(spec)
         edit.did = f"spec {key} = {holder[name]}"
@@ -325,7 +345,7 @@ def spec_types(rng, src, dst, kind):
     def edit(tree):
         spec = json.loads(tree["model"]["spec"])
         key = _pick(rng, [*SIZE_KEYS[kind], "type", "output", "rule", "alpha"])
-        holder, name = _field(spec, key)
+        holder, name = _field(_fields(rng, spec, kind), key)
         holder[name] = _pick(rng, ["abc", 1.5, None, True, {"a": 1}, [], -3, 0, float("nan"), 1e300, [1.5, "x"]])
         tree["model"]["spec"] = json.dumps(spec)
         edit.did = f"spec {key} = {holder[name]!r}"
@@ -394,10 +414,13 @@ DAMAGES = [flip_stored_bits, flip_exponents, non_finite, truncate_file, truncate
            stft_settings]
 
 
+KINDS = ("dense", "unet", "separator", "norm", "blocks")
+
+
 def make_case(i, rng, folder, bases) -> dict:
     """Damaged file number ``i``: the models take turns, each going through every damage."""
-    kind = ("dense", "unet", "separator", "blocks")[i % 4]
-    damage = DAMAGES[(i // 4) % len(DAMAGES)]
+    kind = KINDS[i % len(KINDS)]
+    damage = DAMAGES[(i // len(KINDS)) % len(DAMAGES)]
     path = folder / f"damaged_{i:03d}_{kind}.h5"
     did = damage(rng, bases[kind], path, kind)
     return {"path": str(path), "kind": kind, "damage": f"{damage.__name__}: {did}"}
@@ -489,3 +512,56 @@ def test_one_flipped_mantissa_bit_is_refused_naming_the_tensor(tmp_path, separat
     path = tmp_path / "flipped.h5"
     path.write_bytes(bytes(raw))
     _refused(path, match)
+
+
+# -- the recurrent layers' fields ------------------------------------------------------------------
+RECURRENT_FIELDS = ["input_size", "hidden_size", "num_layers", "bidirectional"]
+
+
+def recurrent_spec(rng, src, dst, kind):
+    """An LSTM's or GRU's field of a recurrent model's spec set to another size or type."""
+    def edit(tree):
+        spec = json.loads(tree["model"]["spec"])
+        index, key = _pick(rng, [1, 3]), _pick(rng, RECURRENT_FIELDS)
+        spec["layers"][index][key] = _pick(rng, [int(rng.integers(1, 9)), 40000, 10**6, 10**12, "abc", 1.5, None,
+                                                 not spec["layers"][index].get(key), {"a": 1}, [], -3, 0, 1e300])
+        tree["model"]["spec"] = json.dumps(spec)
+        edit.did = f"spec layers.{index}.{key} = {spec['layers'][index][key]!r}"
+    _tree_edit(src, dst, edit)
+    return edit.did
+
+
+# (no huge_declared: in this process, without the children's memory limit, a huge vector is
+# read before it is refused)
+RECURRENT_DAMAGES = [recurrent_spec, flip_exponents, non_finite, truncate_tensor, wrong_dtype, tensor_set,
+                     flip_stored_bits, recurrent_spec]
+
+
+def test_damaged_recurrent_model_files_load_correctly_or_are_refused_naming_the_file(tmp_path):
+    """40 damaged files of a model with an LSTM and a GRU (their fields and tensors), loaded
+    in this process: each gives finite output or a FileFormatError naming the file."""
+    import npvae
+    from npvae.errors import FileFormatError
+    from npvae.layers import GRU, LSTM, Dense, FromSequence, Sequential, ToSequence
+    rng = np.random.default_rng(7)
+    model = Sequential(ToSequence(), LSTM(6, 4, num_layers=2, bidirectional=True, rng=rng), Dense(8, 6, rng=rng),
+                       GRU(6, 3, rng=rng), Dense(3, 6, rng=rng), FromSequence(2, 3))
+    base = save_model(tmp_path / "recurrent.h5", model, {"model": "recurrent"})
+    x = rng.standard_normal((2, 2, 3, 5)).astype(np.float32)
+    problems, outcomes = [], []
+    for i in range(40):
+        damage = RECURRENT_DAMAGES[i % len(RECURRENT_DAMAGES)]
+        path = tmp_path / f"damaged_{i:02d}.h5"
+        did = f"{damage.__name__}: {damage(rng, base, path, 'recurrent')}"
+        t = time.perf_counter()
+        try:
+            outcome = "finite output" if np.isfinite(npvae.load_model(path).forward(x)).all() else "NON-FINITE"
+        except FileFormatError as e:
+            outcome = "refused" if str(path) in str(e) else f"UNNAMED FILE: {e}"
+        except Exception as e:
+            outcome = f"UNCLEAR {type(e).__name__}: {e}"
+        outcomes.append(outcome)
+        if outcome not in ("refused", "finite output") or time.perf_counter() - t > SECONDS:
+            problems.append(f"{did}: {outcome[:300]} after {time.perf_counter() - t:.1f} s")
+    assert not problems, "\n".join(problems)
+    assert outcomes.count("refused") > 20, outcomes

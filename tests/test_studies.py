@@ -101,7 +101,8 @@ def test_table_and_verdict_come_from_the_rows():
 
 # ----------------------------------------------------------------------------- ablations
 
-ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "dense-best"), ("music", "best")]
+ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "dense-best"), ("mnist", "anchor"),
+             ("music", "best"), ("music", "recurrent")]
 
 
 @pytest.mark.parametrize("task,preset", ABLATIONS)
@@ -112,7 +113,11 @@ def test_an_ablation_changes_one_setting_of_the_recipe_at_a_time(task, preset):
     assert recipe.group == "recipe" and "epochs" not in recipe.settings     # the budget sets the epochs
     assert len(confs) >= 3
     for c in confs[1:]:
-        changed = [k for k in c.settings if c.settings[k] != recipe.settings[k]]
+        changed = [k for k in c.settings if c.settings[k] != recipe.settings.get(k)]
+        if c.group == "alternative":     # another value in place of the recipe's: the model still builds
+            assert changed == [c.name.removeprefix("alt_")], c
+            make_config(task, c.settings)
+            continue
         assert c.group == "ablation" and changed == [c.name.removeprefix("no_")], c
         # the changed setting is what a run of that recipe gets without the flag
         key = changed[0]
@@ -121,6 +126,20 @@ def test_an_ablation_changes_one_setting_of_the_recipe_at_a_time(task, preset):
         if task == "mnist":
             assert unset.model_kwargs() == ablated.model_kwargs()
         assert getattr(unset, key) in (getattr(ablated, key), None)
+
+
+def test_the_new_layers_ablations_ask_what_each_option_buys():
+    """BatchNorm and pooling put back, GroupNorm and dropout swapped in (Part I); BatchNorm
+    and the recurrent bottleneck put back, GroupNorm, dropout and pooling swapped in (music)."""
+    labels = {c.name: c.label for c in configurations("mnist", "anchor")}
+    assert labels["no_norm"] == "--norm none instead of batch" and labels["no_down"] == "--down stride instead of max"
+    assert labels["alt_norm"] == "--norm group instead of batch" and labels["alt_dropout"].startswith("--dropout 0.1")
+    labels = {c.name: c.label for c in configurations("music", "recurrent")}
+    assert labels["no_norm"] == "--norm none instead of batch" and labels["no_rnn_layers"] == "--rnn-layers 0 instead of 2"
+    assert {"alt_norm", "alt_dropout", "alt_down"} <= set(labels)
+    r = subprocess.run([*STUDY, "--task", "music", "--ablate", "recurrent", "--list"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and re.search(r"alt_down +alternative +--down max instead of stride", r.stdout), r.stdout
 
 
 def test_ablation_labels_name_the_flags_a_user_types():
@@ -156,6 +175,14 @@ def test_ablation_table_and_verdict_say_what_each_setting_buys():
     text = verdict(study)
     assert "--channels 24 48 96 rather than" not in text
     assert "failed to train (it scored below 10 dB): --channels 16 32 64 instead of 24 48 96 (5.50 dB)" in text
+    # another value in place of the recipe's: its score against the recipe's, not what a setting buys
+    study["rows"].append({"name": "alt_norm", "label": "--norm group instead of batch", "group": "alternative",
+                          "digit_psnr": 20.5, "fashion_psnr": 21.9, "mean_psnr": 21.2, "mean_ssim": 0.8,
+                          "mean_mse": 0.01, "train_seconds": 2.0})
+    assert "| --norm group instead of batch | alternative | 20.50 |" in markdown_table(study)
+    text = verdict(study)
+    assert "With one setting swapped (the score minus the recipe's): --norm group instead of batch: +0.20 dB" in text
+    assert "rather than batch" not in text
 
 
 def test_tiny_ablation_end_to_end(shared_data, tmp_path):
@@ -211,3 +238,35 @@ def test_study_help_names_every_preset_an_ablation_takes_apart():
     named = {task.strip(): {p.strip() for p in presets.split(",")}
              for task, presets in (part.split(":") for part in listed.split(";"))}
     assert named == {task: set(ablatable_presets(task)) for task in ("mnist", "music")}, listed
+
+
+# ----------------------------------------------------------------------------- a time budget
+
+def test_timed_epochs_fit_the_minutes_and_are_chosen_once(shared_data, tmp_path, monkeypatch):
+    from npvae_lab import studies
+    settings = {**studies.BUDGETS["mnist"]["tiny"]["common"], **studies.BUDGETS["mnist"]["tiny"]["dense"],
+                "data_dir": str(shared_data)}
+    seconds = studies.seconds_per_epoch("mnist", settings, tmp_path)
+    assert 0 < seconds < 60
+    # the epochs that fit: the minutes over the timed seconds an epoch, at least 1
+    monkeypatch.setattr(studies, "seconds_per_epoch", lambda *a, **k: 7.0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert studies.timed_epochs("mnist", settings, tmp_path / "a", minutes=1.0, log=lambda s: None) == 8
+    assert studies.timed_epochs("mnist", settings, tmp_path / "b", minutes=0.01, log=lambda s: None) == 1
+    # a resumed study keeps the epochs it chose: no second timing
+    monkeypatch.setattr(studies, "seconds_per_epoch", lambda *a, **k: pytest.fail("timed again"))
+    assert studies.timed_epochs("mnist", settings, tmp_path / "a", minutes=1000.0) == 8
+
+
+def test_a_study_resumes_only_with_its_own_time_budget(tmp_path):
+    from npvae.errors import OutputError
+    from npvae_lab import studies
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / RESULT_FILE).write_text(json.dumps(
+        {"task": "mnist", "budget": "tiny", "study": "ablate anchor", "seed": 0, "minutes": 2.0}))
+    studies.check_study_dir(tmp_path, "mnist", "tiny", resume=True, ablate="anchor", minutes=2.0)
+    for other in (None, 3.0):
+        with pytest.raises(OutputError, match="--minutes 2"):
+            studies.check_study_dir(tmp_path, "mnist", "tiny", resume=True, ablate="anchor", minutes=other)
+    assert studies.default_out("mnist", "default", "anchor", 0, 20.0).name == "ablate-mnist-anchor-default-20min"

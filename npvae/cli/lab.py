@@ -204,11 +204,13 @@ Train one model under several loss configurations (same seeds, data and budget),
 the baselines, score everything on the same fixed test set, and write a table (Markdown
 and HDF5) and a figure of the validation curves. With --ablate PRESET, train that
 preset's recipe and, one at a time, the recipe with one of its settings put back to the
-default (the same shorter budget for all): the table says what each setting buys.
+default, or for some presets swapped for another value (--norm group for batch, say; the
+same shorter budget for all): the table says what each setting buys.
 
     npvae study --task mnist                   # about 10 minutes on 2 cores
     npvae study --task music                   # about 40 minutes on 2 cores
     npvae study --task mnist --ablate best     # what each setting of --preset best buys
+    npvae study --task mnist --ablate anchor --list    # the configurations, without training
     npvae study --task mnist --budget tiny     # a smoke run, about a minute
     mpirun -n 4 npvae study --task music       # configurations dealt to 4 MPI ranks
 
@@ -223,7 +225,8 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("mnist", "music"), required=True)
     p.add_argument("--budget", choices=("tiny", "default"), default="default")
     p.add_argument("--ablate", default=None, metavar="PRESET",
-                   help="ablate this preset (mnist: best, unet, dense-best, vae; music: best) instead of the loss study")
+                   help="ablate this preset (mnist: anchor, best, dense-best, unet, vae; music: best, recurrent) instead "
+                        "of the loss study")
     p.add_argument("--out", default=None, help="study directory (default runs/study-<task>-<budget>, "
                                                "with --ablate runs/ablate-<task>-<preset>-<budget>)")
     p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA, then ~/.cache/npvae)")
@@ -234,6 +237,9 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of every configuration's weights and batches (another seed repeats the study "
                         "to show its spread; default out then ends in -seed<N>)")
+    p.add_argument("--minutes", type=positive_float, default=None,
+                   help="give every trained configuration this many minutes of training (its epochs timed from a "
+                        "few steps first) instead of the budget's epochs: a comparison at equal time")
     p.add_argument("--list", action="store_true", help="list the configurations and exit")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
@@ -253,18 +259,18 @@ def run_study(args) -> int:
         print(f"{args.task} {studies.study_kind(args.ablate)} study, budget {args.budget}: expected "
               f"{studies.budget(args.task, args.budget, args.ablate)['expected']}")
         confs = studies.configurations(args.task, args.ablate)
-        width = max(len(c.name) for c in confs)
+        width, group_width = max(len(c.name) for c in confs), max(len(c.group) for c in confs)
         for c in confs:
-            print(f"  {c.name:{width}s} {c.group:9s} {c.label}")
+            print(f"  {c.name:{width}s} {c.group:{group_width}s} {c.label}")
         return 0
     known = [c.name for c in studies.configurations(args.task, args.ablate)]
     unknown = sorted(set(args.only or ()) - set(known))
     if unknown:
         raise UsageError(f"unknown configuration(s) {unknown} for --task {args.task}; known: {known}")
-    out = Path(args.out or studies.default_out(args.task, args.budget, args.ablate, args.seed))
+    out = Path(args.out or studies.default_out(args.task, args.budget, args.ablate, args.seed, args.minutes))
     study = studies.run_study(args.task, args.budget, out, args.data_dir, args.jobs, args.only,
                               log=lambda s: print(s, flush=True), resume=args.resume, overwrite=args.overwrite,
-                              ablate=args.ablate, seed=args.seed)
+                              ablate=args.ablate, seed=args.seed, minutes=args.minutes)
     if study.get("rank", 0):        # under mpirun, rank 0 reports
         return 0
     if study["rows"]:
@@ -287,8 +293,8 @@ and the separation of a song.
 
     npvae bench                      # full sizes, table on stdout (about 5-10 minutes)
     npvae bench --json bench.json    # also write the numbers
-    npvae bench --layers             # also each convolution of the pipeline models alone, and
-                                     # dropout, pooling and upsampling at the U-Nets' sizes
+    npvae bench --layers             # also each convolution of the pipeline models alone, the
+                                     # LSTM, and dropout, pooling and upsampling at the U-Nets' sizes
     npvae bench --quick              # tiny models, a few steps, a 2 s song (a smoke test)
     npvae bench --summarise a.json b.json    # the speed table of docs/speed.md: ranges over runs
 
@@ -320,8 +326,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--song-repeats", type=positive_int, default=None,
                    help="separations timed per network (default 3)")
     p.add_argument("--layers", action="store_true",
-                   help="also time each convolution of the pipeline models alone (forward, backward), and "
-                        "dropout, pooling and upsampling at the U-Nets' sizes")
+                   help="also time each convolution of the pipeline models alone (forward, backward), "
+                        "BatchNorm and GroupNorm on each convolution's output, the LSTM at Open-Unmix's sizes, "
+                        "and dropout, pooling and upsampling at the U-Nets' sizes")
     p.add_argument("--json", default=None, metavar="PATH", help="write the report to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("--summarise", nargs="+", metavar="JSON", default=None,
@@ -366,9 +373,19 @@ def run_bench(args) -> int:
             rows += layer_bench.time_layers(benchmark.build_case(name, size), report["gemm_gflops_reference"],
                                             repeats=2 if args.quick else 10, with_torch=report["torch"] is not None,
                                             settle_s=0.0 if args.quick else 0.2)
+        rows += layer_bench.time_recurrent(report["gemm_gflops_reference"], size, repeats=2 if args.quick else 10,
+                                           with_torch=report["torch"] is not None, settle_s=0.0 if args.quick else 0.2)
         report["layers"] = rows
         print()
         print(layer_bench.format_layers(rows, report["gemm_gflops_reference"]))
+        norm_rows = []
+        for name in [c for c in cases if c in pipeline_cases.PIPELINE_CASES and ("unet" in c or c.startswith("music"))]:
+            norm_rows += layer_bench.time_norm_layers(benchmark.build_case(name, size), repeats=2 if args.quick else 10,
+                                                      with_torch=report["torch"] is not None,
+                                                      settle_s=0.0 if args.quick else 0.2)
+        report["norm_layers"] = norm_rows
+        print()
+        print(layer_bench.format_norm_layers(norm_rows))
         report["elementwise_layers"] = layer_bench.time_elementwise(
             size, repeats=2 if args.quick else 10, with_torch=report["torch"] is not None,
             settle_s=0.0 if args.quick else 0.2)

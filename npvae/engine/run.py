@@ -274,6 +274,7 @@ def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
 def _finish(task, cfg, run_dir: Path, config: dict, trainer, seconds: float, board, latest, log) -> RunResult:
     """Score the trained model and write the run's records, model, page and last events."""
     model = task.model
+    model.eval()     # scored and saved as trained: no running statistics moved, no dropout, by the scoring
     metrics = task.evaluate(trainer.history)
     metrics["train_seconds_this_session"] = float(seconds)
     metrics["train_seconds_total"] = float(sum(trainer.history.get("seconds", [])))

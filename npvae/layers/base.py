@@ -5,6 +5,10 @@
   the arrays in ``layer.grads`` in place (so an optimiser may hold references).
 * ``layer.params`` / ``layer.grads``: dicts of the same names to arrays of the same
   shapes, empty for layers without parameters.
+* ``layer.buffers``: arrays that are state but not trained (BatchNorm's running
+  statistics), made with ``add_buffer``. Optimisers walk ``named_parameters`` only;
+  ``state_dict`` / ``load_state_dict`` carry parameters *and* buffers, so checkpoints
+  and model files keep both; ``named_buffers`` walks the buffers alone.
 * ``layer.spec()`` is a JSON-able dict from which :func:`build_layer` rebuilds the
   layer (parameters aside), the basis of checkpoints and HDF5 model files.
 * Containers expose their sub-layers through ``children()``; ``named_parameters``
@@ -128,6 +132,7 @@ class Layer:
         self.dtype = check_dtype(dtype)
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
         self.training = True
 
     # -- computation -------------------------------------------------------------
@@ -151,6 +156,22 @@ class Layer:
         self.grads[name] = np.zeros_like(value)
         return value
 
+    def add_buffer(self, name: str, value: np.ndarray) -> np.ndarray:
+        """Register non-trained state ``name`` (a copy of ``value`` in the layer's dtype);
+        updated in place by the layer, saved and restored with the parameters."""
+        if name in self.params:
+            raise ValueError(f"{type(self).__name__}: {name!r} is already a parameter; a buffer needs another name")
+        value = np.array(value, dtype=self.dtype, order="C")
+        self.buffers[name] = value
+        return value
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(path, buffer)`` for every buffer of this layer and its children."""
+        for name, b in self.buffers.items():
+            yield prefix + name, b
+        for cname, child in self.children().items():
+            yield from child.named_buffers(f"{prefix}{cname}.")
+
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """Yield ``(path, param, grad)`` for every parameter of this layer and its children."""
         for name, p in self.params.items():
@@ -167,13 +188,20 @@ class Layer:
     def num_parameters(self) -> int:
         return int(sum(p.size for _, p, _ in self.named_parameters()))
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The live arrays of every parameter and buffer, by path (parameters first)."""
+        own = {path: p for path, p, _ in self.named_parameters()}
+        own.update(self.named_buffers())
+        return own
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of every parameter, by path."""
-        return {path: p.copy() for path, p, _ in self.named_parameters()}
+        """Copies of every parameter and buffer, by path."""
+        return {path: a.copy() for path, a in self.state_arrays().items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy ``state`` into the parameters in place; names and shapes must match exactly."""
-        own = {path: p for path, p, _ in self.named_parameters()}
+        """Copy ``state`` into the parameters and buffers in place; names and shapes must
+        match exactly."""
+        own = self.state_arrays()
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or unexpected:
             raise ValueError(f"parameters do not match the model: missing {missing}, unexpected {unexpected}")

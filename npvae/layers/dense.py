@@ -15,7 +15,9 @@ ACTIVATIONS = {None: kernels.ACT_IDENTITY, "identity": kernels.ACT_IDENTITY, "re
 class Dense(Layer):
     """``y = act(x @ W + b)``.
 
-    x : (N, in_features) -> y : (N, out_features). ``W`` is (in_features, out_features),
+    x : (N, in_features) -> y : (N, out_features), or (N, T, in_features) -> (N, T,
+    out_features), every step alike in one GEMM (a projection of a sequence's frames,
+    after :class:`~npvae.layers.ToSequence`). ``W`` is (in_features, out_features),
     ``b`` is (out_features,), both drawn from U(-1/sqrt(in), 1/sqrt(in)) as in PyTorch.
     ``activation`` (None, "relu", "leaky_relu", "sigmoid", "tanh") is fused with the
     bias in one kernel pass; ``alpha`` is the leaky-ReLU slope.
@@ -43,6 +45,9 @@ class Dense(Layer):
         self._x = self._y = None
 
     def forward(self, x):
+        if isinstance(x, np.ndarray) and x.ndim == 3:
+            expect_input(self, x, 3, "(N, T, in_features)", 2, self.in_features)
+            return self.forward(x.reshape(-1, self.in_features)).reshape(x.shape[0], x.shape[1], -1)
         expect_input(self, x, 2, "(N, in_features)", 1, self.in_features)
         y = kernels.bias_act_forward(x @ self.params["W"], self.params["b"], self._act, self.alpha)
         keep = not in_inference()
@@ -53,6 +58,9 @@ class Dense(Layer):
         self._x = self._y = None
 
     def backward(self, dy):
+        if dy.ndim == 3:
+            dx = self.backward(dy.reshape(-1, self.out_features))
+            return None if dx is None else dx.reshape(dy.shape[0], dy.shape[1], -1)
         if self._x is None:
             raise backward_before_forward(self)
         if self._act == kernels.ACT_IDENTITY:

@@ -35,9 +35,11 @@ from ..layers.activations import LeakyReLU, sigmoid
 from ..layers.base import Layer, backward_before_forward, default_rng, inference, register
 from ..layers.conv import Conv2d, ConvTranspose2d
 from ..layers.dense import Dense
+from ..layers.fold import fold_batchnorm
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten, Reshape
 from ..vae import GaussianHead, Reparameterize
+from . import options
 from ..validate import as_batch_size, as_unit_images, check_finite_estimates
 
 SIDE = 28
@@ -174,9 +176,10 @@ class SeparationVAE(Layer):
         was_training = self.training
         self.eval()
         outs = []
+        net = fold_batchnorm(self)              # itself when it has no BatchNorm to fold
         with inference():                       # the layers keep nothing for backward
             for i in range(0, len(m), batch_size):
-                y = self.forward(m[i:i + batch_size], sample=False)
+                y = net.forward(m[i:i + batch_size], sample=False)
                 outs.append((y[:, 0], y[:, 1], self.mix(y[:, 0], y[:, 1])))
         self.train(was_training)
         out = tuple(np.concatenate([o[k] for o in outs]) for k in range(3))
@@ -265,7 +268,7 @@ class ConvSeparationVAE(DenseSeparationVAE):
 class UNetSeparationVAE(SeparationVAE):
     """A small U-Net whose bottleneck is a Gaussian latent, with the "split" output.
 
-    ::
+    With the defaults (three levels, strided convolutions, no normalisation)::
 
         x  (N, 1, 28, 28)   the mixture
         e1 = lrelu(conv3x3(x))             (N, c1, 28, 28)
@@ -277,94 +280,204 @@ class UNetSeparationVAE(SeparationVAE):
         u1 = lrelu(convT4x4/2([u2, e2]))   (N, c1, 28, 28)
         logits = conv3x3([u1, e1, x])      (N, S, 28, 28)
 
-    With ``blocks`` b > 1, each of e1, e2, u2 and u1 is followed by b - 1 more
-    ``lrelu(conv3x3)`` of the same width (layers ``enc1_2``, ``enc1_3``, ...), the
-    usual two convolutions per level of a U-Net when b = 2.
+    ``channels`` of length n (2 to 5) builds n levels of sides 28, 14, 7, 3, 1 (each the
+    floor of half the one above): layers ``enc1`` ... ``encn``, ``up(n-1)`` ... ``up1``.
+    With ``blocks`` b > 1, each of ``enc1`` ... ``enc(n-1)`` and the ``up`` levels is
+    followed by b - 1 more ``lrelu(conv3x3)`` of the same width (layers ``enc1_2``,
+    ``enc1_3``, ...), the usual two convolutions per level of a U-Net when b = 2.
+
+    Options (:mod:`npvae.models.options`; the defaults build the model above):
+
+    * ``norm`` "batch" or "group": a BatchNorm / GroupNorm (``groups`` groups at most)
+      after every convolution but the output one, before its activation (``enc1_norm``,
+      ``enc1_2_norm``, ...).
+    * ``down`` "max" or "avg": ``enc2`` ... ``encn`` are 3x3 convolutions after a 2x2
+      pooling instead of strided 4x4 ones, and the bottom level gets its b - 1 extra
+      convolutions too (a strided bottom level is its one convolution).
+    * ``dropout`` p > 0: elementwise dropout (``up2_drop``, ...) on the output of every
+      decoder level, drawn from ``self.rng`` in training, none in eval mode.
+    * ``residual``: each level with extra convolutions adds its first convolution's
+      output to its last one's (``y = h + f(h)``); needs ``blocks`` >= 2.
 
     The skips carry the detail a bottleneck blurs; the latent carries the global
     structure (which digit, which garment) and is regularised by the KL term.
     """
 
-    LEVELS = ("enc1", "enc2", "up2", "up1")   # the levels that get b - 1 extra 3x3 convolutions
+    MAX_LEVELS = 5      # sides 28, 14, 7, 3, 1
 
     def __init__(self, latent_dim: int = 32, channels=(16, 32, 64), output: str = "split",
-                 rule: str = "average", blocks: int = 1, rng=None, dtype=np.float32):
+                 rule: str = "average", blocks: int = 1, norm: str = "none", down: str = "stride",
+                 dropout: float = 0.0, residual: bool = False, groups: int = options.GROUPS, rng=None,
+                 dtype=np.float32):
         super().__init__(latent_dim, output, rule, dtype)
         if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
             raise ValueError(f"blocks (3x3 convolutions per U-Net level) must be an integer >= 1, got {blocks!r}")
+        options.check_options(type(self).__name__, norm, down, dropout, groups)
+        if len(channels) < 2 or len(channels) > self.MAX_LEVELS or min(channels) <= 0:
+            raise ValueError(f"channels must be 2 to {self.MAX_LEVELS} positive ints, one per level (28x28, 14x14, "
+                             f"7x7, 3x3, 1x1), got {list(channels)}")
+        if residual and blocks < 2:
+            raise ValueError("residual levels add a level's first convolution to its last: they need blocks >= 2, "
+                             f"got blocks={blocks}")
         rng = self.rng = default_rng(rng)
-        c1, c2, c3 = self.channels = tuple(int(c) for c in channels)
-        self.blocks = int(blocks)
+        c = self.channels = tuple(int(v) for v in channels)
+        n = self.levels = len(c)
+        self.blocks, self.norm, self.down = int(blocks), norm, down
+        self.dropout, self.residual, self.groups = float(dropout), bool(residual), int(groups)
+        self.sides = [SIDE]
+        for _ in range(n - 1):
+            self.sides.append(self.sides[-1] // 2)
         kw = dict(rng=rng, dtype=dtype)
-        self.enc1 = Conv2d(1, c1, 3, padding=1, **kw)
-        self.enc2 = Conv2d(c1, c2, 4, stride=2, padding=1, **kw)
-        self.enc3 = Conv2d(c2, c3, 4, stride=2, padding=1, **kw)
-        self.head = GaussianHead(c3 * 49, latent_dim, **kw)
-        self.expand = Dense(latent_dim, c3 * 49, activation="leaky_relu", alpha=0.2, **kw)
-        self.up2 = ConvTranspose2d(2 * c3, c2, 4, stride=2, padding=1, **kw)
-        self.up1 = ConvTranspose2d(2 * c2, c1, 4, stride=2, padding=1, **kw)
-        self.out = Conv2d(2 * c1 + 1, self.out_channels, 3, padding=1, **kw)
-        width = {"enc1": c1, "enc2": c2, "up2": c2, "up1": c1}
-        # level -> its layer names in order: "enc1", then "enc1_2", "enc1_3", ... (blocks > 1)
-        self.chains = {level: [level] + [f"{level}_{k}" for k in range(2, self.blocks + 1)] for level in self.LEVELS}
-        self.chains["enc3"] = ["enc3"]
+        pooled = down != "stride"
+        self.enc = [Conv2d(1, c[0], 3, padding=1, **kw)]
+        for i in range(1, n):
+            self.enc.append(Conv2d(c[i - 1], c[i], 3, padding=1, **kw) if pooled
+                            else Conv2d(c[i - 1], c[i], 4, stride=2, padding=1, **kw))
+        bottom = c[-1] * self.sides[-1] ** 2
+        self.head = GaussianHead(bottom, latent_dim, **kw)
+        self.expand = Dense(latent_dim, bottom, activation="leaky_relu", alpha=0.2, **kw)
+        # ups[i] makes level i's decoder output (side sides[i]) from [level i+1's, enc(i+2)'s]
+        self.ups = {i: ConvTranspose2d(2 * c[i + 1], c[i], 4, stride=2, padding=1,
+                                       output_padding=self.sides[i] - 2 * self.sides[i + 1], **kw)
+                    for i in reversed(range(n - 1))}
+        self.out = Conv2d(2 * c[0] + 1, self.out_channels, 3, padding=1, **kw)
+        for i in range(n):          # enc1, ..., up1 by name too
+            setattr(self, f"enc{i + 1}", self.enc[i])
+            if i < n - 1:
+                setattr(self, f"up{i + 1}", self.ups[i])
+        width = {f"enc{i + 1}": c[i] for i in range(n)}
+        width.update({f"up{i + 1}": c[i] for i in range(n - 1)})
+        # level -> its convolutions in order: "enc1", then "enc1_2", "enc1_3", ... (blocks > 1)
+        levels = [f"enc{i + 1}" for i in range(n if pooled else n - 1)] + [f"up{i + 1}" for i in reversed(range(n - 1))]
+        self.chains = {level: [level] + [f"{level}_{k}" for k in range(2, self.blocks + 1)] for level in levels}
+        self.chains.setdefault(f"enc{n}", [f"enc{n}"])
         self.extra = {name: Conv2d(width[level], width[level], 3, padding=1, **kw)
-                      for level in self.LEVELS for name in self.chains[level][1:]}
+                      for level in levels for name in self.chains[level][1:]}
         self.acts = {name: LeakyReLU(0.2) for chain in self.chains.values() for name in chain}
+        self.norms = {}
+        for level, chain in self.chains.items():
+            for name in chain:
+                layer = options.make_norm(norm, width[level], self.groups, dtype)
+                if layer is not None:
+                    self.norms[f"{name}_norm"] = layer
+        self.pools = {}
+        for i in range(1, n):
+            layer = options.make_pool(down, dtype)
+            if layer is not None:
+                self.pools[f"pool{i + 1}"] = layer
+        self.drops = {}
+        for i in reversed(range(n - 1)):
+            layer = options.make_dropout(self.dropout, dtype)
+            if layer is not None:
+                self.drops[f"up{i + 1}_drop"] = layer
+        self.rng = rng         # and the dropout layers'
+
+    @property
+    def rng(self):
+        return self._rng
+
+    @rng.setter
+    def rng(self, value):
+        """The generator of the latent's noise and of the dropout masks (the trainer's, in a run)."""
+        self._rng = value
+        for layer in getattr(self, "drops", {}).values():
+            layer.rng = value
 
     def children(self):
-        return {"enc1": self.enc1, "enc2": self.enc2, "enc3": self.enc3, "head": self.head,
-                "expand": self.expand, "up2": self.up2, "up1": self.up1, "out": self.out, **self.extra}
+        n = self.levels
+        return {**{f"enc{i + 1}": self.enc[i] for i in range(n)}, "head": self.head, "expand": self.expand,
+                **{f"up{i + 1}": self.ups[i] for i in reversed(range(n - 1))}, "out": self.out, **self.extra,
+                **self.norms, **self.pools, **self.drops}
 
-    def _layer(self, name):
+    def _unit(self, name, x):
+        """act(norm(conv(x))) of the convolution ``name``; without a norm, the activation
+        is fused into the convolution in inference."""
+        conv, norm, act = self._conv(name), self.norms.get(f"{name}_norm"), self.acts[name]
+        if norm is None:
+            return conv.forward(x, act=act)
+        return act.forward(norm.forward(conv.forward(x)))
+
+    def _unit_backward(self, name, dy):
+        dy = self.acts[name].backward(dy)
+        norm = self.norms.get(f"{name}_norm")
+        if norm is not None:
+            dy = norm.backward(dy)
+        return self._conv(name).backward(dy)
+
+    def _conv(self, name):
         return self.extra[name] if name in self.extra else getattr(self, name)
 
+    def batchnorm_pairs(self):
+        """``(convolution, BatchNorm, drop)`` for :func:`npvae.layers.fold_batchnorm`; with
+        its BatchNorm dropped, a level's convolution applies the activation itself."""
+        return options.batchnorm_pairs(self.norms, self._conv)
+
     def _level(self, level, x):
-        """lrelu(conv(...)) through every layer of ``level``."""
-        for name in self.chains[level]:
-            x = self._layer(name).forward(x, act=self.acts[name])      # fused in inference
-        return x
+        """A level's convolutions (each act(norm(conv))), with its pooling before them,
+        its residual sum and its dropout after them."""
+        pool = self.pools.get(f"pool{level[3:]}") if level.startswith("enc") else None
+        if pool is not None:
+            x = pool.forward(x)
+        chain = self.chains[level]
+        first = y = self._unit(chain[0], x)
+        for name in chain[1:]:
+            y = self._unit(name, y)
+        if self.residual and len(chain) > 1:
+            y = y + first
+        drop = self.drops.get(f"{level}_drop")
+        return y if drop is None else drop.forward(y)
 
     def _level_backward(self, level, dy):
-        for name in reversed(self.chains[level]):
-            dy = self._layer(name).backward(self.acts[name].backward(dy))
-        return dy
+        drop = self.drops.get(f"{level}_drop")
+        if drop is not None:
+            dy = drop.backward(dy)
+        chain = self.chains[level]
+        g = dy
+        for name in reversed(chain[1:]):
+            g = self._unit_backward(name, g)
+        if self.residual and len(chain) > 1:
+            g = g + dy
+        g = self._unit_backward(chain[0], g)
+        pool = self.pools.get(f"pool{level[3:]}") if level.startswith("enc") else None
+        return g if pool is None else pool.backward(g)
 
     def _encode(self, x):
         self._x = x
-        self._e1 = self._level("enc1", x)
-        self._e2 = self._level("enc2", self._e1)
-        self._e3 = self._level("enc3", self._e2)
-        return self._e3.reshape(len(x), -1)
+        self._e = []
+        h = x
+        for i in range(self.levels):
+            h = self._level(f"enc{i + 1}", h)
+            self._e.append(h)
+        return h.reshape(len(x), -1)
 
     def _decode(self, z):
-        c1, c2, c3 = self.channels
-        d3 = self.expand.forward(z).reshape(len(z), c3, 7, 7)
-        u2 = self._level("up2", np.concatenate([d3, self._e3], axis=1))
-        u1 = self._level("up1", np.concatenate([u2, self._e2], axis=1))
-        return self.out.forward(np.concatenate([u1, self._e1, self._x], axis=1))
+        c, n, s = self.channels, self.levels, self.sides[-1]
+        d = self.expand.forward(z).reshape(len(z), c[-1], s, s)
+        for i in reversed(range(n - 1)):
+            d = self._level(f"up{i + 1}", np.concatenate([d, self._e[i + 1]], axis=1))
+        return self.out.forward(np.concatenate([d, self._e[0], self._x], axis=1))
 
     def _decode_backward(self, dlogits):
-        c1, c2, c3 = self.channels
-        dcat1 = self.out.backward(dlogits)
-        du1, self._de1, self._dx = dcat1[:, :c1], dcat1[:, c1:2 * c1], dcat1[:, 2 * c1:]
-        dcat2 = self._level_backward("up1", du1)
-        du2, self._de2 = dcat2[:, :c2], dcat2[:, c2:]
-        dcat3 = self._level_backward("up2", du2)
-        dd3, self._de3 = dcat3[:, :c3], dcat3[:, c3:]
-        return self.expand.backward(np.ascontiguousarray(dd3).reshape(len(dd3), -1))
+        c, n = self.channels, self.levels
+        dcat = self.out.backward(dlogits)
+        dd, self._de = dcat[:, :c[0]], [None] * n
+        self._de[0], self._dx = dcat[:, c[0]:2 * c[0]], dcat[:, 2 * c[0]:]
+        for i in range(n - 1):
+            dcat = self._level_backward(f"up{i + 1}", dd)
+            dd, self._de[i + 1] = dcat[:, :c[i + 1]], dcat[:, c[i + 1]:]
+        return self.expand.backward(np.ascontiguousarray(dd).reshape(len(dd), -1))
 
     def _encode_backward(self, dfeat):
-        de3 = dfeat.reshape(self._e3.shape) + self._de3
-        de2 = self._level_backward("enc3", de3) + self._de2
-        de1 = self._level_backward("enc2", de2) + self._de1
-        return self._level_backward("enc1", de1) + self._dx
+        g = dfeat.reshape(self._e[-1].shape)
+        for i in reversed(range(self.levels)):
+            g = self._level_backward(f"enc{i + 1}", g + self._de[i])
+        return g + self._dx
 
     def hyper(self):
         out = {**super().hyper(), "channels": list(self.channels)}
         if self.blocks > 1:   # files of one-block models stay as they were
             out["blocks"] = self.blocks
-        return out
+        return {**out, **options.options_hyper(self.norm, self.down, self.dropout, self.groups, self.residual)}
 
 
 @register

@@ -1,7 +1,8 @@
 """Each convolution of a pipeline case timed alone, forward and backward, in npvae and
 PyTorch, with its GFLOP/s and the fraction of the BLAS GEMM rate it reaches
-(``npvae bench --layers``); and the layers without a GEMM (dropout, pooling,
-upsampling) at the U-Nets' sizes against their PyTorch twins (:func:`time_elementwise`).
+(``npvae bench --layers``); the recurrent layers likewise at Open-Unmix's sizes
+(:func:`time_recurrent`); and the layers without a GEMM (dropout, pooling, upsampling)
+at the U-Nets' sizes against their PyTorch twins (:func:`time_elementwise`).
 
 The inputs are those the layer sees in the case's training step (captured in one
 forward pass); the backward pass is timed from the same forward state with a fixed
@@ -78,12 +79,53 @@ def time_layers(case, gemm_gflops: float, repeats: int = 10, with_torch: bool = 
         if with_torch:
             time.sleep(settle_s)
             row.update(_torch_times(layer, x, dy, first, repeats))
-        for who in ("npvae", "torch") if with_torch else ("npvae",):
-            for part in ("forward", "backward"):
-                rate = row[f"gflop_{part}"] / (row[f"{who}_{part}_ms"] / 1e3)
-                row[f"{who}_{part}_gflops"] = rate
-                row[f"{who}_{part}_gemm_fraction"] = rate / gemm_gflops
-        rows.append(row)
+        rows.append(_with_rates(row, gemm_gflops, with_torch))
+    return rows
+
+
+def _with_rates(row: dict, gemm_gflops: float, with_torch: bool) -> dict:
+    """``row`` with the GFLOP/s and fraction of the GEMM rate of each timed pass."""
+    for who in ("npvae", "torch") if with_torch else ("npvae",):
+        for part in ("forward", "backward"):
+            rate = row[f"gflop_{part}"] / (row[f"{who}_{part}_ms"] / 1e3)
+            row[f"{who}_{part}_gflops"] = rate
+            row[f"{who}_{part}_gemm_fraction"] = rate / gemm_gflops
+    return row
+
+
+# Open-Unmix's bidirectional three-layer LSTM (hidden 512 = 2 x 256, input 512) at a MIR-1K
+# batch: 16 excerpts of 64 frames.
+RECURRENT_SIZES = {"full": {"batch": 16, "steps": 64, "input_size": 512, "hidden_size": 256, "num_layers": 3},
+                   "tiny": {"batch": 2, "steps": 5, "input_size": 8, "hidden_size": 4, "num_layers": 2}}
+
+
+def time_recurrent(gemm_gflops: float, size: str = "full", kinds=("LSTM",), repeats: int = 10,
+                   with_torch: bool = True, settle_s: float = 0.2) -> list[dict]:
+    """One row per recurrent layer type of ``kinds`` (bidirectional, :data:`RECURRENT_SIZES`),
+    forward and backward (input gradient included), against ``nn.LSTM`` / ``nn.GRU``."""
+    from npvae.layers import build_layer
+    s = RECURRENT_SIZES[size]
+    rows = []
+    for kind in kinds:
+        rng = np.random.default_rng(0)
+        layer = build_layer({"type": kind, "input_size": s["input_size"], "hidden_size": s["hidden_size"],
+                             "num_layers": s["num_layers"], "bidirectional": True}, rng=rng)
+        x = rng.standard_normal((s["batch"], s["steps"], s["input_size"])).astype(np.float32)
+        y = layer.forward(x)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        flops = 2 * s["batch"] * s["steps"] * sum(p.shape[0] * p.shape[1] for path, p, _ in layer.named_parameters()
+                                                  if path.endswith(("W_ih", "W_hh")))
+        row = {"case": f"open-unmix {size}", "layer": kind.lower(), "type": kind, "input": list(x.shape),
+               "output": list(y.shape), "gflop_forward": flops / 1e9, "gflop_backward": 2 * flops / 1e9,
+               "backend": kernels.backend(), "algorithm": f"{kernels.backend()} steps"}
+        time.sleep(settle_s)
+        row["npvae_forward_ms"] = _median_ms(lambda: layer.forward(x), repeats)
+        layer.forward(x)
+        row["npvae_backward_ms"] = _median_ms(lambda: layer.backward(dy), repeats)
+        if with_torch:
+            time.sleep(settle_s)
+            row.update(_torch_times(layer, x, dy, False, repeats))
+        rows.append(_with_rates(row, gemm_gflops, with_torch))
     return rows
 
 
@@ -125,6 +167,58 @@ def _table(head: list, table: list[list], footer: str) -> str:
     widths = [max(len(str(r[i])) for r in [head] + table) for i in range(len(head))]
     line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in table] + [footer])
+
+
+# -- normalisation: BatchNorm and GroupNorm at the sizes of the convolutions' outputs ------------
+def time_norm_layers(case, repeats: int = 10, with_torch: bool = True, settle_s: float = 0.2) -> list[dict]:
+    """One row per (convolution of ``case``, BatchNorm / GroupNorm): the normalisation
+    layer timed on that convolution's output in training mode, forward and backward
+    (input and parameter gradients), as it would run after it in a normalised U-Net."""
+    from npvae.layers import BatchNorm, GroupNorm
+    rows = []
+    for path, conv, x in capture_inputs(case.model, case.forward_backward):
+        y = conv.forward(x)
+        c = y.shape[1]
+        for norm in (BatchNorm(c, dtype=y.dtype), GroupNorm(8 if c % 8 == 0 else 1, c, dtype=y.dtype)):
+            dy = np.random.default_rng(0).standard_normal(y.shape).astype(y.dtype)
+            row = {"case": case.name, "after": path, "type": type(norm).__name__, "input": list(y.shape)}
+            time.sleep(settle_s)
+            row["npvae_forward_ms"] = _median_ms(lambda: norm.forward(y), repeats)
+            norm.forward(y)
+            row["npvae_backward_ms"] = _median_ms(lambda: norm.backward(dy), repeats)
+            if with_torch:
+                time.sleep(settle_s)
+                row.update(_torch_norm_times(norm, y, dy, repeats))
+            rows.append(row)
+    return rows
+
+
+def _torch_norm_times(layer, x, dy, repeats: int) -> dict:
+    import torch
+    from .torch_twin import torch_module
+    m = torch_module(layer)
+    xt, dyt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(dy)
+    out = {"torch_forward_ms": _median_ms(lambda: m(xt), repeats)}
+    y = m(xt)
+    inputs = [xt, *m.parameters()]
+    out["torch_backward_ms"] = _median_ms(lambda: torch.autograd.grad(y, inputs, dyt, retain_graph=True), repeats)
+    return out
+
+
+def format_norm_layers(rows: list[dict]) -> str:
+    """Rows of :func:`time_norm_layers` as a table: ms forward/backward, and npvae / torch."""
+    torch_ok = rows and "torch_forward_ms" in rows[0]
+    head = ["case", "layer (after)", "input", "npvae f/b ms"] + (["torch f/b ms", "npvae/torch f+b"] if torch_ok else [])
+    table = []
+    for r in rows:
+        t = [r["case"], f"{r['type']} ({r['after']})", "x".join(map(str, r["input"])),
+             f"{r['npvae_forward_ms']:.2f}/{r['npvae_backward_ms']:.2f}"]
+        if torch_ok:
+            t += [f"{r['torch_forward_ms']:.2f}/{r['torch_backward_ms']:.2f}",
+                  f"{(r['npvae_forward_ms'] + r['npvae_backward_ms']) / (r['torch_forward_ms'] + r['torch_backward_ms']):.2f}"]
+        table.append(t)
+    return _table(head, table, "training mode (batch statistics); f/b: forward/backward (input and parameter "
+                               "gradients)")
 
 
 # -- the layers without a GEMM: dropout, pooling, upsampling ------------------------------------

@@ -4,7 +4,9 @@ budget, every one scored on the same fixed test set.
 - the loss study (the default): the loss configurations and the baselines;
 - the ablation of a preset (``ablate="best"``...): the preset's recipe, then the same
   recipe with one of its settings put back to the task's default, one at a time
-  (:func:`ablation_configurations`), so the table says which change bought what.
+  (:func:`ablation_configurations`), so the table says which change bought what; and
+  for some presets, the recipe with one setting swapped for another value
+  (:data:`ALTERNATIVES`: GroupNorm in place of BatchNorm, say).
 
 ``npvae study`` runs :func:`run_study`. A study directory holds::
 
@@ -63,8 +65,8 @@ class Configuration:
     """One entry of a study.
 
     name : directory and HDF5 name. label : what the table says. group : "loss" (the loss
-    study), "baseline", "recipe" (an ablated preset whole) or "ablation" (that recipe with
-    one setting at its default). kind : "vae" (trained by :func:`run_training` with ``settings``
+    study), "baseline", "recipe" (an ablated preset whole), "ablation" (that recipe with
+    one setting at its default) or "alternative" (with one setting at another value). kind : "vae" (trained by :func:`run_training` with ``settings``
     over the budget's) or "nmf" (supervised NMF, ``settings`` its options).
     """
     name: str
@@ -115,6 +117,13 @@ ABLATION_BUDGETS = {
 }
 # Settings of a preset that are its budget, not its recipe: the study's budget sets them.
 BUDGET_SETTINGS = ("epochs",)
+# What an ablation of a preset also tries in place of the recipe's value, one setting at a
+# time: the questions that putting a setting back to its default cannot ask (what GroupNorm
+# would do where the recipe has BatchNorm; what dropout or pooling would add).
+ALTERNATIVES = {
+    ("mnist", "anchor"): {"norm": "group", "dropout": 0.1},
+    ("music", "recurrent"): {"norm": "group", "dropout": 0.5, "down": "max"},
+}
 
 
 def _task_class(task: str):
@@ -161,7 +170,8 @@ def _shown_value(key: str, value) -> str:
 def ablation_configurations(task: str, preset: str) -> list[Configuration]:
     """The recipe of ``preset`` (its settings but the budget's, :data:`BUDGET_SETTINGS`),
     then one configuration per setting of it put back to the default (the model stays):
-    ``no_<setting>``, labelled "--blocks 1 instead of 2"."""
+    ``no_<setting>``, labelled "--blocks 1 instead of 2"; then one per alternative value of
+    :data:`ALTERNATIVES`: ``alt_<setting>``, labelled "--norm group instead of batch"."""
     presets = _task_class(task).presets
     if preset not in ablatable_presets(task):
         raise ValueError(f"--ablate takes a preset of {task} that changes settings: "
@@ -178,6 +188,11 @@ def ablation_configurations(task: str, preset: str) -> list[Configuration]:
         confs.append(Configuration(f"no_{key}", f"{_shown_setting(key, default)} instead of "
                                    f"{_shown_value(key, value)}", "ablation",
                                    settings={**recipe, key: default}))
+    for key, value in ALTERNATIVES.get((task, preset), {}).items():
+        current = recipe.get(key, _default_setting(task, recipe, key))
+        confs.append(Configuration(f"alt_{key}", f"{_shown_setting(key, value)} instead of "
+                                   f"{_shown_value(key, current)}", "alternative",
+                                   settings={**recipe, key: value}))
     return confs
 
 
@@ -267,6 +282,55 @@ def run_training(task: str, settings: dict, out, log=print) -> dict:
     return trained
 
 
+TIMED_FILE = "timed_epochs.json"      # a configuration's epochs for a time budget, chosen once
+
+
+def seconds_per_epoch(task: str, settings: dict, run_dir, steps: int = 5, warmup: int = 2) -> float:
+    """The training seconds an epoch of ``settings`` takes in this process: the median of
+    ``steps`` optimiser steps (forward, backward, Adam), timed after ``warmup`` untimed ones
+    (compilation, the convolutions' algorithm choice), times the batches of an epoch.
+    Validation is left out: it is the same work for every configuration of a study."""
+    from statistics import median
+
+    from npvae import distributed
+    from npvae.engine.run import make_config, resolve_task
+    from npvae.optim import Adam
+    task_cls = resolve_task(task)
+    cfg = task_cls.finalize(make_config(task_cls, {**settings, "out": str(run_dir), "progress": False}))
+    comm = distributed.world()
+    job = task_cls(cfg, Path(run_dir), comm, lambda text: None)
+    init_rng, train_rng = job.seeds()
+    job.setup(init_rng, comm.noise(train_rng), None)
+    optimizer = Adam(job.model, lr=cfg.lr, clip_norm=cfg.clip_norm or None)
+    job.model.train()
+    times, done = [], 0
+    while len(times) < steps:               # more passes over a small training set
+        for batch in job.batches(train_rng):
+            start = time.perf_counter()
+            job.step(batch, 0.0, cfg.beta)
+            optimizer.step()
+            done += 1
+            if done > warmup:
+                times.append(time.perf_counter() - start)
+            if len(times) == steps:
+                break
+    return median(times) * job.n_batches
+
+
+def timed_epochs(task: str, settings: dict, run_dir, minutes: float, log=print) -> int:
+    """The epochs of ``settings`` whose training fits ``minutes`` (:func:`seconds_per_epoch`),
+    at least 1; chosen once per configuration and kept in its run folder
+    (:data:`TIMED_FILE`), so that a resumed study trains the epochs it started with."""
+    path = Path(run_dir) / TIMED_FILE
+    if path.exists():
+        return int(json.loads(path.read_text())["epochs"])
+    seconds = seconds_per_epoch(task, settings, run_dir)
+    epochs = max(1, int(minutes * 60 // seconds))
+    log(f"time budget: {seconds:.1f} s of training an epoch here, so {epochs} epochs in {minutes:g} minutes")
+    _write_json_atomic(path, {"minutes": minutes, "seconds_per_epoch": seconds, "epochs": epochs})
+    return epochs
+
+
 def _write_json_atomic(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=float))
 
@@ -294,20 +358,36 @@ def _music_row(summary: dict, system: str, dataset: str = "") -> dict:
 
 
 def run_configuration(task: str, budget_name: str, name: str, study_dir, data_dir=None, log=print,
-                      ablate: str | None = None, seed: int = 0) -> dict:
+                      ablate: str | None = None, seed: int = 0, minutes: float | None = None) -> dict:
     """Train (or fit) and evaluate one configuration in this process, its weights and
     batches drawn from ``seed``; writes and returns its result: ``{"name", "rows": [...],
-    "curve": {"epoch", "value"}}``."""
+    "curve": {"epoch", "value"}}``. ``minutes``: train as many epochs as fit that much
+    training time here (:func:`timed_epochs`) instead of the budget's epochs, so that
+    every configuration of the study gets the same time."""
     conf = get_configuration(task, name, ablate)
     b = budget(task, budget_name, ablate)
-    b = {**b, "common": {**b["common"], "seed": int(seed)}}
+    b = {**b, "common": {**b["common"], "seed": int(seed)}, "minutes": minutes}
     run_dir = Path(study_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     run = _run_mnist if task == "mnist" else _run_music
     result = run(conf, b, run_dir, data_dir, log)
-    result.update({"name": name, "task": task, "budget": budget_name, "study": study_kind(ablate), "seed": int(seed)})
+    result.update({"name": name, "task": task, "budget": budget_name, "study": study_kind(ablate), "seed": int(seed),
+                   "minutes": minutes})
     _write_json_atomic(run_dir / RESULT_FILE, result)
     return result
+
+
+def _timed(settings: dict, task: str, b: dict, run_dir: Path, log) -> dict:
+    """``settings`` with the epochs of the study's time budget, if it has one (a run that
+    has a checkpoint resumes with its own)."""
+    if not b.get("minutes") or (run_dir / CHECKPOINT_FILE).exists():
+        return settings
+    return {**settings, "epochs": timed_epochs(task, settings, run_dir, b["minutes"], log)}
+
+
+def _epochs_row(b: dict, history: dict) -> dict:
+    """A time-budgeted row's trained epochs (the table shows them)."""
+    return {"epochs": int(len(history["epoch"]))} if b.get("minutes") else {}
 
 
 def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> dict:
@@ -335,10 +415,11 @@ def _run_mnist(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
                          {"name": "mixture", "label": "mixture as the estimate (floor)", "group": "baseline",
                           **_mnist_row(floor), "train_seconds": 0.0}],
                 "curve": {"epoch": [], "value": []}, "n_eval": int(len(mixture))}
-    out = run_training("mnist", {**settings, **conf.settings, "data_dir": data_dir}, run_dir, log)
+    settings = _timed({**settings, **conf.settings, "data_dir": data_dir}, "mnist", b, run_dir, log)
+    out = run_training("mnist", settings, run_dir, log)
     m, h = out["metrics"], out["history"]
     return {"rows": [{"name": conf.name, "label": conf.label, "group": conf.group, **_mnist_row(m),
-                      "train_seconds": float(m["train_seconds_total"])}],
+                      "train_seconds": float(m["train_seconds_total"]), **_epochs_row(b, h)}],
             "curve": {"epoch": list(h["epoch"]), "value": list(h.get(CURVE["mnist"][0], []))},
             "n_eval": int(m["n_eval_pairs"])}
 
@@ -364,13 +445,13 @@ def _run_music(conf: Configuration, b: dict, run_dir: Path, data_dir, log) -> di
                  **_music_row(res, "mixture", dataset), "train_seconds": 0.0}]
         return {"rows": rows, "curve": {"epoch": [], "value": []}, "n_eval": len(test),
                 "eval_seconds": float(np.sum(res["clip_seconds"]))}
-    out = run_training("music", {**settings, **conf.settings}, run_dir, log)
+    out = run_training("music", _timed({**settings, **conf.settings}, "music", b, run_dir, log), run_dir, log)
     res = pipe.evaluate(out["separator"], test, baselines=False)
     h = out["history"]
     log(f"{conf.label}: vocals GNSDR {res['model_vocals_gnsdr']:.2f} dB on {len(test)} clips")
     return {"rows": [{"name": conf.name, "label": conf.label, "group": conf.group,
                       **_music_row(res, "model", dataset),
-                      "train_seconds": float(np.sum(h.get("seconds", [0.0])))}],
+                      "train_seconds": float(np.sum(h.get("seconds", [0.0]))), **_epochs_row(b, h)}],
             "curve": {"epoch": list(h["epoch"]), "value": list(h.get(CURVE["music"][0], []))},
             "n_eval": len(test), "eval_seconds": float(np.sum(res["clip_seconds"]))}
 
@@ -409,7 +490,7 @@ STUDY_OUTPUTS = (TABLE_FILE, STUDY_FILE, CURVES_FILE)
 
 
 def check_study_dir(out, task: str, budget_name: str, resume: bool = False, overwrite: bool = False,
-                    ablate: str | None = None, seed: int = 0) -> Path:
+                    ablate: str | None = None, seed: int = 0, minutes: float | None = None) -> Path:
     """Check a study's folder before anything is written: a new study refuses a folder that
     already holds files unless ``overwrite`` (then :func:`clear_study_dir` removes the old
     study's files); ``resume`` continues the study there, which must exist and be of the
@@ -437,6 +518,10 @@ def check_study_dir(out, task: str, budget_name: str, resume: bool = False, over
             raise OutputError(f"{out} holds a {done.get('task')} study ({kind}) with the {done.get('budget')!r} budget "
                               f"({path.parent.name}); --resume continues a study of the same task and "
                               f"budget and kind: choose another --out")
+        if done.get("minutes") != minutes:
+            shown = f"--minutes {done['minutes']:g}" if done.get("minutes") else "the budget's epochs"
+            raise OutputError(f"{out} holds a study run with {shown} ({path.parent.name}); --resume continues it "
+                              "with the same time budget, or choose another --out")
         if done.get("seed", 0) != seed:
             raise OutputError(f"{out} holds a study run with --seed {done.get('seed', 0)} ({path.parent.name}); "
                               f"--resume continues it with the same seed: pass --seed {done.get('seed', 0)}, "
@@ -450,20 +535,23 @@ def clear_study_dir(out, task: str, ablate: str | None = None) -> list[Path]:
     return remove_named(out, [c.name for c in configurations(task, ablate)] + list(STUDY_OUTPUTS))
 
 
-def default_out(task: str, budget_name: str = "default", ablate: str | None = None, seed: int = 0) -> Path:
+def default_out(task: str, budget_name: str = "default", ablate: str | None = None, seed: int = 0,
+                minutes: float | None = None) -> Path:
     """Where a study goes without --out: runs/study-<task>-<budget> or, for an ablation,
-    runs/ablate-<task>-<preset>-<budget>; a seed other than 0 adds -seed<N>."""
+    runs/ablate-<task>-<preset>-<budget>; a seed other than 0 adds -seed<N>, a time budget
+    -<M>min."""
     name = f"ablate-{task}-{ablate}-{budget_name}" if ablate else f"study-{task}-{budget_name}"
-    return Path("runs") / (name + (f"-seed{seed}" if seed else ""))
+    return Path("runs") / (name + (f"-seed{seed}" if seed else "") + (f"-{minutes:g}min" if minutes else ""))
 
 
 def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, jobs: int | None = None,
               only=None, log=print, resume: bool = False, overwrite: bool = False,
-              ablate: str | None = None, seed: int = 0) -> dict:
+              ablate: str | None = None, seed: int = 0, minutes: float | None = None) -> dict:
     """Run every configuration of ``task`` not yet done as a subprocess, ``jobs`` at a time
     (default: the number of cores), then write the table, the HDF5 file and the figure.
     Every configuration draws its weights and batches from ``seed`` (another seed: the
-    same study again, to see its spread).
+    same study again, to see its spread). ``minutes`` gives every trained configuration
+    that much training time instead of the budget's epochs (:func:`timed_epochs`).
 
     The data and the folder are checked first (:func:`check_data`, :func:`check_study_dir`):
     an existing study is continued only with ``resume`` (finished configurations are kept,
@@ -475,9 +563,11 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
     if jobs is not None and (isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1):
         raise ValueError(f"jobs must be a whole number of at least 1, not {jobs!r}")
     comm = distributed.world()
-    out = Path(out or default_out(task, budget_name, ablate, seed))
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"minutes must be a positive number of minutes of training, not {minutes!r}")
+    out = Path(out or default_out(task, budget_name, ablate, seed, minutes))
     check_data(task, data_dir)
-    check_study_dir(out, task, budget_name, resume, overwrite, ablate, seed)
+    check_study_dir(out, task, budget_name, resume, overwrite, ablate, seed, minutes)
     comm.barrier(timeout=None)          # every rank has checked before any writes
     if overwrite and comm.is_root:
         for p in clear_study_dir(out, task, ablate):
@@ -499,7 +589,8 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
         else:
             todo.append(c)
     if comm.is_root:
-        log(f"{task} {study_kind(ablate)} study ({budget_name} budget, expected {b['expected']}): "
+        how = f"{minutes:g} minutes of training each" if minutes else f"expected {b['expected']}"
+        log(f"{task} {study_kind(ablate)} study ({budget_name} budget, {how}): "
             f"{len(todo)} of {len(confs)} configurations to run, {jobs} at a time"
             f"{f' on each of {comm.size} MPI ranks' if comm.parallel else ''}, in {out}")
     if comm.parallel:
@@ -514,6 +605,8 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
             cmd += ["--ablate", ablate]
         if seed:
             cmd += ["--seed", str(seed)]
+        if minutes:
+            cmd += ["--minutes", repr(float(minutes))]
         if data_dir:
             cmd += ["--data-dir", str(data_dir)]
         start = time.perf_counter()
@@ -586,10 +679,11 @@ def main(argv=None) -> int:
     one.add_argument("--data-dir", default=None)
     one.add_argument("--ablate", default=None)
     one.add_argument("--seed", type=int, default=0)
+    one.add_argument("--minutes", type=float, default=None)
     a = p.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     run_configuration(a.task, a.budget, a.config, a.out, a.data_dir, log=lambda s: print(s, flush=True),
-                      ablate=a.ablate, seed=a.seed)
+                      ablate=a.ablate, seed=a.seed, minutes=a.minutes)
     return 0
 
 

@@ -35,10 +35,11 @@ COLUMNS = {
 # (Part I), the weakest singer's scores (Part II on MIR-1K: is a change good for more
 # than a few voices?).
 EXTRA_COLUMNS = {"mnist": [("prior_mean_mean_psnr", "latent at prior mean: mean PSNR (dB)", ".2f"),
-                           ("kl_nats", "KL (nats a pair)", ".1f")],
+                           ("kl_nats", "KL (nats a pair)", ".1f"), ("epochs", "epochs (time budget)", "d")],
                  "music": [("vocals_gnsdr_weakest_singer", "vocals GNSDR, weakest singer", ".2f"),
-                           ("accompaniment_gnsdr_weakest_singer", "accomp. GNSDR, weakest singer", ".2f")]}
-GROUP_ORDER = ("recipe", "ablation", "loss", "baseline")
+                           ("accompaniment_gnsdr_weakest_singer", "accomp. GNSDR, weakest singer", ".2f"),
+                           ("epochs", "epochs (time budget)", "d")]}
+GROUP_ORDER = ("recipe", "ablation", "alternative", "loss", "baseline")
 
 
 def columns(study: dict) -> list[tuple[str, str, str]]:
@@ -150,6 +151,11 @@ def ablation_verdict(study: dict) -> str:
     if hurt:
         text += (" At this budget the recipe does better without: " +
                  "; ".join(r["label"] for r in hurt) + ".")
+    swapped = [r for r in study["rows"] if r["group"] == "alternative"]
+    if swapped:
+        text += (" With one setting swapped (the score minus the recipe's): " +
+                 "; ".join(f"{r['label']}: " + ("failed to train" if failed(study, r) else f"{r[key] - recipe[key]:+.2f} dB")
+                           for r in swapped) + ".")
     return text
 
 

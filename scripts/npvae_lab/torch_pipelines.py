@@ -41,6 +41,8 @@ class TorchSeparationVAE(nn.Module):
         if isinstance(model, (DenseSeparationVAE, ConvSeparationVAE)):
             self.encoder, self.decoder = torch_module(model.encoder), torch_module(model.decoder)
         elif isinstance(model, UNetSeparationVAE):
+            if model.levels != 3 or set(model.hyper()) - {"latent_dim", "output", "rule", "channels", "blocks"}:
+                raise TypeError(f"the PyTorch twin is of the three-level U-Net without options, not {model.spec()}")
             self.channels, self.chains = model.channels, model.chains
             for name in ("enc1", "enc2", "enc3", "expand", "up2", "up1", "out"):
                 setattr(self, name, torch_module(getattr(model, name)))

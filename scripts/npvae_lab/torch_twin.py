@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from npvae.layers import Conv2d, ConvTranspose2d, Dense, Flatten, ReLU, Reshape, Sequential
+from npvae.layers import (GRU, LSTM, BatchNorm, Conv2d, ConvTranspose2d, Dense, Flatten, GroupNorm, ReLU, Reshape,
+                          Sequential)
 from npvae.layers.activations import LeakyReLU, Sigmoid
 from npvae.vae import GaussianHead
 
@@ -56,11 +57,53 @@ def torch_module(layer):
         return nn.Unflatten(1, layer.shape)
     elif isinstance(layer, GaussianHead):
         return nn.ModuleDict({"mu": torch_module(layer.mu), "logvar": torch_module(layer.logvar)})
+    elif isinstance(layer, (BatchNorm, GroupNorm)):
+        m = (nn.GroupNorm(layer.num_groups, layer.num_channels, layer.eps) if isinstance(layer, GroupNorm) else
+             nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum))     # for (N, C, H, W) input
+        for name, value in layer.buffers.items():
+            copy(getattr(m, name), value)
+        copy(m.weight, layer.params["gamma"])
+        copy(m.bias, layer.params["beta"])
+        return m.train(layer.training)
+    elif isinstance(layer, (LSTM, GRU)):
+        return _recurrent_module(layer)
     else:
         raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
     copy(m.weight, layer.params["W"])
     copy(m.bias, layer.params["b"])
     return m
+
+
+RECURRENT_NAMES = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+
+
+def torch_recurrent_name(path: str) -> str:
+    """The ``nn.LSTM`` / ``nn.GRU`` parameter of an npvae recurrent parameter path:
+    ``l0_reverse.W_ih`` -> ``weight_ih_l0_reverse``."""
+    cell, name = path.split(".")
+    return f"{RECURRENT_NAMES[name]}_{cell}"
+
+
+def _recurrent_module(layer):
+    """``nn.LSTM`` / ``nn.GRU`` (batch_first) equal to ``layer`` as ``.rnn`` of a module whose
+    output is the sequence alone (no final state), as the npvae layer's."""
+    import torch
+    from torch import nn
+
+    class Outputs(nn.Module):
+        def __init__(self, rnn):
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    rnn = getattr(nn, type(layer).__name__)(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
+                                            bidirectional=layer.bidirectional, batch_first=True)
+    with torch.no_grad():
+        for path, p, _ in layer.named_parameters():
+            getattr(rnn, torch_recurrent_name(path)).copy_(torch.from_numpy(p))
+    return Outputs(rnn)
 
 
 class TorchCase:

@@ -18,6 +18,7 @@ from ...engine.task import Shown, Task
 from ...io import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ...metrics.image import format_report, psnr, separation_report
 from ...models.mnist import MODELS, OUTPUTS, RULES, build_model
+from ...models.options import DOWNS, NORMS
 from ...plotting import GRID_ROWS, save_grid
 from ...validate import check_settings
 from .objective import RECON_LOSSES, SeparationObjective
@@ -40,7 +41,11 @@ class MnistConfig(RunConfig):
 
     model : "dense", "conv", "unet" or "vae" (a latent map, no skips). hidden, channels,
     output, blocks : architecture (None: the model's default, :data:`MODEL_DEFAULTS`);
-    blocks (unet and vae) is the number of 3x3 convolutions per level. latent_dim : the
+    blocks (unet and vae) is the number of 3x3 convolutions per level; channels of the
+    unet take 2 to 5 levels. norm, down, dropout, residual : the unet's options
+    (:class:`~npvae.models.mnist.UNetSeparationVAE`): a BatchNorm or GroupNorm after
+    every convolution, max or average pooling instead of strided convolutions, dropout
+    in the decoder, residual levels. latent_dim : the
     latent's size (dense, conv, unet) or channels of its 7x7 map (vae). rule : how the two images mix. loss, mix_weight,
     sample : the objective (:mod:`.objective`); sample False takes z = mu in training
     too. epochs : None for the model's default (:data:`DEFAULT_EPOCHS`). n_examples :
@@ -52,6 +57,10 @@ class MnistConfig(RunConfig):
     channels: tuple | None = None
     output: str | None = None
     blocks: int | None = None
+    norm: str = "none"
+    down: str = "stride"
+    dropout: float = 0.0
+    residual: bool = False
     rule: str = "average"
     loss: str = "bce"
     mix_weight: float = 1.0
@@ -67,8 +76,20 @@ class MnistConfig(RunConfig):
         if not isinstance(self.model, str) or self.model not in MODELS:
             raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         check_settings(self, counts=("n_examples",), positive_int=("latent_dim", "hidden", "channels", "blocks"),
-                       nonneg=("mix_weight",), choices={"rule": RULES, "loss": RECON_LOSSES, "output": OUTPUTS},
+                       nonneg=("mix_weight", "dropout"),
+                       choices={"rule": RULES, "loss": RECON_LOSSES, "output": OUTPUTS, "norm": NORMS, "down": DOWNS},
                        optional=("hidden", "channels", "output", "blocks"))
+        unet_options = {"norm": "none", "down": "stride", "dropout": 0.0, "residual": False}
+        given = [k for k, v in unet_options.items() if getattr(self, k) != v]
+        if given and self.model != "unet":
+            raise ValueError(f"--{given[0]} is an option of the unet model; the {self.model} model has none: drop "
+                             f"--{given[0]} or use --model unet")
+        if self.dropout >= 1:
+            raise ValueError(f"--dropout is the probability of zeroing a decoder feature, below 1 (0: none), got "
+                             f"{self.dropout!r}")
+        if self.residual and (self.blocks or 1) < 2:
+            raise ValueError("--residual adds each level's first convolution to its last: it needs --blocks 2 or "
+                             "more")
         if self.blocks is not None and self.model not in ("unet", "vae"):
             raise ValueError(f"--blocks (3x3 convolutions per level) is a setting of the unet and vae models; the "
                              f"{self.model} model has none: drop --blocks or use --model unet")
@@ -80,9 +101,14 @@ class MnistConfig(RunConfig):
             want = N_CHANNELS.get(self.model)
             if self.model == "vae" and len(self.channels) == 2:    # a 14x14 latent map
                 want = 2
+            if self.model == "unet" and 2 <= len(self.channels) <= 5:   # levels of 28, 14, 7, 3, 1 pixels
+                want = len(self.channels)
             if want is None:
                 raise ValueError(f"--channels is a setting of the conv, unet and vae models; the {self.model} model has "
                                  "none: drop --channels or use --hidden")
+            if self.model == "unet" and len(self.channels) != want:
+                raise ValueError(f"--channels takes 2 to 5 numbers for the unet model (one per level of 28, 14, 7, 3 "
+                                 f"and 1 pixels, e.g. 16 32 64), got {len(self.channels)}")
             if len(self.channels) != want:
                 raise ValueError(f"--channels takes {want} numbers for the {self.model} model (one per level, e.g. "
                                  f"{' '.join(map(str, MODEL_DEFAULTS[self.model]['channels']))}), got "
@@ -101,6 +127,8 @@ class MnistConfig(RunConfig):
                 kw[key] = value
         if self.model == "conv" and isinstance(kw.get("hidden"), (list, tuple)):
             kw["hidden"] = int(kw["hidden"][0])
+        if self.model == "unet":
+            kw.update(norm=self.norm, down=self.down, dropout=self.dropout, residual=self.residual)
         return {**kw, "latent_dim": self.latent_dim, "rule": self.rule}
 
 
@@ -213,6 +241,11 @@ class MnistTask(Task):
         # mnist-unet is this recipe with --epochs 30 (about 2 hours 10 minutes)
         "unet": {"model": "unet", "channels": (32, 64, 128), "blocks": 2, "beta": 0.0, "sample": False,
                  "epochs": 18, "lr_schedule": "cosine"},
+        # the anchor's design: a deterministic U-Net of four levels (32-64-128-256 channels, 28 to
+        # 3 pixels), two 3x3 convolutions a level each followed by BatchNorm, max pooling,
+        # transposed convolutions up, the latent at the bottleneck with the skips around it
+        "anchor": {"model": "unet", "channels": (32, 64, 128, 256), "blocks": 2, "norm": "batch", "down": "max",
+                   "beta": 0.0, "sample": False, "epochs": 18, "lr_schedule": "cosine"},
         # the plain dense VAE with a lighter KL (beta 0.1), a 64-dim latent, 100 epochs, cosine tail
         "dense-best": {"model": "dense", "beta": 0.1, "latent_dim": 64, "epochs": 100, "lr_schedule": "cosine"},
         # a true VAE: a 14x14x8 latent map (1568 numbers) and no path around it, a light KL
@@ -224,9 +257,14 @@ class MnistTask(Task):
                  "convolutional VAE with a 7x7 latent map and no skips (vae)",
         "latent_dim": "size of the Gaussian latent (vae: channels of its 7x7 map)",
         "hidden": "hidden widths: 512 256 (dense) or 256 (conv); default per model",
-        "channels": "conv channels: 32 64 (conv), 16 32 64 (unet) or 24 48 96 (vae: a 7x7 latent map; two "
-                    "numbers, a 14x14 one); default per model",
+        "channels": "conv channels: 32 64 (conv), 16 32 64 (unet: 2 to 5 levels) or 24 48 96 (vae: a 7x7 latent "
+                    "map; two numbers, a 14x14 one); default per model",
         "blocks": "3x3 convolutions per level, unet and vae (default 1)",
+        "norm": "unet: a BatchNorm (batch) or GroupNorm (group) after every convolution, before its activation",
+        "down": "unet: halve the maps by strided convolutions (stride), or by max or average pooling before a "
+                "level's convolutions (max, avg)",
+        "dropout": "unet: probability of zeroing a decoder feature in training (0: no dropout)",
+        "residual": "unet: each level adds its first convolution's output to its last one's (needs --blocks 2)",
         "output": "decode two images (sources) or how the mixture splits (split); default per model",
         "rule": "mixing rule of the two images",
         "loss": "reconstruction loss",
@@ -240,7 +278,8 @@ class MnistTask(Task):
         "eval_limit": "evaluation pairs (default 10000)",
         "data_dir": "folder holding mnist/ and fashion-mnist/ (else $NPVAE_DATA)",
     }
-    choices = {"model": tuple(MODELS), "output": OUTPUTS, "rule": RULES, "loss": RECON_LOSSES}
+    choices = {"model": tuple(MODELS), "output": OUTPUTS, "rule": RULES, "loss": RECON_LOSSES, "norm": NORMS,
+               "down": DOWNS}
 
     @classmethod
     def finalize(cls, cfg):

@@ -23,6 +23,7 @@ from ...engine.task import Shown, Task
 from ...errors import DatasetError
 from ...io import MODEL_FILE, RESULTS_FILE, save_music_results, save_separator
 from ...models.music import SpectrogramUNetVAE
+from ...models.options import DOWNS, NORMS
 from ...plotting import plot_example, plot_history
 from ...separator import Normalizer, Separator
 from ...validate import check_settings
@@ -39,7 +40,11 @@ class MusicConfig(RunConfig):
 
     dataset : "mir1k", "irmas" or "stems" (a folder of stems, see ``--data-dir``).
     frames : STFT frames per training excerpt. channels, latent_channels : the spectrogram
-    U-Net VAE's three encoder levels and its latent map. compression : of the network's
+    U-Net VAE's encoder levels and its latent map. norm, down, dropout, residual,
+    rnn_layers, rnn_hidden : the U-Net's options (:class:`~npvae.models.music.SpectrogramUNetVAE`):
+    BatchNorm or GroupNorm after every convolution, pooling instead of strided
+    convolutions, decoder dropout, residual blocks, a recurrent bottleneck over the frames
+    (0 layers: none). compression : of the network's
     input magnitudes (see :class:`~npvae.separator.Normalizer`). remix, remix_prob,
     gain_db, voice_pitch : training-batch augmentation; remix "shift" takes the same clip's
     accompaniment, shifted (:func:`~.batches.sample_batch`), "cross" another clip's
@@ -54,6 +59,12 @@ class MusicConfig(RunConfig):
     frames: int = 64
     channels: tuple = (16, 32, 64)
     latent_channels: int = 32
+    norm: str = "none"
+    down: str = "stride"
+    dropout: float = 0.0
+    residual: bool = False
+    rnn_layers: int = 0
+    rnn_hidden: int = 256
     compression: str = "log"
     remix: str = "shift"
     remix_prob: float = 0.5
@@ -75,9 +86,10 @@ class MusicConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_settings(self, positive_int=("frames", "channels", "latent_channels"),
-                       positive=("snippet_seconds", "loss_power"), nonneg=("mix_weight", "remix_prob", "gain_db", "logit_penalty", "voice_pitch"),
-                       choices={"dataset": DATASETS, "compression": ("log", "power"),
+        check_settings(self, positive_int=("frames", "channels", "latent_channels", "rnn_hidden"),
+                       nonneg_int=("rnn_layers",), positive=("snippet_seconds", "loss_power"),
+                       nonneg=("mix_weight", "remix_prob", "gain_db", "logit_penalty", "voice_pitch", "dropout"),
+                       choices={"dataset": DATASETS, "compression": ("log", "power"), "norm": NORMS, "down": DOWNS,
                                 "loss": tuple(spectral_losses.LOSSES),
                                 "loss_compression": ("none", "log", "power"), "remix": ("shift", "cross")})
         self.channels = tuple(int(c) for c in (self.channels if isinstance(self.channels, (list, tuple))
@@ -89,6 +101,12 @@ class MusicConfig(RunConfig):
         if self.frames % d:
             raise ValueError(f"--frames must be a multiple of {d} (the network halves the time axis "
                              f"{d.bit_length() - 1} times, once per level of --channels), got {self.frames}")
+        if self.dropout >= 1:
+            raise ValueError(f"--dropout is the probability of zeroing a decoder feature, below 1 (0: none), got "
+                             f"{self.dropout!r}")
+        if self.rnn_layers and self.rnn_hidden % 2:
+            raise ValueError(f"--rnn-hidden is split between the two directions of the recurrent bottleneck: it must "
+                             f"be even, got {self.rnn_hidden}")
         if self.remix_prob > 1:
             raise ValueError(f"--remix-prob is a probability in [0, 1], got {self.remix_prob}")
         if self.voice_pitch > 12:
@@ -99,6 +117,12 @@ class MusicConfig(RunConfig):
     def downsample(self) -> int:
         """How many times the network shrinks F and T: 2 ** (levels)."""
         return 2 ** len(self.channels)
+
+    def model_kwargs(self, freq_bins: int) -> dict:
+        """The U-Net's constructor arguments; ``freq_bins`` the STFT's bins the network sees."""
+        return dict(channels=self.channels, latent_channels=self.latent_channels, norm=self.norm, down=self.down,
+                    dropout=self.dropout, residual=self.residual, rnn_layers=self.rnn_layers,
+                    rnn_hidden=self.rnn_hidden, freq_bins=freq_bins if self.rnn_layers else None)
 
     def loss_config(self) -> LossConfig:
         return LossConfig(loss=self.loss, compression=self.loss_compression, power=self.loss_power,
@@ -132,6 +156,10 @@ class MusicTask(Task):
         # excerpts remixed with another clip's accompaniment, and the mask-logit penalty
         # without which this deep net's voice mask dies in the first epoch at some seeds
         "best": {"channels": (24, 48, 96, 128, 128), "epochs": 45, "remix": "cross", "logit_penalty": 1e-3},
+        # the anchors' layers on the best recipe's network: BatchNorm after every convolution
+        # and a two-layer bidirectional LSTM over the frames at the bottleneck (Open-Unmix's)
+        "recurrent": {"channels": (24, 48, 96, 128, 128), "epochs": 45, "remix": "cross", "logit_penalty": 1e-3,
+                      "norm": "batch", "rnn_layers": 2, "rnn_hidden": 256},
     }
     help = {
         "dataset": "mir1k, irmas or a folder of stems (see --data-dir)",
@@ -140,6 +168,13 @@ class MusicTask(Task):
         "frames": "STFT frames per training excerpt (a multiple of 8)",
         "channels": "channels of the encoder levels, one number per level (each halves F and T)",
         "latent_channels": "channels of the Gaussian latent map",
+        "norm": "a BatchNorm (batch) or GroupNorm (group) after every convolution but the last, before its activation",
+        "down": "halve the maps by strided convolutions (stride), or by max or average pooling after each encoder "
+                "convolution (max, avg)",
+        "dropout": "probability of zeroing a decoder feature in training (0: no dropout)",
+        "residual": "a residual block (one more convolution, added to its input) after every level",
+        "rnn_layers": "layers of a bidirectional LSTM over the frames at the bottleneck (0: none)",
+        "rnn_hidden": "width of the recurrent bottleneck (its LSTM has half as many units each way)",
         "compression": "compression of the network's input magnitudes",
         "remix": "remixed excerpts take the accompaniment of the same clip, shifted (shift), or of another (cross)",
         "remix_prob": "chance that an excerpt is remixed",
@@ -157,6 +192,7 @@ class MusicTask(Task):
         "eval_limit": "validation clips scored every epoch (the first N)",
     }
     choices = {"dataset": DATASETS, "compression": ("log", "power"), "loss": tuple(spectral_losses.LOSSES),
+               "norm": NORMS, "down": DOWNS,
                "remix": ("shift", "cross"), "loss_compression": ("none", "log", "power")}
 
     @classmethod
@@ -184,7 +220,7 @@ class MusicTask(Task):
         self.log(f"{cfg.dataset}: {len(self.train_tracks)} training clips "
                  f"({sum(t.duration for t in self.train_tracks):.0f} s), {len(self.val_tracks)} validation clips "
                  f"({sum(t.duration for t in self.val_tracks):.0f} s)")
-        self.model = model = SpectrogramUNetVAE(cfg.channels, cfg.latent_channels, rng=init_rng)
+        self.model = model = SpectrogramUNetVAE(**cfg.model_kwargs(stft_cfg.n_freq - 1), rng=init_rng)
         model.rng = noise_rng
         if saved_record is not None:       # the normaliser the run was trained with
             sep = Separator.from_config(model, saved_record, str(self.run_dir / CHECKPOINT_FILE))

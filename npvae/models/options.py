@@ -1,0 +1,91 @@
+"""The options the U-Net builders share: normalisation, downsampling, dropout.
+
+``norm`` names what follows every convolution of a U-Net level, before its activation:
+"none", "batch" (:class:`~npvae.layers.norm.BatchNorm`, batch statistics in training,
+running ones in eval mode) or "group" (:class:`~npvae.layers.norm.GroupNorm`, the same
+in both modes, independent of the batch size). ``down`` says how the encoder halves
+its feature maps: "stride" (a strided convolution, the models' original layout), "max"
+or "avg" (a 2x2 pooling; each builder's docstring says where). ``dropout`` is the
+probability that a decoder feature is zeroed in training (0: no dropout layers).
+"""
+from __future__ import annotations
+
+import functools
+
+from ..layers import AvgPool2d, BatchNorm, Dropout, GroupNorm, MaxPool2d
+
+NORMS = ("none", "batch", "group")
+DOWNS = ("stride", "max", "avg")
+GROUPS = 8      # GroupNorm's groups: this many, or the largest divisor of the channels below it
+
+
+def check_options(model: str, norm: str, down: str, dropout: float, groups: int = GROUPS) -> None:
+    """Raise a ValueError naming the bad option of ``model`` (its class name) and the fix."""
+    if norm not in NORMS:
+        raise ValueError(f"{model}: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if down not in DOWNS:
+        raise ValueError(f"{model}: down must be one of {', '.join(DOWNS)} (strided convolution, max or average "
+                         f"pooling), got {down!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"{model}: dropout is the probability of zeroing a feature, in [0, 1) (0: none), "
+                         f"got {dropout!r}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{model}: groups (GroupNorm's groups) must be a whole number >= 1, got {groups!r}")
+
+
+def group_count(channels: int, groups: int = GROUPS) -> int:
+    """The groups of a GroupNorm over ``channels``: the largest divisor of ``channels``
+    that is at most ``groups`` (8 groups of 4 for 32 channels; 4 of 1 for 4)."""
+    return max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)
+
+
+def make_norm(norm: str, channels: int, groups: int, dtype):
+    """The normalisation layer of ``norm`` over ``channels`` channels, None for "none"."""
+    if norm == "none":
+        return None
+    if norm == "batch":
+        return BatchNorm(channels, dtype=dtype)
+    return GroupNorm(group_count(channels, groups), channels, dtype=dtype)
+
+
+def make_pool(down: str, dtype):
+    """The 2x2 pooling of ``down`` ("max" or "avg"), None for "stride"."""
+    if down == "stride":
+        return None
+    return (MaxPool2d if down == "max" else AvgPool2d)(2, dtype=dtype)
+
+
+def make_dropout(p: float, dtype):
+    """Elementwise dropout with probability ``p``, None for p = 0. Its mask generator is
+    the model's (the model's ``rng`` setter hands it on)."""
+    return None if p == 0 else Dropout(p, dtype=dtype)
+
+
+def batchnorm_pairs(layers: dict, conv_of) -> list:
+    """``(convolution, BatchNorm, drop)`` for every BatchNorm of ``layers`` (a model's dict
+    of option layers, where the norm of convolution ``name`` is ``name + "_norm"``);
+    ``conv_of(name)`` gives the convolution and ``drop()`` removes the BatchNorm from the
+    dict, and so from the forward pass."""
+    return [(conv_of(key[:-len("_norm")]), layer, functools.partial(layers.pop, key))
+            for key, layer in layers.items() if key.endswith("_norm") and isinstance(layer, BatchNorm)]
+
+
+def options_hyper(norm: str, down: str, dropout: float, groups: int, residual: bool = False) -> dict:
+    """The options that differ from the defaults, for a model's ``hyper()``: a model
+    without options writes the spec it always wrote."""
+    out = {}
+    if norm != "none":
+        out["norm"] = norm
+        if norm == "group" and groups != GROUPS:
+            out["groups"] = groups
+    if down != "stride":
+        out["down"] = down
+    if dropout:
+        out["dropout"] = float(dropout)
+    if residual:
+        out["residual"] = True
+    return out
+
+
+__all__ = ["NORMS", "DOWNS", "GROUPS", "check_options", "group_count", "make_norm", "make_pool", "make_dropout",
+           "batchnorm_pairs", "options_hyper"]
