@@ -46,7 +46,7 @@ kernels = _kernels = _import_kernels()
 
 from . import losses, optim
 from ._version import __version__
-from .io import load_model, save_model
+from .files.model_file import load_model, save_model
 from .layers import (Conv2d, ConvTranspose2d, Dense, Flatten, Identity, Layer, LeakyReLU, ReLU,
                      Reshape, Sequential, Sigmoid, Softplus, Tanh, build_layer)
 from .optim import SGD, Adam, clip_grad_norm

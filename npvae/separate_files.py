@@ -38,9 +38,9 @@ import numpy as np
 import soundfile as sf
 
 from .audio.stream import block_layout, iter_file_blocks, separate_blocks
-from .checkpoint import atomic_path
+from .files.atomic import atomic_path
 from .errors import FileFormatError, NpvaeError, OutputError
-from .fileguard import Inputs, check_output_file, check_writable_dir, write_failure
+from .files.guard import Inputs, check_output_file, check_writable_dir, write_failure
 from .separator import SOURCES
 from .validate import as_audio_rate
 
@@ -403,7 +403,7 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
     everything first (:func:`prepare`); ``log`` gets notes and warnings.
     """
     from . import pretrained
-    from .io import load_separator
+    from .files.model_file import load_separator
     stems = [s for s in SOURCES if s in stems]
     bits = output_bits(fmt, bits)
     jobs = prepare(songs, out, stems, fmt, bits, overwrite, log)

@@ -15,7 +15,7 @@ For a mono mixture x at the model's sample rate:
 
 :meth:`Separator.config` is the one serialisation of the STFT settings and the
 normaliser (the ``/config`` of model files, also in checkpoints);
-:meth:`Separator.from_config` reads it back. Files are :mod:`npvae.io`'s job.
+:meth:`Separator.from_config` reads it back. Files are :mod:`npvae.files.model_file`'s job.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import numpy as np
 import npvae
 from npvae.distributed import fail, world
 from npvae.layers import BatchNorm, Conv2d, Flatten, GroupNorm, ReLU, Sequential
-from npvae.training import Trainer
+from npvae.engine.loop import Trainer
 
 N, BATCH = 44, 10       # the last batch holds 4 samples: 2 per rank
 

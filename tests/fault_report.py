@@ -42,7 +42,7 @@ class FaultReport:
 
     def pytest_sessionfinish(self, session):
         text = render_report(list(self.rows.values()), _command(self.config))
-        from npvae.checkpoint import atomic_write_text
+        from npvae.files.atomic import atomic_write_text
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, text)
 

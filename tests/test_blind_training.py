@@ -11,8 +11,8 @@ import npvae
 import npvae.pipelines.blind_mnist as pipe
 from _octave import needs_octave, octave_ok
 from npvae import cli
-from npvae.fileguard import LOCK_FILE
-from npvae.h5mat import read_tree
+from npvae.files.guard import LOCK_FILE
+from npvae.files.h5mat import read_tree
 from npvae.models.blind import BlindSeparationVAE
 from npvae.tasks import TASKS
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae.checkpoint import load_checkpoint, save_checkpoint
+from npvae.engine.checkpoint import load_checkpoint, save_checkpoint
 from npvae.errors import FileFormatError, TrainingError
-from npvae.training import Trainer
+from npvae.engine.loop import Trainer
 
 
 def test_spec_round_trip_rebuilds_the_same_architecture(rng):

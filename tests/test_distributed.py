@@ -23,7 +23,7 @@ import pytest
 
 from npvae import distributed
 from npvae.audio.stft import STFTConfig
-from npvae.checkpoint import load_checkpoint
+from npvae.engine.checkpoint import load_checkpoint
 from npvae.data.mixtures import MixtureData
 from npvae.errors import DistributedError
 from npvae.pipelines.music import sample_batch

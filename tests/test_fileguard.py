@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npvae.checkpoint import TMP_TAG, atomic_path, save_checkpoint, sweep_stale_temporaries
+from npvae.engine.checkpoint import save_checkpoint
+from npvae.files.atomic import TMP_TAG, atomic_path, sweep_stale_temporaries
 from npvae.errors import OutputError
-from npvae.fileguard import check_writable_dir, prepare_run_dir, unique_run_dir
+from npvae.files.guard import check_writable_dir, prepare_run_dir, unique_run_dir
 
 
 def test_atomic_files_get_normal_permissions(tmp_path):
@@ -27,7 +28,7 @@ def test_temporary_of_a_killed_writer_is_swept(tmp_path):
     # A child opens an atomic write and is killed with SIGKILL in the middle of it.
     code = textwrap.dedent(f"""
         import os, time
-        from npvae.checkpoint import atomic_path
+        from npvae.files.atomic import atomic_path
         with atomic_path({str(tmp_path / 'model.h5')!r}, '.h5') as tmp:
             open(tmp, 'wb').write(b'half')
             print('ready', flush=True)
@@ -96,10 +97,10 @@ def test_training_run_refuses_a_full_disk_before_the_first_epoch(tmp_path, monke
 
     import numpy as np
 
-    from npvae.fileguard import RUN_MARGIN_BYTES, run_space_needed
+    from npvae.files.guard import RUN_MARGIN_BYTES, run_space_needed
     from npvae.layers import Dense
     from npvae.optim import Adam
-    from npvae.training import Trainer
+    from npvae.engine.loop import Trainer
 
     model = Dense(100, 50, rng=np.random.default_rng(0))
     need = run_space_needed((100 * 50 + 50) * 4)

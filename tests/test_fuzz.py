@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import npvae
 from npvae.audio.io import read_audio, write_audio
-from npvae.checkpoint import load_checkpoint, save_checkpoint
+from npvae.engine.checkpoint import load_checkpoint, save_checkpoint
 from npvae.data.idx import parse_idx, read_idx, write_idx
 from npvae.errors import DatasetError, FileFormatError
 
@@ -82,7 +82,7 @@ def test_random_bytes_as_audio_are_named_errors(raw, ext, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_bytes(tmp_path_factory):
-    from npvae.io import save_model
+    from npvae.files.model_file import save_model
     from npvae.models.mnist import build_model
     m = build_model("dense", rng=np.random.default_rng(0), hidden=(8,), latent_dim=2)
     return save_model(tmp_path_factory.mktemp("m") / "model.h5", m, {}).read_bytes()

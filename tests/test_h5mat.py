@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from npvae.errors import FileFormatError
-from npvae.h5mat import SCHEMA_VERSION, file_kind, matlab_name, read_tree, write_tree
+from npvae.files.h5mat import SCHEMA_VERSION, file_kind, matlab_name, read_tree, write_tree
 
 
 def sample_tree(rng):
@@ -180,7 +180,7 @@ def test_damaged_bytes_give_file_format_error_or_data(tmp_path, rng):
 
 
 def test_tree_reader_describes_before_reading(tmp_path, rng):
-    from npvae.h5mat import Leaf, TreeReader
+    from npvae.files.h5mat import Leaf, TreeReader
     path = write_tree(tmp_path / "m.h5", sample_tree(rng), "model")
     with TreeReader(path, expected_kind="model") as tree:
         assert tree.kind == "model" and "model/params" in tree and "nope" not in tree

@@ -53,7 +53,7 @@ OPTIONAL = {}
 def test_every_module_imports_alone():
     import importlib.util
     modules = [m for m in all_modules() if m not in OPTIONAL or importlib.util.find_spec(OPTIONAL[m]) is not None]
-    assert "npvae.io" in modules and "npvae.cli" in modules and len(modules) > 40
+    assert "npvae.files.model_file" in modules and "npvae.cli" in modules and len(modules) > 40
     r = subprocess.run([sys.executable, "-c", CHECK, *modules], cwd=REPO, capture_output=True, text=True,
                        env={**__import__("os").environ, "MPLBACKEND": "Agg"})
     assert r.returncode == 0, r.stdout + r.stderr
@@ -69,15 +69,14 @@ LEVELS = [
     ("npvae.pretrained.scoring", 7), ("npvae.pretrained.shipping", 7),
     ("npvae.engine.run", 7), ("npvae.tasks", 7),
     ("npvae.pipelines", 6),
-    ("npvae.io", 5),
+    ("npvae.files.model_file", 5),
     ("npvae.separator", 4), ("npvae.blind_separator", 4),
-    ("npvae.models", 3), ("npvae.baselines", 3),
-    ("npvae.training", 2), ("npvae.engine", 2), ("npvae.plotting", 2), ("npvae.vae", 2), ("npvae.metrics", 2), ("npvae.audio", 2),
+    ("npvae.models", 3), ("npvae.baselines", 3), ("npvae.models.options", 1),
+    ("npvae.engine", 2), ("npvae.plotting", 2), ("npvae.vae", 2), ("npvae.metrics", 2), ("npvae.audio", 2),
     ("npvae.data", 2), ("npvae.optim", 2), ("npvae.gradcheck", 2), ("npvae.watch", 2),
-    ("npvae.layers", 1), ("npvae.losses", 1), ("npvae.spectral_losses", 1), ("npvae.h5mat", 1),
-    ("npvae.checkpoint", 1), ("npvae.parallel", 1), ("npvae.progress", 1), ("npvae.datapath", 1),
-    ("npvae.validate", 1), ("npvae.fileguard", 1), ("npvae.distributed", 1), ("npvae.schedules", 1), ("npvae.pretrained", 1),
-    ("npvae.modelcheck", 1),
+    ("npvae.layers", 1), ("npvae.losses", 1), ("npvae.spectral_losses", 1), 
+    ("npvae.parallel", 1), ("npvae.progress", 1), ("npvae.datapath", 1), ("npvae.files", 1),
+    ("npvae.validate", 1), ("npvae.distributed", 1), ("npvae.schedules", 1), ("npvae.pretrained", 1),
     ("npvae.errors", 0), ("npvae._version", 0), ("npvae.kernels", 0), ("npvae.cli", 9),
 ]
 

@@ -1,4 +1,4 @@
-"""npvae.io: model and results files round-trip exactly, and bad paths are explained.
+"""npvae.files.model_file: model and results files round-trip exactly, and bad paths are explained.
 
 No training here: freshly initialised tiny models are enough to prove that the
 spec rebuilds the architecture and the parameters come back bit for bit.
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae import h5mat, io
+from npvae.files import h5mat, model_file as io
 from npvae.errors import FileFormatError
 from npvae.models.mnist import build_model
 
@@ -123,8 +123,8 @@ def test_parameters_that_do_not_fit_the_spec_are_refused(tmp_path, rng):
         npvae.load_model(tmp_path / "cut.h5")
 
 
-# -- a model file is checked before anything is built (npvae.modelcheck) -------------------
-from npvae import modelcheck  # noqa: E402
+# -- a model file is checked before anything is built (npvae.files.modelcheck) -------------------
+from npvae.files import modelcheck  # noqa: E402
 from npvae.layers import (GRU, LSTM, AvgPool2d, BatchNorm, Concat, Conv2d, ConvTranspose2d, Dense, Dropout,  # noqa: E402
                           FromSequence, GroupNorm, Identity, LeakyReLU, MaxPool2d, Reshape, Residual, Sequential,
                           ToSequence, Upsample)
@@ -231,7 +231,7 @@ def test_declared_shape_and_dtype_are_checked_before_reading(tmp_path, rng):
 
 
 def test_checkpoint_specs_are_checked_too(tmp_path, rng):
-    from npvae.checkpoint import model_arrays, save_checkpoint
+    from npvae.engine.checkpoint import model_arrays, save_checkpoint
     model = build_model("dense", rng=rng, **TINY["dense"])
     spec = {**model.spec(), "hidden": [6, 50_000, 50_000]}
     save_checkpoint(tmp_path / "checkpoint.npz", model_arrays(model.state_dict()), {"model_spec": spec})

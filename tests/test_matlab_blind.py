@@ -7,8 +7,8 @@ import pytest
 import scipy.io
 
 from _octave import assert_octave_errors, needs_octave, octave_ok
-from npvae.h5mat import write_tree
-from npvae.io import model_tree, save_model
+from npvae.files.h5mat import write_tree
+from npvae.files.model_file import model_tree, save_model
 from npvae.models.blind import BlindSeparationVAE
 from npvae.models.mnist import DenseSeparationVAE
 from npvae.pipelines.blind_objective import consistent_sources, remix

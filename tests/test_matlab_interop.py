@@ -21,7 +21,7 @@ import soundfile
 import npvae
 from _octave import assert_octave_errors, needs_octave, octave, octave_ok
 from npvae.errors import FileFormatError
-from npvae.h5mat import read_tree
+from npvae.files.h5mat import read_tree
 
 pytestmark = needs_octave
 
@@ -55,10 +55,10 @@ def music_run(tmp_path_factory, shared_data):
     from npvae.audio.stft import STFTConfig
     from npvae.models.music import SpectrogramUNetVAE
     from npvae.optim import Adam
-    from npvae.io import save_music_results
+    from npvae.files.model_file import save_music_results
     from npvae.pipelines.music import LossConfig, MusicObjective, example, sample_batch
     from npvae.separator import Normalizer, Separator
-    from npvae.training import Trainer
+    from npvae.engine.loop import Trainer
     out = tmp_path_factory.mktemp("music_run")
     tracks = [mir1k_track(p) for p in list_mir1k("train", shared_data)[:2]]
     cfg = STFTConfig.for_dataset("mir1k")
@@ -147,7 +147,7 @@ LATENT_MAP_VAES = {   # tiny LatentMapSeparationVAEs: both latent-map sizes, bot
 def test_npvae_forward_runs_latent_map_vaes(tmp_path, rng):
     """Random LatentMapSeparationVAEs (weights scaled by 3 so that the estimates spread
     over (0, 1) rather than sit at 1/2) give in Octave what ``separate`` gives, to 1e-5."""
-    from npvae.io import save_model
+    from npvae.files.model_file import save_model
     from npvae.models.mnist import LatentMapSeparationVAE
     mixtures = rng.random((4, 28, 28), dtype=np.float32)
     scipy.io.savemat(tmp_path / "mixtures.mat", {"mixtures": mixtures})
@@ -176,7 +176,7 @@ def test_npvae_separate_runs_a_five_level_unet(tmp_path):
     of 32 frames, and the file form. With chunks of 32, a context of 64 frames instead of
     the model's 128 changes Python's result by far more than the tolerance."""
     from npvae.audio.stft import STFTConfig
-    from npvae.io import load_separator, save_separator
+    from npvae.files.model_file import load_separator, save_separator
     from npvae.models.music import SpectrogramUNetVAE
     from npvae.separator import Normalizer, Separator
     rng = np.random.default_rng(5)
@@ -263,7 +263,7 @@ def test_damaged_and_wrong_kind_files_are_refused_on_both_sides(mnist_runs, musi
     with pytest.raises(FileFormatError, match="expected a mnist_results file, got music_results"):
         read_tree(music, "mnist_results")
     with pytest.raises(FileFormatError, match="not a music separation model"):
-        from npvae.io import load_separator
+        from npvae.files.model_file import load_separator
         load_separator(mnist_runs["dense"] / "model.h5")
     # Octave
     cases = {
@@ -282,8 +282,8 @@ def test_damaged_and_wrong_kind_files_are_refused_on_both_sides(mnist_runs, musi
 
 
 def test_npvae_forward_refuses_a_music_model(music_run, tmp_path):
-    from npvae.io import model_tree
-    from npvae.h5mat import write_tree
+    from npvae.files.model_file import model_tree
+    from npvae.files.h5mat import write_tree
     model = npvae.load_model(music_run).model
     write_tree(tmp_path / "music_model.h5", {"model": model_tree(model), "config": {}}, "model")
     res = octave("try, npvae_forward('music_model.h5', zeros(1, 28, 28)); "
@@ -317,7 +317,7 @@ def test_npvae_forward_runs_unets_with_the_options(tmp_path, rng):
     levels (weights scaled by 3, running statistics moved by two training passes) give in
     Octave what Python gives in float64 to 1e-6, and what ``separate`` gives to 1e-4 (float32
     rounding through BatchNorm, folded or not, reaches 3e-5 here)."""
-    from npvae.io import save_model
+    from npvae.files.model_file import save_model
     from npvae.models.mnist import UNetSeparationVAE
     mixtures = rng.random((4, 28, 28), dtype=np.float32)
     scipy.io.savemat(tmp_path / "mixtures.mat", {"mixtures": mixtures})
@@ -349,7 +349,7 @@ def test_npvae_separate_runs_music_unets_with_the_options(tmp_path):
     a recurrent bottleneck separate in Octave as in Python (float64) to 1e-5, with the
     model's own context (residual blocks and pooling widen it)."""
     from npvae.audio.stft import STFTConfig
-    from npvae.io import load_separator, save_separator
+    from npvae.files.model_file import load_separator, save_separator
     from npvae.models.music import SpectrogramUNetVAE
     from npvae.separator import Normalizer, Separator
     rng = np.random.default_rng(5)

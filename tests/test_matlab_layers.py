@@ -15,7 +15,7 @@ from npvae import (Conv2d, ConvTranspose2d, Dense, Flatten, GaussianHead, Identi
                    Reshape, Sequential, Sigmoid, Softplus, Tanh)
 from npvae.layers import GRU, LSTM, FromSequence, ToSequence
 from npvae.layers import AvgPool2d, Concat, Dropout, MaxPool2d, Residual, Upsample
-from npvae.h5mat import write_tree
+from npvae.files.h5mat import write_tree
 from npvae.layers import BatchNorm, GroupNorm
 
 pytestmark = needs_octave

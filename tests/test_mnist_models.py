@@ -106,7 +106,7 @@ def test_beta_zero_ignores_an_overflowing_kl(rng):
 
 
 # -- the U-Net's options: normalisation, pooling, dropout, residual levels, depth ------------
-from npvae.io import load_model, save_model  # noqa: E402
+from npvae.files.model_file import load_model, save_model  # noqa: E402
 from npvae.layers import LeakyReLU  # noqa: E402
 from npvae.models.mnist import UNetSeparationVAE  # noqa: E402
 from npvae.optim import Adam  # noqa: E402

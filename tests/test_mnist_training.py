@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae import h5mat
-from npvae.checkpoint import load_checkpoint, model_state
+from npvae.files import h5mat
+from npvae.engine.checkpoint import load_checkpoint, model_state
 from npvae.pipelines.mnist import MnistConfig, load_data
 
 REPO = Path(__file__).resolve().parents[1]

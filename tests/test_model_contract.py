@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae import io, models
+from npvae import models
+from npvae.files import model_file as io
 from npvae.layers.base import Layer
 
 # A tiny instance and an input for each model class. A new model class must add itself here.

@@ -30,9 +30,9 @@ import h5py
 import numpy as np
 import pytest
 
-from npvae import h5mat
+from npvae.files import h5mat
 from npvae.audio.stft import STFTConfig
-from npvae.io import save_model, save_separator
+from npvae.files.model_file import save_model, save_separator
 from npvae.layers import (AvgPool2d, Concat, Conv2d, Dropout, Identity, LeakyReLU, MaxPool2d, Residual, Sequential,
                           Upsample)
 from npvae.models.mnist import build_model

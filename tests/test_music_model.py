@@ -125,7 +125,7 @@ def test_get_loss_rejects_unknown_names():
 
 
 # -- the U-Net's options: normalisation, pooling, dropout, residual blocks, recurrent bottleneck --
-from npvae.io import read_model_file, save_model  # noqa: E402
+from npvae.files.model_file import read_model_file, save_model  # noqa: E402
 from npvae.optim import Adam  # noqa: E402
 
 OPTIONS = {"batch": dict(norm="batch"), "group-max": dict(norm="group", down="max"),

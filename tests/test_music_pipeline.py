@@ -7,7 +7,7 @@ from npvae.audio.datasets import Track
 from npvae.audio.stft import STFTConfig, stft
 from npvae.gradcheck import numerical_gradient, rel_error
 from npvae.models.music import SpectrogramUNetVAE
-from npvae.io import load_separator, save_separator
+from npvae.files.model_file import load_separator, save_separator
 from npvae.pipelines.music import LossConfig, MusicObjective, evaluate, format_table, lr_at, sample_batch
 from npvae.separator import Normalizer, Separator, predict_masks, wiener_masks
 

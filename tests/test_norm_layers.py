@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae.checkpoint import load_checkpoint
+from npvae.engine.checkpoint import load_checkpoint
 from npvae.gradcheck import check_layer
-from npvae.io import save_model
+from npvae.files.model_file import save_model
 from npvae.layers import BatchNorm, Conv2d, ConvTranspose2d, Dense, GroupNorm, LeakyReLU, ReLU, Sequential, inference
 
 TOL = 1e-6
@@ -238,7 +238,7 @@ import sys, time
 import numpy as np
 import npvae
 from npvae.layers import BatchNorm, Conv2d, Flatten, ReLU, Sequential
-from npvae.training import Trainer
+from npvae.engine.loop import Trainer
 
 run_dir, epochs, resume, pause = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", float(sys.argv[4])
 rng = np.random.default_rng(0)
@@ -367,7 +367,7 @@ def test_a_rank_without_samples_is_refused_when_batchnorm_sums_over_ranks(tmp_pa
     """Every rank joins BatchNorm's sums: a rank left without a sample says so (no hang)."""
     from npvae.distributed import SingleProcess
     from npvae.errors import TrainingError
-    from npvae.training import Trainer
+    from npvae.engine.loop import Trainer
 
     class EmptyRank(SingleProcess):
         rank, size, local_count = 1, 2, 0
@@ -382,7 +382,7 @@ def test_a_rank_without_samples_is_refused_when_batchnorm_sums_over_ranks(tmp_pa
 
 
 def test_figures_are_drawn_in_eval_mode_and_leave_the_running_statistics(tmp_path, rng):
-    from npvae.training import Trainer
+    from npvae.engine.loop import Trainer
     model = Sequential(Dense(3, 2, rng=np.random.default_rng(0)), BatchNorm(2))
     x = rng.standard_normal((8, 3)).astype(np.float32)
     seen = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from npvae.h5mat import write_tree
+from npvae.files.h5mat import write_tree
 
 OCTAVE = shutil.which("octave-cli")
 MATLAB_DIR = Path(__file__).resolve().parents[1] / "matlab"

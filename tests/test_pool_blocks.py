@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae import distributed, h5mat, io, modelcheck
+from npvae import distributed
+from npvae.files import h5mat, model_file as io, modelcheck
 from npvae.errors import FileFormatError
 from npvae.gradcheck import numerical_gradient, rel_error
 from npvae.optim import Adam
-from npvae.training import Trainer
+from npvae.engine.loop import Trainer
 from npvae.layers import (AvgPool2d, Concat, Conv2d, Dense, Dropout, Flatten, Identity, LeakyReLU, MaxPool2d, ReLU,
                           Residual, Sequential, Upsample, build_layer, inference, set_noise)
 

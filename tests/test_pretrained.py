@@ -76,7 +76,7 @@ def test_shipped_model_rescored_on_a_slice(name, shared_data):
 
 def test_separate_script_uses_the_shipped_music_model(tmp_path, shared_data):
     from npvae.cli import main
-    from npvae.io import load_separator
+    from npvae.files.model_file import load_separator
     rng = np.random.default_rng(0)
     song = (0.1 * rng.standard_normal((8000, 2))).astype(np.float32)
     soundfile.write(tmp_path / "song.wav", song, 16000, subtype="FLOAT")

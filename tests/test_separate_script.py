@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from npvae import h5mat
+from npvae.files import h5mat
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 44100
@@ -141,7 +141,7 @@ def test_shifts_are_checked_against_the_model(trained_run, irmas_root, tmp_path)
     # a good --shifts: the file holds what the separator gives with the same shifts
     r = run("separate", song, "--model", out, "--out", tmp_path / "sep", "--shifts", "2", "--no-progress")
     assert r.returncode == 0, r.stderr
-    from npvae.io import load_separator
+    from npvae.files.model_file import load_separator
     x = sf.read(song, dtype="float32")[0]
     expected = load_separator(out).separate(x, SR, shifts=2)
     got = sf.read(tmp_path / "sep" / "song_vocals.wav", dtype="float32")[0]

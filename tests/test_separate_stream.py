@@ -11,7 +11,7 @@ import soundfile as sf
 from npvae.audio.stft import STFTConfig
 from npvae.audio.stream import block_layout, block_quantum, separate_blocks
 from npvae.models.music import SpectrogramUNetVAE
-from npvae.io import save_separator
+from npvae.files.model_file import save_separator
 from npvae.separator import Normalizer, Separator
 from npvae.validate import as_float_audio, as_unit_images
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from npvae import h5mat
+from npvae.files import h5mat
 from npvae_lab.studies import RESULT_FILE, configurations
 from npvae_lab.study_table import markdown_table, read_study, verdict
 

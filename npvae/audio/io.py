@@ -16,7 +16,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from npvae import parallel
-from npvae.checkpoint import atomic_path
+from npvae.files.atomic import atomic_path
 from npvae.errors import DatasetError, FileFormatError
 from npvae.validate import as_sample_rate
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import DatasetError
-from ..fileguard import check_output_file
+from ..files.guard import check_output_file
 from .common import HelpFormatter, UsageError
 from .separate import positive_int
 
@@ -69,7 +69,7 @@ def check_outputs(a: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     figure = Path(a.figure) if a.figure else None
     if figure is not None and figure.suffix.lower() not in figure_formats():
         raise UsageError(f"--figure {figure} must end in one of {', '.join(sorted(figure_formats()))}")
-    from ..io import resolve_model_path
+    from ..files.model_file import resolve_model_path
     a.model_file = resolve_model_path(a.model)      # the file read: no output may replace it
     outputs = [(path, "--results"), (path.with_suffix(".txt"), "--results")]
     if figure is not None:
@@ -94,8 +94,8 @@ def run(a: argparse.Namespace) -> int:
     import numpy as np
 
     from ..audio.datasets import load_tracks, mir1k_singer
-    from ..checkpoint import atomic_path, atomic_write_text
-    from ..io import load_separator, save_music_results
+    from ..files.atomic import atomic_path, atomic_write_text
+    from ..files.model_file import load_separator, save_music_results
     from ..pipelines.music import by_group, evaluate, example, format_groups, format_table
     from ..plotting import plot_example
     from ..separator import shift_offsets

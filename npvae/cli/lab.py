@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text
+from ..files.atomic import atomic_write_text
 from ..errors import NpvaeError, OutputError
 from ..validate import MAX_COUNT
 from .common import HelpFormatter, UsageError

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import pretrained
 from ..errors import FileFormatError
-from ..io import load_separator
+from ..files.model_file import load_separator
 from ..separate_files import output_bits, prepare, separate_song
 from ..separator import SOURCES, shift_offsets
 from ..validate import MAX_COUNT

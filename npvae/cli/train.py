@@ -102,7 +102,7 @@ def run_training(args) -> int:
 
 
 def interrupted_hint(args) -> str:
-    from ..checkpoint import CHECKPOINT_FILE
+    from ..engine.checkpoint import CHECKPOINT_FILE
     run_dir = getattr(args, "run_dir", None)
     if run_dir is None:
         return "nothing was written"

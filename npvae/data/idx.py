@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import atomic_path
+from ..files.atomic import atomic_path
 from ..errors import DatasetError
 
 DTYPES = {

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import TMP_TAG, sweep_stale_temporaries
+from ..files.atomic import TMP_TAG, sweep_stale_temporaries
 from ..datapath import ENV_VAR, cache_dir, data_roots
 from ..errors import DatasetError
 from .idx import read_idx

@@ -19,8 +19,8 @@ import typing
 from dataclasses import dataclass
 
 from ..schedules import SCHEDULES
-from ..training import RENAMED_SETTINGS as RENAMED, RESUMABLE_SETTINGS as RESUMABLE
 from ..validate import check_settings
+from .resume import RENAMED
 
 
 @dataclass
@@ -159,5 +159,5 @@ def given_settings(args: argparse.Namespace, cls) -> dict:
     return out
 
 
-__all__ = ["RunConfig", "RESUMABLE", "RENAMED", "add_config_flags", "given_settings", "defaults", "field_names",
+__all__ = ["RunConfig", "add_config_flags", "given_settings", "defaults", "field_names",
            "from_record"]

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import TrainingError
-from ..modelcheck import param_shapes
+from ..files.modelcheck import param_shapes
 
 ACTIVATION_COPIES = 3   # a layer's output, the input it caches for backward, and its gradient
 
@@ -44,7 +44,7 @@ def estimate(spec: dict, example_shape: tuple[int, ...], batch_size: int, itemsi
     """The estimate for the model ``spec`` (as :func:`npvae.build_layer` takes it) trained
     on batches of ``batch_size`` examples of ``example_shape``, in ``itemsize``-byte
     numbers with ``slots`` optimiser arrays per parameter; None when the spec holds a
-    layer type without a shape rule in :mod:`npvae.modelcheck`, or cannot describe a model
+    layer type without a shape rule in :mod:`npvae.files.modelcheck`, or cannot describe a model
     (the model's constructor then says why)."""
     try:
         shapes = param_shapes(spec)

@@ -29,18 +29,20 @@ from pathlib import Path
 
 from .. import distributed, kernels
 from .._version import __version__
-from ..checkpoint import CHECKPOINT_FILE, atomic_write_text, load_checkpoint
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint
+from ..files.atomic import atomic_write_text
 from ..errors import NpvaeError, TrainingError
-from ..fileguard import RunLock, check_writable_dir, prepare_run_dir, unique_run_dir
-from ..io import MODEL_FILE, RESULTS_FILE
+from ..files.guard import RunLock, check_writable_dir, prepare_run_dir, unique_run_dir
+from ..files.model_file import MODEL_FILE, RESULTS_FILE
 from ..optim import Adam
 from ..schedules import schedule_lr
-from ..training import Trainer, config_changes
+from .loop import Trainer
 from ..vae import KLWeight
 from ..watch.board import Board, require_writer
 from ..watch.run_page import write_run_page
-from .config import RESUMABLE, field_names, from_record
+from .config import field_names, from_record
 from .memory import check_fits, estimate
+from .resume import config_changes, resumable
 from .task import Shown, Task
 
 
@@ -97,7 +99,7 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
         config instance (``npvae.engine.TASKS[name].Config``).
     resume : continue the run in ``settings["out"]`` from its checkpoint. Its own
         recorded settings are kept; ``settings`` (a dict) names the changes, and only
-        :data:`~npvae.engine.config.RESUMABLE` ones are allowed (``epochs`` to train a
+        :func:`~npvae.engine.resume.resumable` ones are allowed (``epochs`` to train a
         finished run further, ``lr`` and ``clip_norm`` to recover from divergence...).
         A run that has finished says so and is left as it is.
     overwrite : a new run may replace the files of an old run in ``out``.
@@ -185,11 +187,12 @@ def _resumed_config(task_cls, run_dir: Path, settings, comm):
     else:
         named = dict(settings or {})
     named.pop("out", None)
-    changed = config_changes({k: own[k] for k in own if k in named}, named, RESUMABLE)
+    allowed = resumable(task_cls)
+    changed = config_changes({k: own[k] for k in own if k in named}, named, allowed)
     if changed:
         raise ValueError(
             f"cannot resume {run_dir} with other settings ({'; '.join(changed)}): --resume continues a run as it "
-            f"started, and only {', '.join(sorted(RESUMABLE - {'out'}))} may change. Drop those flags to keep the "
+            f"started, and only {', '.join(sorted(allowed - {'out'}))} may change. Drop those flags to keep the "
             "run's own settings, or start a new run with another --out")
     cfg = task_cls.finalize(task_cls.Config(**{**own, **named, "out": str(run_dir)}))
     done = int(meta.get("epoch", 0))
@@ -218,7 +221,8 @@ def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
     config = {**cfg.record(), "pipeline": task_cls.name, **task.record(), "backend": kernels.backend(),
               "npvae_version": __version__}
     trainer = Trainer(model, optimizer, train_rng, run_dir, config=config, display_every=cfg.display_every,
-                      progress=cfg.progress, log=log, comm=comm, resume_command=resume_hint(task_cls, run_dir))
+                      progress=cfg.progress, log=log, comm=comm, resume_command=resume_hint(task_cls, run_dir),
+                      resumable=resumable(task_cls))
     if resume and trainer.resume():
         log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
         optimizer.clip_norm = cfg.clip_norm or None      # a named change wins over the checkpoint's

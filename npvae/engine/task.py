@@ -52,6 +52,8 @@ class Task:
     choices: dict[str, tuple] = {}
     summary: str = ""
     figures: tuple[str, ...] = ()       # files the final save writes besides model.h5 and results.h5
+    # the task's own settings a resumed run may change (the engine's: npvae.engine.resume.RESUMABLE)
+    resumable: frozenset[str] = frozenset()
 
     def __init__(self, cfg, run_dir: Path, comm, log):
         self.cfg, self.run_dir, self.comm, self.log = cfg, Path(run_dir), comm, log

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data.blind import SOURCE_NAMES, TASKS, load_blind_data
 from ..engine.task import Shown, Task
-from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
+from ..files.model_file import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.image import format_report, separation_report
 from ..metrics.permutation import best_permutation, matched, permutation_report
 from ..models.blind import BlindSeparationVAE
@@ -172,6 +172,7 @@ def format_metrics(metrics: dict, names) -> str:
 class BlindMnistTask(Task):
     """Blind Part I: K latent groups through one shared decoder must remix to the mixture."""
     name = "blind-mnist"
+    resumable = frozenset({"n_examples"})   # what is shown and kept as examples, not what is learnt
     Config = BlindMnistConfig
     summary = "Part I from mixtures alone: K latent groups that remix to the mixture"
     figures = ("grid.png", "latent_groups.png")

@@ -32,7 +32,7 @@ from ..audio.stft import STFTConfig, stft
 from ..blind_separator import BlindMusicSeparator, magnitudes, patches
 from ..data.blind import MixtureOnlyData
 from ..engine.task import Shown, Task
-from ..io import MODEL_FILE, RESULTS_FILE, save_model, save_results
+from ..files.model_file import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ..metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
 from ..metrics.permutation import best_permutation
 from ..models.blind import BlindSeparationVAE

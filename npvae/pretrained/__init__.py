@@ -10,8 +10,8 @@ drawn). ::
     model = npvae.load_model("mnist-unet")
     npvae.pretrained.info("mnist-unet")   # the /provenance group as a dict
 
-Only the standard library and :mod:`npvae.h5mat` are imported here, so that
-:mod:`npvae.io` can resolve names without an import cycle.
+Only the standard library and :mod:`npvae.files.h5mat` are imported here, so that
+:mod:`npvae.files.model_file` can resolve names without an import cycle.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def path(name: str) -> Path:
 
 def info(name: str) -> dict:
     """The ``/provenance`` group of shipped model ``name`` (command, commit, seed, scores...)."""
-    from .. import h5mat
+    from ..files import h5mat
     return h5mat.read_tree(path(name), expected_kind="model", subtree="provenance")
 
 

@@ -30,8 +30,8 @@ TASK_TEXT = {"mnist": "a Part I (MNIST + Fashion-MNIST) model", "music": "a musi
 def check_run_dir(run_dir) -> Path:
     """The model file of a finished run folder; a clear error for a folder that does not
     exist, is still training, or holds no model.h5 (training writes it when it ends)."""
-    from ..fileguard import run_holder
-    from ..io import MODEL_FILE
+    from ..files.guard import run_holder
+    from ..files.model_file import MODEL_FILE
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise ModelNotFoundError(f"run folder {run_dir} does not exist; pass the --out folder of a finished "
@@ -57,7 +57,7 @@ def task_of_file(model_file) -> tuple[str, object, dict]:
     """``(task, model, config)`` of a model file: ``"music"`` for a supervised music
     separator (returned as its Separator), ``"mnist"`` for a supervised Part I model;
     a clear error for anything else (a blind model)."""
-    from ..io import load_separator, read_model_file
+    from ..files.model_file import load_separator, read_model_file
     from ..models.mnist import SeparationVAE
     from ..models.music import SpectrogramUNetVAE
     model, config = read_model_file(model_file)
@@ -85,7 +85,7 @@ def check_name(name: str, task: str | None = None) -> str:
 def destination(dest, name: str, overwrite: bool = False, inputs=()) -> Path:
     """``<dest>/<name>.h5``, checked: ``dest`` an existing writable folder, not one of the
     files ``inputs`` (the run's model), no file of that name unless ``overwrite``."""
-    from ..fileguard import check_existing_dir, check_output_file
+    from ..files.guard import check_existing_dir, check_output_file
     from . import SUFFIX
     check_existing_dir(dest, "--dest")
     return check_output_file(Path(dest) / f"{name}{SUFFIX}", overwrite, "--dest", inputs)
@@ -93,7 +93,7 @@ def destination(dest, name: str, overwrite: bool = False, inputs=()) -> Path:
 
 def run_seconds(run_dir: Path) -> float:
     """Training wall time the run recorded (Part I: metrics.json; Part II: results.h5)."""
-    from .. import h5mat
+    from ..files import h5mat
     if (run_dir / "metrics.json").exists():
         m = json.loads((run_dir / "metrics.json").read_text())
         return float(m.get("train_seconds_total", m.get("train_seconds_this_session", float("nan"))))
@@ -122,7 +122,7 @@ def ship(run_dir, name: str, command: str | None = None, commit: str | None = No
     """Score the finished run ``run_dir`` and write it as shipped model ``name`` into
     ``dest`` (default: this package's folder); returns the file written. ``command`` and
     ``commit`` default to the run's provenance.json."""
-    from .. import h5mat
+    from ..files import h5mat
     from . import DIR
     from .scoring import HEADLINE, SLICE_TEXT, score, zero_latent_mean
     check_name(name)
@@ -156,7 +156,7 @@ def ship(run_dir, name: str, command: str | None = None, commit: str | None = No
     try:
         h5mat.write_tree(path, tree, kind="model")
     except OSError as e:
-        from ..fileguard import write_failure
+        from ..files.guard import write_failure
         raise write_failure(path, e, flag="--dest") from None
     log(json.dumps(dict(tree["provenance"]), indent=1))
     log(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")

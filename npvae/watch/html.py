@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..checkpoint import atomic_write_text
+from ..files.atomic import atomic_write_text
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 72em; padding: 0 1em; color: #222; }

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import h5mat, pretrained
-from npvae.io import read_model_file
+from npvae import pretrained
+from npvae.files import h5mat
+from npvae.files.model_file import read_model_file
 
 KIND = "blind_results"
 

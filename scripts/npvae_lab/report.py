@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import h5mat
+from npvae.files import h5mat
 from npvae.audio.io import write_audio
 from npvae.audio.stft import STFTConfig
 from npvae.errors import OutputError
-from npvae.fileguard import check_writable_dir
-from npvae.io import RESULTS_FILE
+from npvae.files.guard import check_writable_dir
+from npvae.files.model_file import RESULTS_FILE
 from npvae.plotting import plot_example, plot_history, save_grid, save_loss_curves
 
 from . import report_sources

@@ -42,11 +42,12 @@ import numpy as np
 from npvae.audio.datasets import list_mir1k, load_tracks, mir1k_root, mir1k_singer
 from npvae.audio.stft import STFTConfig
 from npvae.baselines.nmf import ImageNMFSeparator, SpectrogramNMFSeparator
-from npvae.checkpoint import CHECKPOINT_FILE, TMP_TAG, atomic_write_text
+from npvae.engine.checkpoint import CHECKPOINT_FILE
+from npvae.files.atomic import TMP_TAG, atomic_write_text
 from npvae.data.mnist import load_images
 from npvae.errors import DatasetError, OutputError
-from npvae.fileguard import check_writable_dir, remove_named
-from npvae.io import MODEL_FILE, load_separator
+from npvae.files.guard import check_writable_dir, remove_named
+from npvae.files.model_file import MODEL_FILE, load_separator
 from npvae.metrics.image import separation_report
 from npvae.pipelines import mnist as mnist_pipe
 from npvae.pipelines import music as music_pipe

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import h5mat
-from npvae.checkpoint import atomic_path, atomic_write_text
+from npvae.files import h5mat
+from npvae.files.atomic import atomic_path, atomic_write_text
 from npvae.plotting import pyplot
 
 STUDY_FILE = "study.h5"

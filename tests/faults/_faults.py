@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from npvae.checkpoint import TMP_TAG
+from npvae.files.atomic import TMP_TAG
 from npvae.errors import NpvaeError
 
 # What a library function may raise for a user's mistake; anything else is a traceback.
@@ -86,7 +86,7 @@ def umask() -> int:
 def edited_model(source, edit, folder) -> Path:
     """A copy of the model file ``source`` in ``folder`` with ``edit(tree)`` applied to its
     contents (the tree of :func:`npvae.h5mat.read_tree`)."""
-    from npvae import h5mat
+    from npvae.files import h5mat
     tree = h5mat.read_tree(source)
     edit(tree)
     p = Path(folder) / "model.h5"

@@ -188,7 +188,7 @@ def song(new_dir):
 def music_model(fault_root) -> Path:
     """An untrained small music separator (8 kHz, 256-point STFT) saved as model.h5."""
     from npvae.audio.stft import STFTConfig
-    from npvae.io import save_separator
+    from npvae.files.model_file import save_separator
     from npvae.models.music import SpectrogramUNetVAE
     from npvae.separator import Normalizer, Separator
     model = SpectrogramUNetVAE(channels=(4, 4, 8), latent_channels=4, rng=np.random.default_rng(0))
@@ -200,7 +200,7 @@ def music_model(fault_root) -> Path:
 @pytest.fixture(scope="session")
 def mnist_model(fault_root) -> Path:
     """An untrained small Part I U-Net VAE saved as a model file."""
-    from npvae.io import save_model
+    from npvae.files.model_file import save_model
     from npvae.models.mnist import build_model
     m = build_model("unet", rng=np.random.default_rng(0), channels=(4, 4, 8), latent_dim=4)
     return save_model(fault_root / "fixtures" / "mnist_model.h5", m, {"model": "unet"})

@@ -1,4 +1,4 @@
-"""Fault cases of training checkpoints (npvae.checkpoint): damaged files, atomic writes,
+"""Fault cases of training checkpoints (npvae.engine.checkpoint): damaged files, atomic writes,
 and a run killed with SIGKILL then resumed."""
 import os
 import signal
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _faults import lib_error, no_temporaries, umask
 
-from npvae.checkpoint import load_checkpoint, save_checkpoint
+from npvae.engine.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 from _faults import expect_error, lib_error
 
 import npvae
-from npvae.checkpoint import load_checkpoint
+from npvae.engine.checkpoint import load_checkpoint
 
 
 def flipped(src, folder, dataset, name="flipped.h5"):

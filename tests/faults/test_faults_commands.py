@@ -360,7 +360,7 @@ def test_ship_bad_dest(cli, mnist_model, run_of, new_dir, monkeypatch, where, ma
 
 @pytest.mark.fault("ship", "a blind (unsupervised) model under an mnist- name", "clear error")
 def test_ship_blind_model(cli, new_dir, run_of):
-    from npvae.io import save_model
+    from npvae.files.model_file import save_model
     from npvae.models.blind import BlindSeparationVAE
     net = BlindSeparationVAE(latent_dim=2, hidden=(16,), rng=np.random.default_rng(0))
     model = save_model(new_dir() / "blind.h5", net, {"mode": "mnist"})
@@ -370,7 +370,7 @@ def test_ship_blind_model(cli, new_dir, run_of):
 
 @pytest.mark.fault("ship", "a run folder that a training run is still using", "clear error")
 def test_ship_run_still_training(cli, mnist_model, run_of, new_dir):
-    from npvae.fileguard import RunLock
+    from npvae.files.guard import RunLock
     run = run_of(mnist_model)
     with RunLock(run):
         r = cli("ship", run, "mnist-x", "--dest", new_dir())

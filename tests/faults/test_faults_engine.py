@@ -16,7 +16,7 @@ from _faults import digest, expect_error, must_survive
 
 import npvae
 import npvae.cli
-from npvae.fileguard import RunLock
+from npvae.files.guard import RunLock
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = ("mnist", "music", "blind-mnist", "blind-music")
@@ -176,12 +176,12 @@ def test_divergence_advice_can_be_followed(cli, mnist_run, tmp_path, monkeypatch
 def test_full_disk_while_training(cli, mnist_run, tmp_path, monkeypatch):
     run = finished_copy(mnist_run, tmp_path / "run")
     before = digest(run / "checkpoint.npz")
-    import npvae.training
+    import npvae.engine.loop
 
     def no_space(path, arrays, meta):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(npvae.training, "save_checkpoint", no_space)
+    monkeypatch.setattr(npvae.engine.loop, "save_checkpoint", no_space)
     r = cli("train", "mnist", "--out", run, "--resume", "--epochs", "2", "--no-progress")
     expect_error(r, r"No space left on device.*after epoch 1, is intact.*--resume")
     assert r.code == 1

@@ -17,7 +17,7 @@ from npvae.audio.io import read_audio
 from npvae.audio.stft import STFTConfig
 from npvae.audio.stream import iter_file_blocks
 from npvae.blind_separator import BlindMusicSeparator
-from npvae.io import load_separator, save_model
+from npvae.files.model_file import load_separator, save_model
 from npvae.layers import Conv2d, ConvTranspose2d, Dense, LeakyReLU, Reshape
 from npvae.models.blind import BlindSeparationVAE
 from npvae.models.mnist import build_model

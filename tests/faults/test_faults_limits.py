@@ -9,7 +9,7 @@ from _faults import cheap, expect_error, lib_error
 import npvae
 from npvae.audio.stft import STFTConfig
 from npvae.blind_separator import BlindMusicSeparator
-from npvae.checkpoint import model_arrays, save_checkpoint
+from npvae.engine.checkpoint import model_arrays, save_checkpoint
 from npvae.models.blind import BlindSeparationVAE
 from npvae.models.mnist import build_model
 from npvae.models.music import SpectrogramUNetVAE

@@ -5,8 +5,8 @@ import pytest
 from _faults import edited_model, lib_error, shape_changed
 
 import npvae
-from npvae import h5mat
-from npvae.io import save_model
+from npvae.files import h5mat
+from npvae.files.model_file import save_model
 
 
 @pytest.mark.fault("model file", "load_model of a missing file", "clear error")

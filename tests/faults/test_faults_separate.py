@@ -272,7 +272,7 @@ def test_write_fails_midway(sep, song, music_model, tmp_path):
 
 @pytest.mark.fault("separate", "not enough free space is found before any work", "clear error")
 def test_not_enough_space(sep, song, music_model, tmp_path, monkeypatch):
-    import npvae.fileguard as fg
+    import npvae.files.guard as fg
     monkeypatch.setattr(fg.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
     r = sep(song(folder=tmp_path), "--model", music_model, "--out", tmp_path / "o")
     monkeypatch.undo()

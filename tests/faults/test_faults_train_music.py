@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from _faults import expect_error, must_survive, resume_changed
 
-from npvae import h5mat
+from npvae.files import h5mat
 
 E = re.escape      # the messages are plain text
 BAD_FLAGS = [

@@ -106,7 +106,7 @@ def test_sigterm_during_separate(cli, music_model, song, new_dir, monkeypatch):
 @pytest.mark.fault("separate", "kill (SIGTERM) of a running npvae separate", "clear error")
 def test_kill_of_a_running_separate(music_model, song, new_dir):
     """The real thing: another process sends SIGTERM while the outputs are being written."""
-    from npvae.checkpoint import TMP_TAG
+    from npvae.files.atomic import TMP_TAG
     path = song(seconds=240.0)
     out = new_dir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}

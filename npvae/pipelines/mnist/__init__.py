@@ -4,7 +4,7 @@
 * :mod:`.task`: :class:`MnistConfig` (the settings), the data, scoring and figures, and
   :class:`MnistTask`, what the training engine (:func:`npvae.engine.train`) runs.
 
-The models are :mod:`npvae.models.mnist`; their files :mod:`npvae.io`; the figures
+The models are :mod:`npvae.models.mnist`; their files :mod:`npvae.files.model_file`; the figures
 :mod:`npvae.plotting`.
 """
 from .objective import RECON_LOSSES, SeparationObjective

@@ -15,7 +15,7 @@ from ...data.mixtures import MixtureData, load_mixture_data
 from ...data.mnist import find_files, load_images
 from ...engine.config import RunConfig
 from ...engine.task import Shown, Task
-from ...io import MODEL_FILE, RESULTS_FILE, save_model, save_results
+from ...files.model_file import MODEL_FILE, RESULTS_FILE, save_model, save_results
 from ...metrics.image import format_report, psnr, separation_report
 from ...models.mnist import MODELS, OUTPUTS, RULES, build_model
 from ...models.options import DOWNS, NORMS
@@ -227,6 +227,7 @@ def format_metrics(metrics: dict) -> str:
 class MnistTask(Task):
     """Supervised Part I: the model sees a mixture and learns both sources."""
     name = "mnist"
+    resumable = frozenset({"show", "n_examples"})   # what is shown and kept as examples, not what is learnt
     Config = MnistConfig
     summary = "Part I: separate MNIST digit + Fashion-MNIST item mixtures"
     figures = ("grid.png",)

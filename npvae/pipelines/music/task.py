@@ -17,11 +17,11 @@ from ...audio.datasets import dataset_folder, load_tracks
 from ...audio.io import write_audio
 from ...audio.remix import sample_remix_batch
 from ...audio.stft import STFTConfig
-from ...checkpoint import CHECKPOINT_FILE
+from ...engine.checkpoint import CHECKPOINT_FILE
 from ...engine.config import RunConfig
 from ...engine.task import Shown, Task
 from ...errors import DatasetError
-from ...io import MODEL_FILE, RESULTS_FILE, save_music_results, save_separator
+from ...files.model_file import MODEL_FILE, RESULTS_FILE, save_music_results, save_separator
 from ...models.music import SpectrogramUNetVAE
 from ...models.options import DOWNS, NORMS
 from ...plotting import plot_example, plot_history
@@ -146,6 +146,7 @@ def check_clip_lengths(tracks, stft_cfg: STFTConfig, what: str, folder,
 class MusicTask(Task):
     """Supervised Part II: the model sees a mixture's spectrogram and learns two masks."""
     name = "music"
+    resumable = frozenset({"snippet_seconds"})   # what is shown and kept as examples, not what is learnt
     Config = MusicConfig
     summary = "Part II: separate singing voice from accompaniment (MIR-1K, IRMAS or stems)"
     figures = ()

@@ -1,6 +1,6 @@
 """Checks of a model file's contents before anything is built from them.
 
-A model file (:mod:`npvae.io`) holds a JSON architecture record (the ``spec``) and one
+A model file (:mod:`npvae.files.model_file`) holds a JSON architecture record (the ``spec``) and one
 tensor per parameter and buffer. A damaged or edited file must not cost gigabytes, end in a
 RecursionError, or load into a model that separates into NaN, so a loader:
 
@@ -23,7 +23,7 @@ import json
 
 import numpy as np
 
-from .errors import FileFormatError
+from ..errors import FileFormatError
 
 MAX_PARAMETERS = 50_000_000     # 200 MB of float32 weights; the shipped models hold 0.25-1.5 M
 MAX_SPEC_DEPTH = 32             # JSON nesting of a spec; the shipped models' specs nest 2 levels
@@ -233,7 +233,7 @@ def _norm_shapes(norm: str, channels: int, groups: int) -> dict:
         return {}
     if norm == "batch":
         return _rule_batchnorm({"type": "BatchNorm", "num_features": channels})
-    from .models.options import group_count
+    from ..models.options import group_count
     return _rule_groupnorm({"type": "GroupNorm", "num_groups": group_count(channels, groups),
                             "num_channels": channels})
 

@@ -22,7 +22,6 @@ rank 0 and broadcasts it.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -31,46 +30,12 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, model_arrays, model_state, restore_rng, rng_state, save_checkpoint
-from .distributed import SingleProcess
-from .errors import DistributedError, TrainingError
-from .fileguard import check_writable_dir, run_space_needed
-from .layers.norm import BatchNorm, batch_sums
-from .progress import progress_bar
-
-
-# Settings that may differ when a run is resumed: they do not change what has been
-# learnt so far (how long, where, how it is shown, where the data lie), or they are the
-# remedies a diverged run needs (a lower learning rate, clipping). Any other difference
-# is refused.
-RESUMABLE_SETTINGS = frozenset({"epochs", "display_every", "tensorboard", "html", "progress", "show", "out",
-                                "data_dir", "data_folder",
-                                "eval_limit", "backend", "npvae_version", "snippet_seconds", "n_examples",
-                                "lr", "clip_norm"})
-
-# Entries of a run's config computed from its data (the normaliser's statistics, stored as
-# arrays; ``normalizer_dict`` in older checkpoints): restored from the checkpoint, never compared.
-DATA_DERIVED = frozenset({"normalizer", "normalizer_dict"})
-
-# Names that earlier versions of npvae recorded for a setting (old name -> name now).
-RENAMED_SETTINGS = {"warmup": "kl_warmup", "recon": "loss", "max_train_tracks": "train_limit",
-                    "max_val_tracks": "eval_limit"}
-
-
-def _jsonable(config: dict) -> dict:
-    return json.loads(json.dumps(config, default=str))
-
-
-def config_changes(saved: dict, new: dict, allowed=RESUMABLE_SETTINGS) -> list[str]:
-    """``name: old -> new`` for every setting of the saved run outside ``allowed`` that differs.
-
-    Settings the saved run does not know (added to npvae after it was written) are not
-    compared, so that runs of older versions still resume.
-    """
-    saved, new = _jsonable(saved), _jsonable(new)
-    saved = {(RENAMED_SETTINGS[k] if k in RENAMED_SETTINGS and k not in new and RENAMED_SETTINGS[k] in new
-              else k): v for k, v in saved.items()}
-    return [f"{k}: {saved[k]!r} -> {new.get(k, '(unset)')!r}"
-            for k in sorted(saved) if k not in allowed and saved[k] != new.get(k)]
+from ..distributed import SingleProcess
+from ..errors import DistributedError, TrainingError
+from ..files.guard import check_writable_dir, run_space_needed
+from ..layers.norm import BatchNorm, batch_sums
+from ..progress import progress_bar
+from .resume import DATA_DERIVED, RESUMABLE, config_changes
 
 
 def optimizer_lr(optimizer) -> float:
@@ -86,10 +51,12 @@ class Trainer:
 
     def __init__(self, model, optimizer, rng: np.random.Generator, run_dir: str | Path,
                  config: dict | None = None, display_every: int = 1, progress: bool = True,
-                 log: Callable[[str], None] = print, comm=None, resume_command: str | None = None):
+                 log: Callable[[str], None] = print, comm=None, resume_command: str | None = None,
+                 resumable: frozenset[str] = RESUMABLE):
         self.model, self.optimizer, self.rng = model, optimizer, rng
         self.run_dir = Path(run_dir)
         self.config = dict(config or {})
+        self.resumable = frozenset(resumable)    # the settings a resume may change
         self.display_every = max(1, int(display_every))
         self.comm = comm or SingleProcess()
         self.progress = progress and self.comm.is_root
@@ -130,12 +97,12 @@ class Trainer:
         if found is None:
             return False
         arrays, meta = found
-        changed = config_changes(meta.get("config", {}), self.config, RESUMABLE_SETTINGS | DATA_DERIVED)
+        changed = config_changes(meta.get("config", {}), self.config, self.resumable | DATA_DERIVED)
         if changed:
             raise TrainingError(
                 f"cannot resume {self.run_dir} with other settings ({'; '.join(changed)}): --resume continues "
                 "a run exactly as it started. Rerun with the run's own values (left of each arrow; they are in "
-                f"its config), or start a new run with another --out. Only {', '.join(sorted(RESUMABLE_SETTINGS))} "
+                f"its config), or start a new run with another --out. Only {', '.join(sorted(self.resumable))} "
                 "may change on resume.")
         self.model.load_state_dict(model_state(arrays))
         slots: dict[str, dict] = {}

@@ -40,8 +40,8 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
-from .checkpoint import atomic_path
-from .errors import FileFormatError
+from .atomic import atomic_path
+from ..errors import FileFormatError
 
 SCHEMA_VERSION = 1
 USERBLOCK_SIZE = 512

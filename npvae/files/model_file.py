@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import h5mat, modelcheck, models, pretrained   # importing models registers their classes with build_layer
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint, model_state
-from .errors import FileFormatError, ModelNotFoundError
-from .layers.base import Layer, build_layer
-from .blind_separator import BlindMusicSeparator, is_blind_music
-from .separator import Separator
+from . import h5mat, modelcheck
+from .. import models, pretrained   # importing models registers their classes with build_layer
+from ..engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_state
+from ..errors import FileFormatError, ModelNotFoundError
+from ..layers.base import Layer, build_layer
+from ..blind_separator import BlindMusicSeparator, is_blind_music
+from ..separator import Separator
 
 MODEL_FILE = "model.h5"
 RESULTS_FILE = "results.h5"
@@ -183,7 +184,7 @@ def _read_config(path, tree: h5mat.TreeReader):
 
 def _read_h5_model(path) -> tuple[dict, str, dict, dict]:
     """``(spec, dtype, config, params)`` of a model or results file, every size checked
-    against the spec (:mod:`npvae.modelcheck`) before a tensor is read."""
+    against the spec (:mod:`npvae.files.modelcheck`) before a tensor is read."""
     with h5mat.TreeReader(path, expected_kind=MODEL_KINDS) as tree:
         if "model/spec" not in tree:
             raise FileFormatError(f"{path} has no /model/spec: it was not written with a model; "
@@ -210,7 +211,7 @@ def read_model_file(path, dtype=None) -> tuple[Layer, dict]:
     """``(model, config)`` from a model file, results file, checkpoint or run directory.
 
     The model is rebuilt in ``dtype`` (default: the dtype it was stored in), in eval mode.
-    Nothing is built before the file is checked (:mod:`npvae.modelcheck`): the spec's
+    Nothing is built before the file is checked (:mod:`npvae.files.modelcheck`): the spec's
     nesting and size, every tensor's declared shape and dtype against the spec, every
     value finite and in range. A damaged file raises :class:`FileFormatError` naming the
     file and the tensor or field.

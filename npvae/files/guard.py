@@ -12,8 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .checkpoint import TMP_TAG
-from .errors import OutputError
+from .atomic import TMP_TAG
+from ..errors import OutputError
 
 
 def _existing_ancestor(path: Path) -> Path:
