@@ -77,7 +77,7 @@ def music_case(comm, rng):
 
     def step():
         part = comm.shard(MUSIC_BATCH)
-        return objective.terms({k: v[part] for k, v in spec.items()}, 0.5)
+        return objective.terms({k: v[part] for k, v in spec.items()}, beta=0.005)
     return model, step
 
 

@@ -43,14 +43,14 @@ def test_objective_gradient_for_every_parameter(rng, k, rule, recon):
     """The whole negative ELBO (mixture term through the mixing rule, KL of every group,
     sampled latents) against centred differences in float64."""
     model = tiny(k)
-    objective = BlindObjective(model, BlindLossConfig(rule=rule, recon=recon, beta=0.7, warmup=0))
+    objective = BlindObjective(model, BlindLossConfig(rule=rule, loss=recon))
     m = mixtures(rng, rule=rule)
     if rule == "sum":
         model.decoder.layers[-1].params["b"][...] += 1.0   # some sums above 1: the censored branch is exercised
-    objective.terms(m, rng=np.random.default_rng(5))
+    objective.terms(m, beta=0.7, rng=np.random.default_rng(5))
 
     def loss():
-        return objective.terms(m, rng=np.random.default_rng(5), backward=False)["total"]
+        return objective.terms(m, beta=0.7, rng=np.random.default_rng(5), backward=False)["total"]
 
     directional_check(model, loss)
 
@@ -112,7 +112,7 @@ def test_remix_and_censored_sum(rng):
     np.testing.assert_allclose(remix(y, "average"), y.sum(1) / 2)
     np.testing.assert_allclose(remix(y, "sum"), y.sum(1))
     model = tiny(2)
-    obj = BlindObjective(model, BlindLossConfig(rule="sum", recon="l1"))
+    obj = BlindObjective(model, BlindLossConfig(rule="sum", loss="l1"))
     m = np.ones((1, 28, 28))
     y = np.full((1, 2, 28, 28), 0.7)            # sum 1.4 over a saturated pixel: consistent, no cost
     value, dy = obj.reconstruction(y, m)
@@ -184,11 +184,11 @@ def test_spectrogram_variant_gradients(rng):
     model = BlindSeparationVAE(2, 3, hidden=(6,), shape=(8, 3), output="softplus", log_input=True,
                                rng=np.random.default_rng(4), dtype=np.float64)
     m = rng.gamma(0.5, 2.0, size=(4, 8, 3))
-    objective = BlindObjective(model, BlindLossConfig(rule="sum", recon="l1", beta=0.3, warmup=0))
-    objective.terms(m, rng=np.random.default_rng(5))
+    objective = BlindObjective(model, BlindLossConfig(rule="sum", loss="l1"))
+    objective.terms(m, beta=0.3, rng=np.random.default_rng(5))
 
     def loss():
-        return objective.terms(m, rng=np.random.default_rng(5), backward=False)["total"]
+        return objective.terms(m, beta=0.3, rng=np.random.default_rng(5), backward=False)["total"]
 
     directional_check(model, loss)
     r = rng.standard_normal((4, 2, 8, 3))

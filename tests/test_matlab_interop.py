@@ -23,7 +23,7 @@ from _octave import assert_octave_errors, needs_octave, octave, octave_ok
 from npvae.errors import FileFormatError
 from npvae.files.h5mat import read_tree
 
-pytestmark = needs_octave
+pytestmark = [needs_octave, pytest.mark.slow]     # an end-to-end file (CI runs it on the default backend only)
 
 MODELS = {"dense": dict(hidden=(32, 16), epochs=2), "conv": dict(channels=(4, 8), hidden=(16,), epochs=1),
           "unet": dict(channels=(4, 4, 8), epochs=1),
@@ -59,6 +59,7 @@ def music_run(tmp_path_factory, shared_data):
     from npvae.pipelines.music import LossConfig, MusicObjective, example, sample_batch
     from npvae.separator import Normalizer, Separator
     from npvae.engine.loop import Trainer
+    from npvae.vae import KLWeight
     out = tmp_path_factory.mktemp("music_run")
     tracks = [mir1k_track(p) for p in list_mir1k("train", shared_data)[:2]]
     cfg = STFTConfig.for_dataset("mir1k")
@@ -66,10 +67,11 @@ def music_run(tmp_path_factory, shared_data):
     model = SpectrogramUNetVAE((4, 4, 8), 4, rng=rng)
     sep = Separator(model, cfg, Normalizer.fit(tracks, cfg))
     objective = MusicObjective(sep, LossConfig())
+    kl_weight = KLWeight(0.01, 1.0)
     trainer = Trainer(model, Adam(model), rng, out, config={}, display_every=1, progress=False, log=quiet)
     history = trainer.fit(2, lambda r: (sample_batch(tracks, r, 2, 16, cfg) for _ in range(2)), 2,
-                          lambda batch, epoch: objective.terms(batch, epoch),
-                          lambda: objective.on_tracks(tracks[:1], max_frames=64))
+                          lambda batch, epoch: objective.terms(batch, beta=kl_weight(epoch)),
+                          lambda: objective.on_tracks(tracks[:1], kl_weight(2), max_frames=64))
     examples = {"sample_rate": cfg.sample_rate, "clip0": example(sep, tracks[0], 1.0),
                 "clip1": example(sep, tracks[1], 0.5)}
     return save_music_results(out / "results.h5", sep, {"dataset": "mir1k", "epochs": 2}, history,

@@ -70,13 +70,13 @@ def score(model: BlindSeparationVAE, mixture, sources_a, sources_b, rule: str, n
     return out
 
 
-def validation_terms(objective: BlindObjective, mixture, sources_a, sources_b, epoch: float) -> dict:
+def validation_terms(objective: BlindObjective, mixture, sources_a, sources_b, beta: float) -> dict:
     """Loss terms (posterior mean) on the validation mixtures, plus the permutation-invariant
     mean PSNR of the decoded groups (a score for the curves, not used for training)."""
     sums, n, ys = {}, len(mixture), []
     for i in range(0, n, 500):
         sl = slice(i, i + 500)
-        terms = objective.terms(mixture[sl], epoch=epoch, sample=False, backward=False)
+        terms = objective.terms(mixture[sl], beta=beta, sample=False, backward=False)
         ys.append(objective.model._y.copy())
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v * len(mixture[sl])
@@ -212,10 +212,10 @@ class BlindMnistTask(Task):
                 f"{len(self.train_data):,} training mixtures (no sources)")
 
     def step(self, mixtures, epoch, beta):
-        return self.objective.terms(mixtures, epoch, rng=self.noise, beta=beta)
+        return self.objective.terms(mixtures, beta=beta, rng=self.noise)
 
     def validate(self, epoch, beta):
-        return validation_terms(self.objective, *self.val, epoch=epoch)
+        return validation_terms(self.objective, *self.val, beta)
 
     def display(self, epoch, history):
         path = save_blind_grid(self.run_dir / "figures" / f"epoch_{epoch:03d}.png",

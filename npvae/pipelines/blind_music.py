@@ -272,13 +272,13 @@ class BlindMusicTask(Task):
                 f"(no sources), {len(self.val_tracks)} validation clips")
 
     def step(self, batch, epoch, beta):
-        return self.objective.terms(batch, epoch, rng=self.noise, beta=beta)
+        return self.objective.terms(batch, beta=beta, rng=self.noise)
 
     def validate(self, epoch, beta):
         sums = {}
         for i in range(0, len(self.val_patches), 256):
             b = self.val_patches[i:i + 256]
-            for k, v in self.objective.terms(b, epoch, sample=False, backward=False, beta=beta).items():
+            for k, v in self.objective.terms(b, beta=beta, sample=False, backward=False).items():
                 sums[k] = sums.get(k, 0.0) + v * len(b)
         out = {k: v / len(self.val_patches) for k, v in sums.items()}
         out.update(quick_validation(self.sep, self.quick_tracks))

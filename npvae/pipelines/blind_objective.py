@@ -31,7 +31,7 @@ import numpy as np
 from .. import losses
 from ..engine.config import RunConfig
 from ..validate import check_settings
-from ..vae import KLWeight, kl_divergence
+from ..vae import kl_divergence
 
 RULES = ("average", "sum", "additive")
 RECON = ("l1", "mse")
@@ -69,19 +69,16 @@ def group_kl(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
 class BlindLossConfig:
     """Settings of the blind objective (the loss settings of ``npvae train blind-mnist`` and ``blind-music``)."""
     rule: str = "average"
-    recon: str = "l1"
-    beta: float = 0.5
-    warmup: float = 5.0       # epochs over which beta ramps up from 0
+    loss: str = "l1"
     n_mixed: int = 2          # sources per mixture in the data's mixing rule
 
     def __post_init__(self):
         if self.rule not in RULES:
             raise ValueError(f"unknown mixing rule {self.rule!r}; choose one of {RULES}")
-        if self.recon not in RECON:
-            raise ValueError(f"unknown reconstruction loss {self.recon!r}; choose one of {RECON}")
+        if self.loss not in RECON:
+            raise ValueError(f"unknown reconstruction loss {self.loss!r}; choose one of {RECON}")
         if self.n_mixed < 1:
             raise ValueError(f"n_mixed must be at least 1, got {self.n_mixed}")
-        KLWeight(self.beta, self.warmup)  # validates beta and warmup
 
 
 @dataclass
@@ -104,7 +101,7 @@ class BlindConfig(RunConfig):
         raise NotImplementedError
 
     def loss_config(self) -> "BlindLossConfig":
-        return BlindLossConfig(rule=self.mixing_rule(), recon=self.loss, beta=self.beta, warmup=self.kl_warmup)
+        return BlindLossConfig(rule=self.mixing_rule(), loss=self.loss)
 
 
 class BlindObjective:
@@ -118,7 +115,6 @@ class BlindObjective:
 
     def __init__(self, model, cfg: BlindLossConfig):
         self.model, self.cfg = model, cfg
-        self.kl_weight = KLWeight(cfg.beta, cfg.warmup)
 
     def reconstruction(self, y: np.ndarray, m: np.ndarray):
         """(value, dy): the mixture term and its gradient for the decoded groups y (N, K, ...)."""
@@ -128,22 +124,21 @@ class BlindObjective:
         if cfg.rule == "sum":
             saturated = (m >= 1) & (m_hat > 1)   # censored pixels whose sum already reaches 1
             m_hat = np.where(saturated, m.dtype.type(1), m_hat)
-        value, dm = losses.probability_loss(cfg.recon)(m_hat, m)
+        value, dm = losses.probability_loss(cfg.loss)(m_hat, m)
         if saturated is not None:
             dm = np.where(saturated, 0, dm).astype(y.dtype, copy=False)
         scale = 1.0 / cfg.n_mixed if cfg.rule == "average" else 1.0
         dy = np.broadcast_to((dm * y.dtype.type(scale))[:, None], y.shape)
         return value, np.ascontiguousarray(dy)
 
-    def terms(self, mixtures, epoch: float = 0.0, rng: np.random.Generator | None = None,
-              sample: bool | None = None, backward: bool = True, beta: float | None = None) -> dict:
-        """The loss terms of a batch of mixtures; ``beta`` is the KL weight (None: this
-        objective's own schedule at ``epoch``)."""
+    def terms(self, mixtures, *, beta: float, rng: np.random.Generator | None = None,
+              sample: bool | None = None, backward: bool = True) -> dict:
+        """The loss terms of a batch of mixtures; ``beta`` is the KL weight (the engine's
+        schedule, :class:`npvae.vae.KLWeight`)."""
         model = self.model
         m = model._prepare(mixtures)
         y = model.forward(m, rng=rng, sample=sample)
         rec, dy = self.reconstruction(y, m)
-        beta = self.kl_weight(epoch) if beta is None else beta
         kl, dmu, dlogvar = kl_divergence(model.mu, model.logvar)
         # With beta = 0 the KL is only reported (0 * inf would make the loss NaN).
         out = {"total": rec + (beta * kl if beta else 0.0), "mixture": rec, "kl": kl}

@@ -206,13 +206,12 @@ def _music_case(name, preset, flags, size, seed):
     shape = (cfg.batch_size, cfg.latent_channels, sep.norm.n_bins // d, cfg.frames // d)
     eps = np.random.default_rng(seed + 1).standard_normal(shape, dtype=np.float32)
     model.reparam = FixedNoise(eps)
-    epoch = float(cfg.epochs)       # past the KL warm-up
+    beta = KLWeight(cfg.beta, cfg.kl_warmup)(float(cfg.epochs))       # past the KL warm-up
 
     def forward_backward():
-        return objective.terms(batch, epoch)["total"]
+        return objective.terms(batch, beta=beta)["total"]
     return PipelineCase(name, "music", cfg, model, optimizer, forward_backward, batch, eps, model.enc1,
-                        {"objective": objective, "separator": sep, "epoch": epoch, "loss_config": loss_config,
-                         "beta": objective.kl_weight(epoch)})
+                        {"objective": objective, "separator": sep, "loss_config": loss_config, "beta": beta})
 
 
 def build_pipeline_case(name: str, size: str = "full", seed: int = 0) -> PipelineCase:

@@ -23,7 +23,7 @@ import numpy as np
 from ... import spectral_losses
 from ...audio.stft import stft
 from ...separator import Separator
-from ...vae import KLWeight, kl_divergence
+from ...vae import kl_divergence
 
 
 @dataclass
@@ -32,8 +32,8 @@ class LossConfig:
 
     loss : reconstruction loss of :mod:`npvae.spectral_losses` ("l1", "mse", "kl", "is").
     compression, power : compression of the magnitudes inside l1/mse ("none", "log", "power").
-    mix_weight : weight w_mix of the reconstructed-mixture term. beta : weight of the KL.
-    kl_warmup : epochs over which beta ramps up from 0. sample : False takes the latent
+    mix_weight : weight w_mix of the reconstructed-mixture term (the KL term's weight is
+    the engine's schedule, passed to :meth:`MusicObjective.terms`). sample : False takes the latent
     at its mean in training too (a deterministic net). logit_penalty : weight w_logit of
     the masks' mean squared logit (0: none).
     """
@@ -41,8 +41,6 @@ class LossConfig:
     compression: str = "none"
     power: float = 0.5
     mix_weight: float = 0.5
-    beta: float = 0.01
-    kl_warmup: float = 1.0
     sample: bool = True       # False: the latent is taken at its mean in training too
     logit_penalty: float = 0.0
 
@@ -53,7 +51,6 @@ class MusicObjective:
     def __init__(self, sep: Separator, cfg: LossConfig):
         self.sep, self.cfg = sep, cfg
         self.loss = spectral_losses.get_loss(cfg.loss, cfg.compression, cfg.power)
-        self.kl_weight = KLWeight(cfg.beta, cfg.kl_warmup)
 
     def _inputs(self, batch):
         norm, dt = self.sep.norm, self.sep.model.dtype
@@ -64,9 +61,9 @@ class MusicObjective:
         mags = [(np.abs(batch[k])[:, :nb] * s).astype(dt, copy=False) for k in ("voice", "accompaniment")]
         return x, (mix[:, :nb] * s).astype(dt, copy=False), mags
 
-    def terms(self, batch, epoch: float = 0.0, backward: bool = True, beta: float | None = None) -> dict:
+    def terms(self, batch, *, beta: float, backward: bool = True) -> dict:
         """Forward (and with ``backward`` backward) on ``batch``; ``beta`` is the KL weight
-        (None: this objective's own schedule at ``epoch``)."""
+        (the engine's schedule, :class:`npvae.vae.KLWeight`)."""
         model, cfg = self.sep.model, self.cfg
         x, mix, (v, a) = self._inputs(batch)
         masks = model.forward(x, sample=model.training and cfg.sample)
@@ -77,7 +74,6 @@ class MusicObjective:
         n, _, f, t = x.shape
         kl, dmu, dlv = kl_divergence(model.mu.reshape(n, -1), model.logvar.reshape(n, -1))
         kl_bin = kl / (f * t)                                           # nats per T-F bin
-        beta = self.kl_weight(epoch) if beta is None else beta
         # With beta = 0 the KL is only reported: the deterministic net's latent is
         # unconstrained, its KL can overflow, and 0 * inf would make the loss NaN.
         total = lv + la + cfg.mix_weight * lm + (beta * kl_bin if beta else 0.0)
@@ -95,8 +91,8 @@ class MusicObjective:
             model.backward(dmask, dmu.reshape(model.mu.shape), dlv.reshape(model.logvar.shape), dlogits=dlogits)
         return terms
 
-    def on_tracks(self, tracks, max_frames: int = 1024) -> dict:
-        """Mean loss terms over whole tracks (eval mode, no gradients), weighted by frames."""
+    def on_tracks(self, tracks, beta: float, max_frames: int = 1024) -> dict:
+        """Mean loss terms over whole tracks (eval mode, no gradients), weighted by frames. ``beta``: the KL weight."""
         sums, frames = {}, 0
         d = self.sep.model.DOWNSAMPLE
         for tr in tracks:
@@ -105,7 +101,7 @@ class MusicObjective:
             T = min(V.shape[1] // d * d, max_frames)
             batch = {"voice": V[None, :, :T], "accompaniment": A[None, :, :T]}
             batch["mixture"] = batch["voice"] + batch["accompaniment"]
-            for k, val in self.terms(batch, 1e9, backward=False).items():
+            for k, val in self.terms(batch, beta=beta, backward=False).items():
                 sums[k] = sums.get(k, 0.0) + val * T
             frames += T
         return {k: v / frames for k, v in sums.items() if k != "beta"}

@@ -126,7 +126,7 @@ class MusicConfig(RunConfig):
 
     def loss_config(self) -> LossConfig:
         return LossConfig(loss=self.loss, compression=self.loss_compression, power=self.loss_power,
-                          mix_weight=self.mix_weight, beta=self.beta, kl_warmup=self.kl_warmup, sample=self.sample,
+                          mix_weight=self.mix_weight, sample=self.sample,
                           logit_penalty=self.logit_penalty)
 
 
@@ -252,10 +252,10 @@ class MusicTask(Task):
                           cfg.gain_db, part=self.comm.shard(cfg.batch_size), voice_pitch=cfg.voice_pitch)
 
     def step(self, batch, epoch, beta):
-        return self.objective.terms(batch, epoch, beta=beta)
+        return self.objective.terms(batch, beta=beta)
 
     def validate(self, epoch, beta):
-        terms = self.objective.on_tracks(self.val_tracks)
+        terms = self.objective.on_tracks(self.val_tracks, beta)
         terms.update(quick_validation(self.sep, self.val_tracks))
         return terms
 
