@@ -51,14 +51,6 @@ def rng():
     return np.random.default_rng(1234)
 
 
-# End-to-end files (real training runs, subprocesses, Octave): CI runs them on the
-# default backend; the second backend pass runs everything else (`-m "not slow"`).
-END_TO_END = {"test_mnist_training.py", "test_separate_script.py", "test_matlab_interop.py",
-              "test_matlab_separate.py",
-              "test_studies.py", "test_report.py", "test_benchmark.py",
-              "test_blind_training.py", "test_watch_board.py", "test_watch_pages.py"}
-
-
 def pytest_addoption(parser):
     parser.addoption("--fault-report", metavar="PATH", default=None,
                      help="write the fault cases' outcomes (tests/faults) as a Markdown table to PATH")
@@ -70,9 +62,3 @@ def pytest_configure(config):
     if path and not hasattr(config, "workerinput") and not config.pluginmanager.has_plugin("fault-report"):
         from fault_report import FaultReport
         config.pluginmanager.register(FaultReport(config, Path(path)), "fault-report")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.name in END_TO_END:
-            item.add_marker(pytest.mark.slow)

@@ -12,6 +12,8 @@ import pytest
 from npvae import kernels
 from npvae_lab import benchmark, torch_twin
 
+pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -16,6 +16,8 @@ from npvae.files.h5mat import read_tree
 from npvae.models.blind import BlindSeparationVAE
 from npvae.tasks import TASKS
 
+pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
+
 
 def quiet(*args, **kwargs):
     pass

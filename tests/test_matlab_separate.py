@@ -23,7 +23,7 @@ from scipy.signal import resample_poly
 from _octave import assert_octave_errors, needs_octave, octave_ok
 from npvae.files import h5mat
 
-pytestmark = needs_octave
+pytestmark = [needs_octave, pytest.mark.slow]     # an end-to-end file (CI runs it on the default backend only)
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-4                       # the bar; the measured difference is ~1e-7

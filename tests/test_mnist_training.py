@@ -13,6 +13,8 @@ from npvae.files import h5mat
 from npvae.engine.checkpoint import load_checkpoint, model_state
 from npvae.pipelines.mnist import MnistConfig, load_data
 
+pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

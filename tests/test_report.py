@@ -12,6 +12,8 @@ import pytest
 import npvae
 from npvae_lab.study_table import COLUMNS, read_study
 
+pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -11,6 +11,8 @@ import soundfile as sf
 
 from npvae.files import h5mat
 
+pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
+
 REPO = Path(__file__).resolve().parents[1]
 SR = 44100
 

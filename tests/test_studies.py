@@ -16,6 +16,8 @@ from npvae.files import h5mat
 from npvae_lab.studies import RESULT_FILE, configurations
 from npvae_lab.study_table import markdown_table, read_study, verdict
 
+pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = [sys.executable, "-m", "npvae", "study"]
 

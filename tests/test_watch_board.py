@@ -19,6 +19,8 @@ pytest.importorskip("tensorboard", reason='the tensorboard extra is not installe
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader  # noqa: E402
 
+pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
+
 
 def quiet(*args):
     pass

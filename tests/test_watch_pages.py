@@ -20,6 +20,8 @@ from npvae.watch import html
 from npvae.watch.browser import Chromium, find_chromium
 from npvae.watch.separation_page import spectrogram
 
+pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
+
 
 def quiet(*args):
     pass
