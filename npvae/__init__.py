@@ -16,34 +16,7 @@ import os as _os
 if "numpy" not in __import__("sys").modules:
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-
-
-def _import_kernels():
-    """The compute kernels: the package ``npvae.kernels`` once installed (setup.cfg maps
-    the top-level ``kernels/`` folder to that name); in a source checkout, that folder
-    beside ``npvae/``, loaded under the same name."""
-    import importlib
-    try:
-        return importlib.import_module(__name__ + ".kernels")
-    except ModuleNotFoundError as exc:
-        if exc.name != __name__ + ".kernels":
-            raise
-    import importlib.util
-    import sys
-    folder = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "kernels")
-    spec = importlib.util.spec_from_file_location(__name__ + ".kernels", _os.path.join(folder, "__init__.py"),
-                                                  submodule_search_locations=[folder])
-    if spec is None:
-        raise ImportError(f"npvae's kernels are missing: neither the package npvae.kernels nor {folder} exists; "
-                          "reinstall npvae (pip install .)")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-kernels = _kernels = _import_kernels()
-
+from ._kernels import kernels
 from . import losses, optim
 from ._version import __version__
 from .files.model_file import load_model, save_model
@@ -65,12 +38,12 @@ except Exception:  # a speed setting must never stop the import (npvae.kernels h
 
 def backend() -> str:
     """The active kernel backend, ``"numba"`` or ``"numpy"`` (set with ``NPVAE_BACKEND``)."""
-    return _kernels.backend()
+    return kernels.backend()
 
 
 def set_backend(name: str) -> str:
     """Switch the kernel backend at run time; returns the backend now active."""
-    return _kernels.set_backend(name)
+    return kernels.set_backend(name)
 
 
 __all__ = ["Layer", "Dense", "Conv2d", "ConvTranspose2d", "Identity", "ReLU", "LeakyReLU", "Sigmoid",

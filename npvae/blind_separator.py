@@ -166,5 +166,5 @@ class BlindMusicSeparator:
 
 
 def is_blind_music(model, config: dict) -> bool:
-    """Whether ``(model, config)`` (:func:`npvae.io.read_model_file`) is a blind Part II model."""
+    """Whether ``(model, config)`` (:func:`npvae.files.model_file.read_model_file`) is a blind Part II model."""
     return isinstance(model, BlindSeparationVAE) and str(config.get("mode", "")) == MODE

@@ -8,7 +8,7 @@
   is without this module, and mpi4py is never imported.
 * :class:`MPICommunicator` under ``mpirun -n P`` (needs ``pip install ".[mpi]"``).
 
-One data-parallel step (what :class:`npvae.training.Trainer` does with it):
+One data-parallel step (what :class:`npvae.engine.loop.Trainer` does with it):
 
 1. Every rank holds the same RNG state, so every rank draws the same global batch;
    ``comm.shard(n)`` names the contiguous part of its ``n`` items that this rank

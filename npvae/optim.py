@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import kernels
+from ._kernels import kernels
 
 
 def clip_grad_norm(params, max_norm: float) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from ._kernels import kernels
 
 from .layers.base import Layer, check_dtype, default_rng, register
 from .layers.dense import Dense

@@ -250,7 +250,7 @@ def test_a_blind_music_run_loads_as_a_separator(music_run, shared_data):
         sep.separate(stereo.T, 44100)
     # the supervised loader refuses this one clearly
     with pytest.raises(npvae.errors.FileFormatError, match="not a music separation model"):
-        npvae.io.load_separator(music_run.run_dir)
+        npvae.files.model_file.load_separator(music_run.run_dir)
 
 
 def test_report_has_a_blind_section_read_from_the_file(run, tmp_path):

@@ -77,7 +77,7 @@ LEVELS = [
     ("npvae.layers", 1), ("npvae.losses", 1), ("npvae.spectral_losses", 1), 
     ("npvae.parallel", 1), ("npvae.progress", 1), ("npvae.datapath", 1), ("npvae.files", 1),
     ("npvae.validate", 1), ("npvae.distributed", 1), ("npvae.schedules", 1), ("npvae.pretrained", 1),
-    ("npvae.errors", 0), ("npvae._version", 0), ("npvae.kernels", 0), ("npvae.cli", 9),
+    ("npvae.errors", 0), ("npvae._version", 0), ("npvae.kernels", 0), ("npvae._kernels", 0), ("npvae.cli", 9),
 ]
 
 
@@ -137,3 +137,21 @@ def test_imports_point_down_the_layers():
     wrong = [f"{m} (level {level(m)}) imports {n} (level {level(n)})"
              for m, targets in import_edges().items() for n in targets if level(n) > level(m)]
     assert not wrong, "\n".join(wrong)
+
+
+def test_kernels_are_reached_through_their_loader():
+    """In a source checkout ``npvae.kernels`` exists only once :mod:`npvae._kernels` has
+    loaded the top-level kernels/ folder under that name: a module that imports it as an
+    attribute of the package (``from .. import kernels``) would work only because the
+    facade ran first."""
+    import ast
+    direct = []
+    for name in all_modules():
+        if not name.startswith("npvae.") or name.startswith(("npvae.kernels", "npvae._kernels")):
+            continue
+        for node in ast.walk(ast.parse(module_file(name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level and (
+                    (node.module or "").split(".")[0] == "kernels"
+                    or (not node.module and any(a.name == "kernels" for a in node.names))):
+                direct.append(f"{name}: line {node.lineno}")
+    assert not direct, "import the kernels from npvae._kernels:\n" + "\n".join(direct)

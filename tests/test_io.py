@@ -156,7 +156,7 @@ SPECS = [
 
 
 def test_every_layer_type_has_a_shape_rule():
-    """A new layer type needs its rule in npvae.modelcheck.RULES (else its files are loaded
+    """A new layer type needs its rule in npvae.files.modelcheck.RULES (else its files are loaded
     without the size checks)."""
     assert set(_REGISTRY) <= set(modelcheck.RULES), sorted(set(_REGISTRY) - set(modelcheck.RULES))
     types = set(re.findall(r'"type": "(\w+)"', json.dumps(SPECS)))

@@ -104,7 +104,7 @@ def test_octave_arrays_equal_python_arrays(mnist_runs, tmp_path):
         state = npvae.load_model(mnist_runs[name] / "results.h5").state_dict()
         assert len(state) == len([k for k in params if not k.startswith("__")])
         for path, want in state.items():
-            value = params[npvae.h5mat.matlab_name(path)]
+            value = params[npvae.files.h5mat.matlab_name(path)]
             value = value[:, 0] if want.ndim == 1 else value
             assert value.dtype == np.float32 and value.shape == want.shape, (name, path, value.shape)
             np.testing.assert_array_equal(value, want, err_msg=f"{name} {path}")

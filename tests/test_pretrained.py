@@ -66,7 +66,7 @@ def test_shipped_model_loads_and_records_its_making(name):
 def test_shipped_model_rescored_on_a_slice(name, shared_data):
     info = npvae.pretrained.info(name)
     model = npvae.load_model(name)
-    config = npvae.h5mat.read_tree(npvae.pretrained.path(name), subtree="config")
+    config = npvae.files.h5mat.read_tree(npvae.pretrained.path(name), subtree="config")
     got = score(model, config, shared_data, slice=True)
     want = info["slice_scores"]
     for key in ((HEADLINE[info["task"]], "accompaniment_gnsdr") if info["task"] == "music" else ("mean_psnr",)):
@@ -108,5 +108,5 @@ def test_matlab_loads_the_shipped_models(tmp_path, rng):
             np.testing.assert_allclose(got[key], w, atol=1e-5, rtol=0, err_msg=f"{name} {key}")
     got = scipy.io.loadmat(tmp_path / "music.mat")
     assert got["p"].item() == pytest.approx(npvae.pretrained.info("music-mir1k")["scores"]["vocals_gnsdr"])
-    want = npvae.h5mat.read_tree(music, subtree="model/params")["enc1.W"]
+    want = npvae.files.h5mat.read_tree(music, subtree="model/params")["enc1.W"]
     np.testing.assert_array_equal(got["w"], want)

@@ -16,7 +16,7 @@ The engine does what is the same for every task (:mod:`npvae.engine.task` says w
 task supplies): it checks and locks the run folder, merges preset, settings and (on
 resume) the run's own recorded settings, schedules the learning rate and the KL
 weight, clips gradients, trains data-parallel under MPI, checkpoints and resumes
-(through :class:`npvae.training.Trainer`), and writes the records.
+(through :class:`npvae.engine.loop.Trainer`), and writes the records.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import distributed, kernels
+from .. import distributed
+from .._kernels import kernels
 from .._version import __version__
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint
 from ..files.atomic import atomic_write_text

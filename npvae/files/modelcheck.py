@@ -70,7 +70,7 @@ def check_spec_depth(path, spec) -> None:
     depth = spec_depth(spec)
     if depth > MAX_SPEC_DEPTH:
         raise FileFormatError(f"{path}: its model spec nests {depth} levels deep, more than the "
-                              f"{MAX_SPEC_DEPTH} any npvae model needs (npvae.modelcheck.MAX_SPEC_DEPTH); "
+                              f"{MAX_SPEC_DEPTH} any npvae model needs (npvae.files.modelcheck.MAX_SPEC_DEPTH); "
                               f"{_DAMAGED}")
 
 
@@ -91,7 +91,7 @@ def _short(value) -> str:
 def _at_most(spec: dict, key: str, n: int) -> None:
     if n > MAX_LAYERS:
         raise _SpecProblem(f"{spec.get('type')}.{key} asks for {n:,} layers, more than the {MAX_LAYERS} "
-                           "npvae builds (npvae.modelcheck.MAX_LAYERS)")
+                           "npvae builds (npvae.files.modelcheck.MAX_LAYERS)")
 
 
 def _size(spec: dict, key: str, default=None, minimum: int = 1, required: bool = False) -> int:
@@ -440,14 +440,14 @@ def _rule_upsample(s):
     if _get(s, "size") is not None:
         if max(_pair(s, "size", None, 1)) > MAX_SIDE:
             raise _SpecProblem(f"Upsample.size asks for more than {MAX_SIDE} pixels a side "
-                               "(npvae.modelcheck.MAX_SIDE)")
+                               "(npvae.files.modelcheck.MAX_SIDE)")
         return {}
     value = _get(s, "scale_factor", 2)
     for v in value if isinstance(value, list) and len(value) == 2 else [value]:
         f = _finite({"type": "Upsample", "scale_factor": v}, "scale_factor", None)
         if not 0 < f <= MAX_UPSAMPLE:
             raise _SpecProblem(f"Upsample.scale_factor must be a number in (0, {MAX_UPSAMPLE}] or a pair of them "
-                               f"(npvae.modelcheck.MAX_UPSAMPLE), got {_short(value)}")
+                               f"(npvae.files.modelcheck.MAX_UPSAMPLE), got {_short(value)}")
     return {}
 
 
@@ -528,7 +528,7 @@ def _count(shape) -> int:
 def check_count(path, n: int, what: str) -> None:
     if n > MAX_PARAMETERS:
         raise FileFormatError(f"{path}: {what} {n:,} parameters, more than the {MAX_PARAMETERS:,} "
-                              f"npvae loads (npvae.modelcheck.MAX_PARAMETERS); {_DAMAGED}")
+                              f"npvae loads (npvae.files.modelcheck.MAX_PARAMETERS); {_DAMAGED}")
 
 
 # -- the tensors ---------------------------------------------------------------------------
@@ -606,5 +606,5 @@ def check_values(path, state: dict) -> None:
         first = tuple(int(j) for j in np.unravel_index(i, a.shape))
         raise FileFormatError(f"{path}: parameter tensor {name} holds {float(a.flat[i]):.4g} at index {first}, "
                               f"beyond the +-{MAX_ABS_PARAMETER:g} a trained npvae model reaches "
-                              "(npvae.modelcheck.MAX_ABS_PARAMETER): the file is damaged (flipped bits?); use the "
+                              "(npvae.files.modelcheck.MAX_ABS_PARAMETER): the file is damaged (flipped bits?); use the "
                               "model.h5 / results.h5 that training wrote, or train again")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
+from .._kernels import kernels
 
 from .base import Layer, backward_before_forward, in_inference, register
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
+from .._kernels import kernels
 
 from .. import parallel
 from . import conv_algos

@@ -42,9 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import kernels, parallel
-from ..kernels.numpy_kernels import WINOGRAD
+from .. import parallel
+from .._kernels import kernels
 from .base import inference
+
+WINOGRAD = kernels.numpy_kernels.WINOGRAD
 
 ENV_VAR = "NPVAE_CONV_ALGO"
 CACHE_ENV_VAR = "NPVAE_CACHE_DIR"

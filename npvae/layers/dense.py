@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
+from .._kernels import kernels
 
 from .base import Layer, backward_before_forward, default_rng, expect_input, in_inference, register
 

@@ -14,9 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from .. import kernels
-from ..kernels.numpy_kernels import row_dots
+from .._kernels import kernels
 from .base import Layer, backward_before_forward, in_inference, register
+
+row_dots = kernels.numpy_kernels.row_dots
 
 # A function that sums a float64 array over the ranks of a data-parallel run (None: one process).
 _BATCH_SUM = contextvars.ContextVar("npvae_batch_sum", default=None)
@@ -30,7 +31,7 @@ def batch_sums(reduce: Callable[[np.ndarray], np.ndarray] | None):
     forward and backward passes (the sums are collective). ``None`` switches it off.
 
     Each rank's loss is taken to be the mean over its shard (the convention of
-    :class:`npvae.training.Trainer`), so a rank's gradients weigh its share of the global
+    :class:`npvae.engine.loop.Trainer`), so a rank's gradients weigh its share of the global
     batch, as the gradient sum after the step does.
     """
     token = _BATCH_SUM.set(reduce)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
+from .._kernels import kernels
 
 from .base import Layer, backward_before_forward, expect_input, in_inference, register
 from .conv import _as_spec, _pair

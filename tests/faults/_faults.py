@@ -85,7 +85,7 @@ def umask() -> int:
 
 def edited_model(source, edit, folder) -> Path:
     """A copy of the model file ``source`` in ``folder`` with ``edit(tree)`` applied to its
-    contents (the tree of :func:`npvae.h5mat.read_tree`)."""
+    contents (the tree of :func:`npvae.files.h5mat.read_tree`)."""
     from npvae.files import h5mat
     tree = h5mat.read_tree(source)
     edit(tree)

@@ -1,6 +1,6 @@
 """Fault cases of a command told to write over what it reads: the output named as the
 input itself, through its run folder, or through a link; refused even with --overwrite
-(npvae.fileguard.Inputs, shared by evaluate, ship and separate)."""
+(npvae.files.guard.Inputs, shared by evaluate, ship and separate)."""
 import os
 import shutil
 
