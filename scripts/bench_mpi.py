@@ -44,8 +44,8 @@ def parse_args(argv=None):
 
 def mnist_case(name, comm, rng):
     from npvae.models.mnist import build_model
-    from npvae.pipelines.mnist import MnistConfig
-    from npvae.pipelines.mnist.objective import SeparationObjective
+    from npvae.tasks.mnist import MnistConfig
+    from npvae.tasks.mnist.objective import SeparationObjective
     model = build_model(name, rng=np.random.default_rng(0), **MnistConfig(model=name).model_kwargs())
     d = rng.uniform(size=(MNIST_BATCH, 28, 28)).astype(np.float32)
     f = rng.uniform(size=(MNIST_BATCH, 28, 28)).astype(np.float32)
@@ -62,9 +62,9 @@ def mnist_case(name, comm, rng):
 def music_case(comm, rng):
     from npvae.audio.stft import STFTConfig
     from npvae.models.music import SpectrogramUNetVAE
-    from npvae.pipelines.music import LossConfig, MusicObjective
-    from npvae.separator import Normalizer, Separator
-    from npvae.pipelines.music import MusicConfig
+    from npvae.tasks.music import LossConfig, MusicObjective
+    from npvae.separation.separator import Normalizer, Separator
+    from npvae.tasks.music import MusicConfig
     c = MusicConfig()
     model = SpectrogramUNetVAE(tuple(c.channels), c.latent_channels, rng=np.random.default_rng(0))
     model.rng = comm.noise(np.random.default_rng(1))

@@ -16,7 +16,7 @@ import sys
 import npvae
 from npvae.data.mixtures import load_mixture_data
 from npvae.models.ablation import zero_latent_mean
-from npvae.pipelines.mnist.task import evaluate, latent_usage
+from npvae.tasks.mnist.task import evaluate, latent_usage
 
 
 def main(argv=None) -> int:

@@ -32,7 +32,7 @@ import soundfile as sf
 
 import npvae
 from npvae.audio.datasets import load_tracks
-from npvae.separate_files import separate_files
+from npvae.separation.audio_files import separate_files
 from npvae.watch.browser import Chromium
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from npvae.audio.augment import draw_ratio, read_at_rate
 from npvae.audio.datasets import Track
 from npvae.audio.remix import sample_remix_batch
 from npvae.audio.stft import STFTConfig
-from npvae.pipelines.music.batches import sample_batch
+from npvae.tasks.music.batches import sample_batch
 
 SR = 16000
 CFG = STFTConfig(SR, 1024, 256)

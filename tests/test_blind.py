@@ -7,7 +7,7 @@ from npvae.data.blind import MixtureOnlyData, mix_training_pairs
 from npvae.layers.base import build_layer
 from npvae.metrics.permutation import best_permutation, matched, permutation_report
 from npvae.models.blind import BlindSeparationVAE
-from npvae.pipelines.blind_objective import (BlindLossConfig, BlindObjective, consistent_sources, group_kl,
+from npvae.tasks.blind_objective import (BlindLossConfig, BlindObjective, consistent_sources, group_kl,
                                              remix)
 
 
@@ -209,7 +209,7 @@ def test_spectrogram_variant_gradients(rng):
 
 
 def test_patches_cover_every_frame():
-    from npvae.pipelines.blind_music import patches
+    from npvae.tasks.blind_music.task import patches
     mag = np.arange(3 * 11, dtype=np.float32).reshape(3, 11)
     p = patches(mag, 4, 4)
     assert p.shape == (3, 3, 4)
@@ -224,7 +224,7 @@ def test_config_flags_reach_every_field():
     import argparse
     import dataclasses
     from npvae.engine.config import add_config_flags, given_settings
-    from npvae.pipelines.blind_music import BlindMusicConfig
+    from npvae.tasks.blind_music.task import BlindMusicConfig
     p = argparse.ArgumentParser()
     add_config_flags(p, BlindMusicConfig)
     flags = {a.dest for a in p._actions}

@@ -8,7 +8,7 @@ import pytest
 import scipy.io
 
 import npvae
-import npvae.pipelines.blind_mnist as pipe
+import npvae.tasks.blind_mnist.task as pipe
 from _octave import needs_octave, octave_ok
 from npvae import cli
 from npvae.files.guard import LOCK_FILE
@@ -181,7 +181,7 @@ def test_octave_blind_forward_on_the_trained_run(run, tmp_path):
     np.testing.assert_array_equal(got["g2"], got["g"])
     np.testing.assert_allclose(got["g"][:, 2], tree["examples"]["group_2"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(got["r"], np.clip(y.sum(axis=1), 0, 1), atol=1e-4, rtol=0)     # the run's rule: sum
-    from npvae.pipelines.blind_objective import consistent_sources
+    from npvae.tasks.blind_objective import consistent_sources
     np.testing.assert_allclose(got["k"], consistent_sources(y, mix, "sum"), atol=1e-4, rtol=0)
 
 
@@ -194,7 +194,7 @@ def music_run(tmp_path_factory, shared_data):
 
 
 def test_blind_music_run_trains_on_mixture_patches_and_scores(music_run, shared_data):
-    from npvae.pipelines import blind_music
+    from npvae.tasks import blind_music
     res = music_run
     m = res.metrics
     for key in ("best_vocals_gnsdr", "best_accompaniment_gsir", "fixed_vocals_gnsdr", "fixed_accompaniment_gsar"):
@@ -225,7 +225,7 @@ def test_a_blind_music_run_loads_as_a_separator(music_run, shared_data):
     """npvae.load_model gives what a supervised music run gives: an object that separates
     audio at any rate, here with the run's own STFT settings and scale."""
     from npvae.audio.datasets import load_tracks
-    from npvae.blind_separator import BlindMusicSeparator
+    from npvae.separation.blind_separator import BlindMusicSeparator
     from npvae.audio.io import resample
     trained = music_run.task.sep
     track = load_tracks("mir1k", "validation", shared_data)[0]

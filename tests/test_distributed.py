@@ -26,7 +26,7 @@ from npvae.audio.stft import STFTConfig
 from npvae.engine.checkpoint import load_checkpoint
 from npvae.data.mixtures import MixtureData
 from npvae.errors import DistributedError
-from npvae.pipelines.music import sample_batch
+from npvae.tasks.music import sample_batch
 
 REPO = Path(__file__).resolve().parents[1]
 HELPER = REPO / "tests" / "_mpi_train.py"

@@ -12,8 +12,8 @@ from npvae import cli
 from npvae.engine import run as engine_run
 from npvae.engine.config import RunConfig, add_config_flags, field_names, from_record, given_settings
 from npvae.engine.run import make_config
-from npvae.pipelines.mnist import MnistConfig
-from npvae.pipelines.music import LossConfig, MusicConfig
+from npvae.tasks.mnist import MnistConfig
+from npvae.tasks.music import LossConfig, MusicConfig
 from npvae.schedules import lr_at, schedule_lr
 from npvae.tasks import TASKS
 
@@ -161,7 +161,7 @@ def test_blind_flags_reach_the_config(command):
 def test_the_flag_generator_alone():
     """add_config_flags / given_settings on a plain parser: every field a flag, only the
     flags given come back (tuple flags joined), the config validates them."""
-    from npvae.pipelines.blind_music import BlindMusicConfig
+    from npvae.tasks.blind_music.task import BlindMusicConfig
     p = argparse.ArgumentParser()
     add_config_flags(p, BlindMusicConfig)
     assert set(field_names(BlindMusicConfig)) <= {a.dest for a in p._actions}
@@ -357,7 +357,7 @@ def test_cosine_schedule():
 
 
 def test_part_i_titles_say_whether_the_run_trained_a_vae():
-    from npvae.pipelines.mnist.task import MnistTask
+    from npvae.tasks.mnist.task import MnistTask
     kind = lambda **kw: MnistTask(MnistConfig(model="unet", **kw), ".", None, print).model_kind()
     assert kind() == "unet VAE" and kind(beta=0.0) == "unet VAE" and kind(sample=False, beta=0.1) == "unet VAE"
     assert kind(sample=False, beta=0.0) == "unet (deterministic)"

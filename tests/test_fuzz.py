@@ -131,7 +131,7 @@ numbers = st.one_of(st.integers(-5, 5), st.floats(allow_nan=True, allow_infinity
 @FAST
 @given(epochs=numbers, batch_size=numbers, lr=numbers, beta=numbers, latent_dim=numbers, seed=numbers)
 def test_mnist_settings_are_accepted_only_when_valid(epochs, batch_size, lr, beta, latent_dim, seed):
-    from npvae.pipelines.mnist import MnistConfig
+    from npvae.tasks.mnist import MnistConfig
     kw = dict(epochs=epochs, batch_size=batch_size, lr=lr, beta=beta, latent_dim=latent_dim, seed=seed)
     try:
         MnistConfig(**kw)
@@ -145,7 +145,7 @@ def test_mnist_settings_are_accepted_only_when_valid(epochs, batch_size, lr, bet
 @FAST
 @given(frames=numbers, batch_size=numbers, epochs=numbers, lr=numbers)
 def test_music_settings_are_accepted_only_when_valid(frames, batch_size, epochs, lr):
-    from npvae.pipelines.music import MusicConfig
+    from npvae.tasks.music import MusicConfig
     try:
         MusicConfig(frames=frames, batch_size=batch_size, epochs=epochs, lr=lr)
     except ValueError as e:
@@ -160,7 +160,7 @@ def test_music_settings_are_accepted_only_when_valid(frames, batch_size, epochs,
 def test_separate_arguments_parse_or_exit_with_usage(tokens):
     from npvae.cli import parser
     from npvae.cli.separate import check_args
-    from npvae.separate_files import SUBTYPES
+    from npvae.separation.audio_files import SUBTYPES
     try:
         a = parser().parse_args(["separate", "song.wav", "--model", "m.h5", "--out", "o", *tokens])
         check_args(a.parser, a)

@@ -12,7 +12,7 @@ from npvae.layers import (Conv2d, ConvTranspose2d, Dense, Identity, LeakyReLU, R
                           conv_algos, inference)
 from npvae.layers.base import in_inference, inference_scratch
 from npvae.models.music import SpectrogramUNetVAE
-from npvae.separator import chunk_windows, predict_masks
+from npvae.separation.separator import chunk_windows, predict_masks
 
 ALGOS = ["auto", *conv_algos.ALGORITHMS]
 ACTS = {"none": lambda: None, "identity": Identity, "relu": ReLU, "leaky_relu": lambda: LeakyReLU(0.2),
@@ -235,7 +235,7 @@ def test_separating_in_blocks_peaks_the_same_for_a_longer_song(rng, monkeypatch)
     monkeypatch.setenv("NPVAE_CONV_ALGO", "im2col")
     from npvae.audio.stft import STFTConfig
     from npvae.audio.stream import block_layout, separate_blocks
-    from npvae.separator import Normalizer, Separator
+    from npvae.separation.separator import Normalizer, Separator
     cfg = STFTConfig(sample_rate=8000, n_fft=256, hop=64)
     sep = Separator(SpectrogramUNetVAE((4, 8, 16), latent_channels=4, rng=rng), cfg,
                     Normalizer(mean=np.zeros(128), std=np.ones(128)))

@@ -241,7 +241,7 @@ def test_checkpoint_specs_are_checked_too(tmp_path, rng):
 
 def test_separator_settings_are_checked(tmp_path):
     from npvae.audio.stft import STFTConfig
-    from npvae.separator import Normalizer, Separator
+    from npvae.separation.separator import Normalizer, Separator
     model = SpectrogramUNetVAE(channels=(2, 2, 4), latent_channels=2)
     sep = Separator(model, STFTConfig(8000, 256, 64), Normalizer(mean=np.zeros(128), std=np.ones(128)))
     good = io.save_separator(tmp_path / "good.h5", sep)

@@ -1,7 +1,7 @@
 """npvae_blind_forward (matlab/) reproduces ``BlindSeparationVAE.separate`` in GNU Octave:
 random models of every output kind and dtype, written as the blind scripts write them
 (a model file whose /config holds the mixing rule); the remix and masked estimates are
-those of npvae.pipelines.blind_objective. A trained run is checked in test_blind_training."""
+those of npvae.tasks.blind_objective. A trained run is checked in test_blind_training."""
 import numpy as np
 import pytest
 import scipy.io
@@ -11,7 +11,7 @@ from npvae.files.h5mat import write_tree
 from npvae.files.model_file import model_tree, save_model
 from npvae.models.blind import BlindSeparationVAE
 from npvae.models.mnist import DenseSeparationVAE
-from npvae.pipelines.blind_objective import consistent_sources, remix
+from npvae.tasks.blind_objective import consistent_sources, remix
 
 pytestmark = needs_octave
 

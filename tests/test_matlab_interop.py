@@ -56,8 +56,8 @@ def music_run(tmp_path_factory, shared_data):
     from npvae.models.music import SpectrogramUNetVAE
     from npvae.optim import Adam
     from npvae.files.model_file import save_music_results
-    from npvae.pipelines.music import LossConfig, MusicObjective, example, sample_batch
-    from npvae.separator import Normalizer, Separator
+    from npvae.tasks.music import LossConfig, MusicObjective, example, sample_batch
+    from npvae.separation.separator import Normalizer, Separator
     from npvae.engine.loop import Trainer
     from npvae.vae import KLWeight
     out = tmp_path_factory.mktemp("music_run")
@@ -180,7 +180,7 @@ def test_npvae_separate_runs_a_five_level_unet(tmp_path):
     from npvae.audio.stft import STFTConfig
     from npvae.files.model_file import load_separator, save_separator
     from npvae.models.music import SpectrogramUNetVAE
-    from npvae.separator import Normalizer, Separator
+    from npvae.separation.separator import Normalizer, Separator
     rng = np.random.default_rng(5)
     model = SpectrogramUNetVAE((2, 3, 3, 4, 4), latent_channels=2, rng=np.random.default_rng(1))
     assert model.DOWNSAMPLE == 32 and model.context_frames == 128
@@ -353,7 +353,7 @@ def test_npvae_separate_runs_music_unets_with_the_options(tmp_path):
     from npvae.audio.stft import STFTConfig
     from npvae.files.model_file import load_separator, save_separator
     from npvae.models.music import SpectrogramUNetVAE
-    from npvae.separator import Normalizer, Separator
+    from npvae.separation.separator import Normalizer, Separator
     rng = np.random.default_rng(5)
     bins = 32                                        # n_fft 64: 33 bins, the network sees 32
     norm = Normalizer("log", 0.3, rng.random(bins).astype(np.float32), (0.5 + rng.random(bins)).astype(np.float32))

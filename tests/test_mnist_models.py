@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from npvae.models.mnist import build_model
-from npvae.pipelines.mnist.objective import SeparationObjective
+from npvae.tasks.mnist.objective import SeparationObjective
 
 TINY = {"dense": dict(hidden=(6, 5), latent_dim=3), "conv": dict(channels=(2, 3), hidden=5, latent_dim=2),
         "unet": dict(channels=(2, 2, 3), latent_dim=2), "unet-blocks2": dict(channels=(2, 3, 3), latent_dim=2, blocks=2),

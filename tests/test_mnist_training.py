@@ -11,7 +11,7 @@ import pytest
 import npvae
 from npvae.files import h5mat
 from npvae.engine.checkpoint import load_checkpoint, model_state
-from npvae.pipelines.mnist import MnistConfig, load_data
+from npvae.tasks.mnist import MnistConfig, load_data
 
 pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
 
@@ -245,6 +245,6 @@ def test_a_unet_with_batchnorm_and_dropout_resumes_as_if_never_stopped(tmp_path,
     assert any(k.endswith("running_var") for k in a.state_dict())
     for k, v in a.state_dict().items():
         np.testing.assert_array_equal(v, b.state_dict()[k], err_msg=k)
-    from npvae.pipelines.mnist.task import evaluate
+    from npvae.tasks.mnist.task import evaluate
     mixture, digit, fashion = load_data(MnistConfig(**tiny(tmp_path / "a", shared_data, **unet))).evaluation_set()
     assert evaluate(a, mixture, digit, fashion)["mean_psnr"] == straight.metrics["mean_psnr"]

@@ -37,7 +37,7 @@ from npvae.layers import (AvgPool2d, Concat, Conv2d, Dropout, Identity, LeakyReL
                           Upsample)
 from npvae.models.mnist import build_model
 from npvae.models.music import SpectrogramUNetVAE
-from npvae.separator import Normalizer, Separator
+from npvae.separation.separator import Normalizer, Separator
 
 N_FILES = 200
 PER_CHILD = 50

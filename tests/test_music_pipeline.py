@@ -8,8 +8,8 @@ from npvae.audio.stft import STFTConfig, stft
 from npvae.gradcheck import numerical_gradient, rel_error
 from npvae.models.music import SpectrogramUNetVAE
 from npvae.files.model_file import load_separator, save_separator
-from npvae.pipelines.music import LossConfig, MusicObjective, evaluate, format_table, lr_at, sample_batch
-from npvae.separator import Normalizer, Separator, predict_masks, wiener_masks
+from npvae.tasks.music import LossConfig, MusicObjective, evaluate, format_table, lr_at, sample_batch
+from npvae.separation.separator import Normalizer, Separator, predict_masks, wiener_masks
 
 CFG = STFTConfig(sample_rate=8000, n_fft=256, hop=64)     # small and fast; 129 bins, 128 seen
 
@@ -159,7 +159,7 @@ def test_a_deeper_network_separates_in_chunks_with_its_own_context(rng):
 
 
 def test_shift_offsets_spread_over_the_downsampling_phases():
-    from npvae.separator import shift_offsets
+    from npvae.separation.separator import shift_offsets
     assert shift_offsets(32, 1) == [0]
     assert shift_offsets(32, 4) == [0, 8, 16, 24] and shift_offsets(8, 3) == [0, 2, 5]
     assert shift_offsets(8, 8) == list(range(8))
@@ -203,7 +203,7 @@ def test_evaluate_orders_oracle_model_and_floor(rng):
 
 def test_gnsdr_per_singer_weights_each_singers_clips_by_length():
     from npvae.audio.datasets import mir1k_singer
-    from npvae.pipelines.music import by_group, format_groups
+    from npvae.tasks.music import by_group, format_groups
     per = {"clip_names": ["amy_1_01", "Ani_2_01", "amy_3_02"], "clip_seconds": np.array([1.0, 2.0, 3.0]),
            "model_nsdr": np.array([[1.0, 2.0], [5.0, 6.0], [3.0, 4.0]])}
     g = by_group(per, mir1k_singer)

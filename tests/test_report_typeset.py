@@ -114,8 +114,8 @@ def test_part_ii_section_has_players_for_the_evaluations_example(tmp_path):
     from npvae.audio.datasets import Track
     from npvae.audio.stft import STFTConfig
     from npvae.models.music import SpectrogramUNetVAE
-    from npvae.pipelines.music import example
-    from npvae.separator import Normalizer, Separator
+    from npvae.tasks.music import example
+    from npvae.separation.separator import Normalizer, Separator
     from npvae_lab.report import _music_section
     # an evaluation's example as npvae evaluate stores it, from an untrained separator
     cfg = STFTConfig.for_dataset("mir1k")

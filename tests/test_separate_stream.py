@@ -12,7 +12,7 @@ from npvae.audio.stft import STFTConfig
 from npvae.audio.stream import block_layout, block_quantum, separate_blocks
 from npvae.models.music import SpectrogramUNetVAE
 from npvae.files.model_file import save_separator
-from npvae.separator import Normalizer, Separator
+from npvae.separation.separator import Normalizer, Separator
 from npvae.validate import as_float_audio, as_unit_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,8 +231,8 @@ def test_no_temporaries_left_when_writing_fails(setup, tmp_path, monkeypatch):
     def disk_full(*a, **k):
         yield 0, np.zeros((2, 10, 2), np.float32)
         raise OSError(28, "No space left on device")
-    import npvae.separate_files
-    monkeypatch.setattr(npvae.separate_files, "separate_blocks", disk_full)
+    import npvae.separation.audio_files
+    monkeypatch.setattr(npvae.separation.audio_files, "separate_blocks", disk_full)
     msg = run(mod, root / "a/song.wav", "--model", model, "--out", out)
     assert "No space left on device" in msg and "not written" in msg
     assert [p for p in out.rglob("*") if p.is_file()] == []

@@ -44,7 +44,7 @@ def sample_remix_batch(tracks, rng: np.random.Generator, batch_size: int, frames
     so the batches are those without it).
 
     Returns complex64 "voice", "accompaniment" and "mixture" of shape (N, F, frames)
-    (F = n_fft / 2 + 1), the same layout as ``npvae.pipelines.music.sample_batch``.
+    (F = n_fft / 2 + 1), the same layout as ``npvae.tasks.music.sample_batch``.
     ``part`` (one MPI rank's slice of the batch) keeps only those items, N = its length;
     the draws are the whole batch's, so the ranks' parts make up one process's batch.
     """

@@ -157,7 +157,7 @@ class ImageNMFSeparator:
 
 class SpectrogramNMFSeparator:
     """Supervised NMF for Part II on STFT magnitudes, with the music ``Separator``'s
-    ``separate_mono`` interface (so :func:`npvae.pipelines.music.evaluate` scores it).
+    ``separate_mono`` interface (so :func:`npvae.tasks.music.evaluate` scores it).
 
     The masks multiply the mixture's complex STFT (the mixture's phase is reused).
     """

@@ -96,9 +96,9 @@ def run(a: argparse.Namespace) -> int:
     from ..audio.datasets import load_tracks, mir1k_singer
     from ..files.atomic import atomic_path, atomic_write_text
     from ..files.model_file import load_separator, save_music_results
-    from ..pipelines.music import by_group, evaluate, example, format_groups, format_table
+    from ..tasks.music import by_group, evaluate, example, format_groups, format_table
     from ..plotting import plot_example
-    from ..separator import shift_offsets
+    from ..separation.separator import shift_offsets
     a.model = model_of(a)
     path, table_path, figure = check_outputs(a)
     sep = load_separator(a.model)

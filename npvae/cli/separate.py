@@ -22,7 +22,7 @@ leaves no partial file.
 
 Formats read: whatever this machine's libsndfile reads (WAV, FLAC, OGG, AIFF, and
 MP3 with libsndfile >= 1.1; `npvae separate --formats` lists them).
-The same from Python: npvae.separate_files.separate_files(songs, out, model=...).
+The same from Python: npvae.separation.audio_files.separate_files(songs, out, model=...).
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ import numpy as np
 from .. import pretrained
 from ..errors import FileFormatError
 from ..files.model_file import load_separator
-from ..separate_files import output_bits, prepare, separate_song
-from ..separator import SOURCES, shift_offsets
+from ..separation.audio_files import output_bits, prepare, separate_song
+from ..separation.separator import SOURCES, shift_offsets
 from ..validate import MAX_COUNT
 from ..watch.separation_page import check_page_free, write_separation_page
 from .common import HelpFormatter

@@ -1,4 +1,4 @@
-"""A small, resumable training loop shared by the image and music pipelines.
+"""A small, resumable training loop shared by every task (:mod:`npvae.tasks`).
 
 The caller supplies the maths as two callables:
 

@@ -8,10 +8,10 @@ The layout is the one documented in ``docs/hdf5_schema.md``:
 * a **results file** (kinds ``mnist_results``, ``music_results``, ``blind_results``) adds ``/history``,
   ``/metrics`` and ``/examples``, and also carries ``/model``, so it loads as a model.
 
-A Part II model is stored with its :class:`~npvae.separator.Separator` settings (STFT and
-normaliser, :meth:`~npvae.separator.Separator.config`) in ``/config`` and comes back as a
+A Part II model is stored with its :class:`~npvae.separation.separator.Separator` settings (STFT and
+normaliser, :meth:`~npvae.separation.separator.Separator.config`) in ``/config`` and comes back as a
 Separator; a blind Part II model likewise comes back as a
-:class:`~npvae.blind_separator.BlindMusicSeparator`. :func:`resolve_model_path` is the one
+:class:`~npvae.separation.blind_separator.BlindMusicSeparator`. :func:`resolve_model_path` is the one
 place that turns a run directory into its file; :func:`read_model_file` also reads a
 training checkpoint (``checkpoint.npz``).
 """
@@ -28,8 +28,8 @@ from .. import models, pretrained   # importing models registers their classes w
 from ..engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_state
 from ..errors import FileFormatError, ModelNotFoundError
 from ..layers.base import Layer, build_layer
-from ..blind_separator import BlindMusicSeparator, is_blind_music
-from ..separator import Separator
+from ..separation.blind_separator import BlindMusicSeparator, is_blind_music
+from ..separation.separator import Separator
 
 MODEL_FILE = "model.h5"
 RESULTS_FILE = "results.h5"
@@ -248,9 +248,9 @@ def load_model(path, dtype=None):
 
     Part I models come back as the model itself (``digit, fashion, mixture_hat =
     model.separate(mixtures)``; a blind Part I model: ``groups = model.separate(mixtures)``);
-    a Part II spectrogram model comes back as its :class:`npvae.separator.Separator` (STFT
+    a Part II spectrogram model comes back as its :class:`npvae.separation.separator.Separator` (STFT
     settings and normalisation included), a blind Part II model as its
-    :class:`npvae.blind_separator.BlindMusicSeparator` (STFT settings and magnitude scale);
+    :class:`npvae.separation.blind_separator.BlindMusicSeparator` (STFT settings and magnitude scale);
     both separate audio with ``sep.separate(audio, sr)``.
     """
     model, config = read_model_file(path, dtype)
@@ -262,7 +262,7 @@ def load_model(path, dtype=None):
 
 
 def load_separator(path, dtype=None) -> Separator:
-    """A Part II :class:`~npvae.separator.Separator` from any file :func:`load_model` reads;
+    """A Part II :class:`~npvae.separation.separator.Separator` from any file :func:`load_model` reads;
     a clear error for a file that holds another kind of model."""
     model, config = read_model_file(path, dtype)
     return Separator.from_config(model, config, str(path))

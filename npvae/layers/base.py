@@ -77,7 +77,7 @@ _INFERENCE = contextvars.ContextVar("npvae_inference", default=None)    # the bl
 def inference(enabled: bool = True):
     """``with inference():`` forward passes in the block keep nothing for backward.
 
-    For separating with a trained model (``npvae.separator.predict_masks`` uses it)::
+    For separating with a trained model (``npvae.separation.separator.predict_masks`` uses it)::
 
         model.eval()                    # z = mu: no sampling (a separate switch)
         with npvae.layers.inference():

@@ -10,7 +10,7 @@ decodes every group with **one shared decoder**::
     y_k = sigmoid(decoder(z_k))         (N, K, 28, 28): the same decoder for every group
 
 Nothing says which group is which source: the training objective
-(:class:`npvae.pipelines.blind_objective.BlindObjective`) only asks that the K
+(:class:`npvae.tasks.blind_objective.BlindObjective`) only asks that the K
 decoded images mix back to the mixture and that each group's posterior stays near
 the prior. Because the decoder is shared, a group can only hold what one decoder
 can draw from one latent code: a single digit or garment, not a superposition.

@@ -25,7 +25,7 @@ Every model follows the layer contract, as the Part II model does:
 ``forward(m (N, 28, 28)) -> y (N, 2, 28, 28)`` (digit and fashion estimates; the
 posterior's ``mu``/``logvar`` and the decoder's ``logits`` stay on the model) and
 ``backward(dy, dmu=None, dlogvar=None, dlogits=None) -> dm (N, 28, 28)``. The loss is
-not the model's: :class:`npvae.pipelines.mnist.objective.SeparationObjective` computes it.
+not the model's: :class:`npvae.tasks.mnist.objective.SeparationObjective` computes it.
 """
 from __future__ import annotations
 

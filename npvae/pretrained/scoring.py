@@ -54,7 +54,7 @@ def score_music(sep, data_dir=None, clips: int | None = None, seconds: float | N
     """GNSDR / GSIR / GSAR / GSDR (dB) of vocals and accompaniment on the MIR-1K
     validation clips (all, or the first ``clips``, each cut to ``seconds``)."""
     from ..audio.datasets import Track, load_tracks
-    from ..pipelines.music import evaluate
+    from ..tasks.music import evaluate
     tracks = load_tracks("mir1k", "validation", data_dir)[:clips]
     if seconds is not None:
         tracks = [Track(t.name, t.voice[:int(seconds * t.sr)], t.accompaniment[:int(seconds * t.sr)], t.sr)

@@ -92,7 +92,7 @@ def song_section(job, out: Path, stems) -> list[str]:
 
 
 def write_separation_page(out, jobs, stems, model: str = "") -> Path:
-    """Write ``out/index.html`` for the separated ``jobs`` (:class:`~npvae.separate_files.SongJob`,
+    """Write ``out/index.html`` for the separated ``jobs`` (:class:`~npvae.separation.audio_files.SongJob`,
     their stems ``stems`` written); returns its path."""
     out = Path(out)
     parts = [html.paragraph(f"{len(jobs)} song(s) separated into {', '.join(stems)}"

@@ -77,7 +77,7 @@ def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> 
 
     ``supervised``: supervised Part I runs (:func:`npvae_lab.report.read_mnist_run`);
     when empty, the shipped Part I models' recorded scores stand in (:func:`shipped_runs`)."""
-    from npvae.pipelines.blind_mnist import save_blind_grid, save_latent_traversal
+    from npvae.tasks.blind_mnist.task import save_blind_grid, save_latent_traversal
     from npvae.plotting import save_loss_curves
     images = [r for r in runs if r["part"] == "mnist"]
     music = [r for r in runs if r["part"] == "music"]
@@ -162,7 +162,7 @@ def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> 
         if music_shipped:
             doc.p(_provenance_text(music_shipped))
         from npvae.audio.stft import STFTConfig
-        from npvae.pipelines.blind_music import plot_example
+        from npvae.tasks.blind_music.task import plot_example
         cfg = STFTConfig(int(c["stft_sample_rate"]), int(c["stft_n_fft"]), int(c["stft_hop"]), str(c["stft_window"]))
         ex = {k: np.asarray(v) for k, v in r["examples"].items() if k.endswith("_mag") or k == "assignment"}
         doc.image(plot_example(ex, figs / f"{name}_example.png", cfg, name),

@@ -32,10 +32,10 @@ from npvae.models.mnist import build_model
 from npvae.models.music import SpectrogramUNetVAE
 from npvae.engine.run import make_config
 from npvae.optim import Adam
-from npvae.pipelines.mnist import SeparationObjective
-from npvae.pipelines.music.batches import sample_batch
-from npvae.pipelines.music.objective import MusicObjective
-from npvae.separator import Normalizer, Separator
+from npvae.tasks.mnist import SeparationObjective
+from npvae.tasks.music.batches import sample_batch
+from npvae.tasks.music.objective import MusicObjective
+from npvae.separation.separator import Normalizer, Separator
 from npvae.tasks import TASKS
 from npvae.vae import KLWeight, Reparameterize
 

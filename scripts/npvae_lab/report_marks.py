@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from npvae.engine.config import defaults
-from npvae.pipelines.music import MusicConfig
+from npvae.tasks.music import MusicConfig
 
 from .document import Doc
 from .report_shipped import missed_marks

@@ -6,7 +6,7 @@ temporary folder): a voice-like harmonic line over noise and a bass, since the t
 does not depend on the music. Both runs call ``npvae separate`` in this process
 (argument checks, read, resample, STFT, network, inverse STFT, write) with the same
 arguments; the only seam is the network: the command's ``load_separator`` is wrapped
-so that the loaded :class:`~npvae.separator.Separator` keeps its STFT settings and
+so that the loaded :class:`~npvae.separation.separator.Separator` keeps its STFT settings and
 normaliser, and its model is either the npvae network itself (timed) or
 :class:`TorchMaskNetwork`, which maps the normalised feature chunk ``(1, 1, F, T)`` to
 the masks ``(1, S, F, T)`` with PyTorch. The torch code stays here, in the lab.
@@ -72,7 +72,7 @@ class TimedNetwork:
 
 class TorchMaskNetwork:
     """The network of a Separator in PyTorch: ``forward(x (N, 1, F, T) float32) -> masks
-    (N, S, F, T)`` as NumPy, with the attributes :func:`npvae.separator.predict_masks` reads."""
+    (N, S, F, T)`` as NumPy, with the attributes :func:`npvae.separation.separator.predict_masks` reads."""
 
     def __init__(self, model):
         import torch

@@ -49,8 +49,8 @@ from npvae.errors import DatasetError, OutputError
 from npvae.files.guard import check_writable_dir, remove_named
 from npvae.files.model_file import MODEL_FILE, load_separator
 from npvae.metrics.image import separation_report
-from npvae.pipelines import mnist as mnist_pipe
-from npvae.pipelines import music as music_pipe
+from npvae.tasks import mnist as mnist_pipe
+from npvae.tasks import music as music_pipe
 from npvae.plotting import save_grid
 
 from .study_table import CURVE, CURVES_FILE, STUDY_FILE, TABLE_FILE, write_outputs
@@ -142,7 +142,7 @@ def _default_setting(task: str, recipe: dict, key: str):
     """What ``key`` is when a run does not set it: the config's default, or for Part I's
     per-model architecture settings (None in the config) the model's own default."""
     from dataclasses import MISSING, fields
-    from npvae.pipelines.mnist.task import MODEL_DEFAULTS
+    from npvae.tasks.mnist.task import MODEL_DEFAULTS
     cls = _task_class(task).Config
     field = {f.name: f for f in fields(cls)}[key]
     value = field.default if field.default is not MISSING else field.default_factory()

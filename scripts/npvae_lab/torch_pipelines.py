@@ -111,7 +111,7 @@ def _kl(mu, logvar):
 
 
 def mnist_loss(net: TorchSeparationVAE, batch: dict, eps, recon: str, mix_weight: float, beta: float):
-    """The Part I objective (:class:`npvae.pipelines.mnist.objective.SeparationObjective`)."""
+    """The Part I objective (:class:`npvae.tasks.mnist.objective.SeparationObjective`)."""
     m, digit, fashion = batch["mixture"], batch["digit"], batch["fashion"]
     d_hat, f_hat, mu, logvar, logits = net(m, eps)
     if recon == "bce" and net.output == "sources":
@@ -177,7 +177,7 @@ def _spectral_loss(cfg, est, target, eps=1e-3):
 
 def music_inputs(norm, batch: dict):
     """Features x (N, 1, nb, T), scaled mixture and source magnitudes, from the complex
-    batch as :class:`~npvae.pipelines.music.objective.MusicObjective` makes them."""
+    batch as :class:`~npvae.tasks.music.objective.MusicObjective` makes them."""
     nb = norm.n_bins
     mix = torch.abs(batch["mixture"])
     c = torch.log1p(mix[:, :nb]) if norm.compression == "log" else mix[:, :nb] ** norm.power
@@ -187,7 +187,7 @@ def music_inputs(norm, batch: dict):
 
 
 def music_loss(net: TorchSpectrogramUNet, norm, batch: dict, eps, cfg, beta: float):
-    """The Part II objective (:class:`~npvae.pipelines.music.objective.MusicObjective`)."""
+    """The Part II objective (:class:`~npvae.tasks.music.objective.MusicObjective`)."""
     x, mix, (v, a) = music_inputs(norm, batch)
     masks, mu, logvar = net(x, eps)
     est_v, est_a = masks[:, 0] * mix, masks[:, 1] * mix

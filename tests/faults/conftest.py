@@ -190,7 +190,7 @@ def music_model(fault_root) -> Path:
     from npvae.audio.stft import STFTConfig
     from npvae.files.model_file import save_separator
     from npvae.models.music import SpectrogramUNetVAE
-    from npvae.separator import Normalizer, Separator
+    from npvae.separation.separator import Normalizer, Separator
     model = SpectrogramUNetVAE(channels=(4, 4, 8), latent_channels=4, rng=np.random.default_rng(0))
     sep = Separator(model, STFTConfig(sample_rate=8000, n_fft=256, hop=64),
                     Normalizer(mean=np.zeros(128), std=np.ones(128)))

@@ -123,7 +123,7 @@ def test_empty_standard_input(music_model, new_dir):
 
 @pytest.mark.fault("separate", "Ctrl-C while a song is being separated", "clear error")
 def test_ctrl_c_leaves_no_partial_output(cli, music_model, song, new_dir, monkeypatch):
-    from npvae.separator import Separator
+    from npvae.separation.separator import Separator
     real, calls = Separator.separate, []
 
     def interrupted(self, *a, **k):

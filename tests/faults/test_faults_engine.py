@@ -153,7 +153,7 @@ def test_resume_refuses_a_changed_model(cli, mnist_run, tmp_path):
 @pytest.mark.fault("engine", "the divergence advice (--resume with a lower --lr) works as printed", "correct result")
 def test_divergence_advice_can_be_followed(cli, mnist_run, tmp_path, monkeypatch):
     run = finished_copy(mnist_run, tmp_path / "run")
-    from npvae.pipelines.mnist.objective import SeparationObjective
+    from npvae.tasks.mnist.objective import SeparationObjective
     real = SeparationObjective.terms
 
     def diverging(self, *args, **kwargs):
@@ -215,7 +215,7 @@ def test_a_too_short_validation_clip_is_named(cli, irmas, music_args, tmp_path):
 
 @pytest.mark.fault("engine", "Ctrl-C while training: exit 130 and the command that resumes", "correct result")
 def test_interrupt_names_the_resume_command(cli, mnist_run, mnist_args, tmp_path, monkeypatch):
-    from npvae.pipelines.mnist.objective import SeparationObjective
+    from npvae.tasks.mnist.objective import SeparationObjective
 
     def interrupt(self, *args, **kwargs):
         raise KeyboardInterrupt

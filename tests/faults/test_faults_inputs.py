@@ -7,7 +7,7 @@ from _faults import lib_error
 from npvae.audio.stft import STFTConfig
 from npvae.models.mnist import build_model
 from npvae.models.music import SpectrogramUNetVAE
-from npvae.separator import Normalizer, Separator
+from npvae.separation.separator import Normalizer, Separator
 
 
 @pytest.fixture(scope="module")

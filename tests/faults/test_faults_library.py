@@ -16,13 +16,13 @@ import npvae
 from npvae.audio.io import read_audio
 from npvae.audio.stft import STFTConfig
 from npvae.audio.stream import iter_file_blocks
-from npvae.blind_separator import BlindMusicSeparator
+from npvae.separation.blind_separator import BlindMusicSeparator
 from npvae.files.model_file import load_separator, save_model
 from npvae.layers import Conv2d, ConvTranspose2d, Dense, LeakyReLU, Reshape
 from npvae.models.blind import BlindSeparationVAE
 from npvae.models.mnist import build_model
 from npvae.models.music import SpectrogramUNetVAE
-from npvae.separator import Normalizer, Separator
+from npvae.separation.separator import Normalizer, Separator
 
 AUDIO = (0.1 * np.random.default_rng(5).standard_normal(4000)).astype(np.float32)
 

@@ -8,12 +8,12 @@ from _faults import cheap, expect_error, lib_error
 
 import npvae
 from npvae.audio.stft import STFTConfig
-from npvae.blind_separator import BlindMusicSeparator
+from npvae.separation.blind_separator import BlindMusicSeparator
 from npvae.engine.checkpoint import model_arrays, save_checkpoint
 from npvae.models.blind import BlindSeparationVAE
 from npvae.models.mnist import build_model
 from npvae.models.music import SpectrogramUNetVAE
-from npvae.separator import Normalizer, Separator
+from npvae.separation.separator import Normalizer, Separator
 
 AUDIO = (0.1 * np.random.default_rng(5).standard_normal(4000)).astype(np.float32)
 

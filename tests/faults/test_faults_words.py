@@ -82,7 +82,7 @@ def _sigterm_here():
 
 @pytest.mark.fault("separate", "SIGTERM while a song is being separated", "clear error")
 def test_sigterm_during_separate(cli, music_model, song, new_dir, monkeypatch):
-    from npvae.separator import Separator
+    from npvae.separation.separator import Separator
     real, calls = Separator.separate, []
 
     def terminated(self, *a, **k):
@@ -126,7 +126,7 @@ def test_kill_of_a_running_separate(music_model, song, new_dir):
 
 @pytest.mark.fault("engine", "SIGTERM while training: exit 143 and the command that resumes", "clear error")
 def test_sigterm_during_training(cli, mnist_run, tmp_path, monkeypatch):
-    from npvae.pipelines.mnist.objective import SeparationObjective
+    from npvae.tasks.mnist.objective import SeparationObjective
 
     def terminated(self, *args, **kwargs):
         _sigterm_here()
@@ -196,7 +196,7 @@ def test_flac_float_names_the_bits_flac_takes(cli, music_model, song):
 @pytest.mark.fault("separate", "separate_files(fmt='flac') from Python, without bits", "correct result")
 def test_flac_from_python(music_model, song, new_dir):
     import soundfile as sf
-    from npvae.separate_files import separate_files
+    from npvae.separation.audio_files import separate_files
     d = new_dir()
     separate_files([song(folder=d)], d / "o", model=str(music_model), fmt="flac", log=lambda s: None)
     assert sf.info(str(d / "o" / "song_accompaniment.flac")).subtype == "PCM_24"

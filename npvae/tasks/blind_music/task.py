@@ -27,18 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio.datasets import load_tracks
-from ..audio.stft import STFTConfig, stft
-from ..blind_separator import BlindMusicSeparator, magnitudes, patches
-from ..data.blind import MixtureOnlyData
-from ..engine.task import Shown, Task
-from ..files.model_file import MODEL_FILE, RESULTS_FILE, save_model, save_results
-from ..metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
-from ..metrics.permutation import best_permutation
-from ..models.blind import BlindSeparationVAE
-from ..validate import check_settings
-from .blind_objective import RECON, BlindConfig, BlindObjective
-from ..plotting import pyplot
+from ...audio.datasets import load_tracks
+from ...audio.stft import STFTConfig, stft
+from ...separation.blind_separator import BlindMusicSeparator, magnitudes, patches
+from ...data.blind import MixtureOnlyData
+from ...engine.task import Shown, Task
+from ...files.model_file import MODEL_FILE, RESULTS_FILE, save_model, save_results
+from ...metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
+from ...metrics.permutation import best_permutation
+from ...models.blind import BlindSeparationVAE
+from ...validate import check_settings
+from ..blind_objective import RECON, BlindConfig, BlindObjective
+from ...plotting import pyplot
 
 SOURCES = ("vocals", "accompaniment")
 RESULTS_KIND = "blind_results"

@@ -1,6 +1,6 @@
 """Separating song files on disk: what ``npvae separate`` does, as functions.
 
-    from npvae.separate_files import separate_files
+    from npvae.separation.audio_files import separate_files
     jobs = separate_files(["song.wav", "album/"], "separated/")   # the shipped music model
     jobs[0].outputs      # {"vocals": Path("separated/song_vocals.wav"), "accompaniment": ...}
 
@@ -37,12 +37,12 @@ from typing import Callable
 import numpy as np
 import soundfile as sf
 
-from .audio.stream import block_layout, iter_file_blocks, separate_blocks
-from .files.atomic import atomic_path
-from .errors import FileFormatError, NpvaeError, OutputError
-from .files.guard import Inputs, check_output_file, check_writable_dir, write_failure
+from ..audio.stream import block_layout, iter_file_blocks, separate_blocks
+from ..files.atomic import atomic_path
+from ..errors import FileFormatError, NpvaeError, OutputError
+from ..files.guard import Inputs, check_output_file, check_writable_dir, write_failure
 from .separator import SOURCES
-from .validate import as_audio_rate
+from ..validate import as_audio_rate
 
 SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
             ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}
@@ -399,16 +399,16 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
     stem (:mod:`npvae.watch.separation_page`).
 
     ``model``: a run directory, model file, shipped model name, or a loaded
-    :class:`~npvae.separator.Separator` (default: the shipped music model). Checks
+    :class:`~npvae.separation.separator.Separator` (default: the shipped music model). Checks
     everything first (:func:`prepare`); ``log`` gets notes and warnings.
     """
-    from . import pretrained
-    from .files.model_file import load_separator
+    from .. import pretrained
+    from ..files.model_file import load_separator
     stems = [s for s in SOURCES if s in stems]
     bits = output_bits(fmt, bits)
     jobs = prepare(songs, out, stems, fmt, bits, overwrite, log)
     if html:
-        from .watch.separation_page import check_page_free
+        from ..watch.separation_page import check_page_free
         check_page_free(out, overwrite)
     sep = model if hasattr(model, "separate") else load_separator(model or pretrained.DEFAULT_MUSIC_MODEL)
     for job in jobs:
@@ -416,7 +416,7 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
             log(f"warning: {w}")
         separate_song(sep, job, stems, fmt, bits, wiener, chunk_frames, block_seconds, progress, shifts)
     if html:
-        from .watch.separation_page import write_separation_page
+        from ..watch.separation_page import write_separation_page
         named = "" if hasattr(model, "separate") else str(model or pretrained.DEFAULT_MUSIC_MODEL)
         write_separation_page(out, jobs, stems, model=named)
     return jobs

@@ -22,7 +22,7 @@ import numpy as np
 
 from ... import spectral_losses
 from ...audio.stft import stft
-from ...separator import Separator
+from ...separation.separator import Separator
 from ...vae import kl_divergence
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...audio.stft import STFTConfig, ideal_ratio_mask, istft, stft
 from ...metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
-from ...separator import SOURCES, Separator
+from ...separation.separator import SOURCES, Separator
 
 
 def _scores(refs, ests, mix):

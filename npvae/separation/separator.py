@@ -25,14 +25,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.signal import get_window
 
-from . import parallel
-from .audio.io import resample
-from .audio.stft import STFTConfig, istft, stft
-from .errors import FileFormatError
-from .layers.base import inference
-from .layers.fold import fold_batchnorm
-from .models.music import SpectrogramUNetVAE
-from .validate import as_audio_rate, as_float_audio
+from .. import parallel
+from ..audio.io import resample
+from ..audio.stft import STFTConfig, istft, stft
+from ..errors import FileFormatError
+from ..layers.base import inference
+from ..layers.fold import fold_batchnorm
+from ..models.music import SpectrogramUNetVAE
+from ..validate import as_audio_rate, as_float_audio
 
 SOURCES = ("vocals", "accompaniment")
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")

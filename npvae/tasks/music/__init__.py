@@ -8,7 +8,7 @@
   training engine (:func:`npvae.engine.train`) runs.
 
 What a trained model does to audio (features, masks, whole files) is
-:mod:`npvae.separator`; its files are :mod:`npvae.files.model_file`; its figures :mod:`npvae.plotting`.
+:mod:`npvae.separation.separator`; its files are :mod:`npvae.files.model_file`; its figures :mod:`npvae.plotting`.
 """
 from .batches import sample_batch
 from .evaluation import by_group, evaluate, example, format_groups, format_table, oracle_estimates, quick_validation, summarize

@@ -4,7 +4,7 @@
 through the engine (:func:`npvae.engine.train`). Every ``display_every`` epochs the run
 folder gets a spectrogram figure ``figures/epoch_XXX.png`` and WAV snippets of the
 estimates ``snippets/epoch_XXX_{vocals,accompaniment}.wav``; ``model.h5`` is a
-separator (``npvae.load_model`` returns a :class:`~npvae.separator.Separator`).
+separator (``npvae.load_model`` returns a :class:`~npvae.separation.separator.Separator`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ...files.model_file import MODEL_FILE, RESULTS_FILE, save_music_results, sa
 from ...models.music import SpectrogramUNetVAE
 from ...models.options import DOWNS, NORMS
 from ...plotting import plot_example, plot_history
-from ...separator import Normalizer, Separator
+from ...separation.separator import Normalizer, Separator
 from ...validate import check_settings
 from .batches import sample_batch
 from .evaluation import example, quick_validation
@@ -45,7 +45,7 @@ class MusicConfig(RunConfig):
     BatchNorm or GroupNorm after every convolution, pooling instead of strided
     convolutions, decoder dropout, residual blocks, a recurrent bottleneck over the frames
     (0 layers: none). compression : of the network's
-    input magnitudes (see :class:`~npvae.separator.Normalizer`). remix, remix_prob,
+    input magnitudes (see :class:`~npvae.separation.separator.Normalizer`). remix, remix_prob,
     gain_db, voice_pitch : training-batch augmentation; remix "shift" takes the same clip's
     accompaniment, shifted (:func:`~.batches.sample_batch`), "cross" another clip's
     (:func:`npvae.audio.remix.sample_remix_batch`); voice_pitch (semitones) reads each

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.blind import SOURCE_NAMES, TASKS, load_blind_data
-from ..engine.task import Shown, Task
-from ..files.model_file import MODEL_FILE, RESULTS_FILE, save_model, save_results
-from ..metrics.image import format_report, separation_report
-from ..metrics.permutation import best_permutation, matched, permutation_report
-from ..models.blind import BlindSeparationVAE
-from ..validate import check_settings
-from .blind_objective import RECON, BlindConfig, BlindObjective, consistent_sources, remix
-from ..plotting import pyplot, save_loss_curves
+from ...data.blind import SOURCE_NAMES, TASKS, load_blind_data
+from ...engine.task import Shown, Task
+from ...files.model_file import MODEL_FILE, RESULTS_FILE, save_model, save_results
+from ...metrics.image import format_report, separation_report
+from ...metrics.permutation import best_permutation, matched, permutation_report
+from ...models.blind import BlindSeparationVAE
+from ...validate import check_settings
+from ..blind_objective import RECON, BlindConfig, BlindObjective, consistent_sources, remix
+from ...plotting import pyplot, save_loss_curves
 
 RESULTS_KIND = "blind_results"
 

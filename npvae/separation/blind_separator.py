@@ -1,6 +1,6 @@
 """A trained blind spectrogram model with everything needed to use it on audio (Part II, blind).
 
-The blind twin of :class:`npvae.separator.Separator`. For a mono mixture x at the
+The blind twin of :class:`npvae.separation.separator.Separator`. For a mono mixture x at the
 model's sample rate:
 
 1. ``X = stft(x)``; the network sees ``|X|`` without the Nyquist bin (F - 1 bins),
@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .audio.io import resample
-from .audio.stft import STFTConfig, istft, stft
-from .errors import FileFormatError
-from .models.blind import BlindSeparationVAE
+from ..audio.io import resample
+from ..audio.stft import STFTConfig, istft, stft
+from ..errors import FileFormatError
+from ..models.blind import BlindSeparationVAE
 from .separator import check_finite_output, stft_config
-from .validate import as_audio_rate, as_float_audio
+from ..validate import as_audio_rate, as_float_audio
 
 MODE = "blind_music"
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")
@@ -111,7 +111,7 @@ class BlindMusicSeparator:
     def separate(self, audio: np.ndarray, sr: int) -> np.ndarray:
         """audio : (n_samples,) or (n_samples, n_channels) at ``sr`` Hz.
 
-        As :meth:`npvae.separator.Separator.separate`: every channel separated on its own
+        As :meth:`npvae.separation.separator.Separator.separate`: every channel separated on its own
         at the model's rate and resampled back; integer samples scaled to full scale 1.0;
         NaN, empty or channels-first audio refused. When ``sr`` is higher than the model's
         rate, the band the model cannot see goes to the group with the most energy in the
