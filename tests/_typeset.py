@@ -1,6 +1,6 @@
 """Reading a typeset report back: what a reader of its PDF and its HTML page gets.
 
-:func:`check_typeset` asserts, for a PDF written from a :class:`npvae_lab.document.Doc`:
+:func:`check_typeset` asserts, for a PDF written from a :class:`npvae.lab.document.Doc`:
 every table cell's text is in the PDF's text, in the table's order (pypdf's extraction);
 every character and every image lies inside the page's margins and no character is set
 under :data:`MIN_FONT` points (pdfplumber's character boxes); the PDF's outline lists the
@@ -15,8 +15,8 @@ from urllib.parse import unquote
 import pdfplumber
 import pypdf
 
-from npvae_lab.doc_pdf import MARGIN
-from npvae_lab.document import plain
+from npvae.lab.doc_pdf import MARGIN
+from npvae.lab.document import plain
 
 MIN_FONT = 7.0          # points
 SLACK = 0.5             # points of rounding in the boxes

@@ -254,7 +254,7 @@ def test_a_blind_music_run_loads_as_a_separator(music_run, shared_data):
 
 
 def test_report_has_a_blind_section_read_from_the_file(run, tmp_path):
-    from npvae_lab.report import build_report
+    from npvae.lab.report import build_report
     out = build_report([run.run_dir], tmp_path / "report", log=quiet)
     text = out["markdown"].read_text()
     assert "## Blind separation: trained on mixtures alone" in text
@@ -265,7 +265,7 @@ def test_report_has_a_blind_section_read_from_the_file(run, tmp_path):
 def test_report_compares_with_the_shipped_supervised_scores(music_run, tmp_path, shared_data):
     """No supervised run given: the supervised-vs-blind tables take the scores the shipped
     models record (/provenance/scores) and say where they come from."""
-    from npvae_lab.report import build_report
+    from npvae.lab.report import build_report
     fashion = train(config(tmp_path, shared_data, "fashion", task="mnist-fashion", rule="average", groups=2,
                            epochs=1))
     out = build_report([fashion.run_dir, music_run.run_dir], tmp_path / "report", log=quiet)

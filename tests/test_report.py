@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae_lab.study_table import COLUMNS, read_study
+from npvae.lab.study_table import COLUMNS, read_study
 
 pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
 
@@ -58,7 +58,7 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
     assert f"**{best['label']}** ({best['mean_psnr']:.2f} dB)" in md
     assert "NMF" in md.split("## Discussion")[1]
     from npvae import pretrained
-    from npvae_lab.report_shipped import missed_marks
+    from npvae.lab.report_shipped import missed_marks
     if missed_marks({n: pretrained.info(n) for n in pretrained.list_models()}):
         marks = md.split("## Missed marks: what was tried, and what limits it")[1].split("\n## ")[0]
         assert "| run: mnist-run | dense 32, latent 4, beta" in marks      # the tiny run, as tried
@@ -72,7 +72,7 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
     # typeset: every cell in the PDF inside the margins, no font under 7 pt, the headings as
     # bookmarks; the HTML page has the same cells
     from _typeset import check_html, check_typeset
-    from npvae_lab.document import Doc
+    from npvae.lab.document import Doc
     doc = Doc.from_markdown(md, out)
     check_typeset(out / "report.pdf", doc)
     check_html(out / "report.html", doc)
@@ -101,7 +101,7 @@ def test_report_refuses_directories_without_results(tmp_path, capsys):
 
 
 def test_report_refuses_a_pilot_that_is_not_a_finished_run(tmp_path, capsys):
-    from npvae_lab.report import build_report
+    from npvae.lab.report import build_report
     (tmp_path / "study").mkdir()
     (tmp_path / "study" / "study.h5").write_bytes(b"")
     with pytest.raises(ValueError, match="pilot .*study is not a finished Part I or Part II run"):
@@ -112,8 +112,8 @@ def test_shipped_section_states_what_each_shipped_file_records():
     from pathlib import Path
 
     from npvae import pretrained
-    from npvae_lab.document import Doc
-    from npvae_lab.report_shipped import MARKS, published_section, shipped_section
+    from npvae.lab.document import Doc
+    from npvae.lab.report_shipped import MARKS, published_section, shipped_section
 
     doc = Doc()
     infos = shipped_section(doc)
@@ -142,7 +142,7 @@ def test_shipped_section_states_what_each_shipped_file_records():
 
 def _doc(tmp_path, sections):
     """A Doc with a title, an intro and ``sections`` {title: [blocks after the h2]}."""
-    from npvae_lab.document import Doc
+    from npvae.lab.document import Doc
     doc = Doc()
     doc.h1("Report")
     doc.p("Generated from: a, b.")
@@ -153,7 +153,7 @@ def _doc(tmp_path, sections):
 
 
 def test_markdown_reads_back_into_the_same_document(tmp_path):
-    from npvae_lab.document import Doc
+    from npvae.lab.document import Doc
     doc = _doc(tmp_path, {"Study X": [("p", "text, with: marks (1.0 dB)"), ("table", ["a", "b"], [["1", "2"], ["x y", "-"]]),
                                       ("img", tmp_path / "figures" / "x.png", "caption of x"),
                                       ("audio", [("mixture", tmp_path / "audio" / "r_mixture.wav")], "clip of r")]})
@@ -165,7 +165,7 @@ def test_markdown_reads_back_into_the_same_document(tmp_path):
 
 
 def test_update_keeps_old_sections_and_takes_the_new_ones(tmp_path):
-    from npvae_lab.report_update import merge_reports
+    from npvae.lab.report_update import merge_reports
     fig = lambda name: ("img", tmp_path / "figures" / f"{name}.png", name)   # noqa: E731
     runs_header = ["run", "mean PSNR (dB)"]
     old = _doc(tmp_path, {
@@ -203,7 +203,7 @@ def test_update_keeps_old_sections_and_takes_the_new_ones(tmp_path):
 
 
 def test_update_replaces_the_discussion_paragraph_of_a_study_given_again(tmp_path):
-    from npvae_lab.report_update import merge_reports
+    from npvae.lab.report_update import merge_reports
     title = "Discussion: how well"
     old = _doc(tmp_path, {title: [("p", "Images (study-a, mean PSNR (dB)): old a."),
                                   ("p", "Music (study-m, vocals GNSDR (dB)): old m."),
@@ -223,7 +223,7 @@ def test_update_replaces_the_discussion_paragraph_of_a_study_given_again(tmp_pat
 
 def test_update_adds_the_new_runs_of_a_section_with_a_table_per_run(tmp_path):
     # Part II's runs section: per run a paragraph, its scores by system and source, its figures
-    from npvae_lab.report_update import merge_reports
+    from npvae.lab.report_update import merge_reports
     header = ["system", "source", "GNSDR"]
     title = "Part II: separation results (full training runs)"
 
@@ -243,7 +243,7 @@ def test_update_adds_the_new_runs_of_a_section_with_a_table_per_run(tmp_path):
 
 
 def test_sources_line_names_each_run_read_and_when():
-    from npvae_lab import report_sources as src
+    from npvae.lab import report_sources as src
     sources = [("runs/a", "2026-12-02"), ("runs/p1/b", "2026-12-03"), ("the shipped model files", "2026-12-03")]
     text = src.line(sources)
     assert text == "Read from runs/a (2026-12-02); runs/p1/b, the shipped model files (2026-12-03)."
@@ -258,8 +258,8 @@ def test_sources_line_names_each_run_read_and_when():
 
 
 def test_update_keeps_the_sources_of_sections_it_leaves_and_dates_those_it_rebuilds(tmp_path):
-    from npvae_lab import report_sources as src
-    from npvae_lab.report_update import merge_reports
+    from npvae.lab import report_sources as src
+    from npvae.lab.report_update import merge_reports
     runs_title, header = "Part I: separation results (full training runs)", ["run", "mean PSNR (dB)"]
 
     def section(blocks, *sources):
@@ -283,7 +283,7 @@ def test_update_keeps_the_sources_of_sections_it_leaves_and_dates_those_it_rebui
 def test_update_dates_the_sections_of_a_report_that_logged_its_updates_above_them(tmp_path):
     # a report written before sections named their sources said in paragraphs under its
     # title which runs each build or update read; an update moves that to the sections
-    from npvae_lab.report_update import merge_reports
+    from npvae.lab.report_update import merge_reports
     runs_title, header = "Part I: separation results (full training runs)", ["run", "mean PSNR (dB)"]
     old = _doc(tmp_path, {
         "Loss study, Part I: study-a": [("p", "study-a")],
@@ -327,7 +327,7 @@ def _history(score, train, val, lr):
 
 
 def test_curve_reading_tells_a_budget_limit_from_a_generalisation_limit():
-    from npvae_lab.report_marks import limit_verdict, read_curve
+    from npvae.lab.report_marks import limit_verdict, read_curve
     epochs = np.arange(12)
     lr = [1e-3] * 10 + [5e-4, 1e-4]                       # ten constant epochs, then a tail
     rising = read_curve(_history(25 + 0.3 * epochs, 500 - epochs, 510 - epochs, lr), "val_psnr")
@@ -348,7 +348,7 @@ def test_curve_reading_tells_a_budget_limit_from_a_generalisation_limit():
 @pytest.mark.parametrize("train_noise, val_noise", [(1e-14, 2e-14), (3e-14, 1e-14), (-2e-14, 0.0), (5e-12, -5e-12)])
 def test_curve_reading_takes_a_noise_level_loss_fall_as_flat(train_noise, val_noise):
     """Losses level to rounding: whichever way the noise falls, both read as flat."""
-    from npvae_lab.report_marks import limit_verdict, read_curve
+    from npvae.lab.report_marks import limit_verdict, read_curve
     epochs = np.arange(12)
     lr = [1e-3] * 10 + [5e-4, 1e-4]
     flat = np.r_[np.full(10, 30.0), 31.0, 32.0]
@@ -365,9 +365,9 @@ def test_missed_marks_section_lists_the_shipped_models_and_the_runs(tmp_path):
     from pathlib import Path
 
     from npvae import pretrained
-    from npvae_lab.document import Doc
-    from npvae_lab.report_marks import marks_section
-    from npvae_lab.report_shipped import missed_marks
+    from npvae.lab.document import Doc
+    from npvae.lab.report_marks import marks_section
+    from npvae.lab.report_shipped import missed_marks
 
     infos = {name: pretrained.info(name) for name in pretrained.list_models()}
     epochs = np.arange(12)
@@ -398,7 +398,7 @@ def test_missed_marks_section_lists_the_shipped_models_and_the_runs(tmp_path):
 def test_the_missed_marks_read_the_plain_validation_scores():
     # a run may also hold Wiener or shifted evaluations: the marks compare the plain one,
     # as the shipped scores are measured
-    from npvae_lab.report_marks import _validation_eval
+    from npvae.lab.report_marks import _validation_eval
 
     def ev(split, score, **config):
         return {"config": {"split": split, **config}, "metrics": {"score": score}}
@@ -409,7 +409,7 @@ def test_the_missed_marks_read_the_plain_validation_scores():
 
 
 def test_the_missed_marks_name_a_pilots_settings_and_flag_time_past_the_budget():
-    from npvae_lab.report_marks import BUDGET_SECONDS, _music_recipe, _seconds
+    from npvae.lab.report_marks import BUDGET_SECONDS, _music_recipe, _seconds
     base = {"channels": [24, 48], "epochs": 10, "loss": "l1", "remix": "cross", "logit_penalty": 1e-3,
             "frames": 64, "latent_channels": 32, "batch_size": 8, "remix_prob": 0.5, "gain_db": 3.0,
             "voice_pitch": 0.0}
@@ -423,7 +423,7 @@ def test_the_missed_marks_name_a_pilots_settings_and_flag_time_past_the_budget()
 
 
 def test_a_run_that_validated_a_weight_average_is_not_read_for_what_limits_it():
-    from npvae_lab.report_marks import _read_run
+    from npvae.lab.report_marks import _read_run
     epochs = np.arange(12)
     history = _history(25 + 0.3 * epochs, 500 - epochs, 510 - epochs, [1e-3] * 10 + [5e-4, 1e-4])
     assert _read_run({"config": {"ema_decay": 0.0}, "history": history}, "val_psnr").score_rise == pytest.approx(0.3)
@@ -433,8 +433,8 @@ def test_a_run_that_validated_a_weight_average_is_not_read_for_what_limits_it():
 def test_discussion_takes_a_part_ii_run_scored_without_baselines():
     from pathlib import Path
 
-    from npvae_lab.document import Doc
-    from npvae_lab.report import _discussion
+    from npvae.lab.document import Doc
+    from npvae.lab.report import _discussion
 
     def run(name, metrics):
         return {"dir": Path(f"runs/{name}"), "evals": [{"metrics": metrics}]}
@@ -450,8 +450,8 @@ def test_discussion_takes_a_part_ii_run_scored_without_baselines():
 def test_a_pilot_is_a_source_of_the_missed_marks_alone():
     from pathlib import Path
     # a pilot folder named "recipe" must not be listed under every section that says "recipe"
-    from npvae_lab.report import with_sources
-    from npvae_lab.report_marks import MARKS_TITLE
+    from npvae.lab.report import with_sources
+    from npvae.lab.report_marks import MARKS_TITLE
     doc = _doc(Path("."), {"Ablation, Part I: ablate-a": [("p", "the recipe of ablate-a")],
                            MARKS_TITLE: [("p", "pilot: recipe; run: r1")]})
     sections = dict(with_sources(doc, ["runs/ablate-a", "runs/r1"], "d1", ["runs/x/recipe"]).sections()[1:])

@@ -11,7 +11,7 @@ import soundfile as sf
 from _typeset import check_html, check_typeset, outline, outside_margins
 
 from npvae.audio.io import write_audio
-from npvae_lab.document import Doc
+from npvae.lab.document import Doc
 
 REPO = Path(__file__).resolve().parents[1]
 KEPT_REPORTS = [REPO / "docs" / "report", REPO / "docs" / "blind_report"]
@@ -92,7 +92,7 @@ def test_markdown_carries_the_audio_clips(tmp_path):
 
 
 def test_example_audio_writes_the_clips_at_one_gain(tmp_path):
-    from npvae_lab.report import AUDIO_CLIPS, example_audio
+    from npvae.lab.report import AUDIO_CLIPS, example_audio
     rng = np.random.default_rng(1)
     ex = {key: rng.uniform(-0.5, 0.5, 800).astype(np.float32) for key, _ in AUDIO_CLIPS}
     ex["mixture"] = ex["mixture"] * 3                      # peak 1.5: all scaled alike
@@ -116,7 +116,7 @@ def test_part_ii_section_has_players_for_the_evaluations_example(tmp_path):
     from npvae.models.music import SpectrogramUNetVAE
     from npvae.tasks.music import example
     from npvae.separation.separator import Normalizer, Separator
-    from npvae_lab.report import _music_section
+    from npvae.lab.report import _music_section
     # an evaluation's example as npvae evaluate stores it, from an untrained separator
     cfg = STFTConfig.for_dataset("mir1k")
     rng = np.random.default_rng(2)
@@ -172,7 +172,7 @@ def test_report_typeset_again_from_its_markdown(tmp_path, capsys):
 def test_kept_reports_are_typeset_from_their_markdown(folder):
     """docs/report and docs/blind_report: PDF and HTML typeset from their report.md
     (``npvae report --from-markdown``), every cell in the PDF inside the margins."""
-    from npvae_lab.doc_html import render
+    from npvae.lab.doc_html import render
     doc = Doc.from_markdown((folder / "report.md").read_text(encoding="utf-8"), folder)
     check_typeset(folder / "report.pdf", doc)
     check_html(folder / "report.html", doc)
@@ -183,6 +183,6 @@ def test_kept_reports_link_only_files_they_hold(tmp_path):
     """A report copied elsewhere with its folders types again the same (no path outside it)."""
     copy = tmp_path / "report"
     shutil.copytree(KEPT_REPORTS[1], copy)
-    from npvae_lab.report import retypeset
+    from npvae.lab.report import retypeset
     retypeset(copy / "report.md", log=lambda s: None)
     assert (copy / "report.html").read_text() == (KEPT_REPORTS[1] / "report.html").read_text()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from npvae.files import h5mat
-from npvae_lab.studies import RESULT_FILE, configurations
-from npvae_lab.study_table import markdown_table, read_study, verdict
+from npvae.lab.studies import RESULT_FILE, configurations
+from npvae.lab.study_table import markdown_table, read_study, verdict
 
 pytestmark = pytest.mark.slow     # an end-to-end file (CI runs it on the default backend only)
 
@@ -149,7 +149,7 @@ def test_ablation_labels_name_the_flags_a_user_types():
     assert labels["no_sample"] == "--sample instead of --no-sample"
     assert labels["no_channels"] == "--channels 16 32 64 instead of 32 64 128"
     assert labels["recipe"].startswith("--preset unet (--model unet, --channels 32 64 128,") and "--no-sample" in labels["recipe"]
-    from npvae_lab.study_table import _bought
+    from npvae.lab.study_table import _bought
     assert _bought(labels["no_sample"]) == "--no-sample rather than --sample"
     assert _bought(labels["no_blocks"]) == "--blocks 2 rather than 1"
 
@@ -234,7 +234,7 @@ def test_ablate_refuses_a_preset_it_cannot_take_apart():
 
 
 def test_study_help_names_every_preset_an_ablation_takes_apart():
-    from npvae_lab.studies import ablatable_presets
+    from npvae.lab.studies import ablatable_presets
     r = subprocess.run([*STUDY, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     listed = re.search(r"ablate this preset \((.*?)\)", " ".join(r.stdout.split())).group(1)
     named = {task.strip(): {p.strip() for p in presets.split(",")}
@@ -245,7 +245,7 @@ def test_study_help_names_every_preset_an_ablation_takes_apart():
 # ----------------------------------------------------------------------------- a time budget
 
 def test_timed_epochs_fit_the_minutes_and_are_chosen_once(shared_data, tmp_path, monkeypatch):
-    from npvae_lab import studies
+    from npvae.lab import studies
     settings = {**studies.BUDGETS["mnist"]["tiny"]["common"], **studies.BUDGETS["mnist"]["tiny"]["dense"],
                 "data_dir": str(shared_data)}
     seconds = studies.seconds_per_epoch("mnist", settings, tmp_path)
@@ -263,7 +263,7 @@ def test_timed_epochs_fit_the_minutes_and_are_chosen_once(shared_data, tmp_path,
 
 def test_a_study_resumes_only_with_its_own_time_budget(tmp_path):
     from npvae.errors import OutputError
-    from npvae_lab import studies
+    from npvae.lab import studies
     (tmp_path / "recipe").mkdir()
     (tmp_path / "recipe" / RESULT_FILE).write_text(json.dumps(
         {"task": "mnist", "budget": "tiny", "study": "ablate anchor", "seed": 0, "minutes": 2.0}))

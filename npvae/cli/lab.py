@@ -1,10 +1,10 @@
 """``npvae report``, ``npvae study`` and ``npvae bench``: the lab's commands.
 
-The lab (``scripts/npvae_lab``: the benchmark against PyTorch, the loss studies, the
-report builder) measures npvae rather than being part of it, so it is not installed
-with the library. These commands find it in a source checkout of npvae: the current
-folder or one of its parents, the folder an editable install's package lives in, or
-``sys.path`` (``PYTHONPATH=scripts``).
+The loss studies and the report answer the assignment's questions with the library,
+so they are installed with it (:mod:`npvae.lab`). The benchmark against PyTorch is
+development tooling (``scripts/npvae_lab``), not installed: ``npvae bench`` finds it in
+a source checkout of npvae (the current folder or one of its parents, the folder an
+editable install's package lives in, or ``sys.path``, ``PYTHONPATH=scripts``).
 """
 from __future__ import annotations
 
@@ -37,15 +37,15 @@ def find_lab(start: str | os.PathLike | None = None) -> Path:
     for folder in [b / "scripts" for b in (here, *here.parents, package_parent)] + [Path(p or ".") for p in sys.path]:
         if (folder / LAB / "__init__.py").is_file():
             return folder
-    raise NpvaeError("this command needs a source checkout of npvae: the lab it runs (scripts/npvae_lab: "
-                     "the benchmark, the loss studies and the report builder) is not installed with the "
+    raise NpvaeError("npvae bench needs a source checkout of npvae: the benchmark (scripts/npvae_lab, "
+                     "with its PyTorch twins) is development tooling, not installed with the "
                      "library. Get the source with `git clone` of the npvae repository and run the command "
                      "from inside the checkout. The library itself is installed and works without it "
-                     "(import npvae; npvae train, separate, evaluate, ship).")
+                     "(import npvae; npvae train, separate, evaluate, ship, study, report).")
 
 
 def lab(module: str):
-    """Module ``npvae_lab.<module>`` of the checkout :func:`find_lab` finds."""
+    """Module ``npvae_lab.<module>`` (the benchmark) of the checkout :func:`find_lab` finds."""
     folder = str(find_lab())
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -132,7 +132,7 @@ def check_input_file(path, flag: str) -> Path:
 
 # ----------------------------------------------------------------------------- npvae report
 
-REPORT_HELP = "build report.md, report.pdf and report.html from studies and runs (source checkout)"
+REPORT_HELP = "build report.md, report.pdf and report.html from studies and runs"
 REPORT_DESCRIPTION = """\
 Build report.md, report.pdf, report.html and figures/ from results files: loss studies
 (npvae study), Part I runs (npvae train mnist) and Part II runs (npvae train music +
@@ -156,9 +156,7 @@ the change): each becomes a row of the missed-marks section, beside the full run
 --from-markdown typesets report.pdf and report.html again from a report.md that npvae
 report wrote and the figures and audio it links, with no run folder:
 
-    npvae report --from-markdown docs/report/report.md
-
-Needs a source checkout of npvae (the report builder lives in scripts/npvae_lab)."""
+    npvae report --from-markdown docs/report/report.md"""
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
@@ -178,7 +176,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args) -> int:
-    report = lab("report")
+    os.environ.setdefault("MPLBACKEND", "Agg")      # figures are files, never windows
+    from ..lab import report
     if args.from_markdown:
         if args.run_dirs or args.pilots:
             raise UsageError("--from-markdown takes no run folders or --pilots: it typesets the report.md it is "
@@ -198,7 +197,7 @@ def run_report(args) -> int:
 
 # ----------------------------------------------------------------------------- npvae study
 
-STUDY_HELP = "loss study with baselines, or a preset's ablation: one table (source checkout)"
+STUDY_HELP = "loss study with baselines, or a preset's ablation: one table"
 STUDY_DESCRIPTION = """\
 Train one model under several loss configurations (same seeds, data and budget), train
 the baselines, score everything on the same fixed test set, and write a table (Markdown
@@ -217,8 +216,7 @@ same shorter budget for all): the table says what each setting buys.
 Every configuration runs in its own process, up to --jobs at a time (default: the number
 of cores, one BLAS/Numba thread each). The data is checked before anything starts. After
 an interruption, run the same command with --resume: finished configurations are kept,
-unfinished ones resume from their checkpoints. Needs a source checkout of npvae (the
-studies live in scripts/npvae_lab)."""
+unfinished ones resume from their checkpoints."""
 
 
 def _add_study(p: argparse.ArgumentParser) -> None:
@@ -251,7 +249,8 @@ def _add_study(p: argparse.ArgumentParser) -> None:
 
 
 def run_study(args) -> int:
-    studies = lab("studies")
+    os.environ.setdefault("MPLBACKEND", "Agg")      # figures are files, never windows
+    from ..lab import studies
     if args.ablate is not None and args.ablate not in studies.ablatable_presets(args.task):
         raise UsageError(f"--ablate takes a preset of {args.task} that changes settings: "
                          f"{', '.join(studies.ablatable_presets(args.task))}; got {args.ablate!r}")
@@ -285,7 +284,7 @@ def run_study(args) -> int:
 
 # ----------------------------------------------------------------------------- npvae bench
 
-BENCH_HELP = "time npvae against PyTorch: training steps and a song's separation (source checkout)"
+BENCH_HELP = "time npvae against PyTorch: training steps and a song's separation (needs a source checkout)"
 BENCH_DESCRIPTION = """\
 Time npvae against PyTorch (same models, weights, batch and noise) in this one process:
 a training step of each model (each npvae kernel backend and PyTorch, stepped in turn)

@@ -1,6 +1,6 @@
 """A study's results: the table (Markdown), the verdict, the figure of validation curves
 and the HDF5 file (kind ``loss_study``), from the per-configuration results that
-:mod:`npvae_lab.studies` collects.
+:mod:`npvae.lab.studies` collects.
 
 A study dict is ``{"task", "budget", "study", "rows": [{"name", "label", "group",
 metric...}], "curves": {name: {"label", "epoch", "value"}}, "n_eval"}``; ``study`` is
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.files import h5mat
-from npvae.files.atomic import atomic_path, atomic_write_text
-from npvae.plotting import pyplot
+from ..files import h5mat
+from ..files.atomic import atomic_path, atomic_write_text
+from ..plotting import pyplot
 
 STUDY_FILE = "study.h5"
 TABLE_FILE = "table.md"

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from npvae.files.atomic import atomic_path
+from ..files.atomic import atomic_path
 
 from .document import is_number, plain, spans
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae import pretrained
-from npvae.files import h5mat
-from npvae.files.model_file import read_model_file
+from .. import pretrained
+from ..files import h5mat
+from ..files.model_file import read_model_file
 
 KIND = "blind_results"
 
@@ -73,12 +73,12 @@ def _provenance_text(shipped: list[dict]) -> str:
 
 
 def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> None:
-    """Append the section to ``doc`` (a :class:`npvae_lab.document.Doc`); figures go to ``figs``.
+    """Append the section to ``doc`` (a :class:`npvae.lab.document.Doc`); figures go to ``figs``.
 
-    ``supervised``: supervised Part I runs (:func:`npvae_lab.report.read_mnist_run`);
+    ``supervised``: supervised Part I runs (:func:`npvae.lab.report.read_mnist_run`);
     when empty, the shipped Part I models' recorded scores stand in (:func:`shipped_runs`)."""
-    from npvae.tasks.blind_mnist.task import save_blind_grid, save_latent_traversal
-    from npvae.plotting import save_loss_curves
+    from ..tasks.blind_mnist.task import save_blind_grid, save_latent_traversal
+    from ..plotting import save_loss_curves
     images = [r for r in runs if r["part"] == "mnist"]
     music = [r for r in runs if r["part"] == "music"]
     doc.h2("Blind separation: trained on mixtures alone")
@@ -161,8 +161,8 @@ def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> 
         doc.table(["system", "source", "GNSDR", "GSIR", "GSAR", "SI-SDR"], rows)
         if music_shipped:
             doc.p(_provenance_text(music_shipped))
-        from npvae.audio.stft import STFTConfig
-        from npvae.tasks.blind_music.task import plot_example
+        from ..audio.stft import STFTConfig
+        from ..tasks.blind_music.task import plot_example
         cfg = STFTConfig(int(c["stft_sample_rate"]), int(c["stft_n_fft"]), int(c["stft_hop"]), str(c["stft_window"]))
         ex = {k: np.asarray(v) for k, v in r["examples"].items() if k.endswith("_mag") or k == "assignment"}
         doc.image(plot_example(ex, figs / f"{name}_example.png", cfg, name),

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.files import h5mat
-from npvae.audio.io import write_audio
-from npvae.audio.stft import STFTConfig
-from npvae.errors import OutputError
-from npvae.files.guard import check_writable_dir
-from npvae.files.model_file import RESULTS_FILE
-from npvae.plotting import plot_example, plot_history, save_grid, save_loss_curves
+from ..files import h5mat
+from ..audio.io import write_audio
+from ..audio.stft import STFTConfig
+from ..errors import OutputError
+from ..files.guard import check_writable_dir
+from ..files.model_file import RESULTS_FILE
+from ..plotting import plot_example, plot_history, save_grid, save_loss_curves
 
 from . import report_sources
 from .blind_report import blind_section, read_blind_run, uses_shipped

@@ -9,7 +9,7 @@ command measured, and the section says so.
 """
 from __future__ import annotations
 
-from npvae import pretrained
+from .. import pretrained
 
 from .document import Doc
 

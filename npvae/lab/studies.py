@@ -17,7 +17,7 @@ budget, every one scored on the same fixed test set.
     study.h5              the same as HDF5 / MATLAB v7.3 (kind "loss_study")
     validation_curves.png the validation metric per epoch of every trained configuration
 
-Each configuration runs as its own process (``python -m npvae_lab.studies run-one ...``),
+Each configuration runs as its own process (``python -m npvae.lab.studies run-one ...``),
 up to ``jobs`` at a time; every model is trained by :func:`run_training`. Under
 ``mpirun -n P`` the configurations to run are dealt to the ranks in turn (each rank runs
 its share, ``jobs`` at a time, with the CPUs MPI gives it; the study directory must be on
@@ -39,19 +39,19 @@ from pathlib import Path
 
 import numpy as np
 
-from npvae.audio.datasets import list_mir1k, load_tracks, mir1k_root, mir1k_singer
-from npvae.audio.stft import STFTConfig
-from npvae.baselines.nmf import ImageNMFSeparator, SpectrogramNMFSeparator
-from npvae.engine.checkpoint import CHECKPOINT_FILE
-from npvae.files.atomic import TMP_TAG, atomic_write_text
-from npvae.data.mnist import load_images
-from npvae.errors import DatasetError, OutputError
-from npvae.files.guard import check_writable_dir, remove_named
-from npvae.files.model_file import MODEL_FILE, load_separator
-from npvae.metrics.image import separation_report
-from npvae.tasks import mnist as mnist_pipe
-from npvae.tasks import music as music_pipe
-from npvae.plotting import save_grid
+from ..audio.datasets import list_mir1k, load_tracks, mir1k_root, mir1k_singer
+from ..audio.stft import STFTConfig
+from ..baselines.nmf import ImageNMFSeparator, SpectrogramNMFSeparator
+from ..engine.checkpoint import CHECKPOINT_FILE
+from ..files.atomic import TMP_TAG, atomic_write_text
+from ..data.mnist import load_images
+from ..errors import DatasetError, OutputError
+from ..files.guard import check_writable_dir, remove_named
+from ..files.model_file import MODEL_FILE, load_separator
+from ..metrics.image import separation_report
+from ..tasks import mnist as mnist_pipe
+from ..tasks import music as music_pipe
+from ..plotting import save_grid
 
 from .study_table import CURVE, CURVES_FILE, STUDY_FILE, TABLE_FILE, write_outputs
 
@@ -128,7 +128,7 @@ ALTERNATIVES = {
 
 
 def _task_class(task: str):
-    from npvae.engine.run import resolve_task
+    from ..engine.run import resolve_task
     return resolve_task(task)
 
 
@@ -142,7 +142,7 @@ def _default_setting(task: str, recipe: dict, key: str):
     """What ``key`` is when a run does not set it: the config's default, or for Part I's
     per-model architecture settings (None in the config) the model's own default."""
     from dataclasses import MISSING, fields
-    from npvae.tasks.mnist.task import MODEL_DEFAULTS
+    from ..tasks.mnist.task import MODEL_DEFAULTS
     cls = _task_class(task).Config
     field = {f.name: f for f in fields(cls)}[key]
     value = field.default if field.default is not MISSING else field.default_factory()
@@ -265,7 +265,7 @@ def run_training(task: str, settings: dict, out, log=print) -> dict:
     Returns ``{"history": per-epoch lists, "metrics": the final scores}`` and for
     ``"music"`` the trained ``"separator"``.
     """
-    from npvae.engine.run import train
+    from ..engine.run import train
     out = Path(out)
     if (out / CHECKPOINT_FILE).exists():
         result = train(task, {"out": str(out)}, resume=True, log=log)
@@ -293,9 +293,9 @@ def seconds_per_epoch(task: str, settings: dict, run_dir, steps: int = 5, warmup
     Validation is left out: it is the same work for every configuration of a study."""
     from statistics import median
 
-    from npvae import distributed
-    from npvae.engine.run import make_config, resolve_task
-    from npvae.optim import Adam
+    from .. import distributed
+    from ..engine.run import make_config, resolve_task
+    from ..optim import Adam
     task_cls = resolve_task(task)
     cfg = task_cls.finalize(make_config(task_cls, {**settings, "out": str(run_dir), "progress": False}))
     comm = distributed.world()
@@ -559,7 +559,7 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
     unfinished ones resume from their checkpoints) and started again only with ``overwrite``.
     Returns :func:`collect`'s study dict plus ``"failed"``: names whose process failed.
     """
-    from npvae import distributed
+    from .. import distributed
     b = budget(task, budget_name, ablate)
     if jobs is not None and (isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1):
         raise ValueError(f"jobs must be a whole number of at least 1, not {jobs!r}")
@@ -600,7 +600,7 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
 
     def launch(c: Configuration) -> tuple[str, int, float]:
         (out / c.name).mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "npvae_lab.studies", "run-one", "--task", task, "--budget", budget_name,
+        cmd = [sys.executable, "-m", "npvae.lab.studies", "run-one", "--task", task, "--budget", budget_name,
                "--config", c.name, "--out", str(out)]
         if ablate:
             cmd += ["--ablate", ablate]
@@ -670,7 +670,7 @@ def collect(study_dir, task: str, names=None, budget_name: str = "", ablate: str
 # ----------------------------------------------------------------------------- subprocess entry
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m npvae_lab.studies", description="Run one study configuration.")
+    p = argparse.ArgumentParser(prog="python -m npvae.lab.studies", description="Run one study configuration.")
     sub = p.add_subparsers(dest="cmd", required=True)
     one = sub.add_parser("run-one")
     one.add_argument("--task", choices=TASKS, required=True)

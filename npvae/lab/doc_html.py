@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from npvae.files.atomic import atomic_path
+from ..files.atomic import atomic_path
 
 from .document import is_number, plain, spans
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npvae.engine.config import defaults
-from npvae.tasks.music import MusicConfig
+from ..engine.config import defaults
+from ..tasks.music import MusicConfig
 
 from .document import Doc
 from .report_shipped import missed_marks
