@@ -156,3 +156,12 @@ def test_kernels_are_reached_through_their_loader():
                     or (not node.module and any(a.name == "kernels" for a in node.names))):
                 direct.append(f"{name}: line {node.lineno}")
     assert not direct, "import the kernels from npvae._kernels:\n" + "\n".join(direct)
+
+
+def test_the_studies_and_the_report_never_load_pytorch():
+    """npvae.lab is installed with the library, which has no PyTorch."""
+    code = ("import sys, npvae.cli, npvae.lab.studies, npvae.lab.report; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       env={**__import__("os").environ, "MPLBACKEND": "Agg"})
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -102,7 +102,12 @@ def test_wheel_holds_the_library_kernels_command_and_models(wheel):
 
 
 @pytest.mark.slow
-def test_wheel_holds_no_lab_and_no_top_level_kernels(wheel):
+def test_wheel_holds_the_studies_but_no_benchmark_and_no_top_level_kernels(wheel):
+    """The studies and the report are installed (npvae.lab); the benchmark with its PyTorch
+    twins (scripts/npvae_lab) is not."""
     tops = {n.split("/", 1)[0] for n in wheel.namelist()}
     assert tops <= {"npvae"} | {t for t in tops if t.endswith((".dist-info", ".data"))}, sorted(tops)
     assert not [n for n in wheel.namelist() if n.startswith(("npvae/experiments/", "kernels/", "npvae_lab/"))]
+    lab = {n for n in wheel.namelist() if n.startswith("npvae/lab/")}
+    assert {"npvae/lab/studies.py", "npvae/lab/report.py", "npvae/lab/doc_pdf.py"} <= lab, sorted(lab)
+    assert not [n for n in lab if "torch" in n or "bench" in n]
