@@ -16,7 +16,7 @@ import pdfplumber
 import pypdf
 
 from npvae.lab.doc_pdf import MARGIN
-from npvae.lab.document import plain
+from npvae.lab.doc_text import plain
 
 MIN_FONT = 7.0          # points
 SLACK = 0.5             # points of rounding in the boxes

@@ -10,7 +10,7 @@ import pytest
 
 import npvae
 from npvae import kernels
-from npvae.gradcheck import check_layer
+from _gradcheck import check_layer
 from npvae.kernels import numpy_kernels as ref
 from npvae.layers import conv_algos
 

@@ -74,7 +74,7 @@ LEVELS = [
     ("npvae.separation", 4), ("npvae.separation.audio_files", 6),
     ("npvae.models", 3), ("npvae.baselines", 3), ("npvae.models.options", 1),
     ("npvae.engine", 2), ("npvae.plotting", 2), ("npvae.vae", 2), ("npvae.metrics", 2), ("npvae.audio", 2),
-    ("npvae.data", 2), ("npvae.optim", 2), ("npvae.gradcheck", 2), ("npvae.watch", 2),
+    ("npvae.data", 2), ("npvae.optim", 2), ("npvae.watch", 2),
     ("npvae.layers", 1), ("npvae.losses", 1), ("npvae.spectral_losses", 1), 
     ("npvae.parallel", 1), ("npvae.progress", 1), ("npvae.datapath", 1), ("npvae.files", 1),
     ("npvae.validate", 1), ("npvae.distributed", 1), ("npvae.schedules", 1), ("npvae.pretrained", 1),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae.gradcheck import check_layer
+from _gradcheck import check_layer
 
 TOL = 1e-6
 F64 = np.float64
@@ -79,7 +79,7 @@ def test_sequential_conv_stack(rng):
     # Sequential has no own params; check every child's through the whole chain
     params = list(model.named_parameters())
     assert [p for p, _, _ in params] == ["0.W", "0.b", "2.W", "2.b", "5.W", "5.b"]
-    from npvae.gradcheck import numerical_gradient, rel_error
+    from _gradcheck import numerical_gradient, rel_error
     x = rng.standard_normal((2, 1, 6, 6))
     r = rng.standard_normal((2, 3))
     model.forward(x)

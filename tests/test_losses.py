@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from npvae import losses
-from npvae.gradcheck import numerical_gradient, rel_error
+from _gradcheck import numerical_gradient, rel_error
 
 TOL = 1e-7
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from npvae import build_layer, spectral_losses
-from npvae.gradcheck import numerical_gradient, rel_error
+from _gradcheck import numerical_gradient, rel_error
 from npvae.models.music import SpectrogramUNetVAE
 
 

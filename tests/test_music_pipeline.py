@@ -5,7 +5,7 @@ import pytest
 
 from npvae.audio.datasets import Track
 from npvae.audio.stft import STFTConfig, stft
-from npvae.gradcheck import numerical_gradient, rel_error
+from _gradcheck import numerical_gradient, rel_error
 from npvae.models.music import SpectrogramUNetVAE
 from npvae.files.model_file import load_separator, save_separator
 from npvae.tasks.music import LossConfig, MusicObjective, evaluate, format_table, lr_at, sample_batch

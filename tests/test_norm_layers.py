@@ -12,7 +12,7 @@ import pytest
 
 import npvae
 from npvae.engine.checkpoint import load_checkpoint
-from npvae.gradcheck import check_layer
+from _gradcheck import check_layer
 from npvae.files.model_file import save_model
 from npvae.layers import BatchNorm, Conv2d, ConvTranspose2d, Dense, GroupNorm, LeakyReLU, ReLU, Sequential, inference
 

@@ -15,7 +15,7 @@ import npvae
 from npvae import distributed
 from npvae.files import h5mat, model_file as io, modelcheck
 from npvae.errors import FileFormatError
-from npvae.gradcheck import numerical_gradient, rel_error
+from _gradcheck import numerical_gradient, rel_error
 from npvae.optim import Adam
 from npvae.engine.loop import Trainer
 from npvae.layers import (AvgPool2d, Concat, Conv2d, Dense, Dropout, Flatten, Identity, LeakyReLU, MaxPool2d, ReLU,

@@ -6,7 +6,7 @@ import pytest
 
 import npvae
 from npvae import kernels
-from npvae.gradcheck import check_layer, numerical_gradient, rel_error
+from _gradcheck import check_layer, numerical_gradient, rel_error
 from npvae.kernels import numpy_kernels as ref
 from npvae.layers import GRU, LSTM, Dense, FromSequence, Sequential, ToSequence, build_layer, inference
 

@@ -4,7 +4,7 @@ import pytest
 
 import npvae
 from npvae import losses
-from npvae.gradcheck import numerical_gradient, rel_error
+from _gradcheck import numerical_gradient, rel_error
 
 TOL = 1e-7
 

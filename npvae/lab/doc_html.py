@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from ..files.atomic import atomic_path
 
-from .document import is_number, plain, spans
+from .doc_text import is_number, plain, spans
 
 STYLE = """
 body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; max-width: 60rem; margin: 2rem auto;

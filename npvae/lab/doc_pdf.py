@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape
 
 from ..files.atomic import atomic_path
 
-from .document import is_number, plain, spans
+from .doc_text import is_number, plain, spans
 
 PT_PER_CM = 72 / 2.54
 MARGIN = 2.0 * PT_PER_CM             # on every side, in points
