@@ -28,8 +28,15 @@ def tiny_run(tmp_path_factory, shared_data):
 def test_ship_model_records_provenance_and_scores(tiny_run, tmp_path, shared_data, monkeypatch):
     (tiny_run / "provenance.json").write_text(json.dumps({"command": "python scripts/train_mnist.py --tiny",
                                                           "commit": "abc1234"}))
-    assert ship(tiny_run, "tiny-unet", "--dest", tmp_path, "--data-dir", shared_data) == 0
-    monkeypatch.setattr(pretrained, "DIR", tmp_path)
+    # no --dest: the user's models folder (made), which list_models and load_model search;
+    # npvae's own shipped files are not touched
+    own = {p.name: p.stat().st_mtime_ns for p in pretrained.DIR.glob("*.h5")}
+    monkeypatch.setenv("NPVAE_MODELS", str(tmp_path / "my-models"))
+    assert ship(tiny_run, "tiny-unet", "--data-dir", shared_data) == 0
+    assert (tmp_path / "my-models" / "tiny-unet.h5").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in pretrained.DIR.glob("*.h5")} == own
+    assert set(npvae.list_models()) == set(p[:-3] for p in own) | {"tiny-unet"}
+    monkeypatch.setattr(pretrained, "DIR", tmp_path / "empty")
     assert npvae.list_models() == ["tiny-unet"]
     info = pretrained.info("tiny-unet")
     assert (info["name"], info["commit"], info["seed"], info["task"]) == ("tiny-unet", "abc1234", 3, "mnist")

@@ -1,5 +1,6 @@
 """``npvae ship``: make a finished training run a shipped model, <dest>/NAME.h5
-(by default npvae/pretrained/NAME.h5, package data).
+(by default in the user's models folder, $NPVAE_MODELS or ~/.local/share/npvae/models,
+which npvae.load_model and list_models search too).
 
     npvae ship RUN_DIR mnist-unet --command "npvae train mnist --preset best --out RUN_DIR" --commit 1a2b3c4
 
@@ -36,8 +37,8 @@ def add_command(sub, name):
     p.add_argument("--command", dest="train_command", metavar="COMMAND", help="the command that trained the run")
     p.add_argument("--commit", help="the commit the run was trained from")
     p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA)")
-    p.add_argument("--dest", default=str(pretrained.DIR), help="existing folder to write NAME.h5 into "
-                                                               "(default: the package's shipped models)")
+    p.add_argument("--dest", default=None, help="existing folder to write NAME.h5 into (default: the user's "
+                   f"models folder, ${pretrained.USER_ENV} or ~/.local/share/npvae/models, made if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NAME.h5 in --dest")
     p.set_defaults(run=run)
     return p

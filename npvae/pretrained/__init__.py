@@ -1,4 +1,5 @@
-"""Trained models that ship with npvae (package data: ``npvae/pretrained/<name>.h5``).
+"""Trained models that ship with npvae (package data: ``npvae/pretrained/<name>.h5``), and
+those a user ships (``npvae ship``) into their own folder, :func:`user_dir`.
 
 Each file is an ordinary model file (kind ``model``, see ``docs/hdf5_schema.md``) with
 one more group, ``/provenance``: the command, commit and seed that trained it, the
@@ -15,16 +16,32 @@ Only the standard library and :mod:`npvae.files.h5mat` are imported here, so tha
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-DIR = Path(__file__).resolve().parent
+DIR = Path(__file__).resolve().parent     # the models that come with npvae (read-only)
+USER_ENV = "NPVAE_MODELS"
 SUFFIX = ".h5"
 DEFAULT_MUSIC_MODEL = "music-mir1k"
 
 
+def user_dir() -> Path:
+    """The folder ``npvae ship`` writes a user's models into by default: ``$NPVAE_MODELS``,
+    else ``$XDG_DATA_HOME/npvae/models`` (``~/.local/share/npvae/models``)."""
+    if os.environ.get(USER_ENV):
+        return Path(os.environ[USER_ENV]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "npvae" / "models"
+
+
+def folders() -> list[Path]:
+    """Where model names are looked up, first match wins: the user's folder, then npvae's own."""
+    return [user_dir(), DIR]
+
+
 def list_models() -> list[str]:
-    """Names of the shipped models, sorted (``load_model`` takes any of them)."""
-    return sorted(p.name[:-len(SUFFIX)] for p in DIR.glob("*" + SUFFIX))
+    """Names of the shipped models, npvae's and the user's, sorted (``load_model`` takes any of them)."""
+    return sorted({p.name[:-len(SUFFIX)] for folder in folders() for p in folder.glob("*" + SUFFIX)})
 
 
 def is_name(value) -> bool:
@@ -39,12 +56,13 @@ def looks_like_name(value: str) -> bool:
 
 def path(name: str) -> Path:
     """The file of shipped model ``name``; a clear error lists the names that exist."""
-    p = DIR / f"{name}{SUFFIX}"
-    if not p.is_file():
-        names = ", ".join(list_models()) or "none (this installation has no model files)"
-        raise FileNotFoundError(f"no shipped model named {name!r}; shipped models: {names}. "
-                                "Pass one of them, or the path of a run directory / model.h5")
-    return p
+    for folder in folders():
+        p = folder / f"{name}{SUFFIX}"
+        if p.is_file():
+            return p
+    names = ", ".join(list_models()) or "none (this installation has no model files)"
+    raise FileNotFoundError(f"no shipped model named {name!r}; shipped models: {names}. "
+                            "Pass one of them, or the path of a run directory / model.h5")
 
 
 def info(name: str) -> dict:

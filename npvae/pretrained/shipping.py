@@ -120,10 +120,11 @@ def recorded_provenance(run_dir) -> dict:
 def ship(run_dir, name: str, command: str | None = None, commit: str | None = None, dest=None,
          data_dir=None, overwrite: bool = False, log=print) -> Path:
     """Score the finished run ``run_dir`` and write it as shipped model ``name`` into
-    ``dest`` (default: this package's folder); returns the file written. ``command`` and
+    ``dest`` (default: the user's models folder, :func:`npvae.pretrained.user_dir`, made if
+    missing; npvae's own shipped files are never written); returns the file written. ``command`` and
     ``commit`` default to the run's provenance.json."""
     from ..files import h5mat
-    from . import DIR
+    from . import user_dir
     from .scoring import HEADLINE, SLICE_TEXT, score, zero_latent_mean
     check_name(name)
     run_dir = Path(run_dir)
@@ -135,7 +136,10 @@ def ship(run_dir, name: str, command: str | None = None, commit: str | None = No
                               f"--commit, or write them into {run_dir / 'provenance.json'}")
     task, model, config = task_of_file(source)
     check_name(name, task)
-    path = destination(DIR if dest is None else dest, name, overwrite, [source])
+    if dest is None:
+        dest = user_dir()
+        dest.mkdir(parents=True, exist_ok=True)
+    path = destination(dest, name, overwrite, [source])
     t0 = time.perf_counter()
     scores = score(model, config, data_dir)
     slice_scores = score(model, config, data_dir, slice=True)
