@@ -1,13 +1,14 @@
 """The ``npvae`` command: one installed entry point with a subcommand per job.
 
-    npvae train mnist [flags]         Part I: digit + fashion mixtures
-    npvae train music [flags]         Part II: singing voice vs accompaniment
-    npvae train blind-mnist [flags]   Part I from mixtures alone
-    npvae train blind-music [flags]   Part II from mixtures alone
+    npvae train mnist [flags]         images: digit + fashion mixtures
+    npvae train music [flags]         music: singing voice vs accompaniment
+    npvae train blind-mnist [flags]   blind images: the same mixtures, learnt from mixtures alone
+    npvae train blind-music [flags]   blind music: songs, learnt from mixtures alone
     npvae separate SONG ...           separate songs with a trained or shipped model
     npvae evaluate MODEL              BSS Eval scores of a music model on a dataset
     npvae ship RUN_DIR NAME           make a run's model a shipped model
-    npvae report | study | bench      the studies, report and benchmark (source checkout)
+    npvae study | report              the loss studies and the report
+    npvae bench                       npvae timed against PyTorch (a source checkout)
 
 ``python -m npvae`` is the same command. Every subcommand exits with 0 when it
 succeeded, 2 for a usage mistake (a bad flag or value, reported before any work),
@@ -15,8 +16,10 @@ succeeded, 2 for a usage mistake (a bad flag or value, reported before any work)
 interrupted by Ctrl-C and 143 by SIGTERM (``kill``, a batch system's time limit), each
 after the same clean-up and hint; a user's mistake never prints a traceback.
 
-A subcommand is a module of this package with ``HELP`` (one line), ``add_arguments(parser)``
-and ``run(args) -> int``; :data:`COMMANDS` lists them.
+A subcommand's module (:data:`COMMANDS` maps each name to one) gives
+``add_command(subparsers, name) -> parser``, which adds its parser and sets the function
+that runs it (``parser.set_defaults(run=...)``, ``run(args) -> int``); the shared parts
+(help layout, argument types, usage errors, exit codes) are :mod:`.common`.
 """
 from __future__ import annotations
 

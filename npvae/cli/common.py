@@ -8,6 +8,7 @@ import signal
 import sys
 
 from ..errors import NpvaeError
+from ..validate import MAX_COUNT
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM      # 143, as a shell reports a process SIGTERM ended
@@ -87,3 +88,39 @@ def describe(exc: BaseException) -> str:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
     return str(exc) or type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- argument types
+
+def _whole_number(text: str, least: int, most: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most:,} (a larger count is a typo, or work for "
+                                         f"years), not {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a count, a whole number from 1 to :data:`~npvae.validate.MAX_COUNT`."""
+    return _whole_number(text, 1, MAX_COUNT)
+
+
+def nonneg_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    return _whole_number(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value

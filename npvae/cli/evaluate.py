@@ -19,8 +19,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..files.guard import check_output_file
-from .common import HelpFormatter, UsageError
-from .separate import positive_int
+from .common import HelpFormatter, UsageError, positive_int
 
 
 def add_command(sub, name):

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from ..files.atomic import atomic_write_text
 from ..errors import NpvaeError, OutputError
-from ..validate import MAX_COUNT
-from .common import HelpFormatter, UsageError
+from .common import HelpFormatter, UsageError, nonneg_int, positive_float, positive_int
 
 LAB = "npvae_lab"
 
@@ -59,39 +58,6 @@ def shown(path) -> str:
         return os.path.relpath(path)
     except ValueError:              # another drive (Windows)
         return str(path)
-
-
-def _whole_number(text: str, least: int, most: int | None = None) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
-    if most is not None and value > most:
-        raise argparse.ArgumentTypeError(f"must be at most {most:,} (a larger count is a typo, or work for "
-                                         f"years), not {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a count, a whole number from 1 to :data:`~npvae.validate.MAX_COUNT`."""
-    return _whole_number(text, 1, MAX_COUNT)
-
-
-def nonneg_int(text: str) -> int:
-    """An argparse type: a whole number of at least 0."""
-    return _whole_number(text, 0)
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
 
 
 def check_output_file(path, flag: str, overwrite: bool = False) -> Path:

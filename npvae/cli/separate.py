@@ -37,31 +37,8 @@ from ..errors import FileFormatError
 from ..files.model_file import load_separator
 from ..separation.audio_files import output_bits, prepare, separate_song
 from ..separation.separator import SOURCES, shift_offsets
-from ..validate import MAX_COUNT
 from ..watch.separation_page import check_page_free, write_separation_page
-from .common import HelpFormatter
-
-
-def positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}") from None
-    if not v > 0 or not np.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
-
-
-def positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    if v > MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {text}")
-    return v
+from .common import HelpFormatter, positive_float, positive_int
 
 
 def chunk_frames(text):
