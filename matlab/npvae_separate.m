@@ -60,7 +60,7 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
     error('npvae:badOption', ['npvae_separate: shifts (%s) must be a whole number from 1 to %d ', ...
           '(the model''s DOWNSAMPLE, its distinct frame phases)'], mat2str(opts.shifts), d);
   end
-  offsets = unique(floor((0:shifts - 1) * d / shifts));   % npvae.separator.shift_offsets
+  offsets = unique(floor((0:shifts - 1) * d / shifts));   % npvae.separation.separator.shift_offsets
   [chans, row] = check_audio(audio, fs);
   fs = double(fs);
   rate = net.cfg.sample_rate;

@@ -25,7 +25,7 @@ def quiet(*args, **kwargs):
 
 def config(tmp_path, shared_data, name, **kw):
     """A tiny run's settings: two MNIST digits, clipped sum, three groups, two epochs of 256 mixtures."""
-    base = dict(task="mnist-mnist", rule="sum", groups=3, hidden=(32, 16), latent_dim=4, batch_size=64, epochs=2,
+    base = dict(pair="mnist-mnist", rule="sum", groups=3, hidden=(32, 16), latent_dim=4, batch_size=64, epochs=2,
                 train_limit=256, eval_limit=64, n_examples=6, display_every=2, data_dir=str(shared_data),
                 out=str(tmp_path / name), progress=False)
     return {**base, **kw}
@@ -266,7 +266,7 @@ def test_report_compares_with_the_shipped_supervised_scores(music_run, tmp_path,
     """No supervised run given: the supervised-vs-blind tables take the scores the shipped
     models record (/provenance/scores) and say where they come from."""
     from npvae.lab.report import build_report
-    fashion = train(config(tmp_path, shared_data, "fashion", task="mnist-fashion", rule="average", groups=2,
+    fashion = train(config(tmp_path, shared_data, "fashion", pair="mnist-fashion", rule="average", groups=2,
                            epochs=1))
     out = build_report([fashion.run_dir, music_run.run_dir], tmp_path / "report", log=quiet)
     text = out["markdown"].read_text()
@@ -279,3 +279,9 @@ def test_report_compares_with_the_shipped_supervised_scores(music_run, tmp_path,
         key = "mean_psnr" if info["task"] == "mnist" else "vocals_gnsdr"
         assert f"{s[key]:.2f}" in text, name
     assert f"{fashion.metrics['masked_mean_psnr']:.2f}" in text
+
+
+def test_the_old_image_pair_flag_names_the_new_one(capsys):
+    from npvae.cli import main
+    assert main(["train", "blind-mnist", "--task", "mnist-mnist", "--epochs", "1"]) == 2
+    assert "--task is now --pair" in capsys.readouterr().err

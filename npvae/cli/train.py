@@ -3,7 +3,7 @@
     npvae train mnist                        # Part I, the dense VAE, about 10 minutes
     npvae train mnist --preset best          # the best Part I recipe
     npvae train music --dataset mir1k        # Part II on MIR-1K
-    npvae train blind-mnist --task mnist-mnist --rule sum
+    npvae train blind-mnist --pair mnist-mnist --rule sum
     npvae train music --out runs/x --resume  # continue an interrupted run exactly
     mpirun -n 2 npvae train mnist --out runs/x   # data-parallel over 2 MPI ranks
 
@@ -72,13 +72,22 @@ def add_task_parser(sub, task) -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     run.add_argument("--overwrite", action="store_true",
                      help="start a new run in an --out that holds an old run (its files are replaced)")
+    for old in task.renamed_flags:
+        run.add_argument(old, dest=_renamed_dest(old), default=None, help=argparse.SUPPRESS)
     p.set_defaults(run=run_training, on_interrupt=interrupted_hint, task_class=task)
     return p
+
+
+def _renamed_dest(flag: str) -> str:
+    return "renamed_" + flag.lstrip("-").replace("-", "_")
 
 
 def run_training(args) -> int:
     from ..engine.run import make_config, train
     task = args.task_class
+    for old, new in task.renamed_flags.items():
+        if getattr(args, _renamed_dest(old), None) is not None:
+            raise UsageError(f"{old} is now {new}: npvae train {task.name} {new} {getattr(args, _renamed_dest(old))}")
     settings = given_settings(args, task.Config)
     if args.resume and args.overwrite:
         raise UsageError("--resume continues a run and --overwrite replaces it; pass one of them")

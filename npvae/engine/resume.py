@@ -20,7 +20,7 @@ DATA_DERIVED = frozenset({"normalizer", "normalizer_dict"})
 
 # Names that earlier versions of npvae recorded for a setting (old name -> name now).
 RENAMED = {"warmup": "kl_warmup", "recon": "loss", "max_train_tracks": "train_limit",
-           "max_val_tracks": "eval_limit"}
+           "max_val_tracks": "eval_limit", "task": "pair"}
 
 
 def resumable(task_cls) -> frozenset[str]:

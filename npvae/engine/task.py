@@ -54,6 +54,7 @@ class Task:
     figures: tuple[str, ...] = ()       # files the final save writes besides model.h5 and results.h5
     # the task's own settings a resumed run may change (the engine's: npvae.engine.resume.RESUMABLE)
     resumable: frozenset[str] = frozenset()
+    renamed_flags: dict[str, str] = {}   # old flag -> its name now (refused, naming the new one)
 
     def __init__(self, cfg, run_dir: Path, comm, log):
         self.cfg, self.run_dir, self.comm, self.log = cfg, Path(run_dir), comm, log

@@ -33,6 +33,11 @@ def read_blind_run(run_dir) -> dict:
             "examples": t["examples"]}
 
 
+def _pair(config: dict) -> str:
+    """The image pair of a blind images run (``task`` in runs recorded before it was ``pair``)."""
+    return config.get("pair", config.get("task", ""))
+
+
 def shipped_runs(task: str) -> list[dict]:
     """The shipped models of ``task`` ("mnist" or "music") that record whole-test-set scores,
     as report entries: ``name``, ``config`` (the model file's /config), ``metrics`` (its
@@ -51,7 +56,7 @@ def shipped_runs(task: str) -> list[dict]:
 
 def uses_shipped(runs: list[dict], supervised: list[dict]) -> bool:
     """Whether :func:`blind_section` will take supervised rows from the shipped models."""
-    images = [r for r in runs if r["part"] == "mnist" and r["config"]["task"] == "mnist-fashion"]
+    images = [r for r in runs if r["part"] == "mnist" and _pair(r["config"]) == "mnist-fashion"]
     music = [r for r in runs if r["part"] == "music"]
     return bool((images and not supervised and shipped_runs("mnist")) or (music and shipped_runs("music")))
 
@@ -96,14 +101,14 @@ def blind_section(doc, runs: list[dict], supervised: list[dict], figs: Path) -> 
         rows = []
         for r in images:
             c, m = r["config"], r["metrics"]
-            a, b = ("digit", "fashion") if c["task"] == "mnist-fashion" else ("digit_a", "digit_b")
-            rows.append([r["dir"].name, c["task"], c["rule"], str(int(c["groups"])), str(int(c["epochs"])),
+            a, b = ("digit", "fashion") if _pair(c) == "mnist-fashion" else ("digit_a", "digit_b")
+            rows.append([r["dir"].name, _pair(c), c["rule"], str(int(c["groups"])), str(int(c["epochs"])),
                          f"{_f(m[a + '_psnr'])} / {_f(m[a + '_ssim'], '.3f')}",
                          f"{_f(m[b + '_psnr'])} / {_f(m[b + '_ssim'], '.3f')}", _f(m["mean_psnr"]),
                          _f(m["masked_mean_psnr"]), _f(m["mixture_as_estimate_mean_psnr"]),
                          _f(m["group_agreement"], ".3f"), _f(m["train_seconds_total"], ".0f")])
         doc.table(header, rows)
-    same_task = [r for r in images if r["config"]["task"] == "mnist-fashion"]
+    same_task = [r for r in images if _pair(r["config"]) == "mnist-fashion"]
     shipped = [] if supervised else shipped_runs("mnist")
     if (supervised or shipped) and same_task:
         doc.p("Supervised against blind on the same fixed test pairs (MNIST + Fashion-MNIST; the supervised "

@@ -33,13 +33,13 @@ RESULTS_KIND = "blind_results"
 class BlindMnistConfig(BlindConfig):
     """Settings of a blind Part I run (each a flag of ``npvae train blind-mnist``).
 
-    task : the pair of image sets mixed ("mnist-fashion" or "mnist-mnist"). rule : how
+    pair : the pair of image sets mixed ("mnist-fashion" or "mnist-mnist"). rule : how
     they mix ("average" or the clipped "sum"). groups : K latent groups (sources
     assumed), latent_dim : each group's code size, hidden : the encoder's widths (the
     decoder mirrors them). loss : "l1" (Laplace) or "mse" (Gaussian) on the mixture.
     n_examples : test pairs kept in results.h5.
     """
-    task: str = "mnist-fashion"
+    pair: str = "mnist-fashion"
     rule: str = "average"
     n_examples: int = 16
     epochs: int = 60
@@ -48,7 +48,7 @@ class BlindMnistConfig(BlindConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_settings(self, counts=("n_examples",), choices={"task": sorted(TASKS), "rule": ("average", "sum")})
+        check_settings(self, counts=("n_examples",), choices={"pair": sorted(TASKS), "rule": ("average", "sum")})
         if not 2 <= self.groups <= 8:
             raise ValueError(f"--groups must be between 2 and 8 (each of the two mixed images needs a group of "
                              f"its own), got {self.groups}")
@@ -173,20 +173,21 @@ class BlindMnistTask(Task):
     """Blind Part I: K latent groups through one shared decoder must remix to the mixture."""
     name = "blind-mnist"
     resumable = frozenset({"n_examples"})   # what is shown and kept as examples, not what is learnt
+    renamed_flags = {"--task": "--pair"}   # the image pair was once --task, another word for the training task
     Config = BlindMnistConfig
     summary = "Part I from mixtures alone: K latent groups that remix to the mixture"
     figures = ("grid.png", "latent_groups.png")
-    help = {"task": "which image sets are mixed", "rule": "mixing rule", "groups": "K latent groups decoded by one "
+    help = {"pair": "which image sets are mixed", "rule": "mixing rule", "groups": "K latent groups decoded by one "
             "shared decoder", "latent_dim": "size of each group's code", "hidden": "encoder widths, e.g. 512 256",
             "loss": "reconstruction loss on the mixture: l1 (Laplace) or mse (Gaussian)",
             "n_examples": "test pairs kept as examples in results.h5",
             "train_limit": "training images per set (quick runs)", "eval_limit": "test pairs scored (default 10000)",
             "data_dir": "folder holding mnist/ and fashion-mnist/ (else $NPVAE_DATA)"}
-    choices = {"task": tuple(sorted(TASKS)), "rule": ("average", "sum"), "loss": RECON}
+    choices = {"pair": tuple(sorted(TASKS)), "rule": ("average", "sum"), "loss": RECON}
 
     @classmethod
     def run_prefix(cls, cfg) -> str:
-        return f"blind-{cfg.task}-{cfg.rule}-K{cfg.groups}"
+        return f"blind-{cfg.pair}-{cfg.rule}-K{cfg.groups}"
 
     @classmethod
     def planned_model(cls, cfg):
@@ -195,8 +196,8 @@ class BlindMnistTask(Task):
 
     def setup(self, init_rng, noise_rng, saved_record):
         cfg = self.cfg
-        self.names = SOURCE_NAMES[cfg.task]
-        self.train_data, self.scoring = load_blind_data(cfg.task, cfg.data_dir, cfg.rule, cfg.seed, cfg.train_limit,
+        self.names = SOURCE_NAMES[cfg.pair]
+        self.train_data, self.scoring = load_blind_data(cfg.pair, cfg.data_dir, cfg.rule, cfg.seed, cfg.train_limit,
                                                         cfg.eval_limit)
         self.model = BlindSeparationVAE(cfg.groups, cfg.latent_dim, cfg.hidden, rng=init_rng)
         self.objective = BlindObjective(self.model, cfg.loss_config())
