@@ -1,7 +1,7 @@
 """Every figure npvae draws, with one matplotlib set-up (:func:`pyplot`).
 
-Part I: :func:`save_grid` (mixtures, true and estimated sources as image rows) and
-:func:`save_loss_curves` (one panel per loss term). Part II: :func:`plot_example`
+Images: :func:`save_grid` (mixtures, true and estimated sources as image rows) and
+:func:`save_loss_curves` (one panel per loss term). Music: :func:`plot_example`
 (mixture, true and estimated spectrograms in dB) and :func:`plot_history` (loss terms,
 KL and SI-SDR improvement per epoch); :func:`save_spectrogram` (one sound's, for the
 separation page). All save PNG files and return their path.
@@ -44,7 +44,7 @@ def _save(fig, path, **kw) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------- Part I
+# ----------------------------------------------------------------------------- images
 
 def save_grid(path, images: dict, title: str = "", show: bool = False) -> Path:
     """The six-row grid (mixture, true/estimated digit, true/estimated fashion,
@@ -95,7 +95,7 @@ def save_loss_curves(path, history: dict) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------- Part II
+# ----------------------------------------------------------------------------- music
 
 def plot_example(ex: dict, path, stft_cfg, title: str = "") -> Path:
     """Figure: mixture, true and estimated vocals and accompaniment spectrograms (dB).

@@ -1,6 +1,6 @@
 """Voices at another pitch: a training excerpt read at a random rate.
 
-Two MIR-1K training singers are all a Part II network hears of singing voices. Reading a
+Two MIR-1K training singers are all a music network hears of singing voices. Reading a
 voice excerpt ``ratio`` times faster raises its pitch by 12 log2(ratio) semitones (and
 its tempo with it, as a tape played faster), which gives the network voices in registers
 the two singers do not have. The excerpt is resampled with an anti-aliasing polyphase

@@ -124,7 +124,7 @@ class SupervisedNMF:
 
 
 class ImageNMFSeparator:
-    """Supervised NMF for Part I, with the models' ``separate`` interface.
+    """Supervised NMF for images, with the models' ``separate`` interface.
 
     The sources are estimated as masks times the mixture's total intensity (``2m`` for
     the average rule, ``m`` for the sum rule), clipped to [0, 1].
@@ -156,7 +156,7 @@ class ImageNMFSeparator:
 
 
 class SpectrogramNMFSeparator:
-    """Supervised NMF for Part II on STFT magnitudes, with the music ``Separator``'s
+    """Supervised NMF for music on STFT magnitudes, with the music ``Separator``'s
     ``separate_mono`` interface (so :func:`npvae.tasks.music.evaluate` scores it).
 
     The masks multiply the mixture's complex STFT (the mixture's phase is reused).

@@ -101,7 +101,7 @@ def check_input_file(path, flag: str) -> Path:
 REPORT_HELP = "build report.md, report.pdf and report.html from studies and runs"
 REPORT_DESCRIPTION = """\
 Build report.md, report.pdf, report.html and figures/ from results files: loss studies
-(npvae study), Part I runs (npvae train mnist) and Part II runs (npvae train music +
+(npvae study), image runs (npvae train mnist) and music runs (npvae train music +
 npvae evaluate, whose example clips become audio/ and players in report.html), blind
 runs (npvae train blind-mnist, blind-music).
 

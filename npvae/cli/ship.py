@@ -6,14 +6,14 @@ which npvae.load_model and list_models search too).
 
 copies RUN_DIR's model.h5 and adds a /provenance group: the name, the training
 command, commit and seed, the run's training time, and the scores measured here on
-the task's whole test set (Part I: the 10,000 fixed evaluation pairs; Part II: the
+the task's whole test set (images: the 10,000 fixed evaluation pairs; music: the
 MIR-1K validation singers), on the small slice that tests/test_pretrained.py
 re-scores, and on the whole test set again with the latent's posterior mean set to 0
 (what the latent contributes). --command and --commit default to RUN_DIR/provenance.json
 ({"command": ..., "commit": ...}) when it exists.
 
 Checked before the scoring starts: RUN_DIR is a finished run (it holds model.h5 and no
-run is training in it); a name starting mnist- holds a Part I model and music- a music
+run is training in it); a name starting mnist- holds an image model and music- a music
 separator; --dest is an existing folder; an existing NAME.h5 is replaced only with
 --overwrite. The same from Python: npvae.pretrained.shipping.ship(run_dir, name, ...).
 """

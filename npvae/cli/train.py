@@ -1,8 +1,8 @@
 """``npvae train TASK``: train a separation model (one subcommand per task, one engine).
 
-    npvae train mnist                        # Part I, the dense VAE, about 10 minutes
-    npvae train mnist --preset best          # the best Part I recipe
-    npvae train music --dataset mir1k        # Part II on MIR-1K
+    npvae train mnist                        # images, the dense VAE, about 10 minutes
+    npvae train mnist --preset best          # the best image recipe
+    npvae train music --dataset mir1k        # music on MIR-1K
     npvae train blind-mnist --pair mnist-mnist --rule sum
     npvae train music --out runs/x --resume  # continue an interrupted run exactly
     mpirun -n 2 npvae train mnist --out runs/x   # data-parallel over 2 MPI ranks

@@ -5,7 +5,7 @@ training set is a fixed array of mixtures, made once (seeded) from the training
 images and then the only thing kept: :class:`MixtureOnlyData` holds no source
 image, and pairs are not redrawn each epoch (redrawing needs the sources).
 
-:func:`load_blind_data` builds it for the two Part I tasks:
+:func:`load_blind_data` builds it for the two blind image tasks:
 
 * ``"mnist-fashion"``: an MNIST digit with a Fashion-MNIST item (as the supervised models);
 * ``"mnist-mnist"``: two MNIST digits (the setting of Neri et al. 2021).

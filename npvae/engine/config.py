@@ -2,7 +2,7 @@
 
 :class:`RunConfig` holds what every task has (how long and how fast to train, the KL
 weight's schedule, clipping, seed, data and output folders); a task's config subclasses
-it with its model, data and objective settings and may change a default (Part II
+it with its model, data and objective settings and may change a default (music
 trains with a cosine tail and clipped gradients, say). Each config validates itself in
 ``__post_init__``, naming the flag of every bad value.
 

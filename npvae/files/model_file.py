@@ -8,9 +8,9 @@ The layout is the one documented in ``docs/hdf5_schema.md``:
 * a **results file** (kinds ``mnist_results``, ``music_results``, ``blind_results``) adds ``/history``,
   ``/metrics`` and ``/examples``, and also carries ``/model``, so it loads as a model.
 
-A Part II model is stored with its :class:`~npvae.separation.separator.Separator` settings (STFT and
+A music model is stored with its :class:`~npvae.separation.separator.Separator` settings (STFT and
 normaliser, :meth:`~npvae.separation.separator.Separator.config`) in ``/config`` and comes back as a
-Separator; a blind Part II model likewise comes back as a
+Separator; a blind music model likewise comes back as a
 :class:`~npvae.separation.blind_separator.BlindMusicSeparator`. :func:`resolve_model_path` is the one
 place that turns a run directory into its file; :func:`read_model_file` also reads a
 training checkpoint (``checkpoint.npz``).
@@ -89,14 +89,14 @@ def save_results(path, kind: str, model: Layer, config: dict, history: dict, met
 
 
 def save_separator(path, sep: Separator, config: dict | None = None) -> Path:
-    """Write a Part II model file (kind ``model``): /model, and /config with ``config`` and the
+    """Write a music model file (kind ``model``): /model, and /config with ``config`` and the
     separator's STFT settings and normaliser."""
     return save_model(path, sep.model, {**(config or {}), **sep.config()})
 
 
 def save_music_results(path, sep: Separator, config: dict, history: dict, metrics: dict,
                        examples: dict) -> Path:
-    """Write a Part II results file (kind ``music_results``): model, config, history, metrics, examples."""
+    """Write a music results file (kind ``music_results``): model, config, history, metrics, examples."""
     return save_results(path, "music_results", sep.model, {**config, **sep.config()}, history, metrics, examples)
 
 
@@ -246,10 +246,10 @@ def load_model(path, dtype=None):
     """Rebuild a trained model exactly from a model file, results file, checkpoint, run
     directory or the name of a shipped model (``npvae.list_models()``).
 
-    Part I models come back as the model itself (``digit, fashion, mixture_hat =
-    model.separate(mixtures)``; a blind Part I model: ``groups = model.separate(mixtures)``);
-    a Part II spectrogram model comes back as its :class:`npvae.separation.separator.Separator` (STFT
-    settings and normalisation included), a blind Part II model as its
+    image models come back as the model itself (``digit, fashion, mixture_hat =
+    model.separate(mixtures)``; a blind images model: ``groups = model.separate(mixtures)``);
+    a music spectrogram model comes back as its :class:`npvae.separation.separator.Separator` (STFT
+    settings and normalisation included), a blind music model as its
     :class:`npvae.separation.blind_separator.BlindMusicSeparator` (STFT settings and magnitude scale);
     both separate audio with ``sep.separate(audio, sr)``.
     """
@@ -262,7 +262,7 @@ def load_model(path, dtype=None):
 
 
 def load_separator(path, dtype=None) -> Separator:
-    """A Part II :class:`~npvae.separation.separator.Separator` from any file :func:`load_model` reads;
+    """A music :class:`~npvae.separation.separator.Separator` from any file :func:`load_model` reads;
     a clear error for a file that holds another kind of model."""
     model, config = read_model_file(path, dtype)
     return Separator.from_config(model, config, str(path))

@@ -44,9 +44,9 @@ from .conv_algos import gemm_into_samples as _gemm_into_samples, to_rows as _to_
 # AMD EPYC (Zen 5, 2 MB of L2 per core; 2026-11), 2 MB and 8 MB differ by a few percent
 # at most on a quiet machine: CPU time per training step on one thread, medians of
 # 8-12 steps with the two sizes alternated, 2 MB / 8 MB: conv VAE 20.6-22.3 /
-# 20.6-21.6 ms, Part II U-Net VAE 92-100 / 98-104 ms, Part I U-Net VAE 118-123 /
+# 20.6-21.6 ms, music U-Net VAE 92-100 / 98-104 ms, image U-Net VAE 118-123 /
 # 117-121 ms, spectrogram case 268-277 / 283-300 ms. (Under heavy load from other jobs
-# the Part II model looked 17% faster with 2 MB: that was the load, not the chunk
+# the music model looked 17% faster with 2 MB: that was the load, not the chunk
 # size.) Smaller chunks give the threads more pieces to share.
 CHUNK_BYTES = 2 << 20
 

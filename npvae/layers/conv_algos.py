@@ -55,7 +55,7 @@ CACHE_FORMAT = "npvae conv algorithms"
 
 # In auto mode the direct kernels are timed only for layers with at most this many
 # output channels: their cost grows with O*C, the GEMMs' far more slowly. At 2 outputs
-# they win by far (the Part I U-Net's last layer, 33 -> 1, 3x3, batch 128, forward +
+# they win by far (the image U-Net's last layer, 33 -> 1, 3x3, batch 128, forward +
 # backward on one thread: im2col 76 ms, direct 13 ms); at 8 (16 -> 8, 28x28, batch
 # 128) they took about as long as im2col (62 vs 63-73 ms, under load), so wider layers
 # are not worth the time of timing them.
@@ -71,8 +71,8 @@ TIME_BUDGET_S = 0.2
 # On more than one thread, layers whose forward does fewer FLOPs than this (as a plain
 # convolution) are also timed on one thread. The smallest layers did not gain from a
 # second thread, or lost (forward + backward, 1 / 2 threads, 2-core AMD EPYC, quiet:
-# the Part II network's first layer, 1 -> 16 channels, 5x5 stride 2, 8 x 512 x 64,
-# 52 MFLOP: 3.7 / 5.9 ms; the Part I U-Net's, 1 -> 24, 3x3, 128 x 28 x 28, 43 MFLOP:
+# the music network's first layer, 1 -> 16 channels, 5x5 stride 2, 8 x 512 x 64,
+# 52 MFLOP: 3.7 / 5.9 ms; the image U-Net's, 1 -> 24, 3x3, 128 x 28 x 28, 43 MFLOP:
 # 5.9 / 5.5 ms), while every layer of 10 ms or more on one thread gained 1.16-1.76x.
 ONE_THREAD_MAX_FLOPS = 200_000_000
 

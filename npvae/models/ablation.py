@@ -7,8 +7,8 @@ def zero_latent_mean(model):
 
     Separation uses ``z = mu``, so the model then decodes the prior's mean for every
     mixture: comparing its scores with the trained model's says what the latent
-    carries (the rest travels through the skip connections). Works for the Part I
-    models (``head.mu``) and a Part II Separator (the first half of ``head``'s channels).
+    carries (the rest travels through the skip connections). Works for the image
+    models (``head.mu``) and a music Separator (the first half of ``head``'s channels).
     """
     net = getattr(model, "model", model)
     head = net.head

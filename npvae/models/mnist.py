@@ -21,7 +21,7 @@ stay in [0, 1] and mix back to the input exactly.
 
 The reconstructed mixture is the mixing rule applied to the two estimates.
 
-Every model follows the layer contract, as the Part II model does:
+Every model follows the layer contract, as the music model does:
 ``forward(m (N, 28, 28)) -> y (N, 2, 28, 28)`` (digit and fashion estimates; the
 posterior's ``mu``/``logvar`` and the decoder's ``logits`` stay on the model) and
 ``backward(dy, dmu=None, dlogvar=None, dlogits=None) -> dm (N, 28, 28)``. The loss is
@@ -560,7 +560,7 @@ MODELS = {"dense": DenseSeparationVAE, "conv": ConvSeparationVAE, "unet": UNetSe
 
 
 def build_model(name: str, rng=None, dtype=np.float32, **kwargs) -> SeparationVAE:
-    """A Part I model by its command-line name ("dense", "conv", "unet", "vae")."""
+    """An image model by its command-line name ("dense", "conv", "unet", "vae")."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}: choose one of {sorted(MODELS)}")
     return MODELS[name](rng=rng, dtype=dtype, **kwargs)

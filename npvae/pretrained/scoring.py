@@ -1,10 +1,10 @@
 """Scores of a trained model on its task's test set, or on the small slice CI re-scores.
 
-* Part I models (``mnist``): MSE / PSNR / SSIM per source on the fixed 10,000
+* image models (``mnist``): MSE / PSNR / SSIM per source on the fixed 10,000
   evaluation pairs (the pairs of the model's seed and mixing rule, as
   ``scripts/train_mnist.py`` scores them); the slice is the first
   :data:`MNIST_SLICE` of those pairs.
-* Part II models (``music``): BSS Eval v3 GNSDR / GSIR / GSAR per source on the MIR-1K
+* music models (``music``): BSS Eval v3 GNSDR / GSIR / GSAR per source on the MIR-1K
   validation singers (length-weighted, as ``npvae evaluate``); the
   slice is the first :data:`MUSIC_SLICE_CLIPS` validation clips, cut to
   :data:`MUSIC_SLICE_SECONDS` seconds each.
@@ -29,7 +29,7 @@ SLICE_TEXT = {
 
 
 def task_of(model) -> str:
-    """``"music"`` for a Separator (Part II), ``"mnist"`` for a Part I model."""
+    """``"music"`` for a Separator (music), ``"mnist"`` for an image model."""
     return "music" if hasattr(model, "stft_cfg") else "mnist"
 
 
@@ -70,7 +70,7 @@ def score_music(sep, data_dir=None, clips: int | None = None, seconds: float | N
 
 
 def score(model, config: dict | None = None, data_dir=None, slice: bool = False) -> dict:
-    """Scores of ``model`` (a Part I model or a Part II Separator) on its whole test
+    """Scores of ``model`` (an image model or a music Separator) on its whole test
     set, or on the CI slice when ``slice`` is true."""
     if task_of(model) == "music":
         if slice:

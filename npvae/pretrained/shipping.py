@@ -11,7 +11,7 @@ the whole test set with the latent's posterior mean set to 0 (what the latent ad
 
 Everything is checked before the (minutes-long) scoring: the run folder is finished
 (:func:`check_run_dir`), the name fits the model (:func:`check_name`: ``mnist-...``
-names hold Part I models, ``music-...`` names music separators), and the destination
+names hold image models, ``music-...`` names music separators), and the destination
 is a folder where no file of that name exists, unless ``overwrite``.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import FileFormatError, ModelNotFoundError
 
 PREFIX_TASKS = {"mnist-": "mnist", "music-": "music"}    # name prefix: the task its file must hold
-TASK_TEXT = {"mnist": "a Part I (MNIST + Fashion-MNIST) model", "music": "a music separator (Part II)"}
+TASK_TEXT = {"mnist": "an image (MNIST + Fashion-MNIST) model", "music": "a music separator"}
 
 
 def check_run_dir(run_dir) -> Path:
@@ -55,7 +55,7 @@ def check_run_dir(run_dir) -> Path:
 
 def task_of_file(model_file) -> tuple[str, object, dict]:
     """``(task, model, config)`` of a model file: ``"music"`` for a supervised music
-    separator (returned as its Separator), ``"mnist"`` for a supervised Part I model;
+    separator (returned as its Separator), ``"mnist"`` for a supervised image model;
     a clear error for anything else (a blind model)."""
     from ..files.model_file import load_separator, read_model_file
     from ..models.mnist import SeparationVAE
@@ -66,7 +66,7 @@ def task_of_file(model_file) -> tuple[str, object, dict]:
     if isinstance(model, SeparationVAE):
         return "mnist", model, config
     raise FileFormatError(f"{model_file} holds a {type(model).__name__}, which cannot be shipped: npvae ships "
-                          "supervised Part I models and music separators")
+                          "supervised image models and music separators")
 
 
 def check_name(name: str, task: str | None = None) -> str:
@@ -92,7 +92,7 @@ def destination(dest, name: str, overwrite: bool = False, inputs=()) -> Path:
 
 
 def run_seconds(run_dir: Path) -> float:
-    """Training wall time the run recorded (Part I: metrics.json; Part II: results.h5)."""
+    """Training wall time the run recorded (images: metrics.json; music: results.h5)."""
     from ..files import h5mat
     if (run_dir / "metrics.json").exists():
         m = json.loads((run_dir / "metrics.json").read_text())

@@ -1,4 +1,4 @@
-"""A trained blind spectrogram model with everything needed to use it on audio (Part II, blind).
+"""A trained blind spectrogram model with everything needed to use it on audio (blind music).
 
 The blind twin of :class:`npvae.separation.separator.Separator`. For a mono mixture x at the
 model's sample rate:
@@ -166,5 +166,5 @@ class BlindMusicSeparator:
 
 
 def is_blind_music(model, config: dict) -> bool:
-    """Whether ``(model, config)`` (:func:`npvae.files.model_file.read_model_file`) is a blind Part II model."""
+    """Whether ``(model, config)`` (:func:`npvae.files.model_file.read_model_file`) is a blind music model."""
     return isinstance(model, BlindSeparationVAE) and str(config.get("mode", "")) == MODE

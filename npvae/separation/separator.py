@@ -1,4 +1,4 @@
-"""A trained spectrogram network with everything needed to use it on audio (Part II).
+"""A trained spectrogram network with everything needed to use it on audio (music).
 
 For a mono mixture x at the model's sample rate:
 

@@ -4,10 +4,10 @@
 ========== ===================================================== ==========================
 name       what it learns                                        task
 ========== ===================================================== ==========================
-mnist      Part I: digit + fashion mixtures -> both images       :class:`~npvae.tasks.mnist.MnistTask`
-music      Part II: voice and accompaniment from spectrograms    :class:`~npvae.tasks.music.MusicTask`
-blind-mnist Part I from mixtures alone                           :class:`~npvae.tasks.blind_mnist.task.BlindMnistTask`
-blind-music Part II from mixtures alone                          :class:`~npvae.tasks.blind_music.task.BlindMusicTask`
+mnist      images: digit + fashion mixtures -> both images       :class:`~npvae.tasks.mnist.MnistTask`
+music      music: voice and accompaniment from spectrograms    :class:`~npvae.tasks.music.MusicTask`
+blind-mnist images from mixtures alone                           :class:`~npvae.tasks.blind_mnist.task.BlindMnistTask`
+blind-music music from mixtures alone                          :class:`~npvae.tasks.blind_music.task.BlindMusicTask`
 ========== ===================================================== ==========================
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Part I, blind: train on mixtures alone, score with the best permutation.
+"""Images, blind: train on mixtures alone, score with the best permutation.
 
 ``npvae train blind-mnist`` runs :class:`BlindMnistTask` through the engine
 (:func:`npvae.engine.train`). The training step sees only batches of
@@ -31,7 +31,7 @@ RESULTS_KIND = "blind_results"
 
 @dataclass
 class BlindMnistConfig(BlindConfig):
-    """Settings of a blind Part I run (each a flag of ``npvae train blind-mnist``).
+    """Settings of a blind images run (each a flag of ``npvae train blind-mnist``).
 
     pair : the pair of image sets mixed ("mnist-fashion" or "mnist-mnist"). rule : how
     they mix ("average" or the clipped "sum"). groups : K latent groups (sources
@@ -170,12 +170,12 @@ def format_metrics(metrics: dict, names) -> str:
 
 
 class BlindMnistTask(Task):
-    """Blind Part I: K latent groups through one shared decoder must remix to the mixture."""
+    """Blind images: K latent groups through one shared decoder must remix to the mixture."""
     name = "blind-mnist"
     resumable = frozenset({"n_examples"})   # what is shown and kept as examples, not what is learnt
     renamed_flags = {"--task": "--pair"}   # the image pair was once --task, another word for the training task
     Config = BlindMnistConfig
-    summary = "Part I from mixtures alone: K latent groups that remix to the mixture"
+    summary = "Images from mixtures alone: K latent groups that remix to the mixture"
     figures = ("grid.png", "latent_groups.png")
     help = {"pair": "which image sets are mixed", "rule": "mixing rule", "groups": "K latent groups decoded by one "
             "shared decoder", "latent_dim": "size of each group's code", "hidden": "encoder widths, e.g. 512 256",

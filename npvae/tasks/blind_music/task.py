@@ -1,6 +1,6 @@
-"""Part II, blind: voice and accompaniment from MIR-1K mixtures alone.
+"""Music, blind: voice and accompaniment from MIR-1K mixtures alone.
 
-The Part I blind model (:class:`npvae.models.blind.BlindSeparationVAE`) on
+The blind images model (:class:`npvae.models.blind.BlindSeparationVAE`) on
 spectrogram patches instead of images:
 
 1. Each training clip's mixture (nothing else is read) becomes its STFT magnitude
@@ -46,7 +46,7 @@ RESULTS_KIND = "blind_results"
 
 @dataclass
 class BlindMusicConfig(BlindConfig):
-    """Settings of a blind Part II run (each a flag of ``npvae train blind-music``).
+    """Settings of a blind music run (each a flag of ``npvae train blind-music``).
 
     dataset : "mir1k", "irmas" or "stems". groups : K latent groups (at least 2),
     latent_dim : each group's code size, hidden : the encoder's widths. frames : STFT
@@ -215,10 +215,10 @@ def format_table(m: dict) -> str:
 
 
 class BlindMusicTask(Task):
-    """Blind Part II: K groups of magnitude patches that must add up to the mixture's."""
+    """Blind music: K groups of magnitude patches that must add up to the mixture's."""
     name = "blind-music"
     Config = BlindMusicConfig
-    summary = "Part II from mixtures alone: K groups of magnitudes that add up to the mixture"
+    summary = "Music from mixtures alone: K groups of magnitudes that add up to the mixture"
     figures = ("example.png",)
     help = {"dataset": "mir1k, irmas or a folder of stems (see --data-dir)", "groups": "K latent groups (>= 2)",
             "latent_dim": "size of each group's code", "hidden": "encoder widths, e.g. 512 256",

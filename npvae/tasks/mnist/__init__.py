@@ -1,4 +1,4 @@
-"""Part I: separating MNIST digit + Fashion-MNIST item mixtures, by job:
+"""Images: separating MNIST digit + Fashion-MNIST item mixtures, by job:
 
 * :mod:`.objective`: the training loss (:class:`SeparationObjective`);
 * :mod:`.task`: :class:`MnistConfig` (the settings), the data, scoring and figures, and

@@ -1,4 +1,4 @@
-"""The Part I training objective: the negative ELBO of the separation, per sample
+"""The images training objective: the negative ELBO of the separation, per sample
 (sums over pixels, mean over the batch)::
 
     total = rec(digit) + rec(fashion) + mix_weight * rec(mixture) + beta * KL
@@ -19,7 +19,7 @@ RECON_LOSSES = ("bce", "mse", "l1")
 
 
 class SeparationObjective:
-    """Loss terms of a batch, forward and backward, for a Part I model.
+    """Loss terms of a batch, forward and backward, for an image model.
 
     ``terms(mixture, digit, fashion, beta, sample, backward)`` runs the model forward,
     returns the terms (total, digit, fashion, mixture, kl) as floats and, with

@@ -1,4 +1,4 @@
-"""Part I as a training task: MNIST digit + Fashion-MNIST item mixtures in, both images out.
+"""Images as a training task: MNIST digit + Fashion-MNIST item mixtures in, both images out.
 
 ``npvae train mnist`` (and ``python scripts/train_mnist.py``) runs :class:`MnistTask`
 through the engine (:func:`npvae.engine.train`). Besides the engine's records the run
@@ -37,7 +37,7 @@ N_CHANNELS = {"conv": 2, "unet": 3, "vae": 3}
 
 @dataclass
 class MnistConfig(RunConfig):
-    """Settings of a Part I run (each a flag of ``npvae train mnist``).
+    """Settings of an image run (each a flag of ``npvae train mnist``).
 
     model : "dense", "conv", "unet" or "vae" (a latent map, no skips). hidden, channels,
     output, blocks : architecture (None: the model's default, :data:`MODEL_DEFAULTS`);
@@ -225,11 +225,11 @@ def format_metrics(metrics: dict) -> str:
 # ----------------------------------------------------------------------------- the task
 
 class MnistTask(Task):
-    """Supervised Part I: the model sees a mixture and learns both sources."""
+    """Supervised images: the model sees a mixture and learns both sources."""
     name = "mnist"
     resumable = frozenset({"show", "n_examples"})   # what is shown and kept as examples, not what is learnt
     Config = MnistConfig
-    summary = "Part I: separate MNIST digit + Fashion-MNIST item mixtures"
+    summary = "Images: separate MNIST digit + Fashion-MNIST item mixtures"
     figures = ("grid.png",)
     presets = {
         "default": {},

@@ -1,4 +1,4 @@
-"""Singing-voice separation with the spectrogram VAE (Part II), by job:
+"""Singing-voice separation with the spectrogram VAE (music), by job:
 
 * :mod:`.batches`: random training excerpts as spectrograms (with remixing and gains);
 * :mod:`.objective`: the training loss (:class:`LossConfig`, :class:`MusicObjective`);

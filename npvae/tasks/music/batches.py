@@ -1,4 +1,4 @@
-"""Random training excerpts of Part II as spectrograms."""
+"""Random training excerpts of music as spectrograms."""
 from __future__ import annotations
 
 import math

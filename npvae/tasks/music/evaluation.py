@@ -1,4 +1,4 @@
-"""Scoring a Part II separator: BSS Eval and SI-SDR per clip beside the ideal-ratio-mask
+"""Scoring a music separator: BSS Eval and SI-SDR per clip beside the ideal-ratio-mask
 oracle (the ceiling) and the unprocessed mixture (the floor), their length-weighted
 summaries, a plain-text table, the cheap per-epoch check, and one clip's example.
 """

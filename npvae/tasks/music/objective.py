@@ -1,4 +1,4 @@
-"""The Part II training objective and learning-rate schedule.
+"""The music training objective and learning-rate schedule.
 
 Per time-frequency bin, on magnitudes divided by the training set's mean mixture
 magnitude ``mag_scale`` (M_v, M_a the network's masks, X the mixture, V and A the

@@ -1,4 +1,4 @@
-"""Part II as a training task: singing voice and accompaniment from STFT spectrograms.
+"""Music as a training task: singing voice and accompaniment from STFT spectrograms.
 
 ``npvae train music`` (and ``python scripts/train_music.py``) runs :class:`MusicTask`
 through the engine (:func:`npvae.engine.train`). Every ``display_every`` epochs the run
@@ -36,7 +36,7 @@ DATASETS = ("mir1k", "irmas", "stems")
 
 @dataclass
 class MusicConfig(RunConfig):
-    """Settings of a Part II run (each a flag of ``npvae train music``).
+    """Settings of a music run (each a flag of ``npvae train music``).
 
     dataset : "mir1k", "irmas" or "stems" (a folder of stems, see ``--data-dir``).
     frames : STFT frames per training excerpt. channels, latent_channels : the spectrogram
@@ -144,11 +144,11 @@ def check_clip_lengths(tracks, stft_cfg: STFTConfig, what: str, folder,
 
 
 class MusicTask(Task):
-    """Supervised Part II: the model sees a mixture's spectrogram and learns two masks."""
+    """Supervised music: the model sees a mixture's spectrogram and learns two masks."""
     name = "music"
     resumable = frozenset({"snippet_seconds"})   # what is shown and kept as examples, not what is learnt
     Config = MusicConfig
-    summary = "Part II: separate singing voice from accompaniment (MIR-1K, IRMAS or stems)"
+    summary = "Music: separate singing voice from accompaniment (MIR-1K, IRMAS or stems)"
     figures = ()
     presets = {
         "default": {},
