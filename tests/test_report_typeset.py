@@ -2,6 +2,7 @@
 character under 7 pt, the headings as bookmarks), its HTML page (figures and audio
 players from disk), the audio of the Part II examples, and ``npvae report
 --from-markdown``, which typesets a report again from its report.md alone."""
+import re
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,77 @@ def test_the_pdf_check_sees_what_the_old_typesetting_did(tmp_path):
     c.save()
     outside, small = outside_margins(tmp_path / "bad.pdf")
     assert outside and small == [5.0] * len("a five-point table that starts left of the margin")
+
+
+def _on_white(path: Path) -> np.ndarray:
+    """The PNG file's pixels as RGB, laid on a white page."""
+    from PIL import Image
+    with Image.open(path) as im:
+        rgba = im.convert("RGBA")
+    page = Image.new("RGB", rgba.size, "white")
+    page.paste(rgba, mask=rgba.getchannel("A"))
+    return np.asarray(page)
+
+
+def _line_plot(path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 2.5), dpi=100)
+    x = np.linspace(0, 10, 200)
+    ax.plot(x, np.sin(x), label="training")
+    ax.plot(x, np.cos(x), label="validation")
+    ax.legend()
+    ax.set_xlabel("epoch")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _few_colours(path: Path) -> Path:
+    """A figure of four colours, one of them half transparent."""
+    from PIL import Image
+    pixels = np.zeros((90, 130, 4), np.uint8)
+    pixels[:] = (255, 255, 255, 255)
+    pixels[10:40, :, :] = (200, 30, 30, 255)
+    pixels[:, 50:60, :] = (20, 20, 200, 255)
+    pixels[60:, 80:, :] = (0, 128, 0, 128)
+    Image.fromarray(pixels, "RGBA").save(path)
+    return path
+
+
+def pdf_images(path) -> list[np.ndarray]:
+    """The images of the PDF ``path`` as RGB arrays (pypdf decodes them)."""
+    import pypdf
+    return [np.asarray(image.image.convert("RGB")) for page in pypdf.PdfReader(str(path)).pages
+            for image in page.images]
+
+
+def figures_bytes(doc) -> int:
+    return sum(p.stat().st_size for p in {b[1] for b in doc.blocks if b[0] == "img"})
+
+
+# bytes of a PDF beyond its figures': the fonts (subsets) and the text of a report's pages
+PDF_OVERHEAD = 250_000
+
+
+def test_pdf_embeds_each_figure_at_its_pixels_in_about_its_png_bytes(tmp_path):
+    """A figure is stored losslessly at its own pixels (grey, indexed when it has few
+    colours, RGB), in about the bytes of its PNG file; drawn twice, it is stored once."""
+    from npvae_lab.doc_pdf import png_image
+    figures = [_figure(tmp_path / "grey.png"), _line_plot(tmp_path / "plot.png"), _few_colours(tmp_path / "few.png")]
+    kinds = [(png_image(f)["colors"], png_image(f)["palette"] is not None) for f in figures]
+    assert kinds == [(1, False), (3, False), (1, True)]
+    doc = Doc()
+    doc.h1("Figures")
+    for f in figures:
+        doc.image(f, f"the figure {f.name}")
+    doc.image(figures[1], "the plot again")
+    pdf = doc.pdf(tmp_path / "report.pdf", tmp_path)
+    check_typeset(pdf, doc)
+    embedded = pdf_images(pdf)
+    for f in figures:
+        assert any(np.array_equal(pixels, _on_white(f)) for pixels in embedded), f"{f.name} not found at its pixels"
+    assert len(re.findall(rb"/Subtype\s*/Image", pdf.read_bytes())) == 3      # the plot stored once
+    assert pdf.stat().st_size <= 1.2 * figures_bytes(doc) + PDF_OVERHEAD
 
 
 def test_html_page_plays_the_audio_and_shows_the_figures_from_disk(tmp_path):
@@ -175,6 +247,7 @@ def test_kept_reports_are_typeset_from_their_markdown(folder):
     from npvae_lab.doc_html import render
     doc = Doc.from_markdown((folder / "report.md").read_text(encoding="utf-8"), folder)
     check_typeset(folder / "report.pdf", doc)
+    assert (folder / "report.pdf").stat().st_size <= 1.2 * figures_bytes(doc) + PDF_OVERHEAD
     check_html(folder / "report.html", doc)
     assert (folder / "report.html").read_text(encoding="utf-8") == render(doc, folder)
 
