@@ -231,7 +231,7 @@ def _options(s) -> tuple[str, str, int, bool, bool]:
     if not 0 <= _finite(s, "dropout", 0.0) < 1:
         raise _SpecProblem(f"{s.get('type')}.dropout must be in [0, 1), got {_short(s['dropout'])}")
     residual = _flag(s, "residual", False)
-    bias = norm == "none" or _flag(s, "norm_bias", True)        # absent: written before the option
+    bias = _flag(s, "norm_bias", True) or norm == "none"        # absent: written before the option
     return norm, down, _size(s, "groups", 8), residual, bias
 
 

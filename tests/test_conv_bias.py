@@ -172,3 +172,14 @@ def test_unet_model_file_round_trip_without_biases(tmp_path, rng):
     assert "enc1.b" not in loaded.state_dict()
     for got, want in zip(loaded.separate(mixtures), model.eval().separate(mixtures)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_bad_norm_bias_is_explained():
+    for build in (lambda: UNetSeparationVAE(norm="batch", norm_bias="yes"),
+                  lambda: SpectrogramUNetVAE((2, 4), norm_bias=1)):
+        with pytest.raises(ValueError, match="norm_bias .* must be True or False"):
+            build()
+    for spec in ({**UNetSeparationVAE(channels=(2, 3)).spec(), "norm_bias": "yes"},
+                 {**SpectrogramUNetVAE((2, 4), norm="batch").spec(), "norm_bias": None}):
+        with pytest.raises(ValueError, match="norm_bias must be true or false"):
+            param_shapes(spec)

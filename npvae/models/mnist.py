@@ -313,7 +313,7 @@ class UNetSeparationVAE(SeparationVAE):
         super().__init__(latent_dim, output, rule, dtype)
         if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
             raise ValueError(f"blocks (3x3 convolutions per U-Net level) must be an integer >= 1, got {blocks!r}")
-        options.check_options(type(self).__name__, norm, down, dropout, groups)
+        options.check_options(type(self).__name__, norm, down, dropout, groups, norm_bias)
         if len(channels) < 2 or len(channels) > self.MAX_LEVELS or min(channels) <= 0:
             raise ValueError(f"channels must be 2 to {self.MAX_LEVELS} positive ints, one per level (28x28, 14x14, "
                              f"7x7, 3x3, 1x1), got {list(channels)}")

@@ -93,7 +93,7 @@ class SpectrogramUNetVAE(Layer):
             raise ValueError(f"channels must be two or more positive ints (c1, c2, ...), one per level, got {channels}")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        options.check_options(type(self).__name__, norm, down, dropout, groups)
+        options.check_options(type(self).__name__, norm, down, dropout, groups, norm_bias)
         self.channels = tuple(int(c) for c in channels)
         self.levels = len(self.channels)
         self.DOWNSAMPLE = 2 ** self.levels

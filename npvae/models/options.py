@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from ..layers import AvgPool2d, BatchNorm, Dropout, GroupNorm, MaxPool2d
 
 NORMS = ("none", "batch", "group")
@@ -26,7 +28,8 @@ DOWNS = ("stride", "max", "avg")
 GROUPS = 8      # GroupNorm's groups: this many, or the largest divisor of the channels below it
 
 
-def check_options(model: str, norm: str, down: str, dropout: float, groups: int = GROUPS) -> None:
+def check_options(model: str, norm: str, down: str, dropout: float, groups: int = GROUPS,
+                  norm_bias: bool = False) -> None:
     """Raise a ValueError naming the bad option of ``model`` (its class name) and the fix."""
     if norm not in NORMS:
         raise ValueError(f"{model}: norm must be one of {', '.join(NORMS)}, got {norm!r}")
@@ -38,6 +41,9 @@ def check_options(model: str, norm: str, down: str, dropout: float, groups: int 
                          f"got {dropout!r}")
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"{model}: groups (GroupNorm's groups) must be a whole number >= 1, got {groups!r}")
+    if not isinstance(norm_bias, (bool, np.bool_)):
+        raise ValueError(f"{model}: norm_bias (a bias on the convolutions a norm follows) must be True or False, "
+                         f"got {norm_bias!r}")
 
 
 def group_count(channels: int, groups: int = GROUPS) -> int:
