@@ -13,7 +13,7 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
 %   [MU, LOGVAR] = npvae_layer_forward(...) for a GaussianHead.
 %
 %   Layers: Dense (fused activation relu, leaky_relu, sigmoid, tanh), Conv2d and
-%   ConvTranspose2d (PyTorch semantics and weight layouts), ReLU, LeakyReLU, Sigmoid,
+%   ConvTranspose2d (PyTorch semantics and weight layouts; "bias": false, no b), ReLU, LeakyReLU, Sigmoid,
 %   Tanh, Softplus, Identity, Flatten, Reshape, Sequential, GaussianHead, LSTM and GRU
 %   (N x T x F sequences, stacked, bidirectional, zero initial state), ToSequence
 %   (N x C x F x T -> N x T x C*F) and FromSequence (its inverse); BatchNorm (eval mode:
@@ -55,10 +55,11 @@ function [y, y2] = npvae_layer_forward(spec, params, prefix, x)
         y = reshape(y, [], steps, size(W, 2));
       end
     case 'Conv2d'
-      y = conv2d(x, param(params, prefix, 'W'), param(params, prefix, 'b'), ...
-                 pair(spec.stride), pair(spec.padding));
+      W = param(params, prefix, 'W');
+      y = conv2d(x, W, conv_bias(spec, params, prefix, size(W, 1)), pair(spec.stride), pair(spec.padding));
     case 'ConvTranspose2d'
-      y = conv_transpose2d(x, param(params, prefix, 'W'), param(params, prefix, 'b'), ...
+      W = param(params, prefix, 'W');
+      y = conv_transpose2d(x, W, conv_bias(spec, params, prefix, size(W, 2)), ...
                            pair(spec.stride), pair(spec.padding), pair(field_or(spec, 'output_padding', 0)));
     case 'ReLU'
       y = activation(x, 'relu', 0);
@@ -152,6 +153,16 @@ function v = param(params, prefix, name)
     error('npvae:missingParam', 'npvae_layer_forward: parameter %s (field %s) is not in the file', key, field);
   end
   v = double(params.(field));
+end
+
+
+function b = conv_bias(spec, params, prefix, channels)
+  % A convolution's bias PREFIX.b, or zeros for one built with "bias": false (no b in the file).
+  if field_or(spec, 'bias', true)
+    b = param(params, prefix, 'b');
+  else
+    b = zeros(channels, 1);
+  end
 end
 
 

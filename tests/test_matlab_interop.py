@@ -311,14 +311,16 @@ UNET_OPTIONS = {  # Part I U-Nets with the options (npvae.models.options), a few
     "unet_bn_max4": dict(channels=(2, 3, 3, 4), blocks=2, norm="batch", down="max"),
     "unet_gn_avg_res": dict(channels=(4, 4, 6), blocks=2, norm="group", down="avg", residual=True, groups=2),
     "unet_five_dropout": dict(channels=(2, 2, 3, 3, 4), dropout=0.3, norm="batch"),
+    "unet_bn_biased": dict(channels=(2, 3, 4), blocks=2, norm="batch", norm_bias=True),    # the older layout
 }
 
 
 def test_npvae_forward_runs_unets_with_the_options(tmp_path, rng):
     """Random U-Nets with normalisation, pooling, residual levels, dropout and 4 or 5
     levels (weights scaled by 3, running statistics moved by two training passes) give in
-    Octave what Python gives in float64 to 1e-6, and what ``separate`` gives to 1e-4 (float32
-    rounding through BatchNorm, folded or not, reaches 3e-5 here)."""
+    Octave what Python gives in float64 to 1e-6, and what ``separate`` gives to 3e-4 (float32
+    rounding: unet_bn_max4's logits reach 5.8e3, whose float32 spacing is 5e-4; its
+    estimates differ from float64 by up to 1.4e-4, the other models' by 1.5e-5 at most)."""
     from npvae.files.model_file import save_model
     from npvae.models.mnist import UNetSeparationVAE
     mixtures = rng.random((4, 28, 28), dtype=np.float32)
@@ -343,7 +345,7 @@ def test_npvae_forward_runs_unets_with_the_options(tmp_path, rng):
         for key, e, w in zip("dfm", exact, want):
             assert got[key].shape == w.shape and got[key].dtype == np.float32, (name, key, got[key].shape)
             np.testing.assert_allclose(got[key], e, atol=1e-6, rtol=0, err_msg=f"{name} {key}")
-            np.testing.assert_allclose(got[key], w, atol=1e-4, rtol=0, err_msg=f"{name} {key}")
+            np.testing.assert_allclose(got[key], w, atol=3e-4, rtol=0, err_msg=f"{name} {key}")
 
 
 def test_npvae_separate_runs_music_unets_with_the_options(tmp_path):
@@ -358,7 +360,7 @@ def test_npvae_separate_runs_music_unets_with_the_options(tmp_path):
     bins = 32                                        # n_fft 64: 33 bins, the network sees 32
     norm = Normalizer("log", 0.3, rng.random(bins).astype(np.float32), (0.5 + rng.random(bins)).astype(np.float32))
     cases = {"bn_res_rnn": dict(norm="batch", residual=True, rnn_layers=2, rnn_hidden=6, freq_bins=bins),
-             "gn_max": dict(norm="group", down="max", groups=2, dropout=0.5)}
+             "gn_max": dict(norm="group", down="max", groups=2, dropout=0.5, norm_bias=True)}
     mono = (0.3 * rng.standard_normal(8000 + 5)).astype(np.float32)
     scipy.io.savemat(tmp_path / "in.mat", {"mono": mono.astype(np.float64)})
     code = "load('in.mat');"

@@ -133,9 +133,9 @@ def base_files(folder):
 
 def _norm_stack(rng):
     from npvae.layers import BatchNorm, Conv2d, ConvTranspose2d, GroupNorm, LeakyReLU, ReLU, Sequential
-    model = Sequential(Conv2d(1, 4, 3, padding=1, rng=rng), BatchNorm(4), ReLU(),
+    model = Sequential(Conv2d(1, 4, 3, padding=1, bias=False, rng=rng), BatchNorm(4), ReLU(),
                        Conv2d(4, 4, 3, stride=2, padding=1, rng=rng), GroupNorm(2, 4), LeakyReLU(0.2),
-                       ConvTranspose2d(4, 2, 4, stride=2, padding=1, rng=rng), BatchNorm(2, momentum=0.5))
+                       ConvTranspose2d(4, 2, 4, stride=2, padding=1, bias=False, rng=rng), BatchNorm(2, momentum=0.5))
     for _ in range(3):
         model.forward(rng.uniform(size=(4, 1, 28, 28)).astype(np.float32))
     return model
@@ -286,12 +286,13 @@ def _tree_edit(src, dst, edit):
     h5mat.write_tree(dst, tree, kind="model")
 
 
-SIZE_KEYS = {"dense": ["hidden", "latent_dim"], "unet": ["channels", "latent_dim", "blocks"],
+SIZE_KEYS = {"dense": ["hidden", "latent_dim"], "unet": ["channels", "latent_dim", "blocks", "norm_bias"],
              "separator": ["channels", "latent_channels", "n_sources", "kernel_size"],
              "norm": ["num_features", "num_groups", "num_channels", "eps", "momentum"],
              "blocks": ["layers.0.out_channels", "layers.1.body.layers.2.p", "layers.2.axis", "layers.3.kernel_size",
                         "layers.2.branches.1.layers.0.kernel_size", "layers.2.branches.1.layers.3.size",
-                        "layers.4.scale_factor", "layers.3.padding", "layers.2.branches.1.layers.0.stride"]}
+                        "layers.4.scale_factor", "layers.3.padding", "layers.2.branches.1.layers.0.stride",
+                        "layers.0.bias"]}
 
 
 def _field(spec, key):

@@ -40,6 +40,7 @@ def test_report_from_tiny_runs(shared_data, tmp_path):
     npvae.train("mnist", {"data_dir": str(shared_data), "out": str(pilot), "epochs": 1, "train_limit": 300,
                           "eval_limit": 100, "hidden": (16,), "latent_dim": 4, "progress": False}, log=lambda s: None)
     out = tmp_path / "report"
+    (tmp_path / "nothing").mkdir()      # a folder without results is passed over
     _run(["report", str(mnist), str(music), str(run), str(tmp_path / "nothing"), "--pilots", str(pilot),
           "--out", str(out)], shared_data, cwd=tmp_path)
 

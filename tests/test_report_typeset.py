@@ -2,6 +2,7 @@
 character under 7 pt, the headings as bookmarks), its HTML page (figures and audio
 players from disk), the audio of the Part II examples, and ``npvae report
 --from-markdown``, which typesets a report again from its report.md alone."""
+import re
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,98 @@ def test_the_pdf_check_sees_what_the_old_typesetting_did(tmp_path):
     c.save()
     outside, small = outside_margins(tmp_path / "bad.pdf")
     assert outside and small == [5.0] * len("a five-point table that starts left of the margin")
+
+
+def _on_white(path: Path) -> np.ndarray:
+    """The PNG file's pixels as RGB, laid on a white page."""
+    from PIL import Image
+    with Image.open(path) as im:
+        rgba = im.convert("RGBA")
+    page = Image.new("RGB", rgba.size, "white")
+    page.paste(rgba, mask=rgba.getchannel("A"))
+    return np.asarray(page)
+
+
+def _line_plot(path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 2.5), dpi=100)
+    x = np.linspace(0, 10, 200)
+    ax.plot(x, np.sin(x), label="training")
+    ax.plot(x, np.cos(x), label="validation")
+    ax.legend()
+    ax.set_xlabel("epoch")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _shades(path: Path) -> Path:
+    """A grey figure of smooth shades (ReportLab alone stores it in nearly twice its PNG's bytes)."""
+    from matplotlib.image import imsave
+    y, x = np.mgrid[0:200, 0:300]
+    imsave(path, np.sin(x / 17) * np.cos(y / 23), cmap="gray")
+    return path
+
+
+def _few_colours(path: Path) -> Path:
+    """A figure of four colours, one of them half transparent."""
+    from PIL import Image
+    pixels = np.zeros((90, 130, 4), np.uint8)
+    pixels[:] = (255, 255, 255, 255)
+    pixels[10:40, :, :] = (200, 30, 30, 255)
+    pixels[:, 50:60, :] = (20, 20, 200, 255)
+    pixels[60:, 80:, :] = (0, 128, 0, 128)
+    Image.fromarray(pixels, "RGBA").save(path)
+    return path
+
+
+def pdf_images(path) -> list[np.ndarray]:
+    """The images of the PDF ``path`` as RGB arrays (pypdf decodes them)."""
+    import pypdf
+    return [np.asarray(image.image.convert("RGB")) for page in pypdf.PdfReader(str(path)).pages
+            for image in page.images]
+
+
+def figure_bytes(pdf: Path, doc, folder: Path, base: Path) -> tuple[int, int]:
+    """(bytes the figures add to ``pdf``, typeset from ``doc``: its size less that of the
+    same document whose figures are blank at the same pixels, written into ``folder``;
+    bytes of the distinct figures' PNG files)."""
+    from PIL import Image
+    blank = {}
+    for path in {b[1] for b in doc.blocks if b[0] == "img"}:
+        with Image.open(path) as im:
+            blank[path] = folder / f"blank-{len(blank)}.png"
+            Image.new("L", im.size, 255).save(blank[path])
+    bare = Doc()
+    bare.blocks = [("img", blank[b[1]], b[2]) if b[0] == "img" else b for b in doc.blocks]
+    bare_size = bare.pdf(folder / "blank.pdf", base).stat().st_size
+    return pdf.stat().st_size - bare_size, sum(p.stat().st_size for p in blank)
+
+
+# what a figure costs beyond its PNG bytes: its image dictionary, a blank figure's pixels
+PER_FIGURE = 2000
+
+
+def test_pdf_embeds_each_figure_at_its_pixels_in_about_its_png_bytes(tmp_path):
+    """A figure is stored losslessly at its own pixels (grey, indexed when it has few
+    colours, RGB), in about the bytes of its PNG file; drawn twice, it is stored once."""
+    from npvae.lab.doc_pdf import png_image
+    figures = [_shades(tmp_path / "grey.png"), _line_plot(tmp_path / "plot.png"), _few_colours(tmp_path / "few.png")]
+    kinds = [(png_image(f)["colors"], png_image(f)["palette"] is not None) for f in figures]
+    assert kinds == [(1, False), (3, False), (1, True)]
+    doc = Doc()
+    doc.h1("Figures")
+    for f in figures:
+        doc.image(f, f"the figure {f.name}")
+    doc.image(figures[1], "the plot again")
+    pdf = doc.pdf(tmp_path / "report.pdf", tmp_path)
+    check_typeset(pdf, doc)
+    embedded = pdf_images(pdf)
+    for f in figures:
+        assert any(np.array_equal(pixels, _on_white(f)) for pixels in embedded), f"{f.name} not found at its pixels"
+    assert len(re.findall(rb"/Subtype\s*/Image", pdf.read_bytes())) == 3      # the plot stored once
+    added, png = figure_bytes(pdf, doc, tmp_path, tmp_path)
+    assert added <= png + PER_FIGURE * len(figures), (added, png)
 
 
 def test_html_page_plays_the_audio_and_shows_the_figures_from_disk(tmp_path):
@@ -169,12 +262,14 @@ def test_report_typeset_again_from_its_markdown(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("folder", KEPT_REPORTS, ids=lambda p: p.name)
-def test_kept_reports_are_typeset_from_their_markdown(folder):
+def test_kept_reports_are_typeset_from_their_markdown(folder, tmp_path):
     """docs/report and docs/blind_report: PDF and HTML typeset from their report.md
     (``npvae report --from-markdown``), every cell in the PDF inside the margins."""
     from npvae.lab.doc_html import render
     doc = Doc.from_markdown((folder / "report.md").read_text(encoding="utf-8"), folder)
     check_typeset(folder / "report.pdf", doc)
+    added, png = figure_bytes(folder / "report.pdf", doc, tmp_path, folder)
+    assert added <= png, f"the figures take {added} bytes of {folder / 'report.pdf'}, their PNG files {png}"
     check_html(folder / "report.html", doc)
     assert (folder / "report.html").read_text(encoding="utf-8") == render(doc, folder)
 

@@ -141,14 +141,21 @@ def _dense(n_in: int, n_out: int) -> dict:
     return {"W": (n_in, n_out), "b": (n_out,)}
 
 
-def _conv(n_in: int, n_out: int, k) -> dict:
+def _conv(n_in: int, n_out: int, k, bias: bool = True) -> dict:
     kh, kw = (k, k) if isinstance(k, int) else k
-    return {"W": (n_out, n_in, kh, kw), "b": (n_out,)}
+    return {"W": (n_out, n_in, kh, kw), **({"b": (n_out,)} if bias else {})}
 
 
-def _conv_t(n_in: int, n_out: int, k) -> dict:
+def _conv_t(n_in: int, n_out: int, k, bias: bool = True) -> dict:
     kh, kw = (k, k) if isinstance(k, int) else k
-    return {"W": (n_in, n_out, kh, kw), "b": (n_out,)}
+    return {"W": (n_in, n_out, kh, kw), **({"b": (n_out,)} if bias else {})}
+
+
+def _flag(s, key: str, default: bool) -> bool:
+    value = _get(s, key, default)
+    if not isinstance(value, bool):
+        raise _SpecProblem(f"{s.get('type')}.{key} must be true or false, got {_short(value)}")
+    return value
 
 
 def _head(n_in: int, latent: int) -> dict:
@@ -167,7 +174,8 @@ def _rule_conv(s, transposed: bool):
     _pair(s, "stride", 1, 1)
     _pair(s, "padding", 0, 0)
     n_in, n_out = _size(s, "in_channels", required=True), _size(s, "out_channels", required=True)
-    return _conv_t(n_in, n_out, k) if transposed else _conv(n_in, n_out, k)
+    bias = _flag(s, "bias", True)
+    return _conv_t(n_in, n_out, k, bias) if transposed else _conv(n_in, n_out, k, bias)
 
 
 def _rule_sequential(s):
@@ -215,16 +223,16 @@ def _rule_conv_vae(s):
             **_prefixed("decoder.3", _conv_t(c2, c1, 4)), **_prefixed("decoder.5", _conv_t(c1, n_out, 4))}
 
 
-def _options(s) -> tuple[str, str, int, bool]:
-    """The U-Net options of a spec (:mod:`npvae.models.options`): norm, down, groups, residual."""
+def _options(s) -> tuple[str, str, int, bool, bool]:
+    """The U-Net options of a spec (:mod:`npvae.models.options`): norm, down, groups, residual,
+    and whether the convolutions a norm follows have a bias."""
     norm = _choice(s, "norm", "none", ("none", "batch", "group"))
     down = _choice(s, "down", "stride", ("stride", "max", "avg"))
     if not 0 <= _finite(s, "dropout", 0.0) < 1:
         raise _SpecProblem(f"{s.get('type')}.dropout must be in [0, 1), got {_short(s['dropout'])}")
-    residual = _get(s, "residual", False)
-    if not isinstance(residual, bool):
-        raise _SpecProblem(f"{s.get('type')}.residual must be true or false, got {_short(residual)}")
-    return norm, down, _size(s, "groups", 8), residual
+    residual = _flag(s, "residual", False)
+    bias = _flag(s, "norm_bias", True) or norm == "none"        # absent: written before the option
+    return norm, down, _size(s, "groups", 8), residual, bias
 
 
 def _norm_shapes(norm: str, channels: int, groups: int) -> dict:
@@ -245,7 +253,7 @@ def _rule_unet_vae(s):
         raise _SpecProblem(f"UNetSeparationVAE.channels must list 2 to 5 levels, got {list(c)}")
     blocks = _size(s, "blocks", 1)
     _at_most(s, "blocks", 4 * blocks)
-    norm, down, groups, residual = _options(s)
+    norm, down, groups, residual, bias = _options(s)
     if residual and blocks < 2:
         raise _SpecProblem("UNetSeparationVAE.residual needs blocks >= 2")
     n, pooled = len(c), down != "stride"
@@ -253,19 +261,19 @@ def _rule_unet_vae(s):
     for _ in range(n - 1):
         sides.append(sides[-1] // 2)
     bottom = c[-1] * sides[-1] ** 2
-    out = {**_prefixed("enc1", _conv(1, c[0], 3))}
+    out = {**_prefixed("enc1", _conv(1, c[0], 3, bias))}
     for i in range(1, n):
-        out.update(_prefixed(f"enc{i + 1}", _conv(c[i - 1], c[i], 3 if pooled else 4)))
+        out.update(_prefixed(f"enc{i + 1}", _conv(c[i - 1], c[i], 3 if pooled else 4, bias)))
     out.update({**_prefixed("head", _head(bottom, latent)), **_prefixed("expand", _dense(latent, bottom))})
     for i in reversed(range(n - 1)):
-        out.update(_prefixed(f"up{i + 1}", _conv_t(2 * c[i + 1], c[i], 4)))
+        out.update(_prefixed(f"up{i + 1}", _conv_t(2 * c[i + 1], c[i], 4, bias)))
     out.update(_prefixed("out", _conv(2 * c[0] + 1, n_out, 3)))
     levels = [(f"enc{i + 1}", c[i]) for i in range(n if pooled else n - 1)]
     levels += [(f"up{i + 1}", c[i]) for i in reversed(range(n - 1))]
     chains = [(width, [level] + [f"{level}_{k}" for k in range(2, blocks + 1)]) for level, width in levels]
     for width, chain in chains:
         for name in chain[1:]:
-            out.update(_prefixed(name, _conv(width, width, 3)))
+            out.update(_prefixed(name, _conv(width, width, 3, bias)))
     if not pooled:
         chains.append((c[-1], [f"enc{n}"]))       # a strided bottom level: its one convolution
     for width, chain in chains:
@@ -283,21 +291,21 @@ def _rule_spectrogram_unet(s):
     if k % 2 != 1:
         raise _SpecProblem(f"SpectrogramUNetVAE.kernel_size must be odd, got {k}")
     _finite(s, "alpha", 0.2)
-    norm, _, groups, residual = _options(s)
+    norm, _, groups, residual, bias = _options(s)
     n = len(c)
     out = {}
     for i in range(n):
-        out.update(_prefixed(f"enc{i + 1}", _conv(1 if i == 0 else c[i - 1], c[i], k)))
+        out.update(_prefixed(f"enc{i + 1}", _conv(1 if i == 0 else c[i - 1], c[i], k, bias)))
     out.update(_prefixed("head", _conv(c[-1], 2 * latent, 1)))
     for i in reversed(range(n)):
         n_in = latent if i == n - 1 else 2 * c[i]
-        out.update(_prefixed(f"dec{i + 1}", _conv_t(n_in, n_sources if i == 0 else c[i - 1], k)))
+        out.update(_prefixed(f"dec{i + 1}", _conv_t(n_in, n_sources if i == 0 else c[i - 1], k, bias or i == 0)))
     width = {**{f"enc{i + 1}": c[i] for i in range(n)}, **{f"dec{i + 1}": c[i - 1] for i in range(1, n)}}
     names = list(width) + ([f"{name}_res" for name in width] if residual else [])
     for name in names:
         w = width[name.split("_")[0]]
         if name.endswith("_res"):
-            out.update(_prefixed(name, _conv(w, w, k)))
+            out.update(_prefixed(name, _conv(w, w, k, bias)))
         out.update(_prefixed(f"{name}_norm", _norm_shapes(norm, w, groups)))
     layers = _size(s, "rnn_layers", 0, minimum=0)
     if layers:

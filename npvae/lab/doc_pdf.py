@@ -2,14 +2,18 @@
 
 Paragraphs flow over pages in a 9.5-point font; tables are real tables whose cells wrap
 inside the margins (7.5-point text, the header row repeated on each page they run
-onto); figures are embedded at the pixels of their PNG files, scaled to the text width;
-each heading is an entry of the PDF's outline (its bookmarks), h2 under h1. The fonts
+onto); figures are embedded at the pixels of their PNG files, scaled to the text width,
+losslessly and about as small as the PNG files (:func:`png_image`); each heading is an entry of the PDF's outline (its bookmarks), h2 under h1. The fonts
 are the DejaVu faces that matplotlib ships, embedded, so a run name beyond Latin-1
 prints. Every mark on a page, page numbers included, lies inside :data:`MARGIN`.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import struct
+import zlib
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -128,18 +132,116 @@ def _table(block, styles, width):
     return t
 
 
+def png_image(path: Path) -> dict:
+    """The PNG file ``path`` as the parts of an 8-bit PDF image: ``width``, ``height``
+    (pixels), ``colors`` (components a pixel: 1 or 3), ``palette`` (the RGB bytes of an
+    indexed image, else None) and ``data``, rows each led by its PNG filter, deflated: a
+    PDF reads them with the Flate filter and PNG predictors.
+
+    ReportLab would store a figure's raw RGB rows deflated without predictors, two to three
+    times the PNG's bytes. Here the pixels are kept: a grey image stays grey, one of at most
+    256 colours becomes indexed, any other RGB; an alpha channel is laid on white, the
+    page's colour. Grey and RGB rows are filtered and deflated by Pillow's PNG writer."""
+    import numpy as np
+    from PIL import Image
+    with Image.open(path) as im:
+        rgba = im.convert("RGBA")
+    rgb = Image.new("RGB", rgba.size, "white")
+    rgb.paste(rgba, mask=rgba.getchannel("A"))
+    pixels = np.asarray(rgb)
+    grey = bool((pixels == pixels[..., :1]).all())
+    if not grey and rgb.getcolors(256) is not None:
+        key = (pixels[..., 0].astype(np.uint32) << 16) | (pixels[..., 1].astype(np.uint32) << 8) | pixels[..., 2]
+        colours, index = np.unique(key, return_inverse=True)      # sorted: the same file, the same bytes
+        rows = np.zeros((key.shape[0], key.shape[1] + 1), np.uint8)   # filter 0 (none), then a byte an index
+        rows[:, 1:] = index.reshape(key.shape)
+        palette = np.stack([colours >> 16, colours >> 8, colours], axis=1).astype(np.uint8).tobytes()
+        return {"width": key.shape[1], "height": key.shape[0], "colors": 1, "palette": palette,
+                "data": zlib.compress(rows.tobytes(), 9)}
+    buffer = io.BytesIO()
+    (Image.fromarray(np.ascontiguousarray(pixels[..., 0]), "L") if grey else rgb).save(buffer, "PNG", optimize=True)
+    png, at, data = buffer.getvalue(), 8, []
+    while at < len(png):                    # the chunks: IHDR first, then the IDATs
+        length, kind = struct.unpack(">I4s", png[at:at + 8])
+        if kind == b"IDAT":
+            data.append(png[at + 8:at + 8 + length])
+        at += 12 + length
+    width, height, bits, _, _, _, interlace = struct.unpack(">IIBBBBB", png[16:29])
+    if bits != 8 or interlace:
+        raise ValueError(f"{path}: Pillow wrote {bits}-bit or interlaced rows; an 8-bit plain PNG was expected")
+    return {"width": width, "height": height, "colors": 1 if grey else 3, "palette": None, "data": b"".join(data)}
+
+
+def _image_xobject(image: dict, name: str):
+    """:func:`png_image`'s parts as a ReportLab PDF image object."""
+    from reportlab.pdfbase.pdfdoc import PDFArray, PDFDictionary, PDFImageXObject, PDFName, PDFObject, PDFStream
+
+    class Hex(PDFObject):                   # an indexed colour space's table, as a hexadecimal string
+        def format(self, document):
+            return b"<" + image["palette"].hex().encode() + b">"
+
+    class XObject(PDFImageXObject):
+        def format(self, document):
+            params = {"Predictor": 15, "Colors": image["colors"], "BitsPerComponent": 8,
+                      "Columns": image["width"]}
+            space = PDFName({1: "DeviceGray", 3: "DeviceRGB"}[image["colors"]])
+            if image["palette"] is not None:
+                space = PDFArray([PDFName("Indexed"), PDFName("DeviceRGB"), len(image["palette"]) // 3 - 1, Hex()])
+            stream = PDFStream(PDFDictionary({
+                "Type": PDFName("XObject"), "Subtype": PDFName("Image"), "Width": image["width"],
+                "Height": image["height"], "BitsPerComponent": 8, "ColorSpace": space,
+                "Filter": PDFName("FlateDecode"), "DecodeParms": PDFDictionary(params)}), image["data"])
+            return stream.format(document)
+
+    xobject = XObject(name)
+    xobject.width, xobject.height = image["width"], image["height"]
+    return xobject
+
+
+def _png_flowable():
+    from reportlab.platypus import Flowable
+
+    class PNGFigure(Flowable):
+        """A PNG file drawn ``width`` x ``height`` points, stored once per document however
+        often it is drawn."""
+
+        def __init__(self, path: Path, width: float, height: float):
+            super().__init__()
+            self.path, self.width, self.height, self.hAlign = Path(path), width, height, "LEFT"
+
+        def wrap(self, available_width, available_height):
+            return self.width, self.height
+
+        def draw(self):
+            # what Canvas.drawImage does, with an image object of our own
+            canvas, doc = self.canv, self.canv._doc
+            content = self.path.read_bytes()
+            name = "png" + hashlib.sha256(content).hexdigest()[:32]
+            key = doc.getXObjectName(name)
+            if key not in doc.idToObject:
+                doc.addForm(name, _image_xobject(png_image(self.path), name))
+            canvas._currentPageHasImages = 1
+            canvas.saveState()
+            canvas.scale(self.width, self.height)
+            canvas._code.append(f"/{key} Do")
+            canvas.restoreState()
+            canvas._formsinuse.append(name)
+
+    return PNGFigure
+
+
 def _figure(block, styles, width, height):
-    from reportlab.lib.utils import ImageReader
-    from reportlab.platypus import Image, KeepTogether, Paragraph
+    from PIL import Image
+    from reportlab.platypus import KeepTogether, Paragraph
     path, caption = block[1], block[2]
-    px_w, px_h = ImageReader(str(path)).getSize()
+    with Image.open(path) as im:
+        px_w, px_h = im.size
     w = width
     h = w * px_h / px_w
     if h > MAX_FIGURE_HEIGHT * height:
         h = MAX_FIGURE_HEIGHT * height
         w = h * px_w / px_h
-    return KeepTogether([Image(str(path), width=w, height=h, hAlign="LEFT"),
-                         Paragraph(markup(caption), styles["caption"])])
+    return KeepTogether([_png_flowable()(path, w, h), Paragraph(markup(caption), styles["caption"])])
 
 
 def _audio(block, styles, base: Path):
@@ -218,4 +320,4 @@ def write_pdf(doc, path: Path, base: Path) -> Path:
     return Path(path)
 
 
-__all__ = ["MARGIN", "column_widths", "markup", "write_pdf"]
+__all__ = ["MARGIN", "column_widths", "markup", "png_image", "write_pdf"]

@@ -63,8 +63,11 @@ def _as_spec(pair):
 
 
 class _ConvBase(Layer):
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dtype):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, bias, dtype):
         super().__init__(dtype)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ValueError(f"{type(self).__name__} bias must be True or False, got {bias!r}")
+        self.bias = bool(bias)
         if in_channels <= 0 or out_channels <= 0:
             raise ValueError(f"{type(self).__name__} needs positive channel counts, got "
                              f"in_channels={in_channels}, out_channels={out_channels}")
@@ -90,12 +93,33 @@ class _ConvBase(Layer):
             act.forget()
 
     def _bias_act(self, y, act):
-        """``y`` (m, O, ...) += b, then ``act`` in place if given, in one pass where the
-        activation has one (inference)."""
-        if act is None:
-            y += self.params["b"].reshape(-1, *(1,) * (y.ndim - 2))
-        else:
-            act.forward_inplace(y, self.params["b"])
+        """``y`` (m, O, ...) += b (if the layer has a bias), then ``act`` in place if given,
+        in one pass where the activation has one (inference)."""
+        b = self.params.get("b")
+        if act is not None:
+            act.forward_inplace(y, b)
+        elif b is not None:
+            y += b.reshape(-1, *(1,) * (y.ndim - 2))
+
+    def bias_or_zeros(self):
+        """``b``, or zeros (out_channels,) without a bias: for the kernels that add it."""
+        b = self.params.get("b")
+        if b is None:
+            b = self._scratch.get("zero_bias")
+            if b is None or b.dtype != self.dtype:
+                b = self._scratch["zero_bias"] = np.zeros(self.out_channels, dtype=self.dtype)
+        return b
+
+    def bias_grad(self, dy):
+        """The bias gradient ``sum(dy)`` over all axes but the channels (none without a bias)."""
+        if self.bias:
+            np.sum(dy, axis=(0, *range(2, dy.ndim)), out=self.grads["b"])
+
+    def add_bias(self, bound: float, rng, n: int):
+        """The bias ``b`` (n,) from U(-bound, bound), drawn after ``W`` (as PyTorch does);
+        nothing when the layer has none."""
+        if self.bias:
+            self.add_param("b", rng.uniform(-bound, bound, (n,)))
 
     def _act_after(self, y, act):
         """Outside inference: ``act.forward(y)`` (the activation keeps its output)."""
@@ -143,30 +167,32 @@ class _ConvBase(Layer):
     def hyper(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": _as_spec(self.kernel_size), "stride": _as_spec(self.stride),
-                "padding": _as_spec(self.padding)}
+                "padding": _as_spec(self.padding), **({} if self.bias else {"bias": False})}
 
 
 @register
 class Conv2d(_ConvBase):
-    """Cross-correlation ``y[n, o] = b[o] + sum_c W[o, c] * x[n, c]``.
+    """Cross-correlation ``y[n, o] = b[o] + sum_c W[o, c] * x[n, c]`` (no ``b`` with
+    ``bias=False``, as before a normalisation that would remove it).
 
     x : (N, in_channels, H, W) -> y : (N, out_channels, OH, OW) with
     ``OH = (H + 2*padding - kernel) // stride + 1`` (likewise OW).
-    ``W`` is (out_channels, in_channels, kh, kw), ``b`` is (out_channels,),
+    ``W`` is (out_channels, in_channels, kh, kw), ``b`` is (out_channels,) (absent with
+    ``bias=False``),
     initialised from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_channels*kh*kw.
 
     ``algorithm`` names how the last forward computed (``"im2col"``, ``"direct"``,
     ``"winograd"``, ``"winograd4"``; None before the first), see the module docstring.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  rng=None, dtype=np.float32):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dtype)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, dtype)
         rng = default_rng(rng)
         kh, kw = self.kernel_size
         bound = 1.0 / np.sqrt(in_channels * kh * kw)
         self.add_param("W", rng.uniform(-bound, bound, (out_channels, in_channels, kh, kw)))
-        self.add_param("b", rng.uniform(-bound, bound, (out_channels,)))
+        self.add_bias(bound, rng, out_channels)
         self.algorithm = None
 
     def output_shape(self, h: int, w: int) -> tuple[int, int]:
@@ -203,17 +229,18 @@ class Conv2d(_ConvBase):
 
 @register
 class ConvTranspose2d(_ConvBase):
-    """Transposed convolution, the adjoint of :class:`Conv2d` (plus a bias).
+    """Transposed convolution, the adjoint of :class:`Conv2d` (plus a bias, unless ``bias=False``).
 
     x : (N, in_channels, H, W) -> y : (N, out_channels, OH, OW) with
     ``OH = (H - 1)*stride - 2*padding + kernel + output_padding``.
-    ``W`` is (in_channels, out_channels, kh, kw) as in PyTorch, ``b`` is (out_channels,).
+    ``W`` is (in_channels, out_channels, kh, kw) as in PyTorch, ``b`` is (out_channels,)
+    (absent with ``bias=False``).
     ``output_padding`` must be smaller than the stride.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, rng=None, dtype=np.float32):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dtype)
+                 output_padding=0, bias=True, rng=None, dtype=np.float32):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, dtype)
         self.output_padding = _pair(output_padding, "output_padding", 0)
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"output_padding {self.output_padding} must be smaller than stride {self.stride}")
@@ -221,7 +248,7 @@ class ConvTranspose2d(_ConvBase):
         kh, kw = self.kernel_size
         bound = 1.0 / np.sqrt(out_channels * kh * kw)
         self.add_param("W", rng.uniform(-bound, bound, (in_channels, out_channels, kh, kw)))
-        self.add_param("b", rng.uniform(-bound, bound, (out_channels,)))
+        self.add_bias(bound, rng, out_channels)
 
     def output_shape(self, h: int, w: int) -> tuple[int, int]:
         kh, kw, sh, sw, ph, pw = self._geometry()
@@ -287,7 +314,7 @@ class ConvTranspose2d(_ConvBase):
 
         parallel.for_each_chunk(n, step, work)
         np.sum(per_chunk, axis=0, out=self.grads["W"].reshape(c, k).T)
-        np.sum(dy, axis=(0, 2, 3), out=self.grads["b"])
+        self.bias_grad(dy)
         return dx
 
     def _in_hw(self, out_hw):

@@ -167,7 +167,7 @@ class Im2col:
 
         parallel.for_each_chunk(n, step, work)
         np.sum(per_chunk, axis=0, out=layer.grads["W"].reshape(o, k).T)
-        np.sum(dy3, axis=(0, 2), out=layer.grads["b"])
+        layer.bias_grad(dy3)
         return dx
 
 
@@ -186,7 +186,7 @@ class Direct:
         if keep:
             layer._x, layer._step = x, step            # kept for the gradients
         y = np.empty((n, layer.out_channels, oh, ow), dtype=layer.dtype)
-        w, b = layer.params["W"], layer.params["b"]
+        w, b = layer.params["W"], layer.bias_or_zeros()
 
         def work(part, worker):
             kernels.conv_direct_forward(x[part], w, b, 1, 1, *layer.padding, out=y[part])
@@ -209,7 +209,7 @@ class Direct:
 
         parallel.for_each_chunk(n, step, work)
         np.sum(per_chunk, axis=0, out=layer.grads["W"])
-        np.sum(dy, axis=(0, 2, 3), out=layer.grads["b"])
+        layer.bias_grad(dy)
         return dx
 
 
@@ -262,7 +262,7 @@ class Winograd:
             layer._x, layer._step, layer._wino_u = x, step, u               # kept for the gradients
         t_buf = layer._worker_buffers("wino_t", (r2 * o * step * tiles,), n, step)
         v_buf = layer._worker_buffers("wino_v", (r2 * c * step * tiles,), n, step)
-        b = layer.params["b"]
+        b = layer.bias_or_zeros()
         y = np.empty((n, o, oh, ow), dtype=layer.dtype)
 
         def work(part, worker):
@@ -304,7 +304,7 @@ class Winograd:
         parallel.for_each_chunk(n, step, work)
         du = np.sum(per_chunk, axis=0).transpose(0, 2, 1)                    # (r2, O, C)
         layer.grads["W"][...] = winograd_weights_adjoint(du, m)
-        np.sum(dy, axis=(0, 2, 3), out=layer.grads["b"])
+        layer.bias_grad(dy)
         return dx
 
 

@@ -4,6 +4,8 @@ In eval mode a :class:`~npvae.layers.norm.BatchNorm` is a per-channel affine map
 ``y = x * scale + shift``. After a convolution (whose output channel o is
 ``W[o] * x + b[o]``) it is the same convolution with ``W[o] * scale[o]`` and
 ``b[o] * scale[o] + shift[o]``: one pass over the activations fewer, no arithmetic more.
+A convolution without a bias (``bias=False``, the usual one before a BatchNorm) gains
+one, ``shift``.
 """
 from __future__ import annotations
 
@@ -44,6 +46,9 @@ def fold_conv_batchnorm(conv: Conv2d | ConvTranspose2d, bn: BatchNorm) -> None:
     shape = [1] * conv.params["W"].ndim
     shape[axis] = -1
     conv.params["W"] *= scale.reshape(shape)
+    if not conv.bias:
+        conv.bias = True
+        conv.add_param("b", np.zeros(conv.out_channels))
     conv.params["b"][...] = conv.params["b"] * scale + shift
 
 

@@ -290,7 +290,8 @@ class UNetSeparationVAE(SeparationVAE):
 
     * ``norm`` "batch" or "group": a BatchNorm / GroupNorm (``groups`` groups at most)
       after every convolution but the output one, before its activation (``enc1_norm``,
-      ``enc1_2_norm``, ...).
+      ``enc1_2_norm``, ...); those convolutions have no bias unless ``norm_bias`` (see
+      :mod:`npvae.models.options`).
     * ``down`` "max" or "avg": ``enc2`` ... ``encn`` are 3x3 convolutions after a 2x2
       pooling instead of strided 4x4 ones, and the bottom level gets its b - 1 extra
       convolutions too (a strided bottom level is its one convolution).
@@ -307,12 +308,12 @@ class UNetSeparationVAE(SeparationVAE):
 
     def __init__(self, latent_dim: int = 32, channels=(16, 32, 64), output: str = "split",
                  rule: str = "average", blocks: int = 1, norm: str = "none", down: str = "stride",
-                 dropout: float = 0.0, residual: bool = False, groups: int = options.GROUPS, rng=None,
-                 dtype=np.float32):
+                 dropout: float = 0.0, residual: bool = False, groups: int = options.GROUPS,
+                 norm_bias: bool = False, rng=None, dtype=np.float32):
         super().__init__(latent_dim, output, rule, dtype)
         if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
             raise ValueError(f"blocks (3x3 convolutions per U-Net level) must be an integer >= 1, got {blocks!r}")
-        options.check_options(type(self).__name__, norm, down, dropout, groups)
+        options.check_options(type(self).__name__, norm, down, dropout, groups, norm_bias)
         if len(channels) < 2 or len(channels) > self.MAX_LEVELS or min(channels) <= 0:
             raise ValueError(f"channels must be 2 to {self.MAX_LEVELS} positive ints, one per level (28x28, 14x14, "
                              f"7x7, 3x3, 1x1), got {list(channels)}")
@@ -324,21 +325,23 @@ class UNetSeparationVAE(SeparationVAE):
         n = self.levels = len(c)
         self.blocks, self.norm, self.down = int(blocks), norm, down
         self.dropout, self.residual, self.groups = float(dropout), bool(residual), int(groups)
+        self.norm_bias = bool(norm_bias)
         self.sides = [SIDE]
         for _ in range(n - 1):
             self.sides.append(self.sides[-1] // 2)
         kw = dict(rng=rng, dtype=dtype)
+        normed = dict(kw, bias=options.conv_bias(norm, norm_bias))     # the convolutions a norm follows
         pooled = down != "stride"
-        self.enc = [Conv2d(1, c[0], 3, padding=1, **kw)]
+        self.enc = [Conv2d(1, c[0], 3, padding=1, **normed)]
         for i in range(1, n):
-            self.enc.append(Conv2d(c[i - 1], c[i], 3, padding=1, **kw) if pooled
-                            else Conv2d(c[i - 1], c[i], 4, stride=2, padding=1, **kw))
+            self.enc.append(Conv2d(c[i - 1], c[i], 3, padding=1, **normed) if pooled
+                            else Conv2d(c[i - 1], c[i], 4, stride=2, padding=1, **normed))
         bottom = c[-1] * self.sides[-1] ** 2
         self.head = GaussianHead(bottom, latent_dim, **kw)
         self.expand = Dense(latent_dim, bottom, activation="leaky_relu", alpha=0.2, **kw)
         # ups[i] makes level i's decoder output (side sides[i]) from [level i+1's, enc(i+2)'s]
         self.ups = {i: ConvTranspose2d(2 * c[i + 1], c[i], 4, stride=2, padding=1,
-                                       output_padding=self.sides[i] - 2 * self.sides[i + 1], **kw)
+                                       output_padding=self.sides[i] - 2 * self.sides[i + 1], **normed)
                     for i in reversed(range(n - 1))}
         self.out = Conv2d(2 * c[0] + 1, self.out_channels, 3, padding=1, **kw)
         for i in range(n):          # enc1, ..., up1 by name too
@@ -351,7 +354,7 @@ class UNetSeparationVAE(SeparationVAE):
         levels = [f"enc{i + 1}" for i in range(n if pooled else n - 1)] + [f"up{i + 1}" for i in reversed(range(n - 1))]
         self.chains = {level: [level] + [f"{level}_{k}" for k in range(2, self.blocks + 1)] for level in levels}
         self.chains.setdefault(f"enc{n}", [f"enc{n}"])
-        self.extra = {name: Conv2d(width[level], width[level], 3, padding=1, **kw)
+        self.extra = {name: Conv2d(width[level], width[level], 3, padding=1, **normed)
                       for level in levels for name in self.chains[level][1:]}
         self.acts = {name: LeakyReLU(0.2) for chain in self.chains.values() for name in chain}
         self.norms = {}
@@ -477,7 +480,12 @@ class UNetSeparationVAE(SeparationVAE):
         out = {**super().hyper(), "channels": list(self.channels)}
         if self.blocks > 1:   # files of one-block models stay as they were
             out["blocks"] = self.blocks
-        return {**out, **options.options_hyper(self.norm, self.down, self.dropout, self.groups, self.residual)}
+        return {**out, **options.options_hyper(self.norm, self.down, self.dropout, self.groups, self.residual,
+                                               self.norm_bias)}
+
+    @classmethod
+    def from_spec(cls, spec: dict, rng=None, dtype=None):
+        return super().from_spec(options.spec_defaults(spec), rng=rng, dtype=dtype)
 
 
 @register

@@ -52,6 +52,8 @@ class SpectrogramUNetVAE(Layer):
     alpha : slope of the leaky ReLUs.
     norm : "none", "batch" or "group" (at most ``groups`` groups): a normalisation after
         every convolution but the last, before its activation (``enc1_norm``, ``decn_norm``...).
+        The convolutions it follows have no bias unless ``norm_bias`` (see
+        :mod:`npvae.models.options`).
     down : "stride" (the encoder's convolutions are strided), "max" or "avg" (each encoder
         convolution keeps the size and a 2x2 pooling ``pool1``... halves its output).
     dropout : p > 0 zeroes decoder features (elementwise, after every decoder level but
@@ -83,34 +85,37 @@ class SpectrogramUNetVAE(Layer):
     def __init__(self, channels=(16, 32, 64), latent_channels: int = 32, n_sources: int = 2,
                  kernel_size: int = 5, alpha: float = 0.2, norm: str = "none", down: str = "stride",
                  dropout: float = 0.0, residual: bool = False, rnn_layers: int = 0, rnn_hidden: int = 256,
-                 freq_bins: int | None = None, groups: int = options.GROUPS, rng=None, dtype=np.float32):
+                 freq_bins: int | None = None, groups: int = options.GROUPS, norm_bias: bool = False, rng=None,
+                 dtype=np.float32):
         super().__init__(dtype)
         rng = default_rng(rng)
         if len(channels) < 2 or min(channels) <= 0:
             raise ValueError(f"channels must be two or more positive ints (c1, c2, ...), one per level, got {channels}")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        options.check_options(type(self).__name__, norm, down, dropout, groups)
+        options.check_options(type(self).__name__, norm, down, dropout, groups, norm_bias)
         self.channels = tuple(int(c) for c in channels)
         self.levels = len(self.channels)
         self.DOWNSAMPLE = 2 ** self.levels
         self.latent_channels, self.n_sources = int(latent_channels), int(n_sources)
         self.kernel_size, self.alpha = int(kernel_size), float(alpha)
         self.norm, self.down, self.dropout, self.residual = norm, down, float(dropout), bool(residual)
-        self.groups = int(groups)
+        self.groups, self.norm_bias = int(groups), bool(norm_bias)
         self.rnn_layers, self.rnn_hidden = _check_rnn(rnn_layers, rnn_hidden, freq_bins, self.DOWNSAMPLE)
         self.freq_bins = None if freq_bins is None else int(freq_bins)
         c, n = self.channels, self.levels
         k, p = self.kernel_size, self.kernel_size // 2
         kw = dict(rng=rng, dtype=dtype)
+        normed = dict(kw, bias=options.conv_bias(norm, norm_bias))     # the convolutions a norm follows
         stride = 1 if down != "stride" else 2
-        self.encoders = [Conv2d(1 if i == 0 else c[i - 1], c[i], k, stride=stride, padding=p, **kw) for i in range(n)]
+        self.encoders = [Conv2d(1 if i == 0 else c[i - 1], c[i], k, stride=stride, padding=p, **normed)
+                         for i in range(n)]
         self.head = Conv2d(c[-1], 2 * self.latent_channels, 1, **kw)
         # decoders[i] makes level i's output (i = n-1 ... 0): from z at the bottom, from
         # [decoders[i+1]'s output, encoders[i]'s output] above it
         self.decoders = [ConvTranspose2d(self.latent_channels if i == n - 1 else 2 * c[i],
                                          self.n_sources if i == 0 else c[i - 1], k, stride=2, padding=p,
-                                         output_padding=1, **kw) for i in range(n)]
+                                         output_padding=1, **(kw if i == 0 else normed)) for i in range(n)]
         for name, layer in self.children().items():    # enc1, ..., head, ..., dec1 by name too
             setattr(self, name, layer)
         self.acts = [LeakyReLU(self.alpha, dtype=dtype) for _ in range(2 * n - 1)]
@@ -121,7 +126,7 @@ class SpectrogramUNetVAE(Layer):
         self.extra = {}
         if self.residual:
             for name in width:
-                self.extra[f"{name}_res"] = Conv2d(width[name], width[name], k, padding=p, **kw)
+                self.extra[f"{name}_res"] = Conv2d(width[name], width[name], k, padding=p, **normed)
         self.res_acts = {name: LeakyReLU(self.alpha, dtype=dtype) for name in self.extra}
         for name in [*width, *self.extra]:
             layer = options.make_norm(norm, width[name.split("_")[0]], self.groups, dtype)
@@ -303,10 +308,15 @@ class SpectrogramUNetVAE(Layer):
             dh = self._unit_backward(self.encoders[i], f"enc{i + 1}", a[i], self._after_backward(f"enc{i + 1}", dh))
         return dh
 
+    @classmethod
+    def from_spec(cls, spec: dict, rng=None, dtype=None):
+        return super().from_spec(options.spec_defaults(spec), rng=rng, dtype=dtype)
+
     def hyper(self):
         out = {"channels": list(self.channels), "latent_channels": self.latent_channels,
                "n_sources": self.n_sources, "kernel_size": self.kernel_size, "alpha": self.alpha}
-        out.update(options.options_hyper(self.norm, self.down, self.dropout, self.groups, self.residual))
+        out.update(options.options_hyper(self.norm, self.down, self.dropout, self.groups, self.residual,
+                                         self.norm_bias))
         if self.rnn_layers:     # files of models without one stay as they were
             out.update(rnn_layers=self.rnn_layers, rnn_hidden=self.rnn_hidden, freq_bins=self.freq_bins)
         return out

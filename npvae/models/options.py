@@ -7,10 +7,19 @@ in both modes, independent of the batch size). ``down`` says how the encoder hal
 its feature maps: "stride" (a strided convolution, the models' original layout), "max"
 or "avg" (a 2x2 pooling; each builder's docstring says where). ``dropout`` is the
 probability that a decoder feature is zeroed in training (0: no dropout layers).
+
+A convolution followed by a norm has no bias (``norm_bias`` False, the default): the
+norm subtracts the channel's mean, so a bias there would have a zero gradient plus
+rounding, which Adam turns into steps of size lr (and ranks of an MPI run into
+different models). ``norm_bias=True`` keeps the bias, as models written before this
+option had it: a spec with a norm and no ``norm_bias`` reads as True
+(:func:`spec_defaults`).
 """
 from __future__ import annotations
 
 import functools
+
+import numpy as np
 
 from ..layers import AvgPool2d, BatchNorm, Dropout, GroupNorm, MaxPool2d
 
@@ -19,7 +28,8 @@ DOWNS = ("stride", "max", "avg")
 GROUPS = 8      # GroupNorm's groups: this many, or the largest divisor of the channels below it
 
 
-def check_options(model: str, norm: str, down: str, dropout: float, groups: int = GROUPS) -> None:
+def check_options(model: str, norm: str, down: str, dropout: float, groups: int = GROUPS,
+                  norm_bias: bool = False) -> None:
     """Raise a ValueError naming the bad option of ``model`` (its class name) and the fix."""
     if norm not in NORMS:
         raise ValueError(f"{model}: norm must be one of {', '.join(NORMS)}, got {norm!r}")
@@ -31,12 +41,28 @@ def check_options(model: str, norm: str, down: str, dropout: float, groups: int 
                          f"got {dropout!r}")
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"{model}: groups (GroupNorm's groups) must be a whole number >= 1, got {groups!r}")
+    if not isinstance(norm_bias, (bool, np.bool_)):
+        raise ValueError(f"{model}: norm_bias (a bias on the convolutions a norm follows) must be True or False, "
+                         f"got {norm_bias!r}")
 
 
 def group_count(channels: int, groups: int = GROUPS) -> int:
     """The groups of a GroupNorm over ``channels``: the largest divisor of ``channels``
     that is at most ``groups`` (8 groups of 4 for 32 channels; 4 of 1 for 4)."""
     return max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)
+
+
+def conv_bias(norm: str, norm_bias: bool) -> bool:
+    """Whether a convolution that ``norm`` follows has a bias."""
+    return norm == "none" or bool(norm_bias)
+
+
+def spec_defaults(spec: dict) -> dict:
+    """``spec`` with ``norm_bias`` True where it has a norm and no ``norm_bias``: the
+    layout of models written before the option, whose convolutions all have a bias."""
+    if spec.get("norm", "none") != "none" and "norm_bias" not in spec:
+        return {**spec, "norm_bias": True}
+    return spec
 
 
 def make_norm(norm: str, channels: int, groups: int, dtype):
@@ -70,7 +96,8 @@ def batchnorm_pairs(layers: dict, conv_of) -> list:
             for key, layer in layers.items() if key.endswith("_norm") and isinstance(layer, BatchNorm)]
 
 
-def options_hyper(norm: str, down: str, dropout: float, groups: int, residual: bool = False) -> dict:
+def options_hyper(norm: str, down: str, dropout: float, groups: int, residual: bool = False,
+                  norm_bias: bool = False) -> dict:
     """The options that differ from the defaults, for a model's ``hyper()``: a model
     without options writes the spec it always wrote."""
     out = {}
@@ -78,6 +105,7 @@ def options_hyper(norm: str, down: str, dropout: float, groups: int, residual: b
         out["norm"] = norm
         if norm == "group" and groups != GROUPS:
             out["groups"] = groups
+        out["norm_bias"] = bool(norm_bias)     # always: a spec without it reads as True
     if down != "stride":
         out["down"] = down
     if dropout:
@@ -88,4 +116,4 @@ def options_hyper(norm: str, down: str, dropout: float, groups: int, residual: b
 
 
 __all__ = ["NORMS", "DOWNS", "GROUPS", "check_options", "group_count", "make_norm", "make_pool", "make_dropout",
-           "batchnorm_pairs", "options_hyper"]
+           "batchnorm_pairs", "options_hyper", "conv_bias", "spec_defaults"]

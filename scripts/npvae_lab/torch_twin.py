@@ -41,10 +41,11 @@ def torch_module(layer):
                "leaky_relu": nn.LeakyReLU(layer.alpha)}[layer.activation]
         return lin if act is None else nn.Sequential(lin, act)
     if isinstance(layer, Conv2d):
-        m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
+        m = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                      bias=layer.bias)
     elif isinstance(layer, ConvTranspose2d):
         m = nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                               layer.padding, layer.output_padding)
+                               layer.padding, layer.output_padding, bias=layer.bias)
     elif isinstance(layer, ReLU):
         return nn.ReLU()
     elif isinstance(layer, LeakyReLU):
@@ -70,7 +71,8 @@ def torch_module(layer):
     else:
         raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
     copy(m.weight, layer.params["W"])
-    copy(m.bias, layer.params["b"])
+    if layer.bias:
+        copy(m.bias, layer.params["b"])
     return m
 
 
