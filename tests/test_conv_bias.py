@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import npvae
-from npvae import h5mat
+from npvae.files import h5mat
 from _gradcheck import check_layer
 from npvae.files.model_file import save_model
 from npvae.layers import BatchNorm, Conv2d, ConvTranspose2d, LeakyReLU, Sequential, build_layer, conv_algos, inference
