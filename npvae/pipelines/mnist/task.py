@@ -294,7 +294,10 @@ class MnistTask(Task):
 
     @classmethod
     def planned_model(cls, cfg):
-        return ({"type": MODELS[cfg.model].__name__, **cfg.model_kwargs()}, (28, 28),
+        spec = {"type": MODELS[cfg.model].__name__, **cfg.model_kwargs()}
+        if spec.get("norm", "none") != "none":
+            spec["norm_bias"] = False       # the builder's default (a spec without it reads as an older model's)
+        return (spec, (28, 28),
                 "--hidden, --latent-dim" if cfg.model == "dense" else "--channels, --hidden, --blocks, --latent-dim")
 
     def setup(self, init_rng, noise_rng, saved_record):
