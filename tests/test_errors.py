@@ -7,7 +7,8 @@ import npvae
 
 @pytest.mark.parametrize("make,x,match", [
     (lambda: npvae.Dense(4, 2), np.zeros((3, 5), np.float32), r"4 features"),
-    (lambda: npvae.Dense(4, 2), np.zeros((3, 2, 2), np.float32), r"\(N, in_features\)"),
+    (lambda: npvae.Dense(4, 2), np.zeros((3, 2, 2, 2), np.float32), r"\(N, in_features\)"),
+    (lambda: npvae.Dense(4, 2), np.zeros((3, 2, 2), np.float32), r"4 features.*\(N, T, in_features\)"),
     (lambda: npvae.Dense(4, 2), np.zeros((3, 4), np.float64), r"expected float32 input, got float64"),
     (lambda: npvae.Dense(4, 2), np.zeros((3, 4), np.int64), r"expected float32"),
     (lambda: npvae.Conv2d(3, 2, 3), np.zeros((1, 2, 5, 5), np.float32), r"3 features/channels"),

@@ -35,8 +35,8 @@ def test_the_planned_model_is_the_built_one(name, preset):
     model = _built(name, cfg)
     assert build_layer(spec).spec() == model.spec()
     est = estimate(spec, example, cfg.batch_size)
-    n = model.num_parameters()
-    assert est.parameters == est.gradients == 4 * n and est.optimiser == 8 * n
+    n, buffers = model.num_parameters(), sum(b.size for _, b in model.named_buffers())
+    assert est.parameters == 4 * (n + buffers) and est.gradients == 4 * n and est.optimiser == 8 * n
     assert est.activations >= 4 * cfg.batch_size * int(np.prod(example))
 
 

@@ -21,14 +21,15 @@ import os
 from dataclasses import dataclass
 
 from ..errors import TrainingError
-from ..files.modelcheck import param_shapes
+from ..files.modelcheck import BUFFERS, param_shapes
 
 ACTIVATION_COPIES = 3   # a layer's output, the input it caches for backward, and its gradient
 
 
 @dataclass
 class MemoryEstimate:
-    """Bytes a run's model needs (see the module docstring)."""
+    """Bytes a run's model needs (see the module docstring): ``parameters`` holds the trained
+    tensors and the buffers (running statistics), ``gradients`` and ``optimiser`` the trained ones alone."""
     parameters: int
     gradients: int
     optimiser: int
@@ -53,6 +54,7 @@ def estimate(spec: dict, example_shape: tuple[int, ...], batch_size: int, itemsi
     if shapes is None:
         return None
     n = sum(math.prod(s) for s in shapes.values())
+    trained = sum(math.prod(s) for name, s in shapes.items() if name.rsplit(".", 1)[-1] not in BUFFERS)
     positions = math.prod(example_shape)
     outputs = 0
     for name, shape in shapes.items():
@@ -61,7 +63,7 @@ def estimate(spec: dict, example_shape: tuple[int, ...], batch_size: int, itemsi
         bias = shapes.get(name[:-2] + ".b")
         width = bias[0] if bias else (shape[-1] if len(shape) == 2 else shape[0])
         outputs += width * (positions if len(shape) == 4 else 1)
-    return MemoryEstimate(n * itemsize, n * itemsize, slots * n * itemsize,
+    return MemoryEstimate(n * itemsize, trained * itemsize, slots * trained * itemsize,
                           ACTIVATION_COPIES * batch_size * (outputs + positions) * itemsize)
 
 

@@ -241,7 +241,7 @@ def _norm_shapes(norm: str, channels: int, groups: int) -> dict:
         return {}
     if norm == "batch":
         return _rule_batchnorm({"type": "BatchNorm", "num_features": channels})
-    from ..models.options import group_count
+    from ..layers.norm import group_count
     return _rule_groupnorm({"type": "GroupNorm", "num_groups": group_count(channels, groups),
                             "num_channels": channels})
 
@@ -410,6 +410,7 @@ def _rule_groupnorm(s):
 
 
 # Buffers whose values must not be negative (a variance under a square root).
+BUFFERS = ("running_mean", "running_var")     # the tensors of a spec that are not trained
 NON_NEGATIVE_BUFFERS = ("running_var",)
 
 

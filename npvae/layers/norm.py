@@ -238,3 +238,9 @@ class GroupNorm(Layer):
         if self.eps != 1e-5:
             h["eps"] = self.eps
         return h
+
+
+def group_count(channels: int, groups: int = 8) -> int:
+    """The groups of a GroupNorm over ``channels``: the largest divisor of ``channels``
+    that is at most ``groups`` (8 groups of 4 for 32 channels; 4 of 1 for 4)."""
+    return max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)

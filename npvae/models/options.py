@@ -22,6 +22,7 @@ import functools
 import numpy as np
 
 from ..layers import AvgPool2d, BatchNorm, Dropout, GroupNorm, MaxPool2d
+from ..layers.norm import group_count
 
 NORMS = ("none", "batch", "group")
 DOWNS = ("stride", "max", "avg")
@@ -44,12 +45,6 @@ def check_options(model: str, norm: str, down: str, dropout: float, groups: int 
     if not isinstance(norm_bias, (bool, np.bool_)):
         raise ValueError(f"{model}: norm_bias (a bias on the convolutions a norm follows) must be True or False, "
                          f"got {norm_bias!r}")
-
-
-def group_count(channels: int, groups: int = GROUPS) -> int:
-    """The groups of a GroupNorm over ``channels``: the largest divisor of ``channels``
-    that is at most ``groups`` (8 groups of 4 for 32 channels; 4 of 1 for 4)."""
-    return max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)
 
 
 def conv_bias(norm: str, norm_bias: bool) -> bool:
