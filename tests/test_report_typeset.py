@@ -15,7 +15,7 @@ from npvae.audio.io import write_audio
 from npvae.lab.document import Doc
 
 REPO = Path(__file__).resolve().parents[1]
-KEPT_REPORTS = [REPO / "docs" / "report", REPO / "docs" / "blind_report"]
+KEPT_REPORTS = [REPO / "results" / "report", REPO / "results" / "blind_report"]
 
 
 def _figure(path: Path, shape=(120, 300)) -> Path:
@@ -263,7 +263,7 @@ def test_report_typeset_again_from_its_markdown(tmp_path, capsys):
 
 @pytest.mark.parametrize("folder", KEPT_REPORTS, ids=lambda p: p.name)
 def test_kept_reports_are_typeset_from_their_markdown(folder, tmp_path):
-    """docs/report and docs/blind_report: PDF and HTML typeset from their report.md
+    """results/report and results/blind_report: PDF and HTML typeset from their report.md
     (``npvae report --from-markdown``), every cell in the PDF inside the margins."""
     from npvae.lab.doc_html import render
     doc = Doc.from_markdown((folder / "report.md").read_text(encoding="utf-8"), folder)

@@ -20,7 +20,7 @@ THIS = Path(__file__).resolve().relative_to(REPO).as_posix()
 _SITTINGS = "|".join(f"{w} sess" + "ion" for w in ("this", "next", "previous", "last"))
 FORBIDDEN = (_SITTINGS + r"|iss" + r"ue ?#?[0-9]+" + "|/" + "work/|/" + "root/|/" + "home/|other engineers|sitting")
 # Where: the files that make up the project (.ci/ is the CI machine's own set-up).
-PATHSPECS = ("README.md", "docs", "npvae", "kernels", "scripts", "tests", "matlab", "setup.cfg")
+PATHSPECS = ("README.md", "docs", "results", "npvae", "kernels", "scripts", "tests", "matlab", "setup.cfg")
 README_MAX_LINES = 300
 
 
@@ -57,3 +57,11 @@ def test_links_point_to_files(page):
     for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8")):
         if "://" not in target:
             assert (path.parent / target).exists(), f"{page} links to {target}, which does not exist"
+
+
+def test_docs_hold_guides_only():
+    """docs/ holds the guides and their figures; what commands generate (reports, the fault
+    table, benchmark records) lives in results/, in folders named for what made them."""
+    others = [p.relative_to(REPO).as_posix() for p in (REPO / "docs").iterdir()
+              if not (p.suffix == ".md" or (p.is_dir() and p.name == "images"))]
+    assert not others, others

@@ -106,7 +106,7 @@ npvae evaluate, whose example clips become audio/ and players in report.html), b
 runs (npvae train blind-mnist, blind-music).
 
     npvae report runs/study-mnist-default runs/study-music-default \\
-        runs/mnist-dense-* runs/music_mir1k --out docs/report
+        runs/mnist-dense-* runs/music_mir1k --out results/report
 
 Every number in the report is read from the files in those directories. An existing
 report in --out is replaced only with --overwrite (its figures folder too), or brought
@@ -122,12 +122,12 @@ the change): each becomes a row of the missed-marks section, beside the full run
 --from-markdown typesets report.pdf and report.html again from a report.md that npvae
 report wrote and the figures and audio it links, with no run folder:
 
-    npvae report --from-markdown docs/report/report.md"""
+    npvae report --from-markdown results/report/report.md"""
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="study directories and run directories")
-    p.add_argument("--out", default="docs/report",
+    p.add_argument("--out", default="results/report",
                    help="folder for report.md, report.pdf, report.html, figures/ and audio/")
     p.add_argument("--pilots", nargs="+", default=[], metavar="RUN_DIR",
                    help="short runs of a recipe with one change: a row each in the missed-marks section, "

@@ -366,7 +366,7 @@ def check_report_dir(out, overwrite: bool = False) -> Path:
     return out
 
 
-def build_report(run_dirs, out="docs/report", command: str | None = None, log=print,
+def build_report(run_dirs, out="results/report", command: str | None = None, log=print,
                  overwrite: bool = False, update: bool = False, pilot_dirs=()) -> dict:
     """Write ``out``/report.md, report.pdf, report.html, figures/ and (for Part II runs
     whose evaluations hold example waveforms) audio/ from ``run_dirs``.

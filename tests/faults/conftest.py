@@ -14,7 +14,7 @@ tiny training runs); ``cli(*argv)`` runs ``npvae ARGV`` in this process. The hel
 that check outcomes (:func:`_faults.expect_error`, ``must_survive``, ...) live in
 ``_faults.py`` beside this file.
 
-``python -m pytest tests/faults --fault-report docs/fault_cases.md`` also writes the
+``python -m pytest tests/faults --fault-report results/faults.md`` also writes the
 table of every case's outcome, grouped by group.
 """
 from __future__ import annotations
