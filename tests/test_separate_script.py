@@ -131,7 +131,7 @@ def test_shifts_are_checked_against_the_model(trained_run, irmas_root, tmp_path)
     out, _, _ = trained_run
     r = run("evaluate", out, "--dataset", "irmas", "--data-dir", irmas_root, "--shifts", "0",
             "--results", tmp_path / "e.h5")
-    assert r.returncode == 2 and "whole number >= 1" in r.stderr
+    assert r.returncode == 2 and "--shifts: must be at least 1, not 0" in r.stderr
     r = run("evaluate", out, "--dataset", "irmas", "--data-dir", irmas_root, "--shifts", "1000",
             "--results", tmp_path / "e.h5")
     assert r.returncode != 0 and "--shifts" in r.stderr and "DOWNSAMPLE" in r.stderr
