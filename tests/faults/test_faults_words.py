@@ -113,8 +113,10 @@ def test_kill_of_a_running_separate(music_model, song, new_dir):
     proc = subprocess.Popen([sys.executable, "-m", "npvae", "separate", str(path), "--model", str(music_model),
                              "--out", str(out), "--no-progress", "--block-seconds", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    def writing():      # a block of separated audio is in a temporary output (the kernels are compiled)
+        return any(p.stat().st_size > 65536 for p in out.glob(f"*{TMP_TAG}*"))
     deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline and not list(out.glob(f"*{TMP_TAG}*")):
+    while proc.poll() is None and time.monotonic() < deadline and not writing():
         time.sleep(0.05)
     assert proc.poll() is None, f"finished before it could be stopped: {proc.communicate()[1][-500:]}"
     proc.send_signal(signal.SIGTERM)
