@@ -166,6 +166,68 @@ def test_pdf_embeds_each_figure_at_its_pixels_in_about_its_png_bytes(tmp_path):
     assert added <= png + PER_FIGURE * len(figures), (added, png)
 
 
+def _noisy_spectrograms(path: Path) -> Path:
+    """A Part II example figure (:func:`npvae.plotting.plot_example`) of noise: as many
+    colours as a real one's."""
+    from npvae.audio.stft import STFTConfig
+    from npvae.plotting import plot_example
+    cfg = STFTConfig.for_dataset("mir1k")
+    rng = np.random.default_rng(3)
+    bins = cfg.n_fft // 2 + 1
+    fall = np.exp(-np.arange(bins) / 60)[:, None]          # louder low bins, as in music
+    ex = {f"{key}_mag": rng.rayleigh(1.0, (bins, 200)) * fall
+          for key in ("mixture", "vocals", "vocals_hat", "accompaniment", "accompaniment_hat")}
+    return plot_example(ex, path, cfg, "noise")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio (dB) of 8-bit pixels ``b`` against ``a``."""
+    return float(10 * np.log10(255 ** 2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+
+
+def test_pdf_stores_a_many_coloured_figure_as_jpeg_in_under_half_its_png_bytes(tmp_path):
+    """Spectrograms (photographic colour) are stored as JPEG at their pixels, close to them
+    and in under half the PNG's bytes; a line plot beside them stays exact."""
+    from npvae.lab.doc_pdf import JPEG_MIN_COLOURS
+    from PIL import Image
+    noisy, plot = _noisy_spectrograms(tmp_path / "noisy.png"), _line_plot(tmp_path / "plot.png")
+    with Image.open(noisy) as im:
+        assert im.convert("RGB").getcolors(JPEG_MIN_COLOURS) is None, "the figure has too few colours to test"
+    doc = Doc()
+    doc.h1("Figures")
+    doc.image(noisy, "spectrograms of noise")
+    doc.image(plot, "a line plot")
+    pdf = doc.pdf(tmp_path / "report.pdf", tmp_path)
+    check_typeset(pdf, doc)
+    assert len(re.findall(rb"/Filter\s*/DCTDecode", pdf.read_bytes())) == 1
+    embedded, original = pdf_images(pdf), _on_white(noisy)
+    assert any(np.array_equal(pixels, _on_white(plot)) for pixels in embedded), "the line plot is not exact"
+    stored = [pixels for pixels in embedded if pixels.shape == original.shape]
+    assert len(stored) == 1 and psnr(original, stored[0]) > 33
+    noisy_only = Doc()
+    noisy_only.blocks = doc.blocks[:2]
+    pdf = noisy_only.pdf(tmp_path / "noisy.pdf", tmp_path)
+    added, png = figure_bytes(pdf, noisy_only, tmp_path, tmp_path)
+    assert added < png / 2, (added, png)
+
+
+def test_a_figure_of_jpeg_min_colours_stays_lossless_and_one_more_goes_jpeg(tmp_path):
+    from PIL import Image
+    from npvae.lab.doc_pdf import JPEG_MIN_COLOURS, png_image
+    i = np.arange(64 * 160)
+    pixels = np.stack([i % 256, (i // 256) * 5, np.zeros_like(i)], axis=1)     # every colour distinct
+    pixels[JPEG_MIN_COLOURS:] = pixels[0]
+    Image.fromarray(pixels.reshape(64, 160, 3).astype(np.uint8)).save(tmp_path / "at.png")
+    pixels[-1] = (1, 2, 3)                                                     # one colour more
+    Image.fromarray(pixels.reshape(64, 160, 3).astype(np.uint8)).save(tmp_path / "over.png")
+    assert [png_image(tmp_path / f)["filter"] for f in ("at.png", "over.png")] == ["FlateDecode", "DCTDecode"]
+    doc = Doc()
+    doc.h1("Figures")
+    doc.image(tmp_path / "at.png", "as many colours as a flat figure may have")
+    pdf = doc.pdf(tmp_path / "report.pdf", tmp_path)
+    assert np.array_equal(pdf_images(pdf)[0], _on_white(tmp_path / "at.png"))
+
+
 def test_html_page_plays_the_audio_and_shows_the_figures_from_disk(tmp_path):
     doc = _wide_doc(tmp_path)
     page = check_html(doc.html(tmp_path / "report.html", tmp_path), doc)
@@ -268,6 +330,8 @@ def test_kept_reports_are_typeset_from_their_markdown(folder, tmp_path):
     from npvae.lab.doc_html import render
     doc = Doc.from_markdown((folder / "report.md").read_text(encoding="utf-8"), folder)
     check_typeset(folder / "report.pdf", doc)
+    # the repository keeps no file over 2 MB but its shipped models
+    assert (folder / "report.pdf").stat().st_size < 2 * 2 ** 20
     added, png = figure_bytes(folder / "report.pdf", doc, tmp_path, folder)
     assert added <= png, f"the figures take {added} bytes of {folder / 'report.pdf'}, their PNG files {png}"
     check_html(folder / "report.html", doc)

@@ -2,8 +2,10 @@
 
 Paragraphs flow over pages in a 9.5-point font; tables are real tables whose cells wrap
 inside the margins (7.5-point text, the header row repeated on each page they run
-onto); figures are embedded at the pixels of their PNG files, scaled to the text width,
-losslessly and about as small as the PNG files (:func:`png_image`); each heading is an entry of the PDF's outline (its bookmarks), h2 under h1. The fonts
+onto); figures are embedded at the pixels of their PNG files, scaled to the text width
+(:func:`png_image`): plots and grids losslessly in about their PNG bytes, figures of
+photographic colour (spectrograms) as high-quality JPEG in about a third of them; each
+heading is an entry of the PDF's outline (its bookmarks), h2 under h1. The fonts
 are the DejaVu faces that matplotlib ships, embedded, so a run name beyond Latin-1
 prints. Every mark on a page, page numbers included, lies inside :data:`MARGIN`.
 """
@@ -26,6 +28,12 @@ MARGIN = 2.0 * PT_PER_CM             # on every side, in points
 BODY, TABLE, CAPTION, FOOTER = 9.5, 7.5, 8.0, 8.0     # font sizes (pt); none under 7
 MAX_FIGURE_HEIGHT = 0.45             # of the text frame's height
 CELL_PAD = 2.5                       # left and right padding of a table cell (pt)
+# A figure of more colours than this is photographic (a spectrogram: ~18,000 colours), whose
+# every lossless encoding stays near its PNG's bytes; JPEG stores it in a third of them. Line
+# plots, whose antialiased edges blend a few colours into ~1,000-3,500, stay lossless: JPEG
+# would blur their lines and letters and save little.
+JPEG_MIN_COLOURS = 8192
+JPEG_QUALITY = 90                    # with full-resolution colour (4:4:4): no colour fringes on thin lines
 
 FONTS = {"sans": "DejaVuSans.ttf", "sans-bold": "DejaVuSans-Bold.ttf", "sans-italic": "DejaVuSans-Oblique.ttf",
          "sans-bolditalic": "DejaVuSans-BoldOblique.ttf", "mono": "DejaVuSansMono.ttf",
@@ -135,13 +143,16 @@ def _table(block, styles, width):
 def png_image(path: Path) -> dict:
     """The PNG file ``path`` as the parts of an 8-bit PDF image: ``width``, ``height``
     (pixels), ``colors`` (components a pixel: 1 or 3), ``palette`` (the RGB bytes of an
-    indexed image, else None) and ``data``, rows each led by its PNG filter, deflated: a
-    PDF reads them with the Flate filter and PNG predictors.
+    indexed image, else None), ``filter`` (``"FlateDecode"`` or ``"DCTDecode"``) and
+    ``data``: for Flate, rows each led by their PNG filter, deflated (a PDF reads them with
+    PNG predictors); for DCT, a JPEG file, which a PDF reads as it is.
 
     ReportLab would store a figure's raw RGB rows deflated without predictors, two to three
     times the PNG's bytes. Here the pixels are kept: a grey image stays grey, one of at most
-    256 colours becomes indexed, any other RGB; an alpha channel is laid on white, the
-    page's colour. Grey and RGB rows are filtered and deflated by Pillow's PNG writer."""
+    256 colours becomes indexed, one of at most :data:`JPEG_MIN_COLOURS` RGB; an alpha
+    channel is laid on white, the page's colour. Grey and RGB rows are filtered and
+    deflated by Pillow's PNG writer. An image of more colours is stored as a JPEG of
+    quality :data:`JPEG_QUALITY`, at its pixels, with no colour subsampling."""
     import numpy as np
     from PIL import Image
     with Image.open(path) as im:
@@ -150,6 +161,11 @@ def png_image(path: Path) -> dict:
     rgb.paste(rgba, mask=rgba.getchannel("A"))
     pixels = np.asarray(rgb)
     grey = bool((pixels == pixels[..., :1]).all())
+    if not grey and rgb.getcolors(JPEG_MIN_COLOURS) is None:
+        buffer = io.BytesIO()
+        rgb.save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True)
+        return {"width": rgb.width, "height": rgb.height, "colors": 3, "palette": None, "filter": "DCTDecode",
+                "data": buffer.getvalue()}
     if not grey and rgb.getcolors(256) is not None:
         key = (pixels[..., 0].astype(np.uint32) << 16) | (pixels[..., 1].astype(np.uint32) << 8) | pixels[..., 2]
         colours, index = np.unique(key, return_inverse=True)      # sorted: the same file, the same bytes
@@ -157,7 +173,7 @@ def png_image(path: Path) -> dict:
         rows[:, 1:] = index.reshape(key.shape)
         palette = np.stack([colours >> 16, colours >> 8, colours], axis=1).astype(np.uint8).tobytes()
         return {"width": key.shape[1], "height": key.shape[0], "colors": 1, "palette": palette,
-                "data": zlib.compress(rows.tobytes(), 9)}
+                "filter": "FlateDecode", "data": zlib.compress(rows.tobytes(), 9)}
     buffer = io.BytesIO()
     (Image.fromarray(np.ascontiguousarray(pixels[..., 0]), "L") if grey else rgb).save(buffer, "PNG", optimize=True)
     png, at, data = buffer.getvalue(), 8, []
@@ -169,7 +185,8 @@ def png_image(path: Path) -> dict:
     width, height, bits, _, _, _, interlace = struct.unpack(">IIBBBBB", png[16:29])
     if bits != 8 or interlace:
         raise ValueError(f"{path}: Pillow wrote {bits}-bit or interlaced rows; an 8-bit plain PNG was expected")
-    return {"width": width, "height": height, "colors": 1 if grey else 3, "palette": None, "data": b"".join(data)}
+    return {"width": width, "height": height, "colors": 1 if grey else 3, "palette": None, "filter": "FlateDecode",
+            "data": b"".join(data)}
 
 
 def _image_xobject(image: dict, name: str):
@@ -182,16 +199,16 @@ def _image_xobject(image: dict, name: str):
 
     class XObject(PDFImageXObject):
         def format(self, document):
-            params = {"Predictor": 15, "Colors": image["colors"], "BitsPerComponent": 8,
-                      "Columns": image["width"]}
             space = PDFName({1: "DeviceGray", 3: "DeviceRGB"}[image["colors"]])
             if image["palette"] is not None:
                 space = PDFArray([PDFName("Indexed"), PDFName("DeviceRGB"), len(image["palette"]) // 3 - 1, Hex()])
-            stream = PDFStream(PDFDictionary({
-                "Type": PDFName("XObject"), "Subtype": PDFName("Image"), "Width": image["width"],
-                "Height": image["height"], "BitsPerComponent": 8, "ColorSpace": space,
-                "Filter": PDFName("FlateDecode"), "DecodeParms": PDFDictionary(params)}), image["data"])
-            return stream.format(document)
+            entries = {"Type": PDFName("XObject"), "Subtype": PDFName("Image"), "Width": image["width"],
+                       "Height": image["height"], "BitsPerComponent": 8, "ColorSpace": space,
+                       "Filter": PDFName(image["filter"])}
+            if image["filter"] == "FlateDecode":
+                entries["DecodeParms"] = PDFDictionary({"Predictor": 15, "Colors": image["colors"],
+                                                        "BitsPerComponent": 8, "Columns": image["width"]})
+            return PDFStream(PDFDictionary(entries), image["data"]).format(document)
 
     xobject = XObject(name)
     xobject.width, xobject.height = image["width"], image["height"]
@@ -320,4 +337,4 @@ def write_pdf(doc, path: Path, base: Path) -> Path:
     return Path(path)
 
 
-__all__ = ["MARGIN", "column_widths", "markup", "png_image", "write_pdf"]
+__all__ = ["JPEG_MIN_COLOURS", "JPEG_QUALITY", "MARGIN", "column_widths", "markup", "png_image", "write_pdf"]
