@@ -300,3 +300,243 @@ def test_command_named_in_prose_parses(text):
         check_settings(parse_prose(c))
     except (ParseError, ValueError) as exc:
         pytest.fail(f"{c.where}: `{text}` is refused: {exc}")
+
+
+# ----------------------------------------------------------------------------- running them
+
+TINY = "--epochs 1 --train-limit 200 --eval-limit 100 --no-progress"     # an image run of seconds
+TINY_MUSIC = "--epochs 1 --no-progress"          # a music run on the data root's three clips
+
+
+@dataclass(frozen=True)
+class Run:
+    """How a documented command runs here: in a fresh folder given ``needs`` (see
+    :data:`MADE`), with ``add`` appended (a tiny budget: the last value of a flag wins),
+    then every glob of ``expect`` must match a file and the output must match ``says``.
+    ``process``: run the installed ``npvae`` command in its own process (always so for a
+    command with environment variables, which npvae reads when it is imported)."""
+    add: str = ""
+    needs: tuple = ()
+    expect: tuple = ()
+    says: str = ""
+    process: bool = False
+
+
+def _epochs(run_dir: str, n: int) -> str:
+    return f"{run_dir}/history.json:epochs={n}"
+
+
+RUN = {
+    "npvae train mnist": Run(TINY, expect=("runs/*/model.h5", "runs/*/results.h5")),
+    "npvae train mnist --preset best --out runs/best": Run(TINY, expect=("runs/best/model.h5",)),
+    "npvae train music --dataset mir1k --out runs/music": Run(TINY_MUSIC, expect=("runs/music/model.h5",)),
+    "npvae train blind-mnist --epochs 23": Run(TINY, expect=("runs/*/model.h5",)),
+    "npvae train blind-music --epochs 3": Run(TINY_MUSIC, expect=("runs/*/model.h5",)),
+    "npvae train mnist --out runs/best --resume": Run("--epochs 2 --no-progress", needs=("runs/best",),
+                                                      expect=(_epochs("runs/best", 2),)),
+    "npvae train music --out runs/music --tensorboard": Run(TINY_MUSIC, expect=("runs/music/events.out.tfevents.*",)),
+    "NPVAE_BACKEND=numpy npvae train mnist": Run(TINY, expect=("runs/*/model.h5",), says="backend numpy"),
+    "npvae separate song.wav --out separated/": Run(
+        needs=("song.wav",), expect=("separated/song_vocals.wav", "separated/song_accompaniment.wav")),
+    "npvae separate album/ --out separated/ --format flac --bits 24": Run(
+        needs=("album",), expect=("separated/a_vocals.flac", "separated/a_accompaniment.flac")),
+    "npvae separate song.wav --model runs/music --out separated/": Run(
+        needs=("song.wav", "runs/music"), expect=("separated/song_vocals.wav", "separated/song_accompaniment.wav")),
+    "npvae separate SONG.wav --model runs/music --out separated/": Run(
+        needs=("SONG.wav", "runs/music"), expect=("separated/SONG_vocals.wav", "separated/SONG_accompaniment.wav")),
+    "npvae separate SONG.wav --out separated/ --html": Run(
+        needs=("SONG.wav",), expect=("separated/index.html", "separated/SONG_vocals.wav")),
+    "npvae separate --formats": Run(says=r"(?m)^wav ", process=True),
+    "npvae evaluate runs/music --dataset mir1k --split validation": Run(
+        needs=("runs/music",), expect=("runs/music/eval_mir1k_validation.h5", "runs/music/eval_mir1k_validation.txt"),
+        says="GNSDR"),
+    "npvae study --task mnist --ablate best --list": Run(says=r"(?m)^  recipe "),
+    "npvae study --task mnist --ablate anchor --minutes 20 --list": Run(says=r"(?m)^  recipe "),
+    "npvae report --from-markdown results/report/report.md": Run(
+        needs=("results/report",), expect=("results/report/report.pdf", "results/report/report.html")),
+    "npvae report --from-markdown results/blind_report/report.md": Run(
+        needs=("results/blind_report",), expect=("results/blind_report/report.pdf", "results/blind_report/report.html")),
+    "python -c 'import npvae; print(npvae.pretrained.models_table())'": Run(says="music-mir1k"),
+    "python -c 'import npvae; print(npvae.backend())'": Run(says=r"^(numba|numpy)\s*$"),
+}
+
+# Why the other commands are parsed (and their settings checked) but not run.
+LONG = "a full run or study: minutes to hours (the same command runs above with a tiny budget, or its task does)"
+RECIPE = ("another recipe of a command run above (npvae train mnist --preset best): parsed and its settings "
+          "built; minutes each even at a tiny budget")
+MPI = "under mpirun: tests/test_distributed.py runs npvae training on 2 MPI ranks"
+PLACEHOLDER = "names its inputs by placeholders (RUN_DIR, NAME, RUN_DIRS, [MORE.flac DIR ...])"
+STUDY_RUNS = "builds the report from the default-budget studies and full runs, hours of training"
+SHIP = ("scores the model on the whole 10,000-pair test set three times (minutes for a U-Net); "
+        "tests/test_ship_model.py ships a small run end to end")
+BENCH = "a benchmark: minutes, and its timings mean nothing on a shared test machine"
+PARSE_ONLY = {
+    "npvae train mnist --model unet": RECIPE,
+    "npvae train mnist --preset unet --out runs/unet": RECIPE,
+    "npvae train mnist --preset vae --out runs/vae": RECIPE,
+    "npvae train mnist --preset dense-best": RECIPE,
+    "npvae train music --dataset mir1k --preset best --out runs/music-best": RECIPE,
+    "npvae train music --preset best --out runs/music-best": RECIPE,
+    "npvae train blind-mnist": "the run above with --epochs 23, which the tiny budget replaces",
+    "npvae train blind-music": "the run above with --epochs 3, which the tiny budget replaces",
+    "npvae train blind-mnist --pair mnist-mnist --epochs 23": RECIPE,
+    "npvae train blind-mnist --rule sum --epochs 23": RECIPE,
+    "npvae train mnist --out runs/dense --tensorboard": "npvae train music --out runs/music --tensorboard runs",
+    "npvae train mnist --preset best --out runs/best --tensorboard": "npvae train music --out runs/music --tensorboard runs",
+    "NPVAE_CONV_ALGO=im2col npvae train mnist": "the dense run above: its model has no convolution to choose for",
+    "mpirun -n 2 npvae train mnist --out runs/x": MPI,
+    "mpirun -n 2 npvae train mnist --out runs/mnist-mpi": MPI,
+    "mpirun -n 2 npvae train music --dataset mir1k --out runs/music-mpi": MPI,
+    "mpirun -n 2 npvae study --task music": LONG,
+    "srun --mpi=pmix npvae train music --dataset irmas --batch-size 32 --out runs/irmas-4nodes":
+        "a Slurm job script on four nodes, with IRMAS",
+    "npvae study --task mnist": LONG,
+    "npvae study --task music": LONG,
+    "npvae study --task mnist --ablate best": LONG,
+    "npvae study --task mnist --ablate vae": LONG,
+    "npvae study --task music --ablate best": LONG,
+    "npvae study --task music --ablate recurrent --minutes 20": LONG,
+    "npvae report RUN_DIRS --out results/report": PLACEHOLDER,
+    "npvae report runs/study-mnist-default runs/study-music-default --out results/report --overwrite": STUDY_RUNS,
+    "npvae report runs/ablate-music-best-default --out results/report --update": STUDY_RUNS,
+    "npvae report runs/study-mnist-default runs/study-music-default runs/ablate-mnist-best-default "
+    "runs/ablate-mnist-vae-default runs/ablate-music-best-default runs/mnist-vae --out results/report --overwrite":
+        STUDY_RUNS,
+    "npvae report runs-blind/mnist-fashion-average runs-blind/mnist-mnist-average runs-blind/mnist-fashion-sum "
+    "runs-blind/mnist-mnist-sum runs-blind/mnist-fashion-sum-latent8 runs-blind/mnist-mnist-sum-latent8 "
+    "runs-blind/music-mir1k --out results/blind_report --overwrite": STUDY_RUNS,
+    "npvae separate SONG.wav '[MORE.flac' DIR '...]' --out separated/": PLACEHOLDER,
+    "npvae ship runs/best my-model": SHIP,
+    "npvae ship RUN_DIR NAME --command 'npvae train mnist --preset best --out RUN_DIR' --commit 1a2b3c4": SHIP,
+    "npvae bench": BENCH,
+    "python scripts/bench_mpi.py --steps 20 --json results/bench/mpi.jsonl": BENCH,
+    "NPVAE_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python scripts/bench_mpi.py --steps 20 "
+    "--json results/bench/mpi.jsonl": BENCH,
+    "mpirun -n 2 python scripts/bench_mpi.py --steps 20 --json results/bench/mpi.jsonl": BENCH,
+}
+
+
+def test_every_documented_command_is_run_or_listed():
+    """A command added to a code block is run here (:data:`RUN`) or listed with the reason
+    it is not (:data:`PARSE_ONLY`); one the docs no longer show leaves both tables."""
+    shown = {t for t, c in BLOCKS.items() if c.program not in OTHER_PROGRAMS and c.program != "export"}
+    neither = sorted(shown - set(RUN) - set(PARSE_ONLY))
+    assert not neither, f"documented commands neither run nor listed in PARSE_ONLY with a reason: {neither}"
+    both = sorted(set(RUN) & set(PARSE_ONLY))
+    assert not both, f"in both RUN and PARSE_ONLY: {both}"
+    stale = sorted((set(RUN) | set(PARSE_ONLY)) - shown)
+    assert not stale, f"no longer in the docs (drop them from the tables): {stale}"
+
+
+@pytest.fixture(scope="module")
+def data_root(shared_data, tmp_path_factory) -> Path:
+    """MNIST and Fashion-MNIST as they are, and three MIR-1K clips: two of the training
+    singers (abjones, amy), one of the others (validation)."""
+    root = tmp_path_factory.mktemp("data")
+    for name in ("mnist", "fashion-mnist"):
+        (root / name).symlink_to(shared_data / name, target_is_directory=True)
+    clips = sorted((shared_data / "MIR-1K" / "Wavfile").glob("*.wav"))
+    chosen = [next(c for c in clips if c.name.startswith(f"{s}_")) for s in ("abjones", "amy")]
+    chosen.append(next(c for c in clips if not c.name.startswith(("abjones_", "amy_"))))
+    (root / "MIR-1K" / "Wavfile").mkdir(parents=True)
+    for clip in chosen:
+        shutil.copy(clip, root / "MIR-1K" / "Wavfile" / clip.name)
+    return root
+
+
+def _song(path: Path, seconds: float, rate: int, channels: int, seed: int) -> None:
+    import soundfile as sf
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t)[:, None] + 0.05 * rng.standard_normal((t.size, channels))
+    sf.write(path, tone.astype(np.float32), rate)
+
+
+def _run_folder(task: str, add: str):
+    def make(path: Path, data: Path) -> None:
+        assert cli.main(["train", task, "--out", str(path), "--data-dir", str(data), *add.split()]) == 0
+    return make
+
+
+def _report(name: str):
+    def make(path: Path, data: Path) -> None:       # the built report's Markdown and figures, not its PDF or HTML
+        shutil.copytree(REPO / "results" / name, path, ignore=shutil.ignore_patterns("report.pdf", "report.html"))
+    return make
+
+
+# What a command needs in its folder first, and how each is made (once, then copied).
+MADE = {
+    "song.wav": lambda path, data: _song(path, 3.0, 44100, 2, 0),
+    "SONG.wav": lambda path, data: _song(path, 3.0, 44100, 2, 1),
+    "album": lambda path, data: (path.mkdir(), _song(path / "a.wav", 2.0, 22050, 1, 2)),
+    "runs/music": _run_folder("music", f"--dataset mir1k {TINY_MUSIC}"),
+    "runs/best": _run_folder("mnist", TINY),
+    "results/report": _report("report"),
+    "results/blind_report": _report("blind_report"),
+}
+
+
+@pytest.fixture(scope="module")
+def made(data_root, tmp_path_factory):
+    """``made(name, into)`` copies ``MADE[name]`` into the folder ``into`` (made once)."""
+    store = tmp_path_factory.mktemp("made")
+
+    def copy(name: str, into: Path) -> None:
+        kept = store / name
+        if not kept.exists():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            MADE[name](kept, data_root)
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if kept.is_dir() else shutil.copy)(kept, into / name)
+    return copy
+
+
+def _npvae_process() -> list[str]:
+    """The installed ``npvae`` command beside this Python, else ``python -m npvae``."""
+    script = Path(sys.executable).parent / "npvae"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "npvae"]
+
+
+def run_command(c: Command, run: Run, folder: Path, data: Path, monkeypatch, capsys) -> tuple[int, str]:
+    """Run ``c`` with ``run.add`` in ``folder``; its exit status and output."""
+    args = [*c.args, *shlex.split(run.add)]
+    env = dict(os.environ, NPVAE_DATA=str(data), NPVAE_MODELS=str(folder / "models"), MPLBACKEND="Agg")
+    own = [e for e in c.env if not e.startswith("NPVAE_DATA=")]
+    if c.program == "npvae" and not run.process and not own:
+        monkeypatch.chdir(folder)
+        with mock.patch.dict(os.environ, env):
+            try:
+                status = cli.main(args)
+            except SystemExit as end:       # a usage error found after parsing
+                status = end.code
+        out = capsys.readouterr()
+        return status, out.out + out.err
+    for e in own:
+        if e.startswith("-u "):
+            env.pop(e[3:], None)
+        else:
+            env.update([e.split("=", 1)])
+    program = _npvae_process() if c.program == "npvae" else [sys.executable, "-c"]
+    r = subprocess.run([*program, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    return r.returncode, r.stdout + r.stderr
+
+
+def _found(folder: Path, pattern: str) -> bool:
+    if ":epochs=" in pattern:
+        path, n = pattern.split(":epochs=")
+        return json.loads((folder / path).read_text())["epoch"] == list(range(1, int(n) + 1))
+    return bool(glob.glob(str(folder / pattern)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", sorted(RUN))
+def test_documented_command_runs(text, tmp_path, data_root, made, monkeypatch, capsys):
+    c, run = BLOCKS[text], RUN[text]
+    for name in run.needs:
+        made(name, tmp_path)
+    status, out = run_command(c, run, tmp_path, data_root, monkeypatch, capsys)
+    shown = f"{c.where}: `{text}` with `{run.add}`" if run.add else f"{c.where}: `{text}`"
+    assert status == 0, f"{shown} exited with {status}:\n{out[-3000:]}"
+    missing = [p for p in run.expect if not _found(tmp_path, p)]
+    assert not missing, f"{shown} did not write {missing}; the folder holds {sorted(os.listdir(tmp_path))}"
+    assert re.search(run.says, out), f"{shown} does not say {run.says!r}:\n{out[-3000:]}"
