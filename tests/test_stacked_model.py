@@ -210,3 +210,15 @@ def test_train_music_with_two_stacks_then_separate(tmp_path):
     clip = 0.1 * np.random.default_rng(0).standard_normal(rate).astype(np.float32)
     est = sep.separate(clip, rate)
     assert est.shape == (2, rate) and np.isfinite(est).all() and np.abs(est).max() > 0
+
+
+def test_the_prior_mean_ablation_zeroes_every_stacks_latent_mean(rng):
+    from npvae.models.ablation import zero_latent_mean
+    sep = stacked_separator(rng)
+    x = rng.standard_normal((1, 1, 128, 16)).astype(np.float32)
+    sep.model.forward(x)
+    assert np.abs(sep.model.mu).max() > 0
+    zero_latent_mean(sep)
+    sep.model.forward(x)
+    np.testing.assert_array_equal(sep.model.mu, 0)
+    assert np.abs(sep.model.logvar).max() > 0       # the variances' half of the heads is left alone
