@@ -90,6 +90,15 @@ def test_one_stack_is_the_u_net_and_bad_stacks_are_refused():
         StackedSpectrogramUNetVAE(2, channels=(2, 3), in_channels=3)
 
 
+@pytest.mark.parametrize("value,words", [(0, "--stacks must be >= 1"), (9, "at most 8"),
+                                         (2.5, "--stacks must be a whole number")])
+def test_the_stacks_flag_is_checked(value, words):
+    from npvae.engine.run import make_config
+    assert make_config("music", {}).stacks == 1
+    with pytest.raises(ValueError, match=words):
+        make_config("music", {"stacks": value})
+
+
 def test_objective_supervises_every_stack_and_sums_the_kls(rng):
     model = StackedSpectrogramUNetVAE(2, channels=(4, 4, 8), latent_channels=2, kernel_size=3,
                                       rng=np.random.default_rng(0), dtype=np.float64)

@@ -29,6 +29,7 @@ MAX_PARAMETERS = 50_000_000     # 200 MB of float32 weights; the shipped models 
 MAX_SPEC_DEPTH = 32             # JSON nesting of a spec; the shipped models' specs nest 2 levels
 MAX_ABS_PARAMETER = 1e6         # trained npvae weights stay below 10
 MAX_LAYERS = 1000               # layers in a list field or a Sequential (``hidden``, ``blocks``, ``layers``)
+MAX_STACKS = 8                  # U-Nets of a stacked music model (npvae.models.stacked): each a whole network
 
 _DAMAGED = "the file was edited or damaged: use the model.h5 / results.h5 that training wrote, or train again"
 
@@ -323,11 +324,10 @@ def _rule_spectrogram_unet(s):
 
 
 def _rule_stacked_spectrogram_unet(s):
-    from ..models.stacked import MAX_STACKS
     stacks = _size(s, "stacks", required=True, minimum=2)
     if stacks > MAX_STACKS:
         raise _SpecProblem(f"StackedSpectrogramUNetVAE.stacks must be at most {MAX_STACKS} "
-                           f"(npvae.models.stacked.MAX_STACKS), got {stacks}")
+                           f"(npvae.files.modelcheck.MAX_STACKS), got {stacks}")
     if "in_channels" in s:
         raise _SpecProblem("StackedSpectrogramUNetVAE has no in_channels: its hourglasses' inputs follow from "
                            "n_sources")

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..files.modelcheck import MAX_STACKS
 from ..layers.base import Layer, default_rng, expect_input, in_inference, register
 from . import options
 from .music import SpectrogramUNetVAE
-
-MAX_STACKS = 8      # a spec asking for more was damaged: each stack is a whole U-Net
 
 
 @register
