@@ -231,3 +231,23 @@ def test_the_prior_mean_ablation_zeroes_every_stacks_latent_mean(rng):
     sep.model.forward(x)
     np.testing.assert_array_equal(sep.model.mu, 0)
     assert np.abs(sep.model.logvar).max() > 0       # the variances' half of the heads is left alone
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(_data()) / "MIR-1K").is_dir(), reason="MIR-1K not found (set NPVAE_DATA)")
+def test_a_resumed_stacked_run_equals_a_straight_one(tmp_path):
+    """Two epochs straight, and one then a resumed second: the same weights, bit for bit
+    (both stacks' latent noise and dropout masks come from the run's one generator)."""
+    from npvae.files.model_file import read_model_file
+    settings = {"stacks": 2, "train_limit": 1, "eval_limit": 1, "frames": 32, "batch_size": 8,
+                "channels": (4, 4, 8), "latent_channels": 2, "norm": "batch", "dropout": 0.2, "snippet_seconds": 1.0,
+                "data_dir": _data(), "progress": False}
+    quiet = lambda *a, **k: None    # noqa: E731
+    npvae.train("music", {**settings, "epochs": 2, "out": str(tmp_path / "straight")}, log=quiet)
+    npvae.train("music", {**settings, "epochs": 1, "out": str(tmp_path / "resumed")}, log=quiet)
+    npvae.train("music", {"epochs": 2, "out": str(tmp_path / "resumed")}, resume=True, log=quiet)
+    straight, _ = read_model_file(tmp_path / "straight")
+    resumed, _ = read_model_file(tmp_path / "resumed")
+    assert isinstance(straight, StackedSpectrogramUNetVAE)
+    for key, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[key], value, err_msg=key)
