@@ -4,7 +4,8 @@ refused with an error that names the file; none takes more than 1 GB or 10 s.
 The damaged files come from six small real model files built here (a Part I dense VAE,
 a Part I U-Net VAE, a Part II separator, a Part II separator of two stacked hourglasses
 with BatchNorm, a convolutional stack with BatchNorm and GroupNorm, trained a few steps
-so that its running statistics hold values, and a bare layer stack of residual, concatenation, pooling, dropout and upsampling blocks), seeded.
+so that its running statistics hold values, and a bare layer stack of residual,
+concatenation, pooling, dropout and upsampling blocks), seeded.
 A bare layer stack has no input contract in its file: it runs a batch of (N, 1, 28, 28)
 images, and an edited geometry that no longer fits them (a pooling kernel larger than the
 map, branches of different sizes) may instead be refused by the forward pass with a

@@ -128,8 +128,8 @@ class MusicConfig(RunConfig):
     def model_kwargs(self, freq_bins: int) -> dict:
         """The mask network's arguments (:func:`~npvae.models.stacked.mask_network`);
         ``freq_bins`` the STFT's bins the network sees."""
-        return dict(stacks=self.stacks, channels=self.channels, latent_channels=self.latent_channels, norm=self.norm, down=self.down,
-                    dropout=self.dropout, residual=self.residual, rnn_layers=self.rnn_layers,
+        return dict(stacks=self.stacks, channels=self.channels, latent_channels=self.latent_channels, norm=self.norm,
+                    down=self.down, dropout=self.dropout, residual=self.residual, rnn_layers=self.rnn_layers,
                     rnn_hidden=self.rnn_hidden, freq_bins=freq_bins if self.rnn_layers else None)
 
     def loss_config(self) -> LossConfig:
