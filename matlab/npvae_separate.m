@@ -17,7 +17,8 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %        Nyquist bin, standardised with the model's per-bin mean and std,
 %     4. the U-Net VAE (posterior mean, no sampling; any number of levels) gives one
 %        sigmoid mask per source, run on chunks of 'chunk_frames' frames with 'context'
-%        frames on each side; the Nyquist bin takes the mask of the bin below it,
+%        frames on each side; the Nyquist bin takes the mask of the bin below it (a
+%        model of stacked U-Nets runs each on the features and the masks before it),
 %     5. estimates = masks .* the mixture's STFT (its phase), back to audio with
 %        npvae_istft at the original length, and resampled back to FS,
 %     6. when FS is above the model's rate, the band above the model's Nyquist frequency
@@ -138,9 +139,14 @@ function net = load_music_model(model_file)
     error('npvae:notModel', 'npvae_separate: %s holds no /model (spec and params); pass a model.h5 or results.h5', where);
   end
   spec = jsondecode(S.model.spec);
-  if ~strcmp(spec.type, 'SpectrogramUNetVAE')
+  if ~any(strcmp(spec.type, {'SpectrogramUNetVAE', 'StackedSpectrogramUNetVAE'}))
     error('npvae:notMusicModel', ['npvae_separate: %s holds a %s; npvae_separate runs the Part II music ', ...
-          'model (SpectrogramUNetVAE); for Part I models use npvae_forward'], where, spec.type);
+          'model (SpectrogramUNetVAE or StackedSpectrogramUNetVAE); for Part I models use npvae_forward'], ...
+          where, spec.type);
+  end
+  stacks = 1;
+  if isfield(spec, 'stacks')
+    stacks = double(spec.stacks);
   end
   need = {'sample_rate', 'n_fft', 'hop', 'window'};
   if ~isfield(S, 'config') || ~all(isfield(S.config, need)) || ...
@@ -180,12 +186,12 @@ function net = load_music_model(model_file)
           where, double(spec.freq_bins), numel(norm.mean));
   end
   % SpectrogramUNetVAE.context_frames: at least 48 and the receptive-field radius,
-  % rounded up to a multiple of DOWNSAMPLE
+  % rounded up to a multiple of DOWNSAMPLE; stacked U-Nets add theirs up
   per_level = floor(double(spec.kernel_size) / 2) * (1 + 2 * opt.residual) + ~strcmp(opt.down, 'stride');
   radius = 2 * per_level * (d - 1);
-  context = ceil(max(48, radius) / d) * d;
+  context = stacks * ceil(max(48, radius) / d) * d;
   net = struct('spec', spec, 'params', S.model.params, 'cfg', cfg, 'norm', norm, 'downsample', d, ...
-               'context', context);
+               'context', context, 'stacks', stacks);
 end
 
 
@@ -265,13 +271,30 @@ end
 
 
 function m = unet_forward(net, feats)
-  % SpectrogramUNetVAE.forward(x, sample=False) on one chunk: feats n_bins x t -> masks n_bins x t x S.
+  % The network on one chunk: feats n_bins x t -> masks n_bins x t x S. A stacked model
+  % (StackedSpectrogramUNetVAE) runs U-Net stack1 on the features, every later one on
+  % the features and the masks of the one before (1 + S channels); its masks are the last's.
+  [f, t] = size(feats);
+  x = reshape(feats, [1 1 f t]);
+  if net.stacks == 1
+    y = hourglass(net.spec, net.params, '', x);
+  else
+    y = hourglass(net.spec, net.params, 'stack1.', x);
+    for k = 2:net.stacks
+      y = hourglass(net.spec, net.params, sprintf('stack%d.', k), cat(2, x, y));
+    end
+  end
+  m = permute(reshape(y, [size(y, 2) f t]), [2 3 1]);
+end
+
+
+function y = hourglass(spec, P, pre, h)
+  % SpectrogramUNetVAE.forward(x, sample=False): h 1 x C x f x t -> masks 1 x S x f x t, its
+  % tensors named PRE + their names (PRE '' for a lone U-Net, 'stack<k>.' in a stacked model).
   % n = numel(channels) levels: enc1..encn (strided convs, or convs and pooling), head (1x1
   % conv to [mu, logvar]), decn from z, dec(k) from [dec(k+1)'s output, enc(k)'s], dec1
   % giving the masks' logits; with the options, a norm after every convolution but the
   % last, a residual block after every level but dec1, and a recurrent bottleneck.
-  spec = net.spec;
-  P = net.params;
   c = reshape(double(spec.channels), 1, []);
   n = numel(c);
   L = double(spec.latent_channels);
@@ -280,15 +303,14 @@ function m = unet_forward(net, feats)
   p = floor(k / 2);
   alpha = double(spec.alpha);
   opt = unet_options(spec);
-  run = @(s, name, y) npvae_layer_forward(s, P, name, y);
-  [f, t] = size(feats);
-  h = reshape(feats, [1 1 f t]);
+  run = @(s, name, y) npvae_layer_forward(s, P, [pre name], y);
+  unit = @(name, s, width, y) unet_unit(P, [pre name], s, width, y, opt, alpha);
   skips = cell(1, n);
-  c_in = [1 c(1:end - 1)];
+  c_in = [size(h, 2) c(1:end - 1)];
   stride = 1 + strcmp(opt.down, 'stride');
   for i = 1:n
     name = sprintf('enc%d', i);
-    h = unet_unit(P, name, conv('Conv2d', c_in(i), c(i), k, stride, p, 0), c(i), h, opt, alpha);
+    h = unit(name, conv('Conv2d', c_in(i), c(i), k, stride, p, 0), c(i), h);
     if stride == 1
       pool = struct('type', 'MaxPool2d', 'kernel_size', 2);
       if strcmp(opt.down, 'avg')
@@ -296,7 +318,7 @@ function m = unet_forward(net, feats)
       end
       h = run(pool, '', h);
     end
-    h = residual_block(P, name, c(i), k, h, opt, alpha);
+    h = residual_block(P, [pre name], c(i), k, h, opt, alpha);
     skips{i} = h;
   end
   if isfield(spec, 'rnn_layers') && spec.rnn_layers > 0
@@ -313,17 +335,15 @@ function m = unet_forward(net, feats)
   h = run(conv('Conv2d', c(n), 2 * L, 1, 1, 0, 0), 'head', h);
   z = h(:, 1:L, :, :);                              % the posterior mean (no sampling)
   name = sprintf('dec%d', n);
-  h = unet_unit(P, name, conv('ConvTranspose2d', L, c(n - 1), k, 2, p, 1), c(n - 1), z, opt, alpha);
-  h = residual_block(P, name, c(n - 1), k, h, opt, alpha);
+  h = unit(name, conv('ConvTranspose2d', L, c(n - 1), k, 2, p, 1), c(n - 1), z);
+  h = residual_block(P, [pre name], c(n - 1), k, h, opt, alpha);
   for i = n - 1:-1:2
     name = sprintf('dec%d', i);
-    h = unet_unit(P, name, conv('ConvTranspose2d', 2 * c(i), c(i - 1), k, 2, p, 1), c(i - 1), ...
-                  cat(2, h, skips{i}), opt, alpha);
-    h = residual_block(P, name, c(i - 1), k, h, opt, alpha);
+    h = unit(name, conv('ConvTranspose2d', 2 * c(i), c(i - 1), k, 2, p, 1), c(i - 1), cat(2, h, skips{i}));
+    h = residual_block(P, [pre name], c(i - 1), k, h, opt, alpha);
   end
   logits = run(conv('ConvTranspose2d', 2 * c(1), S, k, 2, p, 1), 'dec1', cat(2, h, skips{1}));
   y = npvae_layer_forward(struct('type', 'Sigmoid'), P, '', logits);       % 1 x S x f x t
-  m = permute(reshape(y, [size(y, 2) f t]), [2 3 1]);
 end
 
 

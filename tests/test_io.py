@@ -131,6 +131,7 @@ from npvae.layers import (GRU, LSTM, AvgPool2d, BatchNorm, Concat, Conv2d, ConvT
 from npvae.layers.base import _REGISTRY, build_layer  # noqa: E402
 from npvae.models.blind import BlindSeparationVAE  # noqa: E402
 from npvae.models.music import SpectrogramUNetVAE  # noqa: E402
+from npvae.models.stacked import StackedSpectrogramUNetVAE  # noqa: E402
 from npvae.vae import GaussianHead  # noqa: E402
 
 SPECS = [
@@ -141,6 +142,8 @@ SPECS = [
     SpectrogramUNetVAE(channels=(2, 3, 4, 3, 2), latent_channels=3, kernel_size=3).spec(),
     build_model("dense", hidden=(), latent_dim=2).spec(),
     SpectrogramUNetVAE(channels=(2, 3, 4), latent_channels=3, n_sources=3, kernel_size=3).spec(),
+    StackedSpectrogramUNetVAE(3, channels=(2, 3), latent_channels=2, n_sources=3, kernel_size=3, norm="batch",
+                              residual=True, rnn_layers=1, rnn_hidden=2, freq_bins=8).spec(),
     BlindSeparationVAE(n_groups=3, latent_dim=2, hidden=(7, 5), shape=(16, 4)).spec(),
     GaussianHead(6, 3).spec(), Dense(4, 3, activation="leaky_relu", alpha=0.3).spec(),
     Conv2d(2, 3, (3, 5), stride=(1, 2), padding=(1, 0)).spec(), ConvTranspose2d(3, 2, 4, 2, 1, 1).spec(),

@@ -350,22 +350,25 @@ def test_npvae_forward_runs_unets_with_the_options(tmp_path, rng):
 
 def test_npvae_separate_runs_music_unets_with_the_options(tmp_path):
     """Random spectrogram U-Nets with BatchNorm or GroupNorm, pooling, residual blocks and
-    a recurrent bottleneck separate in Octave as in Python (float64) to 1e-5, with the
-    model's own context (residual blocks and pooling widen it)."""
+    a recurrent bottleneck, and two stacked U-Nets, separate in Octave as in Python
+    (float64) to 1e-5, with the model's own context (residual blocks, pooling and stacks
+    widen it)."""
     from npvae.audio.stft import STFTConfig
     from npvae.files.model_file import load_separator, save_separator
-    from npvae.models.music import SpectrogramUNetVAE
+    from npvae.models.stacked import mask_network
     from npvae.separation.separator import Normalizer, Separator
     rng = np.random.default_rng(5)
     bins = 32                                        # n_fft 64: 33 bins, the network sees 32
     norm = Normalizer("log", 0.3, rng.random(bins).astype(np.float32), (0.5 + rng.random(bins)).astype(np.float32))
     cases = {"bn_res_rnn": dict(norm="batch", residual=True, rnn_layers=2, rnn_hidden=6, freq_bins=bins),
-             "gn_max": dict(norm="group", down="max", groups=2, dropout=0.5, norm_bias=True)}
+             "gn_max": dict(norm="group", down="max", groups=2, dropout=0.5, norm_bias=True),
+             "stacked_bn_res_rnn": dict(stacks=2, norm="batch", residual=True, rnn_layers=1, rnn_hidden=4,
+                                        freq_bins=bins)}
     mono = (0.3 * rng.standard_normal(8000 + 5)).astype(np.float32)
     scipy.io.savemat(tmp_path / "in.mat", {"mono": mono.astype(np.float64)})
     code = "load('in.mat');"
     for i, (name, kw) in enumerate(cases.items()):
-        model = SpectrogramUNetVAE((2, 4, 4), latent_channels=2, rng=np.random.default_rng(i), **kw)
+        model = mask_network(channels=(2, 4, 4), latent_channels=2, rng=np.random.default_rng(i), **kw)
         x = rng.standard_normal((4, 1, bins, 16)).astype(np.float32)
         for _ in range(2):                             # running statistics away from 0 and 1
             model.rng = np.random.default_rng(3)

@@ -44,6 +44,8 @@ CASES = {
     "spectrogram-options": (models.SpectrogramUNetVAE, dict(channels=(2, 3, 2), latent_channels=2, norm="batch",
                                                             down="max", residual=True, dropout=0.3, rnn_layers=1,
                                                             rnn_hidden=4, freq_bins=16), (2, 1, 16, 16)),
+    "spectrogram-stacked": (models.StackedSpectrogramUNetVAE, dict(stacks=2, channels=(2, 3), latent_channels=1,
+                                                                   norm="group", groups=2), (2, 1, 8, 8)),
 }
 
 

@@ -1,10 +1,11 @@
 """200 randomly damaged model files: each loads and separates into finite output, or is
 refused with an error that names the file; none takes more than 1 GB or 10 s.
 
-The damaged files come from five small real model files built here (a Part I dense VAE,
-a Part I U-Net VAE, a Part II separator, a convolutional stack with BatchNorm and
-GroupNorm, trained a few steps so that its running statistics hold values, and a bare
-layer stack of residual, concatenation, pooling, dropout and upsampling blocks), seeded.
+The damaged files come from six small real model files built here (a Part I dense VAE,
+a Part I U-Net VAE, a Part II separator, a Part II separator of two stacked hourglasses
+with BatchNorm, a convolutional stack with BatchNorm and GroupNorm, trained a few steps
+so that its running statistics hold values, and a bare layer stack of residual,
+concatenation, pooling, dropout and upsampling blocks), seeded.
 A bare layer stack has no input contract in its file: it runs a batch of (N, 1, 28, 28)
 images, and an edited geometry that no longer fits them (a pooling kernel larger than the
 map, branches of different sizes) may instead be refused by the forward pass with a
@@ -37,6 +38,7 @@ from npvae.layers import (AvgPool2d, Concat, Conv2d, Dropout, Identity, LeakyReL
                           Upsample)
 from npvae.models.mnist import build_model
 from npvae.models.music import SpectrogramUNetVAE
+from npvae.models.stacked import StackedSpectrogramUNetVAE
 from npvae.separation.separator import Normalizer, Separator
 
 N_FILES = 200
@@ -117,6 +119,10 @@ def base_files(folder):
     model = SpectrogramUNetVAE(channels=(4, 4, 8), latent_channels=4, rng=rng)
     norm = Normalizer(mean=rng.uniform(-1, 1, 128), std=rng.uniform(0.5, 2, 128), mag_scale=0.7)
     sep = Separator(model, STFTConfig(sample_rate=8000, n_fft=256, hop=64), norm)
+    stacked = StackedSpectrogramUNetVAE(2, channels=(4, 4, 8), latent_channels=2, norm="batch", rng=rng)
+    for _ in range(2):      # running statistics away from their initial values
+        stacked.forward(rng.standard_normal((2, 1, 128, 16)).astype(np.float32))
+    stacked_sep = Separator(stacked.eval(), sep.stft_cfg, norm)
     blocks = Sequential(
         Conv2d(1, 4, 3, padding=1, rng=rng),
         Residual(Sequential(Conv2d(4, 4, 3, padding=1, rng=rng), LeakyReLU(0.2), Dropout(0.3, channels=True),
@@ -128,7 +134,8 @@ def base_files(folder):
             "blocks": save_model(folder / "blocks.h5", blocks),
             "dense": save_model(folder / "dense.h5", dense, {"model": "dense"}),
             "unet": save_model(folder / "unet.h5", unet, {"model": "unet"}),
-            "separator": save_separator(folder / "separator.h5", sep, {"epochs": 0})}
+            "separator": save_separator(folder / "separator.h5", sep, {"epochs": 0}),
+            "stacked": save_separator(folder / "stacked.h5", stacked_sep, {"epochs": 0})}
 
 
 def _norm_stack(rng):
@@ -288,6 +295,7 @@ def _tree_edit(src, dst, edit):
 
 SIZE_KEYS = {"dense": ["hidden", "latent_dim"], "unet": ["channels", "latent_dim", "blocks", "norm_bias"],
              "separator": ["channels", "latent_channels", "n_sources", "kernel_size"],
+             "stacked": ["stacks", "channels", "latent_channels", "n_sources", "kernel_size", "norm_bias"],
              "norm": ["num_features", "num_groups", "num_channels", "eps", "momentum"],
              "blocks": ["layers.0.out_channels", "layers.1.body.layers.2.p", "layers.2.axis", "layers.3.kernel_size",
                         "layers.2.branches.1.layers.0.kernel_size", "layers.2.branches.1.layers.3.size",
@@ -385,8 +393,11 @@ def model_dtype(rng, src, dst, kind):
     return f"model dtype {value!r}"
 
 
+SEPARATORS = ("separator", "stacked")
+
+
 def normaliser(rng, src, dst, kind):
-    if kind != "separator":
+    if kind not in SEPARATORS:
         return non_finite(rng, src, dst, kind)
     key, value = _pick(rng, [("std", 0.0), ("std", -1.0), ("std", np.nan), ("mean", np.inf), ("mag_scale", 0.0),
                              ("mag_scale", np.nan), ("power", -1.0), ("compression", "cubic")])
@@ -402,7 +413,7 @@ def normaliser(rng, src, dst, kind):
 
 
 def stft_settings(rng, src, dst, kind):
-    if kind != "separator":
+    if kind not in SEPARATORS:
         return wrong_dtype(rng, src, dst, kind)
     key, value = _pick(rng, [("sample_rate", 0), ("sample_rate", 10**12), ("sample_rate", "abc"), ("n_fft", 3),
                              ("n_fft", 2**40), ("hop", 0), ("hop", 10**6), ("window", "nope"), ("n_fft", 512)])
@@ -415,7 +426,7 @@ DAMAGES = [flip_stored_bits, flip_exponents, non_finite, truncate_file, truncate
            stft_settings]
 
 
-KINDS = ("dense", "unet", "separator", "norm", "blocks")
+KINDS = ("dense", "unet", "separator", "stacked", "norm", "blocks")
 
 
 def make_case(i, rng, folder, bases) -> dict:

@@ -189,8 +189,8 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("mnist", "music"), required=True)
     p.add_argument("--budget", choices=("tiny", "default"), default="default")
     p.add_argument("--ablate", default=None, metavar="PRESET",
-                   help="ablate this preset (mnist: anchor, best, dense-best, unet, vae; music: best, recurrent) instead "
-                        "of the loss study")
+                   help="ablate this preset (mnist: anchor, best, dense-best, unet, vae; music: best, recurrent, "
+                        "stacked) instead of the loss study")
     p.add_argument("--out", default=None, help="study directory (default runs/study-<task>-<budget>, "
                                                "with --ablate runs/ablate-<task>-<preset>-<budget>)")
     p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA, then ~/.cache/npvae)")

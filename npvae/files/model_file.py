@@ -28,6 +28,7 @@ from .. import models, pretrained   # importing models registers their classes w
 from ..engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_state
 from ..errors import FileFormatError, ModelNotFoundError
 from ..layers.base import Layer, build_layer
+from ..models.stacked import MASK_NETWORKS
 from ..separation.blind_separator import BlindMusicSeparator, is_blind_music
 from ..separation.separator import Separator
 
@@ -254,7 +255,7 @@ def load_model(path, dtype=None):
     both separate audio with ``sep.separate(audio, sr)``.
     """
     model, config = read_model_file(path, dtype)
-    if isinstance(model, models.SpectrogramUNetVAE):
+    if isinstance(model, MASK_NETWORKS):
         return Separator.from_config(model, config, str(path))
     if is_blind_music(model, config):
         return BlindMusicSeparator.from_config(model, config, str(path))

@@ -29,6 +29,7 @@ MAX_PARAMETERS = 50_000_000     # 200 MB of float32 weights; the shipped models 
 MAX_SPEC_DEPTH = 32             # JSON nesting of a spec; the shipped models' specs nest 2 levels
 MAX_ABS_PARAMETER = 1e6         # trained npvae weights stay below 10
 MAX_LAYERS = 1000               # layers in a list field or a Sequential (``hidden``, ``blocks``, ``layers``)
+MAX_STACKS = 8                  # U-Nets of a stacked music model (npvae.models.stacked): each a whole network
 
 _DAMAGED = "the file was edited or damaged: use the model.h5 / results.h5 that training wrote, or train again"
 
@@ -292,10 +293,10 @@ def _rule_spectrogram_unet(s):
         raise _SpecProblem(f"SpectrogramUNetVAE.kernel_size must be odd, got {k}")
     _finite(s, "alpha", 0.2)
     norm, _, groups, residual, bias = _options(s)
-    n = len(c)
+    n, c_in = len(c), _size(s, "in_channels", 1)
     out = {}
     for i in range(n):
-        out.update(_prefixed(f"enc{i + 1}", _conv(1 if i == 0 else c[i - 1], c[i], k, bias)))
+        out.update(_prefixed(f"enc{i + 1}", _conv(c_in if i == 0 else c[i - 1], c[i], k, bias)))
     out.update(_prefixed("head", _conv(c[-1], 2 * latent, 1)))
     for i in reversed(range(n)):
         n_in = latent if i == n - 1 else 2 * c[i]
@@ -319,6 +320,23 @@ def _rule_spectrogram_unet(s):
                     **_prefixed("rnn", _rule_recurrent({"type": "LSTM", "input_size": hidden,
                                                          "hidden_size": hidden // 2, "num_layers": layers,
                                                          "bidirectional": True}))})
+    return out
+
+
+def _rule_stacked_spectrogram_unet(s):
+    stacks = _size(s, "stacks", required=True, minimum=2)
+    if stacks > MAX_STACKS:
+        raise _SpecProblem(f"StackedSpectrogramUNetVAE.stacks must be at most {MAX_STACKS} "
+                           f"(npvae.files.modelcheck.MAX_STACKS), got {stacks}")
+    if "in_channels" in s:
+        raise _SpecProblem("StackedSpectrogramUNetVAE has no in_channels: its hourglasses' inputs follow from "
+                           "n_sources")
+    hourglass = {key: value for key, value in s.items() if key != "stacks"}
+    more = 1 + _size(s, "n_sources", 2)
+    out = {}
+    for i in range(stacks):
+        spec = {**hourglass, "type": "SpectrogramUNetVAE", "in_channels": 1 if i == 0 else more}
+        out.update(_prefixed(f"stack{i + 1}", _rule_spectrogram_unet(spec)))
     return out
 
 
@@ -498,7 +516,8 @@ RULES = {
     "ReLU": _no_params, "LeakyReLU": _rule_leaky, "Sigmoid": _no_params, "Tanh": _no_params, "Softplus": _no_params,
     "DenseSeparationVAE": _rule_dense_vae, "ConvSeparationVAE": _rule_conv_vae, "UNetSeparationVAE": _rule_unet_vae,
     "LatentMapSeparationVAE": _rule_latent_map_vae,
-    "SpectrogramUNetVAE": _rule_spectrogram_unet, "BlindSeparationVAE": _rule_blind_vae,
+    "SpectrogramUNetVAE": _rule_spectrogram_unet, "StackedSpectrogramUNetVAE": _rule_stacked_spectrogram_unet,
+    "BlindSeparationVAE": _rule_blind_vae,
     **_BLOCK_RULES,
     "BatchNorm": _rule_batchnorm, "GroupNorm": _rule_groupnorm,
     "LSTM": _rule_recurrent, "GRU": _rule_recurrent, "ToSequence": _no_params, "FromSequence": _rule_from_sequence,

@@ -66,6 +66,8 @@ class SpectrogramUNetVAE(Layer):
         run through a bidirectional LSTM of ``rnn_layers`` layers (``rnn``, rnn_hidden / 2
         units each way), projected back (``rnn_out``) and added to the map: the latent
         then sees the whole excerpt. The input's F must then be ``freq_bins``.
+    in_channels : channels of the input (1: the mixture's features; more where a model
+        feeds it extra maps, as :mod:`npvae.models.stacked` feeds the masks before).
 
     With n levels: ``enc1..encn`` (conv k x k / 2), ``head`` (conv1x1 to [mu, logvar]),
     ``decn`` (convT from z to c(n-1)), ``dec(k)`` (convT from [dec(k+1), enc(k)] to c(k-1))
@@ -85,14 +87,17 @@ class SpectrogramUNetVAE(Layer):
     def __init__(self, channels=(16, 32, 64), latent_channels: int = 32, n_sources: int = 2,
                  kernel_size: int = 5, alpha: float = 0.2, norm: str = "none", down: str = "stride",
                  dropout: float = 0.0, residual: bool = False, rnn_layers: int = 0, rnn_hidden: int = 256,
-                 freq_bins: int | None = None, groups: int = options.GROUPS, norm_bias: bool = False, rng=None,
-                 dtype=np.float32):
+                 freq_bins: int | None = None, groups: int = options.GROUPS, norm_bias: bool = False,
+                 in_channels: int = 1, rng=None, dtype=np.float32):
         super().__init__(dtype)
         rng = default_rng(rng)
         if len(channels) < 2 or min(channels) <= 0:
             raise ValueError(f"channels must be two or more positive ints (c1, c2, ...), one per level, got {channels}")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if isinstance(in_channels, bool) or not isinstance(in_channels, (int, np.integer)) or in_channels < 1:
+            raise ValueError(f"SpectrogramUNetVAE: in_channels must be a whole number >= 1, got {in_channels!r}")
+        self.in_channels = int(in_channels)
         options.check_options(type(self).__name__, norm, down, dropout, groups, norm_bias)
         self.channels = tuple(int(c) for c in channels)
         self.levels = len(self.channels)
@@ -108,7 +113,7 @@ class SpectrogramUNetVAE(Layer):
         kw = dict(rng=rng, dtype=dtype)
         normed = dict(kw, bias=options.conv_bias(norm, norm_bias))     # the convolutions a norm follows
         stride = 1 if down != "stride" else 2
-        self.encoders = [Conv2d(1 if i == 0 else c[i - 1], c[i], k, stride=stride, padding=p, **normed)
+        self.encoders = [Conv2d(self.in_channels if i == 0 else c[i - 1], c[i], k, stride=stride, padding=p, **normed)
                          for i in range(n)]
         self.head = Conv2d(c[-1], 2 * self.latent_channels, 1, **kw)
         # decoders[i] makes level i's output (i = n-1 ... 0): from z at the bottom, from
@@ -234,7 +239,7 @@ class SpectrogramUNetVAE(Layer):
     def forward(self, x, sample: bool | None = None):
         """x : (N, 1, F, T) with F, T multiples of ``DOWNSAMPLE`` (F = ``freq_bins`` with a
         recurrent bottleneck). ``sample`` defaults to ``self.training``."""
-        expect_input(self, x, 4, "(N, 1, F, T)", 1, 1)
+        expect_input(self, x, 4, f"(N, {self.in_channels}, F, T)", 1, self.in_channels)
         f, t = x.shape[2:]
         d = self.DOWNSAMPLE
         if f % d or t % d:
@@ -317,6 +322,8 @@ class SpectrogramUNetVAE(Layer):
                "n_sources": self.n_sources, "kernel_size": self.kernel_size, "alpha": self.alpha}
         out.update(options.options_hyper(self.norm, self.down, self.dropout, self.groups, self.residual,
                                          self.norm_bias))
+        if self.in_channels != 1:   # likewise: only a stacked model's later hourglasses have more
+            out["in_channels"] = self.in_channels
         if self.rnn_layers:     # files of models without one stay as they were
             out.update(rnn_layers=self.rnn_layers, rnn_hidden=self.rnn_hidden, freq_bins=self.freq_bins)
         return out

@@ -59,9 +59,9 @@ def task_of_file(model_file) -> tuple[str, object, dict]:
     a clear error for anything else (a blind model)."""
     from ..files.model_file import load_separator, read_model_file
     from ..models.mnist import SeparationVAE
-    from ..models.music import SpectrogramUNetVAE
+    from ..models.stacked import MASK_NETWORKS
     model, config = read_model_file(model_file)
-    if isinstance(model, SpectrogramUNetVAE):
+    if isinstance(model, MASK_NETWORKS):
         return "music", load_separator(model_file), config
     if isinstance(model, SeparationVAE):
         return "mnist", model, config

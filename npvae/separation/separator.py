@@ -32,6 +32,7 @@ from ..errors import FileFormatError
 from ..layers.base import inference
 from ..layers.fold import fold_batchnorm
 from ..models.music import SpectrogramUNetVAE
+from ..models.stacked import MASK_NETWORKS, StackedSpectrogramUNetVAE
 from ..validate import as_audio_rate, as_float_audio
 
 SOURCES = ("vocals", "accompaniment")
@@ -136,7 +137,7 @@ class Separator:
 
     ``source`` names where it was loaded from (a model file), for error messages.
     """
-    model: SpectrogramUNetVAE
+    model: SpectrogramUNetVAE | StackedSpectrogramUNetVAE
     stft_cfg: STFTConfig
     norm: Normalizer
     source: str | None = field(default=None, compare=False, repr=False)
@@ -230,7 +231,7 @@ class Separator:
         (what :meth:`config` wrote; also the ``normalizer_dict`` of npvae 0.1.0 checkpoints).
         Settings that cannot work (a std of 0, NaN statistics, a normaliser of another
         width than the STFT's bins) raise :class:`FileFormatError` naming ``source``."""
-        if not isinstance(model, SpectrogramUNetVAE):
+        if not isinstance(model, MASK_NETWORKS):
             raise FileFormatError(f"{source} holds a {type(model).__name__}, not a music separation model")
         missing = [k for k in STFT_KEYS if k not in config]
         norm = config.get("normalizer", config.get("normalizer_dict"))

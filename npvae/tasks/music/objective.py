@@ -13,6 +13,12 @@ mask pushed to 0 everywhere early in training (a bin's loss gradient through a
 saturated sigmoid is ~0) would otherwise stay there. Deep networks do this at some
 seeds: the five-level net of ``--preset best`` at seed 1 drove the voice logits to
 about -120 within 30 steps and its voice mask never recovered.
+
+A stacked model (:class:`~npvae.models.stacked.StackedSpectrogramUNetVAE`) is supervised
+at every stack: the masks of its earlier stacks (``model.earlier``) pay the same three
+reconstruction terms as the final masks, added to the total as ``earlier_stacks``. Its KL
+is the sum of its hourglasses' KLs and its logit penalty the mean over all stacks' logits
+(its ``mu``, ``logvar`` and ``logits`` hold every stack's, side by side).
 """
 from __future__ import annotations
 
@@ -67,10 +73,8 @@ class MusicObjective:
         model, cfg = self.sep.model, self.cfg
         x, mix, (v, a) = self._inputs(batch)
         masks = model.forward(x, sample=model.training and cfg.sample)
-        est_v, est_a = masks[:, 0] * mix, masks[:, 1] * mix
-        lv, gv = self.loss(est_v, v)
-        la, ga = self.loss(est_a, a)
-        lm, gm = self.loss(est_v + est_a, mix)
+        (lv, la, lm), dmask = self._reconstruction(masks, mix, v, a)
+        earlier = [self._reconstruction(m, mix, v, a) for m in getattr(model, "earlier", ())]
         n, _, f, t = x.shape
         kl, dmu, dlv = kl_divergence(model.mu.reshape(n, -1), model.logvar.reshape(n, -1))
         kl_bin = kl / (f * t)                                           # nats per T-F bin
@@ -78,18 +82,31 @@ class MusicObjective:
         # unconstrained, its KL can overflow, and 0 * inf would make the loss NaN.
         total = lv + la + cfg.mix_weight * lm + (beta * kl_bin if beta else 0.0)
         terms = {"total": total, "vocals": lv, "accompaniment": la, "mixture": lm, "kl": kl_bin, "beta": beta}
+        if earlier:
+            terms["earlier_stacks"] = sum(lv_ + la_ + cfg.mix_weight * lm_ for (lv_, la_, lm_), _ in earlier)
+            terms["total"] = total = total + terms["earlier_stacks"]
         w_logit, logits = cfg.logit_penalty, model.logits
         if w_logit and logits is not None:           # eval mode keeps no logits: the term is training's
             terms["logits"] = float(np.mean(np.square(logits, dtype=np.float64)))
             terms["total"] = total = total + w_logit * terms["logits"]
         if backward:
-            w = cfg.mix_weight
-            dmask = np.stack([(gv + w * gm) * mix, (ga + w * gm) * mix], axis=1).astype(x.dtype)
             k = np.float32(beta / (f * t))
             dmu, dlv = (dmu * k, dlv * k) if beta else (np.zeros_like(dmu), np.zeros_like(dlv))
             dlogits = (logits * x.dtype.type(2 * w_logit / logits.size)) if "logits" in terms else None
-            model.backward(dmask, dmu.reshape(model.mu.shape), dlv.reshape(model.logvar.shape), dlogits=dlogits)
+            more = {"dearlier": [g() for _, g in earlier]} if earlier else {}
+            model.backward(dmask(), dmu.reshape(model.mu.shape), dlv.reshape(model.logvar.shape), dlogits=dlogits,
+                           **more)
         return terms
+
+    def _reconstruction(self, masks, mix, v, a):
+        """((vocals, accompaniment, mixture) loss terms, dmask) of ``masks`` (N, 2, F, T);
+        ``dmask()`` gives the terms' gradient for the masks."""
+        est_v, est_a = masks[:, 0] * mix, masks[:, 1] * mix
+        lv, gv = self.loss(est_v, v)
+        la, ga = self.loss(est_a, a)
+        lm, gm = self.loss(est_v + est_a, mix)
+        w = self.cfg.mix_weight
+        return (lv, la, lm), lambda: np.stack([(gv + w * gm) * mix, (ga + w * gm) * mix], axis=1).astype(masks.dtype)
 
     def on_tracks(self, tracks, beta: float, max_frames: int = 1024) -> dict:
         """Mean loss terms over whole tracks (eval mode, no gradients), weighted by frames. ``beta``: the KL weight."""

@@ -24,6 +24,7 @@ from ...errors import DatasetError
 from ...files.model_file import MODEL_FILE, RESULTS_FILE, save_music_results, save_separator
 from ...models.music import SpectrogramUNetVAE
 from ...models.options import DOWNS, NORMS
+from ...models.stacked import MAX_STACKS, mask_network
 from ...plotting import plot_example, plot_history
 from ...separation.separator import Normalizer, Separator
 from ...validate import check_settings
@@ -44,7 +45,9 @@ class MusicConfig(RunConfig):
     rnn_layers, rnn_hidden : the U-Net's options (:class:`~npvae.models.music.SpectrogramUNetVAE`):
     BatchNorm or GroupNorm after every convolution, pooling instead of strided
     convolutions, decoder dropout, residual blocks, a recurrent bottleneck over the frames
-    (0 layers: none). compression : of the network's
+    (0 layers: none). stacks : hourglasses (U-Nets) in a row, each after the first
+    refining the masks of the one before (:class:`~npvae.models.stacked.StackedSpectrogramUNetVAE`;
+    1: one U-Net). compression : of the network's
     input magnitudes (see :class:`~npvae.separation.separator.Normalizer`). remix, remix_prob,
     gain_db, voice_pitch : training-batch augmentation; remix "shift" takes the same clip's
     accompaniment, shifted (:func:`~.batches.sample_batch`), "cross" another clip's
@@ -65,6 +68,7 @@ class MusicConfig(RunConfig):
     residual: bool = False
     rnn_layers: int = 0
     rnn_hidden: int = 256
+    stacks: int = 1
     compression: str = "log"
     remix: str = "shift"
     remix_prob: float = 0.5
@@ -86,7 +90,7 @@ class MusicConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_settings(self, positive_int=("frames", "channels", "latent_channels", "rnn_hidden"),
+        check_settings(self, positive_int=("frames", "channels", "latent_channels", "rnn_hidden", "stacks"),
                        nonneg_int=("rnn_layers",), positive=("snippet_seconds", "loss_power"),
                        nonneg=("mix_weight", "remix_prob", "gain_db", "logit_penalty", "voice_pitch", "dropout"),
                        choices={"dataset": DATASETS, "compression": ("log", "power"), "norm": NORMS, "down": DOWNS,
@@ -107,6 +111,9 @@ class MusicConfig(RunConfig):
         if self.rnn_layers and self.rnn_hidden % 2:
             raise ValueError(f"--rnn-hidden is split between the two directions of the recurrent bottleneck: it must "
                              f"be even, got {self.rnn_hidden}")
+        if self.stacks > MAX_STACKS:
+            raise ValueError(f"--stacks is the number of hourglasses in a row, at most {MAX_STACKS}, got "
+                             f"{self.stacks}")
         if self.remix_prob > 1:
             raise ValueError(f"--remix-prob is a probability in [0, 1], got {self.remix_prob}")
         if self.voice_pitch > 12:
@@ -119,9 +126,10 @@ class MusicConfig(RunConfig):
         return 2 ** len(self.channels)
 
     def model_kwargs(self, freq_bins: int) -> dict:
-        """The U-Net's constructor arguments; ``freq_bins`` the STFT's bins the network sees."""
-        return dict(channels=self.channels, latent_channels=self.latent_channels, norm=self.norm, down=self.down,
-                    dropout=self.dropout, residual=self.residual, rnn_layers=self.rnn_layers,
+        """The mask network's arguments (:func:`~npvae.models.stacked.mask_network`);
+        ``freq_bins`` the STFT's bins the network sees."""
+        return dict(stacks=self.stacks, channels=self.channels, latent_channels=self.latent_channels, norm=self.norm,
+                    down=self.down, dropout=self.dropout, residual=self.residual, rnn_layers=self.rnn_layers,
                     rnn_hidden=self.rnn_hidden, freq_bins=freq_bins if self.rnn_layers else None)
 
     def loss_config(self) -> LossConfig:
@@ -161,6 +169,11 @@ class MusicTask(Task):
         # and a two-layer bidirectional LSTM over the frames at the bottleneck (Open-Unmix's)
         "recurrent": {"channels": (24, 48, 96, 128, 128), "epochs": 45, "remix": "cross", "logit_penalty": 1e-3,
                       "norm": "batch", "rnn_layers": 2, "rnn_hidden": 256},
+        # the recurrent recipe twice in a row (stacked hourglasses, 7.44M parameters): a step
+        # takes about 2.1 times the recurrent one's, so 30 epochs, about 95 minutes on 2 cores
+        # by an estimate from a few timed steps on a loaded machine (see training.md)
+        "stacked": {"channels": (24, 48, 96, 128, 128), "epochs": 30, "remix": "cross", "logit_penalty": 1e-3,
+                    "norm": "batch", "rnn_layers": 2, "rnn_hidden": 256, "stacks": 2},
     }
     help = {
         "dataset": "mir1k, irmas or a folder of stems (see --data-dir)",
@@ -176,6 +189,8 @@ class MusicTask(Task):
         "residual": "a residual block (one more convolution, added to its input) after every level",
         "rnn_layers": "layers of a bidirectional LSTM over the frames at the bottleneck (0: none)",
         "rnn_hidden": "width of the recurrent bottleneck (its LSTM has half as many units each way)",
+        "stacks": "U-Nets in a row (stacked hourglasses): each after the first sees the mixture and the masks of "
+                  "the one before and refines them; every stack's masks are trained (1: one U-Net)",
         "compression": "compression of the network's input magnitudes",
         "remix": "remixed excerpts take the accompaniment of the same clip, shifted (shift), or of another (cross)",
         "remix_prob": "chance that an excerpt is remixed",
@@ -206,8 +221,10 @@ class MusicTask(Task):
     @classmethod
     def planned_model(cls, cfg):
         bins = STFTConfig.for_dataset(cfg.dataset).n_freq - 1
-        return ({"type": "SpectrogramUNetVAE", "channels": list(cfg.channels), "latent_channels": cfg.latent_channels},
-                (bins, cfg.frames), "--channels, --latent-channels, --frames")
+        spec = {"type": "SpectrogramUNetVAE", "channels": list(cfg.channels), "latent_channels": cfg.latent_channels}
+        if cfg.stacks > 1:
+            spec.update(type="StackedSpectrogramUNetVAE", stacks=cfg.stacks)
+        return spec, (bins, cfg.frames), "--channels, --latent-channels, --stacks, --frames"
 
     def setup(self, init_rng, noise_rng, saved_record):
         cfg = self.cfg
@@ -221,7 +238,7 @@ class MusicTask(Task):
         self.log(f"{cfg.dataset}: {len(self.train_tracks)} training clips "
                  f"({sum(t.duration for t in self.train_tracks):.0f} s), {len(self.val_tracks)} validation clips "
                  f"({sum(t.duration for t in self.val_tracks):.0f} s)")
-        self.model = model = SpectrogramUNetVAE(**cfg.model_kwargs(stft_cfg.n_freq - 1), rng=init_rng)
+        self.model = model = mask_network(**cfg.model_kwargs(stft_cfg.n_freq - 1), rng=init_rng)
         model.rng = noise_rng
         if saved_record is not None:       # the normaliser the run was trained with
             sep = Separator.from_config(model, saved_record, str(self.run_dir / CHECKPOINT_FILE))
