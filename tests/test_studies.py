@@ -103,8 +103,8 @@ def test_table_and_verdict_come_from_the_rows():
 
 # ----------------------------------------------------------------------------- ablations
 
-ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "dense-best"), ("mnist", "anchor"),
-             ("music", "best"), ("music", "recurrent")]
+ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "compact-vae"),
+             ("mnist", "dense-best"), ("mnist", "anchor"), ("music", "best"), ("music", "recurrent")]
 
 
 @pytest.mark.parametrize("task,preset", ABLATIONS)

@@ -284,7 +284,9 @@ def sweep_configurations(task: str, preset: str, items) -> list[Configuration]:
         try:
             make_config(task, {**recipe, **point})
         except ValueError as exc:
-            raise ValueError(f"--sweep point {name} of --preset {preset}: {exc}") from None
+            lists = [k for k, v in point.items() if isinstance(v, tuple)]
+            hint = f" (in --sweep a list's numbers are joined by ':', {lists[0]}=32:64)" if lists else ""
+            raise ValueError(f"--sweep point {name} of --preset {preset}: {exc}{hint}") from None
         if matlab_name(name) in stored:      # the study's HDF5 file names every row
             raise ValueError(f"--sweep points {stored[matlab_name(name)]} and {name} would share one name in "
                              "study.h5: sweep fewer settings at a time")

@@ -208,8 +208,11 @@ def sweep_verdict(study: dict) -> str:
     key, label = PRIMARY[study["task"]]
     rows = [r for r in study["rows"] if r["group"] == "sweep"]
     fine = sorted((r for r in rows if not failed(study, r)), key=lambda r: -r[key])
+    broken = [r for r in rows if failed(study, r)]
+    below = (f"failed to train (below {FAILED_BELOW[study['task']]:g} dB): "
+             + "; ".join(f"{r['label']} ({r[key]:.2f} dB)" for r in broken) + ".")
     if not fine:
-        return "No point of the sweep finished training."
+        return "No point of the sweep has finished." if not rows else "Every point of the sweep " + below
 
     def shown(r):
         extra = [f"{r['latent_size']:.0f} latent numbers"] if "latent_size" in r else []
@@ -240,10 +243,8 @@ def sweep_verdict(study: dict) -> str:
         lost = [r[key] - r["prior_mean_mean_psnr"] for r in fine]
         text += (f" With the latent at the prior mean every point that trained loses {min(lost):.2f} to "
                  f"{max(lost):.2f} dB.")
-    broken = [r for r in rows if failed(study, r)]
     if broken:
-        text += (f" Failed to train (below {FAILED_BELOW[study['task']]:g} dB): "
-                 + "; ".join(f"{r['label']} ({r[key]:.2f} dB)" for r in broken) + ".")
+        text += " These points " + below
     return text
 
 
