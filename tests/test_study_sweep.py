@@ -40,6 +40,35 @@ def test_a_sweep_is_the_preset_at_every_point_of_the_grid():
     assert marked == ["latent_dim=4,beta=0.01"]
 
 
+@pytest.mark.parametrize("task", ["mnist", "music"])
+def test_a_swept_value_is_what_its_train_flag_gives(task):
+    """parse_setting reads every setting a sweep can vary as ``npvae train TASK --flag``
+    reads it (a list's numbers joined by ':' where the flag takes spaces or commas)."""
+    import argparse
+    import typing
+
+    from npvae.engine.config import add_config_flags, given_settings, parse_setting
+    cls = studies._task_class(task)
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, cls.Config, choices=cls.choices)
+    hints = typing.get_type_hints(cls.Config)
+    for key in studies.sweep_keys(task):
+        flag, hint = "--" + key.replace("_", "-"), str(hints[key])
+        allowed = cls.choices.get(key)
+        if "bool" in hint:
+            cases = [("false", [f"--no-{flag[2:]}"]), ("true", [flag])]
+        elif "tuple" in hint:
+            cases = [("4:8:16", [flag, "4", "8", "16"]), ("5", [flag, "5"])]
+        elif allowed:
+            cases = [(allowed[-1], [flag, allowed[-1]])]
+        else:
+            cases = [("3", [flag, "3"])]
+        for text, argv in cases:
+            want = given_settings(parser.parse_args(argv), cls.Config)[key]
+            got = parse_setting(cls.Config, key, text, cls.choices, parts=":")
+            assert got == want and type(got) is type(want), (key, text, got, want)
+
+
 def test_a_sweep_takes_lists_switches_and_the_flags_spelling():
     confs = studies.configurations("mnist", "compact-vae", ["channels=32:64,24:48:96", "latent-dim=4", "sample=false"])
     assert [c.name for c in confs] == ["channels=32:64,latent_dim=4,sample=false",
