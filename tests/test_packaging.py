@@ -2,12 +2,15 @@
 compute kernels as ``npvae.kernels``, the command and the shipped models, and nothing of
 the lab (scripts/npvae_lab) or a top-level ``kernels`` package."""
 import configparser
+import json
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,3 +114,69 @@ def test_wheel_holds_the_studies_but_no_benchmark_and_no_top_level_kernels(wheel
     lab = {n for n in wheel.namelist() if n.startswith("npvae/lab/")}
     assert {"npvae/lab/studies.py", "npvae/lab/report.py", "npvae/lab/doc_pdf.py"} <= lab, sorted(lab)
     assert not [n for n in lab if "torch" in n or "bench" in n]
+
+
+def _installed_venv(wheel_file: Path, folder: Path) -> Path:
+    """A new virtual environment in ``folder`` with the wheel installed offline, which
+    sees this environment's other packages (numpy, numba, ...: nothing is downloaded)
+    as plain folders, so that no editable install of the checkout comes with them;
+    returns its bin folder."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=300)
+    bin_dir = folder / ("Scripts" if sys.platform == "win32" else "bin")
+    python = bin_dir / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    here = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    (Path(site) / "this_environment.pth").write_text("\n".join(here) + "\n")
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                        "--no-index", str(wheel_file)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return bin_dir
+
+
+def _inside(path, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(folder.resolve())
+
+
+def _checkout_folders() -> set[Path]:
+    """The folders of the checkout from which its npvae or lab would import."""
+    return {REPO.resolve(), (REPO / "scripts").resolve()}
+
+
+@pytest.mark.slow       # a venv, and a tiny study of 9 configurations: 1-2 minutes
+def test_the_installed_package_runs_a_tiny_study_and_its_report_outside_the_checkout(wheel, shared_data, tmp_path):
+    """The studies and the report are product, not tooling: the wheel installed into a
+    new environment runs ``npvae study --task mnist --budget tiny`` and ``npvae report``
+    from a folder outside the checkout, with npvae imported from the environment."""
+    from npvae.lab.study_table import PRIMARY, read_study
+    bin_dir = _installed_venv(Path(wheel.filename), tmp_path / "venv")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(NPVAE_DATA=str(shared_data), MPLBACKEND="Agg")
+    run = lambda *args: subprocess.run([*map(str, args)], cwd=work, env=env, capture_output=True,  # noqa: E731
+                                       text=True, timeout=1200)
+
+    where = run(bin_dir / "python", "-c", "import json, sys, npvae; print(json.dumps([npvae.__file__, sys.path]))")
+    assert where.returncode == 0, where.stderr[-2000:]
+    package, path = json.loads(where.stdout)
+    assert _inside(package, tmp_path / "venv"), f"npvae imported from {package}, not the new environment"
+    assert not [p for p in path if (work / p).resolve() in _checkout_folders()], f"the checkout is on sys.path: {path}"
+
+    listed = run(bin_dir / "npvae", "study", "--task", "mnist", "--list")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    names = [line.split()[0] for line in listed.stdout.splitlines()[1:] if line.strip()]
+    study = run(bin_dir / "npvae", "study", "--task", "mnist", "--budget", "tiny", "--out", work / "study")
+    assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
+    assert (work / "study" / "table.md").is_file()
+    rows = {r["name"]: r for r in read_study(work / "study")["rows"]}
+    key = PRIMARY["mnist"][0]
+    assert len(names) >= 5 and set(names) <= set(rows), (names, sorted(rows))
+    assert all(np.isfinite(rows[n][key]) for n in names), {n: rows[n][key] for n in names}
+    table = (work / "study" / "table.md").read_text()
+    assert all(rows[n]["label"] in table for n in names)
+
+    report = run(bin_dir / "npvae", "report", "study", "--out", "report")
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    assert {"report.md", "report.pdf", "report.html"} <= {p.name for p in (work / "report").iterdir()}
+    assert f"{rows[names[0]][key]:.2f}" in (work / "report" / "report.md").read_text()

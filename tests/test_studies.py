@@ -261,6 +261,29 @@ def test_timed_epochs_fit_the_minutes_and_are_chosen_once(shared_data, tmp_path,
     assert studies.timed_epochs("mnist", settings, tmp_path / "a", minutes=1000.0) == 8
 
 
+def test_a_one_thread_configuration_is_timed_by_its_own_cpu_seconds(shared_data, tmp_path, monkeypatch):
+    """Time another process takes from this one (a busy machine) is not charged to the
+    configuration: a step that waits costs wall-clock time but almost no CPU time."""
+    import time
+
+    from npvae.lab import studies
+    from npvae.tasks.mnist.task import MnistTask
+    settings = {**studies.BUDGETS["mnist"]["tiny"]["common"], **studies.BUDGETS["mnist"]["tiny"]["dense"],
+                "data_dir": str(shared_data)}
+    real_step = MnistTask.step
+
+    def waiting_step(self, *args, **kwargs):
+        time.sleep(0.05)
+        return real_step(self, *args, **kwargs)
+    monkeypatch.setattr(MnistTask, "step", waiting_step)
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
+    one_thread = studies.seconds_per_epoch("mnist", settings, tmp_path / "one")
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
+    two_threads = studies.seconds_per_epoch("mnist", settings, tmp_path / "two")
+    assert two_threads >= 0.05             # wall clock: at least the waits of an epoch's batches
+    assert one_thread < 0.5 * two_threads, (one_thread, two_threads)
+
+
 def test_a_study_resumes_only_with_its_own_time_budget(tmp_path):
     from npvae.errors import OutputError
     from npvae.lab import studies

@@ -398,8 +398,14 @@ def seconds_per_epoch(task: str, settings: dict, run_dir, steps: int = 5, warmup
     """The training seconds an epoch of ``settings`` takes in this process: the median of
     ``steps`` optimiser steps (forward, backward, Adam), timed after ``warmup`` untimed ones
     (compilation, the convolutions' algorithm choice), times the batches of an epoch.
-    Validation is left out: it is the same work for every configuration of a study."""
+    Validation is left out: it is the same work for every configuration of a study.
+    A process held to one thread (how a study runs its configurations) counts its own CPU
+    seconds, so that other work on the machine does not shorten this configuration's
+    budget; with more threads, wall-clock seconds."""
     from statistics import median
+
+    from ..parallel import worker_count
+    clock = time.process_time if worker_count() == 1 else time.perf_counter
 
     from .. import distributed
     from ..engine.run import make_config, resolve_task
@@ -415,12 +421,12 @@ def seconds_per_epoch(task: str, settings: dict, run_dir, steps: int = 5, warmup
     times, done = [], 0
     while len(times) < steps:               # more passes over a small training set
         for batch in job.batches(train_rng):
-            start = time.perf_counter()
+            start = clock()
             job.step(batch, 0.0, cfg.beta)
             optimizer.step()
             done += 1
             if done > warmup:
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
             if len(times) == steps:
                 break
     return median(times) * job.n_batches
