@@ -123,6 +123,17 @@ def test_the_compact_vae_latent_is_no_larger_than_the_mixture():
     assert model.mu.shape == (2, 4, 14, 14) and model.mu[0].size == 784
 
 
+def test_overwrite_clears_the_points_of_an_earlier_grid_and_nothing_else(tmp_path):
+    for name in ("latent_dim=2,beta=0.1", "latent_dim=16,beta=0.1", "mine=1", "notes"):
+        (tmp_path / name).mkdir()
+    for name in ("latent_dim=2,beta=0.1", "latent_dim=16,beta=0.1"):
+        (tmp_path / name / "log.txt").write_text("$ ...")
+    (tmp_path / "table.md").write_text("old")
+    removed = studies.clear_study_dir(tmp_path, "mnist", "compact-vae", ["latent_dim=2,4", "beta=0.1"])
+    assert sorted(p.name for p in removed) == ["latent_dim=16,beta=0.1", "latent_dim=2,beta=0.1", "table.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine=1", "notes"]     # not a study's folders
+
+
 # ----------------------------------------------------------------------------- table and verdict
 
 def _row(name, mean, prior, kl, size, group="sweep"):

@@ -650,8 +650,13 @@ def check_study_dir(out, task: str, budget_name: str, resume: bool = False, over
 
 def clear_study_dir(out, task: str, ablate: str | None = None, sweep=None) -> list[Path]:
     """Remove what a study of ``task`` wrote into ``out`` (its configurations' folders,
-    table, HDF5 file and figure), nothing else."""
-    return remove_named(out, [c.name for c in configurations(task, ablate, sweep)] + list(STUDY_OUTPUTS))
+    table, HDF5 file and figure), nothing else; for a sweep also the folders of points
+    an earlier grid had (named KEY=VALUE,..., holding a configuration's log)."""
+    names = [c.name for c in configurations(task, ablate, sweep)]
+    if sweep and Path(out).is_dir():
+        names += sorted(d.name for d in Path(out).iterdir() if d.is_dir() and "=" in d.name
+                        and ((d / RESULT_FILE).exists() or (d / "log.txt").exists()) and d.name not in names)
+    return remove_named(out, names + list(STUDY_OUTPUTS))
 
 
 def default_out(task: str, budget_name: str = "default", ablate: str | None = None, seed: int = 0,
