@@ -254,12 +254,6 @@ def parse_sweep(task: str, items) -> list[tuple[str, list]]:
     return grid
 
 
-def sweep_point(name: str) -> list[tuple[str, str]]:
-    """A sweep configuration's settings as its name writes them: "latent_dim=4,beta=0.01"
-    -> [("latent_dim", "4"), ("beta", "0.01")]."""
-    return [tuple(part.split("=", 1)) for part in name.split(",")]
-
-
 def sweep_configurations(task: str, preset: str, items) -> list[Configuration]:
     """The recipe of ``preset`` (as :func:`ablation_configurations` takes it) at every
     point of the grid that ``items`` give (:func:`parse_sweep`), the first key varying
