@@ -195,7 +195,8 @@ def _add_study(p: argparse.ArgumentParser) -> None:
                         "recurrent) instead of the loss study")
     p.add_argument("--sweep", nargs="+", default=None, metavar="KEY=V1,V2",
                    help="with --ablate: train the preset at every point of this grid instead of its ablation "
-                        "(e.g. latent_dim=2,4,8 beta=0.01,0.1; a list's numbers joined by ':', channels=32:64,24:48:96)")
+                        "(e.g. latent_dim=2,4,8 beta=0.01,0.1; a list's numbers joined by ':', "
+                        "channels=32:64,24:48:96)")
     p.add_argument("--out", default=None, help="study directory (default runs/study-<task>-<budget>, "
                                                "with --ablate runs/ablate-<task>-<preset>-<budget>)")
     p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA, then ~/.cache/npvae)")
