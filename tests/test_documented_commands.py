@@ -368,6 +368,8 @@ RUN = {
         says="GNSDR"),
     "npvae study --task mnist --ablate best --list": Run(says=r"(?m)^  recipe "),
     "npvae study --task mnist --ablate anchor --minutes 20 --list": Run(says=r"(?m)^  recipe "),
+    "npvae study --task mnist --ablate compact-vae --sweep latent_dim=2,4,8 beta=0.003,0.01,0.03,0.1 --list": Run(
+        says=r"(?m)^  latent_dim=4,beta=0.01 +sweep +--latent-dim 4 --beta 0.01 \(--preset compact-vae as it is\)"),
     "npvae report --from-markdown results/report/report.md": Run(
         needs=("results/report",), expect=("results/report/report.pdf", "results/report/report.html")),
     "npvae report --from-markdown results/blind_report/report.md": Run(
@@ -394,6 +396,7 @@ PARSE_ONLY = {
     "npvae train mnist --preset unet --out runs/unet": RECIPE,
     "npvae train mnist --preset vae --out runs/vae": RECIPE,
     "npvae train mnist --preset dense-best": RECIPE,
+    "npvae train mnist --preset compact-vae --out runs/compact-vae": RECIPE,
     "npvae train music --dataset mir1k --preset best --out runs/music-best": RECIPE,
     "npvae train music --preset best --out runs/music-best": RECIPE,
     "npvae train blind-mnist": "the run above with --epochs 23, which the tiny budget replaces",
@@ -413,6 +416,7 @@ PARSE_ONLY = {
     "npvae study --task music": LONG,
     "npvae study --task mnist --ablate best": LONG,
     "npvae study --task mnist --ablate vae": LONG,
+    "npvae study --task mnist --ablate compact-vae --sweep latent_dim=2,4,8 beta=0.003,0.01,0.03,0.1 --minutes 8": LONG,
     "npvae study --task music --ablate best": LONG,
     "npvae study --task music --ablate recurrent --minutes 20": LONG,
     "npvae report RUN_DIRS --out results/report": PLACEHOLDER,

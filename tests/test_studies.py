@@ -103,8 +103,9 @@ def test_table_and_verdict_come_from_the_rows():
 
 # ----------------------------------------------------------------------------- ablations
 
-ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "dense-best"), ("mnist", "anchor"),
-             ("music", "best"), ("music", "recurrent"), ("music", "stacked")]
+ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "compact-vae"),
+             ("mnist", "dense-best"), ("mnist", "anchor"), ("music", "best"), ("music", "recurrent"),
+             ("music", "stacked")]
 
 
 @pytest.mark.parametrize("task,preset", ABLATIONS)

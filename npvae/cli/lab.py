@@ -176,6 +176,8 @@ same shorter budget for all): the table says what each setting buys.
     npvae study --task music                   # about 40 minutes on 2 cores
     npvae study --task mnist --ablate best     # what each setting of --preset best buys
     npvae study --task mnist --ablate anchor --list    # the configurations, without training
+    npvae study --task mnist --ablate compact-vae --sweep latent_dim=2,4 beta=0.01,0.1 --minutes 8
+                                               # the preset at every point of a grid, equal time each
     npvae study --task mnist --budget tiny     # a smoke run, about a minute
     mpirun -n 4 npvae study --task music       # configurations dealt to 4 MPI ranks
 
@@ -189,8 +191,12 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("mnist", "music"), required=True)
     p.add_argument("--budget", choices=("tiny", "default"), default="default")
     p.add_argument("--ablate", default=None, metavar="PRESET",
-                   help="ablate this preset (mnist: anchor, best, dense-best, unet, vae; music: best, recurrent, "
-                        "stacked) instead of the loss study")
+                   help="ablate this preset (mnist: anchor, best, compact-vae, dense-best, unet, vae; music: best, "
+                        "recurrent, stacked) instead of the loss study")
+    p.add_argument("--sweep", nargs="+", default=None, metavar="KEY=V1,V2",
+                   help="with --ablate: train the preset at every point of this grid instead of its ablation "
+                        "(e.g. latent_dim=2,4,8 beta=0.01,0.1; a list's numbers joined by ':', "
+                        "channels=32:64,24:48:96)")
     p.add_argument("--out", default=None, help="study directory (default runs/study-<task>-<budget>, "
                                                "with --ablate runs/ablate-<task>-<preset>-<budget>)")
     p.add_argument("--data-dir", default=None, help="data root (default: $NPVAE_DATA, then ~/.cache/npvae)")
@@ -220,22 +226,26 @@ def run_study(args) -> int:
     if args.ablate is not None and args.ablate not in studies.ablatable_presets(args.task):
         raise UsageError(f"--ablate takes a preset of {args.task} that changes settings: "
                          f"{', '.join(studies.ablatable_presets(args.task))}; got {args.ablate!r}")
+    try:
+        confs = studies.configurations(args.task, args.ablate, args.sweep)
+    except ValueError as exc:       # a bad --sweep key, value or point
+        raise UsageError(str(exc)) from None
     if args.list:
-        print(f"{args.task} {studies.study_kind(args.ablate)} study, budget {args.budget}: expected "
+        print(f"{args.task} {studies.study_kind(args.ablate, args.sweep)} study, budget {args.budget}: expected "
               f"{studies.budget(args.task, args.budget, args.ablate)['expected']}")
-        confs = studies.configurations(args.task, args.ablate)
         width, group_width = max(len(c.name) for c in confs), max(len(c.group) for c in confs)
         for c in confs:
             print(f"  {c.name:{width}s} {c.group:{group_width}s} {c.label}")
         return 0
-    known = [c.name for c in studies.configurations(args.task, args.ablate)]
+    known = [c.name for c in confs]
     unknown = sorted(set(args.only or ()) - set(known))
     if unknown:
         raise UsageError(f"unknown configuration(s) {unknown} for --task {args.task}; known: {known}")
-    out = Path(args.out or studies.default_out(args.task, args.budget, args.ablate, args.seed, args.minutes))
+    out = Path(args.out or studies.default_out(args.task, args.budget, args.ablate, args.seed, args.minutes,
+                                               args.sweep))
     study = studies.run_study(args.task, args.budget, out, args.data_dir, args.jobs, args.only,
                               log=lambda s: print(s, flush=True), resume=args.resume, overwrite=args.overwrite,
-                              ablate=args.ablate, seed=args.seed, minutes=args.minutes)
+                              ablate=args.ablate, seed=args.seed, minutes=args.minutes, sweep=args.sweep)
     if study.get("rank", 0):        # under mpirun, rank 0 reports
         return 0
     if study["rows"]:

@@ -124,6 +124,37 @@ def _kind(hint) -> type:
     raise TypeError(f"no flag for a field of type {hint}")
 
 
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def parse_setting(cls, name: str, text: str, choices: dict | None = None, parts: str = ","):
+    """The value of field ``name`` of config class ``cls`` written as ``text``, parsed as
+    its flag parses it (:func:`add_config_flags`): an int, a float, a string (one of
+    ``choices[name]`` if given), a switch as true/false (yes/no, on/off), a tuple as whole
+    numbers separated by ``parts`` ("16,32,64"). Raises ValueError naming the setting and
+    what it takes."""
+    kind, flag = _kind(typing.get_type_hints(cls)[name]), "--" + name.replace("_", "-")
+    text = text.strip()
+    if kind is bool:
+        if text.lower() not in BOOL_WORDS:
+            raise ValueError(f"{flag} is a switch: true or false, not {text!r}")
+        return BOOL_WORDS[text.lower()]
+    if kind is tuple:
+        try:
+            return tuple(int(t) for t in text.split(parts))
+        except ValueError:
+            raise ValueError(f"{flag} takes whole numbers such as {parts.join(('16', '32', '64'))}, "
+                             f"not {text!r}") from None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{flag} takes {'a whole number' if kind is int else 'a number'}, not {text!r}") from None
+    allowed = (choices or {}).get(name)
+    if allowed and value not in allowed:
+        raise ValueError(f"{flag} takes one of {', '.join(map(str, allowed))}, not {text!r}")
+    return value
+
+
 def add_config_flags(parser, cls, help: dict | None = None, choices: dict | None = None,
                      skip: tuple = ()) -> None:
     """A flag per field of config class ``cls`` on ``parser`` (a parser or an argument
@@ -160,4 +191,4 @@ def given_settings(args: argparse.Namespace, cls) -> dict:
 
 
 __all__ = ["RunConfig", "add_config_flags", "given_settings", "defaults", "field_names",
-           "from_record"]
+           "from_record", "parse_setting"]

@@ -45,7 +45,7 @@ from .report_marks import MARKS_TITLE, marks_section
 from .report_shipped import published_section, shipped_section
 from .report_update import merge_reports
 from .study_table import (COLUMNS, CURVES_FILE, PRIMARY, STUDY_FILE, best, cells, columns, is_ablation,
-                          read_study, table_rows, verdict)
+                          is_sweep, read_study, table_rows, verdict)
 
 APPROACH = [
     "npvae implements every piece in NumPy: each layer keeps what its backward pass needs and fills the "
@@ -217,13 +217,15 @@ def _ablation_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
     task = study["task"]
     preset = study["study"].split(" ", 1)[1]
     part = "Part I (images)" if task == "mnist" else "Part II (music)"
-    doc.h2(f"Ablation of --preset {preset}, {part}: {study_dir.name}")
+    what = "Sweep" if is_sweep(study) else "Ablation"
+    doc.h2(f"{what} of --preset {preset}, {part}: {study_dir.name}")
     unit = "test pairs" if task == "mnist" else "test clips"
     from .studies import ABLATION_BUDGETS
     settings = ABLATION_BUDGETS[task].get(study.get("budget"), {}).get("common", {})
     shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in settings.items())
-    doc.p(f"The recipe of `npvae train {task} --preset {preset}`, then the same recipe with one of its settings "
-          f"put back to the default, one at a time; every configuration trains with the same seed "
+    how = ("at every point of a grid of settings (each row names its point)" if is_sweep(study) else
+           "then the same recipe with one of its settings put back to the default, one at a time")
+    doc.p(f"The recipe of `npvae train {task} --preset {preset}`, {how}; every configuration trains with the same seed "
           f"({study.get('seed', 0)}), data and "
           f"budget ('{study.get('budget')}'{': ' + shown if shown else ''}; shorter than the preset's own), each "
           f"in its own process, and is scored on the same {study.get('n_eval')} {unit}.")
@@ -236,7 +238,7 @@ def _ablation_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
 
 
 def _study_section(doc: Doc, study: dict, study_dir: Path, figs: Path):
-    if is_ablation(study):
+    if is_ablation(study) or is_sweep(study):
         return _ablation_section(doc, study, study_dir, figs)
     task = study["task"]
     cols = columns(study)
@@ -515,7 +517,7 @@ def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sour
     if blind_runs:
         blind_section(doc, blind_runs, mnist_runs, figs)
     for study, sdir in studies:
-        if not is_ablation(study):
+        if not (is_ablation(study) or is_sweep(study)):
             _baseline_section(doc, study, sdir)
     infos = shipped_section(doc)
     pilots = pilots or {}

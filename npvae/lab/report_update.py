@@ -31,7 +31,7 @@ MERGED = ("Part I: separation results", "Part II: separation results")   # rows 
 
 # The order of a whole build (report.py's _compose_report); a study or baselines section
 # of Part II follows that of Part I; a title of no kind here goes before the shipped models.
-ORDER = ("Approach", ("Loss study", "Ablation"), "Part I: separation results", "Part II: separation results",
+ORDER = ("Approach", ("Loss study", "Ablation", "Sweep"), "Part I: separation results", "Part II: separation results",
          "Blind", "Baselines", None, "Shipped models", "Missed marks", "Discussion", "What outperforms")
 
 

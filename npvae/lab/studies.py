@@ -6,7 +6,10 @@ budget, every one scored on the same fixed test set.
   recipe with one of its settings put back to the task's default, one at a time
   (:func:`ablation_configurations`), so the table says which change bought what; and
   for some presets, the recipe with one setting swapped for another value
-  (:data:`ALTERNATIVES`: GroupNorm in place of BatchNorm, say).
+  (:data:`ALTERNATIVES`: GroupNorm in place of BatchNorm, say);
+- the sweep of a preset (``ablate="vae", sweep=["latent_dim=2,4", "beta=0.01,0.1"]``):
+  the preset's recipe at every point of a grid of settings (:func:`sweep_configurations`),
+  so the table says how the score moves with each.
 
 ``npvae study`` runs :func:`run_study`. A study directory holds::
 
@@ -67,8 +70,9 @@ class Configuration:
 
     name : directory and HDF5 name. label : what the table says. group : "loss" (the loss
     study), "baseline", "recipe" (an ablated preset whole), "ablation" (that recipe with
-    one setting at its default) or "alternative" (with one setting at another value). kind : "vae" (trained by :func:`run_training` with ``settings``
-    over the budget's) or "nmf" (supervised NMF, ``settings`` its options).
+    one setting at its default), "alternative" (with one setting at another value) or
+    "sweep" (a point of a sweep's grid). kind : "vae" (trained by :func:`run_training`
+    with ``settings`` over the budget's) or "nmf" (supervised NMF, ``settings`` its options).
     """
     name: str
     label: str
@@ -197,9 +201,103 @@ def ablation_configurations(task: str, preset: str) -> list[Configuration]:
     return confs
 
 
-def configurations(task: str, ablate: str | None = None) -> list[Configuration]:
+# Settings a sweep may not vary: the study sets them the same for every configuration
+# (the budget's epochs, the study's seed, test set and folders) or they change nothing learnt.
+SWEEP_FIXED = BUDGET_SETTINGS + ("seed", "eval_limit", "n_examples", "out", "data_dir", "progress", "show",
+                                 "tensorboard", "html", "display_every")
+SWEEP_SYNTAX = ("KEY=V1,V2,... with KEY a setting (latent_dim or latent-dim) and its values as its flag takes "
+                "them; a list's numbers joined by ':' (channels=32:64,24:48:96); a switch true/false")
+
+
+def sweep_keys(task: str) -> list[str]:
+    """The settings of ``task`` that a sweep can vary: its config's fields but :data:`SWEEP_FIXED`."""
+    from ..engine.config import field_names
+    return [k for k in field_names(_task_class(task).Config) if k not in SWEEP_FIXED]
+
+
+def _value_text(value) -> str:
+    """A swept value as a configuration's name writes it: 0.003, 32:64, true."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ":".join(map(str, value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def parse_sweep(task: str, items) -> list[tuple[str, list]]:
+    """``["latent_dim=2,4,8", "beta=0.01,0.1"]`` as ``[("latent_dim", [2, 4, 8]), ("beta",
+    [0.01, 0.1])]``: each value parsed as the flag of that setting parses it
+    (:func:`npvae.engine.config.parse_setting`; lists as ``32:64``). Raises ValueError
+    naming a bad item, key (with the keys a sweep can vary) or value."""
+    from ..engine.config import parse_setting
+    task_cls, keys, grid = _task_class(task), sweep_keys(task), []
+    for item in items:
+        key, eq, values = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key or not values.strip():
+            raise ValueError(f"--sweep takes {SWEEP_SYNTAX}; got {item!r}")
+        if key not in keys:
+            why = " (the study sets it for every configuration)" if key in SWEEP_FIXED else ""
+            raise ValueError(f"--sweep: {key!r} is not a setting a {task} sweep can vary{why}; the keys are "
+                             f"{', '.join(keys)}")
+        if key in dict(grid):
+            raise ValueError(f"--sweep names {key} twice: give all its values in one KEY=V1,V2,... item")
+        parsed = [parse_setting(task_cls.Config, key, text, task_cls.choices, parts=":")
+                  for text in values.split(",") if text.strip()]
+        shown = [_value_text(v) for v in parsed]
+        twice = sorted({t for t in shown if shown.count(t) > 1})
+        if twice:
+            raise ValueError(f"--sweep gives {key}={twice[0]} twice: each value once")
+        grid.append((key, parsed))
+    if not grid:
+        raise ValueError(f"--sweep takes at least one {SWEEP_SYNTAX}")
+    return grid
+
+
+def sweep_configurations(task: str, preset: str, items) -> list[Configuration]:
+    """The recipe of ``preset`` (as :func:`ablation_configurations` takes it) at every
+    point of the grid that ``items`` give (:func:`parse_sweep`), the first key varying
+    slowest: ``latent_dim=4,beta=0.01`` ("--latent-dim 4 --beta 0.01"), group "sweep".
+    Every point is checked as a run's settings first (a ValueError names the point)."""
+    import itertools
+
+    from ..engine.run import make_config
+    from ..files.h5mat import matlab_name
+    if preset not in _task_class(task).presets:
+        raise ValueError(f"--sweep varies a preset of {task}: "
+                         f"{', '.join(sorted(_task_class(task).presets))}; got {preset!r}")
+    grid = parse_sweep(task, items)
+    recipe = {k: v for k, v in _task_class(task).presets[preset].items() if k not in BUDGET_SETTINGS}
+    confs, stored = [], {}
+    for values in itertools.product(*(v for _, v in grid)):
+        point = dict(zip((k for k, _ in grid), values))
+        name = ",".join(f"{k}={_value_text(v)}" for k, v in point.items())
+        label = " ".join(_shown_setting(k, v) for k, v in point.items())
+        if all(recipe.get(k, _default_setting(task, recipe, k)) == v for k, v in point.items()):
+            label += f" (--preset {preset} as it is)"
+        try:
+            make_config(task, {**recipe, **point})
+        except ValueError as exc:
+            lists = [k for k, v in point.items() if isinstance(v, tuple)]
+            hint = f" (in --sweep a list's numbers are joined by ':', {lists[0]}=32:64)" if lists else ""
+            raise ValueError(f"--sweep point {name} of --preset {preset}: {exc}{hint}") from None
+        if matlab_name(name) in stored:      # the study's HDF5 file names every row
+            raise ValueError(f"--sweep points {stored[matlab_name(name)]} and {name} would share one name in "
+                             "study.h5: sweep fewer settings at a time")
+        stored[matlab_name(name)] = name
+        confs.append(Configuration(name, label, "sweep", settings={**recipe, **point}))
+    return confs
+
+
+def configurations(task: str, ablate: str | None = None, sweep=None) -> list[Configuration]:
     """The loss configurations and baselines of ``task`` ("mnist" or "music"), or with
-    ``ablate`` the ablation of that preset (:func:`ablation_configurations`)."""
+    ``ablate`` the ablation of that preset (:func:`ablation_configurations`), or with
+    ``sweep`` too (items "KEY=V1,V2,...") the preset at every point of that grid
+    (:func:`sweep_configurations`)."""
+    if sweep:
+        if not ablate:
+            raise ValueError("--sweep varies the settings of a preset: name it with --ablate PRESET")
+        return sweep_configurations(task, ablate, sweep)
     if ablate:
         return ablation_configurations(task, ablate)
     if task == "mnist":
@@ -233,8 +331,8 @@ def configurations(task: str, ablate: str | None = None) -> list[Configuration]:
     raise ValueError(f"unknown task {task!r}: choose one of {TASKS}")
 
 
-def get_configuration(task: str, name: str, ablate: str | None = None) -> Configuration:
-    confs = configurations(task, ablate)
+def get_configuration(task: str, name: str, ablate: str | None = None, sweep=None) -> Configuration:
+    confs = configurations(task, ablate, sweep)
     for c in confs:
         if c.name == name:
             return c
@@ -242,14 +340,18 @@ def get_configuration(task: str, name: str, ablate: str | None = None) -> Config
 
 
 def budget(task: str, name: str, ablate: str | None = None) -> dict:
+    """Budget ``name`` of ``task``: an ablation's (a sweep's too) or a loss study's."""
     table = ABLATION_BUDGETS if ablate else BUDGETS
     if name not in table[task]:
         raise ValueError(f"unknown budget {name!r}: choose one of {sorted(table[task])}")
     return table[task][name]
 
 
-def study_kind(ablate: str | None) -> str:
-    """What a study is, as its results record it: "loss" or "ablate <preset>"."""
+def study_kind(ablate: str | None, sweep=None) -> str:
+    """What a study is, as its results record it: "loss", "ablate <preset>" or "sweep
+    <preset>" (a sweep's grid may grow on --resume: its points are named by their settings)."""
+    if sweep:
+        return f"sweep {ablate}"
     return f"ablate {ablate}" if ablate else "loss"
 
 
@@ -343,8 +445,8 @@ def _write_json_atomic(path: Path, obj) -> None:
 
 
 MNIST_ROW = ("digit_psnr", "fashion_psnr", "mean_psnr", "mean_ssim", "mean_mse")
-# recorded by trained VAEs only: what the latent carries
-MNIST_LATENT_ROW = ("prior_mean_mean_psnr", "kl_nats")
+# recorded by trained VAEs only: what the latent carries, and how many numbers it has
+MNIST_LATENT_ROW = ("prior_mean_mean_psnr", "kl_nats", "latent_size")
 
 
 def _mnist_row(metrics: dict) -> dict:
@@ -365,20 +467,23 @@ def _music_row(summary: dict, system: str, dataset: str = "") -> dict:
 
 
 def run_configuration(task: str, budget_name: str, name: str, study_dir, data_dir=None, log=print,
-                      ablate: str | None = None, seed: int = 0, minutes: float | None = None) -> dict:
+                      ablate: str | None = None, seed: int = 0, minutes: float | None = None,
+                      sweep=None) -> dict:
     """Train (or fit) and evaluate one configuration in this process, its weights and
     batches drawn from ``seed``; writes and returns its result: ``{"name", "rows": [...],
     "curve": {"epoch", "value"}}``. ``minutes``: train as many epochs as fit that much
     training time here (:func:`timed_epochs`) instead of the budget's epochs, so that
-    every configuration of the study gets the same time."""
-    conf = get_configuration(task, name, ablate)
+    every configuration of the study gets the same time. ``sweep``: the items of the
+    sweep whose point ``name`` is (:func:`sweep_configurations`)."""
+    conf = get_configuration(task, name, ablate, sweep)
     b = budget(task, budget_name, ablate)
     b = {**b, "common": {**b["common"], "seed": int(seed)}, "minutes": minutes}
     run_dir = Path(study_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     run = _run_mnist if task == "mnist" else _run_music
     result = run(conf, b, run_dir, data_dir, log)
-    result.update({"name": name, "task": task, "budget": budget_name, "study": study_kind(ablate), "seed": int(seed),
+    result.update({"name": name, "task": task, "budget": budget_name, "study": study_kind(ablate, sweep),
+                   "seed": int(seed),
                    "minutes": minutes})
     _write_json_atomic(run_dir / RESULT_FILE, result)
     return result
@@ -497,11 +602,12 @@ STUDY_OUTPUTS = (TABLE_FILE, STUDY_FILE, CURVES_FILE)
 
 
 def check_study_dir(out, task: str, budget_name: str, resume: bool = False, overwrite: bool = False,
-                    ablate: str | None = None, seed: int = 0, minutes: float | None = None) -> Path:
+                    ablate: str | None = None, seed: int = 0, minutes: float | None = None,
+                    sweep=None) -> Path:
     """Check a study's folder before anything is written: a new study refuses a folder that
     already holds files unless ``overwrite`` (then :func:`clear_study_dir` removes the old
     study's files); ``resume`` continues the study there, which must exist and be of the
-    same task, kind, budget and seed. Raises :class:`~npvae.errors.OutputError`, or
+    same task, kind, budget and seed (a sweep may add points to its grid). Raises :class:`~npvae.errors.OutputError`, or
     FileNotFoundError for a study to resume whose folder does not exist."""
     out = Path(out)
     if resume and not out.exists():
@@ -521,7 +627,7 @@ def check_study_dir(out, task: str, budget_name: str, resume: bool = False, over
         except (OSError, ValueError):
             continue
         kind = done.get("study", "loss")
-        if (done.get("task"), done.get("budget"), kind) != (task, budget_name, study_kind(ablate)):
+        if (done.get("task"), done.get("budget"), kind) != (task, budget_name, study_kind(ablate, sweep)):
             raise OutputError(f"{out} holds a {done.get('task')} study ({kind}) with the {done.get('budget')!r} budget "
                               f"({path.parent.name}); --resume continues a study of the same task and "
                               f"budget and kind: choose another --out")
@@ -536,26 +642,35 @@ def check_study_dir(out, task: str, budget_name: str, resume: bool = False, over
     return out
 
 
-def clear_study_dir(out, task: str, ablate: str | None = None) -> list[Path]:
+def clear_study_dir(out, task: str, ablate: str | None = None, sweep=None) -> list[Path]:
     """Remove what a study of ``task`` wrote into ``out`` (its configurations' folders,
-    table, HDF5 file and figure), nothing else."""
-    return remove_named(out, [c.name for c in configurations(task, ablate)] + list(STUDY_OUTPUTS))
+    table, HDF5 file and figure), nothing else; for a sweep also the folders of points
+    an earlier grid had (named KEY=VALUE,..., holding a configuration's log)."""
+    names = [c.name for c in configurations(task, ablate, sweep)]
+    if sweep and Path(out).is_dir():
+        names += sorted(d.name for d in Path(out).iterdir() if d.is_dir() and "=" in d.name
+                        and ((d / RESULT_FILE).exists() or (d / "log.txt").exists()) and d.name not in names)
+    return remove_named(out, names + list(STUDY_OUTPUTS))
 
 
 def default_out(task: str, budget_name: str = "default", ablate: str | None = None, seed: int = 0,
-                minutes: float | None = None) -> Path:
+                minutes: float | None = None, sweep=None) -> Path:
     """Where a study goes without --out: runs/study-<task>-<budget> or, for an ablation,
-    runs/ablate-<task>-<preset>-<budget>; a seed other than 0 adds -seed<N>, a time budget
-    -<M>min."""
+    runs/ablate-<task>-<preset>-<budget> (a sweep: runs/sweep-<task>-<preset>-<budget>); a
+    seed other than 0 adds -seed<N>, a time budget -<M>min."""
     name = f"ablate-{task}-{ablate}-{budget_name}" if ablate else f"study-{task}-{budget_name}"
+    if sweep:
+        name = f"sweep-{task}-{ablate}-{budget_name}"
     return Path("runs") / (name + (f"-seed{seed}" if seed else "") + (f"-{minutes:g}min" if minutes else ""))
 
 
 def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, jobs: int | None = None,
               only=None, log=print, resume: bool = False, overwrite: bool = False,
-              ablate: str | None = None, seed: int = 0, minutes: float | None = None) -> dict:
+              ablate: str | None = None, seed: int = 0, minutes: float | None = None, sweep=None) -> dict:
     """Run every configuration of ``task`` not yet done as a subprocess, ``jobs`` at a time
     (default: the number of cores), then write the table, the HDF5 file and the figure.
+    ``ablate`` names a preset to take apart or, with ``sweep`` (items "KEY=V1,V2,..."), to
+    train at every point of that grid (:func:`configurations`).
     Every configuration draws its weights and batches from ``seed`` (another seed: the
     same study again, to see its spread). ``minutes`` gives every trained configuration
     that much training time instead of the budget's epochs (:func:`timed_epochs`).
@@ -572,16 +687,16 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
     comm = distributed.world()
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be a positive number of minutes of training, not {minutes!r}")
-    out = Path(out or default_out(task, budget_name, ablate, seed, minutes))
+    confs = [c for c in configurations(task, ablate, sweep) if not only or c.name in only]
+    out = Path(out or default_out(task, budget_name, ablate, seed, minutes, sweep))
     check_data(task, data_dir)
-    check_study_dir(out, task, budget_name, resume, overwrite, ablate, seed, minutes)
+    check_study_dir(out, task, budget_name, resume, overwrite, ablate, seed, minutes, sweep)
     comm.barrier(timeout=None)          # every rank has checked before any writes
     if overwrite and comm.is_root:
-        for p in clear_study_dir(out, task, ablate):
+        for p in clear_study_dir(out, task, ablate, sweep):
             log(f"--overwrite: removed {p}")
     comm.barrier(timeout=None)
     out.mkdir(parents=True, exist_ok=True)
-    confs = [c for c in configurations(task, ablate) if not only or c.name in only]
     jobs = int(jobs or comm.threads or os.cpu_count() or 1)
     env = _one_thread_env() if jobs > 1 else dict(os.environ)
     env["NPVAE_MPI"] = "0"     # a configuration's process trains alone, also under mpirun
@@ -597,7 +712,7 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
             todo.append(c)
     if comm.is_root:
         how = f"{minutes:g} minutes of training each" if minutes else f"expected {b['expected']}"
-        log(f"{task} {study_kind(ablate)} study ({budget_name} budget, {how}): "
+        log(f"{task} {study_kind(ablate, sweep)} study ({budget_name} budget, {how}): "
             f"{len(todo)} of {len(confs)} configurations to run, {jobs} at a time"
             f"{f' on each of {comm.size} MPI ranks' if comm.parallel else ''}, in {out}")
     if comm.parallel:
@@ -610,6 +725,8 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
                "--config", c.name, "--out", str(out)]
         if ablate:
             cmd += ["--ablate", ablate]
+        if sweep:
+            cmd += ["--sweep", *sweep]
         if seed:
             cmd += ["--seed", str(seed)]
         if minutes:
@@ -645,7 +762,7 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
         failed = comm.bcast_object(sorted(sum(everyone, [])) if comm.is_root else None, timeout=None)
         if not comm.is_root:
             return {"task": task, "budget": budget_name, "failed": failed, "rank": comm.rank}
-    study = collect(out, task, [c.name for c in confs], budget_name, ablate)
+    study = collect(out, task, [c.name for c in confs], budget_name, ablate, sweep)
     study["seed"] = int(seed)
     if study["rows"]:           # no table of nothing when every configuration failed
         write_outputs(out, study)
@@ -653,11 +770,12 @@ def run_study(task: str, budget_name: str = "default", out=None, data_dir=None, 
     return study
 
 
-def collect(study_dir, task: str, names=None, budget_name: str = "", ablate: str | None = None) -> dict:
+def collect(study_dir, task: str, names=None, budget_name: str = "", ablate: str | None = None,
+            sweep=None) -> dict:
     """The finished configurations' results: ``{"task", "budget", "study", "rows": [...],
     "curves": {...}}``."""
     study_dir = Path(study_dir)
-    names = names or [c.name for c in configurations(task, ablate)]
+    names = names or [c.name for c in configurations(task, ablate, sweep)]
     rows, curves, n_eval = [], {}, None
     for name in names:
         path = study_dir / name / RESULT_FILE
@@ -669,7 +787,7 @@ def collect(study_dir, task: str, names=None, budget_name: str = "", ablate: str
         if r["curve"]["epoch"]:
             curves[name] = {"label": r["rows"][0]["label"], "epoch": r["curve"]["epoch"],
                             "value": r["curve"]["value"]}
-    return {"task": task, "budget": budget_name, "study": study_kind(ablate), "rows": rows, "curves": curves,
+    return {"task": task, "budget": budget_name, "study": study_kind(ablate, sweep), "rows": rows, "curves": curves,
             "n_eval": n_eval}
 
 
@@ -687,10 +805,11 @@ def main(argv=None) -> int:
     one.add_argument("--ablate", default=None)
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--minutes", type=float, default=None)
+    one.add_argument("--sweep", nargs="+", default=None)
     a = p.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     run_configuration(a.task, a.budget, a.config, a.out, a.data_dir, log=lambda s: print(s, flush=True),
-                      ablate=a.ablate, seed=a.seed, minutes=a.minutes)
+                      ablate=a.ablate, seed=a.seed, minutes=a.minutes, sweep=a.sweep)
     return 0
 
 

@@ -4,7 +4,8 @@ and the HDF5 file (kind ``loss_study``), from the per-configuration results that
 
 A study dict is ``{"task", "budget", "study", "rows": [{"name", "label", "group",
 metric...}], "curves": {name: {"label", "epoch", "value"}}, "n_eval"}``; ``study`` is
-"loss" or "ablate <preset>" (an ablation: a "recipe" row and "ablation" rows).
+"loss", "ablate <preset>" (an ablation: a "recipe" row and "ablation" rows) or "sweep
+<preset>" (a grid: "sweep" rows named by their settings, "latent_dim=4,beta=0.01").
 """
 from __future__ import annotations
 
@@ -35,11 +36,12 @@ COLUMNS = {
 # (Part I), the weakest singer's scores (Part II on MIR-1K: is a change good for more
 # than a few voices?).
 EXTRA_COLUMNS = {"mnist": [("prior_mean_mean_psnr", "latent at prior mean: mean PSNR (dB)", ".2f"),
-                           ("kl_nats", "KL (nats a pair)", ".1f"), ("epochs", "epochs (time budget)", "d")],
+                           ("kl_nats", "KL (nats a pair)", ".1f"), ("latent_size", "latent (numbers)", "d"),
+                           ("epochs", "epochs (time budget)", "d")],
                  "music": [("vocals_gnsdr_weakest_singer", "vocals GNSDR, weakest singer", ".2f"),
                            ("accompaniment_gnsdr_weakest_singer", "accomp. GNSDR, weakest singer", ".2f"),
                            ("epochs", "epochs (time budget)", "d")]}
-GROUP_ORDER = ("recipe", "ablation", "alternative", "loss", "baseline")
+GROUP_ORDER = ("recipe", "ablation", "alternative", "sweep", "loss", "baseline")
 
 
 def columns(study: dict) -> list[tuple[str, str, str]]:
@@ -52,8 +54,14 @@ def is_ablation(study: dict) -> bool:
     return str(study.get("study", "loss")).startswith("ablate")
 
 
+def is_sweep(study: dict) -> bool:
+    return str(study.get("study", "loss")).startswith("sweep")
+
+
 def cells(row: dict, cols) -> list[str]:
-    return [format(row[k], fmt) if k in row and np.isfinite(row[k]) else str(row.get(k, "-")) for k, _, fmt in cols]
+    """``row``'s values in ``cols``' formats; counts ("d") read back from HDF5 as floats too."""
+    return [format(int(row[k]) if fmt == "d" else row[k], fmt) if k in row and np.isfinite(row[k])
+            else str(row.get(k, "-")) for k, _, fmt in cols]
 
 
 # A configuration scoring below these failed to train (a diverged or collapsed run):
@@ -106,6 +114,8 @@ def verdict(study: dict) -> str:
     for an ablation, what each setting of the recipe bought (:func:`ablation_verdict`)."""
     if is_ablation(study):
         return ablation_verdict(study)
+    if is_sweep(study):
+        return sweep_verdict(study)
     key, label = PRIMARY[study["task"]]
     rows = sorted((r for r in study["rows"] if r["group"] == "loss"), key=lambda r: -r[key])
     if not rows:
@@ -156,6 +166,85 @@ def ablation_verdict(study: dict) -> str:
         text += (" With one setting swapped (the score minus the recipe's): " +
                  "; ".join(f"{r['label']}: " + ("failed to train" if failed(study, r) else f"{r[key] - recipe[key]:+.2f} dB")
                            for r in swapped) + ".")
+    return text
+
+
+def sweep_steps(study: dict) -> dict:
+    """How the primary score moves along each key of a sweep: ``{key: [(value, next
+    value, [differences])]}``, one difference (next minus this, dB) per pair of
+    finished grid points that differ in that key only, between values next to each
+    other in the grid's order; runs that failed to train are left out."""
+    key = PRIMARY[study["task"]][0]
+    points = {}
+    for r in study["rows"]:
+        if r["group"] == "sweep":
+            points[tuple(r["name"].split(","))] = r
+    order = {}                 # each key's values in the grid's order
+    for name in points:
+        for i, part in enumerate(name):
+            k, v = part.split("=", 1)
+            order.setdefault(i, (k, []))
+            if v not in order[i][1]:
+                order[i][1].append(v)
+    steps = {}
+    for i, (k, values) in sorted(order.items()):
+        steps[k] = []
+        for a, b in zip(values, values[1:]):
+            diffs = []
+            for name, r in points.items():
+                if name[i] != f"{k}={a}":
+                    continue
+                other = points.get(name[:i] + (f"{k}={b}",) + name[i + 1:])
+                if other is not None and not failed(study, r) and not failed(study, other):
+                    diffs.append(other[key] - r[key])
+            steps[k].append((a, b, diffs))
+    return steps
+
+
+def sweep_verdict(study: dict) -> str:
+    """The best and worst grid point of a sweep, with their numbers, then what moving each
+    key one step does with the others held (:func:`sweep_steps`), and for a VAE what the
+    latent carries (the score lost at the prior mean)."""
+    key, label = PRIMARY[study["task"]]
+    rows = [r for r in study["rows"] if r["group"] == "sweep"]
+    fine = sorted((r for r in rows if not failed(study, r)), key=lambda r: -r[key])
+    broken = [r for r in rows if failed(study, r)]
+    below = (f"failed to train (below {FAILED_BELOW[study['task']]:g} dB): "
+             + "; ".join(f"{r['label']} ({r[key]:.2f} dB)" for r in broken) + ".")
+    if not fine:
+        return "No point of the sweep has finished." if not rows else "Every point of the sweep " + below
+
+    def shown(r):
+        extra = [f"{r['latent_size']:.0f} latent numbers"] if "latent_size" in r else []
+        if "prior_mean_mean_psnr" in r:
+            extra.append(f"{r[key] - r['prior_mean_mean_psnr']:.2f} dB lost at the prior mean")
+        if "kl_nats" in r:
+            extra.append(f"KL {r['kl_nats']:.0f} nats")
+        return f"{r['label']} ({r[key]:.2f} dB" + "".join(f"; {e}" for e in extra) + ")"
+
+    text = (f"By {label} on the same {study.get('n_eval')} test items, the best point of the grid is "
+            f"**{shown(fine[0])}**")
+    text += f", the worst {shown(fine[-1])}." if len(fine) > 1 else "."
+    moves = []
+    for k, steps in sweep_steps(study).items():
+        parts = []
+        for a, b, d in steps:
+            a, b = a.replace(":", " "), b.replace(":", " ")       # a list's numbers as its flag takes them
+            if not d:
+                parts.append(f"{a} to {b}: no pair of finished points")
+                continue
+            spread = f", {min(d):+.2f} to {max(d):+.2f}" if len(d) > 1 else ""
+            parts.append(f"{a} to {b}: {np.mean(d):+.2f} dB (mean of {len(d)} pair{'s' * (len(d) > 1)}{spread})")
+        if parts:
+            moves.append(f"--{k.replace('_', '-')} " + ", ".join(parts))
+    if moves:
+        text += " Moving one setting, the others held: " + "; ".join(moves) + "."
+    if all("prior_mean_mean_psnr" in r for r in fine):
+        lost = [r[key] - r["prior_mean_mean_psnr"] for r in fine]
+        text += (f" With the latent at the prior mean every point that trained loses {min(lost):.2f} to "
+                 f"{max(lost):.2f} dB.")
+    if broken:
+        text += " These points " + below
     return text
 
 
@@ -221,6 +310,8 @@ def write_outputs(study_dir, study: dict) -> dict:
     key, label = PRIMARY[study["task"]]
     kind = study.get("study", "loss")
     title = f"the {kind.split(' ', 1)[1]} preset's ablation" if is_ablation(study) else "loss study"
+    if is_sweep(study):
+        title = f"the {kind.split(' ', 1)[1]} preset's sweep"
     seed = f", seed {study['seed']}" if study.get("seed") else ""
     text = (f"# {study['task']}: {title} ({study.get('budget')} budget{seed})\n\n{markdown_table(study)}\n\n"
             f"{verdict(study)}\n")

@@ -197,6 +197,30 @@ def test_study_ablate_unknown_preset(cli, new_dir, task, preset):
     assert r.code == 2
 
 
+@pytest.mark.fault("lab", "npvae study --ablate compact-vae --sweep {items} (a key, value or point no run takes)",
+                   "clear error")
+@pytest.mark.parametrize("items,message", [
+    (["latent_dim=2,4", "betta=0.1"], r"'betta' is not a setting a mnist sweep can vary; the keys are .*beta"),
+    (["epochs=3,6"], r"'epochs' is not a setting .*the study sets it for every configuration"),
+    (["beta=0.1,x"], r"--beta takes a number, not 'x'"),
+    (["latent_dim=-4"], r"--sweep point latent_dim=-4 of --preset compact-vae: --latent-dim"),
+    (["channels=32,64"], r"in --sweep a list's numbers are joined by ':', channels=32:64"),
+    (["beta"], r"--sweep takes KEY=V1,V2,\.\.\."),
+])
+def test_study_sweep_refuses_a_bad_grid(cli, new_dir, items, message):
+    out = new_dir() / "s"
+    r = cli("study", "--task", "mnist", "--ablate", "compact-vae", "--sweep", *items, "--out", out)
+    expect_error(r, message)
+    assert r.code == 2 and not out.exists()
+
+
+@pytest.mark.fault("lab", "npvae study --sweep without --ablate PRESET", "clear error")
+def test_study_sweep_needs_a_preset(cli, new_dir):
+    r = cli("study", "--task", "mnist", "--sweep", "beta=0.1,1", "--out", new_dir() / "s")
+    expect_error(r, r"--sweep varies the settings of a preset: name it with --ablate PRESET")
+    assert r.code == 2
+
+
 @pytest.mark.fault("lab", "npvae study --ablate --resume in a folder that holds the loss study", "clear error")
 def test_ablation_does_not_resume_a_loss_study(cli, new_dir, shared_data):
     import json
