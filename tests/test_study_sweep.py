@@ -71,8 +71,8 @@ def test_a_swept_value_is_what_its_train_flag_gives(task):
 
 def test_a_sweep_takes_lists_switches_and_the_flags_spelling():
     confs = studies.configurations("mnist", "compact-vae", ["channels=32:64,24:48:96", "latent-dim=4", "sample=false"])
-    assert [c.name for c in confs] == ["channels=32:64,latent_dim=4,sample=false",
-                                       "channels=24:48:96,latent_dim=4,sample=false"]
+    assert [c.name for c in confs] == ["channels=32-64,latent_dim=4,sample=false",
+                                       "channels=24-48-96,latent_dim=4,sample=false"]
     assert confs[1].settings["channels"] == (24, 48, 96) and confs[1].settings["sample"] is False
     assert confs[1].label == "--channels 24 48 96 --latent-dim 4 --no-sample"
     # a value is parsed, so 0.10 and 0.1 are one point
@@ -178,7 +178,7 @@ def test_tiny_sweep_end_to_end(shared_data, tmp_path):
            "--budget", "tiny", "--minutes", "0.02", "--out", str(out), "--jobs", "2"]
     r = subprocess.run(cmd, cwd=REPO, env=_env(shared_data), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
-    names = ["latent_dim=1,channels=4:8", "latent_dim=2,channels=4:8"]
+    names = ["latent_dim=1,channels=4-8", "latent_dim=2,channels=4-8"]
     study = read_study(out)
     assert study["study"] == "sweep compact-vae" and [row["name"] for row in study["rows"]] == names
     rows = {row["name"]: row for row in study["rows"]}

@@ -215,12 +215,14 @@ def sweep_keys(task: str) -> list[str]:
     return [k for k in field_names(_task_class(task).Config) if k not in SWEEP_FIXED]
 
 
-def _value_text(value) -> str:
-    """A swept value as a configuration's name writes it: 0.003, 32:64, true."""
+def _value_text(value, joiner: str = ":") -> str:
+    """A swept value as ``--sweep`` writes it (0.003, 32:64, true), or with a list's
+    numbers joined by ``joiner`` (a configuration's folder name: 32-64, as no file system
+    refuses it)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
-        return ":".join(map(str, value))
+        return joiner.join(map(str, value))
     return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -271,7 +273,7 @@ def sweep_configurations(task: str, preset: str, items) -> list[Configuration]:
     confs, stored = [], {}
     for values in itertools.product(*(v for _, v in grid)):
         point = dict(zip((k for k, _ in grid), values))
-        name = ",".join(f"{k}={_value_text(v)}" for k, v in point.items())
+        name = ",".join(f"{k}={_value_text(v, joiner='-')}" for k, v in point.items())
         label = " ".join(_shown_setting(k, v) for k, v in point.items())
         if all(recipe.get(k, _default_setting(task, recipe, k)) == v for k, v in point.items()):
             label += f" (--preset {preset} as it is)"
@@ -280,7 +282,8 @@ def sweep_configurations(task: str, preset: str, items) -> list[Configuration]:
         except ValueError as exc:
             lists = [k for k, v in point.items() if isinstance(v, tuple)]
             hint = f" (in --sweep a list's numbers are joined by ':', {lists[0]}=32:64)" if lists else ""
-            raise ValueError(f"--sweep point {name} of --preset {preset}: {exc}{hint}") from None
+            typed = ",".join(f"{k}={_value_text(v)}" for k, v in point.items())
+            raise ValueError(f"--sweep point {typed} of --preset {preset}: {exc}{hint}") from None
         if matlab_name(name) in stored:      # the study's HDF5 file names every row
             raise ValueError(f"--sweep points {stored[matlab_name(name)]} and {name} would share one name in "
                              "study.h5: sweep fewer settings at a time")
