@@ -83,24 +83,18 @@ def _renamed_dest(flag: str) -> str:
 
 
 def run_training(args) -> int:
-    from ..engine.run import make_config, train
+    from ..engine.run import check_request, train
     task = args.task_class
     for old, new in task.renamed_flags.items():
         if getattr(args, _renamed_dest(old), None) is not None:
             raise UsageError(f"{old} is now {new}: npvae train {task.name} {new} {getattr(args, _renamed_dest(old))}")
     settings = given_settings(args, task.Config)
-    if args.resume and args.overwrite:
-        raise UsageError("--resume continues a run and --overwrite replaces it; pass one of them")
-    if args.resume:
-        if args.preset:
-            raise UsageError("--preset starts a new run; --resume keeps the run's own settings: drop --preset")
-        if not settings.get("out"):
-            raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
-    else:
-        try:
-            make_config(task, settings, args.preset or "default")     # a bad value is a usage error
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    if args.resume and args.preset:
+        raise UsageError("--preset starts a new run; --resume keeps the run's own settings: drop --preset")
+    try:        # what the engine refuses before any work (a bad value, --resume without --out...) is a usage error
+        check_request(task, settings, preset=args.preset or "default", resume=args.resume, overwrite=args.overwrite)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
     def started(run_dir):
         args.run_dir = run_dir
