@@ -124,3 +124,16 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
+
+
+def positive_multiple(step: int):
+    """An argparse type: a whole number above 0 that is a multiple of ``step``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0 or value % step:
+            raise argparse.ArgumentTypeError(f"must be a positive multiple of {step}, got {text}")
+        return value
+    return parse

@@ -46,13 +46,14 @@ COMMON_HELP = {
 }
 
 
-def add_command(sub, name: str) -> None:
+def add_command(sub, name: str) -> argparse.ArgumentParser:
     from ..tasks import TASKS
     p = sub.add_parser(name, help="train a separation model: " + ", ".join(TASKS),
                        description=__doc__, formatter_class=HelpFormatter)
     tasks = p.add_subparsers(dest="train_task", metavar="TASK", required=True)
     for task in TASKS.values():
         add_task_parser(tasks, task)
+    return p
 
 
 def add_task_parser(sub, task) -> argparse.ArgumentParser:

@@ -16,7 +16,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files.model_file import MODEL_FILE, RESULTS_FILE
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint
 from .config import from_record
 
@@ -95,11 +94,14 @@ def config_changes(saved: dict, new: dict, allowed=RESUMABLE) -> list[str]:
             for k in sorted(new) if k in saved and k not in allowed and saved[k] != new[k]]
 
 
-def resumed_config(task_cls, run_dir: Path, saved_run: SavedRun, settings) -> tuple[object, str | None]:
+def resumed_config(task_cls, run_dir: Path, saved_run: SavedRun, settings,
+                   final_files: tuple[str, ...]) -> tuple[object, str | None]:
     """``(config, finished message or None)`` of the run in ``run_dir`` (its checkpoint
     ``saved_run``): its recorded settings (:func:`~npvae.engine.config.from_record`) with
-    the changes ``settings`` names. Raises ValueError for a run of another task, or for a
-    change outside :func:`resumable` (it would alter what was learnt)."""
+    the changes ``settings`` names. The run has finished when it has trained its epochs
+    and ``final_files`` (the model file first) are written. Raises ValueError for a run
+    of another task, or for a change outside :func:`resumable` (it would alter what was
+    learnt)."""
     saved = saved_run.config or {}
     if saved.get("pipeline", task_cls.name) != task_cls.name:
         raise ValueError(f"{run_dir} holds a {saved['pipeline']} run, not a {task_cls.name} run: resume it with "
@@ -118,8 +120,8 @@ def resumed_config(task_cls, run_dir: Path, saved_run: SavedRun, settings) -> tu
     cfg = task_cls.finalize(task_cls.Config(**{**own, **named, "out": str(run_dir)}))
     done = int(saved_run.meta.get("epoch", 0))
     # finished once its last file is written: a run killed while writing them resumes to write them
-    if done >= cfg.epochs and (run_dir / MODEL_FILE).exists() and (run_dir / RESULTS_FILE).exists():
+    if done >= cfg.epochs and all((run_dir / name).exists() for name in final_files):
         return cfg, (f"{run_dir} is a finished run ({done} of {cfg.epochs} epochs); its model is "
-                     f"{run_dir / MODEL_FILE}. To train it further on purpose, name more epochs: "
+                     f"{run_dir / final_files[0]}. To train it further on purpose, name more epochs: "
                      f"{resume_hint(task_cls, run_dir)} --epochs {done + max(1, done // 2)}")
     return cfg, None

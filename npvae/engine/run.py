@@ -147,7 +147,7 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
         saved = None
         if resume:
             saved = read_run(run_dir, comm)
-            cfg, finished = resumed_config(task_cls, run_dir, saved, settings)
+            cfg, finished = resumed_config(task_cls, run_dir, saved, settings, (MODEL_FILE, RESULTS_FILE))
             if finished is not None:
                 log(finished)
                 return RunResult(run_dir, cfg, {}, None, None, None, finished_before=True)
