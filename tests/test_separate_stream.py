@@ -14,7 +14,7 @@ from npvae.cli.common import UsageError
 from npvae.models.music import SpectrogramUNetVAE
 from npvae.files.model_file import save_separator
 from npvae.separation.separator import Normalizer, Separator
-from npvae.validate import as_float_audio, as_unit_images
+from npvae.inputs import as_float_audio, as_unit_images
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = STFTConfig(sample_rate=8000, n_fft=256, hop=64)

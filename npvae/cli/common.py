@@ -8,7 +8,7 @@ import signal
 import sys
 
 from ..errors import NpvaeError
-from ..validate import MAX_COUNT
+from ..inputs import MAX_COUNT
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM      # 143, as a shell reports a process SIGTERM ended
@@ -106,7 +106,7 @@ def _whole_number(text: str, least: int, most: int | None = None) -> int:
 
 
 def positive_int(text: str) -> int:
-    """An argparse type: a count, a whole number from 1 to :data:`~npvae.validate.MAX_COUNT`."""
+    """An argparse type: a count, a whole number from 1 to :data:`~npvae.inputs.MAX_COUNT`."""
     return _whole_number(text, 1, MAX_COUNT)
 
 

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass
 
 from ..schedules import SCHEDULES
-from ..validate import check_settings
+from ..inputs import check_settings
 
 
 @dataclass

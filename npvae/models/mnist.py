@@ -40,7 +40,7 @@ from ..layers.sequential import Sequential
 from ..layers.shape import Flatten, Reshape
 from ..vae import GaussianHead, Reparameterize
 from . import options
-from ..validate import as_batch_size, as_unit_images, check_finite_estimates
+from ..inputs import as_batch_size, as_unit_images, check_finite_estimates
 
 SIDE = 28
 PIXELS = SIDE * SIDE
