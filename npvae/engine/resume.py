@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint
-from .config import from_record
+from .config import field_names, from_record
 
 # Settings that may differ when a run is resumed: they do not change what has been
 # learnt so far (how long, where, how it is shown, where the data lie), or they are the
@@ -114,9 +114,9 @@ def resumed_config(task_cls, run_dir: Path, saved_run: SavedRun, settings,
     if changed:
         raise ValueError(
             f"cannot resume {run_dir} with other settings ({'; '.join(changed)}): --resume continues a run as it "
-            f"started, and only {', '.join(sorted(allowed - {'out'}))} may change. Drop those flags to keep the "
-            "run's own settings (left of each arrow; they are in its config.json), or start a new run with "
-            "another --out")
+            f"started, and only {', '.join(sorted(allowed & set(field_names(task_cls.Config)) - {'out'}))} may "
+            "change. Drop those flags to keep the run's own settings (left of each arrow; they are in its "
+            "config.json), or start a new run with another --out")
     cfg = task_cls.finalize(task_cls.Config(**{**own, **named, "out": str(run_dir)}))
     done = int(saved_run.meta.get("epoch", 0))
     # finished once its last file is written: a run killed while writing them resumes to write them
