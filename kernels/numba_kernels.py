@@ -162,9 +162,7 @@ def _phase_range(px, sw, pw, w, wq):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _phase_copy(d, plane, ph, pw, sw, split):
-    """Copy between a (h, w) plane and its column phases ``d`` (sw, rows, wq): the
-    plane's columns into the phases (``split``), or the phases back into the plane."""
+def _phase_split(d, plane, ph, pw, sw):
     h, w = plane.shape
     for px in range(sw):
         lo, hi = _phase_range(px, sw, pw, w, d.shape[2])
@@ -172,10 +170,21 @@ def _phase_copy(d, plane, ph, pw, sw, split):
             continue
         c0 = lo * sw + px - pw
         for r in range(h):
-            if split:
-                d[px, r + ph, lo:hi] = plane[r, c0:c0 + (hi - lo - 1) * sw + 1:sw]
-            else:
-                plane[r, c0:c0 + (hi - lo - 1) * sw + 1:sw] = d[px, r + ph, lo:hi]
+            d[px, r + ph, lo:hi] = plane[r, c0:c0 + (hi - lo - 1) * sw + 1:sw]
+
+
+# The adjoint of _phase_split, kept apart: one kernel for both directions would have to
+# type a write into the plane, which Numba refuses for a read-only input.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _phase_merge(d, plane, ph, pw, sw):
+    h, w = plane.shape
+    for px in range(sw):
+        lo, hi = _phase_range(px, sw, pw, w, d.shape[2])
+        if hi <= lo:
+            continue
+        c0 = lo * sw + px - pw
+        for r in range(h):
+            plane[r, c0:c0 + (hi - lo - 1) * sw + 1:sw] = d[px, r + ph, lo:hi]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -186,7 +195,7 @@ def _im2col_phases(x, cols, kh, kw, sh, sw, ph, pw, oh, ow):
     p = oh * ow
     for ni in range(n):
         for ci in range(c):
-            _phase_copy(d, x[ni, ci], ph, pw, sw, True)
+            _phase_split(d, x[ni, ci], ph, pw, sw)
             for i in range(kh):
                 for j in range(kw):
                     row = cols[(ci * kh + i) * kw + j, ni * p:(ni + 1) * p]
@@ -216,7 +225,7 @@ def _col2im_phases(cols, x, kh, kw, sh, sw, ph, pw, oh, ow):
                         src = row[a * ow:(a + 1) * ow]
                         for b in range(ow):
                             dst[b] += src[b]
-            _phase_copy(d, x[ni, ci], ph, pw, sw, False)
+            _phase_merge(d, x[ni, ci], ph, pw, sw)
 
 
 # im2col gathers through the table for small planes (up to this many taps x output
