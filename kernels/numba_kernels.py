@@ -173,6 +173,8 @@ def _phase_split(d, plane, ph, pw, sw):
             d[px, r + ph, lo:hi] = plane[r, c0:c0 + (hi - lo - 1) * sw + 1:sw]
 
 
+# The adjoint of _phase_split, kept apart: one kernel for both directions would have to
+# type a write into the plane, which Numba refuses for a read-only input.
 @njit(cache=True, nogil=True, error_model="numpy")
 def _phase_merge(d, plane, ph, pw, sw):
     h, w = plane.shape
@@ -1021,16 +1023,24 @@ def _lstm_step(z, a, cp, ct, ht, one, two):
             hb[k] = o * _gate_tanh(cb[k], one, two)
 
 
-def lstm_forward(gates, w_hh_t, reverse, h, c):
-    """The step loop of one LSTM direction, in place (see the NumPy twin)."""
-    n, hid = h.shape[1:]
-    rec, zero = np.zeros((n, 4 * hid), gates.dtype), np.zeros((n, hid), gates.dtype)
+def _forward_steps(gates, w_hh_t, reverse, h, step):
+    """The step loop of one recurrent direction: at each step ``t`` (``p`` the step before
+    it, None at the first) the recurrent product ``rec = h[p] @ w_hh_t`` (zero at the
+    first step), then ``step(t, p, rec)``, which writes ``h[t]``."""
+    rec = np.zeros(gates.shape[1:], gates.dtype)
     w_hh_t = np.ascontiguousarray(w_hh_t)
-    one, two = _scalars(gates.dtype, 1, 2)
     for t, p in _steps(h.shape[0], reverse):
         if p is not None:
             np.matmul(h[p], w_hh_t, out=rec)
-        _lstm_step(gates[t], rec, zero if p is None else c[p], c[t], h[t], one, two)
+        step(t, p, rec)
+
+
+def lstm_forward(gates, w_hh_t, reverse, h, c):
+    """The step loop of one LSTM direction, in place (see the NumPy twin)."""
+    zero = np.zeros(h.shape[1:], gates.dtype)
+    one, two = _scalars(gates.dtype, 1, 2)
+    _forward_steps(gates, w_hh_t, reverse, h, lambda t, p, rec: _lstm_step(
+        gates[t], rec, zero if p is None else c[p], c[t], h[t], one, two))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -1081,14 +1091,10 @@ def _gru_step(z, a, b_hh, hp, ht, hnt, one, two):
 
 def gru_forward(gates, w_hh_t, b_hh, reverse, h, hn):
     """The step loop of one GRU direction, in place (see the NumPy twin)."""
-    n, hid = h.shape[1:]
-    rec, zero = np.zeros((n, 3 * hid), gates.dtype), np.zeros((n, hid), gates.dtype)
-    w_hh_t, b_hh = np.ascontiguousarray(w_hh_t), np.ascontiguousarray(b_hh, gates.dtype)
+    zero, b_hh = np.zeros(h.shape[1:], gates.dtype), np.ascontiguousarray(b_hh, gates.dtype)
     one, two = _scalars(gates.dtype, 1, 2)
-    for t, p in _steps(h.shape[0], reverse):
-        if p is not None:
-            np.matmul(h[p], w_hh_t, out=rec)
-        _gru_step(gates[t], rec, b_hh, zero if p is None else h[p], h[t], hn[t], one, two)
+    _forward_steps(gates, w_hh_t, reverse, h, lambda t, p, rec: _gru_step(
+        gates[t], rec, b_hh, zero if p is None else h[p], h[t], hn[t], one, two))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

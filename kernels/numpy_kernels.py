@@ -91,14 +91,7 @@ def act_forward(x, act, alpha=0.0):
     """``act(x)`` element-wise, any shape, as a new array."""
     if act == ACT_RELU:
         return np.maximum(x, 0)
-    y = x.copy()
-    if act == ACT_LEAKY_RELU:
-        np.multiply(y, np.where(y > 0, 1.0, alpha).astype(y.dtype), out=y)
-    elif act == ACT_SIGMOID:
-        _sigmoid_inplace(y)
-    elif act == ACT_TANH:
-        np.tanh(y, out=y)
-    return y
+    return _act_inplace(x.copy(), act, alpha)
 
 
 def act_backward(dy, y, act, alpha, out=None):

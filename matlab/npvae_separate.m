@@ -91,7 +91,7 @@ end
 
 
 function [chans, row] = check_audio(audio, fs)
-  if isinteger(audio)          % audioread(..., 'native'): scaled as npvae.validate.as_float_audio does
+  if isinteger(audio)          % audioread(..., 'native'): scaled as npvae.inputs.as_float_audio does
     audio = integer_to_float(audio);
   end
   if ~isnumeric(audio) || ~isreal(audio) || isempty(audio) || ndims(audio) > 2

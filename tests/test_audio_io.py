@@ -100,7 +100,7 @@ def test_write_refuses_clipping_and_unknown_extension(tmp_path):
 
 
 def test_sample_rates_are_checked_with_what_was_wrong(tmp_path):
-    from npvae.validate import as_sample_rate
+    from npvae.inputs import as_sample_rate
     assert as_sample_rate(16000) == 16000 and as_sample_rate(np.int32(8000)) == 8000
     assert as_sample_rate(44100.0) == 44100
     for bad, match in [(float("nan"), "got nan"), ("16000", "got the string '16000'; pass the number 16000"),

@@ -85,6 +85,12 @@ def test_resume_gives_identical_results(tmp_path):
     for (k, a, _), (_, b, _) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
         np.testing.assert_array_equal(a, b, err_msg=k)
     assert straight.history["val_total"][-1] < straight.history["val_total"][0]
+    # the state of a checkpoint read before (as the engine reads it once) restores the same
+    again, kw3 = _regression_setup(tmp_path / "c", seed=7)
+    assert again.resume(load_checkpoint(tmp_path / "b" / "checkpoint.npz")) and again.epoch == 6
+    for (k, a, _), (_, b, _) in zip(resumed.model.named_parameters(), again.model.named_parameters()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+    assert again.rng.bit_generator.state == resumed.rng.bit_generator.state and again.history == resumed.history
 
 
 def test_nan_loss_stops_with_advice(tmp_path):

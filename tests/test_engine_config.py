@@ -290,6 +290,45 @@ def test_the_library_refuses_bad_settings_before_making_a_folder(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_library_refuses_a_resume_that_names_no_run_or_also_overwrites(tmp_path):
+    """The engine makes the check the command reports as a usage error: npvae.train refuses too."""
+    with pytest.raises(ValueError, match="--resume continues a run and --overwrite replaces it"):
+        npvae.train("mnist", {"out": str(tmp_path / "a")}, resume=True, overwrite=True)
+    with pytest.raises(ValueError, match="--resume needs --out"):
+        npvae.train("mnist", {"epochs": 2}, resume=True)
+    with pytest.raises(ValueError, match="--resume needs --out"):
+        npvae.train("mnist", MnistConfig(), resume=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resume_keeps_the_runs_settings_and_refuses_changes_to_what_was_learnt(tmp_path):
+    """The one place that decides a resume's settings (engine/resume.py), before any data is loaded."""
+    from npvae.engine.resume import SavedRun, resumed_config
+    task = TASKS["mnist"]
+    record = {**MnistConfig(latent_dim=8, epochs=2, out="old/place").record(), "pipeline": "mnist",
+              "data_folder": {"mnist": "x"}, "backend": "numpy"}
+    saved = SavedRun({"epoch": 1, "config": record})
+    final = ("model.h5", "results.h5")
+    cfg, finished = resumed_config(task, tmp_path, saved, {"out": str(tmp_path), "epochs": 3, "lr": 1e-4}, final)
+    assert finished is None
+    assert cfg == MnistConfig(latent_dim=8, epochs=3, lr=1e-4, out=str(tmp_path))
+    with pytest.raises(ValueError) as refused:
+        resumed_config(task, tmp_path, saved, {"epochs": 3, "latent_dim": 4, "beta": 0.1}, final)
+    text = str(refused.value)
+    # what changed, which settings may change, how to go on
+    assert "beta: 0.5 -> 0.1; latent_dim: 8 -> 4" in text
+    assert "only clip_norm, data_dir, display_every, epochs, eval_limit, html, lr, n_examples, progress, show, " \
+           "tensorboard may change" in text
+    assert "Drop those flags" in text and "another --out" in text
+    with pytest.raises(ValueError, match=r"holds a mnist run, not a music run: resume it with npvae train mnist"):
+        resumed_config(TASKS["music"], tmp_path, saved, {}, final)
+    # a run that trained its epochs and wrote its files has finished: it says how to train on
+    for name in final:
+        (tmp_path / name).write_bytes(b"")
+    cfg, finished = resumed_config(task, tmp_path, SavedRun({"epoch": 2, "config": record}), {}, final)
+    assert cfg.epochs == 2 and "is a finished run (2 of 2 epochs)" in finished and "--resume --epochs 3" in finished
+
+
 # ----------------------------------------------------------------------------- presets
 
 def test_mnist_preset_sets_the_config_and_flags_override_it(command):

@@ -77,7 +77,7 @@ LEVELS = [
     ("npvae.data", 2), ("npvae.optim", 2), ("npvae.watch", 2),
     ("npvae.layers", 1), ("npvae.losses", 1), ("npvae.spectral_losses", 1), 
     ("npvae.parallel", 1), ("npvae.progress", 1), ("npvae.datapath", 1), ("npvae.files", 1),
-    ("npvae.validate", 1), ("npvae.distributed", 1), ("npvae.schedules", 1), ("npvae.pretrained", 1),
+    ("npvae.inputs", 1), ("npvae.distributed", 1), ("npvae.schedules", 1), ("npvae.pretrained", 1),
     ("npvae.errors", 0), ("npvae._version", 0), ("npvae.kernels", 0), ("npvae._kernels", 0), ("npvae.cli", 9), ("npvae.lab", 8),
 ]
 

@@ -40,6 +40,8 @@ def test_im2col_col2im(rng, dtype, geom):
     out = np.full(x.shape, np.nan, dtype)
     assert numba_kernels.col2im(cols, x.shape, *geom, out=out) is out
     np.testing.assert_array_equal(out, ref.col2im(cols, x.shape, *geom))
+    x.flags.writeable = False            # a layer's input may be read-only (a loaded or shared array)
+    np.testing.assert_array_equal(numba_kernels.im2col(x, *geom), cols)
 
 
 def test_col2im_is_adjoint_of_im2col(rng):

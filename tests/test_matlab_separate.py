@@ -249,7 +249,7 @@ def test_separate_refuses_bad_input_clearly(model_file, songs, tmp_path):
 def test_integer_audio_is_scaled_as_python_scales_it(model_file, songs, tmp_path):
     """int16 and uint8 samples (audioread's 'native' output) give what Python gives for them."""
     from npvae.files.model_file import load_model
-    from npvae.validate import as_float_audio
+    from npvae.inputs import as_float_audio
     _, mix, sr = songs["annar_1_01"]
     x16 = np.round(np.clip(mix[:sr], -1, 1) * 32767).astype(np.int16)
     x8 = (np.round(np.clip(mix[:sr], -1, 1) * 127) + 128).astype(np.uint8)

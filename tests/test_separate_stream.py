@@ -10,10 +10,11 @@ import soundfile as sf
 
 from npvae.audio.stft import STFTConfig
 from npvae.audio.stream import block_layout, block_quantum, separate_blocks
+from npvae.cli.common import UsageError
 from npvae.models.music import SpectrogramUNetVAE
 from npvae.files.model_file import save_separator
 from npvae.separation.separator import Normalizer, Separator
-from npvae.validate import as_float_audio, as_unit_images
+from npvae.inputs import as_float_audio, as_unit_images
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = STFTConfig(sample_rate=8000, n_fft=256, hop=64)
@@ -104,7 +105,7 @@ def test_mnist_separate_scales_uint8():
 
 class Command:
     """``npvae separate`` run in this process: ``main(argv)`` and ``parse_args(argv)``
-    (exit status 2 as SystemExit for a usage mistake)."""
+    (SystemExit 2 for argparse's usage mistakes, UsageError for those it does not see)."""
 
     @staticmethod
     def main(argv):
@@ -116,7 +117,7 @@ class Command:
         from npvae.cli import parser
         from npvae.cli.separate import check_args
         a = parser().parse_args(["separate", *argv])
-        return check_args(a.parser, a)
+        return check_args(a)
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +199,11 @@ def test_folder_stems_format_and_bits(setup, tmp_path):
     assert files == ["x_vocals.flac"]                      # relative to the inputs' common folder
     info = sf.info(str(out / "x_vocals.flac"))
     assert (info.samplerate, info.channels, info.subtype) == (22050, 4, "PCM_24")
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="float"):
         mod.parse_args([str(root / "c"), "--model", str(model), "--out", str(out), "--format", "flac",
                         "--bits", "float"])
+    assert mod.main([str(root / "c"), "--model", str(model), "--out", str(out), "--format", "flac", "--bits",
+                     "float"]) == 2                        # a usage error, as every subcommand reports one
     for bad in (["--chunk-frames", "7"], ["--chunk-frames", "0"], ["--block-seconds", "0"],
                 ["--block-seconds", "nan"], ["--stems", "drums"]):
         with pytest.raises(SystemExit):

@@ -18,7 +18,7 @@ from scipy.signal import resample_poly
 from npvae import parallel
 from npvae.files.atomic import atomic_path
 from npvae.errors import DatasetError, FileFormatError
-from npvae.validate import as_sample_rate
+from npvae.inputs import as_sample_rate
 
 _CONVERT_HINT = "convert it to WAV or FLAC (e.g. `ffmpeg -i in.mp3 out.wav`) or remove it"
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..audio.stft import istft, stft
-from ..validate import as_batch_size
+from ..inputs import as_batch_size
 
 OBJECTIVES = ("euclidean", "kl")
 EPS = 1e-10

@@ -17,9 +17,14 @@ interrupted by Ctrl-C and 143 by SIGTERM (``kill``, a batch system's time limit)
 after the same clean-up and hint; a user's mistake never prints a traceback.
 
 A subcommand's module (:data:`COMMANDS` maps each name to one) gives
-``add_command(subparsers, name) -> parser``, which adds its parser and sets the function
-that runs it (``parser.set_defaults(run=...)``, ``run(args) -> int``); the shared parts
-(help layout, argument types, usage errors, exit codes) are :mod:`.common`.
+``add_command(subparsers, name) -> parser``, which adds its parser (with
+:class:`~.common.HelpFormatter` and the argument types of :mod:`.common`) and sets the
+function that runs it, ``parser.set_defaults(run=...)`` with ``run(args) -> int`` (or
+None for 0), and optionally ``on_interrupt(args) -> str``, the hint printed after Ctrl-C
+or SIGTERM. ``run`` reports a usage mistake that argparse alone cannot see (flags that
+exclude each other, a value the model refuses) by raising :class:`~.common.UsageError`,
+before any work; it never prints an error or exits itself: :func:`~.common.run_command`
+turns what it raises into the message and the exit status.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from ..errors import NpvaeError
-from ..validate import MAX_COUNT
+from ..inputs import MAX_COUNT
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM      # 143, as a shell reports a process SIGTERM ended
@@ -106,7 +106,7 @@ def _whole_number(text: str, least: int, most: int | None = None) -> int:
 
 
 def positive_int(text: str) -> int:
-    """An argparse type: a count, a whole number from 1 to :data:`~npvae.validate.MAX_COUNT`."""
+    """An argparse type: a count, a whole number from 1 to :data:`~npvae.inputs.MAX_COUNT`."""
     return _whole_number(text, 1, MAX_COUNT)
 
 
@@ -124,3 +124,16 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
+
+
+def positive_multiple(step: int):
+    """An argparse type: a whole number above 0 that is a multiple of ``step``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0 or value % step:
+            raise argparse.ArgumentTypeError(f"must be a positive multiple of {step}, got {text}")
+        return value
+    return parse

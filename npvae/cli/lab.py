@@ -14,10 +14,10 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 from ..files.atomic import atomic_write_text
+from ..files.guard import check_existing_dir, check_output_file
 from ..errors import NpvaeError, OutputError
 from .common import HelpFormatter, UsageError, nonneg_int, positive_float, positive_int
 
@@ -58,30 +58,6 @@ def shown(path) -> str:
         return os.path.relpath(path)
     except ValueError:              # another drive (Windows)
         return str(path)
-
-
-def check_output_file(path, flag: str, overwrite: bool = False) -> Path:
-    """Check, before any work, that file ``path`` (given by ``flag``) can be written: its
-    folder exists and is writable, it is not a folder, and it is replaced only with
-    ``overwrite``. Raises OutputError naming the fix."""
-    path = Path(path)
-    folder = path.parent
-    if path.is_dir():
-        raise OutputError(f"{flag} {path} is a folder; give a file name (e.g. {path / 'bench.json'})")
-    if not folder.exists():
-        raise OutputError(f"{flag} {path}: the folder {folder} does not exist; create it first "
-                          "or choose another path")
-    if not folder.is_dir():
-        raise OutputError(f"{flag} {path}: {folder} is a file, not a folder")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another path")
-    try:            # a file made and removed there: the one test that also holds for root and odd file systems
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".npvae-probe-"):
-            pass
-    except OSError as exc:
-        raise OutputError(f"{flag} {path}: cannot write into {folder} ({exc.strerror or exc}); "
-                          "choose a folder you can write to") from None
-    return path
 
 
 def check_input_file(path, flag: str) -> Path:
@@ -327,7 +303,8 @@ def run_bench(args) -> int:
             print(scaling)
         return 0
     if args.json:
-        check_output_file(args.json, "--json", args.overwrite)    # before minutes of timing
+        check_existing_dir(Path(args.json).parent, "--json")    # before minutes of timing
+        check_output_file(args.json, args.overwrite, "--json")
     benchmark = lab("benchmark")
     threads = args.threads or os.cpu_count()
     if args.threads:
@@ -387,4 +364,4 @@ def add_command(sub, name: str) -> argparse.ArgumentParser:
     return p
 
 
-__all__ = ["add_command", "find_lab", "lab", "check_output_file", "check_input_file"]
+__all__ = ["add_command", "find_lab", "lab", "check_input_file"]

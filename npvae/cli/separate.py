@@ -38,24 +38,14 @@ from ..files.model_file import load_separator
 from ..separation.audio_files import output_bits, prepare, separate_song
 from ..separation.separator import SOURCES, shift_offsets
 from ..watch.separation_page import check_page_free, write_separation_page
-from .common import HelpFormatter, positive_float, positive_int
-
-
-def chunk_frames(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {text}") from None
-    if v <= 0 or v % 8:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {text}")
-    return v
+from .common import HelpFormatter, UsageError, positive_float, positive_int, positive_multiple
 
 
 def add_command(sub, name):
     p = sub.add_parser(name, help="separate songs into vocals and accompaniment", description=__doc__,
                        formatter_class=HelpFormatter)
     add_arguments(p)
-    p.set_defaults(run=run, on_interrupt=interrupted, parser=p)
+    p.set_defaults(run=run, on_interrupt=interrupted)
     return p
 
 
@@ -77,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shifts", type=positive_int, default=1, metavar="N",
                    help="average the masks over N time shifts of the input: N times slower, a little "
                         "better (docs/separation.md has the numbers); at most the model's DOWNSAMPLE")
-    p.add_argument("--chunk-frames", type=chunk_frames, default=256,
+    p.add_argument("--chunk-frames", type=positive_multiple(8), default=256,
                    help="STFT frames per network pass: a positive multiple of 8 and of the model's DOWNSAMPLE "
                         "(2 to the power of its levels: 8 for 3 levels, 32 for the shipped models), checked "
                         "when the model is loaded, before any work")
@@ -89,35 +79,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formats", action="store_true", help="list the audio formats this machine reads, then exit")
 
 
-def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.Namespace:
-    """Usage mistakes (exit 2) that argparse alone does not see; stems in the model's order."""
+def check_args(a: argparse.Namespace) -> argparse.Namespace:
+    """Usage mistakes that argparse alone does not see (:class:`~.common.UsageError`,
+    exit 2); stems in the model's order."""
     if a.formats:
         return a
     if not a.songs:
-        p.error("give at least one song or folder")
+        raise UsageError("give at least one song or folder")
     if not a.out:
-        p.error("--out is required (the output folder)")
+        raise UsageError("--out is required (the output folder)")
     try:
         a.bits = output_bits(a.format, a.bits)
     except ValueError as e:
-        p.error(str(e))
+        raise UsageError(str(e)) from None
     a.stems = [s for s in SOURCES if s in a.stems]        # the model's order, no repeats
     return a
 
 
-def check_chunk_frames(p: argparse.ArgumentParser, frames: int, model) -> None:
-    """A usage error (before any work) unless ``frames`` is a multiple of the model's
-    DOWNSAMPLE, the rule the network's chunks must follow."""
+def check_model_args(a: argparse.Namespace, model) -> None:
+    """The usage mistakes (before any work) that need the model: ``--shifts`` beyond its
+    DOWNSAMPLE, and ``--chunk-frames`` that is not a multiple of it (the rule the
+    network's chunks must follow)."""
     d = int(model.DOWNSAMPLE)
-    if frames % d:
-        up = -(-frames // d) * d
-        p.error(f"--chunk-frames {frames} must be a multiple of {d} for this model (its DOWNSAMPLE: 2 to the "
-                f"power of its {int(np.log2(d))} levels); use {up}" + (f" or {up - d}" if up > d else ""))
+    try:
+        shift_offsets(d, a.shifts)
+    except ValueError as e:
+        raise UsageError(f"--shifts: {e}") from None
+    if a.chunk_frames % d:
+        up = -(-a.chunk_frames // d) * d
+        raise UsageError(f"--chunk-frames {a.chunk_frames} must be a multiple of {d} for this model (its "
+                         f"DOWNSAMPLE: 2 to the power of its {int(np.log2(d))} levels); use {up}"
+                         + (f" or {up - d}" if up > d else ""))
 
 
 def run(a: argparse.Namespace) -> int:
     import soundfile as sf
-    check_args(a.parser, a)
+    check_args(a)
     if a.formats:
         print("\n".join(f"{k.lower():6s} {v}" for k, v in sorted(sf.available_formats().items())))
         return 0
@@ -128,11 +125,7 @@ def run(a: argparse.Namespace) -> int:
         raise FileFormatError(f"this installation has no shipped model {a.model!r}; pass --model RUN_DIR "
                               "(a run of `npvae train music`)")
     sep = load_separator(pretrained.path(a.model) if pretrained.is_name(a.model) else a.model)
-    try:
-        shift_offsets(sep.model.DOWNSAMPLE, a.shifts)
-    except ValueError as e:
-        a.parser.error(f"--shifts: {e}")
-    check_chunk_frames(a.parser, a.chunk_frames, sep.model)
+    check_model_args(a, sep.model)
     a.progress_state = {"done": 0, "total": len(jobs), "current": None}
     for job in jobs:
         a.progress_state["current"] = job.input

@@ -46,13 +46,14 @@ COMMON_HELP = {
 }
 
 
-def add_command(sub, name: str) -> None:
+def add_command(sub, name: str) -> argparse.ArgumentParser:
     from ..tasks import TASKS
     p = sub.add_parser(name, help="train a separation model: " + ", ".join(TASKS),
                        description=__doc__, formatter_class=HelpFormatter)
     tasks = p.add_subparsers(dest="train_task", metavar="TASK", required=True)
     for task in TASKS.values():
         add_task_parser(tasks, task)
+    return p
 
 
 def add_task_parser(sub, task) -> argparse.ArgumentParser:
@@ -83,24 +84,18 @@ def _renamed_dest(flag: str) -> str:
 
 
 def run_training(args) -> int:
-    from ..engine.run import make_config, train
+    from ..engine.run import check_request, train
     task = args.task_class
     for old, new in task.renamed_flags.items():
         if getattr(args, _renamed_dest(old), None) is not None:
             raise UsageError(f"{old} is now {new}: npvae train {task.name} {new} {getattr(args, _renamed_dest(old))}")
     settings = given_settings(args, task.Config)
-    if args.resume and args.overwrite:
-        raise UsageError("--resume continues a run and --overwrite replaces it; pass one of them")
-    if args.resume:
-        if args.preset:
-            raise UsageError("--preset starts a new run; --resume keeps the run's own settings: drop --preset")
-        if not settings.get("out"):
-            raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
-    else:
-        try:
-            make_config(task, settings, args.preset or "default")     # a bad value is a usage error
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    if args.resume and args.preset:
+        raise UsageError("--preset starts a new run; --resume keeps the run's own settings: drop --preset")
+    try:        # what the engine refuses before any work (a bad value, --resume without --out...) is a usage error
+        check_request(task, settings, preset=args.preset or "default", resume=args.resume, overwrite=args.overwrite)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
     def started(run_dir):
         args.run_dir = run_dir

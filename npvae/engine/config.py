@@ -19,8 +19,7 @@ import typing
 from dataclasses import dataclass
 
 from ..schedules import SCHEDULES
-from ..validate import check_settings
-from .resume import RENAMED
+from ..inputs import check_settings
 
 
 @dataclass
@@ -90,6 +89,11 @@ def defaults(cls) -> dict:
     for f in dataclasses.fields(cls):
         out[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     return out
+
+
+# Names that earlier versions of npvae recorded for a setting (old name -> name now).
+RENAMED = {"warmup": "kl_warmup", "recon": "loss", "max_train_tracks": "train_limit",
+           "max_val_tracks": "eval_limit", "task": "pair"}
 
 
 def from_record(cls, record: dict) -> dict:

@@ -11,7 +11,8 @@ At the end of every epoch the trainer appends ``train_<term>`` and ``val_<term>`
 to its history, writes ``checkpoint.npz`` atomically (parameters, optimiser
 moments, RNG state, history, epoch), and every ``display_every`` epochs prints the
 terms and calls ``on_display(epoch, history)`` (figures). ``resume()`` restores all
-of it, so an interrupted run continues exactly as an uninterrupted one would.
+of it, so an interrupted run continues exactly as an uninterrupted one would (which
+settings a resumed run may change is decided before, in :mod:`npvae.engine.resume`).
 
 Under MPI (``comm``, see :mod:`npvae.distributed`) each rank's ``batches`` yields its
 shard of every global batch; after ``step`` the gradients and terms are summed over
@@ -35,7 +36,6 @@ from ..errors import DistributedError, TrainingError
 from ..files.guard import check_writable_dir, run_space_needed
 from ..layers.norm import BatchNorm, batch_sums
 from ..progress import progress_bar
-from .resume import DATA_DERIVED, RESUMABLE, config_changes
 
 
 def optimizer_lr(optimizer) -> float:
@@ -51,12 +51,10 @@ class Trainer:
 
     def __init__(self, model, optimizer, rng: np.random.Generator, run_dir: str | Path,
                  config: dict | None = None, display_every: int = 1, progress: bool = True,
-                 log: Callable[[str], None] = print, comm=None, resume_command: str | None = None,
-                 resumable: frozenset[str] = RESUMABLE):
+                 log: Callable[[str], None] = print, comm=None, resume_command: str | None = None):
         self.model, self.optimizer, self.rng = model, optimizer, rng
         self.run_dir = Path(run_dir)
         self.config = dict(config or {})
-        self.resumable = frozenset(resumable)    # the settings a resume may change
         self.display_every = max(1, int(display_every))
         self.comm = comm or SingleProcess()
         self.progress = progress and self.comm.is_root
@@ -87,23 +85,20 @@ class Trainer:
         save_checkpoint(self.checkpoint_path, arrays, meta)
         self.checkpoint_epoch = self.epoch
 
-    def resume(self) -> bool:
-        """Load ``checkpoint.npz`` from the run directory; False when there is none."""
-        found = None
-        if self.comm.is_root and self.checkpoint_path.exists():
+    def resume(self, checkpoint: tuple[dict, dict] | None = None) -> bool:
+        """Restore the state of ``checkpoint`` (``(arrays, meta)`` as
+        :func:`~npvae.engine.checkpoint.load_checkpoint` gives, already read on rank 0;
+        default: read ``checkpoint.npz`` from the run directory); False when there is none.
+        Whether the run may resume with its settings is decided before
+        (:mod:`npvae.engine.resume`); this restores what the checkpoint holds."""
+        found = checkpoint if self.comm.is_root else None
+        if found is None and self.comm.is_root and self.checkpoint_path.exists():
             found = load_checkpoint(self.checkpoint_path)
         if self.comm.parallel:
             found = self.comm.bcast_object(found)
         if found is None:
             return False
         arrays, meta = found
-        changed = config_changes(meta.get("config", {}), self.config, self.resumable | DATA_DERIVED)
-        if changed:
-            raise TrainingError(
-                f"cannot resume {self.run_dir} with other settings ({'; '.join(changed)}): --resume continues "
-                "a run exactly as it started. Rerun with the run's own values (left of each arrow; they are in "
-                f"its config), or start a new run with another --out. Only {', '.join(sorted(self.resumable))} "
-                "may change on resume.")
         self.model.load_state_dict(model_state(arrays))
         slots: dict[str, dict] = {}
         for key, value in arrays.items():

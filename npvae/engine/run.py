@@ -30,7 +30,6 @@ from pathlib import Path
 from .. import distributed
 from .._kernels import kernels
 from .._version import __version__
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint
 from ..files.atomic import atomic_write_text
 from ..errors import NpvaeError, TrainingError
 from ..files.guard import RunLock, check_writable_dir, prepare_run_dir, unique_run_dir
@@ -41,9 +40,9 @@ from .loop import Trainer
 from ..vae import KLWeight
 from ..watch.board import Board, require_writer
 from ..watch.run_page import write_run_page
-from .config import field_names, from_record
+from .config import field_names
 from .memory import check_fits, estimate
-from .resume import config_changes, resumable
+from .resume import read_run, resume_folder, resume_hint, resumed_config
 from .task import Shown, Task
 
 
@@ -88,8 +87,16 @@ def make_config(task, settings=None, preset: str = "default"):
     return task.Config(**{**task.presets[preset], **settings})
 
 
-def resume_hint(task: type[Task], out) -> str:
-    return f"npvae train {task.name} --out {out} --resume"
+def check_request(task, settings=None, *, preset: str = "default", resume: bool = False,
+                  overwrite: bool = False):
+    """Refuse, before any work, a request :func:`train` cannot run: a bad setting, or a
+    resume that names no run folder or also asks to overwrite it (ValueError naming the
+    flag). Returns the new run's config (None for a resume: its settings are the run's)."""
+    task_cls = resolve_task(task)
+    if resume:
+        resume_folder(settings, overwrite)
+        return None
+    return make_config(task_cls, settings, preset)
 
 
 def train(task, settings=None, *, preset: str = "default", resume: bool = False, overwrite: bool = False,
@@ -110,14 +117,7 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
     bad data, folders or files (each message names the fix).
     """
     task_cls = resolve_task(task)
-    named = settings if isinstance(settings, dict) else None
-    if resume:
-        out = (named or {}).get("out") if named is not None else getattr(settings, "out", None)
-        if not out:
-            raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
-        if overwrite:
-            raise ValueError("--resume continues a run and --overwrite replaces it; pass one of them")
-    cfg = make_config(task_cls, settings, preset) if not resume else None
+    cfg = check_request(task_cls, settings, preset=preset, resume=resume, overwrite=overwrite)
     if cfg is not None and cfg.tensorboard:
         require_writer()        # the missing extra named before the run folder is made
     if cfg is not None:             # a model too large for the machine is refused before it is built
@@ -129,7 +129,7 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
     try:
         if comm.is_root:      # rank 0 checks, creates and locks the one run folder; the others use it
             if resume:
-                run_dir = Path((named or {}).get("out") if named is not None else settings.out)
+                run_dir = resume_folder(settings, overwrite)
                 if not run_dir.is_dir():
                     raise FileNotFoundError(f"no run to resume in {run_dir}: "
                                             f"{'it is a file' if run_dir.exists() else 'the folder does not exist'}; "
@@ -144,14 +144,16 @@ def train(task, settings=None, *, preset: str = "default", resume: bool = False,
         run_dir = Path(comm.bcast_object(str(run_dir)))
         if started is not None:
             started(run_dir)
+        saved = None
         if resume:
-            cfg, finished = _resumed_config(task_cls, run_dir, settings, comm)
+            saved = read_run(run_dir, comm)
+            cfg, finished = resumed_config(task_cls, run_dir, saved, settings, (MODEL_FILE, RESULTS_FILE))
             if finished is not None:
                 log(finished)
                 return RunResult(run_dir, cfg, {}, None, None, None, finished_before=True)
         cfg = task_cls.finalize(dataclasses.replace(cfg, out=str(run_dir)))
         comm.check_batch_size(cfg.batch_size)
-        return _run(task_cls, cfg, run_dir, resume, comm, log)
+        return _run(task_cls, cfg, run_dir, saved, comm, log)
     finally:
         if lock is not None:
             lock.release()
@@ -166,65 +168,22 @@ def check_memory(task_cls, cfg) -> None:
         check_fits(estimate(spec, example, cfg.batch_size, slots=2 + bool(cfg.ema_decay)), flags)
 
 
-def _resumed_config(task_cls, run_dir: Path, settings, comm):
-    """``(config, finished message or None)`` of a resumed run: its recorded settings with
-    the named changes; refuses changes that would alter what was learnt."""
-    meta = None
-    ckpt = run_dir / CHECKPOINT_FILE
-    if comm.is_root:
-        if not ckpt.exists():
-            raise FileNotFoundError(f"no checkpoint in {run_dir} to resume: the run stopped before its first "
-                                    "epoch ended, or this is not a run folder; start it again without --resume "
-                                    "(with --overwrite to reuse the folder)")
-        meta = load_checkpoint(ckpt)[1]
-    meta = comm.bcast_object(meta)
-    saved = meta.get("config", {})
-    if saved.get("pipeline", task_cls.name) != task_cls.name:
-        raise ValueError(f"{run_dir} holds a {saved['pipeline']} run, not a {task_cls.name} run: resume it with "
-                         f"npvae train {saved['pipeline']} --out {run_dir} --resume")
-    own = from_record(task_cls.Config, saved)
-    if isinstance(settings, task_cls.Config):
-        named = {k: v for k, v in dataclasses.asdict(settings).items()}
-    else:
-        named = dict(settings or {})
-    named.pop("out", None)
-    allowed = resumable(task_cls)
-    changed = config_changes({k: own[k] for k in own if k in named}, named, allowed)
-    if changed:
-        raise ValueError(
-            f"cannot resume {run_dir} with other settings ({'; '.join(changed)}): --resume continues a run as it "
-            f"started, and only {', '.join(sorted(allowed - {'out'}))} may change. Drop those flags to keep the "
-            "run's own settings, or start a new run with another --out")
-    cfg = task_cls.finalize(task_cls.Config(**{**own, **named, "out": str(run_dir)}))
-    done = int(meta.get("epoch", 0))
-    # finished once its last file is written: a run killed while writing them resumes to write them
-    if done >= cfg.epochs and (run_dir / MODEL_FILE).exists() and (run_dir / RESULTS_FILE).exists():
-        return cfg, (f"{run_dir} is a finished run ({done} of {cfg.epochs} epochs); its model is "
-                     f"{run_dir / MODEL_FILE}. To train it further on purpose, name more epochs: "
-                     f"{resume_hint(task_cls, run_dir)} --epochs {done + max(1, done // 2)}")
-    return cfg, None
-
-
-def _run(task_cls, cfg, run_dir: Path, resume: bool, comm, log) -> RunResult:
+def _run(task_cls, cfg, run_dir: Path, saved, comm, log) -> RunResult:
+    """Train a run whose folder is ready; ``saved``: the checkpoint of a resumed run
+    (:class:`~npvae.engine.resume.SavedRun`), None for a new run."""
     if cfg.tensorboard:
         require_writer()         # every rank, before any work (a resumed run's settings are known here)
     task = task_cls(cfg, run_dir, comm, log)
     init_rng, train_rng = task.seeds()
-    saved_record = None
-    if resume and comm.is_root:
-        saved_record = load_checkpoint(run_dir / CHECKPOINT_FILE)[1].get("config")
-    if resume and comm.parallel:
-        saved_record = comm.bcast_object(saved_record)
-    task.setup(init_rng, comm.noise(train_rng), saved_record)
+    task.setup(init_rng, comm.noise(train_rng), None if saved is None else saved.config)
     model = task.model
     optimizer = Adam(model, lr=cfg.lr, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm or None,
                      ema_decay=cfg.ema_decay)
     config = {**cfg.record(), "pipeline": task_cls.name, **task.record(), "backend": kernels.backend(),
               "npvae_version": __version__}
     trainer = Trainer(model, optimizer, train_rng, run_dir, config=config, display_every=cfg.display_every,
-                      progress=cfg.progress, log=log, comm=comm, resume_command=resume_hint(task_cls, run_dir),
-                      resumable=resumable(task_cls))
-    if resume and trainer.resume():
+                      progress=cfg.progress, log=log, comm=comm, resume_command=resume_hint(task_cls, run_dir))
+    if saved is not None and trainer.resume(saved.take()):
         log(f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}")
         optimizer.clip_norm = cfg.clip_norm or None      # a named change wins over the checkpoint's
     if comm.is_root:
@@ -297,4 +256,4 @@ def _finish(task, cfg, run_dir: Path, config: dict, trainer, seconds: float, boa
     return RunResult(run_dir, cfg, trainer.history, metrics, model, task)
 
 
-__all__ = ["train", "make_config", "resolve_task", "RunResult"]
+__all__ = ["train", "check_request", "make_config", "resolve_task", "RunResult"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -263,12 +264,20 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False, flag: st
 
 
 def check_existing_dir(folder: str | os.PathLike, flag: str = "") -> Path:
-    """Make sure ``folder`` exists and is a writable folder (an option that must name one)."""
+    """Make sure ``folder`` exists and is a writable folder (an option that must name one).
+    A file is made there and removed: the one test that also holds for root and for file
+    systems that take no files (``/proc``)."""
     folder = Path(folder)
     given = f"{flag} " if flag else ""
     if not folder.exists():
         raise OutputError(f"{given}{folder} does not exist; create it first or choose an existing folder")
     check_writable_dir(folder)
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".npvae-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{given}cannot write into {folder} ({exc.strerror or exc}); "
+                          "choose a folder you can write to") from None
     return folder
 
 

@@ -30,7 +30,7 @@ from ..layers.dense import Dense
 from ..layers.sequential import Sequential
 from ..layers.shape import Flatten
 from ..vae import GaussianHead, Reparameterize
-from ..validate import as_batch_size, check_finite_estimates
+from ..inputs import as_batch_size, check_finite_estimates
 
 OUTPUTS = ("sigmoid", "softplus")
 

@@ -29,6 +29,8 @@ not the model's: :class:`npvae.tasks.mnist.objective.SeparationObjective` comput
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..layers.activations import LeakyReLU, sigmoid
@@ -40,7 +42,7 @@ from ..layers.sequential import Sequential
 from ..layers.shape import Flatten, Reshape
 from ..vae import GaussianHead, Reparameterize
 from . import options
-from ..validate import as_batch_size, as_unit_images, check_finite_estimates
+from ..inputs import as_batch_size, as_unit_images, check_finite_estimates
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -265,7 +267,7 @@ class ConvSeparationVAE(DenseSeparationVAE):
 
 
 @register
-class UNetSeparationVAE(SeparationVAE):
+class UNetSeparationVAE(options.DropoutNoise, SeparationVAE):
     """A small U-Net whose bottleneck is a Gaussian latent, with the "split" output.
 
     With the defaults (three levels, strided convolutions, no normalisation)::
@@ -375,16 +377,8 @@ class UNetSeparationVAE(SeparationVAE):
                 self.drops[f"up{i + 1}_drop"] = layer
         self.rng = rng         # and the dropout layers'
 
-    @property
-    def rng(self):
-        return self._rng
-
-    @rng.setter
-    def rng(self, value):
-        """The generator of the latent's noise and of the dropout masks (the trainer's, in a run)."""
-        self._rng = value
-        for layer in getattr(self, "drops", {}).values():
-            layer.rng = value
+    def dropouts(self):
+        return getattr(self, "drops", {}).values()
 
     def children(self):
         n = self.levels
@@ -418,31 +412,28 @@ class UNetSeparationVAE(SeparationVAE):
     def _level(self, level, x):
         """A level's convolutions (each act(norm(conv))), with its pooling before them,
         its residual sum and its dropout after them."""
-        pool = self.pools.get(f"pool{level[3:]}") if level.startswith("enc") else None
-        if pool is not None:
-            x = pool.forward(x)
+        return options.level_forward({**self.pools, **self.drops}, level, functools.partial(self._chain, level), x)
+
+    def _level_backward(self, level, dy):
+        return options.level_backward({**self.pools, **self.drops}, level,
+                                      functools.partial(self._chain_backward, level), dy)
+
+    def _chain(self, level, x):
+        """The level's convolutions, the first one's output added to the last's (residual)."""
         chain = self.chains[level]
         first = y = self._unit(chain[0], x)
         for name in chain[1:]:
             y = self._unit(name, y)
-        if self.residual and len(chain) > 1:
-            y = y + first
-        drop = self.drops.get(f"{level}_drop")
-        return y if drop is None else drop.forward(y)
+        return y + first if self.residual and len(chain) > 1 else y
 
-    def _level_backward(self, level, dy):
-        drop = self.drops.get(f"{level}_drop")
-        if drop is not None:
-            dy = drop.backward(dy)
+    def _chain_backward(self, level, dy):
         chain = self.chains[level]
         g = dy
         for name in reversed(chain[1:]):
             g = self._unit_backward(name, g)
         if self.residual and len(chain) > 1:
             g = g + dy
-        g = self._unit_backward(chain[0], g)
-        pool = self.pools.get(f"pool{level[3:]}") if level.startswith("enc") else None
-        return g if pool is None else pool.backward(g)
+        return self._unit_backward(chain[0], g)
 
     def _encode(self, x):
         self._x = x

@@ -26,6 +26,8 @@ every level (``residual``) and a recurrent bottleneck over the frames (``rnn_lay
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..layers.activations import LeakyReLU, Sigmoid
@@ -39,7 +41,7 @@ from . import options
 
 
 @register
-class SpectrogramUNetVAE(Layer):
+class SpectrogramUNetVAE(options.DropoutNoise, Layer):
     """Mask network: forward(x (N, 1, F, T)) -> masks (N, n_sources, F, T) in (0, 1).
 
     Parameters
@@ -156,17 +158,8 @@ class SpectrogramUNetVAE(Layer):
         self.rng = rng
         self.mu = self.logvar = self.logits = None
 
-    @property
-    def rng(self):
-        return self._rng
-
-    @rng.setter
-    def rng(self, value):
-        """The generator of the latent's noise and of the dropout masks (the trainer's, in a run)."""
-        self._rng = value
-        for name, layer in getattr(self, "extra", {}).items():
-            if name.endswith("_drop"):
-                layer.rng = value
+    def dropouts(self):
+        return [layer for name, layer in getattr(self, "extra", {}).items() if name.endswith("_drop")]
 
     @property
     def context_frames(self) -> int:
@@ -205,25 +198,19 @@ class SpectrogramUNetVAE(Layer):
 
     def _after(self, name, h):
         """What follows level ``name``'s convolution: its pooling, residual block, dropout."""
-        i = int(name[3:])
-        pool = self.extra.get(f"pool{i}") if name.startswith("enc") else None
-        if pool is not None:
-            h = pool.forward(h)
-        res = f"{name}_res"
-        if res in self.extra:
-            h = h + self._unit(self.extra[res], res, self.res_acts[res], h)
-        drop = self.extra.get(f"{name}_drop")
-        return h if drop is None else drop.forward(h)
+        return options.level_forward(self.extra, name, functools.partial(self._residual, name), h)
 
     def _after_backward(self, name, dy):
-        drop = self.extra.get(f"{name}_drop")
-        if drop is not None:
-            dy = drop.backward(dy)
+        return options.level_backward(self.extra, name, functools.partial(self._residual_backward, name), dy)
+
+    def _residual(self, name, h):
+        """h plus level ``name``'s residual block, if it has one."""
         res = f"{name}_res"
-        if res in self.extra:
-            dy = dy + self._unit_backward(self.extra[res], res, self.res_acts[res], dy)
-        pool = self.extra.get(f"pool{name[3:]}") if name.startswith("enc") else None
-        return dy if pool is None else pool.backward(dy)
+        return h + self._unit(self.extra[res], res, self.res_acts[res], h) if res in self.extra else h
+
+    def _residual_backward(self, name, dy):
+        res = f"{name}_res"
+        return dy + self._unit_backward(self.extra[res], res, self.res_acts[res], dy) if res in self.extra else dy
 
     def _recurrent(self, h):
         """h + the recurrent bottleneck's output, (N, cn, F', T') both."""

@@ -112,3 +112,45 @@ def options_hyper(norm: str, down: str, dropout: float, groups: int, residual: b
 
 __all__ = ["NORMS", "DOWNS", "GROUPS", "check_options", "group_count", "make_norm", "make_pool", "make_dropout",
            "batchnorm_pairs", "options_hyper", "conv_bias", "spec_defaults"]
+
+
+def level_forward(layers: dict, level: str, body, x):
+    """A U-Net level's frame: the pooling of an encoder level (``layers["pool3"]`` for
+    "enc3"), then ``body(x)`` (the level's own work), then its dropout
+    (``layers["up2_drop"]`` for "up2"); a level may have neither."""
+    pool = layers.get(f"pool{level[3:]}") if level.startswith("enc") else None
+    if pool is not None:
+        x = pool.forward(x)
+    y = body(x)
+    drop = layers.get(f"{level}_drop")
+    return y if drop is None else drop.forward(y)
+
+
+def level_backward(layers: dict, level: str, body_backward, dy):
+    """The backward of :func:`level_forward`: the same parts in reverse order."""
+    drop = layers.get(f"{level}_drop")
+    if drop is not None:
+        dy = drop.backward(dy)
+    g = body_backward(dy)
+    pool = layers.get(f"pool{level[3:]}") if level.startswith("enc") else None
+    return g if pool is None else pool.backward(g)
+
+
+class DropoutNoise:
+    """A model's ``rng``, the generator of its latent's noise, that it also gives to each
+    of its dropout layers (:meth:`dropouts`), so that one generator (the trainer's, in a
+    run) draws all of the model's noise."""
+
+    @property
+    def rng(self):
+        return self._rng
+
+    @rng.setter
+    def rng(self, value):
+        self._rng = value
+        for layer in self.dropouts():
+            layer.rng = value
+
+    def dropouts(self):
+        """The model's dropout layers (none before they are built)."""
+        return ()

@@ -42,7 +42,7 @@ from ..files.atomic import atomic_path
 from ..errors import FileFormatError, NpvaeError, OutputError
 from ..files.guard import Inputs, check_output_file, check_writable_dir, write_failure
 from .separator import SOURCES
-from ..validate import as_audio_rate
+from ..inputs import as_audio_rate
 
 SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
             ("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24"}

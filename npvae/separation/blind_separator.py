@@ -29,7 +29,7 @@ from ..audio.stft import STFTConfig, istft, stft
 from ..errors import FileFormatError
 from ..models.blind import BlindSeparationVAE
 from .separator import check_finite_output, stft_config
-from ..validate import as_audio_rate, as_float_audio
+from ..inputs import as_audio_rate, as_float_audio
 
 MODE = "blind_music"
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")

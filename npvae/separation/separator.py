@@ -32,8 +32,8 @@ from ..errors import FileFormatError
 from ..layers.base import inference
 from ..layers.fold import fold_batchnorm
 from ..models.music import SpectrogramUNetVAE
+from ..inputs import as_audio_rate, as_float_audio
 from ..models.stacked import MASK_NETWORKS, StackedSpectrogramUNetVAE
-from ..validate import as_audio_rate, as_float_audio
 
 SOURCES = ("vocals", "accompaniment")
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")
@@ -196,8 +196,8 @@ class Separator:
         source, the accompaniment, so the estimates still add up to the input.
         Returns float32 (n_sources, n_samples, n_channels) (channel axis absent for 1-D input),
         the same length and rate as the input. Integer samples are scaled to full scale 1.0
-        (:func:`npvae.validate.as_float_audio`); NaN, empty or channels-first audio is refused,
-        and so is a rate outside 1 to 384 kHz (:func:`npvae.validate.as_audio_rate`).
+        (:func:`npvae.inputs.as_float_audio`); NaN, empty or channels-first audio is refused,
+        and so is a rate outside 1 to 384 kHz (:func:`npvae.inputs.as_audio_rate`).
         """
         sr = as_audio_rate(sr)
         audio = as_float_audio(audio)

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import losses
 from ..engine.config import RunConfig
-from ..validate import check_settings
+from ..inputs import check_settings
 from ..vae import kl_divergence
 
 RULES = ("average", "sum", "additive")

@@ -22,7 +22,7 @@ from ...files.model_file import MODEL_FILE, RESULTS_FILE, save_model, save_resul
 from ...metrics.image import format_report, separation_report
 from ...metrics.permutation import best_permutation, matched, permutation_report
 from ...models.blind import BlindSeparationVAE
-from ...validate import check_settings
+from ...inputs import check_settings
 from ..blind_objective import RECON, BlindConfig, BlindObjective, consistent_sources, remix
 from ...plotting import pyplot, save_loss_curves
 

@@ -36,7 +36,7 @@ from ...files.model_file import MODEL_FILE, RESULTS_FILE, save_model, save_resul
 from ...metrics.audio import gnsdr, separation_scores, si_sdr, weighted_mean
 from ...metrics.permutation import best_permutation
 from ...models.blind import BlindSeparationVAE
-from ...validate import check_settings
+from ...inputs import check_settings
 from ..blind_objective import RECON, BlindConfig, BlindObjective
 from ...plotting import pyplot
 

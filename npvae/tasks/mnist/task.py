@@ -20,7 +20,7 @@ from ...metrics.image import format_report, psnr, separation_report
 from ...models.mnist import MODELS, OUTPUTS, RULES, build_model
 from ...models.options import DOWNS, NORMS
 from ...plotting import GRID_ROWS, save_grid
-from ...validate import check_settings
+from ...inputs import check_settings
 from .objective import RECON_LOSSES, SeparationObjective
 
 MODEL_DEFAULTS = {  # per-model architecture defaults (the flags override them)

@@ -27,7 +27,7 @@ from ...models.options import DOWNS, NORMS
 from ...models.stacked import MAX_STACKS, mask_network
 from ...plotting import plot_example, plot_history
 from ...separation.separator import Normalizer, Separator
-from ...validate import check_settings
+from ...inputs import check_settings
 from .batches import sample_batch
 from .evaluation import example, quick_validation
 from .objective import LossConfig, MusicObjective

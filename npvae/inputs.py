@@ -1,4 +1,6 @@
-"""Inputs checked at the edge: what a user hands to ``separate`` is scaled or refused.
+"""What a user hands npvae, checked at the edge: arrays, rates and counts are converted
+or refused, a run's settings are range-checked (:func:`check_settings`), and a model's
+estimates from finite input must be finite (:func:`check_finite_estimates`).
 
 Integer samples are converted with the usual full-scale conventions (uint8 images:
 0..255 -> [0, 1]; int16/int32 audio: full scale -> 1.0; uint8 audio: offset binary),
