@@ -377,7 +377,7 @@ class UNetSeparationVAE(options.DropoutNoise, SeparationVAE):
                 self.drops[f"up{i + 1}_drop"] = layer
         self.rng = rng         # and the dropout layers'
 
-    def dropouts(self):
+    def noise_parts(self):
         return getattr(self, "drops", {}).values()
 
     def children(self):

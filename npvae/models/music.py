@@ -158,7 +158,7 @@ class SpectrogramUNetVAE(options.DropoutNoise, Layer):
         self.rng = rng
         self.mu = self.logvar = self.logits = None
 
-    def dropouts(self):
+    def noise_parts(self):
         return [layer for name, layer in getattr(self, "extra", {}).items() if name.endswith("_drop")]
 
     @property

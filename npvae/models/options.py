@@ -138,8 +138,8 @@ def level_backward(layers: dict, level: str, body_backward, dy):
 
 class DropoutNoise:
     """A model's ``rng``, the generator of its latent's noise, that it also gives to each
-    of its dropout layers (:meth:`dropouts`), so that one generator (the trainer's, in a
-    run) draws all of the model's noise."""
+    part that draws noise (:meth:`noise_parts`: its dropout layers, or whole sub-models),
+    so that one generator (the trainer's, in a run) draws all of the model's noise."""
 
     @property
     def rng(self):
@@ -148,9 +148,9 @@ class DropoutNoise:
     @rng.setter
     def rng(self, value):
         self._rng = value
-        for layer in self.dropouts():
-            layer.rng = value
+        for part in self.noise_parts():
+            part.rng = value
 
-    def dropouts(self):
-        """The model's dropout layers (none before they are built)."""
+    def noise_parts(self):
+        """The parts that take the model's generator (none before they are built)."""
         return ()

@@ -32,7 +32,7 @@ from .music import SpectrogramUNetVAE
 
 
 @register
-class StackedSpectrogramUNetVAE(Layer):
+class StackedSpectrogramUNetVAE(options.DropoutNoise, Layer):
     """Mask network of ``stacks`` hourglasses: forward(x (N, 1, F, T)) -> masks (N, S, F, T).
 
     Parameters
@@ -69,16 +69,9 @@ class StackedSpectrogramUNetVAE(Layer):
         self.mu = self.logvar = self.logits = None
         self.earlier = []
 
-    @property
-    def rng(self):
-        return self._rng
-
-    @rng.setter
-    def rng(self, value):
-        """The generator of every hourglass's latent noise and dropout masks, drawn from in stack order."""
-        self._rng = value
-        for hourglass in self.hourglasses:
-            hourglass.rng = value
+    def noise_parts(self):
+        """Every hourglass: their latent noise and dropout masks drawn in stack order."""
+        return getattr(self, "hourglasses", ())
 
     @property
     def context_frames(self) -> int:
