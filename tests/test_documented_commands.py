@@ -429,9 +429,8 @@ PARSE_ONLY = {
     "runs-blind/mnist-mnist-sum runs-blind/mnist-fashion-sum-latent8 runs-blind/mnist-mnist-sum-latent8 "
     "runs-blind/music-mir1k --out results/blind_report --overwrite": STUDY_RUNS,
     "npvae separate SONG.wav '[MORE.flac' DIR '...]' --out separated/": PLACEHOLDER,
-    "npvae ship runs/best my-model --command 'npvae train mnist --preset best --out runs/best' --commit 1a2b3c4":
-        SHIP,
-    "npvae ship RUN_DIR NAME --command 'npvae train mnist --preset best --out RUN_DIR' --commit 1a2b3c4": SHIP,
+    "npvae ship runs/best my-model": SHIP,
+    "npvae ship RUN_DIR NAME": SHIP,
     "npvae bench": BENCH,
     "python scripts/bench_mpi.py --steps 20 --json results/bench/mpi.jsonl": BENCH,
     "NPVAE_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python scripts/bench_mpi.py --steps 20 "

@@ -9,6 +9,7 @@ import pytest
 import npvae
 from npvae import pretrained
 from npvae.cli import main
+from npvae.pretrained.shipping import source_commit
 
 
 def ship(*argv):
@@ -23,6 +24,20 @@ def tiny_run(tmp_path_factory, shared_data):
                  "--data-dir", str(shared_data), "--out", str(run), "--overwrite", "--no-progress",
                  "--seed", "3"]) == 0
     return run
+
+
+def test_a_training_run_records_the_command_that_trained_it(tiny_run):
+    """npvae train writes provenance.json, so that npvae ship needs no --command/--commit."""
+    record = json.loads((tiny_run / "provenance.json").read_text())
+    assert record["command"].startswith("npvae train mnist --model unet --channels 4 4 8 --latent-dim 4 ")
+    assert record["command"].endswith(" --seed 3")
+    assert record["commit"] == source_commit() and record["commit"]
+
+
+def test_a_resumed_run_keeps_the_command_that_started_it(tiny_run):
+    before = (tiny_run / "provenance.json").read_text()
+    assert main(["train", "mnist", "--out", str(tiny_run), "--resume", "--no-progress"]) == 0   # finished: says so
+    assert (tiny_run / "provenance.json").read_text() == before
 
 
 def test_ship_model_records_provenance_and_scores(tiny_run, tmp_path, shared_data, monkeypatch):

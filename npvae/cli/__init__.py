@@ -60,7 +60,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run ``npvae ARGV``; returns the exit status."""
     p = parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    args.argv = argv            # the command as typed, which a training run records
     return run_command(args)
 
 

@@ -2,15 +2,16 @@
 (by default in the user's models folder, $NPVAE_MODELS or ~/.local/share/npvae/models,
 which npvae.load_model and list_models search too).
 
-    npvae ship RUN_DIR mnist-unet --command "npvae train mnist --preset best --out RUN_DIR" --commit 1a2b3c4
+    npvae ship RUN_DIR my-model
 
 copies RUN_DIR's model.h5 and adds a /provenance group: the name, the training
 command, commit and seed, the run's training time, and the scores measured here on
 the task's whole test set (images: the 10,000 fixed evaluation pairs; music: the
 MIR-1K validation singers), on the small slice that tests/test_pretrained.py
 re-scores, and on the whole test set again with the latent's posterior mean set to 0
-(what the latent contributes). --command and --commit default to RUN_DIR/provenance.json
-({"command": ..., "commit": ...}) when it exists.
+(what the latent contributes). The command and commit are RUN_DIR/provenance.json's
+({"command": ..., "commit": ...}), which npvae train writes; --command and --commit give
+or replace them.
 
 Checked before the scoring starts: RUN_DIR is a finished run (it holds model.h5 and no
 run is training in it); a name starting mnist- holds an image model and music- a music

@@ -99,10 +99,26 @@ def run_training(args) -> int:
 
     def started(run_dir):
         args.run_dir = run_dir
+        if not args.resume:        # what npvae ship records as the command that trained it
+            record_command(run_dir, getattr(args, "argv", None))
 
     result = train(task, settings, preset=args.preset or "default", resume=args.resume, overwrite=args.overwrite,
                    started=started)
     return 0 if result is not None else 1
+
+
+def record_command(run_dir, argv) -> None:
+    """Write the run's provenance.json (rank 0 alone): ``npvae ARGV``, behind ``mpirun -n
+    N`` when the run is data-parallel."""
+    import shlex
+
+    from .. import distributed
+    from ..pretrained.shipping import write_provenance
+    comm = distributed.world()
+    if argv is None or not comm.is_root:
+        return
+    command = "npvae " + shlex.join(argv)
+    write_provenance(run_dir, f"mpirun -n {comm.size} {command}" if comm.parallel else command)
 
 
 def interrupted_hint(args) -> str:

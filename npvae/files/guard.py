@@ -90,6 +90,7 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool = False, overwrite: boo
 # What a training run writes; --overwrite removes these (and nothing else) first, so
 # that no file of the old run is left beside the new run's files.
 RUN_ARTEFACTS = ("checkpoint.npz", "config.json", "history.json", "metrics.json", "model.h5", "results.h5",
+                 "provenance.json",                       # the command that trained it (npvae ship reads it)
                  "grid.png", "loss_curves.png", "figures", "snippets",
                  "latent_groups.png", "example.png",      # the blind runs' pictures
                  "index.html", "page")                    # the run's page and its sounds

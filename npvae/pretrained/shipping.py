@@ -103,9 +103,47 @@ def run_seconds(run_dir: Path) -> float:
     return float("nan")
 
 
+PROVENANCE_FILE = "provenance.json"
+# the thread settings a run's speed depends on, recorded beside its command
+THREAD_VARS = ("NPVAE_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "MKL_NUM_THREADS", "NPVAE_BACKEND")
+
+
+def source_commit() -> str:
+    """The commit npvae runs from: ``git rev-parse --short HEAD`` of its checkout (with
+    "+changes" when the checkout has uncommitted changes), or ``npvae VERSION`` for an
+    installed package."""
+    import subprocess
+
+    from .._version import __version__
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / ".git").exists():
+        try:
+            head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                  text=True, timeout=10)
+            dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10)
+            if head.returncode == 0 and head.stdout.strip():
+                return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return f"npvae {__version__}"
+
+
+def write_provenance(run_dir, command: str) -> Path:
+    """Write ``RUN_DIR/provenance.json``: the command that trained the run, the commit it
+    ran from (:func:`source_commit`) and the thread settings of its environment, which
+    ``npvae ship`` records in the shipped file."""
+    from ..files.atomic import atomic_write_text
+    env = " ".join(f"{k}={os.environ[k]}" for k in THREAD_VARS if os.environ.get(k))
+    path = Path(run_dir) / PROVENANCE_FILE
+    atomic_write_text(path, json.dumps({"command": command, "commit": source_commit(), "env": env}, indent=1))
+    return path
+
+
 def recorded_provenance(run_dir) -> dict:
     """``RUN_DIR/provenance.json`` ({"command": ..., "commit": ..., "env": ...}) or {}."""
-    path = Path(run_dir) / "provenance.json"
+    path = Path(run_dir) / PROVENANCE_FILE
     if not path.exists():
         return {}
     try:
@@ -167,4 +205,4 @@ def ship(run_dir, name: str, command: str | None = None, commit: str | None = No
     return path
 
 
-__all__ = ["ship", "check_run_dir", "check_name", "task_of_file", "destination", "run_seconds"]
+__all__ = ["ship", "write_provenance", "source_commit", "check_run_dir", "check_name", "task_of_file", "destination", "run_seconds"]
