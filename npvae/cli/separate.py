@@ -36,7 +36,8 @@ from .. import pretrained
 from ..errors import FileFormatError
 from ..files.model_file import load_separator
 from ..separation.audio_files import output_bits, prepare, separate_song
-from ..separation.separator import SOURCES, shift_offsets
+from ..separation.separator import (DEFAULT_HIGH_BAND, DEFAULT_STEREO, HIGH_BAND_MODES, SOURCES, STEREO_MODES,
+                                    shift_offsets)
 from ..watch.separation_page import check_page_free, write_separation_page
 from .common import HelpFormatter, positive_float, positive_int
 
@@ -81,6 +82,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="STFT frames per network pass: a positive multiple of 8 and of the model's DOWNSAMPLE "
                         "(2 to the power of its levels: 8 for 3 levels, 32 for the shipped models), checked "
                         "when the model is loaded, before any work")
+    p.add_argument("--stereo", choices=STEREO_MODES, default=DEFAULT_STEREO,
+                   help="per-channel: every channel separated on its own; mid: the masks of a stereo song's mid "
+                        "signal applied to both channels (one network pass; docs/separation.md has the numbers)")
+    p.add_argument("--high-band", choices=HIGH_BAND_MODES, default=DEFAULT_HIGH_BAND,
+                   help="where the band above the model's Nyquist frequency (8 kHz) goes: all to the "
+                        "accompaniment, or shared in each frame as the voice's mask shares the top of the "
+                        "model's band")
     p.add_argument("--block-seconds", type=positive_float, default=10.0,
                    help="seconds of audio read, separated and written at a time (bounds memory)")
     p.add_argument("--html", action="store_true",
@@ -139,7 +147,8 @@ def run(a: argparse.Namespace) -> int:
         for w in job.warnings:
             print(f"warning: {w}", file=sys.stderr)
         clipped = separate_song(sep, job, a.stems, a.format, a.bits, a.wiener, a.chunk_frames, a.block_seconds,
-                                progress=not a.no_progress, shifts=a.shifts)
+                                progress=not a.no_progress, shifts=a.shifts, stereo=a.stereo,
+                                high_band=a.high_band)
         a.progress_state["done"] += 1
         for path in job.outputs.values():
             print(path, flush=True)
