@@ -148,12 +148,12 @@ def test_mix_records_writes_mixtures_with_their_stems(tmp_path, capsys):
         assert all(sr == 44100 and a.shape == (n, 2) for a, sr in x.values())
         np.testing.assert_array_equal(x["mixtures"][0], x["vocals"][0] + x["accompaniment"][0])
     # the same command again: refused before any work, then replaced with --overwrite
-    before = (out / "vocals" / "singer_1_01.wav").read_bytes()
+    before = sf.read(out / "vocals" / "singer_1_01.wav", dtype="float32")[0]
     assert main(["mix-records", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--seed", "5"]) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["mix-records", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--seed", "5",
                  "--overwrite"]) == 0
-    assert (out / "vocals" / "singer_1_01.wav").read_bytes() == before
+    np.testing.assert_array_equal(sf.read(out / "vocals" / "singer_1_01.wav", dtype="float32")[0], before)
 
 
 def test_mix_records_says_what_is_wrong_with_a_data_folder(tmp_path, capsys):

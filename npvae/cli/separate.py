@@ -6,7 +6,11 @@
 
 Each input song gives OUT/<name>_vocals.wav and OUT/<name>_accompaniment.wav at the
 song's own sample rate, channel count and length (any rate, mono, stereo or more
-channels: every channel is separated on its own). A folder is searched for audio
+channels). A stereo song's masks come from its mid signal and apply to both channels
+(--stereo per-channel separates each channel on its own, as songs of other channel
+counts are); the band above the model's 8 kHz is shared between the stems as the
+voice's mask shares the top of the model's band (--high-band accompaniment gives it
+all to the accompaniment). A folder is searched for audio
 files recursively, and outputs keep the inputs' folder structure below the inputs'
 common folder, so a/song.wav and b/song.wav give OUT/a/... and OUT/b/....
 

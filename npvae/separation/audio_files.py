@@ -5,8 +5,8 @@
     jobs[0].outputs      # {"vocals": Path("separated/song_vocals.wav"), "accompaniment": ...}
 
 Each input song gives ``<out>/<name>_vocals.wav`` and ``<out>/<name>_accompaniment.wav``
-at the song's own sample rate, channel count and length (every channel separated on its
-own). Folders are searched recursively; outputs keep the inputs' folders below their
+at the song's own sample rate, channel count and length (a stereo song by the masks of
+its mid signal, other channel counts a channel at a time; :meth:`Separator.separate`). Folders are searched recursively; outputs keep the inputs' folders below their
 common folder. Songs are read, separated and written in blocks, so memory stays flat
 however long a song is.
 
@@ -321,7 +321,7 @@ def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str 
             def separate(x):
                 if x.shape[0] < x.shape[1]:
                     # fewer samples than channels would read as channels-first audio; a
-                    # file's layout is known, and each channel is separated on its own anyway
+                    # file's layout is known: a block this short is separated a channel at a time
                     return np.stack([separate(x[:, c:c + 1])[..., 0] for c in range(x.shape[1])], axis=-1)
                 return sep.separate(x, job.sr, wiener=wiener, chunk_frames=chunk_frames, shifts=shifts,
                                     stereo=stereo, high_band=high_band)

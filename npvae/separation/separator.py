@@ -37,7 +37,7 @@ from ..validate import as_audio_rate, as_float_audio
 SOURCES = ("vocals", "accompaniment")
 STEREO_MODES = ("per-channel", "mid")          # how Separator.separate uses a stereo input's channels
 HIGH_BAND_MODES = ("accompaniment", "mask")    # where the band above the model's Nyquist frequency goes
-DEFAULT_STEREO, DEFAULT_HIGH_BAND = "per-channel", "accompaniment"
+DEFAULT_STEREO, DEFAULT_HIGH_BAND = "mid", "mask"   # they score better on record-style mixes (docs/separation.md)
 TOP_BAND = 0.75                                # the top band: from 3/4 of the model's Nyquist frequency up
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")
 
