@@ -7,8 +7,10 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %   Python scales them: int16 by 1/32768, int32 by 1/2^31, uint8 as offset binary), with the music model in MODEL_FILE: a model.h5 or results.h5 written by
 %   scripts/train_music.py, or the struct npvae_load returns for one. VOCALS and
 %   ACCOMPANIMENT have the size of AUDIO (double), at FS Hz. They equal what
-%   `npvae separate` (npvae's Separator.separate) writes for the same file, to about
-%   1e-6 (the network runs here in double, in Python in float32).
+%   `npvae separate --stereo per-channel --high-band accompaniment` (npvae's
+%   Separator.separate with those options) writes for the same file, to about 1e-6 (the
+%   network runs here in double, in Python in float32); a mono song or one at the
+%   model's rate needs no options.
 %
 %   What happens, as in Python:
 %     1. every channel on its own is resampled to the model's rate (npvae_resample),

@@ -366,6 +366,9 @@ RUN = {
     "npvae evaluate runs/music --dataset mir1k --split validation": Run(
         needs=("runs/music",), expect=("runs/music/eval_mir1k_validation.h5", "runs/music/eval_mir1k_validation.txt"),
         says="GNSDR"),
+    "npvae mix-records --split validation --out records/": Run(
+        expect=("records/mixtures/*.wav", "records/vocals/*.wav", "records/accompaniment/*.wav",
+                "records/records.json")),
     "npvae study --task mnist --ablate best --list": Run(says=r"(?m)^  recipe "),
     "npvae study --task mnist --ablate anchor --minutes 20 --list": Run(says=r"(?m)^  recipe "),
     "npvae study --task mnist --ablate compact-vae --sweep latent_dim=2,4,8 beta=0.003,0.01,0.03,0.1 --list": Run(
@@ -392,6 +395,8 @@ TENSORBOARD = "the records are the engine's for every task: npvae train music --
 BENCH = ("a benchmark: minutes, and its timings mean nothing on a shared test machine (tests/test_benchmark.py "
          "and tests/test_distributed.py run the benchmarks at tiny sizes)")
 PARSE_ONLY = {
+    "npvae mix-records --data-dir ../shared/data --split validation --out records/":
+        "npvae mix-records --split validation --out records/ runs above, its data root from NPVAE_DATA",
     "npvae train mnist --model unet": RECIPE,
     "npvae train mnist --preset unet --out runs/unet": RECIPE,
     "npvae train mnist --preset vae --out runs/vae": RECIPE,

@@ -104,11 +104,14 @@ def separated(model_file, songs, tmp_path_factory):
     work = tmp_path_factory.mktemp("separated")
     paths = [p for p, _, _ in songs.values()]
     shipped = pretrained.path("music-mir1k")
-    run_script("separate", *paths, "--out", work / "py_shipped")          # no --model: the shipped one
-    run_script("separate", *paths, "--model", model_file, "--out", work / "py")
+    # the MATLAB code separates each channel on its own, the band above 8 kHz to the accompaniment
+    as_matlab = ("--stereo", "per-channel", "--high-band", "accompaniment")
+    run_script("separate", *paths, "--out", work / "py_shipped", *as_matlab)          # no --model: the shipped one
+    run_script("separate", *paths, "--model", model_file, "--out", work / "py", *as_matlab)
     run_script("separate", songs["my song"][0], "--model", model_file, "--out", work / "py_wiener",
-               "--wiener", "--chunk-frames", 16)
-    run_script("separate", songs["my song"][0], "--model", model_file, "--out", work / "py_shifts", "--shifts", 3)
+               "--wiener", "--chunk-frames", 16, *as_matlab)
+    run_script("separate", songs["my song"][0], "--model", model_file, "--out", work / "py_shifts", "--shifts", 3,
+               *as_matlab)
     code = "".join(f"npvae_separate_file('{model_file}', '{p}', 'oct');"
                    f"npvae_separate_file('{shipped}', '{p}', 'oct_shipped');" for p in paths)
     code += (f"npvae_separate_file('{model_file}', '{songs['my song'][0]}', 'oct_wiener', 'wiener', true, "

@@ -6,6 +6,7 @@
     npvae train blind-music [flags]   blind music: songs, learnt from mixtures alone
     npvae separate SONG ...           separate songs with a trained or shipped model
     npvae evaluate MODEL              BSS Eval scores of a music model on a dataset
+    npvae mix-records --out DIR       record-style stereo mixes of MIR-1K clips, with stems
     npvae ship RUN_DIR NAME           make a run's model a shipped model
     npvae study | report              the loss studies and the report
     npvae bench                       npvae timed against PyTorch (a source checkout)
@@ -38,6 +39,7 @@ COMMANDS = {            # name: module under npvae.cli
     "train": "train",
     "separate": "separate",
     "evaluate": "evaluate",
+    "mix-records": "records",
     "ship": "ship",
     "report": "lab",
     "study": "lab",

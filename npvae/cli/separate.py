@@ -6,7 +6,11 @@
 
 Each input song gives OUT/<name>_vocals.wav and OUT/<name>_accompaniment.wav at the
 song's own sample rate, channel count and length (any rate, mono, stereo or more
-channels: every channel is separated on its own). A folder is searched for audio
+channels). A stereo song's masks come from its mid signal and apply to both channels
+(--stereo per-channel separates each channel on its own, as songs of other channel
+counts are); the band above the model's 8 kHz is shared between the stems as the
+voice's mask shares the top of the model's band (--high-band accompaniment gives it
+all to the accompaniment). A folder is searched for audio
 files recursively, and outputs keep the inputs' folder structure below the inputs'
 common folder, so a/song.wav and b/song.wav give OUT/a/... and OUT/b/....
 
@@ -36,7 +40,8 @@ from .. import pretrained
 from ..errors import FileFormatError
 from ..files.model_file import load_separator
 from ..separation.audio_files import output_bits, prepare, separate_song
-from ..separation.separator import SOURCES, shift_offsets
+from ..separation.separator import (DEFAULT_HIGH_BAND, DEFAULT_STEREO, HIGH_BAND_MODES, SOURCES, STEREO_MODES,
+                                    shift_offsets)
 from ..watch.separation_page import check_page_free, write_separation_page
 from .common import HelpFormatter, UsageError, positive_float, positive_int, positive_multiple
 
@@ -71,6 +76,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="STFT frames per network pass: a positive multiple of 8 and of the model's DOWNSAMPLE "
                         "(2 to the power of its levels: 8 for 3 levels, 32 for the shipped models), checked "
                         "when the model is loaded, before any work")
+    p.add_argument("--stereo", choices=STEREO_MODES, default=DEFAULT_STEREO,
+                   help="per-channel: every channel separated on its own; mid: the masks of a stereo song's mid "
+                        "signal applied to both channels (one network pass; docs/separation.md has the numbers)")
+    p.add_argument("--high-band", choices=HIGH_BAND_MODES, default=DEFAULT_HIGH_BAND,
+                   help="where the band above the model's Nyquist frequency (8 kHz) goes: all to the "
+                        "accompaniment, or shared in each frame as the voice's mask shares the top of the "
+                        "model's band")
     p.add_argument("--block-seconds", type=positive_float, default=10.0,
                    help="seconds of audio read, separated and written at a time (bounds memory)")
     p.add_argument("--html", action="store_true",
@@ -132,7 +144,8 @@ def run(a: argparse.Namespace) -> int:
         for w in job.warnings:
             print(f"warning: {w}", file=sys.stderr)
         clipped = separate_song(sep, job, a.stems, a.format, a.bits, a.wiener, a.chunk_frames, a.block_seconds,
-                                progress=not a.no_progress, shifts=a.shifts)
+                                progress=not a.no_progress, shifts=a.shifts, stereo=a.stereo,
+                                high_band=a.high_band)
         a.progress_state["done"] += 1
         for path in job.outputs.values():
             print(path, flush=True)

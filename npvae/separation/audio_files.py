@@ -5,8 +5,8 @@
     jobs[0].outputs      # {"vocals": Path("separated/song_vocals.wav"), "accompaniment": ...}
 
 Each input song gives ``<out>/<name>_vocals.wav`` and ``<out>/<name>_accompaniment.wav``
-at the song's own sample rate, channel count and length (every channel separated on its
-own). Folders are searched recursively; outputs keep the inputs' folders below their
+at the song's own sample rate, channel count and length (a stereo song by the masks of
+its mid signal, other channel counts a channel at a time; :meth:`Separator.separate`). Folders are searched recursively; outputs keep the inputs' folders below their
 common folder. Songs are read, separated and written in blocks, so memory stays flat
 however long a song is.
 
@@ -41,7 +41,7 @@ from ..audio.stream import block_layout, iter_file_blocks, separate_blocks
 from ..files.atomic import atomic_path
 from ..errors import FileFormatError, NpvaeError, OutputError
 from ..files.guard import Inputs, check_output_file, check_writable_dir, write_failure
-from .separator import SOURCES
+from .separator import DEFAULT_HIGH_BAND, DEFAULT_STEREO, SOURCES
 from ..inputs import as_audio_rate
 
 SUBTYPES = {("wav", "16"): "PCM_16", ("wav", "24"): "PCM_24", ("wav", "float"): "FLOAT",
@@ -287,11 +287,13 @@ def _write_error(path: Path, exc: BaseException) -> OutputError:
 
 def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str = "float", wiener: bool = False,
                   chunk_frames: int = 256, block_seconds: float = 10.0, progress: bool = False,
-                  shifts: int = 1) -> int:
+                  shifts: int = 1, stereo: str = DEFAULT_STEREO, high_band: str = DEFAULT_HIGH_BAND) -> int:
     """Separate one song block by block into ``job.outputs`` (written to temporary names,
     renamed when whole: a failure or Ctrl-C leaves none of them). Returns how many
     samples exceeded full scale and were clipped (16/24-bit output only). ``shifts``:
-    masks averaged over that many time shifts (:meth:`Separator.masks`).
+    masks averaged over that many time shifts (:meth:`Separator.masks`); ``stereo``,
+    ``high_band``: how the channels and the band above the model's are used
+    (:meth:`Separator.separate`).
 
     A damaged input raises FileFormatError naming it; a failed write raises OutputError
     naming the file, the cause (no space left, ...) and the fix.
@@ -319,9 +321,10 @@ def separate_song(sep, job: SongJob, stems=SOURCES, fmt: str = "wav", bits: str 
             def separate(x):
                 if x.shape[0] < x.shape[1]:
                     # fewer samples than channels would read as channels-first audio; a
-                    # file's layout is known, and each channel is separated on its own anyway
+                    # file's layout is known: a block this short is separated a channel at a time
                     return np.stack([separate(x[:, c:c + 1])[..., 0] for c in range(x.shape[1])], axis=-1)
-                return sep.separate(x, job.sr, wiener=wiener, chunk_frames=chunk_frames, shifts=shifts)
+                return sep.separate(x, job.sr, wiener=wiener, chunk_frames=chunk_frames, shifts=shifts,
+                                    stereo=stereo, high_band=high_band)
             blocks = separate_blocks(separate, iter_file_blocks(src), job.frames, block, context)
             while True:
                 try:
@@ -391,9 +394,12 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
                    overwrite: bool = False, wiener: bool = False, chunk_frames: int = 256,
                    block_seconds: float = 10.0, progress: bool = False,
                    log: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
-                   shifts: int = 1, html: bool = False) -> list[SongJob]:
+                   shifts: int = 1, html: bool = False, stereo: str = DEFAULT_STEREO,
+                   high_band: str = DEFAULT_HIGH_BAND) -> list[SongJob]:
     """Separate songs and folders of songs into ``out``; returns the jobs done.
     ``shifts`` > 1 averages the masks over that many time shifts (slower, a little better).
+    ``stereo`` ("per-channel" or "mid") and ``high_band`` ("accompaniment" or "mask"): how a
+    song's channels and the band above the model's are used (:meth:`Separator.separate`).
     ``bits``: "16", "24" or "float" (:func:`output_bits`; None: float for WAV, 24 for FLAC).
     ``html``: also write ``out/index.html``, a player and a spectrogram of each input and
     stem (:mod:`npvae.watch.separation_page`).
@@ -414,7 +420,8 @@ def separate_files(songs, out, model=None, stems=SOURCES, fmt: str = "wav", bits
     for job in jobs:
         for w in job.warnings:
             log(f"warning: {w}")
-        separate_song(sep, job, stems, fmt, bits, wiener, chunk_frames, block_seconds, progress, shifts)
+        separate_song(sep, job, stems, fmt, bits, wiener, chunk_frames, block_seconds, progress, shifts,
+                      stereo, high_band)
     if html:
         from ..watch.separation_page import write_separation_page
         named = "" if hasattr(model, "separate") else str(model or pretrained.DEFAULT_MUSIC_MODEL)

@@ -111,8 +111,9 @@ class BlindMusicSeparator:
     def separate(self, audio: np.ndarray, sr: int) -> np.ndarray:
         """audio : (n_samples,) or (n_samples, n_channels) at ``sr`` Hz.
 
-        As :meth:`npvae.separation.separator.Separator.separate`: every channel separated on its own
-        at the model's rate and resampled back; integer samples scaled to full scale 1.0;
+        As :meth:`npvae.separation.separator.Separator.separate` with ``stereo="per-channel"``:
+        every channel separated on its own at the model's rate and resampled back; integer
+        samples scaled to full scale 1.0;
         NaN, empty or channels-first audio refused. When ``sr`` is higher than the model's
         rate, the band the model cannot see goes to the group with the most energy in the
         top eighth of the band it sees, so the estimates still add up to the input.

@@ -36,6 +36,10 @@ from ..inputs import as_audio_rate, as_float_audio
 from ..models.stacked import MASK_NETWORKS, StackedSpectrogramUNetVAE
 
 SOURCES = ("vocals", "accompaniment")
+STEREO_MODES = ("per-channel", "mid")          # how Separator.separate uses a stereo input's channels
+HIGH_BAND_MODES = ("accompaniment", "mask")    # where the band above the model's Nyquist frequency goes
+DEFAULT_STEREO, DEFAULT_HIGH_BAND = "mid", "mask"   # they score better on record-style mixes (docs/separation.md)
+TOP_BAND = 0.75                                # the top band: from 3/4 of the model's Nyquist frequency up
 STFT_KEYS = ("sample_rate", "n_fft", "hop", "window")
 
 
@@ -173,48 +177,88 @@ class Separator:
         return total if len(offsets) == 1 else total / np.float32(len(offsets))
 
     # -- waveforms -----------------------------------------------------------
+    def spectra_and_masks(self, x: np.ndarray, wiener: bool = False, chunk_frames: int = 512,
+                          context: int | None = None, shifts: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """x : (n_samples,) at ``stft_cfg.sample_rate``. Returns its STFT X (F, T) complex64 and
+        the masks (n_sources, F, T) float32 the estimates ``M * X`` are made of (power-ratio
+        masks with ``wiener``). ``shifts``: see :meth:`masks`."""
+        X = stft(np.asarray(x, np.float32), self.stft_cfg)
+        M = self.masks(np.abs(X), chunk_frames, context, shifts)
+        if wiener:
+            M = wiener_masks(M * np.abs(X)[None])
+        return X, M
+
     def separate_mono(self, x: np.ndarray, wiener: bool = False, chunk_frames: int = 512,
                       context: int | None = None, shifts: int = 1) -> np.ndarray:
         """x : (n_samples,) at ``stft_cfg.sample_rate``. Returns float32 (n_sources, n_samples).
         ``shifts``: see :meth:`masks`."""
         x = np.asarray(x, np.float32)
-        X = stft(x, self.stft_cfg)
-        M = self.masks(np.abs(X), chunk_frames, context, shifts)
-        if wiener:
-            M = wiener_masks(M * np.abs(X)[None])
-        out = istft((M * X[None]).astype(np.complex64, copy=False), self.stft_cfg, length=len(x))
+        return self.waveforms(*self.spectra_and_masks(x, wiener, chunk_frames, context, shifts), x)
+
+    def waveforms(self, X: np.ndarray, M: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The estimates ``M * X`` as waveforms: X (..., F, T) the STFT of ``x`` (..., n_samples),
+        M (n_sources, F, T). Returns float32 (n_sources, ..., n_samples); NaN or inf in them
+        stops with an error (:func:`check_finite_output`)."""
+        M = M.reshape(M.shape[:1] + (1,) * (X.ndim - 2) + M.shape[1:])
+        out = istft((M * X[None]).astype(np.complex64, copy=False), self.stft_cfg, length=x.shape[-1])
         check_finite_output(out, x, self.source, SOURCES if len(out) == len(SOURCES) else None)
         return out
 
     def separate(self, audio: np.ndarray, sr: int, wiener: bool = False, chunk_frames: int = 512,
-                 context: int | None = None, shifts: int = 1) -> np.ndarray:
+                 context: int | None = None, shifts: int = 1, stereo: str = DEFAULT_STEREO,
+                 high_band: str = DEFAULT_HIGH_BAND) -> np.ndarray:
         """audio : (n_samples,) or (n_samples, n_channels) at ``sr`` Hz.
 
-        Every channel is separated on its own at the model's rate and resampled back.
+        The channels are separated at the model's rate and resampled back. ``stereo``:
+        "per-channel" separates every channel on its own; "mid" computes the masks once,
+        from the mid signal (the channels' mean) of a two-channel input, and applies them to
+        each channel's own spectrogram (any other channel count is separated per channel).
         When ``sr`` is higher than the model's rate, the band the model cannot see (above
-        its Nyquist frequency, where singing voice has little energy) goes to the last
-        source, the accompaniment, so the estimates still add up to the input.
+        its Nyquist frequency) goes, with ``high_band`` "accompaniment", all to the last
+        source; with "mask" the voice takes in each frame the share it has of the top
+        quarter of the band the model sees (:func:`top_band_share`), the accompaniment the
+        rest. Either way the estimates of that band add up to the input's.
         Returns float32 (n_sources, n_samples, n_channels) (channel axis absent for 1-D input),
         the same length and rate as the input. Integer samples are scaled to full scale 1.0
         (:func:`npvae.inputs.as_float_audio`); NaN, empty or channels-first audio is refused,
         and so is a rate outside 1 to 384 kHz (:func:`npvae.inputs.as_audio_rate`).
         """
+        check_choice("stereo", stereo, STEREO_MODES)
+        check_choice("high_band", high_band, HIGH_BAND_MODES)
         sr = as_audio_rate(sr)
         audio = as_float_audio(audio)
         mono = audio.ndim == 1
         chans = audio[:, None] if mono else audio
-        n = chans.shape[0]
+        n, n_chans = chans.shape
         rate = self.stft_cfg.sample_rate
         work = resample(chans, sr, rate)
-        out = np.zeros((self.model.n_sources, n, chans.shape[1]), np.float32)
-        for c in range(chans.shape[1]):
-            est = self.separate_mono(work[:, c], wiener, chunk_frames, context, shifts)   # (S, n_work)
+        out = np.zeros((self.model.n_sources, n, n_chans), np.float32)
+        share = np.zeros((n_chans, self.stft_cfg.n_frames(work.shape[0])), np.float32)
+        if stereo == "mid" and n_chans == 2:
+            Xm, M = self.spectra_and_masks(work.mean(axis=1), wiener, chunk_frames, context, shifts)
+            share[:] = top_band_share(M[0], np.abs(Xm), self.stft_cfg)
+            both = np.ascontiguousarray(work.T, np.float32)                             # (2, n_work)
+            est = self.waveforms(stft(both, self.stft_cfg), M, both)                     # (S, 2, n_work)
+            per_channel = [est[:, c] for c in range(n_chans)]
+        else:
+            per_channel = []
+            for c in range(n_chans):
+                x = np.asarray(work[:, c], np.float32)
+                X, M = self.spectra_and_masks(x, wiener, chunk_frames, context, shifts)
+                share[c] = top_band_share(M[0], np.abs(X), self.stft_cfg)
+                per_channel.append(self.waveforms(X, M, x))
+        for c, est in enumerate(per_channel):
             est = resample(est.T, rate, sr).T
             m = min(n, est.shape[1])
             out[:, :m, c] = est[:, :m]
         if sr > rate:
             back = resample(work, rate, sr)[:n]
-            out[-1, :back.shape[0]] += chans[:back.shape[0]] - back
+            high = chans[:back.shape[0]] - back
+            if high_band == "mask":
+                voice = high * frame_gains(share, self.stft_cfg, sr, high.shape[0])
+                out[0, :back.shape[0]] += voice
+                high = high - voice
+            out[-1, :back.shape[0]] += high
         check_finite_output(out, chans, self.source, SOURCES if len(out) == len(SOURCES) else None)
         return out[..., 0] if mono else out
 
@@ -360,6 +404,36 @@ def chunk_windows(frames: int, chunk_frames: int, context: int) -> list[tuple[in
         lo = max(0, min(s - context, frames - width))
         out.append((s, min(frames, s + chunk_frames), lo, lo + width))
     return out
+
+
+def check_choice(name: str, value, choices) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError naming them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def top_band_share(voice_mask: np.ndarray, mix_mag: np.ndarray, cfg: STFTConfig) -> np.ndarray:
+    """The voice's share of each frame's top band: ``sum m |X| / sum |X|`` over the bins from
+    :data:`TOP_BAND` of the Nyquist frequency up (6-8 kHz at 16 kHz), where a voice's
+    sibilants and breath begin. voice_mask, mix_mag : (F, T). Returns float32 (T,) in [0, 1]
+    (0 in a silent frame). What a voice has above the model's band comes with what it has
+    just below it, in the same frames."""
+    lo = int(np.ceil(TOP_BAND * (cfg.n_freq - 1)))
+    mag = mix_mag[lo:].astype(np.float64)
+    total = mag.sum(axis=0)
+    share = np.divide((np.clip(voice_mask[lo:], 0.0, 1.0) * mag).sum(axis=0), total,
+                      out=np.zeros_like(total), where=total > 0)
+    return share.astype(np.float32)
+
+
+def frame_gains(values: np.ndarray, cfg: STFTConfig, sr: int, n: int) -> np.ndarray:
+    """Per-frame values (channels, T) on the STFT frames of ``cfg`` as per-sample gains
+    (n, channels) at ``sr`` Hz, linear between frame centres (frame k is centred on
+    ``(k + first_frame) * hop`` samples at the model's rate)."""
+    centres = (np.arange(values.shape[1]) + cfg.first_frame) * cfg.hop / cfg.sample_rate
+    t = np.arange(n) / sr
+    return np.stack([np.interp(t, centres, v) for v in values], axis=1).astype(np.float32)
 
 
 def wiener_masks(mags: np.ndarray, power: float = 2.0, eps: float = 1e-10) -> np.ndarray:
