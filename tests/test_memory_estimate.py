@@ -9,7 +9,7 @@ from npvae.errors import TrainingError
 from npvae.layers.base import build_layer
 from npvae.models.blind import BlindSeparationVAE
 from npvae.models.mnist import build_model
-from npvae.models.music import SpectrogramUNetVAE
+from npvae.models.stacked import mask_network
 from npvae.tasks import TASKS
 
 
@@ -18,7 +18,7 @@ def _built(name, cfg):
     if name == "mnist":
         return build_model(cfg.model, **cfg.model_kwargs())
     if name == "music":
-        return SpectrogramUNetVAE(cfg.channels, cfg.latent_channels)
+        return mask_network(cfg.stacks, channels=cfg.channels, latent_channels=cfg.latent_channels)
     spec, shape, _ = TASKS[name].planned_model(cfg)
     kw = {"out_bias": -4.0, "shape": shape, "output": "softplus", "log_input": True} if name == "blind-music" else {}
     return BlindSeparationVAE(cfg.groups, cfg.latent_dim, cfg.hidden, **kw)

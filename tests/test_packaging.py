@@ -126,11 +126,14 @@ def _installed_venv(wheel_file: Path, folder: Path) -> Path:
     python = bin_dir / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    here = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
-    (Path(site) / "this_environment.pth").write_text("\n".join(here) + "\n")
+    # the wheel first: with the other environment visible, pip would take its npvae (a
+    # non-editable install, as in CI) for this one and install nothing
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                        "--no-index", str(wheel_file)], capture_output=True, text=True, timeout=600)
+                        "--no-index", "--ignore-installed", str(wheel_file)], capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    here = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    (Path(site) / "this_environment.pth").write_text("\n".join(here) + "\n")    # after its own site-packages
     return bin_dir
 
 

@@ -401,8 +401,7 @@ def seconds_per_epoch(task: str, settings: dict, run_dir, steps: int = 5, warmup
     budget; with more threads, wall-clock seconds."""
     from statistics import median
 
-    from ..parallel import worker_count
-    clock = time.process_time if worker_count() == 1 else time.perf_counter
+    clock = time.process_time if _computes_on_one_thread() else time.perf_counter
 
     from .. import distributed
     from ..engine.run import make_config, resolve_task
@@ -427,6 +426,21 @@ def seconds_per_epoch(task: str, settings: dict, run_dir, steps: int = 5, warmup
             if len(times) == steps:
                 break
     return median(times) * job.n_batches
+
+
+def _computes_on_one_thread() -> bool:
+    """Whether this process computes on one thread alone: npvae's workers, BLAS and Numba
+    (how a study runs its configurations). Its CPU seconds are then its own work's."""
+    from threadpoolctl import threadpool_info
+
+    from ..parallel import worker_count
+    if worker_count() != 1 or any(pool.get("num_threads", 1) != 1 for pool in threadpool_info()):
+        return False
+    try:
+        import numba
+    except ImportError:
+        return True
+    return numba.get_num_threads() == 1
 
 
 def timed_epochs(task: str, settings: dict, run_dir, minutes: float, log=print) -> int:
