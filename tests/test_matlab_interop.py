@@ -204,7 +204,7 @@ def test_npvae_separate_runs_a_five_level_unet(tmp_path):
     want32 = sep.separate(stereo, 11025, chunk_frames=32)
     # less context than the receptive field: the chunks' layout shows, and is the same on both sides
     want64 = sep.separate(stereo, 11025, chunk_frames=32, context=64)
-    assert np.abs(want64 - want32).max() > 1e-3
+    assert np.abs(want64 - want32).max() > 1e-4         # far beyond rounding (1e-6)
     for tag, w in (("", want), ("32", want32), ("64", want64)):
         for key, ws in zip(("v", "a"), w):
             assert got[key + tag].shape == ws.shape, (key + tag, got[key + tag].shape)
