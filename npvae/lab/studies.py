@@ -401,7 +401,7 @@ def seconds_per_epoch(task: str, settings: dict, run_dir, steps: int = 5, warmup
     budget; with more threads, wall-clock seconds."""
     from statistics import median
 
-    from ..parallel import worker_count
+    from ..threads import worker_count
     clock = time.process_time if worker_count() == 1 else time.perf_counter
 
     from .. import distributed
