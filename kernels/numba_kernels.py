@@ -17,7 +17,7 @@ Why they look the way they do (each measured on a 2-core AVX2 machine):
   ones use NumPy's model anyway.
 * ``col2im`` is serial and releases the GIL (``nogil=True``): the convolution
   layers call it from their own worker threads, a chunk of samples each (see
-  :mod:`npvae.parallel`).
+  :mod:`npvae.threads`).
 * Scalars are cast to the arrays' dtype in the Python wrappers (``_scalars``), so a
   float32 kernel does float32 arithmetic: a float64 literal would promote every
   operation and halve the vector width.
@@ -81,7 +81,7 @@ def _flat(a, dtype=None):
 # -- im2col / col2im -----------------------------------------------------------------------
 #
 # Serial and GIL-free: the convolution layers run them on a few samples at a time from
-# their own worker threads (``npvae.parallel``). Both walk one (sample, channel) plane
+# their own worker threads (``npvae.threads``). Both walk one (sample, channel) plane
 # at a time through a zero-padded copy of it, which stays in cache, and a table of
 # where each kernel tap of each output pixel falls in that copy: no bounds tests in
 # the inner loop, whose length is a whole output plane.

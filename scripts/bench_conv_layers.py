@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown algorithm(s) {unknown}; choose from {', '.join(conv_algos.CHOICES[1:])}")
     algos = [conv_algos.by_name(n) for n in a.algorithms]
-    print(f"npvae {npvae.__version__}, backend {npvae.backend()}, {npvae.parallel.worker_count()} threads; "
+    print(f"npvae {npvae.__version__}, backend {npvae.backend()}, {npvae.threads.worker_count()} threads; "
           f"median ms of {a.rounds} rounds, forward / backward")
     for n, c, h, w, o, k, s, pad in SHAPES:
         rng = np.random.default_rng(0)

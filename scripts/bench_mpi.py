@@ -83,7 +83,7 @@ def music_case(comm, rng):
 
 def time_case(name, comm, steps, warmup):
     from npvae.optim import Adam
-    from npvae.parallel import worker_count
+    from npvae.threads import worker_count
     rng = np.random.default_rng(2)
     model, step = music_case(comm, rng) if name == "music" else mnist_case(name, comm, rng)
     opt = Adam(model, lr=1e-4)

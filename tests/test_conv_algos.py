@@ -253,8 +253,8 @@ def test_one_thread_variant_equals_the_algorithm_on_one_thread(rng, monkeypatch,
     monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
     monkeypatch.setenv("NPVAE_CONV_ALGO", f"{algo}@1")
     seen = set()
-    original = npvae.parallel.for_each_chunk
-    monkeypatch.setattr(npvae.parallel, "for_each_chunk", lambda n, step, work: original(
+    original = npvae.threads.for_each_chunk
+    monkeypatch.setattr(npvae.threads, "for_each_chunk", lambda n, step, work: original(
         n, step, lambda part, worker: (seen.add(threading.get_ident()), work(part, worker))))
     got = run(layer, x, dy)
     assert layer.algorithm == f"{algo}@1"
@@ -265,13 +265,13 @@ def test_one_thread_variant_equals_the_algorithm_on_one_thread(rng, monkeypatch,
 
 def test_threads_limit_nests_and_restores(monkeypatch):
     monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
-    with npvae.parallel.threads(1):
-        assert npvae.parallel.worker_count() == 1
-        with npvae.parallel.threads(2):              # a limit never raises the count
-            assert npvae.parallel.worker_count() == 1
-    assert npvae.parallel.worker_count() == 2
+    with npvae.threads.at_most(1):
+        assert npvae.threads.worker_count() == 1
+        with npvae.threads.at_most(2):              # a limit never raises the count
+            assert npvae.threads.worker_count() == 1
+    assert npvae.threads.worker_count() == 2
     with pytest.raises(ValueError, match="at least 1"):
-        with npvae.parallel.threads(0):
+        with npvae.threads.at_most(0):
             pass
 
 

@@ -76,7 +76,7 @@ LEVELS = [
     ("npvae.engine", 2), ("npvae.plotting", 2), ("npvae.vae", 2), ("npvae.metrics", 2), ("npvae.audio", 2),
     ("npvae.data", 2), ("npvae.optim", 2), ("npvae.watch", 2),
     ("npvae.layers", 1), ("npvae.losses", 1), ("npvae.spectral_losses", 1), 
-    ("npvae.parallel", 1), ("npvae.progress", 1), ("npvae.datapath", 1), ("npvae.files", 1),
+    ("npvae.threads", 1), ("npvae.progress", 1), ("npvae.datapath", 1), ("npvae.files", 1),
     ("npvae.inputs", 1), ("npvae.distributed", 1), ("npvae.schedules", 1), ("npvae.pretrained", 1),
     ("npvae.errors", 0), ("npvae._version", 0), ("npvae.kernels", 0), ("npvae._kernels", 0), ("npvae.cli", 9), ("npvae.lab", 8),
 ]

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from npvae import parallel
+from npvae import threads
 from npvae.files.atomic import atomic_path
 from npvae.errors import DatasetError, FileFormatError
 from npvae.inputs import as_sample_rate
@@ -24,7 +24,7 @@ _CONVERT_HINT = "convert it to WAV or FLAC (e.g. `ffmpeg -i in.mp3 out.wav`) or 
 
 
 # Signals at least this long (samples) are resampled a channel per thread
-# (``npvae.parallel``; scipy's polyphase filter releases the GIL). Each channel is
+# (``npvae.threads``; scipy's polyphase filter releases the GIL). Each channel is
 # filtered alone either way, so the numbers are the same.
 PARALLEL_MIN_SAMPLES = 1 << 16
 
@@ -50,7 +50,7 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     def work(part, worker):
         out[:, part] = resample_poly(columns[:, part], up, down, axis=0)
 
-    parallel.for_each_chunk(columns.shape[1], 1, work)
+    threads.for_each_chunk(columns.shape[1], 1, work)
     return out.reshape(-1, *x.shape[1:])
 
 

@@ -433,7 +433,7 @@ def _computes_on_one_thread() -> bool:
     (how a study runs its configurations). Its CPU seconds are then its own work's."""
     from threadpoolctl import threadpool_info
 
-    from ..parallel import worker_count
+    from ..threads import worker_count
     if worker_count() != 1 or any(pool.get("num_threads", 1) != 1 for pool in threadpool_info()):
         return False
     try:

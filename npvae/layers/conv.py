@@ -15,7 +15,7 @@ machine choose the same. ``layer.algorithm`` names the one the last forward ran.
 Speed notes (measured with ``npvae bench``): the column matrices are
 the largest arrays of a step (up to 100 MB for a batch), so the batch is cut into
 chunks of samples (about ``CHUNK_BYTES`` of columns each, at least one sample) that
-``npvae.parallel`` spreads over the cores: each thread does a chunk's im2col, GEMMs
+``npvae.threads`` spreads over the cores: each thread does a chunk's im2col, GEMMs
 and col2im while its columns are still in the CPU's cache. A chunk's columns are
 ``(C*kh*kw, m*OH*OW)``, one GEMM for its m samples; for m = 1 the GEMM writes the
 sample's ``(O, OH*OW)`` output in place, otherwise one copy reorders it. Winograd's
@@ -34,7 +34,7 @@ import numpy as np
 
 from .._kernels import kernels
 
-from .. import parallel
+from .. import threads
 from . import conv_algos
 from .base import (Layer, backward_before_forward, default_rng, expect_input, in_inference, inference_scratch,
                    register)
@@ -140,7 +140,7 @@ class _ConvBase(Layer):
         the layer). One thread takes the largest chunks (fewer, larger GEMMs)."""
         per_sample = rows * cols * np.dtype(self.dtype).itemsize
         cap = max(1, CHUNK_BYTES // max(per_sample, 1))
-        workers = parallel.worker_count()
+        workers = threads.worker_count()
         if workers == 1:
             return min(n, cap)
         chunks = -(-(-(-n // cap)) // workers) * workers       # a multiple of the workers
@@ -150,7 +150,7 @@ class _ConvBase(Layer):
         """One scratch array per worker thread that the ``n`` samples in chunks of ``step``
         keep busy (a batch of one uses one: separation of long songs stays small); inside
         ``inference()`` from the block's scratch, which the layers share."""
-        workers = min(parallel.worker_count(), -(-n // step))
+        workers = min(threads.worker_count(), -(-n // step))
         shared = inference_scratch()
         if shared is not None:
             return [shared.array(f"{name}{w}", shape, self.dtype) for w in range(workers)]
@@ -287,7 +287,7 @@ class ConvTranspose2d(_ConvBase):
             kernels.col2im(cl, (m, *y.shape[1:]), *self._geometry(), out=y[part])
             self._bias_act(y[part], fused)
 
-        parallel.for_each_chunk(n, step, work)
+        threads.for_each_chunk(n, step, work)
         return self._act_after(y, act) if keep else y
 
     def backward(self, dy):
@@ -312,7 +312,7 @@ class ConvTranspose2d(_ConvBase):
             if dx is not None:
                 _gemm_into_samples(w2, dc, dx3[part], rows[worker])
 
-        parallel.for_each_chunk(n, step, work)
+        threads.for_each_chunk(n, step, work)
         np.sum(per_chunk, axis=0, out=self.grads["W"].reshape(c, k).T)
         self.bias_grad(dy)
         return dx

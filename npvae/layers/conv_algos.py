@@ -1,7 +1,7 @@
 """How a :class:`~npvae.layers.Conv2d` computes, and which way it takes for an input.
 
 Algorithms (each a forward and a backward over chunks of samples that
-``npvae.parallel`` shares among the threads; all give the same results to float
+``npvae.threads`` shares among the threads; all give the same results to float
 rounding):
 
 * ``im2col``: columns of patches and one GEMM per chunk. Any geometry.
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import parallel
+from .. import threads
 from .._kernels import kernels
 from .base import inference
 
@@ -140,7 +140,7 @@ class Im2col:
             gemm_into_samples(w2, c, y3[part], out and out[worker])
             layer._bias_act(y3[part], act)
 
-        parallel.for_each_chunk(n, step, work)
+        threads.for_each_chunk(n, step, work)
         return y
 
     def backward(self, layer, dy):
@@ -165,7 +165,7 @@ class Im2col:
                 np.matmul(w2t, d2, out=dc)
                 kernels.col2im(dc, (m, *layer._x_shape[1:]), *layer._geometry(), out=dx[part])
 
-        parallel.for_each_chunk(n, step, work)
+        threads.for_each_chunk(n, step, work)
         np.sum(per_chunk, axis=0, out=layer.grads["W"].reshape(o, k).T)
         layer.bias_grad(dy3)
         return dx
@@ -182,7 +182,7 @@ class Direct:
 
     def forward(self, layer, x, oh, ow, keep=True, act=None):
         n = x.shape[0]
-        step = -(-n // parallel.worker_count())
+        step = -(-n // threads.worker_count())
         if keep:
             layer._x, layer._step = x, step            # kept for the gradients
         y = np.empty((n, layer.out_channels, oh, ow), dtype=layer.dtype)
@@ -193,7 +193,7 @@ class Direct:
             if act is not None:
                 act.forward_inplace(y[part])
 
-        parallel.for_each_chunk(n, step, work)
+        threads.for_each_chunk(n, step, work)
         return y
 
     def backward(self, layer, dy):
@@ -207,7 +207,7 @@ class Direct:
             kernels.conv_direct_backward(layer._x[part], w, dy[part], 1, 1, *layer.padding,
                                          per_chunk[part.start // step], None if dx is None else dx[part])
 
-        parallel.for_each_chunk(n, step, work)
+        threads.for_each_chunk(n, step, work)
         np.sum(per_chunk, axis=0, out=layer.grads["W"])
         layer.bias_grad(dy)
         return dx
@@ -275,7 +275,7 @@ class Winograd:
             if act is not None:
                 act.forward_inplace(y[part])
 
-        parallel.for_each_chunk(n, step, work)
+        threads.for_each_chunk(n, step, work)
         return y
 
     def backward(self, layer, dy):
@@ -301,7 +301,7 @@ class Winograd:
                 np.matmul(ut, t, out=dv)
                 kernels.winograd_input_adjoint(dv, m, ph, pw, out=dx[part])
 
-        parallel.for_each_chunk(n, step, work)
+        threads.for_each_chunk(n, step, work)
         du = np.sum(per_chunk, axis=0).transpose(0, 2, 1)                    # (r2, O, C)
         layer.grads["W"][...] = winograd_weights_adjoint(du, m)
         layer.bias_grad(dy)
@@ -309,7 +309,7 @@ class Winograd:
 
 
 class OneThread:
-    """Another algorithm run on the calling thread alone (``parallel.threads(1)``): for
+    """Another algorithm run on the calling thread alone (``threads.at_most(1)``): for
     layers whose chunks carry too little work to pay for the hand-off between threads.
     Named ``"<algorithm>@1"``; auto mode times it beside the others for layers under
     ``ONE_THREAD_MAX_FLOPS``."""
@@ -322,11 +322,11 @@ class OneThread:
         return self.algo.valid(layer)
 
     def forward(self, layer, x, oh, ow, keep=True, act=None):
-        with parallel.threads(1):
+        with threads.at_most(1):
             return self.algo.forward(layer, x, oh, ow, keep=keep, act=act)
 
     def backward(self, layer, dy):
-        with parallel.threads(1):
+        with threads.at_most(1):
             return self.algo.backward(layer, dy)
 
 
@@ -358,7 +358,7 @@ def candidates(layer, x=None) -> list:
     ``ONE_THREAD_MAX_FLOPS``), each of them on one thread too."""
     options = [a for a in ALGORITHMS.values()
                if a.valid(layer) and (a.name != "direct" or layer.out_channels <= DIRECT_AUTO_MAX_OUT)]
-    if x is not None and parallel.worker_count() > 1 and plain_flops(layer, x) < ONE_THREAD_MAX_FLOPS:
+    if x is not None and threads.worker_count() > 1 and plain_flops(layer, x) < ONE_THREAD_MAX_FLOPS:
         options += [ONE_THREAD[f"{a.name}@1"] for a in options]
     return options
 
@@ -375,7 +375,7 @@ def shape_key(layer, x) -> str:
     kh, kw, sh, sw, ph, pw = layer._geometry()
     n, c, h, w = x.shape
     return (f"{type(layer).__name__} k{kh}x{kw} s{sh}x{sw} p{ph}x{pw} C{c} O{layer.out_channels} "
-            f"N{n} {h}x{w} {np.dtype(layer.dtype).name} threads{parallel.worker_count()} "
+            f"N{n} {h}x{w} {np.dtype(layer.dtype).name} threads{threads.worker_count()} "
             f"{kernels.backend()}{'' if layer.needs_input_grad else ' no-dx'}")
 
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.signal import get_window
 
-from .. import parallel
+from .. import threads
 from ..audio.io import resample
 from ..audio.stft import STFTConfig, istft, stft
 from ..errors import FileFormatError
@@ -363,7 +363,7 @@ def predict_masks(model, feats: np.ndarray, n_freq: int, chunk_frames: int = 512
     x[0, 0, :, :T] = feats
     out = np.empty((model.n_sources, n_freq, Tp), np.float32)
     windows = chunk_windows(Tp, chunk_frames, context)
-    per_call = parallel.worker_count()
+    per_call = threads.worker_count()
     with inference():
         for i in range(0, len(windows), per_call):
             group = windows[i:i + per_call]

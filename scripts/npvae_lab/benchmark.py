@@ -147,7 +147,7 @@ def set_threads(threads: int) -> None:
     past the ``NUMBA_NUM_THREADS`` it started with."""
     from threadpoolctl import threadpool_limits
     threadpool_limits(limits=threads, user_api="blas")
-    os.environ["NPVAE_NUM_THREADS"] = str(threads)        # read by npvae.parallel at each use
+    os.environ["NPVAE_NUM_THREADS"] = str(threads)        # read by npvae.threads at each use
     import numba
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 

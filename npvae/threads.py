@@ -8,7 +8,7 @@ each GEMM) and ours would fight over the cores. With this, the spectrogram net's
 step in ``npvae bench`` went from about 420 ms to about 300 ms on 2 cores.
 
 The thread count is ``NPVAE_NUM_THREADS``, else ``NUMBA_NUM_THREADS``, else the
-number of CPUs this process may use; ``with threads(1):`` lowers it for the calling
+number of CPUs this process may use; ``with at_most(1):`` lowers it for the calling
 thread (a layer too small to share, see ``npvae.layers.conv_algos``).
 """
 from __future__ import annotations
@@ -24,14 +24,14 @@ _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _blas = None
-_local = threading.local()       # .limit: a cap that threads() set for this thread
+_local = threading.local()       # .limit: a cap that at_most() set for this thread
 
 
 @contextmanager
-def threads(limit: int) -> Iterator[None]:
+def at_most(limit: int) -> Iterator[None]:
     """Within the block, :func:`worker_count` on this thread is at most ``limit``."""
     if limit < 1:
-        raise ValueError(f"threads() needs a limit of at least 1, got {limit}")
+        raise ValueError(f"at_most() needs a limit of at least 1, got {limit}")
     before = getattr(_local, "limit", None)
     _local.limit = limit if before is None else min(before, limit)
     try:
