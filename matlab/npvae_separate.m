@@ -7,25 +7,28 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %   Python scales them: int16 by 1/32768, int32 by 1/2^31, uint8 as offset binary), with the music model in MODEL_FILE: a model.h5 or results.h5 written by
 %   scripts/train_music.py, or the struct npvae_load returns for one. VOCALS and
 %   ACCOMPANIMENT have the size of AUDIO (double), at FS Hz. They equal what
-%   `npvae separate --stereo per-channel --high-band accompaniment` (npvae's
-%   Separator.separate with those options) writes for the same file, to about 1e-6 (the
-%   network runs here in double, in Python in float32); a mono song or one at the
-%   model's rate needs no options.
+%   `npvae separate` (npvae's Separator.separate) writes for the same file with the same
+%   options, to about 1e-6 (the network runs here in double, in Python in float32).
 %
 %   What happens, as in Python:
-%     1. every channel on its own is resampled to the model's rate (npvae_resample),
+%     1. the channels are resampled to the model's rate (npvae_resample),
 %     2. STFT (npvae_stft, the model's n_fft, hop and window),
 %     3. features: compressed magnitudes (log1p or a power law) of all bins but the
 %        Nyquist bin, standardised with the model's per-bin mean and std,
 %     4. the U-Net VAE (posterior mean, no sampling; any number of levels) gives one
 %        sigmoid mask per source, run on chunks of 'chunk_frames' frames with 'context'
 %        frames on each side; the Nyquist bin takes the mask of the bin below it (a
-%        model of stacked U-Nets runs each on the features and the masks before it),
-%     5. estimates = masks .* the mixture's STFT (its phase), back to audio with
+%        model of stacked U-Nets runs each on the features and the masks before it);
+%        for a stereo song the masks come from the mid signal (the channels' mean) by
+%        default, or from every channel on its own ('stereo', 'per-channel'),
+%     5. estimates = masks .* each channel's STFT (its phase), back to audio with
 %        npvae_istft at the original length, and resampled back to FS,
 %     6. when FS is above the model's rate, the band above the model's Nyquist frequency
-%        (which it never saw) goes to the accompaniment, so the two add up to the input.
-%
+%        (which it never saw) is shared: the voice takes in each frame the share it has
+%        of the top quarter of the band the model sees, the accompaniment the rest
+%        ('high_band', 'accompaniment': all of it to the accompaniment); the two add up
+%        to the input.
+
 %   Options (name-value pairs):
 %     'wiener'        true for Wiener-style (power ratio) masks, as npvae separate --wiener
 %                     (default false)
@@ -39,14 +42,18 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
 %     'shifts'        average the masks over this many time shifts of the input, spread
 %                     over the model's 2^levels frame phases, as npvae separate --shifts
 %                     (default 1: one plain pass; N passes take N times as long)
+%     'stereo'        'mid' (default) or 'per-channel', as npvae separate --stereo
+%     'high_band'     'mask' (default) or 'accompaniment', as npvae separate --high-band
 %
 %   Example:
 %     [x, fs] = audioread('song.wav');
 %     [v, a] = npvae_separate('runs/music_mir1k/model.h5', x, fs);
 %     sound(v, fs)
 
-  opts = parse_options(struct('wiener', false, 'chunk_frames', 512, 'context', [], 'shifts', 1), varargin, ...
-                       'npvae_separate');
+  opts = parse_options(struct('wiener', false, 'chunk_frames', 512, 'context', [], 'shifts', 1, ...
+                              'stereo', 'mid', 'high_band', 'mask'), varargin, 'npvae_separate');
+  check_choice('stereo', opts.stereo, {'mid', 'per-channel'});
+  check_choice('high_band', opts.high_band, {'mask', 'accompaniment'});
   net = load_music_model(model_file);
   d = net.downsample;                               % the model's DOWNSAMPLE, 2^levels
   cf = double(opts.chunk_frames);
@@ -71,11 +78,27 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
   % Python reads audio as float32 and resamples float32 arrays: round where it rounds.
   chans = double(single(chans));
   work = double(single(npvae_resample(chans, fs, rate)));
-  vocals = zeros(n, size(chans, 2));
-  accompaniment = zeros(n, size(chans, 2));
-  for c = 1:size(chans, 2)
-    est = separate_mono(net, work(:, c), logical(opts.wiener), cf, ctx, offsets);   % n_work x 2
-    est = npvae_resample(double(single(est)), rate, fs);
+  n_chans = size(chans, 2);
+  wiener = logical(opts.wiener);
+  ests = cell(1, n_chans);                          % each n_work x n_sources
+  if strcmp(opts.stereo, 'mid') && n_chans == 2
+    mid = double(single((work(:, 1) + work(:, 2)) / 2));   % Python's float32 mean
+    [Xm, M] = spectra_and_masks(net, mid, wiener, cf, ctx, offsets);
+    share = repmat(top_band_share(M(:, :, 1), abs(Xm)), 1, 2);
+    for c = 1:2
+      ests{c} = waveforms(npvae_stft(work(:, c), net.cfg), M, net.cfg, size(work, 1));
+    end
+  else
+    for c = 1:n_chans
+      [X, M] = spectra_and_masks(net, work(:, c), wiener, cf, ctx, offsets);
+      share(:, c) = top_band_share(M(:, :, 1), abs(X));
+      ests{c} = waveforms(X, M, net.cfg, size(work, 1));
+    end
+  end
+  vocals = zeros(n, n_chans);
+  accompaniment = zeros(n, n_chans);
+  for c = 1:n_chans
+    est = npvae_resample(double(single(ests{c})), rate, fs);
     m = min(n, size(est, 1));
     vocals(1:m, c) = est(1:m, 1);
     accompaniment(1:m, c) = est(1:m, end);
@@ -83,11 +106,25 @@ function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargi
   if fs > rate
     back = npvae_resample(work, rate, fs);
     m = min(n, size(back, 1));
-    accompaniment(1:m, :) = accompaniment(1:m, :) + (chans(1:m, :) - back(1:m, :));
+    high = chans(1:m, :) - back(1:m, :);
+    if strcmp(opts.high_band, 'mask')
+      voice = high .* frame_gains(share, net.cfg, fs, m);
+      vocals(1:m, :) = vocals(1:m, :) + voice;
+      high = high - voice;
+    end
+    accompaniment(1:m, :) = accompaniment(1:m, :) + high;
   end
   if row
     vocals = vocals.';
     accompaniment = accompaniment.';
+  end
+end
+
+
+function check_choice(name, value, allowed)
+  if ~ischar(value) || ~any(strcmp(value, allowed))
+    error('npvae:badOption', 'npvae_separate: ''%s'' must be one of %s, got %s', name, ...
+          strjoin(strcat('''', allowed, ''''), ', '), mat2str(value));
   end
 end
 
@@ -197,16 +234,17 @@ function net = load_music_model(model_file)
 end
 
 
-function est = separate_mono(net, x, wiener, chunk_frames, context, offsets)
-  % x : n x 1 at the model's rate. est : n x n_sources. The masks are averaged over
-  % passes on the features delayed by each of `offsets` frames (reflected at the start).
-  X = npvae_stft(x, net.cfg);                       % F x T
+function [X, M] = spectra_and_masks(net, x, wiener, chunk_frames, context, offsets)
+  % x : n x 1 at the model's rate. X : its STFT, F x T; M : the masks, F x T x n_sources,
+  % averaged over passes on the features delayed by each of `offsets` frames (reflected
+  % at the start).
+  X = npvae_stft(x, net.cfg);
   mag = abs(X);
   feats = features(net, mag);
   M = 0;
   for o = offsets
     if o == 0
-      M = M + masks(net, feats, size(mag, 1), chunk_frames, context);   % F x T x S
+      M = M + masks(net, feats, size(mag, 1), chunk_frames, context);
     else
       if size(feats, 2) > o
         pad = feats(:, o + 1:-1:2);                 % numpy's 'reflect'
@@ -222,11 +260,48 @@ function est = separate_mono(net, x, wiener, chunk_frames, context, offsets)
     p = (M .* mag) .^ 2;
     M = p ./ (sum(p, 3) + 1e-10);
   end
+end
+
+
+function est = waveforms(X, M, cfg, n)
+  % The estimates M .* X as n x n_sources waveforms of n samples.
   S = size(M, 3);
-  est = zeros(numel(x), S);
+  est = zeros(n, S);
   for s = 1:S
-    est(:, s) = npvae_istft(M(:, :, s) .* X, net.cfg, numel(x));
+    est(:, s) = npvae_istft(M(:, :, s) .* X, cfg, n);
   end
+end
+
+
+function share = top_band_share(voice_mask, mag)
+  % The voice's share of each frame's top band, T x 1 in [0, 1] (0 in a silent frame):
+  % sum(m |X|) / sum(|X|) over the bins from 3/4 of the Nyquist frequency up
+  % (npvae.separation.separator.top_band_share).
+  F = size(mag, 1);
+  lo = ceil(0.75 * (F - 1));                        % 0-based, as TOP_BAND in Python
+  mag = mag(lo + 1:F, :);
+  total = sum(mag, 1);
+  voiced = sum(min(max(voice_mask(lo + 1:F, :), 0), 1) .* mag, 1);
+  share = zeros(numel(total), 1);
+  some = total > 0;
+  share(some) = voiced(some) ./ total(some);
+  share = double(single(share));
+end
+
+
+function g = frame_gains(values, cfg, fs, n)
+  % Per-frame values T x channels as per-sample gains n x channels at FS Hz, linear
+  % between frame centres and held beyond the first and last (numpy's interp).
+  frames = stft_frames(cfg);
+  T = size(values, 1);
+  centres = ((0:T - 1).' + frames.p_min) * frames.hop / cfg.sample_rate;
+  t = (0:n - 1).' / fs;
+  if T == 1
+    g = repmat(values, n, 1);
+  else
+    g = interp1(centres, values, min(max(t, centres(1)), centres(end)), 'linear');
+  end
+  g = double(single(g));
 end
 
 

@@ -15,12 +15,13 @@ function files = npvae_separate_file(model_file, song, out_dir, varargin)
 %   is never an output. Both checks happen before any work.
 %
 %   Options (name-value pairs): 'overwrite' (default false), and npvae_separate's
-%   'wiener', 'chunk_frames', 'context', 'shifts'.
+%   'wiener', 'chunk_frames', 'context', 'shifts', 'stereo', 'high_band'.
 %
 %   Example:
 %     npvae_separate_file('runs/music_mir1k/model.h5', 'song.wav', 'separated')
 
-  defaults = struct('overwrite', false, 'wiener', false, 'chunk_frames', 512, 'context', [], 'shifts', 1);   % []: the model's
+  defaults = struct('overwrite', false, 'wiener', false, 'chunk_frames', 512, 'context', [], ...   % []: the model's
+                    'shifts', 1, 'stereo', 'mid', 'high_band', 'mask');
   opts = parse_options(defaults, varargin, 'npvae_separate_file');
   song = char(song);
   out_dir = char(out_dir);
@@ -60,7 +61,8 @@ function files = npvae_separate_file(model_file, song, out_dir, varargin)
   end
   [vocals, accompaniment] = npvae_separate(S, audio, fs, 'wiener', opts.wiener, ...
                                            'chunk_frames', opts.chunk_frames, 'context', opts.context, ...
-                                           'shifts', opts.shifts);
+                                           'shifts', opts.shifts, 'stereo', opts.stereo, ...
+                                           'high_band', opts.high_band);
   write_float_wav(files{1}, vocals, fs);
   write_float_wav(files{2}, accompaniment, fs);
 end

@@ -175,7 +175,8 @@ def test_npvae_separate_runs_a_five_level_unet(tmp_path):
     """A random five-level SpectrogramUNetVAE (DOWNSAMPLE 32, context_frames 128; weights
     scaled by 3 so that far frames matter) separates in Octave as in Python, to 1e-5: the
     array form on 11.025 kHz stereo (resampled to the model's 8 kHz), whole and in chunks
-    of 32 frames, and the file form. With chunks of 32, a context of 64 frames instead of
+    of 32 frames, with the defaults (the mid signal's masks, the high band shared) and
+    channel by channel with the high band to the accompaniment, and the file form. With chunks of 32, a context of 64 frames instead of
     the model's 128 changes Python's result by far more than the tolerance."""
     from npvae.audio.stft import STFTConfig
     from npvae.files.model_file import load_separator, save_separator
@@ -197,7 +198,8 @@ def test_npvae_separate_runs_a_five_level_unet(tmp_path):
     octave_ok("load('in.mat'); [v, a] = npvae_separate('music5.h5', stereo, 11025);"
               "[v32, a32] = npvae_separate('music5.h5', stereo, 11025, 'chunk_frames', 32);"
               "[v64, a64] = npvae_separate('music5.h5', stereo, 11025, 'chunk_frames', 32, 'context', 64);"
-              "save('-v7', 'out.mat', 'v', 'a', 'v32', 'a32', 'v64', 'a64');"
+              "[vpc, apc] = npvae_separate('music5.h5', stereo, 11025, 'stereo', 'per-channel', 'high_band', 'accompaniment');"
+              "save('-v7', 'out.mat', 'v', 'a', 'v32', 'a32', 'v64', 'a64', 'vpc', 'apc');"
               "npvae_separate_file('music5.h5', 'mono.wav', 'sep', 'chunk_frames', 32);", tmp_path)
     got = scipy.io.loadmat(tmp_path / "out.mat")
     want = sep.separate(stereo, 11025)
@@ -205,7 +207,10 @@ def test_npvae_separate_runs_a_five_level_unet(tmp_path):
     # less context than the receptive field: the chunks' layout shows, and is the same on both sides
     want64 = sep.separate(stereo, 11025, chunk_frames=32, context=64)
     assert np.abs(want64 - want32).max() > 1e-4         # far beyond rounding (1e-6)
-    for tag, w in (("", want), ("32", want32), ("64", want64)):
+    # each channel on its own, the band above the model's 4 kHz all to the accompaniment
+    want_pc = sep.separate(stereo, 11025, stereo="per-channel", high_band="accompaniment")
+    assert np.abs(want_pc - want).max() > 1e-3
+    for tag, w in (("", want), ("32", want32), ("64", want64), ("pc", want_pc)):
         for key, ws in zip(("v", "a"), w):
             assert got[key + tag].shape == ws.shape, (key + tag, got[key + tag].shape)
             np.testing.assert_allclose(got[key + tag], ws, atol=1e-5, rtol=0, err_msg=key + tag)
