@@ -31,18 +31,19 @@ def tiny():
     return model, npvae.SGD(model, lr=0.05, momentum=0.9), data, target, model.forward
 
 
-def unet(norm_bias=False):
+def unet(norm_bias=False, dtype=np.float32):
     """A BatchNorm U-Net (its convolutions before a BatchNorm without a bias unless
     ``norm_bias``) trained with Adam; z is the posterior mean, so that no rank draws
     noise the others do not."""
     model = UNetSeparationVAE(latent_dim=4, channels=(4, 8), blocks=2, norm="batch", norm_bias=norm_bias,
-                              rng=np.random.default_rng(1))
-    data = np.random.default_rng(4).uniform(0, 1, (N, 28, 28)).astype(np.float32)
-    target = np.random.default_rng(5).uniform(0, 1, (N, 2, 28, 28)).astype(np.float32)
+                              rng=np.random.default_rng(1), dtype=dtype)
+    data = np.random.default_rng(4).uniform(0, 1, (N, 28, 28)).astype(dtype)
+    target = np.random.default_rng(5).uniform(0, 1, (N, 2, 28, 28)).astype(dtype)
     return model, npvae.Adam(model, lr=0.01), data, target, lambda x: model.forward(x, sample=False)
 
 
-MODELS = {"tiny": tiny, "unet": unet, "unet_biased": lambda: unet(norm_bias=True)}
+MODELS = {"tiny": tiny, "unet": unet, "unet64": lambda: unet(dtype=np.float64),
+          "unet_biased": lambda: unet(norm_bias=True)}
 
 
 def main(out, epochs, kind):
