@@ -38,7 +38,7 @@ function [groups, remix, masked] = npvae_blind_forward(model_file, mixtures, rul
   spec = jsondecode(S.model.spec);
   if ~strcmp(spec.type, 'BlindSeparationVAE')
     error('npvae:notBlindModel', ['npvae_blind_forward: %s holds a %s, not a BlindSeparationVAE; ', ...
-          'use npvae_forward for the supervised Part I models'], where, spec.type);
+          'use npvae_forward for the supervised image models'], where, spec.type);
   end
   P = S.model.params;
   cls = 'single';

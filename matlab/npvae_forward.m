@@ -1,5 +1,5 @@
 function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
-%NPVAE_FORWARD  Separate digit + fashion mixtures with a trained Part I npvae model.
+%NPVAE_FORWARD  Separate digit + fashion mixtures with a trained npvae image model.
 %
 %   [DIGIT, FASHION, MIXTURE] = npvae_forward(MODEL_FILE, MIXTURES) runs the model
 %   stored in MODEL_FILE (a model.h5 or results.h5 written by scripts/train_mnist.py,
@@ -58,7 +58,7 @@ function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
     case 'LatentMapSeparationVAE'
       logits = latent_map_vae(spec, P, x);
     otherwise
-      error('npvae:notMnistModel', ['npvae_forward: %s holds a %s; npvae_forward runs the Part I models ', ...
+      error('npvae:notMnistModel', ['npvae_forward: %s holds a %s; npvae_forward runs the image models ', ...
             '(DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE, LatentMapSeparationVAE); ', ...
             'for a BlindSeparationVAE ', ...
             'use npvae_blind_forward'], where, spec.type);

@@ -1,5 +1,5 @@
 function [vocals, accompaniment] = npvae_separate(model_file, audio, fs, varargin)
-%NPVAE_SEPARATE  Separate the singing voice from the accompaniment with a Part II npvae model.
+%NPVAE_SEPARATE  Separate the singing voice from the accompaniment with an npvae music model.
 %
 %   [VOCALS, ACCOMPANIMENT] = npvae_separate(MODEL_FILE, AUDIO, FS) separates AUDIO,
 %   n x channels samples in [-1, 1] at FS Hz (what audioread returns; a vector is one
@@ -179,8 +179,8 @@ function net = load_music_model(model_file)
   end
   spec = jsondecode(S.model.spec);
   if ~any(strcmp(spec.type, {'SpectrogramUNetVAE', 'StackedSpectrogramUNetVAE'}))
-    error('npvae:notMusicModel', ['npvae_separate: %s holds a %s; npvae_separate runs the Part II music ', ...
-          'model (SpectrogramUNetVAE or StackedSpectrogramUNetVAE); for Part I models use npvae_forward'], ...
+    error('npvae:notMusicModel', ['npvae_separate: %s holds a %s; npvae_separate runs the music ', ...
+          'model (SpectrogramUNetVAE or StackedSpectrogramUNetVAE); for image models use npvae_forward'], ...
           where, spec.type);
   end
   stacks = 1;

@@ -1,5 +1,5 @@
 function files = npvae_show_mnist(results_file, out_dir, varargin)
-%NPVAE_SHOW_MNIST  Figures of a Part I run (digit + fashion separation) as PNG files.
+%NPVAE_SHOW_MNIST  Figures of an image run (digit + fashion separation) as PNG files.
 %
 %   FILES = npvae_show_mnist(RESULTS_FILE, OUT_DIR) reads the results.h5 that
 %   scripts/train_mnist.py wrote and writes, into OUT_DIR (created if missing):
@@ -34,7 +34,7 @@ function files = npvae_show_mnist(results_file, out_dir, varargin)
   if ~exist(out_dir, 'dir')
     mkdir(out_dir);
   end
-  name = 'Part I';
+  name = 'image separation';
   if isfield(S, 'config') && isfield(S.config, 'model')
     name = [S.config.model ' VAE'];
   end

@@ -1,5 +1,5 @@
 function files = npvae_show_music(results_file, out_dir, varargin)
-%NPVAE_SHOW_MUSIC  Spectrograms, loss curves and WAV files of a Part II run, or of a separated song.
+%NPVAE_SHOW_MUSIC  Spectrograms, loss curves and WAV files of a music run, or of a separated song.
 %
 %   FILES = npvae_show_music(MIXTURE, VOCALS, ACCOMPANIMENT, FS, OUT_DIR) shows a song
 %   separated by npvae_separate: it writes OUT_DIR/song_spectrograms.png, the magnitude
