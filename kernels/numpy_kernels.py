@@ -543,8 +543,9 @@ def groupnorm_forward(x, gamma, beta, groups, eps, y):
 def _group_xhat(x, mean, inv_std):
     """``xhat = (x - mean) * inv_std`` of :func:`groupnorm_forward`, (N, C, L)."""
     n, groups, t = x.shape[0], mean.shape[1], x.dtype.type
-    xg = x.reshape(n, groups, -1)
-    return ((xg - mean.astype(t)[:, :, None]) * inv_std.astype(t)[:, :, None]).reshape(x.shape)
+    xhat = np.subtract(x.reshape(n, groups, -1), mean.astype(t)[:, :, None])
+    xhat *= inv_std.astype(t)[:, :, None]
+    return xhat.reshape(x.shape)
 
 
 def groupnorm_backward(dy, x, mean, inv_std, gamma, dgamma, dbeta, dx):
@@ -558,8 +559,9 @@ def groupnorm_backward(dy, x, mean, inv_std, gamma, dgamma, dbeta, dx):
     groups = inv_std.shape[1]
     t, count = dy.dtype.type, (c // groups) * l
     xhat = _group_xhat(x, mean, inv_std)
-    sum_dy = dy.sum(axis=2).astype(np.float64)                 # (N, C)
-    sum_dyx = row_dots(dy, xhat).astype(np.float64)
+    ones = np.ones(l, dy.dtype)      # row sums as BLAS products: sum(axis=2) is slow on short rows
+    sum_dy = (dy @ ones).astype(np.float64)                                # (N, C)
+    sum_dyx = (np.multiply(dy, xhat, out=dx) @ ones).astype(np.float64)    # dx as scratch
     dgamma[...] = sum_dyx.sum(axis=0)
     dbeta[...] = sum_dy.sum(axis=0)
     g64 = gamma.astype(np.float64)
