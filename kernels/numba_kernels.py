@@ -1344,12 +1344,19 @@ GROUPNORM_CHUNK = 1024
 class _GroupNormKernel(_Kernel):
     """Sums may be reassociated (vectorised), but no multiply-add is fused: so
     ``dy * gamma - mean(dy * gamma)`` is 0 in a group of one value, as in the NumPy twin.
-    Parallel from ``PARALLEL_MIN_SIZE`` elements, as the others: on a busy 2-core machine
-    the workqueue threads lost below that (3x at (8, 64, 256)) and broke even above."""
+
+    Parallel only from ``4 * PARALLEL_MIN_SIZE`` elements: serial at every size of the
+    pipeline U-Nets. On a busy 2-core machine the workqueue threads never paid there
+    (parallel/serial 0.8-1.25 from 1 to 3.2 million elements, 3x at 131072): a
+    parallel region costs some 50-70 us to start, and much more when a core is taken.
+    """
 
     def __init__(self, fn):
         self.serial = njit(cache=True, error_model="numpy", fastmath={"reassoc"})(_renamed(fn, "_serial"))
         self.parallel = njit(cache=True, parallel=True, fastmath={"reassoc"})(fn)
+
+    def __call__(self, size, *args):
+        return (self.parallel if size >= 4 * PARALLEL_MIN_SIZE else self.serial)(*args)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
