@@ -519,6 +519,66 @@ def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
     return dx
 
 
+# -- per-sample group normalisation (GroupNorm) on x viewed as (N, C, L) ----------------------
+# A group is C/G consecutive channels of one sample, C/G * L values. Backward takes x, its
+# group means and 1/std, and recomputes xhat: the forward then writes y alone.
+
+def groupnorm_forward(x, gamma, beta, groups, eps, y):
+    """``y = (x - mean) * inv_std * gamma[c] + beta[c]`` for ``x`` (N, C, L), into ``y`` of
+    its shape and dtype, with the mean and biased variance of each (sample, group) of
+    ``C/groups`` consecutive channels (``inv_std = 1/sqrt(var + eps)``).
+    Returns ``(mean, inv_std)``, (N, groups) float64 each."""
+    n, c, l = x.shape
+    t, count = x.dtype.type, (c // groups) * l
+    xg, yg = x.reshape(n, groups, -1), y.reshape(n, groups, -1)
+    mean = xg.sum(axis=2) / t(count)                       # pairwise along each group's row
+    np.subtract(xg, mean[:, :, None], out=yg)
+    inv_std = 1.0 / np.sqrt(row_dots(yg, yg).astype(np.float64) / count + eps)
+    yg *= inv_std.astype(t)[:, :, None]
+    y *= gamma[:, None]
+    y += beta[:, None]
+    return mean.astype(np.float64), inv_std
+
+
+def _group_xhat(x, mean, inv_std):
+    """``xhat = (x - mean) * inv_std`` of :func:`groupnorm_forward`, (N, C, L)."""
+    n, groups, t = x.shape[0], mean.shape[1], x.dtype.type
+    xhat = np.subtract(x.reshape(n, groups, -1), mean.astype(t)[:, :, None])
+    xhat *= inv_std.astype(t)[:, :, None]
+    return xhat.reshape(x.shape)
+
+
+def groupnorm_backward(dy, x, mean, inv_std, gamma, dgamma, dbeta, dx):
+    """Gradients of :func:`groupnorm_forward` for ``dy`` (N, C, L), given its input ``x``
+    (N, C, L) and its ``mean``, ``inv_std`` (N, G) float64. With ``xhat = (x - mean) * inv_std``:
+    ``dgamma[c] = sum(dy * xhat)`` and ``dbeta[c] = sum(dy)`` over samples and positions
+    (written into the (C,) arrays), and ``dx = inv_std * (gamma[c] * dy - mean(gamma * dy)
+    - xhat * mean(gamma * dy * xhat))``, the means over each (sample, group), into ``dx``.
+    Returns ``dx``."""
+    n, c, l = dy.shape
+    groups = inv_std.shape[1]
+    t, count = dy.dtype.type, (c // groups) * l
+    xhat = _group_xhat(x, mean, inv_std)
+    ones = np.ones(l, dy.dtype)      # row sums as BLAS products: sum(axis=2) is slow on short rows
+    sum_dy = (dy @ ones).astype(np.float64)                                # (N, C)
+    sum_dyx = (np.multiply(dy, xhat, out=dx) @ ones).astype(np.float64)    # dx as scratch
+    dgamma[...] = sum_dyx.sum(axis=0)
+    dbeta[...] = sum_dy.sum(axis=0)
+    g64 = gamma.astype(np.float64)
+    mean_d = (sum_dy * g64).reshape(n, groups, -1).sum(axis=2) / count          # (N, G)
+    mean_dx = (sum_dyx * g64).reshape(n, groups, -1).sum(axis=2) / count
+
+    def per_channel(a):         # (N, G) -> (N, C, 1) in dy's dtype
+        return np.repeat(a, c // groups, axis=1)[:, :, None].astype(t)
+
+    xhat *= per_channel(mean_dx)
+    np.multiply(dy, gamma[:, None], out=dx)
+    dx -= per_channel(mean_d)
+    dx -= xhat
+    dx *= per_channel(inv_std)
+    return dx
+
+
 # -- bilinear upsampling --------------------------------------------------------------------------
 #
 # Along each axis an output i reads inputs ``i0[i]`` and ``i1[i]`` with weights ``w0[i]``,

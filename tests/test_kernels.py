@@ -330,6 +330,49 @@ def test_batchnorm_kernels(rng, dtype, shape):
     close(got, (dy - a[:, None] - xhat * b[:, None]) * mean[:, None], dtype)
 
 
+# -- per-sample group normalisation (GroupNorm) ---------------------------------------------------
+def _groupnorm_exact(x, gamma, beta, groups, eps, dy):
+    """GroupNorm's y, mean, inv_std, dx, dgamma, dbeta in float64 from the definitions."""
+    n, c, l = x.shape
+    xg = x.astype(np.float64).reshape(n, groups, -1)
+    mean, var = xg.mean(axis=2), xg.var(axis=2)
+    inv_std = 1 / np.sqrt(var + eps)
+    xhat = ((xg - mean[:, :, None]) * inv_std[:, :, None]).reshape(x.shape)
+    y = xhat * gamma[:, None] + beta[:, None]
+    dxhat = (dy * gamma[:, None].astype(np.float64)).reshape(n, groups, -1)
+    xhg = xhat.reshape(n, groups, -1)
+    dx = inv_std[:, :, None] * (dxhat - dxhat.mean(axis=2, keepdims=True)
+                                - xhg * (dxhat * xhg).mean(axis=2, keepdims=True))
+    return y, mean, inv_std, dx.reshape(x.shape), (dy * xhat).sum(axis=(0, 2)), dy.sum(axis=(0, 2), dtype=np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, groups", [((3, 6, 50), 3), ((2, 5, 7), 5), ((4, 8, 1), 4), ((1, 3, 11), 1),
+                                           ((5, 12, 9), 4), ((3, 4, 1), 4), ((2, 4, 301), 2), ((2, 2, 2501), 1),
+                                           ((131, 4, 3), 2)])
+def test_groupnorm_kernels(rng, dtype, shape, groups):
+    """Odd sizes, groups of one channel, one position per channel, groups of a single value,
+    rows longer than the Numba kernels' chunks of a sum, and more than 128 samples of short rows."""
+    x = (3 * rng.standard_normal(shape) + 2).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    c = shape[1]
+    gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    eps = 1e-5
+    got = {}
+    for name, k in (("numba", numba_kernels), ("numpy", ref)):
+        y = np.full(shape, np.nan, dtype)
+        mean, inv_std = k.groupnorm_forward(x, gamma, beta, groups, eps, y)
+        assert mean.shape == inv_std.shape == (shape[0], groups) and mean.dtype == inv_std.dtype == np.float64
+        dgamma, dbeta, dx = np.full(c, np.nan, dtype), np.full(c, np.nan, dtype), np.full(shape, np.nan, dtype)
+        assert k.groupnorm_backward(dy, x, mean, inv_std, gamma, dgamma, dbeta, dx) is dx
+        assert y.dtype == dx.dtype == dtype
+        got[name] = (y, mean, inv_std, dx, dgamma, dbeta)
+    exact = _groupnorm_exact(x, gamma, beta, groups, eps, dy)
+    for a, b, e in zip(got["numba"], got["numpy"], exact):
+        close(a, b, dtype)
+        close(b, e, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes", [((3, 4), (6, 8), (2.0, 2.0)), ((5, 6), (13, 9), (None, None)),
                                    ((4, 3), (6, 9), (1.5, 3.0)), ((1, 2), (3, 3), (None, None))])

@@ -17,7 +17,6 @@ import numpy as np
 from .._kernels import kernels
 from .base import Layer, backward_before_forward, in_inference, register
 
-row_dots = kernels.numpy_kernels.row_dots
 
 # A function that sums a float64 array over the ranks of a data-parallel run (None: one process).
 _BATCH_SUM = contextvars.ContextVar("npvae_batch_sum", default=None)
@@ -194,43 +193,28 @@ class GroupNorm(Layer):
         self.num_groups, self.num_channels, self.eps = int(num_groups), int(num_channels), float(eps)
         self.add_param("gamma", np.ones(num_channels))
         self.add_param("beta", np.zeros(num_channels))
-        self._xhat = self._inv_std = None
+        self._x = self._stats = None      # the input and its groups' (mean, inv_std), for backward
 
     def forget(self):
-        self._xhat = self._inv_std = None
+        self._x = self._stats = None
 
     def forward(self, x):
         _check(self, x, self.num_channels, "(N, C, ...)", range(2, 8))
-        n, g = x.shape[0], self.num_groups
-        xg = np.ascontiguousarray(x).reshape(n, g, -1)          # (N, G, C/G * rest)
-        size = xg.shape[2]
-        mean = xg.sum(axis=2) / self.dtype.type(size)           # pairwise along each group's row
-        xc = xg - mean[:, :, None]
-        var = row_dots(xc, xc).astype(np.float64) / size
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(self.dtype)
-        xhat = xc
-        xhat *= inv_std[:, :, None]
-        y = np.multiply(xhat.reshape(n, self.num_channels, -1), self.params["gamma"][:, None])
-        y += self.params["beta"][:, None]
-        keep = not in_inference()
-        self._xhat, self._inv_std = (xhat, inv_std) if keep else (None, None)
+        x3 = _channel_view(np.ascontiguousarray(x))
+        y = np.empty_like(x3)
+        stats = kernels.groupnorm_forward(x3, self.params["gamma"], self.params["beta"], self.num_groups,
+                                          self.eps, y)
+        # Backward recomputes xhat from x and the statistics: writing y alone here is faster.
+        self._x, self._stats = (x3, stats) if not in_inference() else (None, None)
         return y.reshape(x.shape)
 
     def backward(self, dy):
-        if self._xhat is None:
+        if self._x is None:
             raise backward_before_forward(self)
-        n, c, g = dy.shape[0], self.num_channels, self.num_groups
-        dy3 = np.ascontiguousarray(dy).reshape(n, c, -1)
-        xhat3 = self._xhat.reshape(n, c, -1)
-        np.einsum("ncl,ncl->c", dy3, xhat3, out=self.grads["gamma"])
-        np.sum(dy3, axis=(0, 2), out=self.grads["beta"])
-        dxhat = (dy3 * self.params["gamma"][:, None]).reshape(n, g, -1)
-        xhat = self._xhat
-        mean_d = dxhat.mean(axis=2)
-        mean_dx = row_dots(dxhat, xhat) / self.dtype.type(xhat.shape[2])
-        dx = dxhat - mean_d[:, :, None]
-        dx -= xhat * mean_dx[:, :, None]
-        dx *= self._inv_std[:, :, None]
+        dy3 = _channel_view(np.ascontiguousarray(dy, dtype=self.dtype))
+        dx = np.empty_like(dy3)
+        kernels.groupnorm_backward(dy3, self._x, *self._stats, self.params["gamma"], self.grads["gamma"],
+                                   self.grads["beta"], dx)
         return dx.reshape(dy.shape)
 
     def hyper(self):
