@@ -159,7 +159,7 @@ class LSTM(_Recurrent):
         t_len, n, _ = proj.shape
         h = np.empty((t_len, n, self.hidden_size), self.dtype)
         c = np.empty_like(h)
-        kernels.lstm_forward(proj, np.ascontiguousarray(w["W_hh"].T), reverse, h, c)
+        kernels.lstm_forward(proj, w["W_hh"], reverse, h, c)
         return h, (proj, c)
 
     def _run_backward(self, dh, h, state, w, reverse):
