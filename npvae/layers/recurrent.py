@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import threads
 from .._kernels import kernels
 from .base import Layer, backward_before_forward, default_rng, expect_input, in_inference, register
 
@@ -37,6 +38,18 @@ def _whole(name: str, key: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} needs {key} as a whole number >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _each_direction(directions: int, work) -> None:
+    """``work(d)`` for each direction ``d`` of a layer: the two of a bidirectional layer
+    on two threads, BLAS held to one thread each, when more than one thread is
+    configured (see :mod:`npvae.threads`). Each direction writes only its own outputs,
+    so the results are those of running them one after the other."""
+    if directions > 1 and threads.worker_count() > 1:
+        threads.for_each_chunk(directions, 1, lambda part, _worker: work(part.start))
+    else:
+        for d in range(directions):
+            work(d)
 
 
 class _Recurrent(Layer):
@@ -80,13 +93,15 @@ class _Recurrent(Layer):
         cache = []
         for k in range(self.num_layers):
             out = np.empty((t_len, n, hid * self.directions), self.dtype)
-            states = []
-            for d in range(self.directions):
+            states = [None] * self.directions
+
+            def direction(d, k=k, seq=seq, out=out, states=states):
                 w = self._cells[self.cell_name(k, d)].params
                 proj = (seq.reshape(t_len * n, -1) @ w["W_ih"].T).reshape(t_len, n, -1)
                 h, state = self._run(proj, w, bool(d))
                 out[:, :, d * hid:(d + 1) * hid] = h
-                states.append((h, state))
+                states[d] = (h, state)
+            _each_direction(self.directions, direction)
             cache.append((seq, states))
             seq = out
         self._cache = None if in_inference() else cache
@@ -103,8 +118,10 @@ class _Recurrent(Layer):
         for k in reversed(range(self.num_layers)):
             seq, states = self._cache[k]
             t_len, n, f = seq.shape
-            dx = None
-            for d, (h, state) in enumerate(states):
+            parts = [None] * self.directions
+
+            def direction(d, k=k, seq=seq, states=states, dseq=dseq, parts=parts):
+                h, state = states[d]
                 cell = self._cells[self.cell_name(k, d)]
                 w, g = cell.params, cell.grads
                 dzx, dzh = self._run_backward(np.ascontiguousarray(dseq[:, :, d * hid:(d + 1) * hid]), h, state,
@@ -116,8 +133,11 @@ class _Recurrent(Layer):
                 # W_hh meets h_{t-1}: the steps with a previous state, paired with it
                 dz_rec, h_prev = (dzh[:-1], h[1:]) if d else (dzh[1:], h[:-1])
                 np.matmul(dz_rec.reshape(-1, dzh.shape[2]).T, h_prev.reshape(-1, hid), out=g["W_hh"])
-                part = flat @ w["W_ih"]
-                dx = part if dx is None else dx + part
+                parts[d] = flat @ w["W_ih"]
+            _each_direction(self.directions, direction)
+            dx = parts[0]
+            for part in parts[1:]:                     # in a fixed order, whichever finished first
+                dx = dx + part
             dseq = dx.reshape(t_len, n, f)
         return np.ascontiguousarray(dseq.transpose(1, 0, 2))
 
