@@ -86,6 +86,22 @@ def test_equals_pytorch(backend, rng, cls, layers, bidi):
                                    rtol=1e-5, err_msg=path)
 
 
+@pytest.mark.parametrize("cls", RECURRENT)
+def test_directions_on_two_threads_equal_one_after_the_other(backend, rng, monkeypatch, cls):
+    from npvae.layers import recurrent
+    layer = cls(6, 5, num_layers=2, bidirectional=True, rng=rng)
+    x = rng.standard_normal((3, 7, 6)).astype(np.float32)
+    dy = rng.standard_normal((3, 7, 10)).astype(np.float32)
+    runs = []
+    for workers, min_macs in (("1", recurrent.PARALLEL_MIN_MACS), ("2", 0)):
+        monkeypatch.setenv("NPVAE_NUM_THREADS", workers)
+        monkeypatch.setattr(recurrent, "PARALLEL_MIN_MACS", min_macs)
+        y = layer.forward(x)
+        runs.append([y, layer.backward(dy)] + [g.copy() for _, _, g in layer.named_parameters()])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
 # -- the Numba step loops against their NumPy twins ---------------------------------------------
 try:
     from npvae.kernels import numba_kernels
