@@ -150,6 +150,23 @@ def test_lstm_kernels_saturated_and_nan(rng, dtype):
     np.testing.assert_allclose(gates[sat], limit[sat], rtol=0, atol=1e-30)
 
 
+@needs_numba
+def test_lstm_gates_float32_to_rounding(rng):
+    """The Numba kernel's float32 sigmoid and tanh (its own ``exp``) over [-30, 30], at
+    the first step (no recurrent term): within 3e-7 of the exact values."""
+    hid = 4096
+    z = np.linspace(-30, 30, 4 * hid).astype(np.float32)
+    gates = rng.permutation(z).reshape(1, 1, 4 * hid)
+    pre = gates.astype(np.float64)
+    h, c = np.empty((1, 1, hid), np.float32), np.empty((1, 1, hid), np.float32)
+    numba_kernels.lstm_forward(gates, np.zeros((4 * hid, hid), np.float32), False, h, c)
+    exact = 1 / (1 + np.exp(-pre))
+    exact[:, :, 2 * hid:3 * hid] = np.tanh(pre[:, :, 2 * hid:3 * hid])
+    assert np.abs(gates - exact).max() < 3e-7
+    i, g, o = exact[..., :hid], exact[..., 2 * hid:3 * hid], exact[..., 3 * hid:]
+    assert np.abs(c - i * g).max() < 3e-7 and np.abs(h - o * np.tanh(c.astype(np.float64))).max() < 3e-7
+
+
 def lstm_kernels_agree(proj, w_hh, dh, reverse, dtype):
     """Runs both LSTM kernels of both backends and checks that they agree; returns the
     Numba one's ``(gates, h, c, dz)``."""
