@@ -996,8 +996,9 @@ def bce_logits(logits, target, scale=1.0):
 #
 # The LSTM's gates use ``_vexp`` instead: in float32 an ``exp`` of mul, add, floor and
 # a bit shift that LLVM vectorises (``math.exp`` is a libm call it cannot), with loops
-# split so that each one does. The gates of a (16, 1024) step took 12 us instead of
-# 87 us. In float64 it is ``math.exp``.
+# split so that each one does. A (16, 1024) step's gates and state update took 12 us
+# instead of 87 us (17 us with the transposed add of the recurrent product). In float64
+# it is ``math.exp``.
 
 @njit(cache=True, inline="always")
 def _gate_sigmoid(z, one):

@@ -10,7 +10,8 @@ k - 1's directions (F_in = H * directions). The initial state is zero.
 Inside, sequences are time-major (T, N, F) so that a step is one contiguous block: the
 input projections of all steps are one GEMM per layer and direction, and the step loop
 (one GEMM with ``W_hh`` and the gates per step) and its backward through time are the
-kernels ``lstm_forward`` / ``lstm_backward`` (``gru_*``) of :mod:`npvae.kernels`.
+kernels ``lstm_forward`` / ``lstm_backward`` (``gru_*``) of :mod:`npvae.kernels`. The
+two directions of a large bidirectional layer run on two threads (:func:`_each_direction`).
 """
 from __future__ import annotations
 
