@@ -181,8 +181,8 @@ for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, winograd_
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 
 
-def lstm_forward(gates, w_hh_t, reverse, h, c):
-    return _ops.lstm_forward(gates, w_hh_t, reverse, h, c)
+def lstm_forward(gates, w_hh, reverse, h, c):
+    return _ops.lstm_forward(gates, w_hh, reverse, h, c)
 
 
 def lstm_backward(dh, gates, c, w_hh, reverse, dz):

@@ -31,7 +31,10 @@ import types
 
 import numba
 import numpy as np
+from llvmlite import ir as llvm_ir
 from numba import njit, prange
+from numba import types as nb_types
+from numba.extending import intrinsic, overload
 
 from . import numpy_kernels as _numpy_kernels
 from .numpy_kernels import (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,  # noqa: F401
@@ -990,6 +993,12 @@ def bce_logits(logits, target, scale=1.0):
 # ``math.tanh`` took 67 ns an element and the branching ``_sigmoid`` 30 ns on random
 # signs, ``math.exp`` 5 ns (float32). An ``exp`` that overflows gives inf, and the
 # formulas then give the limits 0, 1 and -1, never NaN.
+#
+# The LSTM's gates use ``_vexp`` instead: in float32 an ``exp`` of mul, add, floor and
+# a bit shift that LLVM vectorises (``math.exp`` is a libm call it cannot), with loops
+# split so that each one does. A (16, 1024) step's gates and state update took 12 us
+# instead of 87 us (17 us with the transposed add of the recurrent product). In float64
+# it is ``math.exp``.
 
 @njit(cache=True, inline="always")
 def _gate_sigmoid(z, one):
@@ -1001,6 +1010,62 @@ def _gate_tanh(z, one, two):
     return two / (one + math.exp(-two * z)) - one
 
 
+@intrinsic
+def _pow2_float32(typingctx, n):
+    """2**n (float32) for a float32 ``n`` holding a whole number in [-126, 127]: n + 127
+    written into the exponent bits."""
+    if n != nb_types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = llvm_ir.IntType(32)
+        biased = builder.add(builder.fptosi(args[0], i32), llvm_ir.Constant(i32, 127))
+        return builder.bitcast(builder.shl(biased, llvm_ir.Constant(i32, 23)), llvm_ir.FloatType())
+    return nb_types.float32(nb_types.float32), codegen
+
+
+@njit(cache=True, inline="always")
+def _exp_float32(x):
+    # Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-7 polynomial, within
+    # 1 ulp of exp. x is clamped to [-87, 88] (2**n stays a normal float): exp(-87) and
+    # exp(88) stand for anything further out, which leaves the gates' limits 0, 1, -1.
+    # The comparisons let a NaN through.
+    x = np.float32(-87.0) if x < np.float32(-87.0) else x
+    x = np.float32(88.0) if x > np.float32(88.0) else x
+    n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = x - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    return p * _pow2_float32(n)
+
+
+def _vexp(x):
+    """exp(x) in Numba code: vectorisable in float32, ``math.exp`` otherwise."""
+    return math.exp(x)
+
+
+@overload(_vexp)
+def _vexp_impl(x):
+    if x == nb_types.float32:
+        return lambda x: _exp_float32(x)
+    return lambda x: math.exp(x)
+
+
+@njit(cache=True, inline="always")
+def _vgate_sigmoid(z, one):
+    return one / (one + _vexp(-z))
+
+
+@njit(cache=True, inline="always")
+def _vgate_tanh(z, one, two):
+    return two / (one + _vexp(-two * z)) - one
+
+
 def _steps(t_len, reverse, backward=False):
     """``(t, p)`` for each step of a direction in the order computed (``backward``:
     undone), ``p`` the step before ``t`` in the direction, None at its first."""
@@ -1009,18 +1074,35 @@ def _steps(t_len, reverse, backward=False):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _lstm_step(z, a, cp, ct, ht, one, two):
+def _lstm_step(z, rec_t, cp, ct, ht, one, two):
     n, hid = ct.shape
+    rows = z.shape[1]
+    # z += rec_t.T, by tiles of 16 rows of rec_t (one fixed-length inner loop: with a
+    # variable one this pass took twice as long), then the rows left over
+    full = rows - rows % 16
+    for k0 in range(0, full, 16):
+        for b in range(n):
+            zb = z[b]
+            for j in range(16):
+                zb[k0 + j] += rec_t[k0 + j, b]
     for b in range(n):
-        zb, ab, cpb, cb, hb = z[b], a[b], cp[b], ct[b], ht[b]
+        zb = z[b]
+        for k in range(full, rows):
+            zb[k] += rec_t[k, b]
+    # One loop per gate type: a loop that mixes them, or starts at an offset, does not
+    # vectorise.
+    for b in range(n):
+        zb, cpb, cb, hb = z[b], cp[b], ct[b], ht[b]
+        for k in range(2 * hid):
+            zb[k] = _vgate_sigmoid(zb[k], one)
         for k in range(hid):
-            i = _gate_sigmoid(zb[k] + ab[k], one)
-            f = _gate_sigmoid(zb[hid + k] + ab[hid + k], one)
-            g = _gate_tanh(zb[2 * hid + k] + ab[2 * hid + k], one, two)
-            o = _gate_sigmoid(zb[3 * hid + k] + ab[3 * hid + k], one)
-            zb[k], zb[hid + k], zb[2 * hid + k], zb[3 * hid + k] = i, f, g, o
-            cb[k] = f * cpb[k] + i * g
-            hb[k] = o * _gate_tanh(cb[k], one, two)
+            zb[2 * hid + k] = _vgate_tanh(zb[2 * hid + k], one, two)
+        for k in range(hid):
+            zb[3 * hid + k] = _vgate_sigmoid(zb[3 * hid + k], one)
+        for k in range(hid):
+            c = zb[hid + k] * cpb[k] + zb[k] * zb[2 * hid + k]
+            cb[k] = c
+            hb[k] = zb[3 * hid + k] * _vgate_tanh(c, one, two)
 
 
 def _forward_steps(gates, w_hh_t, reverse, h, step):
@@ -1035,12 +1117,20 @@ def _forward_steps(gates, w_hh_t, reverse, h, step):
         step(t, p, rec)
 
 
-def lstm_forward(gates, w_hh_t, reverse, h, c):
-    """The step loop of one LSTM direction, in place (see the NumPy twin)."""
-    zero = np.zeros(h.shape[1:], gates.dtype)
+def lstm_forward(gates, w_hh, reverse, h, c):
+    """The step loop of one LSTM direction, in place (see the NumPy twin).
+
+    The recurrent product is computed transposed, ``W_hh h^T`` (4H, N): OpenBLAS ran
+    that in 106 us for N = 16, H = 256 on one thread, ``h W_hh^T`` in 196 us."""
+    n, hid = h.shape[1:]
+    w_hh = np.ascontiguousarray(w_hh)
+    rec_t = np.zeros((gates.shape[2], n), gates.dtype)
+    zero = np.zeros((n, hid), gates.dtype)
     one, two = _scalars(gates.dtype, 1, 2)
-    _forward_steps(gates, w_hh_t, reverse, h, lambda t, p, rec: _lstm_step(
-        gates[t], rec, zero if p is None else c[p], c[t], h[t], one, two))
+    for t, p in _steps(h.shape[0], reverse):
+        if p is not None:
+            np.matmul(w_hh, h[p].T, out=rec_t)
+        _lstm_step(gates[t], rec_t, zero if p is None else c[p], c[t], h[t], one, two)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -1048,8 +1138,8 @@ def _lstm_step_back(dh, dh_next, dc_next, gt, ct, cp, d, tc, one, two):
     n, hid = ct.shape
     for b in range(n):
         gb, db, cb, cpb, dhb, dhn, dcn = gt[b], d[b], ct[b], cp[b], dh[b], dh_next[b], dc_next[b]
-        for k in range(hid):           # the calls apart: the loop below vectorises
-            tc[k] = _gate_tanh(cb[k], one, two)
+        for k in range(hid):           # apart from the loop below, so that each vectorises
+            tc[k] = _vgate_tanh(cb[k], one, two)
         for k in range(hid):
             i, f, g, o = gb[k], gb[hid + k], gb[2 * hid + k], gb[3 * hid + k]
             dht = dhb[k] + dhn[k]

@@ -86,6 +86,22 @@ def test_equals_pytorch(backend, rng, cls, layers, bidi):
                                    rtol=1e-5, err_msg=path)
 
 
+@pytest.mark.parametrize("cls", RECURRENT)
+def test_directions_on_two_threads_equal_one_after_the_other(backend, rng, monkeypatch, cls):
+    from npvae.layers import recurrent
+    layer = cls(6, 5, num_layers=2, bidirectional=True, rng=rng)
+    x = rng.standard_normal((3, 7, 6)).astype(np.float32)
+    dy = rng.standard_normal((3, 7, 10)).astype(np.float32)
+    runs = []
+    for workers, min_macs in (("1", recurrent.PARALLEL_MIN_MACS), ("2", 0)):
+        monkeypatch.setenv("NPVAE_NUM_THREADS", workers)
+        monkeypatch.setattr(recurrent, "PARALLEL_MIN_MACS", min_macs)
+        y = layer.forward(x)
+        runs.append([y, layer.backward(dy)] + [g.copy() for _, _, g in layer.named_parameters()])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
 # -- the Numba step loops against their NumPy twins ---------------------------------------------
 try:
     from npvae.kernels import numba_kernels
@@ -102,20 +118,68 @@ def close(a, b, dtype):
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("t_len", [1, 6])
-def test_lstm_kernels(rng, dtype, reverse, t_len):
-    n, hid = 3, 4
+@pytest.mark.parametrize("t_len,hid", [(1, 4), (6, 3), (6, 5)])
+def test_lstm_kernels(rng, dtype, reverse, t_len, hid):
+    n = 3
     proj = rng.standard_normal((t_len, n, 4 * hid)).astype(dtype)
     w_hh = (0.5 * rng.standard_normal((4 * hid, hid))).astype(dtype)
     dh = rng.standard_normal((t_len, n, hid)).astype(dtype)
+    lstm_kernels_agree(proj, w_hh, dh, reverse, dtype)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_kernels_saturated_and_nan(rng, dtype):
+    """Pre-activations far out give the gates' limits 0, 1, -1 (the float32 ``exp`` of
+    the Numba kernels is clamped to [-87, 88]), a NaN stays NaN, in both backends."""
+    t_len, n, hid = 3, 2, 8
+    far = np.array([-1e4, -200.0, -89.0, -87.5, -44.0, 0.0, 44.0, 87.5, 88.5, 200.0, 1e4])
+    proj = rng.choice(far, (t_len, n, 4 * hid)).astype(dtype)
+    proj[-1, 1, 3] = np.nan                                 # the last step's input gate
+    w_hh = (0.5 * rng.standard_normal((4 * hid, hid))).astype(dtype)
+    dh = rng.standard_normal((t_len, n, hid)).astype(dtype)
+    gates, h, c, _ = lstm_kernels_agree(proj, w_hh, dh, False, dtype)
+    nan = np.zeros(gates.shape, bool)
+    nan[-1, 1, 3] = True
+    np.testing.assert_array_equal(np.isnan(gates), nan)
+    np.testing.assert_array_equal(np.isnan(c), nan[:, :, :hid])
+    np.testing.assert_array_equal(np.isnan(h), nan[:, :, :hid])
+    sat = np.abs(proj) > 80                 # |h W_hh^T| < 15 here: 87.5 stays beyond 72
+    limit = np.where(proj > 0, 1.0, 0.0)
+    limit[:, :, 2 * hid:3 * hid] = np.sign(proj[:, :, 2 * hid:3 * hid])
+    np.testing.assert_allclose(gates[sat], limit[sat], rtol=0, atol=1e-30)
+
+
+@needs_numba
+def test_lstm_gates_float32_to_rounding(rng):
+    """The Numba kernel's float32 sigmoid and tanh (its own ``exp``) over [-30, 30], at
+    the first step (no recurrent term): within 3e-7 of the exact values."""
+    hid = 4096
+    z = np.linspace(-30, 30, 4 * hid).astype(np.float32)
+    gates = rng.permutation(z).reshape(1, 1, 4 * hid)
+    pre = gates.astype(np.float64)
+    h, c = np.empty((1, 1, hid), np.float32), np.empty((1, 1, hid), np.float32)
+    numba_kernels.lstm_forward(gates, np.zeros((4 * hid, hid), np.float32), False, h, c)
+    exact = 1 / (1 + np.exp(-pre))
+    exact[:, :, 2 * hid:3 * hid] = np.tanh(pre[:, :, 2 * hid:3 * hid])
+    assert np.abs(gates - exact).max() < 3e-7
+    i, g, o = exact[..., :hid], exact[..., 2 * hid:3 * hid], exact[..., 3 * hid:]
+    assert np.abs(c - i * g).max() < 3e-7 and np.abs(h - o * np.tanh(c.astype(np.float64))).max() < 3e-7
+
+
+def lstm_kernels_agree(proj, w_hh, dh, reverse, dtype):
+    """Runs both LSTM kernels of both backends and checks that they agree; returns the
+    Numba one's ``(gates, h, c, dz)``."""
+    t_len, n, hid = dh.shape
     out = []
     for k in (ref, numba_kernels):
         gates, h, c = proj.copy(), np.full((t_len, n, hid), np.nan, dtype), np.full((t_len, n, hid), np.nan, dtype)
-        k.lstm_forward(gates, np.ascontiguousarray(w_hh.T), reverse, h, c)
+        k.lstm_forward(gates, w_hh, reverse, h, c)
         dz = k.lstm_backward(dh, gates, c, w_hh, reverse, np.full(proj.shape, np.nan, dtype))
         out.append((gates, h, c, dz))
     for a, b in zip(*out):
         close(b, a, dtype)
+    return out[1]
 
 
 @needs_numba
