@@ -1180,12 +1180,33 @@ def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
     return y, arg
 
 
+@_Kernel
+def _max_pool_backward_tiles(dy, arg, dx, offset, kh, kw, w, zero):
+    planes, oh, ow = dy.shape
+    for p in prange(planes):
+        plane = dx[p]
+        plane[:] = zero
+        for r in range(oh):
+            g, a = dy[p, r], arg[p, r]
+            start = r * kh * w
+            for c in range(ow):
+                plane[start + c * kw + offset[a[c]]] = g[c]
+
+
 def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     """dx (N, C, H, W) of :func:`max_pool2d_forward`: each window's gradient to its maximum."""
     n, c, h, w = x_shape
+    dy, arg = np.ascontiguousarray(dy).reshape(n * c, *dy.shape[2:]), arg.reshape(n * c, *arg.shape[2:])
+    if (sh, sw, ph, pw) == (kh, kw, 0, 0):
+        # Windows that tile the input: each plane zeroed while in cache, then one store per
+        # window at the flat offset of its maximum (no division by kw, no bounds tests).
+        dx = np.empty(x_shape, dtype=dy.dtype)
+        taps = np.arange(kh * kw)
+        _max_pool_backward_tiles(dx.size, dy, arg, dx.reshape(n * c, h * w), (taps // kw) * w + taps % kw, kh, kw,
+                                 w, dy.dtype.type(0))
+        return dx
     dx = np.zeros(x_shape, dtype=dy.dtype)
-    _max_pool_backward(dx.size, np.ascontiguousarray(dy).reshape(n * c, *dy.shape[2:]),
-                       arg.reshape(n * c, *arg.shape[2:]), dx.reshape(n * c, h, w), kw, sh, sw, ph, pw)
+    _max_pool_backward(dx.size, dy, arg, dx.reshape(n * c, h, w), kw, sh, sw, ph, pw)
     return dx
 
 
@@ -1374,3 +1395,156 @@ def bilinear_backward(dy, taps_h, taps_w, h, w):
         if p is not None:
             np.matmul(dzh[t], w_hh, out=part)
             dh_next += part
+
+
+# -- nearest upsampling ---------------------------------------------------------------------------
+#
+# Planes in parallel. Integer factors (rh, rw): each input row written out once, the
+# rh - 1 repeats of it copies of that row; its gradient adds each block of rh x rw
+# outputs in their row-major order (PyTorch's), a factor 2 across the row spelt out so
+# that LLVM vectorises it (a run-time stride does not). Other sizes: a gather through
+# a table of each output's source pixel in the plane (no per-row views: they cost more
+# than a 7-pixel row), the gradient a sum over each input pixel's copies (:func:`_copies`).
+
+@_Kernel
+def _nearest_repeat_forward(x, y, rh, rw):
+    planes, h, w = x.shape
+    for p in prange(planes):
+        for i in range(h):
+            src, out = x[p, i], y[p, i * rh]
+            if rw == 2:
+                for j in range(w):
+                    v = src[j]
+                    out[2 * j] = v
+                    out[2 * j + 1] = v
+            else:
+                for j in range(w):
+                    v = src[j]
+                    for k in range(rw):
+                        out[j * rw + k] = v
+            for k in range(1, rh):
+                y[p, i * rh + k] = out
+
+
+@_Kernel
+def _nearest_repeat_backward(dy, dx, rh, rw):
+    planes, h, w = dx.shape
+    for p in prange(planes):
+        for i in range(h):
+            out = dx[p, i]
+            for k in range(rh):
+                src = dy[p, i * rh + k]
+                if rw == 2:
+                    if k == 0:
+                        for j in range(w):
+                            out[j] = src[2 * j] + src[2 * j + 1]
+                    else:
+                        for j in range(w):
+                            out[j] = (out[j] + src[2 * j]) + src[2 * j + 1]
+                else:
+                    for j in range(w):
+                        s = src[j * rw] if k == 0 else out[j] + src[j * rw]
+                        for m in range(1, rw):
+                            s += src[j * rw + m]
+                        out[j] = s
+
+
+@_Kernel
+def _nearest_gather(x, y, source):
+    planes, size = y.shape
+    for p in prange(planes):
+        for k in range(size):
+            y[p, k] = x[p, source[k]]
+
+
+@_Kernel
+def _nearest_sum_copies(dy, dx, copies, zero):
+    planes, size = dx.shape
+    most = copies.shape[1]
+    for p in prange(planes):
+        g = dy[p]
+        for t in range(size):
+            s = zero
+            for m in range(most):
+                k = copies[t, m]
+                if k >= 0:
+                    s += g[k]
+            dx[p, t] = s
+
+
+def _nearest_plan(ih, iw, h, w):
+    """``(rh, rw)`` for integer factors, else (None, the flat source index in the plane of
+    each output pixel, row-major)."""
+    rep = _numpy_kernels.nearest_repeats(ih, iw, h, w)
+    if rep is not None:
+        return rep
+    return None, (ih[:, None] * w + iw).reshape(-1)
+
+
+def _copies(source, size):
+    """(size, most copies) table: row t lists the outputs that copy pixel t (``source[k]
+    == t``) in row-major order, padded with -1. A sum per pixel in a loop of fixed length,
+    in a register: a scatter-add chains read-add-writes through memory, and a loop over
+    each pixel's own count mispredicts its end."""
+    order = np.argsort(source, kind="stable")
+    counts = np.bincount(source, minlength=size)
+    table = np.full((size, max(int(counts.max()), 1)), -1, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    table[source[order], np.arange(len(order)) - starts[source[order]]] = order
+    return table
+
+
+def nearest_forward(x, ih, iw):
+    """x (N, C, H, W) -> y (N, C, OH, OW), ``y[:, :, r, c] = x[:, :, ih[r], iw[c]]``."""
+    n, c, h, w = x.shape
+    y = np.empty((n, c, len(ih), len(iw)), dtype=x.dtype)
+    x = np.ascontiguousarray(x)
+    rh, rw = _nearest_plan(ih, iw, h, w)
+    if rh is None:
+        _nearest_gather(y.size, x.reshape(n * c, h * w), y.reshape(n * c, -1), rw)
+    else:
+        _nearest_repeat_forward(y.size, x.reshape(n * c, h, w), y.reshape(n * c, *y.shape[2:]), rh, rw)
+    return y
+
+
+def nearest_backward(dy, ih, iw, h, w):
+    """dx (N, C, h, w) of :func:`nearest_forward`."""
+    n, c, oh, ow = dy.shape
+    dx = np.empty((n, c, h, w), dtype=dy.dtype)
+    dy = np.ascontiguousarray(dy)
+    rh, rw = _nearest_plan(ih, iw, h, w)
+    if rh is None:
+        _nearest_sum_copies(dy.size, dy.reshape(n * c, oh * ow), dx.reshape(n * c, h * w), _copies(rw, h * w),
+                            dy.dtype.type(0))
+    else:
+        _nearest_repeat_backward(dy.size, dy.reshape(n * c, oh, ow), dx.reshape(n * c, h, w), rh, rw)
+    return dx
+
+
+# -- dropout ------------------------------------------------------------------------------------
+
+@_Kernel
+def _dropout_apply(x, keep, y, scale, zero):
+    for i in prange(x.size):
+        y[i] = x[i] * (scale if keep[i] else zero)
+
+
+@_Kernel
+def _dropout_apply_rows(x, keep, y, scale, zero):
+    rows, length = x.shape
+    for i in prange(rows):
+        f = scale if keep[i] else zero
+        for k in range(length):
+            y[i, k] = x[i, k] * f
+
+
+def dropout_apply(x, keep, scale):
+    """``x * (scale if keep else 0)``, ``keep`` of x's shape or (N, C, 1, ...)."""
+    y = np.empty(x.shape, dtype=x.dtype)
+    scale, zero = _scalars(x.dtype, scale, 0)
+    if keep.size == x.size:
+        _dropout_apply(x.size, _flat(x), _flat(keep), y.reshape(-1), scale, zero)
+    else:
+        _dropout_apply_rows(x.size, np.ascontiguousarray(x).reshape(keep.size, -1), _flat(keep),
+                            y.reshape(keep.size, -1), scale, zero)
+    return y
