@@ -1402,9 +1402,9 @@ def bilinear_backward(dy, taps_h, taps_w, h, w):
 # Planes in parallel. Integer factors (rh, rw): each input row written out once, the
 # rh - 1 repeats of it copies of that row; its gradient adds each block of rh x rw
 # outputs in their row-major order (PyTorch's), a factor 2 across the row spelt out so
-# that LLVM vectorises it (a run-time stride does not). Other sizes: a gather through
-# a table of each output's source pixel in the plane (no per-row views: they cost more
-# than a 7-pixel row), the gradient a sum over each input pixel's copies (:func:`_copies`).
+# that LLVM vectorises it (a run-time stride does not). Other sizes: NumPy's indexing
+# forward; the gradient a sum over each input pixel's copies (:func:`_copies`), with no
+# per-row views (they cost more than a 7-pixel row).
 
 @_Kernel
 def _nearest_repeat_forward(x, y, rh, rw):
@@ -1450,14 +1450,6 @@ def _nearest_repeat_backward(dy, dx, rh, rw):
 
 
 @_Kernel
-def _nearest_gather(x, y, source):
-    planes, size = y.shape
-    for p in prange(planes):
-        for k in range(size):
-            y[p, k] = x[p, source[k]]
-
-
-@_Kernel
 def _nearest_sum_copies(dy, dx, copies, zero):
     planes, size = dx.shape
     most = copies.shape[1]
@@ -1470,15 +1462,6 @@ def _nearest_sum_copies(dy, dx, copies, zero):
                 if k >= 0:
                     s += g[k]
             dx[p, t] = s
-
-
-def _nearest_plan(ih, iw, h, w):
-    """``(rh, rw)`` for integer factors, else (None, the flat source index in the plane of
-    each output pixel, row-major)."""
-    rep = _numpy_kernels.nearest_repeats(ih, iw, h, w)
-    if rep is not None:
-        return rep
-    return None, (ih[:, None] * w + iw).reshape(-1)
 
 
 def _copies(source, size):
@@ -1497,13 +1480,12 @@ def _copies(source, size):
 def nearest_forward(x, ih, iw):
     """x (N, C, H, W) -> y (N, C, OH, OW), ``y[:, :, r, c] = x[:, :, ih[r], iw[c]]``."""
     n, c, h, w = x.shape
+    rep = _numpy_kernels.nearest_repeats(ih, iw, h, w)
+    if rep is None:     # NumPy's indexing is as fast as a gather kernel here
+        return _numpy_kernels.nearest_forward(x, ih, iw)
     y = np.empty((n, c, len(ih), len(iw)), dtype=x.dtype)
-    x = np.ascontiguousarray(x)
-    rh, rw = _nearest_plan(ih, iw, h, w)
-    if rh is None:
-        _nearest_gather(y.size, x.reshape(n * c, h * w), y.reshape(n * c, -1), rw)
-    else:
-        _nearest_repeat_forward(y.size, x.reshape(n * c, h, w), y.reshape(n * c, *y.shape[2:]), rh, rw)
+    _nearest_repeat_forward(y.size, np.ascontiguousarray(x).reshape(n * c, h, w), y.reshape(n * c, *y.shape[2:]),
+                            *rep)
     return y
 
 
@@ -1512,12 +1494,13 @@ def nearest_backward(dy, ih, iw, h, w):
     n, c, oh, ow = dy.shape
     dx = np.empty((n, c, h, w), dtype=dy.dtype)
     dy = np.ascontiguousarray(dy)
-    rh, rw = _nearest_plan(ih, iw, h, w)
-    if rh is None:
-        _nearest_sum_copies(dy.size, dy.reshape(n * c, oh * ow), dx.reshape(n * c, h * w), _copies(rw, h * w),
+    rep = _numpy_kernels.nearest_repeats(ih, iw, h, w)
+    if rep is None:
+        source = (ih[:, None] * w + iw).reshape(-1)       # of each output pixel, in the plane
+        _nearest_sum_copies(dy.size, dy.reshape(n * c, oh * ow), dx.reshape(n * c, h * w), _copies(source, h * w),
                             dy.dtype.type(0))
     else:
-        _nearest_repeat_backward(dy.size, dy.reshape(n * c, oh, ow), dx.reshape(n * c, h, w), rh, rw)
+        _nearest_repeat_backward(dy.size, dy.reshape(n * c, oh, ow), dx.reshape(n * c, h, w), *rep)
     return dx
 
 
