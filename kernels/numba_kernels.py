@@ -1512,22 +1512,12 @@ def _dropout_apply(x, keep, y, scale, zero):
         y[i] = x[i] * (scale if keep[i] else zero)
 
 
-@_Kernel
-def _dropout_apply_rows(x, keep, y, scale, zero):
-    rows, length = x.shape
-    for i in prange(rows):
-        f = scale if keep[i] else zero
-        for k in range(length):
-            y[i, k] = x[i, k] * f
-
-
 def dropout_apply(x, keep, scale):
     """``x * (scale if keep else 0)``, ``keep`` of x's shape or (N, C, 1, ...)."""
+    if keep.size != x.size:
+        # One factor per channel: NumPy's broadcast product. A kernel over the channels
+        # measured no faster serial, and slower on 2 threads, (8, 32, 256, 32) float32.
+        return _numpy_kernels.dropout_apply(x, keep, scale)
     y = np.empty(x.shape, dtype=x.dtype)
-    scale, zero = _scalars(x.dtype, scale, 0)
-    if keep.size == x.size:
-        _dropout_apply(x.size, _flat(x), _flat(keep), y.reshape(-1), scale, zero)
-    else:
-        _dropout_apply_rows(x.size, np.ascontiguousarray(x).reshape(keep.size, -1), _flat(keep),
-                            y.reshape(keep.size, -1), scale, zero)
+    _dropout_apply(x.size, _flat(x), _flat(keep), y.reshape(-1), *_scalars(x.dtype, scale, 0))
     return y
