@@ -1181,16 +1181,28 @@ def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
 
 
 @_Kernel
-def _max_pool_backward_tiles(dy, arg, dx, offset, kh, kw, w, zero):
+def _max_pool_backward_tiles(dy, arg, dx, offset, kh, kw, w, whole, zero):
     planes, oh, ow = dy.shape
     for p in prange(planes):
         plane = dx[p]
-        plane[:] = zero
+        if whole:
+            plane[:] = zero
         for r in range(oh):
             g, a = dy[p, r], arg[p, r]
             start = r * kh * w
+            if not whole:
+                plane[start:start + kh * w] = zero
             for c in range(ow):
                 plane[start + c * kw + offset[a[c]]] = g[c]
+        if not whole:
+            plane[oh * kh * w:] = zero
+
+
+# Max-pool backward over tiling windows zeroes a plane of up to this many elements at
+# once, a larger one a row of windows at a time, just before the stores into it (still
+# in L1): (8, 16, 512, 64) float32 took 1.0 ms instead of 1.3 (serial); a 28x28 plane
+# is quicker zeroed at once.
+L1_PLANE = 4096
 
 
 def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
@@ -1198,12 +1210,12 @@ def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     n, c, h, w = x_shape
     dy, arg = np.ascontiguousarray(dy).reshape(n * c, *dy.shape[2:]), arg.reshape(n * c, *arg.shape[2:])
     if (sh, sw, ph, pw) == (kh, kw, 0, 0):
-        # Windows that tile the input: each plane zeroed while in cache, then one store per
+        # Windows that tile the input: dx zeroed in cache-sized parts, then one store per
         # window at the flat offset of its maximum (no division by kw, no bounds tests).
         dx = np.empty(x_shape, dtype=dy.dtype)
         taps = np.arange(kh * kw)
         _max_pool_backward_tiles(dx.size, dy, arg, dx.reshape(n * c, h * w), (taps // kw) * w + taps % kw, kh, kw,
-                                 w, dy.dtype.type(0))
+                                 w, h * w <= L1_PLANE, dy.dtype.type(0))
         return dx
     dx = np.zeros(x_shape, dtype=dy.dtype)
     _max_pool_backward(dx.size, dy, arg, dx.reshape(n * c, h, w), kw, sh, sw, ph, pw)

@@ -14,12 +14,14 @@ def kernel_path(request, monkeypatch):
     """Every test runs three times: as the Numba backend treats small arrays (serial
     element-wise kernels, im2col by gather), as it treats large ones (parallel
     kernels, im2col by NumPy's strided copy), and as it treats long output rows
-    (im2col and col2im through the column-phase split)."""
+    (im2col and col2im through the column-phase split) and large planes (max-pool
+    backward zeroing a row of windows at a time)."""
     if request.param == "large-array paths":
         monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 0)
         monkeypatch.setattr(numba_kernels, "GATHER_MAX_TAPS", 0)
     if request.param == "long-row paths":
         monkeypatch.setattr(numba_kernels, "PHASE_MIN_ROW", 1)
+        monkeypatch.setattr(numba_kernels, "L1_PLANE", 0)
     return request.param
 
 
