@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import types
 
 import numba
@@ -1198,17 +1199,43 @@ def _max_pool_backward_tiles(dy, arg, dx, offset, kh, kw, w, whole, zero):
             plane[oh * kh * w:] = zero
 
 
+@_Kernel
+def _max_pool_backward_pairs(dy_bits, arg, dx_pairs, kh):
+    planes, oh, ow = dy_bits.shape
+    zero, shift = np.uint64(0), np.uint64(32)
+    for p in prange(planes):
+        for r in range(oh):
+            g, a = dy_bits[p, r], arg[p, r]
+            for i in range(kh):
+                row, left = dx_pairs[p, r * kh + i], np.uint64(2 * i)
+                for c in range(ow):
+                    t, v = np.uint64(a[c]), np.uint64(g[c])
+                    row[c] = (v & (zero - np.uint64(t == left))) | ((v & (zero - np.uint64(t == left + 1))) << shift)
+        dx_pairs[p, oh * kh:] = zero
+
+
 # Max-pool backward over tiling windows zeroes a plane of up to this many elements at
 # once, a larger one a row of windows at a time, just before the stores into it (still
 # in L1): (8, 16, 512, 64) float32 took 1.0 ms instead of 1.3 (serial); a 28x28 plane
 # is quicker zeroed at once.
 L1_PLANE = 4096
+# Float32 windows 2 wide over an even width, with at least this many windows a row: each
+# window's two pixels of a row written as one 64-bit word, its gradient's bits masked into
+# the half of its maximum (vectorised; no zeroing pass, no scatter). 2.2x faster than the
+# scatter serial at 8x16x512x64 (0.42 against 0.96 ms), 1.45x at 20 windows a row, 0.93x
+# at 14 (28x28 input, where the scatter stays).
+PAIRS_MIN_ROW = 16
 
 
 def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     """dx (N, C, H, W) of :func:`max_pool2d_forward`: each window's gradient to its maximum."""
     n, c, h, w = x_shape
     dy, arg = np.ascontiguousarray(dy).reshape(n * c, *dy.shape[2:]), arg.reshape(n * c, *arg.shape[2:])
+    if (sh, sw, ph, pw) == (kh, kw, 0, 0) and kw == 2 and w % 2 == 0 and w // 2 >= PAIRS_MIN_ROW \
+            and dy.dtype == np.float32 and sys.byteorder == "little":      # pixel 2c is the low half
+        dx = np.empty(x_shape, dtype=dy.dtype)
+        _max_pool_backward_pairs(dx.size, dy.view(np.uint32), arg, dx.reshape(n * c, h, w).view(np.uint64), kh)
+        return dx
     if (sh, sw, ph, pw) == (kh, kw, 0, 0):
         # Windows that tile the input: dx zeroed in cache-sized parts, then one store per
         # window at the flat offset of its maximum (no division by kw, no bounds tests).

@@ -15,13 +15,14 @@ def kernel_path(request, monkeypatch):
     element-wise kernels, im2col by gather), as it treats large ones (parallel
     kernels, im2col by NumPy's strided copy), and as it treats long output rows
     (im2col and col2im through the column-phase split) and large planes (max-pool
-    backward zeroing a row of windows at a time)."""
+    backward zeroing a row of windows at a time, or writing 2-wide windows' pixel pairs)."""
     if request.param == "large-array paths":
         monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 0)
         monkeypatch.setattr(numba_kernels, "GATHER_MAX_TAPS", 0)
     if request.param == "long-row paths":
         monkeypatch.setattr(numba_kernels, "PHASE_MIN_ROW", 1)
         monkeypatch.setattr(numba_kernels, "L1_PLANE", 0)
+        monkeypatch.setattr(numba_kernels, "PAIRS_MIN_ROW", 1)
     return request.param
 
 
@@ -388,7 +389,8 @@ def test_dropout_apply(rng, dtype, shape, channels):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,k", [((2, 3, 9, 11), 2), ((3, 2, 8, 6), 2), ((2, 2, 7, 8), 3), ((1, 2, 5, 9), (2, 3))])
+@pytest.mark.parametrize("shape,k", [((2, 3, 9, 11), 2), ((3, 2, 8, 6), 2), ((2, 3, 7, 10), 2), ((2, 2, 7, 8), 3),
+                                     ((1, 2, 5, 9), (2, 3)), ((1, 2, 7, 10), (3, 2))])
 def test_max_pool_backward_of_tiling_windows(rng, dtype, shape, k):
     """Windows that tile the input (stride = kernel, no padding): dx written once, rows and
     columns past the last window zero; equal to the twin bit for bit."""
