@@ -1426,16 +1426,6 @@ def bilinear_backward(dy, taps_h, taps_w, h, w):
     return dx
 
 
-    dh_next, part, zero = (np.zeros((n, hid), dzx.dtype) for _ in range(3))
-    w_hh = np.ascontiguousarray(w_hh)
-    one, = _scalars(dzx.dtype, 1)
-    for t, p in _steps(h.shape[0], reverse, backward=True):
-        _gru_step_back(dh[t], dh_next, gates[t], hn[t], zero if p is None else h[p], dzx[t], dzh[t], one)
-        if p is not None:
-            np.matmul(dzh[t], w_hh, out=part)
-            dh_next += part
-
-
 # -- nearest upsampling ---------------------------------------------------------------------------
 #
 # Planes in parallel. Integer factors (rh, rw): each input row written out once, the
