@@ -172,12 +172,24 @@ def bilinear_backward(dy, taps_h, taps_w, h, w):
     return _ops.bilinear_backward(dy, taps_h, taps_w, h, w)
 
 
+def nearest_forward(x, ih, iw):
+    return _ops.nearest_forward(x, ih, iw)
+
+
+def nearest_backward(dy, ih, iw, h, w):
+    return _ops.nearest_backward(dy, ih, iw, h, w)
+
+
+def dropout_apply(x, keep, scale):
+    return _ops.dropout_apply(x, keep, scale)
+
+
 for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, winograd_input_transform,
             winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
             bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits,
             max_pool2d_forward, max_pool2d_backward, channel_sums, channel_sq_dev, channel_dot_sums,
             batchnorm_normalise, channel_affine, batchnorm_input_grad, groupnorm_forward, groupnorm_backward,
-            bilinear_forward, bilinear_backward):
+            bilinear_forward, bilinear_backward, nearest_forward, nearest_backward, dropout_apply):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 
 

@@ -601,3 +601,69 @@ def bilinear_forward(x, taps_h, taps_w):
 def bilinear_backward(dy, taps_h, taps_w, h, w):
     """dx (N, C, h, w) of :func:`bilinear_forward`."""
     return np.matmul(_taps_matrix(taps_h, h).T, np.matmul(dy, _taps_matrix(taps_w, w)))
+
+
+# -- nearest upsampling ---------------------------------------------------------------------------
+#
+# Output row ``r`` copies input row ``ih[r]``, output column ``c`` input column ``iw[c]``
+# (non-decreasing index arrays, from the layer: PyTorch's ``nearest`` rule). An integer
+# factor repeats every pixel: one broadcast copy forward, one strided add per repeat back.
+
+def nearest_repeats(ih, iw, h, w):
+    """``(rh, rw)`` when ``ih``, ``iw`` repeat each of ``h`` rows and ``w`` columns an
+    integer number of times (``ih == arange(OH) // rh``), else None."""
+    rh, rw = len(ih) // h, len(iw) // w
+    if len(ih) == rh * h and len(iw) == rw * w and np.array_equal(ih, np.arange(len(ih)) // rh) \
+            and np.array_equal(iw, np.arange(len(iw)) // rw):
+        return rh, rw
+    return None
+
+
+def nearest_forward(x, ih, iw):
+    """x (N, C, H, W) -> y (N, C, OH, OW), ``y[:, :, r, c] = x[:, :, ih[r], iw[c]]``;
+    ``ih`` (OH,), ``iw`` (OW,) non-decreasing int64 source indices."""
+    n, c, h, w = x.shape
+    rep = nearest_repeats(ih, iw, h, w)
+    if rep is None:
+        return x[:, :, ih[:, None], iw]
+    rh, rw = rep
+    return np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, rh, w, rw)).reshape(n, c, h * rh, w * rw)
+
+
+def _sum_into(dy, index, n_in, axis):
+    """The transpose of ``take(x, index, axis)`` for a non-decreasing ``index``: each
+    source gets the sum of the gradients of the outputs taken from it."""
+    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+    sums = np.add.reduceat(dy, starts, axis=axis)
+    shape = list(dy.shape)
+    shape[axis] = n_in
+    out = np.zeros(shape, dtype=dy.dtype)
+    where = [slice(None)] * dy.ndim
+    where[axis] = index[starts]
+    out[tuple(where)] = sums
+    return out
+
+
+def nearest_backward(dy, ih, iw, h, w):
+    """dx (N, C, h, w) of :func:`nearest_forward`: each input pixel gets the sum of the
+    gradients of the outputs that copy it (integer factors: in row-major order of the
+    outputs, as PyTorch adds them)."""
+    rep = nearest_repeats(ih, iw, h, w)
+    if rep is None:
+        return _sum_into(_sum_into(dy, iw, w, 3), ih, h, 2)
+    (rh, rw), dx = rep, None
+    for i in range(rh):                  # one add per repeat offset (faster than a reshaped sum)
+        for j in range(rw):
+            v = dy[:, :, i::rh, j::rw]
+            dx = v.copy() if dx is None else np.add(dx, v, out=dx)
+    return dx
+
+
+# -- dropout --------------------------------------------------------------------------------------
+
+def dropout_apply(x, keep, scale):
+    """``x * (scale if keep else 0)``: x (N, ...), ``keep`` bool of x's shape or
+    (N, C, 1, ...) (a whole channel's fate), ``scale`` a float. Returns a new array of
+    x's dtype (a dropped element is ``x * 0``: -0 for negative x, NaN for inf, as
+    multiplying by a float mask gives)."""
+    return np.multiply(x, np.multiply(keep, x.dtype.type(scale), dtype=x.dtype))

@@ -14,12 +14,15 @@ def kernel_path(request, monkeypatch):
     """Every test runs three times: as the Numba backend treats small arrays (serial
     element-wise kernels, im2col by gather), as it treats large ones (parallel
     kernels, im2col by NumPy's strided copy), and as it treats long output rows
-    (im2col and col2im through the column-phase split)."""
+    (im2col and col2im through the column-phase split) and large planes (max-pool
+    backward zeroing a row of windows at a time, or writing 2-wide windows' pixel pairs)."""
     if request.param == "large-array paths":
         monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 0)
         monkeypatch.setattr(numba_kernels, "GATHER_MAX_TAPS", 0)
     if request.param == "long-row paths":
         monkeypatch.setattr(numba_kernels, "PHASE_MIN_ROW", 1)
+        monkeypatch.setattr(numba_kernels, "L1_PLANE", 0)
+        monkeypatch.setattr(numba_kernels, "PAIRS_MIN_ROW", 1)
     return request.param
 
 
@@ -385,3 +388,61 @@ def test_bilinear(rng, dtype, sizes):
     dy = rng.standard_normal((2, 3, oh, ow)).astype(dtype)
     close(numba_kernels.bilinear_backward(dy, taps_h, taps_w, h, w), ref.bilinear_backward(dy, taps_h, taps_w, h, w),
           dtype)
+
+
+# -- nearest upsampling and dropout ----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", [((3, 5), (6, 10), (2.0, 2.0)), ((3, 4), (9, 12), (3.0, 3.0)),
+                                   ((5, 7), (10, 7), (2.0, 1.0)), ((3, 3), (7, 7), (None, None)),
+                                   ((3, 4), (5, 2), (None, None)), ((4, 3), (6, 9), (1.5, 3.0)),
+                                   ((1, 1), (3, 2), (None, None))])
+def test_nearest_upsampling(rng, dtype, sizes):
+    from npvae.layers.resample import nearest_index
+    (h, w), (oh, ow), (fh, fw) = sizes
+    ih, iw = nearest_index(h, oh, fh), nearest_index(w, ow, fw)
+    x = rng.standard_normal((3, 5, h, w)).astype(dtype)
+    y = numba_kernels.nearest_forward(x, ih, iw)
+    np.testing.assert_array_equal(y, ref.nearest_forward(x, ih, iw))      # copies: equal bit for bit
+    np.testing.assert_array_equal(y, x[:, :, ih[:, None], iw])
+    dy = rng.standard_normal((3, 5, oh, ow)).astype(dtype)
+    dx = numba_kernels.nearest_backward(dy, ih, iw, h, w)
+    close(dx, ref.nearest_backward(dy, ih, iw, h, w), dtype)
+    exact = np.zeros((3, 5, h, w))
+    np.add.at(exact, (slice(None), slice(None), ih[:, None], iw), dy.astype(np.float64))
+    close(dx, exact, dtype)
+    if ref.nearest_repeats(ih, iw, h, w):    # integer factors: both add in the outputs' row-major order
+        np.testing.assert_array_equal(dx, ref.nearest_backward(dy, ih, iw, h, w))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,channels", [((3, 5, 7, 9), False), ((3, 5, 7, 9), True), ((4, 13), False),
+                                            ((2, 3, 1, 1), True), ((2, 3, 5), True)])
+def test_dropout_apply(rng, dtype, shape, channels):
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[:3] = [np.inf, -np.inf, np.nan]
+    keep = rng.random(shape[:2] + (1,) * (len(shape) - 2) if channels else shape) >= 0.4
+    for scale in (1 / 0.6, 0.0):
+        with np.errstate(invalid="ignore"):      # inf * 0
+            got, twin = numba_kernels.dropout_apply(x, keep, scale), ref.dropout_apply(x, keep, scale)
+            want = x * np.multiply(keep, dtype(scale), dtype=dtype)         # a float mask's products, bit for bit
+        assert got.dtype == dtype
+        for a in (got, twin):
+            np.testing.assert_array_equal(a, want)
+            np.testing.assert_array_equal(np.signbit(a), np.signbit(want))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,k", [((2, 3, 9, 11), 2), ((3, 2, 8, 6), 2), ((2, 3, 7, 10), 2), ((2, 2, 7, 8), 3),
+                                     ((1, 2, 5, 9), (2, 3)), ((1, 2, 7, 10), (3, 2))])
+def test_max_pool_backward_of_tiling_windows(rng, dtype, shape, k):
+    """Windows that tile the input (stride = kernel, no padding): dx written once, rows and
+    columns past the last window zero; equal to the twin bit for bit."""
+    kh, kw = (k, k) if isinstance(k, int) else k
+    geom = (kh, kw, kh, kw, 0, 0)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0] = np.maximum(x[0, 0], 0)
+    y, arg = ref.max_pool2d_forward(x, *geom)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = numba_kernels.max_pool2d_backward(dy, arg, x.shape, *geom)
+    np.testing.assert_array_equal(got, ref.max_pool2d_backward(dy, arg, x.shape, *geom))
+    assert (got != 0).sum() == dy.size

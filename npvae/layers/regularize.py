@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._kernels import kernels
+
 from .base import Layer, backward_before_forward, in_inference, register
 
 _IDENTITY = "identity"      # what forward keeps when it did not drop anything
@@ -25,7 +27,9 @@ class Dropout(Layer):
     (PyTorch's Dropout2d): mask (N, C, 1, 1) broadcast over the feature map. A mask
     element is kept where a uniform draw ``u`` in [0, 1) has ``u >= p``. ``p = 1``
     gives zeros in training. The mask generator is ``self.rng`` (see :func:`set_noise`).
-    No parameters, no buffers.
+    Forward keeps the mask as booleans (one byte an element) for backward,
+    ``dx = dy * mask / (1 - p)``; both passes are one kernel call
+    (:func:`npvae.kernels.dropout_apply`). No parameters, no buffers.
     """
 
     def __init__(self, p: float = 0.5, channels: bool = False, rng=None, dtype=np.float32):
@@ -59,15 +63,17 @@ class Dropout(Layer):
                              f"got rng={self.rng!r}: call npvae.layers.set_noise(model, rng) with the generator "
                              "the run checkpoints (or model.eval() for the identity)")
         keep = self.rng.random(shape, dtype=self.dtype) >= self.dtype.type(self.p)
-        scale = 0.0 if self.p == 1 else 1.0 / (1.0 - self.p)
-        mask = np.multiply(keep, self.dtype.type(scale), dtype=self.dtype)
-        self._mask = None if in_inference() else mask
-        return x * mask
+        self._mask = None if in_inference() else keep
+        return kernels.dropout_apply(x, keep, self._scale)
+
+    @property
+    def _scale(self) -> float:
+        return 0.0 if self.p == 1 else 1.0 / (1.0 - self.p)
 
     def backward(self, dy):
         if self._mask is None:
             raise backward_before_forward(self)
-        return dy if self._mask is _IDENTITY else dy * self._mask
+        return dy if self._mask is _IDENTITY else kernels.dropout_apply(dy, self._mask, self._scale)
 
     def forget(self):
         self._mask = None

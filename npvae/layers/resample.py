@@ -1,8 +1,9 @@
 """Upsampling of (N, C, H, W) feature maps: nearest neighbour or bilinear, PyTorch's semantics.
 
-Nearest: indexing (a broadcast copy for integer factors); its gradient sums the repeats.
-Bilinear: a kernel (:mod:`npvae.kernels`: two taps per output along each axis in Numba,
-interpolation matrices and BLAS in the NumPy twin)."""
+Both run kernels (:mod:`npvae.kernels`). Nearest: a copy of each output's source pixel,
+its gradient the sum of each pixel's copies (one pass per plane in Numba; indexing, a
+broadcast copy for integer factors, in the NumPy twin). Bilinear: two taps per output
+along each axis in Numba, interpolation matrices and BLAS in the NumPy twin."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,20 +52,6 @@ def linear_taps(n_in: int, n_out: int, factor: float | None, dtype):
     return i0, i0 + (i0 < n_in - 1), t(1) - w1, w1
 
 
-def _sum_into(dy, index, n_in: int, axis: int):
-    """The transpose of ``take(x, index, axis)`` for a non-decreasing ``index``: each
-    source gets the sum of the gradients of the outputs taken from it."""
-    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-    sums = np.add.reduceat(dy, starts, axis=axis)
-    shape = list(dy.shape)
-    shape[axis] = n_in
-    out = np.zeros(shape, dtype=dy.dtype)
-    where = [slice(None)] * dy.ndim
-    where[axis] = index[starts]
-    out[tuple(where)] = sums
-    return out
-
-
 @register
 class Upsample(Layer):
     """(N, C, H, W) -> (N, C, OH, OW), OH = floor(H * scale_factor) or ``size[0]``.
@@ -104,14 +91,7 @@ class Upsample(Layer):
             y = kernels.bilinear_forward(x, *plan)
         else:
             plan = (nearest_index(h, oh, fh), nearest_index(w, ow, fw))
-            rh, rw = oh // h, ow // w
-            if oh == rh * h and ow == rw * w and np.array_equal(plan[0], np.arange(oh) // rh) \
-                    and np.array_equal(plan[1], np.arange(ow) // rw):
-                plan = (rh, rw)            # integer factors: each pixel repeated, one copy
-                n, c = x.shape[:2]
-                y = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, rh, w, rw)).reshape(n, c, oh, ow)
-            else:
-                y = x[:, :, plan[0][:, None], plan[1]]
+            y = kernels.nearest_forward(x, *plan)
         self._plan = None if in_inference() else (x.shape, plan)
         return y
 
@@ -121,14 +101,7 @@ class Upsample(Layer):
         (n, c, h, w), plan = self._plan
         if self.mode == "bilinear":
             return kernels.bilinear_backward(dy, *plan, h, w)
-        if isinstance(plan[0], int):        # one add per repeat offset (faster than a reshaped sum)
-            (rh, rw), dx = plan, None
-            for i in range(rh):
-                for j in range(rw):
-                    v = dy[:, :, i::rh, j::rw]
-                    dx = v.copy() if dx is None else np.add(dx, v, out=dx)
-            return dx
-        return _sum_into(_sum_into(dy, plan[1], w, 3), plan[0], h, 2)
+        return kernels.nearest_backward(dy, *plan, h, w)
 
     def forget(self):
         self._plan = None
