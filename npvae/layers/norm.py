@@ -17,7 +17,6 @@ import numpy as np
 from .._kernels import kernels
 from .base import Layer, backward_before_forward, in_inference, register
 
-
 # A function that sums a float64 array over the ranks of a data-parallel run (None: one process).
 _BATCH_SUM = contextvars.ContextVar("npvae_batch_sum", default=None)
 

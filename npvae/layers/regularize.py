@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels import kernels
-
 from .base import Layer, backward_before_forward, in_inference, register
 
 _IDENTITY = "identity"      # what forward keeps when it did not drop anything
