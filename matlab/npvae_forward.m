@@ -12,7 +12,7 @@ function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
 %   Models: DenseSeparationVAE, ConvSeparationVAE, UNetSeparationVAE (2 to 5 levels,
 %   with its normalisation, pooling, dropout and residual options) and
 %   LatentMapSeparationVAE (npvae/models/mnist.py; the last with a 14x14 or 7x7 latent
-%   map), with the "sources" or "split" output and the "average" or "sum" mixing rule. Blind models (npvae train blind-mnist): npvae_blind_forward.
+%   map and its norm option), with the "sources" or "split" output and the "average" or "sum" mixing rule. Blind models (npvae train blind-mnist): npvae_blind_forward.
 %
 %   Example:
 %     S = npvae_load('runs/mnist-dense/results.h5', 'mnist_results');
@@ -200,7 +200,9 @@ end
 function logits = latent_map_vae(spec, P, x)
   % LatentMapSeparationVAE: conv encoder down to a 14x14 (2 channel counts) or 7x7 (3)
   % map, a 1x1 conv head giving [mu, logvar] channels, z = mu, and a conv decoder that
-  % sees only z. The Sequential indices are those of the Python constructor.
+  % sees only z. With the norm option every convolution but the head and the output one
+  % is followed by its BatchNorm or GroupNorm. The Sequential indices are those of the
+  % Python constructor.
   c = reshape(double(spec.channels), 1, []);
   if ~any(numel(c) == [2 3])
     error('npvae:badSpec', 'npvae_forward: LatentMapSeparationVAE channels must be 2 or 3 numbers, got %s', ...
@@ -211,16 +213,17 @@ function logits = latent_map_vae(spec, P, x)
     blocks = double(spec.blocks);
   end
   L = double(spec.latent_dim);
-  lrelu = struct('type', 'LeakyReLU', 'alpha', 0.2);
-  conv3 = @(a, b) {conv('Conv2d', a, b, 3, 1, 1), lrelu};
+  opt = unet_options(spec);
+  unit = @(s) latent_map_unit(s, opt);
+  conv3 = @(a, b) unit(conv('Conv2d', a, b, 3, 1, 1));
   extra = @(w) repmat(conv3(w, w), 1, blocks);
   enc = conv3(1, c(1));
   for i = 2:numel(c)
-    enc = [enc, {conv('Conv2d', c(i - 1), c(i), 4, 2, 1), lrelu}, extra(c(i))];
+    enc = [enc, unit(conv('Conv2d', c(i - 1), c(i), 4, 2, 1)), extra(c(i))];
   end
   dec = [conv3(L, c(end)), extra(c(end))];
   for i = numel(c):-1:2
-    dec = [dec, {conv('ConvTranspose2d', c(i), c(i - 1), 4, 2, 1), lrelu}];
+    dec = [dec, unit(conv('ConvTranspose2d', c(i), c(i - 1), 4, 2, 1))];
     if i > 2
       dec = [dec, extra(c(i - 1))];
     else
@@ -233,6 +236,24 @@ function logits = latent_map_vae(spec, P, x)
   z = h(:, 1:L, :, :);                              % the posterior mean (no sampling)
   logits = npvae_layer_forward(struct('type', 'Sequential', 'layers', {dec}), P, 'decoder', z);
   logits = reshape(logits, [size(x, 1) size(logits, 2) 28 28]);
+end
+
+
+function layers = latent_map_unit(s, opt)
+  % A LatentMapSeparationVAE convolution S, its norm (none for opt.norm 'none') and the
+  % leaky ReLU, as the layers of its Sequential.
+  layers = {s};
+  if ~strcmp(opt.norm, 'none')
+    layers{1}.bias = opt.norm_bias;
+    width = s.out_channels;
+    if strcmp(opt.norm, 'batch')
+      layers{end + 1} = struct('type', 'BatchNorm', 'num_features', width);
+    else
+      g = max(find(mod(width, 1:min(opt.groups, width)) == 0));   % options.group_count
+      layers{end + 1} = struct('type', 'GroupNorm', 'num_groups', g, 'num_channels', width);
+    end
+  end
+  layers{end + 1} = struct('type', 'LeakyReLU', 'alpha', 0.2);
 end
 
 

@@ -235,7 +235,8 @@ def test_tuple_flags_take_spaces_or_commas_in_every_task(name, flag, extra, fiel
     (["mnist", "--display-every", "0"], "--display-every must be >= 1, got 0"),
     (["mnist", "--blocks", "2"], "--blocks (3x3 convolutions per level) is a setting of the unet and vae"),
     (["mnist", "--model", "unet", "--channels", "8", "8", "8", "8", "8", "8"], "--channels takes 2 to 5 numbers"),
-    (["mnist", "--norm", "batch"], "--norm is an option of the unet model"),
+    (["mnist", "--norm", "batch"], "--norm is an option of the unet and vae models"),
+    (["mnist", "--model", "vae", "--down", "max"], "--down is an option of the unet model; the vae model has none"),
     (["mnist", "--model", "unet", "--dropout", "1"], "--dropout is the probability"),
     (["mnist", "--model", "unet", "--residual"], "--residual adds each level's first convolution"),
     (["music", "--rnn-layers", "1", "--rnn-hidden", "7"], "--rnn-hidden is split between the two directions"),
@@ -264,6 +265,12 @@ def test_bad_values_are_refused_before_any_work(args, message, refused):
     code, err = refused(*args)
     assert code == 2 and message in err, err
     assert "Traceback" not in err
+
+
+def test_the_vae_model_takes_a_norm():
+    kwargs = MnistConfig(model="vae", norm="batch", channels=(4, 8)).model_kwargs()
+    assert kwargs["norm"] == "batch"
+    assert "norm" not in MnistConfig(model="vae").model_kwargs()     # the spec such models always had
 
 
 def test_configs_validate_without_the_command():

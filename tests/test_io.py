@@ -139,6 +139,8 @@ SPECS = [
     build_model("unet", channels=(2, 3, 4), latent_dim=2, blocks=3).spec(),
     build_model("vae", channels=(2, 3, 4), latent_dim=2, blocks=2).spec(),
     build_model("vae", channels=(3, 2), latent_dim=3, blocks=0, output="split").spec(),
+    build_model("vae", channels=(2, 4), latent_dim=2, norm="batch").spec(),
+    build_model("vae", channels=(2, 3, 4), latent_dim=2, norm="group", groups=2, norm_bias=True).spec(),
     SpectrogramUNetVAE(channels=(2, 3, 4, 3, 2), latent_channels=3, kernel_size=3).spec(),
     build_model("dense", hidden=(), latent_dim=2).spec(),
     SpectrogramUNetVAE(channels=(2, 3, 4), latent_channels=3, n_sources=3, kernel_size=3).spec(),

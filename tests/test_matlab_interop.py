@@ -138,17 +138,20 @@ def test_npvae_forward_equals_python_separate(mnist_runs, tmp_path, rng):
         np.testing.assert_allclose(examples["digit_hat"], model.separate(examples["mixture"])[0], atol=1e-6)
 
 
-LATENT_MAP_VAES = {   # tiny LatentMapSeparationVAEs: both latent-map sizes, both outputs, 0-2 blocks
+LATENT_MAP_VAES = {   # tiny LatentMapSeparationVAEs: both latent-map sizes, both outputs, 0-2 blocks, norms
     "map14_sources": dict(latent_dim=3, channels=(4, 6), blocks=1, output="sources"),
     "map14_split_sum": dict(latent_dim=2, channels=(3, 5), blocks=2, output="split", rule="sum"),
     "map7_split": dict(latent_dim=2, channels=(3, 4, 5), blocks=0, output="split"),
     "map7_sources_sum": dict(latent_dim=2, channels=(3, 4, 5), blocks=2, output="sources", rule="sum"),
+    "map14_batch": dict(latent_dim=2, channels=(4, 6), blocks=1, norm="batch"),
+    "map7_group_bias": dict(latent_dim=2, channels=(4, 4, 6), blocks=1, norm="group", groups=2, norm_bias=True),
 }
 
 
 def test_npvae_forward_runs_latent_map_vaes(tmp_path, rng):
     """Random LatentMapSeparationVAEs (weights scaled by 3 so that the estimates spread
-    over (0, 1) rather than sit at 1/2) give in Octave what ``separate`` gives, to 1e-5."""
+    over (0, 1) rather than sit at 1/2; running statistics moved by two training passes)
+    give in Octave what ``separate`` gives, to 1e-5."""
     from npvae.files.model_file import save_model
     from npvae.models.mnist import LatentMapSeparationVAE
     mixtures = rng.random((4, 28, 28), dtype=np.float32)
@@ -156,8 +159,13 @@ def test_npvae_forward_runs_latent_map_vaes(tmp_path, rng):
     code = "load('mixtures.mat');"
     for i, (name, kw) in enumerate(LATENT_MAP_VAES.items()):
         model = LatentMapSeparationVAE(rng=np.random.default_rng(i), **kw)
-        for _, p, _ in model.named_parameters():
-            p *= 3
+        for path, p, _ in model.named_parameters():
+            if path.endswith(".W"):                    # the norms' scales as built: the errors not grown 3x a layer
+                p *= 3
+        for _ in range(2):                             # running statistics away from 0 and 1
+            model.backward(np.ones_like(model.forward(mixtures)))
+        if kw.get("norm") == "batch":
+            assert max(np.abs(b).max() for path, b in model.named_buffers() if path.endswith("running_mean")) > 0.1
         save_model(tmp_path / f"{name}.h5", model)
         code += f"[d, f, m] = npvae_forward('{name}.h5', mixtures); save('-v7', '{name}.mat', 'd', 'f', 'm');"
     octave_ok(code, tmp_path)

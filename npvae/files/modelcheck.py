@@ -347,13 +347,26 @@ def _rule_latent_map_vae(s):
         raise _SpecProblem(f"LatentMapSeparationVAE.channels must list 2 or 3 levels, got {list(c)}")
     blocks = _size(s, "blocks", 1, minimum=0)
     _at_most(s, "blocks", 4 * blocks)
-    enc = [_conv(1, c[0], 3), None]
+    norm, down, groups, _, bias = _options(s)
+    if down != "stride" or _get(s, "dropout", 0.0) or _get(s, "residual", False):
+        raise _SpecProblem("LatentMapSeparationVAE has only the norm option (no down, dropout or residual)")
+
+    def unit(shapes, width):     # a convolution, its norm (if any), its activation (no tensors)
+        return [shapes, *([] if norm == "none" else [_norm_shapes(norm, width, groups)]), None]
+
+    def conv(a, b, k):
+        return unit(_conv(a, b, k, bias), b)
+
+    def conv_t(a, b, k):
+        return unit(_conv_t(a, b, k, bias), b)
+
+    enc = conv(1, c[0], 3)
     for i in range(1, len(c)):
-        enc += [_conv(c[i - 1], c[i], 4), None] + [_conv(c[i], c[i], 3), None] * blocks
-    dec = [_conv(latent, c[-1], 3), None] + [_conv(c[-1], c[-1], 3), None] * blocks
+        enc += conv(c[i - 1], c[i], 4) + conv(c[i], c[i], 3) * blocks
+    dec = conv(latent, c[-1], 3) + conv(c[-1], c[-1], 3) * blocks
     for i in range(len(c) - 1, 0, -1):
-        dec += [_conv_t(c[i], c[i - 1], 4), None]
-        dec += [_conv(c[i - 1], c[i - 1], 3), None] * (blocks if i > 1 else 1)
+        dec += conv_t(c[i], c[i - 1], 4)
+        dec += conv(c[i - 1], c[i - 1], 3) * (blocks if i > 1 else 1)
     dec.append(_conv(c[0], n_out, 3))
     out = {**_prefixed("head", _conv(c[-1], 2 * latent, 1))}
     for name, layers in (("encoder", enc), ("decoder", dec)):

@@ -501,13 +501,22 @@ class LatentMapSeparationVAE(SeparationVAE):
     same two images for every mixture). ``latent_dim`` is L, the channels of the
     latent map (``latent_channels``); the posterior has L*49 dimensions. With two
     channel counts (c1, c2) the network stops at 14x14: a latent map of L*196 numbers.
+
+    ``norm`` "batch" or "group" puts a BatchNorm / GroupNorm (``groups`` groups at most)
+    after every convolution that a leaky ReLU follows, before it (in the encoder and the
+    decoder; not after the 1x1 head or the output convolution); those convolutions have
+    no bias unless ``norm_bias``. Inside the Sequentials each such unit is then
+    [conv, norm, lrelu] instead of [conv, lrelu].
     """
 
     SIDE_LATENT = 7
 
     def __init__(self, latent_dim: int = 16, channels=(24, 48, 96), blocks: int = 1, output: str = "sources",
-                 rule: str = "average", rng=None, dtype=np.float32):
+                 rule: str = "average", norm: str = "none", groups: int = options.GROUPS, norm_bias: bool = False,
+                 rng=None, dtype=np.float32):
         super().__init__(latent_dim, output, rule, dtype)
+        options.check_options(type(self).__name__, norm, "stride", 0.0, groups, norm_bias)
+        self.norm, self.groups, self.norm_bias = norm, int(groups), bool(norm_bias)
         if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 0:
             raise ValueError(f"blocks (3x3 convolutions after each resampling) must be an integer >= 0, got {blocks!r}")
         rng = self.rng = default_rng(rng)
@@ -518,20 +527,25 @@ class LatentMapSeparationVAE(SeparationVAE):
         self.latent_channels = self.latent_dim
         self.latent_side = SIDE >> (len(c) - 1)
         kw = dict(rng=rng, dtype=dtype)
-        act = dict(alpha=0.2)
+        normed = dict(kw, bias=options.conv_bias(norm, norm_bias))
+
+        def unit(conv):
+            """conv, its norm (if any) and the leaky ReLU."""
+            norm_layer = options.make_norm(norm, conv.out_channels, self.groups, dtype)
+            return [conv, *([] if norm_layer is None else [norm_layer]), LeakyReLU(alpha=0.2)]
 
         def conv3(a, b):
-            return [Conv2d(a, b, 3, padding=1, **kw), LeakyReLU(**act)]
+            return unit(Conv2d(a, b, 3, padding=1, **normed))
 
         def extra(width):
             return [layer for _ in range(self.blocks) for layer in conv3(width, width)]
 
         encoder = conv3(1, c[0])
         for i in range(1, len(c)):
-            encoder += [Conv2d(c[i - 1], c[i], 4, stride=2, padding=1, **kw), LeakyReLU(**act), *extra(c[i])]
+            encoder += [*unit(Conv2d(c[i - 1], c[i], 4, stride=2, padding=1, **normed)), *extra(c[i])]
         decoder = conv3(self.latent_dim, c[-1]) + extra(c[-1])
         for i in range(len(c) - 1, 0, -1):
-            decoder += [ConvTranspose2d(c[i], c[i - 1], 4, stride=2, padding=1, **kw), LeakyReLU(**act)]
+            decoder += unit(ConvTranspose2d(c[i], c[i - 1], 4, stride=2, padding=1, **normed))
             decoder += extra(c[i - 1]) if i > 1 else conv3(c[0], c[0])
         self.encoder = Sequential(*encoder)
         self.head = Conv2d(c[-1], 2 * self.latent_dim, 1, **kw)
@@ -546,7 +560,12 @@ class LatentMapSeparationVAE(SeparationVAE):
         return self.head.backward(np.concatenate([dmu, dlogvar], axis=1))
 
     def hyper(self):
-        return {**super().hyper(), "channels": list(self.channels), "blocks": self.blocks}
+        return {**super().hyper(), "channels": list(self.channels), "blocks": self.blocks,
+                **options.options_hyper(self.norm, "stride", 0.0, self.groups, norm_bias=self.norm_bias)}
+
+    @classmethod
+    def from_spec(cls, spec: dict, rng=None, dtype=None):
+        return super().from_spec(options.spec_defaults(spec), rng=rng, dtype=dtype)
 
     # the encoder, head and decoder chain as in the dense model
     children = DenseSeparationVAE.children

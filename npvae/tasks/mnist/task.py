@@ -45,7 +45,7 @@ class MnistConfig(RunConfig):
     unet take 2 to 5 levels. norm, down, dropout, residual : the unet's options
     (:class:`~npvae.models.mnist.UNetSeparationVAE`): a BatchNorm or GroupNorm after
     every convolution, max or average pooling instead of strided convolutions, dropout
-    in the decoder, residual levels. latent_dim : the
+    in the decoder, residual levels; the vae model takes norm too. latent_dim : the
     latent's size (dense, conv, unet) or channels of its 7x7 map (vae). rule : how the two images mix. loss, mix_weight,
     sample : the objective (:mod:`.objective`); sample False takes z = mu in training
     too. epochs : None for the model's default (:data:`DEFAULT_EPOCHS`). n_examples :
@@ -79,7 +79,10 @@ class MnistConfig(RunConfig):
                        nonneg=("mix_weight", "dropout"),
                        choices={"rule": RULES, "loss": RECON_LOSSES, "output": OUTPUTS, "norm": NORMS, "down": DOWNS},
                        optional=("hidden", "channels", "output", "blocks"))
-        unet_options = {"norm": "none", "down": "stride", "dropout": 0.0, "residual": False}
+        if self.norm != "none" and self.model not in ("unet", "vae"):
+            raise ValueError(f"--norm is an option of the unet and vae models; the {self.model} model has none: "
+                             "drop --norm or use --model unet or vae")
+        unet_options = {"down": "stride", "dropout": 0.0, "residual": False}
         given = [k for k, v in unet_options.items() if getattr(self, k) != v]
         if given and self.model != "unet":
             raise ValueError(f"--{given[0]} is an option of the unet model; the {self.model} model has none: drop "
@@ -129,6 +132,8 @@ class MnistConfig(RunConfig):
             kw["hidden"] = int(kw["hidden"][0])
         if self.model == "unet":
             kw.update(norm=self.norm, down=self.down, dropout=self.dropout, residual=self.residual)
+        if self.model == "vae" and self.norm != "none":
+            kw.update(norm=self.norm)
         return {**kw, "latent_dim": self.latent_dim, "rule": self.rule}
 
 
@@ -267,7 +272,8 @@ class MnistTask(Task):
         "channels": "conv channels: 32 64 (conv), 16 32 64 (unet: 2 to 5 levels) or 24 48 96 (vae: a 7x7 latent "
                     "map; two numbers, a 14x14 one); default per model",
         "blocks": "3x3 convolutions per level, unet and vae (default 1)",
-        "norm": "unet: a BatchNorm (batch) or GroupNorm (group) after every convolution, before its activation",
+        "norm": "unet and vae: a BatchNorm (batch) or GroupNorm (group) after every convolution, before its "
+                "activation",
         "down": "unet: halve the maps by strided convolutions (stride), or by max or average pooling before a "
                 "level's convolutions (max, avg)",
         "dropout": "unet: probability of zeroing a decoder feature in training (0: no dropout)",
