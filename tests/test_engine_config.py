@@ -368,15 +368,15 @@ def test_every_preset_makes_a_valid_config():
 
 
 def test_unknown_presets_and_tasks_are_refused_with_the_names(refused):
-    with pytest.raises(ValueError, match="unknown mnist preset 'fastest': choose one of anchor, best, compact-vae, "
-                                         "default, dense-best"):
+    with pytest.raises(ValueError, match="unknown mnist preset 'fastest': choose one of anchor, best, bn-vae, "
+                                         "compact-vae, default, dense-best"):
         make_config("mnist", {}, "fastest")
     with pytest.raises(ValueError, match="blind-mnist, blind-music"):
         npvae.train("speech", {})
     with pytest.raises(ValueError, match="music"):
         make_config("speech")
     code, err = refused("mnist", "--preset", "fastest")
-    assert code == 2 and "--preset" in err and "'best', 'compact-vae', 'default', 'dense-best'" in err
+    assert code == 2 and "--preset" in err and "'best', 'bn-vae', 'compact-vae', 'default', 'dense-best'" in err
     code, err = refused("speech")
     assert code == 2 and "blind-mnist" in err and "blind-music" in err
 

@@ -167,7 +167,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=("mnist", "music"), required=True)
     p.add_argument("--budget", choices=("tiny", "default"), default="default")
     p.add_argument("--ablate", default=None, metavar="PRESET",
-                   help="ablate this preset (mnist: anchor, best, compact-vae, dense-best, unet, vae; music: best, "
+                   help="ablate this preset (mnist: anchor, best, bn-vae, compact-vae, dense-best, unet, vae; music: best, "
                         "recurrent, stacked) instead of the loss study")
     p.add_argument("--sweep", nargs="+", default=None, metavar="KEY=V1,V2",
                    help="with --ablate: train the preset at every point of this grid instead of its ablation "
