@@ -162,7 +162,13 @@ def _reading_cells(reading: CurveReading | None) -> list[str]:
 
 
 def _mnist_part(doc: Doc, marks: list[dict], infos: dict, runs: list[dict], pilots: list[dict]):
-    mark = marks[0]
+    # the table measures against the first missed mark of mean PSNR (the best model's, else
+    # the VAE's); every other missed Part I mark is a sentence
+    mark = next((m for m in marks if m["key"] == "mean_psnr"), marks[0])
+    for m in marks:
+        if m is not mark:
+            doc.p(f"**{m['what']}** (>= {m['target']:g} dB; {m['value']:.2f} dB by {m['name']}, "
+                  f"{m['target'] - m['value']:.2f} dB short).")
     rows, readings = [], []
     for name, i in sorted(infos.items(), key=lambda t: -t[1]["scores"].get("mean_psnr", -1e9)):
         if i["task"] == "mnist":
@@ -252,7 +258,7 @@ def marks_section(doc: Doc, infos: dict, mnist_runs: list[dict], music_runs: lis
           "time past the marks' budget of 2 hours of wall time is flagged; pilots are a recipe with one change "
           "at a shorter budget, to be read against each other at equal epochs). "
           + CURVE_NOTE + " What each setting of a recipe buys, one at a time, is in the ablation sections.")
-    mnist = [m for m in missed if m["task"] == "mnist"]
+    mnist = [m for m in missed if m["task"].startswith("mnist")]
     music = [m for m in missed if m["task"] == "music"]
     if mnist:
         _mnist_part(doc, mnist, infos, mnist_runs, list(mnist_pilots))
