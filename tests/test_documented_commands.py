@@ -399,7 +399,7 @@ PARSE_ONLY = {
         "npvae mix-records --split validation --out records/ runs above, its data root from NPVAE_DATA",
     "npvae train mnist --model unet": RECIPE,
     "npvae train mnist --preset unet --out runs/unet": RECIPE,
-    "npvae train mnist --preset vae --out runs/vae": RECIPE,
+    "npvae train mnist --preset bn-vae --out runs/vae": RECIPE,
     "npvae train mnist --preset dense-best": RECIPE,
     "npvae train mnist --preset compact-vae --out runs/compact-vae": RECIPE,
     "npvae train music --dataset mir1k --preset best --out runs/music-best": RECIPE,

@@ -264,7 +264,7 @@ class MnistTask(Task):
         "compact-vae": {"model": "vae", "channels": (32, 64), "latent_dim": 4, "beta": 0.01, "epochs": 16,
                         "lr_schedule": "cosine"},
         # the compact VAE with a BatchNorm after every convolution of its encoder and decoder,
-        # 30 epochs: 1.9 hours on one thread of a 2-core AMD EPYC (228 s an epoch)
+        # 30 epochs: 1.9 hours on one thread of a 2-core AMD EPYC (the shipped mnist-vae)
         "bn-vae": {"model": "vae", "channels": (32, 64), "latent_dim": 4, "beta": 0.01, "norm": "batch",
                    "epochs": 30, "lr_schedule": "cosine"},
     }
