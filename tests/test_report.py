@@ -471,3 +471,12 @@ def test_a_pilot_is_a_source_of_the_missed_marks_alone():
     sections = dict(with_sources(doc, ["runs/ablate-a", "runs/r1"], "d1", ["runs/x/recipe"]).sections()[1:])
     assert sections["Ablation, Part I: ablate-a"][-1] == ("p", "Read from runs/ablate-a (d1).")
     assert sections[MARKS_TITLE][-1] == ("p", "Read from the shipped model files, runs/r1, runs/x/recipe (d1).")
+
+
+def test_a_part_one_recipe_names_its_norm_and_pooling():
+    from npvae.lab.report_marks import _mnist_recipe
+    config = {"model": "unet", "channels": np.array([32, 64]), "blocks": 2, "beta": 0.0, "sample": False,
+              "epochs": 12, "lr_schedule": "cosine"}
+    assert _mnist_recipe(config) == "unet 32-64, 2 blocks, beta 0, no sampling, 12 epochs, lr cosine"
+    assert _mnist_recipe({**config, "norm": "batch", "down": "max"}) == (
+        "unet 32-64, 2 blocks, batchnorm, max pooling, beta 0, no sampling, 12 epochs, lr cosine")

@@ -114,6 +114,8 @@ def _mnist_recipe(c) -> str:
     return (f"{c['model']} {_widths(c, 'hidden' if dense else 'channels')}"
             + (f", latent {int(c['latent_dim'])}" if dense and "latent_dim" in c else "")
             + (f", {int(c['blocks'])} blocks" if "blocks" in c and not dense else "")
+            + (f", {c['norm']}norm" if str(c.get("norm", "none")) != "none" else "")
+            + (f", {c['down']} pooling" if str(c.get("down", "stride")) != "stride" else "")
             + f", beta {float(c['beta']):g}, {'sampling' if bool(c.get('sample', True)) else 'no sampling'}, "
             f"{int(c['epochs'])} epochs, lr {c['lr_schedule']}" + _decay(c))
 
