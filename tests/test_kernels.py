@@ -416,8 +416,11 @@ def test_nearest_upsampling(rng, dtype, sizes):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,channels", [((3, 5, 7, 9), False), ((3, 5, 7, 9), True), ((4, 13), False),
-                                            ((2, 3, 1, 1), True), ((2, 3, 5), True)])
+                                            ((2, 3, 1, 1), True), ((2, 3, 5), True), ((2, 4, 512, 256), True),
+                                            ((0, 3, 4, 4), True)])
 def test_dropout_apply(rng, dtype, shape, channels):
+    """Both kernels equal a float mask's product bit for bit (also on the threads, from
+    2**20 elements, and for an empty batch)."""
     x = rng.standard_normal(shape).astype(dtype)
     x.flat[:3] = [np.inf, -np.inf, np.nan]
     keep = rng.random(shape[:2] + (1,) * (len(shape) - 2) if channels else shape) >= 0.4
