@@ -245,13 +245,7 @@ function layers = latent_map_unit(s, opt)
   layers = {s};
   if ~strcmp(opt.norm, 'none')
     layers{1}.bias = opt.norm_bias;
-    width = s.out_channels;
-    if strcmp(opt.norm, 'batch')
-      layers{end + 1} = struct('type', 'BatchNorm', 'num_features', width);
-    else
-      g = max(find(mod(width, 1:min(opt.groups, width)) == 0));   % options.group_count
-      layers{end + 1} = struct('type', 'GroupNorm', 'num_groups', g, 'num_channels', width);
-    end
+    layers{end + 1} = norm_layer(opt.norm, s.out_channels, opt.groups);
   end
   layers{end + 1} = struct('type', 'LeakyReLU', 'alpha', 0.2);
 end

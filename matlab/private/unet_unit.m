@@ -6,13 +6,8 @@ function y = unet_unit(P, name, conv, width, x, opt, alpha)
     conv.bias = opt.norm_bias;
   end
   y = npvae_layer_forward(conv, P, name, x);
-  switch opt.norm
-    case 'batch'
-      y = npvae_layer_forward(struct('type', 'BatchNorm', 'num_features', width), P, [name '_norm'], y);
-    case 'group'
-      g = max(find(mod(width, 1:min(opt.groups, width)) == 0));   % options.group_count
-      y = npvae_layer_forward(struct('type', 'GroupNorm', 'num_groups', g, 'num_channels', width), P, ...
-                              [name '_norm'], y);
+  if ~strcmp(opt.norm, 'none')
+    y = npvae_layer_forward(norm_layer(opt.norm, width, opt.groups), P, [name '_norm'], y);
   end
   y = npvae_layer_forward(struct('type', 'LeakyReLU', 'alpha', alpha), P, '', y);
 end
