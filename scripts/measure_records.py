@@ -74,13 +74,13 @@ def score_clip(record, estimates) -> dict:
     return {"sdr": np.mean(sdr, axis=0).tolist(), "nsdr": np.mean(nsdr, axis=0).tolist(), "high_snr": snr}
 
 
-def measure_set(sep, data_dir, seed: int, limit: int | None, log) -> dict:
+def measure_set(sep, data_dir, seed: int, limit: int | None, log, combos=COMBOS) -> dict:
     clips = list_mir1k("validation", data_dir)[:limit]
-    out = {"clips": [], "seconds": {f"{s}/{h}": 0.0 for s, h in COMBOS}}
+    out = {"clips": [], "seconds": {f"{s}/{h}": 0.0 for s, h in combos}}
     for k, path in enumerate(clips):
         record = record_of_track(mir1k_track(path, snr_db=DEFAULT_SNR_DB["mir1k"]), seed)
         entry = {"name": path.stem, "singer": mir1k_singer(path), "length": record.mixture.shape[0] / record.sr}
-        for stereo, high in COMBOS:
+        for stereo, high in combos:
             t0 = time.perf_counter()
             est = sep.separate(record.mixture, record.sr, stereo=stereo, high_band=high)
             out["seconds"][f"{stereo}/{high}"] += time.perf_counter() - t0
@@ -98,8 +98,7 @@ def summary(result: dict) -> dict:
     clips = [c for c in result["clips"] if "skipped" not in c]
     lengths = [c["length"] for c in clips]
     rows = {}
-    for stereo, high in COMBOS:
-        key = f"{stereo}/{high}"
+    for key in result["seconds"]:
         rows[key] = {"gnsdr": gnsdr([c[key]["nsdr"] for c in clips], lengths).tolist(),
                      "gsdr": weighted_mean([c[key]["sdr"] for c in clips], lengths).tolist(),
                      "high_snr": weighted_mean([c[key]["high_snr"] for c in clips], lengths).tolist(),
@@ -114,8 +113,8 @@ def table(name: str, s: dict) -> str:
              "| `--stereo` | `--high-band` | vocals GNSDR | accompaniment GNSDR | vocals GSDR | "
              "accompaniment GSDR | vocals / accompaniment SNR above 8.5 kHz | separation time |",
              "|---|---|---|---|---|---|---|---|"]
-    for stereo, high in COMBOS:
-        r = s["rows"][f"{stereo}/{high}"]
+    for key, r in s["rows"].items():
+        stereo, high = key.split("/")
         lines.append(f"| {stereo} | {high} | {r['gnsdr'][0]:.2f} | {r['gnsdr'][1]:.2f} | {r['gsdr'][0]:.2f} | "
                      f"{r['gsdr'][1]:.2f} | {r['high_snr'][0]:.2f} / {r['high_snr'][1]:.2f} | {r['seconds']:.0f} s |")
     return "\n".join(lines)
@@ -128,8 +127,13 @@ def main(argv=None) -> int:
                    help="a name and a data root holding MIR-1K/Wavfile (its validation split is measured)")
     p.add_argument("--seed", type=int, default=0, help="the records' seed (npvae mix-records --seed)")
     p.add_argument("--limit", type=int, default=None, help="only the first N clips of each set (a quick check)")
+    p.add_argument("--combos", nargs="+", default=[f"{s}/{h}" for s, h in COMBOS],
+                   choices=[f"{s}/{h}" for s, h in COMBOS], metavar="STEREO/HIGH_BAND",
+                   help="the --stereo/--high-band combinations to measure (default: all; "
+                        "mid/mask is npvae separate's default)")
     p.add_argument("--out", required=True, help="output path without extension: OUT.md and OUT.json")
     a = p.parse_args(argv)
+    combos = [tuple(c.split("/")) for c in dict.fromkeys(a.combos)]
     sets = []
     for item in a.set:
         name, sep_, folder = item.partition("=")
@@ -142,7 +146,7 @@ def main(argv=None) -> int:
     results, summaries = {}, {}
     for name, folder in sets:
         print(f"{name} ({folder})", flush=True)
-        results[name] = measure_set(sep, folder, a.seed, a.limit, lambda text: print(text, flush=True))
+        results[name] = measure_set(sep, folder, a.seed, a.limit, lambda text: print(text, flush=True), combos)
         summaries[name] = summary(results[name])
     command = "python scripts/measure_records.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     text = [f"# `npvae separate --stereo/--high-band` on record-style stereo mixes", "",
