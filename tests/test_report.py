@@ -420,6 +420,21 @@ def test_the_missed_marks_read_the_plain_validation_scores():
                      ev("validation", 4.0, wiener=False, shifts=1)]}
     assert _validation_eval(run)["score"] == 4.0
     assert _validation_eval({"evals": run["evals"][:3]}) is None
+    # an evaluation on another data set (npvae evaluate --label) is not the validation singers'
+    labelled = {"evals": [ev("validation", 5.0, label="more-singers"), *run["evals"]]}
+    assert _validation_eval(labelled)["score"] == 4.0
+
+
+def test_the_missed_marks_show_the_labelled_evaluations_beside_the_validation_scores():
+    from npvae.lab.report_marks import _labelled_evals
+
+    def ev(label, v, a, **config):
+        return {"config": {"split": "validation", "label": label, **config},
+                "metrics": {"model_vocals_gnsdr": v, "model_accompaniment_gnsdr": a}}
+    run = {"evals": [ev(None, 9.0, 8.0), ev("more-singers", 9.784, 9.476), ev("more-singers", 11.0, 11.0, shifts=8),
+                     ev("other", 7.0, 6.5)]}
+    assert _labelled_evals(run) == "more-singers 9.78 / 9.48; other 7.00 / 6.50"
+    assert _labelled_evals({"evals": run["evals"][:1]}) == "-"
 
 
 def test_the_missed_marks_name_a_pilots_settings_and_flag_time_past_the_budget():

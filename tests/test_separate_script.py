@@ -105,11 +105,13 @@ def test_evaluate_music_prints_model_oracle_and_floor(trained_run, irmas_root, t
     out, _, _ = trained_run
     res = tmp_path / "eval.h5"
     r = run("evaluate", out, "--dataset", "irmas", "--data-dir", irmas_root,
-            "--split", "validation", "--results", res, "--figure", tmp_path / "fig.png")
+            "--split", "validation", "--results", res, "--figure", tmp_path / "fig.png", "--label", "irmas-few")
     assert r.returncode == 0, r.stderr
     for text in ("GNSDR", "VAE (this model)", "ideal ratio mask", "unprocessed mixture"):
         assert text in r.stdout
-    metrics = h5mat.read_tree(res, expected_kind="music_results")["metrics"]
+    tree = h5mat.read_tree(res, expected_kind="music_results")
+    metrics = tree["metrics"]
+    assert tree["config"]["label"] == "irmas-few"
     assert metrics["oracle_vocals_gnsdr"] > metrics["mixture_vocals_gnsdr"]
     assert (tmp_path / "fig.png").is_file()
     again = run("evaluate", "--model", out, "--dataset", "irmas", "--data-dir", irmas_root,
@@ -125,6 +127,14 @@ def test_evaluation_files_are_named_per_option(tmp_path):
     assert results_path(tmp_path / "model.h5", "irmas", "all").parent == tmp_path
     shifted = results_path(tmp_path, "mir1k", "validation", shifts=8)
     assert shifted.name == "eval_mir1k_validation_shifts8.h5"
+    labelled = results_path(tmp_path, "mir1k", "validation", shifts=8, label="more-singers")
+    assert labelled.name == "eval_mir1k_validation_shifts8_more-singers.h5"
+
+
+@pytest.mark.parametrize("label", ["more singers", "../x", "", "-x", "a" * 41])
+def test_a_label_that_cannot_be_part_of_a_file_name_is_refused(label, tmp_path):
+    r = run("evaluate", tmp_path, f"--label={label}")
+    assert r.returncode == 2 and "--label" in r.stderr and "is not a label" in r.stderr
 
 
 def test_shifts_are_checked_against_the_model(trained_run, irmas_root, tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from pathlib import Path
 
@@ -35,22 +36,36 @@ def add_command(sub, name):
     p.add_argument("--shifts", type=positive_int, default=1, metavar="N",
                    help="average the masks over N time shifts of the input (N times slower; see npvae separate)")
     p.add_argument("--no-baselines", action="store_true", help="skip the oracle and mixture rows")
+    p.add_argument("--label", type=label_name, default=None, metavar="NAME",
+                   help="name the data set (say more-singers for a second validation folder): recorded in the "
+                        "results, added to their default file name, and the report shows the scores beside "
+                        "the validation split's")
     p.add_argument("--results", default=None,
-                   help="HDF5 file for the scores (default: <run dir>/eval_<dataset>_<split>[_wiener][_shiftsN].h5)")
+                   help="HDF5 file for the scores (default: <run dir>/eval_<dataset>_<split>[_wiener][_shiftsN]"
+                        "[_LABEL].h5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results, table and figure files")
     p.add_argument("--figure", default=None, help="image of the first clip's spectrograms (.png, .pdf, .svg)")
     p.set_defaults(run=run)
     return p
 
 
-def results_path(model, dataset: str, split: str, wiener: bool = False, results=None, shifts: int = 1) -> Path:
+def label_name(text: str) -> str:
+    """A ``--label``: letters, digits, ``-`` and ``_`` (it becomes part of a file name)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a label: use up to 40 letters, digits, '-' or '_', "
+                                         "starting with a letter or digit (say more-singers)")
+    return text
+
+
+def results_path(model, dataset: str, split: str, wiener: bool = False, results=None, shifts: int = 1,
+                 label: str | None = None) -> Path:
     """Where the scores go: ``results``, else a name beside the model that says which
-    options made them (``eval_<dataset>_<split>[_wiener][_shiftsN].h5``)."""
+    options made them (``eval_<dataset>_<split>[_wiener][_shiftsN][_LABEL].h5``)."""
     if results:
         return Path(results)
     model_dir = Path(model) if Path(model).is_dir() else Path(model).parent
     return model_dir / (f"eval_{dataset}_{split}{'_wiener' if wiener else ''}"
-                        f"{f'_shifts{shifts}' if shifts != 1 else ''}.h5")
+                        f"{f'_shifts{shifts}' if shifts != 1 else ''}{f'_{label}' if label else ''}.h5")
 
 
 def figure_formats() -> set[str]:
@@ -62,7 +77,7 @@ def figure_formats() -> set[str]:
 
 def check_outputs(a: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     """``(results, table, figure)`` paths, each checked before any work."""
-    path = results_path(a.model, a.dataset, a.split, a.wiener, a.results, a.shifts)
+    path = results_path(a.model, a.dataset, a.split, a.wiener, a.results, a.shifts, a.label)
     if path.suffix != ".h5":
         raise UsageError(f"--results {path} must end in .h5 (an HDF5 file; the table goes beside it as .txt)")
     figure = Path(a.figure) if a.figure else None
@@ -126,6 +141,8 @@ def run(a: argparse.Namespace) -> int:
     metrics = {k: (np.asarray(v) if not isinstance(v, (list, str, float)) else v) for k, v in res.items()
                if not (k == "skipped_clips" and not v)}
     config = {"dataset": a.dataset, "split": a.split, "wiener": a.wiener, "shifts": a.shifts, "model": str(a.model)}
+    if a.label:
+        config["label"] = a.label
     ex = example(sep, tracks[0], wiener=a.wiener, shifts=a.shifts)
     for p in (path, table_path, figure):          # again: the evaluation took a while
         if p is not None:

@@ -171,7 +171,8 @@ def _music_section(doc: Doc, runs: list[dict], figs: Path):
                             and int(ec.get("shifts", 1)) > 1 else "")
                         rows.append([lab, src, _f(m[p + "gnsdr"]), _f(m[p + "gsir"]), _f(m[p + "gsar"]),
                                      _f(m[p + "mean_si_sdr"])])
-            doc.p(f"{e['path'].name}: {ec.get('dataset')} {ec.get('split')} split, {len(seconds)} clips, "
+            doc.p(f"{e['path'].name}: {ec.get('dataset')} {ec.get('split')} split"
+                  + (f" of the data set labelled {ec['label']}" if ec.get("label") else "") + f", {len(seconds)} clips, "
                   f"{_f(seconds.sum(), '.0f')} s of audio (dB; G* = length-weighted means over clips).")
             doc.table(["system", "source", "GNSDR", "GSIR", "GSAR", "SI-SDR"], rows)
         if r["evals"]:

@@ -138,14 +138,29 @@ def _seconds(seconds: float) -> str:
     return f"{seconds:.0f}" + (" (over 2 h)" if seconds > BUDGET_SECONDS else "")
 
 
+def _plain(c: dict) -> bool:
+    """An evaluation as the shipped scores are measured: no Wiener masks, one pass."""
+    return not bool(c.get("wiener")) and int(c.get("shifts", 1)) == 1
+
+
 def _validation_eval(run: dict) -> dict | None:
     """The metrics of ``run``'s plain evaluation on the validation split (no Wiener
-    masks, one pass), as the shipped scores are measured; None without one."""
+    masks, one pass, no ``--label``: the task's own validation singers), as the shipped
+    scores are measured; None without one."""
     for e in run["evals"]:
         c = e["config"]
-        if str(c.get("split")) == "validation" and not bool(c.get("wiener")) and int(c.get("shifts", 1)) == 1:
+        if str(c.get("split")) == "validation" and _plain(c) and not c.get("label"):
             return e["metrics"]
     return None
+
+
+def _labelled_evals(run: dict) -> str:
+    """``"LABEL v / a"`` of each plain evaluation that ``npvae evaluate --label`` named
+    (vocals / accompaniment GNSDR, dB), joined by "; "; "-" without one."""
+    cells = [f"{e['config']['label']} {float(e['metrics']['model_vocals_gnsdr']):.2f} / "
+             f"{float(e['metrics']['model_accompaniment_gnsdr']):.2f}"
+             for e in run["evals"] if e["config"].get("label") and _plain(e["config"])]
+    return "; ".join(cells) or "-"
 
 
 def _read_run(run: dict, score_key: str) -> CurveReading | None:
@@ -210,7 +225,8 @@ def _music_part(doc: Doc, marks: list[dict], infos: dict, runs: list[dict], pilo
             s = i["scores"]
             rows.append([f"shipped: {name}", f"`{i['command']}`", "-", _seconds(i['train_seconds']),
                          f"{s['vocals_gnsdr']:.2f} / {s['accompaniment_gnsdr']:.2f}",
-                         f"{s['vocals_gnsdr'] - voice_t:+.2f} / {s['accompaniment_gnsdr'] - acc_t:+.2f}", "-", "-", "-"])
+                         f"{s['vocals_gnsdr'] - voice_t:+.2f} / {s['accompaniment_gnsdr'] - acc_t:+.2f}", "-", "-", "-",
+                         "-"])
     for kind, r in [("run", r) for r in runs] + [("pilot", r) for r in pilots]:
         m = _validation_eval(r)
         if m is None:
@@ -221,15 +237,18 @@ def _music_part(doc: Doc, marks: list[dict], infos: dict, runs: list[dict], pilo
         reading = _read_run(r, "val_vocals_si_sdri") if kind == "run" else None
         seconds = float(r["metrics"].get("train_seconds_total", np.sum(r["history"].get("seconds", np.nan))))
         rows.append([f"{kind}: {r['dir'].name}", _music_recipe(r["config"]), f"{r['params']:,}", _seconds(seconds),
-                     f"{v:.2f} / {a:.2f}", f"{v - voice_t:+.2f} / {a - acc_t:+.2f}", spread, *_reading_cells(reading)])
+                     f"{v:.2f} / {a:.2f}", f"{v - voice_t:+.2f} / {a - acc_t:+.2f}", spread, _labelled_evals(r),
+                     *_reading_cells(reading)])
         if reading is not None:
             readings.append((r["dir"].name, v, reading))
         if "oracle_vocals_gnsdr" in m:
             ceilings.append(float(m["oracle_vocals_gnsdr"]))
-    doc.p("Vocals / accompaniment GNSDR on the MIR-1K validation singers (dB); the validation rise is that of "
-          "the voice's SI-SDR improvement:")
+    doc.p("Vocals / accompaniment GNSDR on the MIR-1K validation singers (dB); other data sets are a run's "
+          "evaluations named by `npvae evaluate --label` (say, `--data-dir ../shared/mir1k-more-singers --label "
+          "more-singers`: singers never trained or validated on); the validation rise is that of the voice's "
+          "SI-SDR improvement:")
     doc.table(["model or run", "recipe", "params", "train time (s)", "GNSDR (dB)", "against the marks (dB)",
-               "voice GNSDR across singers (dB)", "validation rise (dB an epoch)",
+               "voice GNSDR across singers (dB)", "other data sets: GNSDR (dB)", "validation rise (dB an epoch)",
                "loss fall an epoch, train / validation"], rows)
     _verdicts(doc, readings, "voice SI-SDR improvement")
     if ceilings:
