@@ -397,6 +397,9 @@ BENCH = ("a benchmark: minutes, and its timings mean nothing on a shared test ma
 PARSE_ONLY = {
     "npvae mix-records --data-dir ../shared/data --split validation --out records/":
         "npvae mix-records --split validation --out records/ runs above, its data root from NPVAE_DATA",
+    "npvae evaluate runs/music --dataset mir1k --split validation --data-dir ../shared/mir1k-more-singers "
+    "--label more-singers": "the evaluation above on a second data folder beside the project (tests/"
+                            "test_separate_script.py evaluates with --label and reads the label back)",
     "npvae train mnist --model unet": RECIPE,
     "npvae train mnist --preset unet --out runs/unet": RECIPE,
     "npvae train mnist --preset bn-vae --out runs/vae": RECIPE,
