@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from npvae.layers import (GRU, LSTM, BatchNorm, Conv2d, ConvTranspose2d, Dense, Flatten, GroupNorm, ReLU, Reshape,
-                          Sequential)
-from npvae.layers.activations import LeakyReLU, Sigmoid
+from npvae.layers import (GRU, LSTM, AvgPool2d, BatchNorm, Conv2d, ConvTranspose2d, Dense, Dropout, Flatten, GroupNorm,
+                          MaxPool2d, ReLU, Reshape, Sequential)
+from npvae.layers.activations import Identity, LeakyReLU, Sigmoid
 from npvae.vae import GaussianHead
 
 
@@ -52,8 +52,16 @@ def torch_module(layer):
         return nn.LeakyReLU(layer.alpha)
     elif isinstance(layer, Sigmoid):
         return nn.Sigmoid()
+    elif isinstance(layer, Identity):
+        return nn.Identity()
     elif isinstance(layer, Flatten):
         return nn.Flatten()
+    elif isinstance(layer, (MaxPool2d, AvgPool2d)):
+        return (nn.MaxPool2d if isinstance(layer, MaxPool2d) else nn.AvgPool2d)(layer.kernel_size, layer.stride,
+                                                                                 layer.padding)
+    elif isinstance(layer, Dropout):
+        # the same p; in training PyTorch draws its own masks, so only eval mode (identity) is equal
+        return (nn.Dropout2d if layer.channels else nn.Dropout)(layer.p)
     elif isinstance(layer, Reshape):
         return nn.Unflatten(1, layer.shape)
     elif isinstance(layer, GaussianHead):
