@@ -72,13 +72,15 @@ class TimedNetwork:
 
 class TorchMaskNetwork:
     """The network of a Separator in PyTorch: ``forward(x (N, 1, F, T) float32) -> masks
-    (N, S, F, T)`` as NumPy, with the attributes :func:`npvae.separation.separator.predict_masks` reads."""
+    (N, S, F, T)`` as NumPy, with the attributes :func:`npvae.separation.separator.predict_masks` reads.
+    ``model`` is a SpectrogramUNetVAE or a StackedSpectrogramUNetVAE (with any options),
+    run in eval mode."""
 
     def __init__(self, model):
         import torch
-        from .torch_pipelines import TorchSpectrogramUNet
+        from .torch_pipelines import torch_mask_network
         self._torch = torch
-        self.net = TorchSpectrogramUNet(model).eval()
+        self.net = torch_mask_network(model).eval()
         self.DOWNSAMPLE, self.n_sources, self.dtype = model.DOWNSAMPLE, model.n_sources, model.dtype
         self.context_frames = model.context_frames
         self.seconds = 0.0

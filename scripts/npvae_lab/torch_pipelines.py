@@ -5,7 +5,8 @@ would write them (modules, autograd, ``torch.optim.Adam``).
 * :class:`TorchSeparationVAE` mirrors :mod:`npvae.models.mnist` (dense, conv and
   U-Net; "sources" and "split" outputs) and :func:`mnist_loss` the Part I objective.
 * :class:`TorchSpectrogramUNet` mirrors :class:`npvae.models.music.SpectrogramUNetVAE`
-  and :func:`music_loss` the Part II objective (features from the complex batch,
+  (:class:`TorchStackedSpectrogramUNet` the stacked one, :func:`torch_mask_network`
+  picks) and :func:`music_loss` the Part II objective (features from the complex batch,
   masks, spectral loss, KL per bin).
 * :class:`TorchPipelineCase` is a case's training step in PyTorch; :func:`npvae_grads`
   maps its gradients onto npvae's parameter paths for the equality tests.
@@ -126,33 +127,106 @@ def mnist_loss(net: TorchSeparationVAE, batch: dict, eps, recon: str, mix_weight
 
 
 class TorchSpectrogramUNet(nn.Module):
-    """:class:`npvae.models.music.SpectrogramUNetVAE` (any number of levels) with its
-    weights: ``forward(x (N, 1, F, T), eps or None) -> masks, mu, logvar`` (the masks'
-    logits kept in ``self.logits``)."""
+    """:class:`npvae.models.music.SpectrogramUNetVAE` (any number of levels, every option)
+    with its weights: ``forward(x (N, C_in, F, T), eps or None) -> masks, mu, logvar`` (the
+    masks' logits kept in ``self.logits``).
+
+    The modules carry npvae's names (``enc1``, ``head``, ``dec1``, ``enc1_norm``, ``pool1``,
+    ``enc1_res``, ``dec2_drop``, ``rnn_in``, ``rnn``, ``rnn_out``) and the forward pass is
+    npvae's: ``act(norm(conv(x)))`` per convolution, then the level's pooling, residual
+    block and dropout, the recurrent bottleneck before the head. Without options the
+    training step is the same as npvae's; with them, eval mode is (BatchNorm's running
+    statistics, dropout off); training-mode dropout draws PyTorch's own masks. A model
+    whose BatchNorms were folded (:func:`npvae.layers.fold_batchnorm`) has no ``*_norm``
+    layers and biased convolutions: its twin is the folded network.
+    """
 
     def __init__(self, model):
         super().__init__()
-        for name, layer in model.children().items():            # enc1, ..., head, ..., dec1: npvae's names
+        for name, layer in model.children().items():            # npvae's names, the options' layers too
             self.add_module(name, torch_module(layer))
-        n = model.levels
-        self.encoders = [getattr(self, f"enc{i + 1}") for i in range(n)]
-        self.decoders = [getattr(self, f"dec{i + 1}") for i in range(n)]
+        self.levels = model.levels
         self.act = nn.LeakyReLU(model.alpha)
         self.latent_channels = model.latent_channels
+        self.recurrent = bool(model.rnn_layers)
+
+    def _part(self, name):
+        return self._modules.get(name)
+
+    def _unit(self, name, x):
+        """act(norm(conv(x))) with convolution ``name`` and its norm if it has one."""
+        h = self._modules[name](x)
+        norm = self._part(f"{name}_norm")
+        return self.act(h if norm is None else norm(h))
+
+    def _after(self, name, h):
+        """What follows level ``name``'s convolution: pooling, residual block, dropout
+        (:func:`npvae.models.options.level_forward`)."""
+        pool = self._part(f"pool{name[3:]}") if name.startswith("enc") else None
+        if pool is not None:
+            h = pool(h)
+        if self._part(f"{name}_res") is not None:
+            h = h + self._unit(f"{name}_res", h)
+        drop = self._part(f"{name}_drop")
+        return h if drop is None else drop(h)
+
+    def _recurrent(self, h):
+        """h + rnn_out(LSTM(rnn_in(frames of h))): (N, C, F, T) read as T frames of C*F
+        features, channel-major (npvae's ToSequence / FromSequence)."""
+        n, c, f, t = h.shape
+        seq = self.rnn_out(self.rnn(self.rnn_in(h.permute(0, 3, 1, 2).reshape(n, t, c * f))))
+        return h + seq.reshape(n, t, c, f).permute(0, 2, 3, 1)
 
     def forward(self, x, eps=None):
-        a, skips, h = self.act, [], x
-        for enc in self.encoders:
-            h = a(enc(h))
+        n, skips, h = self.levels, [], x
+        for i in range(n):
+            h = self._after(f"enc{i + 1}", self._unit(f"enc{i + 1}", h))
             skips.append(h)
+        if self.recurrent:
+            h = self._recurrent(h)
         h = self.head(h)
         mu, logvar = h[:, :self.latent_channels], h[:, self.latent_channels:]
         z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps
-        h = a(self.decoders[-1](z))
-        for i in range(len(self.decoders) - 2, 0, -1):
-            h = a(self.decoders[i](torch.cat([h, skips[i]], 1)))
-        self.logits = self.decoders[0](torch.cat([h, skips[0]], 1))     # for the objective's logit penalty
+        h = self._after(f"dec{n}", self._unit(f"dec{n}", z))
+        for i in range(n - 2, 0, -1):
+            h = self._after(f"dec{i + 1}", self._unit(f"dec{i + 1}", torch.cat([h, skips[i]], 1)))
+        self.logits = self.dec1(torch.cat([h, skips[0]], 1))     # for the objective's logit penalty
         return torch.sigmoid(self.logits), mu, logvar
+
+
+class TorchStackedSpectrogramUNet(nn.Module):
+    """:class:`npvae.models.stacked.StackedSpectrogramUNetVAE` with its weights:
+    ``forward(x (N, 1, F, T), eps or None) -> masks, mu, logvar``, stack k > 1 fed
+    ``[x, masks of stack k-1]``; the last stack's masks are the output. ``mu``, ``logvar``
+    (and ``eps``) are the stacks' side by side on channels, as npvae's; ``self.logits``
+    likewise, ``self.earlier`` the masks of stacks 1 .. K-1. The stacks are ``stack1``, ...
+    (:class:`TorchSpectrogramUNet` each)."""
+
+    def __init__(self, model):
+        super().__init__()
+        for name, hourglass in model.children().items():
+            self.add_module(name, TorchSpectrogramUNet(hourglass))
+        self.stacks = model.stacks
+
+    def forward(self, x, eps=None):
+        parts = [None] * self.stacks if eps is None else torch.chunk(eps, self.stacks, 1)
+        h = [self._modules[f"stack{k + 1}"] for k in range(self.stacks)]
+        masks, mu, logvar = h[0](x, parts[0])
+        out = [(mu, logvar)]
+        self.earlier = []
+        for hourglass, e in zip(h[1:], parts[1:]):
+            self.earlier.append(masks)
+            masks, mu, logvar = hourglass(torch.cat([x, masks], 1), e)
+            out.append((mu, logvar))
+        self.logits = torch.cat([g.logits for g in h], 1)
+        return masks, torch.cat([m for m, _ in out], 1), torch.cat([v for _, v in out], 1)
+
+
+def torch_mask_network(model) -> nn.Module:
+    """The twin of a mask network: :class:`TorchStackedSpectrogramUNet` for a
+    StackedSpectrogramUNetVAE, else :class:`TorchSpectrogramUNet`."""
+    from npvae.models.stacked import StackedSpectrogramUNetVAE
+    return (TorchStackedSpectrogramUNet if isinstance(model, StackedSpectrogramUNetVAE) else TorchSpectrogramUNet)(model)
 
 
 def _compress(x, compression, power, eps=1e-3):
