@@ -120,6 +120,75 @@ def test_torch_mask_network_equals_the_npvae_network():
                                rtol=0, atol=2e-6)
 
 
+def _set_batchnorm_statistics(model, rng):
+    """Running statistics and affine parameters away from their initial values."""
+    from npvae.layers import BatchNorm
+    for _, layer in model.named_layers():
+        if isinstance(layer, BatchNorm):
+            c = layer.num_features
+            layer.buffers["running_mean"][...] = rng.normal(0.0, 0.5, c)
+            layer.buffers["running_var"][...] = rng.uniform(0.3, 3.0, c)
+            layer.params["gamma"][...] = rng.uniform(0.5, 1.5, c)
+            layer.params["beta"][...] = rng.normal(0.0, 0.3, c)
+
+
+SMALL_UNET = dict(channels=(4, 8, 8), latent_channels=4)
+RNN = dict(rnn_hidden=8, freq_bins=64)
+
+
+@pytest.mark.parametrize("stacks, options", [
+    (1, dict(norm="batch")),
+    (1, dict(norm="group")),
+    (1, dict(norm="batch", norm_bias=True)),
+    (1, dict(down="max", residual=True)),
+    (1, dict(down="avg", dropout=0.3)),
+    (1, dict(norm="batch", down="max", residual=True, dropout=0.2, rnn_layers=1, **RNN)),
+    (1, dict(norm="group", down="avg", residual=True, rnn_layers=2, **RNN, channels=(4, 8, 8, 8))),
+    (2, dict(norm="batch", rnn_layers=2, **RNN)),
+    (2, dict(norm="group", down="max", residual=True)),
+], ids=["batch", "group", "batch-bias", "max-residual", "avg-dropout", "batch-max-residual-rnn1",
+        "group-avg-residual-rnn2-4levels", "stacked-batch-rnn2", "stacked-group-max-residual"])
+def test_torch_mask_network_mirrors_every_option(stacks, options):
+    """The separation seam for the other layouts a model file can hold: in eval mode
+    the PyTorch network's masks are npvae's, and those of the BatchNorm-folded network
+    npvae separate runs inside inference()."""
+    pytest.importorskip("torch")
+    from npvae.layers import fold_batchnorm, inference
+    from npvae.models.stacked import mask_network
+    from npvae_lab.separation_bench import TorchMaskNetwork
+    rng = np.random.default_rng(stacks)
+    model = mask_network(stacks, **{**SMALL_UNET, **options}, rng=np.random.default_rng(1))
+    _set_batchnorm_statistics(model, rng)
+    model.eval()
+    x = rng.standard_normal((2, 1, 64, 16)).astype(np.float32)
+    twin = TorchMaskNetwork(model)
+    want = model.forward(x, sample=False)
+    assert want.shape == (2, 2, 64, 16)
+    np.testing.assert_allclose(twin.forward(x), want, rtol=0, atol=1e-5)
+    folded = fold_batchnorm(model)
+    assert (folded is model) == (options.get("norm") != "batch")
+    with inference():
+        np.testing.assert_allclose(twin.forward(x), folded.forward(x, sample=False), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(TorchMaskNetwork(folded).forward(x), want, rtol=0, atol=1e-5)
+
+
+def test_torch_stacked_twin_keeps_every_stack():
+    """The stacked twin's latent and logits are the stacks' side by side, as npvae's."""
+    pytest.importorskip("torch")
+    import torch
+    from npvae.models.stacked import StackedSpectrogramUNetVAE
+    from npvae_lab.torch_pipelines import TorchStackedSpectrogramUNet
+    model = StackedSpectrogramUNetVAE(3, **SMALL_UNET, norm="group", rng=np.random.default_rng(2)).eval()
+    x = np.random.default_rng(3).standard_normal((1, 1, 32, 16)).astype(np.float32)
+    masks = model.forward(x, sample=False)
+    net = TorchStackedSpectrogramUNet(model).eval()
+    with torch.no_grad():
+        tmasks, mu, logvar = net(torch.from_numpy(x))
+    for got, want in ((tmasks, masks), (mu, model.mu), (logvar, model.logvar)):
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-5)
+    assert len(net.earlier) == 2 and net.logits.shape == (1, 6, 32, 16)
+
+
 def test_separation_case_runs_the_command(tmp_path):
     """A 1 s stereo song through npvae separate with each network: both outputs
     written, and the row has the JSON keys."""
