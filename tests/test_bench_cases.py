@@ -189,6 +189,44 @@ def test_torch_stacked_twin_keeps_every_stack():
     assert len(net.earlier) == 2 and net.logits.shape == (1, 6, 32, 16)
 
 
+@pytest.mark.parametrize("stacks, options", [
+    (1, dict(norm="batch", down="max", residual=True, rnn_layers=2, **RNN)),
+    (1, dict(norm="group", down="avg", residual=True, rnn_layers=1, **RNN)),
+    (2, dict(norm="batch", rnn_layers=2, **RNN)),
+], ids=["batch-max-residual-rnn2", "group-avg-residual-rnn1", "stacked-batch-rnn2"])
+def test_torch_mask_network_trains_as_npvae(stacks, options):
+    """Training mode without dropout (PyTorch's masks would differ): the same masks, the
+    same parameter gradients and the same BatchNorm running statistics after one step."""
+    pytest.importorskip("torch")
+    import torch
+    from npvae.layers import BatchNorm
+    from npvae.models.stacked import mask_network
+    from npvae_lab.torch_pipelines import torch_mask_network, twin_arrays
+    rng = np.random.default_rng(4)
+    model = mask_network(stacks, **{**SMALL_UNET, **options}, rng=np.random.default_rng(5))
+    _set_batchnorm_statistics(model, rng)
+    net = torch_mask_network(model).train()
+    model.train()
+    x = rng.standard_normal((2, 1, 64, 16)).astype(np.float32)
+    w = rng.standard_normal((2, 2, 64, 16)).astype(np.float32)
+    model.zero_grad()
+    masks = model.forward(x, sample=False)
+    model.backward(w)
+    tmasks, _, _ = net(torch.from_numpy(x))
+    (tmasks * torch.from_numpy(w)).sum().backward()
+    np.testing.assert_allclose(tmasks.detach().numpy(), masks, rtol=0, atol=1e-5)
+    grads = twin_arrays(model, net)
+    for path, _, g in model.named_parameters():
+        scale = max(float(np.abs(grads[path]).max()), 1e-6)
+        np.testing.assert_allclose(g, grads[path], rtol=0, atol=2e-5 * scale, err_msg=path)
+    buffers = dict(net.named_buffers())
+    for path, layer in model.named_layers():
+        if isinstance(layer, BatchNorm):
+            for name, value in layer.buffers.items():
+                np.testing.assert_allclose(value, buffers[f"{path}.{name}"].numpy(), rtol=1e-5, atol=1e-6,
+                                           err_msg=f"{path}.{name}")
+
+
 def test_separation_case_runs_the_command(tmp_path):
     """A 1 s stereo song through npvae separate with each network: both outputs
     written, and the row has the JSON keys."""

@@ -22,7 +22,7 @@ from torch import nn
 
 from npvae.models.mnist import ConvSeparationVAE, DenseSeparationVAE, UNetSeparationVAE
 
-from .torch_twin import torch_module
+from .torch_twin import torch_module, torch_recurrent_name
 
 
 def _t(a) -> torch.Tensor:
@@ -226,7 +226,8 @@ def torch_mask_network(model) -> nn.Module:
     """The twin of a mask network: :class:`TorchStackedSpectrogramUNet` for a
     StackedSpectrogramUNetVAE, else :class:`TorchSpectrogramUNet`."""
     from npvae.models.stacked import StackedSpectrogramUNetVAE
-    return (TorchStackedSpectrogramUNet if isinstance(model, StackedSpectrogramUNetVAE) else TorchSpectrogramUNet)(model)
+    twin = TorchStackedSpectrogramUNet if isinstance(model, StackedSpectrogramUNetVAE) else TorchSpectrogramUNet
+    return twin(model)
 
 
 def _compress(x, compression, power, eps=1e-3):
@@ -310,23 +311,42 @@ class TorchPipelineCase:
         return float(loss.detach())
 
 
+def _twin_path(model, path: str) -> tuple[str, bool]:
+    """npvae parameter path of ``model`` -> (the twin's path, whether the layouts are
+    transposed): ``encoder.1.W`` -> ``encoder.1.0.weight`` (a Dense with an activation is
+    Sequential(Linear, act)), ``enc1_norm.gamma`` -> ``enc1_norm.weight``, ``rnn.l0_reverse.W_ih``
+    -> ``rnn.rnn.weight_ih_l0_reverse`` (:func:`~.torch_twin.torch_module`'s LSTM / GRU)."""
+    from npvae.layers import GRU, LSTM, Dense
+    *layer_path, name = path.split(".")
+    layer = model
+    for i, key in enumerate(layer_path):
+        layer = layer.children()[key]
+        if isinstance(layer, (LSTM, GRU)):
+            cell = ".".join(layer_path[i + 1:] + [name])
+            return ".".join(layer_path[:i + 1]) + ".rnn." + torch_recurrent_name(cell), False
+    extra = ".0" if isinstance(layer, Dense) and layer.activation is not None else ""
+    tname = {"W": "weight", "b": "bias", "gamma": "weight", "beta": "bias"}[name]
+    return ".".join(layer_path) + extra + "." + tname, isinstance(layer, Dense)
+
+
 def torch_path(case, path: str) -> str:
     """npvae parameter path -> the twin's (``encoder.1.W`` -> ``encoder.1.0.weight``)."""
-    from npvae.layers import Dense
-    *layer_path, name = path.split(".")
-    layer = case.model
-    for key in layer_path:
-        layer = layer.children()[key]
-    extra = ".0" if isinstance(layer, Dense) and layer.activation is not None else ""
-    return ".".join(layer_path) + extra + "." + {"W": "weight", "b": "bias"}[name]
+    return _twin_path(case.model, path)[0]
+
+
+def twin_arrays(model, net: nn.Module, params: bool = False) -> dict[str, np.ndarray]:
+    """The gradients (or, with ``params``, the parameters) of ``net``, the twin of the npvae
+    ``model``, in npvae's parameter paths and layouts."""
+    tparams = dict(net.named_parameters())
+    out = {}
+    for path, _, _ in model.named_parameters():
+        tpath, transposed = _twin_path(model, path)
+        p = tparams[tpath]
+        a = (p.detach() if params else p.grad).numpy()
+        out[path] = a.T if transposed else a
+    return out
 
 
 def npvae_grads(case, tcase: TorchPipelineCase, params: bool = False) -> dict[str, np.ndarray]:
     """The twin's gradients (or, with ``params``, its parameters) in npvae's paths and layouts."""
-    tparams = dict(tcase.net.named_parameters())
-    out = {}
-    for path, _, _ in case.model.named_parameters():
-        p = tparams[torch_path(case, path)]
-        a = (p.detach() if params else p.grad).numpy()
-        out[path] = a.T if a.ndim == 2 else a
-    return out
+    return twin_arrays(case.model, tcase.net, params)
