@@ -181,6 +181,14 @@ def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
         col2im(w.reshape(o, -1).T @ d2, x.shape, kh, kw, sh, sw, ph, pw, out=dx)
 
 
+def conv_tiled_forward(x, w, b, sh, sw, ph, pw, out):
+    """Cross-correlation ``out[n, o] = b[o] + sum_c w[o, c] * x[n, c]`` (stride, zero
+    padding) for x (N, C, H, W), w (O, C, kh, kw), b (O,), into ``out`` (N, O, OH, OW),
+    C-contiguous; returns ``out``. The register-tiled direct kernel: no columns, any
+    stride, for layers with many output channels."""
+    return conv_direct_forward(x, w, b, sh, sw, ph, pw, out)
+
+
 # -- Winograd F(m x m, 3x3) ------------------------------------------------------------------
 #
 # A 3x3 stride-1 convolution computed on input tiles of r = m + 2 pixels a side that
