@@ -484,31 +484,67 @@ def _conv_tile(typingctx, xs, q0, toff, wt, o0, opad, bias, yw, ystride):
     return sig, codegen
 
 
+# Flat indices as unsigned integers: Numba then drops its test for negative indices,
+# and LLVM vectorises the copies (cropping a wide output: 0.11 against 1.3 ns a value).
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _tiled_fill(x, n0, m, xs, sh, sw, ph, pw, g, hq, wq):
+    """Samples n0 .. n0+m-1 of x (N, C, H, W) into the phase planes ``xs``
+    (C, sh, sw, g, hq, wq), at the positions of the padded input."""
+    n, c, h, wd = x.shape
+    plane = g * hq * wq
+    xf = x.reshape(-1)
+    if sw == 2:
+        # a row's even and odd columns go to the two column phases: a de-interleaving
+        # copy that LLVM vectorises (0.44 against 1.4 ns a value with a strided loop)
+        pe, ve, po, vo, half = pw % 2, pw // 2, (pw + 1) % 2, (pw + 1) // 2, wd // 2
+        for ni in range(m):
+            for ci in range(c):
+                s0 = ((n0 + ni) * c + ci) * h * wd
+                pi, u = ph % sh, ph // sh
+                for r in range(h):
+                    d0 = (((ci * sh + pi) * sw * g + ni) * hq + u) * wq
+                    de, do = d0 + pe * plane + ve, d0 + po * plane + vo
+                    for t in range(half):
+                        xs[np.uint64(de + t)] = xf[np.uint64(s0 + 2 * t)]
+                        xs[np.uint64(do + t)] = xf[np.uint64(s0 + 2 * t + 1)]
+                    if wd % 2:
+                        xs[np.uint64(de + half)] = xf[np.uint64(s0 + wd - 1)]
+                    s0 += wd
+                    pi += 1
+                    if pi == sh:
+                        pi, u = 0, u + 1
+        return
+    for ni in range(m):
+        for ci in range(c):
+            s0 = ((n0 + ni) * c + ci) * h * wd
+            pi, u = ph % sh, ph // sh
+            for r in range(h):
+                for pj in range(sw):
+                    cc = pj - pw                  # wide column v holds input column v*sw + cc
+                    v0 = (sw - 1 - cc) // sw if cc < 0 else 0
+                    v1 = min(wq, (wd - 1 - cc) // sw + 1)
+                    d = ((((ci * sh + pi) * sw + pj) * g + ni) * hq + u) * wq
+                    for v in range(v0, v1):
+                        xs[np.uint64(d + v)] = xf[np.uint64(s0 + v * sw + cc)]
+                s0 += wd
+                pi += 1
+                if pi == sh:
+                    pi, u = 0, u + 1
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _conv_tiled_forward(x, wt, bias, toff, y, sh, sw, ph, pw, hq, wq, g, pv, size):
     n, c, h, wd = x.shape
     o, oh, ow = y.shape[1:]
     opad = wt.shape[0] // toff.size
-    plane = g * hq * wq                           # one phase of a chunk's samples
-    span = -(-plane // pv) * pv                   # wide output pixels per channel, whole tiles
+    span = -(-(g * hq * wq) // pv) * pv           # wide output pixels per channel, whole tiles
     xs = np.zeros(size, dtype=x.dtype)            # phases (c, pi, pj, sample, hq, wq); the padding stays zero
     yw = np.empty(opad * span, dtype=x.dtype)
     yf = y.reshape(-1)
     for n0 in range(0, n, g):
         m = min(g, n - n0)                        # a last, smaller chunk leaves older samples after
-        for ni in range(m):                       # its own: they feed only outputs that are dropped
-            for ci in range(c):
-                for r in range(h):
-                    rr = r + ph
-                    d0 = (((ci * sh + rr % sh) * sw * g + ni) * hq + rr // sh) * wq
-                    src = x[n0 + ni, ci, r]
-                    for pj in range(sw):
-                        d = d0 + pj * plane
-                        cc = pj - pw              # wide column v holds input column v*sw + cc
-                        v0 = (sw - 1 - cc) // sw if cc < 0 else 0
-                        v1 = min(wq, (wd - 1 - cc) // sw + 1)
-                        for v in range(v0, v1):
-                            xs[d + v] = src[v * sw + cc]
+        _tiled_fill(x, n0, m, xs, sh, sw, ph, pw, g, hq, wq)   # its own: they feed only dropped outputs
         for o0 in range(0, opad, TILE_CHANNELS):
             for q0 in range(0, span, pv):
                 _conv_tile(xs, q0, toff, wt, o0, opad, bias, yw, span)
@@ -518,7 +554,7 @@ def _conv_tiled_forward(x, wt, bias, toff, y, sh, sw, ph, pw, hq, wq, g, pv, siz
                     s0 = oi * span + (ni * hq + a) * wq
                     d0 = (((n0 + ni) * o + oi) * oh + a) * ow
                     for b in range(ow):
-                        yf[d0 + b] = yw[s0 + b]
+                        yf[np.uint64(d0 + b)] = yw[np.uint64(s0 + b)]
 
 
 def conv_tiled_forward(x, w, b, sh, sw, ph, pw, out):
