@@ -557,30 +557,146 @@ def _conv_tiled_forward(x, wt, bias, toff, y, sh, sw, ph, pw, hq, wq, g, pv, siz
                         yf[np.uint64(d0 + b)] = yw[np.uint64(s0 + b)]
 
 
-def conv_tiled_forward(x, w, b, sh, sw, ph, pw, out):
-    """Cross-correlation ``out[n, o] = b[o] + sum_c w[o, c] * x[n, c]`` (stride, zero
-    padding) for x (N, C, H, W), w (O, C, kh, kw), b (O,), into ``out`` (N, O, OH, OW),
-    C-contiguous; returns ``out``. The register-tiled direct kernel: no columns, any
-    stride, for layers with many output channels."""
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    dtype = out.dtype
-    lanes = VECTOR_BYTES // dtype.itemsize
-    pv = TILE_VECTORS * lanes
-    opad = -(-o // TILE_CHANNELS) * TILE_CHANNELS
-    wt = np.zeros((c * kh * kw, opad), dtype=dtype)
-    wt[:, :o] = w.reshape(o, -1).T
-    bias = np.zeros(opad, dtype=dtype)
-    bias[:o] = b
+def _tiled_layout(x_shape, kh, kw, sh, sw, ph, pw, dtype):
+    """(hq, wq, g, toff, pv, span, size): phase plane size, samples per chunk, the taps'
+    offsets in the phase planes (C*kh*kw,), pixels per tile, wide pixels per chunk, and
+    the length of the phase planes' array: all of them (a kernel smaller than the stride
+    reads only some), and room for the last tile of the last tap."""
+    n, c, h, wd = x_shape
+    pv = TILE_VECTORS * (VECTOR_BYTES // dtype.itemsize)
     hq, wq = -(-(h + 2 * ph) // sh), -(-(wd + 2 * pw) // sw)
     g = max(1, min(n, TILED_CHUNK_BYTES // (c * sh * sw * hq * wq * dtype.itemsize)))
     i, j = np.arange(kh)[:, None], np.arange(kw)[None, :]
     tap = ((i % sh) * sw + j % sw) * g * hq * wq + (i // sh) * wq + j // sw          # (kh, kw)
     toff = (np.arange(c)[:, None, None] * (sh * sw * g * hq * wq) + tap).reshape(-1).astype(np.int64)
     span = -(-(g * hq * wq) // pv) * pv
+    return hq, wq, g, toff, pv, span, max(c * sh * sw * g * hq * wq, int(toff.max()) + span)
+
+
+def conv_tiled_forward(x, w, b, sh, sw, ph, pw, out):
+    """Cross-correlation ``out[n, o] = b[o] + sum_c w[o, c] * x[n, c]`` (stride, zero
+    padding) for x (N, C, H, W), w (O, C, kh, kw), b (O,), into ``out`` (N, O, OH, OW),
+    C-contiguous; returns ``out``. The register-tiled direct kernel: no columns, any
+    stride, for layers with many output channels."""
+    c = x.shape[1]
+    o, _, kh, kw = w.shape
+    dtype = out.dtype
+    opad = -(-o // TILE_CHANNELS) * TILE_CHANNELS
+    wt = np.zeros((c * kh * kw, opad), dtype=dtype)
+    wt[:, :o] = w.reshape(o, -1).T
+    bias = np.zeros(opad, dtype=dtype)
+    bias[:o] = b
+    hq, wq, g, toff, pv, span, size = _tiled_layout(x.shape, kh, kw, sh, sw, ph, pw, dtype)
     _conv_tiled_forward(np.ascontiguousarray(x, dtype=dtype), wt.reshape(-1), bias, toff, out, sh, sw, ph, pw,
-                        hq, wq, g, pv, int(toff.max()) + span)
+                        hq, wq, g, pv, size)
     return out
+
+
+# The weight gradient the same way: ``dW[o, k] = sum_q dy[o, q] * x[q + toff[k]]`` over
+# the wide pixels q of a chunk (dy copied wide, zero in the dropped columns), in tiles of
+# GRAD_CHANNELS output channels x GRAD_TAPS taps, each a vector of partial sums over
+# the pixels' lanes, added up at the end of the sweep.
+GRAD_CHANNELS = 4 if VECTOR_BYTES == 64 else 2
+GRAD_TAPS = 4
+
+
+@intrinsic
+def _grad_tile(typingctx, xs, dyw, span, toff, k0, o0, out):
+    """``out[(o*GRAD_TAPS + t)*lanes + l]`` = the lane-l partial sum over q of
+    ``dyw[(o0+o)*span + q] * xs[toff[k0+t] + q]``."""
+    sig = nb_types.void(xs, dyw, span, toff, k0, o0, out)
+
+    def codegen(context, builder, signature, args):
+        xs_v, dy_v, span_v, toff_v, k0_v, o0_v, out_v = args
+        ftype = context.get_value_type(xs.dtype)
+        size = context.get_abi_sizeof(ftype)
+        lanes = VECTOR_BYTES // size
+        vty = llvm_ir.VectorType(ftype, lanes)
+        i64 = llvm_ir.IntType(64)
+
+        def data(ty, v):
+            return context.make_array(ty)(context, builder, v).data
+
+        xs_p, dy_p, toff_p, out_p = (data(t, v) for t, v in ((xs, xs_v), (dyw, dy_v), (toff, toff_v), (out, out_v)))
+
+        def vec(ptr):
+            return builder.bitcast(ptr, vty.as_pointer())
+
+        fma = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(vty, [vty] * 3),
+                                             f"llvm.fmuladd.v{lanes}f{8 * size}")
+        xrow = [builder.gep(xs_p, [builder.load(builder.gep(toff_p, [builder.add(k0_v, llvm_ir.Constant(i64, t))]))])
+                for t in range(GRAD_TAPS)]
+        dyrow = [builder.gep(dy_p, [builder.mul(builder.add(o0_v, llvm_ir.Constant(i64, o)), span_v)])
+                 for o in range(GRAD_CHANNELS)]
+        zero = llvm_ir.Constant(vty, [llvm_ir.Constant(ftype, 0.0)] * lanes)
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(GRAD_TAPS)] for _ in range(GRAD_CHANNELS)]
+        steps = builder.udiv(span_v, llvm_ir.Constant(i64, lanes))
+        with cgutils.for_range(builder, steps) as loop:
+            q = builder.mul(loop.index, llvm_ir.Constant(i64, lanes))
+            xv = [builder.load(vec(builder.gep(r, [q])), align=size) for r in xrow]
+            dv = [builder.load(vec(builder.gep(r, [q])), align=size) for r in dyrow]
+            for o in range(GRAD_CHANNELS):
+                for t in range(GRAD_TAPS):
+                    builder.store(builder.call(fma, [dv[o], xv[t], builder.load(acc[o][t])]), acc[o][t])
+        for o in range(GRAD_CHANNELS):
+            for t in range(GRAD_TAPS):
+                dst = builder.gep(out_p, [llvm_ir.Constant(i64, (o * GRAD_TAPS + t) * lanes)])
+                builder.store(builder.load(acc[o][t]), vec(dst), align=size)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _conv_tiled_weight_grad(x, dy, toff, dwk, sh, sw, ph, pw, hq, wq, g, span, size):
+    n, c, h, wd = x.shape
+    o, oh, ow = dy.shape[1:]
+    opad, kpad = dwk.shape
+    lanes = VECTOR_BYTES // x.itemsize
+    xs = np.zeros(size, dtype=x.dtype)
+    dyw = np.zeros(opad * span, dtype=x.dtype)    # dy wide; zero in the dropped pixels and padded channels
+    part = np.empty(GRAD_CHANNELS * GRAD_TAPS * lanes, dtype=x.dtype)
+    dyf = dy.reshape(-1)
+    dwk[:] = 0
+    for n0 in range(0, n, g):
+        m = min(g, n - n0)
+        _tiled_fill(x, n0, m, xs, sh, sw, ph, pw, g, hq, wq)
+        for oi in range(o):
+            for ni in range(m):
+                for a in range(oh):
+                    d0 = oi * span + (ni * hq + a) * wq
+                    s0 = (((n0 + ni) * o + oi) * oh + a) * ow
+                    for b in range(ow):
+                        dyw[np.uint64(d0 + b)] = dyf[np.uint64(s0 + b)]
+            if m < g:                             # samples of an earlier chunk must not count
+                dyw[oi * span + m * hq * wq:(oi + 1) * span] = 0
+        for o0 in range(0, opad, GRAD_CHANNELS):
+            for k0 in range(0, kpad, GRAD_TAPS):
+                _grad_tile(xs, dyw, span, toff, k0, o0, part)
+                for oo in range(GRAD_CHANNELS):
+                    for t in range(GRAD_TAPS):
+                        total = part[(oo * GRAD_TAPS + t) * lanes]
+                        for lane in range(1, lanes):
+                            total += part[(oo * GRAD_TAPS + t) * lanes + lane]
+                        dwk[o0 + oo, k0 + t] += total
+
+
+def conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw):
+    """The weight gradient of :func:`conv_tiled_forward`: ``dw`` (O, C, kh, kw) is
+    overwritten with ``sum_n`` of the correlation of ``dy[n]`` (N, O, OH, OW) with
+    ``x[n]`` (N, C, H, W) (stride, zero padding); returns ``dw``."""
+    o, c, kh, kw = dw.shape
+    dtype = dw.dtype
+    hq, wq, g, toff, pv, span, size = _tiled_layout(x.shape, kh, kw, sh, sw, ph, pw, dtype)
+    k = toff.size
+    kpad = -(-k // GRAD_TAPS) * GRAD_TAPS
+    taps = np.zeros(kpad, dtype=np.int64)         # padded taps read the first pixels, and are dropped
+    taps[:k] = toff
+    dwk = np.empty((-(-o // GRAD_CHANNELS) * GRAD_CHANNELS, kpad), dtype=dtype)
+    _conv_tiled_weight_grad(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(dy, dtype=dtype), taps, dwk,
+                            sh, sw, ph, pw, hq, wq, g, span, size)
+    dw.reshape(o, k)[...] = dwk[:o, :k]
+    return dw
 
 
 # -- Winograd F(m x m, 3x3) ----------------------------------------------------------------------

@@ -189,6 +189,16 @@ def conv_tiled_forward(x, w, b, sh, sw, ph, pw, out):
     return conv_direct_forward(x, w, b, sh, sw, ph, pw, out)
 
 
+def conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw):
+    """The weight gradient of :func:`conv_tiled_forward`: ``dw`` (O, C, kh, kw) is
+    overwritten with ``sum_n`` of the correlation of ``dy[n]`` (N, O, OH, OW) with
+    ``x[n]`` (N, C, H, W) (stride, zero padding); returns ``dw``."""
+    o, c, kh, kw = dw.shape
+    cols = im2col(x, kh, kw, sh, sw, ph, pw)
+    dw[...] = (dy.transpose(1, 0, 2, 3).reshape(o, -1) @ cols.T).reshape(dw.shape)
+    return dw
+
+
 # -- Winograd F(m x m, 3x3) ------------------------------------------------------------------
 #
 # A 3x3 stride-1 convolution computed on input tiles of r = m + 2 pixels a side that

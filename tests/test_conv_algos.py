@@ -182,7 +182,7 @@ def test_weight_transform_and_its_adjoint(rng):
         assert np.sum(u * du) == pytest.approx(np.sum(w * conv_algos.winograd_weights_adjoint(du, m)), rel=1e-12)
 
 
-# -- direct at strides above 1: the register-tiled forward, im2col's backward ----------------------
+# -- direct at strides above 1: the register-tiled kernels ------------------------------------------
 
 STRIDED = [  # n, c, o, (h, w), kernel, stride, padding
     (3, 5, 16, (11, 13), 4, 2, 1),
@@ -190,6 +190,7 @@ STRIDED = [  # n, c, o, (h, w), kernel, stride, padding
     (4, 1, 2, (7, 10), 3, 3, 0),
     (1, 8, 24, (12, 7), 3, 2, 2),
     (5, 4, 8, (6, 6), 5, 3, 1),
+    (2, 3, 4, (8, 9), 2, 3, 1),       # a kernel smaller than the stride
 ]
 
 

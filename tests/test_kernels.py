@@ -100,15 +100,18 @@ TILED_GEOMS = [  # n, c, o, (h, w), (kh, kw), (sh, sw), (ph, pw)
     (2, 3, 10, (10, 9), (3, 4), (3, 2), (1, 0)),
     (3, 3, 17, (7, 8), (3, 3), (1, 1), (1, 1)),   # stride 1 runs too
     (1, 1, 1, (5, 5), (5, 5), (2, 2), (0, 0)),    # a single output pixel
+    (2, 3, 4, (8, 9), (2, 2), (3, 3), (1, 1)),    # a kernel smaller than the stride
+    (3, 2, 9, (7, 8), (1, 1), (2, 2), (0, 0)),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("chunk", ["default", "one sample", "two samples"])
 @pytest.mark.parametrize("n,c,o,hw,k,s,pad", TILED_GEOMS)
-def test_tiled_conv_forward(rng, monkeypatch, dtype, chunk, n, c, o, hw, k, s, pad):
-    """The register-tiled forward against its twin, with the samples in one chunk, one per
-    chunk, or two per chunk (a last, smaller chunk when n is odd)."""
+def test_tiled_conv(rng, monkeypatch, dtype, chunk, n, c, o, hw, k, s, pad):
+    """The register-tiled forward and weight gradient against their twins, with the
+    samples in one chunk, one per chunk, or two per chunk (a last, smaller chunk when n
+    is odd)."""
     if chunk != "default":
         hq, wq = (-(-(hw[d] + 2 * pad[d]) // s[d]) for d in (0, 1))
         per_sample = c * s[0] * s[1] * hq * wq * np.dtype(dtype).itemsize
@@ -124,6 +127,11 @@ def test_tiled_conv_forward(rng, monkeypatch, dtype, chunk, n, c, o, hw, k, s, p
     close(out, y_ref, dtype)
     x.flags.writeable = False
     close(numba_kernels.conv_tiled_forward(x, w, b, *s, *pad, out=np.empty(shape, dtype)), y_ref, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dw_ref = ref.conv_tiled_weight_grad(x, dy, *s, *pad, np.empty(w.shape, dtype))
+    dw = np.full(w.shape, np.nan, dtype)
+    assert numba_kernels.conv_tiled_weight_grad(x, dy, *s, *pad, dw) is dw
+    close(dw, dw_ref, dtype)
 
 
 ACTS = [kernels.ACT_IDENTITY, kernels.ACT_RELU, kernels.ACT_LEAKY_RELU, kernels.ACT_SIGMOID, kernels.ACT_TANH]

@@ -5,9 +5,10 @@ Algorithms (each a forward and a backward over chunks of samples that
 rounding):
 
 * ``im2col``: columns of patches and one GEMM per chunk. Any geometry.
-* ``direct``: direct kernels, no columns. At stride 1 ``kernels.conv_direct_*`` (for
-  few output channels); at other strides the register-tiled forward
-  (``kernels.conv_tiled_forward``) and im2col's backward on columns made again.
+* ``direct``: direct kernels, no columns of the input. At stride 1
+  ``kernels.conv_direct_*`` (for few output channels); at other strides the
+  register-tiled ``kernels.conv_tiled_*`` for the output and the weight gradient, and
+  for the input gradient im2col's GEMM into columns and col2im.
 * ``winograd``: Winograd F(2x2, 3x3): 16 GEMMs of (O x C) @ (C x tiles) between a
   transform of the input's 4x4 tiles and one of the output's 2x2 tiles. 3x3 kernels,
   stride 1, any padding.
@@ -18,11 +19,11 @@ rounding):
 
 ``NPVAE_CONV_ALGO`` picks one: ``auto`` (the default) or an algorithm's name. A named
 algorithm runs wherever it can; a layer it cannot run (``winograd`` for a 5x5 kernel
-or at stride 2) uses ``im2col``. In ``auto`` mode the first forward of
-a layer on an input of a new shape times each algorithm it can run (``direct`` at
-stride 1 only up to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond which it is much
-slower and costly to time; on more than one thread, for layers under ``ONE_THREAD_MAX_FLOPS``,
-each also on one thread) for a forward and a backward pass on copies of the layer and a fixed
+or at stride 2) uses ``im2col``. In ``auto`` mode the first forward of a layer on an
+input of a new shape times each algorithm it can run (``direct`` at stride 1 only up
+to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond which it is much slower and costly
+to time; on more than one thread, for layers under ``ONE_THREAD_MAX_FLOPS``, each also
+on one thread) for a forward and a backward pass on copies of the layer and a fixed
 output gradient, and keeps the fastest, in memory and in
 ``$NPVAE_CACHE_DIR/conv_algos.json`` (default ``~/.cache/npvae/conv_algos.json``),
 so that later runs on this machine take the same algorithm without timing: the choice
@@ -56,9 +57,9 @@ CACHE_NAME = "conv_algos.json"
 CACHE_FORMAT = "npvae conv algorithms"
 
 # In auto mode the stride-1 direct kernels are timed only for layers with at most this
-# many output channels: their cost grows with O*C, the GEMMs' far more slowly. At 2 outputs
-# they win by far (the image U-Net's last layer, 33 -> 1, 3x3, batch 128, forward +
-# backward on one thread: im2col 76 ms, direct 13 ms); at 8 (16 -> 8, 28x28, batch
+# many output channels: their cost grows with O*C, the GEMMs' far more slowly. At 2
+# outputs they win by far (the image U-Net's last layer, 33 -> 1, 3x3, batch 128,
+# forward + backward on one thread: im2col 76 ms, direct 13 ms); at 8 (16 -> 8, 28x28, batch
 # 128) they took about as long as im2col (62 vs 63-73 ms, under load), so wider layers
 # are not worth the time of timing them.
 DIRECT_AUTO_MAX_OUT = 8
@@ -146,51 +147,38 @@ class Im2col:
         return y
 
     def backward(self, layer, dy):
-        k, p = layer._patch_rows(layer.in_channels), dy.shape[2] * dy.shape[3]
-        step = layer._step
+        n, o = dy.shape[:2]
+        dy3 = np.ascontiguousarray(dy, dtype=layer.dtype).reshape(n, o, -1)
+        p = dy3.shape[2]
+        k, step = layer._patch_rows(layer.in_channels), layer._step
+        per_chunk = layer._buffer("dW_per_chunk", (-(-n // step), k, o))   # transposed: see below
+        w2t = layer.params["W"].reshape(o, k).T
+        dx = np.empty(layer._x_shape, dtype=layer.dtype) if layer.needs_input_grad else None
+        dy_rows = layer._worker_buffers("dy_rows", (o, step * p), n, step)
+        dcols = layer._worker_buffers("dcols", (k, step * p), n, step) if dx is not None else None
 
-        def columns(part, worker):
-            return layer._cols[part.start * k * p: part.stop * k * p].reshape(k, -1)
+        def work(part, worker):
+            m = part.stop - part.start
+            c = layer._cols[part.start * k * p: part.stop * k * p].reshape(k, -1)
+            d2 = to_rows(dy3[part], dy_rows[worker])                          # (o, m*p)
+            # dW^T = cols @ dy^T: OpenBLAS runs this orientation faster than dy @ cols^T.
+            np.matmul(c, d2.T, out=per_chunk[part.start // step])
+            if dx is not None:
+                dc = dcols[worker][:, : m * p]
+                np.matmul(w2t, d2, out=dc)
+                kernels.col2im(dc, (m, *layer._x_shape[1:]), *layer._geometry(), out=dx[part])
 
-        return im2col_backward(layer, dy, step, columns)
-
-
-def im2col_backward(layer, dy, step, columns):
-    """im2col's backward over chunks of ``step`` samples, ``columns(part, worker)`` giving
-    the chunk's (C*kh*kw, m*OH*OW) columns (kept by the forward, or made again)."""
-    n, o = dy.shape[:2]
-    dy3 = np.ascontiguousarray(dy, dtype=layer.dtype).reshape(n, o, -1)
-    p = dy3.shape[2]
-    k = layer._patch_rows(layer.in_channels)
-    per_chunk = layer._buffer("dW_per_chunk", (-(-n // step), k, o))   # transposed: see below
-    w2t = layer.params["W"].reshape(o, k).T
-    dx = np.empty(layer._x_shape, dtype=layer.dtype) if layer.needs_input_grad else None
-    dy_rows = layer._worker_buffers("dy_rows", (o, step * p), n, step)
-    dcols = layer._worker_buffers("dcols", (k, step * p), n, step) if dx is not None else None
-
-    def work(part, worker):
-        m = part.stop - part.start
-        c = columns(part, worker)
-        d2 = to_rows(dy3[part], dy_rows[worker])                          # (o, m*p)
-        # dW^T = cols @ dy^T: OpenBLAS runs this orientation faster than dy @ cols^T.
-        np.matmul(c, d2.T, out=per_chunk[part.start // step])
-        if dx is not None:
-            dc = dcols[worker][:, : m * p]
-            np.matmul(w2t, d2, out=dc)
-            kernels.col2im(dc, (m, *layer._x_shape[1:]), *layer._geometry(), out=dx[part])
-
-    threads.for_each_chunk(n, step, work)
-    np.sum(per_chunk, axis=0, out=layer.grads["W"].reshape(o, k).T)
-    layer.bias_grad(dy3)
-    return dx
+        threads.for_each_chunk(n, step, work)
+        np.sum(per_chunk, axis=0, out=layer.grads["W"].reshape(o, k).T)
+        layer.bias_grad(dy3)
+        return dx
 
 
 class Direct:
-    """Direct kernels, no columns, a chunk of samples per thread. At stride 1 the
-    few-output kernels (``kernels.conv_direct_*``) both ways; at other strides the
-    register-tiled forward (``kernels.conv_tiled_forward``) and im2col's backward, on
-    columns made again from the input a chunk at a time (nothing of the size of the
-    columns is kept between the passes)."""
+    """Direct kernels, a chunk of samples per thread. At stride 1 the few-output kernels
+    (``kernels.conv_direct_*``) both ways; at other strides the register-tiled kernels
+    (``kernels.conv_tiled_*``) for the output and the weight gradient, and im2col's
+    GEMM and col2im for the input gradient: no columns of the input are made or kept."""
 
     name = "direct"
 
@@ -233,17 +221,39 @@ class Direct:
         return dx
 
     def _strided_backward(self, layer, dy):
-        n, p = dy.shape[0], dy.shape[2] * dy.shape[3]
-        k = layer._patch_rows(layer.in_channels)
-        step = layer._chunk(n, k, p)
-        cols = layer._worker_buffers("cols", (k * step * p,), n, step)
+        """The weight gradient by ``kernels.conv_tiled_weight_grad`` (a chunk of samples per
+        thread, as the forward), the input gradient as im2col's (a GEMM into columns,
+        then col2im)."""
+        n, o, oh, ow = dy.shape
+        dy = np.ascontiguousarray(dy, dtype=layer.dtype)
+        w = layer.params["W"]
+        step = layer._step
+        per_chunk = layer._buffer("dW_direct", (-(-n // step), *w.shape))
 
-        def columns(part, worker):
-            c = cols[worker][: (part.stop - part.start) * k * p].reshape(k, -1)
-            kernels.im2col(layer._x[part], *layer._geometry(), out=c)
-            return c
+        def weight_grad(part, worker):
+            kernels.conv_tiled_weight_grad(layer._x[part], dy[part], *layer.stride, *layer.padding,
+                                           per_chunk[part.start // step])
 
-        return im2col_backward(layer, dy, step, columns)
+        threads.for_each_chunk(n, step, weight_grad)
+        np.sum(per_chunk, axis=0, out=layer.grads["W"])
+        layer.bias_grad(dy)
+        if not layer.needs_input_grad:
+            return None
+        k, p = layer._patch_rows(layer.in_channels), oh * ow
+        rows = layer._chunk(n, k, p)
+        dx = np.empty(layer._x_shape, dtype=layer.dtype)
+        dy3, w2t = dy.reshape(n, o, p), w.reshape(o, k).T
+        dy_rows = layer._worker_buffers("dy_rows", (o, rows * p), n, rows)
+        dcols = layer._worker_buffers("dcols", (k, rows * p), n, rows)
+
+        def input_grad(part, worker):
+            m = part.stop - part.start
+            dc = dcols[worker][:, : m * p]
+            np.matmul(w2t, to_rows(dy3[part], dy_rows[worker]), out=dc)
+            kernels.col2im(dc, (m, *layer._x_shape[1:]), *layer._geometry(), out=dx[part])
+
+        threads.for_each_chunk(n, rows, input_grad)
+        return dx
 
 
 def winograd_weights(w, m: int):
