@@ -595,15 +595,15 @@ def conv_tiled_forward(x, w, b, sh, sw, ph, pw, out):
 # The weight gradient the same way: ``dW[o, k] = sum_q dy[o, q] * x[q + toff[k]]`` over
 # the wide pixels q of a chunk (dy copied wide, zero in the dropped columns), in tiles of
 # GRAD_CHANNELS output channels x GRAD_TAPS taps, each a vector of partial sums over
-# the pixels' lanes, added up at the end of the sweep.
+# the pixels' lanes, added up at the end of the sweep (4 x 4 tiles: 16 accumulators and
+# the 8 vectors they are made from).
 GRAD_CHANNELS = 4 if VECTOR_BYTES == 64 else 2
 GRAD_TAPS = 4
 
 
 @intrinsic
 def _grad_tile(typingctx, xs, dyw, span, toff, k0, o0, out):
-    """``out[(o*GRAD_TAPS + t)*lanes + l]`` = the lane-l partial sum over q of
-    ``dyw[(o0+o)*span + q] * xs[toff[k0+t] + q]``."""
+    """``out[o*GRAD_TAPS + t]`` = the sum over q of ``dyw[(o0+o)*span + q] * xs[toff[k0+t] + q]``."""
     sig = nb_types.void(xs, dyw, span, toff, k0, o0, out)
 
     def codegen(context, builder, signature, args):
@@ -638,10 +638,14 @@ def _grad_tile(typingctx, xs, dyw, span, toff, k0, o0, out):
             for o in range(GRAD_CHANNELS):
                 for t in range(GRAD_TAPS):
                     builder.store(builder.call(fma, [dv[o], xv[t], builder.load(acc[o][t])]), acc[o][t])
+        # each vector's lanes added up (in a tree: the order of a sum is free here)
+        reduce = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(ftype, [ftype, vty]),
+                                                f"llvm.vector.reduce.fadd.v{lanes}f{8 * size}")
         for o in range(GRAD_CHANNELS):
             for t in range(GRAD_TAPS):
-                dst = builder.gep(out_p, [llvm_ir.Constant(i64, (o * GRAD_TAPS + t) * lanes)])
-                builder.store(builder.load(acc[o][t]), vec(dst), align=size)
+                total = builder.call(reduce, [llvm_ir.Constant(ftype, 0.0), builder.load(acc[o][t])],
+                                     fastmath=("reassoc",))
+                builder.store(total, builder.gep(out_p, [llvm_ir.Constant(i64, o * GRAD_TAPS + t)]))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -652,10 +656,9 @@ def _conv_tiled_weight_grad(x, dy, toff, dwk, sh, sw, ph, pw, hq, wq, g, span, s
     n, c, h, wd = x.shape
     o, oh, ow = dy.shape[1:]
     opad, kpad = dwk.shape
-    lanes = VECTOR_BYTES // x.itemsize
     xs = np.zeros(size, dtype=x.dtype)
     dyw = np.zeros(opad * span, dtype=x.dtype)    # dy wide; zero in the dropped pixels and padded channels
-    part = np.empty(GRAD_CHANNELS * GRAD_TAPS * lanes, dtype=x.dtype)
+    part = np.empty(GRAD_CHANNELS * GRAD_TAPS, dtype=x.dtype)
     dyf = dy.reshape(-1)
     dwk[:] = 0
     for n0 in range(0, n, g):
@@ -675,10 +678,7 @@ def _conv_tiled_weight_grad(x, dy, toff, dwk, sh, sw, ph, pw, hq, wq, g, span, s
                 _grad_tile(xs, dyw, span, toff, k0, o0, part)
                 for oo in range(GRAD_CHANNELS):
                     for t in range(GRAD_TAPS):
-                        total = part[(oo * GRAD_TAPS + t) * lanes]
-                        for lane in range(1, lanes):
-                            total += part[(oo * GRAD_TAPS + t) * lanes + lane]
-                        dwk[o0 + oo, k0 + t] += total
+                        dwk[o0 + oo, k0 + t] += part[oo * GRAD_TAPS + t]
 
 
 def conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw):
