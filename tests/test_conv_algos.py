@@ -476,3 +476,21 @@ def test_against_pytorch_float32(rng, monkeypatch, algo):
     for name, a, t in zip(("y", "dx", "dW", "db"), ours, (ty, tx.grad, tw.grad, tb.grad)):
         t = t.detach().numpy()
         assert np.abs(a - t).max() <= TOL32[algo] * np.abs(t).max(), f"{algo} {name}"
+
+
+@pytest.mark.parametrize("k,s,pad", [(5, 2, 2), (4, 2, 1), (3, 3, 0)])
+def test_strided_direct_against_pytorch_float32(rng, monkeypatch, k, s, pad):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "direct")
+    layer = npvae.Conv2d(6, 16, k, stride=s, padding=pad, rng=rng)
+    x = rng.standard_normal((3, 6, 19, 14)).astype(np.float32)
+    dy = rng.standard_normal((3, 16, *layer.output_shape(19, 14))).astype(np.float32)
+    ours = run(layer, x, dy)
+    assert layer.algorithm == "direct"
+    tx = torch.tensor(x, requires_grad=True)
+    tw, tb = (torch.tensor(layer.params[k_], requires_grad=True) for k_ in ("W", "b"))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=pad)
+    ty.backward(torch.tensor(dy))
+    for name, a, t in zip(("y", "dx", "dW", "db"), ours, (ty, tx.grad, tw.grad, tb.grad)):
+        t = t.detach().numpy()
+        assert np.abs(a - t).max() <= TOL32["direct"] * np.abs(t).max(), name
