@@ -409,9 +409,11 @@ def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
 # first OW are kept (as in the stride-1 kernels above), so that a tap is one shift of
 # a flat run; the planes of a chunk of samples follow each other in each phase, so the
 # run also crosses samples (a few wide rows of junk between them). A chunk holds about
-# TILED_CHUNK_BYTES of phase planes (L2 resident); all its pixels are swept once per
-# block of output channels, whose weights (pre-transposed to (C*kh*kw, O), O padded to
-# whole blocks) stay in L1. Serial and GIL-free, for the layers' worker threads.
+# TILED_CHUNK_BYTES of phase planes (half of a core's 1 MB L2 on the machine measured,
+# the rest for the weights and the wide output); all its pixels are swept once per
+# block of output channels, whose weights are pre-transposed to (C*kh*kw, O), O padded
+# to whole blocks. Sums are in the arrays' dtype, as BLAS's. Serial and GIL-free, for
+# the layers' worker threads.
 
 def _vector_bytes():
     try:
