@@ -76,6 +76,14 @@ def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
     return _ops.conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx)
 
 
+def conv_tiled_forward(x, w, b, sh, sw, ph, pw, out):
+    return _ops.conv_tiled_forward(x, w, b, sh, sw, ph, pw, out)
+
+
+def conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw):
+    return _ops.conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw)
+
+
 def winograd_input_transform(x, m, ph, pw, out=None):
     return _ops.winograd_input_transform(x, m, ph, pw, out)
 
@@ -184,8 +192,8 @@ def dropout_apply(x, keep, scale):
     return _ops.dropout_apply(x, keep, scale)
 
 
-for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, winograd_input_transform,
-            winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
+for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, conv_tiled_forward, conv_tiled_weight_grad,
+            winograd_input_transform, winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
             bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits,
             max_pool2d_forward, max_pool2d_backward, channel_sums, channel_sq_dev, channel_dot_sums,
             batchnorm_normalise, channel_affine, batchnorm_input_grad, groupnorm_forward, groupnorm_backward,

@@ -181,6 +181,24 @@ def conv_direct_backward(x, w, dy, sh, sw, ph, pw, dw, dx=None):
         col2im(w.reshape(o, -1).T @ d2, x.shape, kh, kw, sh, sw, ph, pw, out=dx)
 
 
+def conv_tiled_forward(x, w, b, sh, sw, ph, pw, out):
+    """Cross-correlation ``out[n, o] = b[o] + sum_c w[o, c] * x[n, c]`` (stride, zero
+    padding) for x (N, C, H, W), w (O, C, kh, kw), b (O,), into ``out`` (N, O, OH, OW),
+    C-contiguous; returns ``out``. The register-tiled direct kernel: no columns, any
+    stride, for layers with many output channels."""
+    return conv_direct_forward(x, w, b, sh, sw, ph, pw, out)
+
+
+def conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw):
+    """The weight gradient of :func:`conv_tiled_forward`: ``dw`` (O, C, kh, kw) is
+    overwritten with ``sum_n`` of the correlation of ``dy[n]`` (N, O, OH, OW) with
+    ``x[n]`` (N, C, H, W) (stride, zero padding); returns ``dw``."""
+    o, c, kh, kw = dw.shape
+    cols = im2col(x, kh, kw, sh, sw, ph, pw)
+    dw[...] = (dy.transpose(1, 0, 2, 3).reshape(o, -1) @ cols.T).reshape(dw.shape)
+    return dw
+
+
 # -- Winograd F(m x m, 3x3) ------------------------------------------------------------------
 #
 # A 3x3 stride-1 convolution computed on input tiles of r = m + 2 pixels a side that

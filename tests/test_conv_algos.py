@@ -182,6 +182,68 @@ def test_weight_transform_and_its_adjoint(rng):
         assert np.sum(u * du) == pytest.approx(np.sum(w * conv_algos.winograd_weights_adjoint(du, m)), rel=1e-12)
 
 
+# -- direct at strides above 1: the register-tiled kernels ------------------------------------------
+
+STRIDED = [  # n, c, o, (h, w), kernel, stride, padding
+    (3, 5, 16, (11, 13), 4, 2, 1),
+    (2, 3, 9, (9, 8), 5, 2, 2),       # an output width that is not a whole tile of channels
+    (4, 1, 2, (7, 10), 3, 3, 0),
+    (1, 8, 24, (12, 7), 3, 2, 2),
+    (5, 4, 8, (6, 6), 5, 3, 1),
+    (2, 3, 4, (8, 9), 2, 3, 1),       # a kernel smaller than the stride
+]
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("n,c,o,hw,k,s,pad", STRIDED)
+def test_strided_direct_agrees_with_im2col(rng, monkeypatch, backend, dtype, tol, threads, n, c, o, hw, k, s, pad):
+    """Outputs and gradients of a strided layer forced to ``direct`` are im2col's (relative
+    to the largest value), with and without the input gradient, and in inference with a
+    fused activation."""
+    monkeypatch.setenv("NPVAE_NUM_THREADS", threads)
+    layer = npvae.Conv2d(c, o, k, stride=s, padding=pad, rng=rng, dtype=dtype)
+    x = rng.standard_normal((n, c, *hw)).astype(dtype)
+    dy = rng.standard_normal((n, o, *layer.output_shape(*hw))).astype(dtype)
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "im2col")
+    expected = run(layer, x, dy)
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "direct")
+    got = run(layer, x, dy)
+    assert layer.algorithm == "direct"
+    for name, a, b in zip(("y", "dx", "dW", "db"), got, expected):
+        assert a.dtype == dtype and a.shape == b.shape, name
+        assert np.abs(a - b).max() <= tol * np.abs(b).max(), name
+    layer.needs_input_grad = False
+    layer.forward(x)
+    assert layer.backward(dy) is None
+    assert np.abs(layer.grads["W"] - expected[2]).max() <= tol * np.abs(expected[2]).max()
+    act = npvae.layers.LeakyReLU(0.2)
+    with npvae.layers.inference():
+        fused = layer.forward(x, act=act)
+    assert layer.algorithm == "direct"
+    y = expected[0]
+    np.testing.assert_allclose(fused, np.where(y > 0, y, 0.2 * y), rtol=tol, atol=tol * np.abs(y).max())
+
+
+def test_auto_mode_may_choose_direct_for_a_strided_layer(rng, monkeypatch):
+    """Auto mode times direct beside im2col for a strided layer of any width, and takes it
+    when it measures faster: the layer then gives what the forced algorithm gives."""
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
+    layer = npvae.Conv2d(6, 32, 5, stride=2, padding=2, rng=rng)
+    x = rng.standard_normal((2, 6, 16, 12)).astype(np.float32)
+    timed = []
+
+    def measure(layer_, x_, options):
+        timed.extend(a.name for a in options)
+        return {a.name: (1.0 if a.name == "direct" else 2.0) for a in options}
+
+    monkeypatch.setattr(conv_algos, "measure", measure)
+    y = layer.forward(x)
+    assert timed == ["im2col", "direct"] and layer.algorithm == "direct"
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "direct")
+    np.testing.assert_array_equal(layer.forward(x), y)
+
+
 # -- NPVAE_CONV_ALGO -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("forced,kernel,stride,out_channels,expected", [
@@ -190,7 +252,7 @@ def test_weight_transform_and_its_adjoint(rng):
     ("winograd", 3, 2, 4, "im2col"),       # stride 2: falls back
     ("winograd4", 5, 1, 4, "im2col"),      # 5x5 kernel: falls back
     ("direct", 3, 1, 16, "direct"),        # forced, direct runs at any width
-    ("direct", 4, 2, 2, "im2col"),
+    ("direct", 4, 2, 2, "direct"),         # stride 2: the register-tiled forward
     ("im2col", 3, 1, 1, "im2col"),
 ])
 def test_forced_algorithm_and_fallback(rng, monkeypatch, forced, kernel, stride, out_channels, expected):
@@ -211,10 +273,10 @@ def test_unknown_algorithm_names_the_choices(rng, monkeypatch):
 
 
 def test_only_im2col_is_not_timed(rng, monkeypatch):
-    """A stride-2 layer on one thread has one candidate: auto mode runs it without timing
-    or a cache entry."""
+    """A 5x5 stride-1 layer too wide for the direct kernels, on one thread, has one
+    candidate: auto mode runs it without timing or a cache entry."""
     monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
-    layer = npvae.Conv2d(2, 3, 4, stride=2, padding=1, rng=rng)
+    layer = npvae.Conv2d(2, 16, 5, padding=2, rng=rng)
     layer.forward(np.zeros((2, 2, 8, 8), np.float32))
     assert layer.algorithm == "im2col"
     assert not conv_algos.cache_path().exists()
@@ -225,13 +287,14 @@ def test_auto_candidates():
     assert names(npvae.Conv2d(3, 2, 3, padding=1)) == ["im2col", "direct", "winograd", "winograd4"]
     assert names(npvae.Conv2d(3, 32, 3, padding=1)) == ["im2col", "winograd", "winograd4"]   # too wide for direct
     assert names(npvae.Conv2d(3, 2, 5, padding=2)) == ["im2col", "direct"]
-    assert names(npvae.Conv2d(3, 2, 3, stride=2)) == ["im2col"]
+    assert names(npvae.Conv2d(3, 2, 3, stride=2)) == ["im2col", "direct"]
+    assert names(npvae.Conv2d(24, 48, 5, stride=2, padding=2)) == ["im2col", "direct"]   # any width when strided
 
 
 @pytest.mark.parametrize("threads,hw,expected", [
-    ("2", (28, 28), ["im2col", "im2col@1"]),              # 2*8*4*2*9*196 FLOPs: small, also on one thread
-    ("1", (28, 28), ["im2col"]),                          # one thread already
-    ("2", (1024, 1024), ["im2col"]),                      # 2*8*4*2*9*512*512 = 302 MFLOP: large enough to share
+    ("2", (28, 28), ["im2col", "direct", "im2col@1", "direct@1"]),   # 2*8*4*2*9*196 FLOPs: small, also on one thread
+    ("1", (28, 28), ["im2col", "direct"]),                          # one thread already
+    ("2", (1024, 1024), ["im2col", "direct"]),                      # 2*8*4*2*9*512*512 = 302 MFLOP: large enough to share
 ])
 def test_small_layers_are_also_timed_on_one_thread(monkeypatch, threads, hw, expected):
     monkeypatch.setenv("NPVAE_NUM_THREADS", threads)
@@ -413,3 +476,21 @@ def test_against_pytorch_float32(rng, monkeypatch, algo):
     for name, a, t in zip(("y", "dx", "dW", "db"), ours, (ty, tx.grad, tw.grad, tb.grad)):
         t = t.detach().numpy()
         assert np.abs(a - t).max() <= TOL32[algo] * np.abs(t).max(), f"{algo} {name}"
+
+
+@pytest.mark.parametrize("k,s,pad", [(5, 2, 2), (4, 2, 1), (3, 3, 0)])
+def test_strided_direct_against_pytorch_float32(rng, monkeypatch, k, s, pad):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "direct")
+    layer = npvae.Conv2d(6, 16, k, stride=s, padding=pad, rng=rng)
+    x = rng.standard_normal((3, 6, 19, 14)).astype(np.float32)
+    dy = rng.standard_normal((3, 16, *layer.output_shape(19, 14))).astype(np.float32)
+    ours = run(layer, x, dy)
+    assert layer.algorithm == "direct"
+    tx = torch.tensor(x, requires_grad=True)
+    tw, tb = (torch.tensor(layer.params[k_], requires_grad=True) for k_ in ("W", "b"))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=pad)
+    ty.backward(torch.tensor(dy))
+    for name, a, t in zip(("y", "dx", "dW", "db"), ours, (ty, tx.grad, tw.grad, tb.grad)):
+        t = t.detach().numpy()
+        assert np.abs(a - t).max() <= TOL32["direct"] * np.abs(t).max(), name

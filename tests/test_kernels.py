@@ -90,6 +90,50 @@ def test_direct_conv(rng, dtype, n, c, o, hw, k, pad):
     close(y_nb, expected, dtype)
 
 
+TILED_GEOMS = [  # n, c, o, (h, w), (kh, kw), (sh, sw), (ph, pw)
+    (3, 5, 16, (11, 13), (4, 4), (2, 2), (1, 1)),
+    (2, 3, 9, (9, 8), (5, 5), (2, 2), (2, 2)),
+    (2, 4, 7, (10, 11), (3, 3), (3, 3), (0, 0)),
+    (1, 8, 24, (12, 7), (3, 3), (2, 2), (2, 2)),
+    (5, 2, 33, (6, 9), (5, 5), (3, 3), (1, 1)),
+    (2, 6, 5, (9, 9), (4, 3), (2, 3), (0, 2)),    # unequal kernel, stride and padding
+    (2, 3, 10, (10, 9), (3, 4), (3, 2), (1, 0)),
+    (3, 3, 17, (7, 8), (3, 3), (1, 1), (1, 1)),   # stride 1 runs too
+    (1, 1, 1, (5, 5), (5, 5), (2, 2), (0, 0)),    # a single output pixel
+    (2, 3, 4, (8, 9), (2, 2), (3, 3), (1, 1)),    # a kernel smaller than the stride
+    (3, 2, 9, (7, 8), (1, 1), (2, 2), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", ["default", "one sample", "two samples"])
+@pytest.mark.parametrize("n,c,o,hw,k,s,pad", TILED_GEOMS)
+def test_tiled_conv(rng, monkeypatch, dtype, chunk, n, c, o, hw, k, s, pad):
+    """The register-tiled forward and weight gradient against their twins, with the
+    samples in one chunk, one per chunk, or two per chunk (a last, smaller chunk when n
+    is odd)."""
+    if chunk != "default":
+        hq, wq = (-(-(hw[d] + 2 * pad[d]) // s[d]) for d in (0, 1))
+        per_sample = c * s[0] * s[1] * hq * wq * np.dtype(dtype).itemsize
+        monkeypatch.setattr(numba_kernels, "TILED_CHUNK_BYTES", per_sample * (1 if chunk == "one sample" else 2))
+    x = rng.standard_normal((n, c, *hw)).astype(dtype)
+    w = rng.standard_normal((o, c, *k)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    shape = (n, o, *(ref.conv_output_size(hw[d], k[d], s[d], pad[d]) for d in (0, 1)))
+    y_ref = ref.conv_tiled_forward(x, w, b, *s, *pad, out=np.empty(shape, dtype))
+    out = np.full(shape, np.nan, dtype)
+    assert numba_kernels.conv_tiled_forward(x, w, b, *s, *pad, out=out) is out
+    assert out.dtype == dtype
+    close(out, y_ref, dtype)
+    x.flags.writeable = False
+    close(numba_kernels.conv_tiled_forward(x, w, b, *s, *pad, out=np.empty(shape, dtype)), y_ref, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dw_ref = ref.conv_tiled_weight_grad(x, dy, *s, *pad, np.empty(w.shape, dtype))
+    dw = np.full(w.shape, np.nan, dtype)
+    assert numba_kernels.conv_tiled_weight_grad(x, dy, *s, *pad, dw) is dw
+    close(dw, dw_ref, dtype)
+
+
 ACTS = [kernels.ACT_IDENTITY, kernels.ACT_RELU, kernels.ACT_LEAKY_RELU, kernels.ACT_SIGMOID, kernels.ACT_TANH]
 
 

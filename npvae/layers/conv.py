@@ -2,9 +2,10 @@
 weight layouts.
 
 :class:`Conv2d` computes in one of a few ways (:mod:`npvae.layers.conv_algos`): im2col
-+ BLAS GEMMs (any geometry), direct kernels without columns (stride 1), or Winograd
-F(2x2, 3x3) and F(4x4, 3x3) (3x3 kernels at stride 1), each on all threads or, for
-a small layer, on one (``im2col@1``...). ``NPVAE_CONV_ALGO`` forces one
++ BLAS GEMMs (any geometry), direct kernels without columns (any geometry: at stride 1
+for few output channels, at larger strides register-tiled), or Winograd F(2x2, 3x3)
+and F(4x4, 3x3) (3x3 kernels at stride 1), each on all threads or, for a small layer,
+on one (``im2col@1``...). ``NPVAE_CONV_ALGO`` forces one
 (``im2col``, ``direct``, ``winograd``, ``winograd4``, any of them with ``@1``; a layer
 that cannot run it uses im2col) or, by default (``auto``), each layer times the ones it
 can run on the first input of each new shape and keeps the fastest, remembered in

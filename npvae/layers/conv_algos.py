@@ -5,7 +5,10 @@ Algorithms (each a forward and a backward over chunks of samples that
 rounding):
 
 * ``im2col``: columns of patches and one GEMM per chunk. Any geometry.
-* ``direct``: the direct kernels (``kernels.conv_direct_*``), no columns. Stride 1.
+* ``direct``: direct kernels, no columns of the input. At stride 1
+  ``kernels.conv_direct_*`` (for few output channels); at other strides the
+  register-tiled ``kernels.conv_tiled_*`` for the output and the weight gradient, and
+  for the input gradient im2col's GEMM into columns and col2im.
 * ``winograd``: Winograd F(2x2, 3x3): 16 GEMMs of (O x C) @ (C x tiles) between a
   transform of the input's 4x4 tiles and one of the output's 2x2 tiles. 3x3 kernels,
   stride 1, any padding.
@@ -15,12 +18,12 @@ rounding):
   layers too small to share between threads.
 
 ``NPVAE_CONV_ALGO`` picks one: ``auto`` (the default) or an algorithm's name. A named
-algorithm runs wherever it can; a layer it cannot run (``direct`` at stride 2,
-``winograd`` for a 5x5 kernel) uses ``im2col``. In ``auto`` mode the first forward of
-a layer on an input of a new shape times each algorithm it can run (``direct`` only
-up to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond which it is much slower and
-costly to time; on more than one thread, for layers under ``ONE_THREAD_MAX_FLOPS``,
-each also on one thread) for a forward and a backward pass on copies of the layer and a fixed
+algorithm runs wherever it can; a layer it cannot run (``winograd`` for a 5x5 kernel
+or at stride 2) uses ``im2col``. In ``auto`` mode the first forward of a layer on an
+input of a new shape times each algorithm it can run (``direct`` at stride 1 only up
+to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond which it is much slower and costly
+to time; on more than one thread, for layers under ``ONE_THREAD_MAX_FLOPS``, each also
+on one thread) for a forward and a backward pass on copies of the layer and a fixed
 output gradient, and keeps the fastest, in memory and in
 ``$NPVAE_CACHE_DIR/conv_algos.json`` (default ``~/.cache/npvae/conv_algos.json``),
 so that later runs on this machine take the same algorithm without timing: the choice
@@ -53,10 +56,10 @@ CACHE_ENV_VAR = "NPVAE_CACHE_DIR"
 CACHE_NAME = "conv_algos.json"
 CACHE_FORMAT = "npvae conv algorithms"
 
-# In auto mode the direct kernels are timed only for layers with at most this many
-# output channels: their cost grows with O*C, the GEMMs' far more slowly. At 2 outputs
-# they win by far (the image U-Net's last layer, 33 -> 1, 3x3, batch 128, forward +
-# backward on one thread: im2col 76 ms, direct 13 ms); at 8 (16 -> 8, 28x28, batch
+# In auto mode the stride-1 direct kernels are timed only for layers with at most this
+# many output channels: their cost grows with O*C, the GEMMs' far more slowly. At 2
+# outputs they win by far (the image U-Net's last layer, 33 -> 1, 3x3, batch 128,
+# forward + backward on one thread: im2col 76 ms, direct 13 ms); at 8 (16 -> 8, 28x28, batch
 # 128) they took about as long as im2col (62 vs 63-73 ms, under load), so wider layers
 # are not worth the time of timing them.
 DIRECT_AUTO_MAX_OUT = 8
@@ -172,13 +175,15 @@ class Im2col:
 
 
 class Direct:
-    """The direct kernels (``kernels.conv_direct_*``): no columns, a chunk of samples
-    per thread. Stride 1 only."""
+    """Direct kernels, a chunk of samples per thread. At stride 1 the few-output kernels
+    (``kernels.conv_direct_*``) both ways; at other strides the register-tiled kernels
+    (``kernels.conv_tiled_*``) for the output and the weight gradient, and im2col's
+    GEMM and col2im for the input gradient: no columns of the input are made or kept."""
 
     name = "direct"
 
     def valid(self, layer) -> bool:
-        return layer.stride == (1, 1)
+        return True
 
     def forward(self, layer, x, oh, ow, keep=True, act=None):
         n = x.shape[0]
@@ -187,9 +192,10 @@ class Direct:
             layer._x, layer._step = x, step            # kept for the gradients
         y = np.empty((n, layer.out_channels, oh, ow), dtype=layer.dtype)
         w, b = layer.params["W"], layer.bias_or_zeros()
+        kernel = kernels.conv_direct_forward if layer.stride == (1, 1) else kernels.conv_tiled_forward
 
         def work(part, worker):
-            kernels.conv_direct_forward(x[part], w, b, 1, 1, *layer.padding, out=y[part])
+            kernel(x[part], w, b, *layer.stride, *layer.padding, out=y[part])
             if act is not None:
                 act.forward_inplace(y[part])
 
@@ -197,6 +203,8 @@ class Direct:
         return y
 
     def backward(self, layer, dy):
+        if layer.stride != (1, 1):
+            return self._strided_backward(layer, dy)
         n, step = dy.shape[0], layer._step
         dy = np.ascontiguousarray(dy, dtype=layer.dtype)
         w = layer.params["W"]
@@ -210,6 +218,41 @@ class Direct:
         threads.for_each_chunk(n, step, work)
         np.sum(per_chunk, axis=0, out=layer.grads["W"])
         layer.bias_grad(dy)
+        return dx
+
+    def _strided_backward(self, layer, dy):
+        """The weight gradient by ``kernels.conv_tiled_weight_grad`` (a chunk of samples per
+        thread, as the forward), the input gradient as im2col's (a GEMM into columns,
+        then col2im)."""
+        n, o, oh, ow = dy.shape
+        dy = np.ascontiguousarray(dy, dtype=layer.dtype)
+        w = layer.params["W"]
+        step = layer._step
+        per_chunk = layer._buffer("dW_direct", (-(-n // step), *w.shape))
+
+        def weight_grad(part, worker):
+            kernels.conv_tiled_weight_grad(layer._x[part], dy[part], *layer.stride, *layer.padding,
+                                           per_chunk[part.start // step])
+
+        threads.for_each_chunk(n, step, weight_grad)
+        np.sum(per_chunk, axis=0, out=layer.grads["W"])
+        layer.bias_grad(dy)
+        if not layer.needs_input_grad:
+            return None
+        k, p = layer._patch_rows(layer.in_channels), oh * ow
+        rows = layer._chunk(n, k, p)
+        dx = np.empty(layer._x_shape, dtype=layer.dtype)
+        dy3, w2t = dy.reshape(n, o, p), w.reshape(o, k).T
+        dy_rows = layer._worker_buffers("dy_rows", (o, rows * p), n, rows)
+        dcols = layer._worker_buffers("dcols", (k, rows * p), n, rows)
+
+        def input_grad(part, worker):
+            m = part.stop - part.start
+            dc = dcols[worker][:, : m * p]
+            np.matmul(w2t, to_rows(dy3[part], dy_rows[worker]), out=dc)
+            kernels.col2im(dc, (m, *layer._x_shape[1:]), *layer._geometry(), out=dx[part])
+
+        threads.for_each_chunk(n, rows, input_grad)
         return dx
 
 
@@ -357,7 +400,8 @@ def candidates(layer, x=None) -> list:
     more than one thread, for a small layer (``plain_flops`` under
     ``ONE_THREAD_MAX_FLOPS``), each of them on one thread too."""
     options = [a for a in ALGORITHMS.values()
-               if a.valid(layer) and (a.name != "direct" or layer.out_channels <= DIRECT_AUTO_MAX_OUT)]
+               if a.valid(layer) and (a.name != "direct" or layer.stride != (1, 1)
+                                      or layer.out_channels <= DIRECT_AUTO_MAX_OUT)]
     if x is not None and threads.worker_count() > 1 and plain_flops(layer, x) < ONE_THREAD_MAX_FLOPS:
         options += [ONE_THREAD[f"{a.name}@1"] for a in options]
     return options
