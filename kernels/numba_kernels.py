@@ -1802,14 +1802,20 @@ GROUPNORM_FLAT_L = 16
 GROUPNORM_CHUNK = 1024
 
 
+# GroupNorm's kernels run on the threads from this many elements. On a quiet 2-core
+# machine (AVX-512), forward + backward, serial against parallel: 1.42-1.55 against
+# 0.81-0.91 ms at 128x24x28x28 (2.4M), 0.78-0.79 against 0.52-0.55 at 8x24x256x32 (1.6M),
+# level at 1.2M, and below 0.8M the parallel region's start (50-150 us) made it slower.
+GROUPNORM_PARALLEL_MIN = 1_500_000
+
+
 class _GroupNormKernel(_Kernel):
     """Sums may be reassociated (vectorised), but no multiply-add is fused: so
     ``dy * gamma - mean(dy * gamma)`` is 0 in a group of one value, as in the NumPy twin.
 
-    Parallel only from ``4 * PARALLEL_MIN_SIZE`` elements: serial at every size of the
-    pipeline U-Nets. On a busy 2-core machine the workqueue threads never paid there
-    (parallel/serial 0.8-1.25 from 1 to 3.2 million elements, 3x at 131072): a
-    parallel region costs some 50-70 us to start, and much more when a core is taken.
+    Parallel from ``GROUPNORM_PARALLEL_MIN`` elements (the U-Nets' largest maps), serial
+    below: a parallel region costs some 50-150 us to start, and much more when a core
+    is taken by other work.
     """
 
     def __init__(self, fn):
@@ -1817,7 +1823,7 @@ class _GroupNormKernel(_Kernel):
         self.parallel = njit(cache=True, parallel=True, fastmath={"reassoc"})(fn)
 
     def __call__(self, size, *args):
-        return (self.parallel if size >= 4 * PARALLEL_MIN_SIZE else self.serial)(*args)
+        return (self.parallel if size >= GROUPNORM_PARALLEL_MIN else self.serial)(*args)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})

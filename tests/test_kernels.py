@@ -421,6 +421,14 @@ def test_groupnorm_kernels(rng, dtype, shape, groups):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, groups", [((3, 6, 50), 3), ((5, 12, 9), 4), ((2, 2, 2501), 1), ((131, 4, 3), 2)])
+def test_groupnorm_kernels_on_the_threads(rng, dtype, shape, groups, monkeypatch):
+    """The parallel variants (the U-Nets' largest maps run them) equal the NumPy twin too."""
+    monkeypatch.setattr(numba_kernels, "GROUPNORM_PARALLEL_MIN", 0)
+    test_groupnorm_kernels(rng, dtype, shape, groups)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes", [((3, 4), (6, 8), (2.0, 2.0)), ((5, 6), (13, 9), (None, None)),
                                    ((4, 3), (6, 9), (1.5, 3.0)), ((1, 2), (3, 3), (None, None))])
 def test_bilinear(rng, dtype, sizes):
