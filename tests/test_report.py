@@ -448,6 +448,11 @@ def test_the_missed_marks_name_a_pilots_settings_and_flag_time_past_the_budget()
                                     "remix prob 0.8, gain 6 dB, voice pitch 2 st")
     assert _music_recipe(dict(base, ema_decay=0.999, weight_decay=0.05)).endswith(
         "logit penalty 0.001, weight decay 0.05, weight average 0.999")
+    stacked = dict(base, norm="batch", rnn_layers=2, rnn_hidden=256, stacks=2, down="stride", dropout=0.0)
+    assert _music_recipe(stacked) == ("2 stacks of 24-48, batchnorm, LSTM 2 x 256, 10 epochs, loss l1, remix cross, "
+                                      "logit penalty 0.001")
+    assert _music_recipe(dict(base, down="max", dropout=0.5, residual=True)).startswith(
+        "24-48, max pooling, dropout 0.5, residual, 10 epochs")
     assert _seconds(BUDGET_SECONDS) == "7200" and _seconds(7942.4) == "7942 (over 2 h)"
 
 

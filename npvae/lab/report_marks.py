@@ -109,13 +109,18 @@ def _decay(c) -> str:
     return (f", weight decay {wd:g}" if wd else "") + (f", weight average {ema:g}" if ema else "")
 
 
+def _layers(c) -> str:
+    """The new layers a recipe uses: its norm and pooling ("" for neither)."""
+    return ((f", {c['norm']}norm" if str(c.get("norm", "none")) != "none" else "")
+            + (f", {c['down']} pooling" if str(c.get("down", "stride")) != "stride" else ""))
+
+
 def _mnist_recipe(c) -> str:
     dense = str(c["model"]) == "dense"
     return (f"{c['model']} {_widths(c, 'hidden' if dense else 'channels')}"
             + (f", latent {int(c['latent_dim'])}" if dense and "latent_dim" in c else "")
             + (f", {int(c['blocks'])} blocks" if "blocks" in c and not dense else "")
-            + (f", {c['norm']}norm" if str(c.get("norm", "none")) != "none" else "")
-            + (f", {c['down']} pooling" if str(c.get("down", "stride")) != "stride" else "")
+            + _layers(c)
             + f", beta {float(c['beta']):g}, {'sampling' if bool(c.get('sample', True)) else 'no sampling'}, "
             f"{int(c['epochs'])} epochs, lr {c['lr_schedule']}" + _decay(c))
 
@@ -129,7 +134,13 @@ def _music_recipe(c) -> str:
     default = defaults(MusicConfig)
     extras = "".join(f", {fmt.format(float(c[key]))}" for key, fmt in MUSIC_EXTRAS.items()
                      if key in c and float(c[key]) != default[key])
-    return (f"{_widths(c)}, {int(c['epochs'])} epochs, loss {c['loss']}, remix {c.get('remix', 'none')}, "
+    rnn = int(c.get("rnn_layers", 0))
+    stacks = int(c.get("stacks", 1))
+    return ((f"{stacks} stacks of " if stacks > 1 else "") + f"{_widths(c)}" + _layers(c)
+            + (f", LSTM {rnn} x {int(c.get('rnn_hidden', 256))}" if rnn else "")
+            + (f", dropout {float(c['dropout']):g}" if float(c.get("dropout", 0.0)) else "")
+            + (", residual" if bool(c.get("residual", False)) else "")
+            + f", {int(c['epochs'])} epochs, loss {c['loss']}, remix {c.get('remix', 'none')}, "
             f"logit penalty {float(c.get('logit_penalty', 0.0)):g}" + extras + _decay(c))
 
 
