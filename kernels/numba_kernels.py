@@ -1802,7 +1802,8 @@ GROUPNORM_FLAT_L = 16
 GROUPNORM_CHUNK = 1024
 
 
-# GroupNorm's kernels run on the threads from this many elements. On a quiet 2-core
+# GroupNorm's kernels run on the threads from this many elements (scripts/bench_groupnorm.py
+# times both variants). On a quiet 2-core
 # machine (AVX-512), forward + backward, serial against parallel: 1.42-1.55 against
 # 0.81-0.91 ms at 128x24x28x28 (2.4M), 0.78-0.79 against 0.52-0.55 at 8x24x256x32 (1.6M),
 # level at 1.2M, and below 0.8M the parallel region's start (50-150 us) made it slower.
