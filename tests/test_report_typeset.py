@@ -298,6 +298,15 @@ def test_part_ii_section_has_players_for_the_evaluations_example(tmp_path):
                                          "music-run_accompaniment_hat.wav", "music-run_accompaniment.wav"]
     np.testing.assert_allclose(sf.read(clips[1][1])[0], ex["vocals_hat"], atol=1 / 32767)
     check_html(doc.html(tmp_path / "report.html", tmp_path), doc)
+    # npvae report --no-audio: the same section, its spectrograms but no clips written or linked
+    kept = tmp_path / "kept"
+    (kept / "figures").mkdir(parents=True)
+    doc = Doc()
+    doc.h1("Report")
+    _music_section(doc, [run], kept / "figures", audio=False)
+    kinds = [b[0] for b in doc.blocks]
+    assert "img" in kinds and "audio" not in kinds
+    assert not (kept / "audio").exists()
 
 
 def test_report_typeset_again_from_its_markdown(tmp_path, capsys):

@@ -114,6 +114,8 @@ def _add_report(p: argparse.ArgumentParser) -> None:
                       help="keep the report in --out and add or replace the sections these directories feed")
     what.add_argument("--from-markdown", metavar="REPORT_MD", default=None,
                       help="no runs: typeset report.pdf and report.html again beside this report.md")
+    p.add_argument("--no-audio", dest="audio", action="store_false",
+                   help="no audio/ folder and no players: a report kept in a repository holds no dataset music")
     p.set_defaults(run=run_report)
 
 
@@ -131,9 +133,10 @@ def run_report(args) -> int:
                          "--from-markdown REPORT_MD to typeset an existing report again")
     command = "npvae report " + " ".join(shlex.quote(shown(d)) for d in args.run_dirs) \
         + (" --pilots " + " ".join(shlex.quote(shown(d)) for d in args.pilots) if args.pilots else "") \
-        + f" --out {shlex.quote(shown(args.out))}" + (" --update" if args.update else "")
+        + f" --out {shlex.quote(shown(args.out))}" + (" --update" if args.update else "") \
+        + ("" if args.audio else " --no-audio")
     report.build_report(args.run_dirs, args.out, command=command, log=lambda s: print(s, flush=True),
-                        overwrite=args.overwrite, update=args.update, pilot_dirs=args.pilots)
+                        overwrite=args.overwrite, update=args.update, pilot_dirs=args.pilots, audio=args.audio)
     return 0
 
 

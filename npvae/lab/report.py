@@ -145,7 +145,7 @@ def _mnist_section(doc: Doc, runs: list[dict], figs: Path):
                           f"and the validation PSNR.")
 
 
-def _music_section(doc: Doc, runs: list[dict], figs: Path):
+def _music_section(doc: Doc, runs: list[dict], figs: Path, audio: bool = True):
     doc.h2("Part II: separation results (full training runs)")
     labels = {"model": "VAE", "oracle": "ideal ratio mask (ceiling)", "mixture": "unprocessed mixture (floor)"}
     for r in runs:
@@ -183,7 +183,7 @@ def _music_section(doc: Doc, runs: list[dict], figs: Path):
             fig = plot_example(ex, figs / f"{name}_example.png", cfg, f"{ex.get('name', '')}")
             doc.image(fig, f"{name}: magnitude spectrograms (dB) of a test clip: the mixture, the true and "
                            f"estimated vocals, the true and estimated accompaniment.")
-            clips, gain = example_audio(ex, figs.parent / "audio", name, cfg.sample_rate)
+            clips, gain = example_audio(ex, figs.parent / "audio", name, cfg.sample_rate) if audio else ([], 1.0)
             if clips:
                 doc.audio(clips, f"{name}: the clip of the spectrograms above, {e['path'].name}'s example"
                           + (f", every waveform scaled by {gain:.2f} to fit 16-bit PCM" if gain != 1 else ""))
@@ -370,9 +370,11 @@ def check_report_dir(out, overwrite: bool = False) -> Path:
 
 
 def build_report(run_dirs, out="results/report", command: str | None = None, log=print,
-                 overwrite: bool = False, update: bool = False, pilot_dirs=()) -> dict:
+                 overwrite: bool = False, update: bool = False, pilot_dirs=(), audio: bool = True) -> dict:
     """Write ``out``/report.md, report.pdf, report.html, figures/ and (for Part II runs
-    whose evaluations hold example waveforms) audio/ from ``run_dirs``.
+    whose evaluations hold example waveforms, unless not ``audio``) audio/ from ``run_dirs``.
+    A report kept in a repository is built without ``audio``: the example clips are the
+    dataset's own music.
 
     ``pilot_dirs`` are Part I or Part II runs of a recipe with one change at a shorter
     budget: each is a row of the missed-marks section only (no section or figures).
@@ -441,7 +443,7 @@ def build_report(run_dirs, out="results/report", command: str | None = None, log
                     shutil.copytree(out / folder, build / folder)
             old = Doc.from_markdown(old_text, build)
         doc = _compose_report(build, studies, mnist_runs, music_runs, blind_runs, sources, command, pilots,
-                              pilot_dirs)
+                              pilot_dirs, audio)
         if update:
             doc = merge_reports(old, doc, f"Built by `npvae report` from results files only and last brought up to "
                                 f"date on {datetime.date.today().isoformat()}"
@@ -492,8 +494,9 @@ def retypeset(markdown_path, log=print) -> dict:
 
 
 def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sources, command,
-                    pilots: dict | None = None, pilot_dirs=()) -> Doc:
-    """The report of these results as a Doc, its figures written into ``out``/figures."""
+                    pilots: dict | None = None, pilot_dirs=(), audio: bool = True) -> Doc:
+    """The report of these results as a Doc, its figures written into ``out``/figures
+    (and, with ``audio``, the Part II example clips into ``out``/audio)."""
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     doc = Doc()
@@ -514,7 +517,7 @@ def _compose_report(out: Path, studies, mnist_runs, music_runs, blind_runs, sour
     if mnist_runs:
         _mnist_section(doc, mnist_runs, figs)
     if music_runs:
-        _music_section(doc, music_runs, figs)
+        _music_section(doc, music_runs, figs, audio)
     if blind_runs:
         blind_section(doc, blind_runs, mnist_runs, figs)
     for study, sdir in studies:
