@@ -199,6 +199,23 @@ def conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw):
     return dw
 
 
+
+def conv_cin1_forward(x, w, b, sh, sw, ph, pw, out):
+    """Cross-correlation ``out[n, o] = b[o] + w[o, 0] * x[n, 0]`` (stride, zero padding) of
+    one input channel, x (N, 1, H, W), w (O, 1, kh, kw), b (O,), into ``out`` (N, O, OH,
+    OW), C-contiguous; returns ``out``. The direct kernel for a network's first layer."""
+    return conv_direct_forward(x, w, b, sh, sw, ph, pw, out)
+
+
+def conv_cin1_weight_grad(x, dy, sh, sw, ph, pw, dw, db=None):
+    """The gradients of :func:`conv_cin1_forward` from ``dy`` (N, O, OH, OW): ``dw`` (O, 1,
+    kh, kw) is overwritten with the weight gradient, ``db`` (O,), if given, with the bias
+    gradient ``sum(dy)`` over all axes but the channels; returns ``dw``."""
+    conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw)
+    if db is not None:
+        db[...] = np.sum(dy, axis=(0, 2, 3))
+    return dw
+
 # -- Winograd F(m x m, 3x3) ------------------------------------------------------------------
 #
 # A 3x3 stride-1 convolution computed on input tiles of r = m + 2 pixels a side that

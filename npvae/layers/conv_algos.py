@@ -224,7 +224,7 @@ class Direct:
         """The weight gradient by ``kernels.conv_tiled_weight_grad`` (a chunk of samples per
         thread, as the forward), the input gradient as im2col's (a GEMM into columns,
         then col2im)."""
-        n, o, oh, ow = dy.shape
+        n = dy.shape[0]
         dy = np.ascontiguousarray(dy, dtype=layer.dtype)
         w = layer.params["W"]
         step = layer._step
@@ -237,23 +237,77 @@ class Direct:
         threads.for_each_chunk(n, step, weight_grad)
         np.sum(per_chunk, axis=0, out=layer.grads["W"])
         layer.bias_grad(dy)
-        if not layer.needs_input_grad:
-            return None
-        k, p = layer._patch_rows(layer.in_channels), oh * ow
-        rows = layer._chunk(n, k, p)
-        dx = np.empty(layer._x_shape, dtype=layer.dtype)
-        dy3, w2t = dy.reshape(n, o, p), w.reshape(o, k).T
-        dy_rows = layer._worker_buffers("dy_rows", (o, rows * p), n, rows)
-        dcols = layer._worker_buffers("dcols", (k, rows * p), n, rows)
+        return input_grad_by_columns(layer, dy) if layer.needs_input_grad else None
 
-        def input_grad(part, worker):
-            m = part.stop - part.start
-            dc = dcols[worker][:, : m * p]
-            np.matmul(w2t, to_rows(dy3[part], dy_rows[worker]), out=dc)
-            kernels.col2im(dc, (m, *layer._x_shape[1:]), *layer._geometry(), out=dx[part])
 
-        threads.for_each_chunk(n, rows, input_grad)
-        return dx
+def input_grad_by_columns(layer, dy):
+    """The input gradient (N, C, H, W) as im2col's backward makes it: per chunk of samples
+    a GEMM of the weights with ``dy`` (N, O, OH, OW, C-contiguous) into columns, then col2im."""
+    n, o, oh, ow = dy.shape
+    k, p = layer._patch_rows(layer.in_channels), oh * ow
+    rows = layer._chunk(n, k, p)
+    dx = np.empty(layer._x_shape, dtype=layer.dtype)
+    dy3, w2t = dy.reshape(n, o, p), layer.params["W"].reshape(o, k).T
+    dy_rows = layer._worker_buffers("dy_rows", (o, rows * p), n, rows)
+    dcols = layer._worker_buffers("dcols", (k, rows * p), n, rows)
+
+    def work(part, worker):
+        m = part.stop - part.start
+        dc = dcols[worker][:, : m * p]
+        np.matmul(w2t, to_rows(dy3[part], dy_rows[worker]), out=dc)
+        kernels.col2im(dc, (m, *layer._x_shape[1:]), *layer._geometry(), out=dx[part])
+
+    threads.for_each_chunk(n, rows, work)
+    return dx
+
+
+class OneInputChannel:
+    """Direct kernels for a layer of one input channel (a network's first layer, any
+    kernel and stride): ``kernels.conv_cin1_forward`` writes the output without columns,
+    a tile of output channels x vectors along an output row at a time, and
+    ``kernels.conv_cin1_weight_grad`` makes the weight and bias gradients from the same
+    vectors; a chunk of samples per thread. The input gradient, which a first layer's
+    caller rarely needs, is im2col's (:func:`input_grad_by_columns`)."""
+
+    name = "cin1"
+
+    def valid(self, layer) -> bool:
+        return layer.in_channels == 1
+
+    def forward(self, layer, x, oh, ow, keep=True, act=None):
+        n = x.shape[0]
+        step = -(-n // threads.worker_count())
+        if keep:
+            layer._x, layer._step = x, step            # kept for the gradients
+        y = np.empty((n, layer.out_channels, oh, ow), dtype=layer.dtype)
+        w, b = layer.params["W"], layer.bias_or_zeros()
+
+        def work(part, worker):
+            kernels.conv_cin1_forward(x[part], w, b, *layer.stride, *layer.padding, out=y[part])
+            if act is not None:
+                act.forward_inplace(y[part])
+
+        threads.for_each_chunk(n, step, work)
+        return y
+
+    def backward(self, layer, dy):
+        n, step = dy.shape[0], layer._step
+        dy = np.ascontiguousarray(dy, dtype=layer.dtype)
+        w = layer.params["W"]
+        chunks = -(-n // step)
+        dw_chunks = layer._buffer("dW_cin1", (chunks, *w.shape))
+        db_chunks = layer._buffer("db_cin1", (chunks, layer.out_channels))
+
+        def work(part, worker):
+            i = part.start // step
+            kernels.conv_cin1_weight_grad(layer._x[part], dy[part], *layer.stride, *layer.padding,
+                                          dw_chunks[i], db_chunks[i])
+
+        threads.for_each_chunk(n, step, work)
+        np.sum(dw_chunks, axis=0, out=layer.grads["W"])
+        if layer.bias:
+            np.sum(db_chunks, axis=0, out=layer.grads["b"])
+        return input_grad_by_columns(layer, dy) if layer.needs_input_grad else None
 
 
 def winograd_weights(w, m: int):
@@ -374,7 +428,7 @@ class OneThread:
 
 
 IM2COL = Im2col()
-ALGORITHMS = {a.name: a for a in (IM2COL, Direct(), Winograd(2), Winograd(4))}
+ALGORITHMS = {a.name: a for a in (IM2COL, Direct(), Winograd(2), Winograd(4), OneInputChannel())}
 ONE_THREAD = {f"{name}@1": OneThread(a) for name, a in ALGORITHMS.items()}
 CHOICES = ("auto", *ALGORITHMS, *ONE_THREAD)
 
