@@ -993,6 +993,70 @@ def conv_cin1_weight_grad(x, dy, sh, sw, ph, pw, dw, db=None):
     return dw
 
 
+# The input gradient, the adjoint of the forward: each tap of each output channel adds
+# ``w[o, 0, i, j] * dy[n, o]`` to the input's phase (i%sh, j%sw) shifted by (i//sh,
+# j//sw), the output gradient copied "wide" (rows of wq values, zero past OW) so that a
+# tap is one vectorised multiply-add along a flat run. A block of output rows at a time
+# (about CIN1_DX_BLOCK values of dy over all channels, which stay in L1); then the phases
+# are interleaved into the input's plane.
+CIN1_DX_BLOCK = 4096
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _conv_cin1_input_grad(dy, w, dx, sh, sw, ph, pw, hq, wq):
+    n, o, oh, ow = dy.shape
+    kh, kw = w.shape[2:]
+    h, wd = dx.shape[2:]
+    dwide = np.zeros((o, oh * wq), dtype=dy.dtype)          # columns past OW stay zero
+    phases = np.empty((sh, sw, hq * wq + wq), dtype=dy.dtype)  # room for the zero columns' overhang
+    rows = max(1, min(oh, CIN1_DX_BLOCK // (o * wq)))
+    dyf, dwf, pf, dxf = dy.reshape(-1), dwide.reshape(-1), phases.reshape(-1), dx.reshape(-1)
+    pq = phases.shape[2]
+    for ni in range(n):
+        for oi in range(o):
+            for a in range(oh):
+                s0, d0 = ((ni * o + oi) * oh + a) * ow, (oi * oh + a) * wq
+                for b in range(ow):
+                    dwf[np.uint64(d0 + b)] = dyf[np.uint64(s0 + b)]
+        phases[...] = 0
+        for a0 in range(0, oh, rows):
+            q0, q1 = a0 * wq, min(oh, a0 + rows) * wq
+            for i in range(kh):
+                for j in range(kw):
+                    off = (i // sh) * wq + j // sw
+                    dst = phases[i % sh, j % sw, q0 + off:q1 + off]
+                    for o0 in range(0, o - 3, 4):        # four channels a pass: a quarter of the stores
+                        w0, w1, w2, w3 = w[o0, 0, i, j], w[o0 + 1, 0, i, j], w[o0 + 2, 0, i, j], w[o0 + 3, 0, i, j]
+                        s0, s1 = dwide[o0, q0:q1], dwide[o0 + 1, q0:q1]
+                        s2, s3 = dwide[o0 + 2, q0:q1], dwide[o0 + 3, q0:q1]
+                        for q in range(q1 - q0):
+                            dst[q] += (w0 * s0[q] + w1 * s1[q]) + (w2 * s2[q] + w3 * s3[q])
+                    for oi in range(o - o % 4, o):
+                        wv = w[oi, 0, i, j]
+                        src = dwide[oi, q0:q1]
+                        for q in range(q1 - q0):
+                            dst[q] += wv * src[q]
+        for r in range(h):
+            pi, u = (r + ph) % sh, (r + ph) // sh
+            for pj in range(sw):
+                lo, hi = _phase_range(pj, sw, pw, wd, wq)
+                s0 = (pi * sw + pj) * pq + u * wq + lo
+                d0 = (ni * h + r) * wd + lo * sw + pj - pw
+                for t in range(hi - lo):
+                    dxf[np.uint64(d0 + t * sw)] = pf[np.uint64(s0 + t)]
+
+
+def conv_cin1_input_grad(dy, w, sh, sw, ph, pw, dx):
+    """The input gradient of :func:`conv_cin1_forward`: ``dx`` (N, 1, H, W) is overwritten
+    with the adjoint of the convolution by ``w`` (O, 1, kh, kw) applied to ``dy`` (N, O,
+    OH, OW); returns ``dx``."""
+    h, wd = dx.shape[2:]
+    hq, wq = -(-(h + 2 * ph) // sh), -(-(wd + 2 * pw) // sw)
+    _conv_cin1_input_grad(np.ascontiguousarray(dy, dtype=dx.dtype), np.ascontiguousarray(w, dtype=dx.dtype), dx,
+                          sh, sw, ph, pw, hq, wq)
+    return dx
+
+
 # -- Winograd F(m x m, 3x3) ----------------------------------------------------------------------
 #
 # The tile transforms of a 3x3 stride-1 convolution (the maths and the tile layout are in

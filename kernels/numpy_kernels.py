@@ -216,6 +216,15 @@ def conv_cin1_weight_grad(x, dy, sh, sw, ph, pw, dw, db=None):
         db[...] = np.sum(dy, axis=(0, 2, 3))
     return dw
 
+
+def conv_cin1_input_grad(dy, w, sh, sw, ph, pw, dx):
+    """The input gradient of :func:`conv_cin1_forward`: ``dx`` (N, 1, H, W) is overwritten
+    with the adjoint of the convolution by ``w`` (O, 1, kh, kw) applied to ``dy`` (N, O,
+    OH, OW); returns ``dx``."""
+    o, _, kh, kw = w.shape
+    d2 = dy.transpose(1, 0, 2, 3).reshape(o, -1)                   # (O, N*OH*OW)
+    return col2im(w.reshape(o, -1).T @ d2, dx.shape, kh, kw, sh, sw, ph, pw, out=dx)
+
 # -- Winograd F(m x m, 3x3) ------------------------------------------------------------------
 #
 # A 3x3 stride-1 convolution computed on input tiles of r = m + 2 pixels a side that

@@ -266,8 +266,9 @@ class OneInputChannel:
     kernel and stride): ``kernels.conv_cin1_forward`` writes the output without columns,
     a tile of output channels x vectors along an output row at a time, and
     ``kernels.conv_cin1_weight_grad`` makes the weight and bias gradients from the same
-    vectors; a chunk of samples per thread. The input gradient, which a first layer's
-    caller rarely needs, is im2col's (:func:`input_grad_by_columns`)."""
+    vectors, and ``kernels.conv_cin1_input_grad`` the input gradient (when the layer
+    computes it) as multiply-adds of whole rows of the output gradient; a chunk of
+    samples per thread."""
 
     name = "cin1"
 
@@ -297,17 +298,20 @@ class OneInputChannel:
         chunks = -(-n // step)
         dw_chunks = layer._buffer("dW_cin1", (chunks, *w.shape))
         db_chunks = layer._buffer("db_cin1", (chunks, layer.out_channels))
+        dx = np.empty(layer._x_shape, dtype=layer.dtype) if layer.needs_input_grad else None
 
         def work(part, worker):
             i = part.start // step
             kernels.conv_cin1_weight_grad(layer._x[part], dy[part], *layer.stride, *layer.padding,
                                           dw_chunks[i], db_chunks[i])
+            if dx is not None:
+                kernels.conv_cin1_input_grad(dy[part], w, *layer.stride, *layer.padding, dx[part])
 
         threads.for_each_chunk(n, step, work)
         np.sum(dw_chunks, axis=0, out=layer.grads["W"])
         if layer.bias:
             np.sum(db_chunks, axis=0, out=layer.grads["b"])
-        return input_grad_by_columns(layer, dy) if layer.needs_input_grad else None
+        return dx
 
 
 def winograd_weights(w, m: int):
