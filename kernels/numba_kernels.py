@@ -996,7 +996,7 @@ def conv_cin1_weight_grad(x, dy, sh, sw, ph, pw, dw, db=None):
 # The input gradient, the adjoint of the forward: each tap of each output channel adds
 # ``w[o, 0, i, j] * dy[n, o]`` to the input's phase (i%sh, j%sw) shifted by (i//sh,
 # j//sw), the output gradient copied "wide" (rows of wq values, zero past OW) so that a
-# tap is one vectorised multiply-add along a flat run. A block of output rows at a time
+# tap is one vectorised multiply-add along a flat run. A block of the flat run at a time
 # (about CIN1_DX_BLOCK values of dy over all channels, which stay in L1); then the phases
 # are interleaved into the input's plane.
 CIN1_DX_BLOCK = 4096
@@ -1009,7 +1009,8 @@ def _conv_cin1_input_grad(dy, w, dx, sh, sw, ph, pw, hq, wq):
     h, wd = dx.shape[2:]
     dwide = np.zeros((o, oh * wq), dtype=dy.dtype)          # columns past OW stay zero
     phases = np.empty((sh, sw, hq * wq + wq), dtype=dy.dtype)  # room for the zero columns' overhang
-    rows = max(1, min(oh, CIN1_DX_BLOCK // (o * wq)))
+    span = oh * wq
+    block = max(64, CIN1_DX_BLOCK // o // 64 * 64)        # whole vectors: a scalar tail per block was slow
     dyf, dwf, pf, dxf = dy.reshape(-1), dwide.reshape(-1), phases.reshape(-1), dx.reshape(-1)
     pq = phases.shape[2]
     for ni in range(n):
@@ -1019,8 +1020,8 @@ def _conv_cin1_input_grad(dy, w, dx, sh, sw, ph, pw, hq, wq):
                 for b in range(ow):
                     dwf[np.uint64(d0 + b)] = dyf[np.uint64(s0 + b)]
         phases[...] = 0
-        for a0 in range(0, oh, rows):
-            q0, q1 = a0 * wq, min(oh, a0 + rows) * wq
+        for q0 in range(0, span, block):
+            q1 = min(span, q0 + block)
             for i in range(kh):
                 for j in range(kw):
                     off = (i // sh) * wq + j // sw
