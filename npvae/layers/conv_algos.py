@@ -14,12 +14,21 @@ rounding):
   stride 1, any padding.
 * ``winograd4``: Winograd F(4x4, 3x3) (6x6 tiles, 36 GEMMs, fewer multiplications and
   larger float32 rounding errors, about 1e-6 relative against 1e-7). Same layers.
+* ``cin1``: direct kernels for a layer of one input channel (a network's first layer),
+  any kernel, stride and padding. Such a layer does only kh*kw multiply-adds per output
+  value, so its time is writing the output; im2col would write and read kh*kw columns
+  per output pixel for a GEMM whose inner dimension (kh*kw) is too short for BLAS.
+  ``kernels.conv_cin1_forward`` reads the input once, split by phase, and writes each
+  output value once, in tiles of output channels x SIMD vectors along output rows summed
+  in registers; ``kernels.conv_cin1_weight_grad`` sweeps the same vectors for the
+  weight and bias gradients, ``kernels.conv_cin1_input_grad`` makes the input gradient
+  from whole rows of the output gradient. Offered only when ``in_channels == 1``.
 * ``<name>@1`` (``im2col@1``, ...): any of these on the calling thread alone, for
   layers too small to share between threads.
 
 ``NPVAE_CONV_ALGO`` picks one: ``auto`` (the default) or an algorithm's name. A named
 algorithm runs wherever it can; a layer it cannot run (``winograd`` for a 5x5 kernel
-or at stride 2) uses ``im2col``. In ``auto`` mode the first forward of a layer on an
+or at stride 2, ``cin1`` with more than one input channel) uses ``im2col``. In ``auto`` mode the first forward of a layer on an
 input of a new shape times each algorithm it can run (``direct`` at stride 1 only up
 to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond which it is much slower and costly
 to time; on more than one thread, for layers under ``ONE_THREAD_MAX_FLOPS``, each also
