@@ -388,13 +388,14 @@ def test_small_layers_are_also_timed_on_one_thread(monkeypatch, threads, hw, exp
     assert [a.name for a in conv_algos.candidates(layer, x)] == expected
 
 
-@pytest.mark.parametrize("algo", ["im2col", "winograd", "direct"])
+@pytest.mark.parametrize("algo", ["im2col", "winograd", "direct", "cin1"])
 def test_one_thread_variant_equals_the_algorithm_on_one_thread(rng, monkeypatch, algo):
     """``<algo>@1`` on two threads gives, bit for bit, what ``<algo>`` gives with
     NPVAE_NUM_THREADS=1, and runs every chunk on the calling thread."""
-    x = rng.standard_normal((6, 3, 9, 8)).astype(np.float32)
-    dy = rng.standard_normal((6, 4, 9, 8)).astype(np.float32)
-    layer = npvae.Conv2d(3, 4, 3, padding=1, rng=rng)
+    c, w = (1, 37) if algo == "cin1" else (3, 8)          # cin1: one input channel, rows of whole vectors
+    x = rng.standard_normal((6, c, 9, w)).astype(np.float32)
+    dy = rng.standard_normal((6, 4, 9, w)).astype(np.float32)
+    layer = npvae.Conv2d(c, 4, 3, padding=1, rng=rng)
     monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
     monkeypatch.setenv("NPVAE_CONV_ALGO", algo)
     expected = run(layer, x, dy)
