@@ -829,7 +829,8 @@ def _make_cin1_grad_tile(with_bias):
             zero = llvm_ir.Constant(vty, [llvm_ir.Constant(ftype, 0.0)] * lanes)
             lane = llvm_ir.Constant(llvm_ir.VectorType(i64, lanes), list(range(lanes)))
             undef = llvm_ir.Constant(llvm_ir.VectorType(i64, lanes), llvm_ir.Undefined)
-            izeros = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), lanes), [0] * lanes)
+            i32 = llvm_ir.IntType(32)
+            izeros = llvm_ir.Constant(llvm_ir.VectorType(i32, lanes), [0] * lanes)
             acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(GRAD_TAPS)] for _ in range(GRAD_CHANNELS)]
             sums = [cgutils.alloca_once_value(builder, zero) for _ in range(GRAD_CHANNELS if with_bias else 0)]
             with cgutils.for_range(builder, count_v) as loop:
@@ -837,8 +838,8 @@ def _make_cin1_grad_tile(with_bias):
                 xq = builder.gep(xs_p, [builder.load(builder.gep(xoff_p, [v]))])
                 yq = builder.load(builder.gep(yoff_p, [v]))
                 lo_s = builder.load(builder.gep(lo_p, [v]))
-                lo_vec = builder.shuffle_vector(builder.insert_element(undef, lo_s, llvm_ir.Constant(llvm_ir.IntType(32), 0)),
-                                                undef, izeros)
+                lo_vec = builder.insert_element(undef, lo_s, llvm_ir.Constant(i32, 0))
+                lo_vec = builder.shuffle_vector(lo_vec, undef, izeros)
                 keep = builder.icmp_signed(">=", lane, lo_vec)          # the lanes no earlier vector counted
                 xv = [builder.load(vec(builder.gep(xq, [t])), align=size) for t in taps]
                 dv = [builder.select(keep, builder.load(vec(builder.gep(r, [yq])), align=size), zero) for r in rows]

@@ -296,8 +296,9 @@ def test_cin1_agrees_with_im2col(rng, monkeypatch, backend, dtype, tol, threads,
     assert np.abs(plain.grads["W"] - expected[2]).max() <= tol * np.abs(expected[2]).max()
 
 
-@pytest.mark.parametrize("k,s,pad,hw", [(3, 1, 1, (5, 12)), (5, 2, 2, (7, 18)), (4, 2, 1, (6, 20))])   # rows of whole vectors
+@pytest.mark.parametrize("k,s,pad,hw", [(3, 1, 1, (5, 12)), (5, 2, 2, (7, 18)), (4, 2, 1, (6, 20))])
 def test_cin1_finite_differences_float64(rng, monkeypatch, k, s, pad, hw):
+    """Output rows of 9 to 12 pixels: at least one float64 vector, so the vector kernels run."""
     monkeypatch.setenv("NPVAE_CONV_ALGO", "cin1")
     layer = npvae.Conv2d(1, 3, k, stride=s, padding=pad, rng=rng, dtype=np.float64)
     errors = check_layer(layer, rng.standard_normal((2, 1, *hw)), rng)

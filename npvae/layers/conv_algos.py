@@ -27,21 +27,21 @@ rounding):
   layers too small to share between threads.
 
 ``NPVAE_CONV_ALGO`` picks one: ``auto`` (the default) or an algorithm's name. A named
-algorithm runs wherever it can; a layer it cannot run (``winograd`` for a 5x5 kernel
-or at stride 2, ``cin1`` with more than one input channel) uses ``im2col``. In ``auto`` mode the first forward of a layer on an
-input of a new shape times each algorithm it can run (``direct`` at stride 1 only up
-to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond which it is much slower and costly
-to time; on more than one thread, for layers under ``ONE_THREAD_MAX_FLOPS``, each also
-on one thread) for a forward and a backward pass on copies of the layer and a fixed
-output gradient, and keeps the fastest, in memory and in
-``$NPVAE_CACHE_DIR/conv_algos.json`` (default ``~/.cache/npvae/conv_algos.json``),
-so that later runs on this machine take the same algorithm without timing: the choice
-changes float rounding, and a run must be reproducible. A cache file that cannot be
-read or written costs a warning, never the run. The key is the layer's geometry,
-channels, input shape, dtype, thread count, backend, and whether the layer computes
-its input gradient. Inside ``npvae.layers.inference()`` a layer takes the same choice,
-timed the same way (with a backward), so that a model gives the same numbers in
-inference as in training.
+algorithm runs wherever it can; a layer it cannot run (``winograd`` for a 5x5 kernel or
+at stride 2, ``cin1`` with more than one input channel) uses ``im2col``. In ``auto``
+mode the first forward of a layer on an input of a new shape times each algorithm it can
+run (``direct`` at stride 1 only up to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond
+which it is much slower and costly to time; on more than one thread, for layers under
+``ONE_THREAD_MAX_FLOPS``, each also on one thread) for a forward and a backward pass on
+copies of the layer and a fixed output gradient, and keeps the fastest, in memory and in
+``$NPVAE_CACHE_DIR/conv_algos.json`` (default ``~/.cache/npvae/conv_algos.json``), so
+that later runs on this machine take the same algorithm without timing: the choice
+changes float rounding, and a run must be reproducible. A cache file that cannot be read
+or written costs a warning, never the run. The key is the layer's geometry, channels,
+input shape, dtype, thread count, backend, and whether the layer computes its input
+gradient. Inside ``npvae.layers.inference()`` a layer takes the same choice, timed the
+same way (with a backward), so that a model gives the same numbers in inference as in
+training.
 """
 from __future__ import annotations
 
