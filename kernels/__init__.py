@@ -84,6 +84,18 @@ def conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw):
     return _ops.conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw)
 
 
+def conv_cin1_forward(x, w, b, sh, sw, ph, pw, out):
+    return _ops.conv_cin1_forward(x, w, b, sh, sw, ph, pw, out)
+
+
+def conv_cin1_weight_grad(x, dy, sh, sw, ph, pw, dw, db=None):
+    return _ops.conv_cin1_weight_grad(x, dy, sh, sw, ph, pw, dw, db)
+
+
+def conv_cin1_input_grad(dy, w, sh, sw, ph, pw, dx):
+    return _ops.conv_cin1_input_grad(dy, w, sh, sw, ph, pw, dx)
+
+
 def winograd_input_transform(x, m, ph, pw, out=None):
     return _ops.winograd_input_transform(x, m, ph, pw, out)
 
@@ -193,6 +205,7 @@ def dropout_apply(x, keep, scale):
 
 
 for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, conv_tiled_forward, conv_tiled_weight_grad,
+            conv_cin1_forward, conv_cin1_weight_grad, conv_cin1_input_grad,
             winograd_input_transform, winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
             bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits,
             max_pool2d_forward, max_pool2d_backward, channel_sums, channel_sq_dev, channel_dot_sums,

@@ -701,6 +701,364 @@ def conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw):
     return dw
 
 
+# -- direct convolution of one input channel (a network's first layer) --------------------
+#
+# With one input channel a layer has few multiply-adds per output value (kh*kw), so it
+# is bound by writing its output; im2col would write and read kh*kw columns per output
+# pixel and run a GEMM whose inner dimension (kh*kw) is too short for BLAS. These
+# kernels read the input once (split by phase as above, a chunk of samples at a time)
+# and write each output value once, directly into the layer's output: a tile is
+# CIN1_CHANNELS output channels x CIN1_VECTORS SIMD vectors of one sample's output,
+# summed over the kh*kw taps in registers (_cin1_tile). The vectors lie along output
+# rows, each starting at a column 0, L, 2L, ... (L lanes); a row whose width is not a
+# multiple of L ends with a vector that starts at OW - L and overlaps the one before,
+# computing a few values twice (identically) instead of writing past the row. Rows
+# narrower than L (small planes) go to the general tiled kernels. The weight gradient
+# sweeps the same vectors (_cin1_grad_tile), the overlapping lanes masked out, and adds
+# up the bias gradient with the first block of taps. Serial and GIL-free, for the
+# layers' worker threads.
+
+CIN1_CHANNELS = TILE_CHANNELS
+CIN1_VECTORS = TILE_VECTORS
+CIN1_CHUNK_BYTES = 256 << 10      # phase planes of a chunk of samples (they stay in L2)
+
+
+def _vector_type(context, dtype):
+    """(LLVM float type, its size in bytes, lanes, the vector type) for ``dtype``."""
+    ftype = context.get_value_type(dtype)
+    size = context.get_abi_sizeof(ftype)
+    lanes = VECTOR_BYTES // size
+    return ftype, size, lanes, llvm_ir.VectorType(ftype, lanes)
+
+
+def _array_data(context, builder, ty, value):
+    return context.make_array(ty)(context, builder, value).data
+
+
+@intrinsic
+def _cin1_tile(typingctx, xs, toff, wt, o0, opad, bias, yf, base, plane, o_count, xoff, yoff, v0):
+    """``yf[base + (o0+o)*plane + yoff[v0+v] + l] = bias[o0+o] + sum_k wt[k*opad + o0+o] *
+    xs[xoff[v0+v] + toff[k] + l]`` for the CIN1_CHANNELS channels o (those below
+    ``o_count``), the CIN1_VECTORS vectors v and their lanes l."""
+    sig = nb_types.void(xs, toff, wt, o0, opad, bias, yf, base, plane, o_count, xoff, yoff, v0)
+
+    def codegen(context, builder, signature, args):
+        xs_v, toff_v, wt_v, o0_v, opad_v, b_v, y_v, base_v, plane_v, count_v, xoff_v, yoff_v, v0_v = args
+        ftype, size, lanes, vty = _vector_type(context, xs.dtype)
+        i64, i32 = llvm_ir.IntType(64), llvm_ir.IntType(32)
+        xs_p, toff_p, wt_p, b_p, y_p, xoff_p, yoff_p = (
+            _array_data(context, builder, t, v) for t, v in
+            ((xs, xs_v), (toff, toff_v), (wt, wt_v), (bias, b_v), (yf, y_v), (xoff, xoff_v), (yoff, yoff_v)))
+        n_taps = context.make_array(toff)(context, builder, toff_v).nitems
+        undef = llvm_ir.Constant(vty, llvm_ir.Undefined)
+        zeros = llvm_ir.Constant(llvm_ir.VectorType(i32, lanes), [0] * lanes)
+
+        def const(v):
+            return llvm_ir.Constant(i64, v)
+
+        def splat(s):
+            return builder.shuffle_vector(builder.insert_element(undef, s, llvm_ir.Constant(i32, 0)), undef, zeros)
+
+        def vec(ptr):
+            return builder.bitcast(ptr, vty.as_pointer())
+
+        fma = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(vty, [vty] * 3),
+                                             f"llvm.fmuladd.v{lanes}f{8 * size}")
+        acc = []
+        for o in range(CIN1_CHANNELS):
+            bo = splat(builder.load(builder.gep(b_p, [builder.add(o0_v, const(o))])))
+            acc.append([cgutils.alloca_once_value(builder, bo) for _ in range(CIN1_VECTORS)])
+        xrow = [builder.gep(xs_p, [builder.load(builder.gep(xoff_p, [builder.add(v0_v, const(v))]))])
+                for v in range(CIN1_VECTORS)]
+        w0 = builder.gep(wt_p, [o0_v])
+        with cgutils.for_range(builder, n_taps) as loop:
+            k = loop.index
+            t = builder.load(builder.gep(toff_p, [k]))
+            xv = [builder.load(vec(builder.gep(r, [t])), align=size) for r in xrow]
+            wk = builder.gep(w0, [builder.mul(k, opad_v)])
+            for o in range(CIN1_CHANNELS):
+                wo = splat(builder.load(builder.gep(wk, [const(o)])))
+                for v in range(CIN1_VECTORS):
+                    builder.store(builder.call(fma, [wo, xv[v], builder.load(acc[o][v])]), acc[o][v])
+        ys = [builder.load(builder.gep(yoff_p, [builder.add(v0_v, const(v))])) for v in range(CIN1_VECTORS)]
+        for o in range(CIN1_CHANNELS):
+            channel = builder.add(o0_v, const(o))
+            with builder.if_then(builder.icmp_signed("<", channel, count_v), likely=True):
+                row = builder.gep(y_p, [builder.add(base_v, builder.mul(channel, plane_v))])
+                for v in range(CIN1_VECTORS):
+                    builder.store(builder.load(acc[o][v]), vec(builder.gep(row, [ys[v]])), align=size)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _make_cin1_grad_tile(with_bias):
+    """The weight-gradient tile, with or without the bias gradient's sums."""
+
+    @intrinsic
+    def tile(typingctx, xs, dyf, base, plane, o_count, toff, k0, o0, xoff, yoff, lo, count, out):
+        """``out[o*GRAD_TAPS + t]`` = the sum over the vectors v < ``count`` and their lanes
+        l >= ``lo[v]`` of ``dyf[base + c*plane + yoff[v] + l] * xs[xoff[v] + toff[k0+t] + l]``,
+        c = min(o0+o, o_count-1); with the bias, also ``out[GRAD_CHANNELS*GRAD_TAPS + o]`` =
+        the sum of those ``dyf`` values."""
+        sig = nb_types.void(xs, dyf, base, plane, o_count, toff, k0, o0, xoff, yoff, lo, count, out)
+
+        def codegen(context, builder, signature, args):
+            xs_v, dy_v, base_v, plane_v, count_o_v, toff_v, k0_v, o0_v, xoff_v, yoff_v, lo_v, count_v, out_v = args
+            ftype, size, lanes, vty = _vector_type(context, xs.dtype)
+            i64 = llvm_ir.IntType(64)
+            xs_p, dy_p, toff_p, xoff_p, yoff_p, lo_p, out_p = (
+                _array_data(context, builder, t, v) for t, v in
+                ((xs, xs_v), (dyf, dy_v), (toff, toff_v), (xoff, xoff_v), (yoff, yoff_v), (lo, lo_v), (out, out_v)))
+
+            def const(v):
+                return llvm_ir.Constant(i64, v)
+
+            def vec(ptr):
+                return builder.bitcast(ptr, vty.as_pointer())
+
+            fma = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(vty, [vty] * 3),
+                                                 f"llvm.fmuladd.v{lanes}f{8 * size}")
+            taps = [builder.load(builder.gep(toff_p, [builder.add(k0_v, const(t))])) for t in range(GRAD_TAPS)]
+            last = builder.sub(count_o_v, const(1))
+            rows = []
+            for o in range(GRAD_CHANNELS):
+                channel = builder.add(o0_v, const(o))
+                channel = builder.select(builder.icmp_signed("<", channel, count_o_v), channel, last)
+                rows.append(builder.gep(dy_p, [builder.add(base_v, builder.mul(channel, plane_v))]))
+            zero = llvm_ir.Constant(vty, [llvm_ir.Constant(ftype, 0.0)] * lanes)
+            lane = llvm_ir.Constant(llvm_ir.VectorType(i64, lanes), list(range(lanes)))
+            undef = llvm_ir.Constant(llvm_ir.VectorType(i64, lanes), llvm_ir.Undefined)
+            i32 = llvm_ir.IntType(32)
+            izeros = llvm_ir.Constant(llvm_ir.VectorType(i32, lanes), [0] * lanes)
+            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(GRAD_TAPS)] for _ in range(GRAD_CHANNELS)]
+            sums = [cgutils.alloca_once_value(builder, zero) for _ in range(GRAD_CHANNELS if with_bias else 0)]
+            with cgutils.for_range(builder, count_v) as loop:
+                v = loop.index
+                xq = builder.gep(xs_p, [builder.load(builder.gep(xoff_p, [v]))])
+                yq = builder.load(builder.gep(yoff_p, [v]))
+                lo_s = builder.load(builder.gep(lo_p, [v]))
+                lo_vec = builder.insert_element(undef, lo_s, llvm_ir.Constant(i32, 0))
+                lo_vec = builder.shuffle_vector(lo_vec, undef, izeros)
+                keep = builder.icmp_signed(">=", lane, lo_vec)          # the lanes no earlier vector counted
+                xv = [builder.load(vec(builder.gep(xq, [t])), align=size) for t in taps]
+                dv = [builder.select(keep, builder.load(vec(builder.gep(r, [yq])), align=size), zero) for r in rows]
+                for o in range(GRAD_CHANNELS):
+                    for t in range(GRAD_TAPS):
+                        builder.store(builder.call(fma, [dv[o], xv[t], builder.load(acc[o][t])]), acc[o][t])
+                    if with_bias:
+                        builder.store(builder.fadd(dv[o], builder.load(sums[o])), sums[o])
+            reduce = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(ftype, [ftype, vty]),
+                                                    f"llvm.vector.reduce.fadd.v{lanes}f{8 * size}")
+            totals = [acc[o][t] for o in range(GRAD_CHANNELS) for t in range(GRAD_TAPS)] + sums
+            for i, a in enumerate(totals):
+                total = builder.call(reduce, [llvm_ir.Constant(ftype, 0.0), builder.load(a)], fastmath=("reassoc",))
+                builder.store(total, builder.gep(out_p, [const(i)]))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_cin1_grad_tile = _make_cin1_grad_tile(False)
+_cin1_grad_bias_tile = _make_cin1_grad_tile(True)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _conv_cin1_forward(x, wt, bias, toff, xoff, yoff, y, sh, sw, ph, pw, hq, wq, g, size):
+    n = x.shape[0]
+    o, oh, ow = y.shape[1:]
+    opad = wt.shape[0] // toff.size
+    per = xoff.size // g                          # vectors of a sample, a whole number of tiles
+    xs = np.zeros(size, dtype=x.dtype)            # phases (pi, pj, sample, hq, wq); the padding stays zero
+    yf = y.reshape(-1)
+    plane = oh * ow
+    for n0 in range(0, n, g):
+        m = min(g, n - n0)
+        _tiled_fill(x, n0, m, xs, sh, sw, ph, pw, g, hq, wq)
+        base = n0 * o * plane
+        for o0 in range(0, opad, CIN1_CHANNELS):
+            for v0 in range(0, m * per, CIN1_VECTORS):
+                _cin1_tile(xs, toff, wt, o0, opad, bias, yf, base, plane, o, xoff, yoff, v0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _conv_cin1_weight_grad(x, dy, toff, xoff, yoff, lo, dwk, db, sh, sw, ph, pw, hq, wq, g, size):
+    n = x.shape[0]
+    o, oh, ow = dy.shape[1:]
+    opad, kpad = dwk.shape
+    per = xoff.size // g
+    xs = np.zeros(size, dtype=x.dtype)
+    dyf = dy.reshape(-1)
+    plane = oh * ow
+    part = np.empty(GRAD_CHANNELS * (GRAD_TAPS + 1), dtype=x.dtype)
+    dwk[:] = 0
+    db[:] = 0
+    for n0 in range(0, n, g):
+        m = min(g, n - n0)
+        _tiled_fill(x, n0, m, xs, sh, sw, ph, pw, g, hq, wq)
+        base = n0 * o * plane
+        for o0 in range(0, opad, GRAD_CHANNELS):
+            for k0 in range(0, kpad, GRAD_TAPS):
+                if k0 == 0:
+                    _cin1_grad_bias_tile(xs, dyf, base, plane, o, toff, k0, o0, xoff, yoff, lo, m * per, part)
+                    for oo in range(GRAD_CHANNELS):
+                        db[o0 + oo] += part[GRAD_CHANNELS * GRAD_TAPS + oo]
+                else:
+                    _cin1_grad_tile(xs, dyf, base, plane, o, toff, k0, o0, xoff, yoff, lo, m * per, part)
+                for oo in range(GRAD_CHANNELS):
+                    for t in range(GRAD_TAPS):
+                        dwk[o0 + oo, k0 + t] += part[oo * GRAD_TAPS + t]
+
+
+def _cin1_layout(x_shape, o, kh, kw, sh, sw, ph, pw, dtype):
+    """(hq, wq, g, toff, xoff, yoff, lo, size), or None when an output row is narrower
+    than a vector: the phase planes' size, samples per chunk, the taps' offsets in the
+    phase planes (kh*kw,), and for each vector of output pixels of a chunk (a whole
+    number of tiles per sample) its offset in the phase planes, in the output from the
+    chunk's first sample, and the lanes an earlier vector already holds (all of them for
+    the copies that fill a sample's last tile); and the phase planes' length."""
+    n, _, h, wd = x_shape
+    lanes = VECTOR_BYTES // dtype.itemsize
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(wd, kw, sw, pw)
+    if ow < lanes:
+        return None
+    hq, wq = -(-(h + 2 * ph) // sh), -(-(wd + 2 * pw) // sw)
+    g = max(1, min(n, CIN1_CHUNK_BYTES // (sh * sw * hq * wq * dtype.itemsize)))
+    i, j = np.arange(kh)[:, None], np.arange(kw)[None, :]
+    toff = (((i % sh) * sw + j % sw) * g * hq * wq + (i // sh) * wq + j // sw).reshape(-1).astype(np.int64)
+    starts = list(range(0, ow - lanes + 1, lanes))
+    skip = [0] * len(starts)
+    if ow % lanes:
+        starts.append(ow - lanes)
+        skip.append(lanes - ow % lanes)
+    a = np.repeat(np.arange(oh), len(starts))
+    col, lo = np.tile(starts, oh), np.tile(skip, oh)
+    extra = -len(col) % CIN1_VECTORS                      # repeats of the last vector, counted nowhere
+    col, a = np.append(col, [col[-1]] * extra), np.append(a, [a[-1]] * extra)
+    lo = np.append(lo, [lanes] * extra)
+    s = np.arange(g)[:, None]
+    xoff = (s * hq * wq + a * wq + col).reshape(-1).astype(np.int64)
+    yoff = (s * o * oh * ow + a * ow + col).reshape(-1).astype(np.int64)
+    lo = np.tile(lo, g).astype(np.int64)
+    return hq, wq, g, toff, xoff, yoff, lo, sh * sw * g * hq * wq
+
+
+def conv_cin1_forward(x, w, b, sh, sw, ph, pw, out):
+    """Cross-correlation ``out[n, o] = b[o] + w[o, 0] * x[n, 0]`` (stride, zero padding) of
+    one input channel, x (N, 1, H, W), w (O, 1, kh, kw), b (O,), into ``out`` (N, O, OH,
+    OW), C-contiguous; returns ``out``. Output rows narrower than a SIMD vector go to
+    :func:`conv_tiled_forward`."""
+    o, _, kh, kw = w.shape
+    dtype = out.dtype
+    layout = _cin1_layout(x.shape, o, kh, kw, sh, sw, ph, pw, dtype)
+    if layout is None:
+        return conv_tiled_forward(x, w, b, sh, sw, ph, pw, out)
+    hq, wq, g, toff, xoff, yoff, _, size = layout
+    opad = -(-o // CIN1_CHANNELS) * CIN1_CHANNELS
+    wt = np.zeros((kh * kw, opad), dtype=dtype)
+    wt[:, :o] = w.reshape(o, -1).T
+    bias = np.zeros(opad, dtype=dtype)
+    bias[:o] = b
+    _conv_cin1_forward(np.ascontiguousarray(x, dtype=dtype), wt.reshape(-1), bias, toff, xoff, yoff, out,
+                       sh, sw, ph, pw, hq, wq, g, size)
+    return out
+
+
+def conv_cin1_weight_grad(x, dy, sh, sw, ph, pw, dw, db=None):
+    """The gradients of :func:`conv_cin1_forward` from ``dy`` (N, O, OH, OW): ``dw`` (O, 1,
+    kh, kw) is overwritten with the weight gradient, ``db`` (O,), if given, with the bias
+    gradient ``sum(dy)`` over all axes but the channels; returns ``dw``."""
+    o, _, kh, kw = dw.shape
+    dtype = dw.dtype
+    layout = _cin1_layout(x.shape, o, kh, kw, sh, sw, ph, pw, dtype)
+    if layout is None:
+        conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw)
+        if db is not None:
+            db[...] = np.sum(dy, axis=(0, 2, 3))
+        return dw
+    hq, wq, g, toff, xoff, yoff, lo, size = layout
+    k = toff.size
+    kpad = -(-k // GRAD_TAPS) * GRAD_TAPS
+    taps = np.zeros(kpad, dtype=np.int64)         # padded taps read the first pixels, and are dropped
+    taps[:k] = toff
+    opad = -(-o // GRAD_CHANNELS) * GRAD_CHANNELS
+    dwk = np.empty((opad, kpad), dtype=dtype)
+    sums = np.empty(opad, dtype=dtype)
+    _conv_cin1_weight_grad(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(dy, dtype=dtype), taps,
+                           xoff, yoff, lo, dwk, sums, sh, sw, ph, pw, hq, wq, g, size)
+    dw.reshape(o, k)[...] = dwk[:o, :k]
+    if db is not None:
+        db[...] = sums[:o]
+    return dw
+
+
+# The input gradient, the adjoint of the forward: each tap of each output channel adds
+# ``w[o, 0, i, j] * dy[n, o]`` to the input's phase (i%sh, j%sw) shifted by (i//sh,
+# j//sw), the output gradient copied "wide" (rows of wq values, zero past OW) so that a
+# tap is one vectorised multiply-add along a flat run. A block of the flat run at a time
+# (about CIN1_DX_BLOCK values of dy over all channels, which stay in L1); then the phases
+# are interleaved into the input's plane.
+CIN1_DX_BLOCK = 4096
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _conv_cin1_input_grad(dy, w, dx, sh, sw, ph, pw, hq, wq):
+    n, o, oh, ow = dy.shape
+    kh, kw = w.shape[2:]
+    h, wd = dx.shape[2:]
+    dwide = np.zeros((o, oh * wq), dtype=dy.dtype)          # columns past OW stay zero
+    phases = np.empty((sh, sw, hq * wq + wq), dtype=dy.dtype)  # room for the zero columns' overhang
+    span = oh * wq
+    block = max(64, CIN1_DX_BLOCK // o // 64 * 64)        # whole vectors: a scalar tail per block was slow
+    dyf, dwf, pf, dxf = dy.reshape(-1), dwide.reshape(-1), phases.reshape(-1), dx.reshape(-1)
+    pq = phases.shape[2]
+    for ni in range(n):
+        for oi in range(o):
+            for a in range(oh):
+                s0, d0 = ((ni * o + oi) * oh + a) * ow, (oi * oh + a) * wq
+                for b in range(ow):
+                    dwf[np.uint64(d0 + b)] = dyf[np.uint64(s0 + b)]
+        phases[...] = 0
+        for q0 in range(0, span, block):
+            q1 = min(span, q0 + block)
+            for i in range(kh):
+                for j in range(kw):
+                    off = (i // sh) * wq + j // sw
+                    dst = phases[i % sh, j % sw, q0 + off:q1 + off]
+                    for o0 in range(0, o - 3, 4):        # four channels a pass: a quarter of the stores
+                        w0, w1, w2, w3 = w[o0, 0, i, j], w[o0 + 1, 0, i, j], w[o0 + 2, 0, i, j], w[o0 + 3, 0, i, j]
+                        s0, s1 = dwide[o0, q0:q1], dwide[o0 + 1, q0:q1]
+                        s2, s3 = dwide[o0 + 2, q0:q1], dwide[o0 + 3, q0:q1]
+                        for q in range(q1 - q0):
+                            dst[q] += (w0 * s0[q] + w1 * s1[q]) + (w2 * s2[q] + w3 * s3[q])
+                    for oi in range(o - o % 4, o):
+                        wv = w[oi, 0, i, j]
+                        src = dwide[oi, q0:q1]
+                        for q in range(q1 - q0):
+                            dst[q] += wv * src[q]
+        for r in range(h):
+            pi, u = (r + ph) % sh, (r + ph) // sh
+            for pj in range(sw):
+                lo, hi = _phase_range(pj, sw, pw, wd, wq)
+                s0 = (pi * sw + pj) * pq + u * wq + lo
+                d0 = (ni * h + r) * wd + lo * sw + pj - pw
+                for t in range(hi - lo):
+                    dxf[np.uint64(d0 + t * sw)] = pf[np.uint64(s0 + t)]
+
+
+def conv_cin1_input_grad(dy, w, sh, sw, ph, pw, dx):
+    """The input gradient of :func:`conv_cin1_forward`: ``dx`` (N, 1, H, W) is overwritten
+    with the adjoint of the convolution by ``w`` (O, 1, kh, kw) applied to ``dy`` (N, O,
+    OH, OW); returns ``dx``."""
+    h, wd = dx.shape[2:]
+    hq, wq = -(-(h + 2 * ph) // sh), -(-(wd + 2 * pw) // sw)
+    _conv_cin1_input_grad(np.ascontiguousarray(dy, dtype=dx.dtype), np.ascontiguousarray(w, dtype=dx.dtype), dx,
+                          sh, sw, ph, pw, hq, wq)
+    return dx
+
+
 # -- Winograd F(m x m, 3x3) ----------------------------------------------------------------------
 #
 # The tile transforms of a 3x3 stride-1 convolution (the maths and the tile layout are in

@@ -199,6 +199,32 @@ def conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw):
     return dw
 
 
+
+def conv_cin1_forward(x, w, b, sh, sw, ph, pw, out):
+    """Cross-correlation ``out[n, o] = b[o] + w[o, 0] * x[n, 0]`` (stride, zero padding) of
+    one input channel, x (N, 1, H, W), w (O, 1, kh, kw), b (O,), into ``out`` (N, O, OH,
+    OW), C-contiguous; returns ``out``. The direct kernel for a network's first layer."""
+    return conv_direct_forward(x, w, b, sh, sw, ph, pw, out)
+
+
+def conv_cin1_weight_grad(x, dy, sh, sw, ph, pw, dw, db=None):
+    """The gradients of :func:`conv_cin1_forward` from ``dy`` (N, O, OH, OW): ``dw`` (O, 1,
+    kh, kw) is overwritten with the weight gradient, ``db`` (O,), if given, with the bias
+    gradient ``sum(dy)`` over all axes but the channels; returns ``dw``."""
+    conv_tiled_weight_grad(x, dy, sh, sw, ph, pw, dw)
+    if db is not None:
+        db[...] = np.sum(dy, axis=(0, 2, 3))
+    return dw
+
+
+def conv_cin1_input_grad(dy, w, sh, sw, ph, pw, dx):
+    """The input gradient of :func:`conv_cin1_forward`: ``dx`` (N, 1, H, W) is overwritten
+    with the adjoint of the convolution by ``w`` (O, 1, kh, kw) applied to ``dy`` (N, O,
+    OH, OW); returns ``dx``."""
+    o, _, kh, kw = w.shape
+    d2 = dy.transpose(1, 0, 2, 3).reshape(o, -1)                   # (O, N*OH*OW)
+    return col2im(w.reshape(o, -1).T @ d2, dx.shape, kh, kw, sh, sw, ph, pw, out=dx)
+
 # -- Winograd F(m x m, 3x3) ------------------------------------------------------------------
 #
 # A 3x3 stride-1 convolution computed on input tiles of r = m + 2 pixels a side that

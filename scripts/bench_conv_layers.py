@@ -3,9 +3,10 @@
 
     python scripts/bench_conv_layers.py --algorithms im2col winograd --threads 2
 
-Each layer shape (the strided layers of the shipped networks: the Part I U-Nets' 4x4
-stride-2 layers at batch 128, the Part II networks' 5x5 stride-2 layers at batch
-8 x 512 x 64; ``--layers`` keeps those whose name contains one of the words given) is
+Each layer shape (the first and the strided layers of the shipped networks: the Part I
+U-Nets' 3x3 first layers and 4x4 stride-2 layers at batch 128, the Part II networks' 5x5
+stride-2 layers at batch 8 x 512 x 64; ``--layers`` keeps those whose name contains one
+of the words given) is
 timed with every algorithm named (``NPVAE_CONV_ALGO`` names, see
 ``npvae.layers.conv_algos``) on the same layer, input and output gradient: one untimed
 round, then ``--rounds`` rounds with the algorithms in turn, and the median forward and
@@ -20,6 +21,8 @@ import time
 
 # (batch, in channels, height, width, out channels, kernel, stride, padding), name
 SHAPES = [
+    ((128, 1, 28, 28, 16, 3, 1, 1), "Part I U-Net VAE 16-32-64: enc1"),
+    ((128, 1, 28, 28, 24, 3, 1, 1), "Part I --preset best: enc1"),
     ((128, 16, 28, 28, 32, 4, 2, 1), "Part I U-Net VAE 16-32-64: enc2"),
     ((128, 32, 14, 14, 64, 4, 2, 1), "Part I U-Net VAE 16-32-64: enc3"),
     ((128, 24, 28, 28, 48, 4, 2, 1), "Part I --preset best: enc2"),

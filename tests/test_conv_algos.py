@@ -1,6 +1,6 @@
-"""Conv2d's algorithms (im2col, direct, Winograd F(2x2, 3x3) and F(4x4, 3x3)) against
-a NumPy im2col reference, finite differences and PyTorch; the Winograd kernels'
-Numba/NumPy twins; NPVAE_CONV_ALGO and the cache of auto mode's choices."""
+"""Conv2d's algorithms (im2col, direct, Winograd F(2x2, 3x3) and F(4x4, 3x3), cin1 for
+one input channel) against a NumPy im2col reference, finite differences and PyTorch; the
+Winograd kernels' Numba/NumPy twins; NPVAE_CONV_ALGO and the cache of auto mode's choices."""
 import json
 import threading
 import warnings
@@ -14,11 +14,11 @@ from _gradcheck import check_layer
 from npvae.kernels import numpy_kernels as ref
 from npvae.layers import conv_algos
 
-ALGOS = list(conv_algos.ALGORITHMS)
+ALGOS = [a for a in conv_algos.ALGORITHMS if a != "cin1"]   # cin1 runs one input channel only: tested below
 # float32 against the float64 reference: the largest error over the largest value of
 # the reference. F(4x4, 3x3)'s transforms have larger entries (up to 8 and 1/24), so
 # its rounding errors are about ten times F(2x2, 3x3)'s (measured: up to 3e-6).
-TOL32 = {"im2col": 1e-5, "direct": 1e-5, "winograd": 1e-5, "winograd4": 3e-5}
+TOL32 = {"im2col": 1e-5, "direct": 1e-5, "winograd": 1e-5, "winograd4": 3e-5, "cin1": 1e-5}
 
 
 @pytest.fixture(autouse=True)
@@ -244,6 +244,89 @@ def test_auto_mode_may_choose_direct_for_a_strided_layer(rng, monkeypatch):
     np.testing.assert_array_equal(layer.forward(x), y)
 
 
+# -- cin1: layers of one input channel --------------------------------------------------------------
+
+CIN1 = [  # n, o, (h, w), kernel, stride, padding
+    (3, 16, (28, 28), 3, 1, 1),       # the image U-Nets' first layer, smaller
+    (2, 24, (40, 19), 5, 2, 2),       # the music networks' first layer, smaller
+    (3, 7, (21, 37), 4, 2, 1),        # channels that are no whole tile, an odd width
+    (2, 9, (17, 33), 3, 1, 0),
+    (4, 3, (19, 23), 7, 1, 3),
+    (2, 5, (31, 50), 1, 2, 0),        # input columns no tap reaches
+    (3, 4, (9, 11), 3, 1, 1),         # output rows narrower than a vector
+    (2, 6, (13, 41), 5, 3, 2),        # stride 3
+]
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("n,o,hw,k,s,pad", CIN1)
+def test_cin1_agrees_with_im2col(rng, monkeypatch, backend, dtype, tol, threads, n, o, hw, k, s, pad):
+    """Outputs and gradients of a one-input-channel layer forced to ``cin1`` are im2col's
+    (relative to the largest value), with and without the input gradient and the bias, and
+    in inference with a fused activation."""
+    monkeypatch.setenv("NPVAE_NUM_THREADS", threads)
+    layer = npvae.Conv2d(1, o, k, stride=s, padding=pad, rng=rng, dtype=dtype)
+    x = rng.standard_normal((n, 1, *hw)).astype(dtype)
+    dy = rng.standard_normal((n, o, *layer.output_shape(*hw))).astype(dtype)
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "im2col")
+    expected = run(layer, x, dy)
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "cin1")
+    got = run(layer, x, dy)
+    assert layer.algorithm == "cin1"
+    for name, a, b in zip(("y", "dx", "dW", "db"), got, expected):
+        assert a.dtype == dtype and a.shape == b.shape, name
+        assert np.abs(a - b).max() <= tol * np.abs(b).max(), name
+    layer.needs_input_grad = False
+    layer.forward(x)
+    assert layer.backward(dy) is None
+    assert np.abs(layer.grads["W"] - expected[2]).max() <= tol * np.abs(expected[2]).max()
+    act = npvae.layers.LeakyReLU(0.2)
+    with npvae.layers.inference():
+        fused = layer.forward(x, act=act)
+    assert layer.algorithm == "cin1"
+    y = expected[0]
+    np.testing.assert_allclose(fused, np.where(y > 0, y, 0.2 * y), rtol=tol, atol=tol * np.abs(y).max())
+    plain = npvae.Conv2d(1, o, k, stride=s, padding=pad, bias=False, rng=rng, dtype=dtype)
+    plain.params["W"][...] = layer.params["W"]
+    y0 = plain.forward(x)
+    plain.backward(dy)
+    assert plain.algorithm == "cin1" and "b" not in plain.grads
+    assert np.abs(y0 + layer.params["b"][:, None, None] - y).max() <= tol * np.abs(y).max()
+    assert np.abs(plain.grads["W"] - expected[2]).max() <= tol * np.abs(expected[2]).max()
+
+
+@pytest.mark.parametrize("k,s,pad,hw", [(3, 1, 1, (5, 12)), (5, 2, 2, (7, 18)), (4, 2, 1, (6, 20))])
+def test_cin1_finite_differences_float64(rng, monkeypatch, k, s, pad, hw):
+    """Output rows of 9 to 12 pixels: at least one float64 vector, so the vector kernels run."""
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "cin1")
+    layer = npvae.Conv2d(1, 3, k, stride=s, padding=pad, rng=rng, dtype=np.float64)
+    errors = check_layer(layer, rng.standard_normal((2, 1, *hw)), rng)
+    assert layer.algorithm == "cin1"
+    assert set(errors) == {"x", "W", "b"}
+    for name, err in errors.items():
+        assert err < 1e-7, f"cin1: gradient of {name} has relative error {err:.2e}"
+
+
+def test_auto_mode_may_choose_cin1(rng, monkeypatch):
+    """Auto mode times cin1 beside the others for a layer of one input channel, and takes
+    it when it measures faster."""
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
+    layer = npvae.Conv2d(1, 16, 5, stride=2, padding=2, rng=rng)
+    x = rng.standard_normal((2, 1, 32, 24)).astype(np.float32)
+    timed = []
+
+    def measure(layer_, x_, options):
+        timed.extend(a.name for a in options)
+        return {a.name: (1.0 if a.name == "cin1" else 2.0) for a in options}
+
+    monkeypatch.setattr(conv_algos, "measure", measure)
+    y = layer.forward(x)
+    assert timed == ["im2col", "direct", "cin1"] and layer.algorithm == "cin1"
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "cin1")
+    np.testing.assert_array_equal(layer.forward(x), y)
+
+
 # -- NPVAE_CONV_ALGO -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("forced,kernel,stride,out_channels,expected", [
@@ -254,6 +337,7 @@ def test_auto_mode_may_choose_direct_for_a_strided_layer(rng, monkeypatch):
     ("direct", 3, 1, 16, "direct"),        # forced, direct runs at any width
     ("direct", 4, 2, 2, "direct"),         # stride 2: the register-tiled forward
     ("im2col", 3, 1, 1, "im2col"),
+    ("cin1", 3, 1, 4, "im2col"),           # two input channels: falls back
 ])
 def test_forced_algorithm_and_fallback(rng, monkeypatch, forced, kernel, stride, out_channels, expected):
     monkeypatch.setenv("NPVAE_CONV_ALGO", f" {forced.upper()} ")      # case and spaces do not matter
@@ -289,6 +373,8 @@ def test_auto_candidates():
     assert names(npvae.Conv2d(3, 2, 5, padding=2)) == ["im2col", "direct"]
     assert names(npvae.Conv2d(3, 2, 3, stride=2)) == ["im2col", "direct"]
     assert names(npvae.Conv2d(24, 48, 5, stride=2, padding=2)) == ["im2col", "direct"]   # any width when strided
+    assert names(npvae.Conv2d(1, 24, 3, padding=1)) == ["im2col", "winograd", "winograd4", "cin1"]  # one input channel
+    assert names(npvae.Conv2d(1, 16, 5, stride=2, padding=2)) == ["im2col", "direct", "cin1"]
 
 
 @pytest.mark.parametrize("threads,hw,expected", [
@@ -303,13 +389,14 @@ def test_small_layers_are_also_timed_on_one_thread(monkeypatch, threads, hw, exp
     assert [a.name for a in conv_algos.candidates(layer, x)] == expected
 
 
-@pytest.mark.parametrize("algo", ["im2col", "winograd", "direct"])
+@pytest.mark.parametrize("algo", ["im2col", "winograd", "direct", "cin1"])
 def test_one_thread_variant_equals_the_algorithm_on_one_thread(rng, monkeypatch, algo):
     """``<algo>@1`` on two threads gives, bit for bit, what ``<algo>`` gives with
     NPVAE_NUM_THREADS=1, and runs every chunk on the calling thread."""
-    x = rng.standard_normal((6, 3, 9, 8)).astype(np.float32)
-    dy = rng.standard_normal((6, 4, 9, 8)).astype(np.float32)
-    layer = npvae.Conv2d(3, 4, 3, padding=1, rng=rng)
+    c, w = (1, 37) if algo == "cin1" else (3, 8)          # cin1: one input channel, rows of whole vectors
+    x = rng.standard_normal((6, c, 9, w)).astype(np.float32)
+    dy = rng.standard_normal((6, 4, 9, w)).astype(np.float32)
+    layer = npvae.Conv2d(c, 4, 3, padding=1, rng=rng)
     monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
     monkeypatch.setenv("NPVAE_CONV_ALGO", algo)
     expected = run(layer, x, dy)
@@ -476,6 +563,24 @@ def test_against_pytorch_float32(rng, monkeypatch, algo):
     for name, a, t in zip(("y", "dx", "dW", "db"), ours, (ty, tx.grad, tw.grad, tb.grad)):
         t = t.detach().numpy()
         assert np.abs(a - t).max() <= TOL32[algo] * np.abs(t).max(), f"{algo} {name}"
+
+
+@pytest.mark.parametrize("k,s,pad", [(3, 1, 1), (5, 2, 2), (4, 2, 1), (3, 3, 0)])
+def test_cin1_against_pytorch_float32(rng, monkeypatch, k, s, pad):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "cin1")
+    layer = npvae.Conv2d(1, 24, k, stride=s, padding=pad, rng=rng)
+    x = rng.standard_normal((3, 1, 37, 45)).astype(np.float32)
+    dy = rng.standard_normal((3, 24, *layer.output_shape(37, 45))).astype(np.float32)
+    ours = run(layer, x, dy)
+    assert layer.algorithm == "cin1"
+    tx = torch.tensor(x, requires_grad=True)
+    tw, tb = (torch.tensor(layer.params[k_], requires_grad=True) for k_ in ("W", "b"))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=s, padding=pad)
+    ty.backward(torch.tensor(dy))
+    for name, a, t in zip(("y", "dx", "dW", "db"), ours, (ty, tx.grad, tw.grad, tb.grad)):
+        t = t.detach().numpy()
+        assert np.abs(a - t).max() <= TOL32["cin1"] * np.abs(t).max(), name
 
 
 @pytest.mark.parametrize("k,s,pad", [(5, 2, 2), (4, 2, 1), (3, 3, 0)])

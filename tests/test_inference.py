@@ -78,12 +78,14 @@ def test_music_network_in_inference_equals_its_eval_forward(rng, monkeypatch, al
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("act", list(ACTS))
 def test_conv2d_with_its_activation_fused(rng, monkeypatch, algo, act):
-    """A 3x3 stride-1 layer, which every algorithm runs; two threads' chunks of one sample."""
+    """A 3x3 stride-1 layer, which every algorithm runs (of one input channel for cin1);
+    two threads' chunks of one sample."""
     force(monkeypatch, algo)
     monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
     monkeypatch.setattr("npvae.layers.conv.CHUNK_BYTES", 1)
-    conv, a = Conv2d(3, 5, 3, padding=1, rng=rng), ACTS[act]()
-    x = (3 * rng.standard_normal((3, 3, 9, 10))).astype(np.float32)
+    c = 1 if algo == "cin1" else 3
+    conv, a = Conv2d(c, 5, 3, padding=1, rng=rng), ACTS[act]()
+    x = (3 * rng.standard_normal((3, c, 9, 10))).astype(np.float32)
     with inference():
         got = conv.forward(x, act=a).copy()
     assert algo == "auto" or conv.algorithm == algo

@@ -134,6 +134,77 @@ def test_tiled_conv(rng, monkeypatch, dtype, chunk, n, c, o, hw, k, s, pad):
     close(dw, dw_ref, dtype)
 
 
+CIN1_GEOMS = [  # n, o, (h, w), (kh, kw), (sh, sw), (ph, pw)
+    (3, 16, (28, 28), (3, 3), (1, 1), (1, 1)),
+    (2, 24, (37, 35), (5, 5), (2, 2), (2, 2)),
+    (5, 9, (20, 19), (3, 3), (2, 2), (1, 1)),     # channels that are no whole tile
+    (4, 17, (33, 40), (4, 4), (2, 2), (1, 1)),
+    (2, 5, (30, 50), (7, 7), (1, 1), (3, 3)),
+    (3, 6, (19, 45), (2, 5), (1, 2), (0, 2)),     # unequal kernel, stride and padding
+    (2, 4, (23, 61), (3, 3), (3, 3), (1, 1)),     # stride 3
+    (2, 3, (31, 50), (1, 1), (2, 2), (0, 0)),     # input columns no tap reaches
+    (3, 8, (9, 11), (3, 3), (1, 1), (1, 1)),      # output rows narrower than a vector
+    (1, 1, (6, 40), (5, 5), (1, 1), (0, 0)),      # one output channel, two rows
+]
+
+
+def close_to_max(a, b, dtype):
+    """``close`` with the absolute tolerance scaled by the largest value: sums over many
+    pixels cancel to small values with the rounding of the large ones."""
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", ["default", "one sample", "two samples"])
+@pytest.mark.parametrize("n,o,hw,k,s,pad", CIN1_GEOMS)
+def test_cin1_conv(rng, monkeypatch, dtype, chunk, n, o, hw, k, s, pad):
+    """The one-input-channel forward, weight and bias gradients and input gradient against
+    their twins, with the samples in one chunk, one per chunk, or two per chunk."""
+    if chunk != "default":
+        hq, wq = (-(-(hw[d] + 2 * pad[d]) // s[d]) for d in (0, 1))
+        per_sample = s[0] * s[1] * hq * wq * np.dtype(dtype).itemsize
+        monkeypatch.setattr(numba_kernels, "CIN1_CHUNK_BYTES", per_sample * (1 if chunk == "one sample" else 2))
+    x = rng.standard_normal((n, 1, *hw)).astype(dtype)
+    w = rng.standard_normal((o, 1, *k)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    shape = (n, o, *(ref.conv_output_size(hw[d], k[d], s[d], pad[d]) for d in (0, 1)))
+    y_ref = ref.conv_cin1_forward(x, w, b, *s, *pad, out=np.empty(shape, dtype))
+    close_to_max(y_ref, ref.conv_direct_forward(x, w, b, *s, *pad, out=np.empty(shape, dtype)), dtype)
+    out = np.full(shape, np.nan, dtype)
+    x.flags.writeable = False            # a layer's input may be read-only
+    assert numba_kernels.conv_cin1_forward(x, w, b, *s, *pad, out=out) is out
+    close_to_max(out, y_ref, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dw_ref, db_ref = np.empty(w.shape, dtype), np.empty(o, dtype)
+    ref.conv_cin1_weight_grad(x, dy, *s, *pad, dw_ref, db_ref)
+    close_to_max(db_ref, dy.sum(axis=(0, 2, 3)), dtype)
+    dw, db = np.full(w.shape, np.nan, dtype), np.full(o, np.nan, dtype)
+    assert numba_kernels.conv_cin1_weight_grad(x, dy, *s, *pad, dw, db) is dw
+    close_to_max(dw, dw_ref, dtype)
+    close_to_max(db, db_ref, dtype)
+    dw_only = np.full(w.shape, np.nan, dtype)
+    numba_kernels.conv_cin1_weight_grad(x, dy, *s, *pad, dw_only)
+    np.testing.assert_array_equal(dw_only, dw)
+    dx_ref = ref.conv_cin1_input_grad(dy, w, *s, *pad, np.empty(x.shape, dtype))
+    dx = np.full(x.shape, np.nan, dtype)
+    assert numba_kernels.conv_cin1_input_grad(dy, w, *s, *pad, dx) is dx
+    close_to_max(dx, dx_ref, dtype)
+
+
+def test_cin1_twins_are_adjoint(rng):
+    """<conv(x), dy> == <x, input_grad(dy)> == <w, weight_grad(x, dy)> (bias 0), in every backend."""
+    x = rng.standard_normal((2, 1, 13, 37))
+    w = rng.standard_normal((5, 1, 5, 5))
+    dy = rng.standard_normal((2, 5, 7, 19))
+    for k in [ref] + ([numba_kernels] if numba_kernels is not None else []):
+        y = k.conv_cin1_forward(x, w, np.zeros(5), 2, 2, 2, 2, np.empty(dy.shape))
+        lhs = np.sum(y * dy)
+        assert lhs == pytest.approx(np.sum(x * k.conv_cin1_input_grad(dy, w, 2, 2, 2, 2, np.empty(x.shape))), rel=1e-12)
+        dw = k.conv_cin1_weight_grad(x, dy, 2, 2, 2, 2, np.empty(w.shape))
+        assert lhs == pytest.approx(np.sum(w * dw), rel=1e-12)
+
+
 ACTS = [kernels.ACT_IDENTITY, kernels.ACT_RELU, kernels.ACT_LEAKY_RELU, kernels.ACT_SIGMOID, kernels.ACT_TANH]
 
 

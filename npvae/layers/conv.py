@@ -3,11 +3,12 @@ weight layouts.
 
 :class:`Conv2d` computes in one of a few ways (:mod:`npvae.layers.conv_algos`): im2col
 + BLAS GEMMs (any geometry), direct kernels without columns (any geometry: at stride 1
-for few output channels, at larger strides register-tiled), or Winograd F(2x2, 3x3)
-and F(4x4, 3x3) (3x3 kernels at stride 1), each on all threads or, for a small layer,
-on one (``im2col@1``...). ``NPVAE_CONV_ALGO`` forces one
-(``im2col``, ``direct``, ``winograd``, ``winograd4``, any of them with ``@1``; a layer
-that cannot run it uses im2col) or, by default (``auto``), each layer times the ones it
+for few output channels, at larger strides register-tiled; and for one input channel,
+a network's first layer, ``cin1``), or Winograd F(2x2, 3x3) and F(4x4, 3x3) (3x3
+kernels at stride 1), each on all threads or, for a small layer, on one
+(``im2col@1``...). ``NPVAE_CONV_ALGO`` forces one (``im2col``, ``direct``,
+``winograd``, ``winograd4``, ``cin1``, any of them with ``@1``; a layer that cannot run
+it uses im2col) or, by default (``auto``), each layer times the ones it
 can run on the first input of each new shape and keeps the fastest, remembered in
 ``~/.cache/npvae/conv_algos.json`` (``$NPVAE_CACHE_DIR``) so that later runs on the
 machine choose the same. ``layer.algorithm`` names the one the last forward ran.
@@ -183,7 +184,8 @@ class Conv2d(_ConvBase):
     initialised from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_channels*kh*kw.
 
     ``algorithm`` names how the last forward computed (``"im2col"``, ``"direct"``,
-    ``"winograd"``, ``"winograd4"``; None before the first), see the module docstring.
+    ``"winograd"``, ``"winograd4"``, ``"cin1"``, or one of them with ``"@1"``; None
+    before the first), see the module docstring.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,

@@ -14,25 +14,34 @@ rounding):
   stride 1, any padding.
 * ``winograd4``: Winograd F(4x4, 3x3) (6x6 tiles, 36 GEMMs, fewer multiplications and
   larger float32 rounding errors, about 1e-6 relative against 1e-7). Same layers.
+* ``cin1``: direct kernels for a layer of one input channel (a network's first layer),
+  any kernel, stride and padding. Such a layer does only kh*kw multiply-adds per output
+  value, so its time is writing the output; im2col would write and read kh*kw columns
+  per output pixel for a GEMM whose inner dimension (kh*kw) is too short for BLAS.
+  ``kernels.conv_cin1_forward`` reads the input once, split by phase, and writes each
+  output value once, in tiles of output channels x SIMD vectors along output rows summed
+  in registers; ``kernels.conv_cin1_weight_grad`` sweeps the same vectors for the
+  weight and bias gradients, ``kernels.conv_cin1_input_grad`` makes the input gradient
+  from whole rows of the output gradient. Offered only when ``in_channels == 1``.
 * ``<name>@1`` (``im2col@1``, ...): any of these on the calling thread alone, for
   layers too small to share between threads.
 
 ``NPVAE_CONV_ALGO`` picks one: ``auto`` (the default) or an algorithm's name. A named
-algorithm runs wherever it can; a layer it cannot run (``winograd`` for a 5x5 kernel
-or at stride 2) uses ``im2col``. In ``auto`` mode the first forward of a layer on an
-input of a new shape times each algorithm it can run (``direct`` at stride 1 only up
-to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond which it is much slower and costly
-to time; on more than one thread, for layers under ``ONE_THREAD_MAX_FLOPS``, each also
-on one thread) for a forward and a backward pass on copies of the layer and a fixed
-output gradient, and keeps the fastest, in memory and in
-``$NPVAE_CACHE_DIR/conv_algos.json`` (default ``~/.cache/npvae/conv_algos.json``),
-so that later runs on this machine take the same algorithm without timing: the choice
-changes float rounding, and a run must be reproducible. A cache file that cannot be
-read or written costs a warning, never the run. The key is the layer's geometry,
-channels, input shape, dtype, thread count, backend, and whether the layer computes
-its input gradient. Inside ``npvae.layers.inference()`` a layer takes the same choice,
-timed the same way (with a backward), so that a model gives the same numbers in
-inference as in training.
+algorithm runs wherever it can; a layer it cannot run (``winograd`` for a 5x5 kernel or
+at stride 2, ``cin1`` with more than one input channel) uses ``im2col``. In ``auto``
+mode the first forward of a layer on an input of a new shape times each algorithm it can
+run (``direct`` at stride 1 only up to ``DIRECT_AUTO_MAX_OUT`` output channels, beyond
+which it is much slower and costly to time; on more than one thread, for layers under
+``ONE_THREAD_MAX_FLOPS``, each also on one thread) for a forward and a backward pass on
+copies of the layer and a fixed output gradient, and keeps the fastest, in memory and in
+``$NPVAE_CACHE_DIR/conv_algos.json`` (default ``~/.cache/npvae/conv_algos.json``), so
+that later runs on this machine take the same algorithm without timing: the choice
+changes float rounding, and a run must be reproducible. A cache file that cannot be read
+or written costs a warning, never the run. The key is the layer's geometry, channels,
+input shape, dtype, thread count, backend, and whether the layer computes its input
+gradient. Inside ``npvae.layers.inference()`` a layer takes the same choice, timed the
+same way (with a backward), so that a model gives the same numbers in inference as in
+training.
 """
 from __future__ import annotations
 
@@ -224,7 +233,7 @@ class Direct:
         """The weight gradient by ``kernels.conv_tiled_weight_grad`` (a chunk of samples per
         thread, as the forward), the input gradient as im2col's (a GEMM into columns,
         then col2im)."""
-        n, o, oh, ow = dy.shape
+        n = dy.shape[0]
         dy = np.ascontiguousarray(dy, dtype=layer.dtype)
         w = layer.params["W"]
         step = layer._step
@@ -237,22 +246,80 @@ class Direct:
         threads.for_each_chunk(n, step, weight_grad)
         np.sum(per_chunk, axis=0, out=layer.grads["W"])
         layer.bias_grad(dy)
-        if not layer.needs_input_grad:
-            return None
-        k, p = layer._patch_rows(layer.in_channels), oh * ow
-        rows = layer._chunk(n, k, p)
-        dx = np.empty(layer._x_shape, dtype=layer.dtype)
-        dy3, w2t = dy.reshape(n, o, p), w.reshape(o, k).T
-        dy_rows = layer._worker_buffers("dy_rows", (o, rows * p), n, rows)
-        dcols = layer._worker_buffers("dcols", (k, rows * p), n, rows)
+        return input_grad_by_columns(layer, dy) if layer.needs_input_grad else None
 
-        def input_grad(part, worker):
-            m = part.stop - part.start
-            dc = dcols[worker][:, : m * p]
-            np.matmul(w2t, to_rows(dy3[part], dy_rows[worker]), out=dc)
-            kernels.col2im(dc, (m, *layer._x_shape[1:]), *layer._geometry(), out=dx[part])
 
-        threads.for_each_chunk(n, rows, input_grad)
+def input_grad_by_columns(layer, dy):
+    """The input gradient (N, C, H, W) as im2col's backward makes it: per chunk of samples
+    a GEMM of the weights with ``dy`` (N, O, OH, OW, C-contiguous) into columns, then col2im."""
+    n, o, oh, ow = dy.shape
+    k, p = layer._patch_rows(layer.in_channels), oh * ow
+    rows = layer._chunk(n, k, p)
+    dx = np.empty(layer._x_shape, dtype=layer.dtype)
+    dy3, w2t = dy.reshape(n, o, p), layer.params["W"].reshape(o, k).T
+    dy_rows = layer._worker_buffers("dy_rows", (o, rows * p), n, rows)
+    dcols = layer._worker_buffers("dcols", (k, rows * p), n, rows)
+
+    def work(part, worker):
+        m = part.stop - part.start
+        dc = dcols[worker][:, : m * p]
+        np.matmul(w2t, to_rows(dy3[part], dy_rows[worker]), out=dc)
+        kernels.col2im(dc, (m, *layer._x_shape[1:]), *layer._geometry(), out=dx[part])
+
+    threads.for_each_chunk(n, rows, work)
+    return dx
+
+
+class OneInputChannel:
+    """Direct kernels for a layer of one input channel (a network's first layer, any
+    kernel and stride): ``kernels.conv_cin1_forward`` writes the output without columns,
+    a tile of output channels x vectors along an output row at a time, and
+    ``kernels.conv_cin1_weight_grad`` makes the weight and bias gradients from the same
+    vectors, and ``kernels.conv_cin1_input_grad`` the input gradient (when the layer
+    computes it) as multiply-adds of whole rows of the output gradient; a chunk of
+    samples per thread."""
+
+    name = "cin1"
+
+    def valid(self, layer) -> bool:
+        return layer.in_channels == 1
+
+    def forward(self, layer, x, oh, ow, keep=True, act=None):
+        n = x.shape[0]
+        step = -(-n // threads.worker_count())
+        if keep:
+            layer._x, layer._step = x, step            # kept for the gradients
+        y = np.empty((n, layer.out_channels, oh, ow), dtype=layer.dtype)
+        w, b = layer.params["W"], layer.bias_or_zeros()
+
+        def work(part, worker):
+            kernels.conv_cin1_forward(x[part], w, b, *layer.stride, *layer.padding, out=y[part])
+            if act is not None:
+                act.forward_inplace(y[part])
+
+        threads.for_each_chunk(n, step, work)
+        return y
+
+    def backward(self, layer, dy):
+        n, step = dy.shape[0], layer._step
+        dy = np.ascontiguousarray(dy, dtype=layer.dtype)
+        w = layer.params["W"]
+        chunks = -(-n // step)
+        dw_chunks = layer._buffer("dW_cin1", (chunks, *w.shape))
+        db_chunks = layer._buffer("db_cin1", (chunks, layer.out_channels))
+        dx = np.empty(layer._x_shape, dtype=layer.dtype) if layer.needs_input_grad else None
+
+        def work(part, worker):
+            i = part.start // step
+            kernels.conv_cin1_weight_grad(layer._x[part], dy[part], *layer.stride, *layer.padding,
+                                          dw_chunks[i], db_chunks[i])
+            if dx is not None:
+                kernels.conv_cin1_input_grad(dy[part], w, *layer.stride, *layer.padding, dx[part])
+
+        threads.for_each_chunk(n, step, work)
+        np.sum(dw_chunks, axis=0, out=layer.grads["W"])
+        if layer.bias:
+            np.sum(db_chunks, axis=0, out=layer.grads["b"])
         return dx
 
 
@@ -374,7 +441,7 @@ class OneThread:
 
 
 IM2COL = Im2col()
-ALGORITHMS = {a.name: a for a in (IM2COL, Direct(), Winograd(2), Winograd(4))}
+ALGORITHMS = {a.name: a for a in (IM2COL, Direct(), Winograd(2), Winograd(4), OneInputChannel())}
 ONE_THREAD = {f"{name}@1": OneThread(a) for name, a in ALGORITHMS.items()}
 CHOICES = ("auto", *ALGORITHMS, *ONE_THREAD)
 
