@@ -13,11 +13,12 @@ DTYPES = [np.float32, np.float64]
 def kernel_path(request, monkeypatch):
     """Every test runs three times: as the Numba backend treats small arrays (serial
     element-wise kernels, im2col by gather), as it treats large ones (parallel
-    kernels, im2col by NumPy's strided copy), and as it treats long output rows
+    kernels, kernels split between npvae's threads, im2col by NumPy's strided copy), and as it treats long output rows
     (im2col and col2im through the column-phase split) and large planes (max-pool
     backward zeroing a row of windows at a time, or writing 2-wide windows' pixel pairs)."""
     if request.param == "large-array paths":
         monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 0)
+        monkeypatch.setattr(numba_kernels, "THREADS_MIN_SIZE", 0)
         monkeypatch.setattr(numba_kernels, "GATHER_MAX_TAPS", 0)
     if request.param == "long-row paths":
         monkeypatch.setattr(numba_kernels, "PHASE_MIN_ROW", 1)
@@ -344,7 +345,7 @@ def test_max_pool(rng, dtype, geom):
 
 # -- per-channel normalisation (BatchNorm) -------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(3, 4, 50), (1, 1, 7), (8, 3, 1), (2, 5, 300)])
+@pytest.mark.parametrize("shape", [(3, 4, 50), (1, 1, 7), (8, 3, 1), (2, 5, 300), (3, 3, 2501)])
 def test_batchnorm_kernels(rng, dtype, shape):
     x = (3 * rng.standard_normal(shape) + 2).astype(dtype)
     dy, xhat = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
