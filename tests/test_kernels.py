@@ -376,6 +376,16 @@ def test_batchnorm_kernels(rng, dtype, shape):
     got = numba_kernels.batchnorm_input_grad(dy, xhat, a, b, mean, np.empty_like(dy))
     close(got, ref.batchnorm_input_grad(dy, xhat, a, b, mean, np.empty_like(dy)), dtype)
     close(got, (dy - a[:, None] - xhat * b[:, None]) * mean[:, None], dtype)
+    # the fused backward of one process: the sums, and dx with their means over N * L values
+    outs = []
+    for k in (numba_kernels, ref):
+        dx = np.full(shape, np.nan, dtype)
+        outs.append((*k.batchnorm_backward(dy, xhat, mean, dx), dx))
+    for got, want in zip(outs[0], outs[1]):
+        close(got, want, dtype)
+    count = shape[0] * shape[2]
+    s, t = dy.astype(np.float64).sum(axis=(0, 2)), (dy.astype(np.float64) * xhat).sum(axis=(0, 2))
+    close(outs[1][2], (dy - s[:, None] / count - xhat * (t[:, None] / count)) * mean[:, None], dtype)
 
 
 # -- per-sample group normalisation (GroupNorm) ---------------------------------------------------
@@ -424,8 +434,8 @@ def test_groupnorm_kernels(rng, dtype, shape, groups):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape, groups", [((3, 6, 50), 3), ((5, 12, 9), 4), ((2, 2, 2501), 1), ((131, 4, 3), 2)])
 def test_groupnorm_kernels_on_the_threads(rng, dtype, shape, groups, monkeypatch):
-    """The parallel variants (the U-Nets' largest maps run them) equal the NumPy twin too."""
-    monkeypatch.setattr(numba_kernels, "GROUPNORM_PARALLEL_MIN", 0)
+    """Split between the threads (as the U-Nets' maps are), they equal the NumPy twin too."""
+    monkeypatch.setattr(numba_kernels, "THREADS_MIN_SIZE", 0)
     test_groupnorm_kernels(rng, dtype, shape, groups)
 
 
