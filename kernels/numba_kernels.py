@@ -38,7 +38,6 @@ from numba.core import cgutils
 from numba import types as nb_types
 from numba.extending import intrinsic, overload
 
-from .. import threads as _threads
 from . import numpy_kernels as _numpy_kernels
 from .numpy_kernels import (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,  # noqa: F401
                             ACT_TANH, conv_output_size, winograd_tiles)
@@ -82,44 +81,6 @@ def _scalars(dtype, *values):
 
 def _flat(a, dtype=None):
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
-
-
-# -- kernels that npvae's threads share ---------------------------------------------------------
-#
-# The normalisation, dropout and max-pool backward kernels are serial and GIL-free, over a
-# range ``start, stop`` of independent items (channels, samples, planes or elements); their
-# wrappers split the items between the calling thread and npvae's worker threads
-# (:mod:`npvae.threads`) from THREADS_MIN_SIZE elements. Handing a part to a waiting pool
-# thread costs some 15-30 us, where starting a Numba parallel region cost 50-150 us (more
-# when a core is busy): at the U-Nets' sizes (0.1-2.5M values, 0.1-0.5 ms serial) that start
-# took most of what the second thread saved. Each item is computed whole by one thread, so
-# the results do not depend on the number of threads.
-THREADS_MIN_SIZE = 1 << 16
-
-
-def _on_threads(count, size, work):
-    """``work(start, stop)`` over parts of ``range(count)``, one part per thread when the
-    job has at least THREADS_MIN_SIZE elements (``size``), else ``work(0, count)``."""
-    workers = min(_threads.worker_count(), count) if size >= THREADS_MIN_SIZE else 1
-    if workers <= 1:
-        if count:
-            work(0, count)
-        return
-    _threads.for_each_chunk(count, -(-count // workers), lambda part, _: work(part.start, part.stop), blas=False)
-
-
-class _Split:
-    """A serial GIL-free kernel whose last two arguments are a range ``start, stop`` of its
-    items; ``kernel(size, count, *args)`` runs items ``[0, count)`` in parts on the
-    threads (:func:`_on_threads`, ``size`` elements in all)."""
-
-    FASTMATH = False
-
-    def __init__(self, fn):
-        self.serial = njit(cache=True, nogil=True, error_model="numpy", fastmath=self.FASTMATH)(fn)
-
-    def __call__(self, size, count, *args):
-        _on_threads(count, size, lambda start, stop: self.serial(*args, start, stop))
 
 
 # -- im2col / col2im -----------------------------------------------------------------------
@@ -1597,11 +1558,11 @@ def _max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, lowest):
                 arg[p, r, c] = a
 
 
-@_Split
-def _max_pool_backward(dy, arg, dx, kw, sh, sw, ph, pw, start, stop):
-    oh, ow = dy.shape[1], dy.shape[2]
+@_Kernel
+def _max_pool_backward(dy, arg, dx, kw, sh, sw, ph, pw):
+    planes, oh, ow = dy.shape
     h, w = dx.shape[1], dx.shape[2]
-    for p in range(start, stop):
+    for p in prange(planes):
         for r in range(oh):
             for c in range(ow):
                 a = arg[p, r, c]
@@ -1621,29 +1582,29 @@ def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
     return y, arg
 
 
-@_Split
-def _max_pool_backward_tiles(dy, arg, dx, offset, kh, kw, w, whole, zero, start, stop):
-    oh, ow = dy.shape[1], dy.shape[2]
-    for p in range(start, stop):
+@_Kernel
+def _max_pool_backward_tiles(dy, arg, dx, offset, kh, kw, w, whole, zero):
+    planes, oh, ow = dy.shape
+    for p in prange(planes):
         plane = dx[p]
         if whole:
             plane[:] = zero
         for r in range(oh):
             g, a = dy[p, r], arg[p, r]
-            top = r * kh * w
+            start = r * kh * w
             if not whole:
-                plane[top:top + kh * w] = zero
+                plane[start:start + kh * w] = zero
             for c in range(ow):
-                plane[top + c * kw + offset[a[c]]] = g[c]
+                plane[start + c * kw + offset[a[c]]] = g[c]
         if not whole:
             plane[oh * kh * w:] = zero
 
 
-@_Split
-def _max_pool_backward_pairs(dy_bits, arg, dx_pairs, kh, start, stop):
-    oh, ow = dy_bits.shape[1], dy_bits.shape[2]
+@_Kernel
+def _max_pool_backward_pairs(dy_bits, arg, dx_pairs, kh):
+    planes, oh, ow = dy_bits.shape
     zero, shift = np.uint64(0), np.uint64(32)
-    for p in range(start, stop):
+    for p in prange(planes):
         for r in range(oh):
             g, a = dy_bits[p, r], arg[p, r]
             for i in range(kh):
@@ -1674,19 +1635,18 @@ def max_pool2d_backward(dy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     if (sh, sw, ph, pw) == (kh, kw, 0, 0) and kw == 2 and w % 2 == 0 and w // 2 >= PAIRS_MIN_ROW \
             and dy.dtype == np.float32 and sys.byteorder == "little":      # pixel 2c is the low half
         dx = np.empty(x_shape, dtype=dy.dtype)
-        _max_pool_backward_pairs(dx.size, n * c, dy.view(np.uint32), arg, dx.reshape(n * c, h, w).view(np.uint64),
-                                 kh)
+        _max_pool_backward_pairs(dx.size, dy.view(np.uint32), arg, dx.reshape(n * c, h, w).view(np.uint64), kh)
         return dx
     if (sh, sw, ph, pw) == (kh, kw, 0, 0):
         # Windows that tile the input: dx zeroed in cache-sized parts, then one store per
         # window at the flat offset of its maximum (no division by kw, no bounds tests).
         dx = np.empty(x_shape, dtype=dy.dtype)
         taps = np.arange(kh * kw)
-        _max_pool_backward_tiles(dx.size, n * c, dy, arg, dx.reshape(n * c, h * w), (taps // kw) * w + taps % kw,
-                                 kh, kw, w, h * w <= L1_PLANE, dy.dtype.type(0))
+        _max_pool_backward_tiles(dx.size, dy, arg, dx.reshape(n * c, h * w), (taps // kw) * w + taps % kw, kh, kw,
+                                 w, h * w <= L1_PLANE, dy.dtype.type(0))
         return dx
     dx = np.zeros(x_shape, dtype=dy.dtype)
-    _max_pool_backward(dx.size, n * c, dy, arg, dx.reshape(n * c, h, w), kw, sh, sw, ph, pw)
+    _max_pool_backward(dx.size, dy, arg, dx.reshape(n * c, h, w), kw, sh, sw, ph, pw)
     return dx
 
 
@@ -1759,18 +1719,18 @@ def _channel_dot(dy, xhat, j, zero):
     return s, t
 
 
-@_Split
-def _channel_dot_sums(dy, xhat, zero, out_dy, out_dyx, start, stop):
-    for j in range(start, stop):
+@_Kernel
+def _channel_dot_sums(dy, xhat, zero, out_dy, out_dyx):
+    for j in prange(dy.shape[1]):
         out_dy[j], out_dyx[j] = _channel_dot(dy, xhat, j, zero)
 
 
-@_Split
-def _batchnorm_backward(dy, xhat, scale, count, sum_dy, sum_dyx, dx, cast, start, stop):
+@_Kernel
+def _batchnorm_backward(dy, xhat, scale, count, sum_dy, sum_dyx, dx, cast):
     # One channel at a time: its sums, then its dx while its dy and xhat are still in cache
     # (2 x 25 KiB at 128 x 7 x 7, 2 x 256 KiB at 8 x 256 x 32).
     zero = cast[0, 2]
-    for j in range(start, stop):
+    for j in prange(dy.shape[1]):
         s, t = _channel_dot(dy, xhat, j, zero)
         sum_dy[j], sum_dyx[j] = s, t
         cast[j, 0], cast[j, 1] = s / count, t / count      # the means, to dy's dtype
@@ -1835,16 +1795,15 @@ def channel_sq_dev(x, mean):
 
 def channel_dot_sums(dy, xhat):
     s, t = np.empty(dy.shape[1]), np.empty(dy.shape[1])
-    _channel_dot_sums(dy.size, dy.shape[1], dy, xhat, dy.dtype.type(0), s, t)
+    _channel_dot_sums(dy.size, dy, xhat, dy.dtype.type(0), s, t)
     return s, t
 
 
 def batchnorm_backward(dy, xhat, scale, dx):
     c = dy.shape[1]
     sum_dy, sum_dyx = np.empty(c), np.empty(c)
-    cast = np.zeros((c, 3), dy.dtype)
-    _batchnorm_backward(dy.size, c, dy, xhat, scale.astype(dy.dtype), dy.shape[0] * dy.shape[2], sum_dy, sum_dyx, dx,
-                        cast)
+    _batchnorm_backward(dy.size, dy, xhat, scale.astype(dy.dtype), dy.shape[0] * dy.shape[2], sum_dy, sum_dyx, dx,
+                        np.zeros((c, 3), dy.dtype))
     return sum_dy, sum_dyx
 
 
@@ -1886,19 +1845,36 @@ def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
 #   values too, with gamma (and beta) repeated L times (``flat``): loops of L = 9 values a
 #   channel took 3x as long. The backward's per-channel sums then go position by position
 #   (:func:`_groupnorm_backward_flat`): (128, 256, 9) took 0.2 ms serial instead of 0.48.
-#   With AVX-512 (16 float32 lanes, loops unrolled to 64 values) rows of 49 (7x7 maps)
-#   are short too: (128, 96, 49) backward took 0.28 ms serial flat against 0.34; at 196
-#   (14x14) the flat backward took 1.8x as long.
+#   With AVX-512 (loops of 16 float32 lanes, unrolled to 64 values) rows of 49 (7x7 maps)
+#   are short too; at 196 (14x14) the flat backward is the slower.
 
 GROUPNORM_FLAT_L = 64
 GROUPNORM_CHUNK = 1024
 
 
-class _GroupNormKernel(_Split):
-    """Sums may be reassociated (vectorised), but no multiply-add is fused: so
-    ``dy * gamma - mean(dy * gamma)`` is 0 in a group of one value, as in the NumPy twin."""
+# GroupNorm's kernels run on the threads from this many elements (scripts/bench_groupnorm.py
+# times both variants). On a quiet 2-core
+# machine (AVX-512), forward + backward, serial against parallel: 1.42-1.55 against
+# 0.81-0.91 ms at 128x24x28x28 (2.4M), 0.78-0.79 against 0.52-0.55 at 8x24x256x32 (1.6M),
+# level at 1.2M, and below 0.8M the parallel region's start (50-150 us) made it slower.
+GROUPNORM_PARALLEL_MIN = 1_500_000
 
-    FASTMATH = {"reassoc"}
+
+class _GroupNormKernel(_Kernel):
+    """Sums may be reassociated (vectorised), but no multiply-add is fused: so
+    ``dy * gamma - mean(dy * gamma)`` is 0 in a group of one value, as in the NumPy twin.
+
+    Parallel from ``GROUPNORM_PARALLEL_MIN`` elements (the U-Nets' largest maps), serial
+    below: a parallel region costs some 50-150 us to start, and much more when a core
+    is taken by other work.
+    """
+
+    def __init__(self, fn):
+        self.serial = njit(cache=True, error_model="numpy", fastmath={"reassoc"})(_renamed(fn, "_serial"))
+        self.parallel = njit(cache=True, parallel=True, fastmath={"reassoc"})(fn)
+
+    def __call__(self, size, *args):
+        return (self.parallel if size >= GROUPNORM_PARALLEL_MIN else self.serial)(*args)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
@@ -1921,11 +1897,11 @@ def _partial_sq_dev(a, m, zero):
 
 
 @_GroupNormKernel
-def _groupnorm_forward(x, xg, gamma, beta, eps, y, yg, flat, gamma_l, beta_l, mean, inv_std, cast, start, stop):
-    c, l = x.shape[1], x.shape[2]
+def _groupnorm_forward(x, xg, gamma, beta, eps, y, yg, flat, gamma_l, beta_l, mean, inv_std, cast):
+    n, c, l = x.shape
     groups, count = xg.shape[1], xg.shape[2]
     cg = c // groups
-    for job in range(start * groups, stop * groups):
+    for job in prange(n * groups):
         i, g = job // groups, job % groups
         block = xg[i, g]
         cast[job, 2] = 0.0
@@ -1966,12 +1942,12 @@ def _groupnorm_row_sums(d, row, mt, rt, zero):
 
 
 @_GroupNormKernel
-def _groupnorm_backward(dy, x, mean, inv_std, gamma, sum_dy, sum_dyx, dx, cast, start, stop):
-    c, l = dy.shape[1], dy.shape[2]
+def _groupnorm_backward(dy, x, mean, inv_std, gamma, sum_dy, sum_dyx, dx, cast):
+    n, c, l = dy.shape
     groups = inv_std.shape[1]
     cg = c // groups
     count = cg * l
-    for job in range(start * groups, stop * groups):
+    for job in prange(n * groups):
         i, g = job // groups, job % groups
         r = inv_std[i, g]
         cast[job, 0], cast[job, 1], cast[job, 2] = mean[i, g], r, 0.0
@@ -2000,12 +1976,12 @@ def _groupnorm_backward(dy, x, mean, inv_std, gamma, sum_dy, sum_dyx, dx, cast, 
 
 
 @_GroupNormKernel
-def _groupnorm_backward_flat(dyg, xg, mean, inv_std, gamma_l, acc_dy, acc_dyx, dxg, cast, start, stop):
+def _groupnorm_backward_flat(dyg, xg, mean, inv_std, gamma_l, acc_dy, acc_dyx, dxg, cast):
     # Per-channel sums are short rows here: each part of the samples adds dy and dy * xhat
     # position by position into its own (C * L) accumulators instead, summed afterwards.
     n, groups, count = xg.shape
     parts = acc_dy.shape[0]
-    for p in range(start, stop):
+    for p in prange(parts):
         for i in range(p * n // parts, (p + 1) * n // parts):
             for g in range(groups):
                 job = i * groups + g
@@ -2037,7 +2013,7 @@ def _per_position(a, l, groups):
 def groupnorm_forward(x, gamma, beta, groups, eps, y):
     n, c, l = x.shape
     mean, inv_std = np.empty((n, groups)), np.empty((n, groups))
-    _groupnorm_forward(x.size, n, x, x.reshape(n, groups, -1), gamma, beta, float(eps), y, y.reshape(n, groups, -1),
+    _groupnorm_forward(x.size, x, x.reshape(n, groups, -1), gamma, beta, float(eps), y, y.reshape(n, groups, -1),
                        l < GROUPNORM_FLAT_L, _per_position(gamma, l, groups), _per_position(beta, l, groups),
                        mean, inv_std, np.empty((n * groups, 3), x.dtype))
     return mean, inv_std
@@ -2051,14 +2027,14 @@ def groupnorm_backward(dy, x, mean, inv_std, gamma, dgamma, dbeta, dx):
         # are enough; their number does not depend on the threads: the same sums on any machine.
         parts = max(min(n, 8), -(-n // 16))
         acc_dy, acc_dyx = np.zeros((parts, c * l), dy.dtype), np.zeros((parts, c * l), dy.dtype)
-        _groupnorm_backward_flat(dy.size, parts, dy.reshape(n, groups, -1), x.reshape(n, groups, -1), mean, inv_std,
+        _groupnorm_backward_flat(dy.size, dy.reshape(n, groups, -1), x.reshape(n, groups, -1), mean, inv_std,
                                  _per_position(gamma, l, groups), acc_dy, acc_dyx, dx.reshape(n, groups, -1),
                                  np.empty((n * groups, 4), dy.dtype))
         dgamma[...] = acc_dyx.reshape(parts, c, l).sum(axis=(0, 2), dtype=np.float64)
         dbeta[...] = acc_dy.reshape(parts, c, l).sum(axis=(0, 2), dtype=np.float64)
         return dx
     sum_dy, sum_dyx = np.empty((n, c)), np.empty((n, c))
-    _groupnorm_backward(dy.size, n, dy, x, mean, inv_std, gamma, sum_dy, sum_dyx, dx, np.empty((n * groups, 5), dy.dtype))
+    _groupnorm_backward(dy.size, dy, x, mean, inv_std, gamma, sum_dy, sum_dyx, dx, np.empty((n * groups, 5), dy.dtype))
     dgamma[...] = sum_dyx.sum(axis=0)
     dbeta[...] = sum_dy.sum(axis=0)
     return dx
@@ -2223,18 +2199,15 @@ def nearest_backward(dy, ih, iw, h, w):
 
 # -- dropout ------------------------------------------------------------------------------------
 
-@_Split
-def _dropout_apply(x, keep, y, scale, zero, start, stop):
-    # Sliced first: indices from 0 need no test for a negative index, and the loop vectorises
-    # (3x faster than indexing from start).
-    x, keep, y = x[start:stop], keep[start:stop], y[start:stop]
-    for i in range(x.size):
+@_Kernel
+def _dropout_apply(x, keep, y, scale, zero):
+    for i in prange(x.size):
         y[i] = x[i] * (scale if keep[i] else zero)
 
 
-@_Split
-def _dropout_channels(x, factor, y, start, stop):
-    for p in range(start, stop):
+@_Kernel
+def _dropout_channels(x, factor, y):
+    for p in prange(x.shape[0]):
         a, row, out = factor[p], x[p], y[p]
         for k in range(row.size):
             out[k] = row[k] * a
@@ -2249,8 +2222,8 @@ def dropout_apply(x, keep, scale):
         factor = np.multiply(keep, x.dtype.type(scale), dtype=x.dtype).reshape(-1)
         y = np.empty(x.shape, dtype=x.dtype)
         planes = factor.size
-        _dropout_channels(x.size, planes, np.ascontiguousarray(x).reshape(planes, -1), factor, y.reshape(planes, -1))
+        _dropout_channels(x.size, np.ascontiguousarray(x).reshape(planes, -1), factor, y.reshape(planes, -1))
         return y
     y = np.empty(x.shape, dtype=x.dtype)
-    _dropout_apply(x.size, x.size, _flat(x), _flat(keep), y.reshape(-1), *_scalars(x.dtype, scale, 0))
+    _dropout_apply(x.size, _flat(x), _flat(keep), y.reshape(-1), *_scalars(x.dtype, scale, 0))
     return y

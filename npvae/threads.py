@@ -17,7 +17,7 @@ import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 _lock = threading.Lock()
@@ -80,11 +80,9 @@ def _single_threaded_blas():
     return _blas.limit(limits=1)
 
 
-def for_each_chunk(n: int, step: int, work: Callable[[slice, int], None], blas: bool = True) -> None:
+def for_each_chunk(n: int, step: int, work: Callable[[slice, int], None]) -> None:
     """Call ``work(part, worker)`` for ``part`` = slice(0, step), slice(step, 2*step), ...
     covering range(n); ``worker`` in [0, workers) tells which scratch buffers to use.
-    ``blas=False``: the work calls no BLAS, so BLAS's thread count is left alone (that
-    costs some 15 us a call, a tenth of a small element-wise kernel's time).
 
     Each worker takes the next chunk when it has finished one, so a core slowed by
     something else does not hold the others up. Which worker runs a chunk must not
@@ -101,7 +99,7 @@ def for_each_chunk(n: int, step: int, work: Callable[[slice, int], None], blas: 
                 return
             work(parts[i], worker)
 
-    with _single_threaded_blas() if blas else nullcontext():
+    with _single_threaded_blas():
         # The calling thread is worker 0: one thread fewer to wake.
         pool = _executor(workers - 1) if workers > 1 else None
         futures = [pool.submit(run, w) for w in range(1, workers)]

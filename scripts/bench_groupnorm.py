@@ -5,8 +5,8 @@
 
 For every convolution output of the `mnist_unet_best` and `music_best` benchmark cases, a
 GroupNorm (8 groups) in training mode, forward + backward, median ms of 15 calls: with
-the kernels on the calling thread alone, split between the threads at any size, and
-PyTorch's nn.GroupNorm on the same data (needs torch). What THREADS_MIN_SIZE in
+the serial kernels, with the parallel ones (whatever GROUPNORM_PARALLEL_MIN says), and
+PyTorch's nn.GroupNorm on the same data (needs torch). What GROUPNORM_PARALLEL_MIN in
 kernels/numba_kernels.py is chosen from.
 """
 import time
@@ -20,11 +20,10 @@ import npvae.kernels.numba_kernels as nk
 from npvae.layers import GroupNorm
 
 
-def timed(norm, y, dy, threads_min: int) -> float:
-    """Forward + backward ms of ``norm`` with the kernels split between the threads from
-    ``threads_min`` elements (0: always; a huge number: never)."""
-    saved = nk.THREADS_MIN_SIZE
-    nk.THREADS_MIN_SIZE = threads_min
+def timed(norm, y, dy, pick) -> float:
+    """Forward + backward ms of ``norm`` with the kernels ``pick`` chooses (serial or parallel)."""
+    saved = nk._GroupNormKernel.__call__
+    nk._GroupNormKernel.__call__ = lambda self, size, *args: pick(self)(*args)
     try:
         norm.forward(y)
         norm.backward(dy)
@@ -33,7 +32,7 @@ def timed(norm, y, dy, threads_min: int) -> float:
         norm.forward(y)
         return forward + _median_ms(lambda: norm.backward(dy), 15)
     finally:
-        nk.THREADS_MIN_SIZE = saved
+        nk._GroupNormKernel.__call__ = saved
 
 
 def main() -> int:
@@ -45,8 +44,8 @@ def main() -> int:
             c = y.shape[1]
             norm = GroupNorm(8 if c % 8 == 0 else 1, c, dtype=y.dtype)
             dy = np.random.default_rng(0).standard_normal(y.shape).astype(y.dtype)
-            serial = timed(norm, y, dy, 1 << 62)
-            threads = timed(norm, y, dy, 0)
+            serial = timed(norm, y, dy, lambda k: k.serial)
+            threads = timed(norm, y, dy, lambda k: k.parallel)
             t = _torch_norm_times(norm, y, dy, 15)
             print(f"{name:16s} {path:9s} {'x'.join(map(str, y.shape)):18s} {y.size:9d} {serial:9.3f} "
                   f"{threads:11.3f} {t['torch_forward_ms'] + t['torch_backward_ms']:9.3f}", flush=True)

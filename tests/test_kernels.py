@@ -13,12 +13,11 @@ DTYPES = [np.float32, np.float64]
 def kernel_path(request, monkeypatch):
     """Every test runs three times: as the Numba backend treats small arrays (serial
     element-wise kernels, im2col by gather), as it treats large ones (parallel
-    kernels, kernels split between npvae's threads, im2col by NumPy's strided copy), and as it treats long output rows
+    kernels, im2col by NumPy's strided copy), and as it treats long output rows
     (im2col and col2im through the column-phase split) and large planes (max-pool
     backward zeroing a row of windows at a time, or writing 2-wide windows' pixel pairs)."""
     if request.param == "large-array paths":
         monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 0)
-        monkeypatch.setattr(numba_kernels, "THREADS_MIN_SIZE", 0)
         monkeypatch.setattr(numba_kernels, "GATHER_MAX_TAPS", 0)
     if request.param == "long-row paths":
         monkeypatch.setattr(numba_kernels, "PHASE_MIN_ROW", 1)
@@ -434,8 +433,8 @@ def test_groupnorm_kernels(rng, dtype, shape, groups):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape, groups", [((3, 6, 50), 3), ((5, 12, 9), 4), ((2, 2, 2501), 1), ((131, 4, 3), 2)])
 def test_groupnorm_kernels_on_the_threads(rng, dtype, shape, groups, monkeypatch):
-    """Split between the threads (as the U-Nets' maps are), they equal the NumPy twin too."""
-    monkeypatch.setattr(numba_kernels, "THREADS_MIN_SIZE", 0)
+    """The parallel variants (the U-Nets' largest maps run them) equal the NumPy twin too."""
+    monkeypatch.setattr(numba_kernels, "GROUPNORM_PARALLEL_MIN", 0)
     test_groupnorm_kernels(rng, dtype, shape, groups)
 
 

@@ -46,20 +46,6 @@ def test_blas_is_single_threaded_inside(monkeypatch):
     assert counts and all(c == [1] * len(c) for c in counts)
 
 
-def test_blas_is_left_alone_for_work_without_blas(monkeypatch):
-    from threadpoolctl import threadpool_info
-    monkeypatch.setenv("NPVAE_NUM_THREADS", "2")
-    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    counts, seen = [], np.zeros(5, dtype=int)
-
-    def work(part, worker):
-        seen[part] += 1
-        counts.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
-
-    threads.for_each_chunk(5, 2, work, blas=False)
-    assert seen.tolist() == [1] * 5 and counts and all(c == before for c in counts)
-
-
 def test_bad_thread_count_is_explained(monkeypatch):
     monkeypatch.setenv("NPVAE_NUM_THREADS", "two")
     with pytest.raises(ValueError, match="NPVAE_NUM_THREADS"):
