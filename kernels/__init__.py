@@ -176,6 +176,10 @@ def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
     return _ops.batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx)
 
 
+def batchnorm_backward(dy, xhat, scale, dx):
+    return _ops.batchnorm_backward(dy, xhat, scale, dx)
+
+
 def groupnorm_forward(x, gamma, beta, groups, eps, y):
     return _ops.groupnorm_forward(x, gamma, beta, groups, eps, y)
 
@@ -209,7 +213,8 @@ for _fn in (im2col, col2im, conv_direct_forward, conv_direct_backward, conv_tile
             winograd_input_transform, winograd_output_transform, winograd_output_adjoint, winograd_input_adjoint, bias_act_forward,
             bias_act_channels, act_forward, act_backward, adam_update, reparameterize, kl_terms, bce_logits,
             max_pool2d_forward, max_pool2d_backward, channel_sums, channel_sq_dev, channel_dot_sums,
-            batchnorm_normalise, channel_affine, batchnorm_input_grad, groupnorm_forward, groupnorm_backward,
+            batchnorm_normalise, channel_affine, batchnorm_input_grad, batchnorm_backward, groupnorm_forward,
+            groupnorm_backward,
             bilinear_forward, bilinear_backward, nearest_forward, nearest_backward, dropout_apply):
     _fn.__doc__ = getattr(numpy_kernels, _fn.__name__).__doc__
 

@@ -2046,17 +2046,57 @@ def _channel_sq_dev(x, mean, out):
         out[j] = s
 
 
-@_ReductionKernel
-def _channel_dot_sums(dy, xhat, out_dy, out_dyx):
-    n, c, l = dy.shape
-    for j in prange(c):
-        s, t = 0.0, 0.0
-        for i in range(n):
-            a, b = dy[i, j], xhat[i, j]
-            for k in range(l):
-                s += a[k]
-                t += a[k] * b[k]
-        out_dy[j], out_dyx[j] = s, t
+# The backward's sums add, in float64, each row's sums taken in dy's dtype (in parts of at
+# most BATCHNORM_CHUNK values), as the NumPy twin does: float64 terms throughout need a
+# conversion per term at half the vector width.
+BATCHNORM_CHUNK = 1024
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def _row_dot_sums(d, h, zero):
+    """``(sum(d), sum(d * h))`` in the arrays' dtype (``zero`` of it)."""
+    s, t = zero, zero
+    for k in range(d.size):
+        s += d[k]
+        t += d[k] * h[k]
+    return s, t
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _channel_dot(dy, xhat, j, zero):
+    """``(sum(dy[:, j]), sum(dy[:, j] * xhat[:, j]))`` of (N, C, L) arrays, float64."""
+    l = dy.shape[2]
+    s, t = 0.0, 0.0
+    for i in range(dy.shape[0]):
+        d, h = dy[i, j], xhat[i, j]
+        for k0 in range(0, l, BATCHNORM_CHUNK):
+            k1 = min(k0 + BATCHNORM_CHUNK, l)
+            a, b = _row_dot_sums(d[k0:k1], h[k0:k1], zero)
+            s += a
+            t += b
+    return s, t
+
+
+@_Kernel
+def _channel_dot_sums(dy, xhat, zero, out_dy, out_dyx):
+    for j in prange(dy.shape[1]):
+        out_dy[j], out_dyx[j] = _channel_dot(dy, xhat, j, zero)
+
+
+@_Kernel
+def _batchnorm_backward(dy, xhat, scale, count, sum_dy, sum_dyx, dx, cast):
+    # One channel at a time: its sums, then its dx while its dy and xhat are still in cache
+    # (2 x 25 KiB at 128 x 7 x 7, 2 x 256 KiB at 8 x 256 x 32).
+    zero = cast[0, 2]
+    for j in prange(dy.shape[1]):
+        s, t = _channel_dot(dy, xhat, j, zero)
+        sum_dy[j], sum_dyx[j] = s, t
+        cast[j, 0], cast[j, 1] = s / count, t / count      # the means, to dy's dtype
+        a, b, sc = cast[j, 0], cast[j, 1], scale[j]
+        for i in range(dy.shape[0]):
+            d, h, o = dy[i, j], xhat[i, j], dx[i, j]
+            for k in range(o.size):
+                o[k] = (d[k] - h[k] * b - a) * sc
 
 
 @_Kernel
@@ -2113,8 +2153,16 @@ def channel_sq_dev(x, mean):
 
 def channel_dot_sums(dy, xhat):
     s, t = np.empty(dy.shape[1]), np.empty(dy.shape[1])
-    _channel_dot_sums(dy.size, dy, xhat, s, t)
+    _channel_dot_sums(dy.size, dy, xhat, dy.dtype.type(0), s, t)
     return s, t
+
+
+def batchnorm_backward(dy, xhat, scale, dx):
+    c = dy.shape[1]
+    sum_dy, sum_dyx = np.empty(c), np.empty(c)
+    _batchnorm_backward(dy.size, dy, xhat, scale.astype(dy.dtype), dy.shape[0] * dy.shape[2], sum_dy, sum_dyx, dx,
+                        np.zeros((c, 3), dy.dtype))
+    return sum_dy, sum_dyx
 
 
 def batchnorm_normalise(x, mean, inv_std, gamma, beta, xhat, y):
@@ -2155,8 +2203,10 @@ def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
 #   values too, with gamma (and beta) repeated L times (``flat``): loops of L = 9 values a
 #   channel took 3x as long. The backward's per-channel sums then go position by position
 #   (:func:`_groupnorm_backward_flat`): (128, 256, 9) took 0.2 ms serial instead of 0.48.
+#   With AVX-512 (loops of 16 float32 lanes, unrolled to 64 values) rows of 49 (7x7 maps)
+#   are short too; at 196 (14x14) the flat backward is the slower.
 
-GROUPNORM_FLAT_L = 16
+GROUPNORM_FLAT_L = 64
 GROUPNORM_CHUNK = 1024
 
 

@@ -562,6 +562,17 @@ def batchnorm_input_grad(dy, xhat, mean_dy, mean_dyx, scale, dx):
     return dx
 
 
+def batchnorm_backward(dy, xhat, scale, dx):
+    """BatchNorm's backward in one process: ``(sum(dy), sum(dy * xhat))`` per channel of
+    (N, C, L) arrays, returned as two (C,) float64, and ``dx`` of :func:`batchnorm_input_grad`
+    with their means over the N * L values of a channel (``scale`` (C,) float64). Writes
+    ``dx``."""
+    sum_dy, sum_dyx = channel_dot_sums(dy, xhat)
+    count = dy.shape[0] * dy.shape[2]
+    batchnorm_input_grad(dy, xhat, sum_dy / count, sum_dyx / count, scale, dx)
+    return sum_dy, sum_dyx
+
+
 # -- per-sample group normalisation (GroupNorm) on x viewed as (N, C, L) ----------------------
 # A group is C/G consecutive channels of one sample, C/G * L values. Backward takes x, its
 # group means and 1/std, and recomputes xhat: the forward then writes y alone.

@@ -415,7 +415,7 @@ def test_max_pool(rng, dtype, geom):
 
 # -- per-channel normalisation (BatchNorm) -------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(3, 4, 50), (1, 1, 7), (8, 3, 1), (2, 5, 300)])
+@pytest.mark.parametrize("shape", [(3, 4, 50), (1, 1, 7), (8, 3, 1), (2, 5, 300), (3, 3, 2501)])
 def test_batchnorm_kernels(rng, dtype, shape):
     x = (3 * rng.standard_normal(shape) + 2).astype(dtype)
     dy, xhat = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
@@ -446,6 +446,16 @@ def test_batchnorm_kernels(rng, dtype, shape):
     got = numba_kernels.batchnorm_input_grad(dy, xhat, a, b, mean, np.empty_like(dy))
     close(got, ref.batchnorm_input_grad(dy, xhat, a, b, mean, np.empty_like(dy)), dtype)
     close(got, (dy - a[:, None] - xhat * b[:, None]) * mean[:, None], dtype)
+    # the fused backward of one process: the sums, and dx with their means over N * L values
+    outs = []
+    for k in (numba_kernels, ref):
+        dx = np.full(shape, np.nan, dtype)
+        outs.append((*k.batchnorm_backward(dy, xhat, mean, dx), dx))
+    for got, want in zip(outs[0], outs[1]):
+        close(got, want, dtype)
+    count = shape[0] * shape[2]
+    s, t = dy.astype(np.float64).sum(axis=(0, 2)), (dy.astype(np.float64) * xhat).sum(axis=(0, 2))
+    close(outs[1][2], (dy - s[:, None] / count - xhat * (t[:, None] / count)) * mean[:, None], dtype)
 
 
 # -- per-sample group normalisation (GroupNorm) ---------------------------------------------------

@@ -143,11 +143,17 @@ class BatchNorm(Layer):
             raise backward_before_forward(self)
         dy3 = _channel_view(np.ascontiguousarray(dy, dtype=self.dtype))
         xhat, gamma = self._xhat, self.params["gamma"]
+        dx = np.empty_like(dy3)
+        scale = gamma * self._inv_std
+        if not self._frozen and _BATCH_SUM.get() is None:
+            # One process: the sums and dx in one kernel, a channel's data read once from memory.
+            sum_dy, sum_dyx = kernels.batchnorm_backward(dy3, xhat, scale, dx)
+            self.grads["gamma"][...] = sum_dyx
+            self.grads["beta"][...] = sum_dy
+            return dx.reshape(dy.shape)
         sum_dy, sum_dyx = kernels.channel_dot_sums(dy3, xhat)
         self.grads["gamma"][...] = sum_dyx
         self.grads["beta"][...] = sum_dy
-        dx = np.empty_like(dy3)
-        scale = gamma * self._inv_std
         if self._frozen:        # an eval-mode forward: a fixed affine map
             return kernels.channel_affine(dy3, scale, np.zeros_like(scale), dx).reshape(dy.shape)
         # dx = gamma * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)), the means over the
