@@ -105,7 +105,7 @@ def test_table_and_verdict_come_from_the_rows():
 
 ABLATIONS = [("mnist", "best"), ("mnist", "unet"), ("mnist", "vae"), ("mnist", "compact-vae"), ("mnist", "bn-vae"),
              ("mnist", "dense-best"), ("mnist", "anchor"), ("music", "best"), ("music", "recurrent"),
-             ("music", "stacked")]
+             ("music", "stacked"), ("music", "stacked-small")]
 
 
 @pytest.mark.parametrize("task,preset", ABLATIONS)

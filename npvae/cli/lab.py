@@ -171,7 +171,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", choices=("tiny", "default"), default="default")
     p.add_argument("--ablate", default=None, metavar="PRESET",
                    help="ablate this preset (mnist: anchor, best, bn-vae, compact-vae, dense-best, unet, vae; music: best, "
-                        "recurrent, stacked) instead of the loss study")
+                        "recurrent, stacked, stacked-small) instead of the loss study")
     p.add_argument("--sweep", nargs="+", default=None, metavar="KEY=V1,V2",
                    help="with --ablate: train the preset at every point of this grid instead of its ablation "
                         "(e.g. latent_dim=2,4,8 beta=0.01,0.1; a list's numbers joined by ':', "
