@@ -427,6 +427,8 @@ PARSE_ONLY = {
     "npvae study --task mnist --ablate compact-vae --sweep latent_dim=2,4,8 beta=0.003,0.01,0.03,0.1 --minutes 8": LONG,
     "npvae study --task music --ablate best": LONG,
     "npvae study --task music --ablate recurrent --minutes 20": LONG,
+    "npvae train music --dataset mir1k --preset stacked --channels 16 32 48 64 64 --rnn-hidden 96": LONG,
+    "npvae train music --dataset mir1k --preset stacked --channels 16 32 64 96 80 --rnn-layers 0": LONG,
     "npvae report RUN_DIRS --out results/report": PLACEHOLDER,
     "npvae report runs/study-mnist-default runs/study-music-default --out results/report --overwrite": STUDY_RUNS,
     "npvae report runs/ablate-music-best-default --out results/report --update": STUDY_RUNS,
