@@ -33,10 +33,10 @@ CELL_PAD = 2.5                       # left and right padding of a table cell (p
 # plots, whose antialiased edges blend a few colours into ~1,000-3,500, stay lossless: JPEG
 # would blur their lines and letters and save little.
 JPEG_MIN_COLOURS = 8192
-# With full-resolution colour (4:4:4): no colour fringes on thin lines. 70 keeps a report of
-# a dozen Part II runs under the 2 MB a repository file may take (about 70 KB for the
+# With full-resolution colour (4:4:4): no colour fringes on thin lines. 75 keeps a report of
+# a dozen Part II runs under the 2 MB a repository file may take (about 76 KB for the
 # 1019x289 example figure, 122 KB at 90), with no artefact visible at its printed size.
-JPEG_QUALITY = 70
+JPEG_QUALITY = 75
 
 FONTS = {"sans": "DejaVuSans.ttf", "sans-bold": "DejaVuSans-Bold.ttf", "sans-italic": "DejaVuSans-Oblique.ttf",
          "sans-bolditalic": "DejaVuSans-BoldOblique.ttf", "mono": "DejaVuSansMono.ttf",
