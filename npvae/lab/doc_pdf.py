@@ -3,8 +3,9 @@
 Paragraphs flow over pages in a 9.5-point font; tables are real tables whose cells wrap
 inside the margins (7.5-point text, the header row repeated on each page they run
 onto); figures are embedded at the pixels of their PNG files, scaled to the text width
-(:func:`png_image`): plots and grids losslessly in about their PNG bytes, figures of
-photographic colour (spectrograms) as high-quality JPEG in about a third of them; each
+(:func:`png_image`): grids losslessly in about their PNG bytes, line plots in 256
+colours indistinguishable from theirs in under half of them, figures of photographic
+colour (spectrograms) as high-quality JPEG in about a third of them; each
 heading is an entry of the PDF's outline (its bookmarks), h2 under h1. The fonts
 are the DejaVu faces that matplotlib ships, embedded, so a run name beyond Latin-1
 prints. Every mark on a page, page numbers included, lies inside :data:`MARGIN`.
@@ -30,9 +31,14 @@ MAX_FIGURE_HEIGHT = 0.45             # of the text frame's height
 CELL_PAD = 2.5                       # left and right padding of a table cell (pt)
 # A figure of more colours than this is photographic (a spectrogram: ~18,000 colours), whose
 # every lossless encoding stays near its PNG's bytes; JPEG stores it in a quarter of them. Line
-# plots, whose antialiased edges blend a few colours into ~1,000-3,500, stay lossless: JPEG
+# plots, whose antialiased edges blend a few colours into ~1,000-3,500, are not for JPEG: it
 # would blur their lines and letters and save little.
 JPEG_MIN_COLOURS = 8192
+# A line plot of more than 256 colours is stored as its closest 256 (median cut, no dither)
+# when they stay this close to it (PSNR in dB; the report's plots come out at 46-62 dB): one
+# byte a pixel instead of three, 40% of the bytes; the antialiasing is what changes, by at
+# most a shade. Below it (many colours spread evenly) the figure stays exact RGB.
+QUANTISE_MIN_PSNR = 44.0
 # With full-resolution colour (4:4:4): no colour fringes on thin lines. 75 keeps a report of
 # a dozen Part II runs under the 2 MB a repository file may take (about 76 KB for the
 # 1019x289 example figure, 122 KB at 90), with no artefact visible at its printed size.
@@ -152,9 +158,10 @@ def png_image(path: Path) -> dict:
 
     ReportLab would store a figure's raw RGB rows deflated without predictors, two to three
     times the PNG's bytes. Here the pixels are kept: a grey image stays grey, one of at most
-    256 colours becomes indexed, one of at most :data:`JPEG_MIN_COLOURS` RGB; an alpha
-    channel is laid on white, the page's colour. Grey and RGB rows are filtered and
-    deflated by Pillow's PNG writer. An image of more colours is stored as a JPEG of
+    256 colours becomes indexed, one of at most :data:`JPEG_MIN_COLOURS` becomes indexed
+    in its closest 256 colours when they are within :data:`QUANTISE_MIN_PSNR` of it, else
+    RGB; an alpha channel is laid on white, the page's colour. Grey and RGB rows are
+    filtered and deflated by Pillow's PNG writer. An image of more colours is stored as a JPEG of
     quality :data:`JPEG_QUALITY`, at its pixels, with no colour subsampling."""
     import numpy as np
     from PIL import Image
@@ -169,9 +176,14 @@ def png_image(path: Path) -> dict:
         rgb.save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True)
         return {"width": rgb.width, "height": rgb.height, "colors": 3, "palette": None, "filter": "DCTDecode",
                 "data": buffer.getvalue()}
-    if not grey and rgb.getcolors(256) is not None:
+    if not grey and rgb.getcolors(256) is None:
+        nearest = _closest_256_colours(rgb)
+        if _psnr(pixels, nearest) >= QUANTISE_MIN_PSNR:
+            pixels = nearest
+    if not grey:
         key = (pixels[..., 0].astype(np.uint32) << 16) | (pixels[..., 1].astype(np.uint32) << 8) | pixels[..., 2]
         colours, index = np.unique(key, return_inverse=True)      # sorted: the same file, the same bytes
+    if not grey and len(colours) <= 256:
         rows = np.zeros((key.shape[0], key.shape[1] + 1), np.uint8)   # filter 0 (none), then a byte an index
         rows[:, 1:] = index.reshape(key.shape)
         palette = np.stack([colours >> 16, colours >> 8, colours], axis=1).astype(np.uint8).tobytes()
@@ -190,6 +202,21 @@ def png_image(path: Path) -> dict:
         raise ValueError(f"{path}: Pillow wrote {bits}-bit or interlaced rows; an 8-bit plain PNG was expected")
     return {"width": width, "height": height, "colors": 1 if grey else 3, "palette": None, "filter": "FlateDecode",
             "data": b"".join(data)}
+
+
+def _closest_256_colours(rgb):
+    """An RGB image (Pillow) in 256 colours chosen by median cut, no dithering (a dither
+    would speckle the flat background): (H, W, 3) uint8."""
+    import numpy as np
+    from PIL import Image
+    return np.asarray(rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).convert("RGB"))
+
+
+def _psnr(a, b) -> float:
+    """PSNR (dB) of 8-bit pixels ``b`` against ``a``; inf when equal."""
+    import numpy as np
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255 ** 2 / mse))
 
 
 def _image_xobject(image: dict, name: str):
@@ -340,4 +367,4 @@ def write_pdf(doc, path: Path, base: Path) -> Path:
     return Path(path)
 
 
-__all__ = ["JPEG_MIN_COLOURS", "JPEG_QUALITY", "MARGIN", "column_widths", "markup", "png_image", "write_pdf"]
+__all__ = ["JPEG_MIN_COLOURS", "JPEG_QUALITY", "MARGIN", "QUANTISE_MIN_PSNR", "column_widths", "markup", "png_image", "write_pdf"]
