@@ -183,6 +183,26 @@ class Im2col:
         return dx
 
 
+def forward_by_sample_chunks(kernel, layer, x, oh, ow, keep, act):
+    """The output (N, O, OH, OW) of ``kernel(x, W, b, sh, sw, ph, pw, out=y)`` run on a
+    chunk of samples per thread, each chunk's activation applied while it is in cache;
+    with ``keep`` the input and the chunk size are kept for the backward pass."""
+    n = x.shape[0]
+    step = -(-n // threads.worker_count())
+    if keep:
+        layer._x, layer._step = x, step
+    y = np.empty((n, layer.out_channels, oh, ow), dtype=layer.dtype)
+    w, b = layer.params["W"], layer.bias_or_zeros()
+
+    def work(part, worker):
+        kernel(x[part], w, b, *layer.stride, *layer.padding, out=y[part])
+        if act is not None:
+            act.forward_inplace(y[part])
+
+    threads.for_each_chunk(n, step, work)
+    return y
+
+
 class Direct:
     """Direct kernels, a chunk of samples per thread. At stride 1 the few-output kernels
     (``kernels.conv_direct_*``) both ways; at other strides the register-tiled kernels
@@ -195,21 +215,8 @@ class Direct:
         return True
 
     def forward(self, layer, x, oh, ow, keep=True, act=None):
-        n = x.shape[0]
-        step = -(-n // threads.worker_count())
-        if keep:
-            layer._x, layer._step = x, step            # kept for the gradients
-        y = np.empty((n, layer.out_channels, oh, ow), dtype=layer.dtype)
-        w, b = layer.params["W"], layer.bias_or_zeros()
         kernel = kernels.conv_direct_forward if layer.stride == (1, 1) else kernels.conv_tiled_forward
-
-        def work(part, worker):
-            kernel(x[part], w, b, *layer.stride, *layer.padding, out=y[part])
-            if act is not None:
-                act.forward_inplace(y[part])
-
-        threads.for_each_chunk(n, step, work)
-        return y
+        return forward_by_sample_chunks(kernel, layer, x, oh, ow, keep, act)
 
     def backward(self, layer, dy):
         if layer.stride != (1, 1):
@@ -285,20 +292,7 @@ class OneInputChannel:
         return layer.in_channels == 1
 
     def forward(self, layer, x, oh, ow, keep=True, act=None):
-        n = x.shape[0]
-        step = -(-n // threads.worker_count())
-        if keep:
-            layer._x, layer._step = x, step            # kept for the gradients
-        y = np.empty((n, layer.out_channels, oh, ow), dtype=layer.dtype)
-        w, b = layer.params["W"], layer.bias_or_zeros()
-
-        def work(part, worker):
-            kernels.conv_cin1_forward(x[part], w, b, *layer.stride, *layer.padding, out=y[part])
-            if act is not None:
-                act.forward_inplace(y[part])
-
-        threads.for_each_chunk(n, step, work)
-        return y
+        return forward_by_sample_chunks(kernels.conv_cin1_forward, layer, x, oh, ow, keep, act)
 
     def backward(self, layer, dy):
         n, step = dy.shape[0], layer._step
