@@ -40,7 +40,7 @@ function [groups, remix, masked] = npvae_blind_forward(model_file, mixtures, rul
     error('npvae:notBlindModel', ['npvae_blind_forward: %s holds a %s, not a BlindSeparationVAE; ', ...
           'use npvae_forward for the supervised image models'], where, spec.type);
   end
-  P = S.model.params;
+  P = model_params(S.model);
   cls = 'single';
   if isfield(S.model, 'dtype') && strcmp(S.model.dtype, 'float64')
     cls = 'double';

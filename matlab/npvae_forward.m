@@ -30,7 +30,7 @@ function [digit, fashion, mixture] = npvae_forward(model_file, mixtures)
     error('npvae:notModel', 'npvae_forward: %s holds no /model (spec and params); pass a model.h5 or results.h5', where);
   end
   spec = jsondecode(S.model.spec);
-  P = S.model.params;
+  P = model_params(S.model);
   cls = 'single';
   if isfield(S.model, 'dtype') && strcmp(S.model.dtype, 'float64')
     cls = 'double';

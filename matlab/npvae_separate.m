@@ -229,7 +229,7 @@ function net = load_music_model(model_file)
   per_level = floor(double(spec.kernel_size) / 2) * (1 + 2 * opt.residual) + ~strcmp(opt.down, 'stride');
   radius = 2 * per_level * (d - 1);
   context = stacks * ceil(max(48, radius) / d) * d;
-  net = struct('spec', spec, 'params', S.model.params, 'cfg', cfg, 'norm', norm, 'downsample', d, ...
+  net = struct('spec', spec, 'params', model_params(S.model), 'cfg', cfg, 'norm', norm, 'downsample', d, ...
                'context', context, 'stacks', stacks);
 end
 

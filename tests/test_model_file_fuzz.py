@@ -1,9 +1,9 @@
 """200 randomly damaged model files: each loads and separates into finite output, or is
 refused with an error that names the file; none takes more than 1 GB or 10 s.
 
-The damaged files come from six small real model files built here (a Part I dense VAE,
+The damaged files come from seven small real model files built here (a Part I dense VAE,
 a Part I U-Net VAE, a Part II separator, a Part II separator of two stacked hourglasses
-with BatchNorm, a convolutional stack with BatchNorm and GroupNorm, trained a few steps
+with BatchNorm, the same stored with int8 weights and their scales, a convolutional stack with BatchNorm and GroupNorm, trained a few steps
 so that its running statistics hold values, and a bare layer stack of residual,
 concatenation, pooling, dropout and upsampling blocks), seeded.
 A bare layer stack has no input contract in its file: it runs a batch of (N, 1, 28, 28)
@@ -11,7 +11,8 @@ images, and an edited geometry that no longer fits them (a pooling kernel larger
 map, branches of different sizes) may instead be refused by the forward pass with a
 ValueError naming the layer and the shapes. Damages: flipped bits in a tensor's stored bytes, flipped exponent bits, NaN/inf values, a zero or NaN normaliser, truncated
 files and tensors, edited specs (other sizes, huge sizes, deep nesting, wrong types,
-damaged JSON), wrong dtypes, huge declared shapes, damaged STFT settings.
+damaged JSON), wrong dtypes, huge declared shapes, damaged STFT settings, damaged or
+stray int8 scales.
 
 Each file is loaded in a subprocess (four of them, 50 files each, every file timed). A
 child first loads and runs the three intact models (so that kernels are compiled and
@@ -123,6 +124,8 @@ def base_files(folder):
     for _ in range(2):      # running statistics away from their initial values
         stacked.forward(rng.standard_normal((2, 1, 128, 16)).astype(np.float32))
     stacked_sep = Separator(stacked.eval(), sep.stft_cfg, norm)
+    stacked_int8 = Separator(StackedSpectrogramUNetVAE(2, channels=(4, 8, 16), latent_channels=2, norm="batch",
+                                                       rng=rng).eval(), sep.stft_cfg, norm)
     blocks = Sequential(
         Conv2d(1, 4, 3, padding=1, rng=rng),
         Residual(Sequential(Conv2d(4, 4, 3, padding=1, rng=rng), LeakyReLU(0.2), Dropout(0.3, channels=True),
@@ -135,7 +138,8 @@ def base_files(folder):
             "dense": save_model(folder / "dense.h5", dense, {"model": "dense"}),
             "unet": save_model(folder / "unet.h5", unet, {"model": "unet"}),
             "separator": save_separator(folder / "separator.h5", sep, {"epochs": 0}),
-            "stacked": save_separator(folder / "stacked.h5", stacked_sep, {"epochs": 0})}
+            "stacked": save_separator(folder / "stacked.h5", stacked_sep, {"epochs": 0}),
+            "quantized": save_separator(folder / "quantized.h5", stacked_int8, {"epochs": 0}, quantize="int8")}
 
 
 def _norm_stack(rng):
@@ -187,10 +191,15 @@ def flip_stored_bits(rng, src, dst, kind):
     return f"{n} bits flipped in {name}"
 
 
-def _edit_tensor(src, dst, name, edit):
+def _is_int8(src, name) -> bool:
+    with h5py.File(src, "r") as f:
+        return f["model/params/" + name].dtype == np.int8
+
+
+def _edit_tensor(src, dst, name, edit, group="model/params/"):
     shutil.copyfile(src, dst)
     with h5py.File(dst, "r+") as f:
-        ds = f["model/params/" + name]
+        ds = f[group + name]
         a = ds[()]
         edit(a)
         ds[...] = a
@@ -201,10 +210,10 @@ def flip_exponents(rng, src, dst, kind):
     share = float(rng.uniform(0, 1))
 
     def edit(a):
-        u = a.view(np.uint32)
+        u = a.view(np.uint8) if a.dtype == np.int8 else a.view(np.uint32)   # int8 codes: any bit
         chosen = rng.uniform(size=u.shape) < share
         chosen.flat[0] = True
-        u[chosen] ^= np.uint32(1 << bit)
+        u[chosen] ^= u.dtype.type(1 << (bit % (8 * u.itemsize)))
     _edit_tensor(src, dst, name, edit)
     return f"exponent bit {bit} flipped in {share:.0%} of {name}"
 
@@ -214,6 +223,9 @@ def non_finite(rng, src, dst, kind):
 
     def edit(a):
         a.flat[rng.integers(a.size, size=int(rng.integers(1, 4)))] = value
+    if _is_int8(src, name):             # int8 codes hold no NaN: their scales can
+        _edit_tensor(src, dst, name, edit, "model/param_scales/")
+        return f"{value} in the scales of {name}"
     _edit_tensor(src, dst, name, edit)
     return f"{value} in {name}"
 
@@ -296,6 +308,7 @@ def _tree_edit(src, dst, edit):
 SIZE_KEYS = {"dense": ["hidden", "latent_dim"], "unet": ["channels", "latent_dim", "blocks", "norm_bias"],
              "separator": ["channels", "latent_channels", "n_sources", "kernel_size"],
              "stacked": ["stacks", "channels", "latent_channels", "n_sources", "kernel_size", "norm_bias"],
+             "quantized": ["stacks", "channels", "latent_channels", "n_sources", "kernel_size"],
              "norm": ["num_features", "num_groups", "num_channels", "eps", "momentum"],
              "blocks": ["layers.0.out_channels", "layers.1.body.layers.2.p", "layers.2.axis", "layers.3.kernel_size",
                         "layers.2.branches.1.layers.0.kernel_size", "layers.2.branches.1.layers.3.size",
@@ -393,7 +406,7 @@ def model_dtype(rng, src, dst, kind):
     return f"model dtype {value!r}"
 
 
-SEPARATORS = ("separator", "stacked")
+SEPARATORS = ("separator", "stacked", "quantized")
 
 
 def normaliser(rng, src, dst, kind):
@@ -421,12 +434,41 @@ def stft_settings(rng, src, dst, kind):
     return f"STFT {key} = {value!r}"
 
 
+def scales(rng, src, dst, kind):
+    """The int8 weights' scales damaged (a file without them gets a stray one)."""
+    def edit(tree):
+        model = tree["model"]
+        table = model.get("param_scales")
+        if not table:
+            name = _pick(rng, sorted(model["params"]))
+            model["param_scales"] = {name: np.ones(np.shape(model["params"][name])[:1], np.float32)}
+            edit.did = f"a scale for the float tensor {name}"
+            return
+        name = _pick(rng, sorted(table))
+        how = _pick(rng, ["zero", "negative", "huge", "removed", "longer", "text", "stray"])
+        s = np.array(table[name], np.float32)
+        if how == "removed":
+            table.pop(name)
+        elif how == "longer":
+            table[name] = np.concatenate([s, s[:1]])
+        elif how == "text":
+            table[name] = "0.5"
+        elif how == "stray":
+            table["extra.W"] = s
+        else:
+            s[int(rng.integers(s.size))] = {"zero": 0.0, "negative": -0.01, "huge": 1e30}[how]
+            table[name] = s
+        edit.did = f"scales of {name}: {how}"
+    _tree_edit(src, dst, edit)
+    return edit.did
+
+
 DAMAGES = [flip_stored_bits, flip_exponents, non_finite, truncate_file, truncate_tensor, wrong_dtype, huge_declared,
            huge_config, spec_sizes, spec_huge, spec_deep, spec_types, spec_text, tensor_set, model_dtype, normaliser,
-           stft_settings]
+           stft_settings, scales]
 
 
-KINDS = ("dense", "unet", "separator", "stacked", "norm", "blocks")
+KINDS = ("dense", "unet", "separator", "stacked", "quantized", "norm", "blocks")
 
 
 def make_case(i, rng, folder, bases) -> dict:

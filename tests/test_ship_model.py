@@ -70,6 +70,33 @@ def test_ship_model_records_provenance_and_scores(tiny_run, tmp_path, shared_dat
         np.testing.assert_array_equal(a, b)
 
 
+def test_ship_quantized_scores_the_weights_it_stores(tiny_run, tmp_path, shared_data):
+    """--quantize int8: the file holds int8 codes and scales, loads to the round trip of
+    the run's weights, and its recorded scores are that model's."""
+    import h5py
+    from npvae.files.quantize import quantized_round_trip
+    from npvae.pretrained.scoring import score
+    (tiny_run / "provenance.json").write_text(json.dumps({"command": "npvae train mnist --tiny", "commit": "abc1234"}))
+    assert ship(tiny_run, "tiny-int8", "--dest", tmp_path, "--data-dir", shared_data, "--quantize", "int8") == 0
+    path = tmp_path / "tiny-int8.h5"
+    with h5py.File(path, "r") as f:
+        codes = [name for name in f["model/param_scales"]]
+        assert codes and all(f["model/params"][name].dtype == np.int8 for name in codes)
+    info = npvae.files.h5mat.read_tree(path, subtree="provenance")
+    assert info["weights"] == "int8"
+    run_model = npvae.load_model(tiny_run)
+    want = quantized_round_trip(run_model.state_dict())
+    shipped = npvae.load_model(path)
+    for name, value in shipped.state_dict().items():
+        np.testing.assert_array_equal(value, want[name], err_msg=name)
+    run_model.load_state_dict(want)
+    run_model.eval()
+    assert info["scores"]["mean_psnr"] == pytest.approx(score(run_model, {"seed": 3}, shared_data)["mean_psnr"],
+                                                        abs=1e-9)
+    with pytest.raises(SystemExit):          # argparse: "invalid choice: 'int4' (choose from 'int8')"
+        ship(tiny_run, "tiny-int4", "--dest", tmp_path, "--quantize", "int4")
+
+
 def test_ship_model_needs_command_and_commit(tiny_run, tmp_path, capsys):
     (tiny_run / "provenance.json").unlink(missing_ok=True)
     assert ship(tiny_run, "--name", "x", "--dest", tmp_path) == 1

@@ -16,7 +16,9 @@ or replace them.
 Checked before the scoring starts: RUN_DIR is a finished run (it holds model.h5 and no
 run is training in it); a name starting mnist- holds an image model and music- a music
 separator; --dest is an existing folder; an existing NAME.h5 is replaced only with
---overwrite. The same from Python: npvae.pretrained.shipping.ship(run_dir, name, ...).
+--overwrite. --quantize int8 stores the weights as 8-bit integers with one scale per
+output slice (a quarter of the bytes; the scores are those of the weights so stored).
+The same from Python: npvae.pretrained.shipping.ship(run_dir, name, ...).
 """
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ def add_command(sub, name):
     p.add_argument("--dest", default=None, help="existing folder to write NAME.h5 into (default: the user's "
                    f"models folder, ${pretrained.USER_ENV} or ~/.local/share/npvae/models, made if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NAME.h5 in --dest")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="store the weights as int8 with one scale per output slice (a quarter of the bytes; "
+                        "the scores are measured on the weights so stored)")
     p.set_defaults(run=run)
     return p
 
@@ -56,5 +61,5 @@ def run(a: argparse.Namespace) -> int:
         raise UsageError("give the shipped name: npvae ship RUN_DIR NAME (e.g. mnist-unet)")
     if not all(c.isalnum() or c == "-" for c in name):
         raise UsageError(f"NAME must be letters, digits and '-', got {name!r}")
-    ship(a.run_dir, name, a.train_command, a.commit, a.dest, a.data_dir, a.overwrite)
+    ship(a.run_dir, name, a.train_command, a.commit, a.dest, a.data_dir, a.overwrite, quantize=a.quantize)
     return 0

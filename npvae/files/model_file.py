@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import h5mat, modelcheck
+from .quantize import QUANTIZATIONS, check_scales, dequantize, quantize_int8
 from .. import models, pretrained   # importing models registers their classes with build_layer
 from ..engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_state
 from ..errors import FileFormatError, ModelNotFoundError
@@ -43,10 +44,14 @@ def layer_lines(model: Layer) -> list[str]:
             for path, layer in model.named_layers() if path]
 
 
-def model_tree(model: Layer) -> dict:
-    """The ``/model`` group of the schema for ``model``."""
+def model_tree(model: Layer, quantize: str | None = None) -> dict:
+    """The ``/model`` group of the schema for ``model``; with ``quantize="int8"`` its weights
+    as int8 codes and ``param_scales`` (:mod:`npvae.files.quantize`)."""
     tree = {"type": type(model).__name__, "spec": json.dumps(model.spec()), "layers": layer_lines(model),
             "dtype": str(model.dtype), "params": model.state_dict()}
+    if quantize is not None:
+        check_quantization(quantize)
+        tree["params"], tree["param_scales"] = quantize_int8(tree["params"])
     latent = getattr(model, "latent_dim", getattr(model, "latent_channels", None))
     if latent is not None:
         tree["latent_dim"] = int(latent)
@@ -74,9 +79,18 @@ def history_tree(history: dict) -> dict:
     return {k: np.asarray(v, np.int64 if k == "epoch" else np.float64) for k, v in history.items()}
 
 
-def save_model(path, model: Layer, config: dict | None = None) -> Path:
-    """Write a model file (kind ``model``) atomically."""
-    return h5mat.write_tree(path, {"model": model_tree(model), "config": config_tree(config)}, kind="model")
+def check_quantization(quantize) -> str:
+    """``quantize`` checked: one of :data:`~npvae.files.quantize.QUANTIZATIONS`."""
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS} (or None for float weights), got {quantize!r}")
+    return quantize
+
+
+def save_model(path, model: Layer, config: dict | None = None, quantize: str | None = None) -> Path:
+    """Write a model file (kind ``model``) atomically; ``quantize="int8"`` stores its weights
+    as int8 with a scale per slice (a quarter of the bytes)."""
+    return h5mat.write_tree(path, {"model": model_tree(model, quantize), "config": config_tree(config)},
+                            kind="model")
 
 
 def save_results(path, kind: str, model: Layer, config: dict, history: dict, metrics: dict,
@@ -89,10 +103,10 @@ def save_results(path, kind: str, model: Layer, config: dict, history: dict, met
     return h5mat.write_tree(path, tree, kind=kind)
 
 
-def save_separator(path, sep: Separator, config: dict | None = None) -> Path:
+def save_separator(path, sep: Separator, config: dict | None = None, quantize: str | None = None) -> Path:
     """Write a music model file (kind ``model``): /model, and /config with ``config`` and the
-    separator's STFT settings and normaliser."""
-    return save_model(path, sep.model, {**(config or {}), **sep.config()})
+    separator's STFT settings and normaliser (``quantize`` as for :func:`save_model`)."""
+    return save_model(path, sep.model, {**(config or {}), **sep.config()}, quantize)
 
 
 def save_music_results(path, sep: Separator, config: dict, history: dict, metrics: dict,
@@ -199,8 +213,16 @@ def _read_h5_model(path) -> tuple[dict, str, dict, dict]:
         if not all(isinstance(leaf, h5mat.Leaf) for leaf in declared.values()):
             raise FileFormatError(f"{path}: /model/params holds groups, not only tensors; the file was "
                                   "edited or damaged")
-        modelcheck.check_declared(path, expected, {k: (v.shape, v.dtype) for k, v in declared.items()})
+        shapes = {k: (v.shape, v.dtype) for k, v in declared.items()}
+        scales = tree.describe("model/param_scales") if "model/param_scales" in tree else {}
+        if not isinstance(scales, dict) or not all(isinstance(leaf, h5mat.Leaf) for leaf in scales.values()):
+            raise FileFormatError(f"{path}: /model/param_scales is not a group of tensors; the file was edited or "
+                                  "damaged")
+        check_scales(path, shapes, {k: (v.shape, v.dtype) for k, v in scales.items()})
+        modelcheck.check_declared(path, expected, shapes, quantized=set(scales))
         params = tree.read("model/params") if declared else {}
+        if scales:
+            params = dequantize(path, params, tree.read("model/param_scales"))
         stored = tree.read("model/dtype", SPEC_MAX_BYTES) if "model/dtype" in tree else "float32"
         config = _read_config(path, tree) if "config" in tree else {}
     if not isinstance(config, dict):

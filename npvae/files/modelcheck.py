@@ -573,10 +573,13 @@ def check_count(path, n: int, what: str) -> None:
 
 
 # -- the tensors ---------------------------------------------------------------------------
-def check_declared(path, expected: dict | None, declared: dict) -> None:
+def check_declared(path, expected: dict | None, declared: dict, quantized=frozenset()) -> None:
     """Compare the tensors a file declares (``{name: (shape, dtype)}``, from its metadata)
-    with the spec's shapes, before they are read."""
+    with the spec's shapes, before they are read. Tensors named in ``quantized`` hold int8
+    codes (their scales checked by :func:`npvae.files.quantize.check_scales`)."""
     for name, (shape, dtype) in declared.items():
+        if name in quantized and shape is not None and dtype is not None and np.dtype(dtype) == np.int8:
+            continue
         if shape is None or dtype is None or np.dtype(dtype).kind != "f" or np.dtype(dtype).itemsize not in (4, 8):
             what = "text" if dtype is None else f"dtype {dtype}"
             raise FileFormatError(f"{path}: parameter tensor {name} holds {what}, not float32 or float64 numbers; "

@@ -155,16 +155,40 @@ def recorded_provenance(run_dir) -> dict:
     return record
 
 
+def _network(model):
+    """The network of a task model: a Separator's ``model``, an image model itself."""
+    return model.model if hasattr(model, "stft_cfg") else model
+
+
+def as_quantized(model, quantize: str | None):
+    """``model`` (or a Separator's network) with its weights replaced by what a file of
+    ``quantize`` ("int8") gives back: what the shipped file computes; None: unchanged."""
+    if quantize is None:
+        return model
+    from ..files.model_file import check_quantization
+    from ..files.quantize import quantized_round_trip
+    check_quantization(quantize)
+    net = _network(model)
+    net.load_state_dict(quantized_round_trip(net.state_dict(), net.dtype))
+    return model
+
+
 def ship(run_dir, name: str, command: str | None = None, commit: str | None = None, dest=None,
-         data_dir=None, overwrite: bool = False, log=print) -> Path:
+         data_dir=None, overwrite: bool = False, log=print, quantize: str | None = None) -> Path:
     """Score the finished run ``run_dir`` and write it as shipped model ``name`` into
     ``dest`` (default: the user's models folder, :func:`npvae.pretrained.user_dir`, made if
     missing; npvae's own shipped files are never written); returns the file written. ``command`` and
-    ``commit`` default to the run's provenance.json."""
+    ``commit`` default to the run's provenance.json. ``quantize="int8"`` stores the weights
+    as int8 with a scale per slice (:mod:`npvae.files.quantize`), and the scores are those
+    of the weights so stored."""
     from ..files import h5mat
+    from ..files.model_file import check_quantization
+    from ..files.quantize import quantize_int8
     from . import user_dir
     from .scoring import HEADLINE, SLICE_TEXT, score, zero_latent_mean
     check_name(name)
+    if quantize is not None:
+        check_quantization(quantize)
     run_dir = Path(run_dir)
     source = check_run_dir(run_dir)
     recorded = recorded_provenance(run_dir)
@@ -174,6 +198,7 @@ def ship(run_dir, name: str, command: str | None = None, commit: str | None = No
                               f"--commit, or write them into {run_dir / 'provenance.json'}")
     task, model, config = task_of_file(source)
     check_name(name, task)
+    model = as_quantized(model, quantize)
     if dest is None:
         dest = user_dir()
         dest.mkdir(parents=True, exist_ok=True)
@@ -181,16 +206,19 @@ def ship(run_dir, name: str, command: str | None = None, commit: str | None = No
     t0 = time.perf_counter()
     scores = score(model, config, data_dir)
     slice_scores = score(model, config, data_dir, slice=True)
-    prior_mean = score(zero_latent_mean(task_of_file(source)[1]), config, data_dir)
+    prior_mean = score(zero_latent_mean(as_quantized(task_of_file(source)[1], quantize)), config, data_dir)
     log(f"scored in {time.perf_counter() - t0:.0f} s: {HEADLINE[task]} {scores[HEADLINE[task]]:.3f} "
         f"(slice {slice_scores[HEADLINE[task]]:.3f})")
     tree = h5mat.read_tree(source, expected_kind="model")
+    if quantize is not None:
+        tree["model"]["params"], tree["model"]["param_scales"] = quantize_int8(tree["model"]["params"])
     tree["provenance"] = {
         "name": name, "task": task, "command": command, "commit": commit,
         "seed": int(config.get("seed", 0)), "train_seconds": run_seconds(run_dir),
         "headline": HEADLINE[task], "scores": scores, "slice": SLICE_TEXT[task], "slice_scores": slice_scores,
         "scores_latent_at_prior_mean": prior_mean,
         "shipped": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "weights": quantize or str(tree["model"].get("dtype", "float32")),
     }
     if recorded.get("env"):                    # e.g. thread settings the run used
         tree["provenance"]["environment"] = str(recorded["env"])
