@@ -144,6 +144,14 @@ def bce_logits(logits, target, scale=1.0):
     return _ops.bce_logits(logits, target, scale)
 
 
+def avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
+    return _ops.avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
+
+
+def avg_pool2d_backward(dy, x_shape, kh, kw, sh, sw, ph, pw):
+    return _ops.avg_pool2d_backward(dy, x_shape, kh, kw, sh, sw, ph, pw)
+
+
 def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
     return _ops.max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
 

@@ -481,6 +481,24 @@ def pool_scatter(x_shape, dtype, kh, kw, sh, sw, ph, pw, oh, ow, part):
     return dxp[:, :, ph:ph + h, pw:pw + w] if (ph or pw) else dxp
 
 
+def avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
+    """Average pooling of x (N, C, H, W) -> y (N, C, OH, OW): each window's values summed
+    in kernel-offset order (zero padding included), times 1 / (kh * kw)."""
+    oh, ow = conv_output_size(x.shape[2], kh, sh, ph), conv_output_size(x.shape[3], kw, sw, pw)
+    y = None
+    for _, v in pool_windows(pool_padded(x, ph, pw, 0), kh, kw, sh, sw, oh, ow):
+        y = v.copy() if y is None else np.add(y, v, out=y)
+    y *= x.dtype.type(1.0 / (kh * kw))
+    return y
+
+
+def avg_pool2d_backward(dy, x_shape, kh, kw, sh, sw, ph, pw):
+    """dx (N, C, H, W) of :func:`avg_pool2d_forward`: ``dy / (kh * kw)`` added to every
+    pixel of its window, overlapping windows in kernel-offset order."""
+    g = dy * dy.dtype.type(1.0 / (kh * kw))
+    return pool_scatter(x_shape, dy.dtype, kh, kw, sh, sw, ph, pw, *dy.shape[2:], lambda o: g)
+
+
 def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
     """Max pooling of x (N, C, H, W); returns ``(y (N, C, OH, OW), arg)``."""
     oh, ow = conv_output_size(x.shape[2], kh, sh, ph), conv_output_size(x.shape[3], kw, sw, pw)

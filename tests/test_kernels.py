@@ -568,6 +568,25 @@ def test_dropout_apply(rng, dtype, shape, channels):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1), (3, 3, 1, 1, 1, 1), (2, 3, 1, 2, 1, 0),
+                                  (4, 4, 3, 3, 2, 2), (1, 1, 1, 1, 0, 0), (2, 2, 2, 2, 1, 1)])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 10), (1, 2, 8, 64), (3, 2, 28, 28), (2, 2, 7, 9)])
+def test_avg_pool_equals_its_twin_bit_for_bit(rng, dtype, geom, shape):
+    """The same sums in the same order (kernel offset by offset, zero padding counted),
+    overlapping windows too; 2x2 tiles over odd sides leave the last row and column's
+    gradient zero."""
+    x = rng.standard_normal(shape).astype(dtype)
+    y = ref.avg_pool2d_forward(x, *geom)
+    got = numba_kernels.avg_pool2d_forward(x, *geom)
+    assert got.dtype == y.dtype and got.shape == y.shape
+    np.testing.assert_array_equal(got, y)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = numba_kernels.avg_pool2d_backward(dy, x.shape, *geom)
+    assert dx.dtype == x.dtype and dx.shape == x.shape
+    np.testing.assert_array_equal(dx, ref.avg_pool2d_backward(dy, x.shape, *geom))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,k", [((2, 3, 9, 11), 2), ((3, 2, 8, 6), 2), ((2, 3, 7, 10), 2), ((2, 2, 7, 8), 3),
                                      ((1, 2, 5, 9), (2, 3)), ((1, 2, 7, 10), (3, 2))])
 def test_max_pool_backward_of_tiling_windows(rng, dtype, shape, k):

@@ -15,7 +15,6 @@ from .._kernels import kernels
 from .base import Layer, backward_before_forward, expect_input, in_inference, register
 from .conv import _as_spec, _pair
 
-_np_kernels = kernels.numpy_kernels
 
 
 class _Pool2d(Layer):
@@ -92,18 +91,11 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x):
         self._check(x)
-        kh, kw, sh, sw, ph, pw = self._geom
-        oh, ow = kernels.conv_output_size(x.shape[2], kh, sh, ph), kernels.conv_output_size(x.shape[3], kw, sw, pw)
-        y = None
-        for _, v in _np_kernels.pool_windows(_np_kernels.pool_padded(x, ph, pw, 0), kh, kw, sh, sw, oh, ow):
-            y = v.copy() if y is None else np.add(y, v, out=y)
-        y *= self.dtype.type(1.0 / (kh * kw))
+        y = kernels.avg_pool2d_forward(x, *self._geom)
         self._x_shape = None if in_inference() else x.shape
         return y
 
     def backward(self, dy):
         if self._x_shape is None:
             raise backward_before_forward(self)
-        kh, kw = self.kernel_size
-        g = dy * self.dtype.type(1.0 / (kh * kw))
-        return _np_kernels.pool_scatter(self._x_shape, self.dtype, *self._geom, *dy.shape[2:], lambda o: g)
+        return kernels.avg_pool2d_backward(np.asarray(dy, dtype=self.dtype), self._x_shape, *self._geom)
