@@ -599,3 +599,85 @@ def test_strided_direct_against_pytorch_float32(rng, monkeypatch, k, s, pad):
     for name, a, t in zip(("y", "dx", "dW", "db"), ours, (ty, tx.grad, tw.grad, tb.grad)):
         t = t.detach().numpy()
         assert np.abs(a - t).max() <= TOL32["direct"] * np.abs(t).max(), name
+
+
+# -- ConvTranspose2d: the backward by im2col or by the strided direct kernels ----------------------
+
+TRANSPOSED = [  # n, c, o, (h, w), kernel, stride, padding, output_padding
+    (3, 4, 3, (8, 6), 5, 2, 2, 1),      # the music decoders' geometry, smaller
+    (2, 3, 5, (7, 7), 4, 2, 1, 0),      # the image U-Nets' up-convolutions
+    (2, 6, 2, (5, 9), 3, 2, 1, 1),
+    (2, 2, 3, (4, 5), 4, 3, 1, 2),      # stride 3
+    (3, 3, 2, (1, 1), 5, 2, 2, 1),      # a 1x1 input
+    (2, 4, 4, (6, 6), 2, 2, 0, 0),      # windows that tile the output
+]
+
+
+def run_transposed(layer, x, dy):
+    y = layer.forward(x)
+    dx = layer.backward(dy)
+    return y, dx, layer.grads["W"].copy(), layer.grads["b"].copy()
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("n,c,o,hw,k,s,pad,opad", TRANSPOSED)
+def test_transposed_direct_backward_agrees_with_im2col(rng, monkeypatch, backend, dtype, tol, threads, n, c, o, hw,
+                                                       k, s, pad, opad):
+    """A transposed layer forced to ``direct`` gives im2col's output and gradients
+    (relative to the largest value), and with needs_input_grad False the same weight
+    gradient and no input gradient; in inference nothing is chosen (one forward)."""
+    monkeypatch.setenv("NPVAE_NUM_THREADS", threads)
+    layer = npvae.ConvTranspose2d(c, o, k, stride=s, padding=pad, output_padding=opad, rng=rng, dtype=dtype)
+    x = rng.standard_normal((n, c, *hw)).astype(dtype)
+    dy = rng.standard_normal((n, o, *layer.output_shape(*hw))).astype(dtype)
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "im2col")
+    expected = run_transposed(layer, x, dy)
+    assert layer.algorithm == "im2col"
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "direct")
+    got = run_transposed(layer, x, dy)
+    assert layer.algorithm == "direct"
+    for name, a, b in zip(("y", "dx", "dW", "db"), got, expected):
+        assert a.dtype == dtype and a.shape == b.shape, name
+        assert np.abs(a - b).max() <= tol * np.abs(b).max(), name
+    layer.needs_input_grad = False
+    layer.forward(x)
+    assert layer.backward(dy) is None
+    assert np.abs(layer.grads["W"] - expected[2]).max() <= tol * np.abs(expected[2]).max()
+    with npvae.layers.inference():
+        np.testing.assert_array_equal(layer.forward(x), expected[0])
+
+
+@pytest.mark.parametrize("k,s,pad,opad,hw", [(5, 2, 2, 1, (4, 3)), (4, 2, 1, 0, (3, 4)), (3, 3, 1, 2, (2, 3))])
+def test_transposed_direct_finite_differences_float64(rng, monkeypatch, k, s, pad, opad, hw):
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "direct")
+    layer = npvae.ConvTranspose2d(2, 3, k, stride=s, padding=pad, output_padding=opad, rng=rng, dtype=np.float64)
+    errors = check_layer(layer, rng.standard_normal((2, 2, *hw)), rng)
+    assert layer.algorithm == "direct"
+    assert set(errors) == {"x", "W", "b"}
+    for name, err in errors.items():
+        assert err < 1e-7, f"direct transposed: gradient of {name} has relative error {err:.2e}"
+
+
+def test_transposed_auto_mode_times_both_and_may_choose_direct(rng, monkeypatch):
+    """Auto mode times im2col and direct for a strided transposed layer (and only im2col,
+    untimed, at stride 1); a Conv2d algorithm forced by name that a transposed layer does
+    not have falls back to im2col."""
+    monkeypatch.setenv("NPVAE_NUM_THREADS", "1")
+    layer = npvae.ConvTranspose2d(6, 3, 5, stride=2, padding=2, output_padding=1, rng=rng)
+    x = rng.standard_normal((2, 6, 8, 6)).astype(np.float32)
+    timed = []
+
+    def measure(layer_, x_, options):
+        timed.extend(a.name for a in options)
+        return {a.name: (1.0 if a.name == "direct" else 2.0) for a in options}
+
+    monkeypatch.setattr(conv_algos, "measure", measure)
+    layer.forward(x)
+    assert timed == ["im2col", "direct"] and layer.algorithm == "direct"
+    flat = npvae.ConvTranspose2d(6, 3, 3, padding=1, rng=rng)
+    flat.forward(x)
+    assert timed == ["im2col", "direct"] and flat.algorithm == "im2col"
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "winograd")
+    layer.forward(x)
+    assert layer.algorithm == "im2col"

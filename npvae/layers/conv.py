@@ -12,7 +12,12 @@ it uses im2col) or, by default (``auto``), each layer times the ones it
 can run on the first input of each new shape and keeps the fastest, remembered in
 ``~/.cache/npvae/conv_algos.json`` (``$NPVAE_CACHE_DIR``) so that later runs on the
 machine choose the same. ``layer.algorithm`` names the one the last forward ran.
-:class:`ConvTranspose2d` always runs GEMMs and col2im.
+:class:`ConvTranspose2d` runs its forward as GEMMs and col2im; its backward (in ``auto``
+mode timed the same way, ``NPVAE_CONV_ALGO=im2col`` or ``direct`` forcing one) by
+im2col of the output gradient and GEMMs, or at strides above 1 by the register-tiled
+direct kernels of a strided Conv2d (its input gradient is that convolution of the output
+gradient with the same weights; its weight gradient, that convolution's weight gradient
+with input and output swapped).
 
 Speed notes (measured with ``npvae bench``): the column matrices are
 the largest arrays of a step (up to 100 MB for a batch), so the batch is cut into
@@ -252,6 +257,7 @@ class ConvTranspose2d(_ConvBase):
         bound = 1.0 / np.sqrt(out_channels * kh * kw)
         self.add_param("W", rng.uniform(-bound, bound, (in_channels, out_channels, kh, kw)))
         self.add_bias(bound, rng, out_channels)
+        self.algorithm = None           # how the last training forward's backward computes
 
     def output_shape(self, h: int, w: int) -> tuple[int, int]:
         kh, kw, sh, sw, ph, pw = self._geometry()
@@ -267,15 +273,25 @@ class ConvTranspose2d(_ConvBase):
         layer of :mod:`npvae.layers.activations`, optional) gives ``act.forward(y)`` instead,
         fused in inference (see the module docstring)."""
         expect_input(self, x, 4, "(N, in_channels, H, W)", 1, self.in_channels)
+        oh, ow = self.output_shape(*x.shape[2:])
+        if in_inference():          # every algorithm's forward is the same: nothing to choose
+            self._forget_with(act)
+            return self.forward_columns(x, oh, ow, keep=False, act=act)
+        return self._act_after(self._forward_with(conv_algos.choose(self, x), x), act)
+
+    def _forward_with(self, algo, x):
+        self._algo, self.algorithm = algo, algo.name
+        return algo.forward(self, x, *self.output_shape(*x.shape[2:]))
+
+    def forward_columns(self, x, oh, ow, keep=True, act=None):
+        """The output by GEMMs into columns and col2im, a chunk of samples per thread (every
+        algorithm's forward); with ``keep`` the input is kept for the backward pass, else
+        ``act`` is applied to each chunk in place."""
         n, c, h, w = x.shape
-        oh, ow = self.output_shape(h, w)
         k, p = self._patch_rows(self.out_channels), h * w
-        keep = not in_inference()
         x3 = np.ascontiguousarray(x, dtype=self.dtype).reshape(n, c, p)
         if keep:
             self._x3 = x3                                   # for the weight gradient
-        else:
-            self._forget_with(act)
         fused = None if keep else act
         w2t = self.params["W"].reshape(c, k).T
         y = np.empty((n, self.out_channels, oh, ow), dtype=self.dtype)
@@ -291,11 +307,15 @@ class ConvTranspose2d(_ConvBase):
             self._bias_act(y[part], fused)
 
         threads.for_each_chunk(n, step, work)
-        return self._act_after(y, act) if keep else y
+        return y
 
     def backward(self, dy):
         if self._x3 is None:
             raise backward_before_forward(self)
+        return self._algo.backward(self, dy)
+
+    def backward_columns(self, dy):
+        """The gradients by im2col of ``dy`` and two GEMMs, a chunk of samples per thread."""
         n, c = dy.shape[0], self.in_channels
         h, w = self._in_hw(dy.shape[2:])
         k, p = self._patch_rows(self.out_channels), h * w

@@ -434,15 +434,80 @@ class OneThread:
             return self.algo.backward(layer, dy)
 
 
+# -- ConvTranspose2d: one forward (GEMMs into columns, col2im), two backward passes ---------
+
+class TransposedColumns:
+    """A transposed convolution's gradients by im2col of the output gradient and two
+    GEMMs (:meth:`~npvae.layers.ConvTranspose2d.backward_columns`). Any geometry."""
+
+    name = "im2col"
+
+    def valid(self, layer) -> bool:
+        return True
+
+    def forward(self, layer, x, oh, ow, keep=True, act=None):
+        return layer.forward_columns(x, oh, ow, keep=keep, act=act)
+
+    def backward(self, layer, dy):
+        return layer.backward_columns(dy)
+
+
+class TransposedDirect(TransposedColumns):
+    """A transposed convolution's gradients by the register-tiled direct kernels of a
+    strided Conv2d, a chunk of samples per thread: the input gradient is the Conv2d of
+    ``dy`` with the layer's own weights (in, out, kh, kw read as a Conv2d's out, in), at
+    the layer's stride and padding; the weight gradient is that Conv2d's weight gradient
+    with ``dy`` as its input and the layer's input as its output gradient. No columns.
+    Strides above 1 (those kernels' case)."""
+
+    name = "direct"
+
+    def valid(self, layer) -> bool:
+        return layer.stride != (1, 1)
+
+    def backward(self, layer, dy):
+        n, c = dy.shape[0], layer.in_channels
+        h, w = layer._in_hw(dy.shape[2:])
+        dy = np.ascontiguousarray(dy, dtype=layer.dtype)
+        x = layer._x3.reshape(n, c, h, w)
+        weights = layer.params["W"]
+        step = -(-n // threads.worker_count())
+        per_chunk = layer._buffer("dW_direct", (-(-n // step), *weights.shape))
+        dx = np.empty((n, c, h, w), dtype=layer.dtype) if layer.needs_input_grad else None
+        no_bias = np.zeros(c, dtype=layer.dtype)
+        geometry = (*layer.stride, *layer.padding)
+
+        def work(part, worker):
+            kernels.conv_tiled_weight_grad(dy[part], x[part], *geometry, per_chunk[part.start // step])
+            if dx is not None:
+                kernels.conv_tiled_forward(dy[part], weights, no_bias, *geometry, out=dx[part])
+
+        threads.for_each_chunk(n, step, work)
+        np.sum(per_chunk, axis=0, out=layer.grads["W"])
+        layer.bias_grad(dy)
+        return dx
+
+
 IM2COL = Im2col()
 ALGORITHMS = {a.name: a for a in (IM2COL, Direct(), Winograd(2), Winograd(4), OneInputChannel())}
+TRANSPOSED = {a.name: a for a in (TransposedColumns(), TransposedDirect())}
 ONE_THREAD = {f"{name}@1": OneThread(a) for name, a in ALGORITHMS.items()}
+TRANSPOSED_ONE_THREAD = {f"{name}@1": OneThread(a) for name, a in TRANSPOSED.items()}
 CHOICES = ("auto", *ALGORITHMS, *ONE_THREAD)
 
 
-def by_name(name: str):
-    """The algorithm called ``name`` (``"im2col"``, ..., or one of them on one thread, ``"im2col@1"``)."""
-    return ALGORITHMS.get(name) or ONE_THREAD[name]
+def _tables(layer) -> tuple[dict, dict]:
+    """(algorithms, their one-thread variants) for ``layer``: a ConvTranspose2d's or a Conv2d's."""
+    if getattr(layer, "output_padding", None) is not None:
+        return TRANSPOSED, TRANSPOSED_ONE_THREAD
+    return ALGORITHMS, ONE_THREAD
+
+
+def by_name(name: str, layer=None):
+    """The algorithm called ``name`` (``"im2col"``, ..., or one of them on one thread,
+    ``"im2col@1"``), of ``layer``'s kind (a Conv2d's when None)."""
+    algorithms, one_thread = _tables(layer)
+    return algorithms.get(name) or one_thread[name]
 
 
 # -- the choice ----------------------------------------------------------------------------
@@ -460,19 +525,21 @@ def candidates(layer, x=None) -> list:
     """The algorithms auto mode times for ``layer`` (on input ``x``), im2col first; on
     more than one thread, for a small layer (``plain_flops`` under
     ``ONE_THREAD_MAX_FLOPS``), each of them on one thread too."""
-    options = [a for a in ALGORITHMS.values()
+    algorithms, one_thread = _tables(layer)
+    options = [a for a in algorithms.values()
                if a.valid(layer) and (a.name != "direct" or layer.stride != (1, 1)
                                       or layer.out_channels <= DIRECT_AUTO_MAX_OUT)]
     if x is not None and threads.worker_count() > 1 and plain_flops(layer, x) < ONE_THREAD_MAX_FLOPS:
-        options += [ONE_THREAD[f"{a.name}@1"] for a in options]
+        options += [one_thread[f"{a.name}@1"] for a in options]
     return options
 
 
 def plain_flops(layer, x) -> int:
-    """Multiply-adds x 2 of ``layer``'s forward on ``x`` as a plain convolution."""
+    """Multiply-adds x 2 of ``layer``'s forward on ``x`` as a plain convolution (for a
+    transposed one: a multiply-add per input pixel, channel pair and kernel tap)."""
     kh, kw = layer.kernel_size
-    oh, ow = layer.output_shape(*x.shape[2:])
-    return 2 * x.shape[0] * layer.out_channels * layer.in_channels * kh * kw * oh * ow
+    h, w = x.shape[2:] if _tables(layer)[0] is TRANSPOSED else layer.output_shape(*x.shape[2:])
+    return 2 * x.shape[0] * layer.out_channels * layer.in_channels * kh * kw * h * w
 
 
 def shape_key(layer, x) -> str:
@@ -497,8 +564,9 @@ def choose(layer, x):
     """The algorithm ``layer`` runs on ``x`` (see the module docstring)."""
     want = requested()
     if want != "auto":
-        algo = by_name(want)
-        return algo if algo.valid(layer) else IM2COL
+        algorithms, one_thread = _tables(layer)
+        algo = algorithms.get(want) or one_thread.get(want)
+        return algo if algo is not None and algo.valid(layer) else algorithms["im2col"]
     options = candidates(layer, x)
     if len(options) == 1:
         return options[0]
@@ -511,7 +579,7 @@ def choose(layer, x):
             times = measure(layer, x, options)
             name = _store(key, min(times, key=times.get), times, names)
         _chosen[key] = name
-    return by_name(name)
+    return by_name(name, layer)
 
 
 def measure(layer, x, options) -> dict[str, float]:
