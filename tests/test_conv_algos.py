@@ -57,6 +57,25 @@ def run(layer, x, dy):
     return y, dx, layer.grads["W"].copy(), layer.grads["b"].copy()
 
 
+def forced_matches_im2col(monkeypatch, layer, algo, x, dy, dtype, tol):
+    """``layer`` forced to ``algo`` gives im2col's output and gradients (relative to the
+    largest value), and without the input gradient returns None with the same weight
+    gradient; returns im2col's (y, dx, dW, db)."""
+    monkeypatch.setenv("NPVAE_CONV_ALGO", "im2col")
+    expected = run(layer, x, dy)
+    monkeypatch.setenv("NPVAE_CONV_ALGO", algo)
+    got = run(layer, x, dy)
+    assert layer.algorithm == algo
+    for name, a, b in zip(("y", "dx", "dW", "db"), got, expected):
+        assert a.dtype == dtype and a.shape == b.shape, name
+        assert np.abs(a - b).max() <= tol * np.abs(b).max(), name
+    layer.needs_input_grad = False
+    layer.forward(x)
+    assert layer.backward(dy) is None
+    assert np.abs(layer.grads["W"] - expected[2]).max() <= tol * np.abs(expected[2]).max()
+    return expected
+
+
 SHAPES = [  # n, c, o, (h, w), padding
     (2, 3, 8, (7, 9), 1),
     (3, 8, 3, (5, 6), 0),
@@ -205,18 +224,7 @@ def test_strided_direct_agrees_with_im2col(rng, monkeypatch, backend, dtype, tol
     layer = npvae.Conv2d(c, o, k, stride=s, padding=pad, rng=rng, dtype=dtype)
     x = rng.standard_normal((n, c, *hw)).astype(dtype)
     dy = rng.standard_normal((n, o, *layer.output_shape(*hw))).astype(dtype)
-    monkeypatch.setenv("NPVAE_CONV_ALGO", "im2col")
-    expected = run(layer, x, dy)
-    monkeypatch.setenv("NPVAE_CONV_ALGO", "direct")
-    got = run(layer, x, dy)
-    assert layer.algorithm == "direct"
-    for name, a, b in zip(("y", "dx", "dW", "db"), got, expected):
-        assert a.dtype == dtype and a.shape == b.shape, name
-        assert np.abs(a - b).max() <= tol * np.abs(b).max(), name
-    layer.needs_input_grad = False
-    layer.forward(x)
-    assert layer.backward(dy) is None
-    assert np.abs(layer.grads["W"] - expected[2]).max() <= tol * np.abs(expected[2]).max()
+    expected = forced_matches_im2col(monkeypatch, layer, "direct", x, dy, dtype, tol)
     act = npvae.layers.LeakyReLU(0.2)
     with npvae.layers.inference():
         fused = layer.forward(x, act=act)
@@ -269,18 +277,7 @@ def test_cin1_agrees_with_im2col(rng, monkeypatch, backend, dtype, tol, threads,
     layer = npvae.Conv2d(1, o, k, stride=s, padding=pad, rng=rng, dtype=dtype)
     x = rng.standard_normal((n, 1, *hw)).astype(dtype)
     dy = rng.standard_normal((n, o, *layer.output_shape(*hw))).astype(dtype)
-    monkeypatch.setenv("NPVAE_CONV_ALGO", "im2col")
-    expected = run(layer, x, dy)
-    monkeypatch.setenv("NPVAE_CONV_ALGO", "cin1")
-    got = run(layer, x, dy)
-    assert layer.algorithm == "cin1"
-    for name, a, b in zip(("y", "dx", "dW", "db"), got, expected):
-        assert a.dtype == dtype and a.shape == b.shape, name
-        assert np.abs(a - b).max() <= tol * np.abs(b).max(), name
-    layer.needs_input_grad = False
-    layer.forward(x)
-    assert layer.backward(dy) is None
-    assert np.abs(layer.grads["W"] - expected[2]).max() <= tol * np.abs(expected[2]).max()
+    expected = forced_matches_im2col(monkeypatch, layer, "cin1", x, dy, dtype, tol)
     act = npvae.layers.LeakyReLU(0.2)
     with npvae.layers.inference():
         fused = layer.forward(x, act=act)
@@ -613,12 +610,6 @@ TRANSPOSED = [  # n, c, o, (h, w), kernel, stride, padding, output_padding
 ]
 
 
-def run_transposed(layer, x, dy):
-    y = layer.forward(x)
-    dx = layer.backward(dy)
-    return y, dx, layer.grads["W"].copy(), layer.grads["b"].copy()
-
-
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
 @pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("n,c,o,hw,k,s,pad,opad", TRANSPOSED)
@@ -631,19 +622,7 @@ def test_transposed_direct_backward_agrees_with_im2col(rng, monkeypatch, backend
     layer = npvae.ConvTranspose2d(c, o, k, stride=s, padding=pad, output_padding=opad, rng=rng, dtype=dtype)
     x = rng.standard_normal((n, c, *hw)).astype(dtype)
     dy = rng.standard_normal((n, o, *layer.output_shape(*hw))).astype(dtype)
-    monkeypatch.setenv("NPVAE_CONV_ALGO", "im2col")
-    expected = run_transposed(layer, x, dy)
-    assert layer.algorithm == "im2col"
-    monkeypatch.setenv("NPVAE_CONV_ALGO", "direct")
-    got = run_transposed(layer, x, dy)
-    assert layer.algorithm == "direct"
-    for name, a, b in zip(("y", "dx", "dW", "db"), got, expected):
-        assert a.dtype == dtype and a.shape == b.shape, name
-        assert np.abs(a - b).max() <= tol * np.abs(b).max(), name
-    layer.needs_input_grad = False
-    layer.forward(x)
-    assert layer.backward(dy) is None
-    assert np.abs(layer.grads["W"] - expected[2]).max() <= tol * np.abs(expected[2]).max()
+    expected = forced_matches_im2col(monkeypatch, layer, "direct", x, dy, dtype, tol)
     with npvae.layers.inference():
         np.testing.assert_array_equal(layer.forward(x), expected[0])
 

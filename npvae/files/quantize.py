@@ -6,7 +6,8 @@ A model file may hold a weight tensor ``W`` (float, any shape of two or more axe
 ``/model/param_scales`` with the same name. Reading multiplies them back:
 ``W ~ q * s[:, None, ...]``, within ``s[i] / 2`` of the trained value. Biases, norm
 parameters and buffers (one axis) stay float: they are few, and a BatchNorm's running
-variance wants its precision. A file of 7.4M weights takes 7.5 MB instead of 30.
+variance wants its precision. The network of ``npvae train music --preset stacked``
+(7.28M weights) makes a file of 8.0 MB instead of 29.6.
 
 The first axis is the output's for Conv2d (O, C, kh, kw) and the recurrent layers'
 input projections (4H, D), the input's for Dense (D_in, D_out) and ConvTranspose2d
